@@ -1,0 +1,69 @@
+"""One entry point for the TCA attention; the implementation behind it is chosen per call.
+
+`LANGBRT_ATTENTION=triton|reference|auto` (default auto) overrides the caller's choice. `auto` runs the
+fused Triton kernel on CUDA tensors and the PyTorch reference elsewhere. `triton` on a CPU tensor runs
+the kernel in Triton's interpreter, which only works with `TRITON_INTERPRET=1` set before triton is
+imported: that is how CPU tests compare the kernel with the reference.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+
+import torch
+
+from .reference import TCAParams, windowed_sigmoid_cross_attention_reference
+
+ENV_VAR = "LANGBRT_ATTENTION"
+
+
+class AttentionImpl(str, Enum):
+    AUTO = "auto"
+    TRITON = "triton"
+    REFERENCE = "reference"
+
+
+def requested_impl(configured: str | AttentionImpl = AttentionImpl.AUTO) -> AttentionImpl:
+    """The implementation asked for: the environment variable if set, else the configured one."""
+    raw = os.environ.get(ENV_VAR, "").strip().lower() or str(AttentionImpl(configured).value)
+    try:
+        return AttentionImpl(raw)
+    except ValueError:
+        choices = ", ".join(i.value for i in AttentionImpl)
+        raise ValueError(f"{ENV_VAR}={raw!r} is not one of: {choices}") from None
+
+
+def triton_available() -> bool:
+    """True when the triton package imports (it is absent on macOS/Windows and on non-x86 Linux)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_impl(configured: str | AttentionImpl, device: torch.device) -> AttentionImpl:
+    """The implementation a call on `device` will run: never AUTO."""
+    impl = requested_impl(configured)
+    if impl is AttentionImpl.AUTO:
+        use_triton = device.type == "cuda" and triton_available()
+        return AttentionImpl.TRITON if use_triton else AttentionImpl.REFERENCE
+    return impl
+
+
+def windowed_sigmoid_cross_attention(
+    x: torch.Tensor,
+    map_features: torch.Tensor,
+    params: TCAParams,
+    num_heads: int,
+    window_size: int,
+    shift: int,
+    impl: str | AttentionImpl = AttentionImpl.AUTO,
+) -> torch.Tensor:
+    """TCA attention (see `reference.py` for the maths): x (B, H, W, C), map_features (B, H, W, Cm)."""
+    if resolve_impl(impl, x.device) is AttentionImpl.TRITON:
+        from .tca_triton import windowed_sigmoid_cross_attention_triton
+
+        return windowed_sigmoid_cross_attention_triton(x, map_features, params, num_heads, window_size, shift)
+    return windowed_sigmoid_cross_attention_reference(x, map_features, params, num_heads, window_size, shift)

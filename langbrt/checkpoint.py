@@ -1,0 +1,141 @@
+"""Checkpoint directories: `model.safetensors` + `prompt_bank.safetensors` + `config.json`.
+
+No pickles: weights and prompt embeddings are safetensors, everything else is JSON. `config.json` is
+written last, so a directory with a readable config.json has complete weights beside it. Training
+resumes keep their optimizer state in a separate `trainer_state.pt` (see langbrt.training).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .atomic import atomic_path, atomic_write_text
+from .config import LangBRTConfig
+from .errors import CheckpointError
+from .text import PromptBank, TextEncoder
+
+if TYPE_CHECKING:
+    from .model import LangBRT
+
+FORMAT = "langbrt-checkpoint"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+PROMPTS_FILE = "prompt_bank.safetensors"
+
+
+def save_checkpoint(model: LangBRT, directory: str | Path) -> Path:
+    """Write `model` into `directory` (created if needed) and return the directory."""
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CheckpointError(f"cannot create checkpoint folder {directory}: {err.strerror}") from None
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    texts, embeddings = model.prompt_bank.state()
+    try:
+        with atomic_path(directory / WEIGHTS_FILE) as tmp:
+            save_file(state, str(tmp), metadata={"format": FORMAT})
+        with atomic_path(directory / PROMPTS_FILE) as tmp:
+            save_file({"embeddings": embeddings.float().contiguous()}, str(tmp), metadata={"format": FORMAT})
+        atomic_write_text(directory / CONFIG_FILE, json.dumps(checkpoint_config(model, texts), indent=2))
+    except OSError as err:
+        raise CheckpointError(f"cannot write checkpoint to {directory}: {err.strerror}") from None
+    return directory
+
+
+def checkpoint_config(model: LangBRT, prompt_texts: list[str]) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": model.config.to_dict(),
+        "text_encoder": {"name": model.config.text_encoder, "dim": model.config.text_dim},
+        "prompts": prompt_texts,
+    }
+
+
+def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
+    """The parsed config.json of a checkpoint directory, or one clear `CheckpointError`."""
+    directory = Path(directory)
+    if not directory.exists():
+        raise CheckpointError(f"{directory}: no such checkpoint")
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: not a LangBRT checkpoint (expected a folder with {CONFIG_FILE})")
+    path = directory / CONFIG_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{directory}: not a LangBRT checkpoint (no {CONFIG_FILE})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: unreadable checkpoint config ({err})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a LangBRT checkpoint config")
+    if data.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {data['format_version']} is newer than this LangBRT")
+    return data
+
+
+def load_checkpoint(directory: str | Path, text_encoder: TextEncoder | None = None,
+                    expected_config: LangBRTConfig | None = None,
+                    map_location: str | torch.device = "cpu") -> LangBRT:
+    """Rebuild a `LangBRT` from `directory`, checking config, encoder and every tensor's shape."""
+    from .model import LangBRT
+
+    directory = Path(directory)
+    data = read_checkpoint_config(directory)
+    config = LangBRTConfig.from_dict(data["model"])
+    if expected_config is not None and expected_config != config:
+        raise CheckpointError(f"{directory}: config mismatch: {_config_diff(expected_config, config)}")
+    if text_encoder is not None and (text_encoder.name, text_encoder.dim) != (config.text_encoder,
+                                                                              config.text_dim):
+        raise CheckpointError(
+            f"{directory}: text encoder mismatch: checkpoint was trained with {config.text_encoder} "
+            f"(dim {config.text_dim}), got {text_encoder.name} (dim {text_encoder.dim})"
+        )
+    weights = _load_safetensors(directory / WEIGHTS_FILE, map_location)
+    prompt_state = _load_safetensors(directory / PROMPTS_FILE, "cpu")
+    texts = list(data.get("prompts", []))
+    embeddings = prompt_state.get("embeddings", torch.zeros(0, config.text_dim))
+    if embeddings.shape != (len(texts), config.text_dim):
+        raise CheckpointError(f"{directory}: prompt bank holds {tuple(embeddings.shape)} embeddings for "
+                              f"{len(texts)} prompts of dim {config.text_dim}")
+    bank = PromptBank.from_state(texts, embeddings, encoder_name=config.text_encoder, dim=config.text_dim,
+                                 encoder=text_encoder)
+    model = LangBRT(config, prompt_bank=bank)
+    _load_state(model, weights, directory)
+    return model.to(map_location).eval()
+
+
+def _load_safetensors(path: Path, map_location: str | torch.device) -> dict[str, torch.Tensor]:
+    if not path.exists():
+        raise CheckpointError(f"{path.parent}: incomplete checkpoint, {path.name} is missing")
+    try:
+        return load_file(str(path), device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: corrupt weights file ({err})") from None
+
+
+def _load_state(model: torch.nn.Module, weights: dict[str, torch.Tensor], directory: Path) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{directory}: weights do not fit the model: missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]} ({len(missing)} missing, {len(unexpected)} unexpected)")
+    for name, tensor in weights.items():
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(f"{directory}: weight {name} has shape {tuple(tensor.shape)}, "
+                                  f"the config needs {tuple(expected[name].shape)}")
+    model.load_state_dict(weights)
+
+
+def _config_diff(expected: LangBRTConfig, found: LangBRTConfig) -> str:
+    a, b = expected.to_dict(), found.to_dict()
+    diffs = [f"{k}: expected {a[k]!r}, checkpoint has {b[k]!r}" for k in a if a[k] != b[k]]
+    return "; ".join(diffs)

@@ -1,0 +1,178 @@
+"""LangBRT: E -> TBD -> T -> D, from an image batch and prompts to the retouched image and its maps."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import LangBRTConfig
+from .errors import LangBRTError, LangBRTInputError
+from .modules.decoder import Decoder, blend
+from .modules.encoder import Encoder
+from .modules.tbd import TextPromptedDetection
+from .modules.tca import LatentTransformer
+from .text import PromptBank, TextEncoder, normalize_prompt, text_encoder_from_name
+
+
+@dataclass
+class LangBRTOutput:
+    """What one forward pass returns; every map is at image resolution, K prompts per image."""
+
+    image: torch.Tensor  # (B, 3, H, W) retouched, in [0, 1]
+    mask: torch.Tensor  # (B, 1, H, W) gated combined map: 0 where the image is left untouched
+    maps: torch.Tensor  # (B, K, H, W) gated map of each prompt (zeros for padding entries)
+    soft_mask: torch.Tensor  # (B, 1, H, W) un-gated combined probability (what L_detc supervises)
+    soft_maps: torch.Tensor  # (B, K, H, W) un-gated per-prompt probabilities
+    residual: torch.Tensor  # (B, 3, H, W) decoder output delta, before gating
+
+
+@dataclass(frozen=True)
+class PromptTable:
+    """The prompts of a batch as tensors: one table of unique prompts and who uses which."""
+
+    texts: list[str]  # T normalised prompt texts
+    embeddings: torch.Tensor  # (T, D)
+    predefined_index: torch.Tensor  # (T,) long: index into the pre-defined prompts, -1 for user prompts
+    weights: torch.Tensor  # (B, T) 1.0 where image b uses prompt t
+    per_image: list[list[int]]  # for each image, its prompts' indices into the table, in the user's order
+
+
+class LangBRT(nn.Module):
+    """The generator of the paper (E, TBD, T, D); the discriminator lives with training.
+
+    `forward(images, prompts)` takes strings; `forward_table` takes a precomputed prompt table and is
+    what export and the runtime use (no text encoder at run time).
+    """
+
+    def __init__(self, config: LangBRTConfig, text_encoder: TextEncoder | None = None,
+                 prompt_bank: PromptBank | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.tbd = TextPromptedDetection(config)
+        self.transformer = LatentTransformer(config)
+        self.decoder = Decoder(config)
+        if prompt_bank is None:
+            prompt_bank = PromptBank(text_encoder, encoder_name=config.text_encoder, dim=config.text_dim)
+        elif text_encoder is not None:
+            prompt_bank.set_encoder(text_encoder)
+        self.prompt_bank = prompt_bank
+        self._predefined = {normalize_prompt(p): i for i, p in enumerate(config.predefined_prompts)}
+
+    @property
+    def predefined_prompts(self) -> list[str]:
+        return [normalize_prompt(p) for p in self.config.predefined_prompts]
+
+    def embed_prompts(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embeddings (N, D) of normalised texts, loading the configured text encoder only if needed."""
+        if self.prompt_bank.encoder is None and any(t not in self.prompt_bank for t in texts):
+            try:
+                self.prompt_bank.set_encoder(text_encoder_from_name(self.config.text_encoder))
+            except LangBRTError:
+                pass  # the bank's own error lists the prompts it can answer without an encoder
+        return self.prompt_bank.embed(list(texts))
+
+    def prompt_table(self, prompts: Sequence[Sequence[str]], batch_size: int) -> PromptTable:
+        """Normalise, de-duplicate and embed the prompts of a batch (one list of strings per image)."""
+        if len(prompts) != batch_size:
+            raise LangBRTInputError(f"got {len(prompts)} prompt lists for {batch_size} images")
+        texts: list[str] = []
+        per_image: list[list[int]] = []
+        for image_prompts in prompts:
+            if isinstance(image_prompts, str):
+                raise LangBRTInputError("prompts must be one list of strings per image, got a bare string")
+            if len(image_prompts) == 0:
+                raise LangBRTInputError("every image needs at least one prompt")
+            indices: list[int] = []
+            for prompt in image_prompts:
+                text = normalize_prompt(prompt)
+                if text not in texts:
+                    texts.append(text)
+                if texts.index(text) not in indices:
+                    indices.append(texts.index(text))
+            per_image.append(indices)
+        weights = torch.zeros(batch_size, len(texts))
+        for b, indices in enumerate(per_image):
+            weights[b, indices] = 1.0
+        predefined_index = torch.tensor([self._predefined.get(t, -1) for t in texts], dtype=torch.long)
+        return PromptTable(texts, self.embed_prompts(texts), predefined_index, weights, per_image)
+
+    def forward(self, images: torch.Tensor, prompts: Sequence[Sequence[str]] | None = None) -> LangBRTOutput:
+        """images (B, 3, H, W) in [0, 1]; prompts: one list of strings per image (default: pre-defined)."""
+        if prompts is None:
+            prompts = [list(self.config.predefined_prompts)] * images.shape[0]
+        table = self.prompt_table(prompts, images.shape[0])
+        out = self.forward_table(images, table.embeddings, table.predefined_index, table.weights)
+        return _regroup_maps(out, table.per_image)
+
+    def forward_table(self, images: torch.Tensor, prompt_embeddings: torch.Tensor,
+                      predefined_index: torch.Tensor, prompt_weights: torch.Tensor) -> LangBRTOutput:
+        """images (B, 3, H, W); table (T, D), (T,), weights (B, T) -> output with maps (B, T, H, W)."""
+        self._check_images(images)
+        device, dtype = images.device, images.dtype
+        features, skips = self.encoder(images)  # (B, C, h, w)
+        vectors = self.tbd.prompt_vectors(prompt_embeddings.to(device, dtype), predefined_index.to(device))
+        detection = self.tbd(features, vectors, prompt_weights.to(device, dtype))
+        latent = self.transformer(features, detection.mask)  # (B, C, h, w)
+        residual = self.decoder(latent, skips)  # (B, 3, H, W)
+        size = images.shape[-2:]
+        mask = _upsample(detection.mask, size)  # (B, 1, H, W)
+        return LangBRTOutput(
+            image=blend(images, residual, mask),
+            mask=mask,
+            maps=_upsample(detection.maps, size),
+            soft_mask=_upsample(detection.soft_mask, size),
+            soft_maps=_upsample(detection.soft_maps, size),
+            residual=residual,
+        )
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        stride = self.config.stride
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise LangBRTInputError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+        if images.shape[-1] % stride or images.shape[-2] % stride:
+            raise LangBRTInputError(
+                f"image size {tuple(images.shape[-2:])} must be a multiple of {stride}; "
+                f"the runtime resizes any photo to {self.config.image_size}x{self.config.image_size}"
+            )
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write weights (safetensors), config.json and the prompt bank; atomic per file."""
+        from .checkpoint import save_checkpoint
+
+        return save_checkpoint(self, directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, text_encoder: TextEncoder | None = None,
+                        expected_config: LangBRTConfig | None = None,
+                        map_location: str | torch.device = "cpu") -> LangBRT:
+        """Load a checkpoint directory; a config or text-encoder mismatch raises `CheckpointError`."""
+        from .checkpoint import load_checkpoint
+
+        return load_checkpoint(directory, text_encoder=text_encoder, expected_config=expected_config,
+                               map_location=map_location)
+
+
+def _upsample(maps: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    """Latent maps (B, K, h, w) -> (B, K, H, W), bilinear: zero wherever all neighbours are zero."""
+    return F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def _regroup_maps(out: LangBRTOutput, per_image: list[list[int]]) -> LangBRTOutput:
+    """Table-ordered maps (B, T, H, W) -> each image's own prompts in its order (B, K, H, W)."""
+    K = max(len(indices) for indices in per_image)
+    B, _, H, W = out.maps.shape
+    index = torch.zeros(B, K, dtype=torch.long, device=out.maps.device)
+    valid = torch.zeros(B, K, 1, 1, dtype=out.maps.dtype, device=out.maps.device)
+    for b, indices in enumerate(per_image):
+        index[b, : len(indices)] = torch.tensor(indices, device=out.maps.device)
+        valid[b, : len(indices)] = 1.0
+    gather_index = index[:, :, None, None].expand(B, K, H, W)
+    out.maps = torch.gather(out.maps, 1, gather_index) * valid  # (B, K, H, W)
+    out.soft_maps = torch.gather(out.soft_maps, 1, gather_index) * valid  # (B, K, H, W)
+    return out

@@ -1,0 +1,100 @@
+"""Checkpoints: round trip, atomic layout, and one clear error for every kind of mismatch."""
+
+import json
+
+import pytest
+import torch
+
+from langbrt import CheckpointError, LangBRT, LangBRTConfig
+from langbrt.text import default_text_encoder
+
+
+class OtherEncoder:
+    name = "open_clip:ViT-B-16"
+    dim = 512
+
+    def encode(self, texts):
+        return torch.nn.functional.normalize(torch.randn(len(texts), 512), dim=-1)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    torch.manual_seed(0)
+    model = LangBRT(LangBRTConfig.tiny(), text_encoder=default_text_encoder()).eval()
+    images = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(images, [["acne on the right cheek", "forehead wrinkles"]]).image
+    directory = model.save_pretrained(tmp_path_factory.mktemp("ckpt") / "model")
+    return directory, images, expected
+
+
+def test_round_trip_gives_identical_outputs(saved):
+    directory, images, expected = saved
+    model = LangBRT.from_pretrained(directory)
+    with torch.no_grad():
+        got = model(images, [["acne on the right cheek", "forehead wrinkles"]]).image
+    assert torch.equal(got, expected)
+
+
+def test_saved_prompts_need_no_text_encoder(saved):
+    model = LangBRT.from_pretrained(directory := saved[0])
+    assert "acne on the right cheek" in model.prompt_bank
+    assert json.loads((directory / "config.json").read_text())["prompts"]
+
+
+def test_checkpoint_holds_only_safetensors_and_json(saved):
+    names = sorted(p.name for p in saved[0].iterdir())
+    assert names == ["config.json", "model.safetensors", "prompt_bank.safetensors"]
+
+
+def test_other_text_encoder_is_a_named_mismatch(saved):
+    with pytest.raises(CheckpointError, match="text encoder mismatch.*minilm.*open_clip:ViT-B-16"):
+        LangBRT.from_pretrained(saved[0], text_encoder=OtherEncoder())
+
+
+def test_other_config_is_a_named_mismatch(saved):
+    with pytest.raises(CheckpointError, match="depth: expected 3, checkpoint has 2"):
+        LangBRT.from_pretrained(saved[0], expected_config=LangBRTConfig.tiny(depth=3))
+
+
+def test_weights_of_another_shape_are_named(saved, tmp_path):
+    directory = saved[0]
+    config = json.loads((directory / "config.json").read_text())
+    config["model"]["mlp_ratio"] = 4.0
+    for name in ("model.safetensors", "prompt_bank.safetensors"):
+        (tmp_path / name).write_bytes((directory / name).read_bytes())
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="mlp"):
+        LangBRT.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["no_config", "bad_json", "no_weights", "corrupt_weights", "a_file"])
+def test_broken_checkpoints_raise_one_clear_error(saved, tmp_path, damage):
+    target = tmp_path / "ckpt"
+    target.mkdir()
+    for p in saved[0].iterdir():
+        (target / p.name).write_bytes(p.read_bytes())
+    if damage == "no_config":
+        (target / "config.json").unlink()
+    elif damage == "bad_json":
+        (target / "config.json").write_text("{not json")
+    elif damage == "no_weights":
+        (target / "model.safetensors").unlink()
+    elif damage == "corrupt_weights":
+        (target / "model.safetensors").write_bytes(b"garbage" * 10)
+    else:
+        target = target / "config.json"
+    with pytest.raises(CheckpointError):
+        LangBRT.from_pretrained(target)
+
+
+def test_failed_save_leaves_no_temporary_files(tmp_path, monkeypatch):
+    model = LangBRT(LangBRTConfig.tiny(), text_encoder=default_text_encoder())
+
+    def explode(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("langbrt.checkpoint.save_file", explode)
+    with pytest.raises(CheckpointError, match="No space left"):
+        model.save_pretrained(tmp_path / "m")
+    assert list((tmp_path / "m").iterdir()) == []

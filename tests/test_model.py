@@ -1,0 +1,148 @@
+"""The LangBRT generator on the tiny preset (and one paper-sized forward): shapes, gradients, the blend."""
+
+import pytest
+import torch
+
+from langbrt import LangBRT, LangBRTConfig, LangBRTInputError
+from langbrt.modules.decoder import Decoder
+from langbrt.modules.discriminator import PatchDiscriminator
+from langbrt.modules.encoder import Encoder
+from langbrt.modules.tbd import TextPromptedDetection
+from langbrt.modules.tca import LatentTransformer
+from langbrt.text import default_text_encoder
+
+PROMPTS = ["dark circles under the eyes", "forehead wrinkles", "acne on the cheeks", "pimples on my chin"]
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return default_text_encoder()
+
+
+@pytest.fixture()
+def tiny(encoder):
+    torch.manual_seed(0)
+    return LangBRT(LangBRTConfig.tiny(), text_encoder=encoder)
+
+
+@pytest.fixture()
+def images():
+    return torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+
+
+def test_encoder_downsamples_by_eight_with_skips():
+    cfg = LangBRTConfig.tiny()
+    latent, skips = Encoder(cfg)(torch.rand(2, 3, 64, 64))
+    assert latent.shape == (2, 32, 8, 8)
+    assert [s.shape[-1] for s in skips] == [64, 32, 16]
+
+
+def test_tbd_gives_one_map_per_prompt_and_a_combined_map():
+    cfg = LangBRTConfig.tiny()
+    tbd = TextPromptedDetection(cfg)
+    vectors = tbd.prompt_vectors(torch.randn(4, cfg.text_dim), torch.tensor([0, -1, 2, -1]))
+    maps = tbd(torch.randn(2, 32, 8, 8), vectors, torch.ones(2, 4))
+    assert vectors.shape == (4, 32)
+    assert maps.soft_maps.shape == maps.maps.shape == (2, 4, 8, 8)
+    assert maps.mask.shape == maps.soft_mask.shape == (2, 1, 8, 8)
+    assert 0.0 <= float(maps.mask.detach().min()) and float(maps.mask.detach().max()) <= 1.0
+
+
+def test_predefined_prompts_use_their_own_mapping_layer():
+    cfg = LangBRTConfig.tiny()
+    tbd = TextPromptedDetection(cfg)
+    with torch.no_grad():
+        tbd.predefined_weight[1].mul_(3.0)
+    emb = torch.randn(1, cfg.text_dim)
+    user = tbd.prompt_vectors(emb, torch.tensor([-1]))
+    torch.testing.assert_close(tbd.prompt_vectors(emb, torch.tensor([0])), user)  # psi_0 starts at identity
+    torch.testing.assert_close(tbd.prompt_vectors(emb, torch.tensor([1])), 3.0 * user)
+
+
+def test_transformer_and_decoder_keep_shapes():
+    cfg = LangBRTConfig.tiny()
+    feats = torch.randn(2, 32, 8, 8)
+    out = LatentTransformer(cfg)(feats, torch.rand(2, 1, 8, 8))
+    assert out.shape == feats.shape
+    _, skips = Encoder(cfg)(torch.rand(2, 3, 64, 64))
+    assert Decoder(cfg)(out, skips).shape == (2, 3, 64, 64)
+
+
+def test_discriminator_scores_patches():
+    logits = PatchDiscriminator(channels=8)(torch.rand(2, 3, 64, 64))
+    assert logits.ndim == 4 and logits.shape[:2] == (2, 1) and logits.shape[-1] > 1
+
+
+def test_forward_returns_image_mask_and_per_prompt_maps(tiny, images):
+    out = tiny(images, [PROMPTS[:2], PROMPTS[2:3]])
+    assert out.image.shape == (2, 3, 64, 64) and out.image.dtype == torch.float32
+    assert out.mask.shape == (2, 1, 64, 64)
+    assert out.maps.shape == (2, 2, 64, 64)
+    assert torch.all(out.maps[1, 1] == 0)  # the second image has one prompt: its second slot is padding
+    assert 0.0 <= float(out.image.detach().min()) and float(out.image.detach().max()) <= 1.0
+
+
+def test_default_prompts_are_the_predefined_ones(tiny, images):
+    assert tiny(images).maps.shape[1] == len(LangBRTConfig.tiny().predefined_prompts)
+
+
+def test_gradients_reach_every_generator_parameter(tiny, images):
+    out = tiny(images, [PROMPTS, PROMPTS])
+    (out.image.sum() + out.soft_maps.sum()).backward()
+    missing = [n for n, p in tiny.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert missing == []
+
+
+def test_zero_maps_leave_the_image_bit_identical(tiny, images):
+    table = tiny.prompt_table([PROMPTS, PROMPTS], 2)
+    out = tiny.forward_table(images, table.embeddings, table.predefined_index, torch.zeros(2, len(PROMPTS)))
+    assert torch.all(out.mask == 0)
+    assert torch.equal(out.image, images)
+
+
+def test_pixels_outside_the_map_are_bit_identical(encoder, images):
+    torch.manual_seed(0)
+    model = LangBRT(LangBRTConfig.tiny(map_threshold=0.5), text_encoder=encoder)
+    with torch.no_grad():
+        model.tbd.map_bias.fill_(0.0)  # probabilities straddle the threshold: part of the map is closed
+    out = model(images, [PROMPTS[:1], PROMPTS[1:2]])
+    outside = (out.mask == 0).expand_as(images)
+    assert outside.any() and (~outside).any()
+    assert torch.equal(out.image[outside], images[outside])
+
+
+def test_changing_the_prompt_changes_the_maps(tiny, images):
+    a = tiny(images, [["acne on the right cheek"]] * 2)
+    b = tiny(images, [["forehead wrinkles"]] * 2)
+    assert not torch.allclose(a.soft_maps, b.soft_maps)
+
+
+def test_prompt_casing_and_spacing_do_not_matter(tiny, images):
+    a = tiny(images, [["Acne on the  RIGHT cheek"]] * 2)
+    b = tiny(images, [["acne on the right cheek "]] * 2)
+    assert torch.equal(a.soft_maps, b.soft_maps)
+
+
+def test_bad_prompt_lists_are_rejected(tiny, images):
+    with pytest.raises(LangBRTInputError):
+        tiny(images, [["acne"]])
+    with pytest.raises(LangBRTInputError):
+        tiny(images, [[], ["acne"]])
+    with pytest.raises(LangBRTInputError):
+        tiny(images, [["   "], ["acne"]])
+
+
+def test_image_size_must_fit_the_stride(tiny):
+    with pytest.raises(LangBRTInputError):
+        tiny(torch.rand(1, 3, 60, 64), [["acne"]])
+
+
+@pytest.mark.slow
+def test_paper_preset_runs_one_512_forward(encoder):
+    cfg = LangBRTConfig.paper()
+    assert (cfg.image_size, cfg.depth, len(cfg.predefined_prompts)) == (512, 7, 3)
+    model = LangBRT(cfg, text_encoder=encoder).eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, 512, 512))
+    assert out.image.shape == (1, 3, 512, 512)
+    assert out.maps.shape == (1, 3, 512, 512)
