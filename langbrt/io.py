@@ -1,0 +1,312 @@
+"""The library's only boundary between image files and tensors.
+
+Inside LangBRT an image is a float32 tensor in [0, 1], RGB, channels-first: (3, H, W). Everything that
+can go wrong with a file (missing, empty, truncated, not an image, a decompression bomb) is turned into
+one `LangBRTInputError` line naming the file, so CLIs and servers never show a Pillow traceback.
+Writes are atomic: a crash mid-write leaves the old target (or nothing), never half an image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import struct
+import tempfile
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from langbrt.errors import LangBRTError, LangBRTInputError
+
+DEFAULT_MAX_PIXELS = 64_000_000
+"""Largest W*H accepted before decoding: a 48-MP phone photo passes, a crafted 20000x20000 header does not."""
+
+READ_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF", "PPM")
+"""Pillow plugins tried on read (JPEG covers MPO); formats that shell out (EPS) or are rare stay out."""
+
+WRITE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+_ALPHA_FORMATS = ("PNG", "WEBP")
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+# What Pillow raises while decoding a damaged stream; anything else escaping is a bug worth seeing.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedImage:
+    """A decoded, upright image plus what an output needs to carry back (alpha, metadata)."""
+
+    rgb: torch.Tensor  # (3, H, W) float32 in [0, 1]
+    alpha: torch.Tensor | None  # (1, H, W) float32 in [0, 1], or None when the file has no transparency
+    format: str  # Pillow's name: "PNG", "JPEG", "WEBP", ...
+    size: tuple[int, int]  # (W, H) after EXIF orientation
+    path: Path | None  # None when decoded from bytes
+    exif: bytes | None = None  # orientation tag already applied and removed
+    icc_profile: bytes | None = None
+    bit_depth: int = 8  # bits per sample in the file: 8, 16, or 32 (float TIFF)
+
+
+def _input_error(name: str, reason: object) -> LangBRTInputError:
+    """One line, '<name>: <reason>', whatever Pillow put in its message."""
+    return LangBRTInputError(f"{name}: {' '.join(str(reason).split())}")
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Decode an image file into an upright RGB tensor, alpha kept aside; the file is only ever read."""
+    path = Path(path)
+    name = str(path)
+    if path.is_dir():
+        raise _input_error(name, "is a folder, not an image file")
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError as err:
+        raise _input_error(name, "no such file") from err
+    except OSError as err:
+        raise _input_error(name, f"cannot open file ({err.strerror or err})") from err
+    with fh:
+        return _load(fh, name, path, max_pixels)
+
+
+def load_image_bytes(
+    data: bytes, name: str = "<bytes>", *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> LoadedImage:
+    """Same as `load_image` for an upload already in memory; `name` is what error messages call it."""
+    return _load(io.BytesIO(data), name, None, max_pixels)
+
+
+def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """The (3, H, W) float32 RGB tensor in [0, 1] of an image file; `load_image` adds alpha and metadata."""
+    return load_image(path, max_pixels=max_pixels).rgb
+
+
+def read_image_bytes(
+    data: bytes, name: str = "<bytes>", *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> torch.Tensor:
+    """The (3, H, W) float32 RGB tensor in [0, 1] of encoded image bytes."""
+    return load_image_bytes(data, name, max_pixels=max_pixels).rgb
+
+
+def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> LoadedImage:
+    fh.seek(0, io.SEEK_END)
+    if fh.tell() == 0:
+        raise _input_error(name, "empty file (0 bytes)")
+    fh.seek(0)
+    try:
+        with warnings.catch_warnings():
+            # Pillow's own bomb check runs inside Image.open. Below its warning threshold our limit is the
+            # stricter one, so its warning becomes our error; a caller who raised max_pixels above means it.
+            action = "error" if max_pixels <= (Image.MAX_IMAGE_PIXELS or 0) else "ignore"
+            warnings.simplefilter(action, Image.DecompressionBombWarning)
+            img = Image.open(fh, formats=READ_FORMATS)  # lazy: header only
+            width, height = img.size
+            if width * height > max_pixels:
+                raise _input_error(
+                    name,
+                    f"image is {width}x{height} = {width * height / 1e6:.1f} MP, over the "
+                    f"{max_pixels / 1e6:g} MP limit (raise max_pixels to allow it)",
+                )
+            fmt = "JPEG" if img.format == "MPO" else str(img.format)
+            bit_depth = _bit_depth(img)  # reads the tile list, which load() empties
+            img.load()  # decode everything now, so a truncated file fails here and not in a caller
+            ImageOps.exif_transpose(img, in_place=True)
+            rgb, alpha = _to_planes(img, name)
+    except LangBRTError:
+        raise
+    except Image.UnidentifiedImageError as err:
+        raise _input_error(name, "not an image file (cannot identify image format)") from err
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise _input_error(name, f"too many pixels, refusing to decode ({err})") from err
+    except _DECODE_ERRORS as err:
+        raise _input_error(name, f"corrupt or truncated image ({err})") from err
+    return LoadedImage(
+        rgb=rgb,
+        alpha=alpha,
+        format=fmt,
+        size=img.size,
+        path=path,
+        exif=img.info.get("exif") or None,
+        icc_profile=img.info.get("icc_profile") or None,
+        bit_depth=bit_depth,
+    )
+
+
+def _bit_depth(img: Image.Image) -> int:
+    """Bits per sample in the file; Pillow decodes 16-bit RGB PNG to 8 bits, but its raw mode says 16."""
+    if img.mode == "F":
+        return 32
+    if img.mode in _SIXTEEN_BIT_MODES:
+        return 16
+    rawmode = img.tile[0].args if img.tile else None
+    return 16 if isinstance(rawmode, str) and ";16" in rawmode else 8
+
+
+def _to_planes(img: Image.Image, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Any Pillow mode -> (3, H, W) RGB and optional (1, H, W) alpha, float32 in [0, 1]."""
+    if img.mode in _SIXTEEN_BIT_MODES or img.mode == "F":
+        # 16-bit gray must not go through Pillow's convert("RGB"), which clips at 255; F is taken as [0, 1].
+        gray = np.asarray(img).astype(np.float32)  # (H, W)
+        if img.mode != "F":
+            gray /= 65535.0
+        gray = np.clip(np.nan_to_num(gray), 0.0, 1.0)
+        rgb = torch.from_numpy(gray).unsqueeze(0).expand(3, -1, -1).contiguous()  # (3, H, W)
+        return rgb, None
+    has_alpha = "A" in img.mode or "a" in img.mode or "transparency" in img.info  # RGBA, LA, PA, RGBa, P+tRNS
+    try:
+        converted = img.convert("RGBA" if has_alpha else "RGB")  # CMYK, YCbCr, P, L, 1 all land here
+    except ValueError as err:
+        raise _input_error(name, f"unsupported image mode {img.mode}") from err
+    planes = from_uint8_hwc(np.asarray(converted))  # (3 or 4, H, W)
+    if has_alpha:
+        return planes[:3].contiguous(), planes[3:].contiguous()  # (3, H, W), (1, H, W)
+    return planes, None
+
+
+def from_uint8_hwc(arr: np.ndarray) -> torch.Tensor:
+    """(H, W, C) or (H, W) uint8 -> (C, H, W) float32 in [0, 1]; the inverse of `to_uint8_hwc`."""
+    assert arr.dtype == np.uint8, f"expected uint8, got {arr.dtype}"
+    if arr.ndim == 2:
+        arr = arr[:, :, None]  # (H, W, 1)
+    assert arr.ndim == 3, f"expected (H, W, C), got shape {arr.shape}"
+    chw = arr.transpose(2, 0, 1).astype(np.float32) / 255.0  # (C, H, W), a fresh writable copy
+    return torch.from_numpy(chw)
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def to_uint8_hwc(tensor: torch.Tensor) -> np.ndarray:
+    """(C, H, W) or (1, C, H, W) float -> (H, W, C) uint8, clamped to [0, 1], rounded half-to-even.
+
+    Rounding (not truncation) is what makes uint8 -> float -> uint8 an exact round trip.
+    """
+    t = tensor.detach().cpu()
+    if t.ndim == 4:
+        assert t.shape[0] == 1, f"expected a batch of one, got shape {tuple(t.shape)}"
+        t = t[0]  # (C, H, W)
+    assert t.ndim == 3 and t.shape[0] in (1, 3, 4), (
+        f"expected (C, H, W) with C in 1/3/4, got {tuple(t.shape)}"
+    )
+    t = torch.nan_to_num(t.float(), nan=0.0).clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)  # (C, H, W)
+    return t.permute(1, 2, 0).contiguous().numpy()  # (H, W, C)
+
+
+def _resolve_format(fmt: str, name: str) -> str:
+    """'png', '.JPG', 'jpeg', 'WEBP' -> Pillow's format name; anything else is a user error."""
+    key = fmt.lower() if fmt.startswith(".") else "." + fmt.lower()
+    if key not in WRITE_SUFFIXES:
+        supported = ", ".join(WRITE_SUFFIXES)
+        raise _input_error(name, f"unsupported output format '{fmt}' (use one of {supported})")
+    return WRITE_SUFFIXES[key]
+
+
+def _to_pil(tensor: torch.Tensor, alpha: torch.Tensor | None, fmt: str) -> Image.Image:
+    rgb = to_uint8_hwc(tensor)  # (H, W, 3)
+    assert rgb.shape[2] == 3, f"expected an RGB tensor (3, H, W), got {tuple(tensor.shape)}"
+    if alpha is None or fmt not in _ALPHA_FORMATS:  # JPEG has no alpha channel: it is dropped
+        return Image.fromarray(rgb)
+    a = to_uint8_hwc(alpha if alpha.ndim != 2 else alpha.unsqueeze(0))  # (H, W, 1)
+    assert a.shape == rgb.shape[:2] + (1,), f"alpha {tuple(alpha.shape)} does not match image {rgb.shape}"
+    return Image.fromarray(np.concatenate([rgb, a], axis=2))  # (H, W, 4) -> RGBA
+
+
+def _save(
+    img: Image.Image, fp: BinaryIO, fmt: str, quality: int, exif: bytes | None, icc: bytes | None
+) -> None:
+    options: dict[str, object] = {}
+    if exif:
+        options["exif"] = exif
+    if icc:
+        options["icc_profile"] = icc
+    if fmt == "JPEG":
+        options.update(quality=quality, subsampling=0)  # 4:4:4: chroma subsampling smears skin-tone edges
+    elif fmt == "WEBP":
+        options["quality"] = quality
+    img.save(fp, format=fmt, **options)
+
+
+def _check_quality(quality: int, name: str) -> None:
+    if not 1 <= quality <= 100:
+        raise _input_error(name, f"quality must be between 1 and 100, got {quality}")
+
+
+def encode_image(
+    tensor: torch.Tensor,
+    format: str,
+    alpha: torch.Tensor | None = None,
+    quality: int = 95,
+    *,
+    exif: bytes | None = None,
+    icc_profile: bytes | None = None,
+) -> bytes:
+    """Encode a (3, H, W) tensor to PNG/JPEG/WebP bytes (for servers); same conversion as `write_image`."""
+    fmt = _resolve_format(format, "<bytes>")
+    _check_quality(quality, "<bytes>")
+    buf = io.BytesIO()
+    _save(_to_pil(tensor, alpha, fmt), buf, fmt, quality, exif, icc_profile)
+    return buf.getvalue()
+
+
+def write_image(
+    path: str | os.PathLike[str],
+    tensor: torch.Tensor,
+    *,
+    alpha: torch.Tensor | None = None,
+    quality: int = 95,
+    format: str | None = None,
+    exif: bytes | None = None,
+    icc_profile: bytes | None = None,
+) -> Path:
+    """Write a (3, H, W) or (1, 3, H, W) tensor in [0, 1] atomically; returns the path written.
+
+    The format comes from the suffix (.png, .jpg/.jpeg, .webp) unless `format` says otherwise. Alpha is
+    written for PNG and WebP, dropped for JPEG. The image goes to a hidden temporary file in the same
+    folder, is fsynced, then renamed over the target, so readers never see a partial file.
+    """
+    path = Path(path)
+    fmt = _resolve_format(format if format is not None else path.suffix or "(none)", str(path))
+    _check_quality(quality, str(path))
+    img = _to_pil(tensor, alpha, fmt)  # before touching the disk: a bad tensor leaves nothing behind
+    folder = path.parent
+    if not folder.is_dir():
+        raise _input_error(str(folder), "output folder does not exist")
+    try:
+        tmp = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    except OSError as err:
+        raise _input_error(str(folder), f"cannot write to this folder ({err.strerror or err})") from err
+    try:
+        with tmp:
+            _save(img, tmp, fmt, quality, exif, icc_profile)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.chmod(tmp.name, _new_file_mode())  # tempfile creates 0o600; give the usual permissions
+        os.replace(tmp.name, path)
+    except OSError as err:
+        _remove_quietly(tmp.name)
+        raise _input_error(str(path), f"cannot write file ({err.strerror or err})") from err
+    except BaseException:
+        _remove_quietly(tmp.name)
+        raise
+    return path
+
+
+def _remove_quietly(name: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(name)
+
+
+def _new_file_mode() -> int:
+    """The mode a plain open() would give a new file: 0o666 minus the umask (read without changing it)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    return 0o644

@@ -1,0 +1,431 @@
+"""Specification of langbrt.io: a file becomes a (3, H, W) float32 RGB tensor in [0, 1] or one clear error."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import langbrt.io as lio
+from langbrt.errors import LangBRTInputError
+from langbrt.io import (
+    encode_image,
+    from_uint8_hwc,
+    load_image,
+    load_image_bytes,
+    read_image,
+    read_image_bytes,
+    to_uint8_hwc,
+    write_image,
+)
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+
+def _raw_png(width: int, height: int, bit_depth: int, color_type: int, rows: bytes) -> bytes:
+    """A PNG written by hand, for headers and sample depths Pillow will not write."""
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(rows))
+        + _chunk(b"IEND", b"")
+    )
+
+
+def _noise_rgb(h: int = 16, w: int = 24, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(h, w, 3), dtype=np.uint8)  # (H, W, 3)
+
+
+def _save(img: Image.Image, path: Path, **options: object) -> Path:
+    img.save(path, **options)
+    return path
+
+
+def _input_error(fn, *args, **kwargs) -> str:
+    """Call fn, expect LangBRTInputError, return its message after checking it is one line."""
+    with pytest.raises(LangBRTInputError) as info:
+        fn(*args, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def _check_image_tensor(t: torch.Tensor, h: int, w: int) -> None:
+    assert t.shape == (3, h, w)
+    assert t.dtype == torch.float32
+    assert 0.0 <= float(t.min()) and float(t.max()) <= 1.0
+
+
+# ---------------------------------------------------------------------------------------------- modes
+
+
+def test_rgb_png_reads_as_chw_float_divided_by_255(tmp_path):
+    arr = _noise_rgb()
+    t = read_image(_save(Image.fromarray(arr), tmp_path / "rgb.png"))
+    _check_image_tensor(t, 16, 24)
+    assert torch.equal(t, torch.from_numpy(arr).permute(2, 0, 1).float() / 255)
+
+
+def test_gray_L_is_replicated_to_three_channels(tmp_path):
+    arr = np.array([[0, 128, 255]], dtype=np.uint8)
+    t = read_image(_save(Image.fromarray(arr), tmp_path / "gray.png"))
+    _check_image_tensor(t, 1, 3)
+    for c in range(3):
+        assert torch.allclose(t[c, 0], torch.tensor([0.0, 128 / 255, 1.0]))
+
+
+def test_gray_with_alpha_LA_keeps_alpha_aside(tmp_path):
+    img = Image.new("LA", (2, 2), (200, 50))
+    loaded = load_image(_save(img, tmp_path / "la.png"))
+    _check_image_tensor(loaded.rgb, 2, 2)
+    assert torch.allclose(loaded.rgb, torch.full((3, 2, 2), 200 / 255))
+    assert loaded.alpha is not None and loaded.alpha.shape == (1, 2, 2)
+    assert torch.allclose(loaded.alpha, torch.full((1, 2, 2), 50 / 255))
+
+
+def test_palette_colors_are_looked_up(tmp_path):
+    img = Image.new("P", (2, 1))
+    img.putpalette([255, 0, 0, 0, 0, 255] + [0] * (254 * 3))
+    img.putdata([0, 1])
+    loaded = load_image(_save(img, tmp_path / "palette.png"))
+    _check_image_tensor(loaded.rgb, 1, 2)
+    assert loaded.rgb[:, 0, 0].tolist() == [1.0, 0.0, 0.0]
+    assert loaded.rgb[:, 0, 1].tolist() == [0.0, 0.0, 1.0]
+    assert loaded.alpha is None
+
+
+def test_palette_with_transparency_gives_alpha(tmp_path):
+    img = Image.new("P", (2, 1))
+    img.putpalette([255, 0, 0, 0, 0, 255] + [0] * (254 * 3))
+    img.putdata([0, 1])
+    loaded = load_image(_save(img, tmp_path / "palette_t.png", transparency=1))
+    assert loaded.alpha is not None
+    assert loaded.alpha[0, 0].tolist() == [1.0, 0.0]
+    assert loaded.rgb[:, 0, 0].tolist() == [1.0, 0.0, 0.0]
+
+
+def test_rgba_alpha_is_kept_aside(tmp_path):
+    arr = np.zeros((2, 3, 4), dtype=np.uint8)  # (H, W, 4)
+    arr[..., 1] = 255
+    arr[..., 3] = [[0, 128, 255], [255, 255, 255]]
+    loaded = load_image(_save(Image.fromarray(arr), tmp_path / "rgba.png"))
+    _check_image_tensor(loaded.rgb, 2, 3)
+    assert torch.equal(loaded.rgb[1], torch.ones(2, 3))  # colour not premultiplied by alpha
+    assert loaded.alpha is not None and loaded.alpha.shape == (1, 2, 3)
+    assert torch.allclose(loaded.alpha[0, 0], torch.tensor([0.0, 128 / 255, 1.0]))
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".jpg"])
+def test_cmyk_pure_cyan_reads_as_rgb_cyan(tmp_path, suffix):
+    t = read_image(_save(Image.new("CMYK", (8, 8), (255, 0, 0, 0)), tmp_path / f"cyan{suffix}"))
+    _check_image_tensor(t, 8, 8)
+    assert torch.allclose(t.mean(dim=(1, 2)), torch.tensor([0.0, 1.0, 1.0]), atol=0.02)
+
+
+def test_16bit_gray_png_divides_by_65535_not_clipped_at_255(tmp_path):
+    arr = np.array([[0, 1000, 32768, 65535]], dtype=np.uint16)
+    loaded = load_image(_save(Image.fromarray(arr), tmp_path / "gray16.png"))
+    _check_image_tensor(loaded.rgb, 1, 4)
+    assert torch.allclose(loaded.rgb[0, 0], torch.tensor([0.0, 1000 / 65535, 32768 / 65535, 1.0]))
+    assert loaded.bit_depth == 16
+
+
+def test_16bit_big_endian_gray_reads_like_little_endian(tmp_path):
+    img = Image.new("I;16B", (3, 1))
+    img.putdata([0, 32768, 65535])
+    t = read_image(_save(img, tmp_path / "gray16b.tif"))
+    assert torch.allclose(t[0, 0], torch.tensor([0.0, 32768 / 65535, 1.0]))
+
+
+def test_32bit_int_mode_I_is_scaled_as_16bit_and_clipped(tmp_path):
+    img = Image.new("I", (3, 1))
+    img.putdata([0, 32768, 70000])
+    t = read_image(_save(img, tmp_path / "int32.tif"))
+    assert torch.allclose(t[0, 0], torch.tensor([0.0, 32768 / 65535, 1.0]))
+
+
+def test_16bit_rgb_png_reads_at_8bit_precision_and_reports_16(tmp_path):
+    samples = struct.pack(">6H", 65535, 32768, 0, 0, 65535, 0)  # two pixels: (1, .5, 0), (0, 1, 0)
+    path = tmp_path / "rgb16.png"
+    path.write_bytes(_raw_png(2, 1, 16, 2, b"\x00" + samples))
+    loaded = load_image(path)
+    _check_image_tensor(loaded.rgb, 1, 2)
+    assert torch.allclose(loaded.rgb[:, 0, 0], torch.tensor([1.0, 0.5, 0.0]), atol=1 / 255)
+    assert torch.allclose(loaded.rgb[:, 0, 1], torch.tensor([0.0, 1.0, 0.0]), atol=1 / 255)
+    assert loaded.bit_depth == 16
+
+
+def test_bilevel_mode_1_reads_as_black_and_white(tmp_path):
+    img = Image.new("1", (2, 1))
+    img.putdata([0, 255])
+    t = read_image(_save(img, tmp_path / "bilevel.png"))
+    assert t[:, 0, 0].tolist() == [0.0, 0.0, 0.0]
+    assert t[:, 0, 1].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_float_mode_F_is_clipped_to_unit_range(tmp_path):
+    img = Image.fromarray(np.array([[-0.5, 0.25, 2.0]], dtype=np.float32))
+    loaded = load_image(_save(img, tmp_path / "float.tif"))
+    assert torch.allclose(loaded.rgb[0, 0], torch.tensor([0.0, 0.25, 1.0]))
+    assert loaded.bit_depth == 32
+
+
+def test_one_by_one_image_reads(tmp_path):
+    t = read_image(_save(Image.new("RGB", (1, 1), (10, 20, 30)), tmp_path / "tiny.png"))
+    _check_image_tensor(t, 1, 1)
+
+
+# ---------------------------------------------------------------------------------------------- orientation
+
+
+def test_exif_orientation_6_is_applied_so_the_tensor_is_upright(tmp_path):
+    img = Image.new("RGB", (4, 2))  # W=4, H=2, as the sensor stored it
+    img.putpixel((0, 0), (255, 0, 0))
+    exif = img.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    loaded = load_image(_save(img, tmp_path / "rotated.png", exif=exif.tobytes()))
+    _check_image_tensor(loaded.rgb, 4, 2)
+    assert loaded.size == (2, 4)
+    assert loaded.rgb[:, 0, 1].tolist() == [1.0, 0.0, 0.0]  # top-left went to top-right
+    assert loaded.rgb[0].sum() == 1.0
+
+
+def test_loaded_image_records_format_size_path_and_icc_profile(tmp_path):
+    path = _save(Image.new("RGB", (5, 3)), tmp_path / "meta.jpg", icc_profile=b"fake-icc")
+    loaded = load_image(path)
+    assert (loaded.format, loaded.size, loaded.path, loaded.bit_depth) == ("JPEG", (5, 3), path, 8)
+    assert loaded.icc_profile == b"fake-icc"
+
+
+def test_read_image_bytes_matches_read_image(tmp_path):
+    path = _save(Image.fromarray(_noise_rgb()), tmp_path / "same.png")
+    from_bytes = load_image_bytes(path.read_bytes(), "upload.png")
+    assert torch.equal(from_bytes.rgb, read_image(path))
+    assert torch.equal(read_image_bytes(path.read_bytes()), from_bytes.rgb)
+    assert from_bytes.path is None
+
+
+def test_reading_never_modifies_the_input_file(tmp_path):
+    path = _save(Image.fromarray(_noise_rgb()), tmp_path / "input.jpg")
+    before = (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
+    load_image(path)
+    assert (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns) == before
+
+
+# ---------------------------------------------------------------------------------------------- bad files
+
+
+def test_zero_byte_file_is_rejected_by_name(tmp_path):
+    path = tmp_path / "empty.png"
+    path.touch()
+    message = _input_error(read_image, path)
+    assert "empty.png" in message and "empty" in message
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_truncated_file_is_rejected_by_name(tmp_path, suffix):
+    full = tmp_path / f"full{suffix}"
+    _save(Image.fromarray(_noise_rgb(64, 64)), full)
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    assert f"cut{suffix}" in _input_error(read_image, cut)
+
+
+def test_png_with_corrupt_bytes_in_the_middle_is_rejected(tmp_path):
+    data = bytearray(_save(Image.fromarray(_noise_rgb(64, 64)), tmp_path / "ok.png").read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(64)
+    path = tmp_path / "corrupt.png"
+    path.write_bytes(bytes(data))
+    assert "corrupt.png" in _input_error(read_image, path)
+
+
+def test_text_file_named_jpg_is_not_an_image(tmp_path):
+    path = tmp_path / "photo.jpg"
+    path.write_text("this is not a picture\n")
+    message = _input_error(read_image, path)
+    assert message.startswith(str(path)) and "not an image file" in message
+
+
+def test_missing_file_is_rejected_by_name(tmp_path):
+    message = _input_error(read_image, tmp_path / "nowhere.png")
+    assert "nowhere.png" in message and "no such file" in message
+
+
+def test_directory_is_rejected_by_name(tmp_path):
+    folder = tmp_path / "album.png"
+    folder.mkdir()
+    message = _input_error(read_image, folder)
+    assert "album.png" in message and "folder" in message
+
+
+def test_20000x20000_header_is_rejected_before_decoding(tmp_path):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_raw_png(20000, 20000, 1, 0, b"\x00" * 16))
+    assert path.stat().st_size < 200
+    assert "bomb.png" in _input_error(read_image, path)
+
+
+def test_header_over_default_pixel_limit_is_rejected_with_the_limit(tmp_path):
+    path = tmp_path / "huge.png"
+    path.write_bytes(_raw_png(9000, 9000, 1, 0, b"\x00" * 16))  # 81 MP: under Pillow's limit, over ours
+    message = _input_error(read_image, path)
+    assert "huge.png" in message and "9000x9000" in message and "64 MP" in message
+
+
+def test_max_pixels_parameter_overrides_the_limit(tmp_path):
+    path = _save(Image.new("RGB", (100, 100)), tmp_path / "small.png")
+    assert "small.png" in _input_error(read_image, path, max_pixels=9_999)
+    assert read_image(path, max_pixels=10_000).shape == (3, 100, 100)
+
+
+def test_twelve_megapixel_photo_is_within_the_default_limit(tmp_path):
+    path = tmp_path / "12mp.png"
+    path.write_bytes(_raw_png(4000, 3000, 1, 0, bytes(3000 * 501)))  # bilevel: small file, quick decode
+    assert read_image(path).shape == (3, 3000, 4000)
+
+
+def test_bad_bytes_are_reported_under_the_given_name():
+    message = _input_error(read_image_bytes, b"GIF89a-garbage", "upload-42.gif")
+    assert message.startswith("upload-42.gif: ")
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def test_png_round_trip_is_exact(tmp_path):
+    t = from_uint8_hwc(_noise_rgb())  # (3, H, W)
+    assert torch.equal(read_image(write_image(tmp_path / "out.png", t)), t)
+
+
+def test_batch_of_one_is_accepted(tmp_path):
+    t = from_uint8_hwc(_noise_rgb())
+    assert torch.equal(read_image(write_image(tmp_path / "out.png", t.unsqueeze(0))), t)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".jpeg", ".webp"])
+def test_lossy_formats_round_trip_approximately(tmp_path, suffix):
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 32), torch.linspace(0, 1, 48), indexing="ij")
+    t = torch.stack([yy, xx, (yy + xx) / 2])  # (3, 32, 48), smooth like skin
+    back = read_image(write_image(tmp_path / f"out{suffix}", t))
+    assert back.shape == t.shape
+    assert (back - t).abs().mean() < 0.01
+
+
+def test_values_are_clamped_and_rounded_not_truncated():
+    t = torch.tensor([-0.3, 1.7, float("nan"), 200.7 / 255, 200.2 / 255, 0.5]).view(1, 1, 6).expand(3, 1, 6)
+    assert to_uint8_hwc(t)[0, :, 0].tolist() == [0, 255, 0, 201, 200, 128]
+
+
+def test_alpha_is_written_to_png(tmp_path):
+    t = from_uint8_hwc(_noise_rgb(4, 4))
+    alpha = torch.linspace(0, 1, 16).view(1, 4, 4)
+    loaded = load_image(write_image(tmp_path / "cutout.png", t, alpha=alpha))
+    assert loaded.alpha is not None
+    assert torch.allclose(loaded.alpha, alpha, atol=0.5 / 255)
+    assert torch.equal(loaded.rgb, t)
+
+
+def test_alpha_is_dropped_for_jpeg(tmp_path):
+    path = write_image(tmp_path / "flat.jpg", torch.rand(3, 8, 8), alpha=torch.ones(1, 8, 8))
+    with Image.open(path) as img:
+        assert img.mode == "RGB"
+
+
+def test_encode_image_gives_the_bytes_write_image_writes(tmp_path):
+    t = from_uint8_hwc(_noise_rgb())
+    data = encode_image(t, "png")
+    assert data == write_image(tmp_path / "same.png", t).read_bytes()
+    assert torch.equal(read_image_bytes(data), t)
+
+
+def test_unsupported_suffix_lists_the_supported_ones(tmp_path):
+    message = _input_error(write_image, tmp_path / "out.bmp", torch.rand(3, 4, 4))
+    assert "out.bmp" in message and ".png" in message and ".jpg" in message and ".webp" in message
+    assert not any(tmp_path.iterdir())
+
+
+def test_missing_output_folder_is_named(tmp_path):
+    folder = tmp_path / "not-there"
+    message = _input_error(write_image, folder / "out.png", torch.rand(3, 4, 4))
+    assert message.startswith(str(folder))
+
+
+def test_unwritable_folder_is_named(tmp_path, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(lio.tempfile, "NamedTemporaryFile", refuse)
+    message = _input_error(write_image, tmp_path / "out.png", torch.rand(3, 4, 4))
+    assert message.startswith(str(tmp_path)) and "Permission denied" in message
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root ignores folder permissions")
+def test_read_only_folder_is_named(tmp_path):
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        message = _input_error(write_image, folder / "out.png", torch.rand(3, 4, 4))
+    finally:
+        folder.chmod(0o700)
+    assert message.startswith(str(folder))
+
+
+def _save_that_fails_midway(exc: BaseException):
+    def save(self, fp, *args, **kwargs):
+        fp.write(b"\x89PNG half an image")
+        raise exc
+
+    return save
+
+
+def test_failure_while_writing_leaves_no_temp_file_and_no_target(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image.Image, "save", _save_that_fails_midway(RuntimeError("encoder crashed")))
+    with pytest.raises(RuntimeError, match="encoder crashed"):
+        write_image(tmp_path / "out.png", torch.rand(3, 4, 4))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_error_while_writing_is_reported_and_cleaned_up(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image.Image, "save", _save_that_fails_midway(OSError(28, "No space left on device")))
+    message = _input_error(write_image, tmp_path / "out.png", torch.rand(3, 4, 4))
+    assert "out.png" in message and "No space left" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_overwrite_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = write_image(tmp_path / "out.png", torch.zeros(3, 4, 4))
+    before = path.read_bytes()
+    monkeypatch.setattr(Image.Image, "save", _save_that_fails_midway(RuntimeError("encoder crashed")))
+    with pytest.raises(RuntimeError):
+        write_image(path, torch.ones(3, 4, 4))
+    assert path.read_bytes() == before
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_written_file_gets_ordinary_permissions_not_tempfile_0600(tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    path = write_image(tmp_path / "out.png", torch.rand(3, 4, 4))
+    if os.name == "posix":
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_written_png_decodes_with_pillow(tmp_path):
+    path = write_image(tmp_path / "out.png", torch.rand(3, 5, 7))
+    with Image.open(io.BytesIO(path.read_bytes())) as img:
+        assert (img.format, img.size, img.mode) == ("PNG", (7, 5), "RGB")
