@@ -1,0 +1,151 @@
+"""PromptBank: normalised prompt text -> frozen text embedding, cached and serialisable.
+
+Because the text encoder is frozen, a prompt's embedding never changes; computing it once and storing it lets
+checkpoints and exported engines answer their known prompts with no text encoder installed ("precomputed
+prompt embeddings"), and lets training avoid re-encoding the same few prompts every step.
+"""
+
+from collections.abc import Iterable, Sequence
+
+import torch
+
+from langbrt.errors import CheckpointError, LangBRTInputError
+from langbrt.text.encoder import TextEncoder
+from langbrt.text.prompts import normalize_prompt
+
+_MAX_LISTED = 20
+
+
+class PromptBank:
+    """Cache of prompt embeddings for one text encoder (identified by `encoder_name` and `dim`).
+
+    Keys are `normalize_prompt(text)`, so casing and spacing never change an embedding. Embeddings are (dim,)
+    float32 CPU tensors; the model moves them to its device. `encoder` may be None (a bank restored from a
+    checkpoint or engine): known prompts still resolve, unknown ones raise an error listing the known ones.
+    """
+
+    def __init__(
+        self,
+        encoder: TextEncoder | None = None,
+        *,
+        encoder_name: str | None = None,
+        dim: int | None = None,
+    ) -> None:
+        if encoder is None and (encoder_name is None or dim is None):
+            raise ValueError("PromptBank needs an encoder, or encoder_name and dim")
+        self._encoder_name = encoder_name if encoder_name is not None else encoder.name
+        self._dim = int(dim if dim is not None else encoder.dim)
+        self._encoder: TextEncoder | None = None
+        self._cache: dict[str, torch.Tensor] = {}  # insertion-ordered
+        if encoder is not None:
+            self.set_encoder(encoder)
+
+    @property
+    def encoder_name(self) -> str:
+        return self._encoder_name
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def encoder(self) -> TextEncoder | None:
+        return self._encoder
+
+    @property
+    def texts(self) -> list[str]:
+        """Normalised prompts in the order they were added."""
+        return list(self._cache)
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def __contains__(self, text: object) -> bool:
+        if not isinstance(text, str):
+            return False
+        try:
+            return normalize_prompt(text) in self._cache
+        except LangBRTInputError:
+            return False
+
+    def __repr__(self) -> str:
+        return f"PromptBank(encoder_name={self._encoder_name!r}, dim={self._dim}, prompts={len(self)})"
+
+    def set_encoder(self, encoder: TextEncoder | None) -> None:
+        """Attach (or detach, with None) the encoder for unknown prompts. It must be the encoder the bank's
+        embeddings came from: mixing embedding spaces would silently condition the model on nonsense."""
+        if encoder is not None and (encoder.name != self._encoder_name or encoder.dim != self._dim):
+            raise CheckpointError(
+                f"text encoder mismatch: the prompt bank holds {self._encoder_name} embeddings "
+                f"(dim {self._dim}) but the encoder given is {encoder.name} (dim {encoder.dim}); "
+                f"use {self._encoder_name}"
+            )
+        self._encoder = encoder
+
+    def add(self, texts: Iterable[str]) -> None:
+        """Make sure every text is in the bank (encoding the missing ones in one batch)."""
+        self.embed(list(texts))
+
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embeddings for `texts`, (N, dim) float32 on CPU, in the order given.
+
+        Cached prompts are looked up; the missing ones are encoded in ONE encoder call and cached.
+        """
+        if isinstance(texts, str):
+            raise TypeError("embed() takes a list of prompts, not a single string")
+        keys = [normalize_prompt(t) for t in texts]
+        missing = list(dict.fromkeys(k for k in keys if k not in self._cache))  # unique, in order
+        if missing:
+            self._encode_missing(missing)
+        if not keys:
+            return torch.empty(0, self._dim)
+        return torch.stack([self._cache[k] for k in keys])  # (N, dim)
+
+    def _encode_missing(self, missing: list[str]) -> None:
+        if self._encoder is None:
+            raise LangBRTInputError(
+                f"prompt {missing[0]!r} is not in this model's prompt bank and no text encoder "
+                f"({self._encoder_name}) is available to encode it; available prompts: {self._listing()}"
+            )
+        embeddings = self._encoder.encode(missing)
+        assert embeddings.shape == (len(missing), self._dim), (
+            f"{self._encoder_name} returned {tuple(embeddings.shape)} for {len(missing)} prompts, "
+            f"expected ({len(missing)}, {self._dim})"
+        )
+        for key, row in zip(missing, embeddings.detach().to("cpu", torch.float32), strict=True):
+            self._cache[key] = row.clone()
+
+    def _listing(self) -> str:
+        if not self._cache:
+            return "(none)"
+        shown = "; ".join(repr(t) for t in list(self._cache)[:_MAX_LISTED])
+        more = len(self._cache) - _MAX_LISTED
+        return shown + (f"; ... and {more} more" if more > 0 else "")
+
+    def state(self) -> tuple[list[str], torch.Tensor]:
+        """(prompts, embeddings (N, dim) float32) for checkpoints and exported engines."""
+        if not self._cache:
+            return [], torch.empty(0, self._dim)
+        return self.texts, torch.stack(list(self._cache.values()))
+
+    @classmethod
+    def from_state(
+        cls,
+        texts: Sequence[str],
+        embeddings: torch.Tensor,
+        encoder_name: str,
+        dim: int,
+        encoder: TextEncoder | None = None,
+    ) -> "PromptBank":
+        """Rebuild a bank saved with `state()`; `encoder`, if given, must match `encoder_name` and `dim`."""
+        if embeddings.ndim != 2 or embeddings.shape != (len(texts), dim):
+            raise CheckpointError(
+                f"prompt bank state is inconsistent: {len(texts)} prompts, embeddings of shape "
+                f"{tuple(embeddings.shape)}, dim {dim}; the checkpoint is corrupt"
+            )
+        bank = cls(encoder_name=encoder_name, dim=dim)
+        rows = embeddings.detach().to("cpu", torch.float32)
+        for text, row in zip(texts, rows, strict=True):
+            bank._cache[normalize_prompt(text)] = row.clone()
+        bank.set_encoder(encoder)
+        return bank

@@ -1,0 +1,38 @@
+"""Prompt normalisation: one canonical form per prompt.
+
+The prompt bank, checkpoints and exported engines key embeddings by prompt text, so "Acne on the  cheek"
+and "acne on the cheek" must map to the same key; otherwise a user's casing or spacing would decide
+whether an exported engine can answer without a text encoder.
+"""
+
+import re
+import unicodedata
+
+from langbrt.errors import LangBRTInputError
+
+MAX_PROMPT_CHARS = 300
+"""Longest accepted prompt (after normalisation). Both text encoders truncate far earlier (77 CLIP tokens,
+256 MiniLM word pieces); a longer prompt is almost certainly a mistake such as a file pasted in."""
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def normalize_prompt(text: str) -> str:
+    """Canonical form of a prompt: NFKC, stripped, whitespace runs collapsed to one space, casefolded.
+
+    NFKC folds compatibility forms (full-width letters, ligatures, non-breaking spaces) so that prompts typed
+    on different keyboards share one key. Raises `LangBRTInputError` for empty or over-long prompts.
+    """
+    if not isinstance(text, str):
+        raise LangBRTInputError(f"prompt must be a string, got {type(text).__name__}: {text!r}")
+    canonical = _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
+    if not canonical:
+        raise LangBRTInputError(
+            f"prompt is empty: {text!r}; describe the blemish, e.g. 'acne on the left cheek'"
+        )
+    if len(canonical) > MAX_PROMPT_CHARS:
+        raise LangBRTInputError(
+            f"prompt is {len(canonical)} characters long; the limit is {MAX_PROMPT_CHARS} "
+            f"(it starts {canonical[:40]!r})"
+        )
+    return canonical
