@@ -38,11 +38,16 @@ class LangBRTConfig:
     map_threshold: float = 0.05
     attention: str = "auto"
     discriminator_channels: int = 64
+    # Ablations of the paper's Table 2; the defaults are the full model.
+    use_detection: bool = True  # False = "w/o TBD": no maps, the decoder's output is used everywhere
+    attention_kind: str = "tca"  # "self" = "w/o TCA": plain windowed softmax self-attention over features
+    learned_prompts: tuple[str, ...] = ()  # non-empty = "w/o prior": learned embeddings, no text encoder
 
     def __post_init__(self) -> None:
         assert self.embed_dim % self.num_heads == 0, (self.embed_dim, self.num_heads)
         assert self.encoder_channels[-1] == self.embed_dim, (self.encoder_channels, self.embed_dim)
         assert 0.0 <= self.map_threshold < 1.0, self.map_threshold
+        assert self.attention_kind in ("tca", "self"), self.attention_kind
         stride = self.stride
         assert self.image_size % stride == 0, (self.image_size, stride)
 
@@ -92,7 +97,7 @@ class LangBRTConfig:
         if unknown:
             raise CheckpointError(f"model config has unknown fields {unknown}: written by a newer LangBRT?")
         values = dict(data)
-        for name in ("encoder_channels", "predefined_prompts"):
+        for name in ("encoder_channels", "predefined_prompts", "learned_prompts"):
             if name in values:
                 values[name] = tuple(values[name])
         return cls(**values)

@@ -14,7 +14,7 @@ from .config import LangBRTConfig
 from .errors import LangBRTError, LangBRTInputError
 from .modules.decoder import Decoder, blend
 from .modules.encoder import Encoder
-from .modules.tbd import TextPromptedDetection
+from .modules.tbd import TextPromptedDetection, no_detection
 from .modules.tca import LatentTransformer
 from .text import PromptBank, TextEncoder, normalize_prompt, text_encoder_from_name
 
@@ -54,7 +54,7 @@ class LangBRT(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = Encoder(config)
-        self.tbd = TextPromptedDetection(config)
+        self.tbd = TextPromptedDetection(config) if config.use_detection else None
         self.transformer = LatentTransformer(config)
         self.decoder = Decoder(config)
         if prompt_bank is None:
@@ -63,6 +63,9 @@ class LangBRT(nn.Module):
             prompt_bank.set_encoder(text_encoder)
         self.prompt_bank = prompt_bank
         self._predefined = {normalize_prompt(p): i for i, p in enumerate(config.predefined_prompts)}
+        self._learned = {normalize_prompt(p): i for i, p in enumerate(config.learned_prompts)}
+        if self._learned:  # the "w/o prior" ablation: a learned vector per known prompt, no language model
+            self.learned_prompt_embeddings = nn.Parameter(torch.randn(len(self._learned), config.text_dim) * 0.02)
 
     @property
     def predefined_prompts(self) -> list[str]:
@@ -70,6 +73,12 @@ class LangBRT(nn.Module):
 
     def embed_prompts(self, texts: Sequence[str]) -> torch.Tensor:
         """Embeddings (N, D) of normalised texts, loading the configured text encoder only if needed."""
+        if self._learned:
+            unknown = [t for t in texts if t not in self._learned]
+            if unknown:
+                raise LangBRTInputError(f"prompt {unknown[0]!r} was not learned by this model (it has no "
+                                        f"text encoder); known prompts: {', '.join(self._learned)}")
+            return self.learned_prompt_embeddings[[self._learned[t] for t in texts]]
         if self.prompt_bank.encoder is None and any(t not in self.prompt_bank for t in texts):
             try:
                 self.prompt_bank.set_encoder(text_encoder_from_name(self.config.text_encoder))
@@ -116,9 +125,14 @@ class LangBRT(nn.Module):
         self._check_images(images)
         device, dtype = images.device, images.dtype
         features, skips = self.encoder(images)  # (B, C, h, w)
-        vectors = self.tbd.prompt_vectors(prompt_embeddings.to(device, dtype), predefined_index.to(device))
-        detection = self.tbd(features, vectors, prompt_weights.to(device, dtype))
-        latent = self.transformer(features, detection.mask)  # (B, C, h, w)
+        if self.tbd is not None:
+            vectors = self.tbd.prompt_vectors(prompt_embeddings.to(device, dtype), predefined_index.to(device))
+            detection = self.tbd(features, vectors, prompt_weights.to(device, dtype))
+            attention_map = detection.mask  # (B, 1, h, w)
+        else:
+            detection = no_detection(features, prompt_weights.shape[1])
+            attention_map = torch.zeros_like(detection.mask)  # the transformer gets no map information
+        latent = self.transformer(features, attention_map)  # (B, C, h, w)
         residual = self.decoder(latent, skips)  # (B, 3, H, W)
         size = images.shape[-2:]
         mask = _upsample(detection.mask, size)  # (B, 1, H, W)

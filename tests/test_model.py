@@ -146,3 +146,32 @@ def test_paper_preset_runs_one_512_forward(encoder):
         out = model(torch.rand(1, 3, 512, 512))
     assert out.image.shape == (1, 3, 512, 512)
     assert out.maps.shape == (1, 3, 512, 512)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "absent"),
+    [
+        ({"use_detection": False}, "tbd."),
+        ({"attention_kind": "self"}, "attn.q."),
+        ({"learned_prompts": ("acne on the cheeks", "forehead wrinkles")}, None),
+    ],
+    ids=["without-tbd", "without-tca", "without-prior"],
+)
+def test_ablations_build_train_and_round_trip(encoder, images, tmp_path, overrides, absent):
+    torch.manual_seed(0)
+    model = LangBRT(LangBRTConfig.tiny(**overrides), text_encoder=encoder)
+    prompts = [["acne on the cheeks"], ["forehead wrinkles"]]
+    out = model(images, prompts)
+    out.image.sum().backward()
+    assert out.image.shape == images.shape
+    if absent is not None:
+        assert not any(absent in name for name, _ in model.named_parameters())
+    reloaded = LangBRT.from_pretrained(model.save_pretrained(tmp_path / "m"))
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(images, prompts).image, model.eval()(images, prompts).image)
+
+
+def test_without_prior_rejects_unlearned_prompts(encoder, images):
+    model = LangBRT(LangBRTConfig.tiny(learned_prompts=("forehead wrinkles",)), text_encoder=encoder)
+    with pytest.raises(LangBRTInputError, match="known prompts: forehead wrinkles"):
+        model(images, [["acne"], ["acne"]])

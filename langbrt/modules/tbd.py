@@ -77,3 +77,11 @@ class TextPromptedDetection(nn.Module):
             maps=gate(soft_maps, self.threshold),
             mask=gate(soft_mask, self.threshold),
         )
+
+
+def no_detection(features: torch.Tensor, num_prompts: int) -> DetectionMaps:
+    """The "w/o TBD" ablation: no prompt maps, and a combined map of ones so the whole image is edited."""
+    B, _, h, w = features.shape
+    zeros = features.new_zeros(B, num_prompts, h, w)  # (B, T, h, w)
+    ones = features.new_ones(B, 1, h, w)  # (B, 1, h, w)
+    return DetectionMaps(soft_maps=zeros, soft_mask=ones, maps=zeros, mask=ones)

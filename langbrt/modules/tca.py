@@ -17,6 +17,7 @@ from torch import nn
 
 from ..config import LangBRTConfig
 from ..kernels import TCAParams, windowed_sigmoid_cross_attention
+from .window_self_attention import WindowSelfAttention
 
 
 def position_code(height: int, width: int, frequencies: int, device: torch.device,
@@ -81,10 +82,14 @@ class TCABlock(nn.Module):
     """x (B, h, w, C) -> x + TCA(LN(x), m~) -> + MLP(LN(.))."""
 
     def __init__(self, dim: int, map_dim: int, num_heads: int, window_size: int, shift: int,
-                 mlp_ratio: float, attention: str = "auto") -> None:
+                 mlp_ratio: float, attention: str = "auto", attention_kind: str = "tca") -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = TargetAwareCrossAttention(dim, map_dim, num_heads, window_size, shift, attention)
+        self.attn: nn.Module
+        if attention_kind == "self":
+            self.attn = WindowSelfAttention(dim, num_heads, window_size, shift)
+        else:
+            self.attn = TargetAwareCrossAttention(dim, map_dim, num_heads, window_size, shift, attention)
         self.norm2 = nn.LayerNorm(dim)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
@@ -104,7 +109,7 @@ class LatentTransformer(nn.Module):
         self.position_frequencies = config.position_frequencies
         self.blocks = nn.ModuleList([
             TCABlock(config.embed_dim, config.map_feature_dim, config.num_heads, window,
-                     shift if i % 2 else 0, config.mlp_ratio, config.attention)
+                     shift if i % 2 else 0, config.mlp_ratio, config.attention, config.attention_kind)
             for i in range(config.depth)
         ])
         self.norm = nn.LayerNorm(config.embed_dim)
