@@ -1,0 +1,234 @@
+"""Time the fused Triton TCA kernel against the PyTorch reference (eager and torch.compile) on one GPU.
+
+    python benchmarks/bench_attention.py --batch-sizes 1 8 32 --dtypes fp16 bf16 --check
+
+Shape: the paper preset's latent (64x64, C=96, 3 heads, 8x8 windows, 9 map channels) in a shifted block.
+Each row reports the median and p90 of per-iteration CUDA-event timings, the achieved bandwidth and
+throughput from the formulas below, and their fraction of the card's peak (null for unknown cards).
+Results are printed as a table and written as JSON with the card, date and software versions.
+
+Bytes moved (the minimum a fused forward must move; what the kernel is measured against):
+    bytes = e * (B*H*W*(C + Cm)          read x and the map features
+                 + 2*C*C + 2*C*Cm + 4*C + heads   read Wq, Wo, Wk, Wv, the four biases and alpha once
+                 + B*H*W*C)              write the output
+FLOPs (2 per multiply-add, over the B*Hp*Wp padded tokens, N = w*w keys per window):
+    per token = 2*C*C (Q proj) + 2*2*C*Cm (K, V proj) + 2*N*C (Q K^T, all heads) + 2*N*C (A V) + 2*C*C (out proj)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import statistics
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from langbrt.config import LangBRTConfig
+from langbrt.kernels import TCAParams, windowed_sigmoid_cross_attention_reference
+from langbrt.kernels.windows import padded_size
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+CHECK_TOLERANCE = {"fp32": 1e-4, "fp16": 3e-3, "bf16": 2e-2}  # x max |reference|, vs an fp32 reference
+
+# (substring of torch.cuda.get_device_name, HBM bytes/s, dense fp16/bf16 FLOP/s); the first match wins.
+PEAKS: tuple[tuple[str, float, float], ...] = (
+    ("H200", 4.8e12, 989e12),
+    ("H100 80GB HBM3", 3.35e12, 989e12),  # H100 SXM
+    ("H100 SXM", 3.35e12, 989e12),
+)
+
+
+@dataclass(frozen=True)
+class Shape:
+    height: int
+    width: int
+    channels: int
+    map_channels: int
+    heads: int
+    window: int
+    shift: int
+
+    @classmethod
+    def paper(cls) -> Shape:
+        """The TCA attention of the paper preset's shifted blocks."""
+        cfg = LangBRTConfig.paper()
+        return cls(cfg.latent_size, cfg.latent_size, cfg.embed_dim, cfg.map_feature_dim, cfg.num_heads,
+                   cfg.window_size, cfg.window_size // 2)
+
+
+@dataclass(frozen=True)
+class Row:
+    impl: str
+    batch: int
+    dtype: str
+    median_ms: float
+    p90_ms: float
+    gb_per_s: float
+    tflop_per_s: float
+    fraction_peak_bandwidth: float | None
+    fraction_peak_flops: float | None
+
+
+def bytes_moved(shape: Shape, batch: int, element_size: int) -> int:
+    pixels = batch * shape.height * shape.width
+    C, Cm = shape.channels, shape.map_channels
+    weights = 2 * C * C + 2 * C * Cm + 4 * C + shape.heads
+    return element_size * (pixels * (C + Cm) + weights + pixels * C)
+
+
+def flops(shape: Shape, batch: int) -> int:
+    tokens = batch * padded_size(shape.height, shape.window) * padded_size(shape.width, shape.window)
+    C, Cm, N = shape.channels, shape.map_channels, shape.window * shape.window
+    return tokens * (2 * C * C + 4 * C * Cm + 2 * N * C + 2 * N * C + 2 * C * C)
+
+
+def card_peaks(name: str, dtype: str) -> tuple[float | None, float | None]:
+    """(bytes/s, FLOP/s) peaks of the card; FLOP/s only for fp16/bf16 (tensor-core dense peak)."""
+    for key, bandwidth, tensor_flops in PEAKS:
+        if key in name:
+            return bandwidth, (tensor_flops if dtype in ("fp16", "bf16") else None)
+    return None, None
+
+
+def make_inputs(shape: Shape, batch: int, dtype: torch.dtype, seed: int = 0):
+    """Random x, map features and parameters on the GPU, scaled so the sigmoid is not saturated."""
+    g = torch.Generator().manual_seed(seed)
+    C, Cm = shape.channels, shape.map_channels
+
+    def r(*size: int, fan_in: int = 4) -> torch.Tensor:
+        return (torch.randn(*size, generator=g) / fan_in**0.5).to("cuda", dtype)
+
+    params = TCAParams(r(C, C, fan_in=C), r(C), r(C, Cm, fan_in=Cm), r(C), r(C, Cm, fan_in=Cm), r(C),
+                       r(C, C, fan_in=C), r(C), (torch.rand(shape.heads, generator=g) + 0.5).to("cuda", dtype))
+    x = torch.randn(batch, shape.height, shape.width, C, generator=g).to("cuda", dtype)  # (B, H, W, C)
+    map_features = torch.rand(batch, shape.height, shape.width, Cm, generator=g).to("cuda", dtype)  # (B, H, W, Cm)
+    return x, map_features, params
+
+
+def cuda_event_times_ms(fn: Callable[..., torch.Tensor], fn_args: tuple, warmup: int, iters: int) -> list[float]:
+    """Per-iteration times of fn(*fn_args) from CUDA events (one pair per iteration, one sync at the end)."""
+    for _ in range(warmup):
+        fn(*fn_args)
+    torch.cuda.synchronize()
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
+    for start, end in events:
+        start.record()
+        fn(*fn_args)
+        end.record()
+    torch.cuda.synchronize()
+    return [start.elapsed_time(end) for start, end in events]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def check(kernel: Callable, shape: Shape, batch: int, dtype_name: str) -> str | None:
+    """None when the kernel matches the fp32 reference at this batch/dtype, else a one-line reason."""
+    x, mf, params = make_inputs(shape, batch, torch.float32)
+    args = (shape.heads, shape.window, shape.shift)
+    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, *args)
+    dtype = DTYPES[dtype_name]
+    got = kernel(x.to(dtype), mf.to(dtype), TCAParams(*(t.to(dtype) for t in params.tensors())), *args)
+    err = (got.float() - expected).abs().max().item()
+    bound = CHECK_TOLERANCE[dtype_name] * expected.abs().max().item()
+    return None if err <= bound else f"batch {batch} {dtype_name}: max error {err:.3g} > {bound:.3g}"
+
+
+def run(args: argparse.Namespace) -> int:
+    import triton
+
+    from langbrt.kernels.tca_triton import windowed_sigmoid_cross_attention_triton as kernel
+
+    shape = Shape.paper()
+    card = torch.cuda.get_device_name()
+    if args.check:
+        failures = [f for b in args.batch_sizes for d in args.dtypes if (f := check(kernel, shape, b, d))]
+        if failures:
+            print("kernel does not match the reference: " + "; ".join(failures), file=sys.stderr)
+            return 1
+        print("check: kernel matches the reference for every batch size and dtype")
+
+    compiled_reference = torch.compile(windowed_sigmoid_cross_attention_reference, dynamic=False)
+    impls = {"triton": kernel, "eager": windowed_sigmoid_cross_attention_reference,
+             "compile": compiled_reference}
+    rows: list[Row] = []
+    print(f"{card}: H=W={shape.height} C={shape.channels} Cm={shape.map_channels} heads={shape.heads} "
+          f"window={shape.window} shift={shape.shift}")
+    print(HEADER)
+    with torch.no_grad():
+        for dtype_name in args.dtypes:
+            for batch in args.batch_sizes:
+                x, mf, params = make_inputs(shape, batch, DTYPES[dtype_name])
+                n_bytes = bytes_moved(shape, batch, x.element_size())
+                n_flops = flops(shape, batch)
+                peak_bw, peak_flops = card_peaks(card, dtype_name)
+                for impl_name, impl in impls.items():
+                    call_args = (x, mf, params, shape.heads, shape.window, shape.shift)
+                    times = cuda_event_times_ms(impl, call_args, args.warmup, args.iters)
+                    median = statistics.median(times)
+                    bw, fl = n_bytes / (median * 1e-3), n_flops / (median * 1e-3)
+                    rows.append(Row(impl_name, batch, dtype_name, median, percentile(times, 0.9), bw / 1e9,
+                                    fl / 1e12, bw / peak_bw if peak_bw else None,
+                                    fl / peak_flops if peak_flops else None))
+                    print_row(rows[-1])
+
+    out = args.out or Path("benchmarks/results") / f"attention-{slug(card)}-{dt.date.today().isoformat()}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "card": card, "date": dt.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,
+        "triton": triton.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+        "shape": asdict(shape), "warmup": args.warmup, "iters": args.iters,
+        "formulas": {"bytes": "e*(B*H*W*(2C+Cm) + 2C^2 + 2C*Cm + 4C + heads)",
+                     "flops": "B*Hp*Wp*(4C^2 + 4C*Cm + 4*w*w*C)"},
+        "rows": [asdict(r) for r in rows],
+    }
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+HEADER = (f"{'impl':8} {'batch':>5} {'dtype':5} {'median ms':>10} {'p90 ms':>9} {'GB/s':>8} {'TFLOP/s':>8} "
+          f"{'%peak BW':>8} {'%peak FLOP':>10}")
+
+
+def percent(fraction: float | None, width: int) -> str:
+    return f"{100 * fraction:{width}.2f}" if fraction is not None else f"{'-':>{width}}"
+
+
+def print_row(row: Row) -> None:
+    print(f"{row.impl:8} {row.batch:5d} {row.dtype:5} {row.median_ms:10.4f} {row.p90_ms:9.4f} "
+          f"{row.gb_per_s:8.1f} {row.tflop_per_s:8.2f} {percent(row.fraction_peak_bandwidth, 8)} "
+          f"{percent(row.fraction_peak_flops, 10)}")
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower().replace("nvidia ", "")).strip("-")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32], help="batch sizes to time")
+    parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["fp16", "bf16"],
+                        help="input dtypes to time")
+    parser.add_argument("--warmup", type=int, default=25, help="untimed iterations before timing")
+    parser.add_argument("--iters", type=int, default=200, help="timed iterations per row")
+    parser.add_argument("--check", action="store_true", help="verify the kernel against the reference first")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON path (default benchmarks/results/attention-<gpu>-<date>.json)")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("bench_attention: no CUDA device; run this on a machine with an NVIDIA GPU", file=sys.stderr)
+        return 2
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""The TCA attention as ONE fused Triton kernel launch, plus a recompute-based backward.
+
+What one program computes
+-------------------------
+One program instance handles one (window, batch) pair: the w*w tokens of one shifted window of one image.
+It gathers those tokens straight from the unpartitioned (B, H, W, C) / (B, H, W, Cm) tensors by index
+arithmetic (cyclic shift, window partition and padding are never materialised), then for every head h
+
+    Q_h = (x * (1 - m)) Wq_h^T + bq_h        (N, d)   m = map_features[..., 0]
+    K_h = m~ Wk_h^T + bk_h,  V_h = m~ Wv_h^T + bv_h
+    A_h = sigmoid(Q_h K_h^T / alpha_h - log(w*w)) * keep          (N, N)
+    acc += (A_h V_h) Wo[:, head h]^T                               (N, C)
+
+and writes acc + bo back to the token's own (B, H, W, C) position. `keep` is the Swin shift-region mask
+(same labels as `windows.region_ids`) and-ed with "the key is a real pixel"; padded queries are not stored.
+
+Tile layout and why
+-------------------
+The whole window lives on chip: a (BLOCK_N, BLOCK_C) query-input tile, a (BLOCK_N, BLOCK_CM) map tile, one
+(BLOCK_N, BLOCK_N) score tile per head and a (BLOCK_N, BLOCK_C) fp32 output accumulator. With w = 8 that is
+N = 64 tokens: a flash-style loop over key blocks with an online softmax buys nothing at that size, and
+sigmoid attention needs no row max / row sum at all. Heads are a static loop inside the program so the
+output projection can accumulate across heads without writing the (N, C) head outputs to memory. Every
+extent is padded to a power of two >= 16 (tl.dot's minimum) and masked: C = 96 -> 128, Cm = 9 -> 16,
+head_dim 32 stays 32. Matmuls take fp16/bf16 operands when the inputs are half precision (fp32 accumulate)
+and exact fp32 ("ieee") operands for fp32 inputs, so the fp32 path matches the reference, not TF32.
+
+Backward recomputes: `_TCAFunction.backward` re-runs the PyTorch reference and differentiates it with
+`torch.func.vjp` (grad-enabled whatever the ambient mode, like `torch.enable_grad()` + `autograd.grad`, but
+traceable by dynamo, so `torch.compile(fullgraph=True)` of a training step keeps one graph). Training thus
+pays the reference's memory during backward only, and the forward saves nothing beyond its inputs; a fused
+backward kernel can replace it later behind the same API.
+
+Importing this module imports triton and registers the op `langbrt::tca_attention`; it never probes a
+device. On CPU the kernel runs only in Triton's interpreter (`TRITON_INTERPRET=1` before this import).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from .reference import TCAParams, logit_bias, windowed_sigmoid_cross_attention_reference
+from .windows import padded_size
+
+OP_NAME = "langbrt::tca_attention"
+MIN_DOT_EXTENT = 16  # tl.dot needs every matmul dimension >= 16
+
+
+def _interpreting() -> bool:
+    """True when triton.jit builds interpreter kernels (read at decoration time, i.e. at this import)."""
+    knobs = getattr(triton, "knobs", None)  # triton >= 3.4
+    if knobs is not None:
+        return bool(knobs.runtime.interpret)
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+_INTERPRETING = _interpreting()
+
+
+def _autotune_configs() -> list[triton.Config]:
+    """A short list of launch configs; a single one under the interpreter, where benchmarking is slow."""
+    if _INTERPRETING:
+        return [triton.Config({}, num_warps=4, num_stages=1)]
+    return [triton.Config({}, num_warps=nw, num_stages=ns) for nw in (4, 8) for ns in (1, 2)]
+
+
+@triton.jit
+def _sigmoid(s, FAST: tl.constexpr):
+    """sigmoid(s) in fp32; FAST uses one `tanh.approx.f32` (sigmoid(s) = 0.5 tanh(s/2) + 0.5), CUDA only."""
+    if FAST:
+        t = tl.inline_asm_elementwise(
+            "tanh.approx.f32 $0, $1;", "=f,f", [0.5 * s], dtype=tl.float32, is_pure=True, pack=1
+        )
+        y = 0.5 * t + 0.5
+    else:
+        y = tl.sigmoid(s)
+    return y
+
+
+@triton.jit
+def _region_band(pos, size_padded, WINDOW: tl.constexpr, SHIFT: tl.constexpr):
+    """Swin band (0, 1, 2) of a shifted, padded coordinate; the same slices as `windows.region_ids`."""
+    band = tl.where(pos >= size_padded - WINDOW, 1, 0)
+    return tl.where(pos >= size_padded - SHIFT, 2, band)
+
+
+@triton.autotune(configs=_autotune_configs(), key=["B", "H", "W", "C", "CM", "NUM_HEADS", "WINDOW", "SHIFT"])
+@triton.jit
+def _tca_fwd_kernel(
+    x_ptr, map_ptr,  # (B, H, W, C), (B, H, W, CM), contiguous
+    wq_ptr, bq_ptr, wk_ptr, bk_ptr,  # (C, C) (C,) (C, CM) (C,)
+    wv_ptr, bv_ptr, wo_ptr, bo_ptr,  # (C, CM) (C,) (C, C) (C,)
+    alpha_ptr,  # (NUM_HEADS,)
+    out_ptr,  # (B, H, W, C), contiguous
+    B, H, W, C, CM,
+    logit_bias,  # -log(WINDOW * WINDOW)
+    NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, WINDOW: tl.constexpr, SHIFT: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_CM: tl.constexpr, BLOCK_D: tl.constexpr,
+    LOW_PRECISION_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr,
+):
+    win = tl.program_id(0)
+    b = tl.program_id(1).to(tl.int64)
+    if LOW_PRECISION_DOT:
+        op_dtype = x_ptr.dtype.element_ty
+    else:
+        op_dtype = tl.float32
+
+    # Token coordinates: window-local (n // w, n % w) -> shifted padded map -> source pixel.
+    Hp = tl.cdiv(H, WINDOW) * WINDOW
+    Wp = tl.cdiv(W, WINDOW) * WINDOW
+    n_win_w = Wp // WINDOW
+    n = tl.arange(0, BLOCK_N)  # (BN,)
+    sr = (win // n_win_w) * WINDOW + n // WINDOW  # row in the shifted, padded map
+    sc = (win % n_win_w) * WINDOW + n % WINDOW
+    hr = sr + SHIFT  # torch.roll(-shift): shifted position r holds source row (r + shift) % Hp
+    hr = tl.where(hr >= Hp, hr - Hp, hr)
+    hc = sc + SHIFT
+    hc = tl.where(hc >= Wp, hc - Wp, hc)
+    valid = (n < WINDOW * WINDOW) & (hr < H) & (hc < W)  # (BN,) real pixel, not padding
+    tok = (b * H + hr) * W + hc  # (BN,) flat token index into (B, H, W)
+
+    keep = valid[None, :]  # (1, BN) padded keys never contribute
+    if SHIFT > 0:
+        region = _region_band(sr, Hp, WINDOW, SHIFT) * 3 + _region_band(sc, Wp, WINDOW, SHIFT)  # (BN,)
+        keep = keep & (region[:, None] == region[None, :])  # (BN, BN)
+
+    cc = tl.arange(0, BLOCK_C)
+    c_mask = cc < C
+    cm = tl.arange(0, BLOCK_CM)
+    cm_mask = cm < CM
+    x = tl.load(x_ptr + tok[:, None] * C + cc[None, :], mask=valid[:, None] & c_mask[None, :], other=0.0)
+    mf = tl.load(map_ptr + tok[:, None] * CM + cm[None, :], mask=valid[:, None] & cm_mask[None, :], other=0.0)
+    m = tl.load(map_ptr + tok * CM, mask=valid, other=0.0).to(tl.float32)  # (BN,) blemish map, channel 0
+    q_in = (x.to(tl.float32) * (1.0 - m[:, None])).to(op_dtype)  # (BN, BC) mask-suppressed queries
+    kv_in = mf.to(op_dtype)  # (BN, BCM)
+
+    dd = tl.arange(0, BLOCK_D)
+    d_mask = dd < HEAD_DIM
+    cd_mask = c_mask[:, None] & d_mask[None, :]  # (BC, BD)
+    md_mask = cm_mask[:, None] & d_mask[None, :]  # (BCM, BD)
+    dc_mask = d_mask[:, None] & c_mask[None, :]  # (BD, BC)
+    acc = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32)
+    for h in tl.static_range(NUM_HEADS):
+        rows = h * HEAD_DIM + dd  # (BD,) this head's channels
+        wq_t = tl.load(wq_ptr + rows[None, :] * C + cc[:, None], mask=cd_mask, other=0.0)  # (BC, BD) = Wq_h^T
+        wk_t = tl.load(wk_ptr + rows[None, :] * CM + cm[:, None], mask=md_mask, other=0.0)  # (BCM, BD)
+        wv_t = tl.load(wv_ptr + rows[None, :] * CM + cm[:, None], mask=md_mask, other=0.0)  # (BCM, BD)
+        bq = tl.load(bq_ptr + rows, mask=d_mask, other=0.0).to(tl.float32)
+        bk = tl.load(bk_ptr + rows, mask=d_mask, other=0.0).to(tl.float32)
+        bv = tl.load(bv_ptr + rows, mask=d_mask, other=0.0).to(tl.float32)
+        q = tl.dot(q_in, wq_t.to(op_dtype), input_precision=DOT_PRECISION) + bq[None, :]  # (BN, BD)
+        k = tl.dot(kv_in, wk_t.to(op_dtype), input_precision=DOT_PRECISION) + bk[None, :]  # (BN, BD)
+        v = tl.dot(kv_in, wv_t.to(op_dtype), input_precision=DOT_PRECISION) + bv[None, :]  # (BN, BD)
+
+        inv_alpha = 1.0 / tl.load(alpha_ptr + h).to(tl.float32)
+        s = tl.dot(q.to(op_dtype), tl.trans(k.to(op_dtype)), input_precision=DOT_PRECISION)  # (BN, BN)
+        a = _sigmoid(s * inv_alpha + logit_bias, FAST_SIGMOID)
+        a = tl.where(keep, a, 0.0)  # (BN, BN)
+        o = tl.dot(a.to(op_dtype), v.to(op_dtype), input_precision=DOT_PRECISION)  # (BN, BD)
+
+        wo_t = tl.load(wo_ptr + cc[None, :] * C + rows[:, None], mask=dc_mask, other=0.0)  # (BD, BC)
+        acc = tl.dot(o.to(op_dtype), wo_t.to(op_dtype), acc, input_precision=DOT_PRECISION)  # (BN, BC)
+
+    bo = tl.load(bo_ptr + cc, mask=c_mask, other=0.0).to(tl.float32)
+    out = acc + bo[None, :]
+    tl.store(out_ptr + tok[:, None] * C + cc[None, :], out.to(out_ptr.dtype.element_ty),
+             mask=valid[:, None] & c_mask[None, :])
+
+
+def _block(extent: int) -> int:
+    """Tile extent for a dimension: the next power of two, at least tl.dot's minimum."""
+    return max(MIN_DOT_EXTENT, triton.next_power_of_2(extent))
+
+
+def _launch(
+    x: torch.Tensor, map_features: torch.Tensor,
+    q_weight: torch.Tensor, q_bias: torch.Tensor, k_weight: torch.Tensor, k_bias: torch.Tensor,
+    v_weight: torch.Tensor, v_bias: torch.Tensor, out_weight: torch.Tensor, out_bias: torch.Tensor,
+    alpha: torch.Tensor, num_heads: int, window_size: int, shift: int, fast_sigmoid: bool,
+    wrap: bool,
+) -> torch.Tensor:
+    """Checks arguments, makes inputs contiguous and launches the kernel once; returns (B, H, W, C)."""
+    B, H, W, C = x.shape
+    Cm = map_features.shape[-1]
+    assert map_features.shape[:3] == (B, H, W), (x.shape, map_features.shape)
+    assert C % num_heads == 0, (C, num_heads)
+    assert 0 <= shift < window_size, (shift, window_size)
+    assert alpha.numel() == num_heads, (alpha.shape, num_heads)
+    if x.device.type != "cuda" and not _INTERPRETING:
+        raise RuntimeError(
+            "the Triton TCA kernel needs CUDA tensors (or TRITON_INTERPRET=1 set before "
+            "langbrt.kernels.tca_triton is imported); set LANGBRT_ATTENTION=reference to use the PyTorch path"
+        )
+    half = x.dtype in (torch.float16, torch.bfloat16)
+    low_precision_dot = half and not (_INTERPRETING and x.dtype == torch.bfloat16)  # no bf16 maths on CPU
+
+    tensors = [t.contiguous() for t in (x, map_features, q_weight, q_bias, k_weight, k_bias,
+                                        v_weight, v_bias, out_weight, out_bias, alpha)]
+    out = torch.empty((B, H, W, C), dtype=x.dtype, device=x.device)  # (B, H, W, C)
+    n_windows = (padded_size(H, window_size) // window_size) * (padded_size(W, window_size) // window_size)
+    # Interpreted kernels cannot be traced; torch 2.14's wrap_triton passes them through, older ones raise.
+    kernel = torch.library.wrap_triton(_tca_fwd_kernel) if wrap and not _INTERPRETING else _tca_fwd_kernel
+    # Triton launches on the current CUDA device: make that x's device (x on cuda:1 while cuda:0 is current).
+    device_guard = torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
+    with device_guard:
+        kernel[(n_windows, B)](
+            *tensors, out,
+            B, H, W, C, Cm, logit_bias(window_size),
+            NUM_HEADS=num_heads, HEAD_DIM=C // num_heads, WINDOW=window_size, SHIFT=shift,
+            BLOCK_N=_block(window_size * window_size), BLOCK_C=_block(C), BLOCK_CM=_block(Cm),
+            BLOCK_D=_block(C // num_heads),
+            LOW_PRECISION_DOT=low_precision_dot, DOT_PRECISION="tf32" if low_precision_dot else "ieee",
+            FAST_SIGMOID=bool(fast_sigmoid) and x.device.type == "cuda" and not _INTERPRETING,
+        )
+    return out
+
+
+def _register_op():
+    """Register the forward as `torch.ops.langbrt.tca_attention` so torch.compile/export can see the kernel.
+
+    Returns the op, or None on a torch without `torch.library.triton_op` (then the kernel is launched
+    directly; everything else behaves the same).
+    """
+    if not hasattr(torch.library, "triton_op"):
+        return None
+
+    @torch.library.triton_op(OP_NAME, mutates_args=())
+    def tca_attention(
+        x: torch.Tensor, map_features: torch.Tensor,
+        q_weight: torch.Tensor, q_bias: torch.Tensor, k_weight: torch.Tensor, k_bias: torch.Tensor,
+        v_weight: torch.Tensor, v_bias: torch.Tensor, out_weight: torch.Tensor, out_bias: torch.Tensor,
+        alpha: torch.Tensor, num_heads: int, window_size: int, shift: int, fast_sigmoid: bool,
+    ) -> torch.Tensor:
+        return _launch(x, map_features, q_weight, q_bias, k_weight, k_bias, v_weight, v_bias, out_weight,
+                       out_bias, alpha, num_heads, window_size, shift, fast_sigmoid, wrap=True)
+
+    return tca_attention
+
+
+_tca_attention_op = _register_op()
+
+
+def _forward(x: torch.Tensor, map_features: torch.Tensor, tensors: tuple[torch.Tensor, ...], num_heads: int,
+             window_size: int, shift: int, fast_sigmoid: bool) -> torch.Tensor:
+    if _tca_attention_op is not None:
+        return _tca_attention_op(x, map_features, *tensors, num_heads, window_size, shift, fast_sigmoid)
+    return _launch(x, map_features, *tensors, num_heads, window_size, shift, fast_sigmoid, wrap=False)
+
+
+class _TCAFunction(torch.autograd.Function):
+    """Fused kernel forward; backward by recomputing the reference (exact sigmoid) and differentiating it."""
+
+    @staticmethod
+    def forward(ctx, x, map_features, num_heads, window_size, shift, fast_sigmoid, *tensors):
+        ctx.save_for_backward(x, map_features, *tensors)
+        ctx.config = (num_heads, window_size, shift)
+        return _forward(x, map_features, tensors, num_heads, window_size, shift, fast_sigmoid)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        x, map_features, *tensors = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        inputs = (x, map_features, *tensors)
+        wanted = (needs[0], needs[1], *needs[6:])  # skip num_heads, window_size, shift, fast_sigmoid
+        wanted_idx = [i for i, w in enumerate(wanted) if w]
+
+        def reference_of_wanted(*wanted_inputs: torch.Tensor) -> torch.Tensor:
+            full = list(inputs)
+            for i, t in zip(wanted_idx, wanted_inputs, strict=True):
+                full[i] = t
+            return windowed_sigmoid_cross_attention_reference(
+                full[0], full[1], TCAParams(*full[2:]), *ctx.config
+            )  # (B, H, W, C)
+
+        # torch.func.vjp rather than autograd.grad: dynamo traces it, so torch.compile keeps one graph.
+        _, vjp_fn = torch.func.vjp(reference_of_wanted, *(inputs[i] for i in wanted_idx))
+        grads = iter(vjp_fn(grad_out))
+        result = [next(grads) if w else None for w in wanted]
+        return (result[0], result[1], None, None, None, None, *result[2:])
+
+
+def windowed_sigmoid_cross_attention_triton(
+    x: torch.Tensor,
+    map_features: torch.Tensor,
+    params: TCAParams,
+    num_heads: int,
+    window_size: int,
+    shift: int,
+    *,
+    fast_sigmoid: bool = False,
+) -> torch.Tensor:
+    """Fused TCA attention: x (B, H, W, C), map_features (B, H, W, Cm) -> (B, H, W, C) in x's dtype.
+
+    Same contract as `windowed_sigmoid_cross_attention_reference`; differentiable in x, map_features and
+    every tensor of `params` (alpha included) through a recompute-based backward. `fast_sigmoid` swaps
+    tl.sigmoid for PTX `tanh.approx.f32` in the forward (CUDA only; ignored in the interpreter).
+    """
+    return _TCAFunction.apply(x, map_features, num_heads, window_size, shift, fast_sigmoid, *params.tensors())
+
+
+__all__ = ["OP_NAME", "windowed_sigmoid_cross_attention_triton"]

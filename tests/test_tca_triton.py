@@ -1,0 +1,245 @@
+"""The fused Triton TCA kernel matches the PyTorch reference: forward, gradients, dispatch, paper shapes.
+
+On CPU the kernel runs in Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1 before the kernel
+module is imported), so CPU shapes are tiny. The GPU tests run the compiled kernel at the paper's latent
+shape. Shifted cases use sizes where the Swin region mask changes the result (with 10x13, window 4 and
+shift 2 the padding alone already hides every cross-region key, so shift 1 is used there).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from langbrt.kernels import (
+    ENV_VAR,
+    TCAParams,
+    windowed_sigmoid_cross_attention,
+    windowed_sigmoid_cross_attention_reference,
+)
+
+tca_triton = pytest.importorskip("langbrt.kernels.tca_triton", reason="triton is not installed")
+kernel_attention = tca_triton.windowed_sigmoid_cross_attention_triton
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def random_params(C: int, Cm: int, heads: int, seed: int = 0, dtype: torch.dtype = torch.float32,
+                  device: str = "cpu") -> TCAParams:
+    """Weights scaled like a trained layer (logits of order 1, so the sigmoid is not saturated)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape: int, fan_in: int = 4) -> torch.Tensor:
+        return (torch.randn(*shape, generator=g) / fan_in**0.5).to(device=device, dtype=dtype)
+
+    alpha = (torch.rand(heads, generator=g) + 0.5).to(device=device, dtype=dtype)  # (heads,) positive
+    return TCAParams(r(C, C, fan_in=C), r(C), r(C, Cm, fan_in=Cm), r(C), r(C, Cm, fan_in=Cm), r(C),
+                     r(C, C, fan_in=C), r(C), alpha)
+
+
+def random_inputs(B: int, H: int, W: int, C: int, Cm: int, seed: int = 1, dtype: torch.dtype = torch.float32,
+                  device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, H, W, C, generator=g)  # (B, H, W, C)
+    map_features = torch.rand(B, H, W, Cm, generator=g)  # (B, H, W, Cm), channel 0 is the blemish map
+    return x.to(device=device, dtype=dtype), map_features.to(device=device, dtype=dtype)
+
+
+def cast_params(params: TCAParams, dtype: torch.dtype) -> TCAParams:
+    return TCAParams(*(t.to(dtype) for t in params.tensors()))
+
+
+def leaf_copies(x: torch.Tensor, map_features: torch.Tensor, params: TCAParams):
+    """Fresh leaves that require grad, so two backward passes don't share .grad."""
+    leaves = [t.detach().clone().requires_grad_() for t in (x, map_features, *params.tensors())]
+    return leaves[0], leaves[1], TCAParams(*leaves[2:]), leaves
+
+
+#               B,  H,  W,  C, Cm, heads, window, shift
+CPU_CASES = [
+    pytest.param(2, 8, 8, 16, 3, 2, 4, 0, id="unshifted-batch2"),
+    pytest.param(1, 8, 8, 16, 3, 1, 4, 2, id="shifted-1head"),
+    pytest.param(1, 10, 13, 24, 9, 3, 4, 1, id="padded-shifted-3heads"),
+    pytest.param(2, 10, 13, 24, 9, 2, 4, 0, id="padded-unshifted-headdim12"),
+    pytest.param(1, 9, 7, 32, 9, 2, 8, 4, id="window8-one-padded-window"),
+]
+
+
+@pytest.mark.parametrize(("B", "H", "W", "C", "Cm", "heads", "window", "shift"), CPU_CASES)
+def test_forward_matches_reference_fp32(B, H, W, C, Cm, heads, window, shift):
+    x, mf = random_inputs(B, H, W, C, Cm)
+    params = random_params(C, Cm, heads)
+    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, heads, window, shift)
+    got = kernel_attention(x, mf, params, heads, window, shift)
+    assert got.shape == (B, H, W, C) and got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float16, 1e-2), (torch.bfloat16, 5e-2)], ids=str)
+def test_forward_half_precision_matches_fp32_reference(dtype, tolerance):
+    x, mf = random_inputs(2, 10, 13, 24, 9)
+    params = random_params(24, 9, 2)
+    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 1)
+    got = kernel_attention(x.to(dtype), mf.to(dtype), cast_params(params, dtype), 2, 4, 1)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float(), expected, atol=2 * tolerance, rtol=tolerance)
+
+
+def test_gradients_match_reference_autograd():
+    x, mf = random_inputs(2, 10, 13, 24, 9)
+    params = random_params(24, 9, 2)
+    grad_out = torch.randn(2, 10, 13, 24, generator=torch.Generator().manual_seed(2))  # (B, H, W, C)
+
+    kx, kmf, kparams, kernel_leaves = leaf_copies(x, mf, params)
+    kernel_attention(kx, kmf, kparams, 2, 4, 1).backward(grad_out)
+    rx, rmf, rparams, ref_leaves = leaf_copies(x, mf, params)
+    windowed_sigmoid_cross_attention_reference(rx, rmf, rparams, 2, 4, 1).backward(grad_out)
+
+    names = ["x", "map_features", "q_weight", "q_bias", "k_weight", "k_bias", "v_weight", "v_bias",
+             "out_weight", "out_bias", "alpha"]
+    for name, got, expected in zip(names, kernel_leaves, ref_leaves, strict=True):
+        assert got.grad is not None, name
+        torch.testing.assert_close(got.grad, expected.grad, atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_frozen_parameters_get_no_gradient():
+    x, mf = random_inputs(1, 8, 8, 16, 3)
+    params = random_params(16, 3, 2)
+    x.requires_grad_()
+    kernel_attention(x, mf, params, 2, 4, 2).sum().backward()
+    assert x.grad is not None
+    assert all(t.grad is None for t in params.tensors())
+
+
+def test_non_contiguous_inputs_are_accepted():
+    x, mf = random_inputs(1, 8, 8, 16, 3)
+    params = random_params(16, 3, 2)
+    x_t = x.transpose(1, 2).contiguous().transpose(1, 2)  # same values, (B, H, W, C) view with odd strides
+    mf_wide = torch.cat([mf, torch.zeros_like(mf)], dim=-1)[..., :3]  # strided channel slice
+    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 2)
+    got = kernel_attention(x_t, mf_wide, params, 2, 4, 2)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_alpha_is_read_at_run_time():
+    x, mf = random_inputs(1, 8, 8, 16, 3)
+    params = random_params(16, 3, 2)
+    kernel_attention(x, mf, params, 2, 4, 0)
+    params.alpha.mul_(3.0)  # a learnable temperature changes between steps
+    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 0)
+    torch.testing.assert_close(kernel_attention(x, mf, params, 2, 4, 0), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_registered_torch_op_matches_reference():
+    x, mf = random_inputs(1, 8, 8, 16, 3)
+    params = random_params(16, 3, 2)
+    got = torch.ops.langbrt.tca_attention(x, mf, *params.tensors(), 2, 4, 2, False)
+    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 2)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_dispatch_env_triton_runs_the_kernel(monkeypatch):
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return kernel_attention(*args, **kwargs)
+
+    monkeypatch.setattr(tca_triton, "windowed_sigmoid_cross_attention_triton", spy)
+    monkeypatch.setenv(ENV_VAR, "triton")
+    x, mf = random_inputs(1, 8, 8, 16, 3)
+    params = random_params(16, 3, 2)
+    got = windowed_sigmoid_cross_attention(x, mf, params, 2, 4, 2)
+    assert len(calls) == 1
+    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 2)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_dispatch_env_reference_skips_the_kernel(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("the kernel ran although LANGBRT_ATTENTION=reference")
+
+    monkeypatch.setattr(tca_triton, "windowed_sigmoid_cross_attention_triton", fail)
+    monkeypatch.setenv(ENV_VAR, "reference")
+    x, mf = random_inputs(1, 8, 8, 16, 3)
+    params = random_params(16, 3, 2)
+    got = windowed_sigmoid_cross_attention(x, mf, params, 2, 4, 2, impl="triton")
+    torch.testing.assert_close(got, windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 2))
+
+
+def test_tiny_model_output_is_the_same_with_kernel_and_reference(monkeypatch):
+    """The interface checks rely on: LANGBRT_ATTENTION switches a whole model between the two paths."""
+    from langbrt import LangBRT, LangBRTConfig
+    from langbrt.text import default_text_encoder
+
+    torch.manual_seed(0)
+    model = LangBRT(LangBRTConfig.tiny(), text_encoder=default_text_encoder()).eval()
+    images = torch.rand(1, 3, 64, 64)
+    prompts = [["acne on the right cheek", "dark circles under the eyes"]]
+    outputs = {}
+    for impl in ("reference", "triton"):
+        monkeypatch.setenv(ENV_VAR, impl)
+        with torch.no_grad():
+            outputs[impl] = model(images, prompts)
+    torch.testing.assert_close(outputs["triton"].image, outputs["reference"].image, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(outputs["triton"].maps, outputs["reference"].maps, atol=1e-5, rtol=1e-5)
+
+
+# The paper preset's latent shape: B=2, 64x64 latent, C=96, 3 heads, window 8, 9 map channels.
+PAPER = dict(B=2, H=64, W=64, C=96, Cm=9, heads=3, window=8)
+GPU_TOLERANCE = {torch.float32: 1e-4, torch.float16: 3e-3, torch.bfloat16: 2e-2}  # x max |reference|
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("shift", [0, 4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+def test_gpu_paper_shape_forward_and_backward(dtype, shift):
+    p = PAPER
+    x, mf = random_inputs(p["B"], p["H"], p["W"], p["C"], p["Cm"], device="cuda")
+    params = random_params(p["C"], p["Cm"], p["heads"], device="cuda")
+    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, p["heads"], p["window"], shift)
+
+    xh, mfh, ph = x.to(dtype), mf.to(dtype), cast_params(params, dtype)
+    kx, kmf, kparams, kernel_leaves = leaf_copies(xh, mfh, ph)
+    got = kernel_attention(kx, kmf, kparams, p["heads"], p["window"], shift)
+    assert got.dtype == dtype
+    err = (got.float() - expected).abs().max().item()
+    assert err <= GPU_TOLERANCE[dtype] * expected.abs().max().item(), err
+
+    grad_out = torch.randn_like(got)
+    got.backward(grad_out)
+    rx, rmf, rparams, ref_leaves = leaf_copies(xh, mfh, ph)
+    reference = windowed_sigmoid_cross_attention_reference(rx, rmf, rparams, p["heads"], p["window"], shift)
+    reference.backward(grad_out)
+    for got_leaf, ref_leaf in zip(kernel_leaves, ref_leaves, strict=True):
+        torch.testing.assert_close(got_leaf.grad, ref_leaf.grad)
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_gpu_fast_sigmoid_is_close_to_exact():
+    p = PAPER
+    x, mf = random_inputs(p["B"], p["H"], p["W"], p["C"], p["Cm"], device="cuda", dtype=torch.float16)
+    params = random_params(p["C"], p["Cm"], p["heads"], device="cuda", dtype=torch.float16)
+    exact = kernel_attention(x, mf, params, p["heads"], p["window"], 4)
+    fast = kernel_attention(x, mf, params, p["heads"], p["window"], 4, fast_sigmoid=True)
+    torch.testing.assert_close(fast, exact, atol=2e-2, rtol=1e-2)
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_gpu_torch_compile_fullgraph_forward_and_backward():
+    p = PAPER
+    x, mf = random_inputs(p["B"], p["H"], p["W"], p["C"], p["Cm"], device="cuda")
+    params = random_params(p["C"], p["Cm"], p["heads"], device="cuda")
+    args = (p["heads"], p["window"], 4)
+    compiled = torch.compile(kernel_attention, fullgraph=True)
+    kx = x.clone().requires_grad_()
+    got = compiled(kx, mf, params, *args)
+    rx = x.clone().requires_grad_()
+    expected = windowed_sigmoid_cross_attention_reference(rx, mf, params, *args)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    got.sum().backward()
+    expected.sum().backward()
+    torch.testing.assert_close(kx.grad, rx.grad, atol=1e-4, rtol=1e-4)
