@@ -14,7 +14,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success it replaces `target`, on error it is removed.
 
     The temporary file lives in the target's folder so the final `os.replace` is a rename on one file
-    system, which POSIX makes atomic.
+    system, which POSIX makes atomic. It gets the mode a plain `open()` would give (mkstemp's is 0600).
+    Creating it raises the OSError of an unwritable folder before the caller writes anything.
     """
     target = Path(target)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -24,6 +25,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -33,3 +35,15 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 def atomic_write_text(target: str | Path, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def new_file_mode() -> int:
+    """The mode a plain open() would give a new file: 0o666 minus the umask.
+
+    Read from /proc rather than with os.umask(), which sets the process-wide umask and races with threads.
+    """
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    return 0o644

@@ -8,11 +8,9 @@ Writes are atomic: a crash mid-write leaves the old target (or nothing), never h
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import struct
-import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from langbrt.atomic import atomic_path
 from langbrt.errors import LangBRTError, LangBRTInputError
 
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -279,34 +278,9 @@ def write_image(
     if not folder.is_dir():
         raise _input_error(str(folder), "output folder does not exist")
     try:
-        tmp = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            _save(img, handle, fmt, quality, exif, icc_profile)
     except OSError as err:
-        raise _input_error(str(folder), f"cannot write to this folder ({err.strerror or err})") from err
-    try:
-        with tmp:
-            _save(img, tmp, fmt, quality, exif, icc_profile)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.chmod(tmp.name, _new_file_mode())  # tempfile creates 0o600; give the usual permissions
-        os.replace(tmp.name, path)
-    except OSError as err:
-        _remove_quietly(tmp.name)
         raise _input_error(str(path), f"cannot write file ({err.strerror or err})") from err
-    except BaseException:
-        _remove_quietly(tmp.name)
-        raise
     return path
 
-
-def _remove_quietly(name: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(name)
-
-
-def _new_file_mode() -> int:
-    """The mode a plain open() would give a new file: 0o666 minus the umask (read without changing it)."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return 0o666 & ~int(line.split()[1], 8)
-    return 0o644

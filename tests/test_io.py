@@ -368,7 +368,7 @@ def test_unwritable_folder_is_named(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(lio.tempfile, "NamedTemporaryFile", refuse)
+    monkeypatch.setattr("langbrt.atomic.tempfile.mkstemp", refuse)
     message = _input_error(write_image, tmp_path / "out.png", torch.rand(3, 4, 4))
     assert message.startswith(str(tmp_path)) and "Permission denied" in message
 
