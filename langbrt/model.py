@@ -122,12 +122,19 @@ class LangBRT(nn.Module):
     def forward_table(self, images: torch.Tensor, prompt_embeddings: torch.Tensor,
                       predefined_index: torch.Tensor, prompt_weights: torch.Tensor) -> LangBRTOutput:
         """images (B, 3, H, W); table (T, D), (T,), weights (B, T) -> output with maps (B, T, H, W)."""
-        self._check_images(images)
-        device, dtype = images.device, images.dtype
-        features, skips = self.encoder(images)  # (B, C, h, w)
+        vectors = None
         if self.tbd is not None:
-            vectors = self.tbd.prompt_vectors(prompt_embeddings.to(device, dtype), predefined_index.to(device))
-            detection = self.tbd(features, vectors, prompt_weights.to(device, dtype))
+            vectors = self.tbd.prompt_vectors(prompt_embeddings.to(images.device, images.dtype),
+                                              predefined_index.to(images.device))
+        return self.forward_vectors(images, vectors, prompt_weights)
+
+    def forward_vectors(self, images: torch.Tensor, prompt_vectors: torch.Tensor | None,
+                        prompt_weights: torch.Tensor) -> LangBRTOutput:
+        """Like `forward_table` with the prompts already in feature space (T, C): what export bakes in."""
+        self._check_images(images)
+        features, skips = self.encoder(images)  # (B, C, h, w)
+        if self.tbd is not None and prompt_vectors is not None:
+            detection = self.tbd(features, prompt_vectors, prompt_weights.to(images.device, images.dtype))
             attention_map = detection.mask  # (B, 1, h, w)
         else:
             detection = no_detection(features, prompt_weights.shape[1])
@@ -135,13 +142,13 @@ class LangBRT(nn.Module):
         latent = self.transformer(features, attention_map)  # (B, C, h, w)
         residual = self.decoder(latent, skips)  # (B, 3, H, W)
         size = images.shape[-2:]
-        mask = _upsample(detection.mask, size)  # (B, 1, H, W)
+        mask = upsample_maps(detection.mask, size)  # (B, 1, H, W)
         return LangBRTOutput(
             image=blend(images, residual, mask),
             mask=mask,
-            maps=_upsample(detection.maps, size),
-            soft_mask=_upsample(detection.soft_mask, size),
-            soft_maps=_upsample(detection.soft_maps, size),
+            maps=upsample_maps(detection.maps, size),
+            soft_mask=upsample_maps(detection.soft_mask, size),
+            soft_maps=upsample_maps(detection.soft_maps, size),
             residual=residual,
         )
 
@@ -172,7 +179,7 @@ class LangBRT(nn.Module):
                                map_location=map_location)
 
 
-def _upsample(maps: torch.Tensor, size: torch.Size) -> torch.Tensor:
+def upsample_maps(maps: torch.Tensor, size: torch.Size) -> torch.Tensor:
     """Latent maps (B, K, h, w) -> (B, K, H, W), bilinear: zero wherever all neighbours are zero."""
     return F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
 

@@ -1,0 +1,138 @@
+"""The exportable graph: a LangBRT with its prompt table baked in, taking only tensors.
+
+An exported model runs without a text encoder, so the prompts it knows are fixed at export time: the
+model's pre-defined prompts, every prompt in its prompt bank and any prompts the user adds, de-duplicated
+in that order. Their image-feature-space vectors (`tbd.prompt_vectors`, the "precomputed prompt
+embeddings") are computed once here and stored as a constant, so the graph holds no one-hot selection of
+the psi_i mapping layers. The runtime picks prompts per image with `prompt_weights` (B, T).
+
+`extra_prompt_slots` E > 0 adds E slots for prompts outside the table: the runtime encodes them itself
+and passes `extra_embeddings` (E, D) with `extra_weights` (B, E); unused slots are zeros with weight 0.
+Extras are user prompts (no psi_i), so their vector is `tbd.expand(e)` exactly as `prompt_vectors` gives
+for predefined_index -1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from langbrt.checkpoint import WEIGHTS_FILE
+from langbrt.kernels import ENV_VAR, AttentionImpl
+from langbrt.model import LangBRT
+from langbrt.text import normalize_prompt
+
+DEFAULT_EXTRA_PROMPT_SLOTS = 4
+
+
+@dataclass(frozen=True)
+class BakedTable:
+    """The prompt table an export carries: texts in order, their embeddings and psi_i index."""
+
+    texts: list[str]  # T normalised prompts
+    embeddings: torch.Tensor  # (T, D) float32
+    predefined_index: torch.Tensor  # (T,) long, -1 for user prompts
+
+
+def baked_table(model: LangBRT, prompts: Sequence[str] | None = None) -> BakedTable:
+    """Pre-defined prompts, then the prompt bank, then `prompts`, de-duplicated in that stable order.
+
+    Prompts not in the bank are encoded with the model's text encoder (loaded on demand); an empty prompt
+    raises `LangBRTInputError` from `normalize_prompt`.
+    """
+    texts: list[str] = []
+    for text in [*model.predefined_prompts, *model.prompt_bank.texts, *(prompts or [])]:
+        key = normalize_prompt(text)
+        if key not in texts:
+            texts.append(key)
+    predefined = {p: i for i, p in enumerate(model.predefined_prompts)}
+    embeddings = model.embed_prompts(texts).float()  # (T, D)
+    index = torch.tensor([predefined.get(t, -1) for t in texts], dtype=torch.long)  # (T,)
+    return BakedTable(texts, embeddings, index)
+
+
+class ExportableLangBRT(nn.Module):
+    """`forward(images, prompt_weights[, extra_embeddings, extra_weights]) -> (image, mask, maps)`.
+
+    Same maths as `LangBRT.forward_table` over the table `baked ++ extras`; `maps` is (B, T + E, S, S),
+    table order then extras. With `extra_prompt_slots == 0` the graph has only the first two inputs.
+    """
+
+    def __init__(self, model: LangBRT, table: BakedTable,
+                 extra_prompt_slots: int = DEFAULT_EXTRA_PROMPT_SLOTS) -> None:
+        super().__init__()
+        assert extra_prompt_slots >= 0, extra_prompt_slots
+        assert len(table.texts) + extra_prompt_slots > 0, "an export needs at least one prompt or extra slot"
+        self.model = model
+        self.table = table
+        self.extra_prompt_slots = extra_prompt_slots
+        param = next(model.parameters())
+        with torch.no_grad():
+            vectors = model.tbd.prompt_vectors(table.embeddings.to(param), table.predefined_index.to(param.device))
+        self.register_buffer("table_vectors", vectors.detach().clone(), persistent=False)  # (T, C)
+
+    @property
+    def num_prompts(self) -> int:
+        return len(self.table.texts)
+
+    def forward(self, images: torch.Tensor, prompt_weights: torch.Tensor,
+                extra_embeddings: torch.Tensor | None = None,
+                extra_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        model = self.model
+        vectors, weights = self.table_vectors, prompt_weights  # (T, C), (B, T)
+        if self.extra_prompt_slots:
+            assert extra_embeddings is not None and extra_weights is not None
+            extra_vectors = model.tbd.expand(extra_embeddings)  # (E, C): a user prompt skips psi_i
+            vectors = torch.cat([vectors, extra_vectors], dim=0)  # (T + E, C)
+            weights = torch.cat([weights, extra_weights], dim=1)  # (B, T + E)
+        out = model.forward_vectors(images, vectors, weights)
+        return out.image, out.mask, out.maps
+
+    def example_inputs(self, batch_size: int = 2) -> tuple[torch.Tensor, ...]:
+        """Inputs of the right shapes for tracing (a batch of 2 so no size-1 dimension gets specialised)."""
+        S, D = self.model.config.image_size, self.model.config.text_dim
+        inputs: tuple[torch.Tensor, ...] = (torch.rand(batch_size, 3, S, S), torch.ones(batch_size, self.num_prompts))
+        if self.extra_prompt_slots:
+            E = self.extra_prompt_slots
+            inputs += (torch.zeros(E, D), torch.zeros(batch_size, E))
+        device = self.table_vectors.device
+        return tuple(t.to(device) for t in inputs)
+
+
+@contextlib.contextmanager
+def reference_attention() -> Iterator[None]:
+    """Force the PyTorch reference attention while tracing, so the graph is standard ops only.
+
+    The environment variable overrides every block's configured choice (see `langbrt.kernels.dispatch`);
+    the previous value is restored afterwards.
+    """
+    previous = os.environ.get(ENV_VAR)
+    os.environ[ENV_VAR] = AttentionImpl.REFERENCE.value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = previous
+
+
+def model_hash(model: LangBRT, checkpoint_dir: str | Path | None = None) -> str:
+    """sha256 of the checkpoint's weights file when the model came from one, else of its state dict bytes."""
+    digest = hashlib.sha256()
+    if checkpoint_dir is not None and (Path(checkpoint_dir) / WEIGHTS_FILE).is_file():
+        with open(Path(checkpoint_dir) / WEIGHTS_FILE, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,134 @@
+"""Write a LangBRT as one ONNX file of standard ops, with its metadata embedded.
+
+Exporter: the TorchScript exporter (`torch.onnx.export(..., dynamo=False)`). The dynamo exporter needs
+`onnxscript`, which LangBRT does not depend on, and this model traces cleanly: every Python-level shape
+is either the fixed image size or the batch, which is marked dynamic.
+
+Precision: the ONNX file is always fp32. fp16 is applied by TensorRT at engine build time
+(`tensorrt_export.build_engine`), which keeps LayerNorm/GroupNorm and reductions in fp32; an fp16 ONNX
+would run slower on ONNX Runtime's CPU provider and needs a converter LangBRT does not ship.
+
+The TCA attention is exported through its PyTorch reference (forced by `graph.reference_attention`), so
+each window attention is MatMul -> Mul/Add -> Sigmoid -> Mul(keep) -> MatMul, which TensorRT fuses on
+its own and ONNX Runtime runs everywhere.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import onnx
+import torch
+
+from langbrt.artifact import (
+    INPUT_EXTRA_EMBEDDINGS,
+    INPUT_EXTRA_WEIGHTS,
+    INPUT_IMAGES,
+    INPUT_PROMPT_WEIGHTS,
+    METADATA_KEY,
+    OUTPUT_IMAGE,
+    OUTPUT_MAPS,
+    OUTPUT_MASK,
+    ArtifactMetadata,
+)
+from langbrt.atomic import atomic_path
+from langbrt.errors import CheckpointError, LangBRTInputError
+from langbrt.model import LangBRT
+
+from .graph import DEFAULT_EXTRA_PROMPT_SLOTS, ExportableLangBRT, baked_table, model_hash, reference_attention
+
+MIN_OPSET = 17
+DEFAULT_OPSET = 17
+BATCH_AXIS = "batch"
+
+
+def io_names(extra_prompt_slots: int) -> tuple[list[str], list[str]]:
+    """ONNX input and output names, in graph order; the extra-prompt inputs exist only when E > 0."""
+    inputs = [INPUT_IMAGES, INPUT_PROMPT_WEIGHTS]
+    if extra_prompt_slots:
+        inputs += [INPUT_EXTRA_EMBEDDINGS, INPUT_EXTRA_WEIGHTS]
+    return inputs, [OUTPUT_IMAGE, OUTPUT_MASK, OUTPUT_MAPS]
+
+
+def export_onnx(model: LangBRT, path: str | Path, *, opset: int = DEFAULT_OPSET,
+                extra_prompt_slots: int = DEFAULT_EXTRA_PROMPT_SLOTS, prompts: Sequence[str] | None = None,
+                checkpoint_dir: str | Path | None = None) -> Path:
+    """Export `model` to `path` (written atomically) and return the path.
+
+    `prompts` are added to the baked table (pre-defined + prompt bank); `checkpoint_dir`, when the model
+    was loaded from one, makes `model_hash` the sha256 of its weights file. The batch dimension of every
+    input and output is dynamic; the image size is fixed at `model.config.image_size`.
+    """
+    if opset < MIN_OPSET:
+        raise LangBRTInputError(f"opset {opset} is too old: LangBRT exports need opset >= {MIN_OPSET}")
+    if extra_prompt_slots < 0:
+        raise LangBRTInputError(f"extra prompt slots must be >= 0, got {extra_prompt_slots}")
+    path = Path(path)
+    model = model.eval()
+    table = baked_table(model, prompts)
+    graph = ExportableLangBRT(model, table, extra_prompt_slots).eval()
+    input_names, output_names = io_names(extra_prompt_slots)
+    batched = [INPUT_IMAGES, INPUT_PROMPT_WEIGHTS, INPUT_EXTRA_WEIGHTS, *output_names]
+    dynamic_axes = {name: {0: BATCH_AXIS} for name in batched if name in input_names + output_names}
+    metadata = ArtifactMetadata(
+        image_size=model.config.image_size,
+        prompts=list(table.texts),
+        predefined_index=[int(i) for i in table.predefined_index],
+        text_encoder=model.config.text_encoder,
+        text_dim=model.config.text_dim,
+        model_hash=model_hash(model, checkpoint_dir),
+        extra_prompt_slots=extra_prompt_slots,
+        precision="fp32",
+        opset=opset,
+        extras={"exporter": "torchscript", "torch": torch.__version__, "inputs": input_names,
+                "outputs": output_names},
+    )
+    with atomic_path(path) as tmp:
+        with torch.no_grad(), reference_attention(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+            torch.onnx.export(graph, graph.example_inputs(), str(tmp), dynamo=False, opset_version=opset,
+                              input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes,
+                              do_constant_folding=True)
+        proto = onnx.load(str(tmp))
+        fix_output_shapes(proto, model.config.image_size, graph.num_prompts + extra_prompt_slots)
+        set_metadata(proto, metadata)
+        proto.producer_name = "langbrt-export"
+        onnx.checker.check_model(proto, full_check=True)
+        onnx.save(proto, str(tmp))
+    return path
+
+
+def fix_output_shapes(proto: onnx.ModelProto, image_size: int, num_maps: int) -> None:
+    """Write the static output shapes the tracer loses after Resize (Triton and TensorRT configs read them)."""
+    channels = {OUTPUT_IMAGE: 3, OUTPUT_MASK: 1, OUTPUT_MAPS: num_maps}
+    for output in proto.graph.output:
+        dims = output.type.tensor_type.shape.dim
+        for dim, value in zip(dims[1:], (channels[output.name], image_size, image_size), strict=True):
+            dim.Clear()
+            dim.dim_value = value
+
+
+def set_metadata(proto: onnx.ModelProto, metadata: ArtifactMetadata) -> None:
+    """Put `metadata` under `METADATA_KEY` in the model's metadata_props, replacing any earlier entry."""
+    kept = [p for p in proto.metadata_props if p.key != METADATA_KEY]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, metadata.to_json()
+
+
+def read_onnx_metadata(path: str | Path) -> ArtifactMetadata:
+    """The `ArtifactMetadata` embedded in an exported ONNX file; `CheckpointError` if it has none."""
+    path = Path(path)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such ONNX file") from None
+    except Exception as err:  # onnx raises DecodeError or others for a file that is not a model
+        raise CheckpointError(f"{path}: not a readable ONNX model ({type(err).__name__})") from None
+    for prop in proto.metadata_props:
+        if prop.key == METADATA_KEY:
+            return ArtifactMetadata.from_json(prop.value, str(path))
+    raise CheckpointError(f"{path}: not a LangBRT export (no {METADATA_KEY!r} metadata)")

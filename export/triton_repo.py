@@ -1,0 +1,137 @@
+"""Lay out a Triton Inference Server model repository around an exported LangBRT.
+
+    <repo>/<model>/config.pbtxt        platform, batching, instance group, tensor specs
+    <repo>/<model>/langbrt.json        the artifact's metadata (prompt table in order, sizes, versions)
+    <repo>/<model>/1/model.onnx        (kind "onnx")  or  1/model.plan  (kind "engine")
+
+Triton batches requests along dim 0 of EVERY input, so an input without a batch dimension cannot be
+served with `max_batch_size > 0`. `extra_embeddings` (E, D) is such an input: a Triton repository is
+therefore built from an export with `extra_prompt_slots=0`, and serves only the baked prompt table.
+A new prompt needs a re-export (`langbrt-export --format triton-repo --prompt "..."`).
+
+The model folder is written in a temporary folder beside it and renamed into place, so a server
+watching the repository never loads a half-written model.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from enum import Enum
+from pathlib import Path
+
+from langbrt.artifact import (
+    INPUT_IMAGES,
+    INPUT_PROMPT_WEIGHTS,
+    OUTPUT_IMAGE,
+    OUTPUT_MAPS,
+    OUTPUT_MASK,
+    ArtifactMetadata,
+)
+from langbrt.errors import LangBRTInputError
+
+from .onnx_export import read_onnx_metadata
+from .tensorrt_export import read_engine_sidecar
+
+METADATA_FILE = "langbrt.json"
+MODEL_VERSION = "1"
+
+
+class RepoKind(str, Enum):
+    ONNX = "onnx"
+    ENGINE = "engine"
+
+
+PLATFORMS = {RepoKind.ONNX: ("onnxruntime_onnx", "model.onnx"), RepoKind.ENGINE: ("tensorrt_plan", "model.plan")}
+
+
+def tensor_specs(metadata: ArtifactMetadata) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """Input and output dims WITHOUT the batch dim, as Triton wants them with max_batch_size > 0."""
+    S, T = metadata.image_size, len(metadata.prompts)
+    inputs = {INPUT_IMAGES: [3, S, S], INPUT_PROMPT_WEIGHTS: [T]}
+    outputs = {OUTPUT_IMAGE: [3, S, S], OUTPUT_MASK: [1, S, S], OUTPUT_MAPS: [T, S, S]}
+    return inputs, outputs
+
+
+def config_pbtxt(metadata: ArtifactMetadata, *, model_name: str, kind: RepoKind, max_batch_size: int,
+                 preferred_batch_sizes: Sequence[int], max_queue_delay_us: int, instances: int) -> str:
+    """The text of config.pbtxt (protobuf text format) for one LangBRT model."""
+    inputs, outputs = tensor_specs(metadata)
+
+    def specs(tensors: dict[str, list[int]]) -> str:
+        items = [f'  {{\n    name: "{name}"\n    data_type: TYPE_FP32\n    dims: [ {", ".join(map(str, dims))} ]\n  }}'
+                 for name, dims in tensors.items()]
+        return ",\n".join(items)
+
+    preferred = ", ".join(str(b) for b in preferred_batch_sizes)
+    text = (
+        f'name: "{model_name}"\n'
+        f'platform: "{PLATFORMS[kind][0]}"\n'
+        f"max_batch_size: {max_batch_size}\n"
+        f"input [\n{specs(inputs)}\n]\n"
+        f"output [\n{specs(outputs)}\n]\n"
+        f"dynamic_batching {{\n  preferred_batch_size: [ {preferred} ]\n"
+        f"  max_queue_delay_microseconds: {max_queue_delay_us}\n}}\n"
+        f"instance_group [\n  {{\n    count: {instances}\n    kind: KIND_GPU\n  }}\n]\n"
+    )
+    if kind is RepoKind.ENGINE:
+        text += "optimization {\n  cuda {\n    graphs: true\n  }\n}\n"
+    return text
+
+
+def write_triton_repository(artifact_path: str | Path, repo_dir: str | Path, *, model_name: str = "langbrt",
+                            max_batch_size: int = 32, preferred_batch_sizes: Sequence[int] = (4, 8, 16),
+                            max_queue_delay_us: int = 2000, instances: int = 1,
+                            kind: str | RepoKind = RepoKind.ONNX) -> Path:
+    """Copy `artifact_path` into `<repo_dir>/<model_name>/1/` with its config; return `repo_dir`."""
+    kind = RepoKind(kind)
+    artifact_path, repo_dir = Path(artifact_path), Path(repo_dir)
+    metadata = read_onnx_metadata(artifact_path) if kind is RepoKind.ONNX else read_engine_sidecar(artifact_path)
+    _check_options(metadata, kind, max_batch_size, preferred_batch_sizes, instances)
+    text = config_pbtxt(metadata, model_name=model_name, kind=kind, max_batch_size=max_batch_size,
+                        preferred_batch_sizes=preferred_batch_sizes, max_queue_delay_us=max_queue_delay_us,
+                        instances=instances)
+    repo_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=repo_dir, prefix=f".{model_name}."))
+    try:
+        (staging / MODEL_VERSION).mkdir()
+        shutil.copyfile(artifact_path, staging / MODEL_VERSION / PLATFORMS[kind][1])
+        (staging / "config.pbtxt").write_text(text, encoding="utf-8")
+        (staging / METADATA_FILE).write_text(metadata.to_json(), encoding="utf-8")
+        _replace_folder(staging, repo_dir / model_name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return repo_dir
+
+
+def _check_options(metadata: ArtifactMetadata, kind: RepoKind, max_batch_size: int,
+                   preferred_batch_sizes: Sequence[int], instances: int) -> None:
+    if metadata.extra_prompt_slots:
+        raise LangBRTInputError(
+            f"a Triton repository needs an export without extra prompt slots (this one has "
+            f"{metadata.extra_prompt_slots}): re-export with --extra-prompt-slots 0"
+        )
+    if max_batch_size < 1 or instances < 1:
+        raise LangBRTInputError(f"max batch size and instances must be >= 1, got {max_batch_size}, {instances}")
+    if any(b < 1 or b > max_batch_size for b in preferred_batch_sizes):
+        raise LangBRTInputError(f"preferred batch sizes {list(preferred_batch_sizes)} must lie in "
+                                f"1..{max_batch_size} (max batch size)")
+    built = metadata.extras.get("batch_sizes")
+    if kind is RepoKind.ENGINE and built and max_batch_size > max(built):
+        raise LangBRTInputError(f"the engine's largest batch is {max(built)}, below max batch size "
+                                f"{max_batch_size}: rebuild with --batch-sizes ... {max_batch_size}")
+
+
+def _replace_folder(staging: Path, target: Path) -> None:
+    """Rename `staging` to `target`, moving any old `target` aside first and deleting it after."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(target, old)
+    os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,170 @@
+"""ONNX export: the graph ONNX Runtime runs is LangBRT's `forward_table`, with its metadata embedded."""
+
+import hashlib
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from langbrt import LangBRT, LangBRTConfig
+from langbrt.artifact import (
+    INPUT_EXTRA_EMBEDDINGS,
+    INPUT_EXTRA_WEIGHTS,
+    INPUT_IMAGES,
+    INPUT_PROMPT_WEIGHTS,
+    METADATA_KEY,
+    OUTPUT_IMAGE,
+    OUTPUT_MAPS,
+    OUTPUT_MASK,
+)
+from langbrt.errors import CheckpointError, LangBRTInputError
+from langbrt.export.graph import baked_table
+from langbrt.export.onnx_export import export_onnx, read_onnx_metadata
+from langbrt.text import default_text_encoder
+
+ATOL = 1e-4  # fp32, ORT CPU vs torch CPU; measured max abs diff ~2e-6
+ADDED_PROMPT = "pimples on my chin"
+EXTRA_PROMPT = "redness on the nose"
+SLOTS = 4
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return default_text_encoder()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, encoder):
+    """A tiny model whose masks cover part of the image (map bias chosen so some pixels stay untouched)."""
+    torch.manual_seed(0)
+    model = LangBRT(LangBRTConfig.tiny(), text_encoder=encoder).eval()
+    with torch.no_grad():
+        model.tbd.map_bias.fill_(-4.5)
+        model.tbd.feature_head[1].weight.mul_(30.0)
+    model.embed_prompts(["wrinkles around the mouth"])  # a bank prompt beyond the pre-defined ones
+    directory = tmp_path_factory.mktemp("ckpt")
+    model.save_pretrained(directory)
+    return model, directory
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint, tmp_path_factory):
+    model, directory = checkpoint
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    assert export_onnx(model, path, extra_prompt_slots=SLOTS, prompts=[ADDED_PROMPT], checkpoint_dir=directory) == path
+    return path
+
+
+@pytest.fixture(scope="module")
+def session(exported):
+    return ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
+
+
+def _inputs_and_reference(model, encoder, metadata, batch_size):
+    """Random images, some table prompts off, one extra prompt in slot 0; torch's forward_table output."""
+    g = torch.Generator().manual_seed(batch_size)
+    images = torch.rand(batch_size, 3, 64, 64, generator=g)
+    T = len(metadata.prompts)
+    weights = torch.ones(batch_size, T)
+    weights[:, 1] = 0.0  # a pre-defined prompt switched off
+    weights[0, -1] = 0.0
+    extra = torch.zeros(SLOTS, model.config.text_dim)
+    extra[0] = encoder.encode([EXTRA_PROMPT])[0]
+    extra_weights = torch.zeros(batch_size, SLOTS)
+    extra_weights[-1, 0] = 1.0
+    feeds = {INPUT_IMAGES: images.numpy(), INPUT_PROMPT_WEIGHTS: weights.numpy(),
+             INPUT_EXTRA_EMBEDDINGS: extra.numpy(), INPUT_EXTRA_WEIGHTS: extra_weights.numpy()}
+    embeddings = torch.cat([model.embed_prompts(metadata.prompts), extra])  # (T + E, D)
+    index = torch.tensor(metadata.predefined_index + [-1] * SLOTS)
+    with torch.no_grad():
+        ref = model.forward_table(images, embeddings, index, torch.cat([weights, extra_weights], dim=1))
+    return feeds, ref
+
+
+def test_exported_model_passes_the_onnx_checker(exported):
+    onnx.checker.check_model(onnx.load(str(exported)), full_check=True)
+
+
+def test_inputs_and_outputs_follow_the_artifact_contract_with_a_dynamic_batch(session):
+    inputs = {i.name: i.shape for i in session.get_inputs()}
+    outputs = {o.name: o.shape for o in session.get_outputs()}
+    assert list(inputs) == [INPUT_IMAGES, INPUT_PROMPT_WEIGHTS, INPUT_EXTRA_EMBEDDINGS, INPUT_EXTRA_WEIGHTS]
+    assert inputs[INPUT_IMAGES] == ["batch", 3, 64, 64]
+    assert inputs[INPUT_PROMPT_WEIGHTS] == ["batch", 5]
+    assert inputs[INPUT_EXTRA_EMBEDDINGS] == [SLOTS, 384]
+    assert outputs == {OUTPUT_IMAGE: ["batch", 3, 64, 64], OUTPUT_MASK: ["batch", 1, 64, 64],
+                       OUTPUT_MAPS: ["batch", 5 + SLOTS, 64, 64]}
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_onnxruntime_matches_torch_forward_table(checkpoint, encoder, exported, session, batch_size):
+    model, _ = checkpoint
+    feeds, ref = _inputs_and_reference(model, encoder, read_onnx_metadata(exported), batch_size)
+    image, mask, maps = session.run(None, feeds)
+    np.testing.assert_allclose(image, ref.image.numpy(), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(mask, ref.mask.numpy(), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(maps, ref.maps.numpy(), atol=ATOL, rtol=0)
+
+
+def test_pixels_outside_the_mask_are_the_input_exactly_in_onnxruntime(checkpoint, encoder, exported, session):
+    model, _ = checkpoint
+    feeds, _ = _inputs_and_reference(model, encoder, read_onnx_metadata(exported), 3)
+    image, mask, _ = session.run(None, feeds)
+    untouched = np.broadcast_to(mask == 0.0, image.shape)
+    assert 0.05 < untouched.mean() < 0.95, "the test model should retouch part of each image"
+    np.testing.assert_array_equal(image[untouched], feeds[INPUT_IMAGES][untouched])
+
+
+def test_metadata_round_trips_with_the_baked_table_and_checkpoint_hash(checkpoint, exported):
+    model, directory = checkpoint
+    metadata = read_onnx_metadata(exported)
+    assert metadata.prompts == [*model.predefined_prompts, "wrinkles around the mouth", ADDED_PROMPT]
+    assert metadata.predefined_index == [0, 1, 2, -1, -1]
+    assert metadata.model_hash == hashlib.sha256((directory / "model.safetensors").read_bytes()).hexdigest()
+    assert (metadata.image_size, metadata.text_dim, metadata.extra_prompt_slots) == (64, 384, SLOTS)
+    assert (metadata.text_encoder, metadata.precision, metadata.opset) == (model.config.text_encoder, "fp32", 17)
+    keys = [p.key for p in onnx.load(str(exported)).metadata_props]
+    assert keys.count(METADATA_KEY) == 1
+
+
+def test_table_is_predefined_then_bank_then_added_without_duplicates(checkpoint):
+    model, _ = checkpoint
+    table = baked_table(model, ["Forehead  Wrinkles", ADDED_PROMPT, ADDED_PROMPT.upper()])
+    assert table.texts == [*model.predefined_prompts, "wrinkles around the mouth", ADDED_PROMPT]
+    assert table.embeddings.shape == (5, 384)
+    assert table.predefined_index.tolist() == [0, 1, 2, -1, -1]
+
+
+def test_export_without_extra_slots_has_only_images_and_prompt_weights(checkpoint, tmp_path):
+    model, _ = checkpoint
+    path = export_onnx(model, tmp_path / "fixed.onnx", extra_prompt_slots=0)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == [INPUT_IMAGES, INPUT_PROMPT_WEIGHTS]
+    metadata = read_onnx_metadata(path)
+    T = len(metadata.prompts)
+    image, _, maps = session.run(None, {INPUT_IMAGES: np.random.rand(2, 3, 64, 64).astype(np.float32),
+                                        INPUT_PROMPT_WEIGHTS: np.ones((2, T), np.float32)})
+    assert image.shape == (2, 3, 64, 64) and maps.shape == (2, T, 64, 64)
+    assert metadata.extra_prompt_slots == 0
+
+
+def test_opset_below_17_is_rejected_and_nothing_is_written(checkpoint, tmp_path):
+    model, _ = checkpoint
+    with pytest.raises(LangBRTInputError, match="opset >= 17"):
+        export_onnx(model, tmp_path / "old.onnx", opset=13)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reading_metadata_from_a_foreign_onnx_file_names_the_problem(tmp_path):
+    path = tmp_path / "other.onnx"
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g",
+                                   [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    onnx.save(onnx.helper.make_model(graph), str(path))
+    with pytest.raises(CheckpointError, match="not a LangBRT export"):
+        read_onnx_metadata(path)
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(CheckpointError, match="junk.onnx"):
+        read_onnx_metadata(tmp_path / "junk.onnx")
