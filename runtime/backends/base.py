@@ -1,0 +1,127 @@
+"""The one interface every inference backend implements, and the prompt plumbing they share.
+
+A backend takes square model-size batches (the letterboxing lives in `runtime.preprocess`) and prompt
+strings, and returns the retouched batch with one map per prompt of each image, in that image's order.
+Backends differ only in what executes the network (eager torch, ONNX Runtime, a TensorRT engine), so
+the retoucher, the CLIs and the tests can treat them alike and compare them numerically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from langbrt.errors import CheckpointError, LangBRTInputError
+from langbrt.text import normalize_prompt
+
+
+class BackendName(str, Enum):
+    """The backends `Retoucher.load` and the CLIs accept; AUTO picks by the model path."""
+
+    AUTO = "auto"
+    TORCH = "torch"
+    ONNXRUNTIME = "onnxruntime"
+    TENSORRT = "tensorrt"
+
+
+PRECISIONS = ("fp32", "fp16")
+ENGINE_SUFFIXES = (".engine", ".plan")
+ONNX_SUFFIXES = (".onnx",)
+
+
+@dataclass
+class BackendOutput:
+    """One batch through a backend; K = the most prompts any image of the batch has (zero maps pad)."""
+
+    image: torch.Tensor  # (B, 3, S, S) float32 in [0, 1]
+    mask: torch.Tensor  # (B, 1, S, S) float32, 0 where the image is untouched
+    maps: torch.Tensor  # (B, K, S, S) float32, each image's prompts in its order
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the retoucher needs from an executor of the LangBRT network."""
+
+    name: str  # a `BackendName` value
+    device: str  # "cpu", "cuda", "cuda:0", ...
+    image_size: int  # S: the square input size the network was built or exported for
+
+    @property
+    def prompts(self) -> list[str]:
+        """Normalised prompt texts this backend knows without a text encoder (pre-defined first)."""
+        ...
+
+    @property
+    def predefined_prompts(self) -> list[str]:
+        """The prompts used when the caller gives none."""
+        ...
+
+    def run(self, images: torch.Tensor | np.ndarray, prompts: Sequence[Sequence[str]]) -> BackendOutput:
+        """images (B, 3, S, S) in [0, 1]; prompts: one non-empty list of strings per image."""
+        ...
+
+
+def backend_for_path(path: str | Path) -> BackendName:
+    """The backend `auto` means for `path`: a folder is a checkpoint, .onnx an ONNX file, .engine/.plan TensorRT."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such model file or folder")
+    if path.is_dir():
+        return BackendName.TORCH
+    if suffix in ONNX_SUFFIXES:
+        return BackendName.ONNXRUNTIME
+    if suffix in ENGINE_SUFFIXES:
+        return BackendName.TENSORRT
+    raise LangBRTInputError(
+        f"{path}: cannot tell which backend loads this (expected a checkpoint folder, a .onnx file, "
+        "or a .engine/.plan TensorRT engine)"
+    )
+
+
+def normalize_prompt_lists(prompts: Sequence[Sequence[str]], batch_size: int) -> list[list[str]]:
+    """Normalise and de-duplicate each image's prompts, keeping the user's order; one clear error if bad."""
+    if len(prompts) != batch_size:
+        raise LangBRTInputError(f"got {len(prompts)} prompt lists for {batch_size} images")
+    out: list[list[str]] = []
+    for image_prompts in prompts:
+        if isinstance(image_prompts, str):
+            raise LangBRTInputError("prompts must be one list of strings per image, got a bare string")
+        if len(image_prompts) == 0:
+            raise LangBRTInputError("every image needs at least one prompt")
+        out.append(list(dict.fromkeys(normalize_prompt(p) for p in image_prompts)))
+    return out
+
+
+def regroup_maps(table_maps: torch.Tensor, per_image: list[list[int]]) -> torch.Tensor:
+    """Maps in table order (B, T, S, S) -> each image's prompts in its order (B, K, S, S), zero-padded."""
+    B, _, H, W = table_maps.shape
+    K = max(len(indices) for indices in per_image)
+    out = table_maps.new_zeros(B, K, H, W)
+    for b, indices in enumerate(per_image):
+        out[b, : len(indices)] = table_maps[b, indices]  # (k_b, S, S)
+    return out
+
+
+def as_float_tensor(images: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Accept a tensor or an ndarray batch (B, 3, S, S); return a float32 tensor without copying if possible."""
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(np.ascontiguousarray(images))
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise LangBRTInputError(f"images must be (B, 3, S, S), got {tuple(images.shape)}")
+    return images.float()
+
+
+def check_square(images: torch.Tensor, size: int) -> None:
+    """Backends run the network's own size only; the retoucher letterboxes anything else to it."""
+    if tuple(images.shape[-2:]) != (size, size):
+        raise LangBRTInputError(
+            f"backend input must be {size}x{size}, got {tuple(images.shape[-2:])}; "
+            "use Retoucher for photos of any size"
+        )

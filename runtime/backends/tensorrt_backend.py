@@ -1,0 +1,129 @@
+"""TensorRT backend: a serialized engine plus its sidecar JSON (`ArtifactMetadata`).
+
+An engine is tied to the GPU model and TensorRT version that built it, so loading checks both (from the
+sidecar's `extras`) and answers a mismatch with the command that rebuilds it. `tensorrt` and CUDA are
+touched only inside `load`: importing this module works on any machine. Buffers are torch CUDA tensors
+whose addresses are bound to the engine's I/O tensors (TensorRT >= 10 `execute_async_v3`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from langbrt.artifact import (
+    INPUT_EXTRA_EMBEDDINGS,
+    INPUT_EXTRA_WEIGHTS,
+    INPUT_IMAGES,
+    INPUT_PROMPT_WEIGHTS,
+    OUTPUT_IMAGE,
+    OUTPUT_MAPS,
+    OUTPUT_MASK,
+    ArtifactMetadata,
+)
+from langbrt.errors import CheckpointError, LangBRTError
+
+from .base import BackendName, BackendOutput, as_float_tensor, check_square, normalize_prompt_lists, regroup_maps
+from .onnxruntime_backend import ExtraPromptEncoder, predefined_from_metadata
+
+REBUILD = "langbrt-export --model DIR --format engine --fp16 --output {engine}"
+
+
+def sidecar_path(engine: Path) -> Path:
+    """`model.engine` -> `model.engine.json` (preferred) or `model.json`, whichever exists."""
+    for candidate in (engine.with_name(engine.name + ".json"), engine.with_suffix(".json")):
+        if candidate.is_file():
+            return candidate
+    raise CheckpointError(f"{engine}: no sidecar metadata ({engine.name}.json) beside the engine; rebuild it with "
+                          + REBUILD.format(engine=engine))
+
+
+class TensorRTBackend:
+    """Runs a deserialized engine on the current CUDA stream."""
+
+    name = BackendName.TENSORRT.value
+
+    def __init__(self, engine: Any, metadata: ArtifactMetadata, device: str, source: str) -> None:
+        self.engine = engine
+        self.context = engine.create_execution_context()
+        self.metadata = metadata
+        self.device = device
+        self.image_size = metadata.image_size
+        self.precision = metadata.precision
+        self._extras = ExtraPromptEncoder(metadata, source)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None, precision: str | None = None) -> TensorRTBackend:
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"{path}: no such TensorRT engine")
+        metadata = ArtifactMetadata.from_json(sidecar_path(path).read_text(encoding="utf-8"), str(path))
+        rebuild = REBUILD.format(engine=path)
+        try:
+            import tensorrt as trt
+        except ImportError:
+            raise LangBRTError("the tensorrt backend needs TensorRT: pip install 'langbrt[gpu]'") from None
+        if not torch.cuda.is_available():
+            raise LangBRTError("the tensorrt backend needs a CUDA GPU; use --backend onnxruntime or torch")
+        device = device or "cuda"
+        gpu = torch.cuda.get_device_name(torch.device(device))
+        built = metadata.extras
+        for what, want, have in (("TensorRT", built.get("tensorrt"), trt.__version__),
+                                 ("GPU", built.get("gpu"), gpu)):
+            if want is not None and want != have:
+                raise CheckpointError(f"{path} was built for {what} {want}, this machine has {have}; "
+                                      f"rebuild: {rebuild}")
+        if precision is not None and precision != metadata.precision:
+            raise CheckpointError(f"{path} is a {metadata.precision} engine, not {precision}; rebuild: {rebuild}")
+        runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
+        engine = runtime.deserialize_cuda_engine(path.read_bytes())
+        if engine is None:
+            raise CheckpointError(f"{path}: TensorRT cannot deserialize this engine (other version or GPU?); "
+                                  f"rebuild: {rebuild}")
+        return cls(engine, metadata, device, str(path))
+
+    @property
+    def prompts(self) -> list[str]:
+        return list(self.metadata.prompts)
+
+    @property
+    def predefined_prompts(self) -> list[str]:
+        return predefined_from_metadata(self.metadata)
+
+    @torch.inference_mode()
+    def run(self, images: torch.Tensor | np.ndarray, prompts: Sequence[Sequence[str]]) -> BackendOutput:
+        x = as_float_tensor(images)  # (B, 3, S, S)
+        check_square(x, self.image_size)
+        B, S = x.shape[0], self.image_size
+        prompt_weights, extra_embeddings, extra_weights, per_image = self._extras.table(
+            normalize_prompt_lists(prompts, B))
+        dev = torch.device(self.device)
+        feeds = {
+            INPUT_IMAGES: x.to(dev).contiguous(),
+            INPUT_PROMPT_WEIGHTS: torch.from_numpy(prompt_weights).to(dev),
+            INPUT_EXTRA_EMBEDDINGS: torch.from_numpy(extra_embeddings).to(dev),
+            INPUT_EXTRA_WEIGHTS: torch.from_numpy(extra_weights).to(dev),
+        }
+        num_maps = prompt_weights.shape[1] + extra_weights.shape[1]
+        outputs = {
+            OUTPUT_IMAGE: torch.empty(B, 3, S, S, device=dev),
+            OUTPUT_MASK: torch.empty(B, 1, S, S, device=dev),
+            OUTPUT_MAPS: torch.empty(B, num_maps, S, S, device=dev),
+        }
+        names = {self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)}
+        for name, tensor in feeds.items():
+            if name in names:  # the extra-prompt inputs exist only when the export has slots
+                self.context.set_input_shape(name, tuple(tensor.shape))
+                self.context.set_tensor_address(name, tensor.data_ptr())
+        for name, tensor in outputs.items():
+            self.context.set_tensor_address(name, tensor.data_ptr())
+        stream = torch.cuda.current_stream(dev)
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise LangBRTError(f"TensorRT execution failed for a batch of {B}")
+        stream.synchronize()
+        return BackendOutput(image=outputs[OUTPUT_IMAGE], mask=outputs[OUTPUT_MASK],
+                             maps=regroup_maps(outputs[OUTPUT_MAPS], per_image))

@@ -1,0 +1,133 @@
+"""Eager PyTorch backend: a LangBRT checkpoint folder, on CPU or CUDA.
+
+On CUDA the model's attention dispatch (`config.attention="auto"`) already picks the fused kernel; this
+backend adds what eager mode leaves on the table for small batches: batch-1 calls are replayed from a CUDA
+graph (one per prompt-table size), and host images go through pinned memory so the copy is asynchronous.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from langbrt.errors import LangBRTError, LangBRTInputError
+from langbrt.model import LangBRT, PromptTable
+
+from .base import BackendName, BackendOutput, as_float_tensor, check_square, normalize_prompt_lists, regroup_maps
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+@dataclass
+class _Graph:
+    """One captured batch-1 forward: static inputs are overwritten, then the graph is replayed."""
+
+    graph: torch.cuda.CUDAGraph
+    images: torch.Tensor  # (1, 3, S, S) static input
+    embeddings: torch.Tensor  # (T, D)
+    predefined_index: torch.Tensor  # (T,)
+    weights: torch.Tensor  # (1, T)
+    outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # image, mask, maps (static)
+
+
+class TorchBackend:
+    """Runs `LangBRT.forward_table`; unknown prompts are encoded by the checkpoint's text encoder."""
+
+    name = BackendName.TORCH.value
+
+    def __init__(self, model: LangBRT, device: str = "cpu", precision: str = "fp32",
+                 cuda_graphs: bool = True) -> None:
+        self.model = model
+        self.device = device
+        self.precision = precision
+        self.dtype = _DTYPES[precision]
+        self.image_size = model.config.image_size
+        self._on_cuda = torch.device(device).type == "cuda"
+        self._cuda_graphs = cuda_graphs and self._on_cuda
+        self._graphs: dict[int, _Graph] = {}  # keyed by the prompt-table size T
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None, precision: str = "fp32") -> TorchBackend:
+        """Load a checkpoint folder; fp16 needs CUDA (CPU half kernels are slower than fp32)."""
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if precision not in _DTYPES:
+            raise LangBRTInputError(f"unknown precision {precision!r}; use fp32 or fp16")
+        if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+            raise LangBRTError("--device cuda asked for, but PyTorch sees no CUDA GPU; use --device cpu")
+        if precision == "fp16" and torch.device(device).type != "cuda":
+            raise LangBRTInputError("fp16 with the torch backend needs a CUDA device; use fp32 on CPU")
+        model = LangBRT.from_pretrained(path, map_location=device).to(_DTYPES[precision]).eval()
+        return cls(model, device, precision)
+
+    @property
+    def prompts(self) -> list[str]:
+        return list(dict.fromkeys(self.model.predefined_prompts + self.model.prompt_bank.texts))
+
+    @property
+    def predefined_prompts(self) -> list[str]:
+        return self.model.predefined_prompts
+
+    @torch.inference_mode()
+    def run(self, images: torch.Tensor | np.ndarray, prompts: Sequence[Sequence[str]]) -> BackendOutput:
+        images = as_float_tensor(images)  # (B, 3, S, S)
+        check_square(images, self.image_size)
+        table = self.model.prompt_table(normalize_prompt_lists(prompts, images.shape[0]), images.shape[0])
+        x = self._to_device(images)
+        if self._cuda_graphs and x.shape[0] == 1:
+            image, mask, maps = self._run_graph(x, table)
+        else:
+            out = self.model.forward_table(x, table.embeddings, table.predefined_index, table.weights)
+            image, mask, maps = out.image, out.mask, out.maps
+        return BackendOutput(image=image.float(), mask=mask.float(), maps=regroup_maps(maps.float(), table.per_image))
+
+    def _to_device(self, images: torch.Tensor) -> torch.Tensor:
+        """Host -> device through pinned memory (asynchronous copy); a no-op on CPU."""
+        if not self._on_cuda:
+            return images.to(self.dtype)
+        if images.device.type == "cpu":
+            images = images.pin_memory()
+        return images.to(self.device, non_blocking=True).to(self.dtype)
+
+    def _run_graph(self, x: torch.Tensor, table: PromptTable) -> tuple[torch.Tensor, ...]:
+        """Replay (capturing on first use) the batch-1 graph for this table size; eager if capture fails."""
+        T = len(table.texts)
+        entry = self._graphs.get(T)
+        if entry is None:
+            try:
+                entry = self._capture(x, table)
+            except RuntimeError as err:  # e.g. an op that cannot be captured: keep working, eagerly
+                warnings.warn(f"CUDA graph capture failed, running eagerly: {err}", stacklevel=2)
+                self._cuda_graphs = False
+                out = self.model.forward_table(x, table.embeddings, table.predefined_index, table.weights)
+                return out.image, out.mask, out.maps
+            self._graphs[T] = entry
+        entry.images.copy_(x)
+        entry.embeddings.copy_(table.embeddings)
+        entry.predefined_index.copy_(table.predefined_index)
+        entry.weights.copy_(table.weights)
+        entry.graph.replay()
+        return tuple(t.clone() for t in entry.outputs)
+
+    def _capture(self, x: torch.Tensor, table: PromptTable) -> _Graph:
+        dev = torch.device(self.device)
+        static = (
+            x.clone(),
+            table.embeddings.to(dev, self.dtype),
+            table.predefined_index.to(dev),
+            table.weights.to(dev, self.dtype),
+        )
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):  # warm-up off the capture stream, as torch.cuda.graphs requires
+            for _ in range(2):
+                self.model.forward_table(*static)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = self.model.forward_table(*static)
+        return _Graph(graph, *static, outputs=(out.image, out.mask, out.maps))

@@ -1,0 +1,235 @@
+"""`langbrt-bench`: latency, throughput and roofline of each backend that can load the given model(s).
+
+For every (model path, backend, precision, batch size) that loads: `--warmup` untimed calls, then calls
+timed one by one for `--seconds`; latency p50/p90/p99 per call (ms), throughput images/s. Rows that cannot
+run (no GPU, no TensorRT, fp16 on CPU) are listed as skipped with the reason, never silently dropped.
+
+Cost model (per image, batch B, written down so the roofline can be checked by hand):
+  FLOPs        = FlopCounterMode count of one torch `forward_table` at batch 1 (needs a checkpoint folder;
+                 exported artifacts reuse the count of a checkpoint given with the same image size)
+  bytes moved  = weight_bytes / B + input bytes (3*S*S*e) + output bytes ((3 + 1 + T)*S*S*e),
+                 e = 4 (fp32) or 2 (fp16); activations inside the network are assumed to stay on chip
+  bound (s)    = max(FLOPs / peak_flops, bytes / peak_bandwidth)   (peak table below; CPU: unknown -> null)
+  achieved     = bound / measured seconds per image
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+import torch
+
+from langbrt.atomic import atomic_write_text
+from langbrt.errors import LangBRTError
+
+from .backends import load_backend
+from .backends.base import PRECISIONS, BackendName, backend_for_path
+
+# Dense peaks per device (name substring -> precision -> FLOP/s), and memory bandwidth in bytes/s.
+PEAK_FLOPS = {
+    "H200": {"fp16": 989e12, "fp32": 67e12},
+    "H100": {"fp16": 989e12, "fp32": 67e12},  # SXM; fp32 = non-tensor-core FP32
+}
+PEAK_BANDWIDTH = {"H200": 4.8e12, "H100": 3.35e12}
+_ELEMENT_BYTES = {"fp32": 4, "fp16": 2}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="langbrt-bench", description="Benchmark LangBRT backends: latency percentiles, "
+                "throughput, FLOPs and the device roofline. Prints a table, or JSON with --json.")
+    p.add_argument("--model", action="append", required=True, metavar="PATH",
+                   help="checkpoint folder, .onnx or .engine (repeat to compare, e.g. a folder and its .onnx)")
+    p.add_argument("--backend", default="all", choices=["all"] + [b.value for b in BackendName if b.value != "auto"],
+                   help="all: every backend that can load each --model")
+    p.add_argument("--precision", nargs="+", default=["fp32"], choices=PRECISIONS)
+    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
+    p.add_argument("--warmup", type=int, default=5, help="untimed calls before timing (default 5)")
+    p.add_argument("--seconds", type=float, default=10.0, help="timed window per row (default 10)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--out", type=Path, help="also write the JSON report here (atomically)")
+    return p
+
+
+def environment() -> dict[str, Any]:
+    """Device, driver and library versions: numbers mean nothing without them."""
+    env: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
+                           "numpy": np.__version__, "platform": platform.platform(), "cpu": _cpu_name(),
+                           "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    for module in ("onnxruntime", "tensorrt"):
+        try:
+            env[module] = __import__(module).__version__
+        except ImportError:
+            env[module] = None
+    if torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+        env["cuda"] = torch.version.cuda
+        env["driver"] = _driver_version()
+    else:
+        env["gpu"] = env["cuda"] = env["driver"] = None
+    return env
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _driver_version() -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10, check=True)
+        return out.stdout.strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return None
+
+
+def model_cost(path: str) -> dict[str, Any]:
+    """FLOPs of one image through `forward_table`, and the weight bytes, from a checkpoint folder."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from langbrt.model import LangBRT
+
+    model = LangBRT.from_pretrained(path).eval()
+    S = model.config.image_size
+    table = model.prompt_table([model.predefined_prompts], 1)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        model.forward_table(torch.rand(1, 3, S, S), table.embeddings, table.predefined_index, table.weights)
+    params = sum(p.numel() for p in model.parameters())
+    return {"image_size": S, "flops_per_image": int(counter.get_total_flops()), "parameters": params,
+            "num_prompts": len(table.texts), "source": path}
+
+
+def roofline(cost: dict[str, Any] | None, precision: str, batch: int, seconds_per_image: float,
+             gpu: str | None) -> dict[str, Any]:
+    """Bytes per image, the device bound and the achieved fraction (null where a number is unknown)."""
+    if cost is None:
+        return {"flops_per_image": None, "bytes_per_image": None, "bound_ms": None, "achieved_fraction": None}
+    e, S = _ELEMENT_BYTES[precision], cost["image_size"]
+    moved = cost["parameters"] * e / batch + 3 * S * S * e + (4 + cost["num_prompts"]) * S * S * e
+    key = next((k for k in PEAK_FLOPS if gpu and k in gpu), None)
+    bound = None
+    if key is not None:
+        bound = max(cost["flops_per_image"] / PEAK_FLOPS[key][precision], moved / PEAK_BANDWIDTH[key])
+    return {
+        "flops_per_image": cost["flops_per_image"],
+        "bytes_per_image": int(moved),
+        "achieved_tflops": cost["flops_per_image"] / seconds_per_image / 1e12 if seconds_per_image else None,
+        "peak_flops": PEAK_FLOPS[key][precision] if key else None,
+        "peak_bandwidth": PEAK_BANDWIDTH[key] if key else None,
+        "bound_ms": bound * 1e3 if bound is not None else None,
+        "achieved_fraction": bound / seconds_per_image if bound is not None and seconds_per_image else None,
+    }
+
+
+def time_backend(backend: Any, batch: int, warmup: int, seconds: float) -> dict[str, Any]:
+    """Warm up, then time single calls for `seconds` (at least 3 calls); percentiles over the calls."""
+    S = backend.image_size
+    images = torch.rand(batch, 3, S, S, generator=torch.Generator().manual_seed(0))
+    prompts = [backend.predefined_prompts] * batch
+    for _ in range(warmup):
+        backend.run(images, prompts).image.cpu()
+    latencies: list[float] = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds or len(latencies) < 3:
+        t0 = time.perf_counter()
+        backend.run(images, prompts).image.cpu()  # .cpu() waits for the device
+        latencies.append(time.perf_counter() - t0)
+    elapsed = sum(latencies)
+    ms = np.array(latencies) * 1e3
+    return {"calls": len(latencies), "p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+            "p99_ms": float(np.percentile(ms, 99)), "images_per_s": batch * len(latencies) / elapsed,
+            "seconds_per_image": elapsed / (batch * len(latencies))}
+
+
+def _backends_for(path: str, choice: str) -> list[str]:
+    if choice != "all":
+        return [choice]
+    try:
+        return [backend_for_path(path).value]
+    except LangBRTError:
+        return []
+
+
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    env = environment()
+    costs = {path: model_cost(path) for path in args.model if Path(path).is_dir()}  # checkpoints only
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    for path in args.model:
+        names = _backends_for(path, args.backend)
+        if not names:
+            skipped.append({"model": path, "backend": args.backend, "reason": "no backend loads this path"})
+        for name in names:
+            for precision in args.precision:
+                try:
+                    backend = load_backend(path, name, args.device, precision)
+                except LangBRTError as err:
+                    skipped.append({"model": path, "backend": name, "precision": precision, "reason": str(err)})
+                    continue
+                cost = costs.get(path) or next((c for c in costs.values() if c and c["image_size"] ==
+                                                backend.image_size), None)
+                for batch in args.batch_sizes:
+                    timing = time_backend(backend, batch, args.warmup, args.seconds)
+                    rows.append({"model": path, "backend": name, "precision": precision, "batch_size": batch,
+                                 "device": backend.device, **timing,
+                                 **roofline(cost, precision, batch, timing["seconds_per_image"], env["gpu"])})
+    return {"environment": env, "settings": {"warmup": args.warmup, "seconds": args.seconds,
+                                             "batch_sizes": args.batch_sizes, "precisions": args.precision},
+            "models": costs, "rows": rows, "skipped": skipped}
+
+
+def format_table(report: dict[str, Any]) -> str:
+    lines = [f"{'backend':<12}{'prec':<6}{'batch':>6}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'img/s':>10}"
+             f"{'of bound':>10}  device"]
+    for r in report["rows"]:
+        frac = f"{r['achieved_fraction']:.1%}" if r.get("achieved_fraction") is not None else "-"
+        lines.append(f"{r['backend']:<12}{r['precision']:<6}{r['batch_size']:>6}{r['p50_ms']:>10.2f}"
+                     f"{r['p90_ms']:>10.2f}{r['p99_ms']:>10.2f}{r['images_per_s']:>10.1f}{frac:>10}  {r['device']}")
+    lines += [f"skipped {s['backend']} {s.get('precision', '')} for {s['model']}: {s['reason']}"
+              for s in report["skipped"]]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if any(b < 1 for b in args.batch_sizes) or args.warmup < 0 or args.seconds < 0:
+        print("langbrt-bench: error: batch sizes must be >= 1, --warmup and --seconds >= 0", file=sys.stderr)
+        return 2
+    missing = [m for m in args.model if not Path(m).exists()]
+    if missing:
+        print(f"langbrt-bench: error: {missing[0]}: no such model file or folder", file=sys.stderr)
+        return 2
+    try:
+        report = run_bench(args)
+        if args.out is not None:
+            atomic_write_text(args.out, json.dumps(report, indent=2))
+    except LangBRTError as err:
+        print(f"langbrt-bench: error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

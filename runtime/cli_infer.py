@@ -1,0 +1,203 @@
+"""`langbrt-infer`: retouch photos (files, folders, globs) with a checkpoint, an ONNX file or an engine.
+
+GFPGAN/CodeFormer habits: inputs -> a results folder (`retouched/` beside the inputs by default), a suffix on
+outputs (`<stem>_retouched.<ext>`), the retouch pasted back into the full-resolution photo. One bad file is
+reported on one stderr line and skipped (exit 1 at the end); a bad model, prompt or option stops before
+anything is written (exit 2). Inputs are never overwritten, outputs only with --overwrite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+
+from langbrt.errors import LangBRTError, LangBRTInputError
+from langbrt.io import WRITE_SUFFIXES, LoadedImage, load_image, write_image
+from langbrt.text import normalize_prompt
+
+from .backends.base import BackendName
+from .retoucher import Retoucher, RetouchResult
+
+OUTPUT_DIR = "retouched"
+SUFFIX = "_retouched"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm"}
+OVERLAY_COLOR = torch.tensor([1.0, 0.15, 0.1])[:, None, None]  # (3, 1, 1) red-orange heat
+OVERLAY_ALPHA = 0.6
+EXIT_FAILED_FILES, EXIT_USAGE = 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is ONE line (the project's CLI convention), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="langbrt-infer", description="Remove the facial blemishes you name from photos. "
+                "Writes <stem>_retouched.<ext> into a results folder; the rest of each photo is untouched.")
+    p.add_argument("images", nargs="+", help="image files, folders (their images, not recursive) or globs")
+    p.add_argument("--model", help="checkpoint folder, .onnx file or .engine/.plan (required for now)")
+    p.add_argument("--backend", default="auto", choices=[b.value for b in BackendName],
+                   help="what runs the model; auto: by --model (folder: torch, .onnx, .engine)")
+    p.add_argument("--prompt", action="append", dest="prompts", metavar="TEXT",
+                   help="a blemish to remove, e.g. 'acne on the cheeks' (repeatable; default: the model's own)")
+    p.add_argument("-o", "--output", type=Path, help=f"results folder (default: {OUTPUT_DIR}/ beside each input)")
+    p.add_argument("--save-maps", action="store_true",
+                   help="also write <stem>_map_<k>_<prompt>.png heat-map overlays and <stem>_mask.png")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
+    p.add_argument("--json", action="store_true", help="print one JSON object with per-file results and timings")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
+    p.add_argument("--precision", choices=["fp32", "fp16"],
+                   help="fp16 needs CUDA (torch) or an fp16 engine; default: fp32 / the artifact's own")
+    return p
+
+
+@dataclass
+class Job:
+    """One input file and where its outputs go."""
+
+    source: Path
+    output: Path
+    folder: Path
+
+
+def expand_inputs(items: list[str]) -> tuple[list[Path], list[dict[str, str]]]:
+    """Files, folders and globs -> image files (sorted, de-duplicated) and the items that matched nothing."""
+    files: list[Path] = []
+    missing: list[dict[str, str]] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.exists():
+            found = [path]
+        else:
+            found = sorted(Path(f) for f in glob.glob(item) if Path(f).is_file())
+        if not found:
+            missing.append({"input": item, "error": f"{item}: no such file, or no images in it"})
+        files += found
+    return list(dict.fromkeys(files)), missing
+
+
+def output_format(image: LoadedImage) -> tuple[str, str | None]:
+    """Keep the input's format where we can write it; RGBA or unwritable formats become PNG."""
+    fmt = image.format.upper()
+    if fmt == "MPO":
+        fmt = "JPEG"
+    if fmt not in WRITE_SUFFIXES.values() or (image.alpha is not None and fmt == "JPEG"):
+        return "PNG", ".png"
+    return fmt, None
+
+
+def slug(text: str, limit: int = 40) -> str:
+    """A prompt as a file-name fragment: 'Acne on the cheeks!' -> 'acne-on-the-cheeks'."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or "prompt"
+
+
+def overlay(image: torch.Tensor, heat: torch.Tensor) -> torch.Tensor:
+    """Paint a map (1, H, W) in [0, 1] over the photo (3, H, W) so a person can see what a prompt found."""
+    a = heat.clamp(0, 1) * OVERLAY_ALPHA  # (1, H, W)
+    return image * (1 - a) + OVERLAY_COLOR * a  # (3, H, W)
+
+
+class Runner:
+    """Retouches one file at a time and writes its outputs; raises LangBRTError for that file only."""
+
+    def __init__(self, retoucher: Retoucher, prompts: list[str] | None, args: argparse.Namespace,
+                 inputs: set[Path]) -> None:
+        self.retoucher = retoucher
+        self.prompts = prompts
+        self.args = args
+        self.inputs = inputs  # resolved input paths: never written to
+
+    def targets(self, source: Path, image: LoadedImage, result: RetouchResult) -> dict[str, Path]:
+        folder = self.args.output if self.args.output is not None else source.parent / OUTPUT_DIR
+        _, forced_suffix = output_format(image)
+        out = {"image": folder / f"{source.stem}{SUFFIX}{forced_suffix or source.suffix}"}
+        if self.args.save_maps:
+            for k, prompt in enumerate(result.prompts):
+                out[f"map_{k}"] = folder / f"{source.stem}_map_{k}_{slug(prompt)}.png"
+            out["mask"] = folder / f"{source.stem}_mask.png"
+        for path in out.values():
+            if path.resolve() in self.inputs:
+                raise LangBRTInputError(f"{source}: output {path} would overwrite an input; use -o DIR")
+            if path.exists() and not self.args.overwrite:
+                raise LangBRTInputError(f"{source}: {path} exists; pass --overwrite to replace it")
+        return out
+
+    def process(self, source: Path) -> dict[str, Any]:
+        image = load_image(source)
+        [result] = self.retoucher.retouch([image], self.prompts)
+        targets = self.targets(source, image, result)
+        targets["image"].parent.mkdir(parents=True, exist_ok=True)
+        fmt, _ = output_format(image)
+        write_image(targets["image"], result.image, alpha=image.alpha, format=fmt, exif=image.exif,
+                    icc_profile=image.icc_profile)
+        if self.args.save_maps:
+            for k in range(len(result.prompts)):
+                write_image(targets[f"map_{k}"], overlay(image.rgb, result.maps[k : k + 1]), format="PNG")
+            write_image(targets["mask"], result.mask.expand(3, -1, -1), format="PNG")
+        return {
+            "input": str(source),
+            "output": str(targets["image"]),
+            "maps": [str(p) for k, p in targets.items() if k.startswith("map_")],
+            "mask": str(targets["mask"]) if "mask" in targets else None,
+            "size": list(image.size),
+            "prompts": result.prompts,
+            "changed_fraction": float((result.mask > 0).float().mean()),
+            "timing_ms": {k: round(v, 3) for k, v in result.timing.items()},
+        }
+
+
+def _fail(prog: str, message: str) -> int:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    prog = "langbrt-infer"
+    if args.model is None:
+        return _fail(prog, "no bundled default model yet: pass --model DIR (a checkpoint folder, .onnx or .engine)")
+    try:
+        prompts = [normalize_prompt(p) for p in args.prompts] if args.prompts else None
+        files, missing = expand_inputs(args.images)
+        if not files:
+            return _fail(prog, "no input images found in " + " ".join(args.images))
+        retoucher = Retoucher.load(args.model, args.backend, args.device, args.precision, batch_size=1)
+        if prompts is not None:
+            retoucher.resolve_prompts(prompts, 1)
+    except LangBRTError as err:
+        return _fail(prog, str(err))
+    runner = Runner(retoucher, prompts, args, {f.resolve() for f in files})
+    results, failed = [], list(missing)
+    for item in missing:
+        print(f"{prog}: {item['error']}", file=sys.stderr)
+    from tqdm import tqdm
+
+    with tqdm(files, desc="retouching", unit="img", disable=len(files) < 2 or None, file=sys.stderr) as bar:
+        for source in bar:
+            try:
+                results.append(runner.process(source))
+            except LangBRTError as err:
+                failed.append({"input": str(source), "error": str(err)})
+                tqdm.write(f"{prog}: {err}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"results": results, "failed": failed}, indent=2))
+    elif results:
+        folders = sorted({str(Path(r["output"]).parent) for r in results})
+        print(f"retouched {len(results)} image(s) into {', '.join(folders)}")
+    return EXIT_FAILED_FILES if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""`Retoucher`: photos of any size + prompts in, full-resolution retouched photos and maps out.
+
+It is the one place that joins a backend (which only knows S x S batches) to real photos: letterbox,
+batch, run, paste back (see `preprocess`). Servers and the CLIs use it; so can a notebook:
+
+    r = Retoucher.load("checkpoints/langbrt")           # or model.onnx, model.engine
+    [res] = r.retouch([load_image("me.jpg")], ["acne on the cheeks"])
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from langbrt.errors import LangBRTInputError
+from langbrt.io import LoadedImage
+
+from .backends import Backend, load_backend
+from .backends.base import normalize_prompt_lists
+from .preprocess import letterbox, paste_back, upsample_maps
+
+DEFAULT_BATCH_SIZE = 8
+
+PromptsArg = Sequence[Sequence[str]] | Sequence[str] | None
+
+
+@dataclass
+class RetouchResult:
+    """One photo after retouching, at its original resolution."""
+
+    image: torch.Tensor  # (3, H, W) float32 in [0, 1]; identical to the input wherever mask == 0
+    mask: torch.Tensor  # (1, H, W) combined map: where anything was changed
+    maps: torch.Tensor  # (K, H, W) one map per prompt, in `prompts` order
+    prompts: list[str]  # normalised prompt texts
+    timing: dict[str, float] = field(default_factory=dict)  # ms: preprocess, model, postprocess, total
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+class Retoucher:
+    """A loaded backend plus the letterbox/paste-back around it."""
+
+    def __init__(self, backend: Backend, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        if batch_size < 1:
+            raise LangBRTInputError(f"batch size must be >= 1, got {batch_size}")
+        self.backend = backend
+        self.batch_size = batch_size
+
+    @classmethod
+    def load(cls, path: str | Path, backend: str = "auto", device: str | None = None,
+             precision: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> Retoucher:
+        """Open a checkpoint folder (torch), a .onnx file (onnxruntime) or a .engine/.plan (tensorrt).
+
+        `precision=None` means fp32 for checkpoints and the artifact's own precision for exports.
+        """
+        return cls(load_backend(str(path), backend, device, precision), batch_size)
+
+    @property
+    def image_size(self) -> int:
+        return self.backend.image_size
+
+    @property
+    def prompts(self) -> list[str]:
+        """Prompts the model knows without a text encoder."""
+        return self.backend.prompts
+
+    @property
+    def predefined_prompts(self) -> list[str]:
+        return self.backend.predefined_prompts
+
+    def resolve_prompts(self, prompts: PromptsArg, count: int) -> list[list[str]]:
+        """None -> the pre-defined prompts; a list of strings -> the same for every image; else per image."""
+        if prompts is None:
+            lists: Sequence[Sequence[str]] = [self.predefined_prompts] * count
+        elif isinstance(prompts, str):
+            raise LangBRTInputError("prompts must be a list of strings, got a bare string")
+        elif len(prompts) > 0 and all(isinstance(p, str) for p in prompts):
+            lists = [list(prompts)] * count  # type: ignore[list-item]
+        else:
+            lists = prompts  # type: ignore[assignment]
+        return normalize_prompt_lists(lists, count)
+
+    def retouch(self, images: Sequence[LoadedImage | torch.Tensor], prompts: PromptsArg = None) -> list[RetouchResult]:
+        """Retouch photos of any sizes; results come back in input order at each photo's own resolution."""
+        rgbs = [_as_rgb(image, i) for i, image in enumerate(images)]
+        lists = self.resolve_prompts(prompts, len(rgbs))
+        results: list[RetouchResult] = []
+        for start in range(0, len(rgbs), self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            results += self._retouch_batch(rgbs[chunk], lists[chunk])
+        return results
+
+    def _retouch_batch(self, rgbs: list[torch.Tensor], prompts: list[list[str]]) -> list[RetouchResult]:
+        t0 = time.perf_counter()
+        boxed = [letterbox(rgb, self.image_size) for rgb in rgbs]
+        batch = torch.stack([x for x, _ in boxed])  # (B, 3, S, S)
+        pre_ms = _ms(t0) / len(rgbs)
+        t0 = time.perf_counter()
+        out = self.backend.run(batch, prompts)
+        image, mask, maps = out.image.float().cpu(), out.mask.float().cpu(), out.maps.float().cpu()  # syncs
+        model_ms = _ms(t0) / len(rgbs)  # a batch runs as one call: each image gets its share
+        results = []
+        for b, (rgb, (x, box)) in enumerate(zip(rgbs, boxed, strict=True)):
+            t0 = time.perf_counter()
+            full, full_mask = paste_back(rgb, x, image[b], mask[b], box)
+            full_maps = upsample_maps(maps[b, : len(prompts[b])], box)  # (K, H, W)
+            post_ms = _ms(t0)
+            timing = {"preprocess": pre_ms, "model": model_ms, "postprocess": post_ms,
+                      "total": pre_ms + model_ms + post_ms}
+            results.append(RetouchResult(full, full_mask, full_maps, prompts[b], timing))
+        return results
+
+
+def _as_rgb(image: LoadedImage | torch.Tensor, index: int) -> torch.Tensor:
+    """A LoadedImage or a (3, H, W) tensor (float in [0, 1], or uint8) -> float32 (3, H, W) on CPU."""
+    rgb = image.rgb if isinstance(image, LoadedImage) else image
+    if not isinstance(rgb, torch.Tensor) or rgb.ndim != 3 or rgb.shape[0] != 3:
+        shape = tuple(rgb.shape) if isinstance(rgb, torch.Tensor) else type(rgb).__name__
+        raise LangBRTInputError(f"image {index}: expected a LoadedImage or a (3, H, W) tensor, got {shape}")
+    if rgb.dtype == torch.uint8:
+        return rgb.float().div(255.0)
+    return rgb.detach().float().cpu()
+

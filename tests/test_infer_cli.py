@@ -1,0 +1,155 @@
+"""`langbrt-infer`: files, folders and globs in; `<stem>_retouched.<ext>` out; bad files skipped, inputs never
+touched, usage errors one line with exit 2."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from langbrt import LangBRT, LangBRTConfig
+from langbrt.runtime.cli_infer import main
+from langbrt.text import default_text_encoder
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("infer") / "ckpt"
+    LangBRT(LangBRTConfig.tiny(), text_encoder=default_text_encoder()).save_pretrained(path)
+    return path
+
+
+def _photo(path, size=(48, 30), mode="RGB", **save):
+    rng = np.random.default_rng(len(str(path)))
+    channels = {"RGB": 3, "RGBA": 4}[mode]
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8), mode).save(path, **save)
+    return path
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _run(model_dir, *args):
+    return main([*map(str, args), "--model", str(model_dir), "--device", "cpu"])
+
+
+def test_a_file_is_retouched_into_retouched_beside_it_in_its_own_format(model_dir, tmp_path):
+    src = _photo(tmp_path / "face.jpg")
+    assert _run(model_dir, src) == 0
+    out = tmp_path / "retouched" / "face_retouched.jpg"
+    with Image.open(out) as img:
+        assert img.format == "JPEG" and img.size == (48, 30)
+
+
+def test_folders_and_globs_expand_to_their_images(model_dir, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "b.png", "c.webp"):
+        _photo(folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    other = _photo(tmp_path / "d.png")
+    assert _run(model_dir, folder, str(tmp_path / "d*.png"), "-o", tmp_path / "out", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "a_retouched.png", "b_retouched.png", "c_retouched.webp", "d_retouched.png"]
+    assert len(report["results"]) == 4 and report["failed"] == [] and other.exists()
+
+
+def test_json_reports_each_file_with_outputs_prompts_and_timings(model_dir, tmp_path, capsys):
+    src = _photo(tmp_path / "face.png", size=(100, 60))
+    assert _run(model_dir, src, "--json", "--prompt", "acne on the cheeks", "--prompt", "A red nose") == 0
+    report = json.loads(capsys.readouterr().out)
+    [entry] = report["results"]
+    assert entry["input"] == str(src) and entry["prompts"] == ["acne on the cheeks", "a red nose"]
+    assert entry["size"] == [100, 60] and set(entry["timing_ms"]) == {"preprocess", "model", "postprocess", "total"}
+    assert set(entry) >= {"output", "maps", "mask", "changed_fraction"}
+
+
+def test_save_maps_writes_one_overlay_per_prompt_and_the_mask(model_dir, tmp_path):
+    src = _photo(tmp_path / "face.png")
+    assert _run(model_dir, src, "--save-maps", "--prompt", "Acne on the cheeks!", "--prompt", "forehead wrinkles") == 0
+    names = sorted(p.name for p in (tmp_path / "retouched").iterdir())
+    assert names == ["face_map_0_acne-on-the-cheeks.png", "face_map_1_forehead-wrinkles.png", "face_mask.png",
+                     "face_retouched.png"]
+
+
+def test_an_existing_output_is_refused_without_overwrite(model_dir, tmp_path, capsys):
+    src = _photo(tmp_path / "face.png")
+    assert _run(model_dir, src) == 0
+    out = tmp_path / "retouched" / "face_retouched.png"
+    before = _sha(out)
+    out.write_bytes(b"keep me")
+    assert _run(model_dir, src) == 1
+    assert "--overwrite" in capsys.readouterr().err and out.read_bytes() == b"keep me"
+    assert _run(model_dir, src, "--overwrite") == 0 and _sha(out) == before
+
+
+def test_a_corrupt_file_is_reported_and_the_others_still_processed(model_dir, tmp_path, capsys):
+    good = [_photo(tmp_path / "a.png"), _photo(tmp_path / "c.png")]
+    (tmp_path / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    sums = {p: _sha(p) for p in [*good, tmp_path / "b.png"]}
+    assert _run(model_dir, tmp_path, "--json") == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert [f["input"] for f in report["failed"]] == [str(tmp_path / "b.png")]
+    assert len(report["results"]) == 2
+    assert len([line for line in captured.err.splitlines() if "b.png" in line]) == 1
+    assert "Traceback" not in captured.err
+    assert {p: _sha(p) for p in sums} == sums  # inputs are never modified
+
+
+def test_an_output_that_would_overwrite_an_input_is_refused(model_dir, tmp_path):
+    src = _photo(tmp_path / "face.png")
+    clash = _photo(tmp_path / "face_retouched.png")
+    before = _sha(clash)
+    assert _run(model_dir, src, clash, "-o", tmp_path, "--overwrite") == 1  # face -> face_retouched: an input
+    assert _sha(clash) == before and (tmp_path / "face_retouched_retouched.png").exists()
+
+
+def test_rgba_input_keeps_its_alpha_as_png(model_dir, tmp_path):
+    src = _photo(tmp_path / "face.png", mode="RGBA")
+    assert _run(model_dir, src) == 0
+    with Image.open(tmp_path / "retouched" / "face_retouched.png") as img, Image.open(src) as orig:
+        assert img.mode == "RGBA" and np.array_equal(np.array(img)[..., 3], np.array(orig)[..., 3])
+
+
+def test_an_exif_rotated_photo_keeps_its_orientation(model_dir, tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    src = _photo(tmp_path / "portrait.jpg", size=(80, 40), exif=exif.tobytes())
+    assert _run(model_dir, src) == 0
+    with Image.open(tmp_path / "retouched" / "portrait_retouched.jpg") as img:
+        assert img.size == (40, 80)  # stored upright
+        assert img.getexif().get(0x0112, 1) == 1  # and not rotated a second time by viewers
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "{tmp}/missing"], "no such model"),
+        (["--model", "{model}", "--prompt", "  "], "prompt"),
+        (["--model", "{model}", "--backend", "tflite"], "invalid choice"),
+        ([], "no bundled default model yet: pass --model DIR"),
+    ],
+)
+def test_usage_errors_are_one_line_exit_2_and_write_nothing(model_dir, tmp_path, capsys, args, message):
+    src = _photo(tmp_path / "face.png")
+    argv = [str(src), *(a.format(tmp=tmp_path, model=model_dir) for a in args)]
+    with pytest.raises(SystemExit) if "--backend" in args else _no_raise() as caught:
+        code = main(argv)
+    code = caught.value.code if caught is not None else code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "retouched").exists()
+
+
+class _no_raise:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False

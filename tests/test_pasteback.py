@@ -1,0 +1,110 @@
+"""Letterbox and paste-back: any photo size in, the retouch applied at full resolution, and every pixel
+outside the upsampled mask bit-identical to the input."""
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from langbrt.runtime import Retoucher
+from langbrt.runtime.backends.base import BackendOutput
+from langbrt.runtime.preprocess import letterbox, letterbox_geometry, paste_back, upsample_maps
+
+S = 64
+
+
+class DiscBackend:
+    """A stand-in network: brightens a centred disc of the model input by `delta`, mask 1 there, 0 elsewhere."""
+
+    name = "fake"
+    device = "cpu"
+    image_size = S
+    prompts = predefined_prompts = ["acne on the cheeks"]
+
+    def __init__(self, delta: float = 0.1, radius: float = 0.25) -> None:
+        yy, xx = torch.meshgrid(torch.arange(S), torch.arange(S), indexing="ij")
+        self.disc = (((yy - S / 2) ** 2 + (xx - S / 2) ** 2) < (radius * S) ** 2).float()[None]  # (1, S, S)
+        self.delta = delta
+
+    def run(self, images: torch.Tensor, prompts: Sequence[Sequence[str]]) -> BackendOutput:
+        B = images.shape[0]
+        mask = self.disc.expand(B, 1, S, S)
+        K = max(len(p) for p in prompts)
+        return BackendOutput(image=(images + self.delta * mask).clamp(0, 1), mask=mask,
+                             maps=mask.expand(B, K, S, S).clone())
+
+
+def _identical_outside(result_image: torch.Tensor, mask: torch.Tensor, original: torch.Tensor) -> bool:
+    outside = mask[0] == 0  # (H, W)
+    return bool(torch.equal(result_image[:, outside], original[:, outside]))
+
+
+@pytest.mark.parametrize(("height", "width"), [(64, 64), (37, 1001), (1001, 37), (1, 1), (20, 30)])
+def test_letterbox_keeps_aspect_and_centres_the_photo(height, width):
+    box = letterbox_geometry(height, width, S)
+    assert max(box.height, box.width) == S
+    assert abs(box.height / box.width - height / width) <= max(1 / box.width, 1 / box.height) * (height / width + 1)
+    assert box.top == (S - box.height) // 2 and box.left == (S - box.width) // 2
+    x, _ = letterbox(torch.rand(3, height, width), S)
+    assert x.shape == (3, S, S)
+
+
+@settings(max_examples=40, deadline=None)
+@given(height=st.integers(1, 200), width=st.integers(1, 200), seed=st.integers(0, 2**16),
+       zero_fraction=st.floats(0.0, 1.0))
+def test_pixels_outside_the_upsampled_mask_are_bit_identical(height, width, seed, zero_fraction):
+    g = torch.Generator().manual_seed(seed)
+    original = torch.rand(3, height, width, generator=g)
+    x, box = letterbox(original, S)
+    blocks = (torch.rand(1, 1, 8, 8, generator=g) >= zero_fraction).float()
+    mask = torch.nn.functional.interpolate(blocks, size=(S, S))[0] * torch.rand(1, S, S, generator=g)  # (1, S, S)
+    output = torch.rand(3, S, S, generator=g)  # any output: only where mask > 0 may it matter
+    image, full_mask = paste_back(original, x, output, mask, box)
+    assert image.shape == original.shape and full_mask.shape == (1, height, width)
+    assert _identical_outside(image, full_mask, original)
+    assert image.min() >= 0 and image.max() <= 1
+
+
+def test_a_zero_mask_returns_the_input_unchanged():
+    original = torch.rand(3, 50, 70)
+    x, box = letterbox(original, S)
+    image, full_mask = paste_back(original, x, torch.rand(3, S, S), torch.zeros(1, S, S), box)
+    assert torch.equal(image, original) and not full_mask.any()
+
+
+def test_upsampled_maps_are_zero_where_the_low_res_maps_are_zero():
+    _, box = letterbox(torch.rand(3, 300, 200), S)
+    maps = torch.zeros(2, S, S)
+    maps[0, 30:34, 30:34] = 1.0
+    full = upsample_maps(maps, box)  # (2, 300, 200)
+    assert full.shape == (2, 300, 200) and not full[1].any() and 0 < (full[0] > 0).float().mean() < 0.05
+
+
+@pytest.mark.parametrize(("height", "width"), [(3000, 4000), (37, 1001), (1001, 37), (5, 3)])
+def test_retoucher_leaves_every_pixel_outside_the_mask_identical(height, width):
+    original = torch.rand(3, height, width, generator=torch.Generator().manual_seed(height))
+    [result] = Retoucher(DiscBackend()).retouch([original])
+    assert result.image.shape == (3, height, width) and result.mask.shape == (1, height, width)
+    assert result.maps.shape == (1, height, width)
+    assert (result.mask > 0).any() and ((result.mask == 0).any() or height * width < 100)  # tiny: all covered
+    assert _identical_outside(result.image, result.mask, original)
+
+
+def test_a_12_megapixel_photo_keeps_its_detail_inside_the_retouched_area():
+    """The change is upsampled, not the low-res output: inside the disc the result is original + delta."""
+    original = torch.rand(3, 3000, 4000, generator=torch.Generator().manual_seed(0)) * 0.8  # room for +0.1
+    [result] = Retoucher(DiscBackend(delta=0.1)).retouch([original])
+    inside = result.mask[0] == 1.0  # (H, W): the disc's interior, away from its soft edge
+    assert inside.float().mean() > 0.05
+    change = (result.image - original)[:, inside]
+    np.testing.assert_allclose(change.numpy(), 0.1, atol=1e-5)  # full-resolution texture survives
+
+
+def test_uint8_tensors_and_mixed_sizes_come_back_at_their_own_sizes():
+    images = [torch.randint(0, 256, (3, 40, 90), dtype=torch.uint8), torch.rand(3, 64, 64), torch.rand(3, 9, 7)]
+    results = Retoucher(DiscBackend(), batch_size=2).retouch(images, ["acne on the cheeks"])
+    assert [tuple(r.image.shape) for r in results] == [(3, 40, 90), (3, 64, 64), (3, 9, 7)]
+    assert all(set(r.timing) == {"preprocess", "model", "postprocess", "total"} for r in results)

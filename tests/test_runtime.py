@@ -1,0 +1,166 @@
+"""Runtime backends behind one protocol: torch and onnxruntime agree, prompts resolve alike, and the runtime
+imports without export code, onnxruntime, tensorrt or CUDA."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from langbrt import CheckpointError, LangBRT, LangBRTConfig, LangBRTError, LangBRTInputError
+from langbrt.export.onnx_export import export_onnx
+from langbrt.runtime import Retoucher
+from langbrt.runtime.backends import Backend, load_backend
+from langbrt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+from langbrt.runtime.backends.torch_backend import TorchBackend
+from langbrt.text import default_text_encoder
+
+PROMPTS = ["dark circles under the eyes", "acne on the cheeks"]
+NEW_PROMPT = "a red spot on the nose"  # not in the baked table: goes through an extra slot
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """A tiny checkpoint folder and its ONNX export (with 2 extra prompt slots)."""
+    root = tmp_path_factory.mktemp("runtime")
+    torch.manual_seed(0)
+    model = LangBRT(LangBRTConfig.tiny(), text_encoder=default_text_encoder()).eval()
+    model.save_pretrained(root / "ckpt")
+    export_onnx(model, root / "tiny.onnx", extra_prompt_slots=2)
+    return root / "ckpt", root / "tiny.onnx"
+
+
+@pytest.fixture(scope="module")
+def backends(artifacts):
+    ckpt, onnx_path = artifacts
+    return load_backend(str(ckpt), device="cpu"), load_backend(str(onnx_path), device="cpu")
+
+
+def test_auto_picks_the_backend_from_the_path(backends):
+    torch_backend, ort_backend = backends
+    assert isinstance(torch_backend, TorchBackend) and isinstance(ort_backend, OnnxRuntimeBackend)
+    assert all(isinstance(b, Backend) for b in backends)
+    assert torch_backend.image_size == ort_backend.image_size == 64
+
+
+def test_torch_and_onnxruntime_agree_on_cpu(backends):
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    prompts = [PROMPTS, [NEW_PROMPT, PROMPTS[1]]]
+    a, b = (backend.run(images, prompts) for backend in backends)
+    assert a.maps.shape == b.maps.shape == (2, 2, 64, 64)
+    for name in ("image", "mask", "maps"):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), atol=1e-4, rtol=1e-4)
+
+
+def test_retoucher_results_agree_across_backends_at_full_resolution(artifacts):
+    photo = torch.rand(3, 45, 130, generator=torch.Generator().manual_seed(4))
+    results = [Retoucher.load(path, device="cpu").retouch([photo], PROMPTS)[0] for path in artifacts]
+    for r in results:
+        assert r.image.shape == (3, 45, 130) and r.mask.shape == (1, 45, 130) and r.maps.shape == (2, 45, 130)
+        assert r.prompts == PROMPTS
+    torch.testing.assert_close(results[0].image, results[1].image, atol=1e-4, rtol=1e-4)
+
+
+def test_default_prompts_are_the_models_predefined_ones(backends):
+    for backend in backends:
+        retoucher = Retoucher(backend)
+        [result] = retoucher.retouch([torch.rand(3, 64, 64)])
+        assert result.prompts == list(LangBRTConfig.tiny().predefined_prompts)
+
+
+def test_a_list_of_strings_applies_to_every_image_and_lists_of_lists_per_image(backends):
+    retoucher = Retoucher(backends[1])
+    images = [torch.rand(3, 32, 32), torch.rand(3, 70, 20)]
+    same = retoucher.retouch(images, ["Acne  on the cheeks"])
+    assert [r.prompts for r in same] == [["acne on the cheeks"]] * 2
+    each = retoucher.retouch(images, [PROMPTS, [NEW_PROMPT]])
+    assert [r.maps.shape[0] for r in each] == [2, 1]
+
+
+@pytest.mark.parametrize("bad", [[""], [[]], "acne"])
+def test_bad_prompts_are_one_clear_input_error(backends, bad):
+    with pytest.raises(LangBRTInputError):
+        Retoucher(backends[0]).retouch([torch.rand(3, 16, 16)], bad)
+
+
+def test_more_new_prompts_than_extra_slots_lists_the_available_ones(backends):
+    with pytest.raises(LangBRTInputError, match="extra prompt slots.*dark circles"):
+        backends[1].run(torch.rand(1, 3, 64, 64), [["new one", "new two", "new three"]])
+
+
+def test_unknown_backend_and_missing_model_are_clear_errors(tmp_path, artifacts):
+    with pytest.raises(LangBRTInputError, match="unknown backend"):
+        Retoucher.load(artifacts[0], backend="tflite")
+    with pytest.raises(CheckpointError):
+        Retoucher.load(tmp_path / "nothing", backend="torch")
+    with pytest.raises(CheckpointError):
+        Retoucher.load(tmp_path / "nothing.onnx")
+    (tmp_path / "model.tflite").write_bytes(b"")
+    with pytest.raises(LangBRTInputError, match="cannot tell"):
+        Retoucher.load(tmp_path / "model.tflite")
+
+
+def test_an_onnx_file_without_langbrt_metadata_is_refused(tmp_path):
+    path = tmp_path / "plain.onnx"
+    torch.onnx.export(torch.nn.Identity(), (torch.rand(1, 3),), str(path), dynamo=False)
+    with pytest.raises(CheckpointError, match="not a LangBRT export"):
+        Retoucher.load(path)
+
+
+def test_onnx_files_are_fp32_so_fp16_is_refused(artifacts):
+    with pytest.raises(CheckpointError, match="fp32"):
+        Retoucher.load(artifacts[1], precision="fp16")
+
+
+def test_torch_fp16_on_cpu_is_refused(artifacts):
+    with pytest.raises(LangBRTInputError, match="CUDA"):
+        Retoucher.load(artifacts[0], device="cpu", precision="fp16")
+
+
+def test_tensorrt_without_tensorrt_or_gpu_says_what_is_missing(tmp_path, artifacts):
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"not really an engine")
+    with pytest.raises(CheckpointError, match="sidecar"):
+        Retoucher.load(engine)
+    meta = {"format": "langbrt-artifact", "image_size": 64, "prompts": PROMPTS, "predefined_index": [0, 2],
+            "text_encoder": "minilm:all-MiniLM-L6-v2", "text_dim": 384, "model_hash": "x", "extra_prompt_slots": 0}
+    (tmp_path / "model.engine.json").write_text(json.dumps(meta))
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(LangBRTError, match="TensorRT"):
+            Retoucher.load(engine)
+        return
+    if not torch.cuda.is_available():
+        with pytest.raises(LangBRTError, match="CUDA"):
+            Retoucher.load(engine)
+    else:
+        with pytest.raises(CheckpointError, match="langbrt-export --model DIR --format engine"):
+            Retoucher.load(engine)
+
+
+def test_the_runtime_imports_without_export_code_or_engine_libraries():
+    code = (
+        "import sys, langbrt.runtime, langbrt.runtime.cli_infer, langbrt.runtime.cli_bench\n"
+        "import langbrt.runtime.backends.torch_backend, langbrt.runtime.backends.onnxruntime_backend\n"
+        "import langbrt.runtime.backends.tensorrt_backend\n"
+        "bad = [m for m in ('langbrt.export', 'langbrt.training', 'onnxruntime', 'tensorrt') "
+        "if m in sys.modules]\n"
+        "import torch; assert not torch.cuda.is_initialized(), 'CUDA initialised at import'\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_cuda_graph_replay_matches_eager(artifacts, precision):
+    backend = TorchBackend.load(artifacts[0], device="cuda", precision=precision)
+    eager = TorchBackend(backend.model, "cuda", precision, cuda_graphs=False)
+    x = torch.rand(1, 3, 64, 64)
+    for prompts in ([PROMPTS], [[NEW_PROMPT]], [PROMPTS]):  # two table sizes, then a replay
+        tol = 1e-3 if precision == "fp32" else 2e-2
+        torch.testing.assert_close(backend.run(x, prompts).image, eager.run(x, prompts).image, atol=tol, rtol=tol)
+    assert backend._graphs, "batch-1 calls on CUDA should be captured"
