@@ -1,0 +1,123 @@
+"""`langbrt-serve`: the HTTP server (FastAPI on uvicorn) around one loaded model.
+
+    langbrt-serve --model checkpoints/langbrt            # http://127.0.0.1:8080/v1/retouch
+    langbrt-serve --model model.engine --backend tensorrt --max-batch 16 --token "$TOKEN"
+
+Listens on 127.0.0.1 unless told otherwise. SIGINT/SIGTERM shut down gracefully: uvicorn stops accepting,
+finishes in-flight requests, then the batcher drains its queue. Exits 1 with one line if the model fails
+to load, 2 on a bad flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from langbrt.errors import LangBRTError
+from langbrt.io import DEFAULT_MAX_PIXELS
+
+TOKEN_ENV = "LANGBRT_SERVE_TOKEN"
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="langbrt-serve",
+        description="Serve LangBRT over HTTP: POST /v1/retouch, GET /v1/prompts, /healthz, /readyz, /metrics.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--model", help="checkpoint folder, .onnx or TensorRT engine (required: no model is bundled yet)")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend; auto picks by file type")
+    p.add_argument("--device", default=None, help="e.g. cuda:0 or cpu (default: the backend's choice)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None,
+                   help="default: fp32 for checkpoints, an export's own precision")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 exposes it to the network")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--max-batch", type=int, default=8, help="most images in one model call")
+    p.add_argument("--max-delay-ms", type=float, default=5.0, help="how long the first request waits for others")
+    p.add_argument("--queue-size", type=int, default=64, help="waiting images before answering 503")
+    p.add_argument("--timeout-s", type=float, default=30.0, help="per-request limit (queue + model) before 504")
+    p.add_argument("--max-body-mb", type=float, default=25.0, help="largest request body before 413")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest W*H before 413")
+    p.add_argument("--max-prompts", type=int, default=8, help="most prompts per request before 422")
+    p.add_argument("--token", default=None,
+                   help=f"require 'Authorization: Bearer TOKEN' on the API (or set {TOKEN_ENV}); probes stay open")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    return p
+
+
+def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if not args.model:
+        parser.error("--model is required: LangBRT does not bundle a model yet; pass a checkpoint folder, "
+                     ".onnx file or TensorRT engine")
+    if not Path(args.model).exists():
+        parser.error(f"--model {args.model}: no such file or folder")
+    for name in ("max_batch", "queue_size", "max_pixels", "max_prompts"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.timeout_s <= 0 or args.max_body_mb <= 0 or args.max_delay_ms < 0:
+        parser.error("--timeout-s and --max-body-mb must be positive, --max-delay-ms not negative")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check(args, parser)
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    log = logging.getLogger("langbrt.serve")
+    if not _is_loopback(args.host) and token is None:
+        log.warning("listening on %s without --token: anyone who can reach it can use the model", args.host)
+
+    import uvicorn  # late: `--help` and flag errors stay instant
+
+    from .serve_app import ServeConfig, create_app
+
+    config = ServeConfig(
+        model=args.model, backend=args.backend, device=args.device, precision=args.precision,
+        max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, queue_size=args.queue_size,
+        timeout_s=args.timeout_s, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        max_pixels=args.max_pixels, max_prompts=args.max_prompts, token=token,
+    )
+    failed: list[str] = []
+
+    def on_load_failure(message: str) -> None:
+        failed.append(message)
+        server.should_exit = True  # uvicorn then shuts down as on SIGTERM
+
+    try:
+        app = create_app(config, on_load_failure=on_load_failure)
+    except LangBRTError as err:
+        print(f"langbrt-serve: {err}", file=sys.stderr)
+        return 2
+    server = uvicorn.Server(uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level,
+        timeout_graceful_shutdown=int(args.timeout_s) + 5,  # in-flight requests end by then anyway (504)
+    ))
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler it found.
+    # Found handlers that do nothing make a completed graceful shutdown exit 0 instead of dying by signal.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    if failed:
+        print(f"langbrt-serve: model failed to load: {failed[0]}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,459 @@
+"""The HTTP server: endpoints, formats, limits and their status codes, auth, metrics, OpenAPI, the real CLI.
+
+Most tests run the app in process with a fake retoucher (fast, deterministic); one starts the installed
+`langbrt-serve` script on a tiny checkpoint and stops it with SIGINT, as an operator would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from langbrt.errors import LangBRTInputError
+from langbrt.runtime import RetouchResult
+from langbrt.runtime.serve_app import ServeConfig, create_app
+from langbrt.text.prompts import MAX_PROMPT_CHARS
+
+PREDEFINED = ["dark circles under the eyes", "forehead wrinkles", "acne on the cheeks"]
+
+
+class FakeRetoucher:
+    """Inverts the image, maps = 0.5 everywhere; records the prompts of every call; optionally slow."""
+
+    prompts = PREDEFINED + ["freckles"]
+    predefined_prompts = PREDEFINED
+
+    def __init__(self, sleep_s: float = 0.0) -> None:
+        self.sleep_s = sleep_s
+        self.calls: list[list[list[str]] | None] = []
+
+    def retouch(self, images: list[torch.Tensor], prompts: list[list[str]] | None = None) -> list[RetouchResult]:
+        self.calls.append(prompts)
+        time.sleep(self.sleep_s)
+        lists = prompts or [PREDEFINED] * len(images)
+        if any("unknown" in p for ps in lists for p in ps):
+            raise LangBRTInputError("prompt 'unknown' is not in the bank and no text encoder is installed")
+        return [
+            RetouchResult(1.0 - img, torch.full((1, *img.shape[1:]), 0.5),
+                          torch.full((len(ps), *img.shape[1:]), 0.5), list(ps), {"model": 1.0})
+            for img, ps in zip(images, lists, strict=True)
+        ]
+
+
+def _encode(fmt: str = "PNG", size: tuple[int, int] = (40, 30), mode: str = "RGB") -> bytes:
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (size[1], size[0], len(mode)), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr, mode=mode).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def fake() -> FakeRetoucher:
+    return FakeRetoucher()
+
+
+def _client(fake: FakeRetoucher, **config: Any) -> TestClient:
+    return TestClient(create_app(ServeConfig(**config), loader=lambda: fake), raise_server_exceptions=False)
+
+
+def _wait_ready(client: TestClient | httpx.Client) -> None:
+    deadline = time.monotonic() + 10
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, "server never became ready"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def client(fake: FakeRetoucher) -> Iterator[TestClient]:
+    with _client(fake) as c:
+        _wait_ready(c)
+        yield c
+
+
+def _assert_error(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert body["error"]["code"] == code and body["error"]["message"], body
+
+
+# ------------------------------------------------------------------------------------------ endpoints
+
+
+def test_healthz_answers_before_the_model_is_ready_and_readyz_waits_for_warmup(fake: FakeRetoucher) -> None:
+    release = threading.Event()
+
+    def slow_loader() -> FakeRetoucher:
+        release.wait(5)
+        return fake
+
+    with TestClient(create_app(ServeConfig(), loader=slow_loader)) as c:
+        assert c.get("/healthz").json() == {"status": "ok"}
+        _assert_error(c.get("/readyz"), 503, "not_ready")
+        _assert_error(c.post("/v1/retouch", content=_encode(), headers={"content-type": "image/png"}), 503,
+                      "not_ready")
+        release.set()
+        _wait_ready(c)
+    assert fake.calls[0] is None  # the warm-up ran once with the default prompts
+
+
+def test_a_model_that_fails_to_load_keeps_readyz_at_503_and_reports_it() -> None:
+    failures: list[str] = []
+
+    def broken() -> FakeRetoucher:
+        raise LangBRTInputError("model.onnx: no such file")
+
+    with TestClient(create_app(ServeConfig(), loader=broken, on_load_failure=failures.append)) as c:
+        deadline = time.monotonic() + 5
+        while not failures and time.monotonic() < deadline:
+            time.sleep(0.01)
+        response = c.get("/readyz")
+    _assert_error(response, 503, "not_ready")
+    assert "no such file" in response.json()["error"]["message"] and failures
+
+
+def test_create_app_without_a_model_says_none_is_bundled() -> None:
+    with pytest.raises(LangBRTInputError, match="--model"):
+        create_app(ServeConfig())
+
+
+def test_prompts_lists_what_the_model_knows(client: TestClient) -> None:
+    body = client.get("/v1/prompts").json()
+    assert body["prompts"] == PREDEFINED + ["freckles"] and body["max_prompt_chars"] == MAX_PROMPT_CHARS
+
+
+@pytest.mark.parametrize(("fmt", "media"), [("PNG", "image/png"), ("JPEG", "image/jpeg"), ("WEBP", "image/webp")])
+def test_multipart_image_comes_back_in_its_own_format_and_size(client: TestClient, fmt: str, media: str) -> None:
+    response = client.post("/v1/retouch", files={"image": ("face", _encode(fmt), media)})
+    assert response.status_code == 200 and response.headers["content-type"] == media
+    out = Image.open(io.BytesIO(response.content))
+    assert out.format == fmt and out.size == (40, 30)
+
+
+def test_a_raw_image_body_is_accepted(client: TestClient) -> None:
+    data = _encode("PNG")
+    response = client.post("/v1/retouch", content=data, headers={"content-type": "image/png"})
+    assert response.status_code == 200
+    expected = 255 - np.asarray(Image.open(io.BytesIO(data)))  # the fake inverts
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(response.content))), expected)
+
+
+def test_other_formats_come_back_as_png(client: TestClient) -> None:
+    response = client.post("/v1/retouch", content=_encode("BMP"), headers={"content-type": "image/bmp"})
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+
+
+def test_rgba_keeps_its_alpha(client: TestClient) -> None:
+    data = _encode("PNG", mode="RGBA")
+    response = client.post("/v1/retouch", files={"image": ("face.png", data, "image/png")})
+    out = Image.open(io.BytesIO(response.content))
+    assert out.mode == "RGBA"
+    assert np.array_equal(np.asarray(out)[..., 3], np.asarray(Image.open(io.BytesIO(data)))[..., 3])
+
+
+def test_prompts_from_form_and_query_reach_the_model_normalised(client: TestClient, fake: FakeRetoucher) -> None:
+    response = client.post(
+        "/v1/retouch", params={"prompt": "Acne  on the cheeks"},
+        files={"image": ("f.png", _encode(), "image/png")}, data={"prompt": ["freckles", "forehead wrinkles"]},
+    )
+    assert response.status_code == 200
+    assert fake.calls[-1] == [["acne on the cheeks", "freckles", "forehead wrinkles"]]
+
+
+def test_no_prompts_means_the_predefined_ones(client: TestClient, fake: FakeRetoucher) -> None:
+    client.post("/v1/retouch", content=_encode(), headers={"content-type": "image/png"})
+    assert fake.calls[-1] is None
+
+
+def test_json_reply_carries_image_mask_maps_timing_and_prompts(client: TestClient) -> None:
+    response = client.post("/v1/retouch", params={"return": "json", "maps": "true", "prompt": ["freckles", "acne"]},
+                           content=_encode("JPEG"), headers={"content-type": "image/jpeg"})
+    body = response.json()
+    assert response.status_code == 200 and body["format"] == "JPEG" and body["prompts"] == ["freckles", "acne"]
+    assert Image.open(io.BytesIO(base64.b64decode(body["image"]))).format == "JPEG"
+    mask = Image.open(io.BytesIO(base64.b64decode(body["mask"])))
+    assert mask.mode == "L" and mask.size == (40, 30)
+    assert [m["prompt"] for m in body["maps"]] == ["freckles", "acne"]
+    assert {"model", "decode", "queue_and_model", "encode"} <= set(body["timing_ms"])
+
+
+def test_json_reply_leaves_maps_out_unless_asked(client: TestClient) -> None:
+    response = client.post("/v1/retouch", files={"image": ("f.png", _encode(), "image/png")},
+                           data={"return": "json"})
+    assert response.status_code == 200 and "maps" not in response.json()
+
+
+# ------------------------------------------------------------------------------------------ limits and errors
+
+
+def test_content_length_over_the_limit_is_413() -> None:
+    with _client(FakeRetoucher(), max_body_bytes=1000) as c:
+        _wait_ready(c)
+        _assert_error(c.post("/v1/retouch", content=b"x" * 2000, headers={"content-type": "image/png"}), 413,
+                      "body_too_large")
+
+
+def test_a_streamed_body_over_the_limit_is_413_without_content_length() -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(5):
+            yield b"x" * 500
+
+    with _client(FakeRetoucher(), max_body_bytes=1000) as c:
+        _wait_ready(c)
+        response = c.post("/v1/retouch", content=chunks(), headers={"content-type": "image/png"})
+    _assert_error(response, 413, "body_too_large")
+
+
+def test_too_many_pixels_is_413() -> None:
+    with _client(FakeRetoucher(), max_pixels=1000) as c:
+        _wait_ready(c)
+        _assert_error(c.post("/v1/retouch", content=_encode(), headers={"content-type": "image/png"}), 413,
+                      "too_many_pixels")
+
+
+def test_a_decompression_bomb_header_is_413_before_decoding(client: TestClient) -> None:
+    # A valid PNG header announcing 30000 x 30000 pixels (900 MP) with almost no data behind it.
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 1000)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    _assert_error(client.post("/v1/retouch", content=png, headers={"content-type": "image/png"}), 413,
+                  "too_many_pixels")
+
+
+@pytest.mark.parametrize("payload", [b"not an image at all", _encode()[:60]], ids=["garbage", "truncated"])
+def test_an_undecodable_image_is_422(client: TestClient, payload: bytes) -> None:
+    _assert_error(client.post("/v1/retouch", content=payload, headers={"content-type": "image/png"}), 422,
+                  "invalid_image")
+
+
+def test_a_non_image_content_type_is_415(client: TestClient) -> None:
+    _assert_error(client.post("/v1/retouch", content=b"{}", headers={"content-type": "application/json"}), 415,
+                  "unsupported_media")
+    _assert_error(client.post("/v1/retouch", files={"image": ("a.txt", b"hello", "text/plain")}), 415,
+                  "unsupported_media")
+
+
+def test_a_multipart_request_without_an_image_field_is_422(client: TestClient) -> None:
+    _assert_error(client.post("/v1/retouch", files={"photo": ("f.png", _encode(), "image/png")}), 422,
+                  "invalid_request")
+
+
+@pytest.mark.parametrize(
+    "prompts", [[""], ["x" * (MAX_PROMPT_CHARS + 1)], [f"p{i}" for i in range(9)]], ids=["empty", "long", "many"]
+)
+def test_bad_prompts_are_422(client: TestClient, prompts: list[str]) -> None:
+    response = client.post("/v1/retouch", params={"prompt": prompts}, content=_encode(),
+                           headers={"content-type": "image/png"})
+    _assert_error(response, 422, "invalid_prompt")
+
+
+def test_a_prompt_the_model_cannot_encode_is_422(client: TestClient) -> None:
+    response = client.post("/v1/retouch", params={"prompt": "unknown"}, content=_encode(),
+                           headers={"content-type": "image/png"})
+    _assert_error(response, 422, "invalid_prompt")
+
+
+def test_bad_query_values_unknown_paths_and_methods_get_json_errors(client: TestClient) -> None:
+    _assert_error(client.post("/v1/retouch?return=gif", content=_encode(), headers={"content-type": "image/png"}),
+                  422, "invalid_request")
+    _assert_error(client.get("/nope"), 404, "not_found")
+    _assert_error(client.get("/v1/retouch"), 405, "method_not_allowed")
+
+
+def _run_concurrently(fake: FakeRetoucher, config: ServeConfig, n: int) -> list[httpx.Response]:
+    """n simultaneous raw-body requests against the app in process (lifespan driven by hand)."""
+    app = create_app(config, loader=lambda: fake)
+
+    async def main() -> list[httpx.Response]:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                while (await c.get("/readyz")).status_code != 200:
+                    await asyncio.sleep(0.01)
+                fake.sleep_s = 0.3
+                send = [c.post("/v1/retouch", content=_encode(), headers={"content-type": "image/png"})
+                        for _ in range(n)]
+                return await asyncio.gather(*send)
+
+    return asyncio.run(main())
+
+
+def test_a_full_queue_is_503_with_retry_after() -> None:
+    responses = _run_concurrently(FakeRetoucher(), ServeConfig(max_batch=1, queue_size=1, max_delay_ms=0), 4)
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(200) >= 2 and 503 in statuses, statuses
+    refused = next(r for r in responses if r.status_code == 503)
+    _assert_error(refused, 503, "queue_full")
+    assert refused.headers["retry-after"] == "1"
+
+
+def test_a_request_over_the_timeout_is_504() -> None:
+    responses = _run_concurrently(FakeRetoucher(), ServeConfig(max_batch=1, timeout_s=0.1), 1)
+    _assert_error(responses[0], 504, "timeout")
+
+
+# ------------------------------------------------------------------------------------------ auth, metrics
+
+
+def test_a_configured_token_guards_the_api_but_not_the_probes(fake: FakeRetoucher) -> None:
+    with _client(fake, token="s3cret") as c:
+        _wait_ready(c)
+        for response in (c.get("/v1/prompts"), c.get("/metrics"),
+                         c.get("/v1/prompts", headers={"Authorization": "Bearer wrong"})):
+            _assert_error(response, 401, "unauthorized")
+            assert response.headers["www-authenticate"].startswith("Bearer")
+        assert c.get("/v1/prompts", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert c.get("/healthz").status_code == 200 and c.get("/readyz").status_code == 200
+
+
+def test_metrics_count_requests_batches_and_queue_depth(client: TestClient) -> None:
+    client.post("/v1/retouch", content=_encode(), headers={"content-type": "image/png"})
+    client.post("/v1/retouch", content=b"junk", headers={"content-type": "image/png"})
+    response = client.get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    assert 'langbrt_requests_total{endpoint="/v1/retouch",status="200"} 1.0' in text
+    assert 'langbrt_requests_total{endpoint="/v1/retouch",status="422"} 1.0' in text
+    assert "langbrt_request_latency_seconds_bucket" in text and "langbrt_batch_size_count" in text
+    assert "langbrt_queue_depth 0.0" in text and "process_resident_memory_bytes" in text
+
+
+def test_two_apps_keep_separate_metrics(fake: FakeRetoucher) -> None:
+    with _client(fake) as a, _client(fake) as b:
+        a.get("/healthz")
+        assert 'endpoint="/healthz"' not in b.get("/metrics").text
+
+
+# ------------------------------------------------------------------------------------------ OpenAPI
+
+
+def test_responses_match_the_openapi_document(fake: FakeRetoucher) -> None:
+    """Every endpoint's real replies (success and errors) have a documented status, media type and schema."""
+    validator = pytest.importorskip("openapi_spec_validator")
+    jsonschema = pytest.importorskip("jsonschema")
+    with _client(fake, token="t") as c:
+        _wait_ready(c)
+        spec = c.get("/openapi.json").json()
+        validator.validate(spec)
+        auth = {"Authorization": "Bearer t"}
+        png = {"content-type": "image/png", **auth}
+        observed = [
+            ("get", "/healthz", c.get("/healthz")),
+            ("get", "/readyz", c.get("/readyz")),
+            ("get", "/metrics", c.get("/metrics", headers=auth)),
+            ("get", "/v1/prompts", c.get("/v1/prompts", headers=auth)),
+            ("get", "/v1/prompts", c.get("/v1/prompts")),
+            ("post", "/v1/retouch", c.post("/v1/retouch", content=_encode(), headers=png)),
+            ("post", "/v1/retouch", c.post("/v1/retouch?return=json&maps=true", content=_encode(), headers=png)),
+            ("post", "/v1/retouch", c.post("/v1/retouch", content=b"junk", headers=png)),
+            ("post", "/v1/retouch", c.post("/v1/retouch", content=b"{}", headers={**auth,
+                                                                                  "content-type": "text/plain"})),
+        ]
+    for method, path, response in observed:
+        documented = spec["paths"][path][method]["responses"]
+        assert str(response.status_code) in documented, (method, path, response.status_code)
+        content = documented[str(response.status_code)].get("content", {})
+        media = response.headers["content-type"].split(";")[0]
+        assert media in content, (method, path, response.status_code, media, list(content))
+        if media == "application/json":
+            schema = {"$ref": content[media]["schema"]["$ref"], "components": spec["components"]}
+            jsonschema.Draft202012Validator(schema).validate(response.json())
+
+
+# ------------------------------------------------------------------------------------------ the real CLI
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve_script() -> list[str]:
+    script = shutil.which("langbrt-serve", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "langbrt.runtime.cli_serve"]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from langbrt.config import LangBRTConfig
+    from langbrt.model import LangBRT
+
+    torch.manual_seed(0)
+    return LangBRT(LangBRTConfig.tiny()).save_pretrained(tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+def start_server(model: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    """The installed console script on a loopback port; the caller stops it."""
+    cmd = [*_serve_script(), "--model", str(model), "--port", str(port), "--backend", "torch", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else "server exited"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+def test_the_langbrt_serve_script_serves_a_multipart_request_and_stops_gracefully(tiny_checkpoint: Path) -> None:
+    port = _free_port()
+    proc = start_server(tiny_checkpoint, port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, 60, proc)
+        files = {"image": ("face.jpg", _encode("JPEG", (96, 80)), "image/jpeg")}
+        data = {"prompt": ["acne on the cheeks", "forehead wrinkles"]}
+        response = httpx.post(f"{base}/v1/retouch", files=files, data=data, timeout=30)
+        assert response.status_code == 200, response.text
+        out = Image.open(io.BytesIO(response.content))
+        assert out.format == "JPEG" and out.size == (96, 80)
+    finally:
+        proc.send_signal(signal.SIGTERM)  # what an orchestrator sends; load.py uses SIGINT
+        try:
+            output = proc.communicate(timeout=20)[0].decode()
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0, output
+    assert "Shutting down" in output or "shutdown" in output.lower()
+
+
+def test_the_cli_without_a_model_exits_with_one_line_naming_the_flag() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "LANGBRT_SERVE_TOKEN"}
+    result = subprocess.run([*_serve_script()], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode != 0 and "--model" in result.stderr
