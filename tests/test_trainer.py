@@ -1,0 +1,104 @@
+"""The training loop: exact resume, the NaN guard, the schedule, and what a checkpoint holds."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from langbrt.errors import LangBRTInputError
+from langbrt.model import LangBRT
+from langbrt.training import trainer as trainer_module
+from langbrt.training.losses.weights import LossWeights
+from langbrt.training.train_config import TrainConfig
+from langbrt.training.trainer import TrainingDiverged, load_trainer_state, lr_factor, train
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Two cores shared with other tests: one intra-op thread is faster and deterministic."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_config(output: Path, **overrides) -> TrainConfig:
+    values = dict(output=str(output), steps=6, batch_size=2, synthetic_length=16, lr=1e-3, log_every=2,
+                  image_every=3, checkpoint_every=3, ema_decay=0.9,
+                  weights=LossWeights(perceptual=0, semantic=0, adversarial=1))
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_resumed_run_matches_uninterrupted_run(tmp_path):
+    full = train(tiny_config(tmp_path / "full"), progress=False)
+    resumed = train(tiny_config(tmp_path / "resumed"), resume=tmp_path / "full/checkpoints/step_000003",
+                    progress=False)
+    a, b = load_file(full.final_dir / "model.safetensors"), load_file(resumed.final_dir / "model.safetensors")
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
+    raw_a, raw_b = load_trainer_state(full.final_dir), load_trainer_state(resumed.final_dir)
+    for name in raw_a["model_raw"]:
+        torch.testing.assert_close(raw_a["model_raw"][name], raw_b["model_raw"][name], rtol=0, atol=1e-6)
+    for name in raw_a["discriminator"]:
+        torch.testing.assert_close(raw_a["discriminator"][name], raw_b["discriminator"][name], rtol=0, atol=1e-6)
+
+
+def test_checkpoint_holds_ema_weights_and_trainer_state(tmp_path):
+    result = train(tiny_config(tmp_path, steps=3), progress=False)
+    final = result.final_dir
+    assert {p.name for p in final.iterdir()} >= {"model.safetensors", "prompt_bank.safetensors", "config.json",
+                                                  "trainer_state.pt", "train_config.json"}
+    state = load_trainer_state(final)
+    assert state["step"] == 3 and set(state["rng"]) >= {"torch", "numpy", "python"}
+    shipped = load_file(final / "model.safetensors")
+    torch.testing.assert_close(shipped, state["ema"]["shadow"])  # the model weights are the EMA weights
+    assert any(not torch.equal(shipped[k], state["model_raw"][k]) for k in shipped)  # raw ones kept aside
+    model = LangBRT.from_pretrained(final)
+    assert model.config.image_size == 64
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [2, 3] and "loss/total" in lines[0]
+    assert (tmp_path / "samples/step_000003.png").is_file()
+    assert json.loads((tmp_path / "train_config.json").read_text())["steps"] == 3
+
+
+def test_nan_loss_stops_with_step_and_last_checkpoint(tmp_path, monkeypatch):
+    real = trainer_module.consistency_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss, parts = real(*args, **kwargs)
+        return (loss * float("nan") if calls["n"] == 5 else loss), parts
+
+    monkeypatch.setattr(trainer_module, "consistency_loss", poisoned)
+    with pytest.raises(TrainingDiverged) as info:
+        train(tiny_config(tmp_path), progress=False)
+    message = str(info.value)
+    assert "at step 5" in message and "step_000003" in message and "\n" not in message
+
+
+def test_lr_schedule_warms_up_then_decays_to_min_lr():
+    cfg = TrainConfig(steps=100, warmup_steps=10, lr=2e-4, min_lr=2e-5)
+    factors = [lr_factor(s, cfg) for s in range(101)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:], strict=False))
+    assert factors[100] == pytest.approx(0.1)
+    assert lr_factor(55, cfg) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def test_batch_larger_than_data_is_a_clear_error(tmp_path):
+    with pytest.raises(LangBRTInputError, match="fewer than one batch"):
+        train(tiny_config(tmp_path, synthetic_length=1, batch_size=2), progress=False)
+
+
+def test_train_config_round_trips_through_json(tmp_path):
+    cfg = tiny_config(tmp_path, fraction=0.5, warmup_steps=3)
+    (tmp_path / "c.json").write_text(cfg.to_json())
+    assert TrainConfig.from_json(tmp_path / "c.json") == cfg

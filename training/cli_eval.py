@@ -1,0 +1,100 @@
+"""`langbrt-eval`: score a checkpoint on a synthetic, paired-folder or FFHQR set, beside the identity baseline.
+
+`--json` prints ONE JSON object (keys of `EvalResult.to_dict()`, unavailable metrics as null, never 0);
+otherwise a table with the model and the identity (output = input) side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+import torch
+
+from langbrt.errors import LangBRTError
+from langbrt.model import LangBRT
+from langbrt.text import text_encoder_from_name
+from langbrt.training.evaluate import EvalResult, evaluate
+from langbrt.training.metrics import LPIPSMetric
+from langbrt.training.train_config import TrainConfig
+from langbrt.training.trainer import build_dataset
+
+EXIT_BAD_INPUT = 2
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
+@click.option("--model", "model_dir", type=click.Path(), required=True, help="Checkpoint folder (OUTPUT/final).")
+@click.option("--data", default="synthetic", show_default=True,
+              help="'synthetic', 'ffhqr' (with --ffhqr-root) or a folder holding source/ and target/.")
+@click.option("--ffhqr-root", type=click.Path(), help="FFHQR folder (see langbrt-train --help).")
+@click.option("--ffhqr-target-root", type=click.Path(), help="FFHQR retouched-images folder.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True,
+              help="Split of the synthetic set or of FFHQR (a paired folder is used whole).")
+@click.option("--num-samples", type=int, default=64, show_default=True,
+              help="Synthetic: how many samples; folders: evaluate at most this many pairs (0: all).")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic set.")
+@click.option("--strict/--no-strict", default=False, show_default=True,
+              help="Stop at a corrupt image instead of skipping it with a warning.")
+@click.option("--clip-text-weights", type=click.Path(), help="For models trained with an open_clip text encoder.")
+@click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def main(model_dir: str, data: str, ffhqr_root: str | None, ffhqr_target_root: str | None, split: str,
+         num_samples: int, batch_size: int, seed: int, strict: bool, clip_text_weights: str | None, device: str,
+         as_json: bool) -> None:
+    """Evaluate a checkpoint: PSNR, SSIM, LPIPS, PSNR on blemishes, detection IoU/AP and specificity.
+
+    Example: langbrt-eval --model runs/tiny/final --data synthetic --num-samples 64 --json
+    """
+    try:
+        result = _run(model_dir, data, ffhqr_root, ffhqr_target_root, split, num_samples, batch_size, seed, strict,
+                      clip_text_weights, device)
+    except LangBRTError as err:
+        click.echo(f"Error: {err}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+    else:
+        click.echo(format_table(result))
+
+
+def _run(model_dir: str, data: str, ffhqr_root: str | None, ffhqr_target_root: str | None, split: str,
+         num_samples: int, batch_size: int, seed: int, strict: bool, clip_text_weights: str | None,
+         device: str) -> EvalResult:
+    if num_samples < 0 or batch_size < 1:
+        raise click.BadParameter("--num-samples must be >= 0 and --batch-size >= 1")
+    model = LangBRT.from_pretrained(model_dir)
+    if model.config.text_encoder.startswith("open_clip:") and clip_text_weights:
+        model.prompt_bank.set_encoder(text_encoder_from_name(model.config.text_encoder, clip_text_weights))
+    cfg = TrainConfig(data=data, ffhqr_root=ffhqr_root, ffhqr_target_root=ffhqr_target_root, seed=seed,
+                      strict=strict, flip=False)
+    length = num_samples if data == "synthetic" and num_samples > 0 else None
+    dataset, collate, _ = build_dataset(cfg, model.config.image_size, split=split, length=length)
+    if data != "synthetic" and 0 < num_samples < len(dataset):
+        dataset = torch.utils.data.Subset(dataset, range(num_samples))
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(dataset), unit="img", disable=not sys.stderr.isatty()) as bar:
+        return evaluate(model, dataset, collate, batch_size=batch_size, device=device, lpips=LPIPSMetric.try_load(),
+                        progress=bar.update)
+
+
+def format_table(result: EvalResult) -> str:
+    """Model and identity side by side; 'n/a' where a metric is unavailable."""
+    def cell(value: float | None, digits: int = 4) -> str:
+        return "n/a" if value is None or value != value else f"{value:.{digits}f}"
+
+    rows = [("PSNR (dB)", result.psnr, result.identity_psnr), ("SSIM", result.ssim, result.identity_ssim),
+            ("LPIPS", result.lpips, result.identity_lpips),
+            ("PSNR on blemishes (dB)", result.psnr_blemish, result.identity_psnr_blemish)]
+    if result.specificity_change is not None:
+        rows.append(("change on unnamed blemishes", result.specificity_change, result.identity_specificity_change))
+    lines = [f"{result.num_samples} samples", f"{'metric':<30}{'model':>12}{'identity':>12}"]
+    lines += [f"{name:<30}{cell(model):>12}{cell(identity):>12}" for name, model, identity in rows]
+    if result.detection is not None:
+        lines.append(f"{'detection':<30}{'IoU':>12}{'AP':>12}")
+        lines.append(f"{'  all named blemishes':<30}{cell(result.detection.iou):>12}{cell(result.detection.ap):>12}")
+        for kind, scores in result.detection_per_type.items():
+            lines.append(f"{'  ' + kind:<30}{cell(scores.iou):>12}{cell(scores.ap):>12}")
+    return "\n".join(lines)

@@ -1,0 +1,131 @@
+"""`langbrt-train`: train LangBRT on synthetic, paired-folder or FFHQR data (paper sec. 3.4 and 4.1).
+
+The command only turns flags into a `TrainConfig` and calls `trainer.train`; errors a user can cause come
+back as one `Error: ...` line with exit code 2 (3 when the loss diverged), never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+import torch
+from click.core import ParameterSource
+
+from langbrt.errors import LangBRTError
+from langbrt.training.losses.weights import LossWeights
+from langbrt.training.train_config import PRECISIONS, PRESETS, TrainConfig
+
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 3
+
+# CLI option name -> TrainConfig field, for the options that map one to one.
+_FIELDS = ("data", "ffhqr_root", "ffhqr_target_root", "fraction", "synthetic_length", "steps", "batch_size", "lr",
+           "min_lr", "warmup_steps", "grad_clip", "preset", "image_size", "map_threshold", "text_encoder",
+           "clip_text_weights", "vgg_weights", "alpha_clip_weights", "precision", "seed", "strict", "flip", "ema_decay",
+           "num_workers",
+           "log_every", "image_every", "checkpoint_every", "output")
+_WEIGHTS = ("detection", "component", "adversarial", "l1", "perceptual", "semantic")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
+@click.option("--data", default="synthetic", show_default=True,
+              help="'synthetic' (built-in generator, exact masks), 'ffhqr' (with --ffhqr-root), or a folder "
+                   "holding source/ and target/ with the same file names.")
+@click.option("--ffhqr-root", type=click.Path(), help="FFHQR: the prepared face_retouching/ folder, or the "
+              "folder of FFHQ originals (then also --ffhqr-target-root).")
+@click.option("--ffhqr-target-root", type=click.Path(), help="FFHQR: the folder of retouched images.")
+@click.option("--fraction", type=float, default=1.0, show_default=True,
+              help="Train on a seeded subset, e.g. 0.01 for the paper's 1%% regime.")
+@click.option("--synthetic-length", type=int, default=2048, show_default=True, help="Size of the synthetic set.")
+@click.option("--steps", type=int, default=25_000, show_default=True, help="Optimizer steps (paper: 25k).")
+@click.option("--batch-size", type=int, default=1, show_default=True,
+              help="Images per step per process (paper: 1); under torchrun the global batch is this x ranks.")
+@click.option("--lr", type=float, default=2e-4, show_default=True, help="Adam learning rate (paper: 2e-4).")
+@click.option("--min-lr", type=float, default=0.0, show_default=True, help="Where the cosine decay ends.")
+@click.option("--warmup-steps", type=int, default=0, show_default=True, help="Linear warmup before the decay.")
+@click.option("--grad-clip", type=float, default=0.0, show_default=True, help="Clip the generator's grad norm "
+              "(0: off).")
+@click.option("--detection-weight", type=float, default=1.0, show_default=True, help="eta for L_detc (eq. 5).")
+@click.option("--component-weight", type=float, default=1.0, show_default=True, help="eta for L_comp (eq. 6).")
+@click.option("--adversarial-weight", type=float, default=1.0, show_default=True, help="L_adv (eq. 7, 8).")
+@click.option("--l1-weight", type=float, default=1.0, show_default=True, help="Pixel L1 of L_cons (eq. 9).")
+@click.option("--perceptual-weight", type=float, default=10.0, show_default=True,
+              help="beta, VGG-19 term of eq. 9 (needs --vgg-weights; 0 turns it off).")
+@click.option("--semantic-weight", type=float, default=1.0, show_default=True,
+              help="gamma, Alpha-CLIP term of eq. 10 (needs --alpha-clip-weights and --clip-text-weights).")
+@click.option("--preset", type=click.Choice(PRESETS), default="tiny", show_default=True,
+              help="Model size: tiny (64x64, CPU) or paper (512x512, 7 blocks).")
+@click.option("--image-size", type=int, help="Override the preset's image size.")
+@click.option("--map-threshold", type=float, help="Override the preset's detection-map gate (0.05): below it the "
+              "output is the input, bit for bit; 0 keeps a gradient everywhere (short runs learn faster).")
+@click.option("--text-encoder", default="minilm", show_default=True,
+              help="Frozen prompt encoder: 'minilm' (offline) or 'open_clip:ARCH' with --clip-text-weights.")
+@click.option("--clip-text-weights", type=click.Path(), help="CLIP text-tower weights file (open_clip / Alpha-CLIP).")
+@click.option("--vgg-weights", type=click.Path(), help="torchvision's vgg19-dcbb9e9d.pth for the perceptual loss.")
+@click.option("--alpha-clip-weights", type=click.Path(), help="Alpha-CLIP image-tower weights (semantic loss).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="bf16 autocasts the forward passes; weights and optimizer stay fp32.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds weights, subset and data order.")
+@click.option("--strict/--no-strict", default=False, show_default=True,
+              help="Stop at a corrupt image instead of skipping it with a warning.")
+@click.option("--flip/--no-flip", default=True, show_default=True, help="Random horizontal flips.")
+@click.option("--ema-decay", type=float, default=0.999, show_default=True,
+              help="EMA of the generator weights saved in checkpoints (0: save the raw weights).")
+@click.option("--num-workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default).")
+@click.option("--log-every", type=int, default=10, show_default=True, help="Steps between log lines.")
+@click.option("--image-every", type=int, default=500, show_default=True, help="Steps between sample grids.")
+@click.option("--checkpoint-every", type=int, default=1000, show_default=True,
+              help="Steps between checkpoints in OUTPUT/checkpoints/step_NNNNNN.")
+@click.option("--output", type=click.Path(), default="runs/langbrt", show_default=True,
+              help="Run folder; the final checkpoint goes to OUTPUT/final.")
+@click.option("--resume", type=click.Path(), help="Continue exactly from a checkpoint folder; its "
+              "train_config.json is used, with only the flags given here overriding it.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def main(ctx: click.Context, threads: int, resume: str | None, quiet: bool, **options: object) -> None:
+    """Train LangBRT. Example (CPU, a minute):
+
+    langbrt-train --data synthetic --preset tiny --steps 300 --batch-size 8
+    --perceptual-weight 0 --semantic-weight 0 --adversarial-weight 0 --output runs/tiny
+    """
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        cfg = _config(ctx, options, resume)
+        from langbrt.training.trainer import TrainingDiverged, train
+
+        try:
+            result = train(cfg, resume=resume, progress=not quiet)
+        except TrainingDiverged as err:
+            click.echo(f"Error: {err}", err=True)
+            sys.exit(EXIT_DIVERGED)
+    except LangBRTError as err:
+        click.echo(f"Error: {err}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    if int(os.environ.get("RANK", "0")) == 0:
+        click.echo(f"saved {result.final_dir} after {result.steps} steps (loss {result.last_loss:.4f}); "
+                   f"evaluate with: langbrt-eval --model {result.final_dir} --data {cfg.data}")
+
+
+def _config(ctx: click.Context, options: dict[str, object], resume: str | None) -> TrainConfig:
+    """Flags -> TrainConfig; with --resume, the checkpoint's config with only the explicitly given flags."""
+    given = {name for name in options if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    if resume is not None:
+        cfg = TrainConfig.from_json(Path(resume) / "train_config.json")
+    else:
+        cfg, given = TrainConfig(), set(options)
+    for name in _FIELDS:
+        if name in given:
+            setattr(cfg, name, options[name])
+    weights = {w: options[f"{w}_weight"] if f"{w}_weight" in given else getattr(cfg.weights, w) for w in _WEIGHTS}
+    cfg.weights = LossWeights(**weights)  # validates: one line naming the flag
+    cfg.validate()
+    return cfg
+
+
+if __name__ == "__main__":  # `python -m torch.distributed.run ... -m langbrt.training.cli_train`
+    main()

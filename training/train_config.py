@@ -1,0 +1,121 @@
+"""The one configuration of a training run, passed down to the loop and written to OUTPUT/train_config.json.
+
+Everything that decides what a run computes lives here (data, subset, schedule, loss weights, model preset,
+seed), so `train_config.json` beside the checkpoints is enough to reproduce or resume a run. Paths to
+frozen helper networks (VGG, Alpha-CLIP, CLIP text weights) are recorded too, but not their contents.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from langbrt.config import LangBRTConfig
+from langbrt.errors import LangBRTInputError
+from langbrt.training.losses.weights import LossWeights
+
+PRESETS = ("tiny", "paper")
+"""Model sizes `--preset` accepts: `LangBRTConfig.tiny()` (64x64, CPU tests) and `.paper()` (512x512)."""
+
+PRECISIONS = ("fp32", "bf16")
+"""`--precision`: fp32, or bf16 autocast around the forward passes (weights and optimizer stay fp32)."""
+
+SYNTHETIC = "synthetic"
+FFHQR = "ffhqr"
+
+
+@dataclass
+class TrainConfig:
+    """A training run. Defaults follow the paper, sec. 4.1.2: Adam 2e-4 with cosine decay, 25k steps, batch 1."""
+
+    data: str = SYNTHETIC  # "synthetic", "ffhqr" (with ffhqr_root) or a folder holding source/ + target/
+    output: str = "runs/langbrt"
+    ffhqr_root: str | None = None
+    ffhqr_target_root: str | None = None
+    fraction: float = 1.0
+    synthetic_length: int = 2048  # samples in the synthetic training set (generated on the fly)
+    steps: int = 25_000
+    batch_size: int = 1
+    lr: float = 2e-4
+    min_lr: float = 0.0  # where the cosine decay ends
+    warmup_steps: int = 0
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 0.0  # 0: no clipping
+    weights: LossWeights = field(default_factory=LossWeights)  # paper: beta=10, gamma=eta=1
+    preset: str = "tiny"
+    image_size: int | None = None  # None: the preset's size
+    map_threshold: float | None = None  # None: the preset's gate threshold on the detection maps
+    text_encoder: str = "minilm"  # "minilm" or "open_clip:ARCH"
+    clip_text_weights: str | None = None
+    vgg_weights: str | None = None
+    alpha_clip_weights: str | None = None
+    precision: str = "fp32"
+    seed: int = 0
+    strict: bool = False
+    flip: bool = True
+    ema_decay: float = 0.999  # 0: no EMA, the checkpoint holds the raw weights
+    num_workers: int = 0
+    log_every: int = 10
+    image_every: int = 500
+    checkpoint_every: int = 1000
+
+    def __post_init__(self) -> None:
+        if isinstance(self.weights, dict):
+            self.weights = LossWeights(**self.weights)
+        self.betas = tuple(self.betas)  # type: ignore[assignment]
+
+    def validate(self) -> None:
+        """Raise `LangBRTInputError` (one line, naming the option) for a value the run cannot use."""
+        if self.preset not in PRESETS:
+            raise LangBRTInputError(f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}")
+        if self.precision not in PRECISIONS:
+            raise LangBRTInputError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
+        if self.data == FFHQR and not self.ffhqr_root:
+            raise LangBRTInputError("--data ffhqr needs --ffhqr-root DIR (the FFHQR folder)")
+        positive = {"steps": self.steps, "batch_size": self.batch_size, "synthetic_length": self.synthetic_length,
+                    "log_every": self.log_every, "image_every": self.image_every,
+                    "checkpoint_every": self.checkpoint_every}
+        for name, value in positive.items():
+            if value < 1:
+                raise LangBRTInputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+        if not self.lr > 0:
+            raise LangBRTInputError(f"--lr must be positive, got {self.lr}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise LangBRTInputError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 < self.fraction <= 1.0:
+            raise LangBRTInputError(f"--fraction must be in (0, 1], e.g. 0.01 for 1% of the data; got {self.fraction}")
+
+    def model_config(self) -> LangBRTConfig:
+        """The model this run trains; the text encoder's name and dim are filled in by the trainer."""
+        overrides: dict[str, Any] = {}
+        if self.image_size is not None:
+            overrides["image_size"] = self.image_size
+        if self.map_threshold is not None:
+            overrides["map_threshold"] = self.map_threshold
+        return LangBRTConfig.tiny(**overrides) if self.preset == "tiny" else LangBRTConfig.paper(**overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Rebuild from `to_dict()`; unknown keys are an error (a config written by a newer LangBRT)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise LangBRTInputError(f"train config has unknown fields {unknown}: written by a newer LangBRT?")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> TrainConfig:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise LangBRTInputError(f"{path}: unreadable train config ({err})") from None
+        return cls.from_dict(data)

