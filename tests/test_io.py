@@ -14,7 +14,6 @@ import pytest
 import torch
 from PIL import Image
 
-import langbrt.io as lio
 from langbrt.errors import LangBRTInputError
 from langbrt.io import (
     encode_image,
