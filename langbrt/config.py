@@ -35,7 +35,8 @@ class LangBRTConfig:
     text_dim: int = 384
     text_encoder: str = "minilm:all-MiniLM-L6-v2"
     predefined_prompts: tuple[str, ...] = PAPER_PREDEFINED_PROMPTS
-    map_threshold: float = 0.05
+    map_threshold: float = 0.1  # detection probability below which a pixel is left exactly untouched
+    map_saturation: float = 0.5  # probability above which the decoder's change is applied in full
     attention: str = "auto"
     discriminator_channels: int = 64
     # Ablations of the paper's Table 2; the defaults are the full model.
@@ -46,7 +47,7 @@ class LangBRTConfig:
     def __post_init__(self) -> None:
         assert self.embed_dim % self.num_heads == 0, (self.embed_dim, self.num_heads)
         assert self.encoder_channels[-1] == self.embed_dim, (self.encoder_channels, self.embed_dim)
-        assert 0.0 <= self.map_threshold < 1.0, self.map_threshold
+        assert 0.0 <= self.map_threshold < self.map_saturation <= 1.0, (self.map_threshold, self.map_saturation)
         assert self.attention_kind in ("tca", "self"), self.attention_kind
         stride = self.stride
         assert self.image_size % stride == 0, (self.image_size, stride)
@@ -92,10 +93,10 @@ class LangBRTConfig:
 
     @classmethod
     def tiny(cls, **overrides: Any) -> LangBRTConfig:
-        """A model small enough for CPU tests: 64x64 input, 8x8 latent, 2 blocks of 4x4 windows."""
+        """A model small enough for CPU tests: 64x64 input, 16x16 latent (stride 4), 2 blocks of 4x4 windows."""
         values: dict[str, Any] = dict(
             image_size=64,
-            encoder_channels=(8, 16, 32),
+            encoder_channels=(16, 32),
             embed_dim=32,
             depth=2,
             num_heads=2,

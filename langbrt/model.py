@@ -14,7 +14,8 @@ from .config import LangBRTConfig
 from .errors import LangBRTError, LangBRTInputError
 from .modules.decoder import Decoder, blend
 from .modules.encoder import Encoder
-from .modules.tbd import TextPromptedDetection, no_detection
+from .modules.refine import MapRefiner
+from .modules.tbd import TextPromptedDetection, gate, no_detection
 from .modules.tca import LatentTransformer
 from .text import PromptBank, TextEncoder, normalize_prompt, text_encoder_from_name
 
@@ -55,6 +56,7 @@ class LangBRT(nn.Module):
         self.config = config
         self.encoder = Encoder(config)
         self.tbd = TextPromptedDetection(config) if config.use_detection else None
+        self.refiner = MapRefiner(config.encoder_channels[0]) if config.use_detection else None
         self.transformer = LatentTransformer(config)
         self.decoder = Decoder(config)
         if prompt_bank is None:
@@ -142,15 +144,28 @@ class LangBRT(nn.Module):
         latent = self.transformer(features, attention_map)  # (B, C, h, w)
         residual = self.decoder(latent, skips)  # (B, 3, H, W)
         size = images.shape[-2:]
-        mask = upsample_maps(detection.mask, size)  # (B, 1, H, W)
+        soft_mask = upsample_maps(detection.soft_mask, size)  # (B, 1, H, W)
+        soft_maps = upsample_maps(detection.soft_maps, size)  # (B, T, H, W)
+        if self.refiner is not None:
+            fine = self.refiner(skips[0])  # (B, 1, H, W): how blemish-like each pixel is, any prompt
+            soft_mask, soft_maps = soft_mask * fine, soft_maps * fine
+        mask = self.gate(soft_mask)  # (B, 1, H, W), exactly 0 on normal skin
+        # The gate is trained by the detection losses alone: letting the reconstruction loss shrink it would
+        # make "edit nothing" the easy way out before the decoder has learned a useful change.
         return LangBRTOutput(
-            image=blend(images, residual, mask),
+            image=blend(images, residual, mask.detach() if self.training else mask),
             mask=mask,
-            maps=upsample_maps(detection.maps, size),
-            soft_mask=upsample_maps(detection.soft_mask, size),
-            soft_maps=upsample_maps(detection.soft_maps, size),
+            maps=self.gate(soft_maps),
+            soft_mask=soft_mask,
+            soft_maps=soft_maps,
             residual=residual,
         )
+
+    def gate(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """Detection probabilities -> the map that gates the blend (see `langbrt.modules.tbd.gate`)."""
+        if self.tbd is None:
+            return probabilities  # "w/o TBD": the all-ones map edits everywhere
+        return gate(probabilities, self.config.map_threshold, self.config.map_saturation)
 
     def _check_images(self, images: torch.Tensor) -> None:
         stride = self.config.stride

@@ -63,11 +63,21 @@ def test_tau_of_identical_images_is_zero():
     assert blemish_target(source, source).abs().max() == 0
 
 
-def test_detection_loss_is_zero_for_the_perfect_map_and_positive_otherwise():
+def test_l1_detection_loss_is_zero_for_the_perfect_map_and_positive_otherwise():
     source, target = _pair()
     perfect = blemish_target(source, target)
-    assert detection_loss(perfect, source, target) == 0
-    assert detection_loss(torch.zeros_like(perfect), source, target) > 0
+    assert detection_loss(perfect, source, target, kind="l1") == 0
+    assert detection_loss(torch.zeros_like(perfect), source, target, kind="l1") > 0
+
+
+def test_bce_detection_loss_is_smallest_at_the_label():
+    source, target = _pair()
+    at_label = blemish_target(source, target).clone().requires_grad_(True)
+    loss = detection_loss(at_label, source, target)  # bce is the default
+    loss.backward()
+    assert at_label.grad.abs().max() < 1e-4
+    perturbed = (at_label.detach() + 0.1 * torch.randn_like(at_label)).clamp(0, 1)
+    assert detection_loss(perturbed, source, target) > loss
 
 
 def test_detection_loss_uses_the_exact_mask_when_given_and_passes_gradients():
@@ -75,8 +85,8 @@ def test_detection_loss_uses_the_exact_mask_when_given_and_passes_gradients():
     exact = torch.zeros(2, 1, 16, 16)
     exact[:, :, 0:2, 0:2] = 1
     soft = exact.clone().requires_grad_(True)
-    assert detection_loss(soft, source, target, exact_mask=exact) == 0
-    loss = detection_loss(soft, source, target)  # tau target differs from `exact`
+    assert detection_loss(soft, source, target, exact_mask=exact, kind="l1") == 0
+    loss = detection_loss(soft, source, target, kind="l1")  # tau target differs from `exact`
     loss.backward()
     assert loss > 0 and soft.grad.abs().sum() > 0
 
@@ -89,9 +99,9 @@ def test_component_loss_counts_errors_only_inside_regions():
     regions = torch.zeros(2, 2, 16, 16)
     regions[:, 0, 2:10, 2:10] = 1
     regions[:, 1, 0:2, 0:2] = 1
-    assert component_loss(wrong_outside, source, target, regions) == 0
+    assert component_loss(wrong_outside, source, target, regions, kind="l1") == 0
     inside = perfect.clone().requires_grad_(True)
-    loss = component_loss(inside + regions[:, :1], source, target, regions)
+    loss = component_loss(inside + regions[:, :1], source, target, regions, kind="l1")
     loss.backward()
     assert loss > 0 and inside.grad.abs().sum() > 0
 
@@ -106,7 +116,7 @@ def test_per_prompt_detection_loss_ignores_padding_slots():
     valid = torch.tensor([[True, True, False], [True, False, False]])
     soft = masks.clone()
     soft[0, 2] = 1 - masks[0, 2]  # wrong, but in a padding slot
-    assert per_prompt_detection_loss(soft, masks, valid) == 0
+    assert per_prompt_detection_loss(soft, masks, valid, kind="l1") == 0
     soft[1, 0] = 1 - masks[1, 0]
     assert per_prompt_detection_loss(soft, masks, valid) > 0
     assert per_prompt_detection_loss(soft, masks, torch.zeros_like(valid)) == 0

@@ -28,10 +28,10 @@ def run_cli(*args: str):
 def test_trained_tiny_model_beats_identity_on_blemishes(tmp_path):
     """The interface check: the console scripts train, save OUTPUT/final, and evaluate it as JSON."""
     train = subprocess.run(
-        [BIN / "langbrt-train", "--data", "synthetic", "--preset", "tiny", "--steps", "300", "--batch-size", "8",
-         "--lr", "1e-3", "--map-threshold", "0", "--adversarial-weight", "0", "--synthetic-length", "512",
-         "--ema-decay", "0", "--checkpoint-every", "300", "--image-every", "300", "--output", str(tmp_path), *FAST],
-        capture_output=True, text=True, env=ENV, timeout=120)
+        [BIN / "langbrt-train", "--data", "synthetic", "--preset", "tiny", "--steps", "500", "--batch-size", "8",
+         "--lr", "2e-3", "--l1-weight", "20", "--adversarial-weight", "0", "--ema-decay", "0",
+         "--checkpoint-every", "500", "--image-every", "500", "--output", str(tmp_path), *FAST],
+        capture_output=True, text=True, env=ENV, timeout=300)
     assert train.returncode == 0, train.stderr[-2000:]
     LangBRT.from_pretrained(tmp_path / "final")
     evaluation = subprocess.run(
@@ -40,7 +40,10 @@ def test_trained_tiny_model_beats_identity_on_blemishes(tmp_path):
     assert evaluation.returncode == 0, evaluation.stderr[-2000:]
     result = json.loads(evaluation.stdout)
     assert {"psnr", "ssim", "lpips", "psnr_blemish", "identity_psnr_blemish"} <= result.keys()
-    assert result["psnr_blemish"] > result["identity_psnr_blemish"]
+    # Measured: +0.8 to +0.9 dB on the named blemishes (two seeds, two learning rates), +0.2 dB on the whole
+    # image; a model that only hedged (edits nothing) scores +0.0 here.
+    assert result["psnr_blemish"] >= result["identity_psnr_blemish"] + 0.4
+    assert result["psnr"] >= result["identity_psnr"]
 
 
 def test_unknown_preset_is_a_usage_error(tmp_path):

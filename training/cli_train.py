@@ -23,10 +23,9 @@ EXIT_DIVERGED = 3
 
 # CLI option name -> TrainConfig field, for the options that map one to one.
 _FIELDS = ("data", "ffhqr_root", "ffhqr_target_root", "fraction", "synthetic_length", "steps", "batch_size", "lr",
-           "min_lr", "warmup_steps", "grad_clip", "preset", "image_size", "map_threshold", "text_encoder",
-           "clip_text_weights", "vgg_weights", "alpha_clip_weights", "precision", "seed", "strict", "flip", "ema_decay",
-           "num_workers",
-           "log_every", "image_every", "checkpoint_every", "output")
+           "min_lr", "warmup_steps", "grad_clip", "preset", "image_size", "map_threshold", "detection_loss",
+           "ablation", "text_encoder", "clip_text_weights", "vgg_weights", "alpha_clip_weights", "precision", "seed",
+           "strict", "flip", "ema_decay", "num_workers", "log_every", "image_every", "checkpoint_every", "output")
 _WEIGHTS = ("detection", "component", "adversarial", "l1", "perceptual", "semantic")
 
 
@@ -59,8 +58,14 @@ _WEIGHTS = ("detection", "component", "adversarial", "l1", "perceptual", "semant
 @click.option("--preset", type=click.Choice(PRESETS), default="tiny", show_default=True,
               help="Model size: tiny (64x64, CPU) or paper (512x512, 7 blocks).")
 @click.option("--image-size", type=int, help="Override the preset's image size.")
-@click.option("--map-threshold", type=float, help="Override the preset's detection-map gate (0.05): below it the "
-              "output is the input, bit for bit; 0 keeps a gradient everywhere (short runs learn faster).")
+@click.option("--map-threshold", type=float, help="Override the preset's detection-map gate (0.1): below it the "
+              "output is the input, bit for bit.")
+@click.option("--detection-loss", type=click.Choice(["bce", "l1"]), default="bce", show_default=True,
+              help="Loss of the detection maps against their target: bce, or l1 as in the paper's eq. 5 (which "
+              "stays at chance on sparse blemish masks, see README).")
+@click.option("--ablation", type=click.Choice(["none", "no-tbd", "no-tca", "no-prior"]), default="none",
+              show_default=True, help="Train a Table 2 variant: without TBD, without TCA (plain window "
+              "self-attention), or without the language prior (learned prompt embeddings).")
 @click.option("--text-encoder", default="minilm", show_default=True,
               help="Frozen prompt encoder: 'minilm' (offline) or 'open_clip:ARCH' with --clip-text-weights.")
 @click.option("--clip-text-weights", type=click.Path(), help="CLIP text-tower weights file (open_clip / Alpha-CLIP).")

@@ -17,11 +17,16 @@ from langbrt.config import LangBRTConfig
 from langbrt.errors import LangBRTInputError
 from langbrt.training.losses.weights import LossWeights
 
-PRESETS = ("tiny", "paper")
-"""Model sizes `--preset` accepts: `LangBRTConfig.tiny()` (64x64, CPU tests) and `.paper()` (512x512)."""
+PRESETS = ("tiny", "small", "paper")
+"""Model sizes `--preset` accepts: `LangBRTConfig.tiny()` (64x64, CPU tests), `.small()` (256x256, the
+bundled CPU model) and `.paper()` (512x512)."""
 
 PRECISIONS = ("fp32", "bf16")
 """`--precision`: fp32, or bf16 autocast around the forward passes (weights and optimizer stay fp32)."""
+
+ABLATIONS = ("none", "no-tbd", "no-tca", "no-prior")
+"""`--ablation`: the full model, or the paper's Table 2 variants (w/o TBD, w/o TCA, w/o the language prior;
+w/o L_local is `--semantic-weight 0`)."""
 
 SYNTHETIC = "synthetic"
 FFHQR = "ffhqr"
@@ -48,6 +53,8 @@ class TrainConfig:
     preset: str = "tiny"
     image_size: int | None = None  # None: the preset's size
     map_threshold: float | None = None  # None: the preset's gate threshold on the detection maps
+    detection_loss: str = "bce"  # "bce" (default, see training/losses/detection.py) or "l1" (the paper's eq. 5)
+    ablation: str = "none"  # one of ABLATIONS: the paper's Table 2 variants
     text_encoder: str = "minilm"  # "minilm" or "open_clip:ARCH"
     clip_text_weights: str | None = None
     vgg_weights: str | None = None
@@ -69,6 +76,10 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise `LangBRTInputError` (one line, naming the option) for a value the run cannot use."""
+        if self.ablation not in ABLATIONS:
+            raise LangBRTInputError(f"unknown ablation {self.ablation!r}; use one of {', '.join(ABLATIONS)}")
+        if self.detection_loss not in ("bce", "l1"):
+            raise LangBRTInputError(f"--detection-loss must be bce or l1, got {self.detection_loss!r}")
         if self.preset not in PRESETS:
             raise LangBRTInputError(f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}")
         if self.precision not in PRECISIONS:
@@ -95,7 +106,15 @@ class TrainConfig:
             overrides["image_size"] = self.image_size
         if self.map_threshold is not None:
             overrides["map_threshold"] = self.map_threshold
-        return LangBRTConfig.tiny(**overrides) if self.preset == "tiny" else LangBRTConfig.paper(**overrides)
+        if self.ablation == "no-tbd":
+            overrides["use_detection"] = False
+        elif self.ablation == "no-tca":
+            overrides["attention_kind"] = "self"
+        elif self.ablation == "no-prior":
+            from langbrt.training.data.blemish_types import canonical_prompts
+
+            overrides["learned_prompts"] = tuple(canonical_prompts())
+        return getattr(LangBRTConfig, self.preset)(**overrides)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

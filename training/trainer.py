@@ -263,15 +263,17 @@ def generator_losses(cfg: TrainConfig, out: Any, batch: dict[str, Any], resource
     loss, cons_parts = consistency_loss(out.image, target, w, resources.perceptual)
     parts: dict[str, torch.Tensor] = {k: torch.as_tensor(v) for k, v in cons_parts.items()}
     if w.detection > 0:
-        parts["detection"] = detection_loss(out.soft_mask, source, target, exact_mask=exact)
+        parts["detection"] = detection_loss(out.soft_mask, source, target, exact_mask=exact,
+                                             kind=cfg.detection_loss)
         loss = loss + w.detection * parts["detection"]
         if batch.get("prompt_masks") is not None:
             parts["prompt_maps"] = per_prompt_detection_loss(out.soft_maps, batch["prompt_masks"],
-                                                             batch["prompt_valid"])
+                                                             batch["prompt_valid"], kind=cfg.detection_loss)
             loss = loss + w.detection * parts["prompt_maps"]
     regions = batch.get("predefined_region_masks")  # (B, P, H, W); real pairs carry no face parsing
     if w.component > 0 and regions is not None:
-        parts["component"] = component_loss(out.soft_mask, source, target, regions, exact_mask=exact)
+        parts["component"] = component_loss(out.soft_mask, source, target, regions, exact_mask=exact,
+                                            kind=cfg.detection_loss)
         loss = loss + w.component * parts["component"]
     if w.adversarial > 0:
         parts["adversarial_g"] = generator_adversarial_loss(discriminator(out.image))

@@ -6,10 +6,11 @@ additionally goes through its own mapping layer psi_i. The map of prompt j is th
 1 - prod_j (1 - w_j p_j): the paper sums the maps; the noisy-OR keeps that sum's meaning ("any named
 blemish here") while staying in [0, 1] with a gradient everywhere.
 
-A sigmoid never reaches 0, so the maps that gate the output blend are thresholded:
-    gated = relu(p - t) / (1 - t),
-exactly 0 where p <= t (normal skin stays bit-identical), 1 where p == 1. Training supervises the soft
-probabilities, which keep a gradient where the gate is closed.
+A sigmoid never reaches 0, so the maps that gate the output blend are thresholded and saturated:
+    gated = clamp((p - t) / (s - t), 0, 1),
+exactly 0 where p <= t (normal skin stays bit-identical) and exactly 1 where p >= s, so where the detector
+is confident the decoder's change is applied in full and need not guess the map's value to undo a soft
+gate. Training supervises the soft probabilities, which keep a gradient where the gate is closed.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ class DetectionMaps:
     mask: torch.Tensor  # (B, 1, h, w) gated combined map m
 
 
-def gate(probabilities: torch.Tensor, threshold: float) -> torch.Tensor:
-    """relu(p - t) / (1 - t): a map that is exactly zero below the threshold and 1 at p == 1."""
-    return torch.relu(probabilities - threshold) / (1.0 - threshold)
+def gate(probabilities: torch.Tensor, threshold: float, saturation: float) -> torch.Tensor:
+    """clamp((p - t) / (s - t), 0, 1): exactly 0 below the threshold t, exactly 1 above the saturation s."""
+    return torch.clamp((probabilities - threshold) / (saturation - threshold), 0.0, 1.0)
 
 
 class TextPromptedDetection(nn.Module):
@@ -45,6 +46,7 @@ class TextPromptedDetection(nn.Module):
         C = config.embed_dim
         P = len(config.predefined_prompts)
         self.threshold = config.map_threshold
+        self.saturation = config.map_saturation
         self.feature_head = nn.Sequential(nn.GroupNorm(1, C), nn.Conv2d(C, C, 1))
         self.expand = nn.Sequential(nn.Linear(config.text_dim, C), nn.GELU(), nn.Linear(C, C))  # E(.)
         self.predefined_weight = nn.Parameter(torch.eye(C).repeat(P, 1, 1))  # psi_i: (P, C, C)
@@ -74,8 +76,8 @@ class TextPromptedDetection(nn.Module):
         return DetectionMaps(
             soft_maps=soft_maps,
             soft_mask=soft_mask,
-            maps=gate(soft_maps, self.threshold),
-            mask=gate(soft_mask, self.threshold),
+            maps=gate(soft_maps, self.threshold, self.saturation),
+            mask=gate(soft_mask, self.threshold, self.saturation),
         )
 
 
