@@ -22,7 +22,8 @@ EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
 
 # CLI option name -> TrainConfig field, for the options that map one to one.
-_FIELDS = ("data", "ffhqr_root", "ffhqr_target_root", "fraction", "synthetic_length", "steps", "batch_size", "lr",
+_FIELDS = ("data", "ffhqr_root", "ffhqr_target_root", "fraction", "synthetic_length", "real_faces", "real_fraction",
+           "steps", "batch_size", "lr",
            "min_lr", "warmup_steps", "grad_clip", "preset", "image_size", "map_threshold", "detection_loss",
            "ablation", "text_encoder", "clip_text_weights", "vgg_weights", "alpha_clip_weights", "precision", "seed",
            "strict", "flip", "ema_decay", "num_workers", "log_every", "image_every", "checkpoint_every", "output")
@@ -39,6 +40,11 @@ _WEIGHTS = ("detection", "component", "adversarial", "l1", "perceptual", "semant
 @click.option("--fraction", type=float, default=1.0, show_default=True,
               help="Train on a seeded subset, e.g. 0.01 for the paper's 1%% regime.")
 @click.option("--synthetic-length", type=int, default=2048, show_default=True, help="Size of the synthetic set.")
+@click.option("--real-face", "real_faces", multiple=True, type=click.Path(dir_okay=False),
+              help="Regions JSON of a clean real face photo (see examples/) to render synthetic blemishes on; "
+              "repeatable.")
+@click.option("--real-fraction", type=float, default=0.3, show_default=True,
+              help="Share of synthetic samples drawn on the --real-face photos.")
 @click.option("--steps", type=int, default=25_000, show_default=True, help="Optimizer steps (paper: 25k).")
 @click.option("--batch-size", type=int, default=1, show_default=True,
               help="Images per step per process (paper: 1); under torchrun the global batch is this x ranks.")

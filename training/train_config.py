@@ -42,6 +42,8 @@ class TrainConfig:
     ffhqr_target_root: str | None = None
     fraction: float = 1.0
     synthetic_length: int = 2048  # samples in the synthetic training set (generated on the fly)
+    real_faces: tuple[str, ...] = ()  # regions files of clean real face photos used as synthetic bases
+    real_fraction: float = 0.3  # share of synthetic samples drawn on a real base (when real_faces is set)
     steps: int = 25_000
     batch_size: int = 1
     lr: float = 2e-4
@@ -73,6 +75,7 @@ class TrainConfig:
         if isinstance(self.weights, dict):
             self.weights = LossWeights(**self.weights)
         self.betas = tuple(self.betas)  # type: ignore[assignment]
+        self.real_faces = tuple(self.real_faces)
 
     def validate(self) -> None:
         """Raise `LangBRTInputError` (one line, naming the option) for a value the run cannot use."""

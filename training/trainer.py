@@ -88,11 +88,13 @@ def build_dataset(cfg: TrainConfig, image_size: int, split: str = "train",
     """
     train = split == "train"
     if cfg.data == SYNTHETIC:
-        from langbrt.training.data.synthetic import SyntheticBlemishDataset, collate_synthetic
+        from langbrt.training.data.synthetic import RealFaceBase, SyntheticBlemishDataset, collate_synthetic
 
         n = length if length is not None else cfg.synthetic_length
+        bases = tuple(RealFaceBase.from_regions_file(path) for path in cfg.real_faces)
         base: Any = SyntheticBlemishDataset(n, image_size=image_size, seed=cfg.seed, split=split,
-                                            flip=cfg.flip and train)
+                                            flip=cfg.flip and train, bases=bases,
+                                            real_fraction=cfg.real_fraction if bases else 0.0)
         collate: Callable = collate_synthetic
     else:
         if cfg.data == FFHQR:
