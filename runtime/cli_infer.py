@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 import torch
 
+from langbrt.bundled import default_model_path
 from langbrt.errors import LangBRTError, LangBRTInputError
 from langbrt.io import WRITE_SUFFIXES, LoadedImage, load_image, write_image
 from langbrt.text import normalize_prompt
@@ -31,7 +32,7 @@ SUFFIX = "_retouched"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm"}
 OVERLAY_COLOR = torch.tensor([1.0, 0.15, 0.1])[:, None, None]  # (3, 1, 1) red-orange heat
 OVERLAY_ALPHA = 0.6
-EXIT_FAILED_FILES, EXIT_USAGE = 1, 2
+EXIT_FAILED_FILES, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="langbrt-infer", description="Remove the facial blemishes you name from photos. "
                 "Writes <stem>_retouched.<ext> into a results folder; the rest of each photo is untouched.")
     p.add_argument("images", nargs="+", help="image files, folders (their images, not recursive) or globs")
-    p.add_argument("--model", help="checkpoint folder, .onnx file or .engine/.plan (required for now)")
+    p.add_argument("--model", help="checkpoint folder, .onnx file or .engine/.plan (default: the bundled model)")
     p.add_argument("--backend", default="auto", choices=[b.value for b in BackendName],
                    help="what runs the model; auto: by --model (folder: torch, .onnx, .engine)")
     p.add_argument("--prompt", action="append", dest="prompts", metavar="TEXT",
@@ -138,7 +139,10 @@ class Runner:
         image = load_image(source)
         [result] = self.retoucher.retouch([image], self.prompts)
         targets = self.targets(source, image, result)
-        targets["image"].parent.mkdir(parents=True, exist_ok=True)
+        try:
+            targets["image"].parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise LangBRTInputError(f"{source}: cannot create {targets['image'].parent} ({err.strerror})") from None
         fmt, _ = output_format(image)
         write_image(targets["image"], result.image, alpha=image.alpha, format=fmt, exif=image.exif,
                     icc_profile=image.icc_profile)
@@ -158,6 +162,13 @@ class Runner:
         }
 
 
+def check_output_folder(folder: Path) -> None:
+    """Refuse, before any work, a results folder that is (or sits below) an existing file."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise LangBRTInputError(f"-o {folder}: {existing} is a file, not a folder; pass a folder (created if missing)")
+
+
 def _fail(prog: str, message: str) -> int:
     print(f"{prog}: error: {message}", file=sys.stderr)
     return EXIT_USAGE
@@ -166,14 +177,15 @@ def _fail(prog: str, message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = "langbrt-infer"
-    if args.model is None:
-        return _fail(prog, "no bundled default model yet: pass --model DIR (a checkpoint folder, .onnx or .engine)")
     try:
         prompts = [normalize_prompt(p) for p in args.prompts] if args.prompts else None
         files, missing = expand_inputs(args.images)
         if not files:
             return _fail(prog, "no input images found in " + " ".join(args.images))
-        retoucher = Retoucher.load(args.model, args.backend, args.device, args.precision, batch_size=1)
+        if args.output is not None:
+            check_output_folder(args.output)
+        retoucher = Retoucher.load(args.model or default_model_path(), args.backend, args.device, args.precision,
+                                   batch_size=1)
         if prompts is not None:
             retoucher.resolve_prompts(prompts, 1)
     except LangBRTError as err:
@@ -185,12 +197,17 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     with tqdm(files, desc="retouching", unit="img", disable=len(files) < 2 or None, file=sys.stderr) as bar:
-        for source in bar:
-            try:
-                results.append(runner.process(source))
-            except LangBRTError as err:
-                failed.append({"input": str(source), "error": str(err)})
-                tqdm.write(f"{prog}: {err}", file=sys.stderr)
+        try:
+            for source in bar:
+                try:
+                    results.append(runner.process(source))
+                except LangBRTError as err:
+                    failed.append({"input": str(source), "error": str(err)})
+                    tqdm.write(f"{prog}: {err}", file=sys.stderr)
+        except KeyboardInterrupt:  # Ctrl-C: writes are atomic, so every output already there is complete
+            bar.close()
+            print(f"{prog}: interrupted after {len(results)} of {len(files)} image(s)", file=sys.stderr)
+            return EXIT_INTERRUPTED
     if args.json:
         print(json.dumps({"results": results, "failed": failed}, indent=2))
     elif results:

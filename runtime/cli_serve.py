@@ -17,7 +17,9 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
+from langbrt.bundled import default_model_path
 from langbrt.errors import LangBRTError
 from langbrt.io import DEFAULT_MAX_PIXELS
 
@@ -25,13 +27,20 @@ TOKEN_ENV = "LANGBRT_SERVE_TOKEN"
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is ONE line (the project's CLI convention, no usage dump), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _OneLineParser(
         prog="langbrt-serve",
         description="Serve LangBRT over HTTP: POST /v1/retouch, GET /v1/prompts, /healthz, /readyz, /metrics.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", help="checkpoint folder, .onnx or TensorRT engine (required: no model is bundled yet)")
+    p.add_argument("--model", help="checkpoint folder, .onnx or TensorRT engine (default: the bundled model)")
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend; auto picks by file type")
     p.add_argument("--device", default=None, help="e.g. cuda:0 or cpu (default: the backend's choice)")
     p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None,
@@ -53,8 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if not args.model:
-        parser.error("--model is required: LangBRT does not bundle a model yet; pass a checkpoint folder, "
-                     ".onnx file or TensorRT engine")
+        try:
+            args.model = str(default_model_path())
+        except LangBRTError as err:
+            parser.error(str(err))
     if not Path(args.model).exists():
         parser.error(f"--model {args.model}: no such file or folder")
     for name in ("max_batch", "queue_size", "max_pixels", "max_prompts"):

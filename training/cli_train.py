@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import click
@@ -110,7 +111,9 @@ def main(ctx: click.Context, threads: int, resume: str | None, quiet: bool, **op
         from langbrt.training.trainer import TrainingDiverged, train
 
         try:
-            result = train(cfg, resume=resume, progress=not quiet)
+            with warnings.catch_warnings():  # restores showwarning afterwards (matters when called in process)
+                warnings.showwarning = _one_line_warning
+                result = train(cfg, resume=resume, progress=not quiet)
         except TrainingDiverged as err:
             click.echo(f"Error: {err}", err=True)
             sys.exit(EXIT_DIVERGED)
@@ -120,6 +123,12 @@ def main(ctx: click.Context, threads: int, resume: str | None, quiet: bool, **op
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"saved {result.final_dir} after {result.steps} steps (loss {result.last_loss:.4f}); "
                    f"evaluate with: langbrt-eval --model {result.final_dir} --data {cfg.data}")
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      file: object = None, line: str | None = None) -> None:
+    """A warning (a skipped corrupt image, ...) as one `Warning: ...` line, not Python's file:line + source."""
+    click.echo(f"Warning: {' '.join(str(message).split())}", err=True)
 
 
 def _config(ctx: click.Context, options: dict[str, object], resume: str | None) -> TrainConfig:

@@ -345,70 +345,70 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
     log = RunLog(output, enabled=info.is_main)
     bar = _progress_bar(cfg.steps, start, enabled=progress and info.is_main)
     t0, last_loss = time.perf_counter(), float("nan")
-    for step in range(start, cfg.steps):
-        batch = _to_device(next(data), info.device)
-        # ---- generator step (eq. 11, min over E, T, D): the discriminator is frozen and called unwrapped
-        set_requires_grad(discriminator, False)
-        with autocast:
-            out = gen(batch["source"], batch["prompts"])
-            loss_g, parts = generator_losses(cfg, out, batch, resources, discriminator)
-        loss_g = loss_g.float()
-        loss_g_mean = all_reduce_mean(loss_g.detach(), info)
-        if not torch.isfinite(loss_g_mean):
-            _diverged(loss_g_mean, step + 1, last_ckpt, bar, log)
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt_g.step()
-        sched_g.step()
-        # ---- discriminator step (eq. 8, max over S) on the target vs. the detached output
-        if cfg.weights.adversarial > 0:
-            set_requires_grad(discriminator, True)
+    try:
+        for step in range(start, cfg.steps):
+            batch = _to_device(next(data), info.device)
+            # ---- generator step (eq. 11, min over E, T, D): the discriminator is frozen and called unwrapped
+            set_requires_grad(discriminator, False)
             with autocast:
-                loss_d = discriminator_loss(disc(batch["target"]), disc(out.image.detach())).float()
-            if not torch.isfinite(all_reduce_mean(loss_d.detach(), info)):
-                _diverged(loss_d, step + 1, last_ckpt, bar, log)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            parts["discriminator"] = loss_d
-            sched_d.step()
-        if ema is not None:
-            ema.update(model)
-        done, last_loss = step + 1, float(loss_g_mean)
-        bar.update(1)
-        # ---- logging, samples, checkpoints: explicit points of the loop, rank 0 writes
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            values = {f"loss/{k}": float(all_reduce_mean(v.detach().float().to(info.device), info))
-                      for k, v in sorted(parts.items())}
-            values.update({"loss/total": last_loss, "lr": sched_g.get_last_lr()[0],
-                           "it_per_s": (done - start) / (time.perf_counter() - t0)})
-            log.scalars(done, values)
-            bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{values['lr']:.2e}")
-        if info.is_main and (done % cfg.image_every == 0 or done == cfg.steps):
-            log.image_grid(done, batch["source"], out.mask, out.image, batch["target"])
-        is_ckpt, is_final = done % cfg.checkpoint_every == 0, done == cfg.steps
-        if is_ckpt or is_final:
-            target_dir = output / (FINAL_DIR if is_final else f"{CHECKPOINTS_DIR}/step_{done:06d}")
-            if info.is_main:
-                trainer_state = {"step": done, "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                                 "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(),
-                                 "discriminator": discriminator.state_dict(), "rng": rng_state(),
-                                 "ema": ema.state_dict() if ema is not None else None,
-                                 "data_order": {"seed": cfg.seed, "batch_size": cfg.batch_size,
-                                                "world_size": info.world_size, "step": done}}
-                save_checkpoint(target_dir, model, ema, trainer_state, cfg)
-            barrier(info)
-            last_ckpt = target_dir
-    bar.close()
-    log.close()
+                out = gen(batch["source"], batch["prompts"])
+                loss_g, parts = generator_losses(cfg, out, batch, resources, discriminator)
+            loss_g = loss_g.float()
+            loss_g_mean = all_reduce_mean(loss_g.detach(), info)
+            if not torch.isfinite(loss_g_mean):
+                _diverged(loss_g_mean, step + 1, last_ckpt)
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt_g.step()
+            sched_g.step()
+            # ---- discriminator step (eq. 8, max over S) on the target vs. the detached output
+            if cfg.weights.adversarial > 0:
+                set_requires_grad(discriminator, True)
+                with autocast:
+                    loss_d = discriminator_loss(disc(batch["target"]), disc(out.image.detach())).float()
+                if not torch.isfinite(all_reduce_mean(loss_d.detach(), info)):
+                    _diverged(loss_d, step + 1, last_ckpt)
+                opt_d.zero_grad(set_to_none=True)
+                loss_d.backward()
+                opt_d.step()
+                parts["discriminator"] = loss_d
+                sched_d.step()
+            if ema is not None:
+                ema.update(model)
+            done, last_loss = step + 1, float(loss_g_mean)
+            bar.update(1)
+            # ---- logging, samples, checkpoints: explicit points of the loop, rank 0 writes
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                values = {f"loss/{k}": float(all_reduce_mean(v.detach().float().to(info.device), info))
+                          for k, v in sorted(parts.items())}
+                values.update({"loss/total": last_loss, "lr": sched_g.get_last_lr()[0],
+                               "it_per_s": (done - start) / (time.perf_counter() - t0)})
+                log.scalars(done, values)
+                bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{values['lr']:.2e}")
+            if info.is_main and (done % cfg.image_every == 0 or done == cfg.steps):
+                log.image_grid(done, batch["source"], out.mask, out.image, batch["target"])
+            is_ckpt, is_final = done % cfg.checkpoint_every == 0, done == cfg.steps
+            if is_ckpt or is_final:
+                target_dir = output / (FINAL_DIR if is_final else f"{CHECKPOINTS_DIR}/step_{done:06d}")
+                if info.is_main:
+                    trainer_state = {"step": done, "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                                     "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(),
+                                     "discriminator": discriminator.state_dict(), "rng": rng_state(),
+                                     "ema": ema.state_dict() if ema is not None else None,
+                                     "data_order": {"seed": cfg.seed, "batch_size": cfg.batch_size,
+                                                    "world_size": info.world_size, "step": done}}
+                    save_checkpoint(target_dir, model, ema, trainer_state, cfg)
+                barrier(info)
+                last_ckpt = target_dir
+    finally:  # also on a diverged loss or a data error mid-run: flush the logs
+        bar.close()
+        log.close()
     return TrainResult(output / FINAL_DIR, cfg.steps, last_loss, time.perf_counter() - t0)
 
 
-def _diverged(value: torch.Tensor, step: int, last_ckpt: Path | None, bar: Any, log: RunLog) -> None:
-    bar.close()
-    log.close()
+def _diverged(value: torch.Tensor, step: int, last_ckpt: Path | None) -> None:
     where = f"last good checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
     raise TrainingDiverged(f"loss became {float(value)} at step {step}; stopping ({where}); "
                            "resume from it with --resume and a lower --lr")

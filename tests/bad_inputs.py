@@ -1,0 +1,233 @@
+"""The catalogue of bad (and awkward-but-valid) inputs that every entry point is fed in `test_bad_inputs.py`.
+
+Each case is a builder that writes one file (or folder) into a given folder and returns its path, plus what
+every entry point must make of it: `ok` cases must WORK (and come out upright at `size`), the others must
+be refused with one clear line. Builders only use Pillow and the standard library, so the catalogue can be
+reused by any test without a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SIZE = (48, 30)  # (W, H) of every generated photo: not square, so a transposed output is caught
+ROTATED_STORED = (80, 40)  # (W, H) as stored in the EXIF-rotated JPEG; upright it is (40, 80)
+BOMB_SIDE = 20_000  # the bomb's header claims BOMB_SIDE x BOMB_SIDE = 400 MP
+EXIF_ORIENTATION = 0x0112
+
+
+def _noise(size: tuple[int, int] = SIZE, channels: int = 3, seed: int = 0) -> np.ndarray:
+    """(H, W, C) uint8 noise: incompressible, so truncating or flipping its bytes always hits pixel data."""
+    return np.random.default_rng(seed).integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+
+
+def _encoded(fmt: str, size: tuple[int, int] = SIZE) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(_noise(size)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def _chunk(tag: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, tag, data, CRC-32 of tag + data."""
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+
+# ---------------------------------------------------------------------------------------------- builders
+
+
+def zero_byte(folder: Path) -> Path:
+    path = folder / "zero.png"
+    path.write_bytes(b"")
+    return path
+
+
+def truncated_jpeg(folder: Path) -> Path:
+    data = _encoded("JPEG", (64, 64))
+    path = folder / "truncated.jpg"
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def truncated_png(folder: Path) -> Path:
+    data = _encoded("PNG", (64, 64))
+    path = folder / "truncated.png"
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def corrupt_png(folder: Path) -> Path:
+    """A complete PNG with 64 bytes in the middle of its pixel data flipped (CRC and deflate both break)."""
+    data = bytearray(_encoded("PNG", (64, 64)))
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(b ^ 0xFF for b in data[middle : middle + 64])
+    path = folder / "corrupt.png"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def text_as_jpg(folder: Path) -> Path:
+    path = folder / "notes.jpg"
+    path.write_text("this is a shopping list, not a photo\n", encoding="utf-8")
+    return path
+
+
+def decompression_bomb(folder: Path) -> Path:
+    """A real 8x8 PNG whose IHDR is patched to claim 20000x20000, with the IHDR CRC recomputed."""
+    buf = io.BytesIO()
+    Image.new("L", (8, 8), 128).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    assert data[12:16] == b"IHDR", "Pillow always writes IHDR first"
+    data[16:24] = struct.pack(">II", BOMB_SIDE, BOMB_SIDE)  # width, height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))  # CRC over tag + 13 data bytes
+    path = folder / "bomb.png"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def one_by_one(folder: Path) -> Path:
+    path = folder / "dot.png"
+    Image.new("RGB", (1, 1), (200, 150, 130)).save(path)
+    return path
+
+
+def grayscale(folder: Path) -> Path:
+    path = folder / "gray.png"
+    Image.fromarray(_noise(channels=1)[:, :, 0], "L").save(path)
+    return path
+
+
+def palette(folder: Path) -> Path:
+    path = folder / "palette.png"
+    Image.fromarray(_noise()).quantize(16).save(path)
+    return path
+
+
+def rgba(folder: Path) -> Path:
+    path = folder / "rgba.png"
+    Image.fromarray(_noise(channels=4), "RGBA").save(path)
+    return path
+
+
+def cmyk_jpeg(folder: Path) -> Path:
+    path = folder / "cmyk.jpg"
+    Image.fromarray(_noise(channels=4), "CMYK").save(path, format="JPEG")
+    return path
+
+
+def png_16bit(folder: Path) -> Path:
+    """16-bit RGB, written by hand: Pillow cannot write 16-bit RGB PNGs itself."""
+    width, height = SIZE
+    pixels = np.random.default_rng(1).integers(0, 65536, (height, width * 3), dtype=np.uint16).astype(">u2")
+    rows = b"".join(b"\x00" + pixels[y].tobytes() for y in range(height))  # filter byte 0 per row
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)  # depth 16, colour type 2 (RGB)
+    path = folder / "deep.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(rows))
+                     + _chunk(b"IEND", b""))
+    return path
+
+
+def exif_rotated_jpeg(folder: Path) -> Path:
+    """Stored 80x40 landscape with EXIF orientation 6 (rotate 90 degrees clockwise): upright it is 40x80."""
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6
+    path = folder / "rotated.jpg"
+    Image.fromarray(_noise(ROTATED_STORED)).save(path, exif=exif.tobytes())
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- cases
+
+
+@dataclass(frozen=True)
+class ImageCase:
+    """One image file and what every entry point must do with it."""
+
+    name: str
+    build: Callable[[Path], Path]
+    ok: bool  # True: must work; False: refused with one line
+    size: tuple[int, int] | None = None  # (W, H) the output must have, upright; ok cases only
+    status: int = 200  # the server's answer
+    media_type: str = "image/png"  # what a client would send it as
+
+    def __str__(self) -> str:
+        return self.name
+
+
+IMAGE_CASES = (
+    ImageCase("zero-byte", zero_byte, ok=False, status=422),
+    ImageCase("truncated-jpeg", truncated_jpeg, ok=False, status=422, media_type="image/jpeg"),
+    ImageCase("truncated-png", truncated_png, ok=False, status=422),
+    ImageCase("corrupt-png", corrupt_png, ok=False, status=422),
+    # A client uploading a text file usually says so: the server refuses the media type before decoding.
+    ImageCase("text-as-jpg", text_as_jpg, ok=False, status=415, media_type="text/plain"),
+    ImageCase("bomb-20000x20000", decompression_bomb, ok=False, status=413),
+    ImageCase("1x1", one_by_one, ok=True, size=(1, 1)),
+    ImageCase("grayscale", grayscale, ok=True, size=SIZE),
+    ImageCase("palette", palette, ok=True, size=SIZE),
+    ImageCase("rgba", rgba, ok=True, size=SIZE),
+    ImageCase("cmyk-jpeg", cmyk_jpeg, ok=True, size=SIZE, media_type="image/jpeg"),
+    ImageCase("16-bit-png", png_16bit, ok=True, size=SIZE),
+    ImageCase("exif-rotated", exif_rotated_jpeg, ok=True, size=ROTATED_STORED[::-1], media_type="image/jpeg"),
+)
+BAD_IMAGES = tuple(c for c in IMAGE_CASES if not c.ok)
+
+
+@dataclass(frozen=True)
+class PromptCase:
+    name: str
+    text: str
+    ok: bool
+
+    def __str__(self) -> str:
+        return self.name
+
+
+PROMPT_CASES = (
+    PromptCase("empty", "", ok=False),
+    PromptCase("whitespace", " \t\n  ", ok=False),
+    PromptCase("10000-chars", "acne " * 2000, ok=False),
+    PromptCase("french", "acné sur la joue droite", ok=True),  # not in any baked table: the encoder runs
+    PromptCase("japanese", "にきび", ok=True),
+)
+
+
+def text_file_model(folder: Path) -> Path:
+    path = folder / "model.txt"
+    path.write_text("not a model\n", encoding="utf-8")
+    return path
+
+
+def folder_without_config(folder: Path) -> Path:
+    path = folder / "not-a-checkpoint"
+    path.mkdir()
+    (path / "model.safetensors").write_bytes(b"\x00" * 16)
+    return path
+
+
+MODEL_CASES = {"text-file": text_file_model, "folder-without-config": folder_without_config}
+
+
+def file_where_a_folder_is_expected(folder: Path) -> Path:
+    """An output "folder" that cannot be written into. As root, chmod 0o555 does not stop writes, so an
+    existing FILE stands in for the read-only folder: every mkdir/open below it fails with an OSError."""
+    path = folder / "out"
+    path.write_text("I am a file\n", encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+
+def checksums(*roots: Path) -> dict[Path, str]:
+    """sha256 of every file under `roots` (files or folders): compare before and after a run."""
+    files = [p for root in roots for p in ([root] if root.is_file() else sorted(root.rglob("*"))) if p.is_file()]
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
