@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from langbrt.bundled import default_model_path
 from langbrt.errors import LangBRTError
 
 from .exporter import FORMATS, ExportOptions, export_model
@@ -39,7 +40,8 @@ class _OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     formats = "; ".join(f"{f.name}: {f.description}" for f in FORMATS)
     parser = _OneLineParser(prog=PROG, description="Export a trained LangBRT checkpoint for deployment.")
-    parser.add_argument("--model", type=Path, help="checkpoint folder (config.json + model.safetensors); required")
+    parser.add_argument("--model", type=Path,
+                        help="checkpoint folder (config.json + model.safetensors); default: the bundled model")
     parser.add_argument("--format", choices=[f.name for f in FORMATS], default="onnx", help=formats)
     parser.add_argument("--output", type=Path, required=True, help="file (onnx, engine) or folder (triton-repo)")
     parser.add_argument("--fp16", action="store_true",
@@ -58,8 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.model is None:
-        print(f"{PROG}: --model DIR is required (there is no bundled default model yet)", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        try:
+            args.model = default_model_path()
+        except LangBRTError as err:
+            print(f"{PROG}: {err}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     options = ExportOptions(fp16=args.fp16, batch_sizes=tuple(args.batch_sizes), opset=args.opset,
                             extra_prompt_slots=args.extra_prompt_slots, prompts=tuple(args.prompt),

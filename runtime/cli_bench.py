@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from langbrt.atomic import atomic_write_text
+from langbrt.bundled import default_model_path
 from langbrt.errors import LangBRTError
 
 from .backends import load_backend
@@ -50,8 +51,9 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="langbrt-bench", description="Benchmark LangBRT backends: latency percentiles, "
                 "throughput, FLOPs and the device roofline. Prints a table, or JSON with --json.")
-    p.add_argument("--model", action="append", required=True, metavar="PATH",
-                   help="checkpoint folder, .onnx or .engine (repeat to compare, e.g. a folder and its .onnx)")
+    p.add_argument("--model", action="append", metavar="PATH",
+                   help="checkpoint folder, .onnx or .engine (repeat to compare, e.g. a folder and its .onnx); "
+                   "default: the bundled model")
     p.add_argument("--backend", default="all", choices=["all"] + [b.value for b in BackendName if b.value != "auto"],
                    help="all: every backend that can load each --model")
     p.add_argument("--precision", nargs="+", default=["fp32"], choices=PRECISIONS)
@@ -216,6 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     if any(b < 1 for b in args.batch_sizes) or args.warmup < 0 or args.seconds < 0:
         print("langbrt-bench: error: batch sizes must be >= 1, --warmup and --seconds >= 0", file=sys.stderr)
         return 2
+    if not args.model:
+        try:
+            args.model = [str(default_model_path())]
+        except LangBRTError as err:
+            print(f"langbrt-bench: error: {err}", file=sys.stderr)
+            return 2
     missing = [m for m in args.model if not Path(m).exists()]
     if missing:
         print(f"langbrt-bench: error: {missing[0]}: no such model file or folder", file=sys.stderr)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from langbrt.bundled import default_model_path
 from langbrt.errors import LangBRTInputError
 from langbrt.io import LoadedImage
 
@@ -53,12 +54,15 @@ class Retoucher:
         self.batch_size = batch_size
 
     @classmethod
-    def load(cls, path: str | Path, backend: str = "auto", device: str | None = None,
+    def load(cls, path: str | Path | None = None, backend: str = "auto", device: str | None = None,
              precision: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> Retoucher:
         """Open a checkpoint folder (torch), a .onnx file (onnxruntime) or a .engine/.plan (tensorrt).
 
+        `path=None` opens the model bundled with the package.
+
         `precision=None` means fp32 for checkpoints and the artifact's own precision for exports.
         """
+        path = default_model_path() if path is None else path
         return cls(load_backend(str(path), backend, device, precision), batch_size)
 
     @property

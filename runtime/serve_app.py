@@ -226,12 +226,11 @@ def create_app(
 ) -> FastAPI:
     """Build the app; the model loads in the background after startup (so /healthz answers at once).
 
-    `loader` defaults to `Retoucher.load(config.model, ...)`; `on_load_failure` lets the CLI exit non-zero.
+    `loader` defaults to `Retoucher.load(config.model, ...)` (the bundled model when None); `on_load_failure`
+    lets the CLI exit non-zero.
     """
     if loader is None:
-        if not config.model:
-            raise LangBRTInputError("no model given: pass --model PATH (LangBRT does not bundle a model yet)")
-        loader = _default_loader(config)
+        loader = _default_loader(config)  # config.model None: the bundled model
     metrics = ServeMetrics(config.max_batch)
     state = _ServeState(config, metrics)
 

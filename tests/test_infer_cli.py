@@ -133,7 +133,6 @@ def test_an_exif_rotated_photo_keeps_its_orientation(model_dir, tmp_path):
         (["--model", "{tmp}/missing"], "no such model"),
         (["--model", "{model}", "--prompt", "  "], "prompt"),
         (["--model", "{model}", "--backend", "tflite"], "invalid choice"),
-        ([], "no bundled default model yet: pass --model DIR"),
     ],
 )
 def test_usage_errors_are_one_line_exit_2_and_write_nothing(model_dir, tmp_path, capsys, args, message):

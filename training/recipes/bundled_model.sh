@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduces the model bundled in langbrt/assets/default_model (the one `langbrt-infer` uses when no
-# --model is given). CPU only, about 40 minutes on 2 cores; no download, no weights files needed:
+# --model is given). CPU only, about 30 minutes on one core; no download, no weights files needed:
 # synthetic blemishes on procedural faces plus the public-domain example face in examples/.
 # The perceptual (VGG-19), semantic (Alpha-CLIP) and adversarial terms are off: no offline weights exist
 # for the first two, and the GAN term did not pay for its cost at this size. Usage:
@@ -9,8 +9,8 @@ set -euo pipefail
 out="${1:-runs/bundled}"
 langbrt-train --data synthetic --preset small --seed 0 \
   --real-face examples/astronaut_face.regions.json --real-fraction 0.3 --synthetic-length 20000 \
-  --steps 2500 --batch-size 4 --lr 2e-3 --warmup-steps 100 \
+  --steps 1200 --batch-size 4 --lr 2e-3 --warmup-steps 50 \
   --l1-weight 20 --detection-weight 1 --component-weight 1 \
   --adversarial-weight 0 --perceptual-weight 0 --semantic-weight 0 \
-  --ema-decay 0.999 --checkpoint-every 500 --image-every 500 --threads 2 \
+  --ema-decay 0.999 --checkpoint-every 300 --image-every 300 --threads 1 \
   --output "$out"
