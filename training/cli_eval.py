@@ -7,11 +7,13 @@ otherwise a table with the model and the identity (output = input) side by side.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 
 import click
 import torch
 
+from langbrt.atomic import atomic_write_text
 from langbrt.errors import LangBRTError
 from langbrt.model import LangBRT
 from langbrt.text import text_encoder_from_name
@@ -24,7 +26,11 @@ EXIT_BAD_INPUT = 2
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
-@click.option("--model", "model_dir", type=click.Path(), required=True, help="Checkpoint folder (OUTPUT/final).")
+@click.option("--model", "model_dir", type=click.Path(), help="Checkpoint folder (OUTPUT/final).")
+@click.option("--suite", "suite_specs", multiple=True, metavar="NAME=DIR",
+              help="Quality benchmark: score these checkpoints (repeatable) and the classical baselines side by "
+                   "side on the synthetic set; see training/suite.py.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="With --suite: also write the JSON here.")
 @click.option("--data", default="synthetic", show_default=True,
               help="'synthetic', 'ffhqr' (with --ffhqr-root) or a folder holding source/ and target/.")
 @click.option("--ffhqr-root", type=click.Path(), help="FFHQR folder (see langbrt-train --help).")
@@ -40,13 +46,20 @@ EXIT_BAD_INPUT = 2
 @click.option("--clip-text-weights", type=click.Path(), help="For models trained with an open_clip text encoder.")
 @click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-def main(model_dir: str, data: str, ffhqr_root: str | None, ffhqr_target_root: str | None, split: str,
+def main(model_dir: str | None, suite_specs: tuple[str, ...], out_path: str | None, data: str,
+         ffhqr_root: str | None, ffhqr_target_root: str | None, split: str,
          num_samples: int, batch_size: int, seed: int, strict: bool, clip_text_weights: str | None, device: str,
          as_json: bool) -> None:
     """Evaluate a checkpoint: PSNR, SSIM, LPIPS, PSNR on blemishes, detection IoU/AP and specificity.
 
     Example: langbrt-eval --model runs/tiny/final --data synthetic --num-samples 64 --json
     """
+    if suite_specs:
+        _suite(suite_specs, out_path, data, split, num_samples, batch_size, seed, device, as_json)
+        return
+    if model_dir is None:
+        click.echo("Error: give --model DIR (or --suite NAME=DIR for the benchmark)", err=True)
+        sys.exit(EXIT_BAD_INPUT)
     try:
         result = _run(model_dir, data, ffhqr_root, ffhqr_target_root, split, num_samples, batch_size, seed, strict,
                       clip_text_weights, device)
@@ -57,6 +70,25 @@ def main(model_dir: str, data: str, ffhqr_root: str | None, ffhqr_target_root: s
         click.echo(json.dumps(result.to_dict()))
     else:
         click.echo(format_table(result))
+
+
+def _suite(specs: tuple[str, ...], out_path: str | None, data: str, split: str, num_samples: int, batch_size: int,
+           seed: int, device: str, as_json: bool) -> None:
+    from langbrt.training.suite import evaluate_suite, format_suite_table, parse_suite_specs
+
+    command = shlex.join(["langbrt-eval", *sys.argv[1:]])
+    try:
+        if data != "synthetic":
+            raise click.BadParameter("--suite needs --data synthetic (its baselines use the exact masks)")
+        result = evaluate_suite(parse_suite_specs(specs), split=split, num_samples=num_samples,
+                                batch_size=batch_size, seed=seed, device=device, command=command)
+    except LangBRTError as err:
+        click.echo(f"Error: {err}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    text = json.dumps(result.to_dict(), indent=2)
+    if out_path is not None:
+        atomic_write_text(out_path, text + "\n")
+    click.echo(text if as_json else format_suite_table(result))
 
 
 def _run(model_dir: str, data: str, ffhqr_root: str | None, ffhqr_target_root: str | None, split: str,

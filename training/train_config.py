@@ -114,9 +114,11 @@ class TrainConfig:
         elif self.ablation == "no-tca":
             overrides["attention_kind"] = "self"
         elif self.ablation == "no-prior":
-            from langbrt.training.data.blemish_types import canonical_prompts
+            from langbrt.training.data.blemish_types import paraphrases, valid_specs
 
-            overrides["learned_prompts"] = tuple(canonical_prompts())
+            # One learned vector per prompt string the synthetic set can draw: without a language model,
+            # paraphrases of the same request share nothing, which is what this ablation measures.
+            overrides["learned_prompts"] = tuple(sorted({p for spec in valid_specs() for p in paraphrases(spec)}))
         return getattr(LangBRTConfig, self.preset)(**overrides)
 
     def to_dict(self) -> dict[str, Any]:

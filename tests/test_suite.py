@@ -1,0 +1,90 @@
+"""`langbrt-eval --suite`: checkpoints and classical baselines side by side, one table, one JSON file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from langbrt.config import LangBRTConfig
+from langbrt.model import LangBRT
+from langbrt.text import default_text_encoder
+from langbrt.training.cli_eval import main
+from langbrt.training.evaluate import evaluate
+from langbrt.training.suite import TABLE_COLUMNS, parse_suite_specs
+from langbrt.training.train_config import TrainConfig
+from langbrt.training.trainer import build_dataset
+
+NUM_SAMPLES = 2
+BASELINES = ("identity", "bilateral-skin", "inpaint-a")
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("suite")
+    dirs = {}
+    for seed, name in enumerate(("a", "b")):
+        torch.manual_seed(seed)
+        model = LangBRT(LangBRTConfig.tiny(), text_encoder=default_text_encoder())
+        dirs[name] = model.save_pretrained(root / name / "final")
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def suite_run(checkpoints, tmp_path_factory) -> tuple[str, dict]:
+    out = tmp_path_factory.mktemp("out") / "suite.json"
+    args = [arg for name, path in checkpoints.items() for arg in ("--suite", f"{name}={path}")]
+    result = CliRunner().invoke(main, [*args, "--data", "synthetic", "--num-samples", str(NUM_SAMPLES),
+                                       "--batch-size", "2", "--device", "cpu", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return result.output, json.loads(out.read_text())
+
+
+def test_json_records_the_run_and_every_method(suite_run):
+    _, report = suite_run
+    assert {"command", "date", "num_samples", "methods", "checkpoints", "notes"} <= report.keys()
+    assert report["num_samples"] == NUM_SAMPLES and report["command"]
+    assert list(report["methods"]) == ["a", "b", *BASELINES]
+    for scores in report["methods"].values():
+        assert set(TABLE_COLUMNS) <= scores.keys()
+        assert scores["lpips"] is None or scores["lpips"] >= 0
+
+
+def test_baselines_without_a_detector_have_no_iou_and_inpainting_reuses_the_first_models(suite_run):
+    methods = suite_run[1]["methods"]
+    assert methods["identity"]["iou"] is None and methods["bilateral-skin"]["iou"] is None
+    assert methods["inpaint-a"]["iou"] == methods["a"]["iou"]
+    assert methods["identity"]["specificity_change"] == 0.0
+
+
+def test_table_has_one_row_per_method_and_the_metric_columns(suite_run):
+    table, _ = suite_run
+    lines = table.splitlines()
+    header = next(line for line in lines if line.startswith("method"))
+    assert all(col in header for col in TABLE_COLUMNS)
+    for name in ("a", "b", *BASELINES):
+        assert any(line.split()[:1] == [name] for line in lines), name
+
+
+def test_identity_row_matches_the_identity_numbers_of_evaluate(checkpoints, suite_run):
+    identity = suite_run[1]["methods"]["identity"]
+    model = LangBRT.from_pretrained(checkpoints["a"])
+    dataset, collate, _ = build_dataset(TrainConfig(data="synthetic", flip=False), 64, split="test",
+                                        length=NUM_SAMPLES)
+    reference = evaluate(model, dataset, collate, batch_size=2)
+    assert identity["psnr_blemish"] == pytest.approx(reference.identity_psnr_blemish, rel=1e-6)
+    assert identity["psnr"] == pytest.approx(reference.identity_psnr, rel=1e-6)
+    assert identity["ssim"] == pytest.approx(reference.identity_ssim, rel=1e-6)
+
+
+def test_a_malformed_suite_entry_is_one_error_line(checkpoints):
+    result = CliRunner().invoke(main, ["--suite", "no-equals-sign", "--num-samples", "2"])
+    assert result.exit_code == 2 and result.output.startswith("Error: ") and result.output.count("\n") == 1
+
+
+def test_suite_names_may_not_shadow_a_baseline():
+    with pytest.raises(ValueError, match="taken by a baseline"):
+        parse_suite_specs(["identity=/tmp/x"])
