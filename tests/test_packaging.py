@@ -59,3 +59,9 @@ def test_importing_langbrt_loads_no_heavy_backend():
             "print(sorted(m for m in ('triton', 'transformers', 'open_clip', 'onnxruntime') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_wheel_carries_the_bundled_model(wheel_names):
+    for name in ("config.json", "model.safetensors", "prompt_bank.safetensors"):
+        assert f"langbrt/assets/default_model/{name}" in wheel_names

@@ -134,9 +134,13 @@ def test_a_model_that_fails_to_load_keeps_readyz_at_503_and_reports_it() -> None
     assert "no such file" in response.json()["error"]["message"] and failures
 
 
-def test_create_app_without_a_model_says_none_is_bundled() -> None:
-    with pytest.raises(LangBRTInputError, match="--model"):
-        create_app(ServeConfig())
+def test_without_a_model_the_bundled_one_is_served() -> None:
+    with TestClient(create_app(ServeConfig())) as c:
+        deadline = time.monotonic() + 60
+        while c.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert c.get("/readyz").status_code == 200
+        assert c.get("/v1/prompts").json()["prompts"][:3] == PREDEFINED
 
 
 def test_prompts_lists_what_the_model_knows(client: TestClient) -> None:
