@@ -45,23 +45,29 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from PIL import Image
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import Headers, UploadFile
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from langbrt.errors import LangBRTError, LangBRTInputError
-from langbrt.io import DEFAULT_MAX_PIXELS, LoadedImage, encode_image, load_image_bytes, to_uint8_hwc
-from langbrt.text.prompts import MAX_PROMPT_CHARS, normalize_prompt
+from langbrt.errors import LangBRTError
+from langbrt.io import DEFAULT_MAX_PIXELS, LoadedImage, encode_image, to_uint8_hwc
+from langbrt.text.prompts import MAX_PROMPT_CHARS
 
 from .batching import BatcherClosedError, BatchTimeoutError, DynamicBatcher, QueueFullError
 from .serve_metrics import METRICS_CONTENT_TYPE, ServeMetrics
+from .serve_request import (
+    ServeError,
+    check_prompts,
+    decode_image,
+    form_choice,
+    parse_upload,
+    read_body,
+)
 
 log = logging.getLogger("langbrt.serve")
 
 ReturnKind = Literal["image", "json"]
 _OUTPUT_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
-_RAW_TYPES = ("image/", "application/octet-stream")
 _WARMUP_SIZE = 64  # the Retoucher letterboxes any size to the model's; a small dummy is enough to warm it
 
 
@@ -89,14 +95,6 @@ class RetoucherLike(Protocol):
     prompts: list[str]
 
     def retouch(self, images: list[torch.Tensor], prompts: list[list[str]] | None = None) -> list[Any]: ...
-
-
-class ServeError(Exception):
-    """An error with its HTTP status and stable machine-readable code; rendered as the JSON error body."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 
 
 # ------------------------------------------------------------------------------------------ schemas
@@ -289,13 +287,13 @@ def create_app(
     ) -> Response:
         """Retouch one image: multipart field `image` (+ `prompt` fields) or a raw image/* body."""
         batcher = state.require_ready()
-        body = await _read_body(request, config.max_body_bytes)
-        upload = await _parse_upload(Headers(scope=request.scope), body, config.max_prompts)
-        texts = _check_prompts((prompt or []) + upload.prompts, config.max_prompts)
-        kind = return_ or _form_choice(upload.fields.get("return"), ("image", "json"), "return") or "image"
-        want_maps = maps if maps is not None else _form_choice(upload.fields.get("maps"), ("true", "false"), "maps")
+        body = await read_body(request, config.max_body_bytes)
+        upload = await parse_upload(Headers(scope=request.scope), body, config.max_prompts)
+        texts = check_prompts((prompt or []) + upload.prompts, config.max_prompts)
+        kind = return_ or form_choice(upload.fields.get("return"), ("image", "json"), "return") or "image"
+        want_maps = maps if maps is not None else form_choice(upload.fields.get("maps"), ("true", "false"), "maps")
         started = time.perf_counter()
-        loaded = await run_in_threadpool(_decode, upload.data, upload.name, config.max_pixels)
+        loaded = await run_in_threadpool(decode_image, upload.data, upload.name, config.max_pixels)
         decoded = time.perf_counter()
         result = await _submit(batcher, loaded.rgb, texts or None)
         timing = {**{k: float(v) for k, v in result.timing.items()},
@@ -332,94 +330,6 @@ def _bearer_check(token: str) -> Callable[..., None]:
                              {"WWW-Authenticate": 'Bearer realm="langbrt"'})
 
     return check
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing early on Content-Length and again on the bytes actually streamed."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise ServeError(400, "bad_request", f"Content-Length is not a number: {declared[:20]!r}")
-        if int(declared) > limit:
-            raise ServeError(413, "body_too_large", f"body is {int(declared)} bytes; the limit is {limit}")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ServeError(413, "body_too_large", f"body exceeds the {limit}-byte limit")
-    return bytes(body)
-
-
-@dataclass
-class _Upload:
-    data: bytes
-    name: str
-    prompts: list[str]
-    fields: dict[str, str]
-
-
-class _InMemoryMultiPartParser(MultiPartParser):
-    """Starlette's parser with spooling to disk switched off: the body is already bounded and in memory."""
-
-    spool_max_size = 2**62
-
-
-async def _parse_upload(headers: Headers, body: bytes, max_prompts: int) -> _Upload:
-    media = headers.get("content-type", "").split(";")[0].strip().lower()
-    if media.startswith(_RAW_TYPES):
-        return _Upload(body, "request body", [], {})
-    if media != "multipart/form-data":
-        raise ServeError(415, "unsupported_media",
-                         f"Content-Type {media or '(none)'!r}: send multipart/form-data with field 'image', "
-                         "or a raw body with Content-Type image/*")
-
-    async def stream() -> AsyncIterator[bytes]:
-        yield body
-
-    parser = _InMemoryMultiPartParser(headers, stream(), max_files=1, max_fields=max_prompts + 8)
-    try:
-        form = await parser.parse()
-    except MultiPartException as err:
-        raise ServeError(400, "bad_request", f"malformed multipart body: {err.message}") from err
-    image = form.get("image")
-    if not isinstance(image, UploadFile):
-        raise ServeError(422, "invalid_request", "multipart field 'image' (a file) is required, "
-                         "e.g. curl -F image=@face.jpg")
-    part_type = (image.content_type or "").lower()
-    if part_type and not part_type.startswith(_RAW_TYPES):
-        raise ServeError(415, "unsupported_media", f"field 'image' has Content-Type {part_type!r}, not image/*")
-    data = await image.read()
-    prompts = [v for v in form.getlist("prompt") if isinstance(v, str)]
-    fields = {k: v for k, v in form.items() if isinstance(v, str) and k in ("return", "maps")}
-    return _Upload(data, image.filename or "image", prompts, fields)
-
-
-def _check_prompts(prompts: list[str], max_prompts: int) -> list[str]:
-    if len(prompts) > max_prompts:
-        raise ServeError(422, "invalid_prompt", f"{len(prompts)} prompts; the limit is {max_prompts} per request")
-    try:
-        return [normalize_prompt(p) for p in prompts]
-    except LangBRTInputError as err:
-        raise ServeError(422, "invalid_prompt", str(err)) from err
-
-
-def _form_choice(value: str | None, allowed: tuple[str, ...], name: str) -> str | None:
-    if value is None:
-        return None
-    if value.lower() not in allowed:
-        raise ServeError(422, "invalid_request", f"field {name!r} must be one of {', '.join(allowed)}")
-    return value.lower()
-
-
-def _decode(data: bytes, name: str, max_pixels: int) -> LoadedImage:
-    try:
-        return load_image_bytes(data, name, max_pixels=max_pixels)
-    except LangBRTInputError as err:
-        message = str(err)
-        # langbrt.io words both of its pixel-limit checks (ours and Pillow's) this way; a test pins it.
-        if "MP limit" in message or "too many pixels" in message:
-            raise ServeError(413, "too_many_pixels", message) from err
-        raise ServeError(422, "invalid_image", message) from err
 
 
 async def _submit(batcher: DynamicBatcher[Any], image: torch.Tensor, prompts: list[str] | None) -> Any:

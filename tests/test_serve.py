@@ -457,7 +457,10 @@ def test_the_langbrt_serve_script_serves_a_multipart_request_and_stops_gracefull
     assert "Shutting down" in output or "shutdown" in output.lower()
 
 
-def test_the_cli_without_a_model_exits_with_one_line_naming_the_flag() -> None:
+def test_the_cli_with_a_missing_model_exits_with_one_line_naming_it(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "LANGBRT_SERVE_TOKEN"}
-    result = subprocess.run([*_serve_script()], capture_output=True, text=True, timeout=60, env=env)
-    assert result.returncode != 0 and "--model" in result.stderr
+    missing = tmp_path / "no-such-model"
+    result = subprocess.run([*_serve_script(), "--model", str(missing)], capture_output=True, text=True,
+                            timeout=60, env=env)
+    assert result.returncode != 0 and str(missing) in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
