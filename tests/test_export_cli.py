@@ -70,9 +70,9 @@ def test_without_a_gpu_fp16_says_so_and_writes_nothing(model_dir, tmp_path, caps
     assert list(tmp_path.iterdir()) == []
 
 
-def test_missing_model_option_says_it_is_required(tmp_path, capsys):
-    assert main(["--output", str(tmp_path / "m.onnx")]) == 2
-    assert "--model DIR is required" in _one_line_error(capsys)
+def test_without_model_the_bundled_one_is_exported(tmp_path):
+    assert main(["--output", str(tmp_path / "m.onnx")]) == 0
+    assert read_onnx_metadata(tmp_path / "m.onnx").image_size == 256  # the bundled small() model
 
 
 @pytest.mark.parametrize("case", ["missing", "corrupt", "no-folder", "empty-prompt"])
