@@ -50,12 +50,13 @@ class EvalResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: NaN becomes None (JSON has no NaN), nested dataclasses become dicts."""
-        return _finite_or_none(asdict(self))
+        return finite_or_none(asdict(self))
 
 
-def _finite_or_none(value: Any) -> Any:
+def finite_or_none(value: Any) -> Any:
+    """NaN/inf floats (also nested in dicts) -> None: JSON has no NaN, and an undefined metric is not 0."""
     if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
+        return {k: finite_or_none(v) for k, v in value.items()}
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

@@ -18,7 +18,6 @@ combined map (> 0.5) with the named blemishes, overall and per blemish type of t
 from __future__ import annotations
 
 import json
-import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -31,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from langbrt.errors import LangBRTInputError
 from langbrt.model import LangBRT
 from langbrt.training.baselines import bilateral_retouch, diffusion_inpaint
+from langbrt.training.evaluate import finite_or_none
 from langbrt.training.metrics import LPIPSMetric, mask_iou, psnr, specificity_change, ssim
 from langbrt.training.train_config import TrainConfig
 from langbrt.training.trainer import build_dataset
@@ -80,15 +80,7 @@ class SuiteResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: NaN becomes None (JSON has no NaN)."""
-        return _finite_or_none(asdict(self))
-
-
-def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+        return finite_or_none(asdict(self))
 
 
 def baseline_notes(first: str) -> dict[str, str]:

@@ -36,7 +36,7 @@ class OpenClipTextEncoder:
     """
 
     def __init__(self, arch: str, weights: str | Path, *, quick_gelu: bool | None = None) -> None:
-        self._arch = _named_arch(arch, quick_gelu)
+        self._arch = named_arch(arch, quick_gelu)
         self._weights = Path(weights)
         if not self._weights.is_file():
             raise LangBRTInputError(f"CLIP weights file not found: {self._weights}")
@@ -61,7 +61,7 @@ class OpenClipTextEncoder:
     def dim(self) -> int:
         """Text projection width (CLIP's joint embedding size), read from the arch config without loading."""
         if self._dim is None:
-            config_arch, _ = _config_arch(self._arch)
+            config_arch, _ = config_arch_of(self._arch)
             self._dim = int(_model_config(config_arch)["embed_dim"])
         return self._dim
 
@@ -79,10 +79,10 @@ class OpenClipTextEncoder:
     def _load_locked(self) -> None:
         import open_clip
 
-        config_arch, force_quick_gelu = _config_arch(self._arch)
+        config_arch, force_quick_gelu = config_arch_of(self._arch)
         _check_supported(config_arch, _model_config(config_arch))
         state = canonical_state_dict(read_state_dict(self._weights), self._weights)
-        with hub_offline(), _quiet_random_init_warning():
+        with hub_offline(), quiet_random_init_warning():
             model = open_clip.create_model(
                 config_arch,
                 pretrained=None,  # never download: weights come from self._weights below
@@ -111,7 +111,7 @@ class OpenClipTextEncoder:
         return f"OpenClipTextEncoder(name={self.name!r}, weights='{self._weights}', loaded={self.loaded})"
 
 
-def _named_arch(arch: str, quick_gelu: bool | None) -> str:
+def named_arch(arch: str, quick_gelu: bool | None) -> str:
     """The arch as written in `name`; QuickGELU is spelled as open_clip does, with a "-quickgelu" suffix."""
     arch = arch.strip().replace("/", "-")  # OpenAI spells "ViT-B/16"
     if not arch:
@@ -123,7 +123,7 @@ def _named_arch(arch: str, quick_gelu: bool | None) -> str:
     return arch
 
 
-def _config_arch(arch: str) -> tuple[str, bool]:
+def config_arch_of(arch: str) -> tuple[str, bool]:
     """Map a named arch onto an open_clip config: "X-quickgelu" without its own config is X with QuickGELU."""
     import open_clip
 
@@ -156,7 +156,7 @@ def _check_supported(arch: str, config: dict) -> None:
 
 
 @contextmanager
-def _quiet_random_init_warning() -> Iterator[None]:
+def quiet_random_init_warning() -> Iterator[None]:
     """open_clip warns "No pretrained weights loaded ... initialized randomly"; we load them right after."""
 
     def drop(record: logging.LogRecord) -> bool:
