@@ -27,71 +27,10 @@ from langbrt.artifact import (
     OUTPUT_MASK,
     ArtifactMetadata,
 )
-from langbrt.errors import CheckpointError, LangBRTError, LangBRTInputError
+from langbrt.errors import CheckpointError
 
+from .artifact_backend import ArtifactBackend
 from .base import BackendName, BackendOutput, as_float_tensor, check_square, normalize_prompt_lists, regroup_maps
-
-
-class ExtraPromptEncoder:
-    """Embeds prompts an exported artifact does not carry, with the encoder its metadata names.
-
-    Shared by the ONNX Runtime and TensorRT backends: both feed the (E, D) `extra_embeddings` input.
-    """
-
-    def __init__(self, metadata: ArtifactMetadata, source: str) -> None:
-        self.metadata = metadata
-        self.source = source
-        self._encoder: Any = None
-        self._cache: dict[str, np.ndarray] = {}
-
-    def table(self, prompts: list[list[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list[int]]]:
-        """prompt_weights (B, T), extra_embeddings (E, D), extra_weights (B, E), per-image indices into T+E."""
-        meta = self.metadata
-        T, E, B = len(meta.prompts), meta.extra_prompt_slots, len(prompts)
-        position = {p: i for i, p in enumerate(meta.prompts)}
-        extras = list(dict.fromkeys(p for image in prompts for p in image if p not in position))
-        if len(extras) > E:
-            raise LangBRTInputError(
-                f"{len(extras)} prompts outside {self.source}'s table but it has {E} extra prompt slots; "
-                f"use fewer new prompts per batch or export with more slots; available: {self._listing()}"
-            )
-        for i, text in enumerate(extras):
-            position[text] = T + i
-        weights = np.zeros((B, T + E), dtype=np.float32)
-        per_image = [[position[p] for p in image] for image in prompts]
-        for b, indices in enumerate(per_image):
-            weights[b, indices] = 1.0
-        embeddings = np.zeros((E, meta.text_dim), dtype=np.float32)  # unused slots: zeros, weight 0
-        if extras:
-            embeddings[: len(extras)] = self._embed(extras)
-        return weights[:, :T], embeddings, weights[:, T:], per_image
-
-    def _embed(self, texts: list[str]) -> np.ndarray:
-        missing = [t for t in texts if t not in self._cache]
-        if missing:
-            if self._encoder is None:
-                from langbrt.text import text_encoder_from_name
-
-                try:
-                    self._encoder = text_encoder_from_name(self.metadata.text_encoder)
-                except LangBRTError:
-                    raise LangBRTInputError(
-                        f"prompt {missing[0]!r} is not in {self.source} and its text encoder "
-                        f"({self.metadata.text_encoder}) is not available; available prompts: {self._listing()}"
-                    ) from None
-            rows = self._encoder.encode(missing).detach().float().cpu().numpy()  # (N, D)
-            assert rows.shape == (len(missing), self.metadata.text_dim), (rows.shape, self.metadata.text_dim)
-            self._cache.update(zip(missing, rows, strict=True))
-        return np.stack([self._cache[t] for t in texts])  # (N, D)
-
-    def _listing(self) -> str:
-        return "; ".join(repr(p) for p in self.metadata.prompts) or "(none)"
-
-
-def predefined_from_metadata(meta: ArtifactMetadata) -> list[str]:
-    """Table prompts whose `predefined_index` is >= 0, in pre-defined order (as `LangBRT.prompt_table` sets it)."""
-    pairs = sorted((int(i), text) for text, i in zip(meta.prompts, meta.predefined_index, strict=True) if int(i) >= 0)
-    return [text for _, text in pairs] or list(meta.prompts)
 
 
 def session_metadata(session: Any, source: str) -> ArtifactMetadata:
@@ -103,21 +42,17 @@ def session_metadata(session: Any, source: str) -> ArtifactMetadata:
     return ArtifactMetadata.from_json(text, source)
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(ArtifactBackend):
     """One `onnxruntime.InferenceSession` over an exported LangBRT file."""
 
     name = BackendName.ONNXRUNTIME.value
 
     def __init__(self, session: Any, metadata: ArtifactMetadata, device: str, source: str) -> None:
+        super().__init__(metadata, device, source)
         self.session = session
-        self.metadata = metadata
-        self.device = device
-        self.image_size = metadata.image_size
-        self.precision = metadata.precision
         self._input_names = {i.name for i in session.get_inputs()}
         image_type = next(i.type for i in session.get_inputs() if i.name == INPUT_IMAGES)
         self._np_dtype = np.float16 if "float16" in image_type else np.float32
-        self._extras = ExtraPromptEncoder(metadata, source)
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None, precision: str | None = None) -> OnnxRuntimeBackend:
@@ -149,14 +84,6 @@ class OnnxRuntimeBackend:
                 "(fp16 is a TensorRT engine option): drop --precision or use an fp16 engine"
             )
         return cls(session, metadata, actual, str(path))
-
-    @property
-    def prompts(self) -> list[str]:
-        return list(self.metadata.prompts)
-
-    @property
-    def predefined_prompts(self) -> list[str]:
-        return predefined_from_metadata(self.metadata)
 
     def run(self, images: torch.Tensor | np.ndarray, prompts: Sequence[Sequence[str]]) -> BackendOutput:
         x = as_float_tensor(images)  # (B, 3, S, S)

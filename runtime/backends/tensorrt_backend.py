@@ -27,8 +27,8 @@ from langbrt.artifact import (
 )
 from langbrt.errors import CheckpointError, LangBRTError
 
+from .artifact_backend import ArtifactBackend
 from .base import BackendName, BackendOutput, as_float_tensor, check_square, normalize_prompt_lists, regroup_maps
-from .onnxruntime_backend import ExtraPromptEncoder, predefined_from_metadata
 
 REBUILD = "langbrt-export --model DIR --format engine --fp16 --output {engine}"
 
@@ -42,19 +42,15 @@ def sidecar_path(engine: Path) -> Path:
                           + REBUILD.format(engine=engine))
 
 
-class TensorRTBackend:
+class TensorRTBackend(ArtifactBackend):
     """Runs a deserialized engine on the current CUDA stream."""
 
     name = BackendName.TENSORRT.value
 
     def __init__(self, engine: Any, metadata: ArtifactMetadata, device: str, source: str) -> None:
+        super().__init__(metadata, device, source)
         self.engine = engine
         self.context = engine.create_execution_context()
-        self.metadata = metadata
-        self.device = device
-        self.image_size = metadata.image_size
-        self.precision = metadata.precision
-        self._extras = ExtraPromptEncoder(metadata, source)
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None, precision: str | None = None) -> TensorRTBackend:
@@ -85,14 +81,6 @@ class TensorRTBackend:
             raise CheckpointError(f"{path}: TensorRT cannot deserialize this engine (other version or GPU?); "
                                   f"rebuild: {rebuild}")
         return cls(engine, metadata, device, str(path))
-
-    @property
-    def prompts(self) -> list[str]:
-        return list(self.metadata.prompts)
-
-    @property
-    def predefined_prompts(self) -> list[str]:
-        return predefined_from_metadata(self.metadata)
 
     @torch.inference_mode()
     def run(self, images: torch.Tensor | np.ndarray, prompts: Sequence[Sequence[str]]) -> BackendOutput:
