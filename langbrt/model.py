@@ -18,6 +18,7 @@ from .modules.refine import MapRefiner
 from .modules.tbd import TextPromptedDetection, gate, no_detection
 from .modules.tca import LatentTransformer
 from .text import PromptBank, TextEncoder, normalize_prompt, text_encoder_from_name
+from .text.prompts import normalize_prompt_lists
 
 
 @dataclass
@@ -90,23 +91,10 @@ class LangBRT(nn.Module):
 
     def prompt_table(self, prompts: Sequence[Sequence[str]], batch_size: int) -> PromptTable:
         """Normalise, de-duplicate and embed the prompts of a batch (one list of strings per image)."""
-        if len(prompts) != batch_size:
-            raise LangBRTInputError(f"got {len(prompts)} prompt lists for {batch_size} images")
-        texts: list[str] = []
-        per_image: list[list[int]] = []
-        for image_prompts in prompts:
-            if isinstance(image_prompts, str):
-                raise LangBRTInputError("prompts must be one list of strings per image, got a bare string")
-            if len(image_prompts) == 0:
-                raise LangBRTInputError("every image needs at least one prompt")
-            indices: list[int] = []
-            for prompt in image_prompts:
-                text = normalize_prompt(prompt)
-                if text not in texts:
-                    texts.append(text)
-                if texts.index(text) not in indices:
-                    indices.append(texts.index(text))
-            per_image.append(indices)
+        lists = normalize_prompt_lists(prompts, batch_size)
+        texts = list(dict.fromkeys(text for image_prompts in lists for text in image_prompts))
+        position = {text: i for i, text in enumerate(texts)}
+        per_image = [[position[text] for text in image_prompts] for image_prompts in lists]
         weights = torch.zeros(batch_size, len(texts))
         for b, indices in enumerate(per_image):
             weights[b, indices] = 1.0

@@ -19,9 +19,9 @@ import torch
 from langbrt.bundled import default_model_path
 from langbrt.errors import LangBRTInputError
 from langbrt.io import LoadedImage
+from langbrt.text.prompts import normalize_prompt_lists
 
 from .backends import Backend, load_backend
-from .backends.base import normalize_prompt_lists
 from .preprocess import letterbox, paste_back, upsample_maps
 
 DEFAULT_BATCH_SIZE = 8

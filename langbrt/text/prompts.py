@@ -7,6 +7,7 @@ whether an exported engine can answer without a text encoder.
 
 import re
 import unicodedata
+from collections.abc import Sequence
 
 from langbrt.errors import LangBRTInputError
 
@@ -36,3 +37,17 @@ def normalize_prompt(text: str) -> str:
             f"(it starts {canonical[:40]!r})"
         )
     return canonical
+
+
+def normalize_prompt_lists(prompts: Sequence[Sequence[str]], batch_size: int) -> list[list[str]]:
+    """Normalise and de-duplicate each image's prompts, keeping the user's order; one clear error if bad."""
+    if len(prompts) != batch_size:
+        raise LangBRTInputError(f"got {len(prompts)} prompt lists for {batch_size} images")
+    out: list[list[str]] = []
+    for image_prompts in prompts:
+        if isinstance(image_prompts, str):
+            raise LangBRTInputError("prompts must be one list of strings per image, got a bare string")
+        if len(image_prompts) == 0:
+            raise LangBRTInputError("every image needs at least one prompt")
+        out.append(list(dict.fromkeys(normalize_prompt(p) for p in image_prompts)))
+    return out

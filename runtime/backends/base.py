@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from langbrt.errors import CheckpointError, LangBRTInputError
-from langbrt.text import normalize_prompt
 
 
 class BackendName(str, Enum):
@@ -83,20 +82,6 @@ def backend_for_path(path: str | Path) -> BackendName:
         f"{path}: cannot tell which backend loads this (expected a checkpoint folder, a .onnx file, "
         "or a .engine/.plan TensorRT engine)"
     )
-
-
-def normalize_prompt_lists(prompts: Sequence[Sequence[str]], batch_size: int) -> list[list[str]]:
-    """Normalise and de-duplicate each image's prompts, keeping the user's order; one clear error if bad."""
-    if len(prompts) != batch_size:
-        raise LangBRTInputError(f"got {len(prompts)} prompt lists for {batch_size} images")
-    out: list[list[str]] = []
-    for image_prompts in prompts:
-        if isinstance(image_prompts, str):
-            raise LangBRTInputError("prompts must be one list of strings per image, got a bare string")
-        if len(image_prompts) == 0:
-            raise LangBRTInputError("every image needs at least one prompt")
-        out.append(list(dict.fromkeys(normalize_prompt(p) for p in image_prompts)))
-    return out
 
 
 def regroup_maps(table_maps: torch.Tensor, per_image: list[list[int]]) -> torch.Tensor:

@@ -28,9 +28,10 @@ from langbrt.artifact import (
     ArtifactMetadata,
 )
 from langbrt.errors import CheckpointError
+from langbrt.text.prompts import normalize_prompt_lists
 
 from .artifact_backend import ArtifactBackend
-from .base import BackendName, BackendOutput, as_float_tensor, check_square, normalize_prompt_lists, regroup_maps
+from .base import BackendName, BackendOutput, as_float_tensor, check_square, regroup_maps
 
 
 def session_metadata(session: Any, source: str) -> ArtifactMetadata:

@@ -17,8 +17,9 @@ import torch
 
 from langbrt.errors import LangBRTError, LangBRTInputError
 from langbrt.model import LangBRT, PromptTable
+from langbrt.text.prompts import normalize_prompt_lists
 
-from .base import BackendName, BackendOutput, as_float_tensor, check_square, normalize_prompt_lists, regroup_maps
+from .base import BackendName, BackendOutput, as_float_tensor, check_square, regroup_maps
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
