@@ -19,8 +19,10 @@ Tile layout and why
 The whole window lives on chip: a (BLOCK_N, BLOCK_C) query-input tile, a (BLOCK_N, BLOCK_CM) map tile, one
 (BLOCK_N, BLOCK_N) score tile per head and a (BLOCK_N, BLOCK_C) fp32 output accumulator. With w = 8 that is
 N = 64 tokens: a flash-style loop over key blocks with an online softmax buys nothing at that size, and
-sigmoid attention needs no row max / row sum at all. Heads are a static loop inside the program so the
-output projection can accumulate across heads without writing the (N, C) head outputs to memory. Every
+sigmoid attention needs no row max / row sum at all. Heads are a loop inside the program so the output
+projection can accumulate across heads without writing the (N, C) head outputs to memory; the loop is kept
+rolled (not tl.static_range), because unrolled, ptxas hoists every head's weight loads and spills registers.
+Offsets are int32 (64-bit address tensors cost two registers per element). Every
 extent is padded to a power of two >= 16 (tl.dot's minimum) and masked: C = 96 -> 128, Cm = 9 -> 16,
 head_dim 32 stays 32. Matmuls take fp16/bf16 operands when the inputs are half precision (fp32 accumulate)
 and exact fp32 ("ieee") operands for fp32 inputs, so the fp32 path matches the reference, not TF32.
@@ -62,11 +64,19 @@ def _interpreting() -> bool:
 _INTERPRETING = _interpreting()
 
 
+# Warp counts worth timing. ptxas at the paper shape (benchmarks/kernel_resources.py, sm_80 and sm_90): with
+# 4 warps every dtype spills (168-2400 B of stack per thread); fp16/bf16 fit in 229-251 registers at 8 warps
+# with no spill; fp32 spills least at 16 warps (0-40 B). One pipeline stage: nothing in the head loop is
+# worth prefetching.
+NUM_WARPS_CHOICES = (8, 16)
+NUM_STAGES = 1
+
+
 def _autotune_configs() -> list[triton.Config]:
-    """A short list of launch configs; a single one under the interpreter, where benchmarking is slow."""
+    """The launch configs the autotuner times; a single one under the interpreter, where timing is slow."""
     if _INTERPRETING:
         return [triton.Config({}, num_warps=4, num_stages=1)]
-    return [triton.Config({}, num_warps=nw, num_stages=ns) for nw in (4, 8) for ns in (1, 2)]
+    return [triton.Config({}, num_warps=nw, num_stages=NUM_STAGES) for nw in NUM_WARPS_CHOICES]
 
 
 @triton.jit
@@ -89,22 +99,22 @@ def _region_band(pos, size_padded, WINDOW: tl.constexpr, SHIFT: tl.constexpr):
     return tl.where(pos >= size_padded - SHIFT, 2, band)
 
 
-@triton.autotune(configs=_autotune_configs(), key=["B", "H", "W", "C", "CM", "NUM_HEADS", "WINDOW", "SHIFT"])
+@triton.autotune(configs=_autotune_configs(), key=["H", "W", "C", "CM", "NUM_HEADS", "WINDOW", "SHIFT"])
 @triton.jit
 def _tca_fwd_kernel(
     x_ptr, map_ptr,  # (B, H, W, C), (B, H, W, CM), contiguous
     wq_ptr, bq_ptr, wk_ptr, bk_ptr,  # (C, C) (C,) (C, CM) (C,)
     wv_ptr, bv_ptr, wo_ptr, bo_ptr,  # (C, CM) (C,) (C, C) (C,)
     alpha_ptr,  # (NUM_HEADS,)
+    H, W,  # int32; the batch is the grid's second axis
     out_ptr,  # (B, H, W, C), contiguous
-    B, H, W, C, CM,
-    logit_bias,  # -log(WINDOW * WINDOW)
+    C: tl.constexpr, CM: tl.constexpr, LOGIT_BIAS: tl.constexpr,  # LOGIT_BIAS = -log(WINDOW * WINDOW)
     NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, WINDOW: tl.constexpr, SHIFT: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_CM: tl.constexpr, BLOCK_D: tl.constexpr,
     LOW_PRECISION_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr,
 ):
     win = tl.program_id(0)
-    b = tl.program_id(1).to(tl.int64)
+    b = tl.program_id(1)  # int32 offsets: _launch checks B*H*W*max(C, CM) < 2**31
     if LOW_PRECISION_DOT:
         op_dtype = x_ptr.dtype.element_ty
     else:
@@ -145,7 +155,7 @@ def _tca_fwd_kernel(
     md_mask = cm_mask[:, None] & d_mask[None, :]  # (BCM, BD)
     dc_mask = d_mask[:, None] & c_mask[None, :]  # (BD, BC)
     acc = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32)
-    for h in tl.static_range(NUM_HEADS):
+    for h in range(NUM_HEADS):  # rolled: unrolling hoists every head's weight loads and spills
         rows = h * HEAD_DIM + dd  # (BD,) this head's channels
         wq_t = tl.load(wq_ptr + rows[None, :] * C + cc[:, None], mask=cd_mask, other=0.0)  # (BC, BD) = Wq_h^T
         wk_t = tl.load(wk_ptr + rows[None, :] * CM + cm[:, None], mask=md_mask, other=0.0)  # (BCM, BD)
@@ -159,7 +169,7 @@ def _tca_fwd_kernel(
 
         inv_alpha = 1.0 / tl.load(alpha_ptr + h).to(tl.float32)
         s = tl.dot(q.to(op_dtype), tl.trans(k.to(op_dtype)), input_precision=DOT_PRECISION)  # (BN, BN)
-        a = _sigmoid(s * inv_alpha + logit_bias, FAST_SIGMOID)
+        a = _sigmoid(s * inv_alpha + LOGIT_BIAS, FAST_SIGMOID)
         a = tl.where(keep, a, 0.0)  # (BN, BN)
         o = tl.dot(a.to(op_dtype), v.to(op_dtype), input_precision=DOT_PRECISION)  # (BN, BD)
 
@@ -177,6 +187,19 @@ def _block(extent: int) -> int:
     return max(MIN_DOT_EXTENT, triton.next_power_of_2(extent))
 
 
+def kernel_constants(channels: int, map_channels: int, num_heads: int, window_size: int, shift: int,
+                     low_precision_dot: bool, *, fast_sigmoid: bool) -> dict[str, object]:
+    """The constexpr arguments of `_tca_fwd_kernel`, shared by the launch here and the AOT build (tca_aot)."""
+    return dict(
+        C=channels, CM=map_channels, LOGIT_BIAS=logit_bias(window_size),
+        NUM_HEADS=num_heads, HEAD_DIM=channels // num_heads, WINDOW=window_size, SHIFT=shift,
+        BLOCK_N=_block(window_size * window_size), BLOCK_C=_block(channels), BLOCK_CM=_block(map_channels),
+        BLOCK_D=_block(channels // num_heads),
+        LOW_PRECISION_DOT=low_precision_dot, DOT_PRECISION="tf32" if low_precision_dot else "ieee",
+        FAST_SIGMOID=fast_sigmoid,
+    )
+
+
 def _launch(
     x: torch.Tensor, map_features: torch.Tensor,
     q_weight: torch.Tensor, q_bias: torch.Tensor, k_weight: torch.Tensor, k_bias: torch.Tensor,
@@ -191,6 +214,8 @@ def _launch(
     assert C % num_heads == 0, (C, num_heads)
     assert 0 <= shift < window_size, (shift, window_size)
     assert alpha.numel() == num_heads, (alpha.shape, num_heads)
+    if B * H * W * max(C, Cm) >= 2**31:
+        raise ValueError(f"the Triton TCA kernel indexes with int32: {tuple(x.shape)} is too large, split the batch")
     if x.device.type != "cuda" and not _INTERPRETING:
         raise RuntimeError(
             "the Triton TCA kernel needs CUDA tensors (or TRITON_INTERPRET=1 set before "
@@ -209,13 +234,9 @@ def _launch(
     device_guard = torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
     with device_guard:
         kernel[(n_windows, B)](
-            *tensors, out,
-            B, H, W, C, Cm, logit_bias(window_size),
-            NUM_HEADS=num_heads, HEAD_DIM=C // num_heads, WINDOW=window_size, SHIFT=shift,
-            BLOCK_N=_block(window_size * window_size), BLOCK_C=_block(C), BLOCK_CM=_block(Cm),
-            BLOCK_D=_block(C // num_heads),
-            LOW_PRECISION_DOT=low_precision_dot, DOT_PRECISION="tf32" if low_precision_dot else "ieee",
-            FAST_SIGMOID=bool(fast_sigmoid) and x.device.type == "cuda" and not _INTERPRETING,
+            *tensors, H, W, out,
+            **kernel_constants(C, Cm, num_heads, window_size, shift, low_precision_dot,
+                               fast_sigmoid=bool(fast_sigmoid) and x.device.type == "cuda" and not _INTERPRETING),
         )
     return out
 

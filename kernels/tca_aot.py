@@ -1,0 +1,169 @@
+"""Ahead-of-time builds of the fused TCA kernel: PTX and cubin for a named GPU, with or without a GPU here.
+
+Two users need the kernel compiled outside a launch:
+- TensorRT's ahead-of-time plugin (`export/tensorrt_plugin.py`) bakes the PTX into the engine, so the
+  engine runs with no Python (trtexec, Triton Inference Server). TensorRT calls the kernel with its
+  arguments in one fixed order, inputs, then int32 scalars, then outputs, which is why `_tca_fwd_kernel`
+  takes (x, map, weights..., alpha, H, W, out): `kernel_params` reads the order back from the PTX.
+- A machine without a GPU can still prove that the kernel compiles for a real target (not only in the
+  interpreter) and read what ptxas made of it: registers, spilled bytes and shared memory per block
+  (`kernel_resources`), the numbers behind `NUM_WARPS_CHOICES` in `tca_triton.py`.
+
+Compiling needs Triton's compiler, not its interpreter: with `TRITON_INTERPRET=1` set before import
+(the CPU test setup) `compile_tca_kernel` refuses, and tests call it from a child process.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from . import tca_triton
+
+DTYPES = ("fp16", "bf16", "fp32")
+WARP_SIZE = 32
+NUM_TENSOR_INPUTS = 11  # x, map_features, q/k/v/out weights and biases, alpha
+NUM_SCALARS = 2  # H, W
+# A kernel launched without cuFuncSetAttribute may use at most this much shared memory per block; TensorRT's
+# AOT launcher does not opt in to more.
+DEFAULT_SHARED_LIMIT = 48 * 1024
+
+
+@dataclass(frozen=True)
+class TCAKernelSpec:
+    """What one compiled kernel is specialised for: the model's shapes, the dtype and the launch width."""
+
+    dtype: str  # "fp16" | "bf16" | "fp32": every tensor argument and the output
+    channels: int  # C
+    map_channels: int  # Cm
+    num_heads: int
+    window_size: int
+    shift: int
+    num_warps: int = 8
+    fast_sigmoid: bool = True
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype {self.dtype!r} is not one of {DTYPES}")
+        if self.channels % self.num_heads:
+            raise ValueError(f"{self.channels} channels do not split into {self.num_heads} heads")
+        if not 0 <= self.shift < self.window_size:
+            raise ValueError(f"shift {self.shift} must be in [0, {self.window_size})")
+
+
+@dataclass(frozen=True)
+class CompiledTCAKernel:
+    """One build: the entry's name, its PTX and cubin, and what a launcher must know to call it."""
+
+    spec: TCAKernelSpec
+    arch: int  # compute capability as major * 10 + minor, e.g. 90
+    name: str
+    ptx: str
+    cubin: bytes
+    shared_bytes: int  # dynamic shared memory per block
+    scratch_bytes: int  # global + profile scratch Triton asks the launcher for; 0 for this kernel
+
+    @property
+    def block_threads(self) -> int:
+        return self.spec.num_warps * WARP_SIZE
+
+    def grid(self, batch: int, height: int, width: int) -> tuple[int, int]:
+        """(windows per image, batch): one program per (window, image)."""
+        w = self.spec.window_size
+        return (-(-height // w)) * (-(-width // w)), batch
+
+
+@dataclass(frozen=True)
+class KernelResources:
+    """ptxas's account of one build, per thread (registers, stack) and per block (shared memory)."""
+
+    registers: int
+    stack_bytes: int  # > 0 means the kernel spills registers to local memory
+    static_shared_bytes: int
+    dynamic_shared_bytes: int
+
+
+def _signature(dtype: str) -> dict[str, str]:
+    fn = tca_triton._tca_fwd_kernel.fn
+    pointer = "*" + dtype
+    tensors = fn.arg_names[:NUM_TENSOR_INPUTS]
+    signature = {name: pointer for name in tensors}
+    signature.update({"H": "i32", "W": "i32", "out_ptr": pointer})
+    return signature
+
+
+def compile_tca_kernel(spec: TCAKernelSpec, arch: int | None = None) -> CompiledTCAKernel:
+    """Compile `_tca_fwd_kernel` for `spec` and `arch` (None: the GPU Triton sees, as TensorRT's build does)."""
+    if tca_triton._INTERPRETING:
+        raise RuntimeError("AOT builds need Triton's compiler: TRITON_INTERPRET=1 was set before import")
+    fn = tca_triton._tca_fwd_kernel.fn
+    constants = tca_triton.kernel_constants(
+        spec.channels, spec.map_channels, spec.num_heads, spec.window_size, spec.shift,
+        low_precision_dot=spec.dtype != "fp32", fast_sigmoid=spec.fast_sigmoid,
+    )
+    signature = _signature(spec.dtype) | {name: "constexpr" for name in constants}
+    source = ASTSource(fn=fn, signature=signature,
+                       constexprs={(fn.arg_names.index(name),): value for name, value in constants.items()})
+    target = GPUTarget("cuda", arch, WARP_SIZE) if arch is not None else None
+    compiled = triton.compile(source, target=target,
+                              options={"num_warps": spec.num_warps, "num_stages": tca_triton.NUM_STAGES})
+    meta = compiled.metadata
+    built_arch = arch if arch is not None else int(meta.target.arch)
+    scratch = int(getattr(meta, "global_scratch_size", 0) or 0) + int(getattr(meta, "profile_scratch_size", 0) or 0)
+    return CompiledTCAKernel(spec=spec, arch=built_arch, name=meta.name, ptx=compiled.asm["ptx"],
+                             cubin=compiled.asm["cubin"], shared_bytes=int(meta.shared), scratch_bytes=scratch)
+
+
+_ENTRY = re.compile(r"\.entry\s+(\w+)\s*\((.*?)\)", re.S)
+_PARAM = re.compile(r"\.param\s+\.(\w+)(\s+\.ptr)?")
+
+
+def kernel_params(ptx: str) -> list[str]:
+    """The entry's parameter kinds in order: 'ptr' for a pointer, else the PTX type ('u32', 'f32', ...)."""
+    match = _ENTRY.search(ptx)
+    if match is None:
+        raise ValueError("no .entry in this PTX")
+    return ["ptr" if ptr else kind for kind, ptr in _PARAM.findall(match.group(2))]
+
+
+_RESOURCE_LINE = re.compile(r"REG:(\d+)\s+STACK:(\d+)\s+SHARED:(\d+)")
+
+
+def kernel_resources(compiled: CompiledTCAKernel) -> KernelResources:
+    """Registers, spill stack and static shared memory of the cubin, read with Triton's bundled cuobjdump."""
+    tool = triton.knobs.nvidia.cuobjdump.path
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = Path(tmp) / f"{compiled.name}.cubin"
+        cubin.write_bytes(compiled.cubin)
+        report = subprocess.run([tool, "--dump-resource-usage", str(cubin)], capture_output=True, text=True,
+                                check=True).stdout
+    match = _RESOURCE_LINE.search(report)
+    if match is None:
+        raise RuntimeError(f"cuobjdump printed no resource line for {compiled.name}:\n{report}")
+    registers, stack, static_shared = (int(g) for g in match.groups())
+    return KernelResources(registers, stack, static_shared, compiled.shared_bytes)
+
+
+def check_tensorrt_contract(compiled: CompiledTCAKernel, shared_limit: int = DEFAULT_SHARED_LIMIT) -> None:
+    """Raise ValueError unless TensorRT's AOT launcher can call this build as it is.
+
+    It passes the inputs, then int32 scalars, then the output, allocates no scratch memory and gives a
+    block at most `shared_limit` bytes of shared memory. Triton may append hidden scratch pointers after
+    the declared arguments; with no scratch they are never read.
+    """
+    params = kernel_params(compiled.ptx)
+    declared = ["ptr"] * NUM_TENSOR_INPUTS + ["u32"] * NUM_SCALARS + ["ptr"]
+    if params[: len(declared)] != declared or any(p != "ptr" for p in params[len(declared):]):
+        raise ValueError(f"{compiled.name}: parameters {params} are not inputs, int32 scalars, output")
+    if compiled.scratch_bytes:
+        raise ValueError(f"{compiled.name} needs {compiled.scratch_bytes} B of scratch memory")
+    if compiled.shared_bytes > shared_limit:
+        raise ValueError(f"{compiled.name} ({compiled.spec.dtype}, {compiled.spec.num_warps} warps) needs "
+                         f"{compiled.shared_bytes} B of shared memory, over the {shared_limit} B a launch gets")

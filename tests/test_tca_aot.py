@@ -1,0 +1,94 @@
+"""The fused TCA kernel compiled ahead of time for real GPUs (sm_90), on a machine without one.
+
+The interpreter tests (test_tca_triton.py) check the kernel's maths; these check what only the compiler
+shows: that it builds for Hopper at the paper preset's shape, that ptxas keeps the chosen launch width free
+of register spills, and that the build satisfies TensorRT's AOT launcher (argument order, no scratch
+memory, shared memory within the default 48 KiB). The build runs in a child process because this test
+session imported Triton in interpreter mode (conftest).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from langbrt.kernels import tca_aot
+from langbrt.kernels.tca_aot import CompiledTCAKernel, TCAKernelSpec, check_tensorrt_contract, kernel_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+PTX_OK = """
+.visible .entry _tca_fwd_kernel(
+\t.param .u64 .ptr .global .align 1 p0,
+""" + "".join(f"\t.param .u64 .ptr .global .align 1 p{i},\n" for i in range(1, 11)) + """\
+\t.param .u32 p11,
+\t.param .u32 p12,
+\t.param .u64 .ptr .global .align 1 p13,
+\t.param .u64 .ptr .global .align 1 p14
+)
+{
+}
+"""
+
+
+def _compiled(ptx: str, shared: int = 1024, scratch: int = 0) -> CompiledTCAKernel:
+    spec = TCAKernelSpec("fp16", 96, 9, 3, 8, 4)
+    return CompiledTCAKernel(spec, 90, "_tca_fwd_kernel", ptx, b"", shared, scratch)
+
+
+def test_kernel_params_reads_the_entry_signature_in_order():
+    assert kernel_params(PTX_OK) == ["ptr"] * 11 + ["u32", "u32", "ptr", "ptr"]
+
+
+def test_tensorrt_contract_accepts_inputs_scalars_output_and_hidden_pointers():
+    check_tensorrt_contract(_compiled(PTX_OK))
+
+
+@pytest.mark.parametrize(
+    "ptx, shared, scratch, message",
+    [
+        (PTX_OK.replace(".param .u32 p11", ".param .f32 p11"), 1024, 0, "not inputs, int32 scalars, output"),
+        (PTX_OK.replace("\t.param .u32 p11,\n\t.param .u32 p12,\n", ""), 1024, 0, "not inputs"),
+        (PTX_OK, 64 * 1024, 0, "shared memory"),
+        (PTX_OK, 1024, 256, "scratch memory"),
+    ],
+)
+def test_tensorrt_contract_rejects_what_the_launcher_cannot_call(ptx, shared, scratch, message):
+    with pytest.raises(ValueError, match=message):
+        check_tensorrt_contract(_compiled(ptx, shared, scratch))
+
+
+def test_spec_rejects_impossible_shapes():
+    with pytest.raises(ValueError, match="heads"):
+        TCAKernelSpec("fp16", 96, 9, 5, 8, 0)
+    with pytest.raises(ValueError, match="shift"):
+        TCAKernelSpec("fp16", 96, 9, 3, 8, 8)
+    with pytest.raises(ValueError, match="dtype"):
+        TCAKernelSpec("int8", 96, 9, 3, 8, 0)
+
+
+@pytest.mark.skipif(not tca_aot.tca_triton._INTERPRETING, reason="only meaningful in interpreter mode")
+def test_compile_refuses_under_the_interpreter():
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+        tca_aot.compile_tca_kernel(TCAKernelSpec("fp16", 96, 9, 3, 8, 0), arch=90)
+
+
+def test_paper_kernel_builds_for_hopper_without_spills_and_fits_tensorrt_aot():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "kernel_resources.py"), "--arch", "90",
+         "--dtypes", "fp16", "bf16", "--warps", "8", "--out", "-"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(run.stdout[run.stdout.index("{"):])
+    rows = report["rows"]
+    assert {(r["dtype"], r["shift"]) for r in rows} == {("fp16", 0), ("fp16", 4), ("bf16", 0), ("bf16", 4)}
+    for row in rows:
+        assert row["stack_bytes"] == 0, row  # 8 warps: no register spill in half precision
+        assert row["tensorrt_aot_ok"], row
+        assert 0 < row["registers"] <= 255
+        assert row["shared_bytes"] <= 48 * 1024
