@@ -2,6 +2,7 @@
 
     langbrt-export --model runs/langbrt --format onnx --output langbrt.onnx
     langbrt-export --model runs/langbrt --format engine --output langbrt.plan --fp16 --batch-sizes 1 8 32
+    langbrt-export --model runs/langbrt --format engine --output langbrt-plugin.plan --fp16 --attention plugin
 
 Exit status: 0 on success; 2 for a bad input (missing or corrupt checkpoint, unwritable output, empty
 prompt, bad option); 1 when TensorRT or a GPU is missing for --fp16 / --format engine. Every error is
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--prompt", action="append", default=[], metavar="TEXT",
                         help="add a prompt to the baked table (repeatable); encoded with the model's text encoder")
     parser.add_argument("--timing-cache", type=Path, help="TensorRT timing cache file, read and updated")
+    parser.add_argument("--attention", choices=["subgraph", "plugin"], default="subgraph",
+                        help="TCA attention as standard ops (subgraph: runs everywhere) or as one TensorRT "
+                             "plugin node per block running the fused Triton kernel (plugin: TensorRT fp16 only)")
     return parser
 
 
@@ -68,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     options = ExportOptions(fp16=args.fp16, batch_sizes=tuple(args.batch_sizes), opset=args.opset,
                             extra_prompt_slots=args.extra_prompt_slots, prompts=tuple(args.prompt),
-                            timing_cache=args.timing_cache)
+                            timing_cache=args.timing_cache, attention=args.attention)
     try:
         result = export_model(args.model, args.format, args.output, options)
     except TensorRTUnavailable as err:

@@ -20,7 +20,7 @@ from langbrt.model import LangBRT
 from langbrt.text import normalize_prompt
 
 from .graph import DEFAULT_EXTRA_PROMPT_SLOTS
-from .onnx_export import DEFAULT_OPSET, MIN_OPSET, export_onnx
+from .onnx_export import ATTENTION_EXPORTS, DEFAULT_OPSET, MIN_OPSET, export_onnx
 from .tensorrt_export import DEFAULT_BATCH_SIZES, build_engine, require_tensorrt
 from .triton_repo import RepoKind, write_triton_repository
 
@@ -62,6 +62,7 @@ class ExportOptions:
     extra_prompt_slots: int = DEFAULT_EXTRA_PROMPT_SLOTS
     prompts: tuple[str, ...] = field(default_factory=tuple)
     timing_cache: Path | None = None
+    attention: str = "subgraph"  # a key of ATTENTION_EXPORTS: standard ops, or TensorRT plugin nodes
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,8 @@ class Exporter:
     def export_onnx(self, output: Path, *, extra_prompt_slots: int | None = None) -> Path:
         slots = self.options.extra_prompt_slots if extra_prompt_slots is None else extra_prompt_slots
         return export_onnx(self.model, output, opset=self.options.opset, extra_prompt_slots=slots,
-                           prompts=list(self.options.prompts), checkpoint_dir=self.model_dir)
+                           prompts=list(self.options.prompts), checkpoint_dir=self.model_dir,
+                           attention=self.options.attention)
 
     @_timed("TensorRT")
     def export_engine(self, output: Path, *, onnx_path: Path | None = None,
@@ -150,6 +152,9 @@ def export_model(model_dir: str | Path, format: str, output: str | Path,
     if fmt.name == "onnx":
         path = exporter.export_onnx(output)
         next_command = f"langbrt-infer photo.jpg --model {path} --backend onnxruntime"
+        if options.attention == "plugin":
+            next_command = (f"langbrt-export --model {model_dir} --format engine --output "
+                            f"{output.with_suffix('.plan')} --attention plugin --fp16   # on a GPU with TensorRT")
         if options.fp16:
             engine = exporter.export_engine(output.with_suffix(".plan"), onnx_path=path)
             next_command = f"langbrt-infer photo.jpg --model {engine} --backend tensorrt"
@@ -171,6 +176,11 @@ def _validate(options: ExportOptions, fmt: ExportFormat, output: Path) -> None:
         raise LangBRTInputError(f"--opset {options.opset} is too old: LangBRT exports need opset >= {MIN_OPSET}")
     if options.extra_prompt_slots < 0:
         raise LangBRTInputError(f"--extra-prompt-slots must be >= 0, got {options.extra_prompt_slots}")
+    if options.attention not in ATTENTION_EXPORTS:
+        raise LangBRTInputError(f"--attention {options.attention!r} is not one of: {', '.join(ATTENTION_EXPORTS)}")
+    if options.attention == "plugin" and fmt.name != "onnx" and not options.fp16:
+        raise LangBRTInputError(f"--attention plugin runs only in a TensorRT fp16 engine: add --fp16 to "
+                                f"--format {fmt.name}")
     if not options.batch_sizes or min(options.batch_sizes) < 1:
         raise LangBRTInputError(f"--batch-sizes must be positive integers, got {list(options.batch_sizes)}")
     folder = output.parent if str(output.parent) else Path(".")

@@ -107,14 +107,14 @@ class ExportableLangBRT(nn.Module):
 
 
 @contextlib.contextmanager
-def reference_attention() -> Iterator[None]:
-    """Force the PyTorch reference attention while tracing, so the graph is standard ops only.
+def traced_attention(impl: AttentionImpl) -> Iterator[None]:
+    """Force one attention implementation in every block while tracing, restoring the previous setting after.
 
-    The environment variable overrides every block's configured choice (see `langbrt.kernels.dispatch`);
-    the previous value is restored afterwards.
+    REFERENCE gives a graph of standard ops; PLUGIN_NODE one TensorRT plugin node per TCA attention. The
+    environment variable overrides every block's configured choice (see `langbrt.kernels.dispatch`).
     """
     previous = os.environ.get(ENV_VAR)
-    os.environ[ENV_VAR] = AttentionImpl.REFERENCE.value
+    os.environ[ENV_VAR] = impl.value
     try:
         yield
     finally:

@@ -8,9 +8,12 @@ Precision: the ONNX file is always fp32. fp16 is applied by TensorRT at engine b
 (`tensorrt_export.build_engine`), which keeps LayerNorm/GroupNorm and reductions in fp32; an fp16 ONNX
 would run slower on ONNX Runtime's CPU provider and needs a converter LangBRT does not ship.
 
-The TCA attention is exported through its PyTorch reference (forced by `graph.reference_attention`), so
-each window attention is MatMul -> Mul/Add -> Sigmoid -> Mul(keep) -> MatMul, which TensorRT fuses on
-its own and ONNX Runtime runs everywhere.
+The TCA attention is exported one of two ways (`attention=`):
+- "subgraph" (default): through its PyTorch reference, so each window attention is MatMul -> Mul/Add ->
+  Sigmoid -> Mul(keep) -> MatMul of standard ops, which TensorRT fuses on its own and ONNX Runtime runs
+  everywhere;
+- "plugin": one `langbrt::tca_attention` node per TCA block (`langbrt.kernels.plugin_node`), which only
+  TensorRT can run, with the fused Triton kernel as its plugin (`tensorrt_plugin.py`).
 """
 
 from __future__ import annotations
@@ -35,13 +38,18 @@ from langbrt.artifact import (
 )
 from langbrt.atomic import atomic_path
 from langbrt.errors import CheckpointError, LangBRTInputError
+from langbrt.kernels import AttentionImpl
+from langbrt.kernels.plugin_node import PLUGIN_DOMAIN_VERSION, PLUGIN_NAMESPACE
 from langbrt.model import LangBRT
 
-from .graph import DEFAULT_EXTRA_PROMPT_SLOTS, ExportableLangBRT, baked_table, model_hash, reference_attention
+from .graph import DEFAULT_EXTRA_PROMPT_SLOTS, ExportableLangBRT, baked_table, model_hash, traced_attention
 
 MIN_OPSET = 17
 DEFAULT_OPSET = 17
 BATCH_AXIS = "batch"
+# How the TCA attention is traced: standard ops, or one TensorRT plugin node per block.
+ATTENTION_EXPORTS = {"subgraph": AttentionImpl.REFERENCE, "plugin": AttentionImpl.PLUGIN_NODE}
+ATTENTION_KEY = "attention"  # in ArtifactMetadata.extras
 
 
 def io_names(extra_prompt_slots: int) -> tuple[list[str], list[str]]:
@@ -54,13 +62,16 @@ def io_names(extra_prompt_slots: int) -> tuple[list[str], list[str]]:
 
 def export_onnx(model: LangBRT, path: str | Path, *, opset: int = DEFAULT_OPSET,
                 extra_prompt_slots: int = DEFAULT_EXTRA_PROMPT_SLOTS, prompts: Sequence[str] | None = None,
-                checkpoint_dir: str | Path | None = None) -> Path:
+                checkpoint_dir: str | Path | None = None, attention: str = "subgraph") -> Path:
     """Export `model` to `path` (written atomically) and return the path.
 
     `prompts` are added to the baked table (pre-defined + prompt bank); `checkpoint_dir`, when the model
-    was loaded from one, makes `model_hash` the sha256 of its weights file. The batch dimension of every
-    input and output is dynamic; the image size is fixed at `model.config.image_size`.
+    was loaded from one, makes `model_hash` the sha256 of its weights file; `attention` is a key of
+    `ATTENTION_EXPORTS`. The batch dimension of every input and output is dynamic; the image size is
+    fixed at `model.config.image_size`.
     """
+    if attention not in ATTENTION_EXPORTS:
+        raise LangBRTInputError(f"attention export {attention!r} is not one of: {', '.join(ATTENTION_EXPORTS)}")
     if opset < MIN_OPSET:
         raise LangBRTInputError(f"opset {opset} is too old: LangBRT exports need opset >= {MIN_OPSET}")
     if extra_prompt_slots < 0:
@@ -83,14 +94,15 @@ def export_onnx(model: LangBRT, path: str | Path, *, opset: int = DEFAULT_OPSET,
         precision="fp32",
         opset=opset,
         extras={"exporter": "torchscript", "torch": torch.__version__, "inputs": input_names,
-                "outputs": output_names},
+                "outputs": output_names, ATTENTION_KEY: attention},
     )
+    custom_opsets = {PLUGIN_NAMESPACE: PLUGIN_DOMAIN_VERSION} if attention == "plugin" else None
     with atomic_path(path) as tmp:
-        with torch.no_grad(), reference_attention(), warnings.catch_warnings():
+        with torch.no_grad(), traced_attention(ATTENTION_EXPORTS[attention]), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
             torch.onnx.export(graph, graph.example_inputs(), str(tmp), dynamo=False, opset_version=opset,
                               input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes,
-                              do_constant_folding=True)
+                              do_constant_folding=True, custom_opsets=custom_opsets)
         proto = onnx.load(str(tmp))
         fix_output_shapes(proto, model.config.image_size, graph.num_prompts + extra_prompt_slots)
         set_metadata(proto, metadata)

@@ -6,12 +6,12 @@ models lose accuracy there (maggiez0138/Swin-Transformer-TensorRT). One optimisa
 batch sizes asked for (min / opt / max). A timing cache is loaded before and saved after each build, so
 rebuilding on the same GPU takes seconds instead of minutes.
 
-The TCA attention reaches TensorRT as the MatMul -> Mul/Add -> Sigmoid -> Mul -> MatMul subgraph of the
-PyTorch reference: TensorRT's attention layer only normalises with softmax (or nothing), so it fuses this
-subgraph with its generic pointwise/MatMul fusions rather than with a flash-attention kernel. What is
-left: wrapping the fused Triton kernel as a TensorRT quickly deployable plugin (`@trtp.register` +
-`@trtp.aot_impl`, TensorRT >= 10.9) and exporting the attention as that plugin's ONNX node. It is not
-written here because it can only be tested with a GPU and TensorRT.
+The TCA attention reaches TensorRT one of two ways, chosen at ONNX export (`--attention`, recorded in the
+file's metadata): as the MatMul -> Mul/Add -> Sigmoid -> Mul -> MatMul subgraph of the PyTorch reference
+("subgraph", the default; TensorRT's attention layer only normalises with softmax or nothing, so it fuses
+this with its generic pointwise/MatMul fusions), or as one `langbrt::tca_attention` plugin node per block
+("plugin"), which runs the fused Triton kernel compiled into the engine (`tensorrt_plugin.py`, fp16 only).
+Which is faster on a given GPU is for `langbrt-bench` to say: build both and compare.
 
 An engine is tied to one TensorRT version and one GPU compute capability; `check_engine_compatible`
 compares the sidecar against the running system and names the command that rebuilds it.
@@ -34,7 +34,8 @@ from langbrt.artifact import ArtifactMetadata
 from langbrt.atomic import atomic_path, atomic_write_text
 from langbrt.errors import CheckpointError, LangBRTError, LangBRTInputError
 
-from .onnx_export import read_onnx_metadata
+from .onnx_export import ATTENTION_KEY, read_onnx_metadata
+from .tensorrt_plugin import plugin_layers, register_tca_plugin
 
 DEFAULT_BATCH_SIZES = (1, 8, 32)
 DEFAULT_WORKSPACE_GB = 4.0
@@ -83,11 +84,14 @@ def profile_shapes(shape: Sequence[int], batch_sizes: Sequence[int]) -> tuple[li
     return [sizes[0], *rest], [sizes[len(sizes) // 2], *rest], [sizes[-1], *rest]
 
 
-def rebuild_command(engine_path: str | Path, model_dir: str | Path | None, batch_sizes: Sequence[int]) -> str:
+def rebuild_command(engine_path: str | Path, model_dir: str | Path | None, batch_sizes: Sequence[int],
+                    attention: str = "subgraph") -> str:
     """The exact `langbrt-export` command that rebuilds this engine."""
     model = str(model_dir) if model_dir is not None else "MODEL_DIR"
     sizes = " ".join(str(b) for b in batch_sizes)
-    return f"langbrt-export --model {model} --format engine --output {engine_path} --batch-sizes {sizes} --fp16"
+    plugin = " --attention plugin" if attention == "plugin" else ""
+    return (f"langbrt-export --model {model} --format engine --output {engine_path} --batch-sizes {sizes} "
+            f"--fp16{plugin}")
 
 
 def engine_metadata(metadata: ArtifactMetadata, *, fp16: bool, trt_version: str, gpu_name: str,
@@ -138,6 +142,12 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, fp16: bool =
         raise LangBRTInputError(f"batch sizes must be positive integers, got {list(batch_sizes)}")
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     metadata = read_onnx_metadata(onnx_path)
+    plugin = metadata.extras.get(ATTENTION_KEY) == "plugin"
+    if plugin:
+        if not fp16:
+            raise LangBRTInputError(f"{onnx_path} has TensorRT plugin attention nodes, which run in fp16 only: "
+                                    "add --fp16")
+        register_tca_plugin()  # before parsing: the parser looks the plugin up by name
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
@@ -145,6 +155,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, fp16: bool =
     if not parser.parse_from_file(str(onnx_path)):
         first = parser.get_error(0) if parser.num_errors else "unknown error"
         raise CheckpointError(f"{onnx_path}: TensorRT cannot parse this ONNX file ({first})")
+    if plugin and plugin_layers(network) == 0:
+        raise CheckpointError(f"{onnx_path}: TensorRT parsed no plugin layer for its attention nodes")
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
@@ -173,7 +185,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, fp16: bool =
     sidecar = engine_metadata(
         metadata, fp16=fp16, trt_version=trt.__version__, gpu_name=props.name,
         compute_capability=f"{props.major}.{props.minor}", inputs=inputs, outputs=outputs,
-        batch_sizes=batch_sizes, command=rebuild_command(engine_path, model_dir, batch_sizes),
+        batch_sizes=batch_sizes,
+        command=rebuild_command(engine_path, model_dir, batch_sizes, "plugin" if plugin else "subgraph"),
     )
     with atomic_path(engine_path) as tmp:
         tmp.write_bytes(bytes(serialized))

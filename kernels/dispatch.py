@@ -3,7 +3,8 @@
 `LANGBRT_ATTENTION=triton|reference|auto` (default auto) overrides the caller's choice. `auto` runs the
 fused Triton kernel on CUDA tensors and the PyTorch reference elsewhere. `triton` on a CPU tensor runs
 the kernel in Triton's interpreter, which only works with `TRITON_INTERPRET=1` set before triton is
-imported: that is how CPU tests compare the kernel with the reference.
+imported: that is how CPU tests compare the kernel with the reference. `plugin-node` is for ONNX export
+only: the reference maths, traced as one TensorRT plugin node (`plugin_node.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class AttentionImpl(str, Enum):
     AUTO = "auto"
     TRITON = "triton"
     REFERENCE = "reference"
+    PLUGIN_NODE = "plugin-node"
 
 
 def requested_impl(configured: str | AttentionImpl = AttentionImpl.AUTO) -> AttentionImpl:
@@ -62,8 +64,13 @@ def windowed_sigmoid_cross_attention(
     impl: str | AttentionImpl = AttentionImpl.AUTO,
 ) -> torch.Tensor:
     """TCA attention (see `reference.py` for the maths): x (B, H, W, C), map_features (B, H, W, Cm)."""
-    if resolve_impl(impl, x.device) is AttentionImpl.TRITON:
+    chosen = resolve_impl(impl, x.device)
+    if chosen is AttentionImpl.TRITON:
         from .tca_triton import windowed_sigmoid_cross_attention_triton
 
         return windowed_sigmoid_cross_attention_triton(x, map_features, params, num_heads, window_size, shift)
+    if chosen is AttentionImpl.PLUGIN_NODE:
+        from .plugin_node import windowed_sigmoid_cross_attention_plugin_node
+
+        return windowed_sigmoid_cross_attention_plugin_node(x, map_features, params, num_heads, window_size, shift)
     return windowed_sigmoid_cross_attention_reference(x, map_features, params, num_heads, window_size, shift)

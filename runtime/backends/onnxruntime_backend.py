@@ -28,6 +28,7 @@ from langbrt.artifact import (
     ArtifactMetadata,
 )
 from langbrt.errors import CheckpointError
+from langbrt.kernels.plugin_node import PLUGIN_NAME, PLUGIN_NAMESPACE
 from langbrt.text.prompts import normalize_prompt_lists
 
 from .artifact_backend import ArtifactBackend
@@ -77,6 +78,11 @@ class OnnxRuntimeBackend(ArtifactBackend):
         try:
             session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as err:  # ORT raises its own Fail/InvalidGraph types
+            if f"{PLUGIN_NAMESPACE}:{PLUGIN_NAME}" in str(err):
+                raise CheckpointError(
+                    f"{path}: exported with --attention plugin, whose {PLUGIN_NAMESPACE}::{PLUGIN_NAME} nodes only "
+                    "TensorRT runs; build an engine from it (langbrt-export --format engine --attention plugin "
+                    "--fp16) or export with --attention subgraph for onnxruntime") from None
             raise CheckpointError(f"{path}: onnxruntime cannot load it ({str(err).splitlines()[0]})") from None
         metadata = session_metadata(session, str(path))
         if precision is not None and precision != metadata.precision:
