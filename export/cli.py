@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     formats = "; ".join(f"{f.name}: {f.description}" for f in FORMATS)
     parser = _OneLineParser(prog=PROG, description="Export a trained LangBRT checkpoint for deployment.")
     parser.add_argument("--model", type=Path,
-                        help="checkpoint folder (config.json + model.safetensors); default: the bundled model")
+                        help="checkpoint folder (config.json + model.safetensors) or single .safetensors file; "
+                             "default: the bundled model")
     parser.add_argument("--format", choices=[f.name for f in FORMATS], default="onnx", help=formats)
     parser.add_argument("--output", type=Path, required=True, help="file (onnx, engine) or folder (triton-repo)")
     parser.add_argument("--fp16", action="store_true",

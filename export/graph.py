@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from langbrt.checkpoint import WEIGHTS_FILE
+from langbrt.checkpoint import WEIGHTS_FILE, is_single_file
 from langbrt.kernels import ENV_VAR, AttentionImpl
 from langbrt.model import LangBRT
 from langbrt.text import normalize_prompt
@@ -127,8 +127,11 @@ def traced_attention(impl: AttentionImpl) -> Iterator[None]:
 def model_hash(model: LangBRT, checkpoint_dir: str | Path | None = None) -> str:
     """sha256 of the checkpoint's weights file when the model came from one, else of its state dict bytes."""
     digest = hashlib.sha256()
-    if checkpoint_dir is not None and (Path(checkpoint_dir) / WEIGHTS_FILE).is_file():
-        with open(Path(checkpoint_dir) / WEIGHTS_FILE, "rb") as handle:
+    weights = None
+    if checkpoint_dir is not None:
+        weights = Path(checkpoint_dir) if is_single_file(checkpoint_dir) else Path(checkpoint_dir) / WEIGHTS_FILE
+    if weights is not None and weights.is_file():
+        with open(weights, "rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(chunk)
         return digest.hexdigest()

@@ -1,8 +1,12 @@
-"""Checkpoint directories: `model.safetensors` + `prompt_bank.safetensors` + `config.json`.
+"""Checkpoints: a directory (`model.safetensors` + `prompt_bank.safetensors` + `config.json`) or one file.
 
-No pickles: weights and prompt embeddings are safetensors, everything else is JSON. `config.json` is
-written last, so a directory with a readable config.json has complete weights beside it. Training
-resumes keep their optimizer state in a separate `trainer_state.pt` (see langbrt.training).
+No pickles: weights and prompt embeddings are safetensors, everything else is JSON. In a directory
+`config.json` is written last, so a directory with a readable config.json has complete weights beside it.
+Training resumes keep their optimizer state in a separate `trainer_state.pt` (see langbrt.training).
+
+A path ending in `.safetensors` is the single-file form, for shipping one model as one file: the same
+weights plus the prompt embeddings under `PROMPTS_KEY`, and the same config JSON in the file's metadata
+under `CONFIG_KEY`. The file is written to a temporary name and renamed, so it is complete or absent.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_path, atomic_write_text
@@ -28,11 +32,22 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 PROMPTS_FILE = "prompt_bank.safetensors"
+SINGLE_FILE_SUFFIX = ".safetensors"
+CONFIG_KEY = "langbrt_config"  # single file: metadata entry holding config.json's text
+PROMPTS_KEY = "__langbrt__.prompt_embeddings"  # single file: the prompt bank (no module owns this name)
+
+
+def is_single_file(path: str | Path) -> bool:
+    """True when `path` names the single-file checkpoint form (existing or to be written)."""
+    path = Path(path)
+    return path.suffix.lower() == SINGLE_FILE_SUFFIX and not path.is_dir()
 
 
 def save_checkpoint(model: LangBRT, directory: str | Path) -> Path:
-    """Write `model` into `directory` (created if needed) and return the directory."""
+    """Write `model` into `directory` (created if needed), or into one `.safetensors` file; return the path."""
     directory = Path(directory)
+    if is_single_file(directory):
+        return _save_single_file(model, directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -50,6 +65,21 @@ def save_checkpoint(model: LangBRT, directory: str | Path) -> Path:
     return directory
 
 
+def _save_single_file(model: LangBRT, path: Path) -> Path:
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    texts, embeddings = model.prompt_bank.state()
+    state[PROMPTS_KEY] = embeddings.float().contiguous()  # (P, D)
+    metadata = {"format": FORMAT, CONFIG_KEY: json.dumps(checkpoint_config(model, texts))}
+    if not path.parent.is_dir():
+        raise CheckpointError(f"cannot write checkpoint {path}: folder {path.parent} does not exist")
+    try:
+        with atomic_path(path) as tmp:
+            save_file(state, str(tmp), metadata=metadata)
+    except OSError as err:
+        raise CheckpointError(f"cannot write checkpoint to {path}: {err.strerror}") from None
+    return path
+
+
 def checkpoint_config(model: LangBRT, prompt_texts: list[str]) -> dict[str, Any]:
     return {
         "format": FORMAT,
@@ -61,18 +91,26 @@ def checkpoint_config(model: LangBRT, prompt_texts: list[str]) -> dict[str, Any]
 
 
 def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
-    """The parsed config.json of a checkpoint directory, or one clear `CheckpointError`."""
+    """The parsed config of a checkpoint directory or single file, or one clear `CheckpointError`."""
     directory = Path(directory)
     if not directory.exists():
         raise CheckpointError(f"{directory}: no such checkpoint")
-    if not directory.is_dir():
-        raise CheckpointError(f"{directory}: not a LangBRT checkpoint (expected a folder with {CONFIG_FILE})")
-    path = directory / CONFIG_FILE
+    if is_single_file(directory):
+        path, text = directory, _single_file_config_text(directory)
+    elif not directory.is_dir():
+        raise CheckpointError(f"{directory}: not a LangBRT checkpoint (expected a folder with {CONFIG_FILE} "
+                              f"or a {SINGLE_FILE_SUFFIX} file)")
+    else:
+        path = directory / CONFIG_FILE
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise CheckpointError(f"{directory}: not a LangBRT checkpoint (no {CONFIG_FILE})") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise CheckpointError(f"{path}: unreadable checkpoint config ({err})") from None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{directory}: not a LangBRT checkpoint (no {CONFIG_FILE})") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
         raise CheckpointError(f"{path}: unreadable checkpoint config ({err})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a LangBRT checkpoint config")
@@ -98,10 +136,14 @@ def load_checkpoint(directory: str | Path, text_encoder: TextEncoder | None = No
             f"{directory}: text encoder mismatch: checkpoint was trained with {config.text_encoder} "
             f"(dim {config.text_dim}), got {text_encoder.name} (dim {text_encoder.dim})"
         )
-    weights = _load_safetensors(directory / WEIGHTS_FILE, map_location)
-    prompt_state = _load_safetensors(directory / PROMPTS_FILE, "cpu")
+    if is_single_file(directory):
+        weights = _load_safetensors(directory, map_location)
+        embeddings = weights.pop(PROMPTS_KEY, torch.zeros(0, config.text_dim)).cpu()
+    else:
+        weights = _load_safetensors(directory / WEIGHTS_FILE, map_location)
+        prompt_state = _load_safetensors(directory / PROMPTS_FILE, "cpu")
+        embeddings = prompt_state.get("embeddings", torch.zeros(0, config.text_dim))
     texts = list(data.get("prompts", []))
-    embeddings = prompt_state.get("embeddings", torch.zeros(0, config.text_dim))
     if embeddings.shape != (len(texts), config.text_dim):
         raise CheckpointError(f"{directory}: prompt bank holds {tuple(embeddings.shape)} embeddings for "
                               f"{len(texts)} prompts of dim {config.text_dim}")
@@ -110,6 +152,19 @@ def load_checkpoint(directory: str | Path, text_encoder: TextEncoder | None = No
     model = LangBRT(config, prompt_bank=bank)
     _load_state(model, weights, directory)
     return model.to(map_location).eval()
+
+
+def _single_file_config_text(path: Path) -> str:
+    """The config JSON stored in a single-file checkpoint's safetensors metadata."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
+    if CONFIG_KEY not in metadata:
+        raise CheckpointError(f"{path}: a safetensors file but not a LangBRT checkpoint (no {CONFIG_KEY!r} "
+                              "metadata); save one with LangBRT.save_pretrained('model.safetensors')")
+    return metadata[CONFIG_KEY]
 
 
 def _load_safetensors(path: Path, map_location: str | torch.device) -> dict[str, torch.Tensor]:

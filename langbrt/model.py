@@ -166,7 +166,10 @@ class LangBRT(nn.Module):
             )
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write weights (safetensors), config.json and the prompt bank; atomic per file."""
+        """Write weights (safetensors), config.json and the prompt bank; atomic per file.
+
+        A path ending in `.safetensors` writes the single-file form (config in the file's metadata).
+        """
         from .checkpoint import save_checkpoint
 
         return save_checkpoint(self, directory)
@@ -175,7 +178,7 @@ class LangBRT(nn.Module):
     def from_pretrained(cls, directory: str | Path, text_encoder: TextEncoder | None = None,
                         expected_config: LangBRTConfig | None = None,
                         map_location: str | torch.device = "cpu") -> LangBRT:
-        """Load a checkpoint directory; a config or text-encoder mismatch raises `CheckpointError`."""
+        """Load a checkpoint directory or `.safetensors` file; a config or encoder mismatch raises `CheckpointError`."""
         from .checkpoint import load_checkpoint
 
         return load_checkpoint(directory, text_encoder=text_encoder, expected_config=expected_config,

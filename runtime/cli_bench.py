@@ -107,7 +107,7 @@ def _driver_version() -> str | None:
 
 
 def model_cost(path: str) -> dict[str, Any]:
-    """FLOPs of one image through `forward_table`, and the weight bytes, from a checkpoint folder."""
+    """FLOPs of one image through `forward_table`, and the weight bytes, from a checkpoint (folder or file)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from langbrt.model import LangBRT
@@ -175,7 +175,7 @@ def _backends_for(path: str, choice: str) -> list[str]:
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     env = environment()
-    costs = {path: model_cost(path) for path in args.model if Path(path).is_dir()}  # checkpoints only
+    costs = {path: model_cost(path) for path in args.model if _backends_for(path, "all") == [BackendName.TORCH.value]}
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     for path in args.model:

@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="langbrt-infer", description="Remove the facial blemishes you name from photos. "
                 "Writes <stem>_retouched.<ext> into a results folder; the rest of each photo is untouched.")
     p.add_argument("images", nargs="+", help="image files, folders (their images, not recursive) or globs")
-    p.add_argument("--model", help="checkpoint folder, .onnx file or .engine/.plan (default: the bundled model)")
+    p.add_argument("--model", help="checkpoint folder or .safetensors file, .onnx file or .engine/.plan "
+                   "(default: the bundled model)")
     p.add_argument("--backend", default="auto", choices=[b.value for b in BackendName],
                    help="what runs the model; auto: by --model (folder: torch, .onnx, .engine)")
     p.add_argument("--prompt", action="append", dest="prompts", metavar="TEXT",

@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve LangBRT over HTTP: POST /v1/retouch, GET /v1/prompts, /healthz, /readyz, /metrics.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", help="checkpoint folder, .onnx or TensorRT engine (default: the bundled model)")
+    p.add_argument("--model", help="checkpoint folder or .safetensors file, .onnx or TensorRT engine "
+                   "(default: the bundled model)")
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend; auto picks by file type")
     p.add_argument("--device", default=None, help="e.g. cuda:0 or cpu (default: the backend's choice)")
     p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None,

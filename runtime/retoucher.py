@@ -56,7 +56,7 @@ class Retoucher:
     @classmethod
     def load(cls, path: str | Path | None = None, backend: str = "auto", device: str | None = None,
              precision: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> Retoucher:
-        """Open a checkpoint folder (torch), a .onnx file (onnxruntime) or a .engine/.plan (tensorrt).
+        """Open a checkpoint folder or .safetensors file (torch), .onnx (onnxruntime) or .engine/.plan (tensorrt).
 
         `path=None` opens the model bundled with the package.
 

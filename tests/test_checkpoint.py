@@ -98,3 +98,46 @@ def test_failed_save_leaves_no_temporary_files(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="No space left"):
         model.save_pretrained(tmp_path / "m")
     assert list((tmp_path / "m").iterdir()) == []
+
+
+# --- the single-file form: one .safetensors with the config in its metadata ---
+
+
+def test_single_file_round_trip_gives_identical_outputs_without_a_text_encoder(saved, tmp_path):
+    directory, images, expected = saved
+    path = LangBRT.from_pretrained(directory).save_pretrained(tmp_path / "model.safetensors")
+    assert path.is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]
+    model = LangBRT.from_pretrained(path)  # prompts come from the file's own bank
+    with torch.no_grad():
+        got = model(images, [["acne on the right cheek", "forehead wrinkles"]]).image
+    assert torch.equal(got, expected)
+
+
+def test_single_file_works_wherever_a_checkpoint_folder_does(saved, tmp_path):
+    from langbrt.runtime import Retoucher
+
+    path = LangBRT.from_pretrained(saved[0]).save_pretrained(tmp_path / "m.safetensors")
+    photo = torch.rand(3, 40, 52, generator=torch.Generator().manual_seed(0))
+    a = Retoucher.load(path).retouch([photo], ["forehead wrinkles"])[0]
+    b = Retoucher.load(saved[0]).retouch([photo], ["forehead wrinkles"])[0]
+    assert torch.equal(a.image, b.image)
+
+
+def test_foreign_or_broken_safetensors_files_raise_one_clear_error(tmp_path):
+    from safetensors.torch import save_file
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    with pytest.raises(CheckpointError, match="not a LangBRT checkpoint"):
+        LangBRT.from_pretrained(foreign)
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x00" * 40)
+    with pytest.raises(CheckpointError, match="not a readable safetensors file"):
+        LangBRT.from_pretrained(broken)
+
+
+def test_single_file_into_a_missing_folder_is_refused_and_writes_nothing(tmp_path):
+    model = LangBRT(LangBRTConfig.tiny())
+    with pytest.raises(CheckpointError, match="does not exist"):
+        model.save_pretrained(tmp_path / "nope" / "m.safetensors")
+    assert list(tmp_path.iterdir()) == []

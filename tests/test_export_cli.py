@@ -161,3 +161,12 @@ def test_engine_mismatch_names_what_differs_and_the_rebuild_command(tmp_path):
 def test_sidecar_json_is_valid_artifact_metadata_shape(tmp_path):
     assert sidecar_path(tmp_path / "model.plan").name == "model.plan.json"
     assert json.loads(ArtifactMetadata(64, [], [], "x", 4, "0", 0).to_json())["format"] == "langbrt-artifact"
+
+
+def test_a_single_file_checkpoint_exports_and_its_hash_is_the_file_sha256(model_dir, tmp_path, capsys):
+    import hashlib
+
+    single = LangBRT.from_pretrained(model_dir).save_pretrained(tmp_path / "m.safetensors")
+    out = tmp_path / "m.onnx"
+    assert main(["--model", str(single), "--output", str(out)]) == 0
+    assert read_onnx_metadata(out).model_hash == hashlib.sha256(single.read_bytes()).hexdigest()

@@ -26,7 +26,7 @@ EXIT_BAD_INPUT = 2
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
-@click.option("--model", "model_dir", type=click.Path(), help="Checkpoint folder (OUTPUT/final).")
+@click.option("--model", "model_dir", type=click.Path(), help="Checkpoint folder (OUTPUT/final) or .safetensors file.")
 @click.option("--suite", "suite_specs", multiple=True, metavar="NAME=DIR",
               help="Quality benchmark: score these checkpoints (repeatable) and the classical baselines side by "
                    "side on the synthetic set; see training/suite.py.")

@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from langbrt.checkpoint import SINGLE_FILE_SUFFIX
 from langbrt.errors import CheckpointError, LangBRTInputError
 
 
@@ -67,20 +68,21 @@ class Backend(Protocol):
 
 
 def backend_for_path(path: str | Path) -> BackendName:
-    """The backend `auto` means for `path`: a folder is a checkpoint, .onnx an ONNX file, .engine/.plan TensorRT."""
+    """The backend `auto` means for `path`: a checkpoint (folder or .safetensors file) is torch, .onnx ONNX
+    Runtime, .engine/.plan TensorRT."""
     path = Path(path)
     suffix = path.suffix.lower()
     if not path.exists():
         raise CheckpointError(f"{path}: no such model file or folder")
-    if path.is_dir():
+    if path.is_dir() or suffix == SINGLE_FILE_SUFFIX:
         return BackendName.TORCH
     if suffix in ONNX_SUFFIXES:
         return BackendName.ONNXRUNTIME
     if suffix in ENGINE_SUFFIXES:
         return BackendName.TENSORRT
     raise LangBRTInputError(
-        f"{path}: cannot tell which backend loads this (expected a checkpoint folder, a .onnx file, "
-        "or a .engine/.plan TensorRT engine)"
+        f"{path}: cannot tell which backend loads this (expected a checkpoint folder or .safetensors file, "
+        "a .onnx file, or a .engine/.plan TensorRT engine)"
     )
 
 

@@ -54,7 +54,7 @@ class TorchBackend:
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None, precision: str = "fp32") -> TorchBackend:
-        """Load a checkpoint folder; fp16 needs CUDA (CPU half kernels are slower than fp32)."""
+        """Load a checkpoint folder or .safetensors file; fp16 needs CUDA (CPU half kernels are slower than fp32)."""
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if precision not in _DTYPES:
             raise LangBRTInputError(f"unknown precision {precision!r}; use fp32 or fp16")
