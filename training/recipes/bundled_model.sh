@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Reproduces the model bundled in langbrt/assets/default_model (the one `langbrt-infer` uses when no
-# --model is given). CPU only, about 50 minutes on one core in two stages of 1,200 steps (the second resumes the first with
-# --steps 2400: a warm restart of the cosine schedule); no download, no weights files needed:
+# --model is given). CPU only, about 75 minutes on one core in three stages of 1,200 steps (each later stage resumes
+# the one before with --steps 2400, then 3600: a warm restart of the cosine schedule); no download, no weights files:
 # synthetic blemishes on procedural faces plus the public-domain example face in examples/.
 # The perceptual (VGG-19), semantic (Alpha-CLIP) and adversarial terms are off: no offline weights exist
 # for the first two, and the GAN term is left off to keep each CPU step cheap (its effect on this model was
@@ -17,3 +17,4 @@ langbrt-train --data synthetic --preset small --seed 0 \
   --ema-decay 0.999 --checkpoint-every 300 --image-every 300 --threads 1 \
   --output "$out"
 langbrt-train --resume "$out/final" --steps 2400 --output "$out" --threads 1
+langbrt-train --resume "$out/final" --steps 3600 --output "$out" --threads 1
