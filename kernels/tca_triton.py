@@ -21,7 +21,8 @@ The whole window lives on chip: a (BLOCK_N, BLOCK_C) query-input tile, a (BLOCK_
 N = 64 tokens: a flash-style loop over key blocks with an online softmax buys nothing at that size, and
 sigmoid attention needs no row max / row sum at all. Heads are a loop inside the program so the output
 projection can accumulate across heads without writing the (N, C) head outputs to memory; the loop is kept
-rolled (not tl.static_range), because unrolled, ptxas hoists every head's weight loads and spills registers.
+rolled (not tl.static_range): unrolled, the build spilled registers (measured with ptxas; likely every
+head's weight loads scheduled early).
 Offsets are int32 (64-bit address tensors cost two registers per element). Every
 extent is padded to a power of two >= 16 (tl.dot's minimum) and masked: C = 96 -> 128, Cm = 9 -> 16,
 head_dim 32 stays 32. Matmuls take fp16/bf16 operands when the inputs are half precision (fp32 accumulate)
@@ -155,7 +156,7 @@ def _tca_fwd_kernel(
     md_mask = cm_mask[:, None] & d_mask[None, :]  # (BCM, BD)
     dc_mask = d_mask[:, None] & c_mask[None, :]  # (BD, BC)
     acc = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32)
-    for h in range(NUM_HEADS):  # rolled: unrolling hoists every head's weight loads and spills
+    for h in range(NUM_HEADS):  # rolled: unrolled, ptxas spilled registers (benchmarks/kernel_resources.py)
         rows = h * HEAD_DIM + dd  # (BD,) this head's channels
         wq_t = tl.load(wq_ptr + rows[None, :] * C + cc[:, None], mask=cd_mask, other=0.0)  # (BC, BD) = Wq_h^T
         wk_t = tl.load(wk_ptr + rows[None, :] * CM + cm[:, None], mask=md_mask, other=0.0)  # (BCM, BD)
