@@ -15,7 +15,8 @@ from langbrt.model import LangBRT
 from langbrt.training import trainer as trainer_module
 from langbrt.training.losses.weights import LossWeights
 from langbrt.training.train_config import TrainConfig
-from langbrt.training.trainer import TrainingDiverged, load_trainer_state, lr_factor, train
+from langbrt.training.train_state import load_trainer_state
+from langbrt.training.trainer import TrainingDiverged, lr_factor, train
 
 
 @pytest.fixture(autouse=True)

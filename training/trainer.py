@@ -4,21 +4,13 @@ One step: generator forward -> eq. 11 generator loss (with the discriminator fro
 discriminator step on (target, detached output) -> EMA update. Logging, sample grids and checkpoints are a
 few explicit lines at named points of the loop.
 
-Checkpoint contract (OUTPUT/checkpoints/step_000100/, and OUTPUT/final/ at the end):
-  model.safetensors + prompt_bank.safetensors + config.json  written by `LangBRT.save_pretrained`; the
-      weights are the EMA weights (what one evaluates and ships; the raw weights when --ema-decay 0),
-  trainer_state.pt   raw generator weights, discriminator, both optimizers and schedulers, EMA shadow, step,
-      RNG states (torch, numpy, python) and the data order (sampler seed, epoch, batch in epoch),
-  train_config.json  the run's `TrainConfig`.
-A checkpoint folder is built under a hidden name and renamed into place, so it is complete or absent.
+Checkpoints (OUTPUT/checkpoints/step_000100/, OUTPUT/final/) and the EMA live in `train_state.py`.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import random
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -30,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from langbrt.atomic import atomic_path, atomic_write_text
+from langbrt.atomic import atomic_write_text
 from langbrt.errors import LangBRTError, LangBRTInputError
 from langbrt.model import LangBRT
 from langbrt.modules.discriminator import PatchDiscriminator
@@ -52,11 +44,17 @@ from langbrt.training.losses import (
 )
 from langbrt.training.run_log import RunLog
 from langbrt.training.train_config import FFHQR, SYNTHETIC, TrainConfig
-
-STATE_FILE = "trainer_state.pt"
-CONFIG_FILE = "train_config.json"
-FINAL_DIR = "final"
-CHECKPOINTS_DIR = "checkpoints"
+from langbrt.training.train_state import (
+    CHECKPOINTS_DIR,
+    CONFIG_FILE,
+    EMA,
+    FINAL_DIR,
+    load_trainer_state,
+    prepare_output,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 
 
 class TrainingDiverged(LangBRTError):
@@ -125,36 +123,6 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-class EMA:
-    """Exponential moving average of the generator's weights, decay warmed up as min(d, (1+n)/(10+n)).
-
-    The warmup keeps early checkpoints of short runs from being dominated by the random initialisation.
-    """
-
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.updates = 0
-        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
-        self.updates += 1
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for name, value in model.state_dict().items():
-            if value.is_floating_point():
-                self.shadow[name].mul_(d).add_(value.detach(), alpha=1.0 - d)
-            else:
-                self.shadow[name].copy_(value)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.decay, self.updates = state["decay"], state["updates"]
-        for name, value in state["shadow"].items():
-            self.shadow[name].copy_(value)
-
-
 # ---------------------------------------------------------------------------------------------- data order
 
 
@@ -183,74 +151,6 @@ def batches(dataset: Dataset, collate: Callable, base: Any, cfg: TrainConfig, in
         yield from DataLoader(dataset, batch_size=cfg.batch_size, sampler=indices, collate_fn=collate,
                               num_workers=cfg.num_workers, drop_last=True, generator=generator)
         epoch, offset = epoch + 1, 0
-
-
-# ---------------------------------------------------------------------------------------------- checkpoints
-
-
-def rng_state() -> dict[str, Any]:
-    """RNG states as tensors and plain values only, so `torch.load(weights_only=True)` can read them."""
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    name, keys, *rest = state["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(directory: Path, model: LangBRT, ema: EMA | None, state: dict[str, Any],
-                    cfg: TrainConfig) -> Path:
-    """Write a complete checkpoint folder (see module docstring) under a temporary name, then rename it."""
-    tmp = directory.parent / f".{directory.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    if ema is not None:
-        model.load_state_dict(ema.shadow)
-    try:
-        model.save_pretrained(tmp)  # EMA weights: what gets evaluated and shipped
-    finally:
-        model.load_state_dict(raw)
-    with atomic_path(tmp / STATE_FILE) as path:
-        torch.save({**state, "model_raw": raw}, path)
-    atomic_write_text(tmp / CONFIG_FILE, cfg.to_json())
-    if directory.exists():
-        shutil.rmtree(directory)
-    os.replace(tmp, directory)
-    return directory
-
-
-def load_trainer_state(directory: Path) -> dict[str, Any]:
-    path = Path(directory) / STATE_FILE
-    if not path.is_file():
-        raise LangBRTInputError(f"{directory}: cannot resume, no {STATE_FILE} (pass a checkpoint folder "
-                                f"such as OUTPUT/checkpoints/step_001000)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a damaged pickle can raise almost anything; the user needs the file name
-        raise LangBRTInputError(f"{path}: unreadable trainer state ({type(err).__name__}: {err})") from None
-
-
-def _prepare_output(output: Path) -> None:
-    try:
-        (output / CHECKPOINTS_DIR).mkdir(parents=True, exist_ok=True)
-        with atomic_path(output / ".write_test"):
-            pass
-        (output / ".write_test").unlink()
-    except OSError as err:
-        raise LangBRTInputError(f"{output}: output folder is not writable ({err.strerror or err})") from None
 
 
 # ---------------------------------------------------------------------------------------------- losses
@@ -310,7 +210,7 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
     resources = require_loss_weights(cfg.weights, cfg.vgg_weights, cfg.alpha_clip_weights,
                                      cfg.clip_text_weights)
     if info.is_main:
-        _prepare_output(output)
+        prepare_output(output)
         atomic_write_text(output / CONFIG_FILE, cfg.to_json())
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)

@@ -1,0 +1,129 @@
+"""What a training run saves and resumes from: checkpoint folders, the trainer state, the EMA of the weights.
+
+Checkpoint contract (OUTPUT/checkpoints/step_000100/, and OUTPUT/final/ at the end):
+  model.safetensors + prompt_bank.safetensors + config.json  written by `LangBRT.save_pretrained`; the
+      weights are the EMA weights (what one evaluates and ships; the raw weights when --ema-decay 0),
+  trainer_state.pt   raw generator weights, discriminator, both optimizers and schedulers, EMA shadow, step,
+      RNG states (torch, numpy, python) and the data order (sampler seed, epoch, batch in epoch),
+  train_config.json  the run's `TrainConfig`.
+A checkpoint folder is built under a hidden name and renamed into place, so it is complete or absent.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from langbrt.atomic import atomic_path, atomic_write_text
+from langbrt.errors import LangBRTInputError
+from langbrt.model import LangBRT
+from langbrt.training.train_config import TrainConfig
+
+STATE_FILE = "trainer_state.pt"
+CONFIG_FILE = "train_config.json"
+FINAL_DIR = "final"
+CHECKPOINTS_DIR = "checkpoints"
+
+
+class EMA:
+    """Exponential moving average of the generator's weights, decay warmed up as min(d, (1+n)/(10+n)).
+
+    The warmup keeps early checkpoints of short runs from being dominated by the random initialisation.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.updates = 0
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for name, value in model.state_dict().items():
+            if value.is_floating_point():
+                self.shadow[name].mul_(d).add_(value.detach(), alpha=1.0 - d)
+            else:
+                self.shadow[name].copy_(value)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.decay, self.updates = state["decay"], state["updates"]
+        for name, value in state["shadow"].items():
+            self.shadow[name].copy_(value)
+
+
+def rng_state() -> dict[str, Any]:
+    """RNG states as tensors and plain values only, so `torch.load(weights_only=True)` can read them."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` saved, so a resumed run draws the same numbers."""
+    torch.set_rng_state(state["torch"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(directory: Path, model: LangBRT, ema: EMA | None, state: dict[str, Any],
+                    cfg: TrainConfig) -> Path:
+    """Write a complete checkpoint folder (see module docstring) under a temporary name, then rename it."""
+    tmp = directory.parent / f".{directory.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if ema is not None:
+        model.load_state_dict(ema.shadow)
+    try:
+        model.save_pretrained(tmp)  # EMA weights: what gets evaluated and shipped
+    finally:
+        model.load_state_dict(raw)
+    with atomic_path(tmp / STATE_FILE) as path:
+        torch.save({**state, "model_raw": raw}, path)
+    atomic_write_text(tmp / CONFIG_FILE, cfg.to_json())
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.replace(tmp, directory)
+    return directory
+
+
+def load_trainer_state(directory: Path) -> dict[str, Any]:
+    """The `trainer_state.pt` of a checkpoint folder (tensors and plain values only), or one clear error."""
+    path = Path(directory) / STATE_FILE
+    if not path.is_file():
+        raise LangBRTInputError(f"{directory}: cannot resume, no {STATE_FILE} (pass a checkpoint folder "
+                                f"such as OUTPUT/checkpoints/step_001000)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a damaged pickle can raise almost anything; the user needs the file name
+        raise LangBRTInputError(f"{path}: unreadable trainer state ({type(err).__name__}: {err})") from None
+
+
+def prepare_output(output: Path) -> None:
+    """Create OUTPUT/checkpoints and prove the folder is writable, before any training work."""
+    try:
+        (output / CHECKPOINTS_DIR).mkdir(parents=True, exist_ok=True)
+        with atomic_path(output / ".write_test"):
+            pass
+        (output / ".write_test").unlink()
+    except OSError as err:
+        raise LangBRTInputError(f"{output}: output folder is not writable ({err.strerror or err})") from None
