@@ -25,10 +25,10 @@ signature. The node's `plugin_namespace` and `aot` attributes are the ONNX parse
 import functools
 from typing import Any
 
-from langbrt.kernels.plugin_node import PLUGIN_NAME, PLUGIN_NAMESPACE
+from langbrt.kernels.plugin_node import NODE_INPUTS, PLUGIN_NAME, PLUGIN_NAMESPACE
 
 PLUGIN_ID = f"{PLUGIN_NAMESPACE}::{PLUGIN_NAME}"
-NUM_IO = 12  # 11 inputs (see kernels/plugin_node.py) + 1 output
+NUM_IO = len(NODE_INPUTS) + 1  # the node's inputs and its one output
 
 
 def tactic_warps() -> dict[int, int]:
@@ -100,7 +100,7 @@ def register_tca_plugin() -> None:
 
 
 def plugin_layers(network: Any) -> int:
-    """How many `langbrt::tca_attention` plugin layers a parsed TensorRT network holds."""
+    """How many plugin (v3) layers a parsed TensorRT network holds; LangBRT's only plugin is tca_attention."""
     import tensorrt as trt
 
     return sum(1 for i in range(network.num_layers) if network.get_layer(i).type == trt.LayerType.PLUGIN_V3)

@@ -26,10 +26,11 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from . import tca_triton
+from .plugin_node import NODE_INPUTS
 
 DTYPES = ("fp16", "bf16", "fp32")
 WARP_SIZE = 32
-NUM_TENSOR_INPUTS = 11  # x, map_features, q/k/v/out weights and biases, alpha
+NUM_TENSOR_INPUTS = len(NODE_INPUTS)  # x, map_features, q/k/v/out weights and biases, alpha
 NUM_SCALARS = 2  # H, W
 # A kernel launched without cuFuncSetAttribute may use at most this much shared memory per block; TensorRT's
 # AOT launcher does not opt in to more.
@@ -73,11 +74,6 @@ class CompiledTCAKernel:
     @property
     def block_threads(self) -> int:
         return self.spec.num_warps * WARP_SIZE
-
-    def grid(self, batch: int, height: int, width: int) -> tuple[int, int]:
-        """(windows per image, batch): one program per (window, image)."""
-        w = self.spec.window_size
-        return (-(-height // w)) * (-(-width // w)), batch
 
 
 @dataclass(frozen=True)

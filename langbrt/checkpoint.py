@@ -46,35 +46,35 @@ def is_single_file(path: str | Path) -> bool:
 def save_checkpoint(model: LangBRT, directory: str | Path) -> Path:
     """Write `model` into `directory` (created if needed), or into one `.safetensors` file; return the path."""
     directory = Path(directory)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    texts, embeddings = model.prompt_bank.state()
+    embeddings = embeddings.float().contiguous()  # (P, D)
+    config = checkpoint_config(model, texts)
     if is_single_file(directory):
-        return _save_single_file(model, directory)
+        return _save_single_file(directory, state, embeddings, config)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CheckpointError(f"cannot create checkpoint folder {directory}: {err.strerror}") from None
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    texts, embeddings = model.prompt_bank.state()
     try:
         with atomic_path(directory / WEIGHTS_FILE) as tmp:
             save_file(state, str(tmp), metadata={"format": FORMAT})
         with atomic_path(directory / PROMPTS_FILE) as tmp:
-            save_file({"embeddings": embeddings.float().contiguous()}, str(tmp), metadata={"format": FORMAT})
-        atomic_write_text(directory / CONFIG_FILE, json.dumps(checkpoint_config(model, texts), indent=2))
+            save_file({"embeddings": embeddings}, str(tmp), metadata={"format": FORMAT})
+        atomic_write_text(directory / CONFIG_FILE, json.dumps(config, indent=2))
     except OSError as err:
         raise CheckpointError(f"cannot write checkpoint to {directory}: {err.strerror}") from None
     return directory
 
 
-def _save_single_file(model: LangBRT, path: Path) -> Path:
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    texts, embeddings = model.prompt_bank.state()
-    state[PROMPTS_KEY] = embeddings.float().contiguous()  # (P, D)
-    metadata = {"format": FORMAT, CONFIG_KEY: json.dumps(checkpoint_config(model, texts))}
+def _save_single_file(path: Path, state: dict[str, torch.Tensor], embeddings: torch.Tensor,
+                      config: dict[str, Any]) -> Path:
     if not path.parent.is_dir():
         raise CheckpointError(f"cannot write checkpoint {path}: folder {path.parent} does not exist")
+    metadata = {"format": FORMAT, CONFIG_KEY: json.dumps(config)}
     try:
         with atomic_path(path) as tmp:
-            save_file(state, str(tmp), metadata=metadata)
+            save_file({**state, PROMPTS_KEY: embeddings}, str(tmp), metadata=metadata)
     except OSError as err:
         raise CheckpointError(f"cannot write checkpoint to {path}: {err.strerror}") from None
     return path
