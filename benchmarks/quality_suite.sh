@@ -22,21 +22,7 @@ COMMON=(--data synthetic --preset tiny --synthetic-length 2048 --steps "$STEPS" 
         --l1-weight 20 --adversarial-weight 0 --perceptual-weight 0 --semantic-weight 0 --ema-decay 0
         --threads "$THREADS" --seed 0 --checkpoint-every 100000 --image-every 100000 --log-every 100 --quiet)
 
-train() {  # NAME FLAGS...
-    local name=$1
-    shift
-    if [[ -d "$RUNS/$name/final" ]]; then
-        echo "== $name: $RUNS/$name/final exists, not retrained"
-        return
-    fi
-    echo "== $name: langbrt-train ${COMMON[*]} $* --output $RUNS/$name"
-    local start=$SECONDS
-    if "$BIN/langbrt-train" "${COMMON[@]}" "$@" --output "$RUNS/$name"; then
-        echo "== $name: $((SECONDS - start)) s"
-    else  # a failed variant is reported and left out of the table, the others still run
-        echo "== $name: FAILED after $((SECONDS - start)) s, left out of the suite"
-    fi
-}
+source "$(dirname "$0")/train_variant.sh"  # train NAME FLAGS...
 
 train full --ablation none --fraction 1.0  # also the 100 % row of the data-fraction table
 train no-prior --ablation no-prior

@@ -6,7 +6,7 @@
 #
 #   bash benchmarks/quality_suite_small.sh        # RUNS=runs/small-ablation THREADS=1
 #
-# A variant whose RUNS/NAME/final exists is not retrained. Writes
+# A variant whose RUNS/NAME/final exists is not retrained (benchmarks/train_variant.sh). Writes
 # benchmarks/results/quality-synthetic-small-DATE.json and quality-synthetic-small-1pct-DATE.json.
 set -euo pipefail
 
@@ -22,16 +22,7 @@ COMMON=(--data synthetic --preset small --seed 0
         --adversarial-weight 0 --perceptual-weight 0 --semantic-weight 0
         --ema-decay 0.999 --checkpoint-every 100000 --image-every 100000 --threads "$THREADS" --quiet)
 
-train() {  # NAME FLAGS...
-    local name=$1
-    shift
-    if [[ -d "$RUNS/$name/final" ]]; then
-        echo "== $name: $RUNS/$name/final exists, not retrained"
-        return
-    fi
-    echo "== $name: langbrt-train ${COMMON[*]} $* --output $RUNS/$name"
-    OMP_NUM_THREADS=$THREADS "$BIN/langbrt-train" "${COMMON[@]}" "$@" --output "$RUNS/$name"
-}
+source "$(dirname "$0")/train_variant.sh"  # train NAME FLAGS...
 
 train full --ablation none
 train no-tca --ablation no-tca
