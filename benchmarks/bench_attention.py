@@ -5,6 +5,9 @@
 Shape: the paper preset's latent (64x64, C=96, 3 heads, 8x8 windows, 9 map channels) in a shifted block.
 Each row reports the median and p90 of per-iteration CUDA-event timings, the achieved bandwidth and
 throughput from the formulas below, and their fraction of the card's peak (null for unknown cards).
+Every implementation is timed twice: called from Python (what a caller sees, launch overhead included) and
+as the replay of a CUDA graph of one call ("+graph" rows: GPU time alone, which is what the roofline is
+about, and what the runtime's batch-1 CUDA graphs get).
 Results are printed as a table and written as JSON with the card, date and software versions.
 
 Bytes moved (the minimum a fused forward must move; what the kernel is measured against):
@@ -29,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from langbrt.atomic import atomic_write_text
 from langbrt.config import LangBRTConfig
 from langbrt.kernels import TCAParams, windowed_sigmoid_cross_attention_reference
 from langbrt.kernels.windows import padded_size
@@ -125,6 +129,24 @@ def cuda_event_times_ms(fn: Callable[..., torch.Tensor], fn_args: tuple, warmup:
     return [start.elapsed_time(end) for start, end in events]
 
 
+def cuda_graph_times_ms(fn: Callable[..., torch.Tensor], fn_args: tuple, warmup: int,
+                        iters: int) -> list[float] | str:
+    """Per-replay times of a CUDA graph of one fn(*fn_args) call, or why it could not be captured."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm-up (autotuning, compilation) off the capture stream
+        for _ in range(3):
+            fn(*fn_args)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            fn(*fn_args)
+    except RuntimeError as err:
+        return f"capture failed: {str(err).splitlines()[0]}"
+    return cuda_event_times_ms(graph.replay, (), warmup, iters)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -159,7 +181,16 @@ def run(args: argparse.Namespace) -> int:
     compiled_reference = torch.compile(windowed_sigmoid_cross_attention_reference, dynamic=False)
     impls = {"triton": kernel, "eager": windowed_sigmoid_cross_attention_reference,
              "compile": compiled_reference}
-    rows: list[Row] = []
+    out = args.out or Path("benchmarks/results") / f"attention-{slug(card)}-{dt.date.today().isoformat()}.json"
+    report = {
+        "card": card, "date": dt.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,
+        "triton": triton.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+        "shape": asdict(shape), "warmup": args.warmup, "iters": args.iters,
+        "formulas": {"bytes": "e*(B*H*W*(2C+Cm) + 2C^2 + 2C*Cm + 4C + heads)",
+                     "flops": "B*Hp*Wp*(4C^2 + 4C*Cm + 4*w*w*C)"},
+        "rows": [], "failures": {},
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
     print(f"{card}: H=W={shape.height} C={shape.channels} Cm={shape.map_channels} heads={shape.heads} "
           f"window={shape.window} shift={shape.shift}")
     print(HEADER)
@@ -167,35 +198,53 @@ def run(args: argparse.Namespace) -> int:
         for dtype_name in args.dtypes:
             for batch in args.batch_sizes:
                 x, mf, params = make_inputs(shape, batch, DTYPES[dtype_name])
-                n_bytes = bytes_moved(shape, batch, x.element_size())
-                n_flops = flops(shape, batch)
+                n_bytes, n_flops = bytes_moved(shape, batch, x.element_size()), flops(shape, batch)
                 peak_bw, peak_flops = card_peaks(card, dtype_name)
+                call_args = (x, mf, params, shape.heads, shape.window, shape.shift)
                 for impl_name, impl in impls.items():
-                    call_args = (x, mf, params, shape.heads, shape.window, shape.shift)
-                    times = cuda_event_times_ms(impl, call_args, args.warmup, args.iters)
-                    median = statistics.median(times)
-                    bw, fl = n_bytes / (median * 1e-3), n_flops / (median * 1e-3)
-                    rows.append(Row(impl_name, batch, dtype_name, median, percentile(times, 0.9), bw / 1e9,
-                                    fl / 1e12, bw / peak_bw if peak_bw else None,
-                                    fl / peak_flops if peak_flops else None))
-                    print_row(rows[-1])
-
-    out = args.out or Path("benchmarks/results") / f"attention-{slug(card)}-{dt.date.today().isoformat()}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    report = {
-        "card": card, "date": dt.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,
-        "triton": triton.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-        "shape": asdict(shape), "warmup": args.warmup, "iters": args.iters,
-        "formulas": {"bytes": "e*(B*H*W*(2C+Cm) + 2C^2 + 2C*Cm + 4C + heads)",
-                     "flops": "B*Hp*Wp*(4C^2 + 4C*Cm + 4*w*w*C)"},
-        "rows": [asdict(r) for r in rows],
-    }
-    out.write_text(json.dumps(report, indent=2) + "\n")
+                    for name, times in time_both_ways(impl_name, impl, call_args, args).items():
+                        if isinstance(times, str):
+                            report["failures"][f"{name} batch {batch} {dtype_name}"] = times
+                            print(f"{name:14} {batch:5d} {dtype_name:5} {times}")
+                            continue
+                        median = statistics.median(times)
+                        bw, fl = n_bytes / (median * 1e-3), n_flops / (median * 1e-3)
+                        row = Row(name, batch, dtype_name, median, percentile(times, 0.9), bw / 1e9, fl / 1e12,
+                                  bw / peak_bw if peak_bw else None, fl / peak_flops if peak_flops else None)
+                        report["rows"].append(asdict(row))
+                        print_row(row)
+                # written after every batch size, so a run cut short still leaves what it measured
+                atomic_write_text(out, json.dumps(report, indent=2) + "\n")
+    print_speedups(report["rows"])
     print(f"wrote {out}")
     return 0
 
 
-HEADER = (f"{'impl':8} {'batch':>5} {'dtype':5} {'median ms':>10} {'p90 ms':>9} {'GB/s':>8} {'TFLOP/s':>8} "
+def time_both_ways(impl_name: str, impl: Callable, call_args: tuple,
+                   args: argparse.Namespace) -> dict[str, list[float] | str]:
+    """Called from Python and replayed from a CUDA graph; a failure becomes its one-line reason."""
+    timings: dict[str, list[float] | str] = {}
+    for name, timer in ((impl_name, cuda_event_times_ms), (f"{impl_name}+graph", cuda_graph_times_ms)):
+        try:
+            timings[name] = timer(impl, call_args, args.warmup, args.iters)
+        except Exception as err:  # e.g. an inductor failure: keep timing the other rows
+            timings[name] = f"failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    return timings
+
+
+def print_speedups(rows: list[dict]) -> None:
+    """The issue's goals, read off the rows: kernel vs eager and vs torch.compile, same timing mode."""
+    median = {(r["impl"], r["batch"], r["dtype"]): r["median_ms"] for r in rows}
+    for (impl, batch, dtype), ms in sorted(median.items()):
+        if not impl.startswith("triton"):
+            continue
+        mode = impl.removeprefix("triton")
+        ratios = [f"{base}: {median[(base + mode, batch, dtype)] / ms:.2f}x" for base in ("eager", "compile")
+                  if (base + mode, batch, dtype) in median]
+        print(f"speed-up of triton{mode or ' (called)'} at batch {batch} {dtype}: " + ", ".join(ratios))
+
+
+HEADER = (f"{'impl':14} {'batch':>5} {'dtype':5} {'median ms':>10} {'p90 ms':>9} {'GB/s':>8} {'TFLOP/s':>8} "
           f"{'%peak BW':>8} {'%peak FLOP':>10}")
 
 
@@ -204,7 +253,7 @@ def percent(fraction: float | None, width: int) -> str:
 
 
 def print_row(row: Row) -> None:
-    print(f"{row.impl:8} {row.batch:5d} {row.dtype:5} {row.median_ms:10.4f} {row.p90_ms:9.4f} "
+    print(f"{row.impl:14} {row.batch:5d} {row.dtype:5} {row.median_ms:10.4f} {row.p90_ms:9.4f} "
           f"{row.gb_per_s:8.1f} {row.tflop_per_s:8.2f} {percent(row.fraction_peak_bandwidth, 8)} "
           f"{percent(row.fraction_peak_flops, 10)}")
 

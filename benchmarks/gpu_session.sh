@@ -1,35 +1,60 @@
 #!/usr/bin/env bash
-# Everything LangBRT still needs a GPU for, in ONE device-tool call (plan ~8 minutes on an H100):
+# Everything LangBRT still needs a GPU for, in ONE device-tool call (about 9 minutes at most on an H100/H200):
 #
-#   run(command="bash benchmarks/gpu_session.sh", timeout_s=600)
+#   run(command="bash benchmarks/gpu_session.sh", timeout_s=590)
 #
-# 1. the compiled Triton kernel against the reference: forward + backward at the paper shape in fp32/fp16/bf16,
-#    fast sigmoid, torch.compile(fullgraph) (tests/test_tca_triton.py -m gpu);
-# 2. benchmarks/bench_attention.py: kernel vs eager reference vs torch.compile, batch 1/8/32, fp16/bf16;
-# 3. langbrt-bench on the torch backend at the paper preset, fp32 and fp16, batch 1/8/32 (random weights and
+# 1. benchmarks/kernel_sweep.py: the fused kernel at the paper shape for every MMA path (LANGBRT_TCA_MMA),
+#    dtype and warp count, each in its own process (a faulting variant cannot hide the others), checked
+#    against the reference and timed; then compute-sanitizer on the wgmma fp16 build, which faulted on the
+#    first H200 run (2026-11-26);
+# 2. GPU tests: the compiled kernel against the reference (forward + backward at the paper shape in
+#    fp32/fp16/bf16, fast sigmoid, torch.compile(fullgraph)), the torch backend's batch-1 CUDA graphs against
+#    eager, and the TensorRT engines (skipped: the image has no TensorRT);
+# 3. benchmarks/bench_attention.py: kernel vs eager reference vs torch.compile, batch 1/8/32, fp16/bf16,
+#    called from Python and replayed from CUDA graphs;
+# 4. langbrt-bench on the torch backend at the paper preset, fp32 and fp16, batch 1/8/32 (random weights and
 #    random prompt embeddings: latency does not depend on their values).
-# The device image (Python 3.12, torch, triton) has neither TensorRT nor onnxruntime-gpu and fetches nothing:
-# LangBRT is installed without its dependencies, and nothing here needs the text encoder or the server stack.
-# Results land in $OUT (which the device tool brings back) or benchmarks/results/: commit the JSON files and
-# put the tables in README ("The fused attention kernel", "Benchmarking").
+# Each step has its own time limit and writes its JSON as it goes, so a slow step costs only itself.
+# The device image (Python 3.12, torch, triton) has neither TensorRT nor onnxruntime-gpu and fetches nothing.
+# Nothing is installed: the repository's kernels/, training/, export/ and runtime/ are linked into langbrt/
+# (the package-dir mapping pyproject.toml gives setuptools) and the repository root goes on PYTHONPATH.
+# Results land in $OUT (which the device tool brings back; at most 8 files) or benchmarks/results/: commit
+# the JSON files and put the tables in README ("The fused attention kernel", "Benchmarking").
 set -uo pipefail
 out=${OUT:-benchmarks/results}
 mkdir -p "$out"
-export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . || { echo "gpu_session: install failed"; exit 1; }
-nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader | tee "$out/gpu.txt"
+log="$out/gpu-session.log"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+for pkg in kernels training export runtime; do
+    [ -e "langbrt/$pkg" ] || ln -s "../$pkg" "langbrt/$pkg"
+done
+{
+    nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv,noheader
+    python3 -c "import sys, torch, triton; print(sys.version.split()[0], torch.__version__, triton.__version__)"
+} 2>&1 | tee "$out/gpu.txt"
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr ' ' '-')
 day=$(date +%F)
+step() { echo "== $1 ($(date +%T))" | tee -a "$log"; }
 
-echo "== 1. compiled kernel vs reference"
-timeout 240 python3 -m pytest -q -m gpu tests/test_tca_triton.py 2>&1 | tee "$out/gpu-tests-$day.log"
+step "1. kernel variants (MMA path x dtype x warps), one process each"
+timeout 150 python3 benchmarks/kernel_sweep.py --batch 8 --jobs 10 --out "$out/kernel-sweep-$card-$day.json" \
+    2>&1 | tee -a "$log"
+sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+if [ -n "$sanitizer" ]; then
+    LANGBRT_TCA_MMA=wgmma timeout 60 "$sanitizer" --tool memcheck --print-limit 4 \
+        python3 benchmarks/kernel_sweep.py --child wgmma fp16 8 --batch 2 2>&1 | head -60 | tee -a "$log"
+fi
 
-echo "== 2. attention kernel benchmark"
-timeout 240 python3 benchmarks/bench_attention.py --batch-sizes 1 8 32 --dtypes fp16 bf16 --check \
-    --out "$out/attention-$card-$day.json"
+step "2. GPU tests"
+timeout 90 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_tca_triton.py tests/test_runtime.py \
+    tests/test_tensorrt_engine.py 2>&1 | tail -40 | tee -a "$log"
 
-echo "== 3. end-to-end latency, torch backend, paper preset"
-python3 - <<'PY'
+step "3. attention kernel benchmark"
+timeout 140 python3 benchmarks/bench_attention.py --batch-sizes 1 8 32 --dtypes fp16 bf16 --check \
+    --iters 100 --out "$out/attention-$card-$day.json" 2>&1 | tail -60 | tee -a "$log"
+
+step "4. end-to-end latency, torch backend, paper preset"
+python3 - <<'PY' 2>&1 | tee -a "$log"
 import torch
 
 from langbrt import LangBRT, LangBRTConfig
@@ -41,6 +66,7 @@ bank = PromptBank.from_state(texts, torch.nn.functional.normalize(torch.randn(le
                              encoder_name=cfg.text_encoder, dim=cfg.text_dim)
 LangBRT(cfg, prompt_bank=bank).save_pretrained("/tmp/langbrt-paper-random")
 PY
-timeout 200 langbrt-bench --model /tmp/langbrt-paper-random --backend torch --precision fp32 fp16 \
-    --batch-sizes 1 8 32 --device cuda --seconds 5 --out "$out/bench-torch-paper-$card-$day.json"
-echo "== done: $(ls "$out")"
+timeout 90 python3 -m langbrt.runtime.cli_bench --model /tmp/langbrt-paper-random --backend torch --device cuda \
+    --precision fp32 fp16 --batch-sizes 1 8 32 --seconds 3 --out "$out/bench-torch-paper-$card-$day.json" \
+    2>&1 | tail -30 | tee -a "$log"
+step "done: $(ls "$out" | tr '\n' ' ')"

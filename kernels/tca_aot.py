@@ -49,6 +49,7 @@ class TCAKernelSpec:
     shift: int
     num_warps: int = 8
     fast_sigmoid: bool = True
+    mma: tca_triton.MmaChoice = tca_triton.DEFAULT_MMA
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -102,14 +103,15 @@ def compile_tca_kernel(spec: TCAKernelSpec, arch: int | None = None) -> Compiled
     fn = tca_triton._tca_fwd_kernel.fn
     constants = tca_triton.kernel_constants(
         spec.channels, spec.map_channels, spec.num_heads, spec.window_size, spec.shift,
-        low_precision_dot=spec.dtype != "fp32", fast_sigmoid=spec.fast_sigmoid,
+        low_precision_dot=spec.dtype != "fp32", fast_sigmoid=spec.fast_sigmoid, mma=spec.mma,
     )
     signature = _signature(spec.dtype) | {name: "constexpr" for name in constants}
     source = ASTSource(fn=fn, signature=signature,
                        constexprs={(fn.arg_names.index(name),): value for name, value in constants.items()})
     target = GPUTarget("cuda", arch, WARP_SIZE) if arch is not None else None
-    compiled = triton.compile(source, target=target,
-                              options={"num_warps": spec.num_warps, "num_stages": tca_triton.NUM_STAGES})
+    with tca_triton.mma_build_scope(spec.mma):
+        compiled = triton.compile(source, target=target,
+                                  options={"num_warps": spec.num_warps, "num_stages": tca_triton.NUM_STAGES})
     meta = compiled.metadata
     built_arch = arch if arch is not None else int(meta.target.arch)
     scratch = int(getattr(meta, "global_scratch_size", 0) or 0) + int(getattr(meta, "profile_scratch_size", 0) or 0)

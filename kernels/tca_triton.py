@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
+from enum import Enum
 
 import torch
 import triton
@@ -73,6 +75,57 @@ NUM_WARPS_CHOICES = (8, 16)
 NUM_STAGES = 1
 
 
+class MmaChoice(str, Enum):
+    """Which tensor-core path the kernel's half-precision matmuls take on Hopper (sm_90); elsewhere, and for
+    fp32 (exact FMA maths), all three build the same code.
+
+    WGMMA: Triton's default for rank-2 dots (warpgroup MMA). MMA: the same dots built with Triton's
+    `DISABLE_MMA_V3` set while this kernel compiles (mma.sync, as on Ampere). BATCHED: rank-3 dots of batch
+    one, which Triton lowers to mma.sync without touching the environment.
+    """
+
+    WGMMA = "wgmma"
+    MMA = "mma"
+    BATCHED = "batched"
+
+
+MMA_ENV_VAR = "LANGBRT_TCA_MMA"
+DEFAULT_MMA = MmaChoice.MMA
+
+
+def mma_choice() -> MmaChoice:
+    """The MMA path from LANGBRT_TCA_MMA (default DEFAULT_MMA); a bad value is one clear error."""
+    raw = os.environ.get(MMA_ENV_VAR, "").strip().lower() or DEFAULT_MMA.value
+    try:
+        return MmaChoice(raw)
+    except ValueError:
+        raise ValueError(f"{MMA_ENV_VAR}={raw!r} is not one of: {', '.join(m.value for m in MmaChoice)}") from None
+
+
+@contextlib.contextmanager
+def mma_build_scope(mma: MmaChoice) -> Iterator[None]:
+    """Hold Triton's DISABLE_MMA_V3 set while a launch compiles the kernel, for MmaChoice.MMA only.
+
+    Triton reads the variable when it compiles and keys its cache on it, so the kernel is built and found
+    again the same way, and other Triton kernels (torch.compile's) built outside this scope keep wgmma.
+    """
+    if mma is not MmaChoice.MMA:
+        yield
+        return
+    previous = os.environ.get(_TRITON_NO_WGMMA)
+    os.environ[_TRITON_NO_WGMMA] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[_TRITON_NO_WGMMA]
+        else:
+            os.environ[_TRITON_NO_WGMMA] = previous
+
+
+_TRITON_NO_WGMMA = "DISABLE_MMA_V3"
+
+
 def _autotune_configs() -> list[triton.Config]:
     """The launch configs the autotuner times; a single one under the interpreter, where timing is slow."""
     if _INTERPRETING:
@@ -90,6 +143,18 @@ def _sigmoid(s, FAST: tl.constexpr):
         y = 0.5 * t + 0.5
     else:
         y = tl.sigmoid(s)
+    return y
+
+
+@triton.jit
+def _mm(a, b, DOT_PRECISION: tl.constexpr, MMA_V2: tl.constexpr):
+    """a @ b in fp32. MMA_V2 issues it as a batch-of-one (rank-3) dot, which Triton lowers to mma.sync on
+    every GPU; the rank-2 form becomes wgmma on Hopper for half-precision operands (see MmaChoice)."""
+    if MMA_V2:
+        c = tl.dot(tl.expand_dims(a, 0), tl.expand_dims(b, 0), input_precision=DOT_PRECISION)  # (1, M, N)
+        y = tl.reshape(c, (c.shape[1], c.shape[2]))
+    else:
+        y = tl.dot(a, b, input_precision=DOT_PRECISION)
     return y
 
 
@@ -112,7 +177,8 @@ def _tca_fwd_kernel(
     C: tl.constexpr, CM: tl.constexpr, LOGIT_BIAS: tl.constexpr,  # LOGIT_BIAS = -log(WINDOW * WINDOW)
     NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, WINDOW: tl.constexpr, SHIFT: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_CM: tl.constexpr, BLOCK_D: tl.constexpr,
-    LOW_PRECISION_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr,
+    LOW_PRECISION_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, MMA_V2: tl.constexpr,
+    FAST_SIGMOID: tl.constexpr,
 ):
     win = tl.program_id(0)
     b = tl.program_id(1)  # int32 offsets: _launch checks B*H*W*max(C, CM) < 2**31
@@ -164,18 +230,18 @@ def _tca_fwd_kernel(
         bq = tl.load(bq_ptr + rows, mask=d_mask, other=0.0).to(tl.float32)
         bk = tl.load(bk_ptr + rows, mask=d_mask, other=0.0).to(tl.float32)
         bv = tl.load(bv_ptr + rows, mask=d_mask, other=0.0).to(tl.float32)
-        q = tl.dot(q_in, wq_t.to(op_dtype), input_precision=DOT_PRECISION) + bq[None, :]  # (BN, BD)
-        k = tl.dot(kv_in, wk_t.to(op_dtype), input_precision=DOT_PRECISION) + bk[None, :]  # (BN, BD)
-        v = tl.dot(kv_in, wv_t.to(op_dtype), input_precision=DOT_PRECISION) + bv[None, :]  # (BN, BD)
+        q = _mm(q_in, wq_t.to(op_dtype), DOT_PRECISION, MMA_V2) + bq[None, :]  # (BN, BD)
+        k = _mm(kv_in, wk_t.to(op_dtype), DOT_PRECISION, MMA_V2) + bk[None, :]  # (BN, BD)
+        v = _mm(kv_in, wv_t.to(op_dtype), DOT_PRECISION, MMA_V2) + bv[None, :]  # (BN, BD)
 
         inv_alpha = 1.0 / tl.load(alpha_ptr + h).to(tl.float32)
-        s = tl.dot(q.to(op_dtype), tl.trans(k.to(op_dtype)), input_precision=DOT_PRECISION)  # (BN, BN)
+        s = _mm(q.to(op_dtype), tl.trans(k.to(op_dtype)), DOT_PRECISION, MMA_V2)  # (BN, BN)
         a = _sigmoid(s * inv_alpha + LOGIT_BIAS, FAST_SIGMOID)
         a = tl.where(keep, a, 0.0)  # (BN, BN)
-        o = tl.dot(a.to(op_dtype), v.to(op_dtype), input_precision=DOT_PRECISION)  # (BN, BD)
+        o = _mm(a.to(op_dtype), v.to(op_dtype), DOT_PRECISION, MMA_V2)  # (BN, BD)
 
         wo_t = tl.load(wo_ptr + cc[None, :] * C + rows[:, None], mask=dc_mask, other=0.0)  # (BD, BC)
-        acc = tl.dot(o.to(op_dtype), wo_t.to(op_dtype), acc, input_precision=DOT_PRECISION)  # (BN, BC)
+        acc += _mm(o.to(op_dtype), wo_t.to(op_dtype), DOT_PRECISION, MMA_V2)  # (BN, BC)
 
     bo = tl.load(bo_ptr + cc, mask=c_mask, other=0.0).to(tl.float32)
     out = acc + bo[None, :]
@@ -189,7 +255,7 @@ def _block(extent: int) -> int:
 
 
 def kernel_constants(channels: int, map_channels: int, num_heads: int, window_size: int, shift: int,
-                     low_precision_dot: bool, *, fast_sigmoid: bool) -> dict[str, object]:
+                     low_precision_dot: bool, *, fast_sigmoid: bool, mma: MmaChoice) -> dict[str, object]:
     """The constexpr arguments of `_tca_fwd_kernel`, shared by the launch here and the AOT build (tca_aot)."""
     return dict(
         C=channels, CM=map_channels, LOGIT_BIAS=logit_bias(window_size),
@@ -197,6 +263,7 @@ def kernel_constants(channels: int, map_channels: int, num_heads: int, window_si
         BLOCK_N=_block(window_size * window_size), BLOCK_C=_block(channels), BLOCK_CM=_block(map_channels),
         BLOCK_D=_block(channels // num_heads),
         LOW_PRECISION_DOT=low_precision_dot, DOT_PRECISION="tf32" if low_precision_dot else "ieee",
+        MMA_V2=mma is MmaChoice.BATCHED and low_precision_dot,  # fp32 uses FMA maths, no MMA
         FAST_SIGMOID=fast_sigmoid,
     )
 
@@ -206,9 +273,12 @@ def _launch(
     q_weight: torch.Tensor, q_bias: torch.Tensor, k_weight: torch.Tensor, k_bias: torch.Tensor,
     v_weight: torch.Tensor, v_bias: torch.Tensor, out_weight: torch.Tensor, out_bias: torch.Tensor,
     alpha: torch.Tensor, num_heads: int, window_size: int, shift: int, fast_sigmoid: bool,
-    wrap: bool,
+    wrap: bool, num_warps: int | None = None,
 ) -> torch.Tensor:
-    """Checks arguments, makes inputs contiguous and launches the kernel once; returns (B, H, W, C)."""
+    """Checks arguments, makes inputs contiguous and launches the kernel once; returns (B, H, W, C).
+
+    `num_warps` skips the autotuner and launches that width (benchmarks/kernel_sweep.py tries each one).
+    """
     B, H, W, C = x.shape
     Cm = map_features.shape[-1]
     assert map_features.shape[:3] == (B, H, W), (x.shape, map_features.shape)
@@ -231,14 +301,16 @@ def _launch(
     n_windows = (padded_size(H, window_size) // window_size) * (padded_size(W, window_size) // window_size)
     # Interpreted kernels cannot be traced; torch 2.14's wrap_triton passes them through, older ones raise.
     kernel = torch.library.wrap_triton(_tca_fwd_kernel) if wrap and not _INTERPRETING else _tca_fwd_kernel
+    launch_options = {}
+    if num_warps is not None:
+        kernel, launch_options = _tca_fwd_kernel.fn, {"num_warps": num_warps, "num_stages": NUM_STAGES}
+    mma = mma_choice()
+    constants = kernel_constants(C, Cm, num_heads, window_size, shift, low_precision_dot, mma=mma,
+                                 fast_sigmoid=bool(fast_sigmoid) and x.device.type == "cuda" and not _INTERPRETING)
     # Triton launches on the current CUDA device: make that x's device (x on cuda:1 while cuda:0 is current).
     device_guard = torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
-    with device_guard:
-        kernel[(n_windows, B)](
-            *tensors, H, W, out,
-            **kernel_constants(C, Cm, num_heads, window_size, shift, low_precision_dot,
-                               fast_sigmoid=bool(fast_sigmoid) and x.device.type == "cuda" and not _INTERPRETING),
-        )
+    with device_guard, mma_build_scope(mma):
+        kernel[(n_windows, B)](*tensors, H, W, out, **constants, **launch_options)
     return out
 
 

@@ -14,7 +14,7 @@ from langbrt.runtime import Retoucher
 from langbrt.runtime.backends import Backend, load_backend
 from langbrt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from langbrt.runtime.backends.torch_backend import TorchBackend
-from langbrt.text import default_text_encoder
+from langbrt.text import PromptBank, default_text_encoder
 
 PROMPTS = ["dark circles under the eyes", "acne on the cheeks"]
 NEW_PROMPT = "a red spot on the nose"  # not in the baked table: goes through an extra slot
@@ -153,14 +153,29 @@ def test_the_runtime_imports_without_export_code_or_engine_libraries():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.fixture(scope="module")
+def encoder_free_checkpoint(tmp_path_factory):
+    """A tiny checkpoint whose prompt bank holds the predefined prompts (random embeddings): it loads and runs
+    with no text encoder installed, as on a bare GPU image."""
+    torch.manual_seed(0)
+    cfg = LangBRTConfig.tiny()
+    texts = list(LangBRT(cfg).predefined_prompts)
+    embeddings = torch.nn.functional.normalize(torch.randn(len(texts), cfg.text_dim), dim=-1)  # (T, D)
+    bank = PromptBank.from_state(texts, embeddings, encoder_name=cfg.text_encoder, dim=cfg.text_dim)
+    path = tmp_path_factory.mktemp("graphs") / "ckpt"
+    LangBRT(cfg, prompt_bank=bank).save_pretrained(path)
+    return path, texts
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_cuda_graph_replay_matches_eager(artifacts, precision):
-    backend = TorchBackend.load(artifacts[0], device="cuda", precision=precision)
+def test_cuda_graph_replay_matches_eager(encoder_free_checkpoint, precision):
+    path, texts = encoder_free_checkpoint
+    backend = TorchBackend.load(path, device="cuda", precision=precision)
     eager = TorchBackend(backend.model, "cuda", precision, cuda_graphs=False)
-    x = torch.rand(1, 3, 64, 64)
-    for prompts in ([PROMPTS], [[NEW_PROMPT]], [PROMPTS]):  # two table sizes, then a replay
-        tol = 1e-3 if precision == "fp32" else 2e-2
+    tol = 1e-3 if precision == "fp32" else 2e-2
+    for prompts in ([texts[:2]], [texts[2:3]], [texts[:2]]):  # two table sizes, then a replay of the first
+        x = torch.rand(1, 3, 64, 64)
         torch.testing.assert_close(backend.run(x, prompts).image, eager.run(x, prompts).image, atol=tol, rtol=tol)
-    assert backend._graphs, "batch-1 calls on CUDA should be captured"
+    assert sorted(backend._graphs) == [1, 2], "each batch-1 table size should be captured once"
