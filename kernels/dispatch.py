@@ -14,6 +14,8 @@ from enum import Enum
 
 import torch
 
+from langbrt.errors import LangBRTInputError
+
 from .reference import TCAParams, windowed_sigmoid_cross_attention_reference
 
 ENV_VAR = "LANGBRT_ATTENTION"
@@ -33,7 +35,7 @@ def requested_impl(configured: str | AttentionImpl = AttentionImpl.AUTO) -> Atte
         return AttentionImpl(raw)
     except ValueError:
         choices = ", ".join(i.value for i in AttentionImpl)
-        raise ValueError(f"{ENV_VAR}={raw!r} is not one of: {choices}") from None
+        raise LangBRTInputError(f"{ENV_VAR}={raw!r} is not one of: {choices}") from None
 
 
 def triton_available() -> bool:

@@ -27,6 +27,8 @@ Offsets are int32 (64-bit address tensors cost two registers per element). Every
 extent is padded to a power of two >= 16 (tl.dot's minimum) and masked: C = 96 -> 128, Cm = 9 -> 16,
 head_dim 32 stays 32. Matmuls take fp16/bf16 operands when the inputs are half precision (fp32 accumulate)
 and exact fp32 ("ieee") operands for fp32 inputs, so the fp32 path matches the reference, not TF32.
+On Hopper the half-precision dots are built as mma.sync, not wgmma: Triton 3.6's wgmma build of this kernel
+computes wrong values (measured on an H200; see MmaChoice).
 
 Backward recomputes: `_TCAFunction.backward` re-runs the PyTorch reference and differentiates it with
 `torch.func.vjp` (grad-enabled whatever the ambient mode, like `torch.enable_grad()` + `autograd.grad`, but
@@ -49,6 +51,8 @@ import torch
 import triton
 import triton.language as tl
 
+from langbrt.errors import LangBRTInputError
+
 from .reference import TCAParams, logit_bias, windowed_sigmoid_cross_attention_reference
 from .windows import padded_size
 
@@ -67,26 +71,29 @@ def _interpreting() -> bool:
 _INTERPRETING = _interpreting()
 
 
-# Warp counts worth timing. ptxas at the paper shape (benchmarks/kernel_resources.py, sm_80 and sm_90): with
-# 4 warps every dtype spills (168-2400 B of stack per thread); fp16/bf16 fit in 229-251 registers at 8 warps
-# with no spill; fp32 spills least at 16 warps (0-40 B). One pipeline stage: nothing in the head loop is
-# worth prefetching.
-NUM_WARPS_CHOICES = (8, 16)
+# Warp counts the autotuner times. Measured on an H200 at the paper shape, batch 8, mma.sync build
+# (benchmarks/kernel_sweep.py, CUDA-graph replay): fp16 24.5 / 38.4 / 59.9 us at 4 / 8 / 16 warps (bf16 the
+# same), fp32 594 / 292 / 469 us. 4 warps wins for half precision although ptxas reports a small spill there
+# (~200 B at 255 registers): two blocks fit per SM, against one at 8 warps. One pipeline stage: nothing in
+# the head loop is worth prefetching.
+NUM_WARPS_CHOICES = (4, 8, 16)
 NUM_STAGES = 1
 
 
 class MmaChoice(str, Enum):
-    """Which tensor-core path the kernel's half-precision matmuls take on Hopper (sm_90); elsewhere, and for
-    fp32 (exact FMA maths), all three build the same code.
+    """Which tensor-core instructions the half-precision matmuls use on Hopper (sm_90). fp32 uses exact FMA
+    maths and other GPUs have no wgmma, so there both choices build the same code.
 
-    WGMMA: Triton's default for rank-2 dots (warpgroup MMA). MMA: the same dots built with Triton's
-    `DISABLE_MMA_V3` set while this kernel compiles (mma.sync, as on Ampere). BATCHED: rank-3 dots of batch
-    one, which Triton lowers to mma.sync without touching the environment.
+    MMA (default): the dots are built with Triton's `DISABLE_MMA_V3` set, i.e. mma.sync as on Ampere.
+    WGMMA: Triton's own choice on Hopper, warpgroup MMA. With triton 3.6 on an H200 (2026-11-26,
+    benchmarks/results/kernel-sweep-NVIDIA-H200-2026-11-26.json) that build is WRONG (max error 102-204
+    against a bound of 0.3 at 4 and 8 warps, fp16 and bf16) or faults (illegal memory access at 16 warps),
+    while compute-sanitizer reports no bad access: a miscompile, not an out-of-bounds index in this kernel.
+    Kept selectable (LANGBRT_TCA_MMA=wgmma) to re-test on newer Tritons.
     """
 
-    WGMMA = "wgmma"
     MMA = "mma"
-    BATCHED = "batched"
+    WGMMA = "wgmma"
 
 
 MMA_ENV_VAR = "LANGBRT_TCA_MMA"
@@ -99,7 +106,8 @@ def mma_choice() -> MmaChoice:
     try:
         return MmaChoice(raw)
     except ValueError:
-        raise ValueError(f"{MMA_ENV_VAR}={raw!r} is not one of: {', '.join(m.value for m in MmaChoice)}") from None
+        choices = ", ".join(m.value for m in MmaChoice)
+        raise LangBRTInputError(f"{MMA_ENV_VAR}={raw!r} is not one of: {choices}") from None
 
 
 @contextlib.contextmanager
@@ -108,6 +116,9 @@ def mma_build_scope(mma: MmaChoice) -> Iterator[None]:
 
     Triton reads the variable when it compiles and keys its cache on it, so the kernel is built and found
     again the same way, and other Triton kernels (torch.compile's) built outside this scope keep wgmma.
+    The variable is process-wide while one launch runs, so a Triton build in another thread at that instant
+    also skips wgmma: slower, never wrong. torch.compile cannot bypass the scope: the op is opaque to it
+    (`_register_op`).
     """
     if mma is not MmaChoice.MMA:
         yield
@@ -147,18 +158,6 @@ def _sigmoid(s, FAST: tl.constexpr):
 
 
 @triton.jit
-def _mm(a, b, DOT_PRECISION: tl.constexpr, MMA_V2: tl.constexpr):
-    """a @ b in fp32. MMA_V2 issues it as a batch-of-one (rank-3) dot, which Triton lowers to mma.sync on
-    every GPU; the rank-2 form becomes wgmma on Hopper for half-precision operands (see MmaChoice)."""
-    if MMA_V2:
-        c = tl.dot(tl.expand_dims(a, 0), tl.expand_dims(b, 0), input_precision=DOT_PRECISION)  # (1, M, N)
-        y = tl.reshape(c, (c.shape[1], c.shape[2]))
-    else:
-        y = tl.dot(a, b, input_precision=DOT_PRECISION)
-    return y
-
-
-@triton.jit
 def _region_band(pos, size_padded, WINDOW: tl.constexpr, SHIFT: tl.constexpr):
     """Swin band (0, 1, 2) of a shifted, padded coordinate; the same slices as `windows.region_ids`."""
     band = tl.where(pos >= size_padded - WINDOW, 1, 0)
@@ -177,8 +176,7 @@ def _tca_fwd_kernel(
     C: tl.constexpr, CM: tl.constexpr, LOGIT_BIAS: tl.constexpr,  # LOGIT_BIAS = -log(WINDOW * WINDOW)
     NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, WINDOW: tl.constexpr, SHIFT: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_CM: tl.constexpr, BLOCK_D: tl.constexpr,
-    LOW_PRECISION_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, MMA_V2: tl.constexpr,
-    FAST_SIGMOID: tl.constexpr,
+    LOW_PRECISION_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr,
 ):
     win = tl.program_id(0)
     b = tl.program_id(1)  # int32 offsets: _launch checks B*H*W*max(C, CM) < 2**31
@@ -230,18 +228,18 @@ def _tca_fwd_kernel(
         bq = tl.load(bq_ptr + rows, mask=d_mask, other=0.0).to(tl.float32)
         bk = tl.load(bk_ptr + rows, mask=d_mask, other=0.0).to(tl.float32)
         bv = tl.load(bv_ptr + rows, mask=d_mask, other=0.0).to(tl.float32)
-        q = _mm(q_in, wq_t.to(op_dtype), DOT_PRECISION, MMA_V2) + bq[None, :]  # (BN, BD)
-        k = _mm(kv_in, wk_t.to(op_dtype), DOT_PRECISION, MMA_V2) + bk[None, :]  # (BN, BD)
-        v = _mm(kv_in, wv_t.to(op_dtype), DOT_PRECISION, MMA_V2) + bv[None, :]  # (BN, BD)
+        q = tl.dot(q_in, wq_t.to(op_dtype), input_precision=DOT_PRECISION) + bq[None, :]  # (BN, BD)
+        k = tl.dot(kv_in, wk_t.to(op_dtype), input_precision=DOT_PRECISION) + bk[None, :]  # (BN, BD)
+        v = tl.dot(kv_in, wv_t.to(op_dtype), input_precision=DOT_PRECISION) + bv[None, :]  # (BN, BD)
 
         inv_alpha = 1.0 / tl.load(alpha_ptr + h).to(tl.float32)
-        s = _mm(q.to(op_dtype), tl.trans(k.to(op_dtype)), DOT_PRECISION, MMA_V2)  # (BN, BN)
+        s = tl.dot(q.to(op_dtype), tl.trans(k.to(op_dtype)), input_precision=DOT_PRECISION)  # (BN, BN)
         a = _sigmoid(s * inv_alpha + LOGIT_BIAS, FAST_SIGMOID)
         a = tl.where(keep, a, 0.0)  # (BN, BN)
-        o = _mm(a.to(op_dtype), v.to(op_dtype), DOT_PRECISION, MMA_V2)  # (BN, BD)
+        o = tl.dot(a.to(op_dtype), v.to(op_dtype), input_precision=DOT_PRECISION)  # (BN, BD)
 
         wo_t = tl.load(wo_ptr + cc[None, :] * C + rows[:, None], mask=dc_mask, other=0.0)  # (BD, BC)
-        acc += _mm(o.to(op_dtype), wo_t.to(op_dtype), DOT_PRECISION, MMA_V2)  # (BN, BC)
+        acc = tl.dot(o.to(op_dtype), wo_t.to(op_dtype), acc, input_precision=DOT_PRECISION)  # (BN, BC)
 
     bo = tl.load(bo_ptr + cc, mask=c_mask, other=0.0).to(tl.float32)
     out = acc + bo[None, :]
@@ -255,15 +253,17 @@ def _block(extent: int) -> int:
 
 
 def kernel_constants(channels: int, map_channels: int, num_heads: int, window_size: int, shift: int,
-                     low_precision_dot: bool, *, fast_sigmoid: bool, mma: MmaChoice) -> dict[str, object]:
-    """The constexpr arguments of `_tca_fwd_kernel`, shared by the launch here and the AOT build (tca_aot)."""
+                     low_precision_dot: bool, *, fast_sigmoid: bool) -> dict[str, object]:
+    """The constexpr arguments of `_tca_fwd_kernel`, shared by the launch here and the AOT build (tca_aot).
+
+    The MMA path is not among them: Triton takes it from its environment at build time (`mma_build_scope`).
+    """
     return dict(
         C=channels, CM=map_channels, LOGIT_BIAS=logit_bias(window_size),
         NUM_HEADS=num_heads, HEAD_DIM=channels // num_heads, WINDOW=window_size, SHIFT=shift,
         BLOCK_N=_block(window_size * window_size), BLOCK_C=_block(channels), BLOCK_CM=_block(map_channels),
         BLOCK_D=_block(channels // num_heads),
         LOW_PRECISION_DOT=low_precision_dot, DOT_PRECISION="tf32" if low_precision_dot else "ieee",
-        MMA_V2=mma is MmaChoice.BATCHED and low_precision_dot,  # fp32 uses FMA maths, no MMA
         FAST_SIGMOID=fast_sigmoid,
     )
 
@@ -273,7 +273,7 @@ def _launch(
     q_weight: torch.Tensor, q_bias: torch.Tensor, k_weight: torch.Tensor, k_bias: torch.Tensor,
     v_weight: torch.Tensor, v_bias: torch.Tensor, out_weight: torch.Tensor, out_bias: torch.Tensor,
     alpha: torch.Tensor, num_heads: int, window_size: int, shift: int, fast_sigmoid: bool,
-    wrap: bool, num_warps: int | None = None,
+    num_warps: int | None = None,
 ) -> torch.Tensor:
     """Checks arguments, makes inputs contiguous and launches the kernel once; returns (B, H, W, C).
 
@@ -299,13 +299,11 @@ def _launch(
                                         v_weight, v_bias, out_weight, out_bias, alpha)]
     out = torch.empty((B, H, W, C), dtype=x.dtype, device=x.device)  # (B, H, W, C)
     n_windows = (padded_size(H, window_size) // window_size) * (padded_size(W, window_size) // window_size)
-    # Interpreted kernels cannot be traced; torch 2.14's wrap_triton passes them through, older ones raise.
-    kernel = torch.library.wrap_triton(_tca_fwd_kernel) if wrap and not _INTERPRETING else _tca_fwd_kernel
-    launch_options = {}
+    kernel, launch_options = _tca_fwd_kernel, {}
     if num_warps is not None:
         kernel, launch_options = _tca_fwd_kernel.fn, {"num_warps": num_warps, "num_stages": NUM_STAGES}
     mma = mma_choice()
-    constants = kernel_constants(C, Cm, num_heads, window_size, shift, low_precision_dot, mma=mma,
+    constants = kernel_constants(C, Cm, num_heads, window_size, shift, low_precision_dot,
                                  fast_sigmoid=bool(fast_sigmoid) and x.device.type == "cuda" and not _INTERPRETING)
     # Triton launches on the current CUDA device: make that x's device (x on cuda:1 while cuda:0 is current).
     device_guard = torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
@@ -315,15 +313,14 @@ def _launch(
 
 
 def _register_op():
-    """Register the forward as `torch.ops.langbrt.tca_attention` so torch.compile/export can see the kernel.
+    """Register the forward as the custom op `torch.ops.langbrt.tca_attention`.
 
-    Returns the op, or None on a torch without `torch.library.triton_op` (then the kernel is launched
-    directly; everything else behaves the same).
+    torch.compile and torch.export see one opaque node and call it at run time, so every launch goes through
+    `_launch` and its MMA build scope. (A `triton_op` would let inductor build the kernel itself, outside that
+    scope: on Hopper the wgmma build, which computes wrong results with triton 3.6; see MmaChoice.)
     """
-    if not hasattr(torch.library, "triton_op"):
-        return None
 
-    @torch.library.triton_op(OP_NAME, mutates_args=())
+    @torch.library.custom_op(OP_NAME, mutates_args=())
     def tca_attention(
         x: torch.Tensor, map_features: torch.Tensor,
         q_weight: torch.Tensor, q_bias: torch.Tensor, k_weight: torch.Tensor, k_bias: torch.Tensor,
@@ -331,19 +328,16 @@ def _register_op():
         alpha: torch.Tensor, num_heads: int, window_size: int, shift: int, fast_sigmoid: bool,
     ) -> torch.Tensor:
         return _launch(x, map_features, q_weight, q_bias, k_weight, k_bias, v_weight, v_bias, out_weight,
-                       out_bias, alpha, num_heads, window_size, shift, fast_sigmoid, wrap=True)
+                       out_bias, alpha, num_heads, window_size, shift, fast_sigmoid)
+
+    @tca_attention.register_fake
+    def _(x: torch.Tensor, *_args: object) -> torch.Tensor:
+        return x.new_empty(x.shape)  # (B, H, W, C), contiguous like the kernel's output
 
     return tca_attention
 
 
 _tca_attention_op = _register_op()
-
-
-def _forward(x: torch.Tensor, map_features: torch.Tensor, tensors: tuple[torch.Tensor, ...], num_heads: int,
-             window_size: int, shift: int, fast_sigmoid: bool) -> torch.Tensor:
-    if _tca_attention_op is not None:
-        return _tca_attention_op(x, map_features, *tensors, num_heads, window_size, shift, fast_sigmoid)
-    return _launch(x, map_features, *tensors, num_heads, window_size, shift, fast_sigmoid, wrap=False)
 
 
 class _TCAFunction(torch.autograd.Function):
@@ -353,7 +347,7 @@ class _TCAFunction(torch.autograd.Function):
     def forward(ctx, x, map_features, num_heads, window_size, shift, fast_sigmoid, *tensors):
         ctx.save_for_backward(x, map_features, *tensors)
         ctx.config = (num_heads, window_size, shift)
-        return _forward(x, map_features, tensors, num_heads, window_size, shift, fast_sigmoid)
+        return _tca_attention_op(x, map_features, *tensors, num_heads, window_size, shift, fast_sigmoid)
 
     @staticmethod
     @torch.autograd.function.once_differentiable

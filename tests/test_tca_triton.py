@@ -8,9 +8,12 @@ shift 2 the padding alone already hides every cross-region key, so shift 1 is us
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
+from langbrt.errors import LangBRTInputError
 from langbrt.kernels import (
     ENV_VAR,
     TCAParams,
@@ -167,6 +170,42 @@ def test_dispatch_env_reference_skips_the_kernel(monkeypatch):
     torch.testing.assert_close(got, windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 2))
 
 
+def test_bad_env_values_are_one_clear_input_error(monkeypatch):
+    monkeypatch.setenv(ENV_VAR, "fast")
+    with pytest.raises(LangBRTInputError, match="LANGBRT_ATTENTION='fast' is not one of"):
+        windowed_sigmoid_cross_attention(*random_inputs(1, 8, 8, 16, 3), random_params(16, 3, 2), 2, 4, 0)
+    monkeypatch.delenv(ENV_VAR)
+    monkeypatch.setenv(tca_triton.MMA_ENV_VAR, "tensor-cores")
+    with pytest.raises(LangBRTInputError, match="LANGBRT_TCA_MMA='tensor-cores' is not one of: mma, wgmma"):
+        tca_triton.mma_choice()
+
+
+@pytest.mark.parametrize(("choice", "during"), [("mma", "1"), ("wgmma", None)])
+def test_each_launch_builds_under_the_chosen_mma_path(monkeypatch, choice, during):
+    """Triton reads DISABLE_MMA_V3 when it builds (and keys its cache on it): the launch must hold it set for
+    the mma path, leave it alone for wgmma, and restore the caller's environment either way."""
+    seen = []
+    real = tca_triton._tca_fwd_kernel
+
+    class RecordingKernel:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                seen.append(os.environ.get("DISABLE_MMA_V3"))
+                return real[grid](*args, **kwargs)
+            return launch
+
+    monkeypatch.setattr(tca_triton, "_tca_fwd_kernel", RecordingKernel())
+    monkeypatch.delenv("DISABLE_MMA_V3", raising=False)
+    monkeypatch.setenv(tca_triton.MMA_ENV_VAR, choice)
+    x, mf = random_inputs(1, 8, 8, 16, 3)
+    params = random_params(16, 3, 2)
+    got = kernel_attention(x, mf, params, 2, 4, 2)
+    assert seen == [during]
+    assert "DISABLE_MMA_V3" not in os.environ
+    torch.testing.assert_close(got, windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 2),
+                               atol=1e-5, rtol=1e-5)
+
+
 def test_tiny_model_output_is_the_same_with_kernel_and_reference(monkeypatch):
     """The interface checks rely on: LANGBRT_ATTENTION switches a whole model between the two paths."""
     from langbrt import LangBRT, LangBRTConfig
@@ -229,17 +268,20 @@ def test_gpu_fast_sigmoid_is_close_to_exact():
 
 @pytest.mark.gpu
 @requires_cuda
-def test_gpu_torch_compile_fullgraph_forward_and_backward():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_gpu_torch_compile_fullgraph_forward_and_backward(dtype):
+    """Compiled, the op must still run the build `_launch` makes (on Hopper in half precision: not wgmma)."""
     p = PAPER
-    x, mf = random_inputs(p["B"], p["H"], p["W"], p["C"], p["Cm"], device="cuda")
-    params = random_params(p["C"], p["Cm"], p["heads"], device="cuda")
+    x, mf = random_inputs(p["B"], p["H"], p["W"], p["C"], p["Cm"], device="cuda", dtype=dtype)
+    params = random_params(p["C"], p["Cm"], p["heads"], device="cuda", dtype=dtype)
     args = (p["heads"], p["window"], 4)
     compiled = torch.compile(kernel_attention, fullgraph=True)
     kx = x.clone().requires_grad_()
     got = compiled(kx, mf, params, *args)
     rx = x.clone().requires_grad_()
     expected = windowed_sigmoid_cross_attention_reference(rx, mf, params, *args)
-    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
-    got.sum().backward()
-    expected.sum().backward()
-    torch.testing.assert_close(kx.grad, rx.grad, atol=1e-4, rtol=1e-4)
+    tolerance = GPU_TOLERANCE[dtype]
+    torch.testing.assert_close(got, expected, atol=tolerance * expected.abs().max().item(), rtol=0)
+    got.float().sum().backward()
+    expected.float().sum().backward()
+    torch.testing.assert_close(kx.grad, rx.grad, atol=tolerance * rx.grad.abs().max().item(), rtol=0)
