@@ -37,7 +37,7 @@ day=$(date +%F)
 step() { echo "== $1 ($(date +%T))" | tee -a "$log"; }
 
 step "1. kernel variants (MMA path x dtype x warps), one process each"
-timeout 150 python3 benchmarks/kernel_sweep.py --batch 8 --jobs 10 --out "$out/kernel-sweep-$card-$day.json" \
+timeout 180 python3 benchmarks/kernel_sweep.py --batch 8 --jobs 15 --out "$out/kernel-sweep-$card-$day.json" \
     2>&1 | tee -a "$log"
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
 if [ -n "$sanitizer" ]; then

@@ -52,7 +52,7 @@ class Outcome:
 
 def variants() -> list[Variant]:
     """Every MMA path for the half dtypes; fp32 uses exact FMA maths, where the MMA path changes nothing."""
-    half = [Variant(mma, dtype, nw) for mma in ("wgmma", "mma", "batched") for dtype in ("fp16", "bf16")
+    half = [Variant(mma, dtype, nw) for mma in ("wgmma", "mma") for dtype in ("fp16", "bf16")
             for nw in WARP_COUNTS]
     return half + [Variant("wgmma", "fp32", nw) for nw in WARP_COUNTS]
 
@@ -71,7 +71,7 @@ def child(variant: Variant, batch: int, time_it: bool) -> dict:
     inputs = (x.to(dtype), mf.to(dtype), *(t.to(dtype) for t in params.tensors()))
 
     def launch() -> torch.Tensor:
-        return tca_triton._launch(*inputs, *args, False, wrap=False, num_warps=variant.num_warps)
+        return tca_triton._launch(*inputs, *args, False, num_warps=variant.num_warps)
 
     instructions = None
     if not time_it:  # which instructions this GPU's build uses; printed first, in case the launch faults
@@ -119,14 +119,20 @@ def sweep(batch: int, jobs: int) -> list[Outcome]:
     todo = variants()
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         checked = list(pool.map(lambda v: run_child(v, batch, time_it=False), todo))
-    timed = [run_child(o.variant, batch, time_it=True) if o.status == "ok" else o for o in checked]
-    for before, after in zip(checked, timed, strict=True):
+    print_table(checked)
+    timed = []
+    for before in checked:
+        after = run_child(before.variant, batch, time_it=True) if before.status == "ok" else before
         after.mma_instructions = before.mma_instructions
+        timed.append(after)
+        print_table([after], header=False)
     return timed
 
 
-def print_table(outcomes: list[Outcome]) -> None:
-    print(f"{'mma':8} {'dtype':5} {'warps':>5} {'status':8} {'max err':>10} {'bound':>10} {'median us':>10}  detail")
+def print_table(outcomes: list[Outcome], header: bool = True) -> None:
+    if header:
+        print(f"{'mma':8} {'dtype':5} {'warps':>5} {'status':8} {'max err':>10} {'bound':>10} {'median us':>10}  "
+              "mma instructions, detail")
     for o in outcomes:
         err = f"{o.max_error:10.3g}" if o.max_error is not None else f"{'-':>10}"
         bound = f"{o.bound:10.3g}" if o.bound is not None else f"{'-':>10}"
@@ -154,7 +160,6 @@ def main(argv: list[str] | None = None) -> int:
     import triton
 
     outcomes = sweep(args.batch, args.jobs)
-    print_table(outcomes)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         report = {"card": torch.cuda.get_device_name(), "date": dt.datetime.now().isoformat(timespec="seconds"),
