@@ -13,7 +13,8 @@
 # 3. benchmarks/bench_attention.py: kernel vs eager reference vs torch.compile, batch 1/8/32, fp16/bf16,
 #    called from Python and replayed from CUDA graphs;
 # 4. langbrt-bench on the torch backend at the paper preset, fp32 and fp16, batch 1/8/32 (random weights and
-#    random prompt embeddings: latency does not depend on their values).
+#    random prompt embeddings: latency does not depend on their values), and benchmarks/profile_forward.py's
+#    CUDA kernel table for one fp16 batch-8 forward.
 # Each step has its own time limit and writes its JSON as it goes, so a slow step costs only itself.
 # The device image (Python 3.12, torch, triton) has neither TensorRT nor onnxruntime-gpu and fetches nothing.
 # Nothing is installed: the repository's kernels/, training/, export/ and runtime/ are linked into langbrt/
@@ -53,20 +54,12 @@ step "3. attention kernel benchmark"
 timeout 140 python3 benchmarks/bench_attention.py --batch-sizes 1 8 32 --dtypes fp16 bf16 --check \
     --iters 100 --out "$out/attention-$card-$day.json" 2>&1 | tail -60 | tee -a "$log"
 
-step "4. end-to-end latency, torch backend, paper preset"
-python3 - <<'PY' 2>&1 | tee -a "$log"
-import torch
-
-from langbrt import LangBRT, LangBRTConfig
-from langbrt.text import PromptBank
-
-cfg = LangBRTConfig.paper()
-texts = list(LangBRT(cfg).predefined_prompts)
-bank = PromptBank.from_state(texts, torch.nn.functional.normalize(torch.randn(len(texts), cfg.text_dim), dim=-1),
-                             encoder_name=cfg.text_encoder, dim=cfg.text_dim)
-LangBRT(cfg, prompt_bank=bank).save_pretrained("/tmp/langbrt-paper-random")
-PY
+step "4. end-to-end latency, torch backend, paper preset; where one forward spends its GPU time"
+python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from profile_forward import random_model, PRESETS
+random_model(PRESETS['paper']()).save_pretrained('/tmp/langbrt-paper-random')" 2>&1 | tee -a "$log"
 timeout 90 python3 -m langbrt.runtime.cli_bench --model /tmp/langbrt-paper-random --backend torch --device cuda \
     --precision fp32 fp16 --batch-sizes 1 8 32 --seconds 3 --out "$out/bench-torch-paper-$card-$day.json" \
     2>&1 | tail -30 | tee -a "$log"
+timeout 60 python3 benchmarks/profile_forward.py --preset paper --precision fp16 --batch 8 \
+    --out "$out/profile-paper-fp16-b8-$card-$day.txt" 2>&1 | tail -30 | tee -a "$log"
 step "done: $(ls "$out" | tr '\n' ' ')"
