@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from enum import Enum
 
@@ -116,25 +117,28 @@ def mma_build_scope(mma: MmaChoice) -> Iterator[None]:
 
     Triton reads the variable when it compiles and keys its cache on it, so the kernel is built and found
     again the same way, and other Triton kernels (torch.compile's) built outside this scope keep wgmma.
-    The variable is process-wide while one launch runs, so a Triton build in another thread at that instant
-    also skips wgmma: slower, never wrong. torch.compile cannot bypass the scope: the op is opaque to it
-    (`_register_op`).
+    The variable is process-wide, so scopes are serialised by a lock: without it, one thread leaving its
+    scope would unset the variable under another thread's launch, which would then look up (or build) the
+    wgmma kernel. A Triton build of some other kernel in another thread meanwhile also skips wgmma: slower,
+    never wrong. torch.compile cannot bypass the scope: the op is opaque to it (`_register_op`).
     """
     if mma is not MmaChoice.MMA:
         yield
         return
-    previous = os.environ.get(_TRITON_NO_WGMMA)
-    os.environ[_TRITON_NO_WGMMA] = "1"
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ[_TRITON_NO_WGMMA]
-        else:
-            os.environ[_TRITON_NO_WGMMA] = previous
+    with _ENV_LOCK:
+        previous = os.environ.get(_TRITON_NO_WGMMA)
+        os.environ[_TRITON_NO_WGMMA] = "1"
+        try:
+            yield
+        finally:
+            if previous is None:
+                del os.environ[_TRITON_NO_WGMMA]
+            else:
+                os.environ[_TRITON_NO_WGMMA] = previous
 
 
 _TRITON_NO_WGMMA = "DISABLE_MMA_V3"
+_ENV_LOCK = threading.Lock()
 
 
 def _autotune_configs() -> list[triton.Config]:

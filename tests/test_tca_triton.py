@@ -9,6 +9,8 @@ shift 2 the padding alone already hides every cross-region key, so shift 1 is us
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import pytest
 import torch
@@ -204,6 +206,25 @@ def test_each_launch_builds_under_the_chosen_mma_path(monkeypatch, choice, durin
     assert "DISABLE_MMA_V3" not in os.environ
     torch.testing.assert_close(got, windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 2),
                                atol=1e-5, rtol=1e-5)
+
+
+def test_mma_scopes_in_concurrent_threads_never_see_the_variable_unset(monkeypatch):
+    """Each thread's launch must run with DISABLE_MMA_V3 set even while other threads leave their scopes."""
+    monkeypatch.delenv("DISABLE_MMA_V3", raising=False)
+    seen = []
+
+    def launch() -> None:
+        with tca_triton.mma_build_scope(tca_triton.MmaChoice.MMA):
+            time.sleep(0.02)  # a launch in progress while other threads enter and leave
+            seen.append(os.environ.get("DISABLE_MMA_V3"))
+
+    threads = [threading.Thread(target=launch) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == ["1"] * 4
+    assert "DISABLE_MMA_V3" not in os.environ
 
 
 def test_tiny_model_output_is_the_same_with_kernel_and_reference(monkeypatch):
