@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from enum import Enum
+from typing import TypeVar
 
 import torch
 
@@ -19,6 +20,7 @@ from langbrt.errors import LangBRTInputError
 from .reference import TCAParams, windowed_sigmoid_cross_attention_reference
 
 ENV_VAR = "LANGBRT_ATTENTION"
+E = TypeVar("E", bound=Enum)
 
 
 class AttentionImpl(str, Enum):
@@ -28,14 +30,19 @@ class AttentionImpl(str, Enum):
     PLUGIN_NODE = "plugin-node"
 
 
+def choice_from_env(variable: str, choices: type[E], default: E) -> E:
+    """The member of `choices` named by environment `variable`, else `default`; a bad value is one clear error."""
+    raw = os.environ.get(variable, "").strip().lower() or default.value
+    try:
+        return choices(raw)
+    except ValueError:
+        names = ", ".join(c.value for c in choices)
+        raise LangBRTInputError(f"{variable}={raw!r} is not one of: {names}") from None
+
+
 def requested_impl(configured: str | AttentionImpl = AttentionImpl.AUTO) -> AttentionImpl:
     """The implementation asked for: the environment variable if set, else the configured one."""
-    raw = os.environ.get(ENV_VAR, "").strip().lower() or str(AttentionImpl(configured).value)
-    try:
-        return AttentionImpl(raw)
-    except ValueError:
-        choices = ", ".join(i.value for i in AttentionImpl)
-        raise LangBRTInputError(f"{ENV_VAR}={raw!r} is not one of: {choices}") from None
+    return choice_from_env(ENV_VAR, AttentionImpl, AttentionImpl(configured))
 
 
 def triton_available() -> bool:

@@ -52,8 +52,7 @@ import torch
 import triton
 import triton.language as tl
 
-from langbrt.errors import LangBRTInputError
-
+from .dispatch import choice_from_env
 from .reference import TCAParams, logit_bias, windowed_sigmoid_cross_attention_reference
 from .windows import padded_size
 
@@ -103,12 +102,7 @@ DEFAULT_MMA = MmaChoice.MMA
 
 def mma_choice() -> MmaChoice:
     """The MMA path from LANGBRT_TCA_MMA (default DEFAULT_MMA); a bad value is one clear error."""
-    raw = os.environ.get(MMA_ENV_VAR, "").strip().lower() or DEFAULT_MMA.value
-    try:
-        return MmaChoice(raw)
-    except ValueError:
-        choices = ", ".join(m.value for m in MmaChoice)
-        raise LangBRTInputError(f"{MMA_ENV_VAR}={raw!r} is not one of: {choices}") from None
+    return choice_from_env(MMA_ENV_VAR, MmaChoice, DEFAULT_MMA)
 
 
 @contextlib.contextmanager
