@@ -88,7 +88,7 @@ class KernelResources:
 
 
 def _signature(dtype: str) -> dict[str, str]:
-    fn = tca_triton._tca_fwd_kernel.fn
+    fn = tca_triton._tca_fwd_kernel
     pointer = "*" + dtype
     tensors = fn.arg_names[:NUM_TENSOR_INPUTS]
     signature = {name: pointer for name in tensors}
@@ -100,7 +100,7 @@ def compile_tca_kernel(spec: TCAKernelSpec, arch: int | None = None) -> Compiled
     """Compile `_tca_fwd_kernel` for `spec` and `arch` (None: the GPU Triton sees, as TensorRT's build does)."""
     if tca_triton._INTERPRETING:
         raise RuntimeError("AOT builds need Triton's compiler: TRITON_INTERPRET=1 was set before import")
-    fn = tca_triton._tca_fwd_kernel.fn
+    fn = tca_triton._tca_fwd_kernel
     constants = tca_triton.kernel_constants(
         spec.channels, spec.map_channels, spec.num_heads, spec.window_size, spec.shift,
         low_precision_dot=spec.dtype != "fp32", fast_sigmoid=spec.fast_sigmoid,

@@ -21,8 +21,9 @@ The whole window lives on chip: a (BLOCK_N, BLOCK_C) query-input tile, a (BLOCK_
 N = 64 tokens: a flash-style loop over key blocks with an online softmax buys nothing at that size, and
 sigmoid attention needs no row max / row sum at all. Heads are a loop inside the program so the output
 projection can accumulate across heads without writing the (N, C) head outputs to memory; the loop is kept
-rolled (not tl.static_range): unrolled, the build spilled registers (measured with ptxas; likely every
-head's weight loads scheduled early).
+rolled (not tl.static_range): unrolled, the build spills registers and is slower (H200, fp16, batch 32:
+114 us against 100 us). Computing all heads at once instead (one projection dot for every head, head-batched
+3-D dots for the scores and A V) was slower still (122 us): 48 KiB of shared memory and spills at every width.
 Offsets are int32 (64-bit address tensors cost two registers per element). Every
 extent is padded to a power of two >= 16 (tl.dot's minimum) and masked: C = 96 -> 128, Cm = 9 -> 16,
 head_dim 32 stays 32. Matmuls take fp16/bf16 operands when the inputs are half precision (fp32 accumulate)
@@ -43,6 +44,7 @@ device. On CPU the kernel runs only in Triton's interpreter (`TRITON_INTERPRET=1
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from collections.abc import Iterator
@@ -71,11 +73,11 @@ def _interpreting() -> bool:
 _INTERPRETING = _interpreting()
 
 
-# Warp counts the autotuner times. Measured on an H200 at the paper shape, batch 8, mma.sync build
-# (benchmarks/kernel_sweep.py, CUDA-graph replay): fp16 24.5 / 38.4 / 59.9 us at 4 / 8 / 16 warps (bf16 the
-# same), fp32 594 / 292 / 469 us. 4 warps wins for half precision although ptxas reports a small spill there
-# (~200 B at 255 registers): two blocks fit per SM, against one at 8 warps. One pipeline stage: nothing in
-# the head loop is worth prefetching.
+# Warp counts the autotuner times (per grid size: `grid_bucket`). Measured on an H200 at the paper shape,
+# mma.sync build (benchmarks/kernel_sweep.py, CUDA-graph replay): fp16 24.5 / 38.1 / 59.8 us at batch 8 and
+# 99.5 / 156 / 237 us at batch 32 at 4 / 8 / 16 warps (bf16 the same), fp32 at batch 8 594 / 292 / 469 us.
+# 4 warps wins for half precision although ptxas reports a small spill there (~200 B at 255 registers): two
+# blocks fit per SM, against one at 8 warps. One pipeline stage: nothing in the head loop is worth prefetching.
 NUM_WARPS_CHOICES = (4, 8, 16)
 NUM_STAGES = 1
 
@@ -89,6 +91,9 @@ class MmaChoice(str, Enum):
     benchmarks/results/kernel-sweep-NVIDIA-H200-2026-11-26.json) that build is WRONG (max error 102-204
     against a bound of 0.3 at 4 and 8 warps, fp16 and bf16) or faults (illegal memory access at 16 warps),
     while compute-sanitizer reports no bad access: a miscompile, not an out-of-bounds index in this kernel.
+    Unrolling the head loop does not help (still wrong), while a variant that ran the score and A V dots as
+    3-D mma.sync dots with only the projections on wgmma was right: the bad build is that of the two dots
+    whose B operands (K^T, V) the kernel computes and stores to shared memory itself.
     Kept selectable (LANGBRT_TCA_MMA=wgmma) to re-test on newer Tritons.
     """
 
@@ -162,7 +167,6 @@ def _region_band(pos, size_padded, WINDOW: tl.constexpr, SHIFT: tl.constexpr):
     return tl.where(pos >= size_padded - SHIFT, 2, band)
 
 
-@triton.autotune(configs=_autotune_configs(), key=["H", "W", "C", "CM", "NUM_HEADS", "WINDOW", "SHIFT"])
 @triton.jit
 def _tca_fwd_kernel(
     x_ptr, map_ptr,  # (B, H, W, C), (B, H, W, CM), contiguous
@@ -245,6 +249,25 @@ def _tca_fwd_kernel(
              mask=valid[:, None] & c_mask[None, :])
 
 
+def grid_bucket(n_programs: int) -> int:
+    """Which autotuner a launch of `n_programs` programs uses: one per power-of-two grid size.
+
+    The best width depends on how many waves the grid makes, and Triton keys its autotuner on kernel
+    arguments only, not on the grid (whose second axis is the batch). With one autotuner for all batches,
+    the first call's batch decides for every later one: on an H200 the bf16 benchmark, tuned at batch 1
+    (64 programs), picked 8 warps, which at batch 32 took 160 us against 98 us for 4 warps.
+    """
+    return n_programs.bit_length()
+
+
+@functools.cache
+def _autotuned_kernel(bucket: int) -> triton.runtime.Autotuner:
+    """The autotuner for one `grid_bucket`, built on first use; it times `_autotune_configs` once per key."""
+    del bucket  # only the cache key: every bucket tunes the same configs
+    return triton.autotune(configs=_autotune_configs(),
+                           key=["H", "W", "C", "CM", "NUM_HEADS", "WINDOW", "SHIFT"])(_tca_fwd_kernel)
+
+
 def _block(extent: int) -> int:
     """Tile extent for a dimension: the next power of two, at least tl.dot's minimum."""
     return max(MIN_DOT_EXTENT, triton.next_power_of_2(extent))
@@ -297,9 +320,9 @@ def _launch(
                                         v_weight, v_bias, out_weight, out_bias, alpha)]
     out = torch.empty((B, H, W, C), dtype=x.dtype, device=x.device)  # (B, H, W, C)
     n_windows = (padded_size(H, window_size) // window_size) * (padded_size(W, window_size) // window_size)
-    kernel, launch_options = _tca_fwd_kernel, {}
+    kernel, launch_options = _autotuned_kernel(grid_bucket(n_windows * B)), {}
     if num_warps is not None:
-        kernel, launch_options = _tca_fwd_kernel.fn, {"num_warps": num_warps, "num_stages": NUM_STAGES}
+        kernel, launch_options = _tca_fwd_kernel, {"num_warps": num_warps, "num_stages": NUM_STAGES}
     mma = mma_choice()
     constants = kernel_constants(C, Cm, num_heads, window_size, shift, low_precision_dot,
                                  fast_sigmoid=bool(fast_sigmoid) and x.device.type == "cuda" and not _INTERPRETING)

@@ -187,16 +187,19 @@ def test_each_launch_builds_under_the_chosen_mma_path(monkeypatch, choice, durin
     """Triton reads DISABLE_MMA_V3 when it builds (and keys its cache on it): the launch must hold it set for
     the mma path, leave it alone for wgmma, and restore the caller's environment either way."""
     seen = []
-    real = tca_triton._tca_fwd_kernel
 
     class RecordingKernel:
+        def __init__(self, real):
+            self.real = real
+
         def __getitem__(self, grid):
             def launch(*args, **kwargs):
                 seen.append(os.environ.get("DISABLE_MMA_V3"))
-                return real[grid](*args, **kwargs)
+                return self.real[grid](*args, **kwargs)
             return launch
 
-    monkeypatch.setattr(tca_triton, "_tca_fwd_kernel", RecordingKernel())
+    real_autotuned = tca_triton._autotuned_kernel
+    monkeypatch.setattr(tca_triton, "_autotuned_kernel", lambda bucket: RecordingKernel(real_autotuned(bucket)))
     monkeypatch.delenv("DISABLE_MMA_V3", raising=False)
     monkeypatch.setenv(tca_triton.MMA_ENV_VAR, choice)
     x, mf = random_inputs(1, 8, 8, 16, 3)
@@ -206,6 +209,26 @@ def test_each_launch_builds_under_the_chosen_mma_path(monkeypatch, choice, durin
     assert "DISABLE_MMA_V3" not in os.environ
     torch.testing.assert_close(got, windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 2),
                                atol=1e-5, rtol=1e-5)
+
+
+def test_batches_of_different_grid_sizes_are_tuned_apart(monkeypatch):
+    """The best width depends on the grid size: a batch must not inherit the config another batch was tuned at."""
+    buckets = []
+    real_autotuned = tca_triton._autotuned_kernel
+
+    def recording(bucket: int):
+        buckets.append(bucket)
+        return real_autotuned(bucket)
+
+    monkeypatch.setattr(tca_triton, "_autotuned_kernel", recording)
+    params = random_params(16, 3, 2)
+    for batch in (1, 1, 2, 8):
+        x, mf = random_inputs(batch, 8, 8, 16, 3)  # 4 windows of 4x4 per image
+        kernel_attention(x, mf, params, 2, 4, 0)
+    assert buckets == [tca_triton.grid_bucket(4 * b) for b in (1, 1, 2, 8)]
+    assert len(set(buckets)) == 3
+    assert real_autotuned(buckets[0]) is real_autotuned(buckets[0])  # tuned once per bucket, then reused
+    assert real_autotuned(buckets[0]) is not real_autotuned(buckets[-1])
 
 
 def test_mma_scopes_in_concurrent_threads_never_see_the_variable_unset(monkeypatch):
@@ -274,6 +297,22 @@ def test_gpu_paper_shape_forward_and_backward(dtype, shift):
     reference.backward(grad_out)
     for got_leaf, ref_leaf in zip(kernel_leaves, ref_leaves, strict=True):
         torch.testing.assert_close(got_leaf.grad, ref_leaf.grad)
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("num_warps", tca_triton.NUM_WARPS_CHOICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_gpu_every_autotuned_width_matches_reference(dtype, num_warps):
+    """Each grid size may pick another width, so every width the autotuner times must be right."""
+    p = PAPER
+    x, mf = random_inputs(p["B"], p["H"], p["W"], p["C"], p["Cm"], device="cuda")
+    params = random_params(p["C"], p["Cm"], p["heads"], device="cuda")
+    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, p["heads"], p["window"], 4)
+    got = tca_triton._launch(x.to(dtype), mf.to(dtype), *cast_params(params, dtype).tensors(), p["heads"],
+                             p["window"], 4, False, num_warps=num_warps)
+    err = (got.float() - expected).abs().max().item()
+    assert err <= GPU_TOLERANCE[dtype] * expected.abs().max().item(), err
 
 
 @pytest.mark.gpu
