@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
-# Everything LangBRT still needs a GPU for, in ONE device-tool call (about 9 minutes at most on an H100/H200):
+# Everything LangBRT still needs a GPU for, in ONE device-tool call; steps can be picked by name:
 #
-#   run(command="bash benchmarks/gpu_session.sh", timeout_s=590)
+#   run(command="bash benchmarks/gpu_session.sh", timeout_s=590)            # every step, about 10 minutes
+#   run(command="bash benchmarks/gpu_session.sh sweep tests ncu", ...)      # some of them, in this order
 #
-# 1. benchmarks/kernel_sweep.py: the fused kernel at the paper shape for every MMA path (LANGBRT_TCA_MMA),
-#    dtype and warp count, each in its own process (a faulting variant cannot hide the others), checked
-#    against the reference and timed (wgmma was miscompiled by triton 3.6: re-check on newer Tritons);
-# 2. GPU tests: the compiled kernel against the reference (forward + backward at the paper shape in
-#    fp32/fp16/bf16, fast sigmoid, torch.compile(fullgraph)), the torch backend's batch-1 CUDA graphs against
-#    eager, and the TensorRT engines (skipped: the image has no TensorRT);
-# 3. benchmarks/bench_attention.py: kernel vs eager reference vs torch.compile, batch 1/8/32, fp16/bf16,
-#    called from Python and replayed from CUDA graphs;
-# 4. langbrt-bench on the torch backend at the paper preset, fp32 and fp16, batch 1/8/32 (random weights and
-#    random prompt embeddings: latency does not depend on their values), and benchmarks/profile_forward.py's
-#    CUDA kernel table and latency for one fp16 batch-8 forward;
-# 5. the same forward through torch.compile.
-# Each step has its own time limit and writes its JSON as it goes, so a slow step costs only itself.
+# sweep:     benchmarks/kernel_sweep.py: the fused kernel at the paper shape for every MMA path
+#            (LANGBRT_TCA_MMA), dtype and warp count, each in its own process (a faulting variant cannot hide
+#            the others), checked against the reference and timed at batch 8 and 32 (wgmma was miscompiled by
+#            triton 3.6: re-check on newer Tritons);
+# tests:     GPU tests: every warp count and the autotuned kernel against the reference (forward +
+#            backward at the paper shape in fp32/fp16/bf16, fast sigmoid, torch.compile(fullgraph)), the torch
+#            backend's batch-1 CUDA graphs against eager, and the TensorRT engines (skipped: no TensorRT); and,
+#            at the same time, the kernel's tests on the wgmma path (which fail while Triton miscompiles it);
+# attention: benchmarks/bench_attention.py: kernel vs eager reference vs torch.compile, batch 1/8/32,
+#            fp16/bf16, called from Python and replayed from CUDA graphs;
+# ncu:       Nsight Compute (if the image has it) on one batch-32 launch at 4 and 8 warps: occupancy, warp
+#            stall reasons, pipe and shared-memory utilisation, i.e. what limits the kernel;
+# e2e:       langbrt-bench on the torch backend at the paper preset, fp32 and fp16, batch 1/8/32 (random
+#            weights and prompt embeddings: latency does not depend on their values), and
+#            benchmarks/profile_forward.py's CUDA kernel table and latency for one fp16 batch-8 forward;
+# compile:   the same forward through torch.compile.
+# Each step has its own time limit and writes as it goes, so a slow step costs only itself.
 # The device image (Python 3.12, torch, triton) has neither TensorRT nor onnxruntime-gpu and fetches nothing.
 # Nothing is installed: the repository's kernels/, training/, export/ and runtime/ are linked into langbrt/
 # (the package-dir mapping pyproject.toml gives setuptools) and the repository root goes on PYTHONPATH.
@@ -37,27 +42,61 @@ card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr ' ' '-')
 day=$(date +%F)
 step() { echo "== $1 ($(date +%T))" | tee -a "$log"; }
 
-step "1. kernel variants (MMA path x dtype x warps), one process each"
-timeout 130 python3 benchmarks/kernel_sweep.py --batch 8 --jobs 15 --out "$out/kernel-sweep-$card-$day.json" \
-    2>&1 | tee -a "$log"
+want() { [ "$steps" = all ] || [[ " $steps " == *" $1 "* ]]; }
+steps=${*:-all}
 
-step "2. GPU tests"
-timeout 80 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_tca_triton.py tests/test_runtime.py \
-    tests/test_tensorrt_engine.py 2>&1 | tail -40 | tee -a "$log"
-
-step "3. attention kernel benchmark"
-timeout 100 python3 benchmarks/bench_attention.py --batch-sizes 1 8 32 --dtypes fp16 bf16 --check \
-    --iters 100 --out "$out/attention-$card-$day.json" 2>&1 | tail -60 | tee -a "$log"
-
-step "4. end-to-end latency, torch backend, paper preset; where one forward spends its GPU time"
-python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from profile_forward import random_model, PRESETS
+if want sweep; then
+    step "sweep: kernel variants (MMA path x dtype x warps), one process each, batch 8 and 32"
+    timeout 200 python3 benchmarks/kernel_sweep.py --batch 8 32 --jobs 15 --out "$out/kernel-sweep-$card-$day.json" \
+        2>&1 | tee -a "$log"
+fi
+if want tests; then
+    # Both MMA paths at once: the runs are mostly Triton builds (CPU), and nothing here is timed.
+    step "tests: GPU tests (default MMA path) and the kernel's GPU tests with LANGBRT_TCA_MMA=wgmma, concurrently"
+    timeout 170 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_tca_triton.py tests/test_runtime.py \
+        tests/test_tensorrt_engine.py > /tmp/tests-mma.txt 2>&1 &
+    LANGBRT_TCA_MMA=wgmma timeout 170 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_tca_triton.py \
+        > /tmp/tests-wgmma.txt 2>&1 &
+    wait
+    for run in mma wgmma; do
+        echo "-- tests, $run path" | tee -a "$log"
+        tail -30 "/tmp/tests-$run.txt" | tee -a "$log"
+    done
+fi
+if want attention; then
+    step "attention: kernel vs eager vs torch.compile"
+    timeout 100 python3 benchmarks/bench_attention.py --batch-sizes 1 8 32 --dtypes fp16 bf16 --check \
+        --iters 100 --out "$out/attention-$card-$day.json" 2>&1 | tail -60 | tee -a "$log"
+fi
+if want ncu; then
+    step "ncu: Nsight Compute on one batch-32 fp16 launch at 4 and 8 warps (why is the kernel slow?)"
+    ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+    if [ -n "$ncu" ]; then
+        for variant in "mma fp16 4" "mma fp16 8"; do
+            # shellcheck disable=SC2086
+            timeout 60 "$ncu" --section SpeedOfLight --section Occupancy --section WarpStateStats \
+                --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis -k regex:_tca_fwd -c 1 \
+                python3 benchmarks/kernel_sweep.py --child $variant --batch 32 2>&1 | grep -v '^RESULT\|^PTX' \
+                >> "$out/ncu-$card-$day.txt"
+        done
+        tail -5 "$out/ncu-$card-$day.txt" | tee -a "$log"
+    else
+        echo "no ncu on this machine" | tee -a "$log"
+    fi
+fi
+if want e2e; then
+    step "e2e: langbrt-bench, torch backend, paper preset; where one fp16 batch-8 forward spends its GPU time"
+    python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from profile_forward import random_model, PRESETS
 random_model(PRESETS['paper']()).save_pretrained('/tmp/langbrt-paper-random')" 2>&1 | tee -a "$log"
-timeout 80 python3 -m langbrt.runtime.cli_bench --model /tmp/langbrt-paper-random --backend torch --device cuda \
-    --precision fp32 fp16 --batch-sizes 1 8 32 --seconds 3 --out "$out/bench-torch-paper-$card-$day.json" \
-    2>&1 | tail -30 | tee -a "$log"
-timeout 40 python3 benchmarks/profile_forward.py --preset paper --precision fp16 --batch 8 \
-    --out "$out/profile-paper-fp16-b8-$card-$day.txt" 2>&1 | tail -30 | tee -a "$log"
-step "5. the same forward through torch.compile (does inductor's fusion of GroupNorm/elementwise pay?)"
-timeout 120 python3 benchmarks/profile_forward.py --compile --preset paper --precision fp16 --batch 8 \
-    --out "$out/profile-paper-fp16-b8-compile-$card-$day.txt" 2>&1 | tail -30 | tee -a "$log"
+    timeout 80 python3 -m langbrt.runtime.cli_bench --model /tmp/langbrt-paper-random --backend torch \
+        --device cuda --precision fp32 fp16 --batch-sizes 1 8 32 --seconds 3 \
+        --out "$out/bench-torch-paper-$card-$day.json" 2>&1 | tail -30 | tee -a "$log"
+    timeout 40 python3 benchmarks/profile_forward.py --preset paper --precision fp16 --batch 8 \
+        --out "$out/profile-paper-fp16-b8-$card-$day.txt" 2>&1 | tail -30 | tee -a "$log"
+fi
+if want compile; then
+    step "compile: the same forward through torch.compile (does inductor's fusion of GroupNorm/elementwise pay?)"
+    timeout 120 python3 benchmarks/profile_forward.py --compile --preset paper --precision fp16 --batch 8 \
+        --out "$out/profile-paper-fp16-b8-compile-$card-$day.txt" 2>&1 | tail -30 | tee -a "$log"
+fi
 step "done: $(ls "$out" | tr '\n' ' ')"

@@ -1,14 +1,14 @@
 """Launch the fused TCA kernel at the paper shape once per (MMA path, dtype, warp count), each in its own process.
 
-    python benchmarks/kernel_sweep.py --batch 8 --out sweep.json
+    python benchmarks/kernel_sweep.py --batch 8 32 --out sweep.json
 
 Why a process per variant: the autotuner times every warp count inside one process, and a variant that
 faults (an illegal memory access poisons the CUDA context for good) takes the whole process down and hides
 which variant it was. Each child launches exactly one variant (MMA path via LANGBRT_TCA_MMA, warp count via
-the launch), checks it against the fp32 PyTorch reference with the output memory poisoned with NaN first,
-then, in a second pass run one child at a time, times it as a CUDA-graph replay (GPU time, no launch
-overhead). The parent prints ok / wrong / crashed, the max error and the median time per variant, and
-writes JSON.
+the launch), checks it against the fp32 PyTorch reference with the output memory
+poisoned with NaN first, then, in a second pass run one child at a time, times it at every batch size as a
+CUDA-graph replay (GPU time, no launch overhead). The parent prints ok / wrong / crashed, the max error and
+the median times per variant, and writes JSON.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class Outcome:
     status: str  # "ok" | "wrong" | "crashed" | "timeout"
     max_error: float | None = None
     bound: float | None = None
-    median_us: float | None = None
+    median_us: dict[int, float] | None = None  # batch size -> median CUDA-graph replay time
     detail: str = ""
     mma_instructions: dict[str, int] | None = None  # counted in the PTX of the same build
 
@@ -54,25 +54,19 @@ def variants() -> list[Variant]:
     """Every MMA path for the half dtypes; fp32 uses exact FMA maths, where the MMA path changes nothing."""
     half = [Variant(mma, dtype, nw) for mma in ("wgmma", "mma") for dtype in ("fp16", "bf16")
             for nw in WARP_COUNTS]
-    return half + [Variant("wgmma", "fp32", nw) for nw in WARP_COUNTS]
+    return half + [Variant("mma", "fp32", nw) for nw in WARP_COUNTS]
 
 
-def child(variant: Variant, batch: int, time_it: bool) -> dict:
-    """Run one variant in this process (LANGBRT_TCA_MMA already set by the parent)."""
+def child(variant: Variant, batches: list[int], time_it: bool) -> dict:
+    """Run one variant in this process (LANGBRT_TCA_MMA already set by the parent): check it at every batch
+    size, and with `time_it` time the correct ones."""
     import triton.testing
 
     from langbrt.kernels import tca_aot, tca_triton, windowed_sigmoid_cross_attention_reference
 
     shape = Shape.paper()
-    x, mf, params = make_inputs(shape, batch, torch.float32)
     args = (shape.heads, shape.window, shape.shift)
-    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, *args)  # (B, H, W, C) fp32
     dtype = DTYPES[variant.dtype]
-    inputs = (x.to(dtype), mf.to(dtype), *(t.to(dtype) for t in params.tensors()))
-
-    def launch() -> torch.Tensor:
-        return tca_triton._launch(*inputs, *args, False, num_warps=variant.num_warps)
-
     instructions = None
     if not time_it:  # which instructions this GPU's build uses; printed first, in case the launch faults
         spec = tca_aot.TCAKernelSpec(variant.dtype, shape.channels, shape.map_channels, shape.heads,
@@ -81,23 +75,34 @@ def child(variant: Variant, batch: int, time_it: bool) -> dict:
         ptx = tca_aot.compile_tca_kernel(spec).ptx
         instructions = {"wgmma": ptx.count("wgmma.mma_async"), "mma.sync": ptx.count("mma.sync")}
         print(PTX_PREFIX + json.dumps(instructions), flush=True)
-    # Poison: free a NaN block of the output's size so the caching allocator hands it to the launch.
-    poison = torch.full_like(inputs[0], float("nan"))
-    del poison
-    got = launch().float()
-    torch.cuda.synchronize()
-    err = (got - expected).abs().max().item()  # NaN if any element was left unwritten
-    bound = CHECK_TOLERANCE[variant.dtype] * expected.abs().max().item()
-    result = {"max_error": err, "bound": bound, "status": "ok" if err <= bound else "wrong",
-              "mma_instructions": instructions}
-    if time_it and result["status"] == "ok":
-        result["median_us"] = 1e3 * triton.testing.do_bench_cudagraph(launch, rep=200, return_mode="median")
-    return result
+    result: dict = {"max_error": 0.0, "bound": None, "status": "ok", "mma_instructions": instructions}
+    medians = {}
+    for batch in batches:
+        x, mf, params = make_inputs(shape, batch, torch.float32)
+        expected = windowed_sigmoid_cross_attention_reference(x, mf, params, *args)  # (B, H, W, C) fp32
+        inputs = (x.to(dtype), mf.to(dtype), *(t.to(dtype) for t in params.tensors()))
+
+        def launch(inputs: tuple[torch.Tensor, ...] = inputs) -> torch.Tensor:
+            return tca_triton._launch(*inputs, *args, False, num_warps=variant.num_warps)
+
+        # Poison: free a NaN block of the output's size so the caching allocator hands it to the launch.
+        poison = torch.full_like(inputs[0], float("nan"))
+        del poison
+        got = launch().float()
+        torch.cuda.synchronize()
+        err = (got - expected).abs().max().item()  # NaN if any element was left unwritten
+        bound = CHECK_TOLERANCE[variant.dtype] * expected.abs().max().item()
+        if not err <= bound:  # NaN-safe
+            return result | {"max_error": err, "bound": bound, "status": "wrong", "detail": f"batch {batch}"}
+        result["max_error"], result["bound"] = max(result["max_error"], err), bound
+        if time_it:
+            medians[batch] = 1e3 * triton.testing.do_bench_cudagraph(launch, rep=200, return_mode="median")
+    return result | ({"median_us": medians} if time_it else {})
 
 
-def run_child(variant: Variant, batch: int, time_it: bool) -> Outcome:
-    command = [sys.executable, __file__, "--child", variant.mma, variant.dtype, str(variant.num_warps),
-               "--batch", str(batch)] + (["--time"] if time_it else [])
+def run_child(variant: Variant, batches: list[int], time_it: bool) -> Outcome:
+    command = [sys.executable, __file__, "--child", variant.mma, variant.dtype,
+               str(variant.num_warps), "--batch", *map(str, batches)] + (["--time"] if time_it else [])
     env = dict(os.environ, LANGBRT_TCA_MMA=variant.mma)
     try:
         proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=CHILD_TIMEOUT_S)
@@ -110,40 +115,43 @@ def run_child(variant: Variant, batch: int, time_it: bool) -> Outcome:
         return Outcome(variant, "crashed", detail=(errors[-1] if errors else proc.stderr.strip()[-300:]),
                        mma_instructions=json.loads(ptx[-1].removeprefix(PTX_PREFIX)) if ptx else None)
     data = json.loads(lines[-1].removeprefix(RESULT_PREFIX))
-    return Outcome(variant, data["status"], data["max_error"], data["bound"], data.get("median_us"),
-                   mma_instructions=data.get("mma_instructions"))
+    median = {int(b): t for b, t in data["median_us"].items()} if "median_us" in data else None
+    return Outcome(variant, data["status"], data["max_error"], data["bound"], median,
+                   detail=data.get("detail", ""), mma_instructions=data.get("mma_instructions"))
 
 
-def sweep(batch: int, jobs: int) -> list[Outcome]:
+def sweep(batches: list[int], jobs: int) -> list[Outcome]:
     """Compile and check every variant in parallel, then time the correct ones one at a time."""
     todo = variants()
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        checked = list(pool.map(lambda v: run_child(v, batch, time_it=False), todo))
-    print_table(checked)
+        checked = list(pool.map(lambda v: run_child(v, batches, time_it=False), todo))
+    print_table(checked, batches)
     timed = []
     for before in checked:
-        after = run_child(before.variant, batch, time_it=True) if before.status == "ok" else before
+        after = run_child(before.variant, batches, time_it=True) if before.status == "ok" else before
         after.mma_instructions = before.mma_instructions
         timed.append(after)
-        print_table([after], header=False)
+        print_table([after], batches, header=False)
     return timed
 
 
-def print_table(outcomes: list[Outcome], header: bool = True) -> None:
+def print_table(outcomes: list[Outcome], batches: list[int], header: bool = True) -> None:
     if header:
-        print(f"{'mma':8} {'dtype':5} {'warps':>5} {'status':8} {'max err':>10} {'bound':>10} {'median us':>10}  "
+        times = " ".join(f"{f'us @{b}':>9}" for b in batches)
+        print(f"{'mma':6} {'dtype':5} {'warps':>5} {'status':8} {'max err':>10} {'bound':>10} {times}  "
               "mma instructions, detail")
     for o in outcomes:
         err = f"{o.max_error:10.3g}" if o.max_error is not None else f"{'-':>10}"
         bound = f"{o.bound:10.3g}" if o.bound is not None else f"{'-':>10}"
-        median = f"{o.median_us:10.2f}" if o.median_us is not None else f"{'-':>10}"
-        print(f"{o.variant.mma:8} {o.variant.dtype:5} {o.variant.num_warps:5d} {o.status:8} {err} {bound} "
-              f"{median}  {o.mma_instructions or ''} {o.detail}")
+        times = " ".join(f"{o.median_us[b]:9.2f}" if o.median_us else f"{'-':>9}" for b in batches)
+        v = o.variant
+        print(f"{v.mma:6} {v.dtype:5} {v.num_warps:5d} {o.status:8} {err} {bound} {times}  "
+              f"{o.mma_instructions or ''} {o.detail}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=8, help="batch size of the paper-shape launch")
+    parser.add_argument("--batch", type=int, nargs="+", default=[8, 32], help="batch sizes of the paper-shape launch")
     parser.add_argument("--jobs", type=int, default=8, help="children compiling at once")
     parser.add_argument("--out", type=Path, help="write the JSON report here")
     parser.add_argument("--child", nargs=3, metavar=("MMA", "DTYPE", "WARPS"), help=argparse.SUPPRESS)
@@ -163,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         report = {"card": torch.cuda.get_device_name(), "date": dt.datetime.now().isoformat(timespec="seconds"),
-                  "torch": torch.__version__, "triton": triton.__version__, "batch": args.batch,
+                  "torch": torch.__version__, "triton": triton.__version__, "batches": args.batch,
                   "shape": asdict(Shape.paper()),
                   "rows": [asdict(o.variant) | {k: v for k, v in asdict(o).items() if k != "variant"}
                            for o in outcomes]}
