@@ -3,6 +3,7 @@
 #
 #   run(command="bash benchmarks/gpu_session.sh", timeout_s=590)            # every step, about 10 minutes
 #   run(command="bash benchmarks/gpu_session.sh sweep tests ncu", ...)      # some of them, in this order
+#   run(command="LANGBRT_TCA_MMA=hybrid bash benchmarks/gpu_session.sh attention", ...)  # another MMA path
 #
 # sweep:     benchmarks/kernel_sweep.py: the fused kernel at the paper shape for every MMA path
 #            (LANGBRT_TCA_MMA), dtype and warp count, each in its own process (a faulting variant cannot hide
@@ -11,7 +12,8 @@
 # tests:     GPU tests: every warp count and the autotuned kernel against the reference (forward +
 #            backward at the paper shape in fp32/fp16/bf16, fast sigmoid, torch.compile(fullgraph)), the torch
 #            backend's batch-1 CUDA graphs against eager, and the TensorRT engines (skipped: no TensorRT); and,
-#            at the same time, the kernel's tests on the wgmma path (which fail while Triton miscompiles it);
+#            at the same time, the kernel's tests on the wgmma path (which fail while Triton miscompiles it)
+#            and on the hybrid path (LANGBRT_TCA_MMA=hybrid: not yet run on a GPU);
 # attention: benchmarks/bench_attention.py: kernel vs eager reference vs torch.compile, batch 1/8/32,
 #            fp16/bf16, called from Python and replayed from CUDA graphs;
 # ncu:       Nsight Compute (if the image has it) on one batch-32 launch at 4 and 8 warps: occupancy, warp
@@ -51,22 +53,24 @@ if want sweep; then
         2>&1 | tee -a "$log"
 fi
 if want tests; then
-    # Both MMA paths at once: the runs are mostly Triton builds (CPU), and nothing here is timed.
-    step "tests: GPU tests (default MMA path) and the kernel's GPU tests with LANGBRT_TCA_MMA=wgmma, concurrently"
+    # All MMA paths at once: the runs are mostly Triton builds (CPU), and nothing here is timed.
+    step "tests: GPU tests (default MMA path), and the kernel's GPU tests on the wgmma and hybrid paths, concurrently"
     timeout 170 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_tca_triton.py tests/test_runtime.py \
         tests/test_tensorrt_engine.py > /tmp/tests-mma.txt 2>&1 &
-    LANGBRT_TCA_MMA=wgmma timeout 170 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_tca_triton.py \
-        > /tmp/tests-wgmma.txt 2>&1 &
+    for mma in wgmma hybrid; do
+        LANGBRT_TCA_MMA=$mma timeout 170 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_tca_triton.py \
+            > "/tmp/tests-$mma.txt" 2>&1 &
+    done
     wait
-    for run in mma wgmma; do
-        echo "-- tests, $run path" | tee -a "$log"
-        tail -30 "/tmp/tests-$run.txt" | tee -a "$log"
+    for mma in mma wgmma hybrid; do
+        echo "-- tests, $mma path" | tee -a "$log"
+        tail -30 "/tmp/tests-$mma.txt" | tee -a "$log"
     done
 fi
 if want attention; then
     step "attention: kernel vs eager vs torch.compile"
     timeout 100 python3 benchmarks/bench_attention.py --batch-sizes 1 8 32 --dtypes fp16 bf16 --check \
-        --iters 100 --out "$out/attention-$card-$day.json" 2>&1 | tail -60 | tee -a "$log"
+        --iters 100 --out "$out/attention-${LANGBRT_TCA_MMA:+$LANGBRT_TCA_MMA-}$card-$day.json" 2>&1 | tail -60 | tee -a "$log"
 fi
 if want ncu; then
     step "ncu: Nsight Compute on one batch-32 fp16 launch at 4 and 8 warps (why is the kernel slow?)"

@@ -52,7 +52,7 @@ class Outcome:
 
 def variants() -> list[Variant]:
     """Every MMA path for the half dtypes; fp32 uses exact FMA maths, where the MMA path changes nothing."""
-    half = [Variant(mma, dtype, nw) for mma in ("wgmma", "mma") for dtype in ("fp16", "bf16")
+    half = [Variant(mma, dtype, nw) for mma in ("wgmma", "hybrid", "mma") for dtype in ("fp16", "bf16")
             for nw in WARP_COUNTS]
     return half + [Variant("mma", "fp32", nw) for nw in WARP_COUNTS]
 

@@ -103,7 +103,7 @@ def compile_tca_kernel(spec: TCAKernelSpec, arch: int | None = None) -> Compiled
     fn = tca_triton._tca_fwd_kernel
     constants = tca_triton.kernel_constants(
         spec.channels, spec.map_channels, spec.num_heads, spec.window_size, spec.shift,
-        low_precision_dot=spec.dtype != "fp32", fast_sigmoid=spec.fast_sigmoid,
+        low_precision_dot=spec.dtype != "fp32", fast_sigmoid=spec.fast_sigmoid, mma=spec.mma,
     )
     signature = _signature(spec.dtype) | {name: "constexpr" for name in constants}
     source = ASTSource(fn=fn, signature=signature,

@@ -84,7 +84,7 @@ NUM_STAGES = 1
 
 class MmaChoice(str, Enum):
     """Which tensor-core instructions the half-precision matmuls use on Hopper (sm_90). fp32 uses exact FMA
-    maths and other GPUs have no wgmma, so there both choices build the same code.
+    maths and other GPUs have no wgmma, so there every choice builds the same instructions.
 
     MMA (default): the dots are built with Triton's `DISABLE_MMA_V3` set, i.e. mma.sync as on Ampere.
     WGMMA: Triton's own choice on Hopper, warpgroup MMA. With triton 3.6 on an H200 (2026-11-26,
@@ -95,10 +95,16 @@ class MmaChoice(str, Enum):
     3-D mma.sync dots with only the projections on wgmma was right: the bad build is that of the two dots
     whose B operands (K^T, V) the kernel computes and stores to shared memory itself.
     Kept selectable (LANGBRT_TCA_MMA=wgmma) to re-test on newer Tritons.
+    HYBRID: wgmma for the four projections, mma.sync for the score and A V dots, which the kernel then writes
+    as 3-D dots over a batch of one (Triton has no batched wgmma, so it builds those with mma.sync on Hopper
+    too). Why it may pay: a warpgroup MMA reads its B operand (the weight tiles) from shared memory once per
+    warpgroup, where mma.sync makes every warp load it, and shared memory is the kernel's busiest unit
+    (benchmarks/results/ncu-*.txt). Not yet run on a GPU: benchmarks/kernel_sweep.py checks it first.
     """
 
     MMA = "mma"
     WGMMA = "wgmma"
+    HYBRID = "hybrid"
 
 
 MMA_ENV_VAR = "LANGBRT_TCA_MMA"
@@ -161,6 +167,19 @@ def _sigmoid(s, FAST: tl.constexpr):
 
 
 @triton.jit
+def _matmul(a, b, AS_3D: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """a @ b in fp32, (M, K) x (K, N) -> (M, N); AS_3D computes it as a (1, M, K) x (1, K, N) dot, which
+    Triton builds with mma.sync even where it would pick wgmma for a 2-D dot."""
+    if AS_3D:
+        c = tl.dot(tl.reshape(a, (1, a.shape[0], a.shape[1])), tl.reshape(b, (1, b.shape[0], b.shape[1])),
+                   input_precision=DOT_PRECISION)  # (1, M, N)
+        c = tl.reshape(c, (a.shape[0], b.shape[1]))
+    else:
+        c = tl.dot(a, b, input_precision=DOT_PRECISION)  # (M, N)
+    return c
+
+
+@triton.jit
 def _region_band(pos, size_padded, WINDOW: tl.constexpr, SHIFT: tl.constexpr):
     """Swin band (0, 1, 2) of a shifted, padded coordinate; the same slices as `windows.region_ids`."""
     band = tl.where(pos >= size_padded - WINDOW, 1, 0)
@@ -179,6 +198,7 @@ def _tca_fwd_kernel(
     NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, WINDOW: tl.constexpr, SHIFT: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_CM: tl.constexpr, BLOCK_D: tl.constexpr,
     LOW_PRECISION_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr,
+    SCORES_3D: tl.constexpr,  # score and A V dots as 3-D dots over a batch of one (MmaChoice.HYBRID)
 ):
     win = tl.program_id(0)
     b = tl.program_id(1)  # int32 offsets: _launch checks B*H*W*max(C, CM) < 2**31
@@ -235,10 +255,10 @@ def _tca_fwd_kernel(
         v = tl.dot(kv_in, wv_t.to(op_dtype), input_precision=DOT_PRECISION) + bv[None, :]  # (BN, BD)
 
         inv_alpha = 1.0 / tl.load(alpha_ptr + h).to(tl.float32)
-        s = tl.dot(q.to(op_dtype), tl.trans(k.to(op_dtype)), input_precision=DOT_PRECISION)  # (BN, BN)
+        s = _matmul(q.to(op_dtype), tl.trans(k.to(op_dtype)), SCORES_3D, DOT_PRECISION)  # (BN, BN)
         a = _sigmoid(s * inv_alpha + LOGIT_BIAS, FAST_SIGMOID)
         a = tl.where(keep, a, 0.0)  # (BN, BN)
-        o = tl.dot(a.to(op_dtype), v.to(op_dtype), input_precision=DOT_PRECISION)  # (BN, BD)
+        o = _matmul(a.to(op_dtype), v.to(op_dtype), SCORES_3D, DOT_PRECISION)  # (BN, BD)
 
         wo_t = tl.load(wo_ptr + cc[None, :] * C + rows[:, None], mask=dc_mask, other=0.0)  # (BD, BC)
         acc = tl.dot(o.to(op_dtype), wo_t.to(op_dtype), acc, input_precision=DOT_PRECISION)  # (BN, BC)
@@ -274,10 +294,11 @@ def _block(extent: int) -> int:
 
 
 def kernel_constants(channels: int, map_channels: int, num_heads: int, window_size: int, shift: int,
-                     low_precision_dot: bool, *, fast_sigmoid: bool) -> dict[str, object]:
+                     low_precision_dot: bool, *, fast_sigmoid: bool, mma: MmaChoice) -> dict[str, object]:
     """The constexpr arguments of `_tca_fwd_kernel`, shared by the launch here and the AOT build (tca_aot).
 
-    The MMA path is not among them: Triton takes it from its environment at build time (`mma_build_scope`).
+    Of the MMA path only the dot shapes HYBRID asks for are among them: whether 2-D dots use wgmma Triton
+    takes from its environment at build time (`mma_build_scope`).
     """
     return dict(
         C=channels, CM=map_channels, LOGIT_BIAS=logit_bias(window_size),
@@ -285,7 +306,7 @@ def kernel_constants(channels: int, map_channels: int, num_heads: int, window_si
         BLOCK_N=_block(window_size * window_size), BLOCK_C=_block(channels), BLOCK_CM=_block(map_channels),
         BLOCK_D=_block(channels // num_heads),
         LOW_PRECISION_DOT=low_precision_dot, DOT_PRECISION="tf32" if low_precision_dot else "ieee",
-        FAST_SIGMOID=fast_sigmoid,
+        FAST_SIGMOID=fast_sigmoid, SCORES_3D=mma is MmaChoice.HYBRID,
     )
 
 
@@ -324,7 +345,7 @@ def _launch(
     if num_warps is not None:
         kernel, launch_options = _tca_fwd_kernel, {"num_warps": num_warps, "num_stages": NUM_STAGES}
     mma = mma_choice()
-    constants = kernel_constants(C, Cm, num_heads, window_size, shift, low_precision_dot,
+    constants = kernel_constants(C, Cm, num_heads, window_size, shift, low_precision_dot, mma=mma,
                                  fast_sigmoid=bool(fast_sigmoid) and x.device.type == "cuda" and not _INTERPRETING)
     # Triton launches on the current CUDA device: make that x's device (x on cuda:1 while cuda:0 is current).
     device_guard = torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()

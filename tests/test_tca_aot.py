@@ -92,3 +92,28 @@ def test_paper_kernel_builds_for_hopper_without_spills_and_fits_tensorrt_aot():
         assert row["tensorrt_aot_ok"], row
         assert 0 < row["registers"] <= 255
         assert row["shared_bytes"] <= 48 * 1024
+
+
+_COUNT_MMA_INSTRUCTIONS = """
+import json
+from langbrt.kernels.tca_aot import TCAKernelSpec, compile_tca_kernel
+from langbrt.kernels.tca_triton import MmaChoice
+counts = {}
+for mma in MmaChoice:
+    ptx = compile_tca_kernel(TCAKernelSpec("fp16", 96, 9, 3, 8, 4, num_warps=4, mma=mma), arch=90).ptx
+    counts[mma.value] = {"wgmma": ptx.count("wgmma.mma_async"), "mma.sync": ptx.count("mma.sync")}
+print(json.dumps(counts))
+"""
+
+
+def test_each_mma_path_builds_the_instructions_it_names_for_hopper():
+    """mma: no wgmma at all (the miscompiled build); wgmma: Triton's own; hybrid: wgmma for the projections
+    and mma.sync for the 3-D score / A V dots."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", _COUNT_MMA_INSTRUCTIONS], capture_output=True, text=True,
+                         env=env, cwd=REPO, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    counts = json.loads(run.stdout.strip().splitlines()[-1])
+    assert counts["mma"]["wgmma"] == 0 and counts["mma"]["mma.sync"] > 0
+    assert counts["wgmma"]["wgmma"] > 0 and counts["wgmma"]["mma.sync"] == 0
+    assert counts["hybrid"]["wgmma"] > 0 and counts["hybrid"]["mma.sync"] > 0

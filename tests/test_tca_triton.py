@@ -178,11 +178,11 @@ def test_bad_env_values_are_one_clear_input_error(monkeypatch):
         windowed_sigmoid_cross_attention(*random_inputs(1, 8, 8, 16, 3), random_params(16, 3, 2), 2, 4, 0)
     monkeypatch.delenv(ENV_VAR)
     monkeypatch.setenv(tca_triton.MMA_ENV_VAR, "tensor-cores")
-    with pytest.raises(LangBRTInputError, match="LANGBRT_TCA_MMA='tensor-cores' is not one of: mma, wgmma"):
+    with pytest.raises(LangBRTInputError, match="LANGBRT_TCA_MMA='tensor-cores' is not one of: mma, wgmma, hybrid"):
         tca_triton.mma_choice()
 
 
-@pytest.mark.parametrize(("choice", "during"), [("mma", "1"), ("wgmma", None)])
+@pytest.mark.parametrize(("choice", "during"), [("mma", "1"), ("wgmma", None), ("hybrid", None)])
 def test_each_launch_builds_under_the_chosen_mma_path(monkeypatch, choice, during):
     """Triton reads DISABLE_MMA_V3 when it builds (and keys its cache on it): the launch must hold it set for
     the mma path, leave it alone for wgmma, and restore the caller's environment either way."""
@@ -248,6 +248,25 @@ def test_mma_scopes_in_concurrent_threads_never_see_the_variable_unset(monkeypat
         t.join()
     assert seen == ["1"] * 4
     assert "DISABLE_MMA_V3" not in os.environ
+
+
+@pytest.mark.parametrize(("B", "H", "W", "C", "Cm", "heads", "window", "shift"), CPU_CASES[2:])
+def test_hybrid_mma_path_matches_reference(monkeypatch, B, H, W, C, Cm, heads, window, shift):
+    """LANGBRT_TCA_MMA=hybrid writes the score and A V matmuls as 3-D dots: same values as the 2-D ones."""
+    monkeypatch.setenv(tca_triton.MMA_ENV_VAR, "hybrid")
+    x, mf = random_inputs(B, H, W, C, Cm)
+    params = random_params(C, Cm, heads)
+    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, heads, window, shift)
+    torch.testing.assert_close(kernel_attention(x, mf, params, heads, window, shift), expected,
+                               atol=1e-4, rtol=1e-4)
+    got_half = kernel_attention(x.half(), mf.half(), cast_params(params, torch.float16), heads, window, shift)
+    torch.testing.assert_close(got_half.float(), expected, atol=2e-2, rtol=1e-2)
+
+
+def test_only_the_hybrid_path_writes_the_score_dots_in_3d():
+    for mma in tca_triton.MmaChoice:
+        constants = tca_triton.kernel_constants(96, 9, 3, 8, 4, True, fast_sigmoid=False, mma=mma)
+        assert constants["SCORES_3D"] is (mma is tca_triton.MmaChoice.HYBRID)
 
 
 def test_tiny_model_output_is_the_same_with_kernel_and_reference(monkeypatch):
