@@ -47,8 +47,9 @@ import contextlib
 import functools
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from enum import Enum
+from types import MappingProxyType
 
 import torch
 import triton
@@ -290,24 +291,26 @@ def _autotuned_kernel(bucket: int) -> triton.runtime.Autotuner:
 
 def _block(extent: int) -> int:
     """Tile extent for a dimension: the next power of two, at least tl.dot's minimum."""
-    return max(MIN_DOT_EXTENT, triton.next_power_of_2(extent))
+    return max(MIN_DOT_EXTENT, 1 << (extent - 1).bit_length())
 
 
+@functools.lru_cache(maxsize=64)
 def kernel_constants(channels: int, map_channels: int, num_heads: int, window_size: int, shift: int,
-                     low_precision_dot: bool, *, fast_sigmoid: bool, mma: MmaChoice) -> dict[str, object]:
+                     low_precision_dot: bool, *, fast_sigmoid: bool, mma: MmaChoice) -> Mapping[str, object]:
     """The constexpr arguments of `_tca_fwd_kernel`, shared by the launch here and the AOT build (tca_aot).
 
     Of the MMA path only the dot shapes HYBRID asks for are among them: whether 2-D dots use wgmma Triton
-    takes from its environment at build time (`mma_build_scope`).
+    takes from its environment at build time (`mma_build_scope`). Cached and read-only: every launch needs
+    them, and a model calls the op with a handful of shapes.
     """
-    return dict(
+    return MappingProxyType(dict(
         C=channels, CM=map_channels, LOGIT_BIAS=logit_bias(window_size),
         NUM_HEADS=num_heads, HEAD_DIM=channels // num_heads, WINDOW=window_size, SHIFT=shift,
         BLOCK_N=_block(window_size * window_size), BLOCK_C=_block(channels), BLOCK_CM=_block(map_channels),
         BLOCK_D=_block(channels // num_heads),
         LOW_PRECISION_DOT=low_precision_dot, DOT_PRECISION="tf32" if low_precision_dot else "ieee",
         FAST_SIGMOID=fast_sigmoid, SCORES_3D=mma is MmaChoice.HYBRID,
-    )
+    ))
 
 
 def _launch(
@@ -389,7 +392,10 @@ class _TCAFunction(torch.autograd.Function):
     def forward(ctx, x, map_features, num_heads, window_size, shift, fast_sigmoid, *tensors):
         ctx.save_for_backward(x, map_features, *tensors)
         ctx.config = (num_heads, window_size, shift)
-        return _tca_attention_op(x, map_features, *tensors, num_heads, window_size, shift, fast_sigmoid)
+        # Traced (torch.compile, torch.export), the registered op keeps the launch opaque; eager, calling
+        # `_launch` directly skips the op's Python dispatch, ~13 us of CPU per call (2-core CI box).
+        launch = _tca_attention_op if torch.compiler.is_compiling() else _launch
+        return launch(x, map_features, *tensors, num_heads, window_size, shift, fast_sigmoid)
 
     @staticmethod
     @torch.autograd.function.once_differentiable

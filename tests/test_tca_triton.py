@@ -143,6 +143,25 @@ def test_registered_torch_op_matches_reference():
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
+def test_traced_calls_go_through_the_registered_op():
+    """Eager calls skip the custom op's dispatch, but torch.compile must still see the op as one opaque node
+    (so inductor never rebuilds the kernel itself outside the MMA build scope)."""
+    x, mf = random_inputs(1, 8, 8, 16, 3)
+    params = random_params(16, 3, 2)
+    targets = []
+
+    def recording_backend(gm: torch.fx.GraphModule, example_inputs):
+        targets.extend(str(node.target) for node in gm.graph.nodes if node.op == "call_function")
+        return gm.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(kernel_attention, backend=recording_backend, fullgraph=True)
+    got = compiled(x, mf, params, 2, 4, 2)
+    assert tca_triton.OP_NAME.replace("::", ".") + ".default" in targets, targets
+    torch.testing.assert_close(got, windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 2),
+                               atol=1e-4, rtol=1e-4)
+
+
 def test_dispatch_env_triton_runs_the_kernel(monkeypatch):
     calls = []
 
