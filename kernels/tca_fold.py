@@ -1,0 +1,115 @@
+"""The TCA weights folded through the narrow map features, for the folded Triton kernel.
+
+Keys and values come from the map features m~ (Cm channels; 9 in the paper preset), which are narrower
+than a head (32 channels). Per head h, with the bias folded in as an extra ones channel, [m~ | 1]
+(N, Cm + 1):
+
+    Q_h K_h^T / alpha_h = (x~ Wq_h^T + bq_h) [Wk_h | bk_h] [m~ | 1]^T / alpha_h = (x~ QK_h + qk_h) [m~ | 1]^T
+    (A_h V_h) Wo_h^T    = A_h [m~ | 1] [Wv_h | bv_h]^T Wo_h^T                 = (A_h [m~ | 1]) VO_h
+
+with x~ = x * (1 - m), Wq_h / Wk_h / Wv_h the head's rows of the projections and Wo_h its columns of the
+output projection:
+
+    QK_h = Wq_h^T [Wk_h | bk_h] / alpha_h      (C, Cm + 1)
+    qk_h = bq_h [Wk_h | bk_h] / alpha_h        (Cm + 1,)
+    VO_h = [Wv_h | bv_h]^T Wo_h^T              (Cm + 1, C)
+
+So the kernel runs every per-head matmul over Cm + 1 = 10 (tile 16) channels instead of head_dim = 32 and
+needs no K or V projection: about 40 % fewer tensor-core operations at the paper shape, and half the weight
+tiles to stage in shared memory. Folding is exact algebra; only the rounding order changes.
+
+The folded tensors depend on the weights alone, so they are computed once and reused (`folded_weights`)
+until a weight changes: the cache entry is keyed on the tensors' identities and version counters (which
+every in-place update, an optimizer step or a load_state_dict, bumps) and holds weak references, so a new
+tensor that happens to reuse a freed one's id never hits an old entry.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+
+from .reference import TCAParams
+
+CACHE_SIZE = 64  # folded weight sets kept; one per (TCA block, dtype, device) in use
+
+
+@dataclass(frozen=True)
+class FoldedTCAWeights:
+    """What the folded kernel reads instead of the nine TCA tensors; all contiguous, in the inputs' dtype."""
+
+    qk: torch.Tensor  # (heads, C, Cm + 1)
+    qk_bias: torch.Tensor  # (heads, Cm + 1)
+    vo: torch.Tensor  # (heads, Cm + 1, C)
+    out_bias: torch.Tensor  # (C,)
+
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        return (self.qk, self.qk_bias, self.vo, self.out_bias)
+
+
+def fold_tca_weights(params: TCAParams, num_heads: int, dtype: torch.dtype) -> FoldedTCAWeights:
+    """QK_h, qk_h and VO_h of the module docstring for every head, computed in fp32 (fp64 for fp64),
+    returned in `dtype`."""
+    C, Cm = params.k_weight.shape
+    d = C // num_heads
+    compute = torch.promote_types(dtype, torch.float32)
+    with torch.no_grad():  # the kernel's backward differentiates the reference, never these
+        f = {name: t.to(compute) for name, t in zip(("wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo", "alpha"),
+                                                params.tensors(), strict=True)}
+        inv_alpha = 1.0 / f["alpha"]  # (heads,)
+        wk_aug = torch.cat([f["wk"], f["bk"][:, None]], dim=1).view(num_heads, d, Cm + 1)  # [Wk_h | bk_h]
+        wv_aug = torch.cat([f["wv"], f["bv"][:, None]], dim=1).view(num_heads, d, Cm + 1)  # [Wv_h | bv_h]
+        wq_t = f["wq"].view(num_heads, d, C).transpose(1, 2)  # (heads, C, d) = Wq_h^T
+        wo_t = f["wo"].view(C, num_heads, d).permute(1, 2, 0)  # (heads, d, C) = Wo_h^T
+        qk = (wq_t @ wk_aug) * inv_alpha[:, None, None]  # (heads, C, Cm + 1)
+        qk_bias = (f["bq"].view(num_heads, 1, d) @ wk_aug).squeeze(1) * inv_alpha[:, None]  # (heads, Cm + 1)
+        vo = wv_aug.transpose(1, 2) @ wo_t  # (heads, Cm + 1, C)
+        return FoldedTCAWeights(*(t.to(dtype).contiguous() for t in (qk, qk_bias, vo, f["bo"])))
+
+
+@dataclass(frozen=True)
+class _Entry:
+    refs: tuple[weakref.ref, ...]
+    folded: FoldedTCAWeights
+
+
+_cache: OrderedDict[tuple, _Entry] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _versions(tensors: tuple[torch.Tensor, ...]) -> tuple[int, ...] | None:
+    """The tensors' version counters, or None for inference tensors, which have none (then: no caching)."""
+    try:
+        return tuple(t._version for t in tensors)
+    except RuntimeError:
+        return None
+
+
+def folded_weights(params: TCAParams, num_heads: int, dtype: torch.dtype) -> FoldedTCAWeights:
+    """`fold_tca_weights`, cached until any of the nine tensors is replaced or changed in place."""
+    tensors = params.tensors()
+    versions = _versions(tensors)
+    if versions is None:
+        return fold_tca_weights(params, num_heads, dtype)
+    key = (tuple(id(t) for t in tensors), versions, num_heads, dtype)
+    with _cache_lock:
+        entry = _cache.get(key)
+        if entry is not None and all(ref() is t for ref, t in zip(entry.refs, tensors, strict=True)):
+            _cache.move_to_end(key)
+            return entry.folded
+    folded = fold_tca_weights(params, num_heads, dtype)
+    with _cache_lock:
+        _cache[key] = _Entry(tuple(weakref.ref(t) for t in tensors), folded)
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+    return folded
+
+
+def clear_cache() -> None:
+    """Forget every folded weight set (tests; or to free the memory of models no longer used)."""
+    with _cache_lock:
+        _cache.clear()

@@ -1,0 +1,105 @@
+"""The folded TCA weights reproduce the per-head scores and outputs, and are cached only while valid."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+import torch
+
+from langbrt.kernels import TCAParams, tca_fold
+
+
+def random_params(C: int, Cm: int, heads: int, seed: int = 0) -> TCAParams:
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=g, dtype=torch.float64) / shape[-1] ** 0.5
+
+    return TCAParams(r(C, C), r(C), r(C, Cm), r(C), r(C, Cm), r(C), r(C, C), r(C),
+                     torch.rand(heads, generator=g, dtype=torch.float64) + 0.5)
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    tca_fold.clear_cache()
+    yield
+    tca_fold.clear_cache()
+
+
+@pytest.mark.parametrize(("C", "Cm", "heads"), [(96, 9, 3), (24, 9, 2), (16, 3, 1), (32, 40, 4)])
+def test_folded_weights_give_the_same_scores_and_outputs_per_head(C, Cm, heads):
+    """(x QK_h + qk_h) [m | 1]^T = Q_h K_h^T / alpha_h and (A [m | 1]) VO_h = (A V_h) Wo_h^T, for any Cm
+    (the last case is wider than a head: folding is exact there too, merely not faster)."""
+    params = random_params(C, Cm, heads)
+    g = torch.Generator().manual_seed(1)
+    N, d = 16, C // heads
+    x = torch.randn(N, C, generator=g, dtype=torch.float64)  # (N, C) mask-suppressed queries
+    maps = torch.rand(N, Cm, generator=g, dtype=torch.float64)  # (N, Cm)
+    attn = torch.rand(N, N, generator=g, dtype=torch.float64)  # (N, N) any attention weights
+    folded = tca_fold.fold_tca_weights(params, heads, torch.float64)
+    maps_1 = torch.cat([maps, torch.ones(N, 1, dtype=torch.float64)], dim=1)  # (N, Cm + 1)
+
+    q = x @ params.q_weight.T + params.q_bias  # (N, C)
+    k = maps @ params.k_weight.T + params.k_bias  # (N, C)
+    v = maps @ params.v_weight.T + params.v_bias  # (N, C)
+    for h in range(heads):
+        rows = slice(h * d, (h + 1) * d)
+        scores = q[:, rows] @ k[:, rows].T / params.alpha[h]  # (N, N)
+        folded_scores = (x @ folded.qk[h] + folded.qk_bias[h]) @ maps_1.T
+        torch.testing.assert_close(folded_scores, scores)
+        out = (attn @ v[:, rows]) @ params.out_weight[:, rows].T  # (N, C)
+        torch.testing.assert_close((attn @ maps_1) @ folded.vo[h], out)
+    torch.testing.assert_close(folded.out_bias, params.out_bias)
+
+
+def test_folded_weights_come_in_the_asked_dtype_and_contiguous():
+    folded = tca_fold.fold_tca_weights(random_params(24, 9, 2), 2, torch.float16)
+    assert folded.qk.shape == (2, 24, 10) and folded.qk_bias.shape == (2, 10) and folded.vo.shape == (2, 10, 24)
+    assert all(t.dtype == torch.float16 and t.is_contiguous() for t in folded.tensors())
+
+
+def test_cache_reuses_until_a_weight_changes_in_place():
+    params = random_params(24, 9, 2)
+    first = tca_fold.folded_weights(params, 2, torch.float32)
+    assert tca_fold.folded_weights(params, 2, torch.float32) is first
+    assert tca_fold.folded_weights(params, 2, torch.float16) is not first  # another dtype, another entry
+    with torch.no_grad():
+        params.alpha.mul_(2.0)  # an optimizer step or load_state_dict bumps the version counter
+    refolded = tca_fold.folded_weights(params, 2, torch.float32)
+    assert refolded is not first
+    torch.testing.assert_close(refolded.qk, first.qk / 2)
+
+
+def test_cache_never_hands_a_new_tensor_an_old_tensors_entry():
+    """A freed tensor's id can be reused by the next one, with the same version counter: an entry whose key
+    matches but whose weakly referenced tensors are gone (or are other objects) must not be used."""
+    fresh = random_params(24, 9, 2, seed=5)
+    tensors = fresh.tensors()
+    key = (tuple(id(t) for t in tensors), tuple(t._version for t in tensors), 2, torch.float32)
+    stale = tca_fold.fold_tca_weights(random_params(24, 9, 2, seed=6), 2, torch.float32)
+    gone = [torch.zeros(1) for _ in tensors]
+    tca_fold._cache[key] = tca_fold._Entry(tuple(weakref.ref(t) for t in gone), stale)
+    del gone
+    gc.collect()
+    got = tca_fold.folded_weights(fresh, 2, torch.float32)
+    assert got is not stale
+    torch.testing.assert_close(got.qk, tca_fold.fold_tca_weights(fresh, 2, torch.float32).qk)
+
+
+def test_inference_tensors_are_folded_without_caching():
+    with torch.inference_mode():
+        params = random_params(24, 9, 2)  # inference tensors have no version counter
+        a = tca_fold.folded_weights(params, 2, torch.float32)
+        b = tca_fold.folded_weights(params, 2, torch.float32)
+    assert a is not b
+    torch.testing.assert_close(a.qk, b.qk)
+    assert not tca_fold._cache
+
+
+def test_cache_is_bounded():
+    kept = [random_params(16, 3, 1, seed=i) for i in range(tca_fold.CACHE_SIZE + 5)]
+    for params in kept:
+        tca_fold.folded_weights(params, 1, torch.float32)
+    assert len(tca_fold._cache) == tca_fold.CACHE_SIZE
