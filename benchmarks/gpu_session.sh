@@ -5,19 +5,20 @@
 #   run(command="bash benchmarks/gpu_session.sh sweep tests ncu", ...)      # some of them, in this order
 #   run(command="LANGBRT_TCA_MMA=hybrid bash benchmarks/gpu_session.sh attention", ...)  # another MMA path
 #
-# sweep:     benchmarks/kernel_sweep.py: the fused kernel at the paper shape for every MMA path
+# sweep:     benchmarks/kernel_sweep.py: both fused kernels at the paper shape for every MMA path
 #            (LANGBRT_TCA_MMA), dtype and warp count, each in its own process (a faulting variant cannot hide
 #            the others), checked against the reference and timed at batch 8 and 32 (wgmma was miscompiled by
 #            triton 3.6: re-check on newer Tritons);
 # tests:     GPU tests: every warp count and the autotuned kernel against the reference (forward +
 #            backward at the paper shape in fp32/fp16/bf16, fast sigmoid, torch.compile(fullgraph)), the torch
 #            backend's batch-1 CUDA graphs against eager, and the TensorRT engines (skipped: no TensorRT); and,
-#            at the same time, the kernel's tests on the wgmma path (which fail while Triton miscompiles it)
-#            and on the hybrid path (LANGBRT_TCA_MMA=hybrid: not yet run on a GPU);
+#            at the same time, the kernel's tests on the wgmma path (which fail while Triton miscompiles it),
+#            the hybrid path (LANGBRT_TCA_MMA=hybrid) and the folded kernel (LANGBRT_TCA_KERNEL=folded), the
+#            last two not yet run on a GPU;
 # attention: benchmarks/bench_attention.py: kernel vs eager reference vs torch.compile, batch 1/8/32,
 #            fp16/bf16, called from Python and replayed from CUDA graphs;
-# ncu:       Nsight Compute (if the image has it) on one batch-32 launch at 4 and 8 warps: occupancy, warp
-#            stall reasons, pipe and shared-memory utilisation, i.e. what limits the kernel;
+# ncu:       Nsight Compute (if the image has it) on one batch-32 launch of each kernel: occupancy, warp
+#            stall reasons, pipe and shared-memory utilisation, i.e. what limits it;
 # e2e:       langbrt-bench on the torch backend at the paper preset, fp32 and fp16, batch 1/8/32 (random
 #            weights and prompt embeddings: latency does not depend on their values), and
 #            benchmarks/profile_forward.py's CUDA kernel table and latency for one fp16 batch-8 forward;
@@ -48,23 +49,23 @@ want() { [ "$steps" = all ] || [[ " $steps " == *" $1 "* ]]; }
 steps=${*:-all}
 
 if want sweep; then
-    step "sweep: kernel variants (MMA path x dtype x warps), one process each, batch 8 and 32"
-    timeout 200 python3 benchmarks/kernel_sweep.py --batch 8 32 --jobs 15 --out "$out/kernel-sweep-$card-$day.json" \
+    step "sweep: kernel variants (kernel x MMA path x dtype x warps), one process each, batch 8 and 32"
+    timeout 240 python3 benchmarks/kernel_sweep.py --batch 8 32 --jobs 15 --out "$out/kernel-sweep-$card-$day.json" \
         2>&1 | tee -a "$log"
 fi
 if want tests; then
-    # All MMA paths at once: the runs are mostly Triton builds (CPU), and nothing here is timed.
-    step "tests: GPU tests (default MMA path), and the kernel's GPU tests on the wgmma and hybrid paths, concurrently"
+    # Every MMA path and kernel at once: the runs are mostly Triton builds (CPU), and nothing here is timed.
+    step "tests: GPU tests (defaults), and the kernel's GPU tests on the other MMA paths and kernel, concurrently"
     timeout 170 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_tca_triton.py tests/test_runtime.py \
-        tests/test_tensorrt_engine.py > /tmp/tests-mma.txt 2>&1 &
-    for mma in wgmma hybrid; do
-        LANGBRT_TCA_MMA=$mma timeout 170 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_tca_triton.py \
-            > "/tmp/tests-$mma.txt" 2>&1 &
+        tests/test_tensorrt_engine.py > /tmp/tests-default.txt 2>&1 &
+    for run in LANGBRT_TCA_MMA=wgmma LANGBRT_TCA_MMA=hybrid LANGBRT_TCA_KERNEL=folded; do
+        env "$run" timeout 170 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_tca_triton.py \
+            > "/tmp/tests-$run.txt" 2>&1 &
     done
     wait
-    for mma in mma wgmma hybrid; do
-        echo "-- tests, $mma path" | tee -a "$log"
-        tail -30 "/tmp/tests-$mma.txt" | tee -a "$log"
+    for run in default LANGBRT_TCA_MMA=wgmma LANGBRT_TCA_MMA=hybrid LANGBRT_TCA_KERNEL=folded; do
+        echo "-- tests, $run" | tee -a "$log"
+        tail -30 "/tmp/tests-$run.txt" | tee -a "$log"
     done
 fi
 if want attention; then
@@ -73,10 +74,10 @@ if want attention; then
         --iters 100 --out "$out/attention-${LANGBRT_TCA_MMA:+$LANGBRT_TCA_MMA-}$card-$day.json" 2>&1 | tail -60 | tee -a "$log"
 fi
 if want ncu; then
-    step "ncu: Nsight Compute on one batch-32 fp16 launch at 4 and 8 warps (why is the kernel slow?)"
+    step "ncu: Nsight Compute on one batch-32 fp16 launch of each kernel at 4 warps (why is it slow?)"
     ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
     if [ -n "$ncu" ]; then
-        for variant in "mma fp16 4" "mma fp16 8"; do
+        for variant in "direct mma fp16 4 0" "folded mma fp16 4 0"; do
             # shellcheck disable=SC2086
             timeout 60 "$ncu" --section SpeedOfLight --section Occupancy --section WarpStateStats \
                 --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis -k regex:_tca_fwd -c 1 \

@@ -4,7 +4,8 @@
     python benchmarks/kernel_resources.py --arch 90 --dtypes fp16 --out -
 
 For the paper preset's TCA attention (C=96, 3 heads, 8x8 windows, 9 map channels; unshifted and shifted)
-it compiles `_tca_fwd_kernel` ahead of time for each compute capability, dtype and warp count, and reports
+it compiles the kernels (`--kernels`; default the direct one, `tca_fwd_kernel`, which TensorRT's plugin
+calls) ahead of time for each compute capability, dtype and warp count, and reports
 per thread the registers and the stack bytes (stack > 0: registers spilled to local memory), per block the
 shared memory, whether TensorRT's AOT launcher can call the build (argument order, no scratch, shared
 memory within 48 KiB), and the blocks per SM the register file allows. These are static facts of the
@@ -24,6 +25,7 @@ from pathlib import Path
 import triton
 
 from langbrt.config import LangBRTConfig
+from langbrt.kernels import tca_triton
 from langbrt.kernels.tca_aot import (
     DTYPES,
     TCAKernelSpec,
@@ -31,6 +33,7 @@ from langbrt.kernels.tca_aot import (
     compile_tca_kernel,
     kernel_resources,
 )
+from langbrt.kernels.tca_triton import KernelChoice
 
 REGISTERS_PER_SM = 65536  # sm_80 and sm_90
 MAX_THREADS_PER_SM = 2048
@@ -38,6 +41,7 @@ MAX_THREADS_PER_SM = 2048
 
 @dataclass(frozen=True)
 class ResourceRow:
+    kernel: str
     arch: int
     dtype: str
     shift: int
@@ -50,11 +54,11 @@ class ResourceRow:
     tensorrt_aot_problem: str | None
 
 
-def paper_specs(dtypes: list[str], warps: list[int]) -> list[TCAKernelSpec]:
+def paper_specs(kernels: list[str], dtypes: list[str], warps: list[int]) -> list[TCAKernelSpec]:
     cfg = LangBRTConfig.paper()
     return [TCAKernelSpec(dtype, cfg.embed_dim, cfg.map_feature_dim, cfg.num_heads, cfg.window_size, shift,
-                          num_warps=nw)
-            for dtype in dtypes for shift in (0, cfg.window_size // 2) for nw in warps]
+                          num_warps=nw, kernel=KernelChoice(kernel))
+            for kernel in kernels for dtype in dtypes for shift in (0, cfg.window_size // 2) for nw in warps]
 
 
 def measure(spec: TCAKernelSpec, arch: int) -> ResourceRow:
@@ -67,29 +71,33 @@ def measure(spec: TCAKernelSpec, arch: int) -> ResourceRow:
         problem = None
     except ValueError as err:
         problem = str(err)
-    return ResourceRow(arch, spec.dtype, spec.shift, spec.num_warps, res.registers, res.stack_bytes,
+    return ResourceRow(spec.kernel.value, arch, spec.dtype, spec.shift, spec.num_warps, res.registers, res.stack_bytes,
                        res.static_shared_bytes + res.dynamic_shared_bytes, by_registers, problem is None, problem)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, nargs="+", default=[80, 90], help="compute capabilities, e.g. 90")
+    parser.add_argument("--kernels", nargs="+", choices=[k.value for k in KernelChoice], default=["direct"],
+                        help="which kernels (LANGBRT_TCA_KERNEL values); default direct, the one TensorRT calls")
     parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=list(DTYPES))
     parser.add_argument("--warps", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--out", default=None, help="JSON path, or - for stdout only "
                         "(default benchmarks/results/kernel-resources-<date>.json)")
     args = parser.parse_args(argv)
 
-    rows = [measure(spec, arch) for arch in args.arch for spec in paper_specs(args.dtypes, args.warps)]
-    print(f"{'arch':>5} {'dtype':>5} {'shift':>5} {'warps':>5} {'regs':>5} {'stack B':>8} {'smem B':>7} "
+    rows = [measure(spec, arch) for arch in args.arch
+            for spec in paper_specs(args.kernels, args.dtypes, args.warps)]
+    print(f"{'kernel':>6} {'arch':>5} {'dtype':>5} {'shift':>5} {'warps':>5} {'regs':>5} {'stack B':>8} {'smem B':>7} "
           f"{'blk/SM':>6}  TensorRT AOT")
     for r in rows:
-        print(f"sm_{r.arch:<2} {r.dtype:>5} {r.shift:>5} {r.num_warps:>5} {r.registers:>5} {r.stack_bytes:>8} "
-              f"{r.shared_bytes:>7} {r.blocks_per_sm_by_registers:>6}  {'ok' if r.tensorrt_aot_ok else 'no'}")
+        print(f"{r.kernel:>6} sm_{r.arch:<2} {r.dtype:>5} {r.shift:>5} {r.num_warps:>5} {r.registers:>5} "
+              f"{r.stack_bytes:>8} {r.shared_bytes:>7} {r.blocks_per_sm_by_registers:>6}  "
+              f"{'ok' if r.tensorrt_aot_ok else 'no'}")
     report = {
         "benchmark": "kernel_resources",
         "date": dt.date.today().isoformat(),
-        "kernel": "langbrt.kernels.tca_triton._tca_fwd_kernel",
+        "kernels": {k.value: tca_triton._JIT_KERNELS[k].__name__ for k in map(KernelChoice, args.kernels)},
         "shape": "paper preset TCA attention: C=96, Cm=9, 3 heads, window 8",
         "triton": triton.__version__,
         "ptxas": triton.knobs.nvidia.ptxas.version,

@@ -1,14 +1,14 @@
-"""Launch the fused TCA kernel at the paper shape once per (MMA path, dtype, warp count), each in its own process.
+"""Launch the fused TCA kernels at the paper shape once per (kernel, MMA path, dtype, warps), each in its own process.
 
     python benchmarks/kernel_sweep.py --batch 8 32 --out sweep.json
 
 Why a process per variant: the autotuner times every warp count inside one process, and a variant that
 faults (an illegal memory access poisons the CUDA context for good) takes the whole process down and hides
-which variant it was. Each child launches exactly one variant (MMA path via LANGBRT_TCA_MMA, warp count via
-the launch), checks it against the fp32 PyTorch reference with the output memory
-poisoned with NaN first, then, in a second pass run one child at a time, times it at every batch size as a
-CUDA-graph replay (GPU time, no launch overhead). The parent prints ok / wrong / crashed, the max error and
-the median times per variant, and writes JSON.
+which variant it was. Each child launches exactly one variant (kernel and MMA path via LANGBRT_TCA_KERNEL
+and LANGBRT_TCA_MMA, warp count and register cap via the launch), checks it against the fp32 PyTorch
+reference with the output memory poisoned with NaN first, then, in a second pass run one child at a time,
+times it at every batch size as a CUDA-graph replay (GPU time, no launch overhead). The parent prints
+ok / wrong / crashed, the max error and the median times per variant, and writes JSON.
 """
 
 from __future__ import annotations
@@ -34,9 +34,11 @@ CHILD_TIMEOUT_S = 150
 
 @dataclass(frozen=True)
 class Variant:
-    mma: str
+    kernel: str  # LANGBRT_TCA_KERNEL
+    mma: str  # LANGBRT_TCA_MMA
     dtype: str
     num_warps: int
+    maxnreg: int | None = None  # ptxas register cap per thread; None: ptxas decides
 
 
 @dataclass
@@ -51,15 +53,21 @@ class Outcome:
 
 
 def variants() -> list[Variant]:
-    """Every MMA path for the half dtypes; fp32 uses exact FMA maths, where the MMA path changes nothing."""
-    half = [Variant(mma, dtype, nw) for mma in ("wgmma", "hybrid", "mma") for dtype in ("fp16", "bf16")
-            for nw in WARP_COUNTS]
-    return half + [Variant("mma", "fp32", nw) for nw in WARP_COUNTS]
+    """Each kernel on every MMA path and width in fp16; bf16 (same instructions) and fp32 (exact FMA maths,
+    where the MMA path changes nothing) on the default path; 8 warps capped at 128 registers (two blocks
+    per SM instead of one, with some spill) for each kernel."""
+    rows = []
+    for kernel in ("direct", "folded"):
+        rows += [Variant(kernel, mma, "fp16", nw) for mma in ("wgmma", "hybrid", "mma") for nw in WARP_COUNTS]
+        rows += [Variant(kernel, "mma", "bf16", nw) for nw in WARP_COUNTS[:2]]
+        rows += [Variant(kernel, "mma", "fp32", nw) for nw in WARP_COUNTS[1:]]
+        rows += [Variant(kernel, "mma", "fp16", 8, maxnreg=128)]
+    return rows
 
 
 def child(variant: Variant, batches: list[int], time_it: bool) -> dict:
-    """Run one variant in this process (LANGBRT_TCA_MMA already set by the parent): check it at every batch
-    size, and with `time_it` time the correct ones."""
+    """Run one variant in this process (LANGBRT_TCA_KERNEL and LANGBRT_TCA_MMA already set by `main`): check
+    it at every batch size, and with `time_it` time the correct ones."""
     import triton.testing
 
     from langbrt.kernels import tca_aot, tca_triton, windowed_sigmoid_cross_attention_reference
@@ -71,7 +79,8 @@ def child(variant: Variant, batches: list[int], time_it: bool) -> dict:
     if not time_it:  # which instructions this GPU's build uses; printed first, in case the launch faults
         spec = tca_aot.TCAKernelSpec(variant.dtype, shape.channels, shape.map_channels, shape.heads,
                                      shape.window, shape.shift, num_warps=variant.num_warps, fast_sigmoid=False,
-                                     mma=tca_triton.MmaChoice(variant.mma))
+                                     mma=tca_triton.MmaChoice(variant.mma),
+                                     kernel=tca_triton.KernelChoice(variant.kernel), maxnreg=variant.maxnreg)
         ptx = tca_aot.compile_tca_kernel(spec).ptx
         instructions = {"wgmma": ptx.count("wgmma.mma_async"), "mma.sync": ptx.count("mma.sync")}
         print(PTX_PREFIX + json.dumps(instructions), flush=True)
@@ -83,7 +92,7 @@ def child(variant: Variant, batches: list[int], time_it: bool) -> dict:
         inputs = (x.to(dtype), mf.to(dtype), *(t.to(dtype) for t in params.tensors()))
 
         def launch(inputs: tuple[torch.Tensor, ...] = inputs) -> torch.Tensor:
-            return tca_triton._launch(*inputs, *args, False, num_warps=variant.num_warps)
+            return tca_triton._launch(*inputs, *args, False, num_warps=variant.num_warps, maxnreg=variant.maxnreg)
 
         # Poison: free a NaN block of the output's size so the caching allocator hands it to the launch.
         poison = torch.full_like(inputs[0], float("nan"))
@@ -101,11 +110,11 @@ def child(variant: Variant, batches: list[int], time_it: bool) -> dict:
 
 
 def run_child(variant: Variant, batches: list[int], time_it: bool) -> Outcome:
-    command = [sys.executable, __file__, "--child", variant.mma, variant.dtype,
-               str(variant.num_warps), "--batch", *map(str, batches)] + (["--time"] if time_it else [])
-    env = dict(os.environ, LANGBRT_TCA_MMA=variant.mma)
+    command = [sys.executable, __file__, "--child", variant.kernel, variant.mma, variant.dtype,
+               str(variant.num_warps), str(variant.maxnreg or 0), "--batch", *map(str, batches)]
+    command += ["--time"] if time_it else []
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=CHILD_TIMEOUT_S)
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return Outcome(variant, "timeout", detail=f"no result in {CHILD_TIMEOUT_S} s")
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
@@ -138,15 +147,15 @@ def sweep(batches: list[int], jobs: int) -> list[Outcome]:
 def print_table(outcomes: list[Outcome], batches: list[int], header: bool = True) -> None:
     if header:
         times = " ".join(f"{f'us @{b}':>9}" for b in batches)
-        print(f"{'mma':6} {'dtype':5} {'warps':>5} {'status':8} {'max err':>10} {'bound':>10} {times}  "
-              "mma instructions, detail")
+        print(f"{'kernel':6} {'mma':6} {'dtype':5} {'maxnreg':>7} {'warps':>5} {'status':8} {'max err':>10} "
+              f"{'bound':>10} {times}  mma instructions, detail")
     for o in outcomes:
         err = f"{o.max_error:10.3g}" if o.max_error is not None else f"{'-':>10}"
         bound = f"{o.bound:10.3g}" if o.bound is not None else f"{'-':>10}"
         times = " ".join(f"{o.median_us[b]:9.2f}" if o.median_us else f"{'-':>9}" for b in batches)
         v = o.variant
-        print(f"{v.mma:6} {v.dtype:5} {v.num_warps:5d} {o.status:8} {err} {bound} {times}  "
-              f"{o.mma_instructions or ''} {o.detail}")
+        print(f"{v.kernel:6} {v.mma:6} {v.dtype:5} {v.maxnreg or '-':>7} {v.num_warps:5d} {o.status:8} {err} "
+              f"{bound} {times}  {o.mma_instructions or ''} {o.detail}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,15 +163,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, nargs="+", default=[8, 32], help="batch sizes of the paper-shape launch")
     parser.add_argument("--jobs", type=int, default=8, help="children compiling at once")
     parser.add_argument("--out", type=Path, help="write the JSON report here")
-    parser.add_argument("--child", nargs=3, metavar=("MMA", "DTYPE", "WARPS"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=5, metavar=("KERNEL", "MMA", "DTYPE", "WARPS", "MAXNREG"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--time", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print("kernel_sweep: no CUDA device; run this on a machine with an NVIDIA GPU", file=sys.stderr)
         return 2
     if args.child:
-        mma, dtype, warps = args.child
-        print(RESULT_PREFIX + json.dumps(child(Variant(mma, dtype, int(warps)), args.batch, args.time)))
+        kernel, mma, dtype, warps, maxnreg = args.child
+        variant = Variant(kernel, mma, dtype, int(warps), int(maxnreg) or None)
+        os.environ.update(LANGBRT_TCA_KERNEL=kernel, LANGBRT_TCA_MMA=mma)  # read at each launch
+        print(RESULT_PREFIX + json.dumps(child(variant, args.batch, args.time)))
         return 0
 
     import triton

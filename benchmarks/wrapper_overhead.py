@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=5000, help="calls per timing round")
     args = parser.parse_args(argv)
 
-    tca_triton._autotuned_kernel = lambda bucket: _NoLaunch()
+    tca_triton._autotuned_kernel = lambda kernel, bucket: _NoLaunch()
     tca_triton._INTERPRETING = True
     g = torch.Generator().manual_seed(0)
     C, Cm, heads = 96, 9, 3

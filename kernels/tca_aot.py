@@ -3,7 +3,7 @@
 Two users need the kernel compiled outside a launch:
 - TensorRT's ahead-of-time plugin (`export/tensorrt_plugin.py`) bakes the PTX into the engine, so the
   engine runs with no Python (trtexec, Triton Inference Server). TensorRT calls the kernel with its
-  arguments in one fixed order, inputs, then int32 scalars, then outputs, which is why `_tca_fwd_kernel`
+  arguments in one fixed order, inputs, then int32 scalars, then outputs, which is why `tca_fwd_kernel`
   takes (x, map, weights..., alpha, H, W, out): `kernel_params` reads the order back from the PTX.
 - A machine without a GPU can still prove that the kernel compiles for a real target (not only in the
   interpreter) and read what ptxas made of it: registers, spilled bytes and shared memory per block
@@ -50,6 +50,8 @@ class TCAKernelSpec:
     num_warps: int = 8
     fast_sigmoid: bool = True
     mma: tca_triton.MmaChoice = tca_triton.DEFAULT_MMA
+    kernel: tca_triton.KernelChoice = tca_triton.KernelChoice.DIRECT  # TensorRT's plugin calls DIRECT
+    maxnreg: int | None = None  # ptxas register cap per thread
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -87,31 +89,34 @@ class KernelResources:
     dynamic_shared_bytes: int
 
 
-def _signature(dtype: str) -> dict[str, str]:
-    fn = tca_triton._tca_fwd_kernel
+def _signature(fn: triton.runtime.JITFunction, dtype: str) -> dict[str, str]:
+    """Every tensor argument (those before H) a pointer to `dtype`, then the int32 sizes and the output."""
     pointer = "*" + dtype
-    tensors = fn.arg_names[:NUM_TENSOR_INPUTS]
+    tensors = fn.arg_names[:fn.arg_names.index("H")]
     signature = {name: pointer for name in tensors}
     signature.update({"H": "i32", "W": "i32", "out_ptr": pointer})
     return signature
 
 
 def compile_tca_kernel(spec: TCAKernelSpec, arch: int | None = None) -> CompiledTCAKernel:
-    """Compile `_tca_fwd_kernel` for `spec` and `arch` (None: the GPU Triton sees, as TensorRT's build does)."""
+    """Compile the kernel `spec` names for `spec` and `arch` (None: the GPU Triton sees, as TensorRT's
+    build does)."""
     if tca_triton._INTERPRETING:
         raise RuntimeError("AOT builds need Triton's compiler: TRITON_INTERPRET=1 was set before import")
-    fn = tca_triton._tca_fwd_kernel
-    constants = tca_triton.kernel_constants(
+    fn = tca_triton._JIT_KERNELS[spec.kernel]
+    constants_of = (tca_triton.folded_kernel_constants if spec.kernel is tca_triton.KernelChoice.FOLDED
+                    else tca_triton.kernel_constants)
+    constants = constants_of(
         spec.channels, spec.map_channels, spec.num_heads, spec.window_size, spec.shift,
         low_precision_dot=spec.dtype != "fp32", fast_sigmoid=spec.fast_sigmoid, mma=spec.mma,
     )
-    signature = _signature(spec.dtype) | {name: "constexpr" for name in constants}
+    signature = _signature(fn, spec.dtype) | {name: "constexpr" for name in constants}
     source = ASTSource(fn=fn, signature=signature,
                        constexprs={(fn.arg_names.index(name),): value for name, value in constants.items()})
     target = GPUTarget("cuda", arch, WARP_SIZE) if arch is not None else None
     with tca_triton.mma_build_scope(spec.mma):
-        compiled = triton.compile(source, target=target,
-                                  options={"num_warps": spec.num_warps, "num_stages": tca_triton.NUM_STAGES})
+        compiled = triton.compile(source, target=target, options={
+            "num_warps": spec.num_warps, "num_stages": tca_triton.NUM_STAGES, "maxnreg": spec.maxnreg})
     meta = compiled.metadata
     built_arch = arch if arch is not None else int(meta.target.arch)
     scratch = int(getattr(meta, "global_scratch_size", 0) or 0) + int(getattr(meta, "profile_scratch_size", 0) or 0)

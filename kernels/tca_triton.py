@@ -1,35 +1,12 @@
-"""The TCA attention as ONE fused Triton kernel launch, plus a recompute-based backward.
+"""The fused TCA attention for PyTorch: which Triton kernel and MMA path run, their launch, the custom op and
+a recompute-based backward.
 
-What one program computes
--------------------------
-One program instance handles one (window, batch) pair: the w*w tokens of one shifted window of one image.
-It gathers those tokens straight from the unpartitioned (B, H, W, C) / (B, H, W, Cm) tensors by index
-arithmetic (cyclic shift, window partition and padding are never materialised), then for every head h
-
-    Q_h = (x * (1 - m)) Wq_h^T + bq_h        (N, d)   m = map_features[..., 0]
-    K_h = m~ Wk_h^T + bk_h,  V_h = m~ Wv_h^T + bv_h
-    A_h = sigmoid(Q_h K_h^T / alpha_h - log(w*w)) * keep          (N, N)
-    acc += (A_h V_h) Wo[:, head h]^T                               (N, C)
-
-and writes acc + bo back to the token's own (B, H, W, C) position. `keep` is the Swin shift-region mask
-(same labels as `windows.region_ids`) and-ed with "the key is a real pixel"; padded queries are not stored.
-
-Tile layout and why
--------------------
-The whole window lives on chip: a (BLOCK_N, BLOCK_C) query-input tile, a (BLOCK_N, BLOCK_CM) map tile, one
-(BLOCK_N, BLOCK_N) score tile per head and a (BLOCK_N, BLOCK_C) fp32 output accumulator. With w = 8 that is
-N = 64 tokens: a flash-style loop over key blocks with an online softmax buys nothing at that size, and
-sigmoid attention needs no row max / row sum at all. Heads are a loop inside the program so the output
-projection can accumulate across heads without writing the (N, C) head outputs to memory; the loop is kept
-rolled (not tl.static_range): unrolled, the build spills registers and is slower (H200, fp16, batch 32:
-114 us against 100 us). Computing all heads at once instead (one projection dot for every head, head-batched
-3-D dots for the scores and A V) was slower still (122 us): 48 KiB of shared memory and spills at every width.
-Offsets are int32 (64-bit address tensors cost two registers per element). Every
-extent is padded to a power of two >= 16 (tl.dot's minimum) and masked: C = 96 -> 128, Cm = 9 -> 16,
-head_dim 32 stays 32. Matmuls take fp16/bf16 operands when the inputs are half precision (fp32 accumulate)
-and exact fp32 ("ieee") operands for fp32 inputs, so the fp32 path matches the reference, not TF32.
-On Hopper the half-precision dots are built as mma.sync, not wgmma: Triton 3.6's wgmma build of this kernel
-computes wrong values (measured on an H200; see MmaChoice).
+The kernels (`tca_jit.py`): one program per (window, image) computes the whole windowed sigmoid
+cross-attention of that window, from the unpartitioned (B, H, W, C) tensors to the output projection, in
+one launch per TCA block. `tca_fwd_kernel` reads the nine TCA tensors as the reference does;
+`tca_folded_fwd_kernel` (LANGBRT_TCA_KERNEL=folded) reads weights folded through the narrow map
+features (tca_fold.py). On Hopper the half-precision dots are built as mma.sync, not wgmma: Triton 3.6's
+wgmma build of this kernel computes wrong values (measured on an H200; see MmaChoice).
 
 Backward recomputes: `_TCAFunction.backward` re-runs the PyTorch reference and differentiates it with
 `torch.func.vjp` (grad-enabled whatever the ambient mode, like `torch.enable_grad()` + `autograd.grad`, but
@@ -53,10 +30,11 @@ from types import MappingProxyType
 
 import torch
 import triton
-import triton.language as tl
 
 from .dispatch import choice_from_env
 from .reference import TCAParams, logit_bias, windowed_sigmoid_cross_attention_reference
+from .tca_fold import folded_weights
+from .tca_jit import tca_folded_fwd_kernel, tca_fwd_kernel
 from .windows import padded_size
 
 OP_NAME = "langbrt::tca_attention"
@@ -154,122 +132,6 @@ def _autotune_configs() -> list[triton.Config]:
     return [triton.Config({}, num_warps=nw, num_stages=NUM_STAGES) for nw in NUM_WARPS_CHOICES]
 
 
-@triton.jit
-def _sigmoid(s, FAST: tl.constexpr):
-    """sigmoid(s) in fp32; FAST uses one `tanh.approx.f32` (sigmoid(s) = 0.5 tanh(s/2) + 0.5), CUDA only."""
-    if FAST:
-        t = tl.inline_asm_elementwise(
-            "tanh.approx.f32 $0, $1;", "=f,f", [0.5 * s], dtype=tl.float32, is_pure=True, pack=1
-        )
-        y = 0.5 * t + 0.5
-    else:
-        y = tl.sigmoid(s)
-    return y
-
-
-@triton.jit
-def _matmul(a, b, AS_3D: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    """a @ b in fp32, (M, K) x (K, N) -> (M, N); AS_3D computes it as a (1, M, K) x (1, K, N) dot, which
-    Triton builds with mma.sync even where it would pick wgmma for a 2-D dot."""
-    if AS_3D:
-        c = tl.dot(tl.reshape(a, (1, a.shape[0], a.shape[1])), tl.reshape(b, (1, b.shape[0], b.shape[1])),
-                   input_precision=DOT_PRECISION)  # (1, M, N)
-        c = tl.reshape(c, (a.shape[0], b.shape[1]))
-    else:
-        c = tl.dot(a, b, input_precision=DOT_PRECISION)  # (M, N)
-    return c
-
-
-@triton.jit
-def _region_band(pos, size_padded, WINDOW: tl.constexpr, SHIFT: tl.constexpr):
-    """Swin band (0, 1, 2) of a shifted, padded coordinate; the same slices as `windows.region_ids`."""
-    band = tl.where(pos >= size_padded - WINDOW, 1, 0)
-    return tl.where(pos >= size_padded - SHIFT, 2, band)
-
-
-@triton.jit
-def _tca_fwd_kernel(
-    x_ptr, map_ptr,  # (B, H, W, C), (B, H, W, CM), contiguous
-    wq_ptr, bq_ptr, wk_ptr, bk_ptr,  # (C, C) (C,) (C, CM) (C,)
-    wv_ptr, bv_ptr, wo_ptr, bo_ptr,  # (C, CM) (C,) (C, C) (C,)
-    alpha_ptr,  # (NUM_HEADS,)
-    H, W,  # int32; the batch is the grid's second axis
-    out_ptr,  # (B, H, W, C), contiguous
-    C: tl.constexpr, CM: tl.constexpr, LOGIT_BIAS: tl.constexpr,  # LOGIT_BIAS = -log(WINDOW * WINDOW)
-    NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, WINDOW: tl.constexpr, SHIFT: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_CM: tl.constexpr, BLOCK_D: tl.constexpr,
-    LOW_PRECISION_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr,
-    SCORES_3D: tl.constexpr,  # score and A V dots as 3-D dots over a batch of one (MmaChoice.HYBRID)
-):
-    win = tl.program_id(0)
-    b = tl.program_id(1)  # int32 offsets: _launch checks B*H*W*max(C, CM) < 2**31
-    if LOW_PRECISION_DOT:
-        op_dtype = x_ptr.dtype.element_ty
-    else:
-        op_dtype = tl.float32
-
-    # Token coordinates: window-local (n // w, n % w) -> shifted padded map -> source pixel.
-    Hp = tl.cdiv(H, WINDOW) * WINDOW
-    Wp = tl.cdiv(W, WINDOW) * WINDOW
-    n_win_w = Wp // WINDOW
-    n = tl.arange(0, BLOCK_N)  # (BN,)
-    sr = (win // n_win_w) * WINDOW + n // WINDOW  # row in the shifted, padded map
-    sc = (win % n_win_w) * WINDOW + n % WINDOW
-    hr = sr + SHIFT  # torch.roll(-shift): shifted position r holds source row (r + shift) % Hp
-    hr = tl.where(hr >= Hp, hr - Hp, hr)
-    hc = sc + SHIFT
-    hc = tl.where(hc >= Wp, hc - Wp, hc)
-    valid = (n < WINDOW * WINDOW) & (hr < H) & (hc < W)  # (BN,) real pixel, not padding
-    tok = (b * H + hr) * W + hc  # (BN,) flat token index into (B, H, W)
-
-    keep = valid[None, :]  # (1, BN) padded keys never contribute
-    if SHIFT > 0:
-        region = _region_band(sr, Hp, WINDOW, SHIFT) * 3 + _region_band(sc, Wp, WINDOW, SHIFT)  # (BN,)
-        keep = keep & (region[:, None] == region[None, :])  # (BN, BN)
-
-    cc = tl.arange(0, BLOCK_C)
-    c_mask = cc < C
-    cm = tl.arange(0, BLOCK_CM)
-    cm_mask = cm < CM
-    x = tl.load(x_ptr + tok[:, None] * C + cc[None, :], mask=valid[:, None] & c_mask[None, :], other=0.0)
-    mf = tl.load(map_ptr + tok[:, None] * CM + cm[None, :], mask=valid[:, None] & cm_mask[None, :], other=0.0)
-    m = tl.load(map_ptr + tok * CM, mask=valid, other=0.0).to(tl.float32)  # (BN,) blemish map, channel 0
-    q_in = (x.to(tl.float32) * (1.0 - m[:, None])).to(op_dtype)  # (BN, BC) mask-suppressed queries
-    kv_in = mf.to(op_dtype)  # (BN, BCM)
-
-    dd = tl.arange(0, BLOCK_D)
-    d_mask = dd < HEAD_DIM
-    cd_mask = c_mask[:, None] & d_mask[None, :]  # (BC, BD)
-    md_mask = cm_mask[:, None] & d_mask[None, :]  # (BCM, BD)
-    dc_mask = d_mask[:, None] & c_mask[None, :]  # (BD, BC)
-    acc = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32)
-    for h in range(NUM_HEADS):  # rolled: unrolled, ptxas spilled registers (benchmarks/kernel_resources.py)
-        rows = h * HEAD_DIM + dd  # (BD,) this head's channels
-        wq_t = tl.load(wq_ptr + rows[None, :] * C + cc[:, None], mask=cd_mask, other=0.0)  # (BC, BD) = Wq_h^T
-        wk_t = tl.load(wk_ptr + rows[None, :] * CM + cm[:, None], mask=md_mask, other=0.0)  # (BCM, BD)
-        wv_t = tl.load(wv_ptr + rows[None, :] * CM + cm[:, None], mask=md_mask, other=0.0)  # (BCM, BD)
-        bq = tl.load(bq_ptr + rows, mask=d_mask, other=0.0).to(tl.float32)
-        bk = tl.load(bk_ptr + rows, mask=d_mask, other=0.0).to(tl.float32)
-        bv = tl.load(bv_ptr + rows, mask=d_mask, other=0.0).to(tl.float32)
-        q = tl.dot(q_in, wq_t.to(op_dtype), input_precision=DOT_PRECISION) + bq[None, :]  # (BN, BD)
-        k = tl.dot(kv_in, wk_t.to(op_dtype), input_precision=DOT_PRECISION) + bk[None, :]  # (BN, BD)
-        v = tl.dot(kv_in, wv_t.to(op_dtype), input_precision=DOT_PRECISION) + bv[None, :]  # (BN, BD)
-
-        inv_alpha = 1.0 / tl.load(alpha_ptr + h).to(tl.float32)
-        s = _matmul(q.to(op_dtype), tl.trans(k.to(op_dtype)), SCORES_3D, DOT_PRECISION)  # (BN, BN)
-        a = _sigmoid(s * inv_alpha + LOGIT_BIAS, FAST_SIGMOID)
-        a = tl.where(keep, a, 0.0)  # (BN, BN)
-        o = _matmul(a.to(op_dtype), v.to(op_dtype), SCORES_3D, DOT_PRECISION)  # (BN, BD)
-
-        wo_t = tl.load(wo_ptr + cc[None, :] * C + rows[:, None], mask=dc_mask, other=0.0)  # (BD, BC)
-        acc = tl.dot(o.to(op_dtype), wo_t.to(op_dtype), acc, input_precision=DOT_PRECISION)  # (BN, BC)
-
-    bo = tl.load(bo_ptr + cc, mask=c_mask, other=0.0).to(tl.float32)
-    out = acc + bo[None, :]
-    tl.store(out_ptr + tok[:, None] * C + cc[None, :], out.to(out_ptr.dtype.element_ty),
-             mask=valid[:, None] & c_mask[None, :])
-
-
 def grid_bucket(n_programs: int) -> int:
     """Which autotuner a launch of `n_programs` programs uses: one per power-of-two grid size.
 
@@ -281,12 +143,37 @@ def grid_bucket(n_programs: int) -> int:
     return n_programs.bit_length()
 
 
+class KernelChoice(str, Enum):
+    """Which kernel computes the attention (LANGBRT_TCA_KERNEL).
+
+    DIRECT (default): `tca_fwd_kernel`, from the nine TCA tensors as the reference does; the kernel the
+    H200 measurements and GPU tests are of, and the one TensorRT's AOT plugin bakes in (tca_aot).
+    FOLDED: `tca_folded_fwd_kernel`, from weights folded through the narrow map features
+    (`tca_fold.py`): per head, every matmul over Cm + 1 channels instead of head_dim and no K / V
+    projection. Not yet run on a GPU: benchmarks/kernel_sweep.py checks and times it next to DIRECT.
+    """
+
+    DIRECT = "direct"
+    FOLDED = "folded"
+
+
+KERNEL_ENV_VAR = "LANGBRT_TCA_KERNEL"
+DEFAULT_KERNEL = KernelChoice.DIRECT
+_JIT_KERNELS = {KernelChoice.DIRECT: tca_fwd_kernel, KernelChoice.FOLDED: tca_folded_fwd_kernel}
+
+
+def kernel_choice() -> KernelChoice:
+    """The kernel from LANGBRT_TCA_KERNEL (default DEFAULT_KERNEL); a bad value is one clear error."""
+    return choice_from_env(KERNEL_ENV_VAR, KernelChoice, DEFAULT_KERNEL)
+
+
 @functools.cache
-def _autotuned_kernel(bucket: int) -> triton.runtime.Autotuner:
-    """The autotuner for one `grid_bucket`, built on first use; it times `_autotune_configs` once per key."""
+def _autotuned_kernel(kernel: KernelChoice, bucket: int) -> triton.runtime.Autotuner:
+    """The autotuner of `kernel` for one `grid_bucket`, built on first use; it times `_autotune_configs`
+    once per key."""
     del bucket  # only the cache key: every bucket tunes the same configs
     return triton.autotune(configs=_autotune_configs(),
-                           key=["H", "W", "C", "CM", "NUM_HEADS", "WINDOW", "SHIFT"])(_tca_fwd_kernel)
+                           key=["H", "W", "C", "CM", "NUM_HEADS", "WINDOW", "SHIFT"])(_JIT_KERNELS[kernel])
 
 
 def _block(extent: int) -> int:
@@ -297,7 +184,7 @@ def _block(extent: int) -> int:
 @functools.lru_cache(maxsize=64)
 def kernel_constants(channels: int, map_channels: int, num_heads: int, window_size: int, shift: int,
                      low_precision_dot: bool, *, fast_sigmoid: bool, mma: MmaChoice) -> Mapping[str, object]:
-    """The constexpr arguments of `_tca_fwd_kernel`, shared by the launch here and the AOT build (tca_aot).
+    """The constexpr arguments of `tca_fwd_kernel`, shared by the launch here and the AOT build (tca_aot).
 
     Of the MMA path only the dot shapes HYBRID asks for are among them: whether 2-D dots use wgmma Triton
     takes from its environment at build time (`mma_build_scope`). Cached and read-only: every launch needs
@@ -313,16 +200,30 @@ def kernel_constants(channels: int, map_channels: int, num_heads: int, window_si
     ))
 
 
+@functools.lru_cache(maxsize=64)
+def folded_kernel_constants(channels: int, map_channels: int, num_heads: int, window_size: int, shift: int,
+                            low_precision_dot: bool, *, fast_sigmoid: bool, mma: MmaChoice) -> Mapping[str, object]:
+    """The constexpr arguments of `tca_folded_fwd_kernel` (see `kernel_constants`)."""
+    return MappingProxyType(dict(
+        C=channels, CM=map_channels, LOGIT_BIAS=logit_bias(window_size),
+        NUM_HEADS=num_heads, WINDOW=window_size, SHIFT=shift,
+        BLOCK_N=_block(window_size * window_size), BLOCK_C=_block(channels), BLOCK_K=_block(map_channels + 1),
+        LOW_PRECISION_DOT=low_precision_dot, DOT_PRECISION="tf32" if low_precision_dot else "ieee",
+        FAST_SIGMOID=fast_sigmoid, SCORES_3D=mma is MmaChoice.HYBRID,
+    ))
+
+
 def _launch(
     x: torch.Tensor, map_features: torch.Tensor,
     q_weight: torch.Tensor, q_bias: torch.Tensor, k_weight: torch.Tensor, k_bias: torch.Tensor,
     v_weight: torch.Tensor, v_bias: torch.Tensor, out_weight: torch.Tensor, out_bias: torch.Tensor,
     alpha: torch.Tensor, num_heads: int, window_size: int, shift: int, fast_sigmoid: bool,
-    num_warps: int | None = None,
+    num_warps: int | None = None, maxnreg: int | None = None,
 ) -> torch.Tensor:
     """Checks arguments, makes inputs contiguous and launches the kernel once; returns (B, H, W, C).
 
-    `num_warps` skips the autotuner and launches that width (benchmarks/kernel_sweep.py tries each one).
+    `num_warps` skips the autotuner and launches that width, `maxnreg` caps ptxas's registers per thread
+    (to fit more blocks per SM, at the price of spills); benchmarks/kernel_sweep.py tries them.
     """
     B, H, W, C = x.shape
     Cm = map_features.shape[-1]
@@ -340,16 +241,24 @@ def _launch(
     half = x.dtype in (torch.float16, torch.bfloat16)
     low_precision_dot = half and not (_INTERPRETING and x.dtype == torch.bfloat16)  # no bf16 maths on CPU
 
-    tensors = [t.contiguous() for t in (x, map_features, q_weight, q_bias, k_weight, k_bias,
-                                        v_weight, v_bias, out_weight, out_bias, alpha)]
+    mma, which = mma_choice(), kernel_choice()
+    fast = bool(fast_sigmoid) and x.device.type == "cuda" and not _INTERPRETING
+    if which is KernelChoice.FOLDED:
+        params = TCAParams(q_weight, q_bias, k_weight, k_bias, v_weight, v_bias, out_weight, out_bias, alpha)
+        tensors = [x.contiguous(), map_features.contiguous(), *folded_weights(params, num_heads, x.dtype).tensors()]
+        constants = folded_kernel_constants(C, Cm, num_heads, window_size, shift, low_precision_dot,
+                                            fast_sigmoid=fast, mma=mma)
+    else:
+        tensors = [t.contiguous() for t in (x, map_features, q_weight, q_bias, k_weight, k_bias,
+                                            v_weight, v_bias, out_weight, out_bias, alpha)]
+        constants = kernel_constants(C, Cm, num_heads, window_size, shift, low_precision_dot,
+                                     fast_sigmoid=fast, mma=mma)
     out = torch.empty((B, H, W, C), dtype=x.dtype, device=x.device)  # (B, H, W, C)
     n_windows = (padded_size(H, window_size) // window_size) * (padded_size(W, window_size) // window_size)
-    kernel, launch_options = _autotuned_kernel(grid_bucket(n_windows * B)), {}
+    kernel, launch_options = _autotuned_kernel(which, grid_bucket(n_windows * B)), {}
     if num_warps is not None:
-        kernel, launch_options = _tca_fwd_kernel, {"num_warps": num_warps, "num_stages": NUM_STAGES}
-    mma = mma_choice()
-    constants = kernel_constants(C, Cm, num_heads, window_size, shift, low_precision_dot, mma=mma,
-                                 fast_sigmoid=bool(fast_sigmoid) and x.device.type == "cuda" and not _INTERPRETING)
+        kernel = _JIT_KERNELS[which]
+        launch_options = {"num_warps": num_warps, "num_stages": NUM_STAGES, "maxnreg": maxnreg}
     # Triton launches on the current CUDA device: make that x's device (x on cuda:1 while cuda:0 is current).
     device_guard = torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
     with device_guard, mma_build_scope(mma):

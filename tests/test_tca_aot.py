@@ -21,7 +21,7 @@ from langbrt.kernels.tca_aot import CompiledTCAKernel, TCAKernelSpec, check_tens
 REPO = Path(__file__).resolve().parents[1]
 
 PTX_OK = """
-.visible .entry _tca_fwd_kernel(
+.visible .entry tca_fwd_kernel(
 \t.param .u64 .ptr .global .align 1 p0,
 """ + "".join(f"\t.param .u64 .ptr .global .align 1 p{i},\n" for i in range(1, 11)) + """\
 \t.param .u32 p11,
@@ -36,7 +36,7 @@ PTX_OK = """
 
 def _compiled(ptx: str, shared: int = 1024, scratch: int = 0) -> CompiledTCAKernel:
     spec = TCAKernelSpec("fp16", 96, 9, 3, 8, 4)
-    return CompiledTCAKernel(spec, 90, "_tca_fwd_kernel", ptx, b"", shared, scratch)
+    return CompiledTCAKernel(spec, 90, "tca_fwd_kernel", ptx, b"", shared, scratch)
 
 
 def test_kernel_params_reads_the_entry_signature_in_order():
@@ -97,23 +97,29 @@ def test_paper_kernel_builds_for_hopper_without_spills_and_fits_tensorrt_aot():
 _COUNT_MMA_INSTRUCTIONS = """
 import json
 from langbrt.kernels.tca_aot import TCAKernelSpec, compile_tca_kernel
-from langbrt.kernels.tca_triton import MmaChoice
+from langbrt.kernels.tca_triton import KernelChoice, MmaChoice
 counts = {}
-for mma in MmaChoice:
-    ptx = compile_tca_kernel(TCAKernelSpec("fp16", 96, 9, 3, 8, 4, num_warps=4, mma=mma), arch=90).ptx
-    counts[mma.value] = {"wgmma": ptx.count("wgmma.mma_async"), "mma.sync": ptx.count("mma.sync")}
+for kernel in KernelChoice:
+    for mma in MmaChoice:
+        spec = TCAKernelSpec("fp16", 96, 9, 3, 8, 4, num_warps=4, mma=mma, kernel=kernel)
+        ptx = compile_tca_kernel(spec, arch=90).ptx
+        counts[f"{kernel.value}-{mma.value}"] = {"wgmma": ptx.count("wgmma.mma_async"),
+                                                  "mma.sync": ptx.count("mma.sync")}
 print(json.dumps(counts))
 """
 
 
 def test_each_mma_path_builds_the_instructions_it_names_for_hopper():
     """mma: no wgmma at all (the miscompiled build); wgmma: Triton's own; hybrid: wgmma for the projections
-    and mma.sync for the 3-D score / A V dots."""
+    and mma.sync for the 3-D score / A V dots; for both kernels, the folded one with fewer MMAs."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = subprocess.run([sys.executable, "-c", _COUNT_MMA_INSTRUCTIONS], capture_output=True, text=True,
                          env=env, cwd=REPO, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
     counts = json.loads(run.stdout.strip().splitlines()[-1])
-    assert counts["mma"]["wgmma"] == 0 and counts["mma"]["mma.sync"] > 0
-    assert counts["wgmma"]["wgmma"] > 0 and counts["wgmma"]["mma.sync"] == 0
-    assert counts["hybrid"]["wgmma"] > 0 and counts["hybrid"]["mma.sync"] > 0
+    for kernel in ("direct", "folded"):
+        mma, wgmma, hybrid = (counts[f"{kernel}-{path}"] for path in ("mma", "wgmma", "hybrid"))
+        assert mma["wgmma"] == 0 and mma["mma.sync"] > 0
+        assert wgmma["wgmma"] > 0 and wgmma["mma.sync"] == 0
+        assert hybrid["wgmma"] > 0 and hybrid["mma.sync"] > 0
+    assert counts["folded-mma"]["mma.sync"] < counts["direct-mma"]["mma.sync"]

@@ -199,6 +199,10 @@ def test_bad_env_values_are_one_clear_input_error(monkeypatch):
     monkeypatch.setenv(tca_triton.MMA_ENV_VAR, "tensor-cores")
     with pytest.raises(LangBRTInputError, match="LANGBRT_TCA_MMA='tensor-cores' is not one of: mma, wgmma, hybrid"):
         tca_triton.mma_choice()
+    monkeypatch.delenv(tca_triton.MMA_ENV_VAR)
+    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "fused")
+    with pytest.raises(LangBRTInputError, match="LANGBRT_TCA_KERNEL='fused' is not one of: direct, folded"):
+        tca_triton.kernel_choice()
 
 
 @pytest.mark.parametrize(("choice", "during"), [("mma", "1"), ("wgmma", None), ("hybrid", None)])
@@ -218,7 +222,8 @@ def test_each_launch_builds_under_the_chosen_mma_path(monkeypatch, choice, durin
             return launch
 
     real_autotuned = tca_triton._autotuned_kernel
-    monkeypatch.setattr(tca_triton, "_autotuned_kernel", lambda bucket: RecordingKernel(real_autotuned(bucket)))
+    monkeypatch.setattr(tca_triton, "_autotuned_kernel",
+                        lambda kernel, bucket: RecordingKernel(real_autotuned(kernel, bucket)))
     monkeypatch.delenv("DISABLE_MMA_V3", raising=False)
     monkeypatch.setenv(tca_triton.MMA_ENV_VAR, choice)
     x, mf = random_inputs(1, 8, 8, 16, 3)
@@ -235,9 +240,9 @@ def test_batches_of_different_grid_sizes_are_tuned_apart(monkeypatch):
     buckets = []
     real_autotuned = tca_triton._autotuned_kernel
 
-    def recording(bucket: int):
+    def recording(kernel, bucket: int):
         buckets.append(bucket)
-        return real_autotuned(bucket)
+        return real_autotuned(kernel, bucket)
 
     monkeypatch.setattr(tca_triton, "_autotuned_kernel", recording)
     params = random_params(16, 3, 2)
@@ -246,8 +251,9 @@ def test_batches_of_different_grid_sizes_are_tuned_apart(monkeypatch):
         kernel_attention(x, mf, params, 2, 4, 0)
     assert buckets == [tca_triton.grid_bucket(4 * b) for b in (1, 1, 2, 8)]
     assert len(set(buckets)) == 3
-    assert real_autotuned(buckets[0]) is real_autotuned(buckets[0])  # tuned once per bucket, then reused
-    assert real_autotuned(buckets[0]) is not real_autotuned(buckets[-1])
+    direct = tca_triton.KernelChoice.DIRECT
+    assert real_autotuned(direct, buckets[0]) is real_autotuned(direct, buckets[0])  # tuned once, then reused
+    assert real_autotuned(direct, buckets[0]) is not real_autotuned(direct, buckets[-1])
 
 
 def test_mma_scopes_in_concurrent_threads_never_see_the_variable_unset(monkeypatch):
@@ -280,6 +286,42 @@ def test_hybrid_mma_path_matches_reference(monkeypatch, B, H, W, C, Cm, heads, w
                                atol=1e-4, rtol=1e-4)
     got_half = kernel_attention(x.half(), mf.half(), cast_params(params, torch.float16), heads, window, shift)
     torch.testing.assert_close(got_half.float(), expected, atol=2e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize(("B", "H", "W", "C", "Cm", "heads", "window", "shift"), CPU_CASES)
+def test_folded_kernel_matches_reference_fp32(monkeypatch, B, H, W, C, Cm, heads, window, shift):
+    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
+    x, mf = random_inputs(B, H, W, C, Cm)
+    params = random_params(C, Cm, heads)
+    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, heads, window, shift)
+    torch.testing.assert_close(kernel_attention(x, mf, params, heads, window, shift), expected,
+                               atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mma", ["mma", "hybrid"])
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float16, 1e-2), (torch.bfloat16, 5e-2)], ids=str)
+def test_folded_kernel_half_precision_matches_fp32_reference(monkeypatch, dtype, tolerance, mma):
+    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
+    monkeypatch.setenv(tca_triton.MMA_ENV_VAR, mma)
+    x, mf = random_inputs(2, 10, 13, 24, 9)
+    params = random_params(24, 9, 2)
+    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 1)
+    got = kernel_attention(x.to(dtype), mf.to(dtype), cast_params(params, dtype), 2, 4, 1)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.float(), expected, atol=2 * tolerance, rtol=tolerance)
+
+
+def test_folded_kernel_sees_weight_updates(monkeypatch):
+    """The folded weights are cached: an in-place update (an optimizer step) must still reach the kernel."""
+    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
+    x, mf = random_inputs(1, 8, 8, 16, 3)
+    params = random_params(16, 3, 2)
+    kernel_attention(x, mf, params, 2, 4, 2)
+    with torch.no_grad():
+        params.k_weight.add_(0.5)
+        params.out_weight.mul_(-1.0)
+    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 2)
+    torch.testing.assert_close(kernel_attention(x, mf, params, 2, 4, 2), expected, atol=1e-4, rtol=1e-4)
 
 
 def test_only_the_hybrid_path_writes_the_score_dots_in_3d():
@@ -339,10 +381,13 @@ def test_gpu_paper_shape_forward_and_backward(dtype, shift):
 
 @pytest.mark.gpu
 @requires_cuda
+@pytest.mark.parametrize("kernel", list(tca_triton.KernelChoice))
 @pytest.mark.parametrize("num_warps", tca_triton.NUM_WARPS_CHOICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
-def test_gpu_every_autotuned_width_matches_reference(dtype, num_warps):
-    """Each grid size may pick another width, so every width the autotuner times must be right."""
+def test_gpu_every_autotuned_width_matches_reference(monkeypatch, dtype, num_warps, kernel):
+    """Each grid size may pick another width, so every width the autotuner times must be right, for both
+    kernels."""
+    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, kernel.value)
     p = PAPER
     x, mf = random_inputs(p["B"], p["H"], p["W"], p["C"], p["Cm"], device="cuda")
     params = random_params(p["C"], p["Cm"], p["heads"], device="cuda")
