@@ -7,7 +7,8 @@ A Python call of the kernel costs ~150 us of CPU on the H200 host whatever the b
 launcher, which needs a GPU to run; the rest is ours: the autograd Function, the argument checks and
 contiguous copies, the launch constants, the MMA build scope. This script times our part alone by swapping
 the Triton launch for a no-op (and pretending to be in the interpreter so CPU tensors pass the device
-check), at the paper preset's latent shape, batch 1. It prints microseconds per call for each layer.
+check), at the paper preset's latent shape, batch 1. It prints microseconds per call for each layer, for the
+kernel and MMA path the environment selects (the folded kernel adds its weight-cache lookup).
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         "public function (autograd Function + _launch)": lambda: tca_triton.windowed_sigmoid_cross_attention_triton(
             x, map_features, params, heads, 8, 4),
     }
+    print(f"kernel {tca_triton.kernel_choice().value}, MMA path {tca_triton.mma_choice().value} "
+          "(LANGBRT_TCA_KERNEL, LANGBRT_TCA_MMA)")
     with torch.no_grad():
         for name, fn in layers.items():
             print(f"{time_per_call(fn, args.calls):8.1f} us  {name}")
