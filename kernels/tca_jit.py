@@ -104,6 +104,27 @@ def _window_tokens(win, b, H, W, WINDOW: tl.constexpr, SHIFT: tl.constexpr, BLOC
 
 
 @triton.jit
+def _masked_queries(x_ptr, map_ptr, tok, valid, C: tl.constexpr, CM: tl.constexpr, BLOCK_C: tl.constexpr,
+                    op_dtype: tl.constexpr):
+    """x * (1 - m) of the window's tokens, (BN, BC) in the matmul operand dtype; padding is 0."""
+    cc = tl.arange(0, BLOCK_C)
+    x = tl.load(x_ptr + tok[:, None] * C + cc[None, :], mask=valid[:, None] & (cc < C)[None, :], other=0.0)
+    m = tl.load(map_ptr + tok * CM, mask=valid, other=0.0).to(tl.float32)  # (BN,) blemish map, channel 0
+    return (x.to(tl.float32) * (1.0 - m[:, None])).to(op_dtype)  # (BN, BC) mask-suppressed queries
+
+
+@triton.jit
+def _store_output(out_ptr, acc, bo_ptr, tok, valid, C: tl.constexpr, BLOCK_C: tl.constexpr):
+    """acc + bo written to each real token's own (B, H, W, C) position; padded queries are not stored."""
+    cc = tl.arange(0, BLOCK_C)
+    c_mask = cc < C
+    bo = tl.load(bo_ptr + cc, mask=c_mask, other=0.0).to(tl.float32)
+    out = acc + bo[None, :]  # (BN, BC)
+    tl.store(out_ptr + tok[:, None] * C + cc[None, :], out.to(out_ptr.dtype.element_ty),
+             mask=valid[:, None] & c_mask[None, :])
+
+
+@triton.jit
 def tca_fwd_kernel(
     x_ptr, map_ptr,  # (B, H, W, C), (B, H, W, CM), contiguous
     wq_ptr, bq_ptr, wk_ptr, bk_ptr,  # (C, C) (C,) (C, CM) (C,)
@@ -125,15 +146,13 @@ def tca_fwd_kernel(
         op_dtype = tl.float32
 
     tok, valid, keep = _window_tokens(win, b, H, W, WINDOW, SHIFT, BLOCK_N)
+    q_in = _masked_queries(x_ptr, map_ptr, tok, valid, C, CM, BLOCK_C, op_dtype)  # (BN, BC)
 
     cc = tl.arange(0, BLOCK_C)
     c_mask = cc < C
     cm = tl.arange(0, BLOCK_CM)
     cm_mask = cm < CM
-    x = tl.load(x_ptr + tok[:, None] * C + cc[None, :], mask=valid[:, None] & c_mask[None, :], other=0.0)
     mf = tl.load(map_ptr + tok[:, None] * CM + cm[None, :], mask=valid[:, None] & cm_mask[None, :], other=0.0)
-    m = tl.load(map_ptr + tok * CM, mask=valid, other=0.0).to(tl.float32)  # (BN,) blemish map, channel 0
-    q_in = (x.to(tl.float32) * (1.0 - m[:, None])).to(op_dtype)  # (BN, BC) mask-suppressed queries
     kv_in = mf.to(op_dtype)  # (BN, BCM)
 
     dd = tl.arange(0, BLOCK_D)
@@ -163,10 +182,7 @@ def tca_fwd_kernel(
         wo_t = tl.load(wo_ptr + cc[None, :] * C + rows[:, None], mask=dc_mask, other=0.0)  # (BD, BC)
         acc = tl.dot(o.to(op_dtype), wo_t.to(op_dtype), acc, input_precision=DOT_PRECISION)  # (BN, BC)
 
-    bo = tl.load(bo_ptr + cc, mask=c_mask, other=0.0).to(tl.float32)
-    out = acc + bo[None, :]
-    tl.store(out_ptr + tok[:, None] * C + cc[None, :], out.to(out_ptr.dtype.element_ty),
-             mask=valid[:, None] & c_mask[None, :])
+    _store_output(out_ptr, acc, bo_ptr, tok, valid, C, BLOCK_C)
 
 
 @triton.jit
@@ -190,15 +206,13 @@ def tca_folded_fwd_kernel(
     else:
         op_dtype = tl.float32
     tok, valid, keep = _window_tokens(win, b, H, W, WINDOW, SHIFT, BLOCK_N)
+    q_in = _masked_queries(x_ptr, map_ptr, tok, valid, C, CM, BLOCK_C, op_dtype)  # (BN, BC)
 
     cc = tl.arange(0, BLOCK_C)
     c_mask = cc < C
     kk = tl.arange(0, BLOCK_K)
     k_mask = kk < CM + 1  # the map channels and the ones channel that carries the biases
-    x = tl.load(x_ptr + tok[:, None] * C + cc[None, :], mask=valid[:, None] & c_mask[None, :], other=0.0)
     mf = tl.load(map_ptr + tok[:, None] * CM + kk[None, :], mask=valid[:, None] & (kk < CM)[None, :], other=0.0)
-    m = tl.load(map_ptr + tok * CM, mask=valid, other=0.0).to(tl.float32)  # (BN,) blemish map, channel 0
-    q_in = (x.to(tl.float32) * (1.0 - m[:, None])).to(op_dtype)  # (BN, BC) mask-suppressed queries
     kv = tl.where(kk[None, :] == CM, 1.0, mf.to(tl.float32)).to(op_dtype)  # (BN, BK) [m~ | 1 | 0...]
 
     qk_mask = c_mask[:, None] & k_mask[None, :]  # (BC, BK)
@@ -217,7 +231,4 @@ def tca_folded_fwd_kernel(
                      other=0.0)  # (BK, BC) = VO_h
         acc = tl.dot(t.to(op_dtype), vo.to(op_dtype), acc, input_precision=DOT_PRECISION)  # (BN, BC)
 
-    bo = tl.load(bo_ptr + cc, mask=c_mask, other=0.0).to(tl.float32)
-    out = acc + bo[None, :]
-    tl.store(out_ptr + tok[:, None] * C + cc[None, :], out.to(out_ptr.dtype.element_ty),
-             mask=valid[:, None] & c_mask[None, :])
+    _store_output(out_ptr, acc, bo_ptr, tok, valid, C, BLOCK_C)

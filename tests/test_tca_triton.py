@@ -275,10 +275,18 @@ def test_mma_scopes_in_concurrent_threads_never_see_the_variable_unset(monkeypat
     assert "DISABLE_MMA_V3" not in os.environ
 
 
-@pytest.mark.parametrize(("B", "H", "W", "C", "Cm", "heads", "window", "shift"), CPU_CASES[2:])
-def test_hybrid_mma_path_matches_reference(monkeypatch, B, H, W, C, Cm, heads, window, shift):
-    """LANGBRT_TCA_MMA=hybrid writes the score and A V matmuls as 3-D dots: same values as the 2-D ones."""
-    monkeypatch.setenv(tca_triton.MMA_ENV_VAR, "hybrid")
+ALTERNATIVE_PATHS = [
+    pytest.param({"LANGBRT_TCA_MMA": "hybrid"}, id="hybrid"),  # score and A V matmuls as 3-D dots
+    pytest.param({"LANGBRT_TCA_KERNEL": "folded"}, id="folded"),  # weights folded through the map features
+    pytest.param({"LANGBRT_TCA_KERNEL": "folded", "LANGBRT_TCA_MMA": "hybrid"}, id="folded-hybrid"),
+]
+
+
+@pytest.mark.parametrize("env", ALTERNATIVE_PATHS)
+@pytest.mark.parametrize(("B", "H", "W", "C", "Cm", "heads", "window", "shift"), CPU_CASES)
+def test_alternative_kernel_paths_match_reference(monkeypatch, env, B, H, W, C, Cm, heads, window, shift):
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, value)
     x, mf = random_inputs(B, H, W, C, Cm)
     params = random_params(C, Cm, heads)
     expected = windowed_sigmoid_cross_attention_reference(x, mf, params, heads, window, shift)
@@ -286,16 +294,6 @@ def test_hybrid_mma_path_matches_reference(monkeypatch, B, H, W, C, Cm, heads, w
                                atol=1e-4, rtol=1e-4)
     got_half = kernel_attention(x.half(), mf.half(), cast_params(params, torch.float16), heads, window, shift)
     torch.testing.assert_close(got_half.float(), expected, atol=2e-2, rtol=1e-2)
-
-
-@pytest.mark.parametrize(("B", "H", "W", "C", "Cm", "heads", "window", "shift"), CPU_CASES)
-def test_folded_kernel_matches_reference_fp32(monkeypatch, B, H, W, C, Cm, heads, window, shift):
-    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
-    x, mf = random_inputs(B, H, W, C, Cm)
-    params = random_params(C, Cm, heads)
-    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, heads, window, shift)
-    torch.testing.assert_close(kernel_attention(x, mf, params, heads, window, shift), expected,
-                               atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("mma", ["mma", "hybrid"])
