@@ -104,13 +104,18 @@ def _window_tokens(win, b, H, W, WINDOW: tl.constexpr, SHIFT: tl.constexpr, BLOC
 
 
 @triton.jit
-def _masked_queries(x_ptr, map_ptr, tok, valid, C: tl.constexpr, CM: tl.constexpr, BLOCK_C: tl.constexpr,
-                    op_dtype: tl.constexpr):
-    """x * (1 - m) of the window's tokens, (BN, BC) in the matmul operand dtype; padding is 0."""
+def _program_window(x_ptr, map_ptr, H, W, C: tl.constexpr, CM: tl.constexpr, WINDOW: tl.constexpr,
+                    SHIFT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, op_dtype: tl.constexpr):
+    """This program's window (grid axis 0) of its image (axis 1): `_window_tokens`, plus the window's
+    queries x * (1 - m) as (BN, BC) matmul operands in `op_dtype`, padding 0."""
+    win = tl.program_id(0)
+    b = tl.program_id(1)  # int32 offsets: _launch checks B*H*W*max(C, CM) < 2**31
+    tok, valid, keep = _window_tokens(win, b, H, W, WINDOW, SHIFT, BLOCK_N)
     cc = tl.arange(0, BLOCK_C)
     x = tl.load(x_ptr + tok[:, None] * C + cc[None, :], mask=valid[:, None] & (cc < C)[None, :], other=0.0)
     m = tl.load(map_ptr + tok * CM, mask=valid, other=0.0).to(tl.float32)  # (BN,) blemish map, channel 0
-    return (x.to(tl.float32) * (1.0 - m[:, None])).to(op_dtype)  # (BN, BC) mask-suppressed queries
+    q_in = (x.to(tl.float32) * (1.0 - m[:, None])).to(op_dtype)  # (BN, BC) mask-suppressed queries
+    return tok, valid, keep, q_in
 
 
 @triton.jit
@@ -138,15 +143,11 @@ def tca_fwd_kernel(
     LOW_PRECISION_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr,
     SCORES_3D: tl.constexpr,  # score and A V dots as 3-D dots over a batch of one (MmaChoice.HYBRID)
 ):
-    win = tl.program_id(0)
-    b = tl.program_id(1)  # int32 offsets: _launch checks B*H*W*max(C, CM) < 2**31
     if LOW_PRECISION_DOT:
         op_dtype = x_ptr.dtype.element_ty
     else:
         op_dtype = tl.float32
-
-    tok, valid, keep = _window_tokens(win, b, H, W, WINDOW, SHIFT, BLOCK_N)
-    q_in = _masked_queries(x_ptr, map_ptr, tok, valid, C, CM, BLOCK_C, op_dtype)  # (BN, BC)
+    tok, valid, keep, q_in = _program_window(x_ptr, map_ptr, H, W, C, CM, WINDOW, SHIFT, BLOCK_N, BLOCK_C, op_dtype)
 
     cc = tl.arange(0, BLOCK_C)
     c_mask = cc < C
@@ -199,14 +200,11 @@ def tca_folded_fwd_kernel(
 ):
     """The same attention from the folded weights (tca_fold.py): per head, the scores are
     (x~ QK_h + qk_h) [m~ | 1]^T and the output gains (A_h [m~ | 1]) VO_h, all over BLOCK_K channels."""
-    win = tl.program_id(0)
-    b = tl.program_id(1)  # int32 offsets: _launch checks B*H*W*max(C, CM) < 2**31
     if LOW_PRECISION_DOT:
         op_dtype = x_ptr.dtype.element_ty
     else:
         op_dtype = tl.float32
-    tok, valid, keep = _window_tokens(win, b, H, W, WINDOW, SHIFT, BLOCK_N)
-    q_in = _masked_queries(x_ptr, map_ptr, tok, valid, C, CM, BLOCK_C, op_dtype)  # (BN, BC)
+    tok, valid, keep, q_in = _program_window(x_ptr, map_ptr, H, W, C, CM, WINDOW, SHIFT, BLOCK_N, BLOCK_C, op_dtype)
 
     cc = tl.arange(0, BLOCK_C)
     c_mask = cc < C

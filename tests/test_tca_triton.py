@@ -80,8 +80,14 @@ def test_forward_matches_reference_fp32(B, H, W, C, Cm, heads, window, shift):
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("env", [pytest.param({}, id="direct"),
+                                 pytest.param({"LANGBRT_TCA_KERNEL": "folded"}, id="folded"),
+                                 pytest.param({"LANGBRT_TCA_KERNEL": "folded", "LANGBRT_TCA_MMA": "hybrid"},
+                                              id="folded-hybrid")])
 @pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float16, 1e-2), (torch.bfloat16, 5e-2)], ids=str)
-def test_forward_half_precision_matches_fp32_reference(dtype, tolerance):
+def test_forward_half_precision_matches_fp32_reference(monkeypatch, dtype, tolerance, env):
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, value)
     x, mf = random_inputs(2, 10, 13, 24, 9)
     params = random_params(24, 9, 2)
     expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 1)
@@ -294,19 +300,6 @@ def test_alternative_kernel_paths_match_reference(monkeypatch, env, B, H, W, C, 
                                atol=1e-4, rtol=1e-4)
     got_half = kernel_attention(x.half(), mf.half(), cast_params(params, torch.float16), heads, window, shift)
     torch.testing.assert_close(got_half.float(), expected, atol=2e-2, rtol=1e-2)
-
-
-@pytest.mark.parametrize("mma", ["mma", "hybrid"])
-@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float16, 1e-2), (torch.bfloat16, 5e-2)], ids=str)
-def test_folded_kernel_half_precision_matches_fp32_reference(monkeypatch, dtype, tolerance, mma):
-    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
-    monkeypatch.setenv(tca_triton.MMA_ENV_VAR, mma)
-    x, mf = random_inputs(2, 10, 13, 24, 9)
-    params = random_params(24, 9, 2)
-    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 1)
-    got = kernel_attention(x.to(dtype), mf.to(dtype), cast_params(params, dtype), 2, 4, 1)
-    assert got.dtype == dtype
-    torch.testing.assert_close(got.float(), expected, atol=2 * tolerance, rtol=tolerance)
 
 
 def test_folded_kernel_sees_weight_updates(monkeypatch):
