@@ -160,22 +160,27 @@ def tca_fwd_kernel(
     d_mask = dd < HEAD_DIM
     cd_mask = c_mask[:, None] & d_mask[None, :]  # (BC, BD)
     md_mask = cm_mask[:, None] & d_mask[None, :]  # (BCM, BD)
+    dm_mask = d_mask[:, None] & cm_mask[None, :]  # (BD, BCM)
     dc_mask = d_mask[:, None] & c_mask[None, :]  # (BD, BC)
     acc = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32)
     for h in range(NUM_HEADS):  # rolled: unrolled, ptxas spilled registers (benchmarks/kernel_resources.py)
         rows = h * HEAD_DIM + dd  # (BD,) this head's channels
         wq_t = tl.load(wq_ptr + rows[None, :] * C + cc[:, None], mask=cd_mask, other=0.0)  # (BC, BD) = Wq_h^T
-        wk_t = tl.load(wk_ptr + rows[None, :] * CM + cm[:, None], mask=md_mask, other=0.0)  # (BCM, BD)
+        wk = tl.load(wk_ptr + rows[:, None] * CM + cm[None, :], mask=dm_mask, other=0.0)  # (BD, BCM) = Wk_h
         wv_t = tl.load(wv_ptr + rows[None, :] * CM + cm[:, None], mask=md_mask, other=0.0)  # (BCM, BD)
         bq = tl.load(bq_ptr + rows, mask=d_mask, other=0.0).to(tl.float32)
-        bk = tl.load(bk_ptr + rows, mask=d_mask, other=0.0).to(tl.float32)
+        bk = tl.load(bk_ptr + rows, mask=d_mask, other=0.0).to(tl.float32)  # (BD,)
         bv = tl.load(bv_ptr + rows, mask=d_mask, other=0.0).to(tl.float32)
         q = tl.dot(q_in, wq_t.to(op_dtype), input_precision=DOT_PRECISION) + bq[None, :]  # (BN, BD)
-        k = tl.dot(kv_in, wk_t.to(op_dtype), input_precision=DOT_PRECISION) + bk[None, :]  # (BN, BD)
+        # K_h^T straight from Wk_h m~^T, not tl.trans(K_h): Triton on Hopper miscompiles the transpose of a
+        # wgmma result (triton-lang/triton#6124; flash-linear-attention PR #826 works around the same), and
+        # transposing a register tile costs a shared-memory round trip anyway. m~ is loaded, so its
+        # transpose is the plain case (as K in Triton's fused-attention tutorial).
+        k_t = tl.dot(wk.to(op_dtype), tl.trans(kv_in), input_precision=DOT_PRECISION) + bk[:, None]  # (BD, BN)
         v = tl.dot(kv_in, wv_t.to(op_dtype), input_precision=DOT_PRECISION) + bv[None, :]  # (BN, BD)
 
         inv_alpha = 1.0 / tl.load(alpha_ptr + h).to(tl.float32)
-        s = _matmul(q.to(op_dtype), tl.trans(k.to(op_dtype)), SCORES_3D, DOT_PRECISION)  # (BN, BN)
+        s = _matmul(q.to(op_dtype), k_t.to(op_dtype), SCORES_3D, DOT_PRECISION)  # (BN, BN)
         a = _sigmoid(s * inv_alpha + LOGIT_BIAS, FAST_SIGMOID)
         a = tl.where(keep, a, 0.0)  # (BN, BN)
         o = _matmul(a.to(op_dtype), v.to(op_dtype), SCORES_3D, DOT_PRECISION)  # (BN, BD)

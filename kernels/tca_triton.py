@@ -72,8 +72,11 @@ class MmaChoice(str, Enum):
     while compute-sanitizer reports no bad access: a miscompile, not an out-of-bounds index in this kernel.
     Unrolling the head loop does not help (still wrong), while a variant that ran the score and A V dots as
     3-D mma.sync dots with only the projections on wgmma was right: the bad build is that of the two dots
-    whose B operands (K^T, V) the kernel computes and stores to shared memory itself.
-    Kept selectable (LANGBRT_TCA_MMA=wgmma) to re-test on newer Tritons.
+    whose B operands (K^T, V) the kernel computes itself. That matches a known Triton bug on Hopper,
+    tl.trans of a wgmma result (triton-lang/triton#6124, worked around in flash-linear-attention PR #826),
+    which the kernel measured then had (S = Q tl.trans(K)). Both kernels now avoid the pattern (the direct
+    one computes K^T as Wk_h m~^T; the folded one transposes only loaded data), so WGMMA may be right now:
+    not yet re-run on a GPU, hence not the default. Selectable (LANGBRT_TCA_MMA=wgmma) to check.
     HYBRID: wgmma for the four projections, mma.sync for the score and A V dots, which the kernel then writes
     as 3-D dots over a batch of one (Triton has no batched wgmma, so it builds those with mma.sync on Hopper
     too). Why it may pay: a warpgroup MMA reads its B operand (the weight tiles) from shared memory once per

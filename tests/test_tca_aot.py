@@ -110,8 +110,9 @@ print(json.dumps(counts))
 
 
 def test_each_mma_path_builds_the_instructions_it_names_for_hopper():
-    """mma: no wgmma at all (the miscompiled build); wgmma: Triton's own; hybrid: wgmma for the projections
-    and mma.sync for the 3-D score / A V dots; for both kernels, the folded one with fewer MMAs."""
+    """mma: no wgmma at all; wgmma: Triton's own choice (wgmma wherever a dot is big enough for a warpgroup
+    MMA); hybrid: wgmma for the projections plus mma.sync for the 3-D score / A V dots; for both kernels,
+    the folded one with fewer MMAs."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     run = subprocess.run([sys.executable, "-c", _COUNT_MMA_INSTRUCTIONS], capture_output=True, text=True,
                          env=env, cwd=REPO, timeout=600)
@@ -120,6 +121,6 @@ def test_each_mma_path_builds_the_instructions_it_names_for_hopper():
     for kernel in ("direct", "folded"):
         mma, wgmma, hybrid = (counts[f"{kernel}-{path}"] for path in ("mma", "wgmma", "hybrid"))
         assert mma["wgmma"] == 0 and mma["mma.sync"] > 0
-        assert wgmma["wgmma"] > 0 and wgmma["mma.sync"] == 0
-        assert hybrid["wgmma"] > 0 and hybrid["mma.sync"] > 0
+        assert wgmma["wgmma"] > 0
+        assert hybrid["wgmma"] > 0 and hybrid["mma.sync"] > wgmma["mma.sync"]
     assert counts["folded-mma"]["mma.sync"] < counts["direct-mma"]["mma.sync"]
