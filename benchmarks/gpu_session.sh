@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Everything LangBRT still needs a GPU for, in ONE device-tool call; steps can be picked by name:
+# Everything LangBRT still needs a GPU for, by step name (in the order given); a device call may run 10 minutes:
 #
-#   run(command="bash benchmarks/gpu_session.sh", timeout_s=590)            # every step, about 10 minutes
-#   run(command="bash benchmarks/gpu_session.sh sweep tests ncu", ...)      # some of them, in this order
+#   run(command="bash benchmarks/gpu_session.sh sweep tests attention", timeout_s=590)   # ~7 min on an H200
+#   run(command="bash benchmarks/gpu_session.sh ncu e2e compile", timeout_s=590)        # the rest
+#   run(command="bash benchmarks/gpu_session.sh", ...)     # every step: more than one call's 10 minutes
 #   run(command="LANGBRT_TCA_MMA=hybrid bash benchmarks/gpu_session.sh attention", ...)  # another MMA path
 #
 # sweep:     benchmarks/kernel_sweep.py: both fused kernels at the paper shape for every MMA path
