@@ -104,11 +104,9 @@ def compile_tca_kernel(spec: TCAKernelSpec, arch: int | None = None) -> Compiled
     if tca_triton._INTERPRETING:
         raise RuntimeError("AOT builds need Triton's compiler: TRITON_INTERPRET=1 was set before import")
     fn = tca_triton._JIT_KERNELS[spec.kernel]
-    constants_of = (tca_triton.folded_kernel_constants if spec.kernel is tca_triton.KernelChoice.FOLDED
-                    else tca_triton.kernel_constants)
-    constants = constants_of(
+    constants = tca_triton.kernel_constants(
         spec.channels, spec.map_channels, spec.num_heads, spec.window_size, spec.shift,
-        low_precision_dot=spec.dtype != "fp32", fast_sigmoid=spec.fast_sigmoid, mma=spec.mma,
+        low_precision_dot=spec.dtype != "fp32", fast_sigmoid=spec.fast_sigmoid, mma=spec.mma, kernel=spec.kernel,
     )
     signature = _signature(fn, spec.dtype) | {name: "constexpr" for name in constants}
     source = ASTSource(fn=fn, signature=signature,

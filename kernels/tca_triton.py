@@ -186,34 +186,28 @@ def _block(extent: int) -> int:
 
 @functools.lru_cache(maxsize=64)
 def kernel_constants(channels: int, map_channels: int, num_heads: int, window_size: int, shift: int,
-                     low_precision_dot: bool, *, fast_sigmoid: bool, mma: MmaChoice) -> Mapping[str, object]:
-    """The constexpr arguments of `tca_fwd_kernel`, shared by the launch here and the AOT build (tca_aot).
+                     low_precision_dot: bool, *, fast_sigmoid: bool, mma: MmaChoice,
+                     kernel: KernelChoice = KernelChoice.DIRECT) -> Mapping[str, object]:
+    """The constexpr arguments of `kernel`'s jit function, shared by the launch here and the AOT build
+    (tca_aot): the window and dot settings both kernels take, plus the tile sizes of its own weights.
 
     Of the MMA path only the dot shapes HYBRID asks for are among them: whether 2-D dots use wgmma Triton
     takes from its environment at build time (`mma_build_scope`). Cached and read-only: every launch needs
     them, and a model calls the op with a handful of shapes.
     """
-    return MappingProxyType(dict(
-        C=channels, CM=map_channels, LOGIT_BIAS=logit_bias(window_size),
-        NUM_HEADS=num_heads, HEAD_DIM=channels // num_heads, WINDOW=window_size, SHIFT=shift,
-        BLOCK_N=_block(window_size * window_size), BLOCK_C=_block(channels), BLOCK_CM=_block(map_channels),
-        BLOCK_D=_block(channels // num_heads),
-        LOW_PRECISION_DOT=low_precision_dot, DOT_PRECISION="tf32" if low_precision_dot else "ieee",
-        FAST_SIGMOID=fast_sigmoid, SCORES_3D=mma is MmaChoice.HYBRID,
-    ))
-
-
-@functools.lru_cache(maxsize=64)
-def folded_kernel_constants(channels: int, map_channels: int, num_heads: int, window_size: int, shift: int,
-                            low_precision_dot: bool, *, fast_sigmoid: bool, mma: MmaChoice) -> Mapping[str, object]:
-    """The constexpr arguments of `tca_folded_fwd_kernel` (see `kernel_constants`)."""
-    return MappingProxyType(dict(
+    constants = dict(
         C=channels, CM=map_channels, LOGIT_BIAS=logit_bias(window_size),
         NUM_HEADS=num_heads, WINDOW=window_size, SHIFT=shift,
-        BLOCK_N=_block(window_size * window_size), BLOCK_C=_block(channels), BLOCK_K=_block(map_channels + 1),
+        BLOCK_N=_block(window_size * window_size), BLOCK_C=_block(channels),
         LOW_PRECISION_DOT=low_precision_dot, DOT_PRECISION="tf32" if low_precision_dot else "ieee",
         FAST_SIGMOID=fast_sigmoid, SCORES_3D=mma is MmaChoice.HYBRID,
-    ))
+    )
+    if kernel is KernelChoice.FOLDED:
+        constants.update(BLOCK_K=_block(map_channels + 1))  # the map channels and the ones channel
+    else:
+        constants.update(HEAD_DIM=channels // num_heads, BLOCK_CM=_block(map_channels),
+                         BLOCK_D=_block(channels // num_heads))
+    return MappingProxyType(constants)
 
 
 def _launch(
@@ -249,13 +243,11 @@ def _launch(
     if which is KernelChoice.FOLDED:
         params = TCAParams(q_weight, q_bias, k_weight, k_bias, v_weight, v_bias, out_weight, out_bias, alpha)
         tensors = [x.contiguous(), map_features.contiguous(), *folded_weights(params, num_heads, x.dtype).tensors()]
-        constants = folded_kernel_constants(C, Cm, num_heads, window_size, shift, low_precision_dot,
-                                            fast_sigmoid=fast, mma=mma)
     else:
         tensors = [t.contiguous() for t in (x, map_features, q_weight, q_bias, k_weight, k_bias,
                                             v_weight, v_bias, out_weight, out_bias, alpha)]
-        constants = kernel_constants(C, Cm, num_heads, window_size, shift, low_precision_dot,
-                                     fast_sigmoid=fast, mma=mma)
+    constants = kernel_constants(C, Cm, num_heads, window_size, shift, low_precision_dot,
+                                 fast_sigmoid=fast, mma=mma, kernel=which)
     out = torch.empty((B, H, W, C), dtype=x.dtype, device=x.device)  # (B, H, W, C)
     n_windows = (padded_size(H, window_size) // window_size) * (padded_size(W, window_size) // window_size)
     kernel, launch_options = _autotuned_kernel(which, grid_bucket(n_windows * B)), {}
