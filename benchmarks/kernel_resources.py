@@ -5,12 +5,14 @@
 
 For the paper preset's TCA attention (C=96, 3 heads, 8x8 windows, 9 map channels; unshifted and shifted)
 it compiles the kernels (`--kernels`; default the direct one, `tca_fwd_kernel`, which TensorRT's plugin
-calls) ahead of time for each compute capability, dtype and warp count, and reports
-per thread the registers and the stack bytes (stack > 0: registers spilled to local memory), per block the
-shared memory, whether TensorRT's AOT launcher can call the build (argument order, no scratch, shared
-memory within 48 KiB), and the blocks per SM the register file allows. These are static facts of the
-compiled code, not timings: they say which launch configs are worth timing on a GPU
-(`NUM_WARPS_CHOICES`). Writes JSON (default benchmarks/results/kernel-resources-<date>.json).
+calls) ahead of time for each compute capability, dtype and warp count, as a launch from Python builds
+them (pointers 16-byte aligned), and reports per thread the registers and the stack bytes (stack > 0:
+registers spilled to local memory), per block the shared memory, whether TensorRT's AOT launcher can call
+the build (argument order, no scratch, shared memory within 48 KiB), the blocks per SM the register file
+allows, how Triton laid the warps over the dots' results, and the instructions one warp executes per
+window (`tca_aot.instruction_mix`: in total, tensor-core, MUFU, global / shared memory, spill, barrier).
+These are static facts of the compiled code, not timings: they say which builds and launch configs are
+worth timing on a GPU. Writes JSON (default benchmarks/results/kernel-resources-<date>.json).
 """
 
 from __future__ import annotations
@@ -31,7 +33,9 @@ from langbrt.kernels.tca_aot import (
     TCAKernelSpec,
     check_tensorrt_contract,
     compile_tca_kernel,
+    instruction_mix,
     kernel_resources,
+    mma_warp_layouts,
 )
 from langbrt.kernels.tca_triton import KernelChoice
 
@@ -52,6 +56,8 @@ class ResourceRow:
     blocks_per_sm_by_registers: int
     tensorrt_aot_ok: bool
     tensorrt_aot_problem: str | None
+    mma_warp_layouts: list[str]  # e.g. ["v2 [4, 1]"]: warps stacked along the window's tokens
+    instructions_per_warp: dict[str, int]  # tca_aot.instruction_mix, the head loop counted NUM_HEADS times
 
 
 def paper_specs(kernels: list[str], dtypes: list[str], warps: list[int]) -> list[TCAKernelSpec]:
@@ -72,7 +78,8 @@ def measure(spec: TCAKernelSpec, arch: int) -> ResourceRow:
     except ValueError as err:
         problem = str(err)
     return ResourceRow(spec.kernel.value, arch, spec.dtype, spec.shift, spec.num_warps, res.registers, res.stack_bytes,
-                       res.static_shared_bytes + res.dynamic_shared_bytes, by_registers, problem is None, problem)
+                       res.static_shared_bytes + res.dynamic_shared_bytes, by_registers, problem is None, problem,
+                       mma_warp_layouts(compiled), instruction_mix(compiled, spec.num_heads))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,16 +96,19 @@ def main(argv: list[str] | None = None) -> int:
     rows = [measure(spec, arch) for arch in args.arch
             for spec in paper_specs(args.kernels, args.dtypes, args.warps)]
     print(f"{'kernel':>6} {'arch':>5} {'dtype':>5} {'shift':>5} {'warps':>5} {'regs':>5} {'stack B':>8} {'smem B':>7} "
-          f"{'blk/SM':>6}  TensorRT AOT")
+          f"{'blk/SM':>6} {'TRT AOT':>7} {'instr/warp':>10} {'MMA':>5} {'MUFU':>5} {'mma warps':>10}")
     for r in rows:
+        mix = r.instructions_per_warp
         print(f"{r.kernel:>6} sm_{r.arch:<2} {r.dtype:>5} {r.shift:>5} {r.num_warps:>5} {r.registers:>5} "
-              f"{r.stack_bytes:>8} {r.shared_bytes:>7} {r.blocks_per_sm_by_registers:>6}  "
-              f"{'ok' if r.tensorrt_aot_ok else 'no'}")
+              f"{r.stack_bytes:>8} {r.shared_bytes:>7} {r.blocks_per_sm_by_registers:>6} "
+              f"{'ok' if r.tensorrt_aot_ok else 'no':>7} {mix['total']:>10} {mix['tensor_core']:>5} {mix['mufu']:>5} "
+              f"{' '.join(r.mma_warp_layouts) or '-':>10}")
     report = {
         "benchmark": "kernel_resources",
         "date": dt.date.today().isoformat(),
         "kernels": {k.value: tca_triton._JIT_KERNELS[k].__name__ for k in map(KernelChoice, args.kernels)},
         "shape": "paper preset TCA attention: C=96, Cm=9, 3 heads, window 8",
+        "instructions_per_warp": "SASS of one program (one window), each head-loop body counted NUM_HEADS times",
         "triton": triton.__version__,
         "ptxas": triton.knobs.nvidia.ptxas.version,
         "rows": [asdict(r) for r in rows],

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +74,7 @@ class CompiledTCAKernel:
     cubin: bytes
     shared_bytes: int  # dynamic shared memory per block
     scratch_bytes: int  # global + profile scratch Triton asks the launcher for; 0 for this kernel
+    ttgir: str = ""  # Triton's GPU IR: the layouts it chose (`mma_warp_layouts`)
 
     @property
     def block_threads(self) -> int:
@@ -98,6 +100,20 @@ def _signature(fn: triton.runtime.JITFunction, dtype: str) -> dict[str, str]:
     return signature
 
 
+def _aligned_pointers(fn: triton.runtime.JITFunction, signature: dict[str, str]) -> dict[tuple[int], list]:
+    """Tell the compiler every pointer argument is 16-byte aligned, as a launch from Python does.
+
+    Triton's launcher marks a tensor whose address is a multiple of 16 (`tt.divisibility`), and only then
+    may a row of the kernel's tiles be moved with 128-bit loads and stores. Without the mark the build
+    moves every element on its own: on sm_90, fp16, 4 warps, 91 against 356 loads and 8 against 64 stores
+    per warp, 3 000 against 5 850 instructions and 183 registers against 255 plus a spill
+    (`benchmarks/kernel_resources.py`). Safe to promise: PyTorch's CUDA allocator and TensorRT hand out
+    buffers aligned to at least 256 bytes.
+    """
+    return {(fn.arg_names.index(name),): [["tt.divisibility", 16]]
+            for name, kind in signature.items() if kind.startswith("*")}
+
+
 def compile_tca_kernel(spec: TCAKernelSpec, arch: int | None = None) -> CompiledTCAKernel:
     """Compile the kernel `spec` names for `spec` and `arch` (None: the GPU Triton sees, as TensorRT's
     build does)."""
@@ -110,7 +126,8 @@ def compile_tca_kernel(spec: TCAKernelSpec, arch: int | None = None) -> Compiled
     )
     signature = _signature(fn, spec.dtype) | {name: "constexpr" for name in constants}
     source = ASTSource(fn=fn, signature=signature,
-                       constexprs={(fn.arg_names.index(name),): value for name, value in constants.items()})
+                       constexprs={(fn.arg_names.index(name),): value for name, value in constants.items()},
+                       attrs=_aligned_pointers(fn, signature))
     target = GPUTarget("cuda", arch, WARP_SIZE) if arch is not None else None
     with tca_triton.mma_build_scope(spec.mma):
         compiled = triton.compile(source, target=target, options={
@@ -119,7 +136,8 @@ def compile_tca_kernel(spec: TCAKernelSpec, arch: int | None = None) -> Compiled
     built_arch = arch if arch is not None else int(meta.target.arch)
     scratch = int(getattr(meta, "global_scratch_size", 0) or 0) + int(getattr(meta, "profile_scratch_size", 0) or 0)
     return CompiledTCAKernel(spec=spec, arch=built_arch, name=meta.name, ptx=compiled.asm["ptx"],
-                             cubin=compiled.asm["cubin"], shared_bytes=int(meta.shared), scratch_bytes=scratch)
+                             cubin=compiled.asm["cubin"], shared_bytes=int(meta.shared), scratch_bytes=scratch,
+                             ttgir=compiled.asm["ttgir"])
 
 
 _ENTRY = re.compile(r"\.entry\s+(\w+)\s*\((.*?)\)", re.S)
@@ -139,17 +157,65 @@ _RESOURCE_LINE = re.compile(r"REG:(\d+)\s+STACK:(\d+)\s+SHARED:(\d+)")
 
 def kernel_resources(compiled: CompiledTCAKernel) -> KernelResources:
     """Registers, spill stack and static shared memory of the cubin, read with Triton's bundled cuobjdump."""
-    tool = triton.knobs.nvidia.cuobjdump.path
-    with tempfile.TemporaryDirectory() as tmp:
-        cubin = Path(tmp) / f"{compiled.name}.cubin"
-        cubin.write_bytes(compiled.cubin)
-        report = subprocess.run([tool, "--dump-resource-usage", str(cubin)], capture_output=True, text=True,
-                                check=True).stdout
+    report = _cuobjdump(compiled, "--dump-resource-usage")
     match = _RESOURCE_LINE.search(report)
     if match is None:
         raise RuntimeError(f"cuobjdump printed no resource line for {compiled.name}:\n{report}")
     registers, stack, static_shared = (int(g) for g in match.groups())
     return KernelResources(registers, stack, static_shared, compiled.shared_bytes)
+
+
+def _cuobjdump(compiled: CompiledTCAKernel, *flags: str) -> str:
+    """Triton's bundled cuobjdump run on the build's cubin."""
+    tool = triton.knobs.nvidia.cuobjdump.path
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = Path(tmp) / f"{compiled.name}.cubin"
+        cubin.write_bytes(compiled.cubin)
+        return subprocess.run([tool, *flags, str(cubin)], capture_output=True, text=True, check=True).stdout
+
+
+_SASS_LINE = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_]*)([^;]*);")
+_BACKWARD_TARGET = re.compile(r"0x([0-9a-f]+)")
+# Opcode families worth telling apart when comparing builds.
+INSTRUCTION_CLASSES = {
+    "tensor_core": ("HMMA", "HGMMA"), "mufu": ("MUFU",), "global_memory": ("LDG", "STG"),
+    "shared_memory": ("LDS", "STS", "LDSM", "STSM"), "spill": ("LDL", "STL"), "barrier": ("BAR",),
+}
+
+
+def instruction_mix(compiled: CompiledTCAKernel, loop_trips: int) -> dict[str, int]:
+    """Instructions one warp executes per program, by opcode family (`INSTRUCTION_CLASSES`) and in total.
+
+    Read off the SASS: straight-line code counts once, each loop body (a backward branch's range)
+    `loop_trips` times (the kernels' one loop walks the heads), both sides of a branch count. An estimate
+    for comparing builds, not a profile: the kernels are latency-bound (benchmarks/results/ncu-*.txt), so
+    fewer instructions per warp, like fewer registers, is what a faster build is made of.
+    """
+    code = [(int(address, 16), opcode, operands)
+            for address, opcode, operands in _SASS_LINE.findall(_cuobjdump(compiled, "-sass"))
+            if opcode != "NOP"]
+    weight = dict.fromkeys((address for address, _, _ in code), 1)
+    for address, opcode, operands in code:
+        target = _BACKWARD_TARGET.search(operands) if opcode == "BRA" else None
+        if target is not None and int(target.group(1), 16) < address:
+            for body in weight:
+                if int(target.group(1), 16) <= body <= address:
+                    weight[body] *= loop_trips
+    counts: Counter[str] = Counter()
+    for address, opcode, _ in code:
+        counts[opcode] += weight[address]
+    mix = {name: sum(counts[op] for op in opcodes) for name, opcodes in INSTRUCTION_CLASSES.items()}
+    mix["total"] = sum(counts.values())
+    return mix
+
+
+_MMA_WARPS = re.compile(r"nvidia_mma<\{versionMajor = (\d), versionMinor = \d+, warpsPerCTA = \[([\d, ]+)\]")
+
+
+def mma_warp_layouts(compiled: CompiledTCAKernel) -> list[str]:
+    """Each tensor-core layout Triton chose, as 'v<MMA version> [warps per dim]', e.g. 'v2 [4, 1]': how the
+    warps split a dot's result (tca_triton.channel_chunks says why that matters)."""
+    return sorted({f"v{version} [{warps}]" for version, warps in _MMA_WARPS.findall(compiled.ttgir)})
 
 
 def check_tensorrt_contract(compiled: CompiledTCAKernel, shared_limit: int = DEFAULT_SHARED_LIMIT) -> None:
