@@ -18,6 +18,14 @@ So the kernel runs every per-head matmul over Cm + 1 = 10 (tile 16) channels ins
 needs no K or V projection: about 40 % fewer tensor-core operations at the paper shape, and half the weight
 tiles to stage in shared memory. Folding is exact algebra; only the rounding order changes.
 
+What the kernel does to a logit before its sigmoid is folded in as well: a scale (1/2 when it computes
+sigmoid(s) as 0.5 tanh(s / 2) + 0.5) and the logit bias -log(w*w), which the ones channel adds to every
+real key: the logits come out of the matmul ready. The tensors are zero-padded from Cm + 1 to the kernel's
+tile width (`block_k`), so the kernel loads whole rows with vector loads and no masks.
+
+In half precision a fold can overflow where the unfolded computation does not (QK_h holds 1 / alpha_h
+before any fp32 accumulation); `FoldedTCAWeights.finite` says so, and the launcher then uses the direct kernel.
+
 The folded tensors depend on the weights alone, so they are computed once and reused (`folded_weights`)
 until a weight changes: the cache entry is keyed on the tensors' identities and version counters (which
 every in-place update, an optimizer step or a load_state_dict, bumps) and holds weak references, so a new
@@ -39,22 +47,36 @@ CACHE_SIZE = 64  # folded weight sets kept; one per (TCA block, dtype, device) i
 
 
 @dataclass(frozen=True)
-class FoldedTCAWeights:
-    """What the folded kernel reads instead of the nine TCA tensors; all contiguous, in the inputs' dtype."""
+class LogitFold:
+    """What the kernel's logits carry besides Q_h K_h^T / alpha_h: logit = scale * (Q_h K_h^T / alpha_h + bias)
+    for every real key; the pad width of the folded tensors."""
 
-    qk: torch.Tensor  # (heads, C, Cm + 1)
-    qk_bias: torch.Tensor  # (heads, Cm + 1)
-    vo: torch.Tensor  # (heads, Cm + 1, C)
+    block_k: int  # >= Cm + 1
+    scale: float = 1.0
+    bias: float = 0.0
+
+
+@dataclass(frozen=True)
+class FoldedTCAWeights:
+    """What the folded kernel reads instead of the nine TCA tensors; all contiguous, in the inputs' dtype,
+    zero beyond channel Cm (the ones channel) up to block_k."""
+
+    qk: torch.Tensor  # (heads, C, block_k)
+    qk_bias: torch.Tensor  # (heads, block_k)
+    vo: torch.Tensor  # (heads, block_k, C)
     out_bias: torch.Tensor  # (C,)
+    finite: bool  # False: some value overflowed the dtype (only possible in half precision)
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return (self.qk, self.qk_bias, self.vo, self.out_bias)
 
 
-def fold_tca_weights(params: TCAParams, num_heads: int, dtype: torch.dtype) -> FoldedTCAWeights:
-    """QK_h, qk_h and VO_h of the module docstring for every head, computed in fp32 (fp64 for fp64),
-    returned in `dtype`."""
+def fold_tca_weights(params: TCAParams, num_heads: int, dtype: torch.dtype, logits: LogitFold) -> FoldedTCAWeights:
+    """QK_h, qk_h and VO_h of the module docstring for every head, with `logits` folded in and padded to
+    `logits.block_k`, computed in fp32 (fp64 for fp64), returned in `dtype`."""
     C, Cm = params.k_weight.shape
+    if logits.block_k < Cm + 1:
+        raise ValueError(f"block_k {logits.block_k} cannot hold {Cm} map channels and the ones channel")
     d = C // num_heads
     compute = torch.promote_types(dtype, torch.float32)
     with torch.no_grad():  # the kernel's backward differentiates the reference, never these
@@ -65,10 +87,17 @@ def fold_tca_weights(params: TCAParams, num_heads: int, dtype: torch.dtype) -> F
         wv_aug = torch.cat([f["wv"], f["bv"][:, None]], dim=1).view(num_heads, d, Cm + 1)  # [Wv_h | bv_h]
         wq_t = f["wq"].view(num_heads, d, C).transpose(1, 2)  # (heads, C, d) = Wq_h^T
         wo_t = f["wo"].view(C, num_heads, d).permute(1, 2, 0)  # (heads, d, C) = Wo_h^T
-        qk = (wq_t @ wk_aug) * inv_alpha[:, None, None]  # (heads, C, Cm + 1)
+        pad = logits.block_k - (Cm + 1)
+        qk = (wq_t @ wk_aug) * (logits.scale * inv_alpha[:, None, None])  # (heads, C, Cm + 1)
         qk_bias = (f["bq"].view(num_heads, 1, d) @ wk_aug).squeeze(1) * inv_alpha[:, None]  # (heads, Cm + 1)
+        qk_bias[:, Cm] += logits.bias  # the ones channel: every real key's logit gains the bias
+        qk_bias = qk_bias * logits.scale
         vo = wv_aug.transpose(1, 2) @ wo_t  # (heads, Cm + 1, C)
-        return FoldedTCAWeights(*(t.to(dtype).contiguous() for t in (qk, qk_bias, vo, f["bo"])))
+        padded = (torch.nn.functional.pad(qk, (0, pad)), torch.nn.functional.pad(qk_bias, (0, pad)),
+                  torch.nn.functional.pad(vo, (0, 0, 0, pad)), f["bo"])  # block_k channels
+        out = tuple(t.to(dtype).contiguous() for t in padded)
+        finite = bool(torch.stack([torch.isfinite(t).all() for t in out]).all())  # one device sync per fold
+        return FoldedTCAWeights(*out, finite=finite)
 
 
 @dataclass(frozen=True)
@@ -89,19 +118,19 @@ def _versions(tensors: tuple[torch.Tensor, ...]) -> tuple[int, ...] | None:
         return None
 
 
-def folded_weights(params: TCAParams, num_heads: int, dtype: torch.dtype) -> FoldedTCAWeights:
+def folded_weights(params: TCAParams, num_heads: int, dtype: torch.dtype, logits: LogitFold) -> FoldedTCAWeights:
     """`fold_tca_weights`, cached until any of the nine tensors is replaced or changed in place."""
     tensors = params.tensors()
     versions = _versions(tensors)
     if versions is None:
-        return fold_tca_weights(params, num_heads, dtype)
-    key = (tuple(id(t) for t in tensors), versions, num_heads, dtype)
+        return fold_tca_weights(params, num_heads, dtype, logits)
+    key = (tuple(id(t) for t in tensors), versions, num_heads, dtype, logits)
     with _cache_lock:
         entry = _cache.get(key)
         if entry is not None and all(ref() is t for ref, t in zip(entry.refs, tensors, strict=True)):
             _cache.move_to_end(key)
             return entry.folded
-    folded = fold_tca_weights(params, num_heads, dtype)
+    folded = fold_tca_weights(params, num_heads, dtype, logits)
     with _cache_lock:
         _cache[key] = _Entry(tuple(weakref.ref(t) for t in tensors), folded)
         while len(_cache) > CACHE_SIZE:

@@ -31,9 +31,29 @@ and exact fp32 ("ieee") operands for fp32 inputs, so the fp32 path matches the r
 On Hopper the half-precision dots are built as mma.sync, not wgmma: Triton 3.6's wgmma build of this kernel
 computes wrong values (measured on an H200; see MmaChoice).
 
+Warp layout: Triton gives all the dots of a chain one warp layout, picked from the first dot it converts,
+and for this kernel's (64, 128) output tile that put the 4 warps side by side along the 128 columns
+([1, 4]): every warp holds all 64 rows, the (64, 32) head dots are split 4 ways and the score tile crosses
+shared memory on its way into A V. The folded kernel below is laid out to avoid that.
+
+The folded kernel
+-----------------
 `tca_folded_fwd_kernel` computes the same attention from weights folded through the narrow map features
-(tca_fold.py): the same tile layout with every per-head matmul over Cm + 1 channels instead of head_dim and
-no K / V projection.
+(tca_fold.py): per head the logits are ((1 - m) x QK_h + qk_h) [m~ | 1]^T and the output gains
+(A_h [m~ | 1]) VO_h, every per-head matmul over Cm + 1 = 10 channels (tile BLOCK_K = 16) instead of
+head_dim, no K / V projection, and 1 / alpha, the logit bias and the sigmoid's 1/2 already in the weights.
+Its tiles differ from the direct kernel's in four ways, each measured in the sm_90 build
+(`python benchmarks/kernel_resources.py --arch 90 --kernels direct folded`; fp16, shift 4, 4 warps:
+1 471 instructions and 120 MMAs per warp per window against 3 014 and 312, 153 against 183 registers):
+- channels come in two tiles of at most one window's tokens (C = 96: 64 + 32, `tca_triton.channel_chunks`),
+  so every dot result has M = 64 >= N, Triton stacks the 4 warps along the tokens ([4, 1]: 16 rows each,
+  the score tile stays in registers into A [m~ | 1]) and no channel is padding;
+- x is used raw and the mask weighting 1 - m scales the (64, 16) projection (x * (1 - m)) QK_h =
+  (1 - m) * (x QK_h): 16 multiplies per row instead of C, and x goes to the tensor cores as loaded;
+- padded keys are not masked: their row of [m~ | 1] is all zero, ones channel included, so they add
+  nothing to A [m~ | 1] whatever their weight;
+- the Swin region mask is applied only in the windows that hold more than one region (a shifted block's
+  last window row and column), as a -inf logit, before the sigmoid: one select per score in fp32.
 
 Importing this module imports triton; it never probes a device. On CPU the kernels run only in Triton's
 interpreter (`TRITON_INTERPRET=1` before this import).
@@ -46,15 +66,30 @@ import triton.language as tl
 
 
 @triton.jit
+def _tanh_approx(z):
+    """PTX `tanh.approx.f32`: one MUFU instruction, CUDA only; tanh(-inf) = -1."""
+    return tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [z], dtype=tl.float32, is_pure=True,
+                                     pack=1)
+
+
+@triton.jit
 def _sigmoid(s, FAST: tl.constexpr):
     """sigmoid(s) in fp32; FAST uses one `tanh.approx.f32` (sigmoid(s) = 0.5 tanh(s/2) + 0.5), CUDA only."""
     if FAST:
-        t = tl.inline_asm_elementwise(
-            "tanh.approx.f32 $0, $1;", "=f,f", [0.5 * s], dtype=tl.float32, is_pure=True, pack=1
-        )
-        y = 0.5 * t + 0.5
+        y = 0.5 * _tanh_approx(0.5 * s) + 0.5
     else:
         y = tl.sigmoid(s)
+    return y
+
+
+@triton.jit
+def _sigmoid_of_folded(z, FAST: tl.constexpr):
+    """sigmoid of a folded logit: with FAST the fold halved it (z = s / 2), so 0.5 tanh(z) + 0.5 is one
+    MUFU and one FMA; otherwise z = s."""
+    if FAST:
+        y = 0.5 * _tanh_approx(z) + 0.5
+    else:
+        y = tl.sigmoid(z)
     return y
 
 
@@ -79,9 +114,9 @@ def _region_band(pos, size_padded, WINDOW: tl.constexpr, SHIFT: tl.constexpr):
 
 
 @triton.jit
-def _window_tokens(win, b, H, W, WINDOW: tl.constexpr, SHIFT: tl.constexpr, BLOCK_N: tl.constexpr):
-    """The tokens of window `win` of image `b`: flat (B, H, W) index and validity, each (BN,), and the
-    (BN, BN) or (1, BN) mask of the key/query pairs that may attend (same Swin region, real key pixel)."""
+def _window_coords(win, b, H, W, WINDOW: tl.constexpr, SHIFT: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The tokens of window `win` of image `b`: their (BN,) row and column in the shifted, padded map, flat
+    (B, H, W) index and validity (a real pixel, not padding), plus the padded map's height and width."""
     # Token coordinates: window-local (n // w, n % w) -> shifted padded map -> source pixel.
     Hp = tl.cdiv(H, WINDOW) * WINDOW
     Wp = tl.cdiv(W, WINDOW) * WINDOW
@@ -95,11 +130,24 @@ def _window_tokens(win, b, H, W, WINDOW: tl.constexpr, SHIFT: tl.constexpr, BLOC
     hc = tl.where(hc >= Wp, hc - Wp, hc)
     valid = (n < WINDOW * WINDOW) & (hr < H) & (hc < W)  # (BN,) real pixel, not padding
     tok = (b * H + hr) * W + hc  # (BN,) flat token index into (B, H, W)
+    return sr, sc, tok, valid, Hp, Wp
 
+
+@triton.jit
+def _same_region(sr, sc, Hp, Wp, WINDOW: tl.constexpr, SHIFT: tl.constexpr):
+    """(BN, BN) Swin shift mask: query and key lie in the same region (the labels of `windows.region_ids`)."""
+    region = _region_band(sr, Hp, WINDOW, SHIFT) * 3 + _region_band(sc, Wp, WINDOW, SHIFT)  # (BN,)
+    return region[:, None] == region[None, :]
+
+
+@triton.jit
+def _window_tokens(win, b, H, W, WINDOW: tl.constexpr, SHIFT: tl.constexpr, BLOCK_N: tl.constexpr):
+    """`_window_coords`' flat index and validity, each (BN,), and the (BN, BN) or (1, BN) mask of the
+    key/query pairs that may attend (same Swin region, real key pixel)."""
+    sr, sc, tok, valid, Hp, Wp = _window_coords(win, b, H, W, WINDOW, SHIFT, BLOCK_N)
     keep = valid[None, :]  # (1, BN) padded keys never contribute
     if SHIFT > 0:
-        region = _region_band(sr, Hp, WINDOW, SHIFT) * 3 + _region_band(sc, Wp, WINDOW, SHIFT)  # (BN,)
-        keep = keep & (region[:, None] == region[None, :])  # (BN, BN)
+        keep = keep & _same_region(sr, sc, Hp, Wp, WINDOW, SHIFT)  # (BN, BN)
     return tok, valid, keep
 
 
@@ -192,46 +240,84 @@ def tca_fwd_kernel(
 
 
 @triton.jit
+def _load_channels(ptr, tok, valid, c, C: tl.constexpr, op_dtype: tl.constexpr):
+    """The (BN, len(c)) tile of channels `c` of the window's tokens from a (B, H, W, C) tensor, padding 0."""
+    x = tl.load(ptr + tok[:, None] * C + c[None, :], mask=valid[:, None] & (c < C)[None, :], other=0.0)
+    return x.to(op_dtype)
+
+
+@triton.jit
+def _store_channels(out_ptr, acc, bo_ptr, tok, valid, c, C: tl.constexpr):
+    """acc + bo[c] written to channels `c` of each real token's own (B, H, W, C) position."""
+    bo = tl.load(bo_ptr + c, mask=c < C, other=0.0).to(tl.float32)
+    tl.store(out_ptr + tok[:, None] * C + c[None, :], (acc + bo[None, :]).to(out_ptr.dtype.element_ty),
+             mask=valid[:, None] & (c < C)[None, :])
+
+
+@triton.jit
 def tca_folded_fwd_kernel(
     x_ptr, map_ptr,  # (B, H, W, C), (B, H, W, CM), contiguous
-    qk_ptr, qk_bias_ptr, vo_ptr, bo_ptr,  # (NUM_HEADS, C, CM + 1) (NUM_HEADS, CM + 1) (NUM_HEADS, CM + 1, C) (C,)
+    qk_ptr, qk_bias_ptr, vo_ptr, bo_ptr,  # (NUM_HEADS, C, BLOCK_K) (NUM_HEADS, BLOCK_K) (NUM_HEADS, BLOCK_K, C) (C,)
     H, W,  # int32; the batch is the grid's second axis
     out_ptr,  # (B, H, W, C), contiguous
-    C: tl.constexpr, CM: tl.constexpr, LOGIT_BIAS: tl.constexpr,  # LOGIT_BIAS = -log(WINDOW * WINDOW)
-    NUM_HEADS: tl.constexpr, WINDOW: tl.constexpr, SHIFT: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr,  # BLOCK_K: CM + 1 padded
+    C: tl.constexpr, CM: tl.constexpr, NUM_HEADS: tl.constexpr, WINDOW: tl.constexpr, SHIFT: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_C0: tl.constexpr, BLOCK_C1: tl.constexpr,  # channel chunks; BLOCK_C1 = 0: none
+    BLOCK_K: tl.constexpr,  # CM + 1 padded; tca_fold pads the weights to it with zeros
     LOW_PRECISION_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr,
     SCORES_3D: tl.constexpr,  # score and A [m~ | 1] dots as 3-D dots over a batch of one (MmaChoice.HYBRID)
 ):
-    """The same attention from the folded weights (tca_fold.py): per head, the scores are
-    (x~ QK_h + qk_h) [m~ | 1]^T and the output gains (A_h [m~ | 1]) VO_h, all over BLOCK_K channels."""
+    """The same attention from the folded weights (tca_fold.py): per head, the logits are
+    ((1 - m) x QK_h + qk_h) [m~ | 1]^T and the output gains (A_h [m~ | 1]) VO_h, over BLOCK_K channels.
+
+    The fold already holds 1 / alpha_h, the logit bias -log(w*w) and, with FAST_SIGMOID, the 1/2 of
+    sigmoid(z) = 0.5 tanh(z / 2) + 0.5, so the logits need no arithmetic before the sigmoid.
+    """
     if LOW_PRECISION_DOT:
         op_dtype = x_ptr.dtype.element_ty
     else:
         op_dtype = tl.float32
-    tok, valid, keep, q_in = _program_window(x_ptr, map_ptr, H, W, C, CM, WINDOW, SHIFT, BLOCK_N, BLOCK_C, op_dtype)
+    win = tl.program_id(0)
+    b = tl.program_id(1)  # int32 offsets: _launch checks B*H*W*max(C, CM) < 2**31
+    sr, sc, tok, valid, Hp, Wp = _window_coords(win, b, H, W, WINDOW, SHIFT, BLOCK_N)
 
-    cc = tl.arange(0, BLOCK_C)
-    c_mask = cc < C
+    c0 = tl.arange(0, BLOCK_C0)
+    x0 = _load_channels(x_ptr, tok, valid, c0, C, op_dtype)  # (BN, BC0) raw x: the mask scales p below
+    acc0 = tl.zeros((BLOCK_N, BLOCK_C0), dtype=tl.float32)
+    if BLOCK_C1 > 0:
+        c1 = BLOCK_C0 + tl.arange(0, BLOCK_C1)
+        x1 = _load_channels(x_ptr, tok, valid, c1, C, op_dtype)  # (BN, BC1)
+        acc1 = tl.zeros((BLOCK_N, BLOCK_C1), dtype=tl.float32)
     kk = tl.arange(0, BLOCK_K)
-    k_mask = kk < CM + 1  # the map channels and the ones channel that carries the biases
     mf = tl.load(map_ptr + tok[:, None] * CM + kk[None, :], mask=valid[:, None] & (kk < CM)[None, :], other=0.0)
-    kv = tl.where(kk[None, :] == CM, 1.0, mf.to(tl.float32)).to(op_dtype)  # (BN, BK) [m~ | 1 | 0...]
+    # [m~ | 1 | 0...], the ones channel 0 for padded keys: their row is all zero, so whatever their
+    # attention weight, A [m~ | 1] gains nothing from them (the reference masks them out).
+    kv = tl.where(kk[None, :] == CM, valid.to(tl.float32)[:, None], mf.to(tl.float32)).to(op_dtype)  # (BN, BK)
+    query_keep = 1.0 - tl.load(map_ptr + tok * CM, mask=valid, other=0.0).to(tl.float32)  # (BN,) 1 - m
+    # Only a shifted block's last window row / column holds more than one Swin region.
+    border = ((win // (Wp // WINDOW)) == Hp // WINDOW - 1) | ((win % (Wp // WINDOW)) == Wp // WINDOW - 1)
 
-    qk_mask = c_mask[:, None] & k_mask[None, :]  # (BC, BK)
-    vo_mask = k_mask[:, None] & c_mask[None, :]  # (BK, BC)
-    acc = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32)
     for h in range(NUM_HEADS):  # rolled, as in tca_fwd_kernel
-        qk = tl.load(qk_ptr + h * C * (CM + 1) + cc[:, None] * (CM + 1) + kk[None, :], mask=qk_mask,
-                     other=0.0)  # (BC, BK) = QK_h
-        qk_bias = tl.load(qk_bias_ptr + h * (CM + 1) + kk, mask=k_mask, other=0.0).to(tl.float32)  # (BK,)
-        p = tl.dot(q_in, qk.to(op_dtype), input_precision=DOT_PRECISION) + qk_bias[None, :]  # (BN, BK)
-        s = _matmul(p.to(op_dtype), tl.trans(kv), SCORES_3D, DOT_PRECISION)  # (BN, BN) = Q_h K_h^T / alpha_h
-        a = _sigmoid(s + LOGIT_BIAS, FAST_SIGMOID)
-        a = tl.where(keep, a, 0.0)  # (BN, BN)
-        t = _matmul(a.to(op_dtype), kv, SCORES_3D, DOT_PRECISION)  # (BN, BK) = A_h [m~ | 1]
-        vo = tl.load(vo_ptr + h * (CM + 1) * C + kk[:, None] * C + cc[None, :], mask=vo_mask,
-                     other=0.0)  # (BK, BC) = VO_h
-        acc = tl.dot(t.to(op_dtype), vo.to(op_dtype), acc, input_precision=DOT_PRECISION)  # (BN, BC)
+        qk_h = qk_ptr + h * C * BLOCK_K
+        qk0 = tl.load(qk_h + c0[:, None] * BLOCK_K + kk[None, :], mask=(c0 < C)[:, None], other=0.0)  # (BC0, BK)
+        p = tl.dot(x0, qk0.to(op_dtype), input_precision=DOT_PRECISION)  # (BN, BK) = x QK_h
+        if BLOCK_C1 > 0:
+            qk1 = tl.load(qk_h + c1[:, None] * BLOCK_K + kk[None, :], mask=(c1 < C)[:, None], other=0.0)
+            p = tl.dot(x1, qk1.to(op_dtype), p, input_precision=DOT_PRECISION)
+        qk_bias = tl.load(qk_bias_ptr + h * BLOCK_K + kk).to(tl.float32)  # (BK,)
+        p = p * query_keep[:, None] + qk_bias[None, :]  # (x * (1 - m)) QK_h + qk_h
+        s = _matmul(p.to(op_dtype), tl.trans(kv), SCORES_3D, DOT_PRECISION)  # (BN, BN) folded logits
+        if SHIFT > 0:
+            if border:
+                s = tl.where(_same_region(sr, sc, Hp, Wp, WINDOW, SHIFT), s, float("-inf"))
+        a = _sigmoid_of_folded(s, FAST_SIGMOID)  # (BN, BN); -inf -> 0
+        t = _matmul(a.to(op_dtype), kv, SCORES_3D, DOT_PRECISION).to(op_dtype)  # (BN, BK) = A_h [m~ | 1]
+        vo_h = vo_ptr + h * BLOCK_K * C
+        vo0 = tl.load(vo_h + kk[:, None] * C + c0[None, :], mask=(c0 < C)[None, :], other=0.0)  # (BK, BC0)
+        acc0 = tl.dot(t, vo0.to(op_dtype), acc0, input_precision=DOT_PRECISION)  # (BN, BC0)
+        if BLOCK_C1 > 0:
+            vo1 = tl.load(vo_h + kk[:, None] * C + c1[None, :], mask=(c1 < C)[None, :], other=0.0)
+            acc1 = tl.dot(t, vo1.to(op_dtype), acc1, input_precision=DOT_PRECISION)  # (BN, BC1)
 
-    _store_output(out_ptr, acc, bo_ptr, tok, valid, C, BLOCK_C)
+    _store_channels(out_ptr, acc0, bo_ptr, tok, valid, c0, C)
+    if BLOCK_C1 > 0:
+        _store_channels(out_ptr, acc1, bo_ptr, tok, valid, c1, C)

@@ -33,7 +33,7 @@ import triton
 
 from .dispatch import choice_from_env
 from .reference import TCAParams, logit_bias, windowed_sigmoid_cross_attention_reference
-from .tca_fold import folded_weights
+from .tca_fold import LogitFold, folded_weights
 from .tca_jit import tca_folded_fwd_kernel, tca_fwd_kernel
 from .windows import padded_size
 
@@ -153,7 +153,11 @@ class KernelChoice(str, Enum):
     H200 measurements and GPU tests are of, and the one TensorRT's AOT plugin bakes in (tca_aot).
     FOLDED: `tca_folded_fwd_kernel`, from weights folded through the narrow map features
     (`tca_fold.py`): per head, every matmul over Cm + 1 channels instead of head_dim and no K / V
-    projection. Not yet run on a GPU: benchmarks/kernel_sweep.py checks and times it next to DIRECT.
+    projection, laid out so the warps stack along the window (tca_jit's header). In the sm_90 build it
+    executes half the instructions per window of DIRECT (fp16, 4 warps: 1 471 against 3 014 per warp,
+    120 against 312 MMAs) in fewer registers (153 against 183), which should make it the faster one; not
+    yet run on a GPU, so not the default: benchmarks/kernel_sweep.py checks and times it next to DIRECT.
+    A fold that overflows the inputs' dtype (`FoldedTCAWeights.finite`) runs DIRECT instead.
     """
 
     DIRECT = "direct"
@@ -184,6 +188,22 @@ def _block(extent: int) -> int:
     return max(MIN_DOT_EXTENT, 1 << (extent - 1).bit_length())
 
 
+def channel_chunks(channels: int, tokens_per_window: int) -> tuple[int, int]:
+    """The folded kernel's two channel tiles (BLOCK_C0, BLOCK_C1), BLOCK_C1 = 0 for none: together they
+    cover `channels`, and where C <= 2 * (window tokens) neither is wider than a window's tokens.
+
+    Why two tiles: Triton gives every dot of a chain of dots the warp layout it picks for the first one it
+    converts, and for an M x N result with M < N that is the warps side by side along N. One (64, 128)
+    output projection (C = 96 padded) thus put the 4 warps across columns for every dot of the kernel,
+    and the (64, 16) dots, too narrow for 4 warps, were computed twice (216 instead of 120 MMAs per warp
+    and head loop, sm_90, `benchmarks/kernel_resources.py`). With tiles of at most 64 columns every
+    result has M >= N, the warps stack along the window's tokens, and C = 96 needs no padding (64 + 32).
+    """
+    first = max(MIN_DOT_EXTENT, min(_block(tokens_per_window), 1 << (channels.bit_length() - 1)))
+    rest = channels - first
+    return first, (_block(rest) if rest > 0 else 0)
+
+
 @functools.lru_cache(maxsize=64)
 def kernel_constants(channels: int, map_channels: int, num_heads: int, window_size: int, shift: int,
                      low_precision_dot: bool, *, fast_sigmoid: bool, mma: MmaChoice,
@@ -195,19 +215,31 @@ def kernel_constants(channels: int, map_channels: int, num_heads: int, window_si
     takes from its environment at build time (`mma_build_scope`). Cached and read-only: every launch needs
     them, and a model calls the op with a handful of shapes.
     """
+    block_n = _block(window_size * window_size)
     constants = dict(
-        C=channels, CM=map_channels, LOGIT_BIAS=logit_bias(window_size),
-        NUM_HEADS=num_heads, WINDOW=window_size, SHIFT=shift,
-        BLOCK_N=_block(window_size * window_size), BLOCK_C=_block(channels),
+        C=channels, CM=map_channels, NUM_HEADS=num_heads, WINDOW=window_size, SHIFT=shift, BLOCK_N=block_n,
         LOW_PRECISION_DOT=low_precision_dot, DOT_PRECISION="tf32" if low_precision_dot else "ieee",
         FAST_SIGMOID=fast_sigmoid, SCORES_3D=mma is MmaChoice.HYBRID,
     )
     if kernel is KernelChoice.FOLDED:
-        constants.update(BLOCK_K=_block(map_channels + 1))  # the map channels and the ones channel
+        block_c0, block_c1 = channel_chunks(channels, block_n)
+        constants.update(BLOCK_C0=block_c0, BLOCK_C1=block_c1, BLOCK_K=folded_block_k(map_channels))
     else:
-        constants.update(HEAD_DIM=channels // num_heads, BLOCK_CM=_block(map_channels),
+        constants.update(LOGIT_BIAS=logit_bias(window_size), HEAD_DIM=channels // num_heads,
+                         BLOCK_C=_block(channels), BLOCK_CM=_block(map_channels),
                          BLOCK_D=_block(channels // num_heads))
     return MappingProxyType(constants)
+
+
+def folded_block_k(map_channels: int) -> int:
+    """The folded kernel's per-head width: the map channels and the ones channel, padded for tl.dot."""
+    return _block(map_channels + 1)
+
+
+def folded_logits(map_channels: int, window_size: int, fast_sigmoid: bool) -> LogitFold:
+    """What `tca_folded_fwd_kernel` expects folded into its logits: the logit bias, and the 1/2 of its
+    tanh form of the sigmoid when `fast_sigmoid`."""
+    return LogitFold(folded_block_k(map_channels), scale=0.5 if fast_sigmoid else 1.0, bias=logit_bias(window_size))
 
 
 def _launch(
@@ -242,7 +274,11 @@ def _launch(
     fast = bool(fast_sigmoid) and x.device.type == "cuda" and not _INTERPRETING
     if which is KernelChoice.FOLDED:
         params = TCAParams(q_weight, q_bias, k_weight, k_bias, v_weight, v_bias, out_weight, out_bias, alpha)
-        tensors = [x.contiguous(), map_features.contiguous(), *folded_weights(params, num_heads, x.dtype).tensors()]
+        folded = folded_weights(params, num_heads, x.dtype, folded_logits(Cm, window_size, fast))
+        if not folded.finite:  # the fold overflowed x's dtype; the direct kernel divides by alpha in fp32
+            which = KernelChoice.DIRECT
+    if which is KernelChoice.FOLDED:
+        tensors = [x.contiguous(), map_features.contiguous(), *folded.tensors()]
     else:
         tensors = [t.contiguous() for t in (x, map_features, q_weight, q_bias, k_weight, k_bias,
                                             v_weight, v_bias, out_weight, out_bias, alpha)]

@@ -94,6 +94,28 @@ def test_paper_kernel_builds_for_hopper_without_spills_and_fits_tensorrt_aot():
         assert row["shared_bytes"] <= 48 * 1024
 
 
+def test_folded_kernel_stacks_its_warps_along_the_window_and_does_not_spill():
+    """At 4 warps every dot of the folded kernel must put the warps along the window's 64 tokens
+    ([4, 1]): split along the output columns ([1, 4], what one (64, 128) output tile made Triton choose),
+    the 16-wide dots are computed twice over (`tca_triton.channel_chunks`)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "kernel_resources.py"), "--arch", "90", "--kernels", "folded",
+         "--dtypes", "fp16", "bf16", "--warps", "4", "--out", "-"],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = json.loads(run.stdout[run.stdout.index("{"):])["rows"]
+    assert len(rows) == 4
+    for row in rows:
+        assert row["mma_warp_layouts"] == ["v2 [4, 1]"], row
+        assert row["stack_bytes"] == 0, row
+        mix = row["instructions_per_warp"]
+        # 3 heads x 4 warps: (64/4 rows) x (16 + 64 + 16 + 96 columns) over K = 96, 16, 64, 16 -> 40 MMAs a head
+        assert mix["tensor_core"] == 3 * 40, row
+        assert mix["spill"] == 0 and mix["total"] > mix["tensor_core"] + mix["mufu"]
+
+
 _COUNT_MMA_INSTRUCTIONS = """
 import json
 from langbrt.kernels.tca_aot import TCAKernelSpec, compile_tca_kernel

@@ -315,6 +315,40 @@ def test_folded_kernel_sees_weight_updates(monkeypatch):
     torch.testing.assert_close(kernel_attention(x, mf, params, 2, 4, 2), expected, atol=1e-4, rtol=1e-4)
 
 
+def test_folded_kernel_at_the_paper_width_with_interior_and_border_windows(monkeypatch):
+    """C = 96 runs as channel tiles of 64 and 32 (`channel_chunks`); a 3x3 grid of 8x8 windows shifted by 4
+    has interior windows (no Swin mask) and border windows (masked), and 20x20 pads the last ones."""
+    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
+    x, mf = random_inputs(1, 20, 20, 96, 9)
+    params = random_params(96, 9, 3)
+    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 3, 8, 4)
+    torch.testing.assert_close(kernel_attention(x, mf, params, 3, 8, 4), expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("channels", "tokens", "chunks"), [
+    (96, 64, (64, 32)), (64, 64, (64, 0)), (128, 64, (64, 64)), (24, 16, (16, 16)), (16, 16, (16, 0)),
+    (8, 16, (16, 0)), (40, 64, (32, 16)), (200, 64, (64, 256)),
+])
+def test_channel_chunks_cover_the_channels_with_tiles_no_wider_than_a_window(channels, tokens, chunks):
+    assert tca_triton.channel_chunks(channels, tokens) == chunks
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")  # logits of +-1e5: saturated
+def test_folded_path_falls_back_to_the_direct_kernel_when_the_fold_overflows(monkeypatch):
+    """A tiny alpha overflows fp16 once folded into QK_h; the direct kernel divides by it in fp32."""
+    x, mf = random_inputs(1, 8, 8, 16, 3, dtype=torch.float16)
+    params = cast_params(random_params(16, 3, 2), torch.float16)
+    with torch.no_grad():
+        params.alpha.fill_(1e-6)
+    logits = tca_triton.folded_logits(3, 4, fast_sigmoid=False)
+    assert not tca_triton.folded_weights(params, 2, torch.float16, logits).finite
+    direct = kernel_attention(x, mf, params, 2, 4, 2)
+    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
+    folded = kernel_attention(x, mf, params, 2, 4, 2)
+    assert torch.isfinite(folded).all()
+    torch.testing.assert_close(folded, direct, atol=0, rtol=0)
+
+
 def test_only_the_hybrid_path_writes_the_score_dots_in_3d():
     for mma in tca_triton.MmaChoice:
         constants = tca_triton.kernel_constants(96, 9, 3, 8, 4, True, fast_sigmoid=False, mma=mma)
@@ -391,7 +425,11 @@ def test_gpu_every_autotuned_width_matches_reference(monkeypatch, dtype, num_war
 
 @pytest.mark.gpu
 @requires_cuda
-def test_gpu_fast_sigmoid_is_close_to_exact():
+@pytest.mark.parametrize("kernel", list(tca_triton.KernelChoice))
+def test_gpu_fast_sigmoid_is_close_to_exact(monkeypatch, kernel):
+    """Both kernels' tanh form: the direct one halves the logit itself, the folded one has it halved by the
+    fold."""
+    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, kernel.value)
     p = PAPER
     x, mf = random_inputs(p["B"], p["H"], p["W"], p["C"], p["Cm"], device="cuda", dtype=torch.float16)
     params = random_params(p["C"], p["Cm"], p["heads"], device="cuda", dtype=torch.float16)
