@@ -187,7 +187,9 @@ def instruction_mix(compiled: CompiledTCAKernel, loop_trips: int) -> dict[str, i
     """Instructions one warp executes per program, by opcode family (`INSTRUCTION_CLASSES`) and in total.
 
     Read off the SASS: straight-line code counts once, each loop body (a backward branch's range)
-    `loop_trips` times (the kernels' one loop walks the heads), both sides of a branch count. An estimate
+    `loop_trips` times (the kernels' loops walk the heads), both sides of a branch count (the folded
+    kernel's shifted build has two copies of a window's code, for windows with and without the Swin
+    mask: its counts are a border window's plus an interior one's). An estimate
     for comparing builds, not a profile: the kernels are latency-bound (benchmarks/results/ncu-*.txt), so
     fewer instructions per warp, like fewer registers, is what a faster build is made of.
     """

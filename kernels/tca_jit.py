@@ -73,24 +73,52 @@ def _tanh_approx(z):
 
 
 @triton.jit
-def _sigmoid(s, FAST: tl.constexpr):
-    """sigmoid(s) in fp32; FAST uses one `tanh.approx.f32` (sigmoid(s) = 0.5 tanh(s/2) + 0.5), CUDA only."""
-    if FAST:
-        y = 0.5 * _tanh_approx(0.5 * s) + 0.5
+def _sigmoid_exp2(z, PTX_MATH: tl.constexpr):
+    """1 / (1 + 2^z) in fp32, i.e. sigmoid(-z ln 2); +inf -> 0.
+
+    PTX_MATH (CUDA builds) writes it as ex2.approx.ftz, add, rcp.approx.ftz: three instructions, about
+    2 ulp. Triton's exp2 and fast division add range fix-ups around each MUFU (the folded kernel: 1 690
+    against 1 141 instructions per warp with the tanh form, sm_90 fp16), for subnormals a sigmoid weight
+    never needs. The interpreter runs the same maths with Triton's ops.
+    """
+    if PTX_MATH:
+        y = tl.inline_asm_elementwise(
+            "{ .reg .f32 e; ex2.approx.ftz.f32 e, $1; add.ftz.f32 e, e, 0f3F800000; rcp.approx.ftz.f32 $0, e; }",
+            "=f,f", [z], dtype=tl.float32, is_pure=True, pack=1)
     else:
-        y = tl.sigmoid(s)
+        y = tl.fdiv(1.0, 1.0 + tl.exp2(z), ieee_rounding=False)
     return y
 
 
 @triton.jit
-def _sigmoid_of_folded(z, FAST: tl.constexpr):
-    """sigmoid of a folded logit: with FAST the fold halved it (z = s / 2), so 0.5 tanh(z) + 0.5 is one
-    MUFU and one FMA; otherwise z = s."""
+def _sigmoid(s, FAST: tl.constexpr, PTX_MATH: tl.constexpr):
+    """sigmoid(s) in fp32; FAST uses one `tanh.approx.f32` (sigmoid(s) = 0.5 tanh(s/2) + 0.5), CUDA only."""
+    if FAST:
+        y = 0.5 * _tanh_approx(0.5 * s) + 0.5
+    else:
+        y = _sigmoid_exp2(s * -1.4426950408889634, PTX_MATH)  # -log2(e)
+    return y
+
+
+@triton.jit
+def _sigmoid_of_folded(z, FAST: tl.constexpr, PTX_MATH: tl.constexpr):
+    """sigmoid(s) from the logit z the fold prepared: z = s / 2 with FAST (0.5 tanh(z) + 0.5: one MUFU, one
+    FMA), else z = -s log2(e) (`_sigmoid_exp2`)."""
     if FAST:
         y = 0.5 * _tanh_approx(z) + 0.5
     else:
-        y = tl.sigmoid(z)
+        y = _sigmoid_exp2(z, PTX_MATH)
     return y
+
+
+@triton.jit
+def _folded_no_weight(FAST: tl.constexpr):
+    """The folded logit whose sigmoid is exactly 0: -inf when z = s / 2, +inf when z = -s log2(e)."""
+    if FAST:
+        z = float("-inf")
+    else:
+        z = float("inf")
+    return z
 
 
 @triton.jit
@@ -189,6 +217,7 @@ def tca_fwd_kernel(
     NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, WINDOW: tl.constexpr, SHIFT: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_CM: tl.constexpr, BLOCK_D: tl.constexpr,
     LOW_PRECISION_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr,
+    PTX_MATH: tl.constexpr,  # CUDA build: MUFU instructions through inline PTX (not in the interpreter)
     SCORES_3D: tl.constexpr,  # score and A V dots as 3-D dots over a batch of one (MmaChoice.HYBRID)
 ):
     if LOW_PRECISION_DOT:
@@ -229,7 +258,7 @@ def tca_fwd_kernel(
 
         inv_alpha = 1.0 / tl.load(alpha_ptr + h).to(tl.float32)
         s = _matmul(q.to(op_dtype), k_t.to(op_dtype), SCORES_3D, DOT_PRECISION)  # (BN, BN)
-        a = _sigmoid(s * inv_alpha + LOGIT_BIAS, FAST_SIGMOID)
+        a = _sigmoid(s * inv_alpha + LOGIT_BIAS, FAST_SIGMOID, PTX_MATH)
         a = tl.where(keep, a, 0.0)  # (BN, BN)
         o = _matmul(a.to(op_dtype), v.to(op_dtype), SCORES_3D, DOT_PRECISION)  # (BN, BD)
 
@@ -255,46 +284,28 @@ def _store_channels(out_ptr, acc, bo_ptr, tok, valid, c, C: tl.constexpr):
 
 
 @triton.jit
-def tca_folded_fwd_kernel(
-    x_ptr, map_ptr,  # (B, H, W, C), (B, H, W, CM), contiguous
-    qk_ptr, qk_bias_ptr, vo_ptr, bo_ptr,  # (NUM_HEADS, C, BLOCK_K) (NUM_HEADS, BLOCK_K) (NUM_HEADS, BLOCK_K, C) (C,)
-    H, W,  # int32; the batch is the grid's second axis
-    out_ptr,  # (B, H, W, C), contiguous
+def _folded_window(
+    x_ptr, map_ptr, qk_ptr, qk_bias_ptr, vo_ptr, bo_ptr, out_ptr,  # as tca_folded_fwd_kernel
+    sr, sc, tok, valid, Hp, Wp,  # _window_coords of this program's window
     C: tl.constexpr, CM: tl.constexpr, NUM_HEADS: tl.constexpr, WINDOW: tl.constexpr, SHIFT: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_C0: tl.constexpr, BLOCK_C1: tl.constexpr,  # channel chunks; BLOCK_C1 = 0: none
-    BLOCK_K: tl.constexpr,  # CM + 1 padded; tca_fold pads the weights to it with zeros
-    LOW_PRECISION_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr,
-    SCORES_3D: tl.constexpr,  # score and A [m~ | 1] dots as 3-D dots over a batch of one (MmaChoice.HYBRID)
+    BLOCK_C0: tl.constexpr, BLOCK_C1: tl.constexpr, BLOCK_K: tl.constexpr, op_dtype: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr, PTX_MATH: tl.constexpr, SCORES_3D: tl.constexpr,
+    MASKED: tl.constexpr,  # apply the Swin region mask (a window holding more than one region)
 ):
-    """The same attention from the folded weights (tca_fold.py): per head, the logits are
-    ((1 - m) x QK_h + qk_h) [m~ | 1]^T and the output gains (A_h [m~ | 1]) VO_h, over BLOCK_K channels.
-
-    The fold already holds 1 / alpha_h, the logit bias -log(w*w) and, with FAST_SIGMOID, the 1/2 of
-    sigmoid(z) = 0.5 tanh(z / 2) + 0.5, so the logits need no arithmetic before the sigmoid.
-    """
-    if LOW_PRECISION_DOT:
-        op_dtype = x_ptr.dtype.element_ty
-    else:
-        op_dtype = tl.float32
-    win = tl.program_id(0)
-    b = tl.program_id(1)  # int32 offsets: _launch checks B*H*W*max(C, CM) < 2**31
-    sr, sc, tok, valid, Hp, Wp = _window_coords(win, b, H, W, WINDOW, SHIFT, BLOCK_N)
-
+    """tca_folded_fwd_kernel's work for one window, from loading its tokens to storing its outputs."""
     c0 = tl.arange(0, BLOCK_C0)
     x0 = _load_channels(x_ptr, tok, valid, c0, C, op_dtype)  # (BN, BC0) raw x: the mask scales p below
-    acc0 = tl.zeros((BLOCK_N, BLOCK_C0), dtype=tl.float32)
+    acc0 = tl.zeros((x0.shape[0], BLOCK_C0), dtype=tl.float32)
     if BLOCK_C1 > 0:
         c1 = BLOCK_C0 + tl.arange(0, BLOCK_C1)
         x1 = _load_channels(x_ptr, tok, valid, c1, C, op_dtype)  # (BN, BC1)
-        acc1 = tl.zeros((BLOCK_N, BLOCK_C1), dtype=tl.float32)
+        acc1 = tl.zeros((x0.shape[0], BLOCK_C1), dtype=tl.float32)
     kk = tl.arange(0, BLOCK_K)
     mf = tl.load(map_ptr + tok[:, None] * CM + kk[None, :], mask=valid[:, None] & (kk < CM)[None, :], other=0.0)
     # [m~ | 1 | 0...], the ones channel 0 for padded keys: their row is all zero, so whatever their
     # attention weight, A [m~ | 1] gains nothing from them (the reference masks them out).
     kv = tl.where(kk[None, :] == CM, valid.to(tl.float32)[:, None], mf.to(tl.float32)).to(op_dtype)  # (BN, BK)
     query_keep = 1.0 - tl.load(map_ptr + tok * CM, mask=valid, other=0.0).to(tl.float32)  # (BN,) 1 - m
-    # Only a shifted block's last window row / column holds more than one Swin region.
-    border = ((win // (Wp // WINDOW)) == Hp // WINDOW - 1) | ((win % (Wp // WINDOW)) == Wp // WINDOW - 1)
 
     for h in range(NUM_HEADS):  # rolled, as in tca_fwd_kernel
         qk_h = qk_ptr + h * C * BLOCK_K
@@ -306,10 +317,9 @@ def tca_folded_fwd_kernel(
         qk_bias = tl.load(qk_bias_ptr + h * BLOCK_K + kk).to(tl.float32)  # (BK,)
         p = p * query_keep[:, None] + qk_bias[None, :]  # (x * (1 - m)) QK_h + qk_h
         s = _matmul(p.to(op_dtype), tl.trans(kv), SCORES_3D, DOT_PRECISION)  # (BN, BN) folded logits
-        if SHIFT > 0:
-            if border:
-                s = tl.where(_same_region(sr, sc, Hp, Wp, WINDOW, SHIFT), s, float("-inf"))
-        a = _sigmoid_of_folded(s, FAST_SIGMOID)  # (BN, BN); -inf -> 0
+        if MASKED:
+            s = tl.where(_same_region(sr, sc, Hp, Wp, WINDOW, SHIFT), s, _folded_no_weight(FAST_SIGMOID))
+        a = _sigmoid_of_folded(s, FAST_SIGMOID, PTX_MATH)  # (BN, BN)
         t = _matmul(a.to(op_dtype), kv, SCORES_3D, DOT_PRECISION).to(op_dtype)  # (BN, BK) = A_h [m~ | 1]
         vo_h = vo_ptr + h * BLOCK_K * C
         vo0 = tl.load(vo_h + kk[:, None] * C + c0[None, :], mask=(c0 < C)[None, :], other=0.0)  # (BK, BC0)
@@ -321,3 +331,43 @@ def tca_folded_fwd_kernel(
     _store_channels(out_ptr, acc0, bo_ptr, tok, valid, c0, C)
     if BLOCK_C1 > 0:
         _store_channels(out_ptr, acc1, bo_ptr, tok, valid, c1, C)
+
+
+@triton.jit
+def tca_folded_fwd_kernel(
+    x_ptr, map_ptr,  # (B, H, W, C), (B, H, W, CM), contiguous
+    qk_ptr, qk_bias_ptr, vo_ptr, bo_ptr,  # (NUM_HEADS, C, BLOCK_K) (NUM_HEADS, BLOCK_K) (NUM_HEADS, BLOCK_K, C) (C,)
+    H, W,  # int32; the batch is the grid's second axis
+    out_ptr,  # (B, H, W, C), contiguous
+    C: tl.constexpr, CM: tl.constexpr, NUM_HEADS: tl.constexpr, WINDOW: tl.constexpr, SHIFT: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_C0: tl.constexpr, BLOCK_C1: tl.constexpr,  # channel chunks; BLOCK_C1 = 0: none
+    BLOCK_K: tl.constexpr,  # CM + 1 padded; tca_fold pads the weights to it with zeros
+    LOW_PRECISION_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr,
+    PTX_MATH: tl.constexpr,  # CUDA build: MUFU instructions through inline PTX (not in the interpreter)
+    SCORES_3D: tl.constexpr,  # score and A [m~ | 1] dots as 3-D dots over a batch of one (MmaChoice.HYBRID)
+):
+    """The same attention from the folded weights (tca_fold.py): per head, the logits are
+    ((1 - m) x QK_h + qk_h) [m~ | 1]^T and the output gains (A_h [m~ | 1]) VO_h, over BLOCK_K channels.
+
+    The fold already holds 1 / alpha_h, the logit bias -log(w*w) and the scale of the sigmoid's form
+    (`_sigmoid_of_folded`), so the logits need no arithmetic before the sigmoid. Windows with
+    and without the Swin mask run separate code: built as one, the compiler computed the mask's region
+    labels for every window and kept them in registers across the head loop.
+    """
+    if LOW_PRECISION_DOT:
+        op_dtype = x_ptr.dtype.element_ty
+    else:
+        op_dtype = tl.float32
+    win = tl.program_id(0)
+    b = tl.program_id(1)  # int32 offsets: _launch checks B*H*W*max(C, CM) < 2**31
+    sr, sc, tok, valid, Hp, Wp = _window_coords(win, b, H, W, WINDOW, SHIFT, BLOCK_N)
+    # Only a shifted block's last window row / column holds more than one Swin region.
+    border = ((win // (Wp // WINDOW)) == Hp // WINDOW - 1) | ((win % (Wp // WINDOW)) == Wp // WINDOW - 1)
+    if SHIFT > 0 and border:
+        _folded_window(x_ptr, map_ptr, qk_ptr, qk_bias_ptr, vo_ptr, bo_ptr, out_ptr, sr, sc, tok, valid, Hp, Wp,
+                       C, CM, NUM_HEADS, WINDOW, SHIFT, BLOCK_C0, BLOCK_C1, BLOCK_K, op_dtype, DOT_PRECISION,
+                       FAST_SIGMOID, PTX_MATH, SCORES_3D, MASKED=True)
+    else:
+        _folded_window(x_ptr, map_ptr, qk_ptr, qk_bias_ptr, vo_ptr, bo_ptr, out_ptr, sr, sc, tok, valid, Hp, Wp,
+                       C, CM, NUM_HEADS, WINDOW, SHIFT, BLOCK_C0, BLOCK_C1, BLOCK_K, op_dtype, DOT_PRECISION,
+                       FAST_SIGMOID, PTX_MATH, SCORES_3D, MASKED=False)

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from enum import Enum
 from types import MappingProxyType
 
@@ -59,6 +61,18 @@ _INTERPRETING = _interpreting()
 # blocks fit per SM, against one at 8 warps. One pipeline stage: nothing in the head loop is worth prefetching.
 NUM_WARPS_CHOICES = (4, 8, 16)
 NUM_STAGES = 1
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """One launch the autotuner times: the block's width and a ptxas cap on registers per thread (None:
+    ptxas's choice), which trades spills for more resident blocks."""
+
+    num_warps: int
+    maxnreg: int | None = None
+
+    def triton_config(self) -> triton.Config:
+        return triton.Config({}, num_warps=self.num_warps, num_stages=NUM_STAGES, maxnreg=self.maxnreg)
 
 
 class MmaChoice(str, Enum):
@@ -128,11 +142,11 @@ _TRITON_NO_WGMMA = "DISABLE_MMA_V3"
 _ENV_LOCK = threading.Lock()
 
 
-def _autotune_configs() -> list[triton.Config]:
+def _autotune_configs(kernel: KernelChoice) -> list[triton.Config]:
     """The launch configs the autotuner times; a single one under the interpreter, where timing is slow."""
     if _INTERPRETING:
-        return [triton.Config({}, num_warps=4, num_stages=1)]
-    return [triton.Config({}, num_warps=nw, num_stages=NUM_STAGES) for nw in NUM_WARPS_CHOICES]
+        return [LaunchConfig(4).triton_config()]
+    return [config.triton_config() for config in LAUNCH_CONFIGS[kernel]]
 
 
 def grid_bucket(n_programs: int) -> int:
@@ -168,6 +182,17 @@ KERNEL_ENV_VAR = "LANGBRT_TCA_KERNEL"
 DEFAULT_KERNEL = KernelChoice.DIRECT
 _JIT_KERNELS = {KernelChoice.DIRECT: tca_fwd_kernel, KernelChoice.FOLDED: tca_folded_fwd_kernel}
 
+# What the autotuner times per kernel. DIRECT: the widths above. FOLDED: its dots put the 4 warps' rows
+# along the window's 64 tokens, so at 8 warps (8 rows a warp, half an MMA tile) every warp computes as much
+# as at 4, and at 16 four times as much; 4 warps it is, plain (sm_90 fp16, shift 4: 179 registers, 2 blocks
+# per SM), capped at 168 registers (3 blocks, no spill) and at 128 (4 blocks, a 40-byte spill), plus 8 warps
+# in case the doubled work hides latency better (benchmarks/kernel_resources.py).
+LAUNCH_CONFIGS = {
+    KernelChoice.DIRECT: tuple(LaunchConfig(nw) for nw in NUM_WARPS_CHOICES),
+    KernelChoice.FOLDED: (LaunchConfig(4), LaunchConfig(4, maxnreg=168), LaunchConfig(4, maxnreg=128),
+                          LaunchConfig(8)),
+}
+
 
 def kernel_choice() -> KernelChoice:
     """The kernel from LANGBRT_TCA_KERNEL (default DEFAULT_KERNEL); a bad value is one clear error."""
@@ -179,7 +204,7 @@ def _autotuned_kernel(kernel: KernelChoice, bucket: int) -> triton.runtime.Autot
     """The autotuner of `kernel` for one `grid_bucket`, built on first use; it times `_autotune_configs`
     once per key."""
     del bucket  # only the cache key: every bucket tunes the same configs
-    return triton.autotune(configs=_autotune_configs(),
+    return triton.autotune(configs=_autotune_configs(kernel),
                            key=["H", "W", "C", "CM", "NUM_HEADS", "WINDOW", "SHIFT"])(_JIT_KERNELS[kernel])
 
 
@@ -207,10 +232,11 @@ def channel_chunks(channels: int, tokens_per_window: int) -> tuple[int, int]:
 @functools.lru_cache(maxsize=64)
 def kernel_constants(channels: int, map_channels: int, num_heads: int, window_size: int, shift: int,
                      low_precision_dot: bool, *, fast_sigmoid: bool, mma: MmaChoice,
-                     kernel: KernelChoice = KernelChoice.DIRECT) -> Mapping[str, object]:
+                     kernel: KernelChoice = KernelChoice.DIRECT, ptx_math: bool = True) -> Mapping[str, object]:
     """The constexpr arguments of `kernel`'s jit function, shared by the launch here and the AOT build
     (tca_aot): the window and dot settings both kernels take, plus the tile sizes of its own weights.
 
+    `ptx_math`: a CUDA build, which may use inline PTX (`fast_sigmoid` needs it); False for the interpreter.
     Of the MMA path only the dot shapes HYBRID asks for are among them: whether 2-D dots use wgmma Triton
     takes from its environment at build time (`mma_build_scope`). Cached and read-only: every launch needs
     them, and a model calls the op with a handful of shapes.
@@ -219,7 +245,7 @@ def kernel_constants(channels: int, map_channels: int, num_heads: int, window_si
     constants = dict(
         C=channels, CM=map_channels, NUM_HEADS=num_heads, WINDOW=window_size, SHIFT=shift, BLOCK_N=block_n,
         LOW_PRECISION_DOT=low_precision_dot, DOT_PRECISION="tf32" if low_precision_dot else "ieee",
-        FAST_SIGMOID=fast_sigmoid, SCORES_3D=mma is MmaChoice.HYBRID,
+        FAST_SIGMOID=fast_sigmoid and ptx_math, PTX_MATH=ptx_math, SCORES_3D=mma is MmaChoice.HYBRID,
     )
     if kernel is KernelChoice.FOLDED:
         block_c0, block_c1 = channel_chunks(channels, block_n)
@@ -237,9 +263,11 @@ def folded_block_k(map_channels: int) -> int:
 
 
 def folded_logits(map_channels: int, window_size: int, fast_sigmoid: bool) -> LogitFold:
-    """What `tca_folded_fwd_kernel` expects folded into its logits: the logit bias, and the 1/2 of its
-    tanh form of the sigmoid when `fast_sigmoid`."""
-    return LogitFold(folded_block_k(map_channels), scale=0.5 if fast_sigmoid else 1.0, bias=logit_bias(window_size))
+    """What `tca_folded_fwd_kernel` expects folded into its logits: the logit bias, and the scale of its
+    form of the sigmoid (tca_jit._sigmoid_of_folded): 1/2 for 0.5 tanh(s / 2) + 0.5 when `fast_sigmoid`,
+    -log2(e) for 1 / (1 + 2^(-s log2 e)) otherwise."""
+    scale = 0.5 if fast_sigmoid else -math.log2(math.e)
+    return LogitFold(folded_block_k(map_channels), scale=scale, bias=logit_bias(window_size))
 
 
 def _launch(
@@ -271,7 +299,8 @@ def _launch(
     low_precision_dot = half and not (_INTERPRETING and x.dtype == torch.bfloat16)  # no bf16 maths on CPU
 
     mma, which = mma_choice(), kernel_choice()
-    fast = bool(fast_sigmoid) and x.device.type == "cuda" and not _INTERPRETING
+    ptx_math = x.device.type == "cuda" and not _INTERPRETING
+    fast = bool(fast_sigmoid) and ptx_math
     if which is KernelChoice.FOLDED:
         params = TCAParams(q_weight, q_bias, k_weight, k_bias, v_weight, v_bias, out_weight, out_bias, alpha)
         folded = folded_weights(params, num_heads, x.dtype, folded_logits(Cm, window_size, fast))
@@ -283,7 +312,7 @@ def _launch(
         tensors = [t.contiguous() for t in (x, map_features, q_weight, q_bias, k_weight, k_bias,
                                             v_weight, v_bias, out_weight, out_bias, alpha)]
     constants = kernel_constants(C, Cm, num_heads, window_size, shift, low_precision_dot,
-                                 fast_sigmoid=fast, mma=mma, kernel=which)
+                                 fast_sigmoid=fast, mma=mma, kernel=which, ptx_math=ptx_math)
     out = torch.empty((B, H, W, C), dtype=x.dtype, device=x.device)  # (B, H, W, C)
     n_windows = (padded_size(H, window_size) // window_size) * (padded_size(W, window_size) // window_size)
     kernel, launch_options = _autotuned_kernel(which, grid_bucket(n_windows * B)), {}

@@ -406,19 +406,21 @@ def test_gpu_paper_shape_forward_and_backward(dtype, shift):
 
 @pytest.mark.gpu
 @requires_cuda
-@pytest.mark.parametrize("kernel", list(tca_triton.KernelChoice))
-@pytest.mark.parametrize("num_warps", tca_triton.NUM_WARPS_CHOICES)
+@pytest.mark.parametrize(("kernel", "config"), [
+    pytest.param(kernel, config, id=f"{kernel.value}-{config.num_warps}w-{config.maxnreg or 'any'}reg")
+    for kernel, configs in tca_triton.LAUNCH_CONFIGS.items() for config in configs])
+@pytest.mark.parametrize("shift", [0, 4])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
-def test_gpu_every_autotuned_width_matches_reference(monkeypatch, dtype, num_warps, kernel):
-    """Each grid size may pick another width, so every width the autotuner times must be right, for both
-    kernels."""
+def test_gpu_every_autotuned_config_matches_reference(monkeypatch, dtype, shift, kernel, config):
+    """Each grid size may pick another config, so every config the autotuner times must be right, for both
+    kernels, with and without the shift (the folded kernel has separate code for masked windows)."""
     monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, kernel.value)
     p = PAPER
     x, mf = random_inputs(p["B"], p["H"], p["W"], p["C"], p["Cm"], device="cuda")
     params = random_params(p["C"], p["Cm"], p["heads"], device="cuda")
-    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, p["heads"], p["window"], 4)
+    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, p["heads"], p["window"], shift)
     got = tca_triton._launch(x.to(dtype), mf.to(dtype), *cast_params(params, dtype).tensors(), p["heads"],
-                             p["window"], 4, False, num_warps=num_warps)
+                             p["window"], shift, False, num_warps=config.num_warps, maxnreg=config.maxnreg)
     err = (got.float() - expected).abs().max().item()
     assert err <= GPU_TOLERANCE[dtype] * expected.abs().max().item(), err
 
