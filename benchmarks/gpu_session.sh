@@ -4,18 +4,17 @@
 #   run(command="bash benchmarks/gpu_session.sh sweep tests attention", timeout_s=590)   # ~7 min on an H200
 #   run(command="bash benchmarks/gpu_session.sh ncu e2e compile", timeout_s=590)        # the rest
 #   run(command="bash benchmarks/gpu_session.sh", ...)     # every step: more than one call's 10 minutes
-#   run(command="LANGBRT_TCA_MMA=hybrid bash benchmarks/gpu_session.sh attention", ...)  # another MMA path
+#   run(command="LANGBRT_TCA_KERNEL=folded bash benchmarks/gpu_session.sh attention", ...)  # the other kernel
 #
-# sweep:     benchmarks/kernel_sweep.py: both fused kernels at the paper shape for every MMA path
-#            (LANGBRT_TCA_MMA), dtype and warp count, each in its own process (a faulting variant cannot hide
-#            the others), checked against the reference and timed at batch 8 and 32 (wgmma was miscompiled by
-#            triton 3.6: re-check on newer Tritons);
-# tests:     GPU tests: every warp count and the autotuned kernel against the reference (forward +
-#            backward at the paper shape in fp32/fp16/bf16, fast sigmoid, torch.compile(fullgraph)), the torch
-#            backend's batch-1 CUDA graphs against eager, and the TensorRT engines (skipped: no TensorRT); and,
-#            at the same time, the kernel's tests on the wgmma path (which fail while Triton miscompiles it),
-#            the hybrid path (LANGBRT_TCA_MMA=hybrid) and the folded kernel (LANGBRT_TCA_KERNEL=folded), the
-#            last two not yet run on a GPU;
+# sweep:     benchmarks/kernel_sweep.py: both fused kernels at the paper shape for each autotuned launch
+#            config (tca_triton.LAUNCH_CONFIGS), MMA path (LANGBRT_TCA_MMA) and dtype, each in its own process
+#            (a faulting variant cannot hide the others), checked against the reference and timed at batch 8
+#            and 32 (triton 3.6 miscompiled the old direct kernel's wgmma build: re-check);
+# tests:     GPU tests: every autotuned config of both kernels and the autotuned kernel against the
+#            reference (forward + backward at the paper shape in fp32/fp16/bf16, fast sigmoid,
+#            torch.compile(fullgraph)), the torch backend's batch-1 CUDA graphs against eager, and the
+#            TensorRT engines (skipped: no TensorRT); and, at the same time, the kernel's tests with the
+#            folded kernel (LANGBRT_TCA_KERNEL=folded: not yet run on a GPU) and on the wgmma path;
 # attention: benchmarks/bench_attention.py: kernel vs eager reference vs torch.compile, batch 1/8/32,
 #            fp16/bf16, called from Python and replayed from CUDA graphs;
 # ncu:       Nsight Compute (if the image has it) on one batch-32 launch of each kernel: occupancy, warp
@@ -59,20 +58,23 @@ if want tests; then
     step "tests: GPU tests (defaults), and the kernel's GPU tests on the other MMA paths and kernel, concurrently"
     timeout 170 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_tca_triton.py tests/test_runtime.py \
         tests/test_tensorrt_engine.py > /tmp/tests-default.txt 2>&1 &
-    for run in LANGBRT_TCA_MMA=wgmma LANGBRT_TCA_MMA=hybrid LANGBRT_TCA_KERNEL=folded; do
-        env "$run" timeout 170 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_tca_triton.py \
-            > "/tmp/tests-$run.txt" 2>&1 &
+    runs=(LANGBRT_TCA_KERNEL=folded LANGBRT_TCA_MMA=wgmma "LANGBRT_TCA_KERNEL=folded LANGBRT_TCA_MMA=wgmma")
+    for run in "${runs[@]}"; do
+        # shellcheck disable=SC2086  # $run: one or two VAR=value words
+        env $run timeout 170 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_tca_triton.py \
+            > "/tmp/tests-${run// /+}.txt" 2>&1 &
     done
     wait
-    for run in default LANGBRT_TCA_MMA=wgmma LANGBRT_TCA_MMA=hybrid LANGBRT_TCA_KERNEL=folded; do
+    for run in default "${runs[@]}"; do
         echo "-- tests, $run" | tee -a "$log"
-        tail -30 "/tmp/tests-$run.txt" | tee -a "$log"
+        tail -30 "/tmp/tests-${run// /+}.txt" | tee -a "$log"
     done
 fi
 if want attention; then
     step "attention: kernel vs eager vs torch.compile"
     timeout 100 python3 benchmarks/bench_attention.py --batch-sizes 1 8 32 --dtypes fp16 bf16 --check \
-        --iters 100 --out "$out/attention-${LANGBRT_TCA_MMA:+$LANGBRT_TCA_MMA-}$card-$day.json" 2>&1 | tail -60 | tee -a "$log"
+        --iters 100 \
+        --out "$out/attention-${LANGBRT_TCA_KERNEL:+$LANGBRT_TCA_KERNEL-}${LANGBRT_TCA_MMA:+$LANGBRT_TCA_MMA-}$card-$day.json" 2>&1 | tail -60 | tee -a "$log"
 fi
 if want ncu; then
     step "ncu: Nsight Compute on one batch-32 fp16 launch of each kernel at 4 warps (why is it slow?)"

@@ -28,7 +28,6 @@ from bench_attention import CHECK_TOLERANCE, DTYPES, Shape, make_inputs
 
 RESULT_PREFIX = "RESULT "
 PTX_PREFIX = "PTX "
-WARP_COUNTS = (4, 8, 16)
 CHILD_TIMEOUT_S = 150
 
 
@@ -53,15 +52,17 @@ class Outcome:
 
 
 def variants() -> list[Variant]:
-    """Each kernel on every MMA path and width in fp16; bf16 (same instructions) and fp32 (exact FMA maths,
-    where the MMA path changes nothing) on the default path; 8 warps capped at 128 registers (two blocks
-    per SM instead of one, with some spill) for each kernel."""
+    """Each kernel's autotuned launch configs (tca_triton.LAUNCH_CONFIGS) in fp16 on the default MMA path
+    and with wgmma, in bf16 on the default path, and fp32 (exact FMA maths: the MMA path changes nothing) at
+    its usual widths; the direct kernel also on the hybrid path."""
+    from langbrt.kernels.tca_triton import LAUNCH_CONFIGS, KernelChoice
+
     rows = []
-    for kernel in ("direct", "folded"):
-        rows += [Variant(kernel, mma, "fp16", nw) for mma in ("wgmma", "hybrid", "mma") for nw in WARP_COUNTS]
-        rows += [Variant(kernel, "mma", "bf16", nw) for nw in WARP_COUNTS[:2]]
-        rows += [Variant(kernel, "mma", "fp32", nw) for nw in WARP_COUNTS[1:]]
-        rows += [Variant(kernel, "mma", "fp16", 8, maxnreg=128)]
+    for kernel, configs in LAUNCH_CONFIGS.items():
+        paths = ("mma", "wgmma", "hybrid") if kernel is KernelChoice.DIRECT else ("mma", "wgmma")
+        rows += [Variant(kernel.value, mma, "fp16", c.num_warps, c.maxnreg) for mma in paths for c in configs]
+        rows += [Variant(kernel.value, "mma", "bf16", c.num_warps, c.maxnreg) for c in configs]
+        rows += [Variant(kernel.value, "mma", "fp32", c.num_warps) for c in configs if c.num_warps >= 8]
     return rows
 
 

@@ -54,11 +54,11 @@ def _interpreting() -> bool:
 _INTERPRETING = _interpreting()
 
 
-# Warp counts the autotuner times (per grid size: `grid_bucket`). Measured on an H200 at the paper shape,
-# mma.sync build (benchmarks/kernel_sweep.py, CUDA-graph replay): fp16 24.5 / 38.1 / 59.8 us at batch 8 and
-# 99.5 / 156 / 237 us at batch 32 at 4 / 8 / 16 warps (bf16 the same), fp32 at batch 8 594 / 292 / 469 us.
-# 4 warps wins for half precision although ptxas reports a small spill there (~200 B at 255 registers): two
-# blocks fit per SM, against one at 8 warps. One pipeline stage: nothing in the head loop is worth prefetching.
+# Warp counts the autotuner times for the direct kernel (per grid size: `grid_bucket`). Measured on an H200
+# at the paper shape, mma.sync build (benchmarks/kernel_sweep.py, CUDA-graph replay): fp16 24.5 / 38.1 /
+# 59.8 us at batch 8 and 99.5 / 156 / 237 us at batch 32 at 4 / 8 / 16 warps (bf16 the same), fp32 at batch
+# 8 594 / 292 / 469 us. 4 warps wins for half precision: two blocks fit per SM (183 registers, sm_90),
+# against one at 8 warps. One pipeline stage: nothing in the head loop is worth prefetching.
 NUM_WARPS_CHOICES = (4, 8, 16)
 NUM_STAGES = 1
 
