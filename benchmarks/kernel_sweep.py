@@ -54,13 +54,13 @@ class Outcome:
 def variants() -> list[Variant]:
     """Each kernel's autotuned launch configs (tca_triton.LAUNCH_CONFIGS) in fp16 on the default MMA path
     and with wgmma, in bf16 on the default path, and fp32 (exact FMA maths: the MMA path changes nothing) at
-    its usual widths; the direct kernel also on the hybrid path."""
-    from langbrt.kernels.tca_triton import LAUNCH_CONFIGS, KernelChoice
+    its usual widths."""
+    from langbrt.kernels.tca_triton import LAUNCH_CONFIGS
 
     rows = []
     for kernel, configs in LAUNCH_CONFIGS.items():
-        paths = ("mma", "wgmma", "hybrid") if kernel is KernelChoice.DIRECT else ("mma", "wgmma")
-        rows += [Variant(kernel.value, mma, "fp16", c.num_warps, c.maxnreg) for mma in paths for c in configs]
+        rows += [Variant(kernel.value, mma, "fp16", c.num_warps, c.maxnreg)
+                 for mma in ("mma", "wgmma") for c in configs]
         rows += [Variant(kernel.value, "mma", "bf16", c.num_warps, c.maxnreg) for c in configs]
         rows += [Variant(kernel.value, "mma", "fp32", c.num_warps) for c in configs if c.num_warps >= 8]
     return rows

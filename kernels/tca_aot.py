@@ -122,7 +122,7 @@ def compile_tca_kernel(spec: TCAKernelSpec, arch: int | None = None) -> Compiled
     fn = tca_triton._JIT_KERNELS[spec.kernel]
     constants = tca_triton.kernel_constants(
         spec.channels, spec.map_channels, spec.num_heads, spec.window_size, spec.shift,
-        low_precision_dot=spec.dtype != "fp32", fast_sigmoid=spec.fast_sigmoid, mma=spec.mma, kernel=spec.kernel,
+        low_precision_dot=spec.dtype != "fp32", fast_sigmoid=spec.fast_sigmoid, kernel=spec.kernel,
     )
     signature = _signature(fn, spec.dtype) | {name: "constexpr" for name in constants}
     source = ASTSource(fn=fn, signature=signature,

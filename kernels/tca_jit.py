@@ -122,19 +122,6 @@ def _folded_no_weight(FAST: tl.constexpr):
 
 
 @triton.jit
-def _matmul(a, b, AS_3D: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    """a @ b in fp32, (M, K) x (K, N) -> (M, N); AS_3D computes it as a (1, M, K) x (1, K, N) dot, which
-    Triton builds with mma.sync even where it would pick wgmma for a 2-D dot."""
-    if AS_3D:
-        c = tl.dot(tl.reshape(a, (1, a.shape[0], a.shape[1])), tl.reshape(b, (1, b.shape[0], b.shape[1])),
-                   input_precision=DOT_PRECISION)  # (1, M, N)
-        c = tl.reshape(c, (a.shape[0], b.shape[1]))
-    else:
-        c = tl.dot(a, b, input_precision=DOT_PRECISION)  # (M, N)
-    return c
-
-
-@triton.jit
 def _region_band(pos, size_padded, WINDOW: tl.constexpr, SHIFT: tl.constexpr):
     """Swin band (0, 1, 2) of a shifted, padded coordinate; the same slices as `windows.region_ids`."""
     band = tl.where(pos >= size_padded - WINDOW, 1, 0)
@@ -218,7 +205,6 @@ def tca_fwd_kernel(
     BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_CM: tl.constexpr, BLOCK_D: tl.constexpr,
     LOW_PRECISION_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr,
     PTX_MATH: tl.constexpr,  # CUDA build: MUFU instructions through inline PTX (not in the interpreter)
-    SCORES_3D: tl.constexpr,  # score and A V dots as 3-D dots over a batch of one (MmaChoice.HYBRID)
 ):
     if LOW_PRECISION_DOT:
         op_dtype = x_ptr.dtype.element_ty
@@ -257,10 +243,10 @@ def tca_fwd_kernel(
         v = tl.dot(kv_in, wv_t.to(op_dtype), input_precision=DOT_PRECISION) + bv[None, :]  # (BN, BD)
 
         inv_alpha = 1.0 / tl.load(alpha_ptr + h).to(tl.float32)
-        s = _matmul(q.to(op_dtype), k_t.to(op_dtype), SCORES_3D, DOT_PRECISION)  # (BN, BN)
+        s = tl.dot(q.to(op_dtype), k_t.to(op_dtype), input_precision=DOT_PRECISION)  # (BN, BN)
         a = _sigmoid(s * inv_alpha + LOGIT_BIAS, FAST_SIGMOID, PTX_MATH)
         a = tl.where(keep, a, 0.0)  # (BN, BN)
-        o = _matmul(a.to(op_dtype), v.to(op_dtype), SCORES_3D, DOT_PRECISION)  # (BN, BD)
+        o = tl.dot(a.to(op_dtype), v.to(op_dtype), input_precision=DOT_PRECISION)  # (BN, BD)
 
         wo_t = tl.load(wo_ptr + cc[None, :] * C + rows[:, None], mask=dc_mask, other=0.0)  # (BD, BC)
         acc = tl.dot(o.to(op_dtype), wo_t.to(op_dtype), acc, input_precision=DOT_PRECISION)  # (BN, BC)
@@ -289,7 +275,7 @@ def _folded_window(
     sr, sc, tok, valid, Hp, Wp,  # _window_coords of this program's window
     C: tl.constexpr, CM: tl.constexpr, NUM_HEADS: tl.constexpr, WINDOW: tl.constexpr, SHIFT: tl.constexpr,
     BLOCK_C0: tl.constexpr, BLOCK_C1: tl.constexpr, BLOCK_K: tl.constexpr, op_dtype: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr, PTX_MATH: tl.constexpr, SCORES_3D: tl.constexpr,
+    DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr, PTX_MATH: tl.constexpr,
     MASKED: tl.constexpr,  # apply the Swin region mask (a window holding more than one region)
 ):
     """tca_folded_fwd_kernel's work for one window, from loading its tokens to storing its outputs."""
@@ -316,11 +302,11 @@ def _folded_window(
             p = tl.dot(x1, qk1.to(op_dtype), p, input_precision=DOT_PRECISION)
         qk_bias = tl.load(qk_bias_ptr + h * BLOCK_K + kk).to(tl.float32)  # (BK,)
         p = p * query_keep[:, None] + qk_bias[None, :]  # (x * (1 - m)) QK_h + qk_h
-        s = _matmul(p.to(op_dtype), tl.trans(kv), SCORES_3D, DOT_PRECISION)  # (BN, BN) folded logits
+        s = tl.dot(p.to(op_dtype), tl.trans(kv), input_precision=DOT_PRECISION)  # (BN, BN) folded logits
         if MASKED:
             s = tl.where(_same_region(sr, sc, Hp, Wp, WINDOW, SHIFT), s, _folded_no_weight(FAST_SIGMOID))
         a = _sigmoid_of_folded(s, FAST_SIGMOID, PTX_MATH)  # (BN, BN)
-        t = _matmul(a.to(op_dtype), kv, SCORES_3D, DOT_PRECISION).to(op_dtype)  # (BN, BK) = A_h [m~ | 1]
+        t = tl.dot(a.to(op_dtype), kv, input_precision=DOT_PRECISION).to(op_dtype)  # (BN, BK) = A_h [m~ | 1]
         vo_h = vo_ptr + h * BLOCK_K * C
         vo0 = tl.load(vo_h + kk[:, None] * C + c0[None, :], mask=(c0 < C)[None, :], other=0.0)  # (BK, BC0)
         acc0 = tl.dot(t, vo0.to(op_dtype), acc0, input_precision=DOT_PRECISION)  # (BN, BC0)
@@ -344,7 +330,6 @@ def tca_folded_fwd_kernel(
     BLOCK_K: tl.constexpr,  # CM + 1 padded; tca_fold pads the weights to it with zeros
     LOW_PRECISION_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr,
     PTX_MATH: tl.constexpr,  # CUDA build: MUFU instructions through inline PTX (not in the interpreter)
-    SCORES_3D: tl.constexpr,  # score and A [m~ | 1] dots as 3-D dots over a batch of one (MmaChoice.HYBRID)
 ):
     """The same attention from the folded weights (tca_fold.py): per head, the logits are
     ((1 - m) x QK_h + qk_h) [m~ | 1]^T and the output gains (A_h [m~ | 1]) VO_h, over BLOCK_K channels.
@@ -366,8 +351,8 @@ def tca_folded_fwd_kernel(
     if SHIFT > 0 and border:
         _folded_window(x_ptr, map_ptr, qk_ptr, qk_bias_ptr, vo_ptr, bo_ptr, out_ptr, sr, sc, tok, valid, Hp, Wp,
                        C, CM, NUM_HEADS, WINDOW, SHIFT, BLOCK_C0, BLOCK_C1, BLOCK_K, op_dtype, DOT_PRECISION,
-                       FAST_SIGMOID, PTX_MATH, SCORES_3D, MASKED=True)
+                       FAST_SIGMOID, PTX_MATH, MASKED=True)
     else:
         _folded_window(x_ptr, map_ptr, qk_ptr, qk_bias_ptr, vo_ptr, bo_ptr, out_ptr, sr, sc, tok, valid, Hp, Wp,
                        C, CM, NUM_HEADS, WINDOW, SHIFT, BLOCK_C0, BLOCK_C1, BLOCK_K, op_dtype, DOT_PRECISION,
-                       FAST_SIGMOID, PTX_MATH, SCORES_3D, MASKED=False)
+                       FAST_SIGMOID, PTX_MATH, MASKED=False)

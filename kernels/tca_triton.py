@@ -89,18 +89,15 @@ class MmaChoice(str, Enum):
     whose B operands (K^T, V) the kernel computes itself. That matches a known Triton bug on Hopper,
     tl.trans of a wgmma result (triton-lang/triton#6124, worked around in flash-linear-attention PR #826),
     which the kernel measured then had (S = Q tl.trans(K)). Both kernels now avoid the pattern (the direct
-    one computes K^T as Wk_h m~^T; the folded one transposes only loaded data), so WGMMA may be right now:
-    not yet re-run on a GPU, hence not the default. Selectable (LANGBRT_TCA_MMA=wgmma) to check.
-    HYBRID: wgmma for the four projections, mma.sync for the score and A V dots, which the kernel then writes
-    as 3-D dots over a batch of one (Triton has no batched wgmma, so it builds those with mma.sync on Hopper
-    too). Why it may pay: a warpgroup MMA reads its B operand (the weight tiles) from shared memory once per
-    warpgroup, where mma.sync makes every warp load it, and shared memory is the kernel's busiest unit
-    (benchmarks/results/ncu-*.txt). Not yet run on a GPU: benchmarks/kernel_sweep.py checks it first.
+    one computes K^T as Wk_h m~^T; the folded one transposes no dot result), so WGMMA may be right now:
+    not yet re-run on a GPU, hence not the default. Selectable (LANGBRT_TCA_MMA=wgmma) to check. (A third
+    path, wgmma projections with the score and A V dots written as 3-D dots of batch one so they stay
+    mma.sync, was removed untested: Triton puts a 3-D dot's warps on its batch dimension, so every warp
+    computed every score, 4x the sigmoids per warp in the sm_90 build.)
     """
 
     MMA = "mma"
     WGMMA = "wgmma"
-    HYBRID = "hybrid"
 
 
 MMA_ENV_VAR = "LANGBRT_TCA_MMA"
@@ -231,21 +228,21 @@ def channel_chunks(channels: int, tokens_per_window: int) -> tuple[int, int]:
 
 @functools.lru_cache(maxsize=64)
 def kernel_constants(channels: int, map_channels: int, num_heads: int, window_size: int, shift: int,
-                     low_precision_dot: bool, *, fast_sigmoid: bool, mma: MmaChoice,
+                     low_precision_dot: bool, *, fast_sigmoid: bool,
                      kernel: KernelChoice = KernelChoice.DIRECT, ptx_math: bool = True) -> Mapping[str, object]:
     """The constexpr arguments of `kernel`'s jit function, shared by the launch here and the AOT build
     (tca_aot): the window and dot settings both kernels take, plus the tile sizes of its own weights.
 
     `ptx_math`: a CUDA build, which may use inline PTX (`fast_sigmoid` needs it); False for the interpreter.
-    Of the MMA path only the dot shapes HYBRID asks for are among them: whether 2-D dots use wgmma Triton
-    takes from its environment at build time (`mma_build_scope`). Cached and read-only: every launch needs
+    The MMA path is not among them: whether dots use wgmma Triton takes from its environment at build time
+    (`mma_build_scope`). Cached and read-only: every launch needs
     them, and a model calls the op with a handful of shapes.
     """
     block_n = _block(window_size * window_size)
     constants = dict(
         C=channels, CM=map_channels, NUM_HEADS=num_heads, WINDOW=window_size, SHIFT=shift, BLOCK_N=block_n,
         LOW_PRECISION_DOT=low_precision_dot, DOT_PRECISION="tf32" if low_precision_dot else "ieee",
-        FAST_SIGMOID=fast_sigmoid and ptx_math, PTX_MATH=ptx_math, SCORES_3D=mma is MmaChoice.HYBRID,
+        FAST_SIGMOID=fast_sigmoid and ptx_math, PTX_MATH=ptx_math,
     )
     if kernel is KernelChoice.FOLDED:
         block_c0, block_c1 = channel_chunks(channels, block_n)
@@ -312,7 +309,7 @@ def _launch(
         tensors = [t.contiguous() for t in (x, map_features, q_weight, q_bias, k_weight, k_bias,
                                             v_weight, v_bias, out_weight, out_bias, alpha)]
     constants = kernel_constants(C, Cm, num_heads, window_size, shift, low_precision_dot,
-                                 fast_sigmoid=fast, mma=mma, kernel=which, ptx_math=ptx_math)
+                                 fast_sigmoid=fast, kernel=which, ptx_math=ptx_math)
     out = torch.empty((B, H, W, C), dtype=x.dtype, device=x.device)  # (B, H, W, C)
     n_windows = (padded_size(H, window_size) // window_size) * (padded_size(W, window_size) // window_size)
     kernel, launch_options = _autotuned_kernel(which, grid_bucket(n_windows * B)), {}

@@ -81,9 +81,7 @@ def test_forward_matches_reference_fp32(B, H, W, C, Cm, heads, window, shift):
 
 
 @pytest.mark.parametrize("env", [pytest.param({}, id="direct"),
-                                 pytest.param({"LANGBRT_TCA_KERNEL": "folded"}, id="folded"),
-                                 pytest.param({"LANGBRT_TCA_KERNEL": "folded", "LANGBRT_TCA_MMA": "hybrid"},
-                                              id="folded-hybrid")])
+                                 pytest.param({"LANGBRT_TCA_KERNEL": "folded"}, id="folded")])
 @pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float16, 1e-2), (torch.bfloat16, 5e-2)], ids=str)
 def test_forward_half_precision_matches_fp32_reference(monkeypatch, dtype, tolerance, env):
     for variable, value in env.items():
@@ -203,7 +201,7 @@ def test_bad_env_values_are_one_clear_input_error(monkeypatch):
         windowed_sigmoid_cross_attention(*random_inputs(1, 8, 8, 16, 3), random_params(16, 3, 2), 2, 4, 0)
     monkeypatch.delenv(ENV_VAR)
     monkeypatch.setenv(tca_triton.MMA_ENV_VAR, "tensor-cores")
-    with pytest.raises(LangBRTInputError, match="LANGBRT_TCA_MMA='tensor-cores' is not one of: mma, wgmma, hybrid"):
+    with pytest.raises(LangBRTInputError, match="LANGBRT_TCA_MMA='tensor-cores' is not one of: mma, wgmma"):
         tca_triton.mma_choice()
     monkeypatch.delenv(tca_triton.MMA_ENV_VAR)
     monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "fused")
@@ -211,7 +209,7 @@ def test_bad_env_values_are_one_clear_input_error(monkeypatch):
         tca_triton.kernel_choice()
 
 
-@pytest.mark.parametrize(("choice", "during"), [("mma", "1"), ("wgmma", None), ("hybrid", None)])
+@pytest.mark.parametrize(("choice", "during"), [("mma", "1"), ("wgmma", None)])
 def test_each_launch_builds_under_the_chosen_mma_path(monkeypatch, choice, during):
     """Triton reads DISABLE_MMA_V3 when it builds (and keys its cache on it): the launch must hold it set for
     the mma path, leave it alone for wgmma, and restore the caller's environment either way."""
@@ -281,18 +279,10 @@ def test_mma_scopes_in_concurrent_threads_never_see_the_variable_unset(monkeypat
     assert "DISABLE_MMA_V3" not in os.environ
 
 
-ALTERNATIVE_PATHS = [
-    pytest.param({"LANGBRT_TCA_MMA": "hybrid"}, id="hybrid"),  # score and A V matmuls as 3-D dots
-    pytest.param({"LANGBRT_TCA_KERNEL": "folded"}, id="folded"),  # weights folded through the map features
-    pytest.param({"LANGBRT_TCA_KERNEL": "folded", "LANGBRT_TCA_MMA": "hybrid"}, id="folded-hybrid"),
-]
-
-
-@pytest.mark.parametrize("env", ALTERNATIVE_PATHS)
 @pytest.mark.parametrize(("B", "H", "W", "C", "Cm", "heads", "window", "shift"), CPU_CASES)
-def test_alternative_kernel_paths_match_reference(monkeypatch, env, B, H, W, C, Cm, heads, window, shift):
-    for variable, value in env.items():
-        monkeypatch.setenv(variable, value)
+def test_folded_kernel_matches_reference(monkeypatch, B, H, W, C, Cm, heads, window, shift):
+    """LANGBRT_TCA_KERNEL=folded: the weights folded through the map features (tca_fold.py)."""
+    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
     x, mf = random_inputs(B, H, W, C, Cm)
     params = random_params(C, Cm, heads)
     expected = windowed_sigmoid_cross_attention_reference(x, mf, params, heads, window, shift)
@@ -347,12 +337,6 @@ def test_folded_path_falls_back_to_the_direct_kernel_when_the_fold_overflows(mon
     folded = kernel_attention(x, mf, params, 2, 4, 2)
     assert torch.isfinite(folded).all()
     torch.testing.assert_close(folded, direct, atol=0, rtol=0)
-
-
-def test_only_the_hybrid_path_writes_the_score_dots_in_3d():
-    for mma in tca_triton.MmaChoice:
-        constants = tca_triton.kernel_constants(96, 9, 3, 8, 4, True, fast_sigmoid=False, mma=mma)
-        assert constants["SCORES_3D"] is (mma is tca_triton.MmaChoice.HYBRID)
 
 
 def test_tiny_model_output_is_the_same_with_kernel_and_reference(monkeypatch):
