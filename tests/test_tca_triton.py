@@ -301,6 +301,7 @@ def test_folded_kernel_sees_weight_updates(monkeypatch):
     with torch.no_grad():
         params.k_weight.add_(0.5)
         params.out_weight.mul_(-1.0)
+        params.alpha.mul_(3.0)  # learnable: folded into QK_h, so it must refold too
     expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 2)
     torch.testing.assert_close(kernel_attention(x, mf, params, 2, 4, 2), expected, atol=1e-4, rtol=1e-4)
 
