@@ -306,6 +306,23 @@ def test_folded_kernel_sees_weight_updates(monkeypatch):
     torch.testing.assert_close(kernel_attention(x, mf, params, 2, 4, 2), expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize(("B", "H", "W", "C", "Cm", "heads", "window", "shift"), [
+    pytest.param(1, 17, 18, 72, 9, 3, 7, 1, id="window7-C72-chunks64+16-masked"),
+    pytest.param(1, 20, 7, 64, 16, 2, 8, 0, id="Cm16-needs-block_k32"),
+    pytest.param(2, 11, 9, 4, 1, 1, 8, 1, id="C4-narrower-than-a-tile"),
+    pytest.param(1, 12, 6, 128, 12, 4, 4, 1, id="C128-chunks16+128"),
+])
+def test_folded_kernel_on_odd_shapes(monkeypatch, B, H, W, C, Cm, heads, window, shift):
+    """Tiles that do not fit the channels exactly: 49-token windows, a masked second channel tile, map
+    channels that fill BLOCK_K = 16 (so the ones channel needs 32), fewer channels than one tile."""
+    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
+    x, mf = random_inputs(B, H, W, C, Cm)
+    params = random_params(C, Cm, heads)
+    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, heads, window, shift)
+    torch.testing.assert_close(kernel_attention(x, mf, params, heads, window, shift), expected,
+                               atol=1e-4, rtol=1e-4)
+
+
 def test_folded_kernel_at_the_paper_width_with_interior_and_border_windows(monkeypatch):
     """C = 96 runs as channel tiles of 64 and 32 (`channel_chunks`); a 3x3 grid of 8x8 windows shifted by 4
     has interior windows (no Swin mask) and border windows (masked), and 20x20 pads the last ones."""
