@@ -1,6 +1,7 @@
 """Time the fused Triton TCA kernel against the PyTorch reference (eager and torch.compile) on one GPU.
 
     python benchmarks/bench_attention.py --batch-sizes 1 8 32 --dtypes fp16 bf16 --check
+    python benchmarks/bench_attention.py --kernels direct folded ...   # both fused kernels side by side
 
 Shape: the paper preset's latent (64x64, C=96, 3 heads, 8x8 windows, 9 map channels) in a shifted block.
 Each row reports the median and p90 of per-iteration CUDA-event timings, the achieved bandwidth and
@@ -8,7 +9,9 @@ throughput from the formulas below, and their fraction of the card's peak (null 
 Every implementation is timed twice: called from Python (what a caller sees, launch overhead included) and
 as the replay of a CUDA graph of one call ("+graph" rows: GPU time alone, which is what the roofline is
 about, and what the runtime's batch-1 CUDA graphs get).
-Results are printed as a table and written as JSON with the card, date and software versions.
+`--kernels` picks the fused kernels to time (LANGBRT_TCA_KERNEL values; default the default kernel, row
+"triton"; another kernel's rows are "triton-<kernel>"). Results are printed as a table and written as JSON
+with the card, date and software versions.
 
 Bytes moved (the minimum a fused forward must move; what the kernel is measured against):
     bytes = e * (B*H*W*(C + Cm)          read x and the map features
@@ -21,8 +24,10 @@ FLOPs (2 per multiply-add, over the B*Hp*Wp padded tokens, N = w*w keys per wind
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
+import os
 import platform
 import statistics
 import sys
@@ -35,6 +40,7 @@ import torch
 from langbrt.atomic import atomic_write_text
 from langbrt.config import LangBRTConfig
 from langbrt.kernels import TCAParams, windowed_sigmoid_cross_attention_reference
+from langbrt.kernels.tca_triton import DEFAULT_KERNEL, KERNEL_ENV_VAR, KernelChoice
 from langbrt.kernels.windows import padded_size
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -77,6 +83,7 @@ class Row:
     tflop_per_s: float
     fraction_peak_bandwidth: float | None
     fraction_peak_flops: float | None
+    kernel: str | None = None  # the fused kernel (LANGBRT_TCA_KERNEL) of a triton row
 
 
 def bytes_moved(shape: Shape, batch: int, element_size: int) -> int:
@@ -164,6 +171,28 @@ def check(kernel: Callable, shape: Shape, batch: int, dtype_name: str) -> str | 
     return None if err <= bound else f"batch {batch} {dtype_name}: max error {err:.3g} > {bound:.3g}"
 
 
+@contextlib.contextmanager
+def fused_kernel(kernel: str | None):
+    """LANGBRT_TCA_KERNEL set to `kernel` (None: left alone) while a triton row is timed; the launch reads
+    it when it is called, or captured into a CUDA graph."""
+    if kernel is None:
+        yield
+        return
+    previous = os.environ.get(KERNEL_ENV_VAR)
+    os.environ[KERNEL_ENV_VAR] = kernel
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[KERNEL_ENV_VAR]
+        else:
+            os.environ[KERNEL_ENV_VAR] = previous
+
+
+def triton_row_name(kernel: str) -> str:
+    return "triton" if kernel == DEFAULT_KERNEL.value else f"triton-{kernel}"
+
+
 def run(args: argparse.Namespace) -> int:
     import triton
 
@@ -172,15 +201,19 @@ def run(args: argparse.Namespace) -> int:
     shape = Shape.paper()
     card = torch.cuda.get_device_name()
     if args.check:
-        failures = [f for b in args.batch_sizes for d in args.dtypes if (f := check(kernel, shape, b, d))]
+        failures = []
+        for name in args.kernels:
+            with fused_kernel(name):
+                failures += [f"{name}, {f}" for b in args.batch_sizes for d in args.dtypes
+                             if (f := check(kernel, shape, b, d))]
         if failures:
             print("kernel does not match the reference: " + "; ".join(failures), file=sys.stderr)
             return 1
-        print("check: kernel matches the reference for every batch size and dtype")
+        print(f"check: {', '.join(args.kernels)} match the reference for every batch size and dtype")
 
     compiled_reference = torch.compile(windowed_sigmoid_cross_attention_reference, dynamic=False)
-    impls = {"triton": kernel, "eager": windowed_sigmoid_cross_attention_reference,
-             "compile": compiled_reference}
+    impls: dict[str, tuple[Callable, str | None]] = {triton_row_name(k): (kernel, k) for k in args.kernels}
+    impls |= {"eager": (windowed_sigmoid_cross_attention_reference, None), "compile": (compiled_reference, None)}
     out = args.out or Path("benchmarks/results") / f"attention-{slug(card)}-{dt.date.today().isoformat()}.json"
     report = {
         "card": card, "date": dt.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,
@@ -201,8 +234,10 @@ def run(args: argparse.Namespace) -> int:
                 n_bytes, n_flops = bytes_moved(shape, batch, x.element_size()), flops(shape, batch)
                 peak_bw, peak_flops = card_peaks(card, dtype_name)
                 call_args = (x, mf, params, shape.heads, shape.window, shape.shift)
-                for impl_name, impl in impls.items():
-                    for name, times in time_both_ways(impl_name, impl, call_args, args).items():
+                for impl_name, (impl, kernel_name) in impls.items():
+                    with fused_kernel(kernel_name):
+                        timings = time_both_ways(impl_name, impl, call_args, args)
+                    for name, times in timings.items():
                         if isinstance(times, str):
                             report["failures"][f"{name} batch {batch} {dtype_name}"] = times
                             print(f"{name:14} {batch:5d} {dtype_name:5} {times}")
@@ -210,7 +245,8 @@ def run(args: argparse.Namespace) -> int:
                         median = statistics.median(times)
                         bw, fl = n_bytes / (median * 1e-3), n_flops / (median * 1e-3)
                         row = Row(name, batch, dtype_name, median, percentile(times, 0.9), bw / 1e9, fl / 1e12,
-                                  bw / peak_bw if peak_bw else None, fl / peak_flops if peak_flops else None)
+                                  bw / peak_bw if peak_bw else None, fl / peak_flops if peak_flops else None,
+                                  kernel_name)
                         report["rows"].append(asdict(row))
                         print_row(row)
                 # written after every batch size, so a run cut short still leaves what it measured
@@ -238,10 +274,11 @@ def print_speedups(rows: list[dict]) -> None:
     for (impl, batch, dtype), ms in sorted(median.items()):
         if not impl.startswith("triton"):
             continue
-        mode = impl.removeprefix("triton")
+        name, _, graph = impl.partition("+")
+        mode = "+graph" if graph else ""
         ratios = [f"{base}: {median[(base + mode, batch, dtype)] / ms:.2f}x" for base in ("eager", "compile")
                   if (base + mode, batch, dtype) in median]
-        print(f"speed-up of triton{mode or ' (called)'} at batch {batch} {dtype}: " + ", ".join(ratios))
+        print(f"speed-up of {name}{mode or ' (called)'} at batch {batch} {dtype}: " + ", ".join(ratios))
 
 
 HEADER = (f"{'impl':14} {'batch':>5} {'dtype':5} {'median ms':>10} {'p90 ms':>9} {'GB/s':>8} {'TFLOP/s':>8} "
@@ -270,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=25, help="untimed iterations before timing")
     parser.add_argument("--iters", type=int, default=200, help="timed iterations per row")
     parser.add_argument("--check", action="store_true", help="verify the kernel against the reference first")
+    parser.add_argument("--kernels", nargs="+", choices=[k.value for k in KernelChoice], default=[DEFAULT_KERNEL.value],
+                        help="fused kernels to time (LANGBRT_TCA_KERNEL values; default: the default kernel)")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON path (default benchmarks/results/attention-<gpu>-<date>.json)")
     args = parser.parse_args(argv)

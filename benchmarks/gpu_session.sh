@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Everything LangBRT still needs a GPU for, by step name (in the order given); a device call may run 10 minutes:
 #
-#   run(command="bash benchmarks/gpu_session.sh sweep tests attention", timeout_s=590)   # ~7 min on an H200
+#   run(command="bash benchmarks/gpu_session.sh sweep tests attention", timeout_s=590)   # 7-9 min on an H200
 #   run(command="bash benchmarks/gpu_session.sh ncu e2e compile", timeout_s=590)        # the rest
 #   run(command="bash benchmarks/gpu_session.sh", ...)     # every step: more than one call's 10 minutes
-#   run(command="LANGBRT_TCA_KERNEL=folded bash benchmarks/gpu_session.sh attention", ...)  # the other kernel
+#   run(command="LANGBRT_TCA_MMA=wgmma bash benchmarks/gpu_session.sh attention", ...)  # another MMA path
 #
 # sweep:     benchmarks/kernel_sweep.py: both fused kernels at the paper shape for each autotuned launch
 #            config (tca_triton.LAUNCH_CONFIGS), MMA path (LANGBRT_TCA_MMA) and dtype, each in its own process
@@ -15,8 +15,8 @@
 #            torch.compile(fullgraph)), the torch backend's batch-1 CUDA graphs against eager, and the
 #            TensorRT engines (skipped: no TensorRT); and, at the same time, the kernel's tests with the
 #            folded kernel (LANGBRT_TCA_KERNEL=folded: not yet run on a GPU) and on the wgmma path;
-# attention: benchmarks/bench_attention.py: kernel vs eager reference vs torch.compile, batch 1/8/32,
-#            fp16/bf16, called from Python and replayed from CUDA graphs;
+# attention: benchmarks/bench_attention.py: both fused kernels vs eager reference vs torch.compile, batch
+#            1/8/32, fp16/bf16, called from Python and replayed from CUDA graphs;
 # ncu:       Nsight Compute (if the image has it) on one batch-32 launch of each kernel: occupancy, warp
 #            stall reasons, pipe and shared-memory utilisation, i.e. what limits it;
 # e2e:       langbrt-bench on the torch backend at the paper preset, fp32 and fp16, batch 1/8/32 (random
@@ -71,10 +71,10 @@ if want tests; then
     done
 fi
 if want attention; then
-    step "attention: kernel vs eager vs torch.compile"
-    timeout 100 python3 benchmarks/bench_attention.py --batch-sizes 1 8 32 --dtypes fp16 bf16 --check \
-        --iters 100 \
-        --out "$out/attention-${LANGBRT_TCA_KERNEL:+$LANGBRT_TCA_KERNEL-}${LANGBRT_TCA_MMA:+$LANGBRT_TCA_MMA-}$card-$day.json" 2>&1 | tail -60 | tee -a "$log"
+    step "attention: both kernels vs eager vs torch.compile"
+    timeout 150 python3 benchmarks/bench_attention.py --kernels direct folded --batch-sizes 1 8 32 \
+        --dtypes fp16 bf16 --check --iters 100 \
+        --out "$out/attention-${LANGBRT_TCA_MMA:+$LANGBRT_TCA_MMA-}$card-$day.json" 2>&1 | tail -70 | tee -a "$log"
 fi
 if want ncu; then
     step "ncu: Nsight Compute on one batch-32 fp16 launch of each kernel at 4 warps (why is it slow?)"
