@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import datetime as dt
 import json
-import os
 import platform
 import statistics
 import sys
@@ -40,6 +39,7 @@ import torch
 from langbrt.atomic import atomic_write_text
 from langbrt.config import LangBRTConfig
 from langbrt.kernels import TCAParams, windowed_sigmoid_cross_attention_reference
+from langbrt.kernels.dispatch import environ_set
 from langbrt.kernels.tca_triton import DEFAULT_KERNEL, KERNEL_ENV_VAR, KernelChoice
 from langbrt.kernels.windows import padded_size
 
@@ -171,22 +171,10 @@ def check(kernel: Callable, shape: Shape, batch: int, dtype_name: str) -> str | 
     return None if err <= bound else f"batch {batch} {dtype_name}: max error {err:.3g} > {bound:.3g}"
 
 
-@contextlib.contextmanager
-def fused_kernel(kernel: str | None):
+def fused_kernel(kernel: str | None) -> contextlib.AbstractContextManager:
     """LANGBRT_TCA_KERNEL set to `kernel` (None: left alone) while a triton row is timed; the launch reads
     it when it is called, or captured into a CUDA graph."""
-    if kernel is None:
-        yield
-        return
-    previous = os.environ.get(KERNEL_ENV_VAR)
-    os.environ[KERNEL_ENV_VAR] = kernel
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ[KERNEL_ENV_VAR]
-        else:
-            os.environ[KERNEL_ENV_VAR] = previous
+    return contextlib.nullcontext() if kernel is None else environ_set(KERNEL_ENV_VAR, kernel)
 
 
 def triton_row_name(kernel: str) -> str:

@@ -9,7 +9,9 @@ only: the reference maths, traced as one TensorRT plugin node (`plugin_node.py`)
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from enum import Enum
 from typing import TypeVar
 
@@ -28,6 +30,21 @@ class AttentionImpl(str, Enum):
     TRITON = "triton"
     REFERENCE = "reference"
     PLUGIN_NODE = "plugin-node"
+
+
+@contextlib.contextmanager
+def environ_set(variable: str, value: str) -> Iterator[None]:
+    """`variable` = `value` in the process environment for the duration, then as it was (unset included).
+    Not thread-safe by itself: the environment is process-wide."""
+    previous = os.environ.get(variable)
+    os.environ[variable] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[variable]
+        else:
+            os.environ[variable] = previous
 
 
 def choice_from_env(variable: str, choices: type[E], default: E) -> E:

@@ -33,7 +33,7 @@ from types import MappingProxyType
 import torch
 import triton
 
-from .dispatch import choice_from_env
+from .dispatch import choice_from_env, environ_set
 from .reference import TCAParams, logit_bias, windowed_sigmoid_cross_attention_reference
 from .tca_fold import LogitFold, folded_weights
 from .tca_jit import tca_folded_fwd_kernel, tca_fwd_kernel
@@ -123,16 +123,8 @@ def mma_build_scope(mma: MmaChoice) -> Iterator[None]:
     if mma is not MmaChoice.MMA:
         yield
         return
-    with _ENV_LOCK:
-        previous = os.environ.get(_TRITON_NO_WGMMA)
-        os.environ[_TRITON_NO_WGMMA] = "1"
-        try:
-            yield
-        finally:
-            if previous is None:
-                del os.environ[_TRITON_NO_WGMMA]
-            else:
-                os.environ[_TRITON_NO_WGMMA] = previous
+    with _ENV_LOCK, environ_set(_TRITON_NO_WGMMA, "1"):
+        yield
 
 
 _TRITON_NO_WGMMA = "DISABLE_MMA_V3"

@@ -279,7 +279,17 @@ def test_mma_scopes_in_concurrent_threads_never_see_the_variable_unset(monkeypat
     assert "DISABLE_MMA_V3" not in os.environ
 
 
-@pytest.mark.parametrize(("B", "H", "W", "C", "Cm", "heads", "window", "shift"), CPU_CASES)
+# Tiles that do not fit the channels exactly: 49-token windows, a masked second channel tile, map channels
+# that fill BLOCK_K = 16 (so the ones channel needs 32), fewer channels than one tile.
+FOLDED_ODD_CASES = [
+    pytest.param(1, 17, 18, 72, 9, 3, 7, 1, id="window7-C72-chunks64+16-masked"),
+    pytest.param(1, 20, 7, 64, 16, 2, 8, 0, id="Cm16-needs-block_k32"),
+    pytest.param(2, 11, 9, 4, 1, 1, 8, 1, id="C4-narrower-than-a-tile"),
+    pytest.param(1, 12, 6, 128, 12, 4, 4, 1, id="C128-chunks16+128"),
+]
+
+
+@pytest.mark.parametrize(("B", "H", "W", "C", "Cm", "heads", "window", "shift"), CPU_CASES + FOLDED_ODD_CASES)
 def test_folded_kernel_matches_reference(monkeypatch, B, H, W, C, Cm, heads, window, shift):
     """LANGBRT_TCA_KERNEL=folded: the weights folded through the map features (tca_fold.py)."""
     monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
@@ -289,7 +299,9 @@ def test_folded_kernel_matches_reference(monkeypatch, B, H, W, C, Cm, heads, win
     torch.testing.assert_close(kernel_attention(x, mf, params, heads, window, shift), expected,
                                atol=1e-4, rtol=1e-4)
     got_half = kernel_attention(x.half(), mf.half(), cast_params(params, torch.float16), heads, window, shift)
-    torch.testing.assert_close(got_half.float(), expected, atol=2e-2, rtol=1e-2)
+    # the GPU tests' bound: outputs reach ~80 here, where one fp16 ulp is 0.06
+    torch.testing.assert_close(got_half.float(), expected, rtol=0,
+                               atol=GPU_TOLERANCE[torch.float16] * expected.abs().max().item())
 
 
 def test_folded_kernel_sees_weight_updates(monkeypatch):
@@ -304,23 +316,6 @@ def test_folded_kernel_sees_weight_updates(monkeypatch):
         params.alpha.mul_(3.0)  # learnable: folded into QK_h, so it must refold too
     expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 2)
     torch.testing.assert_close(kernel_attention(x, mf, params, 2, 4, 2), expected, atol=1e-4, rtol=1e-4)
-
-
-@pytest.mark.parametrize(("B", "H", "W", "C", "Cm", "heads", "window", "shift"), [
-    pytest.param(1, 17, 18, 72, 9, 3, 7, 1, id="window7-C72-chunks64+16-masked"),
-    pytest.param(1, 20, 7, 64, 16, 2, 8, 0, id="Cm16-needs-block_k32"),
-    pytest.param(2, 11, 9, 4, 1, 1, 8, 1, id="C4-narrower-than-a-tile"),
-    pytest.param(1, 12, 6, 128, 12, 4, 4, 1, id="C128-chunks16+128"),
-])
-def test_folded_kernel_on_odd_shapes(monkeypatch, B, H, W, C, Cm, heads, window, shift):
-    """Tiles that do not fit the channels exactly: 49-token windows, a masked second channel tile, map
-    channels that fill BLOCK_K = 16 (so the ones channel needs 32), fewer channels than one tile."""
-    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
-    x, mf = random_inputs(B, H, W, C, Cm)
-    params = random_params(C, Cm, heads)
-    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, heads, window, shift)
-    torch.testing.assert_close(kernel_attention(x, mf, params, heads, window, shift), expected,
-                               atol=1e-4, rtol=1e-4)
 
 
 def test_folded_kernel_at_the_paper_width_with_interior_and_border_windows(monkeypatch):
