@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -289,8 +289,11 @@ def test_bad_query_values_unknown_paths_and_methods_get_json_errors(client: Test
     _assert_error(client.get("/v1/retouch"), 405, "method_not_allowed")
 
 
-def _run_concurrently(fake: FakeRetoucher, config: ServeConfig, n: int) -> list[httpx.Response]:
-    """n simultaneous raw-body requests against the app in process (lifespan driven by hand)."""
+def _run_concurrently(fake: FakeRetoucher, config: ServeConfig, n: int, busy_first: bool = False,
+                      sleep_s: float = 0.3) -> list[httpx.Response]:
+    """n simultaneous raw-body requests against the app in process (lifespan driven by hand), each taking
+    the model `sleep_s`. `busy_first`: send one, wait until the model is busy with it, then the other n - 1
+    at once, so which requests find the queue full does not depend on how fast the worker picks up."""
     app = create_app(config, loader=lambda: fake)
 
     async def main() -> list[httpx.Response]:
@@ -299,16 +302,27 @@ def _run_concurrently(fake: FakeRetoucher, config: ServeConfig, n: int) -> list[
             async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
                 while (await c.get("/readyz")).status_code != 200:
                     await asyncio.sleep(0.01)
-                fake.sleep_s = 0.3
-                send = [c.post("/v1/retouch", content=_encode(), headers={"content-type": "image/png"})
-                        for _ in range(n)]
-                return await asyncio.gather(*send)
+                fake.sleep_s = sleep_s
+
+                def send() -> Awaitable[httpx.Response]:
+                    return c.post("/v1/retouch", content=_encode(), headers={"content-type": "image/png"})
+
+                first = []
+                if busy_first:
+                    warmed = len(fake.calls)  # the start-up warm-up called the model already
+                    first.append(asyncio.ensure_future(send()))
+                    while len(fake.calls) == warmed:
+                        await asyncio.sleep(0.005)
+                rest = await asyncio.gather(*(send() for _ in range(n - len(first))))
+                return [*(await asyncio.gather(*first)), *rest]
 
     return asyncio.run(main())
 
 
 def test_a_full_queue_is_503_with_retry_after() -> None:
-    responses = _run_concurrently(FakeRetoucher(), ServeConfig(max_batch=1, queue_size=1, max_delay_ms=0), 4)
+    """The model busy with one request, a queue of one takes the next and refuses the rest."""
+    responses = _run_concurrently(FakeRetoucher(), ServeConfig(max_batch=1, queue_size=1, max_delay_ms=0), 4,
+                                  busy_first=True, sleep_s=1.0)
     statuses = sorted(r.status_code for r in responses)
     assert statuses.count(200) >= 2 and 503 in statuses, statuses
     refused = next(r for r in responses if r.status_code == 503)
