@@ -91,12 +91,12 @@ class KernelResources:
     dynamic_shared_bytes: int
 
 
-def _signature(fn: triton.runtime.JITFunction, dtype: str) -> dict[str, str]:
-    """Every tensor argument (those before H) a pointer to `dtype`, then the int32 sizes and the output."""
-    pointer = "*" + dtype
+def _signature(fn: triton.runtime.JITFunction, dtype: str, fp32_arguments: tuple[str, ...]) -> dict[str, str]:
+    """Every tensor argument (those before H) a pointer to `dtype` (to fp32 if named in `fp32_arguments`),
+    then the int32 sizes and the output."""
     tensors = fn.arg_names[:fn.arg_names.index("H")]
-    signature = {name: pointer for name in tensors}
-    signature.update({"H": "i32", "W": "i32", "out_ptr": pointer})
+    signature = {name: "*" + ("fp32" if name in fp32_arguments else dtype) for name in tensors}
+    signature.update({"H": "i32", "W": "i32", "out_ptr": "*" + dtype})
     return signature
 
 
@@ -124,7 +124,8 @@ def compile_tca_kernel(spec: TCAKernelSpec, arch: int | None = None) -> Compiled
         spec.channels, spec.map_channels, spec.num_heads, spec.window_size, spec.shift,
         low_precision_dot=spec.dtype != "fp32", fast_sigmoid=spec.fast_sigmoid, kernel=spec.kernel,
     )
-    signature = _signature(fn, spec.dtype) | {name: "constexpr" for name in constants}
+    signature = _signature(fn, spec.dtype, tca_triton.FP32_ARGUMENTS[spec.kernel]) | {
+        name: "constexpr" for name in constants}
     source = ASTSource(fn=fn, signature=signature,
                        constexprs={(fn.arg_names.index(name),): value for name, value in constants.items()},
                        attrs=_aligned_pointers(fn, signature))

@@ -58,13 +58,14 @@ class LogitFold:
 
 @dataclass(frozen=True)
 class FoldedTCAWeights:
-    """What the folded kernel reads instead of the nine TCA tensors; all contiguous, in the inputs' dtype,
-    zero beyond channel Cm (the ones channel) up to block_k."""
+    """What the folded kernel reads instead of the nine TCA tensors; all contiguous, the matrices in the
+    inputs' dtype and the biases in fp32 (fp64 for fp64), zero beyond channel Cm (the ones channel) up to
+    block_k."""
 
     qk: torch.Tensor  # (heads, C, block_k)
-    qk_bias: torch.Tensor  # (heads, block_k)
+    qk_bias: torch.Tensor  # (heads, block_k), fp32
     vo: torch.Tensor  # (heads, block_k, C)
-    out_bias: torch.Tensor  # (C,)
+    out_bias: torch.Tensor  # (C,), fp32
     finite: bool  # False: some value overflowed the dtype (only possible in half precision)
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
@@ -95,7 +96,11 @@ def fold_tca_weights(params: TCAParams, num_heads: int, dtype: torch.dtype, logi
         vo = wv_aug.transpose(1, 2) @ wo_t  # (heads, Cm + 1, C)
         padded = (torch.nn.functional.pad(qk, (0, pad)), torch.nn.functional.pad(qk_bias, (0, pad)),
                   torch.nn.functional.pad(vo, (0, 0, 0, pad)), f["bo"])  # block_k channels
-        out = tuple(t.to(dtype).contiguous() for t in padded)
+        qk, qk_bias, vo, out_bias = padded
+        # The biases stay in fp32 (fp64 for fp64): the kernel adds them in fp32, and converting them from
+        # half precision cost it ~40 instructions per warp and window (sm_90).
+        out = (qk.to(dtype).contiguous(), qk_bias.to(compute).contiguous(), vo.to(dtype).contiguous(),
+               out_bias.to(compute).contiguous())
         finite = bool(torch.stack([torch.isfinite(t).all() for t in out]).all())  # one device sync per fold
         return FoldedTCAWeights(*out, finite=finite)
 

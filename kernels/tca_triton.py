@@ -157,9 +157,10 @@ class KernelChoice(str, Enum):
     FOLDED: `tca_folded_fwd_kernel`, from weights folded through the narrow map features
     (`tca_fold.py`): per head, every matmul over Cm + 1 channels instead of head_dim and no K / V
     projection, laid out so the warps stack along the window (tca_jit's header). In the sm_90 build it
-    executes half the instructions per window of DIRECT (fp16, 4 warps: 1 471 against 3 014 per warp,
-    120 against 312 MMAs) in fewer registers (153 against 183), which should make it the faster one; not
-    yet run on a GPU, so not the default: benchmarks/kernel_sweep.py checks and times it next to DIRECT.
+    executes under half the instructions per window of DIRECT (fp16, unshifted, 4 warps: 1 104 against
+    2 700 per warp, 120 against 312 MMAs) in fewer registers (141 against 183), which should make it the
+    faster one; not yet run on a GPU, so not the default: benchmarks/kernel_sweep.py checks and times it
+    next to DIRECT.
     A fold that overflows the inputs' dtype (`FoldedTCAWeights.finite`) runs DIRECT instead.
     """
 
@@ -170,16 +171,18 @@ class KernelChoice(str, Enum):
 KERNEL_ENV_VAR = "LANGBRT_TCA_KERNEL"
 DEFAULT_KERNEL = KernelChoice.DIRECT
 _JIT_KERNELS = {KernelChoice.DIRECT: tca_fwd_kernel, KernelChoice.FOLDED: tca_folded_fwd_kernel}
+# Tensor arguments that are fp32 whatever the inputs' dtype (tca_fold keeps the folded biases in fp32);
+# every other one has the inputs' dtype. Ahead-of-time builds (tca_aot) type the pointers from this.
+FP32_ARGUMENTS = {KernelChoice.DIRECT: (), KernelChoice.FOLDED: ("qk_bias_ptr", "bo_ptr")}
 
 # What the autotuner times per kernel. DIRECT: the widths above. FOLDED: its dots put the 4 warps' rows
 # along the window's 64 tokens, so at 8 warps (8 rows a warp, half an MMA tile) every warp computes as much
-# as at 4, and at 16 four times as much; 4 warps it is, plain (sm_90 fp16, shift 4: 179 registers, 2 blocks
-# per SM), capped at 168 registers (3 blocks, no spill) and at 128 (4 blocks, a 40-byte spill), plus 8 warps
-# in case the doubled work hides latency better (benchmarks/kernel_resources.py).
+# as at 4, and at 16 four times as much; 4 warps it is (sm_90 fp16: 141 registers unshifted, 168 shifted:
+# 3 blocks per SM), also capped at 128 registers (4 blocks, a 16-40 B spill), plus 8 warps in case the
+# doubled work hides latency better (benchmarks/kernel_resources.py).
 LAUNCH_CONFIGS = {
     KernelChoice.DIRECT: tuple(LaunchConfig(nw) for nw in NUM_WARPS_CHOICES),
-    KernelChoice.FOLDED: (LaunchConfig(4), LaunchConfig(4, maxnreg=168), LaunchConfig(4, maxnreg=128),
-                          LaunchConfig(8)),
+    KernelChoice.FOLDED: (LaunchConfig(4), LaunchConfig(4, maxnreg=128), LaunchConfig(8)),
 }
 
 

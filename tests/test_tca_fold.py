@@ -84,10 +84,12 @@ def test_logit_scale_and_bias_are_folded_for_real_keys_only():
         torch.testing.assert_close(got[:, -1], torch.zeros(N, dtype=torch.float64))
 
 
-def test_folded_weights_come_padded_in_the_asked_dtype_and_contiguous():
+def test_folded_weights_come_padded_contiguous_with_fp32_biases():
     folded = tca_fold.fold_tca_weights(random_params(24, 9, 2), 2, torch.float16, PLAIN)
     assert folded.qk.shape == (2, 24, 16) and folded.qk_bias.shape == (2, 16) and folded.vo.shape == (2, 16, 24)
-    assert all(t.dtype == torch.float16 and t.is_contiguous() for t in folded.tensors())
+    assert folded.qk.dtype == folded.vo.dtype == torch.float16  # the matrices in the asked dtype,
+    assert folded.qk_bias.dtype == folded.out_bias.dtype == torch.float32  # the biases the kernel adds in fp32
+    assert all(t.is_contiguous() for t in folded.tensors())
     assert not folded.qk[..., 10:].any() and not folded.qk_bias[:, 10:].any() and not folded.vo[:, 10:].any()
 
 
