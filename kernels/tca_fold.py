@@ -19,12 +19,13 @@ needs no K or V projection: about 40 % fewer tensor-core operations at the paper
 tiles to stage in shared memory. Folding is exact algebra; only the rounding order changes.
 
 What the kernel does to a logit before its sigmoid is folded in as well: a scale (1/2 when it computes
-sigmoid(s) as 0.5 tanh(s / 2) + 0.5) and the logit bias -log(w*w), which the ones channel adds to every
-real key: the logits come out of the matmul ready. The tensors are zero-padded from Cm + 1 to the kernel's
-tile width (`block_k`), so the kernel loads whole rows with vector loads and no masks.
+sigmoid(s) as 0.5 tanh(s / 2) + 0.5, -log2(e) for 1 / (1 + 2^(-s log2 e))) and the logit bias -log(w*w),
+which the ones channel adds to every real key: the logits come out of the matmul ready. The tensors are
+zero-padded from Cm + 1 to the kernel's tile width (`block_k`), so the kernel loads whole rows with
+vector loads and no masks; the biases stay fp32.
 
-In half precision a fold can overflow where the unfolded computation does not (QK_h holds 1 / alpha_h
-before any fp32 accumulation); `FoldedTCAWeights.finite` says so, and the launcher then uses the direct kernel.
+In fp16 a fold can overflow where the unfolded computation does not (QK_h holds 1 / alpha_h before any
+fp32 accumulation); `FoldedTCAWeights.finite` says so, and the launcher then uses the direct kernel.
 
 The folded tensors depend on the weights alone, so they are computed once and reused (`folded_weights`)
 until a weight changes: the cache entry is keyed on the tensors' identities and version counters (which
@@ -66,7 +67,7 @@ class FoldedTCAWeights:
     qk_bias: torch.Tensor  # (heads, block_k), fp32
     vo: torch.Tensor  # (heads, block_k, C)
     out_bias: torch.Tensor  # (C,), fp32
-    finite: bool  # False: some value overflowed the dtype (only possible in half precision)
+    finite: bool  # False: some value overflowed fp16 (checked for fp16 only)
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return (self.qk, self.qk_bias, self.vo, self.out_bias)
@@ -101,7 +102,9 @@ def fold_tca_weights(params: TCAParams, num_heads: int, dtype: torch.dtype, logi
         # half precision cost it ~40 instructions per warp and window (sm_90).
         out = (qk.to(dtype).contiguous(), qk_bias.to(compute).contiguous(), vo.to(dtype).contiguous(),
                out_bias.to(compute).contiguous())
-        finite = bool(torch.stack([torch.isfinite(t).all() for t in out]).all())  # one device sync per fold
+        # Only fp16's range is narrower than the fp32 the fold is computed in; the check costs a device sync,
+        # which training (a refold after every optimizer step) should not pay for bf16 or fp32.
+        finite = dtype != torch.float16 or bool(torch.stack([torch.isfinite(t).all() for t in out]).all())
         return FoldedTCAWeights(*out, finite=finite)
 
 
