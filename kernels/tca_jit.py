@@ -53,7 +53,8 @@ Its tiles differ from the direct kernel's in four ways, each measured in the sm_
 - padded keys are not masked: their row of [m~ | 1] is all zero, ones channel included, so they add
   nothing to A [m~ | 1] whatever their weight;
 - the Swin region mask is applied only in the windows that hold more than one region (a shifted block's
-  last window row and column), as a -inf logit, before the sigmoid: one select per score in fp32.
+  last window row and column), as a logit whose sigmoid is 0, before the sigmoid: one select per score,
+  in fp32, and in their own copy of the code (`_folded_window`'s MASKED).
 
 Importing this module imports triton; it never probes a device. On CPU the kernels run only in Triton's
 interpreter (`TRITON_INTERPRET=1` before this import).

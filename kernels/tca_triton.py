@@ -160,8 +160,7 @@ class KernelChoice(str, Enum):
     executes under half the instructions per window of DIRECT (fp16, unshifted, 4 warps: 1 104 against
     2 700 per warp, 120 against 312 MMAs) in fewer registers (141 against 183), which should make it the
     faster one; not yet run on a GPU, so not the default: benchmarks/kernel_sweep.py checks and times it
-    next to DIRECT.
-    A fold that overflows the inputs' dtype (`FoldedTCAWeights.finite`) runs DIRECT instead.
+    next to DIRECT. A fold that overflows fp16 (`FoldedTCAWeights.finite`) runs DIRECT instead.
     """
 
     DIRECT = "direct"
@@ -213,7 +212,7 @@ def channel_chunks(channels: int, tokens_per_window: int) -> tuple[int, int]:
     converts, and for an M x N result with M < N that is the warps side by side along N. One (64, 128)
     output projection (C = 96 padded) thus put the 4 warps across columns for every dot of the kernel,
     and the (64, 16) dots, too narrow for 4 warps, were computed twice (216 instead of 120 MMAs per warp
-    and head loop, sm_90, `benchmarks/kernel_resources.py`). With tiles of at most 64 columns every
+    and window, sm_90, `benchmarks/kernel_resources.py`). With tiles of at most 64 columns every
     result has M >= N, the warps stack along the window's tokens, and C = 96 needs no padding (64 + 32).
     """
     first = max(MIN_DOT_EXTENT, min(_block(tokens_per_window), 1 << (channels.bit_length() - 1)))
@@ -230,8 +229,8 @@ def kernel_constants(channels: int, map_channels: int, num_heads: int, window_si
 
     `ptx_math`: a CUDA build, which may use inline PTX (`fast_sigmoid` needs it); False for the interpreter.
     The MMA path is not among them: whether dots use wgmma Triton takes from its environment at build time
-    (`mma_build_scope`). Cached and read-only: every launch needs
-    them, and a model calls the op with a handful of shapes.
+    (`mma_build_scope`). Cached and read-only: every launch needs them, and a model calls the op with a
+    handful of shapes.
     """
     block_n = _block(window_size * window_size)
     constants = dict(
@@ -296,7 +295,7 @@ def _launch(
     if which is KernelChoice.FOLDED:
         params = TCAParams(q_weight, q_bias, k_weight, k_bias, v_weight, v_bias, out_weight, out_bias, alpha)
         folded = folded_weights(params, num_heads, x.dtype, folded_logits(Cm, window_size, fast))
-        if not folded.finite:  # the fold overflowed x's dtype; the direct kernel divides by alpha in fp32
+        if not folded.finite:  # the fold overflowed fp16; the direct kernel divides by alpha in fp32
             which = KernelChoice.DIRECT
     if which is KernelChoice.FOLDED:
         tensors = [x.contiguous(), map_features.contiguous(), *folded.tensors()]
