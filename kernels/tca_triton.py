@@ -255,6 +255,7 @@ def folded_block_k(map_channels: int) -> int:
     return _block(map_channels + 1)
 
 
+@functools.lru_cache(maxsize=64)
 def folded_logits(map_channels: int, window_size: int, fast_sigmoid: bool) -> LogitFold:
     """What `tca_folded_fwd_kernel` expects folded into its logits: the logit bias, and the scale of its
     form of the sigmoid (tca_jit._sigmoid_of_folded): 1/2 for 0.5 tanh(s / 2) + 0.5 when `fast_sigmoid`,
