@@ -92,16 +92,6 @@ def _sigmoid_exp2(z, PTX_MATH: tl.constexpr):
 
 
 @triton.jit
-def _sigmoid(s, FAST: tl.constexpr, PTX_MATH: tl.constexpr):
-    """sigmoid(s) in fp32; FAST uses one `tanh.approx.f32` (sigmoid(s) = 0.5 tanh(s/2) + 0.5), CUDA only."""
-    if FAST:
-        y = 0.5 * _tanh_approx(0.5 * s) + 0.5
-    else:
-        y = _sigmoid_exp2(s * -1.4426950408889634, PTX_MATH)  # -log2(e)
-    return y
-
-
-@triton.jit
 def _sigmoid_of_folded(z, FAST: tl.constexpr, PTX_MATH: tl.constexpr):
     """sigmoid(s) from the logit z the fold prepared: z = s / 2 with FAST (0.5 tanh(z) + 0.5: one MUFU, one
     FMA), else z = -s log2(e) (`_sigmoid_exp2`)."""
@@ -110,6 +100,16 @@ def _sigmoid_of_folded(z, FAST: tl.constexpr, PTX_MATH: tl.constexpr):
     else:
         y = _sigmoid_exp2(z, PTX_MATH)
     return y
+
+
+@triton.jit
+def _sigmoid(s, FAST: tl.constexpr, PTX_MATH: tl.constexpr):
+    """sigmoid(s) in fp32: `_sigmoid_of_folded` of s scaled here the way the fold scales its logits."""
+    if FAST:
+        z = 0.5 * s
+    else:
+        z = s * -1.4426950408889634  # -log2(e)
+    return _sigmoid_of_folded(z, FAST, PTX_MATH)
 
 
 @triton.jit
@@ -168,6 +168,21 @@ def _window_tokens(win, b, H, W, WINDOW: tl.constexpr, SHIFT: tl.constexpr, BLOC
 
 
 @triton.jit
+def _load_channels(ptr, tok, valid, c, C: tl.constexpr, op_dtype: tl.constexpr):
+    """The (BN, len(c)) tile of channels `c` of the window's tokens from a (B, H, W, C) tensor, padding 0."""
+    x = tl.load(ptr + tok[:, None] * C + c[None, :], mask=valid[:, None] & (c < C)[None, :], other=0.0)
+    return x.to(op_dtype)
+
+
+@triton.jit
+def _store_channels(out_ptr, acc, bo_ptr, tok, valid, c, C: tl.constexpr):
+    """acc + bo[c] written to channels `c` of each real token's own (B, H, W, C) position."""
+    bo = tl.load(bo_ptr + c, mask=c < C, other=0.0).to(tl.float32)
+    tl.store(out_ptr + tok[:, None] * C + c[None, :], (acc + bo[None, :]).to(out_ptr.dtype.element_ty),
+             mask=valid[:, None] & (c < C)[None, :])
+
+
+@triton.jit
 def _program_window(x_ptr, map_ptr, H, W, C: tl.constexpr, CM: tl.constexpr, WINDOW: tl.constexpr,
                     SHIFT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, op_dtype: tl.constexpr):
     """This program's window (grid axis 0) of its image (axis 1): `_window_tokens`, plus the window's
@@ -175,22 +190,10 @@ def _program_window(x_ptr, map_ptr, H, W, C: tl.constexpr, CM: tl.constexpr, WIN
     win = tl.program_id(0)
     b = tl.program_id(1)  # int32 offsets: _launch checks B*H*W*max(C, CM) < 2**31
     tok, valid, keep = _window_tokens(win, b, H, W, WINDOW, SHIFT, BLOCK_N)
-    cc = tl.arange(0, BLOCK_C)
-    x = tl.load(x_ptr + tok[:, None] * C + cc[None, :], mask=valid[:, None] & (cc < C)[None, :], other=0.0)
+    x = _load_channels(x_ptr, tok, valid, tl.arange(0, BLOCK_C), C, tl.float32)  # (BN, BC)
     m = tl.load(map_ptr + tok * CM, mask=valid, other=0.0).to(tl.float32)  # (BN,) blemish map, channel 0
-    q_in = (x.to(tl.float32) * (1.0 - m[:, None])).to(op_dtype)  # (BN, BC) mask-suppressed queries
+    q_in = (x * (1.0 - m[:, None])).to(op_dtype)  # (BN, BC) mask-suppressed queries
     return tok, valid, keep, q_in
-
-
-@triton.jit
-def _store_output(out_ptr, acc, bo_ptr, tok, valid, C: tl.constexpr, BLOCK_C: tl.constexpr):
-    """acc + bo written to each real token's own (B, H, W, C) position; padded queries are not stored."""
-    cc = tl.arange(0, BLOCK_C)
-    c_mask = cc < C
-    bo = tl.load(bo_ptr + cc, mask=c_mask, other=0.0).to(tl.float32)
-    out = acc + bo[None, :]  # (BN, BC)
-    tl.store(out_ptr + tok[:, None] * C + cc[None, :], out.to(out_ptr.dtype.element_ty),
-             mask=valid[:, None] & c_mask[None, :])
 
 
 @triton.jit
@@ -252,22 +255,7 @@ def tca_fwd_kernel(
         wo_t = tl.load(wo_ptr + cc[None, :] * C + rows[:, None], mask=dc_mask, other=0.0)  # (BD, BC)
         acc = tl.dot(o.to(op_dtype), wo_t.to(op_dtype), acc, input_precision=DOT_PRECISION)  # (BN, BC)
 
-    _store_output(out_ptr, acc, bo_ptr, tok, valid, C, BLOCK_C)
-
-
-@triton.jit
-def _load_channels(ptr, tok, valid, c, C: tl.constexpr, op_dtype: tl.constexpr):
-    """The (BN, len(c)) tile of channels `c` of the window's tokens from a (B, H, W, C) tensor, padding 0."""
-    x = tl.load(ptr + tok[:, None] * C + c[None, :], mask=valid[:, None] & (c < C)[None, :], other=0.0)
-    return x.to(op_dtype)
-
-
-@triton.jit
-def _store_channels(out_ptr, acc, bo_ptr, tok, valid, c, C: tl.constexpr):
-    """acc + bo[c] written to channels `c` of each real token's own (B, H, W, C) position."""
-    bo = tl.load(bo_ptr + c, mask=c < C, other=0.0).to(tl.float32)
-    tl.store(out_ptr + tok[:, None] * C + c[None, :], (acc + bo[None, :]).to(out_ptr.dtype.element_ty),
-             mask=valid[:, None] & (c < C)[None, :])
+    _store_channels(out_ptr, acc, bo_ptr, tok, valid, cc, C)
 
 
 @triton.jit
