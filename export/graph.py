@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch import nn
 
 from langbrt.checkpoint import WEIGHTS_FILE, is_single_file
 from langbrt.kernels import ENV_VAR, AttentionImpl
+from langbrt.kernels.dispatch import environ_set
 from langbrt.model import LangBRT
 from langbrt.text import normalize_prompt
 
@@ -113,15 +113,8 @@ def traced_attention(impl: AttentionImpl) -> Iterator[None]:
     REFERENCE gives a graph of standard ops; PLUGIN_NODE one TensorRT plugin node per TCA attention. The
     environment variable overrides every block's configured choice (see `langbrt.kernels.dispatch`).
     """
-    previous = os.environ.get(ENV_VAR)
-    os.environ[ENV_VAR] = impl.value
-    try:
+    with environ_set(ENV_VAR, impl.value):
         yield
-    finally:
-        if previous is None:
-            os.environ.pop(ENV_VAR, None)
-        else:
-            os.environ[ENV_VAR] = previous
 
 
 def model_hash(model: LangBRT, checkpoint_dir: str | Path | None = None) -> str:
