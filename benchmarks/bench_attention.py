@@ -107,18 +107,18 @@ def card_peaks(name: str, dtype: str) -> tuple[float | None, float | None]:
     return None, None
 
 
-def make_inputs(shape: Shape, batch: int, dtype: torch.dtype, seed: int = 0):
-    """Random x, map features and parameters on the GPU, scaled so the sigmoid is not saturated."""
+def make_inputs(shape: Shape, batch: int, dtype: torch.dtype, seed: int = 0, device: str = "cuda"):
+    """Random x, map features and parameters on `device`, scaled so the sigmoid is not saturated."""
     g = torch.Generator().manual_seed(seed)
     C, Cm = shape.channels, shape.map_channels
 
     def r(*size: int, fan_in: int = 4) -> torch.Tensor:
-        return (torch.randn(*size, generator=g) / fan_in**0.5).to("cuda", dtype)
+        return (torch.randn(*size, generator=g) / fan_in**0.5).to(device, dtype)
 
     params = TCAParams(r(C, C, fan_in=C), r(C), r(C, Cm, fan_in=Cm), r(C), r(C, Cm, fan_in=Cm), r(C),
-                       r(C, C, fan_in=C), r(C), (torch.rand(shape.heads, generator=g) + 0.5).to("cuda", dtype))
-    x = torch.randn(batch, shape.height, shape.width, C, generator=g).to("cuda", dtype)  # (B, H, W, C)
-    map_features = torch.rand(batch, shape.height, shape.width, Cm, generator=g).to("cuda", dtype)  # (B, H, W, Cm)
+                       r(C, C, fan_in=C), r(C), (torch.rand(shape.heads, generator=g) + 0.5).to(device, dtype))
+    x = torch.randn(batch, shape.height, shape.width, C, generator=g).to(device, dtype)  # (B, H, W, C)
+    map_features = torch.rand(batch, shape.height, shape.width, Cm, generator=g).to(device, dtype)  # (B, H, W, Cm)
     return x, map_features, params
 
 

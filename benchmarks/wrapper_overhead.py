@@ -19,8 +19,9 @@ import time
 from collections.abc import Callable
 
 import torch
+from bench_attention import Shape, make_inputs
 
-from langbrt.kernels import TCAParams, tca_triton
+from langbrt.kernels import tca_triton
 
 
 class _NoLaunch:
@@ -50,21 +51,14 @@ def main(argv: list[str] | None = None) -> int:
 
     tca_triton._autotuned_kernel = lambda kernel, bucket: _NoLaunch()
     tca_triton._INTERPRETING = True
-    g = torch.Generator().manual_seed(0)
-    C, Cm, heads = 96, 9, 3
-    x = torch.randn(1, 64, 64, C, generator=g)  # (B, H, W, C)
-    map_features = torch.rand(1, 64, 64, Cm, generator=g)  # (B, H, W, Cm)
-    def r(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=g)
-
-    alpha = torch.rand(heads, generator=g) + 0.5  # (heads,)
-    params = TCAParams(r(C, C), r(C), r(C, Cm), r(C), r(C, Cm), r(C), r(C, C), r(C), alpha)
-    call = (x, map_features, *params.tensors(), heads, 8, 4, False)
+    shape = Shape.paper()
+    x, map_features, params = make_inputs(shape, 1, torch.float32, device="cpu")
+    call = (x, map_features, *params.tensors(), shape.heads, shape.window, shape.shift, False)
     layers = {
         "_launch (checks, constants, MMA scope)": lambda: tca_triton._launch(*call),
         "torch.ops.langbrt.tca_attention (custom-op dispatch + _launch)": lambda: tca_triton._tca_attention_op(*call),
         "public function (autograd Function + _launch)": lambda: tca_triton.windowed_sigmoid_cross_attention_triton(
-            x, map_features, params, heads, 8, 4),
+            x, map_features, params, shape.heads, shape.window, shape.shift),
     }
     print(f"kernel {tca_triton.kernel_choice().value}, MMA path {tca_triton.mma_choice().value} "
           "(LANGBRT_TCA_KERNEL, LANGBRT_TCA_MMA)")
