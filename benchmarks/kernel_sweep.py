@@ -82,8 +82,7 @@ def child(variant: Variant, batches: list[int], time_it: bool) -> dict:
                                      shape.window, shape.shift, num_warps=variant.num_warps, fast_sigmoid=False,
                                      mma=tca_triton.MmaChoice(variant.mma),
                                      kernel=tca_triton.KernelChoice(variant.kernel), maxnreg=variant.maxnreg)
-        ptx = tca_aot.compile_tca_kernel(spec).ptx
-        instructions = {"wgmma": ptx.count("wgmma.mma_async"), "mma.sync": ptx.count("mma.sync")}
+        instructions = tca_aot.mma_instructions(tca_aot.compile_tca_kernel(spec))
         print(PTX_PREFIX + json.dumps(instructions), flush=True)
     result: dict = {"max_error": 0.0, "bound": None, "status": "ok", "mma_instructions": instructions}
     medians = {}

@@ -212,6 +212,12 @@ def instruction_mix(compiled: CompiledTCAKernel, loop_trips: int) -> dict[str, i
     return mix
 
 
+def mma_instructions(compiled: CompiledTCAKernel) -> dict[str, int]:
+    """How many warpgroup MMAs (wgmma) and warp MMAs (mma.sync) the build's PTX holds: which tensor-core
+    path Triton took (tca_triton.MmaChoice)."""
+    return {"wgmma": compiled.ptx.count("wgmma.mma_async"), "mma.sync": compiled.ptx.count("mma.sync")}
+
+
 _MMA_WARPS = re.compile(r"nvidia_mma<\{versionMajor = (\d), versionMinor = \d+, warpsPerCTA = \[([\d, ]+)\]")
 
 

@@ -119,15 +119,13 @@ def test_folded_kernel_stacks_its_warps_along_the_window_and_does_not_spill():
 
 _COUNT_MMA_INSTRUCTIONS = """
 import json
-from langbrt.kernels.tca_aot import TCAKernelSpec, compile_tca_kernel
+from langbrt.kernels.tca_aot import TCAKernelSpec, compile_tca_kernel, mma_instructions
 from langbrt.kernels.tca_triton import KernelChoice, MmaChoice
 counts = {}
 for kernel in KernelChoice:
     for mma in MmaChoice:
         spec = TCAKernelSpec("fp16", 96, 9, 3, 8, 4, num_warps=4, mma=mma, kernel=kernel)
-        ptx = compile_tca_kernel(spec, arch=90).ptx
-        counts[f"{kernel.value}-{mma.value}"] = {"wgmma": ptx.count("wgmma.mma_async"),
-                                                  "mma.sync": ptx.count("mma.sync")}
+        counts[f"{kernel.value}-{mma.value}"] = mma_instructions(compile_tca_kernel(spec, arch=90))
 print(json.dumps(counts))
 """
 
