@@ -53,6 +53,7 @@ class TCAKernelSpec:
     mma: tca_triton.MmaChoice = tca_triton.DEFAULT_MMA
     kernel: tca_triton.KernelChoice = tca_triton.KernelChoice.DIRECT  # TensorRT's plugin calls DIRECT
     maxnreg: int | None = None  # ptxas register cap per thread
+    padded: bool = True  # build for maps whose size is not a multiple of the window (any size)
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -122,7 +123,8 @@ def compile_tca_kernel(spec: TCAKernelSpec, arch: int | None = None) -> Compiled
     fn = tca_triton._JIT_KERNELS[spec.kernel]
     constants = tca_triton.kernel_constants(
         spec.channels, spec.map_channels, spec.num_heads, spec.window_size, spec.shift,
-        low_precision_dot=spec.dtype != "fp32", fast_sigmoid=spec.fast_sigmoid, kernel=spec.kernel,
+        low_precision_dot=spec.dtype != "fp32", fast_sigmoid=spec.fast_sigmoid, padded=spec.padded,
+        kernel=spec.kernel,
     )
     signature = _signature(fn, spec.dtype, tca_triton.FP32_ARGUMENTS[spec.kernel]) | {
         name: "constexpr" for name in constants}
@@ -188,10 +190,9 @@ def instruction_mix(compiled: CompiledTCAKernel, loop_trips: int) -> dict[str, i
     """Instructions one warp executes per program, by opcode family (`INSTRUCTION_CLASSES`) and in total.
 
     Read off the SASS: straight-line code counts once, each loop body (a backward branch's range)
-    `loop_trips` times (the kernels' loops walk the heads), both sides of a branch count (the folded
-    kernel's shifted build has two copies of a window's code, for windows with and without the Swin
-    mask: its counts are a border window's plus an interior one's). An estimate
-    for comparing builds, not a profile: the kernels are latency-bound (benchmarks/results/ncu-*.txt), so
+    `loop_trips` times (the kernels' loops walk the heads), both sides of a branch count (neither kernel
+    branches around a window's work: every window of a build runs the same code). An estimate for
+    comparing builds, not a profile: the kernels are latency-bound (benchmarks/results/ncu-*.txt), so
     fewer instructions per warp, like fewer registers, is what a faster build is made of.
     """
     code = [(int(address, 16), opcode, operands)

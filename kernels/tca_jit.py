@@ -43,8 +43,9 @@ The folded kernel
 (A_h [m~ | 1]) VO_h, every per-head matmul over Cm + 1 = 10 channels (tile BLOCK_K = 16) instead of
 head_dim, no K / V projection, and 1 / alpha, the logit bias and the sigmoid's scale already in the weights.
 Its tiles differ from the direct kernel's in four ways, each measured in the sm_90 build
-(`python benchmarks/kernel_resources.py --arch 90 --kernels direct folded`; fp16, unshifted, 4 warps:
-1 104 instructions and 120 MMAs per warp per window against 2 700 and 312, 141 against 183 registers):
+(`python benchmarks/kernel_resources.py --arch 90 --kernels direct folded`; fp16, tanh sigmoid, 4 warps,
+triton 3.8: 1 005 instructions and 120 MMAs per warp per window against 2 404 and 312 unshifted, 1 132
+against 2 951 shifted, in 148 / 144 registers against 168 / 176):
 - channels come in two tiles of at most one window's tokens (C = 96: 64 + 32, `tca_triton.channel_chunks`),
   so every dot result has M = 64 >= N, Triton stacks the 4 warps along the tokens ([4, 1]: 16 rows each,
   the score tile stays in registers into A [m~ | 1]) and no channel is padding;
@@ -52,9 +53,17 @@ Its tiles differ from the direct kernel's in four ways, each measured in the sm_
   (1 - m) * (x QK_h): 16 multiplies per row instead of C, and x goes to the tensor cores as loaded;
 - padded keys are not masked: their row of [m~ | 1] is all zero, ones channel included, so they add
   nothing to A [m~ | 1] whatever their weight;
-- the Swin region mask is applied only in the windows that hold more than one region (a shifted block's
-  last window row and column), as a logit whose sigmoid is 0, before the sigmoid: one select per score,
-  in fp32, and in their own copy of the code (`_folded_window`'s MASKED).
+- the Swin region mask rides in the score dot (half precision): Cm + 1 = 10 of the 16 channels are used,
+  so three more carry each token's row and column band as +-1 and a constant, which adds 0 to the logit
+  of a query and key of one region and a logit far past "no weight" otherwise (`_folded_window`). Every
+  window of a shifted block runs the same code, with no select per score. Applied as a select in the
+  windows that need it, in their own copy of the code, the shifted build ran 1 289 / 1 490 instructions
+  in an interior / border window in 167 registers (182 with triton 3.6: two blocks per SM); with the
+  mask in the dot every window runs 1 225 in 144 (exact sigmoid; 1 192 in 148 with triton 3.6).
+
+Both kernels take PADDED from the launch: at the preset's 64 x 64 latent every window is whole, so no
+token needs a validity check and only the shifted block's wrap-around needs index arithmetic (direct
+kernel, unshifted: 2 700 -> 2 404 instructions per warp, 183 -> 168 registers).
 
 Importing this module imports triton; it never probes a device. On CPU the kernels run only in Triton's
 interpreter (`TRITON_INTERPRET=1` before this import).
@@ -94,9 +103,13 @@ def _sigmoid_exp2(z, PTX_MATH: tl.constexpr):
 @triton.jit
 def _sigmoid_of_folded(z, FAST: tl.constexpr, PTX_MATH: tl.constexpr):
     """sigmoid(s) from the logit z the fold prepared: z = s / 2 with FAST (0.5 tanh(z) + 0.5: one MUFU, one
-    FMA), else z = -s log2(e) (`_sigmoid_exp2`)."""
+    FMA), else z = -s log2(e) (`_sigmoid_exp2`). The interpreter, which cannot run PTX, computes FAST's
+    0.5 tanh(z) + 0.5 = sigmoid(2 z) exactly, so CPU tests check the fast form's logit algebra."""
     if FAST:
-        y = 0.5 * _tanh_approx(z) + 0.5
+        if PTX_MATH:
+            y = 0.5 * _tanh_approx(z) + 0.5
+        else:
+            y = _sigmoid_exp2(z * -2.8853900817779268, PTX_MATH)  # -2 log2(e)
     else:
         y = _sigmoid_exp2(z, PTX_MATH)
     return y
@@ -130,21 +143,37 @@ def _region_band(pos, size_padded, WINDOW: tl.constexpr, SHIFT: tl.constexpr):
 
 
 @triton.jit
-def _window_coords(win, b, H, W, WINDOW: tl.constexpr, SHIFT: tl.constexpr, BLOCK_N: tl.constexpr):
+def _padded_extent(size, WINDOW: tl.constexpr, PADDED: tl.constexpr):
+    """`size` rounded up to whole windows; `size` itself when the launch promised it already is."""
+    if PADDED:
+        size = tl.cdiv(size, WINDOW) * WINDOW
+    return size
+
+
+@triton.jit
+def _window_coords(win, b, H, W, WINDOW: tl.constexpr, SHIFT: tl.constexpr, BLOCK_N: tl.constexpr,
+                   PADDED: tl.constexpr):
     """The tokens of window `win` of image `b`: their (BN,) row and column in the shifted, padded map, flat
-    (B, H, W) index and validity (a real pixel, not padding), plus the padded map's height and width."""
+    (B, H, W) index and validity (a real pixel, not padding), plus the padded map's height and width.
+
+    PADDED: H or W is not a multiple of WINDOW, so some tokens may be padding; without it every token of
+    a window is a real pixel and the loads and stores need no per-row validity.
+    """
     # Token coordinates: window-local (n // w, n % w) -> shifted padded map -> source pixel.
-    Hp = tl.cdiv(H, WINDOW) * WINDOW
-    Wp = tl.cdiv(W, WINDOW) * WINDOW
+    Hp = _padded_extent(H, WINDOW, PADDED)
+    Wp = _padded_extent(W, WINDOW, PADDED)
     n_win_w = Wp // WINDOW
     n = tl.arange(0, BLOCK_N)  # (BN,)
     sr = (win // n_win_w) * WINDOW + n // WINDOW  # row in the shifted, padded map
     sc = (win % n_win_w) * WINDOW + n % WINDOW
     hr = sr + SHIFT  # torch.roll(-shift): shifted position r holds source row (r + shift) % Hp
-    hr = tl.where(hr >= Hp, hr - Hp, hr)
     hc = sc + SHIFT
-    hc = tl.where(hc >= Wp, hc - Wp, hc)
-    valid = (n < WINDOW * WINDOW) & (hr < H) & (hc < W)  # (BN,) real pixel, not padding
+    if SHIFT > 0:
+        hr = tl.where(hr >= Hp, hr - Hp, hr)
+        hc = tl.where(hc >= Wp, hc - Wp, hc)
+    valid = n < WINDOW * WINDOW  # (BN,) real pixel, not padding
+    if PADDED:
+        valid = valid & (hr < H) & (hc < W)
     tok = (b * H + hr) * W + hc  # (BN,) flat token index into (B, H, W)
     return sr, sc, tok, valid, Hp, Wp
 
@@ -157,10 +186,11 @@ def _same_region(sr, sc, Hp, Wp, WINDOW: tl.constexpr, SHIFT: tl.constexpr):
 
 
 @triton.jit
-def _window_tokens(win, b, H, W, WINDOW: tl.constexpr, SHIFT: tl.constexpr, BLOCK_N: tl.constexpr):
+def _window_tokens(win, b, H, W, WINDOW: tl.constexpr, SHIFT: tl.constexpr, BLOCK_N: tl.constexpr,
+                   PADDED: tl.constexpr):
     """`_window_coords`' flat index and validity, each (BN,), and the (BN, BN) or (1, BN) mask of the
     key/query pairs that may attend (same Swin region, real key pixel)."""
-    sr, sc, tok, valid, Hp, Wp = _window_coords(win, b, H, W, WINDOW, SHIFT, BLOCK_N)
+    sr, sc, tok, valid, Hp, Wp = _window_coords(win, b, H, W, WINDOW, SHIFT, BLOCK_N, PADDED)
     keep = valid[None, :]  # (1, BN) padded keys never contribute
     if SHIFT > 0:
         keep = keep & _same_region(sr, sc, Hp, Wp, WINDOW, SHIFT)  # (BN, BN)
@@ -184,12 +214,13 @@ def _store_channels(out_ptr, acc, bo_ptr, tok, valid, c, C: tl.constexpr):
 
 @triton.jit
 def _program_window(x_ptr, map_ptr, H, W, C: tl.constexpr, CM: tl.constexpr, WINDOW: tl.constexpr,
-                    SHIFT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, op_dtype: tl.constexpr):
+                    SHIFT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, op_dtype: tl.constexpr,
+                    PADDED: tl.constexpr):
     """This program's window (grid axis 0) of its image (axis 1): `_window_tokens`, plus the window's
     queries x * (1 - m) as (BN, BC) matmul operands in `op_dtype`, padding 0."""
     win = tl.program_id(0)
     b = tl.program_id(1)  # int32 offsets: _launch checks B*H*W*max(C, CM) < 2**31
-    tok, valid, keep = _window_tokens(win, b, H, W, WINDOW, SHIFT, BLOCK_N)
+    tok, valid, keep = _window_tokens(win, b, H, W, WINDOW, SHIFT, BLOCK_N, PADDED)
     x = _load_channels(x_ptr, tok, valid, tl.arange(0, BLOCK_C), C, tl.float32)  # (BN, BC)
     m = tl.load(map_ptr + tok * CM, mask=valid, other=0.0).to(tl.float32)  # (BN,) blemish map, channel 0
     q_in = (x * (1.0 - m[:, None])).to(op_dtype)  # (BN, BC) mask-suppressed queries
@@ -209,12 +240,14 @@ def tca_fwd_kernel(
     BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_CM: tl.constexpr, BLOCK_D: tl.constexpr,
     LOW_PRECISION_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr,
     PTX_MATH: tl.constexpr,  # CUDA build: MUFU instructions through inline PTX (not in the interpreter)
+    PADDED: tl.constexpr,  # H or W is not a multiple of WINDOW (tca_triton.kernel_constants)
 ):
     if LOW_PRECISION_DOT:
         op_dtype = x_ptr.dtype.element_ty
     else:
         op_dtype = tl.float32
-    tok, valid, keep, q_in = _program_window(x_ptr, map_ptr, H, W, C, CM, WINDOW, SHIFT, BLOCK_N, BLOCK_C, op_dtype)
+    tok, valid, keep, q_in = _program_window(x_ptr, map_ptr, H, W, C, CM, WINDOW, SHIFT, BLOCK_N, BLOCK_C, op_dtype,
+                                             PADDED)
 
     cc = tl.arange(0, BLOCK_C)
     c_mask = cc < C
@@ -259,13 +292,36 @@ def tca_fwd_kernel(
 
 
 @triton.jit
+def _band_sign(pos, size_padded, SHIFT: tl.constexpr):
+    """+1.0 for a shifted, padded coordinate in the map's last SHIFT rows (columns), else -1.0.
+
+    Within one window two tokens lie in the same Swin band along an axis exactly when their signs agree:
+    a window meets at most two of `windows.region_ids`' three bands per axis (only the last window row
+    or column meets more than one: bands 1 and 2, split at size_padded - SHIFT).
+    """
+    return tl.where(pos >= size_padded - SHIFT, 1.0, -1.0)
+
+
+@triton.jit
+def _region_logit_scale(FAST: tl.constexpr):
+    """c in the region logit c (u_i u_j + v_i v_j - 2): 0 for a query and key of one Swin region, at least
+    2048 folded-logit units towards "no weight" otherwise (+z for 1 / (1 + 2^z), -z for the tanh form),
+    far past where either sigmoid form reaches 0 in fp32."""
+    if FAST:
+        c = 1024.0
+    else:
+        c = -1024.0
+    return c
+
+
+@triton.jit
 def _folded_window(
     x_ptr, map_ptr, qk_ptr, qk_bias_ptr, vo_ptr, bo_ptr, out_ptr,  # as tca_folded_fwd_kernel
     sr, sc, tok, valid, Hp, Wp,  # _window_coords of this program's window
-    C: tl.constexpr, CM: tl.constexpr, NUM_HEADS: tl.constexpr, WINDOW: tl.constexpr, SHIFT: tl.constexpr,
+    C: tl.constexpr, CM: tl.constexpr, NUM_HEADS: tl.constexpr, SHIFT: tl.constexpr,
     BLOCK_C0: tl.constexpr, BLOCK_C1: tl.constexpr, BLOCK_K: tl.constexpr, op_dtype: tl.constexpr,
-    DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr, PTX_MATH: tl.constexpr,
-    MASKED: tl.constexpr,  # apply the Swin region mask (a window holding more than one region)
+    LOW_PRECISION_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr,
+    PTX_MATH: tl.constexpr,
 ):
     """tca_folded_fwd_kernel's work for one window, from loading its tokens to storing its outputs."""
     c0 = tl.arange(0, BLOCK_C0)
@@ -279,7 +335,25 @@ def _folded_window(
     mf = tl.load(map_ptr + tok[:, None] * CM + kk[None, :], mask=valid[:, None] & (kk < CM)[None, :], other=0.0)
     # [m~ | 1 | 0...], the ones channel 0 for padded keys: their row is all zero, so whatever their
     # attention weight, A [m~ | 1] gains nothing from them (the reference masks them out).
-    kv = tl.where(kk[None, :] == CM, valid.to(tl.float32)[:, None], mf.to(tl.float32)).to(op_dtype)  # (BN, BK)
+    kv = tl.where(kk[None, :] == CM, valid.to(tl.float32)[:, None], mf.to(tl.float32))  # (BN, BK)
+    if SHIFT > 0:
+        u = _band_sign(sr, Hp, SHIFT)[:, None]  # (BN, 1) row band, +-1
+        v = _band_sign(sc, Wp, SHIFT)[:, None]  # (BN, 1) column band
+        if LOW_PRECISION_DOT:
+            # The Swin mask through the tensor cores: keys carry [u | v | 1] in the channels after the ones
+            # channel (the fold's weights are zero there), queries [c u | c v | -2c], so the score dot adds
+            # c (u_i u_j + v_i v_j - 2): 0 within a region, a sigmoid weight of 0 across regions
+            # (`_region_logit_scale`). Every window of a shifted block runs this one code; the values
+            # are exact in fp16 / bf16, and with partial sums near 2|c| the fp32 accumulation keeps the
+            # logits to a few 1e-4, well below the half-precision rounding of p. fp32 selects (exact).
+            c = _region_logit_scale(FAST_SIGMOID)
+            kv = tl.where(kk[None, :] == CM + 1, u, tl.where(kk[None, :] == CM + 2, v, kv))
+            kv = tl.where(kk[None, :] == CM + 3, 1.0, kv)
+            region_logit = tl.where(kk[None, :] == CM + 1, c * u, tl.where(kk[None, :] == CM + 2, c * v, 0.0))
+            region_logit = tl.where(kk[None, :] == CM + 3, -2.0 * c, region_logit)  # (BN, BK)
+        else:
+            same_region = (u == tl.trans(u)) & (v == tl.trans(v))  # (BN, BN)
+    kv = kv.to(op_dtype)
     query_keep = 1.0 - tl.load(map_ptr + tok * CM, mask=valid, other=0.0).to(tl.float32)  # (BN,) 1 - m
 
     for h in range(NUM_HEADS):  # rolled, as in tca_fwd_kernel
@@ -290,10 +364,13 @@ def _folded_window(
             qk1 = tl.load(qk_h + c1[:, None] * BLOCK_K + kk[None, :], mask=(c1 < C)[:, None], other=0.0)
             p = tl.dot(x1, qk1.to(op_dtype), p, input_precision=DOT_PRECISION)
         qk_bias = tl.load(qk_bias_ptr + h * BLOCK_K + kk).to(tl.float32)  # (BK,)
-        p = p * query_keep[:, None] + qk_bias[None, :]  # (x * (1 - m)) QK_h + qk_h
+        if SHIFT > 0 and LOW_PRECISION_DOT:
+            p = p * query_keep[:, None] + (qk_bias[None, :] + region_logit)  # and the region channels
+        else:
+            p = p * query_keep[:, None] + qk_bias[None, :]  # (x * (1 - m)) QK_h + qk_h
         s = tl.dot(p.to(op_dtype), tl.trans(kv), input_precision=DOT_PRECISION)  # (BN, BN) folded logits
-        if MASKED:
-            s = tl.where(_same_region(sr, sc, Hp, Wp, WINDOW, SHIFT), s, _folded_no_weight(FAST_SIGMOID))
+        if SHIFT > 0 and not LOW_PRECISION_DOT:
+            s = tl.where(same_region, s, _folded_no_weight(FAST_SIGMOID))
         a = _sigmoid_of_folded(s, FAST_SIGMOID, PTX_MATH)  # (BN, BN)
         t = tl.dot(a.to(op_dtype), kv, input_precision=DOT_PRECISION).to(op_dtype)  # (BN, BK) = A_h [m~ | 1]
         vo_h = vo_ptr + h * BLOCK_K * C
@@ -316,17 +393,17 @@ def tca_folded_fwd_kernel(
     out_ptr,  # (B, H, W, C), contiguous
     C: tl.constexpr, CM: tl.constexpr, NUM_HEADS: tl.constexpr, WINDOW: tl.constexpr, SHIFT: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_C0: tl.constexpr, BLOCK_C1: tl.constexpr,  # channel chunks; BLOCK_C1 = 0: none
-    BLOCK_K: tl.constexpr,  # CM + 1 padded; tca_fold pads the weights to it with zeros
+    BLOCK_K: tl.constexpr,  # CM + 1 (+ REGION_CHANNELS if shifted) padded; the fold's weights are 0 there
     LOW_PRECISION_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr,
     PTX_MATH: tl.constexpr,  # CUDA build: MUFU instructions through inline PTX (not in the interpreter)
+    PADDED: tl.constexpr,  # H or W is not a multiple of WINDOW (tca_triton.kernel_constants)
 ):
     """The same attention from the folded weights (tca_fold.py): per head, the logits are
     ((1 - m) x QK_h + qk_h) [m~ | 1]^T and the output gains (A_h [m~ | 1]) VO_h, over BLOCK_K channels.
 
     The fold already holds 1 / alpha_h, the logit bias -log(w*w) and the scale of the sigmoid's form
-    (`_sigmoid_of_folded`), so the logits need no arithmetic before the sigmoid. Windows with
-    and without the Swin mask run separate code: built as one, the compiler computed the mask's region
-    labels for every window and kept them in registers across the head loop.
+    (`_sigmoid_of_folded`), so the logits need no arithmetic before the sigmoid; a shifted block's
+    Swin mask is three more channels of the score dot (`_folded_window`).
     """
     if LOW_PRECISION_DOT:
         op_dtype = x_ptr.dtype.element_ty
@@ -334,14 +411,7 @@ def tca_folded_fwd_kernel(
         op_dtype = tl.float32
     win = tl.program_id(0)
     b = tl.program_id(1)  # int32 offsets: _launch checks B*H*W*max(C, CM) < 2**31
-    sr, sc, tok, valid, Hp, Wp = _window_coords(win, b, H, W, WINDOW, SHIFT, BLOCK_N)
-    # Only a shifted block's last window row / column holds more than one Swin region.
-    border = ((win // (Wp // WINDOW)) == Hp // WINDOW - 1) | ((win % (Wp // WINDOW)) == Wp // WINDOW - 1)
-    if SHIFT > 0 and border:
-        _folded_window(x_ptr, map_ptr, qk_ptr, qk_bias_ptr, vo_ptr, bo_ptr, out_ptr, sr, sc, tok, valid, Hp, Wp,
-                       C, CM, NUM_HEADS, WINDOW, SHIFT, BLOCK_C0, BLOCK_C1, BLOCK_K, op_dtype, DOT_PRECISION,
-                       FAST_SIGMOID, PTX_MATH, MASKED=True)
-    else:
-        _folded_window(x_ptr, map_ptr, qk_ptr, qk_bias_ptr, vo_ptr, bo_ptr, out_ptr, sr, sc, tok, valid, Hp, Wp,
-                       C, CM, NUM_HEADS, WINDOW, SHIFT, BLOCK_C0, BLOCK_C1, BLOCK_K, op_dtype, DOT_PRECISION,
-                       FAST_SIGMOID, PTX_MATH, MASKED=False)
+    sr, sc, tok, valid, Hp, Wp = _window_coords(win, b, H, W, WINDOW, SHIFT, BLOCK_N, PADDED)
+    _folded_window(x_ptr, map_ptr, qk_ptr, qk_bias_ptr, vo_ptr, bo_ptr, out_ptr, sr, sc, tok, valid, Hp, Wp,
+                   C, CM, NUM_HEADS, SHIFT, BLOCK_C0, BLOCK_C1, BLOCK_K, op_dtype, LOW_PRECISION_DOT,
+                   DOT_PRECISION, FAST_SIGMOID, PTX_MATH)

@@ -41,6 +41,9 @@ from .windows import padded_size
 
 OP_NAME = "langbrt::tca_attention"
 MIN_DOT_EXTENT = 16  # tl.dot needs every matmul dimension >= 16
+# The folded kernel of a shifted block carries the Swin region of each token in this many channels past
+# the map channels and the ones channel: its row and column band signs and a constant (tca_jit._folded_window).
+REGION_CHANNELS = 3
 
 
 def _interpreting() -> bool:
@@ -157,10 +160,11 @@ class KernelChoice(str, Enum):
     FOLDED: `tca_folded_fwd_kernel`, from weights folded through the narrow map features
     (`tca_fold.py`): per head, every matmul over Cm + 1 channels instead of head_dim and no K / V
     projection, laid out so the warps stack along the window (tca_jit's header). In the sm_90 build it
-    executes under half the instructions per window of DIRECT (fp16, unshifted, 4 warps: 1 104 against
-    2 700 per warp, 120 against 312 MMAs) in fewer registers (141 against 183), which should make it the
-    faster one; not yet run on a GPU, so not the default: benchmarks/kernel_sweep.py checks and times it
-    next to DIRECT. A fold that overflows fp16 (`FoldedTCAWeights.finite`) runs DIRECT instead.
+    executes under half the instructions per window of DIRECT (fp16, 4 warps: 1 005 against 2 404 per
+    warp unshifted, 1 132 against 2 951 shifted, 120 against 312 MMAs) in fewer registers (144-148
+    against 168-176), which should make it the faster one; not yet run on a GPU, so not the default:
+    benchmarks/kernel_sweep.py checks and times it next to DIRECT. A fold that overflows fp16
+    (`FoldedTCAWeights.finite`) runs DIRECT instead.
     """
 
     DIRECT = "direct"
@@ -176,14 +180,13 @@ FP32_ARGUMENTS = {KernelChoice.DIRECT: (), KernelChoice.FOLDED: ("qk_bias_ptr", 
 
 # What the autotuner times per kernel. DIRECT: the widths above. FOLDED: its dots put the 4 warps' rows
 # along the window's 64 tokens, so at 8 warps (8 rows a warp, half an MMA tile) every warp computes as much
-# as at 4, and at 16 four times as much; 4 warps it is, plain and capped at 168 and 128 registers (3 and 4
-# blocks per SM). The shifted sm_90 fp16 build needs 195 registers with triton 3.6 (182 with the exact
-# sigmoid; 168 with triton 3.8): capped at 168 it spills 32-40 B, at 128 96 B. Plus 8 warps, in case the
-# doubled work hides latency better (benchmarks/kernel_resources.py).
+# as at 4, and at 16 four times as much; 4 warps it is, plain (144-148 registers in the sm_90 half builds
+# at the preset's shape, triton 3.6 and 3.8: 3 blocks per SM) and capped at 128 registers (4 blocks, for a
+# 16-32 B spill). Plus 8 warps, in case the doubled work hides latency better
+# (benchmarks/kernel_resources.py).
 LAUNCH_CONFIGS = {
     KernelChoice.DIRECT: tuple(LaunchConfig(nw) for nw in NUM_WARPS_CHOICES),
-    KernelChoice.FOLDED: (LaunchConfig(4), LaunchConfig(4, maxnreg=168), LaunchConfig(4, maxnreg=128),
-                          LaunchConfig(8)),
+    KernelChoice.FOLDED: (LaunchConfig(4), LaunchConfig(4, maxnreg=128), LaunchConfig(8)),
 }
 
 
@@ -224,12 +227,15 @@ def channel_chunks(channels: int, tokens_per_window: int) -> tuple[int, int]:
 
 @functools.lru_cache(maxsize=64)
 def kernel_constants(channels: int, map_channels: int, num_heads: int, window_size: int, shift: int,
-                     low_precision_dot: bool, *, fast_sigmoid: bool,
+                     low_precision_dot: bool, *, fast_sigmoid: bool, padded: bool = True,
                      kernel: KernelChoice = KernelChoice.DIRECT, ptx_math: bool = True) -> Mapping[str, object]:
     """The constexpr arguments of `kernel`'s jit function, shared by the launch here and the AOT build
     (tca_aot): the window and dot settings both kernels take, plus the tile sizes of its own weights.
 
-    `ptx_math`: a CUDA build, which may use inline PTX (`fast_sigmoid` needs it); False for the interpreter.
+    `ptx_math`: a CUDA build, whose sigmoids are inline PTX MUFU instructions; False for the interpreter,
+    which evaluates the same forms with Triton's ops.
+    `padded`: the map's height or width is not a multiple of the window (`needs_padding`); a build
+    without it assumes every window is all real pixels and checks no token's validity.
     The MMA path is not among them: whether dots use wgmma Triton takes from its environment at build time
     (`mma_build_scope`). Cached and read-only: every launch needs them, and a model calls the op with a
     handful of shapes.
@@ -238,11 +244,11 @@ def kernel_constants(channels: int, map_channels: int, num_heads: int, window_si
     constants = dict(
         C=channels, CM=map_channels, NUM_HEADS=num_heads, WINDOW=window_size, SHIFT=shift, BLOCK_N=block_n,
         LOW_PRECISION_DOT=low_precision_dot, DOT_PRECISION="tf32" if low_precision_dot else "ieee",
-        FAST_SIGMOID=fast_sigmoid and ptx_math, PTX_MATH=ptx_math,
+        FAST_SIGMOID=fast_sigmoid, PTX_MATH=ptx_math, PADDED=padded,
     )
     if kernel is KernelChoice.FOLDED:
         block_c0, block_c1 = channel_chunks(channels, block_n)
-        constants.update(BLOCK_C0=block_c0, BLOCK_C1=block_c1, BLOCK_K=folded_block_k(map_channels))
+        constants.update(BLOCK_C0=block_c0, BLOCK_C1=block_c1, BLOCK_K=folded_block_k(map_channels, shift > 0))
     else:
         constants.update(LOGIT_BIAS=logit_bias(window_size), HEAD_DIM=channels // num_heads,
                          BLOCK_C=_block(channels), BLOCK_CM=_block(map_channels),
@@ -250,18 +256,24 @@ def kernel_constants(channels: int, map_channels: int, num_heads: int, window_si
     return MappingProxyType(constants)
 
 
-def folded_block_k(map_channels: int) -> int:
-    """The folded kernel's per-head width: the map channels and the ones channel, padded for tl.dot."""
-    return _block(map_channels + 1)
+def needs_padding(height: int, width: int, window_size: int) -> bool:
+    """Whether a (height, width) map splits into windows only with padding: the kernels' PADDED."""
+    return bool(height % window_size or width % window_size)
+
+
+def folded_block_k(map_channels: int, shifted: bool) -> int:
+    """The folded kernel's per-head width: the map channels and the ones channel, padded for tl.dot; a
+    shifted block's kernel also carries the Swin mask in `REGION_CHANNELS` more (tca_jit._folded_window)."""
+    return _block(map_channels + 1 + (REGION_CHANNELS if shifted else 0))
 
 
 @functools.lru_cache(maxsize=64)
-def folded_logits(map_channels: int, window_size: int, fast_sigmoid: bool) -> LogitFold:
+def folded_logits(map_channels: int, window_size: int, shift: int, fast_sigmoid: bool) -> LogitFold:
     """What `tca_folded_fwd_kernel` expects folded into its logits: the logit bias, and the scale of its
     form of the sigmoid (tca_jit._sigmoid_of_folded): 1/2 for 0.5 tanh(s / 2) + 0.5 when `fast_sigmoid`,
     -log2(e) for 1 / (1 + 2^(-s log2 e)) otherwise."""
     scale = 0.5 if fast_sigmoid else -math.log2(math.e)
-    return LogitFold(folded_block_k(map_channels), scale=scale, bias=logit_bias(window_size))
+    return LogitFold(folded_block_k(map_channels, shift > 0), scale=scale, bias=logit_bias(window_size))
 
 
 def _launch(
@@ -294,10 +306,10 @@ def _launch(
 
     mma, which = mma_choice(), kernel_choice()
     ptx_math = x.device.type == "cuda" and not _INTERPRETING
-    fast = bool(fast_sigmoid) and ptx_math
+    fast = bool(fast_sigmoid)
     if which is KernelChoice.FOLDED:
         params = TCAParams(q_weight, q_bias, k_weight, k_bias, v_weight, v_bias, out_weight, out_bias, alpha)
-        folded = folded_weights(params, num_heads, x.dtype, folded_logits(Cm, window_size, fast))
+        folded = folded_weights(params, num_heads, x.dtype, folded_logits(Cm, window_size, shift, fast))
         if not folded.finite:  # the fold overflowed fp16; the direct kernel divides by alpha in fp32
             which = KernelChoice.DIRECT
     if which is KernelChoice.FOLDED:
@@ -305,8 +317,8 @@ def _launch(
     else:
         tensors = [t.contiguous() for t in (x, map_features, q_weight, q_bias, k_weight, k_bias,
                                             v_weight, v_bias, out_weight, out_bias, alpha)]
-    constants = kernel_constants(C, Cm, num_heads, window_size, shift, low_precision_dot,
-                                 fast_sigmoid=fast, kernel=which, ptx_math=ptx_math)
+    constants = kernel_constants(C, Cm, num_heads, window_size, shift, low_precision_dot, fast_sigmoid=fast,
+                                 padded=needs_padding(H, W, window_size), kernel=which, ptx_math=ptx_math)
     out = torch.empty((B, H, W, C), dtype=x.dtype, device=x.device)  # (B, H, W, C)
     n_windows = (padded_size(H, window_size) // window_size) * (padded_size(W, window_size) // window_size)
     kernel, launch_options = _autotuned_kernel(which, grid_bucket(n_windows * B)), {}
@@ -397,8 +409,9 @@ def windowed_sigmoid_cross_attention_triton(
     """Fused TCA attention: x (B, H, W, C), map_features (B, H, W, Cm) -> (B, H, W, C) in x's dtype.
 
     Same contract as `windowed_sigmoid_cross_attention_reference`; differentiable in x, map_features and
-    every tensor of `params` (alpha included) through a recompute-based backward. `fast_sigmoid` swaps
-    tl.sigmoid for PTX `tanh.approx.f32` in the forward (CUDA only; ignored in the interpreter).
+    every tensor of `params` (alpha included) through a recompute-based backward. `fast_sigmoid` computes
+    the forward's sigmoid as 0.5 tanh(s / 2) + 0.5 with PTX `tanh.approx.f32` (on CUDA; the interpreter
+    evaluates the same form exactly).
     """
     return _TCAFunction.apply(x, map_features, num_heads, window_size, shift, fast_sigmoid, *params.tensors())
 

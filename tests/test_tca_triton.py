@@ -27,6 +27,9 @@ tca_triton = pytest.importorskip("langbrt.kernels.tca_triton", reason="triton is
 kernel_attention = tca_triton.windowed_sigmoid_cross_attention_triton
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+# The half-precision folded kernel gives a key of another Swin region a folded logit of >= 2048, whose
+# 2^z the interpreter's numpy overflows to inf (sigmoid weight 0, as intended; the GPU's ex2 gives inf too).
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in exp2:RuntimeWarning")
 
 
 def random_params(C: int, Cm: int, heads: int, seed: int = 0, dtype: torch.dtype = torch.float32,
@@ -50,6 +53,9 @@ def random_inputs(B: int, H: int, W: int, C: int, Cm: int, seed: int = 1, dtype:
     return x.to(device=device, dtype=dtype), map_features.to(device=device, dtype=dtype)
 
 
+GPU_TOLERANCE = {torch.float32: 1e-4, torch.float16: 3e-3, torch.bfloat16: 2e-2}  # x max |reference|
+
+
 def cast_params(params: TCAParams, dtype: torch.dtype) -> TCAParams:
     return TCAParams(*(t.to(dtype) for t in params.tensors()))
 
@@ -67,6 +73,10 @@ CPU_CASES = [
     pytest.param(1, 10, 13, 24, 9, 3, 4, 1, id="padded-shifted-3heads"),
     pytest.param(2, 10, 13, 24, 9, 2, 4, 0, id="padded-unshifted-headdim12"),
     pytest.param(1, 9, 7, 32, 9, 2, 8, 4, id="window8-one-padded-window"),
+    # 4 x 3 windows, six of them interior: tokens neither wrapped by the shift nor padding
+    pytest.param(1, 16, 12, 16, 3, 2, 4, 2, id="unpadded-shifted-interior-windows"),
+    # padding 3 > window - shift 1: padded pixels land in an interior window, not only the last row
+    pytest.param(1, 9, 10, 16, 9, 2, 4, 3, id="padded-shifted-padding-in-interior-windows"),
 ]
 
 
@@ -318,14 +328,52 @@ def test_folded_kernel_sees_weight_updates(monkeypatch):
     torch.testing.assert_close(kernel_attention(x, mf, params, 2, 4, 2), expected, atol=1e-4, rtol=1e-4)
 
 
-def test_folded_kernel_at_the_paper_width_with_interior_and_border_windows(monkeypatch):
+@pytest.mark.parametrize("kernel", ["direct", "folded"])
+def test_fast_sigmoid_form_matches_reference(monkeypatch, kernel):
+    """fast_sigmoid folds s / 2 into the logits and masks other Swin regions towards -inf (the exact form:
+    +inf). The interpreter evaluates 0.5 tanh(z) + 0.5 exactly, so the fast form's algebra is checked here;
+    tanh.approx's own error only on a GPU (test_gpu_fast_sigmoid_is_close_to_exact)."""
+    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, kernel)
+    x, mf = random_inputs(1, 16, 12, 16, 3)
+    params = random_params(16, 3, 2)
+    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 2)
+    torch.testing.assert_close(kernel_attention(x, mf, params, 2, 4, 2, fast_sigmoid=True), expected,
+                               atol=1e-4, rtol=1e-4)
+    got_half = kernel_attention(x.half(), mf.half(), cast_params(params, torch.float16), 2, 4, 2, fast_sigmoid=True)
+    torch.testing.assert_close(got_half.float(), expected, rtol=0,
+                               atol=GPU_TOLERANCE[torch.float16] * expected.abs().max().item())
+
+
+@pytest.mark.parametrize("size", [pytest.param(24, id="whole-windows"), pytest.param(20, id="padded")])
+def test_folded_kernel_at_the_paper_width_with_interior_and_border_windows(monkeypatch, size):
     """C = 96 runs as channel tiles of 64 and 32 (`channel_chunks`); a 3x3 grid of 8x8 windows shifted by 4
-    has interior windows (no Swin mask) and border windows (masked), and 20x20 pads the last ones."""
+    has interior windows (one Swin region) and border windows (up to four), 20x20 pads the last ones.
+    fp32 masks the regions with a select, fp16 with the region channels of the score dot."""
     monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
-    x, mf = random_inputs(1, 20, 20, 96, 9)
+    x, mf = random_inputs(1, size, size, 96, 9)
     params = random_params(96, 9, 3)
     expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 3, 8, 4)
     torch.testing.assert_close(kernel_attention(x, mf, params, 3, 8, 4), expected, atol=1e-4, rtol=1e-4)
+    got_half = kernel_attention(x.half(), mf.half(), cast_params(params, torch.float16), 3, 8, 4)
+    torch.testing.assert_close(got_half.float(), expected, rtol=0,
+                               atol=GPU_TOLERANCE[torch.float16] * expected.abs().max().item())
+
+
+def test_region_channels_mask_other_regions_even_where_logits_saturate(monkeypatch):
+    """The fp16 folded kernel's Swin mask is a logit offset, not a select: keys of another region must
+    still get no weight when the logits are large (alpha 0.05: 20x a trained layer's), and keys of the
+    query's own region must keep theirs."""
+    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
+    x, mf = random_inputs(1, 8, 8, 16, 3)
+    params = random_params(16, 3, 2)
+    with torch.no_grad():
+        params.alpha.fill_(0.05)
+    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 2)
+    half_params = cast_params(params, torch.float16)
+    assert tca_triton.folded_weights(half_params, 2, torch.float16, tca_triton.folded_logits(3, 4, 2, False)).finite
+    got = kernel_attention(x.half(), mf.half(), half_params, 2, 4, 2)
+    torch.testing.assert_close(got.float(), expected, rtol=0,
+                               atol=GPU_TOLERANCE[torch.float16] * expected.abs().max().item())
 
 
 @pytest.mark.parametrize(("channels", "tokens", "chunks"), [
@@ -343,7 +391,7 @@ def test_folded_path_falls_back_to_the_direct_kernel_when_the_fold_overflows(mon
     params = cast_params(random_params(16, 3, 2), torch.float16)
     with torch.no_grad():
         params.alpha.fill_(1e-6)
-    logits = tca_triton.folded_logits(3, 4, fast_sigmoid=False)
+    logits = tca_triton.folded_logits(3, 4, 2, fast_sigmoid=False)
     assert not tca_triton.folded_weights(params, 2, torch.float16, logits).finite
     direct = kernel_attention(x, mf, params, 2, 4, 2)
     monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
@@ -372,9 +420,6 @@ def test_tiny_model_output_is_the_same_with_kernel_and_reference(monkeypatch):
 
 # The paper preset's latent shape: B=2, 64x64 latent, C=96, 3 heads, window 8, 9 map channels.
 PAPER = dict(B=2, H=64, W=64, C=96, Cm=9, heads=3, window=8)
-GPU_TOLERANCE = {torch.float32: 1e-4, torch.float16: 3e-3, torch.bfloat16: 2e-2}  # x max |reference|
-
-
 @pytest.mark.gpu
 @requires_cuda
 @pytest.mark.parametrize("shift", [0, 4])
