@@ -11,6 +11,8 @@ registers spilled to local memory), per block the shared memory, whether TensorR
 the build (argument order, no scratch, shared memory within 48 KiB), the blocks per SM the register file
 allows, how Triton laid the warps over the dots' results, and the instructions one warp executes per
 window (`tca_aot.instruction_mix`: in total, tensor-core, MUFU, global / shared memory, spill, barrier).
+The builds are those a launch at the preset's 64 x 64 latent makes (whole windows: no padding checks;
+TensorRT's plugin builds for any size).
 These are static facts of the compiled code, not timings: they say which builds and launch configs are
 worth timing on a GPU. Writes JSON (default benchmarks/results/kernel-resources-<date>.json).
 """
@@ -50,6 +52,7 @@ class ResourceRow:
     dtype: str
     shift: int
     num_warps: int
+    sigmoid: str  # "tanh" (TensorRT's plugin) or "exact" (the model's default)
     registers: int
     stack_bytes: int
     shared_bytes: int
@@ -60,11 +63,16 @@ class ResourceRow:
     instructions_per_warp: dict[str, int]  # tca_aot.instruction_mix, the head loop counted NUM_HEADS times
 
 
-def paper_specs(kernels: list[str], dtypes: list[str], warps: list[int]) -> list[TCAKernelSpec]:
+SIGMOIDS = {"tanh": True, "exact": False}  # --sigmoid name -> TCAKernelSpec.fast_sigmoid
+
+
+def paper_specs(kernels: list[str], dtypes: list[str], warps: list[int], sigmoids: list[str]) -> list[TCAKernelSpec]:
     cfg = LangBRTConfig.paper()
+    # padded=False: the preset's 64 x 64 latent splits into whole windows, so a launch builds that kernel
     return [TCAKernelSpec(dtype, cfg.embed_dim, cfg.map_feature_dim, cfg.num_heads, cfg.window_size, shift,
-                          num_warps=nw, kernel=KernelChoice(kernel))
-            for kernel in kernels for dtype in dtypes for shift in (0, cfg.window_size // 2) for nw in warps]
+                          num_warps=nw, fast_sigmoid=SIGMOIDS[sigmoid], kernel=KernelChoice(kernel), padded=False)
+            for kernel in kernels for sigmoid in sigmoids for dtype in dtypes
+            for shift in (0, cfg.window_size // 2) for nw in warps]
 
 
 def measure(spec: TCAKernelSpec, arch: int) -> ResourceRow:
@@ -77,9 +85,10 @@ def measure(spec: TCAKernelSpec, arch: int) -> ResourceRow:
         problem = None
     except ValueError as err:
         problem = str(err)
-    return ResourceRow(spec.kernel.value, arch, spec.dtype, spec.shift, spec.num_warps, res.registers, res.stack_bytes,
-                       res.static_shared_bytes + res.dynamic_shared_bytes, by_registers, problem is None, problem,
-                       mma_warp_layouts(compiled), instruction_mix(compiled, spec.num_heads))
+    sigmoid = "tanh" if spec.fast_sigmoid else "exact"
+    return ResourceRow(spec.kernel.value, arch, spec.dtype, spec.shift, spec.num_warps, sigmoid, res.registers,
+                       res.stack_bytes, res.static_shared_bytes + res.dynamic_shared_bytes, by_registers,
+                       problem is None, problem, mma_warp_layouts(compiled), instruction_mix(compiled, spec.num_heads))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,18 +98,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="which kernels (LANGBRT_TCA_KERNEL values); default direct, the one TensorRT calls")
     parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=list(DTYPES))
     parser.add_argument("--warps", type=int, nargs="+", default=[4, 8, 16])
+    parser.add_argument("--sigmoid", nargs="+", choices=list(SIGMOIDS), default=["tanh"],
+                        help="sigmoid forms: tanh (TensorRT's plugin, the default) and / or exact (the model's)")
     parser.add_argument("--out", default=None, help="JSON path, or - for stdout only "
                         "(default benchmarks/results/kernel-resources-<date>.json)")
     args = parser.parse_args(argv)
 
     rows = [measure(spec, arch) for arch in args.arch
-            for spec in paper_specs(args.kernels, args.dtypes, args.warps)]
-    print(f"{'kernel':>6} {'arch':>5} {'dtype':>5} {'shift':>5} {'warps':>5} {'regs':>5} {'stack B':>8} {'smem B':>7} "
-          f"{'blk/SM':>6} {'TRT AOT':>7} {'instr/warp':>10} {'MMA':>5} {'MUFU':>5} {'mma warps':>10}")
+            for spec in paper_specs(args.kernels, args.dtypes, args.warps, args.sigmoid)]
+    print(f"{'kernel':>6} {'arch':>5} {'dtype':>5} {'sigmoid':>7} {'shift':>5} {'warps':>5} {'regs':>5} "
+          f"{'stack B':>8} {'smem B':>7} {'blk/SM':>6} {'TRT AOT':>7} {'instr/warp':>10} {'MMA':>5} {'MUFU':>5} "
+          f"{'mma warps':>10}")
     for r in rows:
         mix = r.instructions_per_warp
-        print(f"{r.kernel:>6} sm_{r.arch:<2} {r.dtype:>5} {r.shift:>5} {r.num_warps:>5} {r.registers:>5} "
-              f"{r.stack_bytes:>8} {r.shared_bytes:>7} {r.blocks_per_sm_by_registers:>6} "
+        print(f"{r.kernel:>6} sm_{r.arch:<2} {r.dtype:>5} {r.sigmoid:>7} {r.shift:>5} {r.num_warps:>5} "
+              f"{r.registers:>5} {r.stack_bytes:>8} {r.shared_bytes:>7} {r.blocks_per_sm_by_registers:>6} "
               f"{'ok' if r.tensorrt_aot_ok else 'no':>7} {mix['total']:>10} {mix['tensor_core']:>5} {mix['mufu']:>5} "
               f"{' '.join(r.mma_warp_layouts) or '-':>10}")
     report = {
