@@ -21,7 +21,8 @@
 #            stall reasons, pipe and shared-memory utilisation, i.e. what limits it;
 # e2e:       langbrt-bench on the torch backend at the paper preset, fp32 and fp16, batch 1/8/32 (random
 #            weights and prompt embeddings: latency does not depend on their values), and
-#            benchmarks/profile_forward.py's CUDA kernel table and latency for one fp16 batch-8 forward;
+#            benchmarks/profile_forward.py's CUDA kernel table and latency for one fp16 batch-8 forward,
+#            in NCHW and in channels_last (does dropping cuDNN's layout transposes pay?);
 # compile:   the same forward through torch.compile.
 # Each step has its own time limit and writes as it goes, so a slow step costs only itself.
 # The device image (Python 3.12, torch, triton) has neither TensorRT nor onnxruntime-gpu and fetches nothing.
@@ -102,6 +103,8 @@ random_model(PRESETS['paper']()).save_pretrained('/tmp/langbrt-paper-random')" 2
         --out "$out/bench-torch-paper-$card-$day.json" 2>&1 | tail -30 | tee -a "$log"
     timeout 40 python3 benchmarks/profile_forward.py --preset paper --precision fp16 --batch 8 \
         --out "$out/profile-paper-fp16-b8-$card-$day.txt" 2>&1 | tail -30 | tee -a "$log"
+    timeout 40 python3 benchmarks/profile_forward.py --channels-last --preset paper --precision fp16 --batch 8 \
+        --out "$out/profile-paper-fp16-b8-channels-last-$card-$day.txt" 2>&1 | tail -30 | tee -a "$log"
 fi
 if want compile; then
     step "compile: the same forward through torch.compile (does inductor's fusion of GroupNorm/elementwise pay?)"

@@ -2,12 +2,15 @@
 
     python benchmarks/profile_forward.py --preset paper --precision fp16 --batch 8 --out profile.txt
     python benchmarks/profile_forward.py --compile ...    # the same forward through torch.compile
+    python benchmarks/profile_forward.py --channels-last  # model and images in NHWC memory format
 
 Random weights and random prompt embeddings (time does not depend on their values), the model's
 pre-defined prompts. `--warmup` forwards (with --compile, the first one compiles; its time is printed),
 then `--iters` forwards timed with CUDA events (median and p90 ms), then one profiled forward. Written for
 the GPU to-do list (benchmarks/gpu_session.sh): the table says which operators an end-to-end speed-up has
-to attack, and --compile measures what inductor's fusion buys before the runtime adopts it.
+to attack, --compile measures what inductor's fusion buys and --channels-last what NHWC activations buy
+(no cuDNN layout transposes around the convolutions, and the TCA blocks' (B, H, W, C) view is contiguous
+as it is) before the runtime adopts either.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iters", type=int, default=20, help="timed forwards")
     parser.add_argument("--compile", action="store_true", help="run the forward through torch.compile")
+    parser.add_argument("--channels-last", action="store_true", help="model and images in channels_last format")
     parser.add_argument("--rows", type=int, default=20, help="operators listed")
     parser.add_argument("--out", type=Path, help="also write the table here")
     args = parser.parse_args(argv)
@@ -82,8 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config = PRESETS[args.preset]()
     dtype = DTYPES[args.precision]
-    model = random_model(config).to("cuda", dtype).eval()
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = random_model(config).to("cuda", dtype, memory_format=memory_format).eval()
     images = torch.rand(args.batch, 3, config.image_size, config.image_size, device="cuda", dtype=dtype)
+    images = images.contiguous(memory_format=memory_format)  # (B, 3, S, S)
     forward = table_forward(model, args.batch, args.compile)
     with torch.inference_mode():
         started = time.perf_counter()
@@ -96,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         table = profile_table(forward, images, args.rows)
     median, p90 = times[len(times) // 2], times[min(len(times) - 1, round(0.9 * (len(times) - 1)))]
     header = (f"# {torch.cuda.get_device_name()}, torch {torch.__version__}: {args.preset} preset, {args.precision}, "
-              f"batch {args.batch}, {'torch.compile' if args.compile else 'eager'}: first forward {first_s:.1f} s, "
+              f"batch {args.batch}, {'torch.compile' if args.compile else 'eager'}"
+              f"{', channels_last' if args.channels_last else ''}: first forward {first_s:.1f} s, "
               f"then median {median:.2f} ms, p90 {p90:.2f} ms over {args.iters} forwards\n")
     print(header + table)
     if args.out:
