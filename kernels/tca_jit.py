@@ -344,8 +344,10 @@ def _folded_window(
             # channel (the fold's weights are zero there), queries [c u | c v | -2c], so the score dot adds
             # c (u_i u_j + v_i v_j - 2): 0 within a region, a sigmoid weight of 0 across regions
             # (`_region_logit_scale`). Every window of a shifted block runs this one code; the values
-            # are exact in fp16 / bf16, and with partial sums near 2|c| the fp32 accumulation keeps the
-            # logits to a few 1e-4, well below the half-precision rounding of p. fp32 selects (exact).
+            # are exact in fp16 / bf16, and with products up to 2|c| the tensor cores' fp32 accumulation
+            # keeps the logits to ~1e-3 at worst, below the half-precision rounding of p itself. A key
+            # of another region would leak only past a logit of ~1 400 (2048 / log2 e), where the
+            # sigmoid has long been 1. fp32 selects instead (exact).
             c = _region_logit_scale(FAST_SIGMOID)
             kv = tl.where(kk[None, :] == CM + 1, u, tl.where(kk[None, :] == CM + 2, v, kv))
             kv = tl.where(kk[None, :] == CM + 3, 1.0, kv)
