@@ -296,6 +296,8 @@ FOLDED_ODD_CASES = [
     pytest.param(1, 20, 7, 64, 16, 2, 8, 0, id="Cm16-needs-block_k32"),
     pytest.param(2, 11, 9, 4, 1, 1, 8, 1, id="C4-narrower-than-a-tile"),
     pytest.param(1, 12, 6, 128, 12, 4, 4, 1, id="C128-chunks16+128"),
+    # 13 map channels, the ones channel and 3 region channels: BLOCK_K 32 only because the block is shifted
+    pytest.param(1, 8, 12, 32, 13, 2, 4, 2, id="Cm13-region-channels-need-block_k32"),
 ]
 
 
