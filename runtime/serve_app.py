@@ -50,7 +50,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from langbrt.errors import LangBRTError
-from langbrt.io import DEFAULT_MAX_PIXELS, LoadedImage, encode_image, to_uint8_hwc
+from langbrt.io import DEFAULT_MAX_PIXELS, FAST_PNG_LEVEL, LoadedImage, encode_image, to_uint8_hwc
 from langbrt.text.prompts import MAX_PROMPT_CHARS
 
 from .batching import BatcherClosedError, BatchTimeoutError, DynamicBatcher, QueueFullError
@@ -351,7 +351,8 @@ async def _submit(batcher: DynamicBatcher[Any], image: torch.Tensor, prompts: li
 def _render(loaded: LoadedImage, result: Any, kind: ReturnKind, with_maps: bool, timing: dict[str, float]) -> Response:
     fmt = loaded.format if loaded.format in _OUTPUT_FORMATS else "PNG"
     started = time.perf_counter()
-    encoded = encode_image(result.image, fmt, loaded.alpha, exif=loaded.exif, icc_profile=loaded.icc_profile)
+    encoded = encode_image(result.image, fmt, loaded.alpha, exif=loaded.exif, icc_profile=loaded.icc_profile,
+                           fast=True)  # the client is waiting: encoding time over bytes
     timing["encode"] = (time.perf_counter() - started) * 1e3
     server_timing = ", ".join(f"{k};dur={v:.2f}" for k, v in timing.items())
     if kind == "image":
@@ -369,7 +370,7 @@ def _gray_png(plane: torch.Tensor) -> bytes:
     """(H, W) map in [0, 1] -> 8-bit grayscale PNG bytes."""
     arr = to_uint8_hwc(plane.unsqueeze(0))[:, :, 0]  # (H, W) uint8
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(arr), mode="L").save(buf, format="PNG")
+    Image.fromarray(np.ascontiguousarray(arr), mode="L").save(buf, format="PNG", compress_level=FAST_PNG_LEVEL)
     return buf.getvalue()
 
 

@@ -351,6 +351,23 @@ def test_encode_image_gives_the_bytes_write_image_writes(tmp_path):
     assert torch.equal(read_image_bytes(data), t)
 
 
+def png_zlib_level_class(data: bytes) -> int:
+    """FLEVEL of the first IDAT's zlib stream: 0 for zlib levels 0-1, 1 for 2-5, 2 for 6, 3 for 7-9."""
+    idat = data.index(b"IDAT") + 4
+    return data[idat + 1] >> 6
+
+
+def test_fast_encoding_keeps_png_lossless_at_zlib_level_1_and_webp_close(tmp_path):
+    """What `langbrt-serve` replies with: cheaper compression, the same pixels (PNG) or nearly (WebP)."""
+    t = from_uint8_hwc(_noise_rgb())
+    fast, default = encode_image(t, "png", fast=True), encode_image(t, "png")
+    assert torch.equal(read_image_bytes(fast), t)
+    assert (png_zlib_level_class(fast), png_zlib_level_class(default)) == (0, 2)
+    smooth = torch.linspace(0, 1, 64).expand(3, 64, 64).contiguous()  # (3, H, W)
+    webp = read_image_bytes(encode_image(smooth, "webp", fast=True))
+    assert (webp - smooth).abs().mean() < 0.02
+
+
 def test_unsupported_suffix_lists_the_supported_ones(tmp_path):
     message = _input_error(write_image, tmp_path / "out.bmp", torch.rand(3, 4, 4))
     assert "out.bmp" in message and ".png" in message and ".jpg" in message and ".webp" in message
