@@ -333,8 +333,9 @@ def _folded_window(
         acc1 = tl.zeros((x0.shape[0], BLOCK_C1), dtype=tl.float32)
     kk = tl.arange(0, BLOCK_K)
     mf = tl.load(map_ptr + tok[:, None] * CM + kk[None, :], mask=valid[:, None] & (kk < CM)[None, :], other=0.0)
-    # [m~ | 1 | 0...], the ones channel 0 for padded keys: their row is all zero, so whatever their
-    # attention weight, A [m~ | 1] gains nothing from them (the reference masks them out).
+    # [m~ | 1 | 0...], the ones channel 0 for padded keys: their m~ and ones entries are zero, so whatever
+    # their attention weight, A [m~ | 1] gains nothing from them (the reference masks them out); the region
+    # channels below meet zero rows of VO_h.
     kv = tl.where(kk[None, :] == CM, valid.to(tl.float32)[:, None], mf.to(tl.float32))  # (BN, BK)
     if SHIFT > 0:
         u = _band_sign(sr, Hp, SHIFT)[:, None]  # (BN, 1) row band, +-1
