@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         "public function (autograd Function + _launch)": lambda: tca_triton.windowed_sigmoid_cross_attention_triton(
             x, map_features, params, shape.heads, shape.window, shape.shift),
     }
-    print(f"kernel {tca_triton.kernel_choice().value}, MMA path {tca_triton.mma_choice().value} "
+    kernel = tca_triton.kernel_choice()
+    print(f"kernel {kernel.value}, MMA path {tca_triton.mma_choice(kernel).value} "
           "(LANGBRT_TCA_KERNEL, LANGBRT_TCA_MMA)")
     with torch.no_grad():
         for name, fn in layers.items():

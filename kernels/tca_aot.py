@@ -50,7 +50,7 @@ class TCAKernelSpec:
     shift: int
     num_warps: int = 8
     fast_sigmoid: bool = True
-    mma: tca_triton.MmaChoice = tca_triton.DEFAULT_MMA
+    mma: tca_triton.MmaChoice | None = None  # None: the kernel's default (tca_triton.DEFAULT_MMA)
     kernel: tca_triton.KernelChoice = tca_triton.KernelChoice.DIRECT  # TensorRT's plugin calls DIRECT
     maxnreg: int | None = None  # ptxas register cap per thread
     padded: bool = True  # build for maps whose size is not a multiple of the window (any size)
@@ -132,7 +132,8 @@ def compile_tca_kernel(spec: TCAKernelSpec, arch: int | None = None) -> Compiled
                        constexprs={(fn.arg_names.index(name),): value for name, value in constants.items()},
                        attrs=_aligned_pointers(fn, signature))
     target = GPUTarget("cuda", arch, WARP_SIZE) if arch is not None else None
-    with tca_triton.mma_build_scope(spec.mma):
+    mma = spec.mma if spec.mma is not None else tca_triton.DEFAULT_MMA[spec.kernel]
+    with tca_triton.mma_build_scope(mma):
         compiled = triton.compile(source, target=target, options={
             "num_warps": spec.num_warps, "num_stages": tca_triton.NUM_STAGES, "maxnreg": spec.maxnreg})
     meta = compiled.metadata

@@ -104,12 +104,6 @@ class MmaChoice(str, Enum):
 
 
 MMA_ENV_VAR = "LANGBRT_TCA_MMA"
-DEFAULT_MMA = MmaChoice.MMA
-
-
-def mma_choice() -> MmaChoice:
-    """The MMA path from LANGBRT_TCA_MMA (default DEFAULT_MMA); a bad value is one clear error."""
-    return choice_from_env(MMA_ENV_VAR, MmaChoice, DEFAULT_MMA)
 
 
 @contextlib.contextmanager
@@ -195,6 +189,17 @@ LAUNCH_CONFIGS = {
 def kernel_choice() -> KernelChoice:
     """The kernel from LANGBRT_TCA_KERNEL (default DEFAULT_KERNEL); a bad value is one clear error."""
     return choice_from_env(KERNEL_ENV_VAR, KernelChoice, DEFAULT_KERNEL)
+
+
+# Each kernel's MMA path when LANGBRT_TCA_MMA is unset (which sets it for both). Per kernel because a GPU run
+# may find one kernel's wgmma build right and faster and the other's still wrong (the direct kernel's was
+# wrong with triton 3.6); mma.sync for both until one is measured.
+DEFAULT_MMA = {KernelChoice.DIRECT: MmaChoice.MMA, KernelChoice.FOLDED: MmaChoice.MMA}
+
+
+def mma_choice(kernel: KernelChoice) -> MmaChoice:
+    """`kernel`'s MMA path: LANGBRT_TCA_MMA, else DEFAULT_MMA[kernel]; a bad value is one clear error."""
+    return choice_from_env(MMA_ENV_VAR, MmaChoice, DEFAULT_MMA[kernel])
 
 
 @functools.cache
@@ -306,7 +311,7 @@ def _launch(
     half = x.dtype in (torch.float16, torch.bfloat16)
     low_precision_dot = half and not (_INTERPRETING and x.dtype == torch.bfloat16)  # no bf16 maths on CPU
 
-    mma, which = mma_choice(), kernel_choice()
+    which = kernel_choice()
     ptx_math = x.device.type == "cuda" and not _INTERPRETING
     fast = bool(fast_sigmoid)
     if which is KernelChoice.FOLDED:
@@ -319,6 +324,7 @@ def _launch(
     else:
         tensors = [t.contiguous() for t in (x, map_features, q_weight, q_bias, k_weight, k_bias,
                                             v_weight, v_bias, out_weight, out_bias, alpha)]
+    mma = mma_choice(which)  # after the fallback: the direct kernel runs on its own MMA path
     constants = kernel_constants(C, Cm, num_heads, window_size, shift, low_precision_dot, fast_sigmoid=fast,
                                  padded=needs_padding(H, W, window_size), kernel=which, ptx_math=ptx_math)
     out = torch.empty((B, H, W, C), dtype=x.dtype, device=x.device)  # (B, H, W, C)

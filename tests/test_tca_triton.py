@@ -212,7 +212,7 @@ def test_bad_env_values_are_one_clear_input_error(monkeypatch):
     monkeypatch.delenv(ENV_VAR)
     monkeypatch.setenv(tca_triton.MMA_ENV_VAR, "tensor-cores")
     with pytest.raises(LangBRTInputError, match="LANGBRT_TCA_MMA='tensor-cores' is not one of: mma, wgmma"):
-        tca_triton.mma_choice()
+        tca_triton.mma_choice(tca_triton.KernelChoice.DIRECT)
     monkeypatch.delenv(tca_triton.MMA_ENV_VAR)
     monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "fused")
     with pytest.raises(LangBRTInputError, match="LANGBRT_TCA_KERNEL='fused' is not one of: direct, folded"):
@@ -247,6 +247,41 @@ def test_each_launch_builds_under_the_chosen_mma_path(monkeypatch, choice, durin
     assert "DISABLE_MMA_V3" not in os.environ
     torch.testing.assert_close(got, windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 2),
                                atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")  # alpha 1e-6: saturated logits
+def test_each_kernel_builds_on_its_own_default_mma_path(monkeypatch):
+    """DEFAULT_MMA is per kernel: with LANGBRT_TCA_MMA unset, a folded launch must build on the folded
+    kernel's path and a direct one on the direct kernel's, including the direct kernel a folded call falls
+    back to when its fold overflows fp16."""
+    seen = []
+
+    class RecordingKernel:
+        def __init__(self, kernel, real):
+            self.kernel, self.real = kernel, real
+
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                seen.append((self.kernel.value, os.environ.get("DISABLE_MMA_V3")))
+                return self.real[grid](*args, **kwargs)
+            return launch
+
+    real_autotuned = tca_triton._autotuned_kernel
+    monkeypatch.setattr(tca_triton, "_autotuned_kernel",
+                        lambda kernel, bucket: RecordingKernel(kernel, real_autotuned(kernel, bucket)))
+    monkeypatch.delenv(tca_triton.MMA_ENV_VAR, raising=False)
+    monkeypatch.delenv("DISABLE_MMA_V3", raising=False)
+    monkeypatch.setitem(tca_triton.DEFAULT_MMA, tca_triton.KernelChoice.FOLDED, tca_triton.MmaChoice.WGMMA)
+    x, mf = random_inputs(1, 8, 8, 16, 3)
+    params = random_params(16, 3, 2)
+    kernel_attention(x, mf, params, 2, 4, 2)
+    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
+    kernel_attention(x, mf, params, 2, 4, 2)
+    overflowing = cast_params(params, torch.float16)
+    with torch.no_grad():
+        overflowing.alpha.fill_(1e-6)
+    kernel_attention(x.half(), mf.half(), overflowing, 2, 4, 2)
+    assert seen == [("direct", "1"), ("folded", None), ("direct", "1")]
 
 
 def test_batches_of_different_grid_sizes_are_tuned_apart(monkeypatch):
