@@ -351,6 +351,18 @@ def test_encode_image_gives_the_bytes_write_image_writes(tmp_path):
     assert torch.equal(read_image_bytes(data), t)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_uint8_conversion_leaves_its_input_alone(channels):
+    """to_uint8_hwc works in place on its own copy; a one-channel (1, H, W) tensor's (H, W, 1) view is
+    already contiguous, so only an explicit copy keeps the caller's tensor (a map, a mask) intact."""
+    x = torch.linspace(-0.5, 1.5, channels * 5 * 6).reshape(channels, 5, 6)  # (C, H, W), some out of range
+    x[0, 0, 0] = float("nan")
+    before = x.clone()
+    out = to_uint8_hwc(x)
+    torch.testing.assert_close(x, before, rtol=0, atol=0, equal_nan=True)
+    assert out.shape == (5, 6, channels) and out[0, 0, 0] == 0 and out[-1, -1, -1] == 255
+
+
 def png_zlib_level_class(data: bytes) -> int:
     """FLEVEL of the first IDAT's zlib stream: 0 for zlib levels 0-1, 1 for 2-5, 2 for 6, 3 for 7-9."""
     idat = data.index(b"IDAT") + 4
