@@ -318,7 +318,7 @@ def _region_logit_scale(FAST: tl.constexpr):
 def _folded_window(
     x_ptr, map_ptr, qk_ptr, qk_bias_ptr, vo_ptr, bo_ptr, out_ptr,  # as tca_folded_fwd_kernel
     sr, sc, tok, valid, Hp, Wp,  # _window_coords of this program's window
-    C: tl.constexpr, CM: tl.constexpr, NUM_HEADS: tl.constexpr, SHIFT: tl.constexpr,
+    C: tl.constexpr, CM: tl.constexpr, NUM_HEADS: tl.constexpr, WINDOW: tl.constexpr, SHIFT: tl.constexpr,
     BLOCK_C0: tl.constexpr, BLOCK_C1: tl.constexpr, BLOCK_K: tl.constexpr, op_dtype: tl.constexpr,
     LOW_PRECISION_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr,
     PTX_MATH: tl.constexpr,
@@ -338,9 +338,9 @@ def _folded_window(
     # channels below meet zero rows of VO_h.
     kv = tl.where(kk[None, :] == CM, valid.to(tl.float32)[:, None], mf.to(tl.float32))  # (BN, BK)
     if SHIFT > 0:
-        u = _band_sign(sr, Hp, SHIFT)[:, None]  # (BN, 1) row band, +-1
-        v = _band_sign(sc, Wp, SHIFT)[:, None]  # (BN, 1) column band
         if LOW_PRECISION_DOT:
+            u = _band_sign(sr, Hp, SHIFT)[:, None]  # (BN, 1) row band, +-1
+            v = _band_sign(sc, Wp, SHIFT)[:, None]  # (BN, 1) column band
             # The Swin mask through the tensor cores: keys carry [u | v | 1] in the channels after the ones
             # channel (the fold's weights are zero there), queries [c u | c v | -2c], so the score dot adds
             # c (u_i u_j + v_i v_j - 2): 0 within a region, a sigmoid weight of 0 across regions
@@ -355,7 +355,7 @@ def _folded_window(
             region_logit = tl.where(kk[None, :] == CM + 1, c * u, tl.where(kk[None, :] == CM + 2, c * v, 0.0))
             region_logit = tl.where(kk[None, :] == CM + 3, -2.0 * c, region_logit)  # (BN, BK)
         else:
-            same_region = (u == tl.trans(u)) & (v == tl.trans(v))  # (BN, BN)
+            same_region = _same_region(sr, sc, Hp, Wp, WINDOW, SHIFT)  # (BN, BN)
     kv = kv.to(op_dtype)
     query_keep = 1.0 - tl.load(map_ptr + tok * CM, mask=valid, other=0.0).to(tl.float32)  # (BN,) 1 - m
 
@@ -416,5 +416,5 @@ def tca_folded_fwd_kernel(
     b = tl.program_id(1)  # int32 offsets: _launch checks B*H*W*max(C, CM) < 2**31
     sr, sc, tok, valid, Hp, Wp = _window_coords(win, b, H, W, WINDOW, SHIFT, BLOCK_N, PADDED)
     _folded_window(x_ptr, map_ptr, qk_ptr, qk_bias_ptr, vo_ptr, bo_ptr, out_ptr, sr, sc, tok, valid, Hp, Wp,
-                   C, CM, NUM_HEADS, SHIFT, BLOCK_C0, BLOCK_C1, BLOCK_K, op_dtype, LOW_PRECISION_DOT,
+                   C, CM, NUM_HEADS, WINDOW, SHIFT, BLOCK_C0, BLOCK_C1, BLOCK_K, op_dtype, LOW_PRECISION_DOT,
                    DOT_PRECISION, FAST_SIGMOID, PTX_MATH)

@@ -241,7 +241,7 @@ def kernel_constants(channels: int, map_channels: int, num_heads: int, window_si
 
     `ptx_math`: a CUDA build, whose sigmoids are inline PTX MUFU instructions; False for the interpreter,
     which evaluates the same forms with Triton's ops.
-    `padded`: the map's height or width is not a multiple of the window (`needs_padding`); a build
+    `padded`: the map's height or width is not a multiple of the window (`windows.padded_size`); a build
     without it assumes every window is all real pixels and checks no token's validity.
     The MMA path is not among them: whether dots use wgmma Triton takes from its environment at build time
     (`mma_build_scope`). Cached and read-only: every launch needs them, and a model calls the op with a
@@ -261,11 +261,6 @@ def kernel_constants(channels: int, map_channels: int, num_heads: int, window_si
                          BLOCK_C=_block(channels), BLOCK_CM=_block(map_channels),
                          BLOCK_D=_block(channels // num_heads))
     return MappingProxyType(constants)
-
-
-def needs_padding(height: int, width: int, window_size: int) -> bool:
-    """Whether a (height, width) map splits into windows only with padding: the kernels' PADDED."""
-    return bool(height % window_size or width % window_size)
 
 
 def folded_block_k(map_channels: int, shifted: bool) -> int:
@@ -325,10 +320,11 @@ def _launch(
         tensors = [t.contiguous() for t in (x, map_features, q_weight, q_bias, k_weight, k_bias,
                                             v_weight, v_bias, out_weight, out_bias, alpha)]
     mma = mma_choice(which)  # after the fallback: the direct kernel runs on its own MMA path
+    Hp, Wp = padded_size(H, window_size), padded_size(W, window_size)
     constants = kernel_constants(C, Cm, num_heads, window_size, shift, low_precision_dot, fast_sigmoid=fast,
-                                 padded=needs_padding(H, W, window_size), kernel=which, ptx_math=ptx_math)
+                                 padded=(Hp, Wp) != (H, W), kernel=which, ptx_math=ptx_math)
     out = torch.empty((B, H, W, C), dtype=x.dtype, device=x.device)  # (B, H, W, C)
-    n_windows = (padded_size(H, window_size) // window_size) * (padded_size(W, window_size) // window_size)
+    n_windows = (Hp // window_size) * (Wp // window_size)
     kernel, launch_options = _autotuned_kernel(which, grid_bucket(n_windows * B)), {}
     if num_warps is not None:
         kernel = _JIT_KERNELS[which]

@@ -34,6 +34,15 @@ PTX_OK = """
 """
 
 
+def compiler_child_json(*args: str) -> dict:
+    """Run `python *args` in a child with Triton's compiler (this session imported Triton in interpreter
+    mode) and return the JSON object that ends its output."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return json.loads(run.stdout[run.stdout.index("{"):])
+
+
 def _compiled(ptx: str, shared: int = 1024, scratch: int = 0) -> CompiledTCAKernel:
     spec = TCAKernelSpec("fp16", 96, 9, 3, 8, 4)
     return CompiledTCAKernel(spec, 90, "tca_fwd_kernel", ptx, b"", shared, scratch)
@@ -77,15 +86,8 @@ def test_compile_refuses_under_the_interpreter():
 
 
 def test_paper_kernel_builds_for_hopper_without_spills_and_fits_tensorrt_aot():
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    run = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "kernel_resources.py"), "--arch", "90",
-         "--dtypes", "fp16", "bf16", "--warps", "8", "--out", "-"],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    report = json.loads(run.stdout[run.stdout.index("{"):])
-    rows = report["rows"]
+    rows = compiler_child_json(str(REPO / "benchmarks" / "kernel_resources.py"), "--arch", "90",
+                               "--dtypes", "fp16", "bf16", "--warps", "8", "--out", "-")["rows"]
     assert {(r["dtype"], r["shift"]) for r in rows} == {("fp16", 0), ("fp16", 4), ("bf16", 0), ("bf16", 4)}
     for row in rows:
         assert row["stack_bytes"] == 0, row  # 8 warps: no register spill in half precision
@@ -98,14 +100,8 @@ def test_folded_kernel_stacks_its_warps_along_the_window_and_does_not_spill():
     """At 4 warps every dot of the folded kernel must put the warps along the window's 64 tokens
     ([4, 1]): split along the output columns ([1, 4], what one (64, 128) output tile made Triton choose),
     the 16-wide dots are computed twice over (`tca_triton.channel_chunks`)."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    run = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "kernel_resources.py"), "--arch", "90", "--kernels", "folded",
-         "--dtypes", "fp16", "bf16", "--warps", "4", "--out", "-"],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-2000:]
-    rows = json.loads(run.stdout[run.stdout.index("{"):])["rows"]
+    rows = compiler_child_json(str(REPO / "benchmarks" / "kernel_resources.py"), "--arch", "90", "--kernels",
+                               "folded", "--dtypes", "fp16", "bf16", "--warps", "4", "--out", "-")["rows"]
     assert len(rows) == 4
     for row in rows:
         assert row["mma_warp_layouts"] == ["v2 [4, 1]"], row
@@ -134,11 +130,7 @@ def test_each_mma_path_builds_the_instructions_it_names_for_hopper():
     """mma: no wgmma at all; wgmma: Triton's own choice (wgmma wherever a dot is big enough for a warpgroup
     MMA: every dot of the folded kernel, whose results all have 64 rows); for both kernels, the folded one
     with fewer MMAs."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    run = subprocess.run([sys.executable, "-c", _COUNT_MMA_INSTRUCTIONS], capture_output=True, text=True,
-                         env=env, cwd=REPO, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
-    counts = json.loads(run.stdout.strip().splitlines()[-1])
+    counts = compiler_child_json("-c", _COUNT_MMA_INSTRUCTIONS)
     for kernel in ("direct", "folded"):
         mma, wgmma = (counts[f"{kernel}-{path}"] for path in ("mma", "wgmma"))
         assert mma["wgmma"] == 0 and mma["mma.sync"] > 0
@@ -162,11 +154,7 @@ print(json.dumps(totals))
 
 def test_whole_window_builds_skip_the_padding_checks():
     """A map that splits into whole windows (the preset's 64 x 64 latent) builds without per-token validity
-    (`tca_triton.needs_padding`): fewer instructions per window than the any-size build, for both kernels."""
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    run = subprocess.run([sys.executable, "-c", _COUNT_PADDED_BUILDS], capture_output=True, text=True,
-                         env=env, cwd=REPO, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
-    totals = json.loads(run.stdout.strip().splitlines()[-1])
+    (`tca_triton._launch`'s PADDED): fewer instructions per window than the any-size build, for both kernels."""
+    totals = compiler_child_json("-c", _COUNT_PADDED_BUILDS)
     for kernel in ("direct", "folded"):
         assert totals[f"{kernel}-False"] < totals[f"{kernel}-True"], totals
