@@ -10,20 +10,15 @@ on the CPU, where a server encodes whatever GPU ran the model; a benchmark, not 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 
 import torch
 
 from langbrt.io import encode_image, read_image, read_image_bytes
+from langbrt.training.metrics import psnr
 
 FORMATS = ("jpeg", "png", "webp")
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = torch.mean((a - b) ** 2).item()
-    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.repeats):
                 data = encode_image(image, fmt, fast=fast)
             ms = (time.perf_counter() - started) / args.repeats * 1e3
-            print(f"{fmt:>6} {str(fast):>5} {ms:7.1f} {len(data):9d} {psnr(read_image_bytes(data), image):8.2f}")
+            quality = psnr(read_image_bytes(data)[None], image[None]).item()  # (1, 3, S, S) each
+            print(f"{fmt:>6} {str(fast):>5} {ms:7.1f} {len(data):9d} {quality:8.2f}")
     return 0
 
 
