@@ -455,6 +455,38 @@ def test_tiny_model_output_is_the_same_with_kernel_and_reference(monkeypatch):
     torch.testing.assert_close(outputs["triton"].maps, outputs["reference"].maps, atol=1e-5, rtol=1e-5)
 
 
+def test_tiny_model_folds_each_blocks_weights_once_across_inference_calls(monkeypatch):
+    """The folded kernel's fold is cached by the identities of the TCA tensors: the model must hand it the
+    same alpha tensor each call (a fresh softplus refolded every attention, with a device sync in fp16
+    that broke CUDA graph capture), also in inference mode, and a new one once alpha_raw changes."""
+    from langbrt import LangBRT, LangBRTConfig
+    from langbrt.kernels import tca_fold
+    from langbrt.modules.tca import TargetAwareCrossAttention
+    from langbrt.text import default_text_encoder
+
+    folds = []
+    real_fold = tca_fold.fold_tca_weights
+    monkeypatch.setattr(tca_fold, "fold_tca_weights", lambda *args: folds.append(args[0]) or real_fold(*args))
+    monkeypatch.setenv(ENV_VAR, "triton")
+    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
+    tca_fold.clear_cache()
+    torch.manual_seed(0)
+    model = LangBRT(LangBRTConfig.tiny(), text_encoder=default_text_encoder()).eval()
+    blocks = [m for m in model.modules() if isinstance(m, TargetAwareCrossAttention)]
+    images, prompts = torch.rand(1, 3, 64, 64), [["acne on the right cheek"]]
+    with torch.inference_mode():
+        first = model(images, prompts).image
+        assert len(folds) == len(blocks)
+        assert torch.equal(model(images, prompts).image, first)
+    assert len(folds) == len(blocks)
+    with torch.no_grad():
+        blocks[0].alpha_raw.add_(0.5)  # an optimizer step or load_state_dict
+    with torch.inference_mode():
+        model(images, prompts)
+    assert len(folds) == len(blocks) + 1
+    torch.testing.assert_close(folds[-1].alpha, torch.nn.functional.softplus(blocks[0].alpha_raw))
+
+
 # The paper preset's latent shape: B=2, 64x64 latent, C=96, 3 heads, window 8, 9 map channels.
 PAPER = dict(B=2, H=64, W=64, C=96, Cm=9, heads=3, window=8)
 @pytest.mark.gpu

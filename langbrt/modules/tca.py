@@ -63,12 +63,31 @@ class TargetAwareCrossAttention(nn.Module):
         # alpha = softplus(raw) > 0, starting at sqrt(head_dim) like scaled dot-product attention.
         start = math.log(math.expm1(math.sqrt(head_dim)))
         self.alpha_raw = nn.Parameter(torch.full((num_heads,), start))
+        self._frozen_alpha: tuple[tuple, torch.Tensor] | None = None  # (alpha_raw's state, softplus of it)
+
+    def alpha(self) -> torch.Tensor:
+        """softplus(alpha_raw), (num_heads,). Without autograd, one tensor until alpha_raw changes.
+
+        Why: the folded kernel caches its folded weights by the identities and version counters of the
+        tensors it is given (kernels/tca_fold.py). A fresh softplus each call missed that cache on every
+        attention: a refold per call and, in fp16, an overflow check that syncs with the device, which made
+        the fp16 forward slower than with the direct kernel and broke CUDA graph capture (seen on an H100).
+        The tensor is made outside inference mode so that it has a version counter to key on.
+        """
+        raw = self.alpha_raw
+        if torch.is_grad_enabled() and raw.requires_grad:
+            return F.softplus(raw)
+        state = (raw._version, raw.data_ptr(), raw.dtype, raw.device)
+        if self._frozen_alpha is None or self._frozen_alpha[0] != state:
+            with torch.inference_mode(False), torch.no_grad():
+                self._frozen_alpha = (state, F.softplus(raw))
+        return self._frozen_alpha[1]
 
     def params(self) -> TCAParams:
         return TCAParams(
             q_weight=self.q.weight, q_bias=self.q.bias, k_weight=self.k.weight, k_bias=self.k.bias,
             v_weight=self.v.weight, v_bias=self.v.bias, out_weight=self.proj.weight, out_bias=self.proj.bias,
-            alpha=F.softplus(self.alpha_raw),
+            alpha=self.alpha(),
         )
 
     def forward(self, x: torch.Tensor, features_of_maps: torch.Tensor) -> torch.Tensor:
