@@ -365,18 +365,20 @@ def test_folded_kernel_sees_weight_updates(monkeypatch):
     torch.testing.assert_close(kernel_attention(x, mf, params, 2, 4, 2), expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("shift", [0, 2])
 @pytest.mark.parametrize("kernel", ["direct", "folded"])
-def test_fast_sigmoid_form_matches_reference(monkeypatch, kernel):
+def test_fast_sigmoid_form_matches_reference(monkeypatch, kernel, shift):
     """fast_sigmoid folds s / 2 into the logits and masks other Swin regions towards -inf (the exact form:
     +inf). The interpreter evaluates 0.5 tanh(z) + 0.5 exactly, so the fast form's algebra is checked here;
-    tanh.approx's own error only on a GPU (test_gpu_fast_sigmoid_is_close_to_exact)."""
+    tanh.approx's own error only on a GPU (test_gpu_fast_sigmoid_matches_the_reference)."""
     monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, kernel)
     x, mf = random_inputs(1, 16, 12, 16, 3)
     params = random_params(16, 3, 2)
-    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 2)
-    torch.testing.assert_close(kernel_attention(x, mf, params, 2, 4, 2, fast_sigmoid=True), expected,
+    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, shift)
+    torch.testing.assert_close(kernel_attention(x, mf, params, 2, 4, shift, fast_sigmoid=True), expected,
                                atol=1e-4, rtol=1e-4)
-    got_half = kernel_attention(x.half(), mf.half(), cast_params(params, torch.float16), 2, 4, 2, fast_sigmoid=True)
+    half_params = cast_params(params, torch.float16)
+    got_half = kernel_attention(x.half(), mf.half(), half_params, 2, 4, shift, fast_sigmoid=True)
     torch.testing.assert_close(got_half.float(), expected, rtol=0,
                                atol=GPU_TOLERANCE[torch.float16] * expected.abs().max().item())
 
@@ -538,17 +540,27 @@ def test_gpu_every_autotuned_config_matches_reference(monkeypatch, dtype, shift,
 
 @pytest.mark.gpu
 @requires_cuda
+@pytest.mark.parametrize("shift", [0, 4])
 @pytest.mark.parametrize("kernel", list(tca_triton.KernelChoice))
-def test_gpu_fast_sigmoid_is_close_to_exact(monkeypatch, kernel):
-    """Both kernels' tanh form: the direct one halves the logit itself, the folded one has it halved by the
-    fold."""
+def test_gpu_fast_sigmoid_matches_the_reference(monkeypatch, kernel, shift):
+    """Both kernels' tanh form within the fp16 bound of the exact form: the direct one halves the logit
+    itself, the folded one has it halved by the fold and its Swin regions masked by a logit of -2048 or less,
+    where tanh.approx.f32 returns exactly -1 (probed on an H100: -1.0 for every z <= -8, and
+    0.5 tanh.approx(z) + 0.5 within 3.9e-6 of sigmoid(2 z) on [-12, 12]).
+
+    Against the reference, not the exact form: the folded kernel's two forms round differently folded fp16
+    weights (scale 1/2 against -log2 e), so they differ by up to its fp16 error (0.094 of a max |ref| of
+    104 on the H100, each 0.12-0.16 from the reference), more than the 0.02 + 1 % this test once held them to.
+    """
     monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, kernel.value)
     p = PAPER
-    x, mf = random_inputs(p["B"], p["H"], p["W"], p["C"], p["Cm"], device="cuda", dtype=torch.float16)
-    params = random_params(p["C"], p["Cm"], p["heads"], device="cuda", dtype=torch.float16)
-    exact = kernel_attention(x, mf, params, p["heads"], p["window"], 4)
-    fast = kernel_attention(x, mf, params, p["heads"], p["window"], 4, fast_sigmoid=True)
-    torch.testing.assert_close(fast, exact, atol=2e-2, rtol=1e-2)
+    x, mf = random_inputs(p["B"], p["H"], p["W"], p["C"], p["Cm"], device="cuda")
+    params = random_params(p["C"], p["Cm"], p["heads"], device="cuda")
+    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, p["heads"], p["window"], shift)
+    fast = kernel_attention(x.half(), mf.half(), cast_params(params, torch.float16), p["heads"], p["window"],
+                            shift, fast_sigmoid=True)
+    err = (fast.float() - expected).abs().max().item()
+    assert err <= GPU_TOLERANCE[torch.float16] * expected.abs().max().item(), err
 
 
 @pytest.mark.gpu
