@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything LangBRT still needs a GPU for, by step name (in the order given); a device call may run 10 minutes:
 #
-#   run(command="bash benchmarks/gpu_session.sh sweep tests attention", timeout_s=590)   # 7-9 min on an H200
+#   run(command="bash benchmarks/gpu_session.sh sweep tests attention ncu", timeout_s=590)  # ~5 min on an H100
 #   run(command="bash benchmarks/gpu_session.sh ncu e2e compile", timeout_s=590)        # the rest
 #   run(command="bash benchmarks/gpu_session.sh", ...)     # every step: more than one call's 10 minutes
 #   run(command="LANGBRT_TCA_MMA=wgmma bash benchmarks/gpu_session.sh attention", ...)  # another MMA path
@@ -14,7 +14,7 @@
 #            reference (forward + backward at the paper shape in fp32/fp16/bf16, fast sigmoid,
 #            torch.compile(fullgraph)), the torch backend's batch-1 CUDA graphs against eager, and the
 #            TensorRT engines (skipped: no TensorRT); and, at the same time, the kernel's tests with the
-#            folded kernel (LANGBRT_TCA_KERNEL=folded: not yet run on a GPU) and on the wgmma path;
+#            direct kernel (LANGBRT_TCA_KERNEL=direct; folded is the default) and on the wgmma path;
 # attention: benchmarks/bench_attention.py: both fused kernels vs eager reference vs torch.compile, batch
 #            1/8/32, fp16/bf16, called from Python and replayed from CUDA graphs;
 # ncu:       Nsight Compute (if the image has it) on one batch-32 launch of each kernel: occupancy, warp
@@ -60,7 +60,7 @@ if want tests; then
     timeout 200 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_tca_triton.py tests/test_runtime.py \
         tests/test_tensorrt_engine.py > /tmp/tests-default.txt 2>&1 &
     # The per-config test picks its kernel itself (the default run covers both); the other runs skip it.
-    runs=(LANGBRT_TCA_KERNEL=folded LANGBRT_TCA_MMA=wgmma "LANGBRT_TCA_KERNEL=folded LANGBRT_TCA_MMA=wgmma")
+    runs=(LANGBRT_TCA_KERNEL=direct LANGBRT_TCA_MMA=wgmma "LANGBRT_TCA_KERNEL=direct LANGBRT_TCA_MMA=wgmma")
     for run in "${runs[@]}"; do
         # shellcheck disable=SC2086  # $run: one or two VAR=value words
         env $run timeout 170 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_tca_triton.py \
@@ -85,7 +85,7 @@ if want ncu; then
         for variant in "direct mma fp16 4 0" "folded mma fp16 4 0"; do
             # shellcheck disable=SC2086
             timeout 60 "$ncu" --section SpeedOfLight --section Occupancy --section WarpStateStats \
-                --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis -k regex:_tca_fwd -c 1 \
+                --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis -k regex:tca_.*fwd_kernel -c 1 \
                 python3 benchmarks/kernel_sweep.py --child $variant --batch 32 2>&1 | grep -v '^RESULT\|^PTX' \
                 >> "$out/ncu-$card-$day.txt"
         done

@@ -92,8 +92,9 @@ class MmaChoice(str, Enum):
     whose B operands (K^T, V) the kernel computes itself. That matches a known Triton bug on Hopper,
     tl.trans of a wgmma result (triton-lang/triton#6124, worked around in flash-linear-attention PR #826),
     which the kernel measured then had (S = Q tl.trans(K)). Both kernels now avoid the pattern (the direct
-    one computes K^T as Wk_h m~^T; the folded one transposes no dot result), so WGMMA may be right now:
-    not yet re-run on a GPU, hence not the default. Selectable (LANGBRT_TCA_MMA=wgmma) to check. (A third
+    one computes K^T as Wk_h m~^T; the folded one transposes no dot result). On an H100 (triton 3.6,
+    benchmarks/results/kernel-sweep-NVIDIA-H100-80GB-HBM3-2026-11-26.json) the folded kernel's WGMMA build
+    is right, the direct kernel's still wrong (max error 98-378) or faulting at 16 warps. (A third
     path, wgmma projections with the score and A V dots written as 3-D dots of batch one so they stay
     mma.sync, was removed untested: Triton puts a 3-D dot's warps on its batch dimension, so every warp
     computed every score, 4x the sigmoids per warp in the sm_90 build.)
@@ -149,16 +150,15 @@ def grid_bucket(n_programs: int) -> int:
 class KernelChoice(str, Enum):
     """Which kernel computes the attention (LANGBRT_TCA_KERNEL).
 
-    DIRECT (default): `tca_fwd_kernel`, from the nine TCA tensors as the reference does; the kernel the
-    H200 measurements and GPU tests are of, and the one TensorRT's AOT plugin bakes in (tca_aot).
-    FOLDED: `tca_folded_fwd_kernel`, from weights folded through the narrow map features
+    FOLDED (default): `tca_folded_fwd_kernel`, from weights folded through the narrow map features
     (`tca_fold.py`): per head, every matmul over Cm + 1 channels instead of head_dim and no K / V
-    projection, laid out so the warps stack along the window (tca_jit's header). In the sm_90 build it
-    executes under half the instructions per window of DIRECT (fp16, 4 warps: 1 005 against 2 404 per
-    warp unshifted, 1 132 against 2 951 shifted, 120 against 312 MMAs) in fewer registers (144-148
-    against 168-176), which should make it the faster one; not yet run on a GPU, so not the default:
-    benchmarks/kernel_sweep.py checks and times it next to DIRECT. A fold that overflows fp16
+    projection, laid out so the warps stack along the window (tca_jit's header). Its sm_90 build executes
+    under half the instructions per window of DIRECT in fewer registers, and on an H100 (triton 3.6, paper
+    shape, fp16, shifted) it ran in 34.5 us at batch 32 against DIRECT's 73.0, 9.3 against 20.4 at batch 8
+    (`benchmarks/results/kernel-sweep-NVIDIA-H100-80GB-HBM3-2026-11-26.json`). A fold that overflows fp16
     (`FoldedTCAWeights.finite`) runs DIRECT instead.
+    DIRECT: `tca_fwd_kernel`, from the nine TCA tensors as the reference does; the one TensorRT's AOT
+    plugin bakes in (tca_aot), whose node carries those tensors, not a fold.
     """
 
     DIRECT = "direct"
@@ -166,7 +166,7 @@ class KernelChoice(str, Enum):
 
 
 KERNEL_ENV_VAR = "LANGBRT_TCA_KERNEL"
-DEFAULT_KERNEL = KernelChoice.DIRECT
+DEFAULT_KERNEL = KernelChoice.FOLDED
 _JIT_KERNELS = {KernelChoice.DIRECT: tca_fwd_kernel, KernelChoice.FOLDED: tca_folded_fwd_kernel}
 # Tensor arguments that are fp32 whatever the inputs' dtype (tca_fold keeps the folded biases in fp32);
 # every other one has the inputs' dtype. Ahead-of-time builds (tca_aot) type the pointers from this.
@@ -191,9 +191,10 @@ def kernel_choice() -> KernelChoice:
     return choice_from_env(KERNEL_ENV_VAR, KernelChoice, DEFAULT_KERNEL)
 
 
-# Each kernel's MMA path when LANGBRT_TCA_MMA is unset (which sets it for both). Per kernel because a GPU run
-# may find one kernel's wgmma build right and faster and the other's still wrong (the direct kernel's was
-# wrong with triton 3.6); mma.sync for both until one is measured.
+# Each kernel's MMA path when LANGBRT_TCA_MMA is unset (which sets it for both). Per kernel because one
+# kernel's wgmma build can be right while the other's is wrong (H100, triton 3.6: folded right, direct wrong).
+# mma.sync for both: the folded kernel's wgmma build was faster at batch 8 (8.5 against 9.3 us) but slower at
+# 32 (35.4 against 34.5) in its one H100 run; pipelined over heads it ran 31.7 at 32, which needs a re-run.
 DEFAULT_MMA = {KernelChoice.DIRECT: MmaChoice.MMA, KernelChoice.FOLDED: MmaChoice.MMA}
 
 

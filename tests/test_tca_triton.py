@@ -274,6 +274,7 @@ def test_each_kernel_builds_on_its_own_default_mma_path(monkeypatch):
     monkeypatch.setitem(tca_triton.DEFAULT_MMA, tca_triton.KernelChoice.FOLDED, tca_triton.MmaChoice.WGMMA)
     x, mf = random_inputs(1, 8, 8, 16, 3)
     params = random_params(16, 3, 2)
+    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "direct")
     kernel_attention(x, mf, params, 2, 4, 2)
     monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
     kernel_attention(x, mf, params, 2, 4, 2)
