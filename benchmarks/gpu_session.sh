@@ -51,7 +51,7 @@ steps=${*:-all}
 
 if want sweep; then
     step "sweep: kernel variants (kernel x MMA path x dtype x warps), one process each, batch 8 and 32"
-    timeout 240 python3 benchmarks/kernel_sweep.py --batch 8 32 --jobs 15 --out "$out/kernel-sweep-$card-$day.json" \
+    timeout 300 python3 benchmarks/kernel_sweep.py --batch 8 32 --jobs 15 --out "$out/kernel-sweep-$card-$day.json" \
         2>&1 | tee -a "$log"
 fi
 if want tests; then
@@ -82,7 +82,7 @@ if want ncu; then
     step "ncu: Nsight Compute on one batch-32 fp16 launch of each kernel at 4 warps (why is it slow?)"
     ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
     if [ -n "$ncu" ]; then
-        for variant in "direct mma fp16 4 0" "folded mma fp16 4 0"; do
+        for variant in "direct mma fp16 4 0 0" "folded mma fp16 4 128 1"; do
             # shellcheck disable=SC2086
             timeout 60 "$ncu" --section SpeedOfLight --section Occupancy --section WarpStateStats \
                 --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis -k regex:tca_.*fwd_kernel -c 1 \

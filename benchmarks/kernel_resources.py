@@ -52,6 +52,7 @@ class ResourceRow:
     dtype: str
     shift: int
     num_warps: int
+    head_stages: int  # the folded kernel's head-loop pipelining depth (1 for the direct kernel)
     sigmoid: str  # "tanh" (TensorRT's plugin) or "exact" (the model's default)
     registers: int
     stack_bytes: int
@@ -66,13 +67,16 @@ class ResourceRow:
 SIGMOIDS = {"tanh": True, "exact": False}  # --sigmoid name -> TCAKernelSpec.fast_sigmoid
 
 
-def paper_specs(kernels: list[str], dtypes: list[str], warps: list[int], sigmoids: list[str]) -> list[TCAKernelSpec]:
+def paper_specs(kernels: list[str], dtypes: list[str], warps: list[int], sigmoids: list[str],
+                head_stages: list[int]) -> list[TCAKernelSpec]:
     cfg = LangBRTConfig.paper()
     # padded=False: the preset's 64 x 64 latent splits into whole windows, so a launch builds that kernel
     return [TCAKernelSpec(dtype, cfg.embed_dim, cfg.map_feature_dim, cfg.num_heads, cfg.window_size, shift,
-                          num_warps=nw, fast_sigmoid=SIGMOIDS[sigmoid], kernel=KernelChoice(kernel), padded=False)
+                          num_warps=nw, fast_sigmoid=SIGMOIDS[sigmoid], kernel=KernelChoice(kernel), padded=False,
+                          head_stages=stages)
             for kernel in kernels for sigmoid in sigmoids for dtype in dtypes
-            for shift in (0, cfg.window_size // 2) for nw in warps]
+            for shift in (0, cfg.window_size // 2) for nw in warps
+            for stages in (head_stages if kernel == KernelChoice.FOLDED.value else [1])]
 
 
 def measure(spec: TCAKernelSpec, arch: int) -> ResourceRow:
@@ -86,7 +90,8 @@ def measure(spec: TCAKernelSpec, arch: int) -> ResourceRow:
     except ValueError as err:
         problem = str(err)
     sigmoid = "tanh" if spec.fast_sigmoid else "exact"
-    return ResourceRow(spec.kernel.value, arch, spec.dtype, spec.shift, spec.num_warps, sigmoid, res.registers,
+    return ResourceRow(spec.kernel.value, arch, spec.dtype, spec.shift, spec.num_warps, spec.head_stages, sigmoid,
+                       res.registers,
                        res.stack_bytes, res.static_shared_bytes + res.dynamic_shared_bytes, by_registers,
                        problem is None, problem, mma_warp_layouts(compiled), instruction_mix(compiled, spec.num_heads))
 
@@ -100,19 +105,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warps", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--sigmoid", nargs="+", choices=list(SIGMOIDS), default=["tanh"],
                         help="sigmoid forms: tanh (TensorRT's plugin, the default) and / or exact (the model's)")
+    parser.add_argument("--head-stages", type=int, nargs="+", default=[1],
+                        help="the folded kernel's head-loop pipelining depths (tca_triton.LaunchConfig)")
     parser.add_argument("--out", default=None, help="JSON path, or - for stdout only "
                         "(default benchmarks/results/kernel-resources-<date>.json)")
     args = parser.parse_args(argv)
 
     rows = [measure(spec, arch) for arch in args.arch
-            for spec in paper_specs(args.kernels, args.dtypes, args.warps, args.sigmoid)]
-    print(f"{'kernel':>6} {'arch':>5} {'dtype':>5} {'sigmoid':>7} {'shift':>5} {'warps':>5} {'regs':>5} "
+            for spec in paper_specs(args.kernels, args.dtypes, args.warps, args.sigmoid, args.head_stages)]
+    print(f"{'kernel':>6} {'arch':>5} {'dtype':>5} {'sigmoid':>7} {'shift':>5} {'warps':>5} {'stages':>6} {'regs':>5} "
           f"{'stack B':>8} {'smem B':>7} {'blk/SM':>6} {'TRT AOT':>7} {'instr/warp':>10} {'MMA':>5} {'MUFU':>5} "
           f"{'mma warps':>10}")
     for r in rows:
         mix = r.instructions_per_warp
         print(f"{r.kernel:>6} sm_{r.arch:<2} {r.dtype:>5} {r.sigmoid:>7} {r.shift:>5} {r.num_warps:>5} "
-              f"{r.registers:>5} {r.stack_bytes:>8} {r.shared_bytes:>7} {r.blocks_per_sm_by_registers:>6} "
+              f"{r.head_stages:>6} {r.registers:>5} {r.stack_bytes:>8} {r.shared_bytes:>7} "
+              f"{r.blocks_per_sm_by_registers:>6} "
               f"{'ok' if r.tensorrt_aot_ok else 'no':>7} {mix['total']:>10} {mix['tensor_core']:>5} {mix['mufu']:>5} "
               f"{' '.join(r.mma_warp_layouts) or '-':>10}")
     report = {

@@ -54,6 +54,7 @@ class TCAKernelSpec:
     kernel: tca_triton.KernelChoice = tca_triton.KernelChoice.DIRECT  # TensorRT's plugin calls DIRECT
     maxnreg: int | None = None  # ptxas register cap per thread
     padded: bool = True  # build for maps whose size is not a multiple of the window (any size)
+    head_stages: int = 1  # the folded kernel's head-loop pipelining depth (tca_triton.LaunchConfig); DIRECT: 1
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -62,6 +63,13 @@ class TCAKernelSpec:
             raise ValueError(f"{self.channels} channels do not split into {self.num_heads} heads")
         if not 0 <= self.shift < self.window_size:
             raise ValueError(f"shift {self.shift} must be in [0, {self.window_size})")
+        if self.head_stages != 1 and self.kernel is not tca_triton.KernelChoice.FOLDED:
+            raise ValueError("head_stages is the folded kernel's; the direct kernel's head loop is not pipelined")
+
+    def launch_config(self) -> tca_triton.LaunchConfig:
+        """The launch this build is of, as the autotuner would time it."""
+        folded = self.kernel is tca_triton.KernelChoice.FOLDED
+        return tca_triton.LaunchConfig(self.num_warps, self.maxnreg, self.head_stages if folded else None)
 
 
 @dataclass(frozen=True)
@@ -125,7 +133,7 @@ def compile_tca_kernel(spec: TCAKernelSpec, arch: int | None = None) -> Compiled
         spec.channels, spec.map_channels, spec.num_heads, spec.window_size, spec.shift,
         low_precision_dot=spec.dtype != "fp32", fast_sigmoid=spec.fast_sigmoid, padded=spec.padded,
         kernel=spec.kernel,
-    )
+    ) | spec.launch_config().kernel_arguments()
     signature = _signature(fn, spec.dtype, tca_triton.FP32_ARGUMENTS[spec.kernel]) | {
         name: "constexpr" for name in constants}
     source = ASTSource(fn=fn, signature=signature,

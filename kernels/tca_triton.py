@@ -61,21 +61,30 @@ _INTERPRETING = _interpreting()
 # at the paper shape, mma.sync build (benchmarks/kernel_sweep.py, CUDA-graph replay): fp16 24.5 / 38.1 /
 # 59.8 us at batch 8 and 99.5 / 156 / 237 us at batch 32 at 4 / 8 / 16 warps (bf16 the same), fp32 at batch
 # 8 594 / 292 / 469 us. 4 warps wins for half precision: two blocks fit per SM (183 registers, sm_90),
-# against one at 8 warps. One pipeline stage: nothing in the head loop is worth prefetching.
+# against one at 8 warps. One pipeline stage for the kernel as a whole (the folded kernel's head loop sets
+# its own: LaunchConfig.head_stages).
 NUM_WARPS_CHOICES = (4, 8, 16)
 NUM_STAGES = 1
 
 
 @dataclass(frozen=True)
 class LaunchConfig:
-    """One launch the autotuner times: the block's width and a ptxas cap on registers per thread (None:
-    ptxas's choice), which trades spills for more resident blocks."""
+    """One launch the autotuner times: the block's width, a ptxas cap on registers per thread (None:
+    ptxas's choice), which trades spills for more resident blocks, and for the folded kernel how deep its
+    head loop is software-pipelined (`head_stages`, its HEAD_STAGES; None for the direct kernel, which has
+    no such switch)."""
 
     num_warps: int
     maxnreg: int | None = None
+    head_stages: int | None = None
+
+    def kernel_arguments(self) -> dict[str, int]:
+        """The constexpr arguments this config sets on top of `kernel_constants`."""
+        return {} if self.head_stages is None else {"HEAD_STAGES": self.head_stages}
 
     def triton_config(self) -> triton.Config:
-        return triton.Config({}, num_warps=self.num_warps, num_stages=NUM_STAGES, maxnreg=self.maxnreg)
+        return triton.Config(self.kernel_arguments(), num_warps=self.num_warps, num_stages=NUM_STAGES,
+                             maxnreg=self.maxnreg)
 
 
 class MmaChoice(str, Enum):
@@ -130,10 +139,9 @@ _ENV_LOCK = threading.Lock()
 
 
 def _autotune_configs(kernel: KernelChoice) -> list[triton.Config]:
-    """The launch configs the autotuner times; a single one under the interpreter, where timing is slow."""
-    if _INTERPRETING:
-        return [LaunchConfig(4).triton_config()]
-    return [config.triton_config() for config in LAUNCH_CONFIGS[kernel]]
+    """The launch configs the autotuner times; the first alone under the interpreter, where timing is slow."""
+    configs = LAUNCH_CONFIGS[kernel][:1] if _INTERPRETING else LAUNCH_CONFIGS[kernel]
+    return [config.triton_config() for config in configs]
 
 
 def grid_bucket(n_programs: int) -> int:
@@ -174,15 +182,15 @@ FP32_ARGUMENTS = {KernelChoice.DIRECT: (), KernelChoice.FOLDED: ("qk_bias_ptr", 
 
 # What the autotuner times per kernel. DIRECT: the widths above, and 4 warps capped at 168 registers: the
 # GPU image's triton 3.6 builds the 4-warp kernel in 178 (unshifted) / 209 (shifted) registers at the
-# preset's shape, 2 blocks per SM; capped, 3 fit for an 8-24 B spill. FOLDED: its dots put the 4 warps' rows
-# along the window's 64 tokens, so at 8 warps (8 rows a warp, half an MMA tile) every warp computes as much
-# as at 4, and at 16 four times as much; 4 warps it is, plain (144-148 registers in the sm_90 half builds
-# at the preset's shape, triton 3.6 and 3.8: 3 blocks per SM) and capped at 128 registers (4 blocks, for a
-# 16-32 B spill). Plus 8 warps, in case the doubled work hides latency better
-# (benchmarks/kernel_resources.py).
+# preset's shape, 2 blocks per SM; capped, 3 fit for an 8-24 B spill (H100, batch 32: 73.0 us against 82.5
+# uncapped). FOLDED: 4 warps, plain (148 registers in the sm_90 half builds, 3 blocks per SM) and capped at
+# 128 (4 blocks for a 16-32 B spill: 34.5 against 38.5 us), each with its head loop plain and
+# software-pipelined (tca_jit's header); and 8 warps for fp32's FMA maths (half precision at 8 warps: each
+# warp computes as much as at 4, since the dots put the warps' rows along the window's 64 tokens; 57.3 us).
 LAUNCH_CONFIGS = {
     KernelChoice.DIRECT: (*(LaunchConfig(nw) for nw in NUM_WARPS_CHOICES), LaunchConfig(4, maxnreg=168)),
-    KernelChoice.FOLDED: (LaunchConfig(4), LaunchConfig(4, maxnreg=128), LaunchConfig(8)),
+    KernelChoice.FOLDED: (*(LaunchConfig(4, maxnreg, head_stages) for head_stages in (1, 2) for maxnreg in (None, 128)),
+                          LaunchConfig(8, head_stages=1)),
 }
 
 
@@ -284,12 +292,12 @@ def _launch(
     q_weight: torch.Tensor, q_bias: torch.Tensor, k_weight: torch.Tensor, k_bias: torch.Tensor,
     v_weight: torch.Tensor, v_bias: torch.Tensor, out_weight: torch.Tensor, out_bias: torch.Tensor,
     alpha: torch.Tensor, num_heads: int, window_size: int, shift: int, fast_sigmoid: bool,
-    num_warps: int | None = None, maxnreg: int | None = None,
+    config: LaunchConfig | None = None,
 ) -> torch.Tensor:
     """Checks arguments, makes inputs contiguous and launches the kernel once; returns (B, H, W, C).
 
-    `num_warps` skips the autotuner and launches that width, `maxnreg` caps ptxas's registers per thread
-    (to fit more blocks per SM, at the price of spills); benchmarks/kernel_sweep.py tries them.
+    `config` skips the autotuner and launches that config of the kernel that runs (one of its
+    LAUNCH_CONFIGS or any other); benchmarks/kernel_sweep.py and the GPU tests try each.
     """
     B, H, W, C = x.shape
     Cm = map_features.shape[-1]
@@ -327,9 +335,13 @@ def _launch(
     out = torch.empty((B, H, W, C), dtype=x.dtype, device=x.device)  # (B, H, W, C)
     n_windows = (Hp // window_size) * (Wp // window_size)
     kernel, launch_options = _autotuned_kernel(which, grid_bucket(n_windows * B)), {}
-    if num_warps is not None:
+    if config is not None:
+        if (config.head_stages is None) != (which is KernelChoice.DIRECT):
+            raise ValueError(f"{config} does not fit the {which.value} kernel: only the folded one has head_stages "
+                             "(a folded call whose fold overflows fp16 runs the direct kernel)")
         kernel = _JIT_KERNELS[which]
-        launch_options = {"num_warps": num_warps, "num_stages": NUM_STAGES, "maxnreg": maxnreg}
+        launch_options = {"num_warps": config.num_warps, "num_stages": NUM_STAGES, "maxnreg": config.maxnreg,
+                          **config.kernel_arguments()}
     # Triton launches on the current CUDA device: make that x's device (x on cuda:1 while cuda:0 is current).
     device_guard = torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
     with device_guard, mma_build_scope(mma):

@@ -79,6 +79,14 @@ def test_spec_rejects_impossible_shapes():
         TCAKernelSpec("int8", 96, 9, 3, 8, 0)
 
 
+def test_only_the_folded_kernel_takes_head_stages():
+    with pytest.raises(ValueError, match="head_stages is the folded kernel's"):
+        TCAKernelSpec("fp16", 96, 9, 3, 8, 0, head_stages=2, kernel=tca_aot.tca_triton.KernelChoice.DIRECT)
+    folded = TCAKernelSpec("fp16", 96, 9, 3, 8, 0, head_stages=2, kernel=tca_aot.tca_triton.KernelChoice.FOLDED)
+    assert folded.launch_config().kernel_arguments() == {"HEAD_STAGES": 2}
+    assert TCAKernelSpec("fp16", 96, 9, 3, 8, 0).launch_config().kernel_arguments() == {}
+
+
 @pytest.mark.skipif(not tca_aot.tca_triton._INTERPRETING, reason="only meaningful in interpreter mode")
 def test_compile_refuses_under_the_interpreter():
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
@@ -99,10 +107,14 @@ def test_paper_kernel_builds_for_hopper_without_spills_and_fits_tensorrt_aot():
 def test_folded_kernel_stacks_its_warps_along_the_window_and_does_not_spill():
     """At 4 warps every dot of the folded kernel must put the warps along the window's 64 tokens
     ([4, 1]): split along the output columns ([1, 4], what one (64, 128) output tile made Triton choose),
-    the 16-wide dots are computed twice over (`tca_triton.channel_chunks`)."""
+    the 16-wide dots are computed twice over (`tca_triton.channel_chunks`). The same with the head loop
+    software-pipelined (HEAD_STAGES 2), which stages the next head's weights in shared memory."""
     rows = compiler_child_json(str(REPO / "benchmarks" / "kernel_resources.py"), "--arch", "90", "--kernels",
-                               "folded", "--dtypes", "fp16", "bf16", "--warps", "4", "--out", "-")["rows"]
-    assert len(rows) == 4
+                               "folded", "--dtypes", "fp16", "bf16", "--warps", "4", "--head-stages", "1", "2",
+                               "--out", "-")["rows"]
+    assert len(rows) == 8
+    shared = {(r["dtype"], r["shift"], r["head_stages"]): r["shared_bytes"] for r in rows}
+    assert all(shared[dtype, shift, 2] > shared[dtype, shift, 1] for dtype, shift, _ in shared)
     for row in rows:
         assert row["mma_warp_layouts"] == ["v2 [4, 1]"], row
         assert row["stack_bytes"] == 0, row

@@ -490,6 +490,37 @@ def test_tiny_model_folds_each_blocks_weights_once_across_inference_calls(monkey
     torch.testing.assert_close(folds[-1].alpha, torch.nn.functional.softplus(blocks[0].alpha_raw))
 
 
+def config_id(kernel: tca_triton.KernelChoice, config: tca_triton.LaunchConfig) -> str:
+    stages = f"-{config.head_stages}stage" if config.head_stages is not None else ""
+    return f"{kernel.value}-{config.num_warps}w-{config.maxnreg or 'any'}reg{stages}"
+
+
+@pytest.mark.parametrize(("kernel", "config"), [
+    pytest.param(kernel, config, id=config_id(kernel, config))
+    for kernel, configs in tca_triton.LAUNCH_CONFIGS.items() for config in configs])
+def test_each_autotuned_config_launches_its_kernel(monkeypatch, kernel, config):
+    """An explicit config reaches the kernel with its constexprs (the folded kernel's HEAD_STAGES: the
+    interpreter runs a pipelined loop like a plain one, so this checks the plumbing; the GPU test below
+    checks each build)."""
+    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, kernel.value)
+    x, mf = random_inputs(1, 8, 8, 16, 3)
+    params = random_params(16, 3, 2)
+    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 2)
+    got = tca_triton._launch(x, mf, *params.tensors(), 2, 4, 2, False, config=config)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_config_of_the_other_kernel_is_one_clear_error(monkeypatch):
+    x, mf = random_inputs(1, 8, 8, 16, 3)
+    params = random_params(16, 3, 2)
+    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "direct")
+    with pytest.raises(ValueError, match="only the folded one has head_stages"):
+        tca_triton._launch(x, mf, *params.tensors(), 2, 4, 2, False, config=tca_triton.LaunchConfig(4, None, 2))
+    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
+    with pytest.raises(ValueError, match="does not fit the folded kernel"):
+        tca_triton._launch(x, mf, *params.tensors(), 2, 4, 2, False, config=tca_triton.LaunchConfig(4))
+
+
 # The paper preset's latent shape: B=2, 64x64 latent, C=96, 3 heads, window 8, 9 map channels.
 PAPER = dict(B=2, H=64, W=64, C=96, Cm=9, heads=3, window=8)
 @pytest.mark.gpu
@@ -521,20 +552,20 @@ def test_gpu_paper_shape_forward_and_backward(dtype, shift):
 @pytest.mark.gpu
 @requires_cuda
 @pytest.mark.parametrize(("kernel", "config"), [
-    pytest.param(kernel, config, id=f"{kernel.value}-{config.num_warps}w-{config.maxnreg or 'any'}reg")
+    pytest.param(kernel, config, id=config_id(kernel, config))
     for kernel, configs in tca_triton.LAUNCH_CONFIGS.items() for config in configs])
 @pytest.mark.parametrize("shift", [0, 4])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_gpu_every_autotuned_config_matches_reference(monkeypatch, dtype, shift, kernel, config):
     """Each grid size may pick another config, so every config the autotuner times must be right, for both
-    kernels, with and without the shift (the folded kernel has separate code for masked windows)."""
+    kernels, with and without the shift (a shifted block carries the Swin mask)."""
     monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, kernel.value)
     p = PAPER
     x, mf = random_inputs(p["B"], p["H"], p["W"], p["C"], p["Cm"], device="cuda")
     params = random_params(p["C"], p["Cm"], p["heads"], device="cuda")
     expected = windowed_sigmoid_cross_attention_reference(x, mf, params, p["heads"], p["window"], shift)
     got = tca_triton._launch(x.to(dtype), mf.to(dtype), *cast_params(params, dtype).tensors(), p["heads"],
-                             p["window"], shift, False, num_warps=config.num_warps, maxnreg=config.maxnreg)
+                             p["window"], shift, False, config=config)
     err = (got.float() - expected).abs().max().item()
     assert err <= GPU_TOLERANCE[dtype] * expected.abs().max().item(), err
 
