@@ -510,6 +510,17 @@ def test_each_autotuned_config_launches_its_kernel(monkeypatch, kernel, config):
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("kernel", list(tca_triton.KernelChoice))
+def test_the_autotuner_times_4_warps_for_half_precision_and_wider_blocks_for_fp32(kernel):
+    configs = [c.triton_config() for c in tca_triton.LAUNCH_CONFIGS[kernel]]
+    for dtype, want_4_warps in ((torch.float16, True), (torch.bfloat16, True), (torch.float32, False)):
+        kept = tca_triton.configs_for_dtype(configs, {"x_ptr": torch.empty(0, dtype=dtype)})
+        assert kept and all((c.num_warps == 4) == want_4_warps for c in kept), (dtype, kept)
+        assert len(kept) == sum((c.num_warps == 4) == want_4_warps for c in configs)
+    autotuner = tca_triton._autotuned_kernel(kernel, 0)
+    assert autotuner.early_config_prune is tca_triton.configs_for_dtype
+
+
 def test_a_config_of_the_other_kernel_is_one_clear_error(monkeypatch):
     x, mf = random_inputs(1, 8, 8, 16, 3)
     params = random_params(16, 3, 2)
