@@ -53,6 +53,8 @@ class ResourceRow:
     shift: int
     num_warps: int
     head_stages: int  # the folded kernel's head-loop pipelining depth (1 for the direct kernel)
+    maxnreg: int | None  # ptxas register cap (None: ptxas's choice)
+    programs_per_sm: int | None  # the folded kernel's persistent build (None: a program per window)
     sigmoid: str  # "tanh" (TensorRT's plugin) or "exact" (the model's default)
     registers: int
     stack_bytes: int
@@ -61,22 +63,25 @@ class ResourceRow:
     tensorrt_aot_ok: bool
     tensorrt_aot_problem: str | None
     mma_warp_layouts: list[str]  # e.g. ["v2 [4, 1]"]: warps stacked along the window's tokens
-    instructions_per_warp: dict[str, int]  # tca_aot.instruction_mix, the head loop counted NUM_HEADS times
+    instructions_per_warp: dict[str, int]  # tca_aot.instruction_mix, per window (the head loop NUM_HEADS times)
 
 
 SIGMOIDS = {"tanh": True, "exact": False}  # --sigmoid name -> TCAKernelSpec.fast_sigmoid
 
 
 def paper_specs(kernels: list[str], dtypes: list[str], warps: list[int], sigmoids: list[str],
-                head_stages: list[int]) -> list[TCAKernelSpec]:
+                head_stages: list[int], maxnreg: list[int | None] = (None,),
+                programs_per_sm: list[int | None] = (None,)) -> list[TCAKernelSpec]:
     cfg = LangBRTConfig.paper()
+    folded = KernelChoice.FOLDED.value
     # padded=False: the preset's 64 x 64 latent splits into whole windows, so a launch builds that kernel
     return [TCAKernelSpec(dtype, cfg.embed_dim, cfg.map_feature_dim, cfg.num_heads, cfg.window_size, shift,
                           num_warps=nw, fast_sigmoid=SIGMOIDS[sigmoid], kernel=KernelChoice(kernel), padded=False,
-                          head_stages=stages)
+                          head_stages=stages, maxnreg=cap, programs_per_sm=persistent)
             for kernel in kernels for sigmoid in sigmoids for dtype in dtypes
-            for shift in (0, cfg.window_size // 2) for nw in warps
-            for stages in (head_stages if kernel == KernelChoice.FOLDED.value else [1])]
+            for shift in (0, cfg.window_size // 2) for nw in warps for cap in maxnreg
+            for stages in (head_stages if kernel == folded else [1])
+            for persistent in (programs_per_sm if kernel == folded else [None])]
 
 
 def measure(spec: TCAKernelSpec, arch: int) -> ResourceRow:
@@ -90,10 +95,11 @@ def measure(spec: TCAKernelSpec, arch: int) -> ResourceRow:
     except ValueError as err:
         problem = str(err)
     sigmoid = "tanh" if spec.fast_sigmoid else "exact"
-    return ResourceRow(spec.kernel.value, arch, spec.dtype, spec.shift, spec.num_warps, spec.head_stages, sigmoid,
-                       res.registers,
+    return ResourceRow(spec.kernel.value, arch, spec.dtype, spec.shift, spec.num_warps, spec.head_stages, spec.maxnreg,
+                       spec.programs_per_sm, sigmoid, res.registers,
                        res.stack_bytes, res.static_shared_bytes + res.dynamic_shared_bytes, by_registers,
-                       problem is None, problem, mma_warp_layouts(compiled), instruction_mix(compiled, spec.num_heads))
+                       problem is None, problem, mma_warp_layouts(compiled),
+                       instruction_mix(compiled, spec.num_heads, 1 if spec.programs_per_sm else None))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,20 +113,27 @@ def main(argv: list[str] | None = None) -> int:
                         help="sigmoid forms: tanh (TensorRT's plugin, the default) and / or exact (the model's)")
     parser.add_argument("--head-stages", type=int, nargs="+", default=[1],
                         help="the folded kernel's head-loop pipelining depths (tca_triton.LaunchConfig)")
+    parser.add_argument("--maxnreg", type=int, nargs="+", default=[0],
+                        help="ptxas register caps per thread; 0: none (default)")
+    parser.add_argument("--programs-per-sm", type=int, nargs="+", default=[0],
+                        help="the folded kernel's persistent builds (tca_triton.LaunchConfig); 0: a program "
+                        "per window (default)")
     parser.add_argument("--out", default=None, help="JSON path, or - for stdout only "
                         "(default benchmarks/results/kernel-resources-<date>.json)")
     args = parser.parse_args(argv)
 
     rows = [measure(spec, arch) for arch in args.arch
-            for spec in paper_specs(args.kernels, args.dtypes, args.warps, args.sigmoid, args.head_stages)]
-    print(f"{'kernel':>6} {'arch':>5} {'dtype':>5} {'sigmoid':>7} {'shift':>5} {'warps':>5} {'stages':>6} {'regs':>5} "
+            for spec in paper_specs(args.kernels, args.dtypes, args.warps, args.sigmoid, args.head_stages,
+                                    [n or None for n in args.maxnreg], [n or None for n in args.programs_per_sm])]
+    print(f"{'kernel':>6} {'arch':>5} {'dtype':>5} {'sigmoid':>7} {'shift':>5} {'warps':>5} {'stages':>6} "
+          f"{'maxnreg':>7} {'per SM':>6} {'regs':>5} "
           f"{'stack B':>8} {'smem B':>7} {'blk/SM':>6} {'TRT AOT':>7} {'instr/warp':>10} {'MMA':>5} {'MUFU':>5} "
           f"{'mma warps':>10}")
     for r in rows:
         mix = r.instructions_per_warp
         print(f"{r.kernel:>6} sm_{r.arch:<2} {r.dtype:>5} {r.sigmoid:>7} {r.shift:>5} {r.num_warps:>5} "
-              f"{r.head_stages:>6} {r.registers:>5} {r.stack_bytes:>8} {r.shared_bytes:>7} "
-              f"{r.blocks_per_sm_by_registers:>6} "
+              f"{r.head_stages:>6} {r.maxnreg or '-':>7} {r.programs_per_sm or '-':>6} {r.registers:>5} "
+              f"{r.stack_bytes:>8} {r.shared_bytes:>7} {r.blocks_per_sm_by_registers:>6} "
               f"{'ok' if r.tensorrt_aot_ok else 'no':>7} {mix['total']:>10} {mix['tensor_core']:>5} {mix['mufu']:>5} "
               f"{' '.join(r.mma_warp_layouts) or '-':>10}")
     report = {
@@ -128,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.date.today().isoformat(),
         "kernels": {k.value: tca_triton._JIT_KERNELS[k].__name__ for k in map(KernelChoice, args.kernels)},
         "shape": "paper preset TCA attention: C=96, Cm=9, 3 heads, window 8",
-        "instructions_per_warp": "SASS of one program (one window), each head-loop body counted NUM_HEADS times",
+        "instructions_per_warp": "SASS of one program (one window), each head-loop body counted NUM_HEADS times; "
+                                 "a persistent build's window loop once (per window, plus its prologue)",
         "triton": triton.__version__,
         "ptxas": triton.knobs.nvidia.ptxas.version,
         "rows": [asdict(r) for r in rows],

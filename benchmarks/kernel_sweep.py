@@ -5,7 +5,7 @@
 Why a process per variant: the autotuner times every warp count inside one process, and a variant that
 faults (an illegal memory access poisons the CUDA context for good) takes the whole process down and hides
 which variant it was. Each child launches exactly one variant (kernel and MMA path via LANGBRT_TCA_KERNEL
-and LANGBRT_TCA_MMA, warps, register cap and head-loop pipelining via the launch), checks it against the
+and LANGBRT_TCA_MMA, warps, register cap, head-loop pipelining and persistence via the launch), checks it against the
 fp32 PyTorch reference with the output memory poisoned with NaN first, then, in a second pass run one child
 at a time, times it at every batch size as a CUDA-graph replay (GPU time, no launch overhead). The parent
 prints ok / wrong / crashed, the max error and the median times per variant, and writes JSON.
@@ -41,9 +41,14 @@ class Variant:
     num_warps: int
     maxnreg: int | None = None  # ptxas register cap per thread; None: ptxas decides
     head_stages: int | None = None  # the folded kernel's head-loop pipelining depth; None: the direct kernel
+    programs_per_sm: int | None = None  # the folded kernel's persistent launch; None: a program per window
 
     def launch_config(self) -> LaunchConfig:
-        return LaunchConfig(self.num_warps, self.maxnreg, self.head_stages)
+        return LaunchConfig(self.num_warps, self.maxnreg, self.head_stages, self.programs_per_sm)
+
+    @classmethod
+    def of(cls, kernel: str, mma: str, dtype: str, config: LaunchConfig) -> Variant:
+        return cls(kernel, mma, dtype, config.num_warps, config.maxnreg, config.head_stages, config.programs_per_sm)
 
 
 @dataclass
@@ -63,11 +68,9 @@ def variants() -> list[Variant]:
     its usual widths."""
     rows = []
     for kernel, configs in LAUNCH_CONFIGS.items():
-        rows += [Variant(kernel.value, mma, "fp16", c.num_warps, c.maxnreg, c.head_stages)
-                 for mma in ("mma", "wgmma") for c in configs]
-        rows += [Variant(kernel.value, "mma", "bf16", c.num_warps, c.maxnreg, c.head_stages) for c in configs]
-        rows += [Variant(kernel.value, "mma", "fp32", c.num_warps, c.maxnreg, c.head_stages)
-                 for c in configs if c.num_warps >= 8]
+        rows += [Variant.of(kernel.value, mma, "fp16", c) for mma in ("mma", "wgmma") for c in configs]
+        rows += [Variant.of(kernel.value, "mma", "bf16", c) for c in configs]
+        rows += [Variant.of(kernel.value, "mma", "fp32", c) for c in configs if c.num_warps >= 8]
     return rows
 
 
@@ -87,7 +90,7 @@ def child(variant: Variant, batches: list[int], time_it: bool) -> dict:
                                      shape.window, shape.shift, num_warps=variant.num_warps, fast_sigmoid=False,
                                      mma=tca_triton.MmaChoice(variant.mma),
                                      kernel=tca_triton.KernelChoice(variant.kernel), maxnreg=variant.maxnreg,
-                                     head_stages=variant.head_stages or 1)
+                                     head_stages=variant.head_stages or 1, programs_per_sm=variant.programs_per_sm)
         instructions = tca_aot.mma_instructions(tca_aot.compile_tca_kernel(spec))
         print(PTX_PREFIX + json.dumps(instructions), flush=True)
     result: dict = {"max_error": 0.0, "bound": None, "status": "ok", "mma_instructions": instructions}
@@ -118,6 +121,7 @@ def child(variant: Variant, batches: list[int], time_it: bool) -> dict:
 def run_child(variant: Variant, batches: list[int], time_it: bool) -> Outcome:
     command = [sys.executable, __file__, "--child", variant.kernel, variant.mma, variant.dtype,
                str(variant.num_warps), str(variant.maxnreg or 0), str(variant.head_stages or 0),
+               str(variant.programs_per_sm or 0),
                "--batch", *map(str, batches)]
     command += ["--time"] if time_it else []
     try:
@@ -154,15 +158,15 @@ def sweep(batches: list[int], jobs: int) -> list[Outcome]:
 def print_table(outcomes: list[Outcome], batches: list[int], header: bool = True) -> None:
     if header:
         times = " ".join(f"{f'us @{b}':>9}" for b in batches)
-        print(f"{'kernel':6} {'mma':6} {'dtype':5} {'maxnreg':>7} {'warps':>5} {'stages':>6} {'status':8} "
-              f"{'max err':>10} {'bound':>10} {times}  mma instructions, detail")
+        print(f"{'kernel':6} {'mma':6} {'dtype':5} {'maxnreg':>7} {'warps':>5} {'stages':>6} {'per SM':>6} "
+              f"{'status':8} {'max err':>10} {'bound':>10} {times}  mma instructions, detail")
     for o in outcomes:
         err = f"{o.max_error:10.3g}" if o.max_error is not None else f"{'-':>10}"
         bound = f"{o.bound:10.3g}" if o.bound is not None else f"{'-':>10}"
         times = " ".join(f"{o.median_us[b]:9.2f}" if o.median_us else f"{'-':>9}" for b in batches)
         v = o.variant
         print(f"{v.kernel:6} {v.mma:6} {v.dtype:5} {v.maxnreg or '-':>7} {v.num_warps:5d} {v.head_stages or '-':>6} "
-              f"{o.status:8} {err} "
+              f"{v.programs_per_sm or '-':>6} {o.status:8} {err} "
               f"{bound} {times}  {o.mma_instructions or ''} {o.detail}")
 
 
@@ -171,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, nargs="+", default=[8, 32], help="batch sizes of the paper-shape launch")
     parser.add_argument("--jobs", type=int, default=8, help="children compiling at once")
     parser.add_argument("--out", type=Path, help="write the JSON report here")
-    parser.add_argument("--child", nargs=6, metavar=("KERNEL", "MMA", "DTYPE", "WARPS", "MAXNREG", "HEAD_STAGES"),
+    parser.add_argument("--child", nargs=7,
+                        metavar=("KERNEL", "MMA", "DTYPE", "WARPS", "MAXNREG", "HEAD_STAGES", "PROGRAMS_PER_SM"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--time", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -179,8 +184,9 @@ def main(argv: list[str] | None = None) -> int:
         print("kernel_sweep: no CUDA device; run this on a machine with an NVIDIA GPU", file=sys.stderr)
         return 2
     if args.child:
-        kernel, mma, dtype, warps, maxnreg, head_stages = args.child
-        variant = Variant(kernel, mma, dtype, int(warps), int(maxnreg) or None, int(head_stages) or None)
+        kernel, mma, dtype, warps, maxnreg, head_stages, programs_per_sm = args.child
+        variant = Variant(kernel, mma, dtype, int(warps), int(maxnreg) or None, int(head_stages) or None,
+                          int(programs_per_sm) or None)
         os.environ.update(LANGBRT_TCA_KERNEL=kernel, LANGBRT_TCA_MMA=mma)  # read at each launch
         print(RESULT_PREFIX + json.dumps(child(variant, args.batch, args.time)))
         return 0

@@ -55,6 +55,7 @@ class TCAKernelSpec:
     maxnreg: int | None = None  # ptxas register cap per thread
     padded: bool = True  # build for maps whose size is not a multiple of the window (any size)
     head_stages: int = 1  # the folded kernel's head-loop pipelining depth (tca_triton.LaunchConfig); DIRECT: 1
+    programs_per_sm: int | None = None  # the folded kernel's persistent build (tca_triton.LaunchConfig)
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -63,13 +64,16 @@ class TCAKernelSpec:
             raise ValueError(f"{self.channels} channels do not split into {self.num_heads} heads")
         if not 0 <= self.shift < self.window_size:
             raise ValueError(f"shift {self.shift} must be in [0, {self.window_size})")
-        if self.head_stages != 1 and self.kernel is not tca_triton.KernelChoice.FOLDED:
-            raise ValueError("head_stages is the folded kernel's; the direct kernel's head loop is not pipelined")
+        if self.kernel is not tca_triton.KernelChoice.FOLDED and (self.head_stages != 1 or self.programs_per_sm):
+            raise ValueError("head_stages and programs_per_sm are the folded kernel's: the direct kernel's head "
+                             "loop is not pipelined and it is never persistent")
 
     def launch_config(self) -> tca_triton.LaunchConfig:
         """The launch this build is of, as the autotuner would time it."""
         folded = self.kernel is tca_triton.KernelChoice.FOLDED
-        return tca_triton.LaunchConfig(self.num_warps, self.maxnreg, self.head_stages if folded else None)
+        if not folded:
+            return tca_triton.LaunchConfig(self.num_warps, self.maxnreg)
+        return tca_triton.LaunchConfig(self.num_warps, self.maxnreg, self.head_stages, self.programs_per_sm)
 
 
 @dataclass(frozen=True)
@@ -195,28 +199,39 @@ INSTRUCTION_CLASSES = {
 }
 
 
-def instruction_mix(compiled: CompiledTCAKernel, loop_trips: int) -> dict[str, int]:
+def instruction_mix(compiled: CompiledTCAKernel, loop_trips: int,
+                    outermost_loop_trips: int | None = None) -> dict[str, int]:
     """Instructions one warp executes per program, by opcode family (`INSTRUCTION_CLASSES`) and in total.
 
     Read off the SASS: straight-line code counts once, each loop body (a backward branch's range)
-    `loop_trips` times (the kernels' loops walk the heads), both sides of a branch count (neither kernel
-    branches around a window's work: every window of a build runs the same code). An estimate for
-    comparing builds, not a profile: the kernels are latency-bound (benchmarks/results/ncu-*.txt), so
-    fewer instructions per warp, like fewer registers, is what a faster build is made of.
+    `loop_trips` times (the kernels' loops walk the heads), except that with `outermost_loop_trips` a
+    loop inside no other loop counts that many times: a persistent build's window loop, whose head loop
+    may be a loop inside it or unrolled by the compiler (1 gives the count per window plus the program's
+    prologue). Both sides of a branch count (neither kernel branches around a window's work: every window
+    of a build runs the same code). An estimate for comparing builds, not a profile: the kernels are
+    latency-bound (benchmarks/results/ncu-*.txt), so fewer instructions per warp, like fewer registers,
+    is what a faster build is made of.
     """
     code = [(int(address, 16), opcode, operands)
             for address, opcode, operands in _SASS_LINE.findall(_cuobjdump(compiled, "-sass"))
             if opcode != "NOP"]
-    weight = dict.fromkeys((address for address, _, _ in code), 1)
+    loops = []  # (first, last) address of each backward branch's body
     for address, opcode, operands in code:
         target = _BACKWARD_TARGET.search(operands) if opcode == "BRA" else None
         if target is not None and int(target.group(1), 16) < address:
-            for body in weight:
-                if int(target.group(1), 16) <= body <= address:
-                    weight[body] *= loop_trips
+            loops.append((int(target.group(1), 16), address))
+    trips = {loop: loop_trips for loop in loops}
+    if outermost_loop_trips is not None:
+        for loop in loops:
+            if not any(other[0] <= loop[0] and loop[1] < other[1] for other in loops):
+                trips[loop] = outermost_loop_trips
     counts: Counter[str] = Counter()
     for address, opcode, _ in code:
-        counts[opcode] += weight[address]
+        weight = 1
+        for (first, last), n in trips.items():
+            if first <= address <= last:
+                weight *= n
+        counts[opcode] += weight
     mix = {name: sum(counts[op] for op in opcodes) for name, opcodes in INSTRUCTION_CLASSES.items()}
     mix["total"] = sum(counts.values())
     return mix

@@ -2,7 +2,8 @@
 
 What one program computes
 -------------------------
-One program instance handles one (window, batch) pair: the w*w tokens of one shifted window of one image.
+One program instance handles one (window, batch) pair: the w*w tokens of one shifted window of one image
+(a persistent launch of the folded kernel, below, loops over several windows of one image).
 It gathers those tokens straight from the unpartitioned (B, H, W, C) / (B, H, W, Cm) tensors by index
 arithmetic (cyclic shift, window partition and padding are never materialised), then for every head h
 
@@ -65,6 +66,22 @@ The folded kernel's head loop can be software-pipelined (HEAD_STAGES = 2, `tl.ra
 then loads the next head's folded weights into shared memory while this head computes. On an H100 (fp16,
 batch 8 / 32, 4 warps capped at 128 registers) that ran 9.6 / 35.0 us against 9.3 / 34.5 with mma.sync
 and 9.2 / 31.7 against 8.5 / 35.6 with wgmma (one run each), so the autotuner times both depths.
+
+The folded kernel can also run persistent (PROGRAMS_PER_SM > 0, `tca_triton.LaunchConfig.programs_per_sm`):
+grid axis 0 then holds about that many programs per SM over the batch, and each walks its image's windows
+p, p + P, ..., issuing the next window's loads (`_folded_inputs`, into registers, masked off past the last
+window) before this window's maths. Why: one window per program, every program on the GPU loads its window,
+computes, then stores, all in step (same work, started together), so HBM idles while the SMs compute;
+the H100 ran the plain kernel at 34.5 us for batch 32, 46 % of the memory roofline, where its
+instructions alone (1 212 per warp and window, issued at one per cycle per scheduler) take ~10 us and its
+bytes ~16 us. The prefetch is written by hand because Triton's
+pipeliner takes only innermost loops (the window loop holds the head loop) and, with the heads unrolled
+instead, gave each load one shared-memory buffer whose next copy starts only after this window's last use
+of it, i.e. at the end of the iteration: no overlap. The cost is registers (sm_90 fp16, triton 3.6: 225
+uncapped, 2 programs per SM; capped at 168, 3 per SM with no spill) and a few instructions: per window
+the loop runs 1 211 / 1 294 per warp (uncapped / capped) against the plain build's 1 192 / 1 212 (shifted,
+exact sigmoid), plus a ~380-instruction prologue per program. Not yet timed on a GPU, so the autotuner
+times both against the plain builds.
 
 Both kernels take PADDED from the launch: at the preset's 64 x 64 latent every window is whole, so no
 token needs a validity check and only the shifted block's wrap-around needs index arithmetic (direct
@@ -320,24 +337,40 @@ def _region_logit_scale(FAST: tl.constexpr):
 
 
 @triton.jit
+def _folded_inputs(x_ptr, map_ptr, tok, valid, C: tl.constexpr, CM: tl.constexpr, BLOCK_C0: tl.constexpr,
+                   BLOCK_C1: tl.constexpr, BLOCK_K: tl.constexpr, op_dtype: tl.constexpr):
+    """Every global load of one window's activations: x's channel tiles (x1 is x0 when there is no second
+    tile), the map features in BLOCK_K channels and the blemish map m, padding 0.
+
+    Split from the maths (`_folded_window`) so that a program of several windows can issue the next
+    window's loads before this window's maths (`tca_folded_fwd_kernel`, PROGRAMS_PER_SM)."""
+    x0 = _load_channels(x_ptr, tok, valid, tl.arange(0, BLOCK_C0), C, op_dtype)  # (BN, BC0) raw x
+    x1 = x0
+    if BLOCK_C1 > 0:
+        x1 = _load_channels(x_ptr, tok, valid, BLOCK_C0 + tl.arange(0, BLOCK_C1), C, op_dtype)  # (BN, BC1)
+    kk = tl.arange(0, BLOCK_K)
+    mf = tl.load(map_ptr + tok[:, None] * CM + kk[None, :], mask=valid[:, None] & (kk < CM)[None, :], other=0.0)
+    m = tl.load(map_ptr + tok * CM, mask=valid, other=0.0)  # (BN,) blemish map, channel 0 of mf
+    return x0, x1, mf, m
+
+
+@triton.jit
 def _folded_window(
-    x_ptr, map_ptr, qk_ptr, qk_bias_ptr, vo_ptr, bo_ptr, out_ptr,  # as tca_folded_fwd_kernel
-    sr, sc, tok, valid, Hp, Wp,  # _window_coords of this program's window
+    x0, x1, mf, m,  # _folded_inputs of this window
+    qk_ptr, qk_bias_ptr, vo_ptr, bo_ptr, out_ptr,  # as tca_folded_fwd_kernel
+    sr, sc, tok, valid, Hp, Wp,  # _window_coords of this window
     C: tl.constexpr, CM: tl.constexpr, NUM_HEADS: tl.constexpr, WINDOW: tl.constexpr, SHIFT: tl.constexpr,
     BLOCK_C0: tl.constexpr, BLOCK_C1: tl.constexpr, BLOCK_K: tl.constexpr, op_dtype: tl.constexpr,
     LOW_PRECISION_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr,
     PTX_MATH: tl.constexpr, HEAD_STAGES: tl.constexpr,
 ):
-    """tca_folded_fwd_kernel's work for one window, from loading its tokens to storing its outputs."""
+    """tca_folded_fwd_kernel's work for one window whose activations are loaded, up to storing its outputs."""
     c0 = tl.arange(0, BLOCK_C0)
-    x0 = _load_channels(x_ptr, tok, valid, c0, C, op_dtype)  # (BN, BC0) raw x: the mask scales p below
-    acc0 = tl.zeros((x0.shape[0], BLOCK_C0), dtype=tl.float32)
+    acc0 = tl.zeros((x0.shape[0], BLOCK_C0), dtype=tl.float32)  # x0 is raw x: the mask scales p below
     if BLOCK_C1 > 0:
         c1 = BLOCK_C0 + tl.arange(0, BLOCK_C1)
-        x1 = _load_channels(x_ptr, tok, valid, c1, C, op_dtype)  # (BN, BC1)
         acc1 = tl.zeros((x0.shape[0], BLOCK_C1), dtype=tl.float32)
     kk = tl.arange(0, BLOCK_K)
-    mf = tl.load(map_ptr + tok[:, None] * CM + kk[None, :], mask=valid[:, None] & (kk < CM)[None, :], other=0.0)
     # [m~ | 1 | 0...], the ones channel 0 for padded keys: their m~ and ones entries are zero, so whatever
     # their attention weight, A [m~ | 1] gains nothing from them (the reference masks them out); the region
     # channels below meet zero rows of VO_h.
@@ -362,7 +395,7 @@ def _folded_window(
         else:
             same_region = _same_region(sr, sc, Hp, Wp, WINDOW, SHIFT)  # (BN, BN)
     kv = kv.to(op_dtype)
-    query_keep = 1.0 - tl.load(map_ptr + tok * CM, mask=valid, other=0.0).to(tl.float32)  # (BN,) 1 - m
+    query_keep = 1.0 - m.to(tl.float32)  # (BN,) 1 - m
 
     for h in tl.range(NUM_HEADS, num_stages=HEAD_STAGES):  # rolled, as in tca_fwd_kernel; 2: pipelined
         qk_h = qk_ptr + h * C * BLOCK_K
@@ -406,6 +439,7 @@ def tca_folded_fwd_kernel(
     PTX_MATH: tl.constexpr,  # CUDA build: MUFU instructions through inline PTX (not in the interpreter)
     PADDED: tl.constexpr,  # H or W is not a multiple of WINDOW (tca_triton.kernel_constants)
     HEAD_STAGES: tl.constexpr,  # 1: plain head loop; 2: the next head's weights load during this head's maths
+    PROGRAMS_PER_SM: tl.constexpr,  # 0: one program per window; > 0: a program loops over windows, prefetching
 ):
     """The same attention from the folded weights (tca_fold.py): per head, the logits are
     ((1 - m) x QK_h + qk_h) [m~ | 1]^T and the output gains (A_h [m~ | 1]) VO_h, over BLOCK_K channels.
@@ -413,6 +447,10 @@ def tca_folded_fwd_kernel(
     The fold already holds 1 / alpha_h, the logit bias -log(w*w) and the scale of the sigmoid's form
     (`_sigmoid_of_folded`), so the logits need no arithmetic before the sigmoid; a shifted block's
     Swin mask is three more channels of the score dot (`_folded_window`).
+    PROGRAMS_PER_SM > 0 makes the kernel persistent: the launch sizes grid axis 0 so about that many
+    programs fit each SM at once (`tca_triton.persistent_programs`), program p of an image computes its
+    windows p, p + P, p + 2P, ... (P = programs per image), and issues each next window's loads before
+    this window's maths (this module's header says why).
     """
     if LOW_PRECISION_DOT:
         op_dtype = x_ptr.dtype.element_ty
@@ -421,6 +459,22 @@ def tca_folded_fwd_kernel(
     win = tl.program_id(0)
     b = tl.program_id(1)  # int32 offsets: _launch checks B*H*W*max(C, CM) < 2**31
     sr, sc, tok, valid, Hp, Wp = _window_coords(win, b, H, W, WINDOW, SHIFT, BLOCK_N, PADDED)
-    _folded_window(x_ptr, map_ptr, qk_ptr, qk_bias_ptr, vo_ptr, bo_ptr, out_ptr, sr, sc, tok, valid, Hp, Wp,
-                   C, CM, NUM_HEADS, WINDOW, SHIFT, BLOCK_C0, BLOCK_C1, BLOCK_K, op_dtype, LOW_PRECISION_DOT,
-                   DOT_PRECISION, FAST_SIGMOID, PTX_MATH, HEAD_STAGES)
+    x0, x1, mf, m = _folded_inputs(x_ptr, map_ptr, tok, valid, C, CM, BLOCK_C0, BLOCK_C1, BLOCK_K, op_dtype)
+    if PROGRAMS_PER_SM == 0:
+        _folded_window(x0, x1, mf, m, qk_ptr, qk_bias_ptr, vo_ptr, bo_ptr, out_ptr, sr, sc, tok, valid, Hp, Wp,
+                       C, CM, NUM_HEADS, WINDOW, SHIFT, BLOCK_C0, BLOCK_C1, BLOCK_K, op_dtype, LOW_PRECISION_DOT,
+                       DOT_PRECISION, FAST_SIGMOID, PTX_MATH, HEAD_STAGES)
+    else:
+        n_windows = (Hp // WINDOW) * (Wp // WINDOW)
+        stride = tl.num_programs(0)
+        for w in tl.range(win, n_windows, stride, num_stages=1):  # the prefetch is by hand, not Triton's pipeliner
+            sr, sc, tok, valid, Hp, Wp = _window_coords(w, b, H, W, WINDOW, SHIFT, BLOCK_N, PADDED)
+            # The next window's loads (off past the image's last window) are in flight during this one's maths.
+            _, _, next_tok, next_valid, _, _ = _window_coords(w + stride, b, H, W, WINDOW, SHIFT, BLOCK_N, PADDED)
+            next_x0, next_x1, next_mf, next_m = _folded_inputs(
+                x_ptr, map_ptr, next_tok, next_valid & (w + stride < n_windows), C, CM, BLOCK_C0, BLOCK_C1,
+                BLOCK_K, op_dtype)
+            _folded_window(x0, x1, mf, m, qk_ptr, qk_bias_ptr, vo_ptr, bo_ptr, out_ptr, sr, sc, tok, valid, Hp,
+                           Wp, C, CM, NUM_HEADS, WINDOW, SHIFT, BLOCK_C0, BLOCK_C1, BLOCK_K, op_dtype,
+                           LOW_PRECISION_DOT, DOT_PRECISION, FAST_SIGMOID, PTX_MATH, HEAD_STAGES)
+            x0, x1, mf, m = next_x0, next_x1, next_mf, next_m

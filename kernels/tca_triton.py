@@ -72,19 +72,41 @@ class LaunchConfig:
     """One launch the autotuner times: the block's width, a ptxas cap on registers per thread (None:
     ptxas's choice), which trades spills for more resident blocks, and for the folded kernel how deep its
     head loop is software-pipelined (`head_stages`, its HEAD_STAGES; None for the direct kernel, which has
-    no such switch)."""
+    no such switch) and whether it runs persistent (`programs_per_sm`, its PROGRAMS_PER_SM: about that many
+    programs per SM, each looping over windows and loading the next one during this one's maths; None:
+    one program per window)."""
 
     num_warps: int
     maxnreg: int | None = None
     head_stages: int | None = None
+    programs_per_sm: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.programs_per_sm is not None and (self.head_stages is None or self.programs_per_sm < 1):
+            raise ValueError(f"{self}: programs_per_sm is the folded kernel's (with head_stages) and at least 1")
 
     def kernel_arguments(self) -> dict[str, int]:
         """The constexpr arguments this config sets on top of `kernel_constants`."""
-        return {} if self.head_stages is None else {"HEAD_STAGES": self.head_stages}
+        if self.head_stages is None:
+            return {}
+        return {"HEAD_STAGES": self.head_stages, "PROGRAMS_PER_SM": self.programs_per_sm or 0}
 
     def triton_config(self) -> triton.Config:
         return triton.Config(self.kernel_arguments(), num_warps=self.num_warps, num_stages=NUM_STAGES,
                              maxnreg=self.maxnreg)
+
+
+def persistent_programs(programs_per_sm: int, sm_count: int, windows_per_image: int, batch: int) -> int:
+    """Programs per image (grid axis 0) of a persistent launch: as many as keep `programs_per_sm` on each
+    SM over the whole batch, without a second wave (rounded down), at least one, at most one per window."""
+    return max(1, min(windows_per_image, programs_per_sm * sm_count // batch))
+
+
+@functools.cache
+def _sm_count(device: torch.device) -> int:
+    """The SMs a persistent launch fills: the GPU's; 1 under the interpreter, so a CPU test's programs
+    each loop over several windows."""
+    return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
 
 
 class MmaChoice(str, Enum):
@@ -197,11 +219,15 @@ FP32_ARGUMENTS = {KernelChoice.DIRECT: (), KernelChoice.FOLDED: ("qk_bias_ptr", 
 # preset's shape, 2 blocks per SM; capped, 3 fit for an 8-24 B spill (H100, batch 32: 73.0 us against 82.5
 # uncapped). FOLDED: 4 warps, plain (148 registers in the sm_90 half builds, 3 blocks per SM) and capped at
 # 128 (4 blocks for a 16-32 B spill: 34.5 against 38.5 us), each with its head loop plain and
-# software-pipelined (tca_jit's header); and 8 warps for fp32's FMA maths (half precision at 8 warps: each
-# warp computes as much as at 4, since the dots put the warps' rows along the window's 64 tokens; 57.3 us).
+# software-pipelined (tca_jit's header); persistent, capped at 168 registers (3 programs per SM, no
+# spill in triton 3.6's shifted fp16 build) and uncapped (225 registers: 2 per SM), not yet timed on a GPU;
+# and 8 warps for fp32's FMA maths (half precision at 8 warps: each warp computes as much as at 4, since
+# the dots put the warps' rows along the window's 64 tokens; 57.3 us).
 LAUNCH_CONFIGS = {
     KernelChoice.DIRECT: (*(LaunchConfig(nw) for nw in NUM_WARPS_CHOICES), LaunchConfig(4, maxnreg=168)),
     KernelChoice.FOLDED: (*(LaunchConfig(4, maxnreg, head_stages) for head_stages in (1, 2) for maxnreg in (None, 128)),
+                          LaunchConfig(4, 168, head_stages=1, programs_per_sm=3),
+                          LaunchConfig(4, head_stages=1, programs_per_sm=2),
                           LaunchConfig(8, head_stages=1)),
 }
 
@@ -354,10 +380,18 @@ def _launch(
         kernel = _JIT_KERNELS[which]
         launch_options = {"num_warps": config.num_warps, "num_stages": NUM_STAGES, "maxnreg": config.maxnreg,
                           **config.kernel_arguments()}
+
+    def grid(meta: Mapping[str, object]) -> tuple[int, int]:
+        """(programs per image, B): one per window, or a persistent launch's count (the config's)."""
+        programs_per_sm = meta.get("PROGRAMS_PER_SM", 0)
+        if not programs_per_sm:
+            return n_windows, B
+        return persistent_programs(programs_per_sm, _sm_count(x.device), n_windows, B), B
+
     # Triton launches on the current CUDA device: make that x's device (x on cuda:1 while cuda:0 is current).
     device_guard = torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
     with device_guard, mma_build_scope(mma):
-        kernel[(n_windows, B)](*tensors, H, W, out, **constants, **launch_options)
+        kernel[grid](*tensors, H, W, out, **constants, **launch_options)
     return out
 
 

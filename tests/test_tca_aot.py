@@ -79,11 +79,15 @@ def test_spec_rejects_impossible_shapes():
         TCAKernelSpec("int8", 96, 9, 3, 8, 0)
 
 
-def test_only_the_folded_kernel_takes_head_stages():
-    with pytest.raises(ValueError, match="head_stages is the folded kernel's"):
-        TCAKernelSpec("fp16", 96, 9, 3, 8, 0, head_stages=2, kernel=tca_aot.tca_triton.KernelChoice.DIRECT)
-    folded = TCAKernelSpec("fp16", 96, 9, 3, 8, 0, head_stages=2, kernel=tca_aot.tca_triton.KernelChoice.FOLDED)
-    assert folded.launch_config().kernel_arguments() == {"HEAD_STAGES": 2}
+def test_only_the_folded_kernel_takes_head_stages_and_programs_per_sm():
+    direct, folded = tca_aot.tca_triton.KernelChoice.DIRECT, tca_aot.tca_triton.KernelChoice.FOLDED
+    for wrong in ({"head_stages": 2}, {"programs_per_sm": 3}):
+        with pytest.raises(ValueError, match="head_stages and programs_per_sm are the folded kernel's"):
+            TCAKernelSpec("fp16", 96, 9, 3, 8, 0, kernel=direct, **wrong)
+    pipelined = TCAKernelSpec("fp16", 96, 9, 3, 8, 0, head_stages=2, kernel=folded)
+    assert pipelined.launch_config().kernel_arguments() == {"HEAD_STAGES": 2, "PROGRAMS_PER_SM": 0}
+    persistent = TCAKernelSpec("fp16", 96, 9, 3, 8, 0, programs_per_sm=3, kernel=folded)
+    assert persistent.launch_config().kernel_arguments() == {"HEAD_STAGES": 1, "PROGRAMS_PER_SM": 3}
     assert TCAKernelSpec("fp16", 96, 9, 3, 8, 0).launch_config().kernel_arguments() == {}
 
 
@@ -123,6 +127,26 @@ def test_folded_kernel_stacks_its_warps_along_the_window_and_does_not_spill():
         # head; shifted too: its Swin mask rides in the 16 channels of the score dot, no second code copy
         assert mix["tensor_core"] == 3 * 40, row
         assert mix["spill"] == 0 and mix["total"] > mix["tensor_core"] + mix["mufu"]
+
+
+def test_persistent_folded_kernel_keeps_the_layout_and_counts_its_window_loop_once():
+    """The persistent build (programs_per_sm) wraps the window's work in a loop over windows; per window it
+    must still run the 120 MMAs of the plain build with the warps along the tokens, and instruction_mix
+    must count that loop once whether the compiler kept the head loop inside it (exact sigmoid) or
+    unrolled it (tanh, triton 3.8), not NUM_HEADS times."""
+    rows = compiler_child_json(str(REPO / "benchmarks" / "kernel_resources.py"), "--arch", "90", "--kernels",
+                               "folded", "--dtypes", "fp16", "--warps", "4", "--maxnreg", "168",
+                               "--programs-per-sm", "0", "3", "--sigmoid", "tanh", "exact", "--out", "-")["rows"]
+    assert len(rows) == 8
+    for row in rows:
+        assert row["mma_warp_layouts"] == ["v2 [4, 1]"], row
+        assert row["instructions_per_warp"]["tensor_core"] == 3 * 40, row
+        assert row["registers"] <= 168 and row["maxnreg"] == 168, row
+    plain = {(r["sigmoid"], r["shift"]): r for r in rows if r["programs_per_sm"] is None}
+    for row in (r for r in rows if r["programs_per_sm"] == 3):
+        # the next window's loads and the loop: more instructions per window, never a whole window more
+        plain_total = plain[row["sigmoid"], row["shift"]]["instructions_per_warp"]["total"]
+        assert plain_total < row["instructions_per_warp"]["total"] < 2 * plain_total, row
 
 
 _COUNT_MMA_INSTRUCTIONS = """

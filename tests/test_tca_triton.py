@@ -416,6 +416,52 @@ def test_region_channels_mask_other_regions_even_where_logits_saturate(monkeypat
                                atol=GPU_TOLERANCE[torch.float16] * expected.abs().max().item())
 
 
+@pytest.mark.parametrize(("B", "programs_per_sm", "programs_per_image"), [
+    pytest.param(1, 3, 3, id="3-programs-of-3-windows"),  # windows 0 3 6 / 1 4 7 / 2 5 8
+    pytest.param(2, 3, 1, id="one-program-per-image"),  # 3 * 1 SM // 2 images: every window in one loop
+    pytest.param(1, 20, 9, id="more-programs-than-windows"),  # one window each: the loop runs once
+])
+def test_persistent_folded_kernel_matches_reference(monkeypatch, B, programs_per_sm, programs_per_image):
+    """A persistent launch (LaunchConfig.programs_per_sm): each program walks the windows p, p + P, ... of
+    its image and loads the next one's activations before this one's maths. 20x20 with 8x8 windows shifted
+    by 4 (a 3x3 grid, the last row and column padded, interior and border windows) at the paper's width;
+    the interpreter counts as one SM. The output is poisoned first: a window no program computed fails."""
+    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
+    grids = []
+    real_programs = tca_triton.persistent_programs
+    monkeypatch.setattr(tca_triton, "persistent_programs", lambda *a: grids.append(real_programs(*a)) or grids[-1])
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: torch.full(*a, float("nan"), **k))
+    x, mf = random_inputs(B, 20, 20, 96, 9)
+    params = random_params(96, 9, 3)
+    config = tca_triton.LaunchConfig(4, head_stages=1, programs_per_sm=programs_per_sm)
+    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 3, 8, 4)
+    got = tca_triton._launch(x, mf, *params.tensors(), 3, 8, 4, False, config=config)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    half_params = cast_params(params, torch.float16)
+    got_half = tca_triton._launch(x.half(), mf.half(), *half_params.tensors(), 3, 8, 4, False, config=config)
+    torch.testing.assert_close(got_half.float(), expected, rtol=0,
+                               atol=GPU_TOLERANCE[torch.float16] * expected.abs().max().item())
+    assert grids == [programs_per_image, programs_per_image]
+
+
+@pytest.mark.parametrize(("programs_per_sm", "sm_count", "windows", "batch", "programs"), [
+    (3, 132, 64, 32, 12),  # 384 programs on 396 slots: rounded down, no second wave
+    (3, 132, 64, 1, 64),  # at most one program per window
+    (2, 132, 64, 300, 1),  # at least one per image
+])
+def test_persistent_programs_fill_the_sms_without_a_second_wave(programs_per_sm, sm_count, windows, batch,
+                                                                 programs):
+    assert tca_triton.persistent_programs(programs_per_sm, sm_count, windows, batch) == programs
+
+
+def test_programs_per_sm_is_the_folded_kernels_only():
+    with pytest.raises(ValueError, match="programs_per_sm is the folded kernel's"):
+        tca_triton.LaunchConfig(4, programs_per_sm=3)
+    with pytest.raises(ValueError, match="at least 1"):
+        tca_triton.LaunchConfig(4, head_stages=1, programs_per_sm=0)
+    assert tca_triton.LaunchConfig(4, head_stages=1).kernel_arguments() == {"HEAD_STAGES": 1, "PROGRAMS_PER_SM": 0}
+
+
 @pytest.mark.parametrize(("channels", "tokens", "chunks"), [
     (96, 64, (64, 32)), (64, 64, (64, 0)), (128, 64, (64, 64)), (24, 16, (16, 16)), (16, 16, (16, 0)),
     (8, 16, (16, 0)), (40, 64, (32, 16)), (200, 64, (64, 256)),
@@ -492,7 +538,8 @@ def test_tiny_model_folds_each_blocks_weights_once_across_inference_calls(monkey
 
 def config_id(kernel: tca_triton.KernelChoice, config: tca_triton.LaunchConfig) -> str:
     stages = f"-{config.head_stages}stage" if config.head_stages is not None else ""
-    return f"{kernel.value}-{config.num_warps}w-{config.maxnreg or 'any'}reg{stages}"
+    persistent = f"-{config.programs_per_sm}persm" if config.programs_per_sm is not None else ""
+    return f"{kernel.value}-{config.num_warps}w-{config.maxnreg or 'any'}reg{stages}{persistent}"
 
 
 @pytest.mark.parametrize(("kernel", "config"), [
@@ -569,10 +616,13 @@ def test_gpu_paper_shape_forward_and_backward(dtype, shift):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_gpu_every_autotuned_config_matches_reference(monkeypatch, dtype, shift, kernel, config):
     """Each grid size may pick another config, so every config the autotuner times must be right, for both
-    kernels, with and without the shift (a shifted block carries the Swin mask)."""
+    kernels, with and without the shift (a shifted block carries the Swin mask). Batch 16, so that a
+    persistent config's programs loop over several windows (2-4 on an H100's 132 SMs), into an output
+    poisoned with NaN: a window no program computed fails."""
     monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, kernel.value)
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: torch.full(*a, float("nan"), **k))
     p = PAPER
-    x, mf = random_inputs(p["B"], p["H"], p["W"], p["C"], p["Cm"], device="cuda")
+    x, mf = random_inputs(16, p["H"], p["W"], p["C"], p["Cm"], device="cuda")
     params = random_params(p["C"], p["Cm"], p["heads"], device="cuda")
     expected = windowed_sigmoid_cross_attention_reference(x, mf, params, p["heads"], p["window"], shift)
     got = tca_triton._launch(x.to(dtype), mf.to(dtype), *cast_params(params, dtype).tensors(), p["heads"],
