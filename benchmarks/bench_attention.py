@@ -7,8 +7,11 @@ Shape: the paper preset's latent (64x64, C=96, 3 heads, 8x8 windows, 9 map chann
 Each row reports the median and p90 of per-iteration CUDA-event timings, the achieved bandwidth and
 throughput from the formulas below, and their fraction of the card's peak (null for unknown cards).
 Every implementation is timed twice: called from Python (what a caller sees, launch overhead included) and
-as the replay of a CUDA graph of one call ("+graph" rows: GPU time alone, which is what the roofline is
-about, and what the runtime's batch-1 CUDA graphs get).
+as the replay of a CUDA graph of `--calls-per-graph` back-to-back calls (default 10), per call ("+graph"
+rows: GPU time, which is what the roofline is about; as `triton.testing.do_bench_cudagraph` and the sweep
+time it). A graph of one call (`--calls-per-graph 1`, what the runtime's batch-1 CUDA graphs get, and how
+the H100 table of 2026-11-26 was measured) adds the graph's own launch, ~3 us on the H100 against a 34 us
+kernel.
 `--kernels` picks the fused kernels to time (LANGBRT_TCA_KERNEL values; default the default kernel, row
 "triton"; another kernel's rows are "triton-<kernel>"). Results are printed as a table and written as JSON
 with the card, date and software versions.
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import functools
 import json
 import platform
 import statistics
@@ -136,9 +140,10 @@ def cuda_event_times_ms(fn: Callable[..., torch.Tensor], fn_args: tuple, warmup:
     return [start.elapsed_time(end) for start, end in events]
 
 
-def cuda_graph_times_ms(fn: Callable[..., torch.Tensor], fn_args: tuple, warmup: int,
-                        iters: int) -> list[float] | str:
-    """Per-replay times of a CUDA graph of one fn(*fn_args) call, or why it could not be captured."""
+def cuda_graph_times_ms(fn: Callable[..., torch.Tensor], fn_args: tuple, warmup: int, iters: int,
+                        calls_per_graph: int = 1) -> list[float] | str:
+    """Per-call times of a CUDA graph of `calls_per_graph` fn(*fn_args) calls (each replay's time divided
+    by the calls), or why it could not be captured."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):  # warm-up (autotuning, compilation) off the capture stream
@@ -148,10 +153,11 @@ def cuda_graph_times_ms(fn: Callable[..., torch.Tensor], fn_args: tuple, warmup:
     graph = torch.cuda.CUDAGraph()
     try:
         with torch.cuda.graph(graph):
-            fn(*fn_args)
+            for _ in range(calls_per_graph):
+                fn(*fn_args)
     except RuntimeError as err:
         return f"capture failed: {str(err).splitlines()[0]}"
-    return cuda_event_times_ms(graph.replay, (), warmup, iters)
+    return [t / calls_per_graph for t in cuda_event_times_ms(graph.replay, (), warmup, iters)]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -206,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
     report = {
         "card": card, "date": dt.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,
         "triton": triton.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-        "shape": asdict(shape), "warmup": args.warmup, "iters": args.iters,
+        "shape": asdict(shape), "warmup": args.warmup, "iters": args.iters, "calls_per_graph": args.calls_per_graph,
         "formulas": {"bytes": "e*(B*H*W*(2C+Cm) + 2C^2 + 2C*Cm + 4C + heads)",
                      "flops": "B*Hp*Wp*(4C^2 + 4C*Cm + 4*w*w*C)"},
         "rows": [], "failures": {},
@@ -248,7 +254,8 @@ def time_both_ways(impl_name: str, impl: Callable, call_args: tuple,
                    args: argparse.Namespace) -> dict[str, list[float] | str]:
     """Called from Python and replayed from a CUDA graph; a failure becomes its one-line reason."""
     timings: dict[str, list[float] | str] = {}
-    for name, timer in ((impl_name, cuda_event_times_ms), (f"{impl_name}+graph", cuda_graph_times_ms)):
+    graph_timer = functools.partial(cuda_graph_times_ms, calls_per_graph=args.calls_per_graph)
+    for name, timer in ((impl_name, cuda_event_times_ms), (f"{impl_name}+graph", graph_timer)):
         try:
             timings[name] = timer(impl, call_args, args.warmup, args.iters)
         except Exception as err:  # e.g. an inductor failure: keep timing the other rows
@@ -294,12 +301,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="input dtypes to time")
     parser.add_argument("--warmup", type=int, default=25, help="untimed iterations before timing")
     parser.add_argument("--iters", type=int, default=200, help="timed iterations per row")
+    parser.add_argument("--calls-per-graph", type=int, default=10,
+                        help="calls captured in each +graph row's CUDA graph; times are per call (1: one call)")
     parser.add_argument("--check", action="store_true", help="verify the kernel against the reference first")
     parser.add_argument("--kernels", nargs="+", choices=[k.value for k in KernelChoice], default=[DEFAULT_KERNEL.value],
                         help="fused kernels to time (LANGBRT_TCA_KERNEL values; default: the default kernel)")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON path (default benchmarks/results/attention-<gpu>-<date>.json)")
     args = parser.parse_args(argv)
+    if args.calls_per_graph < 1:
+        parser.error(f"--calls-per-graph must be at least 1, not {args.calls_per_graph}")
     if not torch.cuda.is_available():
         print("bench_attention: no CUDA device; run this on a machine with an NVIDIA GPU", file=sys.stderr)
         return 2
