@@ -418,6 +418,7 @@ def test_region_channels_mask_other_regions_even_where_logits_saturate(monkeypat
 
 @pytest.mark.parametrize(("B", "programs_per_sm", "programs_per_image"), [
     pytest.param(1, 3, 3, id="3-programs-of-3-windows"),  # windows 0 3 6 / 1 4 7 / 2 5 8
+    pytest.param(1, 2, 2, id="2-programs-of-5-and-4-windows"),  # 0 2 4 6 8 / 1 3 5 7: one ends a window early
     pytest.param(2, 3, 1, id="one-program-per-image"),  # 3 * 1 SM // 2 images: every window in one loop
     pytest.param(1, 20, 9, id="more-programs-than-windows"),  # one window each: the loop runs once
 ])
