@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything LangBRT still needs a GPU for, by step name (in the order given); a device call may run 10 minutes:
 #
-#   run(command="bash benchmarks/gpu_session.sh sweep tests attention ncu", timeout_s=590)  # ~5 min on an H100
+#   run(command="bash benchmarks/gpu_session.sh sweep tests attention ncu", timeout_s=590)  # ~6.5 min on an H100
 #   run(command="bash benchmarks/gpu_session.sh ncu e2e compile", timeout_s=590)        # the rest
 #   run(command="bash benchmarks/gpu_session.sh", ...)     # every step: more than one call's 10 minutes
 #   run(command="LANGBRT_TCA_MMA=wgmma bash benchmarks/gpu_session.sh attention", ...)  # another MMA path
@@ -51,7 +51,7 @@ steps=${*:-all}
 
 if want sweep; then
     step "sweep: kernel variants (kernel x MMA path x dtype x warps), one process each, batch 8 and 32"
-    timeout 300 python3 benchmarks/kernel_sweep.py --batch 8 32 --jobs 15 --out "$out/kernel-sweep-$card-$day.json" \
+    timeout 330 python3 benchmarks/kernel_sweep.py --batch 8 32 --jobs 15 --out "$out/kernel-sweep-$card-$day.json" \
         2>&1 | tee -a "$log"
 fi
 if want tests; then

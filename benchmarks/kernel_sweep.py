@@ -5,11 +5,13 @@
 Why a process per variant: the autotuner times every warp count inside one process, and a variant that
 faults (an illegal memory access poisons the CUDA context for good) takes the whole process down and hides
 which variant it was. Each child launches exactly one variant (kernel and MMA path via LANGBRT_TCA_KERNEL
-and LANGBRT_TCA_MMA, warps, register cap, head-loop pipelining and persistence via the launch), checks it against the
-fp32 PyTorch reference with the output memory poisoned with NaN first, then, in a second pass run one child
-at a time, times it at every batch size as a CUDA-graph replay (GPU time, no launch overhead). The parent
-prints ok / wrong / crashed, the max error and the median times per variant, and writes JSON.
-"""
+and LANGBRT_TCA_MMA; warps, register cap, head-loop pipelining and persistence via the launch), checks it
+against the fp32 PyTorch reference with the output memory poisoned with NaN first, then, in a second pass
+run one child at a time, times it at every batch size as a CUDA-graph replay (GPU time, no launch
+overhead). The variants are every autotuned launch config and a few candidates the autotuner does not time
+yet (CANDIDATE_CONFIGS; starred in the table, "autotuned": false in the JSON). The parent prints ok /
+wrong / crashed, the max error and the median times per variant, and rewrites the JSON after every step,
+so a sweep cut short by its time limit keeps what it measured."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +29,8 @@ from pathlib import Path
 import torch
 from bench_attention import CHECK_TOLERANCE, DTYPES, Shape, make_inputs
 
-from langbrt.kernels.tca_triton import LAUNCH_CONFIGS, LaunchConfig
+from langbrt.atomic import atomic_write_text
+from langbrt.kernels.tca_triton import LAUNCH_CONFIGS, KernelChoice, LaunchConfig
 
 RESULT_PREFIX = "RESULT "
 PTX_PREFIX = "PTX "
@@ -62,16 +66,32 @@ class Outcome:
     mma_instructions: dict[str, int] | None = None  # counted in the PTX of the same build
 
 
+# Launches the autotuner does not time yet, swept in fp16 on both MMA paths to see whether they should be.
+# Folded, persistent: 4 programs per SM at 128 registers (sm_90 fp16, triton 3.6: a 128 B spill) and 3 at
+# 168 with the head loop pipelined too (a 64 B spill); `benchmarks/kernel_resources.py` lists them.
+CANDIDATE_CONFIGS = {
+    KernelChoice.FOLDED: (LaunchConfig(4, 128, head_stages=1, programs_per_sm=4),
+                          LaunchConfig(4, 168, head_stages=2, programs_per_sm=3)),
+}
+
+
 def variants() -> list[Variant]:
     """Each kernel's autotuned launch configs (tca_triton.LAUNCH_CONFIGS) in fp16 on the default MMA path
     and with wgmma, in bf16 on the default path, and fp32 (exact FMA maths: the MMA path changes nothing) at
-    its usual widths."""
+    its usual widths; then the candidates (CANDIDATE_CONFIGS) in fp16 on both MMA paths."""
     rows = []
     for kernel, configs in LAUNCH_CONFIGS.items():
         rows += [Variant.of(kernel.value, mma, "fp16", c) for mma in ("mma", "wgmma") for c in configs]
         rows += [Variant.of(kernel.value, "mma", "bf16", c) for c in configs]
         rows += [Variant.of(kernel.value, "mma", "fp32", c) for c in configs if c.num_warps >= 8]
+    for kernel, configs in CANDIDATE_CONFIGS.items():
+        rows += [Variant.of(kernel.value, mma, "fp16", c) for mma in ("mma", "wgmma") for c in configs]
     return rows
+
+
+def autotuned(variant: Variant) -> bool:
+    """Whether the autotuner times this variant's launch config (else it is a candidate)."""
+    return variant.launch_config() in LAUNCH_CONFIGS[KernelChoice(variant.kernel)]
 
 
 def child(variant: Variant, batches: list[int], time_it: bool) -> dict:
@@ -140,32 +160,36 @@ def run_child(variant: Variant, batches: list[int], time_it: bool) -> Outcome:
                    detail=data.get("detail", ""), mma_instructions=data.get("mma_instructions"))
 
 
-def sweep(batches: list[int], jobs: int) -> list[Outcome]:
-    """Compile and check every variant in parallel, then time the correct ones one at a time."""
+def sweep(batches: list[int], jobs: int, report: Callable[[list[Outcome]], None]) -> list[Outcome]:
+    """Compile and check every variant in parallel, then time the correct ones one at a time; `report`
+    gets the outcomes so far after the checks and after each timing (a sweep cut short keeps them)."""
     todo = variants()
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         checked = list(pool.map(lambda v: run_child(v, batches, time_it=False), todo))
     print_table(checked, batches)
+    report(checked)
     timed = []
-    for before in checked:
+    for i, before in enumerate(checked):
         after = run_child(before.variant, batches, time_it=True) if before.status == "ok" else before
         after.mma_instructions = before.mma_instructions
         timed.append(after)
         print_table([after], batches, header=False)
+        report(timed + checked[i + 1:])
     return timed
 
 
 def print_table(outcomes: list[Outcome], batches: list[int], header: bool = True) -> None:
     if header:
         times = " ".join(f"{f'us @{b}':>9}" for b in batches)
-        print(f"{'kernel':6} {'mma':6} {'dtype':5} {'maxnreg':>7} {'warps':>5} {'stages':>6} {'per SM':>6} "
+        print(f"{'kernel':7} {'mma':6} {'dtype':5} {'maxnreg':>7} {'warps':>5} {'stages':>6} {'per SM':>6} "
               f"{'status':8} {'max err':>10} {'bound':>10} {times}  mma instructions, detail")
     for o in outcomes:
         err = f"{o.max_error:10.3g}" if o.max_error is not None else f"{'-':>10}"
         bound = f"{o.bound:10.3g}" if o.bound is not None else f"{'-':>10}"
         times = " ".join(f"{o.median_us[b]:9.2f}" if o.median_us else f"{'-':>9}" for b in batches)
         v = o.variant
-        print(f"{v.kernel:6} {v.mma:6} {v.dtype:5} {v.maxnreg or '-':>7} {v.num_warps:5d} {v.head_stages or '-':>6} "
+        kernel = v.kernel if autotuned(v) else v.kernel + "*"  # * a candidate, not autotuned
+        print(f"{kernel:7} {v.mma:6} {v.dtype:5} {v.maxnreg or '-':>7} {v.num_warps:5d} {v.head_stages or '-':>6} "
               f"{v.programs_per_sm or '-':>6} {o.status:8} {err} "
               f"{bound} {times}  {o.mma_instructions or ''} {o.detail}")
 
@@ -193,15 +217,21 @@ def main(argv: list[str] | None = None) -> int:
 
     import triton
 
-    outcomes = sweep(args.batch, args.jobs)
+    header = {"card": torch.cuda.get_device_name(), "date": dt.datetime.now().isoformat(timespec="seconds"),
+              "torch": torch.__version__, "triton": triton.__version__, "batches": args.batch,
+              "shape": asdict(Shape.paper())}
+
+    def write(outcomes: list[Outcome]) -> None:
+        """The JSON report of `outcomes` (rows not timed yet have no median_us), replacing the last one."""
+        if args.out:
+            rows = [asdict(o.variant) | {"autotuned": autotuned(o.variant)}
+                    | {k: v for k, v in asdict(o).items() if k != "variant"} for o in outcomes]
+            atomic_write_text(args.out, json.dumps(header | {"rows": rows}, indent=2) + "\n")
+
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        report = {"card": torch.cuda.get_device_name(), "date": dt.datetime.now().isoformat(timespec="seconds"),
-                  "torch": torch.__version__, "triton": triton.__version__, "batches": args.batch,
-                  "shape": asdict(Shape.paper()),
-                  "rows": [asdict(o.variant) | {k: v for k, v in asdict(o).items() if k != "variant"}
-                           for o in outcomes]}
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    sweep(args.batch, args.jobs, write)
+    if args.out:
         print(f"wrote {args.out}")
     return 0
 

@@ -1,0 +1,71 @@
+"""benchmarks/kernel_sweep.py's parent side, which runs only on a GPU machine, checked here without one:
+which variants it sweeps and that a sweep cut short still leaves its results (GPU time is scarce)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("triton", reason="triton is not installed")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+kernel_sweep = pytest.importorskip("kernel_sweep")
+tca_triton = pytest.importorskip("langbrt.kernels.tca_triton")
+
+
+def test_the_sweep_covers_every_autotuned_config_and_marks_the_candidates():
+    variants = kernel_sweep.variants()
+    assert len(set(variants)) == len(variants)
+    for kernel, configs in tca_triton.LAUNCH_CONFIGS.items():
+        for config in configs:
+            dtypes = ("fp32",) if config.num_warps >= 8 else ("fp16", "bf16")
+            for dtype in dtypes:
+                assert kernel_sweep.Variant.of(kernel.value, "mma", dtype, config) in variants, (config, dtype)
+    candidates = [v for v in variants if not kernel_sweep.autotuned(v)]
+    assert {v.launch_config() for v in candidates} == {
+        c for configs in kernel_sweep.CANDIDATE_CONFIGS.values() for c in configs}
+    assert {v.mma for v in candidates} == {"mma", "wgmma"}
+
+
+def test_each_report_holds_every_variant_and_the_timings_so_far(monkeypatch):
+    todo = kernel_sweep.variants()[:3]
+    monkeypatch.setattr(kernel_sweep, "variants", lambda: todo)
+
+    def fake_child(variant, batches, time_it):
+        status = "wrong" if variant is todo[1] else "ok"
+        return kernel_sweep.Outcome(variant, status, 0.0, 1.0, {b: 10.0 for b in batches} if time_it else None)
+
+    monkeypatch.setattr(kernel_sweep, "run_child", fake_child)
+    reports = []
+    outcomes = kernel_sweep.sweep([8, 32], jobs=2, report=lambda rows: reports.append(list(rows)))
+    assert [o.variant for o in outcomes] == todo
+    assert len(reports) == 1 + len(todo)  # after the checks, then after each variant's timing
+    for report in reports:
+        assert [o.variant for o in report] == todo
+    timed = [[o.median_us is not None for o in report] for report in reports]
+    assert timed == [[False, False, False], [True, False, False], [True, False, False], [True, False, True]]
+
+
+def test_main_rewrites_the_json_after_each_step(monkeypatch, tmp_path):
+    """The parent process's JSON: every variant in every rewrite, timed ones with their medians."""
+    todo = kernel_sweep.variants()[:2]
+    monkeypatch.setattr(kernel_sweep, "variants", lambda: todo)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Test GPU")
+    out = tmp_path / "sweep.json"
+    seen = []
+
+    def fake_child(variant, batches, time_it):
+        if out.exists():
+            seen.append(json.loads(out.read_text()))
+        return kernel_sweep.Outcome(variant, "ok", 0.0, 1.0, {b: 10.0 for b in batches} if time_it else None)
+
+    monkeypatch.setattr(kernel_sweep, "run_child", fake_child)
+    assert kernel_sweep.main(["--batch", "8", "--jobs", "1", "--out", str(out)]) == 0
+    assert [[row["median_us"] for row in report["rows"]] for report in seen] == [[None, None], [{"8": 10.0}, None]]
+    final = json.loads(out.read_text())
+    assert final["card"] == "Test GPU" and [row["median_us"] for row in final["rows"]] == [{"8": 10.0}] * 2
+    assert all(row["autotuned"] for row in final["rows"])
