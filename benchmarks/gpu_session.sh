@@ -17,8 +17,8 @@
 #            direct kernel (LANGBRT_TCA_KERNEL=direct; folded is the default) and on the wgmma path;
 # attention: benchmarks/bench_attention.py: both fused kernels vs eager reference vs torch.compile, batch
 #            1/8/32, fp16/bf16, called from Python and replayed from CUDA graphs;
-# ncu:       Nsight Compute (if the image has it) on one batch-32 launch of each kernel: occupancy, warp
-#            stall reasons, pipe and shared-memory utilisation, i.e. what limits it;
+# ncu:       Nsight Compute (if the image has it) on one batch-32 launch of each kernel (the folded one plain
+#            and persistent): occupancy, warp stall reasons, pipe and shared-memory utilisation, i.e. what limits it;
 # e2e:       langbrt-bench on the torch backend at the paper preset, fp32 and fp16, batch 1/8/32 (random
 #            weights and prompt embeddings: latency does not depend on their values), and
 #            benchmarks/profile_forward.py's CUDA kernel table and latency for one fp16 batch-8 forward,
@@ -84,10 +84,11 @@ if want attention; then
         --out "$out/attention-${LANGBRT_TCA_MMA:+$LANGBRT_TCA_MMA-}$card-$day.json" 2>&1 | tail -70 | tee -a "$log"
 fi
 if want ncu; then
-    step "ncu: Nsight Compute on one batch-32 fp16 launch of each kernel at 4 warps (why is it slow?)"
+    step "ncu: Nsight Compute on one batch-32 fp16 launch of each kernel at 4 warps, and the persistent one"
     ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
     if [ -n "$ncu" ]; then
-        for variant in "direct mma fp16 4 0 0" "folded mma fp16 4 128 1"; do
+        # kernel_sweep.py --child KERNEL MMA DTYPE WARPS MAXNREG HEAD_STAGES PROGRAMS_PER_SM (0: none)
+        for variant in "direct mma fp16 4 0 0 0" "folded mma fp16 4 128 1 0" "folded mma fp16 4 168 1 3"; do
             # shellcheck disable=SC2086
             timeout 60 "$ncu" --section SpeedOfLight --section Occupancy --section WarpStateStats \
                 --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis -k regex:tca_.*fwd_kernel -c 1 \
