@@ -54,6 +54,23 @@ class Variant:
     def of(cls, kernel: str, mma: str, dtype: str, config: LaunchConfig) -> Variant:
         return cls(kernel, mma, dtype, config.num_warps, config.maxnreg, config.head_stages, config.programs_per_sm)
 
+    def child_args(self) -> list[str]:
+        """This variant as `--child` arguments (CHILD_FIELDS; 0 for an unset number)."""
+        return [self.kernel, self.mma, self.dtype, str(self.num_warps), str(self.maxnreg or 0),
+                str(self.head_stages or 0), str(self.programs_per_sm or 0)]
+
+    @classmethod
+    def from_child_args(cls, args: list[str]) -> Variant:
+        """The inverse of `child_args`; a launch config that cannot exist is a ValueError."""
+        kernel, mma, dtype, warps, maxnreg, head_stages, programs_per_sm = args
+        variant = cls(kernel, mma, dtype, int(warps), int(maxnreg) or None, int(head_stages) or None,
+                      int(programs_per_sm) or None)
+        variant.launch_config()
+        return variant
+
+
+CHILD_FIELDS = ("KERNEL", "MMA", "DTYPE", "WARPS", "MAXNREG", "HEAD_STAGES", "PROGRAMS_PER_SM")
+
 
 @dataclass
 class Outcome:
@@ -139,10 +156,7 @@ def child(variant: Variant, batches: list[int], time_it: bool) -> dict:
 
 
 def run_child(variant: Variant, batches: list[int], time_it: bool) -> Outcome:
-    command = [sys.executable, __file__, "--child", variant.kernel, variant.mma, variant.dtype,
-               str(variant.num_warps), str(variant.maxnreg or 0), str(variant.head_stages or 0),
-               str(variant.programs_per_sm or 0),
-               "--batch", *map(str, batches)]
+    command = [sys.executable, __file__, "--child", *variant.child_args(), "--batch", *map(str, batches)]
     command += ["--time"] if time_it else []
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
@@ -199,8 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, nargs="+", default=[8, 32], help="batch sizes of the paper-shape launch")
     parser.add_argument("--jobs", type=int, default=8, help="children compiling at once")
     parser.add_argument("--out", type=Path, help="write the JSON report here")
-    parser.add_argument("--child", nargs=7,
-                        metavar=("KERNEL", "MMA", "DTYPE", "WARPS", "MAXNREG", "HEAD_STAGES", "PROGRAMS_PER_SM"),
+    parser.add_argument("--child", nargs=len(CHILD_FIELDS), metavar=CHILD_FIELDS,
                         help=argparse.SUPPRESS)
     parser.add_argument("--time", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -208,10 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         print("kernel_sweep: no CUDA device; run this on a machine with an NVIDIA GPU", file=sys.stderr)
         return 2
     if args.child:
-        kernel, mma, dtype, warps, maxnreg, head_stages, programs_per_sm = args.child
-        variant = Variant(kernel, mma, dtype, int(warps), int(maxnreg) or None, int(head_stages) or None,
-                          int(programs_per_sm) or None)
-        os.environ.update(LANGBRT_TCA_KERNEL=kernel, LANGBRT_TCA_MMA=mma)  # read at each launch
+        variant = Variant.from_child_args(args.child)
+        os.environ.update(LANGBRT_TCA_KERNEL=variant.kernel, LANGBRT_TCA_MMA=variant.mma)  # read at each launch
         print(RESULT_PREFIX + json.dumps(child(variant, args.batch, args.time)))
         return 0
 

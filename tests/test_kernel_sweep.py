@@ -69,3 +69,19 @@ def test_main_rewrites_the_json_after_each_step(monkeypatch, tmp_path):
     final = json.loads(out.read_text())
     assert final["card"] == "Test GPU" and [row["median_us"] for row in final["rows"]] == [{"8": 10.0}] * 2
     assert all(row["autotuned"] for row in final["rows"])
+
+
+def test_child_arguments_round_trip_for_every_variant():
+    for variant in kernel_sweep.variants():
+        args = variant.child_args()
+        assert len(args) == len(kernel_sweep.CHILD_FIELDS)
+        assert kernel_sweep.Variant.from_child_args(args) == variant
+
+
+def test_gpu_session_profiles_variants_the_child_accepts():
+    """gpu_session.sh's ncu step calls the child by hand: its argument lists must still parse."""
+    script = (Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_session.sh").read_text()
+    loop = next(line for line in script.splitlines() if "for variant in" in line)
+    profiled = [kernel_sweep.Variant.from_child_args(args.split()) for args in loop.split('"')[1::2]]
+    assert {v.kernel for v in profiled} == {"direct", "folded"}
+    assert any(v.programs_per_sm for v in profiled)
