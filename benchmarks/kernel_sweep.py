@@ -84,8 +84,8 @@ class Outcome:
 
 
 # Launches the autotuner does not time yet, swept in fp16 on both MMA paths to see whether they should be.
-# Folded, persistent: 4 programs per SM at 128 registers (sm_90 fp16, triton 3.6: a 128 B spill) and 3 at
-# 168 with the head loop pipelined too (a 64 B spill); `benchmarks/kernel_resources.py` lists them.
+# Folded, persistent: 4 programs per SM at 128 registers (sm_90 fp16, triton 3.6: a 120 B spill) and 3 at
+# 168 with the head loop pipelined too (a 48 B spill); `benchmarks/kernel_resources.py` lists them.
 CANDIDATE_CONFIGS = {
     KernelChoice.FOLDED: (LaunchConfig(4, 128, head_stages=1, programs_per_sm=4),
                           LaunchConfig(4, 168, head_stages=2, programs_per_sm=3)),

@@ -77,9 +77,9 @@ instructions alone (1 212 per warp and window, issued at one per cycle per sched
 bytes ~16 us. The prefetch is written by hand because Triton's
 pipeliner takes only innermost loops (the window loop holds the head loop) and, with the heads unrolled
 instead, gave each load one shared-memory buffer whose next copy starts only after this window's last use
-of it, i.e. at the end of the iteration: no overlap. The cost is registers (sm_90 fp16, triton 3.6: 225
+of it, i.e. at the end of the iteration: no overlap. The cost is registers (sm_90 fp16, triton 3.6: 227
 uncapped, 2 programs per SM; capped at 168, 3 per SM with no spill) and a few instructions: per window
-the loop runs 1 211 / 1 294 per warp (uncapped / capped) against the plain build's 1 192 / 1 212 (shifted,
+the loop runs 1 208 / 1 287 per warp (uncapped / capped) against the plain build's 1 192 / 1 212 (shifted,
 exact sigmoid), plus a ~380-instruction prologue per program. Not yet timed on a GPU, so the autotuner
 times both against the plain builds.
 
@@ -467,7 +467,11 @@ def tca_folded_fwd_kernel(
     else:
         n_windows = (Hp // WINDOW) * (Wp // WINDOW)
         stride = tl.num_programs(0)
-        for w in tl.range(win, n_windows, stride, num_stages=1):  # the prefetch is by hand, not Triton's pipeliner
+        w = win
+        # A while loop, not tl.range(win, n_windows, stride): triton 3.6's interpreter cannot take a range
+        # with program-dependent bounds (its program ids are 1-element arrays, which numpy 2 will not turn
+        # into an int); compiled, Triton pipelines neither.
+        while w < n_windows:
             sr, sc, tok, valid, Hp, Wp = _window_coords(w, b, H, W, WINDOW, SHIFT, BLOCK_N, PADDED)
             # The next window's loads (off past the image's last window) are in flight during this one's maths.
             _, _, next_tok, next_valid, _, _ = _window_coords(w + stride, b, H, W, WINDOW, SHIFT, BLOCK_N, PADDED)
@@ -478,3 +482,4 @@ def tca_folded_fwd_kernel(
                            Wp, C, CM, NUM_HEADS, WINDOW, SHIFT, BLOCK_C0, BLOCK_C1, BLOCK_K, op_dtype,
                            LOW_PRECISION_DOT, DOT_PRECISION, FAST_SIGMOID, PTX_MATH, HEAD_STAGES)
             x0, x1, mf, m = next_x0, next_x1, next_mf, next_m
+            w += stride

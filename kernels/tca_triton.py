@@ -220,7 +220,7 @@ FP32_ARGUMENTS = {KernelChoice.DIRECT: (), KernelChoice.FOLDED: ("qk_bias_ptr", 
 # uncapped). FOLDED: 4 warps, plain (148 registers in the sm_90 half builds, 3 blocks per SM) and capped at
 # 128 (4 blocks for a 16-32 B spill: 34.5 against 38.5 us), each with its head loop plain and
 # software-pipelined (tca_jit's header); persistent, capped at 168 registers (3 programs per SM, no
-# spill in triton 3.6's shifted fp16 build) and uncapped (225 registers: 2 per SM), not yet timed on a GPU;
+# spill in triton 3.6's shifted fp16 build) and uncapped (227 registers: 2 per SM), not yet timed on a GPU;
 # and 8 warps for fp32's FMA maths (half precision at 8 warps: each warp computes as much as at 4, since
 # the dots put the warps' rows along the window's 64 tokens; 57.3 us).
 LAUNCH_CONFIGS = {
