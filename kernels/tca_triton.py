@@ -3,7 +3,8 @@ a recompute-based backward.
 
 The kernels (`tca_jit.py`): one program per (window, image) computes the whole windowed sigmoid
 cross-attention of that window, from the unpartitioned (B, H, W, C) tensors to the output projection, in
-one launch per TCA block. `tca_fwd_kernel` reads the nine TCA tensors as the reference does;
+one launch per TCA block (a persistent launch of the folded kernel, `LaunchConfig.programs_per_sm`: a
+program per group of an image's windows). `tca_fwd_kernel` reads the nine TCA tensors as the reference does;
 `tca_folded_fwd_kernel` (LANGBRT_TCA_KERNEL=folded) reads weights folded through the narrow map
 features (tca_fold.py). On Hopper the half-precision dots are built as mma.sync, not wgmma: Triton 3.6's
 wgmma build of this kernel computes wrong values (measured on an H200; see MmaChoice).
