@@ -11,7 +11,8 @@ run one child at a time, times it at every batch size as a CUDA-graph replay (GP
 overhead). The variants are every autotuned launch config and a few candidates the autotuner does not time
 yet (CANDIDATE_CONFIGS; starred in the table, "autotuned": false in the JSON). The parent prints ok /
 wrong / crashed, the max error and the median times per variant, and rewrites the JSON after every step,
-so a sweep cut short by its time limit keeps what it measured."""
+so a sweep cut short by its time limit keeps what it measured; it ends with the fastest correct variant
+per dtype and batch size and its fraction of the card's memory roofline."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from bench_attention import CHECK_TOLERANCE, DTYPES, Shape, make_inputs
+from bench_attention import CHECK_TOLERANCE, DTYPES, Shape, bytes_moved, card_peaks, make_inputs
 
 from langbrt.atomic import atomic_write_text
 from langbrt.kernels.tca_triton import LAUNCH_CONFIGS, KernelChoice, LaunchConfig
@@ -208,6 +209,47 @@ def print_table(outcomes: list[Outcome], batches: list[int], header: bool = True
               f"{bound} {times}  {o.mma_instructions or ''} {o.detail}")
 
 
+@dataclass(frozen=True)
+class Best:
+    """The fastest correct variant of one dtype at one batch size, against the card's memory roofline."""
+
+    dtype: str
+    batch: int
+    variant: Variant
+    autotuned: bool
+    median_us: float
+    gb_per_s: float
+    fraction_peak_bandwidth: float | None  # None: a card bench_attention.PEAKS does not know
+
+
+def best_variants(outcomes: list[Outcome], batches: list[int], card: str) -> list[Best]:
+    """Per dtype and batch size, the fastest variant that was checked right, and its roofline fraction
+    (bytes as bench_attention.bytes_moved counts them): the question each sweep is run to answer."""
+    shape, best = Shape.paper(), []
+    for dtype in dict.fromkeys(o.variant.dtype for o in outcomes):
+        for batch in batches:
+            timed = [o for o in outcomes if o.variant.dtype == dtype and o.status == "ok" and o.median_us
+                     and batch in o.median_us]
+            if not timed:
+                continue
+            fastest = min(timed, key=lambda o: o.median_us[batch])
+            seconds = fastest.median_us[batch] * 1e-6
+            bandwidth = bytes_moved(shape, batch, DTYPES[dtype].itemsize) / seconds
+            peak, _ = card_peaks(card, dtype)
+            best.append(Best(dtype, batch, fastest.variant, autotuned(fastest.variant), fastest.median_us[batch],
+                             bandwidth / 1e9, bandwidth / peak if peak else None))
+    return best
+
+
+def print_best(best: list[Best]) -> None:
+    for b in best:
+        v = b.variant
+        fraction = f"{100 * b.fraction_peak_bandwidth:.1f} % of peak" if b.fraction_peak_bandwidth else "peak unknown"
+        print(f"fastest {b.dtype} @{b.batch}: {b.median_us:.2f} us, {b.gb_per_s:.0f} GB/s ({fraction}): {v.kernel} "
+              f"{v.mma} {v.num_warps} warps, maxnreg {v.maxnreg or '-'}, head stages {v.head_stages or '-'}, "
+              f"{v.programs_per_sm or '-'} per SM{'' if b.autotuned else ' (a candidate, not autotuned)'}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, nargs="+", default=[8, 32], help="batch sizes of the paper-shape launch")
@@ -237,11 +279,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.out:
             rows = [asdict(o.variant) | {"autotuned": autotuned(o.variant)}
                     | {k: v for k, v in asdict(o).items() if k != "variant"} for o in outcomes]
-            atomic_write_text(args.out, json.dumps(header | {"rows": rows}, indent=2) + "\n")
+            fastest = [asdict(b) for b in best_variants(outcomes, args.batch, header["card"])]
+            atomic_write_text(args.out, json.dumps(header | {"fastest": fastest, "rows": rows}, indent=2) + "\n")
 
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-    sweep(args.batch, args.jobs, write)
+    outcomes = sweep(args.batch, args.jobs, write)
+    print_best(best_variants(outcomes, args.batch, header["card"]))
     if args.out:
         print(f"wrote {args.out}")
     return 0

@@ -69,6 +69,7 @@ def test_main_rewrites_the_json_after_each_step(monkeypatch, tmp_path):
     final = json.loads(out.read_text())
     assert final["card"] == "Test GPU" and [row["median_us"] for row in final["rows"]] == [{"8": 10.0}] * 2
     assert all(row["autotuned"] for row in final["rows"])
+    assert [(f["dtype"], f["batch"], f["median_us"]) for f in final["fastest"]] == [("fp16", 8, 10.0)]
 
 
 def test_child_arguments_round_trip_for_every_variant():
@@ -85,3 +86,21 @@ def test_gpu_session_profiles_variants_the_child_accepts():
     profiled = [kernel_sweep.Variant.from_child_args(args.split()) for args in loop.split('"')[1::2]]
     assert {v.kernel for v in profiled} == {"direct", "folded"}
     assert any(v.programs_per_sm for v in profiled)
+
+
+def test_the_fastest_correct_variant_per_dtype_and_batch_against_the_roofline():
+    fp16 = [v for v in kernel_sweep.variants() if v.dtype == "fp16"][:3]
+    outcomes = [
+        kernel_sweep.Outcome(fp16[0], "ok", 0.0, 1.0, {8: 12.0, 32: 40.0}),
+        kernel_sweep.Outcome(fp16[1], "wrong", 9.0, 1.0, {8: 1.0, 32: 1.0}),  # faster, but wrong: never best
+        kernel_sweep.Outcome(fp16[2], "ok", 0.0, 1.0, {8: 14.0, 32: 31.0}),
+    ]
+    best = kernel_sweep.best_variants(outcomes, [8, 32], "NVIDIA H100 80GB HBM3")
+    assert [(b.batch, b.variant) for b in best] == [(8, fp16[0]), (32, fp16[2])]
+    shape = kernel_sweep.Shape.paper()
+    expected = kernel_sweep.bytes_moved(shape, 32, 2) / 31e-6
+    assert best[1].gb_per_s == pytest.approx(expected / 1e9)
+    assert best[1].fraction_peak_bandwidth == pytest.approx(expected / 3.35e12)
+    assert 0.5 < best[1].fraction_peak_bandwidth < 0.51  # 31 us at batch 32: just past the goal on an H100
+    unknown = kernel_sweep.best_variants(outcomes, [8], "Some Other GPU")
+    assert unknown[0].fraction_peak_bandwidth is None
