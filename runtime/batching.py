@@ -129,10 +129,6 @@ class DynamicBatcher(Generic[R]):
         """Images waiting in the queue (not counting the batch being run)."""
         return len(self._items)
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive() and not self._closed
-
     # ------------------------------------------------------------------------------------ requests
 
     async def submit(self, image: torch.Tensor, prompts: list[str] | None = None) -> R:

@@ -13,7 +13,6 @@ import glob
 import json
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -61,15 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["fp32", "fp16"],
                    help="fp16 needs CUDA (torch) or an fp16 engine; default: fp32 / the artifact's own")
     return p
-
-
-@dataclass
-class Job:
-    """One input file and where its outputs go."""
-
-    source: Path
-    output: Path
-    folder: Path
 
 
 def expand_inputs(items: list[str]) -> tuple[list[Path], list[dict[str, str]]]:
