@@ -28,7 +28,7 @@ METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class ServeMetrics:
-    """Request count (endpoint, status), request latency, batch size, model time and queue depth."""
+    """Request count (endpoint, status), request latency, batch size, model time, queue wait and depth."""
 
     def __init__(self, max_batch: int) -> None:
         self.registry = CollectorRegistry()
@@ -49,6 +49,10 @@ class ServeMetrics:
             "langbrt_model_latency_seconds", "Time inside one batched model call.",
             buckets=LATENCY_BUCKETS_S, registry=self.registry,
         )
+        self.queue_wait = Histogram(
+            "langbrt_queue_wait_seconds", "Time the oldest image of a batch waited for the model.",
+            buckets=LATENCY_BUCKETS_S, registry=self.registry,
+        )
         self.queue_depth = Gauge(
             "langbrt_queue_depth", "Images waiting for the model (not counting the running batch).",
             registry=self.registry,
@@ -62,6 +66,7 @@ class ServeMetrics:
         """Called from the batcher's worker thread; prometheus_client metrics are thread-safe."""
         self.batch_size.observe(stats.size)
         self.model_latency.observe(stats.run_s)
+        self.queue_wait.observe(stats.wait_s)
 
     def track_queue_depth(self, depth: Callable[[], float]) -> None:
         """Read the depth at scrape time, so the gauge is never stale."""

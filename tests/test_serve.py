@@ -361,6 +361,7 @@ def test_metrics_count_requests_batches_and_queue_depth(client: TestClient) -> N
     assert 'langbrt_requests_total{endpoint="/v1/retouch",status="200"} 1.0' in text
     assert 'langbrt_requests_total{endpoint="/v1/retouch",status="422"} 1.0' in text
     assert "langbrt_request_latency_seconds_bucket" in text and "langbrt_batch_size_count" in text
+    assert "langbrt_model_latency_seconds_count 1.0" in text and "langbrt_queue_wait_seconds_count 1.0" in text
     assert "langbrt_queue_depth 0.0" in text and "process_resident_memory_bytes" in text
 
 
