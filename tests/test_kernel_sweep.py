@@ -11,7 +11,9 @@ import pytest
 import torch
 
 pytest.importorskip("triton", reason="triton is not installed")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+# The benchmark scripts import each other as top-level modules (kernel_sweep -> bench_attention); appended,
+# so they can never shadow an installed module.
+sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))
 kernel_sweep = pytest.importorskip("kernel_sweep")
 tca_triton = pytest.importorskip("langbrt.kernels.tca_triton")
 
