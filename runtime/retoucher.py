@@ -75,6 +75,11 @@ class Retoucher:
         return self.backend.prompts
 
     @property
+    def device(self) -> str:
+        """Where the backend runs the network ("cpu", "cuda", ...)."""
+        return self.backend.device
+
+    @property
     def predefined_prompts(self) -> list[str]:
         return self.backend.predefined_prompts
 

@@ -71,6 +71,22 @@ _OUTPUT_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp
 _WARMUP_SIZE = 64  # the Retoucher letterboxes any size to the model's; a small dummy is enough to warm it
 
 
+def warmup_batch_sizes(max_batch: int, device: str) -> list[int]:
+    """The dummy batches a server runs before it is ready: 1 on CPU; on a GPU every power of two below
+    `max_batch`, and `max_batch`.
+
+    Why: on CUDA the fused attention autotunes its launch per power-of-two grid size
+    (`tca_triton.grid_bucket`: windows x batch) on the first call that reaches it, seconds of Triton builds
+    and timing that would otherwise land on the first request of each batch size class the batcher forms
+    (for the presets' latents, whose window counts are powers of two, these sizes reach every class exactly).
+    On CPU nothing is tuned, and a large dummy batch would only delay readiness.
+    """
+    if not device.startswith("cuda"):
+        return [1]
+    sizes = [1 << k for k in range(max_batch.bit_length()) if 1 << k < max_batch]
+    return sizes + [max_batch]
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """Everything `langbrt-serve` exposes as a flag; the defaults are the CLI's."""
@@ -93,6 +109,7 @@ class RetoucherLike(Protocol):
     """The part of `langbrt.runtime.Retoucher` the server uses (tests pass fakes)."""
 
     prompts: list[str]
+    device: str  # where the model runs: "cpu", "cuda", "cuda:1", ...
 
     def retouch(self, images: list[torch.Tensor], prompts: list[list[str]] | None = None) -> list[Any]: ...
 
@@ -179,11 +196,13 @@ class _ServeState:
         self.load_error: str | None = None
 
     async def load(self, loader: Callable[[], RetoucherLike], on_failure: Callable[[str], None] | None) -> None:
-        """Load, warm up with one dummy image, then start batching; /readyz turns 200 only after all three."""
+        """Load, warm up with dummy batches (`warmup_batch_sizes`), then start batching; /readyz turns 200 only
+        after all three."""
         try:
             retoucher = await asyncio.to_thread(loader)
             dummy = torch.full((3, _WARMUP_SIZE, _WARMUP_SIZE), 0.5)
-            await asyncio.to_thread(retoucher.retouch, [dummy], None)
+            for size in warmup_batch_sizes(self.config.max_batch, retoucher.device):
+                await asyncio.to_thread(retoucher.retouch, [dummy] * size, None)
         except Exception as err:  # noqa: BLE001 - reported on /readyz and to the CLI, which exits
             self.load_error = str(err) if isinstance(err, LangBRTError) else f"{type(err).__name__}: {err}"
             log.error("model failed to load: %s", self.load_error, exc_info=not isinstance(err, LangBRTError))
@@ -259,7 +278,7 @@ def create_app(
 
     @app.get("/readyz", response_model=StatusBody, responses=_errors(503), tags=["ops"])
     async def readyz() -> StatusBody:
-        """200 once the model is loaded and warmed up by one dummy run; 503 before (and while draining)."""
+        """200 once the model is loaded and warmed up (`warmup_batch_sizes`); 503 before (and while draining)."""
         state.require_ready()
         return StatusBody(status="ready")
 

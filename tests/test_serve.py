@@ -33,7 +33,7 @@ from test_io import png_zlib_level_class
 
 from langbrt.errors import LangBRTInputError
 from langbrt.runtime import RetouchResult
-from langbrt.runtime.serve_app import ServeConfig, create_app
+from langbrt.runtime.serve_app import ServeConfig, create_app, warmup_batch_sizes
 from langbrt.text.prompts import MAX_PROMPT_CHARS
 
 PREDEFINED = ["dark circles under the eyes", "forehead wrinkles", "acne on the cheeks"]
@@ -45,12 +45,15 @@ class FakeRetoucher:
     prompts = PREDEFINED + ["freckles"]
     predefined_prompts = PREDEFINED
 
-    def __init__(self, sleep_s: float = 0.0) -> None:
+    def __init__(self, sleep_s: float = 0.0, device: str = "cpu") -> None:
         self.sleep_s = sleep_s
+        self.device = device
         self.calls: list[list[list[str]] | None] = []
+        self.batch_sizes: list[int] = []
 
     def retouch(self, images: list[torch.Tensor], prompts: list[list[str]] | None = None) -> list[RetouchResult]:
         self.calls.append(prompts)
+        self.batch_sizes.append(len(images))
         time.sleep(self.sleep_s)
         lists = prompts or [PREDEFINED] * len(images)
         if any("unknown" in p for ps in lists for p in ps):
@@ -118,6 +121,23 @@ def test_healthz_answers_before_the_model_is_ready_and_readyz_waits_for_warmup(f
         release.set()
         _wait_ready(c)
     assert fake.calls[0] is None  # the warm-up ran once with the default prompts
+    assert fake.batch_sizes == [1]  # on CPU one image: nothing is tuned there
+
+
+def test_on_a_gpu_the_warmup_runs_each_batch_size_class_before_ready() -> None:
+    """The fused attention autotunes per power-of-two grid size on first use: warm-up reaches each class
+    the batcher can form, so no request waits for a tuning run."""
+    fake = FakeRetoucher(device="cuda:0")
+    with TestClient(create_app(ServeConfig(max_batch=6), loader=lambda: fake)) as c:
+        _wait_ready(c)
+        assert fake.batch_sizes == [1, 2, 4, 6]
+
+
+@pytest.mark.parametrize(("max_batch", "device", "sizes"), [
+    (8, "cuda", [1, 2, 4, 8]), (1, "cuda", [1]), (5, "cuda:1", [1, 2, 4, 5]), (8, "cpu", [1]),
+])
+def test_warmup_batch_sizes(max_batch: int, device: str, sizes: list[int]) -> None:
+    assert warmup_batch_sizes(max_batch, device) == sizes
 
 
 def test_a_model_that_fails_to_load_keeps_readyz_at_503_and_reports_it() -> None:
