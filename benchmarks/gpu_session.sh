@@ -22,7 +22,8 @@
 # e2e:       langbrt-bench on the torch backend at the paper preset, fp32 and fp16, batch 1/8/32 (random
 #            weights and prompt embeddings: latency does not depend on their values), and
 #            benchmarks/profile_forward.py's CUDA kernel table and latency for one fp16 batch-8 forward,
-#            in NCHW and in channels_last (does dropping cuDNN's layout transposes pay?);
+#            in NCHW and in channels_last (does dropping cuDNN's layout transposes pay?), and both again with
+#            LANGBRT_GROUP_NORM=triton (does the fused GroupNorm + GELU pay?);
 # compile:   the same forward through torch.compile.
 # Each step has its own time limit and writes as it goes, so a slow step costs only itself.
 # The device image (Python 3.12, torch, triton) has neither TensorRT nor onnxruntime-gpu and fetches nothing.
@@ -58,7 +59,7 @@ if want tests; then
     # Every MMA path and kernel at once: the runs are mostly Triton builds (CPU), and nothing here is timed.
     step "tests: GPU tests (defaults), and the kernel's GPU tests on the other MMA paths and kernel, concurrently"
     timeout 200 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_tca_triton.py tests/test_runtime.py \
-        tests/test_tensorrt_engine.py > /tmp/tests-default.txt 2>&1 &
+        tests/test_tensorrt_engine.py tests/test_group_norm.py > /tmp/tests-default.txt 2>&1 &
     # The per-config test picks its kernel itself (the default run covers both); the other runs skip it, and
     # the folded kernel's wgmma run skips the tests of the direct kernel (whose wgmma build faults with triton
     # 3.6, which would poison the process for every test after it): "environment|pytest -k expression".
@@ -111,6 +112,12 @@ random_model(PRESETS['paper']()).save_pretrained('/tmp/langbrt-paper-random')" 2
         --out "$out/profile-paper-fp16-b8-$card-$day.txt" 2>&1 | tail -30 | tee -a "$log"
     timeout 40 python3 benchmarks/profile_forward.py --channels-last --preset paper --precision fp16 --batch 8 \
         --out "$out/profile-paper-fp16-b8-channels-last-$card-$day.txt" 2>&1 | tail -30 | tee -a "$log"
+    # The opt-in fused GroupNorm + GELU (kernels/group_norm.py) against the runs above: default it if it pays.
+    LANGBRT_GROUP_NORM=triton timeout 60 python3 -m langbrt.runtime.cli_bench --model /tmp/langbrt-paper-random \
+        --backend torch --device cuda --precision fp16 --batch-sizes 1 8 32 --seconds 3 \
+        --out "$out/bench-torch-paper-triton-group-norm-$card-$day.json" 2>&1 | tail -12 | tee -a "$log"
+    LANGBRT_GROUP_NORM=triton timeout 40 python3 benchmarks/profile_forward.py --preset paper --precision fp16 \
+        --batch 8 --out "$out/profile-paper-fp16-b8-triton-group-norm-$card-$day.txt" 2>&1 | tail -30 | tee -a "$log"
 fi
 if want compile; then
     step "compile: the same forward through torch.compile (does inductor's fusion of GroupNorm/elementwise pay?)"

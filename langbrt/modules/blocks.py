@@ -2,14 +2,67 @@
 
 from __future__ import annotations
 
+import os
+from enum import Enum
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from ..kernels.dispatch import choice_from_env
 
-def group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with up to 8 groups: batch-size independent (the paper trains with batch 1)."""
+GROUP_NORM_ENV_VAR = "LANGBRT_GROUP_NORM"
+
+
+class GroupNormImpl(str, Enum):
+    """How `GroupNorm` runs in inference (LANGBRT_GROUP_NORM).
+
+    NATIVE (default): PyTorch's GroupNorm (and GELU) everywhere.
+    TRITON: on CUDA, with autograd off, `kernels/group_norm.py` (statistics split over every SM, GELU fused
+    into the normalisation); on a CPU tensor too when TRITON_INTERPRET=1 (Triton's interpreter, as the
+    tests run it). Not the default until a GPU has timed it against NATIVE.
+    """
+
+    NATIVE = "native"
+    TRITON = "triton"
+
+
+class GroupNorm(nn.GroupNorm):
+    """nn.GroupNorm (same parameters and state dict), optionally followed by GELU, with an opt-in fused
+    inference path (`GroupNormImpl`). Training, tracing for export and torch.compile always take
+    PyTorch's ops, which autograd, the ONNX exporter and inductor understand."""
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
+                 gelu: bool = False) -> None:
+        super().__init__(num_groups, num_channels, eps, affine)
+        self.gelu = gelu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, *) -> (N, C, *)
+        if self._fused(x):
+            from ..kernels.group_norm import group_norm_triton  # imports triton: only when asked for
+
+            return group_norm_triton(x, self.num_groups, self.weight, self.bias, self.eps, gelu=self.gelu)
+        y = super().forward(x)
+        return F.gelu(y) if self.gelu else y
+
+    def _fused(self, x: torch.Tensor) -> bool:
+        if choice_from_env(GROUP_NORM_ENV_VAR, GroupNormImpl, GroupNormImpl.NATIVE) is not GroupNormImpl.TRITON:
+            return False
+        if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
+            return False
+        if not x.is_contiguous():  # channels_last: the kernels' rows are NCHW runs; a copy would cost more
+            return False
+        return x.device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", gelu=True" if self.gelu else "")
+
+
+def group_norm(channels: int, gelu: bool = False) -> GroupNorm:
+    """GroupNorm with up to 8 groups: batch-size independent (the paper trains with batch 1); `gelu`: the
+    GELU that follows it, in the same module (so the fused path can apply both in one pass)."""
     groups = next(g for g in (8, 4, 2, 1) if channels % g == 0)
-    return nn.GroupNorm(groups, channels)
+    return GroupNorm(groups, channels, gelu=gelu)
 
 
 class ResidualConvBlock(nn.Module):
@@ -17,12 +70,14 @@ class ResidualConvBlock(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
+        # The GELUs live in the GroupNorms; the Identity slots keep the checkpoints' parameter names
+        # (body.0 / body.2 / body.3 / body.5) as they were with nn.GELU modules at 1 and 4.
         self.body = nn.Sequential(
-            group_norm(channels),
-            nn.GELU(),
+            group_norm(channels, gelu=True),
+            nn.Identity(),
             nn.Conv2d(channels, channels, 3, padding=1),
-            group_norm(channels),
-            nn.GELU(),
+            group_norm(channels, gelu=True),
+            nn.Identity(),
             nn.Conv2d(channels, channels, 3, padding=1),
         )
 

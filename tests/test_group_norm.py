@@ -1,0 +1,120 @@
+"""The opt-in fused GroupNorm(+GELU) (kernels/group_norm.py, LANGBRT_GROUP_NORM=triton) against PyTorch's.
+
+On CPU the kernels run in Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1); the GPU test
+runs the compiled kernels at the shapes of the paper preset's encoder.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from langbrt.config import LangBRTConfig
+from langbrt.errors import LangBRTInputError
+from langbrt.model import LangBRT
+from langbrt.modules import blocks
+from langbrt.text import default_text_encoder
+
+group_norm_kernels = pytest.importorskip("langbrt.kernels.group_norm", reason="triton is not installed")
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def reference(x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
+              gelu: bool) -> torch.Tensor:
+    y = F.group_norm(x.float(), groups, None if weight is None else weight.float(),
+                     None if bias is None else bias.float(), 1e-5)
+    return F.gelu(y) if gelu else y
+
+
+@pytest.mark.parametrize(("shape", "groups"), [
+    pytest.param((2, 16, 37, 41), 8, id="odd-plane"),
+    pytest.param((1, 8, 100, 90), 1, id="one-group-18-chunks"),  # 72 000 elements a row: chunks combined
+    pytest.param((3, 12, 5, 7), 4, id="small"),
+    pytest.param((2, 6, 50), 3, id="1d"),
+])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("gelu", [True, False])
+def test_kernels_match_group_norm_and_gelu(shape, groups, affine, gelu):
+    torch.manual_seed(0)
+    x = torch.randn(shape) * 3 + 5  # a mean far from 0: the statistics must not cancel
+    weight, bias = (torch.randn(shape[1]), torch.randn(shape[1])) if affine else (None, None)
+    expected = reference(x, groups, weight, bias, gelu)
+    got = group_norm_kernels.group_norm_triton(x, groups, weight, bias, 1e-5, gelu=gelu)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    half = [None if t is None else t.half() for t in (weight, bias)]
+    got_half = group_norm_kernels.group_norm_triton(x.half(), groups, *half, 1e-5, gelu=gelu)
+    assert got_half.dtype == torch.float16
+    torch.testing.assert_close(got_half.float(), reference(x.half(), groups, *half, gelu), atol=4e-3, rtol=4e-3)
+
+
+def test_channels_that_do_not_split_into_groups_are_refused():
+    with pytest.raises(ValueError, match="do not split"):
+        group_norm_kernels.group_norm_triton(torch.zeros(1, 6, 4, 4), 4, None, None, 1e-5)
+
+
+def test_the_gelu_moved_into_the_norm_keeps_checkpoint_names():
+    block = blocks.ResidualConvBlock(16)
+    assert list(block.state_dict()) == [f"body.{i}.{p}" for i in (0, 2, 3, 5) for p in ("weight", "bias")]
+
+
+def spy_on_kernel(monkeypatch) -> list[tuple]:
+    calls = []
+    real = group_norm_kernels.group_norm_triton
+    monkeypatch.setattr(group_norm_kernels, "group_norm_triton", lambda *a, **k: calls.append(a) or real(*a, **k))
+    return calls
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning")  # the ONNX exporter traces the same way
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_fused_path_runs_only_when_asked_for_and_without_autograd(monkeypatch):
+    calls = spy_on_kernel(monkeypatch)
+    torch.manual_seed(0)
+    block = blocks.ResidualConvBlock(16).eval()
+    x = torch.randn(2, 16, 12, 12)
+    with torch.no_grad():
+        native = block(x)
+    assert not calls  # default: native
+    monkeypatch.setenv(blocks.GROUP_NORM_ENV_VAR, "triton")
+    with torch.no_grad():
+        fused = block(x)
+    assert len(calls) == 2
+    torch.testing.assert_close(fused, native, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(block(x.to(memory_format=torch.channels_last)), native, atol=1e-5, rtol=1e-5)
+    assert len(calls) == 2  # channels_last: PyTorch's GroupNorm, no NCHW copy
+    block(x.requires_grad_()).sum().backward()  # training: PyTorch's ops, differentiable
+    torch.jit.trace(block.requires_grad_(False), x.detach(), check_trace=False)  # export traces PyTorch's ops
+    assert len(calls) == 2
+
+
+def test_bad_env_value_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv(blocks.GROUP_NORM_ENV_VAR, "fast")
+    with pytest.raises(LangBRTInputError, match="LANGBRT_GROUP_NORM"), torch.no_grad():
+        blocks.group_norm(8)(torch.zeros(1, 8, 2, 2))
+
+
+def test_tiny_model_output_is_the_same_with_the_fused_group_norm(monkeypatch):
+    calls = spy_on_kernel(monkeypatch)
+    torch.manual_seed(0)
+    model = LangBRT(LangBRTConfig.tiny(), text_encoder=default_text_encoder()).eval()
+    images, prompts = torch.rand(2, 3, 64, 64), [["acne on the right cheek"], ["dark circles under the eyes"]]
+    with torch.inference_mode():
+        native = model(images, prompts).image
+        monkeypatch.setenv(blocks.GROUP_NORM_ENV_VAR, "triton")
+        fused = model(images, prompts).image
+    assert calls  # the encoder and decoder blocks took the kernels
+    torch.testing.assert_close(fused, native, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize(("shape", "groups"), [((8, 32, 256, 256), 8), ((2, 96, 64, 64), 1)])
+def test_gpu_kernels_match_group_norm_and_gelu(dtype, shape, groups):
+    torch.manual_seed(0)
+    x = (torch.randn(shape, device="cuda") * 3 + 5).to(dtype)
+    weight, bias = (torch.randn(shape[1], device="cuda").to(dtype) for _ in range(2))
+    got = group_norm_kernels.group_norm_triton(x, groups, weight, bias, 1e-5, gelu=True)
+    tolerance = 1e-4 if dtype == torch.float32 else 4e-3
+    torch.testing.assert_close(got.float(), reference(x, groups, weight, bias, True), atol=tolerance, rtol=tolerance)
