@@ -23,6 +23,7 @@ import argparse
 import datetime as dt
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -70,8 +71,8 @@ SIGMOIDS = {"tanh": True, "exact": False}  # --sigmoid name -> TCAKernelSpec.fas
 
 
 def paper_specs(kernels: list[str], dtypes: list[str], warps: list[int], sigmoids: list[str],
-                head_stages: list[int], maxnreg: list[int | None] = (None,),
-                programs_per_sm: list[int | None] = (None,)) -> list[TCAKernelSpec]:
+                head_stages: list[int], maxnreg: Sequence[int | None] = (None,),
+                programs_per_sm: Sequence[int | None] = (None,)) -> list[TCAKernelSpec]:
     cfg = LangBRTConfig.paper()
     folded = KernelChoice.FOLDED.value
     # padded=False: the preset's 64 x 64 latent splits into whole windows, so a launch builds that kernel

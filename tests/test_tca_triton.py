@@ -53,6 +53,12 @@ def random_inputs(B: int, H: int, W: int, C: int, Cm: int, seed: int = 1, dtype:
     return x.to(device=device, dtype=dtype), map_features.to(device=device, dtype=dtype)
 
 
+def poison_new_tensors(monkeypatch) -> None:
+    """torch.empty hands out NaN-filled tensors for the rest of the test: an output element the kernel
+    never writes then fails the comparison instead of passing by chance."""
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: torch.full(*a, float("nan"), **k))
+
+
 GPU_TOLERANCE = {torch.float32: 1e-4, torch.float16: 3e-3, torch.bfloat16: 2e-2}  # x max |reference|
 
 
@@ -431,7 +437,7 @@ def test_persistent_folded_kernel_matches_reference(monkeypatch, B, programs_per
     grids = []
     real_programs = tca_triton.persistent_programs
     monkeypatch.setattr(tca_triton, "persistent_programs", lambda *a: grids.append(real_programs(*a)) or grids[-1])
-    monkeypatch.setattr(torch, "empty", lambda *a, **k: torch.full(*a, float("nan"), **k))
+    poison_new_tensors(monkeypatch)
     x, mf = random_inputs(B, 20, 20, 96, 9)
     params = random_params(96, 9, 3)
     config = tca_triton.LaunchConfig(4, head_stages=1, programs_per_sm=programs_per_sm)
@@ -621,7 +627,7 @@ def test_gpu_every_autotuned_config_matches_reference(monkeypatch, dtype, shift,
     persistent config's programs loop over several windows (2-4 on an H100's 132 SMs), into an output
     poisoned with NaN: a window no program computed fails."""
     monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, kernel.value)
-    monkeypatch.setattr(torch, "empty", lambda *a, **k: torch.full(*a, float("nan"), **k))
+    poison_new_tensors(monkeypatch)
     p = PAPER
     x, mf = random_inputs(16, p["H"], p["W"], p["C"], p["Cm"], device="cuda")
     params = random_params(p["C"], p["Cm"], p["heads"], device="cuda")
