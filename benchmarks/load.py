@@ -1,6 +1,7 @@
 """Load test for `langbrt-serve`: N concurrent clients for T seconds, then throughput, latency and memory.
 
-    python benchmarks/load.py --model checkpoints/langbrt --clients 8 --duration 30       # starts a server
+    python benchmarks/load.py --clients 8 --duration 30                                  # serves the bundled model
+    python benchmarks/load.py --model runs/tiny/final --clients 8 --duration 30          # serves this model
     python benchmarks/load.py --url http://127.0.0.1:8080 --clients 32 --duration 60      # drives a running one
 
 Bounded on purpose: it stops after `--duration` seconds or `--max-requests` requests, whichever comes
@@ -46,9 +47,10 @@ class _Tally:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    target = p.add_mutually_exclusive_group(required=True)
+    target = p.add_mutually_exclusive_group()
     target.add_argument("--url", help="base URL of a running server")
-    target.add_argument("--model", help="start langbrt-serve on this model, on a free loopback port")
+    target.add_argument("--model", help="start langbrt-serve on this model, on a free loopback port "
+                        "(default, without --url: on the bundled model)")
     p.add_argument("--backend", default="auto", help="with --model: the server's --backend")
     p.add_argument("--server-arg", action="append", default=[], help="with --model: extra langbrt-serve flag")
     p.add_argument("--server-pid", type=int, default=None, help="with --url: PID to read RSS from")
@@ -201,7 +203,8 @@ def _free_port() -> int:
 def started_server(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """`langbrt-serve` on a free loopback port; yields (url, pid); SIGINT (graceful) on the way out."""
     port = _free_port()
-    cmd = [sys.executable, "-m", "langbrt.runtime.cli_serve", "--model", args.model, "--backend", args.backend,
+    model = ["--model", args.model] if args.model else []  # none: the server's bundled model
+    cmd = [sys.executable, "-m", "langbrt.runtime.cli_serve", *model, "--backend", args.backend,
            "--port", str(port), "--log-level", "warning", *args.server_arg]
     env = dict(os.environ)
     if args.token:
@@ -237,7 +240,7 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> No
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     payload = args.image.read_bytes() if args.image else synthetic_jpeg(args.size)
     with contextlib.ExitStack() as stack:
-        if args.model:
+        if args.url is None:
             url, pid = stack.enter_context(started_server(args))
         else:
             url, pid = args.url.rstrip("/"), args.server_pid

@@ -82,6 +82,25 @@ def load_image_bytes(
     return _load(io.BytesIO(data), name, None, max_pixels)
 
 
+def image_pixels(data: bytes) -> int | None:
+    """W*H announced by an encoded image's header, without decoding it; None when the header is unreadable.
+
+    Why: a server must know what an upload will cost in memory before it decodes it (a 1 MB JPEG of one
+    colour can announce 60 MP, gigabytes once decoded and pasted back); `load_image_bytes` reports the reason
+    for an unreadable header.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data), formats=READ_FORMATS) as img:  # lazy: header only
+                width, height = img.size
+    except Image.DecompressionBombError:
+        return None  # over twice Pillow's limit: decoding refuses it with the reason
+    except (Image.UnidentifiedImageError, *_DECODE_ERRORS):
+        return None
+    return width * height
+
+
 def read_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """The (3, H, W) float32 RGB tensor in [0, 1] of an image file; `load_image` adds alpha and metadata."""
     return load_image(path, max_pixels=max_pixels).rgb
@@ -123,7 +142,8 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
     except Image.UnidentifiedImageError as err:
         raise _input_error(name, "not an image file (cannot identify image format)") from err
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise _input_error(name, f"too many pixels, refusing to decode ({err})") from err
+        reason = f"too many pixels, over the {max_pixels / 1e6:g} MP limit; refusing to decode ({err})"
+        raise _input_error(name, reason) from err
     except _DECODE_ERRORS as err:
         raise _input_error(name, f"corrupt or truncated image ({err})") from err
     return LoadedImage(

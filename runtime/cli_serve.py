@@ -1,11 +1,11 @@
 """`langbrt-serve`: the HTTP server (FastAPI on uvicorn) around one loaded model.
 
-    langbrt-serve --model checkpoints/langbrt            # http://127.0.0.1:8080/v1/retouch
+    langbrt-serve --model runs/langbrt/final            # http://127.0.0.1:8080/v1/retouch
     langbrt-serve --model model.engine --backend tensorrt --max-batch 16 --token "$TOKEN"
 
 Listens on 127.0.0.1 unless told otherwise. SIGINT/SIGTERM shut down gracefully: uvicorn stops accepting,
-finishes in-flight requests, then the batcher drains its queue. Exits 1 with one line if the model fails
-to load, 2 on a bad flag.
+finishes in-flight requests, then the batcher drains its queue. Exits 1 with one line if the address is
+taken (checked before the model loads) or the model fails to load, 2 on a bad flag.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import ipaddress
 import logging
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -22,6 +23,8 @@ from typing import NoReturn
 from langbrt.bundled import default_model_path
 from langbrt.errors import LangBRTError
 from langbrt.io import DEFAULT_MAX_PIXELS
+
+from .serve_admission import DEFAULT_MAX_INFLIGHT_PIXELS
 
 TOKEN_ENV = "LANGBRT_SERVE_TOKEN"
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
@@ -54,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout-s", type=float, default=30.0, help="per-request limit (queue + model) before 504")
     p.add_argument("--max-body-mb", type=float, default=25.0, help="largest request body before 413")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest W*H before 413")
+    p.add_argument("--max-inflight-pixels", type=int, default=DEFAULT_MAX_INFLIGHT_PIXELS,
+                   help="most pixels of images held at once (decoded, queued, run, encoded; ~57 bytes each) "
+                   "before 503; at least --max-pixels")
     p.add_argument("--max-prompts", type=int, default=8, help="most prompts per request before 422")
     p.add_argument("--token", default=None,
                    help=f"require 'Authorization: Bearer TOKEN' on the API (or set {TOKEN_ENV}); probes stay open")
@@ -72,6 +78,9 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     for name in ("max_batch", "queue_size", "max_pixels", "max_prompts"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.max_inflight_pixels < args.max_pixels:
+        parser.error(f"--max-inflight-pixels ({args.max_inflight_pixels}) must be at least --max-pixels "
+                     f"({args.max_pixels}), or the largest allowed image could never be admitted")
     if args.timeout_s <= 0 or args.max_body_mb <= 0 or args.max_delay_ms < 0:
         parser.error("--timeout-s and --max-body-mb must be positive, --max-delay-ms not negative")
 
@@ -81,6 +90,24 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the model loads: a taken port fails in a second, in one line."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as err:
+        raise LangBRTError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart over TIME_WAIT
+    try:
+        sock.bind(address)
+    except OSError as err:
+        sock.close()
+        raise LangBRTError(f"cannot listen on {host}:{port}: {err.strerror or err}") from err
+    sock.set_inheritable(True)
+    return sock
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     if not _is_loopback(args.host) and token is None:
         log.warning("listening on %s without --token: anyone who can reach it can use the model", args.host)
 
+    try:
+        sock = _bind(args.host, args.port)
+    except LangBRTError as err:
+        print(f"langbrt-serve: {err}", file=sys.stderr)
+        return 1
+
     import uvicorn  # late: `--help` and flag errors stay instant
 
     from .serve_app import ServeConfig, create_app
@@ -101,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         model=args.model, backend=args.backend, device=args.device, precision=args.precision,
         max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, queue_size=args.queue_size,
         timeout_s=args.timeout_s, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
-        max_pixels=args.max_pixels, max_prompts=args.max_prompts, token=token,
+        max_pixels=args.max_pixels, max_inflight_pixels=args.max_inflight_pixels, max_prompts=args.max_prompts,
+        token=token,
     )
     failed: list[str] = []
 
@@ -122,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     # Found handlers that do nothing make a completed graceful shutdown exit 0 instead of dying by signal.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
-        server.run()
+        server.run(sockets=[sock])
     except KeyboardInterrupt:
         pass
     if failed:

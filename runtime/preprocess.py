@@ -77,6 +77,8 @@ def paste_back(original: torch.Tensor, model_input: torch.Tensor, output: torch.
     low_mask = _crop(mask.float(), box).clamp(0.0, 1.0)  # (1, h, w)
     delta = torch.where(low_mask > 0, _crop(output.float() - model_input.float(), box), 0.0)  # (3, h, w)
     up = _resize(torch.cat([delta, low_mask]), box.full_height, box.full_width)  # (4, H, W) in one pass
-    full_mask = up[3:].clamp(0.0, 1.0)  # (1, H, W)
-    image = torch.where(full_mask > 0, (original + up[:3]).clamp(0.0, 1.0), original)  # (3, H, W)
+    # In place from here: at 12 MP every full-resolution float plane is 48 MB, and a server holds many.
+    full_mask = up[3:].clamp_(0.0, 1.0).clone()  # (1, H, W), its own storage so `up` can be freed
+    retouched = up[:3].add_(original).clamp_(0.0, 1.0)  # (3, H, W): original + delta
+    image = torch.where(full_mask > 0, retouched, original)  # (3, H, W)
     return image, full_mask

@@ -3,7 +3,7 @@
 It is the one place that joins a backend (which only knows S x S batches) to real photos: letterbox,
 batch, run, paste back (see `preprocess`). Servers and the CLIs use it; so can a notebook:
 
-    r = Retoucher.load("checkpoints/langbrt")           # or model.onnx, model.engine
+    r = Retoucher.load("runs/langbrt/final")           # or model.onnx, model.engine
     [res] = r.retouch([load_image("me.jpg")], ["acne on the cheeks"])
 """
 

@@ -12,9 +12,11 @@ Every 4xx/5xx body is `{"error": {"code": ..., "message": ...}}`; the status map
     422 invalid_image      empty, corrupt or undecodable image bytes
     422 invalid_prompt     empty prompt, prompt over MAX_PROMPT_CHARS, more than max_prompts, unknown to the model
     422 invalid_request    a bad query/form value (return=, maps=) or a missing `image` field
-    500 internal           a bug; logged with its traceback, never shown to the client
+    499 client_closed_request  the client disconnected first (nobody reads it: for metrics and the log)
+    500 internal           a bug; logged once with its traceback, never shown to the client
     503 not_ready          the model is still loading/warming up (Retry-After: 1)
-    503 queue_full         the batch queue holds queue_size images (Retry-After: 1)
+    503 queue_full         the batch queue holds queue_size images, or the image's pixels would take the
+                           images in flight over max_inflight_pixels (Retry-After: 1)
     503 shutting_down      the server is draining for shutdown
     504 timeout            no result within timeout_s (queue wait + model time)
 
@@ -30,8 +32,8 @@ import hmac
 import io
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Annotated, Any, Literal, Protocol
@@ -50,10 +52,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from langbrt.errors import LangBRTError
-from langbrt.io import DEFAULT_MAX_PIXELS, FAST_PNG_LEVEL, LoadedImage, encode_image, to_uint8_hwc
+from langbrt.io import DEFAULT_MAX_PIXELS, FAST_PNG_LEVEL, LoadedImage, encode_image, image_pixels, to_uint8_hwc
 from langbrt.text.prompts import MAX_PROMPT_CHARS
 
 from .batching import BatcherClosedError, BatchTimeoutError, DynamicBatcher, QueueFullError
+from .serve_admission import DEFAULT_MAX_INFLIGHT_PIXELS, PixelBudget, PixelBudgetExceeded
 from .serve_metrics import METRICS_CONTENT_TYPE, ServeMetrics
 from .serve_request import (
     ServeError,
@@ -62,6 +65,7 @@ from .serve_request import (
     form_choice,
     parse_upload,
     read_body,
+    unless_disconnected,
 )
 
 log = logging.getLogger("langbrt.serve")
@@ -101,6 +105,7 @@ class ServeConfig:
     timeout_s: float = 30.0
     max_body_bytes: int = 25 * 1024 * 1024
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_inflight_pixels: int = DEFAULT_MAX_INFLIGHT_PIXELS  # at least max_pixels (`PixelBudget`)
     max_prompts: int = 8
     token: str | None = None
 
@@ -250,6 +255,8 @@ def create_app(
         loader = _default_loader(config)  # config.model None: the bundled model
     metrics = ServeMetrics(config.max_batch)
     state = _ServeState(config, metrics)
+    pixels = PixelBudget(config.max_inflight_pixels)
+    metrics.track_inflight_pixels(lambda: pixels.in_flight)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -267,15 +274,18 @@ def create_app(
     app = FastAPI(title="LangBRT", summary="Language-guided face blemish removal", version="1",
                   lifespan=lifespan)
     app.state.serve = state
-    app.add_middleware(_MetricsMiddleware, metrics=metrics)
+    app.add_middleware(_InternalErrorMiddleware)
+    app.add_middleware(_MetricsMiddleware, metrics=metrics)  # added last: outermost, so it counts the 500s
     _add_error_handlers(app)
     auth = [Depends(_bearer_check(config.token))] if config.token else []
 
+    @app.head("/healthz", response_model=StatusBody, tags=["ops"])  # HEAD too: monitors and balancers probe so
     @app.get("/healthz", response_model=StatusBody, tags=["ops"])
     async def healthz() -> StatusBody:
         """The process is alive and answering (no model needed)."""
         return StatusBody(status="ok")
 
+    @app.head("/readyz", response_model=StatusBody, responses=_errors(503), tags=["ops"])
     @app.get("/readyz", response_model=StatusBody, responses=_errors(503), tags=["ops"])
     async def readyz() -> StatusBody:
         """200 once the model is loaded and warmed up (`warmup_batch_sizes`); 503 before (and while draining)."""
@@ -307,17 +317,18 @@ def create_app(
         """Retouch one image: multipart field `image` (+ `prompt` fields) or a raw image/* body."""
         batcher = state.require_ready()
         body = await read_body(request, config.max_body_bytes)
-        upload = await parse_upload(Headers(scope=request.scope), body, config.max_prompts)
+        upload = await parse_upload(Headers(scope=request.scope), body)
         texts = check_prompts((prompt or []) + upload.prompts, config.max_prompts)
         kind = return_ or form_choice(upload.fields.get("return"), ("image", "json"), "return") or "image"
         want_maps = maps if maps is not None else form_choice(upload.fields.get("maps"), ("true", "false"), "maps")
-        started = time.perf_counter()
-        loaded = await run_in_threadpool(decode_image, upload.data, upload.name, config.max_pixels)
-        decoded = time.perf_counter()
-        result = await _submit(batcher, loaded.rgb, texts or None)
-        timing = {**{k: float(v) for k, v in result.timing.items()},
-                  "decode": (decoded - started) * 1e3, "queue_and_model": (time.perf_counter() - decoded) * 1e3}
-        return await run_in_threadpool(_render, loaded, result, kind, want_maps in (True, "true"), timing)
+        with _admit(pixels, image_pixels(upload.data) or 0):  # unreadable header: decoding says why
+            started = time.perf_counter()
+            loaded = await run_in_threadpool(decode_image, upload.data, upload.name, config.max_pixels)
+            decoded = time.perf_counter()
+            result = await unless_disconnected(request, _submit(batcher, loaded.rgb, texts or None))
+            timing = {**{k: float(v) for k, v in result.timing.items()},
+                      "decode": (decoded - started) * 1e3, "queue_and_model": (time.perf_counter() - decoded) * 1e3}
+            return await run_in_threadpool(_render, loaded, result, kind, want_maps in (True, "true"), timing)
 
     return app
 
@@ -349,6 +360,15 @@ def _bearer_check(token: str) -> Callable[..., None]:
                              {"WWW-Authenticate": 'Bearer realm="langbrt"'})
 
     return check
+
+
+@contextmanager
+def _admit(pixels: PixelBudget, count: int) -> Iterator[None]:
+    try:
+        with pixels.hold(count):
+            yield
+    except PixelBudgetExceeded as err:
+        raise ServeError(503, "queue_full", f"server busy: {err}", {"Retry-After": "1"}) from err
 
 
 async def _submit(batcher: DynamicBatcher[Any], image: torch.Tensor, prompts: list[str] | None) -> Any:
@@ -404,6 +424,8 @@ def _error_response(status: int, code: str, message: str, headers: dict[str, str
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServeError)
     async def serve_error(request: Request, err: ServeError) -> JSONResponse:
+        if err.status == 499:
+            log.info("%s %s: %s", request.method, request.url.path, err.message)
         return _error_response(err.status, err.code, err.message, err.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -417,10 +439,6 @@ def _add_error_handlers(app: FastAPI) -> None:
         code = HTTPStatus(err.status_code).phrase.lower().replace(" ", "_")
         return _error_response(err.status_code, code, str(err.detail), getattr(err, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, err: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _error_response(500, "internal", "internal server error (logged on the server)")
 
 
 class _MetricsMiddleware:
@@ -448,3 +466,33 @@ class _MetricsMiddleware:
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "other"
             self.metrics.observe_request(endpoint, status, time.perf_counter() - started)
+
+
+class _InternalErrorMiddleware:
+    """A bug in a handler: log it once with its traceback and answer the JSON 500 body.
+
+    Why not `exception_handler(Exception)`: Starlette runs that handler in its outermost middleware, then
+    re-raises so the server logs the same traceback a second time; here the error stops.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if not started:  # else the client gets a cut-off response; nothing more can be sent
+                await _error_response(500, "internal", "internal server error (logged on the server)")(
+                    scope, receive, send)

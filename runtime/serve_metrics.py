@@ -28,7 +28,8 @@ METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
 class ServeMetrics:
-    """Request count (endpoint, status), request latency, batch size, model time, queue wait and depth."""
+    """Request count (endpoint, status), request latency, batch size, model time, queue wait and depth,
+    pixels in flight."""
 
     def __init__(self, max_batch: int) -> None:
         self.registry = CollectorRegistry()
@@ -57,6 +58,10 @@ class ServeMetrics:
             "langbrt_queue_depth", "Images waiting for the model (not counting the running batch).",
             registry=self.registry,
         )
+        self.inflight_pixels = Gauge(
+            "langbrt_inflight_pixels", "Pixels of the images being decoded, queued, run or encoded.",
+            registry=self.registry,
+        )
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint=endpoint, status=str(status)).inc()
@@ -71,6 +76,10 @@ class ServeMetrics:
     def track_queue_depth(self, depth: Callable[[], float]) -> None:
         """Read the depth at scrape time, so the gauge is never stale."""
         self.queue_depth.set_function(depth)
+
+    def track_inflight_pixels(self, pixels: Callable[[], float]) -> None:
+        """Read the admitted pixels at scrape time (`serve_admission.PixelBudget`)."""
+        self.inflight_pixels.set_function(pixels)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this app's registry."""

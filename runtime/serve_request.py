@@ -6,18 +6,27 @@ JSON error body. Nothing here touches the disk: the body is bounded and parsed i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
+from email.message import Message
+from typing import TypeVar
 
 from fastapi import Request
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from langbrt.errors import LangBRTInputError
 from langbrt.io import LoadedImage, load_image_bytes
 from langbrt.text.prompts import normalize_prompt
 
 RAW_TYPES = ("image/", "application/octet-stream")
+MAX_FORM_FIELDS = 1024
+"""Most multipart fields parsed; beyond it the body is malformed (400). Prompts over `max_prompts` but within
+this many fields get the precise 422 instead."""
+
+T = TypeVar("T")
 
 
 class ServeError(Exception):
@@ -26,6 +35,11 @@ class ServeError(Exception):
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+def client_gone(where: str) -> ServeError:
+    """499 (nginx's "client closed request"): nobody reads it, but metrics and logs tell it from a 5xx."""
+    return ServeError(499, "client_closed_request", f"the client disconnected {where}")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -37,11 +51,38 @@ async def read_body(request: Request, limit: int) -> bytes:
         if int(declared) > limit:
             raise ServeError(413, "body_too_large", f"body is {int(declared)} bytes; the limit is {limit}")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ServeError(413, "body_too_large", f"body exceeds the {limit}-byte limit")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise ServeError(413, "body_too_large", f"body exceeds the {limit}-byte limit")
+    except ClientDisconnect:
+        raise client_gone(f"after sending {len(body)} bytes of the body") from None
     return bytes(body)
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await `work`, or cancel it and raise the 499 error when the client disconnects first.
+
+    Why: a request whose client left still held a batch slot and the model's time; cancelling the batcher's
+    `submit` marks its item abandoned, so the worker skips it. Once the body is read, the server's next
+    ASGI message for this request can only be `http.disconnect`.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task not in done:
+            raise client_gone("while its image waited for the model")
+        return task.result()
+    finally:
+        watcher.cancel()
+        task.cancel()  # a no-op once it is done
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 @dataclass
@@ -58,7 +99,7 @@ class InMemoryMultiPartParser(MultiPartParser):
     spool_max_size = 2**62
 
 
-async def parse_upload(headers: Headers, body: bytes, max_prompts: int) -> Upload:
+async def parse_upload(headers: Headers, body: bytes) -> Upload:
     media = headers.get("content-type", "").split(";")[0].strip().lower()
     if media.startswith(RAW_TYPES):
         return Upload(body, "request body", [], {})
@@ -70,11 +111,14 @@ async def parse_upload(headers: Headers, body: bytes, max_prompts: int) -> Uploa
     async def stream() -> AsyncIterator[bytes]:
         yield body
 
-    parser = InMemoryMultiPartParser(headers, stream(), max_files=1, max_fields=max_prompts + 8)
+    parser = InMemoryMultiPartParser(headers, stream(), max_files=1, max_fields=MAX_FORM_FIELDS)
     try:
         form = await parser.parse()
     except MultiPartException as err:
         raise ServeError(400, "bad_request", f"malformed multipart body: {err.message}") from err
+    if not _has_close_delimiter(headers, body):
+        raise ServeError(400, "bad_request", "malformed multipart body: it ends before its closing boundary "
+                         "(truncated upload?)")
     image = form.get("image")
     if not isinstance(image, UploadFile):
         raise ServeError(422, "invalid_request", "multipart field 'image' (a file) is required, "
@@ -86,6 +130,14 @@ async def parse_upload(headers: Headers, body: bytes, max_prompts: int) -> Uploa
     prompts = [v for v in form.getlist("prompt") if isinstance(v, str)]
     fields = {k: v for k, v in form.items() if isinstance(v, str) and k in ("return", "maps")}
     return Upload(data, image.filename or "image", prompts, fields)
+
+
+def _has_close_delimiter(headers: Headers, body: bytes) -> bool:
+    """Whether the body holds '--BOUNDARY--'; Starlette's parser accepts a body cut off without it."""
+    content_type = Message()
+    content_type["content-type"] = headers.get("content-type", "")
+    boundary = content_type.get_param("boundary")
+    return isinstance(boundary, str) and f"--{boundary}--".encode("latin-1", "replace") in body
 
 
 def check_prompts(prompts: list[str], max_prompts: int) -> list[str]:

@@ -18,6 +18,7 @@ from langbrt.errors import LangBRTInputError
 from langbrt.io import (
     encode_image,
     from_uint8_hwc,
+    image_pixels,
     load_image,
     load_image_bytes,
     read_image,
@@ -283,6 +284,20 @@ def test_header_over_default_pixel_limit_is_rejected_with_the_limit(tmp_path):
     path.write_bytes(_raw_png(9000, 9000, 1, 0, b"\x00" * 16))  # 81 MP: under Pillow's limit, over ours
     message = _input_error(read_image, path)
     assert "huge.png" in message and "9000x9000" in message and "64 MP" in message
+
+
+def test_a_header_over_twice_pillows_limit_is_refused_naming_our_limit(tmp_path):
+    """Pillow's own bomb error fires inside Image.open, before our check; the message still names our limit."""
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_raw_png(20000, 20000, 1, 0, b"\x00" * 16))  # 400 MP: over twice Pillow's 89 MP
+    message = _input_error(read_image, path)
+    assert "too many pixels, over the 64 MP limit" in message
+
+
+def test_image_pixels_reads_the_header_only():
+    assert image_pixels(_raw_png(9000, 9000, 1, 0, b"\x00" * 16)) == 81_000_000  # a stream too short to decode
+    assert image_pixels(b"not an image") is None
+    assert image_pixels(_raw_png(20000, 20000, 1, 0, b"\x00" * 16)) is None  # Pillow refuses even the header
 
 
 def test_max_pixels_parameter_overrides_the_limit(tmp_path):

@@ -49,6 +49,9 @@ def test_a_short_load_run_has_no_server_errors_decodable_replies_and_bounded_mem
     assert rss["growth"] < MAX_RSS_GROWTH_MB, report
 
 
-def test_the_load_script_refuses_to_run_without_a_target() -> None:
+def test_the_load_script_takes_one_target_and_defaults_to_serving_the_bundled_model() -> None:
+    load = _load_module()
     with pytest.raises(SystemExit):
-        _load_module().parse_args(["--clients", "4"])
+        load.parse_args(["--url", "http://127.0.0.1:8080", "--model", "runs/langbrt/final"])
+    args = load.parse_args(["--clients", "4"])
+    assert args.url is None and args.model is None  # run_benchmark starts langbrt-serve without --model

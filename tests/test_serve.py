@@ -290,13 +290,32 @@ def test_a_multipart_request_without_an_image_field_is_422(client: TestClient) -
                   "invalid_request")
 
 
+def test_a_truncated_multipart_body_is_400_not_a_missing_field(client: TestClient) -> None:
+    """Starlette's parser accepts a body cut off before its closing boundary; the server must not."""
+    whole = (b"--XYZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
+             b"Content-Type: image/png\r\n\r\n" + _encode() + b"\r\n--XYZ--\r\n")
+    headers = {"content-type": "multipart/form-data; boundary=XYZ"}
+    assert client.post("/v1/retouch", content=whole, headers=headers).status_code == 200
+    cut = whole[: whole.index(b"\r\n--XYZ--")]
+    _assert_error(client.post("/v1/retouch", content=cut, headers=headers), 400, "bad_request")
+
+
 @pytest.mark.parametrize(
-    "prompts", [[""], ["x" * (MAX_PROMPT_CHARS + 1)], [f"p{i}" for i in range(9)]], ids=["empty", "long", "many"]
+    "prompts", [[""], ["x" * (MAX_PROMPT_CHARS + 1)], [f"p{i}" for i in range(9)], ["acne\x00"], ["\ufffd\ufffd"]],
+    ids=["empty", "long", "many", "control-character", "replacement-character"],
 )
 def test_bad_prompts_are_422(client: TestClient, prompts: list[str]) -> None:
     response = client.post("/v1/retouch", params={"prompt": prompts}, content=_encode(),
                            headers={"content-type": "image/png"})
     _assert_error(response, 422, "invalid_prompt")
+
+
+def test_many_prompt_fields_in_a_form_are_422_like_many_in_the_query(client: TestClient) -> None:
+    """Twenty prompt fields must not trip the multipart parser's field limit (a 400) first."""
+    data = {"prompt": [f"p{i}" for i in range(20)]}
+    response = client.post("/v1/retouch", files={"image": ("f.png", _encode(), "image/png")}, data=data)
+    _assert_error(response, 422, "invalid_prompt")
+    assert "20 prompts" in response.json()["error"]["message"]
 
 
 def test_a_prompt_the_model_cannot_encode_is_422(client: TestClient) -> None:
@@ -310,6 +329,13 @@ def test_bad_query_values_unknown_paths_and_methods_get_json_errors(client: Test
                   422, "invalid_request")
     _assert_error(client.get("/nope"), 404, "not_found")
     _assert_error(client.get("/v1/retouch"), 405, "method_not_allowed")
+
+
+def test_probes_answer_head_requests(client: TestClient) -> None:
+    """Load balancers and uptime monitors often probe with HEAD."""
+    for path in ("/healthz", "/readyz"):
+        response = client.head(path)
+        assert response.status_code == 200 and response.content == b"", (path, response.status_code)
 
 
 def _run_concurrently(fake: FakeRetoucher, config: ServeConfig, n: int, busy_first: bool = False,
@@ -383,6 +409,7 @@ def test_metrics_count_requests_batches_and_queue_depth(client: TestClient) -> N
     assert "langbrt_request_latency_seconds_bucket" in text and "langbrt_batch_size_count" in text
     assert "langbrt_model_latency_seconds_count 1.0" in text and "langbrt_queue_wait_seconds_count 1.0" in text
     assert "langbrt_queue_depth 0.0" in text and "process_resident_memory_bytes" in text
+    assert "langbrt_inflight_pixels 0.0" in text  # both requests released what they held
 
 
 def test_two_apps_keep_separate_metrics(fake: FakeRetoucher) -> None:
@@ -501,4 +528,22 @@ def test_the_cli_with_a_missing_model_exits_with_one_line_naming_it(tmp_path: Pa
     result = subprocess.run([*_serve_script(), "--model", str(missing)], capture_output=True, text=True,
                             timeout=60, env=env)
     assert result.returncode != 0 and str(missing) in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_cli_on_a_taken_port_exits_with_one_line_before_loading_the_model(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([*_serve_script(), "--model", str(tmp_path), "--port", str(port)],
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == f"langbrt-serve: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+def test_inflight_pixels_below_max_pixels_is_a_flag_error() -> None:
+    result = subprocess.run([*_serve_script(), "--max-pixels", "1000", "--max-inflight-pixels", "999"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--max-inflight-pixels (999) must be at least --max-pixels" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -22,7 +22,8 @@ def normalize_prompt(text: str) -> str:
     """Canonical form of a prompt: NFKC, stripped, whitespace runs collapsed to one space, casefolded.
 
     NFKC folds compatibility forms (full-width letters, ligatures, non-breaking spaces) so that prompts typed
-    on different keyboards share one key. Raises `LangBRTInputError` for empty or over-long prompts.
+    on different keyboards share one key. Raises `LangBRTInputError` for empty or over-long prompts and for
+    control characters or U+FFFD (bytes that were not UTF-8 before someone decoded them with replacement).
     """
     if not isinstance(text, str):
         raise LangBRTInputError(f"prompt must be a string, got {type(text).__name__}: {text!r}")
@@ -31,6 +32,10 @@ def normalize_prompt(text: str) -> str:
         raise LangBRTInputError(
             f"prompt is empty: {text!r}; describe the blemish, e.g. 'acne on the left cheek'"
         )
+    bad = next((c for c in canonical if c == "\ufffd" or unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        what = "undecodable bytes (U+FFFD)" if bad == "\ufffd" else f"a control character ({bad!r})"
+        raise LangBRTInputError(f"prompt contains {what}: {text!r}; send plain UTF-8 text")
     if len(canonical) > MAX_PROMPT_CHARS:
         raise LangBRTInputError(
             f"prompt is {len(canonical)} characters long; the limit is {MAX_PROMPT_CHARS} "

@@ -1,0 +1,189 @@
+"""What the server lets in and what it gives up on: the in-flight pixel budget, clients that disconnect, and
+bugs logged once. The disconnect tests run the app under a real uvicorn server on a loopback socket, since
+only a real connection can be dropped half way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from test_serve import FakeRetoucher, _assert_error, _encode, _run_concurrently, _wait_ready
+
+from langbrt.runtime import RetouchResult
+from langbrt.runtime.serve_admission import PixelBudget, PixelBudgetExceeded
+from langbrt.runtime.serve_app import ServeConfig, create_app
+
+sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import serve_memory  # noqa: E402
+
+IMAGE_PIXELS = 40 * 30  # what `_encode()` makes
+
+
+def test_the_pixel_budget_admits_while_it_fits_and_frees_on_the_way_out() -> None:
+    mp = 1_000_000
+    budget = PixelBudget(100 * mp)
+    with budget.hold(60 * mp):
+        assert budget.in_flight == 60 * mp
+        with pytest.raises(PixelBudgetExceeded, match=r"60\.0 MP of images in flight, this one adds 41\.0 MP "
+                           r"\(limit 100 MP\)"):
+            with budget.hold(41 * mp):
+                pass
+        with budget.hold(40 * mp):
+            assert budget.in_flight == 100 * mp
+    assert budget.in_flight == 0
+    with pytest.raises(RuntimeError), budget.hold(100 * mp):
+        raise RuntimeError("a failed request")
+    assert budget.in_flight == 0  # released on the error path too
+
+
+def test_an_image_that_would_overfill_the_pixel_budget_is_503_while_another_is_in_flight() -> None:
+    config = ServeConfig(max_batch=1, max_delay_ms=0, max_inflight_pixels=IMAGE_PIXELS + IMAGE_PIXELS // 2)
+    responses = _run_concurrently(FakeRetoucher(), config, 2, busy_first=True, sleep_s=0.5)
+    assert sorted(r.status_code for r in responses) == [200, 503]
+    refused = next(r for r in responses if r.status_code == 503)
+    _assert_error(refused, 503, "queue_full")
+    assert refused.headers["retry-after"] == "1" and "MP of images in flight" in refused.json()["error"]["message"]
+
+
+def test_one_request_after_another_fits_a_budget_of_one_image(fake: FakeRetoucher) -> None:
+    """The budget is released when a response is sent, whatever happened: success, then a 422, then success."""
+    with TestClient(create_app(ServeConfig(max_inflight_pixels=IMAGE_PIXELS), loader=lambda: fake)) as client:
+        _wait_ready(client)
+        png = {"content-type": "image/png"}
+        assert client.post("/v1/retouch", content=_encode(), headers=png).status_code == 200
+        assert client.post("/v1/retouch?prompt=unknown", content=_encode(), headers=png).status_code == 422
+        assert client.post("/v1/retouch", content=_encode(), headers=png).status_code == 200
+
+
+@pytest.fixture
+def fake() -> FakeRetoucher:
+    return FakeRetoucher()
+
+
+# ------------------------------------------------------------------------------------------ a live server
+
+
+@contextmanager
+def live_server(app: FastAPI) -> Iterator[str]:
+    """uvicorn serving `app` on a loopback port in a thread; yields the base URL once /readyz is 200."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None))  # its records reach caplog
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "live server never became ready"
+            time.sleep(0.02)
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(20)
+        sock.close()
+
+
+def _raw_request(base: str, body: bytes, declared_length: int) -> socket.socket:
+    """Send a raw-body POST whose Content-Length is `declared_length`; the caller closes the socket."""
+    host, port = base.removeprefix("http://").split(":")
+    conn = socket.create_connection((host, int(port)))
+    head = (f"POST /v1/retouch HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/png\r\n"
+            f"Content-Length: {declared_length}\r\n\r\n").encode()
+    conn.sendall(head + body)
+    return conn
+
+
+def _metric(base: str, status: int) -> float:
+    wanted = f'langbrt_requests_total{{endpoint="/v1/retouch",status="{status}"}} '
+    for line in httpx.get(f"{base}/metrics").text.splitlines():
+        if line.startswith(wanted):
+            return float(line.removeprefix(wanted))
+    return 0.0
+
+
+def _eventually(check: object, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.02)
+
+
+def test_a_client_gone_during_the_upload_is_a_499_logged_in_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    fake = FakeRetoucher()
+    with live_server(create_app(ServeConfig(), loader=lambda: fake)) as base:
+        caplog.set_level(logging.INFO)
+        _raw_request(base, _encode()[:100], declared_length=100_000).close()
+        _eventually(lambda: _metric(base, 499) == 1.0)
+        assert _metric(base, 500) == 0.0
+    records = [r for r in caplog.records if r.levelno >= logging.INFO and "disconnected" in r.getMessage()]
+    assert len(records) == 1 and records[0].levelno == logging.INFO and records[0].exc_info is None
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
+
+
+def test_an_image_whose_client_left_is_not_run_by_the_model() -> None:
+    """The model busy with request A, request B is queued and its client hangs up: B's image is skipped."""
+    fake = FakeRetoucher()
+    with live_server(create_app(ServeConfig(max_batch=1, max_delay_ms=0), loader=lambda: fake)) as base:
+        warmed = sum(fake.batch_sizes)
+        fake.sleep_s = 1.0
+        busy = _raw_request(base, _encode(), len(_encode()))
+        _eventually(lambda: sum(fake.batch_sizes) == warmed + 1)  # A is in the model
+        queued = _raw_request(base, _encode(), len(_encode()))  # B: whole body sent ...
+        _eventually(lambda: "langbrt_queue_depth 1.0" in httpx.get(f"{base}/metrics").text)
+        queued.close()  # ... then gone while B waits in the queue
+        _eventually(lambda: _metric(base, 499) == 1.0)
+        assert busy.recv(12) == b"HTTP/1.1 200"
+        busy.close()
+        fake.sleep_s = 0.0
+        assert httpx.post(f"{base}/v1/retouch", content=_encode(), headers={"content-type": "image/png"},
+                          timeout=10).status_code == 200  # C, after B would have run
+        assert sum(fake.batch_sizes) == warmed + 2, fake.batch_sizes  # A and C; never B
+
+
+class _BrokenRetoucher(FakeRetoucher):
+    def retouch(self, images: list[torch.Tensor], prompts: list[list[str]] | None = None) -> list[RetouchResult]:
+        if images[0].shape[-1] == 40:  # requests, not the warm-up's 64x64 dummy
+            raise RuntimeError("a bug in the model code")
+        return super().retouch(images, prompts)
+
+
+def test_a_bug_is_a_json_500_and_one_logged_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    with live_server(create_app(ServeConfig(), loader=_BrokenRetoucher)) as base:
+        caplog.set_level(logging.INFO)
+        response = httpx.post(f"{base}/v1/retouch", content=_encode(), headers={"content-type": "image/png"})
+        _assert_error(response, 500, "internal")
+        assert "a bug" not in response.text  # the details stay in the log
+        assert _metric(base, 500) == 1.0
+    tracebacks = [r for r in caplog.records if r.exc_info is not None]
+    assert len(tracebacks) == 1 and "unhandled error on POST /v1/retouch" in tracebacks[0].getMessage()
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc peak-RSS reset")
+def test_the_memory_probe_reports_each_steps_bytes_per_pixel(capsys: pytest.CaptureFixture[str]) -> None:
+    """`benchmarks/serve_memory.py` is where the default pixel budget's bytes-per-pixel figure comes from."""
+    report = serve_memory.main(["--megapixels", "1"])
+    per_pixel = report["bytes_per_pixel"]
+    assert report["pixels"] == 1000 * 1000 and report["prompts"] == 3
+    # the decoded float32 RGB image alone is 12 bytes per pixel, and the request holds it throughout
+    assert per_pixel["request_peak"] >= 12 and per_pixel["request_peak"] >= per_pixel["decode_peak"]
+    assert json.loads(capsys.readouterr().out) == report
