@@ -9,22 +9,25 @@ anything is written (exit 2). Inputs are never overwritten, outputs only with --
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
 
+from langbrt.atomic import atomic_path
 from langbrt.bundled import default_model_path
 from langbrt.errors import LangBRTError, LangBRTInputError
 from langbrt.io import WRITE_SUFFIXES, LoadedImage, load_image, write_image
 from langbrt.text import normalize_prompt
 
 from .backends.base import BackendName
-from .retoucher import Retoucher, RetouchResult
+from .retoucher import Retoucher
 
 OUTPUT_DIR = "retouched"
 SUFFIX = "_retouched"
@@ -63,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def expand_inputs(items: list[str]) -> tuple[list[Path], list[dict[str, str]]]:
-    """Files, folders and globs -> image files (sorted, de-duplicated) and the items that matched nothing."""
+    """Files, folders and globs -> image files (sorted; one per resolved file, in its first spelling) and the
+    items that matched nothing."""
     files: list[Path] = []
     missing: list[dict[str, str]] = []
     for item in items:
@@ -77,7 +81,37 @@ def expand_inputs(items: list[str]) -> tuple[list[Path], list[dict[str, str]]]:
         if not found:
             missing.append({"input": item, "error": f"{item}: no such file, or no images in it"})
         files += found
-    return list(dict.fromkeys(files)), missing
+    first_spelling = {}
+    for f in files:
+        first_spelling.setdefault(f.resolve(), f)
+    return list(first_spelling.values()), missing
+
+
+def output_folder(source: Path, output: Path | None) -> Path:
+    return output if output is not None else source.parent / OUTPUT_DIR
+
+
+def output_stems(files: list[Path], output: Path | None) -> dict[Path, str]:
+    """The name every input's outputs start with: its stem, or '<stem>_<ext>' when inputs share a stem.
+
+    Why: `s.bmp`, `s.gif` and `s.tif` all become PNGs and their maps are named by stem, so they would
+    overwrite each other's outputs. Two inputs with one name from different folders into one `-o` folder
+    cannot be told apart that way: that is an error, before any work.
+    """
+    by_stem: dict[tuple[Path, str], list[Path]] = {}
+    for source in files:
+        by_stem.setdefault((output_folder(source, output).resolve(), source.stem), []).append(source)
+    stems: dict[Path, str] = {}
+    taken: dict[tuple[Path, str], Path] = {}
+    for (folder, stem), sources in by_stem.items():
+        for source in sources:
+            name = stem if len(sources) == 1 else f"{stem}_{source.suffix.lstrip('.').lower()}"
+            if (folder, name) in taken:
+                raise LangBRTInputError(f"{taken[folder, name]} and {source} would write the same outputs in "
+                                        f"{folder}; retouch them into different folders")
+            taken[folder, name] = source
+            stems[source] = name
+    return stems
 
 
 def output_format(image: LoadedImage) -> tuple[str, str | None]:
@@ -104,21 +138,23 @@ def overlay(image: torch.Tensor, heat: torch.Tensor) -> torch.Tensor:
 class Runner:
     """Retouches one file at a time and writes its outputs; raises LangBRTError for that file only."""
 
-    def __init__(self, retoucher: Retoucher, prompts: list[str] | None, args: argparse.Namespace,
-                 inputs: set[Path]) -> None:
+    def __init__(self, retoucher: Retoucher, prompts: list[str], args: argparse.Namespace,
+                 stems: dict[Path, str]) -> None:
         self.retoucher = retoucher
-        self.prompts = prompts
+        self.prompts = prompts  # normalised, checked by the backend
         self.args = args
-        self.inputs = inputs  # resolved input paths: never written to
+        self.stems = stems  # every input -> the name its outputs start with (`output_stems`)
+        self.inputs = {f.resolve() for f in stems}  # never written to
 
-    def targets(self, source: Path, image: LoadedImage, result: RetouchResult) -> dict[str, Path]:
-        folder = self.args.output if self.args.output is not None else source.parent / OUTPUT_DIR
+    def targets(self, source: Path, image: LoadedImage) -> dict[str, Path]:
+        """Every output path of one photo, checked before the model runs for it."""
+        folder, stem = output_folder(source, self.args.output), self.stems[source]
         _, forced_suffix = output_format(image)
-        out = {"image": folder / f"{source.stem}{SUFFIX}{forced_suffix or source.suffix}"}
+        out = {"image": folder / f"{stem}{SUFFIX}{forced_suffix or source.suffix}"}
         if self.args.save_maps:
-            for k, prompt in enumerate(result.prompts):
-                out[f"map_{k}"] = folder / f"{source.stem}_map_{k}_{slug(prompt)}.png"
-            out["mask"] = folder / f"{source.stem}_mask.png"
+            for k, prompt in enumerate(self.prompts):
+                out[f"map_{k}"] = folder / f"{stem}_map_{k}_{slug(prompt)}.png"
+            out["mask"] = folder / f"{stem}_mask.png"
         for path in out.values():
             if path.resolve() in self.inputs:
                 raise LangBRTInputError(f"{source}: output {path} would overwrite an input; use -o DIR")
@@ -128,19 +164,16 @@ class Runner:
 
     def process(self, source: Path) -> dict[str, Any]:
         image = load_image(source)
-        [result] = self.retoucher.retouch([image], self.prompts)
-        targets = self.targets(source, image, result)
-        try:
-            targets["image"].parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise LangBRTInputError(f"{source}: cannot create {targets['image'].parent} ({err.strerror})") from None
+        targets = self.targets(source, image)
+        [result] = self.retoucher.retouch([image], [self.prompts])
         fmt, _ = output_format(image)
-        write_image(targets["image"], result.image, alpha=image.alpha, format=fmt, exif=image.exif,
-                    icc_profile=image.icc_profile)
-        if self.args.save_maps:
-            for k in range(len(result.prompts)):
-                write_image(targets[f"map_{k}"], overlay(image.rgb, result.maps[k : k + 1]), format="PNG")
-            write_image(targets["mask"], result.mask.expand(3, -1, -1), format="PNG")
+        with _staged(source, targets) as staged:
+            write_image(staged["image"], result.image, alpha=image.alpha, format=fmt, exif=image.exif,
+                        icc_profile=image.icc_profile)
+            if self.args.save_maps:
+                for k in range(len(result.prompts)):
+                    write_image(staged[f"map_{k}"], overlay(image.rgb, result.maps[k : k + 1]), format="PNG")
+                write_image(staged["mask"], result.mask.expand(3, -1, -1), format="PNG")
         return {
             "input": str(source),
             "output": str(targets["image"]),
@@ -151,6 +184,22 @@ class Runner:
             "changed_fraction": float((result.mask > 0).float().mean()),
             "timing_ms": {k: round(v, 3) for k, v in result.timing.items()},
         }
+
+
+@contextlib.contextmanager
+def _staged(source: Path, targets: dict[str, Path]) -> Iterator[dict[str, Path]]:
+    """Temporary files beside all of one photo's outputs, renamed into place together once all are written.
+
+    Why: a Ctrl-C or a full disk between the retouched image and its maps must not leave a photo half done
+    (an image without its maps, counted as not retouched); on any error every temporary file is removed.
+    """
+    folder = targets["image"].parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            yield {key: stack.enter_context(atomic_path(path)) for key, path in targets.items()}
+    except OSError as err:
+        raise LangBRTInputError(f"{source}: cannot write into {folder} ({err.strerror or err})") from None
 
 
 def check_output_folder(folder: Path) -> None:
@@ -175,13 +224,16 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(prog, "no input images found in " + " ".join(args.images))
         if args.output is not None:
             check_output_folder(args.output)
+        stems = output_stems(files, args.output)
         retoucher = Retoucher.load(args.model or default_model_path(), args.backend, args.device, args.precision,
                                    batch_size=1)
-        if prompts is not None:
-            retoucher.resolve_prompts(prompts, 1)
+        [checked] = retoucher.check_prompts(prompts, 1)
     except LangBRTError as err:
         return _fail(prog, str(err))
-    runner = Runner(retoucher, prompts, args, {f.resolve() for f in files})
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted before any image was retouched", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    runner = Runner(retoucher, checked, args, stems)
     results, failed = [], list(missing)
     for item in missing:
         print(f"{prog}: {item['error']}", file=sys.stderr)

@@ -95,6 +95,13 @@ class Retoucher:
             lists = prompts  # type: ignore[assignment]
         return normalize_prompt_lists(lists, count)
 
+    def check_prompts(self, prompts: PromptsArg, count: int = 1) -> list[list[str]]:
+        """`resolve_prompts`, then have the backend embed them: raises LangBRTInputError now for prompts
+        it could not run (no text encoder for a new prompt, more new prompts than an export's slots)."""
+        lists = self.resolve_prompts(prompts, count)
+        self.backend.prepare_prompts(lists)
+        return lists
+
     def retouch(self, images: Sequence[LoadedImage | torch.Tensor], prompts: PromptsArg = None) -> list[RetouchResult]:
         """Retouch photos of any sizes; results come back in input order at each photo's own resolution."""
         rgbs = [_as_rgb(image, i) for i, image in enumerate(images)]

@@ -152,3 +152,74 @@ class _no_raise:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_inputs_sharing_a_stem_get_their_extension_in_the_output_names(model_dir, tmp_path):
+    """s.bmp, s.gif and s.tif all become PNGs: each keeps its own outputs, maps included."""
+    sources = [_photo(tmp_path / f"s.{ext}") for ext in ("bmp", "gif", "tif")]
+    assert _run(model_dir, *sources, "-o", tmp_path / "out", "--save-maps") == 0
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    for ext in ("bmp", "gif", "tif"):
+        assert f"s_{ext}_retouched.png" in names and f"s_{ext}_mask.png" in names
+    assert "s_retouched.png" not in names
+
+
+def test_the_same_file_spelt_twice_is_retouched_once(model_dir, tmp_path, capsys, monkeypatch):
+    src = _photo(tmp_path / "face.png")
+    monkeypatch.chdir(tmp_path)
+    assert _run(model_dir, "face.png", src, "--json") == 0
+    assert len(json.loads(capsys.readouterr().out)["results"]) == 1
+
+
+def test_one_name_from_two_folders_into_one_output_folder_is_refused_up_front(model_dir, tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    sources = [_photo(tmp_path / "a" / "x.png"), _photo(tmp_path / "b" / "x.png")]
+    assert _run(model_dir, *sources, "-o", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert "would write the same outputs" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_existing_output_is_refused_before_the_model_runs(model_dir, tmp_path, monkeypatch):
+    from langbrt.runtime import Retoucher
+
+    src = _photo(tmp_path / "face.png")
+    (tmp_path / "retouched").mkdir()
+    (tmp_path / "retouched" / "face_retouched.png").write_bytes(b"keep me")
+    monkeypatch.setattr(Retoucher, "retouch", lambda *a, **k: pytest.fail("the model ran for a refused file"))
+    assert _run(model_dir, src) == 1
+
+
+def test_an_interrupt_while_writing_leaves_none_of_that_photos_outputs(model_dir, tmp_path, capsys, monkeypatch):
+    """Ctrl-C after the retouched image is written but before its maps: neither is left, no temp files."""
+    import langbrt.runtime.cli_infer as cli_infer
+
+    src = _photo(tmp_path / "face.png")
+    real_write = cli_infer.write_image
+    written = []
+
+    def interrupted_after_the_first(*args, **kwargs):
+        if written:
+            raise KeyboardInterrupt
+        written.append(real_write(*args, **kwargs))
+        return written[-1]
+
+    monkeypatch.setattr(cli_infer, "write_image", interrupted_after_the_first)
+    assert _run(model_dir, src, "--save-maps") == 130
+    assert written, "the first output was not even attempted"
+    assert list((tmp_path / "retouched").iterdir()) == []
+    assert "interrupted after 0 of 1" in capsys.readouterr().err
+
+
+def test_a_prompt_an_export_cannot_take_is_refused_before_anything_runs(model_dir, tmp_path, capsys):
+    """An ONNX export with one extra prompt slot and two new prompts: exit 2 up front, not per file."""
+    pytest.importorskip("onnxruntime")
+    from langbrt.export.onnx_export import export_onnx
+
+    onnx_path = export_onnx(LangBRT.from_pretrained(model_dir).eval(), tmp_path / "m.onnx", extra_prompt_slots=1)
+    sources = [_photo(tmp_path / "a.png"), _photo(tmp_path / "b.png")]
+    code = main([*map(str, sources), "--model", str(onnx_path), "--prompt", "a red spot", "--prompt", "a mole"])
+    err = capsys.readouterr().err
+    assert code == 2 and "extra prompt slots" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "retouched").exists()

@@ -99,6 +99,9 @@ def test_unknown_backend_and_missing_model_are_clear_errors(tmp_path, artifacts)
     (tmp_path / "model.tflite").write_bytes(b"")
     with pytest.raises(LangBRTInputError, match="cannot tell"):
         Retoucher.load(tmp_path / "model.tflite")
+    for engine_backend in ("onnxruntime", "tensorrt"):  # a checkpoint folder given to an artifact backend
+        with pytest.raises(CheckpointError, match="is a folder .*--backend torch or auto"):
+            Retoucher.load(artifacts[0], backend=engine_backend)
 
 
 def test_an_onnx_file_without_langbrt_metadata_is_refused(tmp_path):

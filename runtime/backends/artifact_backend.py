@@ -6,12 +6,15 @@ encoder the metadata names and fed through the artifact's extra-prompt slots.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from langbrt.artifact import ArtifactMetadata
 from langbrt.errors import LangBRTError, LangBRTInputError
+
+_LISTED_PROMPTS = 6  # an error line names this many of an artifact's prompts, not a table of hundreds
 
 
 class ExtraPromptEncoder:
@@ -67,7 +70,10 @@ class ExtraPromptEncoder:
         return np.stack([self._cache[t] for t in texts])  # (N, D)
 
     def _listing(self) -> str:
-        return "; ".join(repr(p) for p in self.metadata.prompts) or "(none)"
+        """The table's prompts for an error line: the first few, then how many more."""
+        shown = "; ".join(repr(p) for p in self.metadata.prompts[:_LISTED_PROMPTS]) or "(none)"
+        more = len(self.metadata.prompts) - _LISTED_PROMPTS
+        return f"{shown}; and {more} more" if more > 0 else shown
 
 
 def predefined_from_metadata(meta: ArtifactMetadata) -> list[str]:
@@ -94,3 +100,6 @@ class ArtifactBackend:
     @property
     def predefined_prompts(self) -> list[str]:
         return predefined_from_metadata(self.metadata)
+
+    def prepare_prompts(self, prompts: Sequence[Sequence[str]]) -> None:
+        self._extras.table([list(image_prompts) for image_prompts in prompts])  # checks slots, encodes, caches

@@ -62,6 +62,14 @@ class Backend(Protocol):
         """The prompts used when the caller gives none."""
         ...
 
+    def prepare_prompts(self, prompts: Sequence[Sequence[str]]) -> None:
+        """Embed (and cache) prompts now, or raise LangBRTInputError if a batch of them could not run.
+
+        Why: a CLI checks its prompts once, before it writes anything, rather than failing file by file
+        after the model has run.
+        """
+        ...
+
     def run(self, images: torch.Tensor | np.ndarray, prompts: Sequence[Sequence[str]]) -> BackendOutput:
         """images (B, 3, S, S) in [0, 1]; prompts: one non-empty list of strings per image."""
         ...

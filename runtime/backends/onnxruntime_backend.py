@@ -60,6 +60,9 @@ class OnnxRuntimeBackend(ArtifactBackend):
     def load(cls, path: str | Path, device: str | None = None, precision: str | None = None) -> OnnxRuntimeBackend:
         """Open `path`; device "cuda" uses the CUDA provider if onnxruntime-gpu has it, else warns and uses CPU."""
         path = Path(path)
+        if path.is_dir():
+            raise CheckpointError(f"{path} is a folder (a checkpoint?); the onnxruntime backend takes a ONNX file, "
+                                  "a checkpoint runs with --backend torch or auto")
         if not path.is_file():
             raise CheckpointError(f"{path}: no such ONNX file")
         import onnxruntime as ort

@@ -56,6 +56,9 @@ class TensorRTBackend(ArtifactBackend):
     @classmethod
     def load(cls, path: str | Path, device: str | None = None, precision: str | None = None) -> TensorRTBackend:
         path = Path(path)
+        if path.is_dir():
+            raise CheckpointError(f"{path} is a folder (a checkpoint?); the tensorrt backend takes a TensorRT engine, "
+                                  "a checkpoint runs with --backend torch or auto")
         if not path.is_file():
             raise CheckpointError(f"{path}: no such TensorRT engine")
         metadata = ArtifactMetadata.from_json(sidecar_path(path).read_text(encoding="utf-8"), str(path))

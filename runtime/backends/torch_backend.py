@@ -74,6 +74,10 @@ class TorchBackend:
         return self.model.predefined_prompts
 
     @torch.inference_mode()
+    def prepare_prompts(self, prompts: Sequence[Sequence[str]]) -> None:
+        self.model.prompt_table(prompts, len(prompts))  # encodes new prompts into the model's cache
+
+    @torch.inference_mode()
     def run(self, images: torch.Tensor | np.ndarray, prompts: Sequence[Sequence[str]]) -> BackendOutput:
         images = as_float_tensor(images)  # (B, 3, S, S)
         check_square(images, self.image_size)

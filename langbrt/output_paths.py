@@ -1,0 +1,41 @@
+"""Checks on a CLI's output path, done before any work: never write over an input, fail in one line.
+
+Why a shared check: `langbrt-export --output`, `langbrt-bench --out` and `langbrt-eval --out` each take a
+model path and an output path. A slip (the output named like the checkpoint, or inside its folder) used to
+replace the user's model with an ONNX file or a JSON report, and an output folder that did not exist was
+found only after minutes of work, as a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from langbrt.errors import LangBRTInputError
+
+
+def check_output_file(output: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]],
+                      flag: str = "--output") -> Path:
+    """`output` as a Path, after checking that writing a file there can work and destroys no input.
+
+    Refuses (LangBRTInputError, one line naming `flag`): an output that is an input, or lies inside an input
+    folder (a checkpoint directory); an existing folder; a parent that is missing, not a folder or not
+    writable. Paths are compared resolved, so symlinks and `./` spellings do not slip through.
+    """
+    path = Path(output)
+    resolved = path.resolve()
+    for given in inputs:
+        source = Path(given).resolve()
+        if resolved == source or (source.is_dir() and source in resolved.parents):
+            where = "is" if resolved == source else "is inside"
+            raise LangBRTInputError(f"{flag} {path} {where} the input {given}; choose another path")
+    if path.is_dir():
+        raise LangBRTInputError(f"{flag} {path} is a folder; give a file name")
+    parent = resolved.parent
+    if not parent.is_dir():
+        what = "does not exist" if not parent.exists() else "is not a folder"
+        raise LangBRTInputError(f"{flag} {path}: the folder {parent} {what}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise LangBRTInputError(f"{flag} {path}: the folder {parent} is not writable")
+    return path
