@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from langbrt.model import LangBRT
+from langbrt.training import trainer as trainer_module
 from langbrt.training.cli_train import main
+from langbrt.training.train_state import load_trainer_state
 
 BIN = Path(sys.executable).parent
 FAST = ["--perceptual-weight", "0", "--semantic-weight", "0", "--threads", "1", "--quiet"]
@@ -109,3 +114,108 @@ def test_resume_continues_to_more_steps(tmp_path):
     result = run_cli("--resume", str(tmp_path / "final"), "--steps", "3")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "final/train_config.json").read_text())["steps"] == 3
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    """A 2-step run without EMA: checkpoints/step_000001 and final (step 2), one log line per step."""
+    out = tmp_path_factory.mktemp("run")
+    result = run_cli("--steps", "2", "--batch-size", "2", "--synthetic-length", "8", "--adversarial-weight", "0",
+                     "--ema-decay", "0", "--checkpoint-every", "1", "--log-every", "1", "--output", str(out))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_nan_model_output_with_bce_exits_3_with_one_line(tmp_path, monkeypatch):
+    real = LangBRT.forward
+
+    def diverging(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        return replace(out, soft_mask=out.soft_mask * float("nan"), soft_maps=out.soft_maps * float("nan"))
+
+    monkeypatch.setattr(LangBRT, "forward", diverging)
+    result = run_cli("--steps", "2", "--batch-size", "2", "--synthetic-length", "8", "--output", str(tmp_path))
+    assert result.exit_code == 3, result.output
+    assert result.output.startswith("Error: loss became nan at step 1") and result.output.count("\n") == 1
+
+
+def test_resume_at_or_past_steps_is_an_error_and_writes_nothing(run_dir, tmp_path):
+    result = run_cli("--resume", str(run_dir / "final"), "--steps", "1", "--output", str(run_dir))
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert "is at step 2; pass --steps above 2" in result.output
+    assert json.loads((run_dir / "train_config.json").read_text())["steps"] == 2
+
+
+@pytest.mark.parametrize("flag, value, saved", [("--preset", "small", "tiny"), ("--image-size", "128", "64"),
+                                                ("--map-threshold", "0.2", "0.1"), ("--ablation", "no-tca", "none"),
+                                                ("--text-encoder", "open_clip:ViT-B-16", "minilm")])
+def test_resume_with_another_model_flag_names_it_and_both_values(run_dir, tmp_path, flag, value, saved):
+    result = run_cli("--resume", str(run_dir / "final"), "--steps", "3", flag, value,
+                     "--clip-text-weights", str(tmp_path / "clip.pt"), "--output", str(tmp_path))
+    assert result.exit_code == 2 and result.output.startswith(f"Error: {flag} {value}")
+    assert f"checkpoint's {saved}" in result.output and result.output.count("\n") == 1
+    assert not (tmp_path / "train_config.json").exists()
+
+
+def test_resume_with_model_flags_equal_to_the_checkpoints_trains(run_dir, tmp_path):
+    result = run_cli("--resume", str(run_dir / "final"), "--steps", "3", "--preset", "tiny", "--image-size", "64",
+                     "--text-encoder", "minilm", "--output", str(tmp_path))
+    assert result.exit_code == 0, result.output
+
+
+def test_resume_with_an_ema_decay_starts_the_ema_the_checkpoint_lacked(run_dir, tmp_path):
+    result = run_cli("--resume", str(run_dir / "final"), "--steps", "3", "--ema-decay", "0.9",
+                     "--output", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert load_trainer_state(tmp_path / "final")["ema"]["decay"] == 0.9
+
+
+def test_trainer_state_of_another_model_is_one_error_line(run_dir, tmp_path):
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(run_dir / "checkpoints/step_000001", checkpoint)
+    state = load_trainer_state(checkpoint)
+    state["model_raw"].pop(sorted(state["model_raw"])[0])
+    torch.save(state, checkpoint / "trainer_state.pt")
+    result = run_cli("--resume", str(checkpoint), "--output", str(tmp_path / "out"))
+    assert result.exit_code == 2 and "do not fit the checkpoint's model" in result.output
+    assert result.output.count("\n") == 1
+
+
+def test_resume_with_another_world_size_warns_that_the_data_order_changes(run_dir, tmp_path):
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(run_dir / "checkpoints/step_000001", checkpoint)
+    state = load_trainer_state(checkpoint)
+    state["data_order"]["world_size"] = 2
+    torch.save(state, checkpoint / "trainer_state.pt")
+    result = run_cli("--resume", str(checkpoint), "--output", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    warning = [line for line in result.output.splitlines() if line.startswith("Warning: ")]
+    assert len(warning) == 1 and "2 process(es)" in warning[0] and "data order" in warning[0]
+
+
+def test_ctrl_c_names_the_checkpoint_to_resume_from(tmp_path, monkeypatch):
+    real, calls = trainer_module.generator_losses, {"n": 0}
+
+    def interrupted_at_step_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "generator_losses", interrupted_at_step_3)
+    result = run_cli("--steps", "4", "--batch-size", "2", "--synthetic-length", "8", "--adversarial-weight", "0",
+                     "--checkpoint-every", "2", "--output", str(tmp_path))
+    assert result.exit_code == 130 and result.output.count("\n") == 1
+    assert result.output.startswith("Interrupted: ") and f"--resume {tmp_path}/checkpoints/step_000002" in result.output
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--image-size", "30"], "--image-size"), (["--map-threshold", "2"], "--map-threshold"),
+    (["--map-threshold", "-1"], "--map-threshold"), (["--num-workers", "-1"], "--num-workers"),
+    (["--min-lr", "1"], "--min-lr"), (["--warmup-steps", "5", "--steps", "5"], "--warmup-steps"),
+    (["--grad-clip", "-1"], "--grad-clip"), (["--text-encoder", "open_clip:ViT-B-16"], "--clip-text-weights"),
+])
+def test_bad_value_is_one_error_line_naming_the_flag(tmp_path, args, named):
+    result = run_cli("--steps", "3", "--synthetic-length", "8", "--batch-size", "2", *args, "--output", str(tmp_path))
+    assert result.exit_code == 2 and result.output.startswith("Error: ") and result.output.count("\n") == 1
+    assert named in result.output and "--text-weights" not in result.output

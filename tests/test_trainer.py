@@ -1,4 +1,4 @@
-"""The training loop: exact resume, the NaN guard, the schedule, and what a checkpoint holds."""
+"""The training loop: exact resume, the NaN guard, the schedule, fp32 losses under bf16, what a checkpoint holds."""
 
 from __future__ import annotations
 
@@ -11,12 +11,14 @@ import torch
 from safetensors.torch import load_file
 
 from langbrt.errors import LangBRTInputError
-from langbrt.model import LangBRT
+from langbrt.model import LangBRT, LangBRTOutput
+from langbrt.modules.discriminator import PatchDiscriminator
 from langbrt.training import trainer as trainer_module
+from langbrt.training.losses import LossResources
 from langbrt.training.losses.weights import LossWeights
 from langbrt.training.train_config import TrainConfig
-from langbrt.training.train_state import load_trainer_state
-from langbrt.training.trainer import TrainingDiverged, lr_factor, train
+from langbrt.training.train_state import EMA, load_trainer_state
+from langbrt.training.trainer import TrainingDiverged, generator_losses, lr_factor, train
 
 
 @pytest.fixture(autouse=True)
@@ -103,3 +105,54 @@ def test_train_config_round_trips_through_json(tmp_path):
     cfg = tiny_config(tmp_path, fraction=0.5, warmup_steps=3)
     (tmp_path / "c.json").write_text(cfg.to_json())
     assert TrainConfig.from_json(tmp_path / "c.json") == cfg
+
+
+def _bce_outside_autocast(monkeypatch) -> list[torch.dtype]:
+    """Make F.binary_cross_entropy fail the way CUDA does under autocast ("unsafe to autocast"), on CPU too;
+    returns the list of input dtypes it was called with."""
+    real, dtypes = torch.nn.functional.binary_cross_entropy, []
+
+    def guarded(pred, label, *args, **kwargs):
+        if torch.is_autocast_enabled("cpu") or torch.is_autocast_enabled("cuda"):
+            raise RuntimeError("binary_cross_entropy is unsafe to autocast")
+        dtypes.append(pred.dtype)
+        return real(pred, label, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "binary_cross_entropy", guarded)
+    return dtypes
+
+
+def test_bf16_run_computes_the_losses_in_fp32_outside_autocast(tmp_path, monkeypatch):
+    dtypes = _bce_outside_autocast(monkeypatch)
+    result = train(tiny_config(tmp_path, steps=2, precision="bf16", checkpoint_every=2), progress=False)
+    assert math.isfinite(result.last_loss)
+    assert dtypes and set(dtypes) == {torch.float32}
+
+
+def test_generator_losses_leave_a_callers_autocast(monkeypatch):
+    dtypes = _bce_outside_autocast(monkeypatch)
+    cfg = TrainConfig(weights=LossWeights(perceptual=0, semantic=0, adversarial=1))
+    out = LangBRTOutput(image=torch.rand(2, 3, 32, 32), mask=torch.rand(2, 1, 32, 32),
+                        maps=torch.rand(2, 1, 32, 32), soft_mask=torch.rand(2, 1, 32, 32),
+                        soft_maps=torch.rand(2, 1, 32, 32), residual=torch.rand(2, 3, 32, 32))
+    batch = {"source": torch.rand(2, 3, 32, 32), "target": torch.rand(2, 3, 32, 32), "prompts": [["acne"]] * 2}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, parts = generator_losses(cfg, out, batch, LossResources(), PatchDiscriminator(16))
+    assert loss.dtype == torch.float32 and set(dtypes) == {torch.float32} and "detection" in parts
+
+
+def test_resume_drops_log_records_written_after_the_checkpoint(tmp_path):
+    train(tiny_config(tmp_path, steps=4, log_every=1, checkpoint_every=2), progress=False)
+    train(tiny_config(tmp_path, steps=3, log_every=1, checkpoint_every=2),
+          resume=tmp_path / "checkpoints/step_000002", progress=False)
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2, 3]
+
+
+def test_ema_state_keeps_the_runs_own_decay():
+    model = torch.nn.Linear(2, 2)
+    saved = EMA(model, 0.9)
+    saved.update(model)
+    resumed = EMA(model, 0.5)
+    resumed.load_state_dict(saved.state_dict())
+    assert resumed.decay == 0.5 and resumed.updates == 1

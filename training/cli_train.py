@@ -1,7 +1,8 @@
 """`langbrt-train`: train LangBRT on synthetic, paired-folder or FFHQR data (paper sec. 3.4 and 4.1).
 
 The command only turns flags into a `TrainConfig` and calls `trainer.train`; errors a user can cause come
-back as one `Error: ...` line with exit code 2 (3 when the loss diverged), never a traceback.
+back as one `Error: ...` line with exit code 2 (3 when the loss diverged), never a traceback. Ctrl-C ends
+with one line naming the checkpoint to `--resume` from, exit code 130.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from langbrt.training.train_config import PRECISIONS, PRESETS, TrainConfig
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
 
 # CLI option name -> TrainConfig field, for the options that map one to one.
 _FIELDS = ("data", "ffhqr_root", "ffhqr_target_root", "fraction", "synthetic_length", "real_faces", "real_fraction",
@@ -79,7 +81,7 @@ _WEIGHTS = ("detection", "component", "adversarial", "l1", "perceptual", "semant
 @click.option("--vgg-weights", type=click.Path(), help="torchvision's vgg19-dcbb9e9d.pth for the perceptual loss.")
 @click.option("--alpha-clip-weights", type=click.Path(), help="Alpha-CLIP image-tower weights (semantic loss).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
-              help="bf16 autocasts the forward passes; weights and optimizer stay fp32.")
+              help="bf16 autocasts the forward passes; losses, weights and optimizer stay fp32.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds weights, subset and data order.")
 @click.option("--strict/--no-strict", default=False, show_default=True,
               help="Stop at a corrupt image instead of skipping it with a warning.")
@@ -95,7 +97,8 @@ _WEIGHTS = ("detection", "component", "adversarial", "l1", "perceptual", "semant
 @click.option("--output", type=click.Path(), default="runs/langbrt", show_default=True,
               help="Run folder; the final checkpoint goes to OUTPUT/final.")
 @click.option("--resume", type=click.Path(), help="Continue exactly from a checkpoint folder; its "
-              "train_config.json is used, with only the flags given here overriding it.")
+              "train_config.json is used, with only the flags given here overriding it (--steps above the "
+              "checkpoint's step; model flags such as --preset or --image-size must match it).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def main(ctx: click.Context, threads: int, resume: str | None, quiet: bool, **options: object) -> None:
@@ -108,7 +111,7 @@ def main(ctx: click.Context, threads: int, resume: str | None, quiet: bool, **op
         torch.set_num_threads(threads)
     try:
         cfg = _config(ctx, options, resume)
-        from langbrt.training.trainer import TrainingDiverged, train
+        from langbrt.training.trainer import TrainingDiverged, TrainingInterrupted, train
 
         try:
             with warnings.catch_warnings():  # restores showwarning afterwards (matters when called in process)
@@ -117,9 +120,15 @@ def main(ctx: click.Context, threads: int, resume: str | None, quiet: bool, **op
         except TrainingDiverged as err:
             click.echo(f"Error: {err}", err=True)
             sys.exit(EXIT_DIVERGED)
+        except TrainingInterrupted as err:
+            click.echo(f"Interrupted: {err}", err=True)
+            sys.exit(EXIT_INTERRUPTED)
     except LangBRTError as err:
         click.echo(f"Error: {err}", err=True)
         sys.exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:  # before the first step: nothing new was saved
+        click.echo("Interrupted: before the first training step; no new checkpoint was written", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"saved {result.final_dir} after {result.steps} steps (loss {result.last_loss:.4f}); "
                    f"evaluate with: langbrt-eval --model {result.final_dir} --data {cfg.data}")

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from langbrt.atomic import atomic_write_text
 from langbrt.io import write_image
 
 JSONL_FILE = "log.jsonl"
@@ -24,7 +25,10 @@ SAMPLES_DIR = "samples"
 class RunLog:
     """Append-only records of a run under `output`: log.jsonl, tensorboard/, samples/step_XXXXXX.png."""
 
-    def __init__(self, output: Path, enabled: bool = True, tensorboard: bool = True) -> None:
+    def __init__(self, output: Path, enabled: bool = True, tensorboard: bool = True,
+                 resume_step: int | None = None) -> None:
+        """`resume_step`: the run continues from that step, so records of later steps (written after the
+        checkpoint by the interrupted run) are dropped, from log.jsonl and from TensorBoard's view."""
         self.output = Path(output)
         self.enabled = enabled
         self._writer: Any = None
@@ -32,6 +36,8 @@ class RunLog:
         if not enabled:
             return
         (self.output / SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
+        if resume_step is not None:
+            truncate_jsonl(self.output / JSONL_FILE, resume_step)
         self._jsonl = open(self.output / JSONL_FILE, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
         if tensorboard:
             try:
@@ -40,7 +46,8 @@ class RunLog:
                 print("note: the tensorboard package is not installed; logging to log.jsonl only "
                       "(pip install 'langbrt[train]' for TensorBoard)", file=sys.stderr)
             else:
-                self._writer = SummaryWriter(str(self.output / TENSORBOARD_DIR))
+                purge = None if resume_step is None else resume_step + 1  # hides events of later steps
+                self._writer = SummaryWriter(str(self.output / TENSORBOARD_DIR), purge_step=purge)
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         """One JSON line {"step": .., name: value, ...} and one TensorBoard scalar per value."""
@@ -71,6 +78,21 @@ class RunLog:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def truncate_jsonl(path: Path, last_step: int) -> None:
+    """Keep the records of steps <= `last_step` (and drop a line cut short by a kill), atomically."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            step = json.loads(line)["step"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+        if step <= last_step:
+            kept.append(line + "\n")
+    atomic_write_text(path, "".join(kept))
 
 
 def make_grid(source: torch.Tensor, mask: torch.Tensor, output: torch.Tensor, target: torch.Tensor,

@@ -15,6 +15,8 @@ from typing import Any
 
 from langbrt.config import LangBRTConfig
 from langbrt.errors import LangBRTInputError
+from langbrt.text.minilm import MINILM_NAME
+from langbrt.text.open_clip_backend import OPEN_CLIP_PREFIX
 from langbrt.training.losses.weights import LossWeights
 
 PRESETS = ("tiny", "small", "paper")
@@ -27,6 +29,13 @@ PRECISIONS = ("fp32", "bf16")
 ABLATIONS = ("none", "no-tbd", "no-tca", "no-prior")
 """`--ablation`: the full model, or the paper's Table 2 variants (w/o TBD, w/o TCA, w/o the language prior;
 w/o L_local is `--semantic-weight 0`)."""
+
+MIN_IMAGE_SIZE = 32
+"""Smallest `--image-size` the PatchGAN discriminator accepts (its logits are H/8 - 2 wide)."""
+
+MODEL_FIELDS = ("preset", "image_size", "map_threshold", "ablation", "text_encoder")
+"""Fields that decide the model's shape or behaviour: a resumed run keeps the checkpoint's, so changing one
+on resume is an error rather than a config that contradicts the weights."""
 
 SYNTHETIC = "synthetic"
 FFHQR = "ffhqr"
@@ -101,6 +110,46 @@ class TrainConfig:
             raise LangBRTInputError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if not 0.0 < self.fraction <= 1.0:
             raise LangBRTInputError(f"--fraction must be in (0, 1], e.g. 0.01 for 1% of the data; got {self.fraction}")
+        if not 0.0 <= self.min_lr <= self.lr:
+            raise LangBRTInputError(f"--min-lr must be in [0, --lr {self.lr}], got {self.min_lr}")
+        if not 0 <= self.warmup_steps < self.steps:
+            raise LangBRTInputError(f"--warmup-steps must be in [0, --steps {self.steps}), got {self.warmup_steps}")
+        if not self.grad_clip >= 0.0:
+            raise LangBRTInputError(f"--grad-clip must be positive (or 0: off), got {self.grad_clip}")
+        if self.num_workers < 0:
+            raise LangBRTInputError(f"--num-workers must be 0 (load in the main process) or more, got "
+                                    f"{self.num_workers}")
+        if self.text_encoder.startswith(OPEN_CLIP_PREFIX) and not self.clip_text_weights:
+            raise LangBRTInputError(f"--text-encoder {self.text_encoder} needs its CLIP text-tower weights: pass "
+                                    "--clip-text-weights PATH")
+        self._validate_model_overrides()
+
+    def _validate_model_overrides(self) -> None:
+        """--image-size and --map-threshold against the preset, as one line instead of `LangBRTConfig`'s
+        developer assertions."""
+        preset = getattr(LangBRTConfig, self.preset)()
+        if self.image_size is not None:
+            smallest = max(MIN_IMAGE_SIZE, preset.stride)
+            if self.image_size < smallest or self.image_size % preset.stride:
+                raise LangBRTInputError(f"--image-size must be a multiple of {preset.stride} and at least {smallest} "
+                                        f"for --preset {self.preset}, got {self.image_size}")
+        if self.map_threshold is not None and not 0.0 <= self.map_threshold < preset.map_saturation:
+            raise LangBRTInputError(f"--map-threshold must be in [0, {preset.map_saturation}) (below the map "
+                                    f"saturation), got {self.map_threshold}")
+
+    def text_encoder_name(self) -> str:
+        """The encoder's full name as checkpoints record it ('minilm' is short for MiniLM's)."""
+        return MINILM_NAME if self.text_encoder in ("minilm", MINILM_NAME) else self.text_encoder
+
+    def model_settings(self) -> dict[str, Any]:
+        """The `MODEL_FIELDS` as the model sees them: preset defaults filled in, the encoder's full name."""
+        preset = getattr(LangBRTConfig, self.preset)()
+        settings = {"preset": self.preset,
+                    "image_size": self.image_size if self.image_size is not None else preset.image_size,
+                    "map_threshold": self.map_threshold if self.map_threshold is not None else preset.map_threshold,
+                    "ablation": self.ablation, "text_encoder": self.text_encoder_name()}
+        assert tuple(settings) == MODEL_FIELDS, (tuple(settings), MODEL_FIELDS)
+        return settings
 
     def model_config(self) -> LangBRTConfig:
         """The model this run trains; the text encoder's name and dim are filled in by the trainer."""

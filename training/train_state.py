@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from langbrt.atomic import atomic_path, atomic_write_text
-from langbrt.errors import LangBRTInputError
+from langbrt.errors import CheckpointError, LangBRTInputError
 from langbrt.model import LangBRT
 from langbrt.training.train_config import TrainConfig
 
@@ -56,7 +56,8 @@ class EMA:
         return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.decay, self.updates = state["decay"], state["updates"]
+        """Shadow and update count from a checkpoint; the decay stays this run's (`--ema-decay` on resume)."""
+        self.updates = state["updates"]
         for name, value in state["shadow"].items():
             self.shadow[name].copy_(value)
 
@@ -116,6 +117,34 @@ def load_trainer_state(directory: Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a damaged pickle can raise almost anything; the user needs the file name
         raise LangBRTInputError(f"{path}: unreadable trainer state ({type(err).__name__}: {err})") from None
+
+
+def check_resume(cfg: TrainConfig, checkpoint: Path, state: dict[str, Any]) -> None:
+    """Refuse, before anything is written, a resume that cannot do what the flags say: no steps left to train,
+    or a model setting (`MODEL_FIELDS`) other than the checkpoint's, which the loaded weights would contradict."""
+    step = state["step"]
+    if step >= cfg.steps:
+        raise LangBRTInputError(f"checkpoint {checkpoint} is at step {step}; pass --steps above {step} to train "
+                                "further")
+    saved = TrainConfig.from_json(Path(checkpoint) / CONFIG_FILE).model_settings()
+    for name, value in cfg.model_settings().items():
+        if value != saved[name]:
+            raise LangBRTInputError(f"--{name.replace('_', '-')} {value} differs from the checkpoint's {saved[name]}: "
+                                    "a resumed run keeps the model it was trained with; drop the flag, or start a "
+                                    "new run without --resume")
+
+
+def load_matching(module: torch.nn.Module, weights: dict[str, torch.Tensor], what: str, path: Path) -> None:
+    """`module.load_state_dict(weights)`, or one line saying the saved weights belong to another model."""
+    own = module.state_dict()
+    missing, unexpected = sorted(own.keys() - weights.keys()), sorted(weights.keys() - own.keys())
+    reshaped = sorted(k for k in own.keys() & weights.keys() if own[k].shape != weights[k].shape)
+    if missing or unexpected or reshaped:
+        example = (missing + unexpected + reshaped)[0]
+        raise CheckpointError(f"{Path(path) / STATE_FILE}: the {what} do not fit the checkpoint's model "
+                              f"({len(missing)} missing, {len(unexpected)} unexpected, {len(reshaped)} reshaped, "
+                              f"e.g. {example}); keep trainer_state.pt with the weights of the same run")
+    module.load_state_dict(weights)
 
 
 def prepare_output(output: Path) -> None:

