@@ -127,7 +127,10 @@ def load_checkpoint(directory: str | Path, text_encoder: TextEncoder | None = No
 
     directory = Path(directory)
     data = read_checkpoint_config(directory)
-    config = LangBRTConfig.from_dict(data["model"])
+    try:
+        config = LangBRTConfig.from_dict(data.get("model"))
+    except CheckpointError as err:
+        raise CheckpointError(f"{directory}: {err}") from None
     if expected_config is not None and expected_config != config:
         raise CheckpointError(f"{directory}: config mismatch: {_config_diff(expected_config, config)}")
     if text_encoder is not None and (text_encoder.name, text_encoder.dim) != (config.text_encoder,
@@ -143,7 +146,9 @@ def load_checkpoint(directory: str | Path, text_encoder: TextEncoder | None = No
         weights = _load_safetensors(directory / WEIGHTS_FILE, map_location)
         prompt_state = _load_safetensors(directory / PROMPTS_FILE, "cpu")
         embeddings = prompt_state.get("embeddings", torch.zeros(0, config.text_dim))
-    texts = list(data.get("prompts", []))
+    texts = data.get("prompts", [])
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise CheckpointError(f"{directory}: the config's prompts must be a list of strings")
     if embeddings.shape != (len(texts), config.text_dim):
         raise CheckpointError(f"{directory}: prompt bank holds {tuple(embeddings.shape)} embeddings for "
                               f"{len(texts)} prompts of dim {config.text_dim}")

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import CheckpointError
+from .errors import CheckpointError, LangBRTInputError
 
 PAPER_PREDEFINED_PROMPTS: tuple[str, ...] = (
     "dark circles under the eyes",
@@ -45,12 +45,37 @@ class LangBRTConfig:
     learned_prompts: tuple[str, ...] = ()  # non-empty = "w/o prior": learned embeddings, no text encoder
 
     def __post_init__(self) -> None:
-        assert self.embed_dim % self.num_heads == 0, (self.embed_dim, self.num_heads)
-        assert self.encoder_channels[-1] == self.embed_dim, (self.encoder_channels, self.embed_dim)
-        assert 0.0 <= self.map_threshold < self.map_saturation <= 1.0, (self.map_threshold, self.map_saturation)
-        assert self.attention_kind in ("tca", "self"), self.attention_kind
-        stride = self.stride
-        assert self.image_size % stride == 0, (self.image_size, stride)
+        """Refuse a config no model can be built from, in one line (`LangBRTInputError`).
+
+        Why not assertions: a config also arrives from a checkpoint's config.json, which a person can edit;
+        `embed_dim: 32` there used to surface as a bare AssertionError, `window_size: 0` as a ZeroDivisionError.
+        """
+        _check_types(self)
+        for name in ("image_size", "embed_dim", "depth", "num_heads", "window_size", "text_dim",
+                     "discriminator_channels"):
+            if getattr(self, name) < 1:
+                raise LangBRTInputError(f"model config: {name} must be at least 1, got {getattr(self, name)}")
+        if not self.encoder_channels or min(self.encoder_channels) < 1:
+            raise LangBRTInputError(f"model config: encoder_channels must be positive sizes, got "
+                                    f"{list(self.encoder_channels)}")
+        if self.position_frequencies < 0 or not 0.0 < self.mlp_ratio < float("inf"):
+            raise LangBRTInputError(f"model config: position_frequencies must be >= 0 and mlp_ratio positive, got "
+                                    f"{self.position_frequencies} and {self.mlp_ratio}")
+        if self.embed_dim % self.num_heads:
+            raise LangBRTInputError(f"model config: embed_dim {self.embed_dim} is not divisible by num_heads "
+                                    f"{self.num_heads}")
+        if self.encoder_channels[-1] != self.embed_dim:
+            raise LangBRTInputError(f"model config: the last encoder_channels entry ({self.encoder_channels[-1]}) "
+                                    f"must equal embed_dim ({self.embed_dim})")
+        if not 0.0 <= self.map_threshold < self.map_saturation <= 1.0:  # also false for NaN
+            raise LangBRTInputError(f"model config: need 0 <= map_threshold < map_saturation <= 1, got "
+                                    f"{self.map_threshold} and {self.map_saturation}")
+        if self.attention_kind not in ATTENTION_KINDS:
+            raise LangBRTInputError(f"model config: attention_kind must be one of {', '.join(ATTENTION_KINDS)}, "
+                                    f"got {self.attention_kind!r}")
+        if self.image_size % self.stride:
+            raise LangBRTInputError(f"model config: image_size {self.image_size} is not a multiple of the "
+                                    f"encoder's stride {self.stride}")
 
     @property
     def stride(self) -> int:
@@ -111,15 +136,41 @@ class LangBRTConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LangBRTConfig:
-        """Rebuild from `to_dict()` output; unknown keys are an error (a newer checkpoint format)."""
+    def from_dict(cls, data: Any) -> LangBRTConfig:
+        """Rebuild from `to_dict()` output (a checkpoint's "model" entry); anything that is not a valid config,
+        unknown keys included (a newer checkpoint format), is one `CheckpointError` line."""
+        if not isinstance(data, dict):
+            raise CheckpointError(f"model config must be a JSON object, got {type(data).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise CheckpointError(f"model config has unknown fields {unknown}: written by a newer LangBRT?")
         values = dict(data)
-        for name in ("encoder_channels", "predefined_prompts", "learned_prompts"):
-            if name in values:
+        for name in _TUPLE_FIELDS:
+            if isinstance(values.get(name), list):
                 values[name] = tuple(values[name])
-        return cls(**values)
+        try:
+            return cls(**values)
+        except LangBRTInputError as err:
+            raise CheckpointError(str(err)) from None
+
+
+ATTENTION_KINDS = ("tca", "self")
+_TUPLE_FIELDS = {"encoder_channels": int, "predefined_prompts": str, "learned_prompts": str}
+
+
+def _check_types(config: LangBRTConfig) -> None:
+    """Each field has its declared type (ints are not bools; a float field takes an int; tuples hold one type)."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if field.name in _TUPLE_FIELDS:
+            item = _TUPLE_FIELDS[field.name]
+            ok = isinstance(value, tuple) and all(isinstance(v, item) and not isinstance(v, bool) for v in value)
+            expected = f"a list of {item.__name__}"
+        else:
+            kind = {"int": int, "float": (int, float), "str": str, "bool": bool}[str(field.type)]
+            ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+            expected = str(field.type)
+        if not ok:
+            raise LangBRTInputError(f"model config: {field.name} must be {expected}, got {value!r}")
 

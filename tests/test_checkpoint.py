@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from langbrt import CheckpointError, LangBRT, LangBRTConfig
+from langbrt import CheckpointError, LangBRT, LangBRTConfig, LangBRTInputError
 from langbrt.text import default_text_encoder
 
 
@@ -86,6 +86,40 @@ def test_broken_checkpoints_raise_one_clear_error(saved, tmp_path, damage):
         target = target / "config.json"
     with pytest.raises(CheckpointError):
         LangBRT.from_pretrained(target)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"embed_dim": 31}, "embed_dim 31 is not divisible by num_heads"),
+        ({"window_size": 0}, "window_size must be at least 1"),
+        ({"image_size": "64"}, "image_size must be int"),
+        ({"image_size": -64}, "image_size must be at least 1"),
+        ({"map_threshold": float("nan")}, "map_threshold"),
+        ({"encoder_channels": [16, 24]}, "must equal embed_dim"),
+        ({"predefined_prompts": "acne"}, "predefined_prompts must be a list of str"),
+        (None, "model config must be a JSON object"),
+    ],
+)
+def test_an_edited_config_json_is_one_line_naming_the_field(saved, tmp_path, edit, message):
+    """config.json is a file people edit: a value no model can be built from is a CheckpointError, not an
+    AssertionError, ZeroDivisionError or TypeError from deep inside the model."""
+    config = json.loads((saved[0] / "config.json").read_text())
+    if edit is None:
+        config["model"] = None
+    else:
+        config["model"].update(edit)
+    for name in ("model.safetensors", "prompt_bank.safetensors"):
+        (tmp_path / name).write_bytes((saved[0] / name).read_bytes())
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError) as err:
+        LangBRT.from_pretrained(tmp_path)
+    assert message in str(err.value) and str(err.value).startswith(str(tmp_path)) and "\n" not in str(err.value)
+
+
+def test_a_config_built_in_code_is_checked_the_same_way():
+    with pytest.raises(LangBRTInputError, match="window_size must be at least 1"):
+        LangBRTConfig.tiny(window_size=0)
 
 
 def test_failed_save_leaves_no_temporary_files(tmp_path, monkeypatch):
