@@ -3,7 +3,7 @@
 `export_model` is the one verb (the `langbrt-export` CLI calls it); each format has its own module.
 """
 
-from .exporter import FORMATS, ExportOptions, ExportResult, export_model
+from .exporter import FORMATS, ExportInterrupted, ExportOptions, ExportResult, export_model
 from .graph import ExportableLangBRT, baked_table
 from .onnx_export import export_onnx, read_onnx_metadata
 from .tensorrt_export import TensorRTUnavailable, build_engine, check_engine_compatible
@@ -11,6 +11,7 @@ from .triton_repo import write_triton_repository
 
 __all__ = [
     "FORMATS",
+    "ExportInterrupted",
     "ExportOptions",
     "ExportResult",
     "ExportableLangBRT",

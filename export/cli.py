@@ -4,9 +4,10 @@
     langbrt-export --model runs/langbrt --format engine --output langbrt.plan --fp16 --batch-sizes 1 8 32
     langbrt-export --model runs/langbrt --format engine --output langbrt-plugin.plan --fp16 --attention plugin
 
-Exit status: 0 on success; 2 for a bad input (missing or corrupt checkpoint, unwritable output, empty
-prompt, bad option); 1 when TensorRT or a GPU is missing for --fp16 / --format engine. Every error is
-one line on stderr, and nothing is written.
+Exit status: 0 on success; 2 for a bad input (missing or corrupt checkpoint, unwritable output, an output
+that would replace an input, an output named for another format, empty prompt, bad option); 1 when TensorRT
+or a GPU is missing for --fp16 / --format engine; 130 on Ctrl-C. Every error is one line on stderr, and
+nothing is written (after Ctrl-C, only files already complete are kept, and the line names them).
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ from typing import NoReturn
 from langbrt.bundled import default_model_path
 from langbrt.errors import LangBRTError
 
-from .exporter import FORMATS, ExportOptions, export_model
-from .graph import DEFAULT_EXTRA_PROMPT_SLOTS
-from .onnx_export import DEFAULT_OPSET
+from .exporter import FORMATS, ExportInterrupted, ExportOptions, export_model
+from .graph import DEFAULT_EXTRA_PROMPT_SLOTS, MAX_EXTRA_PROMPT_SLOTS
+from .onnx_export import DEFAULT_OPSET, MIN_OPSET
 from .tensorrt_export import DEFAULT_BATCH_SIZES, TensorRTUnavailable
 
 PROG = "langbrt-export"
 EXIT_BAD_INPUT = 2
 EXIT_NO_TENSORRT = 1
+EXIT_INTERRUPTED = 130
+ENGINE_ONLY_FLAGS = ("--batch-sizes", "--timing-cache")
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -48,14 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", type=Path, required=True, help="file (onnx, engine) or folder (triton-repo)")
     parser.add_argument("--fp16", action="store_true",
                         help="build a TensorRT fp16 engine (needs TensorRT and a CUDA GPU)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(DEFAULT_BATCH_SIZES),
-                        help="engine batch sizes: smallest, typical, largest (default: 1 8 32)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset, >= 17 (default: 17)")
+    parser.add_argument("--batch-sizes", type=int, nargs="+",
+                        help="TensorRT engine batch sizes: smallest, typical, largest (default: "
+                             f"{' '.join(map(str, DEFAULT_BATCH_SIZES))}; only with --format engine or --fp16)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX opset, from {MIN_OPSET} to the newest the installed torch exporter writes "
+                             f"(default: {DEFAULT_OPSET})")
     parser.add_argument("--extra-prompt-slots", type=int, default=DEFAULT_EXTRA_PROMPT_SLOTS,
-                        help="slots for prompts outside the baked table, encoded at run time (default: 4)")
+                        help="slots for prompts outside the baked table, encoded at run time, 0.."
+                             f"{MAX_EXTRA_PROMPT_SLOTS} (default: {DEFAULT_EXTRA_PROMPT_SLOTS})")
     parser.add_argument("--prompt", action="append", default=[], metavar="TEXT",
                         help="add a prompt to the baked table (repeatable); encoded with the model's text encoder")
-    parser.add_argument("--timing-cache", type=Path, help="TensorRT timing cache file, read and updated")
+    parser.add_argument("--timing-cache", type=Path,
+                        help="TensorRT timing cache file, read and updated (only with --format engine or --fp16)")
     parser.add_argument("--attention", choices=["subgraph", "plugin"], default="subgraph",
                         help="TCA attention as standard ops (subgraph: runs everywhere) or as one TensorRT "
                              "plugin node per block running the fused Triton kernel (plugin: TensorRT fp16 only)")
@@ -64,6 +72,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _export(args)
+    except ExportInterrupted as interrupted:  # temporary files are gone; what is listed is complete
+        kept = ", ".join(str(p) for p in interrupted.written)
+        print(f"{PROG}: interrupted; " + (f"export incomplete, kept only the finished {kept}" if kept
+                                          else "nothing was written"), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _export(args: argparse.Namespace) -> int:
+    builds_engine = args.format == "engine" or args.fp16
+    given = [flag for flag, value in zip(ENGINE_ONLY_FLAGS, (args.batch_sizes, args.timing_cache), strict=True)
+             if value is not None]
+    if given and not builds_engine:  # an error, not a warning: the export would run without what was asked for
+        verb = "apply" if len(given) > 1 else "applies"
+        print(f"{PROG}: {' and '.join(given)} {verb} only to a TensorRT engine, which --format {args.format} "
+              "does not build without --fp16; add --fp16, use --format engine, or drop them", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if args.model is None:
         try:
             args.model = default_model_path()
@@ -71,7 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{PROG}: {err}", file=sys.stderr)
             return EXIT_BAD_INPUT
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    options = ExportOptions(fp16=args.fp16, batch_sizes=tuple(args.batch_sizes), opset=args.opset,
+    batch_sizes = tuple(args.batch_sizes) if args.batch_sizes is not None else DEFAULT_BATCH_SIZES
+    options = ExportOptions(fp16=args.fp16, batch_sizes=batch_sizes, opset=args.opset,
                             extra_prompt_slots=args.extra_prompt_slots, prompts=tuple(args.prompt),
                             timing_cache=args.timing_cache, attention=args.attention)
     try:

@@ -1,8 +1,10 @@
 """One export verb: `export_model(model_dir, format, output, ...)`, driven by the format table.
 
-Shared preparation (validating options, checking TensorRT when a format needs it, loading the
-checkpoint) happens once, before anything is written, so a bad input never leaves a partial output.
-Then one method per format writes its artifact and returns the path; each is timed and logged in one line.
+Shared preparation (validating options and every path the export will write, checking TensorRT when a
+format needs it, loading the checkpoint) happens once, before anything is written, so a bad input never
+leaves a partial output and no output can replace the checkpoint. Then one method per format writes its
+artifact and returns the path; each is timed and logged in one line. Every file is written atomically and
+temporary folders are removed on any error, Ctrl-C included (`ExportInterrupted` lists what was completed).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,11 +21,12 @@ from pathlib import Path
 
 from langbrt.errors import LangBRTInputError
 from langbrt.model import LangBRT
+from langbrt.output_paths import check_output_file
 from langbrt.text import normalize_prompt
 
 from .graph import DEFAULT_EXTRA_PROMPT_SLOTS
-from .onnx_export import ATTENTION_EXPORTS, DEFAULT_OPSET, MIN_OPSET, export_onnx
-from .tensorrt_export import DEFAULT_BATCH_SIZES, build_engine, require_tensorrt
+from .onnx_export import ATTENTION_EXPORTS, DEFAULT_OPSET, check_export_options, export_onnx
+from .tensorrt_export import DEFAULT_BATCH_SIZES, build_engine, require_tensorrt, sidecar_path
 from .triton_repo import RepoKind, write_triton_repository
 
 LOGGER = logging.getLogger("langbrt.export")
@@ -32,15 +37,17 @@ class ExportFormat:
     """One row of the format table: the CLI name, what it writes, and whether it needs TensorRT + a GPU."""
 
     name: str
-    suffix: str  # of the artifact written ("" for a folder)
+    suffixes: tuple[str, ...]  # the artifact's file name ends in one (the runtime picks its backend by it); () = folder
     needs_tensorrt: bool
     description: str
 
 
 FORMATS: tuple[ExportFormat, ...] = (
-    ExportFormat("onnx", ".onnx", False, "one ONNX file (runs on ONNX Runtime; --fp16 also builds an engine)"),
-    ExportFormat("engine", ".plan", True, "TensorRT engine (fp16 with --fp16) + .json sidecar, via ONNX"),
-    ExportFormat("triton-repo", "", False, "Triton Inference Server model repository (ONNX, or engine with --fp16)"),
+    ExportFormat("onnx", (".onnx",), False, "one ONNX file (runs on ONNX Runtime; --fp16 also builds an engine)"),
+    ExportFormat("engine", (".plan", ".engine"), True,
+                 "TensorRT engine (fp16 with --fp16) + .json sidecar, via ONNX"),
+    ExportFormat("triton-repo", (), False,
+                 "Triton Inference Server model repository (ONNX, or engine with --fp16)"),
 )
 FORMAT_NAMES = tuple(f.name for f in FORMATS)
 
@@ -72,6 +79,14 @@ class ExportResult:
     next_command: str
 
 
+class ExportInterrupted(KeyboardInterrupt):
+    """Ctrl-C during an export, after temporary files were removed; `written` lists the complete files kept."""
+
+    def __init__(self, written: list[Path]) -> None:
+        super().__init__()
+        self.written = written
+
+
 def _timed(label: str) -> Callable[[Callable[..., Path]], Callable[..., Path]]:
     """Time an export method and log one line with the path and its size."""
 
@@ -101,42 +116,45 @@ class Exporter:
 
     @_timed("ONNX")
     def export_onnx(self, output: Path, *, extra_prompt_slots: int | None = None) -> Path:
+        return self._onnx(output, extra_prompt_slots)
+
+    @_timed("TensorRT")
+    def export_engine(self, output: Path, *, onnx_path: Path | None = None) -> Path:
+        """Build `output` from `onnx_path`, exporting that ONNX beside the engine first when not given."""
+        if onnx_path is None:
+            onnx_path = self.export_onnx(output.with_suffix(".onnx"))
+        return self._engine(onnx_path, output)
+
+    @_timed("Triton repository")
+    def export_triton_repo(self, output: Path) -> Path:
+        """ONNX (or, with --fp16, an engine) without extra prompt slots: Triton batches every input.
+
+        The model file is made in a hidden temporary folder beside `output`, removed whatever happens; only
+        the repository is logged and listed as written.
+        """
+        artifact_dir = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}."))
+        try:
+            artifact = self._onnx(artifact_dir / "model.onnx", 0)
+            kind = RepoKind.ONNX
+            if self.options.fp16:
+                artifact = self._engine(artifact, artifact_dir / "model.plan")
+                kind = RepoKind.ENGINE
+            max_batch = max(self.options.batch_sizes) if kind is RepoKind.ENGINE else 32
+            preferred = tuple(b for b in (4, 8, 16) if b <= max_batch) or (max_batch,)
+            return write_triton_repository(artifact, output, kind=kind, max_batch_size=max_batch,
+                                           preferred_batch_sizes=preferred)
+        finally:
+            shutil.rmtree(artifact_dir, ignore_errors=True)
+
+    def _onnx(self, output: Path, extra_prompt_slots: int | None) -> Path:
         slots = self.options.extra_prompt_slots if extra_prompt_slots is None else extra_prompt_slots
         return export_onnx(self.model, output, opset=self.options.opset, extra_prompt_slots=slots,
                            prompts=list(self.options.prompts), checkpoint_dir=self.model_dir,
                            attention=self.options.attention)
 
-    @_timed("TensorRT")
-    def export_engine(self, output: Path, *, onnx_path: Path | None = None,
-                      extra_prompt_slots: int | None = None) -> Path:
-        """Build `output` from `onnx_path`, exporting that ONNX beside the engine first when not given."""
-        if onnx_path is None:
-            onnx_path = self.export_onnx(output.with_suffix(".onnx"), extra_prompt_slots=extra_prompt_slots)
+    def _engine(self, onnx_path: Path, output: Path) -> Path:
         return build_engine(onnx_path, output, fp16=self.options.fp16, batch_sizes=self.options.batch_sizes,
                             timing_cache=self.options.timing_cache, model_dir=self.model_dir)
-
-    @_timed("Triton repository")
-    def export_triton_repo(self, output: Path) -> Path:
-        """ONNX (or, with --fp16, an engine) without extra prompt slots: Triton batches every input."""
-        artifact_dir = output.parent / f".{output.name}.artifacts"
-        artifact_dir.mkdir(exist_ok=True)
-        try:
-            onnx_path = self.export_onnx(artifact_dir / "model.onnx", extra_prompt_slots=0)
-            kind = RepoKind.ONNX
-            artifact = onnx_path
-            if self.options.fp16:
-                artifact = self.export_engine(artifact_dir / "model.plan", onnx_path=onnx_path)
-                kind = RepoKind.ENGINE
-            max_batch = max(self.options.batch_sizes) if kind is RepoKind.ENGINE else 32
-            preferred = tuple(b for b in (4, 8, 16) if b <= max_batch) or (max_batch,)
-            path = write_triton_repository(artifact, output, kind=kind, max_batch_size=max_batch,
-                                           preferred_batch_sizes=preferred)
-        finally:
-            for leftover in artifact_dir.glob("*"):
-                leftover.unlink()
-            artifact_dir.rmdir()
-        self.written = [p for p in self.written if not str(p).startswith(str(artifact_dir))]
-        return path
 
 
 def export_model(model_dir: str | Path, format: str, output: str | Path,
@@ -145,10 +163,18 @@ def export_model(model_dir: str | Path, format: str, output: str | Path,
     options = options or ExportOptions()
     fmt = export_format(format)
     output = Path(output)
-    _validate(options, fmt, output)
+    _validate(model_dir, options, fmt, output)
     if fmt.needs_tensorrt or options.fp16:
-        require_tensorrt()  # before loading or writing anything
+        require_tensorrt(f"--format {fmt.name}" if fmt.needs_tensorrt else "--fp16")  # before loading or writing
     exporter = Exporter(model_dir, options)
+    try:
+        return _run(exporter, fmt, output)
+    except KeyboardInterrupt:
+        raise ExportInterrupted([p for p in exporter.written if p.exists()]) from None
+
+
+def _run(exporter: Exporter, fmt: ExportFormat, output: Path) -> ExportResult:
+    model_dir, options = exporter.model_dir, exporter.options
     if fmt.name == "onnx":
         path = exporter.export_onnx(output)
         next_command = f"langbrt-infer photo.jpg --model {path} --backend onnxruntime"
@@ -168,14 +194,56 @@ def export_model(model_dir: str | Path, format: str, output: str | Path,
     return ExportResult(path=path, written=list(exporter.written), next_command=next_command)
 
 
-def _validate(options: ExportOptions, fmt: ExportFormat, output: Path) -> None:
-    """Reject bad options and unwritable outputs with one line, before any work."""
+def planned_files(fmt: ExportFormat, output: Path, options: ExportOptions) -> dict[Path, str]:
+    """Every file an export to `output` writes besides temporary ones, with how an error line names it."""
+    if fmt.name == "onnx" and not options.fp16:
+        return {output: "--output"}
+    if fmt.name == "onnx":
+        engine = output.with_suffix(".plan")
+        return {output: "--output", engine: "the --fp16 engine", sidecar_path(engine): "the engine's metadata"}
+    if fmt.name == "engine":
+        return {output.with_suffix(".onnx"): "the ONNX file written beside --output", output: "--output",
+                sidecar_path(output): "the engine's metadata"}
+    return {}  # triton-repo: a folder, checked by `check_output_folder`
+
+
+def check_output_folder(output: Path, inputs: list[Path], flag: str = "--output") -> Path:
+    """Like `check_output_file`, for a folder the export fills: refuse one that is, holds or lies inside an input,
+    an existing file, or one whose parent is missing or not writable."""
+    resolved = output.resolve()
+    for given in inputs:
+        source = given.resolve()
+        where = ("is" if resolved == source else "contains" if resolved in source.parents
+                 else "is inside" if source.is_dir() and source in resolved.parents else None)
+        if where:
+            raise LangBRTInputError(f"{flag} {output} {where} the input {given}; choose another folder")
+    if output.exists() and not output.is_dir():
+        raise LangBRTInputError(f"{flag} {output} is a file; a Triton repository is a folder: give a folder path")
+    for folder in (resolved, resolved.parent):
+        if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+            raise LangBRTInputError(f"{flag} {output}: the folder {folder} is not writable")
+    if not resolved.parent.is_dir():
+        what = "is not a folder" if resolved.parent.exists() else "does not exist"
+        raise LangBRTInputError(f"{flag} {output}: the folder {resolved.parent} {what}")
+    return output
+
+
+def _check_name(fmt: ExportFormat, output: Path) -> None:
+    """The runtime picks a backend by suffix, so an artifact named like another format would load wrongly."""
+    if not fmt.suffixes or output.suffix.lower() in fmt.suffixes:
+        return
+    other = next((f for f in FORMATS if output.suffix.lower() in f.suffixes), None)
+    hint = f", or use --format {other.name} for a {output.suffix} file" if other else ""
+    raise LangBRTInputError(f"--output {output}: --format {fmt.name} writes a {' or '.join(fmt.suffixes)} file; "
+                            f"name it so{hint}")
+
+
+def _validate(model_dir: str | Path, options: ExportOptions, fmt: ExportFormat, output: Path) -> None:
+    """Reject bad options and outputs that cannot be written or would replace an input, with one line, before
+    any work."""
     for prompt in options.prompts:
         normalize_prompt(prompt)  # raises LangBRTInputError for an empty or over-long prompt
-    if options.opset < MIN_OPSET:
-        raise LangBRTInputError(f"--opset {options.opset} is too old: LangBRT exports need opset >= {MIN_OPSET}")
-    if options.extra_prompt_slots < 0:
-        raise LangBRTInputError(f"--extra-prompt-slots must be >= 0, got {options.extra_prompt_slots}")
+    check_export_options(options.opset, options.extra_prompt_slots)
     if options.attention not in ATTENTION_EXPORTS:
         raise LangBRTInputError(f"--attention {options.attention!r} is not one of: {', '.join(ATTENTION_EXPORTS)}")
     if options.attention == "plugin" and fmt.name != "onnx" and not options.fp16:
@@ -183,10 +251,13 @@ def _validate(options: ExportOptions, fmt: ExportFormat, output: Path) -> None:
                                 f"--format {fmt.name}")
     if not options.batch_sizes or min(options.batch_sizes) < 1:
         raise LangBRTInputError(f"--batch-sizes must be positive integers, got {list(options.batch_sizes)}")
-    folder = output.parent if str(output.parent) else Path(".")
-    if not folder.is_dir():
-        raise LangBRTInputError(f"cannot write {output}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise LangBRTInputError(f"cannot write {output}: folder {folder} is not writable")
-    if fmt.suffix and output.is_dir():
-        raise LangBRTInputError(f"cannot write {output}: it is a folder, give a file name ending in {fmt.suffix}")
+    inputs = [Path(model_dir)]
+    if options.timing_cache is not None:  # read and rewritten by design, but never the checkpoint
+        check_output_file(options.timing_cache, inputs, flag="--timing-cache")
+        inputs.append(options.timing_cache)
+    if not fmt.suffixes:
+        check_output_folder(output, inputs)
+        return
+    for path, flag in planned_files(fmt, output, options).items():
+        check_output_file(path, inputs, flag=flag)
+    _check_name(fmt, output)

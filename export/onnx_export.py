@@ -42,7 +42,14 @@ from langbrt.kernels import AttentionImpl
 from langbrt.kernels.plugin_node import PLUGIN_DOMAIN_VERSION, PLUGIN_NAMESPACE
 from langbrt.model import LangBRT
 
-from .graph import DEFAULT_EXTRA_PROMPT_SLOTS, ExportableLangBRT, baked_table, model_hash, traced_attention
+from .graph import (
+    DEFAULT_EXTRA_PROMPT_SLOTS,
+    MAX_EXTRA_PROMPT_SLOTS,
+    ExportableLangBRT,
+    baked_table,
+    model_hash,
+    traced_attention,
+)
 
 MIN_OPSET = 17
 DEFAULT_OPSET = 17
@@ -50,6 +57,27 @@ BATCH_AXIS = "batch"
 # How the TCA attention is traced: standard ops, or one TensorRT plugin node per block.
 ATTENTION_EXPORTS = {"subgraph": AttentionImpl.REFERENCE, "plugin": AttentionImpl.PLUGIN_NODE}
 ATTENTION_KEY = "attention"  # in ArtifactMetadata.extras
+
+
+def max_opset() -> int:
+    """The newest opset both the installed TorchScript exporter and the installed onnx package support."""
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET as exporter_max  # private, but the exporter's own bound
+    except ImportError:
+        exporter_max = onnx.defs.onnx_opset_version()
+    return min(exporter_max, onnx.defs.onnx_opset_version())
+
+
+def check_export_options(opset: int, extra_prompt_slots: int) -> None:
+    """Raise `LangBRTInputError` (one line naming the flag) for an opset or slot count the export cannot take."""
+    newest = max_opset()
+    if not MIN_OPSET <= opset <= newest:
+        raise LangBRTInputError(f"--opset {opset} is not supported: use {MIN_OPSET}..{newest} ({MIN_OPSET}: the "
+                                f"oldest LangBRT needs; {newest}: the newest this torch {torch.__version__} and onnx "
+                                f"{onnx.__version__} write)")
+    if not 0 <= extra_prompt_slots <= MAX_EXTRA_PROMPT_SLOTS:
+        raise LangBRTInputError(f"--extra-prompt-slots must be 0..{MAX_EXTRA_PROMPT_SLOTS}, got {extra_prompt_slots} "
+                                "(each slot adds one map per image to every call's output)")
 
 
 def io_names(extra_prompt_slots: int) -> tuple[list[str], list[str]]:
@@ -72,10 +100,7 @@ def export_onnx(model: LangBRT, path: str | Path, *, opset: int = DEFAULT_OPSET,
     """
     if attention not in ATTENTION_EXPORTS:
         raise LangBRTInputError(f"attention export {attention!r} is not one of: {', '.join(ATTENTION_EXPORTS)}")
-    if opset < MIN_OPSET:
-        raise LangBRTInputError(f"opset {opset} is too old: LangBRT exports need opset >= {MIN_OPSET}")
-    if extra_prompt_slots < 0:
-        raise LangBRTInputError(f"extra prompt slots must be >= 0, got {extra_prompt_slots}")
+    check_export_options(opset, extra_prompt_slots)
     path = Path(path)
     model = model.eval()
     table = baked_table(model, prompts)

@@ -47,25 +47,28 @@ class TensorRTUnavailable(LangBRTError):
     """TensorRT or a CUDA GPU is missing, so no engine can be built (nothing is written)."""
 
 
-def tensorrt_unavailable_reason() -> str | None:
-    """One line saying why an engine cannot be built here, or None when TensorRT and a GPU are present."""
+def tensorrt_unavailable_reason(asked_by: str = "--fp16") -> str | None:
+    """One line saying why an engine cannot be built here, or None when TensorRT and a GPU are present.
+
+    `asked_by` names the flag that wants the engine (`--fp16`, `--format engine`), so the line says why.
+    """
     if importlib.util.find_spec("tensorrt") is None:
-        return ("--fp16 builds a TensorRT engine, but TensorRT is not installed "
+        return (f"{asked_by} builds a TensorRT engine, but TensorRT is not installed "
                 "(pip install 'langbrt[gpu]' on a machine with an NVIDIA GPU); nothing was written")
     if not torch.cuda.is_available():
-        return "--fp16 builds a TensorRT engine, but no CUDA GPU is available on this machine; nothing was written"
+        return f"{asked_by} builds a TensorRT engine, but no CUDA GPU is available on this machine; nothing was written"
     return None
 
 
-def require_tensorrt() -> None:
+def require_tensorrt(asked_by: str = "--fp16") -> None:
     """Raise `TensorRTUnavailable` unless TensorRT imports and a CUDA GPU is present."""
-    reason = tensorrt_unavailable_reason()
+    reason = tensorrt_unavailable_reason(asked_by)
     if reason is not None:
         raise TensorRTUnavailable(reason)
     try:
         import tensorrt  # noqa: F401
     except ImportError as err:
-        raise TensorRTUnavailable(f"--fp16 builds a TensorRT engine, but TensorRT fails to import ({err}); "
+        raise TensorRTUnavailable(f"{asked_by} builds a TensorRT engine, but TensorRT fails to import ({err}); "
                                   "nothing was written") from None
 
 

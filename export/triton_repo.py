@@ -93,16 +93,21 @@ def write_triton_repository(artifact_path: str | Path, repo_dir: str | Path, *, 
     text = config_pbtxt(metadata, model_name=model_name, kind=kind, max_batch_size=max_batch_size,
                         preferred_batch_sizes=preferred_batch_sizes, max_queue_delay_us=max_queue_delay_us,
                         instances=instances)
+    created = not repo_dir.exists()
     repo_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=repo_dir, prefix=f".{model_name}."))
+    staging = None
     try:
+        staging = Path(tempfile.mkdtemp(dir=repo_dir, prefix=f".{model_name}."))
         (staging / MODEL_VERSION).mkdir()
         shutil.copyfile(artifact_path, staging / MODEL_VERSION / PLATFORMS[kind][1])
         (staging / "config.pbtxt").write_text(text, encoding="utf-8")
         (staging / METADATA_FILE).write_text(metadata.to_json(), encoding="utf-8")
         _replace_folder(staging, repo_dir / model_name)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:  # Ctrl-C included: leave no staging folder, nor a repository folder made for it
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            shutil.rmtree(repo_dir, ignore_errors=True)
         raise
     return repo_dir
 

@@ -11,12 +11,17 @@ Cost model (per image, batch B, written down so the roofline can be checked by h
                  e = 4 (fp32) or 2 (fp16); activations inside the network are assumed to stay on chip
   bound (s)    = max(FLOPs / peak_flops, bytes / peak_bandwidth)   (peak table below; CPU: unknown -> null)
   achieved     = bound / measured seconds per image
+
+Exit status: 0 when at least one row was measured; 1 when every row was skipped (nothing measured, no
+report written); 2 for a bad input (a model path no backend recognises, a bad number, an --out that would
+replace a model or cannot be written: all checked before any work); 130 on Ctrl-C (no report written).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -30,6 +35,7 @@ import torch
 from langbrt.atomic import atomic_write_text
 from langbrt.bundled import default_model_path
 from langbrt.errors import LangBRTError
+from langbrt.output_paths import check_output_file
 
 from .backends import load_backend
 from .backends.base import PRECISIONS, BackendName, backend_for_path
@@ -41,25 +47,61 @@ PEAK_FLOPS = {
 }
 PEAK_BANDWIDTH = {"H200": 4.8e12, "H100": 3.35e12}
 _ELEMENT_BYTES = {"fp32": 4, "fp16": 2}
+PROG = "langbrt-bench"
+EXIT_NOTHING_MEASURED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+DEFAULT_BATCH_SIZES = (1, 8, 32)
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _integer(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    return _integer(text, 1)
+
+
+def _non_negative_int(text: str) -> int:
+    return _integer(text, 0)
+
+
+def _positive_seconds(text: str) -> float:
+    """A finite number > 0: `nan` would be written to the report as invalid JSON, `inf` would never end."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="langbrt-bench", description="Benchmark LangBRT backends: latency percentiles, "
+    p = _Parser(prog=PROG, description="Benchmark LangBRT backends: latency percentiles, "
                 "throughput, FLOPs and the device roofline. Prints a table, or JSON with --json.")
     p.add_argument("--model", action="append", metavar="PATH",
                    help="checkpoint folder, .onnx or .engine (repeat to compare, e.g. a folder and its .onnx); "
                    "default: the bundled model")
     p.add_argument("--backend", default="all", choices=["all"] + [b.value for b in BackendName if b.value != "auto"],
                    help="all: every backend that can load each --model")
-    p.add_argument("--precision", nargs="+", default=["fp32"], choices=PRECISIONS)
-    p.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
-    p.add_argument("--warmup", type=int, default=5, help="untimed calls before timing (default 5)")
-    p.add_argument("--seconds", type=float, default=10.0, help="timed window per row (default 10)")
+    p.add_argument("--precision", nargs="+", default=["fp32"], choices=PRECISIONS,
+                   help="one row set per precision; rows a backend cannot run (fp16 on CPU) are listed as "
+                   "skipped (default fp32)")
+    p.add_argument("--batch-sizes", nargs="+", type=_positive_int, default=list(DEFAULT_BATCH_SIZES), metavar="N",
+                   help=f"images per call, one row each (default {' '.join(map(str, DEFAULT_BATCH_SIZES))})")
+    p.add_argument("--warmup", type=_non_negative_int, default=5, help="untimed calls before timing (default 5)")
+    p.add_argument("--seconds", type=_positive_seconds, default=10.0,
+                   help="timed window per row, at least 3 calls (default 10)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--out", type=Path, help="also write the JSON report here (atomically)")
@@ -165,24 +207,24 @@ def time_backend(backend: Any, batch: int, warmup: int, seconds: float) -> dict[
 
 
 def _backends_for(path: str, choice: str) -> list[str]:
-    if choice != "all":
-        return [choice]
+    """The backend(s) to try on `path`; `all` is the one its kind names (`main` refused paths of no kind)."""
+    return [choice] if choice != "all" else [backend_for_path(path).value]
+
+
+def _is_checkpoint(path: str) -> bool:
     try:
-        return [backend_for_path(path).value]
+        return backend_for_path(path) is BackendName.TORCH
     except LangBRTError:
-        return []
+        return False
 
 
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     env = environment()
-    costs = {path: model_cost(path) for path in args.model if _backends_for(path, "all") == [BackendName.TORCH.value]}
+    costs = {path: model_cost(path) for path in args.model if _is_checkpoint(path)}
     rows: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     for path in args.model:
-        names = _backends_for(path, args.backend)
-        if not names:
-            skipped.append({"model": path, "backend": args.backend, "reason": "no backend loads this path"})
-        for name in names:
+        for name in _backends_for(path, args.backend):
             for precision in args.precision:
                 try:
                     backend = load_backend(path, name, args.device, precision)
@@ -208,34 +250,49 @@ def format_table(report: dict[str, Any]) -> str:
         frac = f"{r['achieved_fraction']:.1%}" if r.get("achieved_fraction") is not None else "-"
         lines.append(f"{r['backend']:<12}{r['precision']:<6}{r['batch_size']:>6}{r['p50_ms']:>10.2f}"
                      f"{r['p90_ms']:>10.2f}{r['p99_ms']:>10.2f}{r['images_per_s']:>10.1f}{frac:>10}  {r['device']}")
-    lines += [f"skipped {s['backend']} {s.get('precision', '')} for {s['model']}: {s['reason']}"
-              for s in report["skipped"]]
+    lines += [f"skipped {' '.join(filter(None, (s['backend'], s.get('precision'))))} for {s['model']}: "
+              f"{s['reason']}" for s in report["skipped"]]
     return "\n".join(lines)
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if any(b < 1 for b in args.batch_sizes) or args.warmup < 0 or args.seconds < 0:
-        print("langbrt-bench: error: batch sizes must be >= 1, --warmup and --seconds >= 0", file=sys.stderr)
-        return 2
-    if not args.model:
-        try:
+    try:
+        return _bench(args)
+    except KeyboardInterrupt:  # the report is written atomically at the end: nothing half-written is left
+        print(f"{PROG}: interrupted; " + ("no report written" if args.out is not None else "nothing measured"),
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _bench(args: argparse.Namespace) -> int:
+    try:
+        if not args.model:
             args.model = [str(default_model_path())]
-        except LangBRTError as err:
-            print(f"langbrt-bench: error: {err}", file=sys.stderr)
-            return 2
-    missing = [m for m in args.model if not Path(m).exists()]
-    if missing:
-        print(f"langbrt-bench: error: {missing[0]}: no such model file or folder", file=sys.stderr)
-        return 2
+        for model in args.model:
+            if not Path(model).exists():
+                return _fail(f"{model}: no such model file or folder")
+            if args.backend == "all":
+                backend_for_path(model)  # a path of no known kind is a slip, refused like a missing one
+        if args.out is not None:
+            check_output_file(args.out, args.model, flag="--out")
+    except LangBRTError as err:
+        return _fail(str(err))
     try:
         report = run_bench(args)
-        if args.out is not None:
+        if report["rows"] and args.out is not None:
             atomic_write_text(args.out, json.dumps(report, indent=2))
     except LangBRTError as err:
-        print(f"langbrt-bench: error: {err}", file=sys.stderr)
-        return 2
+        return _fail(str(err))
     print(json.dumps(report, indent=2) if args.json else format_table(report))
+    if not report["rows"]:
+        written = f"; {args.out} not written" if args.out is not None else ""
+        return _fail(f"nothing was measured: every row was skipped (reasons above){written}", EXIT_NOTHING_MEASURED)
     return 0
 
 

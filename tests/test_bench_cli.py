@@ -8,7 +8,8 @@ import torch
 
 from langbrt import LangBRT, LangBRTConfig
 from langbrt.export.onnx_export import export_onnx
-from langbrt.runtime.cli_bench import main
+from langbrt.runtime import cli_bench
+from langbrt.runtime.cli_bench import format_table, main
 from langbrt.text import default_text_encoder
 
 
@@ -46,3 +47,92 @@ def test_bench_json_has_rows_for_each_loadable_backend_and_skips_the_rest(models
 def test_a_missing_model_is_one_line_exit_2(tmp_path, capsys):
     assert main(["--model", str(tmp_path / "nope")]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+FAST = ["--batch-sizes", "1", "--warmup", "0", "--seconds", "0.05", "--device", "cpu"]
+
+
+def test_an_out_that_is_the_model_is_refused_and_the_model_is_untouched(models, tmp_path, capsys):
+    onnx_copy = tmp_path / "m.onnx"
+    onnx_copy.write_bytes(models[1].read_bytes())
+    assert main(["--model", str(onnx_copy), *FAST, "--out", str(onnx_copy)]) == 2
+    assert "is the input" in _one_line_error(capsys)
+    assert onnx_copy.read_bytes() == models[1].read_bytes()
+
+
+@pytest.mark.parametrize("out, says", [("ckpt/bench.json", "inside the input"), ("absent/bench.json", "does not exist"),
+                                       (".", "is a folder")])
+def test_a_bad_out_is_refused_before_any_work(models, tmp_path, capsys, monkeypatch, out, says):
+    monkeypatch.chdir(models[0].parent)
+    monkeypatch.setattr(cli_bench, "run_bench", lambda args: pytest.fail("benchmarked before checking --out"))
+    assert main(["--model", "ckpt", *FAST, "--out", out]) == 2
+    assert says in _one_line_error(capsys)
+
+
+def test_ctrl_c_is_one_line_exit_130_and_writes_no_report(models, tmp_path, capsys, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_bench, "time_backend", interrupted)
+    assert main(["--model", str(models[1]), *FAST, "--out", str(tmp_path / "bench.json")]) == 130
+    assert _one_line_error(capsys) == "langbrt-bench: interrupted; no report written"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_path_no_backend_recognises_is_refused_up_front(tmp_path, capsys):
+    (tmp_path / "small.png").write_bytes(b"\x89PNG")
+    assert main(["--model", str(tmp_path / "small.png"), *FAST]) == 2
+    assert "cannot tell which backend" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("case", ["corrupt-onnx", "cuda-without-gpu"])
+def test_nothing_measured_is_exit_1_with_the_reasons_and_no_report(models, tmp_path, capsys, monkeypatch, case):
+    model, device = str(models[0]), "cpu"
+    if case == "corrupt-onnx":
+        model = str(tmp_path / "corrupt.onnx")
+        (tmp_path / "corrupt.onnx").write_bytes(b"not a model")
+    else:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        device = "cuda"
+    out = tmp_path / "bench.json"
+    assert main(["--model", model, *FAST, "--device", device, "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.count("\nskipped ") == 1  # the reason, under the (empty) table
+    assert captured.err.strip().splitlines() == [
+        f"langbrt-bench: error: nothing was measured: every row was skipped (reasons above); {out} not written"]
+    assert not out.exists()
+
+
+def test_one_row_measured_beside_a_skipped_one_is_success(models, tmp_path, capsys):
+    (tmp_path / "corrupt.onnx").write_bytes(b"not a model")
+    assert main(["--model", str(models[0]), "--model", str(tmp_path / "corrupt.onnx"), *FAST, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert len(report["rows"]) == 1 and [s["model"] for s in report["skipped"]] == [str(tmp_path / "corrupt.onnx")]
+
+
+@pytest.mark.parametrize("flag, value", [("--seconds", "nan"), ("--seconds", "inf"), ("--seconds", "0"),
+                                         ("--seconds", "-1"), ("--warmup", "-1"), ("--batch-sizes", "0"),
+                                         ("--batch-sizes", "x")])
+def test_a_bad_number_is_one_line_exit_2(models, capsys, monkeypatch, flag, value):
+    monkeypatch.setattr(cli_bench, "run_bench", lambda args: pytest.fail(f"ran with {flag} {value}"))  # inf: forever
+    with pytest.raises(SystemExit) as exit_:
+        main(["--model", str(models[1]), flag, value])
+    assert exit_.value.code == 2 and flag in _one_line_error(capsys)
+
+
+def test_a_skipped_row_without_a_precision_reads_without_a_double_space():
+    report = {"rows": [], "skipped": [{"model": "m.onnx", "backend": "tensorrt", "reason": "no GPU"}]}
+    assert format_table(report).splitlines()[-1] == "skipped tensorrt for m.onnx: no GPU"
+
+
+def test_precision_and_batch_sizes_have_help_with_their_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default fp32)" in text and "(default 1 8 32)" in text

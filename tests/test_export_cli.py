@@ -1,17 +1,25 @@
 """`langbrt-export`: what it writes, what it prints, and how it refuses (one line, nothing written)."""
 
+import hashlib
 import importlib.util
 import json
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
+from onnx import checker as onnx_checker
 
 from langbrt import LangBRT, LangBRTConfig
 from langbrt.artifact import ArtifactMetadata
 from langbrt.errors import CheckpointError, LangBRTInputError
+from langbrt.export import exporter as exporter_module
+from langbrt.export import triton_repo as triton_repo_module
 from langbrt.export.cli import main
-from langbrt.export.onnx_export import read_onnx_metadata
+from langbrt.export.exporter import FORMATS
+from langbrt.export.graph import MAX_EXTRA_PROMPT_SLOTS
+from langbrt.export.onnx_export import max_opset, read_onnx_metadata
 from langbrt.export.tensorrt_export import check_engine_compatible, profile_shapes, rebuild_command, sidecar_path
 from langbrt.export.triton_repo import RepoKind, config_pbtxt, write_triton_repository
 from langbrt.text import default_text_encoder
@@ -54,11 +62,13 @@ def test_prompt_option_adds_to_the_baked_table(model_dir, tmp_path):
     assert metadata.prompts[-1] == "pimples on my chin" and metadata.extra_prompt_slots == 0
 
 
-@pytest.mark.parametrize("args", [["--format", "onnx", "--fp16"], ["--format", "engine"]])
-def test_without_tensorrt_an_engine_request_says_so_and_writes_nothing(model_dir, tmp_path, capsys, no_tensorrt,
-                                                                        args):
-    assert main(["--model", str(model_dir), "--output", str(tmp_path / "m.onnx"), *args]) == 1
-    assert "TensorRT is not installed" in _one_line_error(capsys)
+@pytest.mark.parametrize("args, output, asked_by", [(["--format", "onnx", "--fp16"], "m.onnx", "--fp16 builds"),
+                                                    (["--format", "engine"], "m.plan", "--format engine builds")])
+def test_without_tensorrt_an_engine_request_names_its_flag_and_writes_nothing(model_dir, tmp_path, capsys,
+                                                                              no_tensorrt, args, output, asked_by):
+    assert main(["--model", str(model_dir), "--output", str(tmp_path / output), *args]) == 1
+    message = _one_line_error(capsys)
+    assert "TensorRT is not installed" in message and message.startswith(f"langbrt-export: {asked_by}")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -164,9 +174,132 @@ def test_sidecar_json_is_valid_artifact_metadata_shape(tmp_path):
 
 
 def test_a_single_file_checkpoint_exports_and_its_hash_is_the_file_sha256(model_dir, tmp_path, capsys):
-    import hashlib
-
     single = LangBRT.from_pretrained(model_dir).save_pretrained(tmp_path / "m.safetensors")
     out = tmp_path / "m.onnx"
     assert main(["--model", str(single), "--output", str(out)]) == 0
     assert read_onnx_metadata(out).model_hash == hashlib.sha256(single.read_bytes()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------ outputs never replace inputs
+
+
+def _tree(root):
+    """Every file under `root` (or `root` itself) -> sha256, to show an input is untouched."""
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+@pytest.fixture()
+def own_checkpoint(model_dir, tmp_path):
+    """A private copy of the checkpoint folder and a single-file one, so a test may see them damaged."""
+    folder = Path(shutil.copytree(model_dir, tmp_path / "ckpt"))
+    single = LangBRT.from_pretrained(model_dir).save_pretrained(tmp_path / "single.safetensors")
+    return folder, single
+
+
+@pytest.mark.parametrize("model, output", [("single.safetensors", "single.safetensors"),
+                                           ("ckpt", "ckpt/model.safetensors"), ("ckpt", "ckpt/config.json"),
+                                           ("ckpt", "ckpt/m.onnx")])
+def test_an_output_that_is_or_lies_in_the_input_is_refused_and_the_input_is_untouched(own_checkpoint, tmp_path,
+                                                                                       capsys, model, output):
+    before = _tree(tmp_path / model)
+    assert main(["--model", str(tmp_path / model), "--output", str(tmp_path / output)]) == 2
+    assert "the input" in _one_line_error(capsys)
+    assert _tree(tmp_path / model) == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "ckpt", "single.safetensors"]
+
+
+@pytest.mark.parametrize("output, says", [("ckpt", "is the input"), ("ckpt/repo", "is inside the input"),
+                                          (".", "contains the input"), ("small.png", "is a file"),
+                                          ("absent/repo", "does not exist")])
+def test_a_triton_repo_folder_is_checked_before_any_export(own_checkpoint, tmp_path, capsys, monkeypatch,
+                                                           output, says):
+    monkeypatch.chdir(tmp_path)
+    Path("small.png").write_bytes(b"\x89PNG")
+    before = _tree(tmp_path)
+    assert main(["--model", "ckpt", "--format", "triton-repo", "--output", output]) == 2
+    message = _one_line_error(capsys)
+    assert says in message and ".artifacts" not in message
+    assert _tree(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "ckpt", "single.safetensors", "small.png"]
+
+
+def test_a_timing_cache_that_is_the_checkpoint_is_refused(own_checkpoint, tmp_path, capsys):
+    folder, _ = own_checkpoint
+    before = _tree(folder)
+    assert main(["--model", str(folder), "--format", "engine", "--output", str(tmp_path / "m.plan"),
+                 "--timing-cache", str(folder / "model.safetensors")]) == 2
+    assert "--timing-cache" in _one_line_error(capsys)
+    assert _tree(folder) == before
+
+
+# ----------------------------------------------------------------------------------------------- Ctrl-C
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_during_an_onnx_export_is_one_line_exit_130_and_leaves_no_file(model_dir, tmp_path, capsys,
+                                                                            monkeypatch):
+    monkeypatch.setattr(onnx_checker, "check_model", _interrupt)  # inside the atomic write of the ONNX file
+    assert main(["--model", str(model_dir), "--output", str(tmp_path / "m.onnx")]) == 130
+    assert _one_line_error(capsys) == "langbrt-export: interrupted; nothing was written"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_during_a_triton_repo_export_leaves_no_folder(model_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(triton_repo_module.shutil, "copyfile", _interrupt)  # after the repo folder was made
+    assert main(["--model", str(model_dir), "--format", "triton-repo", "--output", str(tmp_path / "repo")]) == 130
+    assert "interrupted" in _one_line_error(capsys)
+    assert list(tmp_path.iterdir()) == []  # no repo/, no hidden ONNX folder beside it
+
+
+def test_ctrl_c_during_an_engine_build_keeps_only_the_finished_onnx_and_says_so(model_dir, tmp_path, capsys,
+                                                                               monkeypatch):
+    monkeypatch.setattr(exporter_module, "require_tensorrt", lambda asked_by: None)
+    monkeypatch.setattr(exporter_module, "build_engine", _interrupt)
+    assert main(["--model", str(model_dir), "--format", "engine", "--output", str(tmp_path / "m.plan")]) == 130
+    assert _one_line_error(capsys) == f"langbrt-export: interrupted; export incomplete, kept only the finished " \
+                                      f"{tmp_path / 'm.onnx'}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+# ------------------------------------------------------------------------------------------ option checks
+
+
+@pytest.mark.parametrize("fmt, output, says", [("onnx", "m.plan", "--format engine"),
+                                               ("onnx", "m.safetensors", ".onnx file"),
+                                               ("engine", "m.onnx", "--format onnx")])
+def test_an_output_named_for_another_format_is_refused(model_dir, tmp_path, capsys, fmt, output, says):
+    assert main(["--model", str(model_dir), "--format", fmt, "--output", str(tmp_path / output)]) == 2
+    assert says in _one_line_error(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_engine_suffixes_are_the_ones_the_runtime_loads():
+    from langbrt.runtime.backends.base import ENGINE_SUFFIXES, ONNX_SUFFIXES
+
+    suffixes = {f.name: set(f.suffixes) for f in FORMATS}
+    assert suffixes["engine"] == set(ENGINE_SUFFIXES) and suffixes["onnx"] == set(ONNX_SUFFIXES)
+
+
+@pytest.mark.parametrize("flags", [["--batch-sizes", "1", "2"], ["--timing-cache", "trt.cache"]])
+@pytest.mark.parametrize("fmt, output", [("onnx", "m.onnx"), ("triton-repo", "repo")])
+def test_engine_only_flags_without_an_engine_are_refused(model_dir, tmp_path, capsys, flags, fmt, output):
+    assert main(["--model", str(model_dir), "--format", fmt, "--output", str(tmp_path / output), *flags]) == 2
+    assert flags[0] in _one_line_error(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("opset", ["16", str(max_opset() + 1), "99"])
+def test_an_opset_outside_what_the_installed_exporter_writes_is_one_line(model_dir, tmp_path, capsys, opset):
+    assert main(["--model", str(model_dir), "--output", str(tmp_path / "m.onnx"), "--opset", opset]) == 2
+    assert f"17..{max_opset()}" in _one_line_error(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_too_many_extra_prompt_slots_is_one_line_before_any_allocation(model_dir, tmp_path, capsys):
+    assert main(["--model", str(model_dir), "--output", str(tmp_path / "m.onnx"), "--extra-prompt-slots",
+                 str(MAX_EXTRA_PROMPT_SLOTS + 1)]) == 2
+    assert f"0..{MAX_EXTRA_PROMPT_SLOTS}" in _one_line_error(capsys)

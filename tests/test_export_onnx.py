@@ -21,7 +21,7 @@ from langbrt.artifact import (
 )
 from langbrt.errors import CheckpointError, LangBRTInputError
 from langbrt.export.graph import baked_table
-from langbrt.export.onnx_export import export_onnx, read_onnx_metadata
+from langbrt.export.onnx_export import export_onnx, max_opset, read_onnx_metadata
 from langbrt.text import default_text_encoder
 
 ATOL = 1e-4  # fp32, ORT CPU vs torch CPU; measured max abs diff ~2e-6
@@ -150,11 +150,19 @@ def test_export_without_extra_slots_has_only_images_and_prompt_weights(checkpoin
     assert metadata.extra_prompt_slots == 0
 
 
-def test_opset_below_17_is_rejected_and_nothing_is_written(checkpoint, tmp_path):
+@pytest.mark.parametrize("opset", [13, max_opset() + 1])
+def test_an_opset_outside_17_to_the_exporters_newest_is_rejected_and_nothing_is_written(checkpoint, tmp_path,
+                                                                                         opset):
     model, _ = checkpoint
-    with pytest.raises(LangBRTInputError, match="opset >= 17"):
-        export_onnx(model, tmp_path / "old.onnx", opset=13)
+    with pytest.raises(LangBRTInputError, match=rf"use 17\.\.{max_opset()}"):
+        export_onnx(model, tmp_path / "old.onnx", opset=opset)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_newest_opset_exports(checkpoint, tmp_path):
+    model, _ = checkpoint
+    path = export_onnx(model, tmp_path / "new.onnx", opset=max_opset(), extra_prompt_slots=0)
+    assert read_onnx_metadata(path).opset == max_opset()
 
 
 def test_reading_metadata_from_a_foreign_onnx_file_names_the_problem(tmp_path):
