@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 
 from langbrt.config import LangBRTConfig
 from langbrt.model import LangBRT
@@ -55,3 +56,74 @@ def test_empty_data_folder_is_one_error_line(checkpoint, tmp_path):
     (tmp_path / "target").mkdir()
     result = CliRunner().invoke(main, ["--model", str(checkpoint), "--data", str(tmp_path)])
     assert result.exit_code == 2 and "holds no images" in result.output
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def one_error_line(result) -> bool:
+    return result.exit_code == 2 and result.output.startswith("Error: ") and result.output.count("\n") == 1
+
+
+@pytest.mark.parametrize("args, named", [(["--split", "bogus"], "--split"), (["--batch-size", "0"], "--batch-size"),
+                                         (["--seed", "-1"], "--seed"), (["--device", "foo"], "--device"),
+                                         (["--num-samples", "-1"], "--num-samples")])
+def test_usage_error_is_one_error_line(checkpoint, args, named):
+    result = invoke("--model", str(checkpoint), *args)
+    assert one_error_line(result) and named in result.output
+
+
+def test_help_still_prints_the_usage():
+    result = invoke("--help")
+    assert result.exit_code == 0 and "Usage:" in result.output and "--suite" in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_cuda_without_a_gpu_is_one_error_line(checkpoint):
+    result = invoke("--model", str(checkpoint), "--device", "cuda")
+    assert one_error_line(result) and "--device cpu" in result.output
+
+
+def test_ffhqr_without_its_root_is_one_error_line(checkpoint):
+    result = invoke("--model", str(checkpoint), "--data", "ffhqr")
+    assert one_error_line(result) and "--ffhqr-root" in result.output
+
+
+def test_zero_synthetic_samples_is_an_error_not_the_whole_set(checkpoint):
+    result = invoke("--model", str(checkpoint), "--num-samples", "0")
+    assert one_error_line(result) and "--num-samples" in result.output
+
+
+def test_out_writes_the_json_object_of_the_model(checkpoint, tmp_path):
+    result = invoke("--model", str(checkpoint), "--num-samples", "2", "--batch-size", "2", "--json",
+                    "--out", str(tmp_path / "eval.json"))
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "eval.json").read_text()) == json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("where, message", [("inside", "is inside the input"), ("missing", "does not exist"),
+                                            ("folder", "is a folder")])
+def test_bad_out_is_one_error_line_before_anything_runs(checkpoint, tmp_path, where, message):
+    out = {"inside": checkpoint / "config.json", "missing": tmp_path / "no/eval.json", "folder": tmp_path}[where]
+    config = (checkpoint / "config.json").read_bytes()
+    result = invoke("--model", str(checkpoint), "--num-samples", "2", "--out", str(out))
+    assert one_error_line(result) and message in result.output
+    assert (checkpoint / "config.json").read_bytes() == config
+
+
+def test_suite_with_model_is_an_error(checkpoint):
+    result = invoke("--suite", f"a={checkpoint}", "--model", str(checkpoint), "--num-samples", "2")
+    assert one_error_line(result) and "--model" in result.output
+
+
+def test_skipped_corrupt_pair_is_one_warning_line(checkpoint, tmp_path):
+    for side in ("source", "target"):
+        (tmp_path / side).mkdir()
+        for name in ("a", "b"):
+            Image.new("RGB", (64, 64), (120, 90, 80)).save(tmp_path / side / f"{name}.png")
+    (tmp_path / "source/b.png").write_bytes(b"not a png")
+    result = invoke("--model", str(checkpoint), "--data", str(tmp_path), "--json")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if "b.png" in line]
+    assert len(warnings) == 1 and warnings[0].startswith("Warning: ") and ".py:" not in result.output

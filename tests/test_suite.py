@@ -88,3 +88,11 @@ def test_a_malformed_suite_entry_is_one_error_line(checkpoints):
 def test_suite_names_may_not_shadow_a_baseline():
     with pytest.raises(ValueError, match="taken by a baseline"):
         parse_suite_specs(["identity=/tmp/x"])
+
+
+def test_out_inside_an_evaluated_checkpoint_is_refused_and_the_checkpoint_kept(checkpoints):
+    config = (checkpoints["b"] / "config.json").read_bytes()
+    result = CliRunner().invoke(main, ["--suite", f"a={checkpoints['a']}", "--suite", f"b={checkpoints['b']}",
+                                       "--num-samples", "2", "--out", str(checkpoints["b"] / "config.json")])
+    assert result.exit_code == 2 and result.output.startswith("Error: --out ") and result.output.count("\n") == 1
+    assert (checkpoints["b"] / "config.json").read_bytes() == config

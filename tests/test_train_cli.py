@@ -51,18 +51,29 @@ def test_trained_tiny_model_beats_identity_on_blemishes(tmp_path):
     assert result["psnr"] >= result["identity_psnr"]
 
 
-def test_unknown_preset_is_a_usage_error(tmp_path):
-    result = run_cli("--preset", "huge", "--output", str(tmp_path))
-    assert result.exit_code == 2 and "huge" in result.output and "Traceback" not in result.output
+@pytest.mark.parametrize("args, named", [(["--preset", "huge"], "huge"), (["--threads", "-1"], "--threads"),
+                                         (["--no-such-flag"], "--no-such-flag")])
+def test_usage_error_is_one_error_line(tmp_path, args, named):
+    result = CliRunner().invoke(main, ["--steps", "1", *args, "--output", str(tmp_path / "out")])
+    assert result.exit_code == 2 and result.output.startswith("Error: ") and result.output.count("\n") == 1
+    assert named in result.output and not (tmp_path / "out").exists()
 
 
-def test_empty_folder_is_one_error_line(tmp_path):
+def test_help_lists_every_preset_and_prints_percent_signs_once():
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0 and "Usage:" in result.output
+    text = " ".join(result.output.split())  # click wraps the help column
+    assert "1% regime" in text and "%%" not in text and "small (256x256" in text
+
+
+def test_empty_folder_is_one_error_line_and_creates_no_output(tmp_path):
     (tmp_path / "data/source").mkdir(parents=True)
     (tmp_path / "data/target").mkdir()
     result = run_cli("--data", str(tmp_path / "data"), "--steps", "1", "--output", str(tmp_path / "out"))
     assert result.exit_code == 2
     assert result.output.startswith("Error: ") and "holds no images" in result.output
     assert result.output.count("\n") == 1
+    assert not (tmp_path / "out").exists()
 
 
 def test_unpaired_files_are_named(tmp_path):
@@ -178,7 +189,34 @@ def test_trainer_state_of_another_model_is_one_error_line(run_dir, tmp_path):
     torch.save(state, checkpoint / "trainer_state.pt")
     result = run_cli("--resume", str(checkpoint), "--output", str(tmp_path / "out"))
     assert result.exit_code == 2 and "do not fit the checkpoint's model" in result.output
-    assert result.output.count("\n") == 1
+    assert result.output.count("\n") == 1 and not (tmp_path / "out").exists()
+
+
+def test_resume_from_a_folder_without_trainer_state_creates_no_output(run_dir, tmp_path):
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(run_dir / "final", checkpoint)
+    (checkpoint / "trainer_state.pt").unlink()
+    result = run_cli("--resume", str(checkpoint), "--steps", "3", "--output", str(tmp_path / "out"))
+    assert result.exit_code == 2 and "no trainer_state.pt" in result.output and result.output.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_weights_that_give_a_non_finite_output_are_never_saved(tmp_path):
+    """One Adam step at lr 1e30 leaves finite weights near 1e30 whose forward pass is NaN: a divergence."""
+    result = run_cli("--steps", "1", "--batch-size", "2", "--synthetic-length", "8", "--adversarial-weight", "0",
+                     "--lr", "1e30", "--output", str(tmp_path))
+    assert result.exit_code == 3, result.output
+    assert result.output.startswith("Error: the weights after step 1") and result.output.count("\n") == 1
+    assert not (tmp_path / "final").exists() and not any((tmp_path / "checkpoints").iterdir())
+
+
+def test_no_prior_ablation_drops_the_alpha_clip_term_and_needs_no_clip_weights(tmp_path):
+    result = CliRunner().invoke(main, ["--ablation", "no-prior", "--perceptual-weight", "0", "--steps", "1",
+                                       "--batch-size", "2", "--synthetic-length", "8", "--adversarial-weight", "0",
+                                       "--log-every", "1", "--threads", "1", "--quiet", "--output", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
+    assert "loss/semantic" not in record and "loss/detection" in record
 
 
 def test_resume_with_another_world_size_warns_that_the_data_order_changes(run_dir, tmp_path):
@@ -214,6 +252,11 @@ def test_ctrl_c_names_the_checkpoint_to_resume_from(tmp_path, monkeypatch):
     (["--map-threshold", "-1"], "--map-threshold"), (["--num-workers", "-1"], "--num-workers"),
     (["--min-lr", "1"], "--min-lr"), (["--warmup-steps", "5", "--steps", "5"], "--warmup-steps"),
     (["--grad-clip", "-1"], "--grad-clip"), (["--text-encoder", "open_clip:ViT-B-16"], "--clip-text-weights"),
+    (["--lr", "inf"], "--lr"), (["--lr", "nan"], "--lr"), (["--lr", "1e39"], "--lr"),
+    (["--grad-clip", "inf"], "--grad-clip"), (["--min-lr", "nan"], "--min-lr"), (["--ema-decay", "nan"], "--ema-decay"),
+    (["--fraction", "inf"], "--fraction"), (["--real-fraction", "2"], "--real-fraction"),
+    (["--l1-weight", "inf"], "--l1-weight"), (["--detection-weight", "nan"], "--detection-weight"),
+    (["--seed", "-1"], "--seed"), (["--seed", str(2**32)], "--seed"),
 ])
 def test_bad_value_is_one_error_line_naming_the_flag(tmp_path, args, named):
     result = run_cli("--steps", "3", "--synthetic-length", "8", "--batch-size", "2", *args, "--output", str(tmp_path))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -156,3 +157,55 @@ def test_ema_state_keeps_the_runs_own_decay():
     resumed = EMA(model, 0.5)
     resumed.load_state_dict(saved.state_dict())
     assert resumed.decay == 0.5 and resumed.updates == 1
+
+
+def _batch_with_every_target(b: int = 2, k: int = 2, p: int = 3, size: int = 32) -> dict:
+    """A synthetic-style batch: exact masks, per-prompt masks and face regions, so every loss term can run."""
+    return {"source": torch.rand(b, 3, size, size), "target": torch.rand(b, 3, size, size),
+            "prompts": [["acne", "mole"]] * b, "removed_mask": (torch.rand(b, 1, size, size) > 0.9).float(),
+            "prompt_masks": (torch.rand(b, k, size, size) > 0.9).float(), "prompt_valid": torch.ones(b, k),
+            "predefined_region_masks": (torch.rand(b, p, size, size) > 0.5).float()}
+
+
+def _output_without_tbd(b: int = 2, k: int = 2, size: int = 32) -> LangBRTOutput:
+    """What a model without TBD returns: all-ones maps, the decoder's image everywhere."""
+    ones = torch.ones(b, 1, size, size)
+    return LangBRTOutput(image=torch.rand(b, 3, size, size), mask=ones, maps=torch.ones(b, k, size, size),
+                         soft_mask=ones, soft_maps=torch.ones(b, k, size, size), residual=torch.rand(b, 3, size, size))
+
+
+@pytest.mark.parametrize("ablation, detection_terms", [("none", {"detection", "prompt_maps", "component"}),
+                                                       ("no-tbd", set())])
+def test_no_tbd_ablation_skips_the_map_losses(ablation, detection_terms):
+    """Without TBD the maps are a constant: eq. 5, eq. 6 and the per-prompt loss would add ~50 to the total
+    and no gradient, so the ablation does not compute them."""
+    cfg = TrainConfig(ablation=ablation, weights=LossWeights(perceptual=0, semantic=0, adversarial=0))
+    loss, parts = generator_losses(cfg, _output_without_tbd(), _batch_with_every_target(), LossResources(),
+                                   PatchDiscriminator(16))
+    assert set(parts) == {"l1"} | detection_terms
+    if ablation == "no-tbd":
+        assert float(loss) == pytest.approx(float(parts["l1"]))
+
+
+def test_ablations_drop_the_terms_the_paper_removes():
+    cfg = TrainConfig(weights=LossWeights(semantic=2.0))
+    assert replace(cfg, ablation="no-tbd").loss_weights().active() == ["adversarial", "l1", "perceptual", "semantic"]
+    assert "semantic" not in replace(cfg, ablation="no-prior").loss_weights().active()
+    assert replace(cfg, ablation="no-tca").loss_weights() == cfg.weights
+
+
+def test_checkpoint_check_refuses_a_nan_weight_in_any_of_the_three_weight_sets():
+    torch.manual_seed(0)
+    cfg = tiny_config(Path("unused"))
+    model = trainer_module.build_model(cfg, trainer_module.build_text_encoder(cfg))
+    discriminator, ema = PatchDiscriminator(model.config.discriminator_channels), EMA(model, 0.9)
+    batch = {"source": torch.rand(1, 3, 64, 64), "prompts": [["acne"]]}
+    assert trainer_module.checkpoint_is_finite(model, ema, discriminator, batch)
+    for weights in (dict(model.named_parameters()), ema.shadow, dict(discriminator.named_parameters())):
+        first = next(iter(weights.values()))
+        saved = first.detach().clone()
+        with torch.no_grad():
+            first.view(-1)[0] = float("nan")
+        assert not trainer_module.checkpoint_is_finite(model, ema, discriminator, batch)
+        with torch.no_grad():
+            first.copy_(saved)

@@ -1,7 +1,9 @@
 """`langbrt-eval`: score a checkpoint on a synthetic, paired-folder or FFHQR set, beside the identity baseline.
 
 `--json` prints ONE JSON object (keys of `EvalResult.to_dict()`, unavailable metrics as null, never 0);
-otherwise a table with the model and the identity (output = input) side by side.
+otherwise a table with the model and the identity (output = input) side by side. `--out FILE` also writes
+that JSON (or the `--suite` report) to a file, checked before anything runs. Bad input is one `Error: ...`
+line with exit code 2, a skipped corrupt image one `Warning: ...` line; never a traceback.
 """
 
 from __future__ import annotations
@@ -14,62 +16,87 @@ import click
 import torch
 
 from langbrt.atomic import atomic_write_text
-from langbrt.errors import LangBRTError
+from langbrt.cli_click import OneLineCommand, one_line_warnings
+from langbrt.errors import LangBRTError, LangBRTInputError
 from langbrt.model import LangBRT
+from langbrt.output_paths import check_output_file
 from langbrt.text import text_encoder_from_name
 from langbrt.training.evaluate import EvalResult, evaluate
 from langbrt.training.metrics import LPIPSMetric
-from langbrt.training.train_config import TrainConfig
+from langbrt.training.train_config import FFHQR, MAX_SEED, SYNTHETIC, TrainConfig
 from langbrt.training.trainer import build_dataset
 
 EXIT_BAD_INPUT = 2
+DEVICES = ("cpu", "cuda")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
 @click.option("--model", "model_dir", type=click.Path(), help="Checkpoint folder (OUTPUT/final) or .safetensors file.")
 @click.option("--suite", "suite_specs", multiple=True, metavar="NAME=DIR",
               help="Quality benchmark: score these checkpoints (repeatable) and the classical baselines side by "
-                   "side on the synthetic set; see training/suite.py.")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False), help="With --suite: also write the JSON here.")
-@click.option("--data", default="synthetic", show_default=True,
+                   "side on the synthetic set; see training/suite.py. Not with --model.")
+@click.option("--out", "out_path", type=click.Path(), help="Also write the JSON here: the --suite report, or the "
+              "--model's --json object. Checked before anything runs; never inside an evaluated checkpoint.")
+@click.option("--data", default=SYNTHETIC, show_default=True,
               help="'synthetic', 'ffhqr' (with --ffhqr-root) or a folder holding source/ and target/.")
 @click.option("--ffhqr-root", type=click.Path(), help="FFHQR folder (see langbrt-train --help).")
 @click.option("--ffhqr-target-root", type=click.Path(), help="FFHQR retouched-images folder.")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True,
               help="Split of the synthetic set or of FFHQR (a paired folder is used whole).")
-@click.option("--num-samples", type=int, default=64, show_default=True,
-              help="Synthetic: how many samples; folders: evaluate at most this many pairs (0: all).")
-@click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic set.")
+@click.option("--num-samples", type=click.IntRange(min=0), default=64, show_default=True,
+              help="Synthetic: how many samples (at least 1); folders and FFHQR: evaluate at most this many "
+                   "pairs (0: all).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True,
+              help="Seed of the synthetic set.")
 @click.option("--strict/--no-strict", default=False, show_default=True,
               help="Stop at a corrupt image instead of skipping it with a warning.")
 @click.option("--clip-text-weights", type=click.Path(), help="For models trained with an open_clip text encoder.")
-@click.option("--device", default="cuda" if torch.cuda.is_available() else "cpu", show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), help="Default: cuda if available, else cpu.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def main(model_dir: str | None, suite_specs: tuple[str, ...], out_path: str | None, data: str,
          ffhqr_root: str | None, ffhqr_target_root: str | None, split: str,
-         num_samples: int, batch_size: int, seed: int, strict: bool, clip_text_weights: str | None, device: str,
-         as_json: bool) -> None:
+         num_samples: int, batch_size: int, seed: int, strict: bool, clip_text_weights: str | None,
+         device: str | None, as_json: bool) -> None:
     """Evaluate a checkpoint: PSNR, SSIM, LPIPS, PSNR on blemishes, detection IoU/AP and specificity.
 
     Example: langbrt-eval --model runs/tiny/final --data synthetic --num-samples 64 --json
     """
-    if suite_specs:
-        _suite(suite_specs, out_path, data, split, num_samples, batch_size, seed, device, as_json)
-        return
-    if model_dir is None:
-        click.echo("Error: give --model DIR (or --suite NAME=DIR for the benchmark)", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+    data_inputs = [path for path in (ffhqr_root, ffhqr_target_root) if path]
+    if data not in (SYNTHETIC, FFHQR):
+        data_inputs.append(data)
     try:
-        result = _run(model_dir, data, ffhqr_root, ffhqr_target_root, split, num_samples, batch_size, seed, strict,
-                      clip_text_weights, device)
+        with one_line_warnings():
+            if suite_specs:
+                if model_dir is not None:
+                    raise LangBRTInputError("give --model DIR or --suite NAME=DIR ..., not both (add the model to "
+                                            "the suite as another --suite entry)")
+                _suite(suite_specs, out_path, data, split, num_samples, batch_size, seed, _device(device),
+                       as_json)
+                return
+            if model_dir is None:
+                raise LangBRTInputError("give --model DIR (or --suite NAME=DIR for the benchmark)")
+            out = check_output_file(out_path, [model_dir, *data_inputs], "--out") if out_path else None
+            result = _run(model_dir, data, ffhqr_root, ffhqr_target_root, split, num_samples, batch_size, seed,
+                          strict, clip_text_weights, _device(device))
     except LangBRTError as err:
         click.echo(f"Error: {err}", err=True)
         sys.exit(EXIT_BAD_INPUT)
+    if out is not None:
+        atomic_write_text(out, json.dumps(result.to_dict(), indent=2) + "\n")
     if as_json:
         click.echo(json.dumps(result.to_dict()))
     else:
         click.echo(format_table(result))
+
+
+def _device(name: str | None) -> str:
+    """--device, defaulting to cuda where PyTorch sees a GPU; cuda without one is an error, not a traceback."""
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise LangBRTInputError("--device cuda asked for, but PyTorch sees no CUDA GPU; use --device cpu")
+    return name
 
 
 def _suite(specs: tuple[str, ...], out_path: str | None, data: str, split: str, num_samples: int, batch_size: int,
@@ -77,33 +104,33 @@ def _suite(specs: tuple[str, ...], out_path: str | None, data: str, split: str, 
     from langbrt.training.suite import evaluate_suite, format_suite_table, parse_suite_specs
 
     command = shlex.join(["langbrt-eval", *sys.argv[1:]])
-    try:
-        if data != "synthetic":
-            raise click.BadParameter("--suite needs --data synthetic (its baselines use the exact masks)")
-        result = evaluate_suite(parse_suite_specs(specs), split=split, num_samples=num_samples,
-                                batch_size=batch_size, seed=seed, device=device, command=command)
-    except LangBRTError as err:
-        click.echo(f"Error: {err}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+    if data != SYNTHETIC:
+        raise LangBRTInputError("--suite needs --data synthetic (its baselines use the exact masks)")
+    checkpoints = parse_suite_specs(specs)
+    out = check_output_file(out_path, checkpoints.values(), "--out") if out_path else None
+    result = evaluate_suite(checkpoints, split=split, num_samples=num_samples, batch_size=batch_size, seed=seed,
+                            device=device, command=command)
     text = json.dumps(result.to_dict(), indent=2)
-    if out_path is not None:
-        atomic_write_text(out_path, text + "\n")
+    if out is not None:
+        atomic_write_text(out, text + "\n")
     click.echo(text if as_json else format_suite_table(result))
 
 
 def _run(model_dir: str, data: str, ffhqr_root: str | None, ffhqr_target_root: str | None, split: str,
          num_samples: int, batch_size: int, seed: int, strict: bool, clip_text_weights: str | None,
          device: str) -> EvalResult:
-    if num_samples < 0 or batch_size < 1:
-        raise click.BadParameter("--num-samples must be >= 0 and --batch-size >= 1")
+    if data == SYNTHETIC and num_samples < 1:
+        raise LangBRTInputError(f"--num-samples must be at least 1 for --data synthetic (0, all pairs, is for "
+                                f"folders and FFHQR), got {num_samples}")
+    cfg = TrainConfig(data=data, ffhqr_root=ffhqr_root, ffhqr_target_root=ffhqr_target_root, seed=seed,
+                      strict=strict, flip=False)
+    cfg.validate()  # --data ffhqr without --ffhqr-root, as langbrt-train says it
     model = LangBRT.from_pretrained(model_dir)
     if model.config.text_encoder.startswith("open_clip:") and clip_text_weights:
         model.prompt_bank.set_encoder(text_encoder_from_name(model.config.text_encoder, clip_text_weights))
-    cfg = TrainConfig(data=data, ffhqr_root=ffhqr_root, ffhqr_target_root=ffhqr_target_root, seed=seed,
-                      strict=strict, flip=False)
-    length = num_samples if data == "synthetic" and num_samples > 0 else None
+    length = num_samples if data == SYNTHETIC else None
     dataset, collate, _ = build_dataset(cfg, model.config.image_size, split=split, length=length)
-    if data != "synthetic" and 0 < num_samples < len(dataset):
+    if data != SYNTHETIC and 0 < num_samples < len(dataset):
         dataset = torch.utils.data.Subset(dataset, range(num_samples))
     from tqdm.auto import tqdm
 

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 from pathlib import Path
 
 import click
 import torch
 from click.core import ParameterSource
 
+from langbrt.cli_click import OneLineCommand, one_line_warnings
 from langbrt.errors import LangBRTError
 from langbrt.training.losses.weights import LossWeights
-from langbrt.training.train_config import PRECISIONS, PRESETS, TrainConfig
+from langbrt.training.train_config import ABLATIONS, PRECISIONS, PRESETS, TrainConfig
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
@@ -33,7 +33,7 @@ _FIELDS = ("data", "ffhqr_root", "ffhqr_target_root", "fraction", "synthetic_len
 _WEIGHTS = ("detection", "component", "adversarial", "l1", "perceptual", "semantic")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
+@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
 @click.option("--data", default="synthetic", show_default=True,
               help="'synthetic' (built-in generator, exact masks), 'ffhqr' (with --ffhqr-root), or a folder "
                    "holding source/ and target/ with the same file names.")
@@ -41,7 +41,7 @@ _WEIGHTS = ("detection", "component", "adversarial", "l1", "perceptual", "semant
               "folder of FFHQ originals (then also --ffhqr-target-root).")
 @click.option("--ffhqr-target-root", type=click.Path(), help="FFHQR: the folder of retouched images.")
 @click.option("--fraction", type=float, default=1.0, show_default=True,
-              help="Train on a seeded subset, e.g. 0.01 for the paper's 1%% regime.")
+              help="Train on a seeded subset, e.g. 0.01 for the paper's 1% regime.")
 @click.option("--synthetic-length", type=int, default=2048, show_default=True, help="Size of the synthetic set.")
 @click.option("--real-face", "real_faces", multiple=True, type=click.Path(dir_okay=False),
               help="Regions JSON of a clean real face photo (see examples/) to render synthetic blemishes on; "
@@ -65,16 +65,18 @@ _WEIGHTS = ("detection", "component", "adversarial", "l1", "perceptual", "semant
 @click.option("--semantic-weight", type=float, default=1.0, show_default=True,
               help="gamma, Alpha-CLIP term of eq. 10 (needs --alpha-clip-weights and --clip-text-weights).")
 @click.option("--preset", type=click.Choice(PRESETS), default="tiny", show_default=True,
-              help="Model size: tiny (64x64, CPU) or paper (512x512, 7 blocks).")
+              help="Model size: tiny (64x64, CPU tests), small (256x256, the bundled CPU model) or paper "
+                   "(512x512, 7 blocks).")
 @click.option("--image-size", type=int, help="Override the preset's image size.")
 @click.option("--map-threshold", type=float, help="Override the preset's detection-map gate (0.1): below it the "
               "output is the input, bit for bit.")
 @click.option("--detection-loss", type=click.Choice(["bce", "l1"]), default="bce", show_default=True,
               help="Loss of the detection maps against their target: bce, or l1 as in the paper's eq. 5 (which "
               "stays at chance on sparse blemish masks, see README).")
-@click.option("--ablation", type=click.Choice(["none", "no-tbd", "no-tca", "no-prior"]), default="none",
-              show_default=True, help="Train a Table 2 variant: without TBD, without TCA (plain window "
-              "self-attention), or without the language prior (learned prompt embeddings).")
+@click.option("--ablation", type=click.Choice(ABLATIONS), default="none", show_default=True,
+              help="Train a Table 2 variant: no-tbd (no detection maps, so no detection / component losses), "
+              "no-tca (plain window self-attention), or no-prior (no vision-language pre-training: learned "
+              "prompt embeddings and no Alpha-CLIP term, whatever --semantic-weight says).")
 @click.option("--text-encoder", default="minilm", show_default=True,
               help="Frozen prompt encoder: 'minilm' (offline) or 'open_clip:ARCH' with --clip-text-weights.")
 @click.option("--clip-text-weights", type=click.Path(), help="CLIP text-tower weights file (open_clip / Alpha-CLIP).")
@@ -89,7 +91,8 @@ _WEIGHTS = ("detection", "component", "adversarial", "l1", "perceptual", "semant
 @click.option("--ema-decay", type=float, default=0.999, show_default=True,
               help="EMA of the generator weights saved in checkpoints (0: save the raw weights).")
 @click.option("--num-workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
-@click.option("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default).")
+@click.option("--threads", type=click.IntRange(min=0), default=0,
+              help="CPU threads for torch (0: torch's default).")
 @click.option("--log-every", type=int, default=10, show_default=True, help="Steps between log lines.")
 @click.option("--image-every", type=int, default=500, show_default=True, help="Steps between sample grids.")
 @click.option("--checkpoint-every", type=int, default=1000, show_default=True,
@@ -114,8 +117,7 @@ def main(ctx: click.Context, threads: int, resume: str | None, quiet: bool, **op
         from langbrt.training.trainer import TrainingDiverged, TrainingInterrupted, train
 
         try:
-            with warnings.catch_warnings():  # restores showwarning afterwards (matters when called in process)
-                warnings.showwarning = _one_line_warning
+            with one_line_warnings():
                 result = train(cfg, resume=resume, progress=not quiet)
         except TrainingDiverged as err:
             click.echo(f"Error: {err}", err=True)
@@ -132,12 +134,6 @@ def main(ctx: click.Context, threads: int, resume: str | None, quiet: bool, **op
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"saved {result.final_dir} after {result.steps} steps (loss {result.last_loss:.4f}); "
                    f"evaluate with: langbrt-eval --model {result.final_dir} --data {cfg.data}")
-
-
-def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                      file: object = None, line: str | None = None) -> None:
-    """A warning (a skipped corrupt image, ...) as one `Warning: ...` line, not Python's file:line + source."""
-    click.echo(f"Warning: {' '.join(str(message).split())}", err=True)
 
 
 def _config(ctx: click.Context, options: dict[str, object], resume: str | None) -> TrainConfig:

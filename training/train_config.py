@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,13 @@ PRECISIONS = ("fp32", "bf16")
 
 ABLATIONS = ("none", "no-tbd", "no-tca", "no-prior")
 """`--ablation`: the full model, or the paper's Table 2 variants (w/o TBD, w/o TCA, w/o the language prior;
-w/o L_local is `--semantic-weight 0`)."""
+w/o L_local is `--semantic-weight 0`). `TrainConfig.loss_weights` says which loss terms each one drops."""
+
+MAX_SEED = 2**32 - 1
+"""numpy's seed range, the narrowest of the three generators a run seeds."""
+
+FLOAT32_MAX = 3.4028234663852886e38
+"""The optimizer multiplies fp32 tensors by `--lr`: a larger value overflows there."""
 
 MIN_IMAGE_SIZE = 32
 """Smallest `--image-size` the PatchGAN discriminator accepts (its logits are H/8 - 2 wide)."""
@@ -104,8 +111,11 @@ class TrainConfig:
         for name, value in positive.items():
             if value < 1:
                 raise LangBRTInputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-        if not self.lr > 0:
-            raise LangBRTInputError(f"--lr must be positive, got {self.lr}")
+        if not 0 < self.lr <= FLOAT32_MAX:
+            raise LangBRTInputError(f"--lr must be a positive finite number (at most {FLOAT32_MAX:.1e}), got "
+                                    f"{self.lr}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise LangBRTInputError(f"--seed must be in [0, 2**32 - 1], got {self.seed}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise LangBRTInputError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if not 0.0 < self.fraction <= 1.0:
@@ -114,8 +124,10 @@ class TrainConfig:
             raise LangBRTInputError(f"--min-lr must be in [0, --lr {self.lr}], got {self.min_lr}")
         if not 0 <= self.warmup_steps < self.steps:
             raise LangBRTInputError(f"--warmup-steps must be in [0, --steps {self.steps}), got {self.warmup_steps}")
-        if not self.grad_clip >= 0.0:
-            raise LangBRTInputError(f"--grad-clip must be positive (or 0: off), got {self.grad_clip}")
+        if not 0.0 <= self.grad_clip < math.inf:
+            raise LangBRTInputError(f"--grad-clip must be a finite number > 0 (or 0: off), got {self.grad_clip}")
+        if not 0.0 <= self.real_fraction <= 1.0:
+            raise LangBRTInputError(f"--real-fraction must be in [0, 1], got {self.real_fraction}")
         if self.num_workers < 0:
             raise LangBRTInputError(f"--num-workers must be 0 (load in the main process) or more, got "
                                     f"{self.num_workers}")
@@ -136,6 +148,20 @@ class TrainConfig:
         if self.map_threshold is not None and not 0.0 <= self.map_threshold < preset.map_saturation:
             raise LangBRTInputError(f"--map-threshold must be in [0, {preset.map_saturation}) (below the map "
                                     f"saturation), got {self.map_threshold}")
+
+    def loss_weights(self) -> LossWeights:
+        """The weights this run trains with: `weights`, less the terms its ablation removes.
+
+        no-tbd has no detection maps (the gate is all ones), so eq. 5, eq. 6 and the per-prompt map loss
+        would add a constant without gradient. no-prior is the paper's "w/o Prior" (sec. 4.4): no
+        vision-language pre-training "for blemish detection and semantic regularization", so the learned
+        prompt embeddings (`model_config`) and no Alpha-CLIP term (eq. 10 lives in Alpha-CLIP's space).
+        """
+        if self.ablation == "no-tbd":
+            return replace(self.weights, detection=0.0, component=0.0)
+        if self.ablation == "no-prior":
+            return replace(self.weights, semantic=0.0)
+        return self.weights
 
     def text_encoder_name(self) -> str:
         """The encoder's full name as checkpoints record it ('minilm' is short for MiniLM's)."""

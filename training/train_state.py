@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import random
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,19 @@ class EMA:
             self.shadow[name].copy_(value)
 
 
+@contextmanager
+def shipped_weights(model: LangBRT, ema: EMA | None) -> Iterator[dict[str, torch.Tensor]]:
+    """Within the block `model` holds the weights a checkpoint ships (the EMA's, or the raw ones without EMA);
+    yields a copy of the raw weights, which are back in `model` afterwards."""
+    raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if ema is not None:
+        model.load_state_dict(ema.shadow)
+    try:
+        yield raw
+    finally:
+        model.load_state_dict(raw)
+
+
 def rng_state() -> dict[str, Any]:
     """RNG states as tensors and plain values only, so `torch.load(weights_only=True)` can read them."""
     np_state = np.random.get_state()
@@ -91,13 +106,8 @@ def save_checkpoint(directory: Path, model: LangBRT, ema: EMA | None, state: dic
     """Write a complete checkpoint folder (see module docstring) under a temporary name, then rename it."""
     tmp = directory.parent / f".{directory.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    if ema is not None:
-        model.load_state_dict(ema.shadow)
-    try:
+    with shipped_weights(model, ema) as raw:
         model.save_pretrained(tmp)  # EMA weights: what gets evaluated and shipped
-    finally:
-        model.load_state_dict(raw)
     with atomic_path(tmp / STATE_FILE) as path:
         torch.save({**state, "model_raw": raw}, path)
     atomic_write_text(tmp / CONFIG_FILE, cfg.to_json())
@@ -145,6 +155,19 @@ def load_matching(module: torch.nn.Module, weights: dict[str, torch.Tensor], wha
                               f"({len(missing)} missing, {len(unexpected)} unexpected, {len(reshaped)} reshaped, "
                               f"e.g. {example}); keep trainer_state.pt with the weights of the same run")
     module.load_state_dict(weights)
+
+
+def check_output_folder(output: Path) -> None:
+    """Refuse, without creating anything, an OUTPUT that `prepare_output` could not create or write: a file,
+    or a folder whose nearest existing ancestor is a file or not writable. Runs before the (possibly long)
+    data checks, so a typo in --output does not cost a pass over the data set."""
+    existing = Path(os.path.abspath(output))
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise LangBRTInputError(f"{output}: output folder is not writable ({existing} is not a folder)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise LangBRTInputError(f"{output}: output folder is not writable ({existing} is not writable)")
 
 
 def prepare_output(output: Path) -> None:

@@ -49,6 +49,7 @@ from langbrt.training.train_state import (
     CONFIG_FILE,
     EMA,
     FINAL_DIR,
+    check_output_folder,
     check_resume,
     load_matching,
     load_trainer_state,
@@ -56,6 +57,7 @@ from langbrt.training.train_state import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+    shipped_weights,
 )
 
 
@@ -182,7 +184,7 @@ def generator_losses(cfg: TrainConfig, out: LangBRTOutput, batch: dict[str, Any]
 
 def _generator_losses(cfg: TrainConfig, out: LangBRTOutput, batch: dict[str, Any], resources: Any,
                       discriminator: torch.nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    w, source, target = cfg.weights, batch["source"], batch["target"]
+    w, source, target = cfg.loss_weights(), batch["source"], batch["target"]
     exact = batch.get("removed_mask")  # (B, 1, H, W) for the synthetic set, else None
     loss, cons_parts = consistency_loss(out.image, target, w, resources.perceptual)
     parts: dict[str, torch.Tensor] = {k: torch.as_tensor(v) for k, v in cons_parts.items()}
@@ -229,14 +231,14 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
 
 
 def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, progress: bool) -> TrainResult:
+    # ---- everything the user can get wrong fails here, before OUTPUT is created or written to
+    if info.is_main:
+        check_output_folder(output)
     state = load_trainer_state(resume) if resume else None
     if state is not None:
         check_resume(cfg, resume, state)
-    resources = require_loss_weights(cfg.weights, cfg.vgg_weights, cfg.alpha_clip_weights,
-                                     cfg.clip_text_weights)
-    if info.is_main:
-        prepare_output(output)
-        atomic_write_text(output / CONFIG_FILE, cfg.to_json())
+    weights = cfg.loss_weights()
+    resources = require_loss_weights(weights, cfg.vgg_weights, cfg.alpha_clip_weights, cfg.clip_text_weights)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -250,6 +252,9 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
     model.to(info.device).train()
     discriminator.to(info.device).train()
     dataset, collate, base = build_dataset(cfg, model.config.image_size)
+    if info.is_main:
+        prepare_output(output)
+        atomic_write_text(output / CONFIG_FILE, cfg.to_json())
     opt_g = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=cfg.betas)
     sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lambda s: lr_factor(s, cfg))
@@ -283,7 +288,7 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
                 loss_g, parts = torch.full((), float("nan"), device=info.device), {}
             loss_g_mean = all_reduce_mean(loss_g.detach(), info)
             if not torch.isfinite(loss_g_mean):
-                _diverged(loss_g_mean, step + 1, last_ckpt)
+                _diverged(f"loss became {float(loss_g_mean)} at step {step + 1}", last_ckpt)
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             if cfg.grad_clip > 0:
@@ -291,12 +296,12 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
             opt_g.step()
             sched_g.step()
             # ---- discriminator step (eq. 8, max over S) on the target vs. the detached output
-            if cfg.weights.adversarial > 0:
+            if weights.adversarial > 0:
                 set_requires_grad(discriminator, True)
                 with autocast:
                     loss_d = discriminator_loss(disc(batch["target"]), disc(out.image.detach())).float()
                 if not torch.isfinite(all_reduce_mean(loss_d.detach(), info)):
-                    _diverged(loss_d, step + 1, last_ckpt)
+                    _diverged(f"loss became {float(loss_d)} at step {step + 1}", last_ckpt)
                 opt_d.zero_grad(set_to_none=True)
                 loss_d.backward()
                 opt_d.step()
@@ -318,6 +323,9 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
                 log.image_grid(done, batch["source"], out.mask, out.image, batch["target"])
             is_ckpt, is_final = done % cfg.checkpoint_every == 0, done == cfg.steps
             if is_ckpt or is_final:
+                if not all_ranks(checkpoint_is_finite(model, ema, discriminator, batch), info):
+                    _diverged(f"the weights after step {done} are non-finite or give a non-finite output",
+                              last_ckpt)
                 target_dir = output / (FINAL_DIR if is_final else f"{CHECKPOINTS_DIR}/step_{done:06d}")
                 if info.is_main:
                     trainer_state = {"step": done, "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
@@ -337,12 +345,35 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
     return TrainResult(output / FINAL_DIR, cfg.steps, last_loss, time.perf_counter() - t0)
 
 
-def _diverged(value: torch.Tensor, step: int, last_ckpt: Path | None) -> None:
+def _diverged(what: str, last_ckpt: Path | None) -> None:
     if last_ckpt is None:
         then = "no checkpoint was written yet; start again with a lower --lr"
     else:
         then = f"last good checkpoint: {last_ckpt}; resume from it with --resume and a lower --lr"
-    raise TrainingDiverged(f"loss became {float(value)} at step {step}; stopping ({then})")
+    raise TrainingDiverged(f"{what}; stopping ({then})")
+
+
+@torch.no_grad()
+def checkpoint_is_finite(model: LangBRT, ema: EMA | None, discriminator: torch.nn.Module,
+                         batch: dict[str, Any]) -> bool:
+    """Whether a checkpoint of this state is worth saving: every weight (raw, EMA, discriminator) finite, and
+    the weights it ships give a finite output on this step's first image. Finite weights are not enough: one
+    Adam step at --lr 1e30 leaves weights near 1e30, every one finite, whose first forward pass is NaN."""
+    tensors = [*model.state_dict().values(), *discriminator.state_dict().values(),
+               *(ema.shadow.values() if ema is not None else ())]
+    if not all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point()):
+        return False
+    with shipped_weights(model, ema):
+        model.eval()
+        try:
+            return finite_output(model(batch["source"][:1], batch["prompts"][:1]))
+        finally:
+            model.train()
+
+
+def all_ranks(ok: bool, info: DistInfo) -> bool:
+    """`ok` on every rank (True alone when not distributed), so that all ranks stop together."""
+    return float(all_reduce_mean(torch.tensor(float(ok), device=info.device), info)) == 1.0
 
 
 def _interrupted_message(done: int, last_ckpt: Path | None) -> str:
