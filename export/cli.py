@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from langbrt.bundled import default_model_path
+from langbrt.cli_pipes import quiet_on_broken_pipe
 from langbrt.errors import LangBRTError
 
 from .exporter import FORMATS, ExportInterrupted, ExportOptions, export_model
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@quiet_on_broken_pipe
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

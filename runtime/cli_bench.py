@@ -34,6 +34,7 @@ import torch
 
 from langbrt.atomic import atomic_write_text
 from langbrt.bundled import default_model_path
+from langbrt.cli_pipes import quiet_on_broken_pipe
 from langbrt.errors import LangBRTError
 from langbrt.output_paths import check_output_file
 
@@ -260,6 +261,7 @@ def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
     return code
 
 
+@quiet_on_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

@@ -14,6 +14,7 @@ import glob
 import json
 import re
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -22,6 +23,7 @@ import torch
 
 from langbrt.atomic import atomic_path
 from langbrt.bundled import default_model_path
+from langbrt.cli_pipes import quiet_on_broken_pipe
 from langbrt.errors import LangBRTError, LangBRTInputError
 from langbrt.io import WRITE_SUFFIXES, LoadedImage, load_image, write_image
 from langbrt.text import normalize_prompt
@@ -146,21 +148,42 @@ class Runner:
         self.stems = stems  # every input -> the name its outputs start with (`output_stems`)
         self.inputs = {f.resolve() for f in stems}  # never written to
 
-    def targets(self, source: Path, image: LoadedImage) -> dict[str, Path]:
-        """Every output path of one photo, checked before the model runs for it."""
+    def planned(self, source: Path, suffix: str) -> dict[str, Path]:
+        """The output paths of one photo whose retouched image is written with `suffix`."""
         folder, stem = output_folder(source, self.args.output), self.stems[source]
-        _, forced_suffix = output_format(image)
-        out = {"image": folder / f"{stem}{SUFFIX}{forced_suffix or source.suffix}"}
+        out = {"image": folder / f"{stem}{SUFFIX}{suffix}"}
         if self.args.save_maps:
             for k, prompt in enumerate(self.prompts):
                 out[f"map_{k}"] = folder / f"{stem}_map_{k}_{slug(prompt)}.png"
             out["mask"] = folder / f"{stem}_mask.png"
+        return out
+
+    def targets(self, source: Path, image: LoadedImage) -> dict[str, Path]:
+        """Every output path of one photo, checked before the model runs for it."""
+        out = self.planned(source, output_format(image)[1] or source.suffix)
         for path in out.values():
             if path.resolve() in self.inputs:
                 raise LangBRTInputError(f"{source}: output {path} would overwrite an input; use -o DIR")
             if path.exists() and not self.args.overwrite:
                 raise LangBRTInputError(f"{source}: {path} exists; pass --overwrite to replace it")
         return out
+
+    def check_all(self) -> None:
+        """Before any photo is retouched: no planned output is an input, and every output folder takes files.
+
+        Raises LangBRTInputError; otherwise a read-only folder or a clash with an input failed the run file by
+        file after the model had run for each. The format is guessed from the file name here (a PNG named .jpg
+        is caught later, by `targets`).
+        """
+        folders = set()
+        for source in self.stems:
+            guess = source.suffix if source.suffix.lower() in WRITE_SUFFIXES else ".png"
+            for path in self.planned(source, guess).values():
+                if path.resolve() in self.inputs:
+                    raise LangBRTInputError(f"{source}'s output {path} would overwrite an input; use -o DIR")
+                folders.add(path.parent)
+        for folder in sorted(folders):
+            _probe_writable(folder)
 
     def process(self, source: Path) -> dict[str, Any]:
         image = load_image(source)
@@ -184,6 +207,22 @@ class Runner:
             "changed_fraction": float((result.mask > 0).float().mean()),
             "timing_ms": {k: round(v, 3) for k, v in result.timing.items()},
         }
+
+
+def _probe_writable(folder: Path) -> None:
+    """Create `folder` if needed and write a temporary file in it: the only test that also catches read-only
+    mounts and immutable folders (os.access answers yes to root). Folders it created are removed again."""
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise LangBRTInputError(f"cannot write into {folder} ({err.strerror or err})") from None
+    finally:
+        for path in created:  # deepest first
+            with contextlib.suppress(OSError):
+                path.rmdir()
 
 
 @contextlib.contextmanager
@@ -214,6 +253,7 @@ def _fail(prog: str, message: str) -> int:
     return EXIT_USAGE
 
 
+@quiet_on_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     prog = "langbrt-infer"
@@ -228,12 +268,13 @@ def main(argv: list[str] | None = None) -> int:
         retoucher = Retoucher.load(args.model or default_model_path(), args.backend, args.device, args.precision,
                                    batch_size=1)
         [checked] = retoucher.check_prompts(prompts, 1)
+        runner = Runner(retoucher, checked, args, stems)
+        runner.check_all()
     except LangBRTError as err:
         return _fail(prog, str(err))
     except KeyboardInterrupt:
         print(f"{prog}: interrupted before any image was retouched", file=sys.stderr)
         return EXIT_INTERRUPTED
-    runner = Runner(retoucher, checked, args, stems)
     results, failed = [], list(missing)
     for item in missing:
         print(f"{prog}: {item['error']}", file=sys.stderr)

@@ -106,8 +106,20 @@ def test_an_output_that_would_overwrite_an_input_is_refused(model_dir, tmp_path)
     src = _photo(tmp_path / "face.png")
     clash = _photo(tmp_path / "face_retouched.png")
     before = _sha(clash)
-    assert _run(model_dir, src, clash, "-o", tmp_path, "--overwrite") == 1  # face -> face_retouched: an input
-    assert _sha(clash) == before and (tmp_path / "face_retouched_retouched.png").exists()
+    assert _run(model_dir, src, clash, "-o", tmp_path, "--overwrite") == 2  # face -> face_retouched: an input
+    assert _sha(clash) == before and not (tmp_path / "face_retouched_retouched.png").exists()  # refused up front
+
+
+def test_an_output_folder_that_cannot_be_made_is_one_line_before_any_photo(model_dir, tmp_path, capsys, monkeypatch):
+    """`retouched` beside the inputs is a file: one line, exit 2, instead of one failure per photo."""
+    from langbrt.runtime import Retoucher
+
+    sources = [_photo(tmp_path / f"{name}.png") for name in "abc"]
+    (tmp_path / "retouched").write_text("not a folder")
+    monkeypatch.setattr(Retoucher, "retouch", lambda *a, **k: pytest.fail("the model ran"))
+    assert _run(model_dir, *sources) == 2
+    err = capsys.readouterr().err
+    assert "cannot write into" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_rgba_input_keeps_its_alpha_as_png(model_dir, tmp_path):
@@ -223,3 +235,19 @@ def test_a_prompt_an_export_cannot_take_is_refused_before_anything_runs(model_di
     err = capsys.readouterr().err
     assert code == 2 and "extra prompt slots" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "retouched").exists()
+
+
+def test_a_reader_that_stops_early_ends_it_quietly(model_dir, tmp_path):
+    """`langbrt-infer ... --json | head -c 10`: no BrokenPipeError traceback, the outputs are still written."""
+    import subprocess
+    import sys
+
+    src = _photo(tmp_path / "face.png")
+    code = "import sys; from langbrt.runtime.cli_infer import main; sys.exit(main())"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(src), "--model", str(model_dir), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the JSON is printed
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert (tmp_path / "retouched" / "face_retouched.png").exists()

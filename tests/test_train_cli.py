@@ -181,6 +181,16 @@ def test_resume_with_an_ema_decay_starts_the_ema_the_checkpoint_lacked(run_dir, 
     assert load_trainer_state(tmp_path / "final")["ema"]["decay"] == 0.9
 
 
+def test_resume_with_another_lr_trains_at_that_rate(run_dir, tmp_path):
+    """The divergence message advises resuming with a lower --lr: the loaded scheduler must not keep the old one."""
+    result = run_cli("--resume", str(run_dir / "checkpoints/step_000001"), "--steps", "3", "--lr", "1e-5",
+                     "--min-lr", "0", "--log-every", "1", "--output", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    rates = {r["step"]: r["lr"] for r in records if "lr" in r}
+    assert rates and all(0 <= rate <= 1e-5 for rate in rates.values()) and max(rates.values()) > 0, rates
+
+
 def test_trainer_state_of_another_model_is_one_error_line(run_dir, tmp_path):
     checkpoint = tmp_path / "ckpt"
     shutil.copytree(run_dir / "checkpoints/step_000001", checkpoint)

@@ -130,6 +130,19 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def follow_config(sched: torch.optim.lr_scheduler.LambdaLR, cfg: TrainConfig) -> None:
+    """After loading a checkpoint's scheduler: its base rate becomes `cfg.lr` and the current rate the schedule
+    of this run's `--lr/--min-lr/--steps` at the resumed step.
+
+    Why: the loaded state carries the old base rate, so `--resume ... --lr 1e-4` (what the divergence message
+    advises) trained on at the old rate. With the flags unchanged the rate is the same float as before.
+    """
+    sched.base_lrs = [cfg.lr] * len(sched.base_lrs)
+    for group in sched.optimizer.param_groups:
+        group["initial_lr"] = cfg.lr
+        group["lr"] = cfg.lr * lr_factor(sched.last_epoch, cfg)
+
+
 # ---------------------------------------------------------------------------------------------- data order
 
 
@@ -263,6 +276,8 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
     if state is not None:
         for obj, key in ((opt_g, "opt_g"), (opt_d, "opt_d"), (sched_g, "sched_g"), (sched_d, "sched_d")):
             obj.load_state_dict(state[key])
+        for sched in (sched_g, sched_d):
+            follow_config(sched, cfg)
         if ema is not None and state.get("ema") is not None:  # else a new EMA starts from the loaded weights
             ema.load_state_dict(state["ema"])
         set_rng_state(state["rng"])
