@@ -58,9 +58,16 @@ class LangBRTConfig:
         if not self.encoder_channels or min(self.encoder_channels) < 1:
             raise LangBRTInputError(f"model config: encoder_channels must be positive sizes, got "
                                     f"{list(self.encoder_channels)}")
-        if self.position_frequencies < 0 or not 0.0 < self.mlp_ratio < float("inf"):
-            raise LangBRTInputError(f"model config: position_frequencies must be >= 0 and mlp_ratio positive, got "
-                                    f"{self.position_frequencies} and {self.mlp_ratio}")
+        if self.image_size > MAX_IMAGE_SIZE or max(self.encoder_channels) > MAX_WIDTH or self.text_dim > MAX_WIDTH:
+            raise LangBRTInputError(f"model config: image_size is at most {MAX_IMAGE_SIZE} and channel widths at "
+                                    f"most {MAX_WIDTH}, got {self.image_size} and "
+                                    f"{max(self.encoder_channels)}/{self.text_dim}")
+        if self.attention not in ATTENTION_IMPLS:
+            raise LangBRTInputError(f"model config: attention must be one of {', '.join(ATTENTION_IMPLS)}, got "
+                                    f"{self.attention!r}")
+        if self.position_frequencies < 0 or not 0.0 < self.mlp_ratio <= MAX_MLP_RATIO:
+            raise LangBRTInputError(f"model config: position_frequencies must be >= 0 and mlp_ratio in "
+                                    f"(0, {MAX_MLP_RATIO}], got {self.position_frequencies} and {self.mlp_ratio}")
         if self.embed_dim % self.num_heads:
             raise LangBRTInputError(f"model config: embed_dim {self.embed_dim} is not divisible by num_heads "
                                     f"{self.num_heads}")
@@ -156,6 +163,10 @@ class LangBRTConfig:
 
 
 ATTENTION_KINDS = ("tca", "self")
+ATTENTION_IMPLS = ("auto", "triton", "reference", "plugin-node")  # `kernels.AttentionImpl`'s values (a test pins it)
+MAX_IMAGE_SIZE = 4096  # 8x the paper's 512: beyond it a config is a typo, not a model anyone can run
+MAX_WIDTH = 8192
+MAX_MLP_RATIO = 64.0
 _TUPLE_FIELDS = {"encoder_channels": int, "predefined_prompts": str, "learned_prompts": str}
 
 

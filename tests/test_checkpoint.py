@@ -98,6 +98,9 @@ def test_broken_checkpoints_raise_one_clear_error(saved, tmp_path, damage):
         ({"map_threshold": float("nan")}, "map_threshold"),
         ({"encoder_channels": [16, 24]}, "must equal embed_dim"),
         ({"predefined_prompts": "acne"}, "predefined_prompts must be a list of str"),
+        ({"attention": "x"}, "attention must be one of"),
+        ({"mlp_ratio": 1e308}, "mlp_ratio in (0, 64.0]"),
+        ({"image_size": 1_000_000}, "image_size is at most 4096"),
         (None, "model config must be a JSON object"),
     ],
 )
@@ -175,3 +178,10 @@ def test_single_file_into_a_missing_folder_is_refused_and_writes_nothing(tmp_pat
     with pytest.raises(CheckpointError, match="does not exist"):
         model.save_pretrained(tmp_path / "nope" / "m.safetensors")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_configs_attention_names_are_the_dispatchers():
+    from langbrt.config import ATTENTION_IMPLS
+    from langbrt.kernels import AttentionImpl
+
+    assert set(ATTENTION_IMPLS) == {impl.value for impl in AttentionImpl}

@@ -15,6 +15,7 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from langbrt.errors import LangBRTInputError
 from langbrt.model import LangBRT
 from langbrt.training import trainer as trainer_module
 from langbrt.training.cli_train import main
@@ -191,6 +192,17 @@ def test_resume_with_another_lr_trains_at_that_rate(run_dir, tmp_path):
     assert rates and all(0 <= rate <= 1e-5 for rate in rates.values()) and max(rates.values()) > 0, rates
 
 
+def test_an_output_inside_the_checkpoint_resumed_from_is_refused(run_dir, tmp_path):
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(run_dir / "checkpoints/step_000001", checkpoint)
+    before = sorted((p.name, p.read_bytes()) for p in checkpoint.iterdir() if p.is_file())
+    for output in (checkpoint, checkpoint / "more"):
+        result = run_cli("--resume", str(checkpoint), "--steps", "3", "--output", str(output))
+        assert result.exit_code == 2 and "the input" in result.output, result.output
+    assert sorted((p.name, p.read_bytes()) for p in checkpoint.iterdir() if p.is_file()) == before
+    assert not (checkpoint / "more").exists() and not (checkpoint / "checkpoints").exists()
+
+
 def test_trainer_state_of_another_model_is_one_error_line(run_dir, tmp_path):
     checkpoint = tmp_path / "ckpt"
     shutil.copytree(run_dir / "checkpoints/step_000001", checkpoint)
@@ -258,7 +270,8 @@ def test_ctrl_c_names_the_checkpoint_to_resume_from(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("args, named", [
-    (["--image-size", "30"], "--image-size"), (["--map-threshold", "2"], "--map-threshold"),
+    (["--image-size", "30"], "--image-size"), (["--image-size", "100000"], "--image-size"),
+    (["--map-threshold", "2"], "--map-threshold"),
     (["--map-threshold", "-1"], "--map-threshold"), (["--num-workers", "-1"], "--num-workers"),
     (["--min-lr", "1"], "--min-lr"), (["--warmup-steps", "5", "--steps", "5"], "--warmup-steps"),
     (["--grad-clip", "-1"], "--grad-clip"), (["--text-encoder", "open_clip:ViT-B-16"], "--clip-text-weights"),
@@ -272,3 +285,12 @@ def test_bad_value_is_one_error_line_naming_the_flag(tmp_path, args, named):
     result = run_cli("--steps", "3", "--synthetic-length", "8", "--batch-size", "2", *args, "--output", str(tmp_path))
     assert result.exit_code == 2 and result.output.startswith("Error: ") and result.output.count("\n") == 1
     assert named in result.output and "--text-weights" not in result.output
+
+
+def test_a_train_config_value_of_the_wrong_type_is_one_line(tmp_path):
+    from langbrt.training.train_config import TrainConfig
+
+    path = tmp_path / "train_config.json"
+    path.write_text(json.dumps({"lr": "abc"}))
+    with pytest.raises(LangBRTInputError, match="train config: lr must be float, got 'abc'"):
+        TrainConfig.from_json(path)

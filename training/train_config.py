@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from langbrt.config import LangBRTConfig
+from langbrt.config import MAX_IMAGE_SIZE, LangBRTConfig
 from langbrt.errors import LangBRTInputError
 from langbrt.text.minilm import MINILM_NAME
 from langbrt.text.open_clip_backend import OPEN_CLIP_PREFIX
@@ -142,9 +142,9 @@ class TrainConfig:
         preset = getattr(LangBRTConfig, self.preset)()
         if self.image_size is not None:
             smallest = max(MIN_IMAGE_SIZE, preset.stride)
-            if self.image_size < smallest or self.image_size % preset.stride:
-                raise LangBRTInputError(f"--image-size must be a multiple of {preset.stride} and at least {smallest} "
-                                        f"for --preset {self.preset}, got {self.image_size}")
+            if not smallest <= self.image_size <= MAX_IMAGE_SIZE or self.image_size % preset.stride:
+                raise LangBRTInputError(f"--image-size must be a multiple of {preset.stride} from {smallest} to "
+                                        f"{MAX_IMAGE_SIZE} for --preset {self.preset}, got {self.image_size}")
         if self.map_threshold is not None and not 0.0 <= self.map_threshold < preset.map_saturation:
             raise LangBRTInputError(f"--map-threshold must be in [0, {preset.map_saturation}) (below the map "
                                     f"saturation), got {self.map_threshold}")
@@ -209,6 +209,7 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise LangBRTInputError(f"train config has unknown fields {unknown}: written by a newer LangBRT?")
+        _check_scalar_types(data)
         return cls(**data)
 
     @classmethod
@@ -218,3 +219,20 @@ class TrainConfig:
         except (OSError, json.JSONDecodeError) as err:
             raise LangBRTInputError(f"{path}: unreadable train config ({err})") from None
         return cls.from_dict(data)
+
+
+_SCALAR_TYPES: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float), "bool": bool,
+                                                     "str | None": (str, type(None)), "int | None": (int, type(None)),
+                                                     "float | None": (int, float, type(None))}
+
+
+def _check_scalar_types(data: dict[str, Any]) -> None:
+    """A train_config.json value of the wrong type (an edited `"lr": "abc"`) is one line, not a TypeError in
+    the middle of validation; fields of other types (tuples, the loss weights) are checked by their own code."""
+    for f in dataclasses.fields(TrainConfig):
+        kind = _SCALAR_TYPES.get(str(f.type))
+        if kind is None or f.name not in data:
+            continue
+        value = data[f.name]
+        if not isinstance(value, kind) or (isinstance(value, bool) and str(f.type) != "bool"):
+            raise LangBRTInputError(f"train config: {f.name} must be {f.type}, got {value!r}")

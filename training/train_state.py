@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -157,10 +157,17 @@ def load_matching(module: torch.nn.Module, weights: dict[str, torch.Tensor], wha
     module.load_state_dict(weights)
 
 
-def check_output_folder(output: Path) -> None:
+def check_output_folder(output: Path, inputs: Sequence[str | Path] = ()) -> None:
     """Refuse, without creating anything, an OUTPUT that `prepare_output` could not create or write: a file,
-    or a folder whose nearest existing ancestor is a file or not writable. Runs before the (possibly long)
-    data checks, so a typo in --output does not cost a pass over the data set."""
+    or a folder whose nearest existing ancestor is a file or not writable; or one that is, or lies inside, an
+    input folder (the checkpoint resumed from, a data folder), which the run would write into. Runs before the
+    (possibly long) data checks, so a typo in --output does not cost a pass over the data set."""
+    resolved = Path(output).resolve()
+    for given in inputs:
+        source = Path(given).resolve()
+        if source.is_dir() and (resolved == source or source in resolved.parents):
+            raise LangBRTInputError(f"--output {output} {'is' if resolved == source else 'is inside'} the input "
+                                    f"{given}; a run writes checkpoints, logs and samples there: choose another folder")
     existing = Path(os.path.abspath(output))
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent

@@ -246,7 +246,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
 def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, progress: bool) -> TrainResult:
     # ---- everything the user can get wrong fails here, before OUTPUT is created or written to
     if info.is_main:
-        check_output_folder(output)
+        data_folders = [f for f in (cfg.data, cfg.ffhqr_root, cfg.ffhqr_target_root) if f and Path(f).is_dir()]
+        check_output_folder(output, [*data_folders, *([resume] if resume else [])])
     state = load_trainer_state(resume) if resume else None
     if state is not None:
         check_resume(cfg, resume, state)
