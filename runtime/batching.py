@@ -145,11 +145,19 @@ class DynamicBatcher(Generic[R]):
         try:
             return await asyncio.wait_for(asyncio.shield(item.future), self.timeout_s)
         except asyncio.TimeoutError as err:  # an alias of TimeoutError only from 3.11
-            item.abandoned = True
+            self._abandon(item)
             raise BatchTimeoutError(f"no result within {self.timeout_s:g} s") from err
         except asyncio.CancelledError:
-            item.abandoned = True  # the client went away: no point running its image
+            self._abandon(item)  # the client went away: no point running its image
             raise
+
+    def _abandon(self, item: _Item) -> None:
+        """Take a caller's item out of the queue, so its image (hundreds of MB for a large photo) is freed now,
+        not when the worker would have reached it; one the worker already took runs and is dropped after."""
+        with self._cond:
+            item.abandoned = True
+            with contextlib.suppress(ValueError):
+                self._items.remove(item)
 
     # ------------------------------------------------------------------------------------ worker
 

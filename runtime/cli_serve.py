@@ -24,7 +24,7 @@ from langbrt.bundled import default_model_path
 from langbrt.errors import LangBRTError
 from langbrt.io import DEFAULT_MAX_PIXELS
 
-from .serve_admission import DEFAULT_MAX_INFLIGHT_PIXELS
+from .serve_admission import INFLIGHT_PER_MAX_PIXELS
 
 TOKEN_ENV = "LANGBRT_SERVE_TOKEN"
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
@@ -57,9 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout-s", type=float, default=30.0, help="per-request limit (queue + model) before 504")
     p.add_argument("--max-body-mb", type=float, default=25.0, help="largest request body before 413")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest W*H before 413")
-    p.add_argument("--max-inflight-pixels", type=int, default=DEFAULT_MAX_INFLIGHT_PIXELS,
+    p.add_argument("--max-inflight-pixels", type=int, default=None,
                    help="most pixels of images held at once (decoded, queued, run, encoded; ~57 bytes each) "
-                   "before 503; at least --max-pixels")
+                   "before 503; at least --max-pixels (default: twice --max-pixels, 128000000 with its default)")
     p.add_argument("--max-prompts", type=int, default=8, help="most prompts per request before 422")
     p.add_argument("--token", default=None,
                    help=f"require 'Authorization: Bearer TOKEN' on the API (or set {TOKEN_ENV}); probes stay open")
@@ -78,6 +78,10 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     for name in ("max_batch", "queue_size", "max_pixels", "max_prompts"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be between 0 and 65535, got {args.port}")
+    if args.max_inflight_pixels is None:
+        args.max_inflight_pixels = INFLIGHT_PER_MAX_PIXELS * args.max_pixels
     if args.max_inflight_pixels < args.max_pixels:
         parser.error(f"--max-inflight-pixels ({args.max_inflight_pixels}) must be at least --max-pixels "
                      f"({args.max_pixels}), or the largest allowed image could never be admitted")

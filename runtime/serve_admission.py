@@ -15,7 +15,8 @@ from contextlib import contextmanager
 
 from langbrt.io import DEFAULT_MAX_PIXELS
 
-DEFAULT_MAX_INFLIGHT_PIXELS = 2 * DEFAULT_MAX_PIXELS
+INFLIGHT_PER_MAX_PIXELS = 2  # `langbrt-serve`'s default budget: two images of the largest size allowed
+DEFAULT_MAX_INFLIGHT_PIXELS = INFLIGHT_PER_MAX_PIXELS * DEFAULT_MAX_PIXELS
 """Pixels of images held at once (decoded, queued, run, encoded): ~57 bytes each at the peak, ~7.3 GB."""
 
 

@@ -321,7 +321,10 @@ def create_app(
         texts = check_prompts((prompt or []) + upload.prompts, config.max_prompts)
         kind = return_ or form_choice(upload.fields.get("return"), ("image", "json"), "return") or "image"
         want_maps = maps if maps is not None else form_choice(upload.fields.get("maps"), ("true", "false"), "maps")
-        with _admit(pixels, image_pixels(upload.data) or 0):  # unreadable header: decoding says why
+        announced = image_pixels(upload.data) or 0  # 0: an unreadable header, which decoding reports
+        if announced > config.max_pixels:
+            announced = 0  # decode_image refuses it (413) from its header, before decoding or holding anything
+        with _admit(pixels, announced):
             started = time.perf_counter()
             loaded = await run_in_threadpool(decode_image, upload.data, upload.name, config.max_pixels)
             decoded = time.perf_counter()

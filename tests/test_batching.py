@@ -119,6 +119,7 @@ def test_a_request_waiting_longer_than_the_timeout_fails_and_is_skipped() -> Non
         await asyncio.sleep(0.05)
         with pytest.raises(BatchTimeoutError):
             await batcher.submit(_image())  # waits behind `first` for longer than 0.2 s
+        assert batcher.depth == 0  # taken out of the queue at once: its image is freed, not held until skipped
         with pytest.raises(BatchTimeoutError):
             await first  # the running request times out too: 0.4 s of model time > 0.2 s
 

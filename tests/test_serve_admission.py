@@ -187,3 +187,23 @@ def test_the_memory_probe_reports_each_steps_bytes_per_pixel(capsys: pytest.Capt
     # the decoded float32 RGB image alone is 12 bytes per pixel, and the request holds it throughout
     assert per_pixel["request_peak"] >= 12 and per_pixel["request_peak"] >= per_pixel["decode_peak"]
     assert json.loads(capsys.readouterr().out) == report
+
+
+def test_an_image_over_max_pixels_is_413_not_a_retry_later_503(fake: FakeRetoucher) -> None:
+    """It could never be admitted: the per-image limit answers before the in-flight budget is asked."""
+    config = ServeConfig(max_pixels=IMAGE_PIXELS - 1, max_inflight_pixels=IMAGE_PIXELS - 1)
+    with TestClient(create_app(config, loader=lambda: fake)) as client:
+        _wait_ready(client)
+        response = client.post("/v1/retouch", content=_encode(), headers={"content-type": "image/png"})
+        _assert_error(response, 413, "too_many_pixels")
+
+
+def test_the_inflight_default_follows_max_pixels_and_the_port_is_checked() -> None:
+    from langbrt.runtime.cli_serve import _check, build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["--max-pixels", "200000000"])
+    _check(args, parser)
+    assert args.max_inflight_pixels == 400_000_000
+    with pytest.raises(SystemExit):
+        _check(parser.parse_args(["--port", "70000"]), parser)
