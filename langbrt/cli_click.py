@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+EXIT_INTERRUPTED = 130
+
 
 class OneLineUsageError(click.ClickException):
     """A click usage error shown as `Error: <message>` alone (exit 2, like click's UsageError)."""
@@ -31,8 +33,14 @@ class OneLineCommand(click.Command):
             return super().make_context(info_name, args, parent, **extra)
 
     def invoke(self, ctx: click.Context) -> Any:
-        with _one_line_usage_errors():
-            return super().invoke(ctx)
+        """Run the command; Ctrl-C it did not handle itself is one `Interrupted` line and exit 130 (the shell's
+        128 + SIGINT), where click would print `Aborted!` and exit 1."""
+        try:
+            with _one_line_usage_errors():
+                return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("Interrupted (Ctrl-C)", err=True)
+            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
 
 
 @contextmanager

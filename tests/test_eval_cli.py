@@ -127,3 +127,14 @@ def test_skipped_corrupt_pair_is_one_warning_line(checkpoint, tmp_path):
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.output.splitlines() if "b.png" in line]
     assert len(warnings) == 1 and warnings[0].startswith("Warning: ") and ".py:" not in result.output
+
+
+def test_ctrl_c_is_one_line_and_exit_130(checkpoint, monkeypatch):
+    import langbrt.training.cli_eval as cli_eval
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_eval, "evaluate", interrupted)
+    result = invoke("--model", str(checkpoint), "--num-samples", "4")
+    assert result.exit_code == 130 and result.output == "Interrupted (Ctrl-C)\n", result.output

@@ -394,8 +394,8 @@ def all_ranks(ok: bool, info: DistInfo) -> bool:
 
 def _interrupted_message(done: int, last_ckpt: Path | None) -> str:
     if last_ckpt is None:
-        return f"interrupted after step {done}; no checkpoint was written yet"
-    return f"interrupted after step {done}; continue with --resume {last_ckpt} (the last complete checkpoint)"
+        return f"stopped after step {done}; no checkpoint was written yet"
+    return f"stopped after step {done}; continue with --resume {last_ckpt} (the last complete checkpoint)"
 
 
 def _warn_if_data_order_changes(state: dict[str, Any], cfg: TrainConfig, info: DistInfo, resume: Path) -> None:
