@@ -219,6 +219,13 @@ def _is_checkpoint(path: str) -> bool:
         return False
 
 
+def _out_of_memory(err: BaseException) -> bool:
+    """A batch too large for the device: CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    text = str(err)
+    return isinstance(err, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in text \
+        or "out of memory" in text
+
+
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     env = environment()
     costs = {path: model_cost(path) for path in args.model if _is_checkpoint(path)}
@@ -235,7 +242,14 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                 cost = costs.get(path) or next((c for c in costs.values() if c and c["image_size"] ==
                                                 backend.image_size), None)
                 for batch in args.batch_sizes:
-                    timing = time_backend(backend, batch, args.warmup, args.seconds)
+                    try:
+                        timing = time_backend(backend, batch, args.warmup, args.seconds)
+                    except (RuntimeError, MemoryError) as err:
+                        if not _out_of_memory(err):
+                            raise
+                        skipped.append({"model": path, "backend": name, "precision": precision,
+                                        "reason": f"batch {batch} does not fit in this machine's memory"})
+                        continue
                     rows.append({"model": path, "backend": name, "precision": precision, "batch_size": batch,
                                  "device": backend.device, **timing,
                                  **roofline(cost, precision, batch, timing["seconds_per_image"], env["gpu"])})

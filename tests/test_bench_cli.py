@@ -116,6 +116,22 @@ def test_one_row_measured_beside_a_skipped_one_is_success(models, tmp_path, caps
     assert len(report["rows"]) == 1 and [s["model"] for s in report["skipped"]] == [str(tmp_path / "corrupt.onnx")]
 
 
+def test_a_batch_too_big_for_memory_is_a_skipped_row(models, capsys, monkeypatch):
+    """`--batch-sizes 100000`: the CPU allocator's RuntimeError becomes a skipped row, not a traceback."""
+    real = cli_bench.time_backend
+
+    def allocate(backend, batch, warmup, seconds):
+        if batch > 1:
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+        return real(backend, batch, warmup, seconds)
+
+    monkeypatch.setattr(cli_bench, "time_backend", allocate)
+    assert main(["--model", str(models[0]), *FAST, "--batch-sizes", "1", "100000", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [r["batch_size"] for r in report["rows"]] == [1]
+    assert "batch 100000 does not fit" in report["skipped"][0]["reason"]
+
+
 @pytest.mark.parametrize("flag, value", [("--seconds", "nan"), ("--seconds", "inf"), ("--seconds", "0"),
                                          ("--seconds", "-1"), ("--warmup", "-1"), ("--batch-sizes", "0"),
                                          ("--batch-sizes", "x")])
