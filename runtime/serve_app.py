@@ -62,7 +62,8 @@ from .serve_request import (
     ServeError,
     check_prompts,
     decode_image,
-    form_choice,
+    form_bool,
+    form_return,
     parse_upload,
     read_body,
     unless_disconnected,
@@ -319,8 +320,8 @@ def create_app(
         body = await read_body(request, config.max_body_bytes)
         upload = await parse_upload(Headers(scope=request.scope), body)
         texts = check_prompts((prompt or []) + upload.prompts, config.max_prompts)
-        kind = return_ or form_choice(upload.fields.get("return"), ("image", "json"), "return") or "image"
-        want_maps = maps if maps is not None else form_choice(upload.fields.get("maps"), ("true", "false"), "maps")
+        kind = return_ or form_return(upload.fields.get("return")) or "image"
+        want_maps = maps if maps is not None else form_bool(upload.fields.get("maps"), "maps")
         announced = image_pixels(upload.data) or 0  # 0: an unreadable header, which decoding reports
         if announced > config.max_pixels:
             announced = 0  # decode_image refuses it (413) from its header, before decoding or holding anything
@@ -331,7 +332,7 @@ def create_app(
             result = await unless_disconnected(request, _submit(batcher, loaded.rgb, texts or None))
             timing = {**{k: float(v) for k, v in result.timing.items()},
                       "decode": (decoded - started) * 1e3, "queue_and_model": (time.perf_counter() - decoded) * 1e3}
-            return await run_in_threadpool(_render, loaded, result, kind, want_maps in (True, "true"), timing)
+            return await run_in_threadpool(_render, loaded, result, kind, bool(want_maps), timing)
 
     return app
 

@@ -149,12 +149,25 @@ def check_prompts(prompts: list[str], max_prompts: int) -> list[str]:
         raise ServeError(422, "invalid_prompt", str(err)) from err
 
 
-def form_choice(value: str | None, allowed: tuple[str, ...], name: str) -> str | None:
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "t": True, "y": True,
+               "false": False, "0": False, "no": False, "off": False, "f": False, "n": False}
+"""What FastAPI (pydantic) takes for a bool query value, case-insensitive: a form field must take the same."""
+
+
+def form_return(value: str | None) -> str | None:
+    """The multipart `return` field, by the query parameter's rule: exactly `image` or `json`."""
+    if value is not None and value not in ("image", "json"):
+        raise ServeError(422, "invalid_request", f"field 'return' must be image or json, got {value[:20]!r}")
+    return value
+
+
+def form_bool(value: str | None, name: str) -> bool | None:
+    """A multipart yes/no field (`maps`), by the query parameter's rule (`_BOOL_WORDS`)."""
     if value is None:
         return None
-    if value.lower() not in allowed:
-        raise ServeError(422, "invalid_request", f"field {name!r} must be one of {', '.join(allowed)}")
-    return value.lower()
+    if value.lower() not in _BOOL_WORDS:
+        raise ServeError(422, "invalid_request", f"field {name!r} must be true or false, got {value[:20]!r}")
+    return _BOOL_WORDS[value.lower()]
 
 
 def decode_image(data: bytes, name: str, max_pixels: int) -> LoadedImage:

@@ -547,3 +547,19 @@ def test_inflight_pixels_below_max_pixels_is_a_flag_error() -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "--max-inflight-pixels (999) must be at least --max-pixels" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("field", "value", "status"),
+                         [("return", "JSON", 422), ("return", "json", 200), ("maps", "1", 200), ("maps", "yes", 200),
+                          ("maps", "maybe", 422)])
+def test_form_fields_follow_the_query_parameters_rules(client: TestClient, field: str, value: str,
+                                                      status: int) -> None:
+    """The same value means the same thing (or is refused the same way) in the query and in the form."""
+    files = {"image": ("f.png", _encode(), "image/png")}
+    via_form = client.post("/v1/retouch", files=files, data={field: value, "return": "json"} if field == "maps"
+                           else {field: value})
+    via_query = client.post("/v1/retouch", params={field: value, **({"return": "json"} if field == "maps" else {})},
+                            content=_encode(), headers={"content-type": "image/png"})
+    assert (via_form.status_code, via_query.status_code) == (status, status), (via_form.text, via_query.text)
+    if field == "maps" and status == 200:
+        assert "maps" in via_form.json() and "maps" in via_query.json()
