@@ -138,3 +138,8 @@ def test_ctrl_c_is_one_line_and_exit_130(checkpoint, monkeypatch):
     monkeypatch.setattr(cli_eval, "evaluate", interrupted)
     result = invoke("--model", str(checkpoint), "--num-samples", "4")
     assert result.exit_code == 130 and result.output == "Interrupted (Ctrl-C)\n", result.output
+
+
+def test_an_empty_out_is_an_error_not_ignored(checkpoint):
+    result = invoke("--model", str(checkpoint), "--num-samples", "4", "--out", "")
+    assert one_error_line(result) and "--out" in result.output, result.output

@@ -76,7 +76,7 @@ def main(model_dir: str | None, suite_specs: tuple[str, ...], out_path: str | No
                 return
             if model_dir is None:
                 raise LangBRTInputError("give --model DIR (or --suite NAME=DIR for the benchmark)")
-            out = check_output_file(out_path, [model_dir, *data_inputs], "--out") if out_path else None
+            out = check_output_file(out_path, [model_dir, *data_inputs], "--out") if out_path is not None else None
             result = _run(model_dir, data, ffhqr_root, ffhqr_target_root, split, num_samples, batch_size, seed,
                           strict, clip_text_weights, _device(device))
     except LangBRTError as err:
@@ -107,7 +107,7 @@ def _suite(specs: tuple[str, ...], out_path: str | None, data: str, split: str, 
     if data != SYNTHETIC:
         raise LangBRTInputError("--suite needs --data synthetic (its baselines use the exact masks)")
     checkpoints = parse_suite_specs(specs)
-    out = check_output_file(out_path, checkpoints.values(), "--out") if out_path else None
+    out = check_output_file(out_path, checkpoints.values(), "--out") if out_path is not None else None
     result = evaluate_suite(checkpoints, split=split, num_samples=num_samples, batch_size=batch_size, seed=seed,
                             device=device, command=command)
     text = json.dumps(result.to_dict(), indent=2)
