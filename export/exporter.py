@@ -21,7 +21,7 @@ from pathlib import Path
 
 from langbrt.errors import LangBRTInputError
 from langbrt.model import LangBRT
-from langbrt.output_paths import check_output_file
+from langbrt.output_paths import check_output_file, overlap
 from langbrt.text import normalize_prompt
 
 from .graph import DEFAULT_EXTRA_PROMPT_SLOTS
@@ -212,9 +212,7 @@ def check_output_folder(output: Path, inputs: list[Path], flag: str = "--output"
     an existing file, or one whose parent is missing or not writable."""
     resolved = output.resolve()
     for given in inputs:
-        source = given.resolve()
-        where = ("is" if resolved == source else "contains" if resolved in source.parents
-                 else "is inside" if source.is_dir() and source in resolved.parents else None)
+        where = overlap(resolved, given, contains=True)
         if where:
             raise LangBRTInputError(f"{flag} {output} {where} the input {given}; choose another folder")
     if output.exists() and not output.is_dir():

@@ -26,9 +26,8 @@ def check_output_file(output: str | os.PathLike[str], inputs: Iterable[str | os.
     path = Path(output)
     resolved = path.resolve()
     for given in inputs:
-        source = Path(given).resolve()
-        if resolved == source or (source.is_dir() and source in resolved.parents):
-            where = "is" if resolved == source else "is inside"
+        where = overlap(resolved, given)
+        if where:
             raise LangBRTInputError(f"{flag} {path} {where} the input {given}; choose another path")
     if path.is_dir():
         raise LangBRTInputError(f"{flag} {path} is a folder; give a file name")
@@ -39,3 +38,17 @@ def check_output_file(output: str | os.PathLike[str], inputs: Iterable[str | os.
     if not os.access(parent, os.W_OK | os.X_OK):
         raise LangBRTInputError(f"{flag} {path}: the folder {parent} is not writable")
     return path
+
+
+def overlap(resolved_output: Path, given: str | os.PathLike[str], *, contains: bool = False) -> str | None:
+    """How an output (already resolved) meets the input `given`: "is" it, "is inside" it (an input folder),
+    with `contains` also "contains" it (an output folder holding the input), else None. The one rule every
+    CLI's output check applies, files and folders alike."""
+    source = Path(given).resolve()
+    if resolved_output == source:
+        return "is"
+    if source.is_dir() and source in resolved_output.parents:
+        return "is inside"
+    if contains and resolved_output in source.parents:
+        return "contains"
+    return None

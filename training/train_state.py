@@ -25,6 +25,7 @@ import torch
 from langbrt.atomic import atomic_path, atomic_write_text
 from langbrt.errors import CheckpointError, LangBRTInputError
 from langbrt.model import LangBRT
+from langbrt.output_paths import overlap
 from langbrt.training.train_config import TrainConfig
 
 STATE_FILE = "trainer_state.pt"
@@ -164,10 +165,10 @@ def check_output_folder(output: Path, inputs: Sequence[str | Path] = ()) -> None
     (possibly long) data checks, so a typo in --output does not cost a pass over the data set."""
     resolved = Path(output).resolve()
     for given in inputs:
-        source = Path(given).resolve()
-        if source.is_dir() and (resolved == source or source in resolved.parents):
-            raise LangBRTInputError(f"--output {output} {'is' if resolved == source else 'is inside'} the input "
-                                    f"{given}; a run writes checkpoints, logs and samples there: choose another folder")
+        where = overlap(resolved, given) if Path(given).is_dir() else None
+        if where:
+            raise LangBRTInputError(f"--output {output} {where} the input {given}; a run writes checkpoints, logs "
+                                    "and samples there: choose another folder")
     existing = Path(os.path.abspath(output))
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
