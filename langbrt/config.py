@@ -179,9 +179,22 @@ def _check_types(config: LangBRTConfig) -> None:
             ok = isinstance(value, tuple) and all(isinstance(v, item) and not isinstance(v, bool) for v in value)
             expected = f"a list of {item.__name__}"
         else:
-            kind = {"int": int, "float": (int, float), "str": str, "bool": bool}[str(field.type)]
-            ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
-            expected = str(field.type)
+            ok, expected = bool(scalar_fits(str(field.type), value)), str(field.type)
         if not ok:
             raise LangBRTInputError(f"model config: {field.name} must be {expected}, got {value!r}")
+
+
+_SCALARS: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str, "bool": bool}
+
+
+def scalar_fits(annotation: str, value: Any) -> bool | None:
+    """Whether `value` fits a dataclass field annotated `annotation` (a string: postponed annotations) that is
+    int, float, str or bool, optionally `| None`; ints are not bools, a float field takes an int. None when the
+    annotation is none of these (the caller checks such fields its own way)."""
+    kind = _SCALARS.get(annotation.removesuffix(" | None"))
+    if kind is None:
+        return None
+    if value is None:
+        return annotation.endswith(" | None")
+    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from langbrt.config import MAX_IMAGE_SIZE, LangBRTConfig
+from langbrt.config import MAX_IMAGE_SIZE, LangBRTConfig, scalar_fits
 from langbrt.errors import LangBRTInputError
 from langbrt.text.minilm import MINILM_NAME
 from langbrt.text.open_clip_backend import OPEN_CLIP_PREFIX
@@ -221,18 +221,9 @@ class TrainConfig:
         return cls.from_dict(data)
 
 
-_SCALAR_TYPES: dict[str, type | tuple[type, ...]] = {"str": str, "int": int, "float": (int, float), "bool": bool,
-                                                     "str | None": (str, type(None)), "int | None": (int, type(None)),
-                                                     "float | None": (int, float, type(None))}
-
-
 def _check_scalar_types(data: dict[str, Any]) -> None:
     """A train_config.json value of the wrong type (an edited `"lr": "abc"`) is one line, not a TypeError in
     the middle of validation; fields of other types (tuples, the loss weights) are checked by their own code."""
     for f in dataclasses.fields(TrainConfig):
-        kind = _SCALAR_TYPES.get(str(f.type))
-        if kind is None or f.name not in data:
-            continue
-        value = data[f.name]
-        if not isinstance(value, kind) or (isinstance(value, bool) and str(f.type) != "bool"):
-            raise LangBRTInputError(f"train config: {f.name} must be {f.type}, got {value!r}")
+        if f.name in data and scalar_fits(str(f.type), data[f.name]) is False:
+            raise LangBRTInputError(f"train config: {f.name} must be {f.type}, got {data[f.name]!r}")
