@@ -13,8 +13,9 @@
 # tests:     GPU tests: every autotuned config of both kernels and the autotuned kernel against the
 #            reference (forward + backward at the paper shape in fp32/fp16/bf16, fast sigmoid,
 #            torch.compile(fullgraph)), the torch backend's batch-1 CUDA graphs against eager, and the
-#            TensorRT engines (skipped: no TensorRT); and, at the same time, the kernel's tests with the
-#            direct kernel (LANGBRT_TCA_KERNEL=direct; folded is the default) and on the wgmma path;
+#            TensorRT engines (skipped: no TensorRT), a short training run on CUDA (EMA, VGG, resume); and, at
+#            the same time, the kernel's tests with the direct kernel (LANGBRT_TCA_KERNEL=direct; folded is
+#            the default) and on the wgmma path;
 # attention: benchmarks/bench_attention.py: both fused kernels vs eager reference vs torch.compile, batch
 #            1/8/32, fp16/bf16, called from Python and replayed from CUDA graphs;
 # ncu:       Nsight Compute (if the image has it) on one batch-32 launch of each kernel (the folded one plain
@@ -59,7 +60,7 @@ if want tests; then
     # Every MMA path and kernel at once: the runs are mostly Triton builds (CPU), and nothing here is timed.
     step "tests: GPU tests (defaults), and the kernel's GPU tests on the other MMA paths and kernel, concurrently"
     timeout 200 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_tca_triton.py tests/test_runtime.py \
-        tests/test_tensorrt_engine.py tests/test_group_norm.py > /tmp/tests-default.txt 2>&1 &
+        tests/test_tensorrt_engine.py tests/test_group_norm.py tests/test_trainer.py > /tmp/tests-default.txt 2>&1 &
     # The per-config test picks its kernel itself (the default run covers both); the other runs skip it, and
     # the folded kernel's wgmma run skips the tests of the direct kernel (whose wgmma build faults with triton
     # 3.6, which would poison the process for every test after it): "environment|pytest -k expression".

@@ -15,11 +15,13 @@ from langbrt.errors import LangBRTInputError
 from langbrt.model import LangBRT, LangBRTOutput
 from langbrt.modules.discriminator import PatchDiscriminator
 from langbrt.training import trainer as trainer_module
-from langbrt.training.losses import LossResources
+from langbrt.training.losses import LossResources, VGGPerceptual
 from langbrt.training.losses.weights import LossWeights
 from langbrt.training.train_config import TrainConfig
 from langbrt.training.train_state import EMA, load_trainer_state
 from langbrt.training.trainer import TrainingDiverged, generator_losses, lr_factor, train
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 @pytest.fixture(autouse=True)
@@ -209,3 +211,33 @@ def test_checkpoint_check_refuses_a_nan_weight_in_any_of_the_three_weight_sets()
         assert not trainer_module.checkpoint_is_finite(model, ema, discriminator, batch)
         with torch.no_grad():
             first.copy_(saved)
+
+
+def test_loss_resources_move_their_networks_to_the_training_device():
+    resources = LossResources(perceptual=VGGPerceptual()).to(torch.device("meta"))
+    assert {p.device.type for p in resources.perceptual.parameters()} == {"meta"}
+    assert LossResources().to(torch.device("meta")).perceptual is None
+
+
+@pytest.fixture
+def random_vgg_file(tmp_path):
+    """Random VGG-19 conv weights in torchvision's naming: the perceptual term runs, its value is irrelevant."""
+    path = tmp_path / "vgg19-dcbb9e9d.pth"
+    torch.save(VGGPerceptual().state_dict(), path)
+    return path
+
+
+@pytest.mark.gpu
+@requires_cuda
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_gpu_training_with_ema_and_perceptual_loss_runs_and_resumes_on_cuda(tmp_path, random_vgg_file, precision):
+    """`train` picks CUDA by itself: the EMA shadow and the VGG must live there with the model (both stayed on
+    the CPU once, and the first EMA update raised a device mismatch)."""
+    weights = LossWeights(perceptual=1, semantic=0, adversarial=1)
+    cfg = tiny_config(tmp_path / "run", steps=3, precision=precision, weights=weights,
+                      vgg_weights=str(random_vgg_file))
+    result = train(cfg, progress=False)
+    assert math.isfinite(result.last_loss) and load_trainer_state(result.final_dir)["ema"]["updates"] == 3
+    resumed = train(replace(cfg, output=str(tmp_path / "resumed"), steps=4), resume=result.final_dir,
+                    progress=False)
+    assert math.isfinite(resumed.last_loss) and load_trainer_state(resumed.final_dir)["step"] == 4

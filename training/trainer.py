@@ -259,12 +259,14 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
     text_encoder = build_text_encoder(cfg)
     model = LangBRT.from_pretrained(resume, text_encoder=text_encoder) if resume else build_model(cfg, text_encoder)
     discriminator = PatchDiscriminator(model.config.discriminator_channels)
+    # Every module moves to the training device before the EMA copies the weights, so its shadow lives there too.
+    model.to(info.device).train()
+    discriminator.to(info.device).train()
+    resources.to(info.device)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None  # shadow = loaded (EMA) weights on resume
     if state is not None:
         load_matching(model, state["model_raw"], "raw generator weights", resume)
         load_matching(discriminator, state["discriminator"], "discriminator weights", resume)
-    model.to(info.device).train()
-    discriminator.to(info.device).train()
     dataset, collate, base = build_dataset(cfg, model.config.image_size)
     if info.is_main:
         prepare_output(output)

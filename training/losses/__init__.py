@@ -8,6 +8,8 @@ the flag to supply them or to switch the term off. Nothing is ever downloaded.
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from langbrt.errors import LangBRTInputError
 
 from .adversarial import discriminator_loss, generator_adversarial_loss, set_requires_grad
@@ -26,6 +28,13 @@ class LossResources:
 
     perceptual: VGGPerceptual | None = None
     semantic: SemanticLoss | None = None
+
+    def to(self, device: torch.device) -> "LossResources":
+        """Move the loaded networks to the training device (they load on the CPU, where their files are read)."""
+        for module in (self.perceptual, self.semantic):
+            if module is not None:
+                module.to(device)
+        return self
 
 
 def require_loss_weights(
