@@ -17,8 +17,11 @@ C / G * HW elements):
 3. `gn_apply_kernel`, grid (N*C, HW tiles): y = x * (rstd w_c) + (b_c - mean rstd w_c), then GELU (erf
    form, as nn.GELU), stored in x's dtype.
 The statistics read x once with every SM busy, the apply reads and writes it once: the same traffic as
-PyTorch's GroupNorm alone, with the GELU folded in. Not yet timed on a GPU (LANGBRT_GROUP_NORM=triton
-opts in; `langbrt.modules.blocks.GroupNorm`).
+PyTorch's GroupNorm alone, with the GELU folded in. On an H100 (paper preset, fp16, batch 8) one forward
+went from 17.2 to 12.1 ms: the statistics from 4.7 ms (PyTorch's RowwiseMoments, 15 calls) to 0.26, the
+normalisation with its GELU 0.69 (benchmarks/results/profile-paper-fp16-b8-NVIDIA-H100-80GB-HBM3-2026-11-26.txt
+against its -triton-group-norm- twin). So it is the default for CUDA inference (LANGBRT_GROUP_NORM=auto;
+`langbrt.modules.blocks.GroupNorm`).
 
 Importing this module imports triton; it never probes a device. On CPU the kernels run only in Triton's
 interpreter (`TRITON_INTERPRET=1` before this import).

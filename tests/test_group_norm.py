@@ -1,4 +1,5 @@
-"""The opt-in fused GroupNorm(+GELU) (kernels/group_norm.py, LANGBRT_GROUP_NORM=triton) against PyTorch's.
+"""The fused GroupNorm(+GELU) (kernels/group_norm.py; LANGBRT_GROUP_NORM, default auto: on CUDA) against
+PyTorch's.
 
 On CPU the kernels run in Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1); the GPU test
 runs the compiled kernels at the shapes of the paper preset's encoder.
@@ -74,7 +75,7 @@ def test_fused_path_runs_only_when_asked_for_and_without_autograd(monkeypatch):
     x = torch.randn(2, 16, 12, 12)
     with torch.no_grad():
         native = block(x)
-    assert not calls  # default: native
+    assert not calls  # default (auto) on a CPU tensor: native, even with the interpreter available
     monkeypatch.setenv(blocks.GROUP_NORM_ENV_VAR, "triton")
     with torch.no_grad():
         fused = block(x)
@@ -118,3 +119,38 @@ def test_gpu_kernels_match_group_norm_and_gelu(dtype, shape, groups):
     got = group_norm_kernels.group_norm_triton(x, groups, weight, bias, 1e-5, gelu=True)
     tolerance = 1e-4 if dtype == torch.float32 else 4e-3
     torch.testing.assert_close(got.float(), reference(x, groups, weight, bias, True), atol=tolerance, rtol=tolerance)
+
+
+def test_auto_fuses_cuda_tensors_in_inference_only(monkeypatch):
+    """The default picks the kernels by device: a CUDA tensor with autograd off, never a CPU one; the
+    environment variable forces either way."""
+    norm = blocks.group_norm(8, gelu=True)
+    cuda_like = type("CudaTensor", (), {"device": torch.device("cuda"), "is_contiguous": lambda self: True})()
+    cpu = torch.zeros(1, 8, 2, 2)
+    monkeypatch.delenv(blocks.GROUP_NORM_ENV_VAR, raising=False)
+    with torch.no_grad():
+        assert norm._fused(cuda_like) and not norm._fused(cpu)
+    assert not norm._fused(cuda_like)  # autograd on: training takes PyTorch's ops
+    monkeypatch.setenv(blocks.GROUP_NORM_ENV_VAR, "native")
+    with torch.no_grad():
+        assert not norm._fused(cuda_like)
+    monkeypatch.setenv(blocks.GROUP_NORM_ENV_VAR, "triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")  # a CPU tensor needs the interpreter (read per call)
+    with torch.no_grad():
+        assert norm._fused(cuda_like) and norm._fused(cpu)
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_gpu_default_model_forward_takes_the_kernels(monkeypatch):
+    calls = spy_on_kernel(monkeypatch)
+    monkeypatch.delenv(blocks.GROUP_NORM_ENV_VAR, raising=False)
+    torch.manual_seed(0)
+    model = LangBRT(LangBRTConfig.tiny(), text_encoder=default_text_encoder()).eval().cuda()
+    images, prompts = torch.rand(2, 3, 64, 64, device="cuda"), [["acne"], ["dark circles under the eyes"]]
+    with torch.inference_mode():
+        fused = model(images, prompts).image
+        assert calls
+        monkeypatch.setenv(blocks.GROUP_NORM_ENV_VAR, "native")
+        native = model(images, prompts).image
+    torch.testing.assert_close(fused, native, atol=1e-4, rtol=1e-4)
