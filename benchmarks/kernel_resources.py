@@ -40,7 +40,7 @@ from langbrt.kernels.tca_aot import (
     kernel_resources,
     mma_warp_layouts,
 )
-from langbrt.kernels.tca_triton import KernelChoice
+from langbrt.kernels.tca_triton import DEFAULT_MMA, KernelChoice, MmaChoice
 
 REGISTERS_PER_SM = 65536  # sm_80 and sm_90
 MAX_THREADS_PER_SM = 2048
@@ -49,6 +49,7 @@ MAX_THREADS_PER_SM = 2048
 @dataclass(frozen=True)
 class ResourceRow:
     kernel: str
+    mma: str  # the MMA path it was built for (tca_triton.MmaChoice)
     arch: int
     dtype: str
     shift: int
@@ -72,13 +73,15 @@ SIGMOIDS = {"tanh": True, "exact": False}  # --sigmoid name -> TCAKernelSpec.fas
 
 def paper_specs(kernels: list[str], dtypes: list[str], warps: list[int], sigmoids: list[str],
                 head_stages: list[int], maxnreg: Sequence[int | None] = (None,),
-                programs_per_sm: Sequence[int | None] = (None,)) -> list[TCAKernelSpec]:
+                programs_per_sm: Sequence[int | None] = (None,), mma: str | None = None) -> list[TCAKernelSpec]:
+    """The paper preset's kernels; `mma` None builds each on its default path (tca_triton.DEFAULT_MMA)."""
     cfg = LangBRTConfig.paper()
     folded = KernelChoice.FOLDED.value
     # padded=False: the preset's 64 x 64 latent splits into whole windows, so a launch builds that kernel
     return [TCAKernelSpec(dtype, cfg.embed_dim, cfg.map_feature_dim, cfg.num_heads, cfg.window_size, shift,
                           num_warps=nw, fast_sigmoid=SIGMOIDS[sigmoid], kernel=KernelChoice(kernel), padded=False,
-                          head_stages=stages, maxnreg=cap, programs_per_sm=persistent)
+                          head_stages=stages, maxnreg=cap, programs_per_sm=persistent,
+                          mma=MmaChoice(mma) if mma else None)
             for kernel in kernels for sigmoid in sigmoids for dtype in dtypes
             for shift in (0, cfg.window_size // 2) for nw in warps for cap in maxnreg
             for stages in (head_stages if kernel == folded else [1])
@@ -96,8 +99,9 @@ def measure(spec: TCAKernelSpec, arch: int) -> ResourceRow:
     except ValueError as err:
         problem = str(err)
     sigmoid = "tanh" if spec.fast_sigmoid else "exact"
-    return ResourceRow(spec.kernel.value, arch, spec.dtype, spec.shift, spec.num_warps, spec.head_stages, spec.maxnreg,
-                       spec.programs_per_sm, sigmoid, res.registers,
+    mma = spec.mma or DEFAULT_MMA[spec.kernel]
+    return ResourceRow(spec.kernel.value, mma.value, arch, spec.dtype, spec.shift, spec.num_warps, spec.head_stages,
+                       spec.maxnreg, spec.programs_per_sm, sigmoid, res.registers,
                        res.stack_bytes, res.static_shared_bytes + res.dynamic_shared_bytes, by_registers,
                        problem is None, problem, mma_warp_layouts(compiled),
                        instruction_mix(compiled, spec.num_heads, 1 if spec.programs_per_sm else None))
@@ -109,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kernels", nargs="+", choices=[k.value for k in KernelChoice], default=["direct"],
                         help="which kernels (LANGBRT_TCA_KERNEL values); default direct, the one TensorRT calls")
     parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=list(DTYPES))
+    parser.add_argument("--mma", choices=[m.value for m in MmaChoice], default=None,
+                        help="the MMA path to build on (LANGBRT_TCA_MMA values); default: each kernel's own")
     parser.add_argument("--warps", type=int, nargs="+", default=[4, 8, 16])
     parser.add_argument("--sigmoid", nargs="+", choices=list(SIGMOIDS), default=["tanh"],
                         help="sigmoid forms: tanh (TensorRT's plugin, the default) and / or exact (the model's)")
@@ -125,14 +131,15 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = [measure(spec, arch) for arch in args.arch
             for spec in paper_specs(args.kernels, args.dtypes, args.warps, args.sigmoid, args.head_stages,
-                                    [n or None for n in args.maxnreg], [n or None for n in args.programs_per_sm])]
-    print(f"{'kernel':>6} {'arch':>5} {'dtype':>5} {'sigmoid':>7} {'shift':>5} {'warps':>5} {'stages':>6} "
+                                    [n or None for n in args.maxnreg], [n or None for n in args.programs_per_sm],
+                                    args.mma)]
+    print(f"{'kernel':>6} {'mma':>5} {'arch':>5} {'dtype':>5} {'sigmoid':>7} {'shift':>5} {'warps':>5} {'stages':>6} "
           f"{'maxnreg':>7} {'per SM':>6} {'regs':>5} "
           f"{'stack B':>8} {'smem B':>7} {'blk/SM':>6} {'TRT AOT':>7} {'instr/warp':>10} {'MMA':>5} {'MUFU':>5} "
           f"{'mma warps':>10}")
     for r in rows:
         mix = r.instructions_per_warp
-        print(f"{r.kernel:>6} sm_{r.arch:<2} {r.dtype:>5} {r.sigmoid:>7} {r.shift:>5} {r.num_warps:>5} "
+        print(f"{r.kernel:>6} {r.mma:>5} sm_{r.arch:<2} {r.dtype:>5} {r.sigmoid:>7} {r.shift:>5} {r.num_warps:>5} "
               f"{r.head_stages:>6} {r.maxnreg or '-':>7} {r.programs_per_sm or '-':>6} {r.registers:>5} "
               f"{r.stack_bytes:>8} {r.shared_bytes:>7} {r.blocks_per_sm_by_registers:>6} "
               f"{'ok' if r.tensorrt_aot_ok else 'no':>7} {mix['total']:>10} {mix['tensor_core']:>5} {mix['mufu']:>5} "

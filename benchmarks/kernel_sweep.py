@@ -84,23 +84,32 @@ class Outcome:
     mma_instructions: dict[str, int] | None = None  # counted in the PTX of the same build
 
 
-# Launches the autotuner does not time yet, swept in fp16 on both MMA paths to see whether they should be.
-# Folded, persistent: 4 programs per SM at 128 registers (sm_90 fp16, triton 3.6: a 120 B spill) and 3 at
-# 168 with the head loop pipelined too (a 48 B spill); `benchmarks/kernel_resources.py` lists them.
+# Launches the autotuner does not time, swept in fp16 on both MMA paths to see whether they should be.
+# Folded, persistent (tca_jit's header): 3 programs per SM at 168 registers and 2 uncapped. Both were
+# autotuned until the second H100 sweep of 2026-11-26 timed them slower than the plain launches on both
+# paths at batch 8 and 32 (fp16, mma.sync: 12.4 / 42.6 and 10.9 / 39.8 us against 9.4 / 34.7;
+# benchmarks/results/kernel-sweep-NVIDIA-H100-80GB-HBM3-2026-11-26-2.json); kept here so a later Triton or
+# kernel change that makes them pay shows up. And the head loop pipelined three deep at 128 registers (the
+# paper preset has 3 heads: every head's folded weights in flight at once), since two deep gave the best
+# batch-32 time (31.8 us with wgmma, 49.5 % of the roofline); and two deep capped at 96 registers, where
+# the wgmma build (115-122 registers uncapped, 4 blocks per SM, triton 3.8) fits 5 blocks per SM for a
+# 160-256 B spill: the kernel is latency-bound (ncu: 25 % occupancy), so a fifth block may pay.
 CANDIDATE_CONFIGS = {
-    KernelChoice.FOLDED: (LaunchConfig(4, 128, head_stages=1, programs_per_sm=4),
-                          LaunchConfig(4, 168, head_stages=2, programs_per_sm=3)),
+    KernelChoice.FOLDED: (LaunchConfig(4, 168, head_stages=1, programs_per_sm=3),
+                          LaunchConfig(4, head_stages=1, programs_per_sm=2),
+                          LaunchConfig(4, 128, head_stages=3),
+                          LaunchConfig(4, 96, head_stages=2)),
 }
 
 
 def variants() -> list[Variant]:
-    """Each kernel's autotuned launch configs (tca_triton.LAUNCH_CONFIGS) in fp16 on the default MMA path
-    and with wgmma, in bf16 on the default path, and fp32 (exact FMA maths: the MMA path changes nothing) at
-    its usual widths; then the candidates (CANDIDATE_CONFIGS) in fp16 on both MMA paths."""
+    """Each kernel's autotuned launch configs (tca_triton.LAUNCH_CONFIGS) as the autotuner times them
+    (`configs_for_dtype`): the 4-warp ones in fp16 and bf16 on both MMA paths, the wider ones in fp32 (exact
+    FMA maths: the MMA path changes nothing); then the candidates (CANDIDATE_CONFIGS) in fp16 on both paths."""
     rows = []
     for kernel, configs in LAUNCH_CONFIGS.items():
-        rows += [Variant.of(kernel.value, mma, "fp16", c) for mma in ("mma", "wgmma") for c in configs]
-        rows += [Variant.of(kernel.value, "mma", "bf16", c) for c in configs]
+        rows += [Variant.of(kernel.value, mma, dtype, c) for dtype in ("fp16", "bf16") for mma in ("mma", "wgmma")
+                 for c in configs if c.num_warps == 4]
         rows += [Variant.of(kernel.value, "mma", "fp32", c) for c in configs if c.num_warps >= 8]
     for kernel, configs in CANDIDATE_CONFIGS.items():
         rows += [Variant.of(kernel.value, mma, "fp16", c) for mma in ("mma", "wgmma") for c in configs]

@@ -65,7 +65,8 @@ against 2 951 shifted, in 148 / 144 registers against 168 / 176):
 The folded kernel's head loop can be software-pipelined (HEAD_STAGES = 2, `tl.range(num_stages=2)`): Triton
 then loads the next head's folded weights into shared memory while this head computes. On an H100 (fp16,
 batch 8 / 32, 4 warps capped at 128 registers) that ran 9.6 / 35.0 us against 9.3 / 34.5 with mma.sync
-and 9.2 / 31.7 against 8.5 / 35.6 with wgmma (one run each), so the autotuner times both depths.
+and 9.2 / 31.7 against 8.5 / 35.6 with wgmma, and 9.2 / 31.8 against 8.5 / 35.5 with wgmma in a second run,
+so the autotuner times both depths (batch 32 takes the pipelined one).
 
 The folded kernel can also run persistent (PROGRAMS_PER_SM > 0, `tca_triton.LaunchConfig.programs_per_sm`):
 grid axis 0 then holds about that many programs per SM over the batch, and each walks its image's windows
@@ -80,8 +81,10 @@ instead, gave each load one shared-memory buffer whose next copy starts only aft
 of it, i.e. at the end of the iteration: no overlap. The cost is registers (sm_90 fp16, triton 3.6: 227
 uncapped, 2 programs per SM; capped at 168, 3 per SM with no spill) and a few instructions: per window
 the loop runs 1 208 / 1 287 per warp (uncapped / capped) against the plain build's 1 192 / 1 212 (shifted,
-exact sigmoid), plus a ~380-instruction prologue per program. Not yet timed on a GPU, so the autotuner
-times both against the plain builds.
+exact sigmoid), plus a ~380-instruction prologue per program. Timed on an H100 (fp16, batch 8 / 32), it
+lost on both MMA paths: 12.4 / 42.6 us (168 registers, 3 per SM) and 10.9 / 39.8 (uncapped, 2 per SM)
+against the plain launch's 9.4 / 34.7 with mma.sync. So the autotuner no longer times it; the sweep keeps
+it as a candidate (`benchmarks/kernel_sweep.CANDIDATE_CONFIGS`), and the CPU tests keep it right.
 
 Both kernels take PADDED from the launch: at the preset's 64 x 64 latent every window is whole, so no
 token needs a validity check and only the shifted block's wrap-around needs index arithmetic (direct

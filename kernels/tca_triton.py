@@ -114,19 +114,22 @@ class MmaChoice(str, Enum):
     """Which tensor-core instructions the half-precision matmuls use on Hopper (sm_90). fp32 uses exact FMA
     maths and other GPUs have no wgmma, so there every choice builds the same instructions.
 
-    MMA (default): the dots are built with Triton's `DISABLE_MMA_V3` set, i.e. mma.sync as on Ampere.
-    WGMMA: Triton's own choice on Hopper, warpgroup MMA. With triton 3.6 on an H200 (2026-11-26,
-    benchmarks/results/kernel-sweep-NVIDIA-H200-2026-11-26.json) that build is WRONG (max error 102-204
-    against a bound of 0.3 at 4 and 8 warps, fp16 and bf16) or faults (illegal memory access at 16 warps),
-    while compute-sanitizer reports no bad access: a miscompile, not an out-of-bounds index in this kernel.
+    MMA (the direct kernel's default): the dots are built with Triton's `DISABLE_MMA_V3` set, i.e. mma.sync
+    as on Ampere.
+    WGMMA (the folded kernel's default, DEFAULT_MMA): Triton's own choice on Hopper, warpgroup MMA. With
+    triton 3.6 on an H200 (2026-11-26, benchmarks/results/kernel-sweep-NVIDIA-H200-2026-11-26.json), before
+    the change below, that build was WRONG (max error 102-204 against a bound of 0.3 at 4 and 8 warps, fp16
+    and bf16) or faulted (illegal memory access at 16 warps), while compute-sanitizer reported no bad access:
+    a miscompile, not an out-of-bounds index in this kernel.
     Unrolling the head loop does not help (still wrong), while a variant that ran the score and A V dots as
     3-D mma.sync dots with only the projections on wgmma was right: the bad build is that of the two dots
     whose B operands (K^T, V) the kernel computes itself. That matches a known Triton bug on Hopper,
     tl.trans of a wgmma result (triton-lang/triton#6124, worked around in flash-linear-attention PR #826),
     which the kernel measured then had (S = Q tl.trans(K)). Both kernels now avoid the pattern (the direct
     one computes K^T as Wk_h m~^T; the folded one transposes no dot result). On an H100 (triton 3.6,
-    benchmarks/results/kernel-sweep-NVIDIA-H100-80GB-HBM3-2026-11-26.json) the folded kernel's WGMMA build
-    is right, the direct kernel's still wrong (max error 98-378) or faulting at 16 warps. (A third
+    benchmarks/results/kernel-sweep-NVIDIA-H100-80GB-HBM3-2026-11-26.json and its -2 rerun) the folded
+    kernel's WGMMA build is right (fp16 and bf16, every GPU test) and the faster, the direct kernel's still
+    wrong (max error 98-378) or faulting at 16 warps. (A third
     path, wgmma projections with the score and A V dots written as 3-D dots of batch one so they stay
     mma.sync, was removed untested: Triton puts a 3-D dot's warps on its batch dimension, so every warp
     computed every score, 4x the sigmoids per warp in the sm_90 build.)
@@ -220,15 +223,12 @@ FP32_ARGUMENTS = {KernelChoice.DIRECT: (), KernelChoice.FOLDED: ("qk_bias_ptr", 
 # preset's shape, 2 blocks per SM; capped, 3 fit for an 8-24 B spill (H100, batch 32: 73.0 us against 82.5
 # uncapped). FOLDED: 4 warps, plain (148 registers in the sm_90 half builds, 3 blocks per SM) and capped at
 # 128 (4 blocks for a 16-32 B spill: 34.5 against 38.5 us), each with its head loop plain and
-# software-pipelined (tca_jit's header); persistent, capped at 168 registers (3 programs per SM, no
-# spill in triton 3.6's shifted fp16 build) and uncapped (227 registers: 2 per SM), not yet timed on a GPU;
-# and 8 warps for fp32's FMA maths (half precision at 8 warps: each warp computes as much as at 4, since
-# the dots put the warps' rows along the window's 64 tokens; 57.3 us).
+# software-pipelined (tca_jit's header); and 8 warps for fp32's FMA maths (half precision at 8 warps: each
+# warp computes as much as at 4, since the dots put the warps' rows along the window's 64 tokens; 57.3 us).
+# The persistent launches (programs_per_sm) lost to these on an H100 and are only swept (tca_jit's header).
 LAUNCH_CONFIGS = {
     KernelChoice.DIRECT: (*(LaunchConfig(nw) for nw in NUM_WARPS_CHOICES), LaunchConfig(4, maxnreg=168)),
     KernelChoice.FOLDED: (*(LaunchConfig(4, maxnreg, head_stages) for head_stages in (1, 2) for maxnreg in (None, 128)),
-                          LaunchConfig(4, 168, head_stages=1, programs_per_sm=3),
-                          LaunchConfig(4, head_stages=1, programs_per_sm=2),
                           LaunchConfig(8, head_stages=1)),
 }
 
@@ -240,9 +240,11 @@ def kernel_choice() -> KernelChoice:
 
 # Each kernel's MMA path when LANGBRT_TCA_MMA is unset (which sets it for both). Per kernel because one
 # kernel's wgmma build can be right while the other's is wrong (H100, triton 3.6: folded right, direct wrong).
-# mma.sync for both: the folded kernel's wgmma build was faster at batch 8 (8.5 against 9.3 us) but slower at
-# 32 (35.4 against 34.5) in its one H100 run; pipelined over heads it ran 31.7 at 32, which needs a re-run.
-DEFAULT_MMA = {KernelChoice.DIRECT: MmaChoice.MMA, KernelChoice.FOLDED: MmaChoice.MMA}
+# The folded kernel's wgmma build was the faster in both H100 sweeps (fp16, best autotuned config per batch:
+# 8.5 against 9.3-9.4 us at batch 8, 31.7 / 31.8 against 34.5 / 34.7 at 32 with its head loop pipelined),
+# and its GPU tests pass on it (paper shape forward + backward in fp32/fp16/bf16, fast sigmoid,
+# torch.compile), benchmarks/results/gpu-session-NVIDIA-H100-80GB-HBM3-2026-11-26-2.log.
+DEFAULT_MMA = {KernelChoice.DIRECT: MmaChoice.MMA, KernelChoice.FOLDED: MmaChoice.WGMMA}
 
 
 def mma_choice(kernel: KernelChoice) -> MmaChoice:

@@ -25,7 +25,8 @@ def test_the_sweep_covers_every_autotuned_config_and_marks_the_candidates():
         for config in configs:
             dtypes = ("fp32",) if config.num_warps >= 8 else ("fp16", "bf16")
             for dtype in dtypes:
-                assert kernel_sweep.Variant.of(kernel.value, "mma", dtype, config) in variants, (config, dtype)
+                for mma in ("mma", "wgmma") if dtype != "fp32" else ("mma",):
+                    assert kernel_sweep.Variant.of(kernel.value, mma, dtype, config) in variants, (config, dtype, mma)
     candidates = [v for v in variants if not kernel_sweep.autotuned(v)]
     assert {v.launch_config() for v in candidates} == {
         c for configs in kernel_sweep.CANDIDATE_CONFIGS.values() for c in configs}
@@ -87,7 +88,8 @@ def test_gpu_session_profiles_variants_the_child_accepts():
     loop = next(line for line in script.splitlines() if "for variant in" in line)
     profiled = [kernel_sweep.Variant.from_child_args(args.split()) for args in loop.split('"')[1::2]]
     assert {v.kernel for v in profiled} == {"direct", "folded"}
-    assert any(v.programs_per_sm for v in profiled)
+    folded_default = tca_triton.DEFAULT_MMA[tca_triton.KernelChoice.FOLDED].value
+    assert any(v.kernel == "folded" and v.mma == folded_default for v in profiled)
 
 
 def test_the_fastest_correct_variant_per_dtype_and_batch_against_the_roofline():

@@ -114,8 +114,8 @@ def test_folded_kernel_stacks_its_warps_along_the_window_and_does_not_spill():
     the 16-wide dots are computed twice over (`tca_triton.channel_chunks`). The same with the head loop
     software-pipelined (HEAD_STAGES 2), which stages the next head's weights in shared memory."""
     rows = compiler_child_json(str(REPO / "benchmarks" / "kernel_resources.py"), "--arch", "90", "--kernels",
-                               "folded", "--dtypes", "fp16", "bf16", "--warps", "4", "--head-stages", "1", "2",
-                               "--out", "-")["rows"]
+                               "folded", "--mma", "mma", "--dtypes", "fp16", "bf16", "--warps", "4", "--head-stages",
+                               "1", "2", "--out", "-")["rows"]
     assert len(rows) == 8
     shared = {(r["dtype"], r["shift"], r["head_stages"]): r["shared_bytes"] for r in rows}
     assert all(shared[dtype, shift, 2] > shared[dtype, shift, 1] for dtype, shift, _ in shared)
@@ -135,7 +135,7 @@ def test_persistent_folded_kernel_keeps_the_layout_and_counts_its_window_loop_on
     must count that loop once whether the compiler kept the head loop inside it (exact sigmoid) or
     unrolled it (tanh, triton 3.8), not NUM_HEADS times."""
     rows = compiler_child_json(str(REPO / "benchmarks" / "kernel_resources.py"), "--arch", "90", "--kernels",
-                               "folded", "--dtypes", "fp16", "--warps", "4", "--maxnreg", "168",
+                               "folded", "--mma", "mma", "--dtypes", "fp16", "--warps", "4", "--maxnreg", "168",
                                "--programs-per-sm", "0", "3", "--sigmoid", "tanh", "exact", "--out", "-")["rows"]
     assert len(rows) == 8
     for row in rows:
