@@ -1,11 +1,29 @@
 """LangBRT: remove the facial blemishes a person names in words, and leave every other pixel alone.
 
-Importing this package loads no weights and probes no device.
+Importing this package loads no weights, probes no device and imports nothing heavy: the public names below
+load their modules (and torch) on first use. Why: the console scripts (`langbrt.console`) must be able to
+turn a Ctrl-C during the seconds torch takes to import into one line, which needs their own module to
+import before torch does.
 """
 
-from .config import LangBRTConfig
-from .errors import CheckpointError, LangBRTError, LangBRTInputError
-from .model import LangBRT, LangBRTOutput
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .config import LangBRTConfig
+    from .errors import CheckpointError, LangBRTError, LangBRTInputError
+    from .model import LangBRT, LangBRTOutput
 
 __all__ = ["CheckpointError", "LangBRT", "LangBRTConfig", "LangBRTError", "LangBRTInputError", "LangBRTOutput"]
 __version__ = "0.1.0"
+
+_MODULE_OF = {"LangBRTConfig": ".config", "CheckpointError": ".errors", "LangBRTError": ".errors",
+              "LangBRTInputError": ".errors", "LangBRT": ".model", "LangBRTOutput": ".model"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_MODULE_OF[name], __name__), name)

@@ -1,0 +1,48 @@
+"""The console scripts' entry points (pyproject.toml's [project.scripts]).
+
+Each imports its command's module only when called, inside a Ctrl-C guard: torch takes seconds to import,
+and a Ctrl-C in that time would otherwise print the interpreter's traceback instead of the one line and
+exit status 130 the commands give once running. This module and `langbrt/__init__` import nothing heavy.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+EXIT_INTERRUPTED = 130
+
+
+def _run(module: str, prog: str) -> Any:
+    """`module.main()`, or one line and exit 130 when Ctrl-C lands while `module` is still importing."""
+    try:
+        main = importlib.import_module(module).main
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted while starting\n")
+        sys.exit(EXIT_INTERRUPTED)
+    return main()
+
+
+def serve() -> Any:
+    return _run("langbrt.runtime.cli_serve", "langbrt-serve")
+
+
+def export() -> Any:
+    return _run("langbrt.export.cli", "langbrt-export")
+
+
+def infer() -> Any:
+    return _run("langbrt.runtime.cli_infer", "langbrt-infer")
+
+
+def bench() -> Any:
+    return _run("langbrt.runtime.cli_bench", "langbrt-bench")
+
+
+def train() -> Any:
+    return _run("langbrt.training.cli_train", "langbrt-train")
+
+
+def evaluate() -> Any:
+    return _run("langbrt.training.cli_eval", "langbrt-eval")

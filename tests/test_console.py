@@ -1,0 +1,63 @@
+"""The console scripts' entry points: a Ctrl-C while torch is still importing is one line and exit 130."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomllib
+
+from langbrt import console
+
+SCRIPTS = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def test_the_entry_module_imports_nothing_heavy():
+    probe = "import sys, langbrt.console; print(sorted({'torch', 'numpy', 'PIL'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.strip() == "[]"
+
+
+def test_ctrl_c_while_importing_is_one_line_and_exit_130(monkeypatch, capsys):
+    def interrupted(name: str, package: str | None = None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(importlib, "import_module", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        console.infer()
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err == "langbrt-infer: interrupted while starting\n"
+
+
+COMMAND_MODULES = {"langbrt-serve": "langbrt.runtime.cli_serve", "langbrt-export": "langbrt.export.cli",
+                   "langbrt-infer": "langbrt.runtime.cli_infer", "langbrt-bench": "langbrt.runtime.cli_bench",
+                   "langbrt-train": "langbrt.training.cli_train", "langbrt-eval": "langbrt.training.cli_eval"}
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_every_script_runs_its_own_commands_main(script, monkeypatch):
+    module_name, function = SCRIPTS[script].split(":")
+    assert module_name == "langbrt.console"
+    called = []
+    real_import = importlib.import_module
+
+    def fake_import(name: str, package: str | None = None):
+        module = real_import(name, package)
+        if name.startswith("langbrt."):  # not the imports the command's own modules make
+            monkeypatch.setattr(module, "main", lambda: called.append(name) or 0)
+        return module
+
+    monkeypatch.setattr(importlib, "import_module", fake_import)
+    assert getattr(console, function)() == 0
+    assert called == [COMMAND_MODULES[script]]
+
+
+def test_the_package_still_exports_its_public_names():
+    import langbrt
+
+    assert {name: getattr(langbrt, name).__name__ for name in langbrt.__all__} == {n: n for n in langbrt.__all__}
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        langbrt.nope  # noqa: B018
