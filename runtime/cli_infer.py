@@ -241,6 +241,14 @@ def _staged(source: Path, targets: dict[str, Path]) -> Iterator[dict[str, Path]]
         raise LangBRTInputError(f"{source}: cannot write into {folder} ({err.strerror or err})") from None
 
 
+def missing_folders(files: list[Path], output: Path | None) -> list[Path]:
+    """The output folders (and their ancestors) that do not exist yet, deepest first: what an interrupted
+    run removes again where it wrote nothing into them, so Ctrl-C leaves no empty results folder behind."""
+    missing = {p for source in files for folder in [output_folder(source, output)]
+               for p in (folder, *folder.parents) if not p.exists()}
+    return sorted(missing, key=lambda p: len(p.parts), reverse=True)
+
+
 def check_output_folder(folder: Path) -> None:
     """Refuse, before any work, a results folder that is (or sits below) an existing file."""
     existing = next(p for p in (folder, *folder.parents) if p.exists())
@@ -275,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted before any image was retouched", file=sys.stderr)
         return EXIT_INTERRUPTED
-    results, failed = [], list(missing)
+    results, failed, created = [], list(missing), missing_folders(files, args.output)
     for item in missing:
         print(f"{prog}: {item['error']}", file=sys.stderr)
     from tqdm import tqdm
@@ -290,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
                     tqdm.write(f"{prog}: {err}", file=sys.stderr)
         except KeyboardInterrupt:  # Ctrl-C: writes are atomic, so every output already there is complete
             bar.close()
+            for folder in created:  # only the empty ones go
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
             print(f"{prog}: interrupted after {len(results)} of {len(files)} image(s)", file=sys.stderr)
             return EXIT_INTERRUPTED
     if args.json:

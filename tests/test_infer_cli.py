@@ -220,8 +220,27 @@ def test_an_interrupt_while_writing_leaves_none_of_that_photos_outputs(model_dir
     monkeypatch.setattr(cli_infer, "write_image", interrupted_after_the_first)
     assert _run(model_dir, src, "--save-maps") == 130
     assert written, "the first output was not even attempted"
-    assert list((tmp_path / "retouched").iterdir()) == []
+    assert not (tmp_path / "retouched").exists()  # created by this run, left empty: removed again
     assert "interrupted after 0 of 1" in capsys.readouterr().err
+
+
+def test_an_interrupt_keeps_the_output_folders_that_hold_results(model_dir, tmp_path, monkeypatch):
+    """Two photos into a new nested -o folder, Ctrl-C on the second: the first's outputs and their folder stay."""
+    import langbrt.runtime.cli_infer as cli_infer
+
+    sources = [_photo(tmp_path / "a.png"), _photo(tmp_path / "b.png")]
+    real_write, written = cli_infer.write_image, []
+
+    def interrupted_on_the_second_photo(*args, **kwargs):
+        if written:
+            raise KeyboardInterrupt
+        written.append(real_write(*args, **kwargs))
+        return written[-1]
+
+    monkeypatch.setattr(cli_infer, "write_image", interrupted_on_the_second_photo)
+    out = tmp_path / "new" / "results"
+    assert main([*map(str, sources), "--model", str(model_dir), "--device", "cpu", "-o", str(out)]) == 130
+    assert [p.name for p in out.iterdir()] == ["a_retouched.png"]
 
 
 def test_a_prompt_an_export_cannot_take_is_refused_before_anything_runs(model_dir, tmp_path, capsys):
