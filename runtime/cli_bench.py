@@ -259,8 +259,9 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def format_table(report: dict[str, Any]) -> str:
+    """The measured rows under a header (none when nothing was measured), then one line per skipped row."""
     lines = [f"{'backend':<12}{'prec':<6}{'batch':>6}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}{'img/s':>10}"
-             f"{'of bound':>10}  device"]
+             f"{'of bound':>10}  device"] if report["rows"] else []
     for r in report["rows"]:
         frac = f"{r['achieved_fraction']:.1%}" if r.get("achieved_fraction") is not None else "-"
         lines.append(f"{r['backend']:<12}{r['precision']:<6}{r['batch_size']:>6}{r['p50_ms']:>10.2f}"
