@@ -199,8 +199,7 @@ def _generator_losses(cfg: TrainConfig, out: LangBRTOutput, batch: dict[str, Any
                       discriminator: torch.nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     w, source, target = cfg.loss_weights(), batch["source"], batch["target"]
     exact = batch.get("removed_mask")  # (B, 1, H, W) for the synthetic set, else None
-    loss, cons_parts = consistency_loss(out.image, target, w, resources.perceptual)
-    parts: dict[str, torch.Tensor] = {k: torch.as_tensor(v) for k, v in cons_parts.items()}
+    loss, parts = consistency_loss(out.image, target, w, resources.perceptual)
     if w.detection > 0:
         parts["detection"] = detection_loss(out.soft_mask, source, target, exact_mask=exact,
                                              kind=cfg.detection_loss)

@@ -12,21 +12,22 @@ def consistency_loss(
     target: torch.Tensor,
     weights: LossWeights,
     perceptual: VGGPerceptual | None,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """(B, 3, H, W) pair -> (weighted total, unweighted value of each active term for logging).
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(B, 3, H, W) pair -> (weighted total, unweighted value of each active term for logging, detached:
+    read as numbers only when logged, so a CUDA step does not wait on the GPU for them).
 
     A term whose weight is 0 is not computed at all (an ablation should cost nothing); the perceptual term
     needs the VGG module whenever its weight is > 0 (`require_loss_weights` loads it before training).
     """
     total = pred.new_zeros(())
-    parts: dict[str, float] = {}
+    parts: dict[str, torch.Tensor] = {}
     if weights.l1 > 0:
         l1 = F.l1_loss(pred, target)
         total = total + weights.l1 * l1
-        parts["l1"] = float(l1.detach())
+        parts["l1"] = l1.detach()
     if weights.perceptual > 0:
         assert perceptual is not None, f"perceptual weight is {weights.perceptual} but no VGGPerceptual was given"
         vgg = perceptual(pred, target)
         total = total + weights.perceptual * vgg
-        parts["perceptual"] = float(vgg.detach())
+        parts["perceptual"] = vgg.detach()
     return total, parts
