@@ -478,8 +478,18 @@ def windowed_sigmoid_cross_attention_triton(
     every tensor of `params` (alpha included) through a recompute-based backward. `fast_sigmoid` computes
     the forward's sigmoid as 0.5 tanh(s / 2) + 0.5 with PTX `tanh.approx.f32` (on CUDA; the interpreter
     evaluates the same form exactly).
+
+    Under autocast every input is cast to the autocast dtype first, as autocast would cast a matmul's: the
+    kernel then runs in half precision (an fp32 LayerNorm output would otherwise pick its fp32 build, 8x
+    slower), and the backward's recomputed reference, which runs outside autocast, sees one dtype (bf16 maps
+    beside an fp32 x and fp32 weights made it fail). The casts are differentiable: gradients come back in
+    each input's own dtype.
     """
-    return _TCAFunction.apply(x, map_features, num_heads, window_size, shift, fast_sigmoid, *params.tensors())
+    tensors = params.tensors()
+    if torch.is_autocast_enabled(x.device.type):
+        dtype = torch.get_autocast_dtype(x.device.type)
+        x, map_features, tensors = x.to(dtype), map_features.to(dtype), tuple(t.to(dtype) for t in tensors)
+    return _TCAFunction.apply(x, map_features, num_heads, window_size, shift, fast_sigmoid, *tensors)
 
 
 __all__ = ["OP_NAME", "windowed_sigmoid_cross_attention_triton"]

@@ -127,6 +127,25 @@ def test_gradients_match_reference_autograd():
         torch.testing.assert_close(got.grad, expected.grad, atol=1e-5, rtol=1e-5, msg=name)
 
 
+def test_under_autocast_the_kernel_runs_in_the_autocast_dtype_and_differentiates_mixed_inputs():
+    """Training with --precision bf16 on CUDA: x comes from an fp32 LayerNorm, the weights are fp32 and the
+    map features may already be half (the no-tbd ablation builds them from the encoder's half features).
+    The kernel must run in the autocast dtype, and its backward (a reference recompute outside autocast)
+    must not mix dtypes. fp16 here: CPU autocast takes it, and the interpreter has no bf16."""
+    x, mf = random_inputs(1, 8, 8, 16, 3)
+    params = random_params(16, 3, 2)
+    kx, kmf, kparams, kernel_leaves = leaf_copies(x, mf.half(), params)
+    with torch.autocast("cpu", dtype=torch.float16):
+        got = kernel_attention(kx, kmf, kparams, 2, 4, 2)
+    assert got.dtype == torch.float16
+    got.float().sum().backward()
+    for leaf in kernel_leaves:
+        assert leaf.grad is not None and leaf.grad.dtype == leaf.dtype and leaf.grad.isfinite().all()
+    expected = windowed_sigmoid_cross_attention_reference(x.half(), mf.half(), cast_params(params, torch.float16),
+                                                          2, 4, 2)
+    torch.testing.assert_close(got, expected, atol=1e-2, rtol=1e-2)
+
+
 def test_frozen_parameters_get_no_gradient():
     x, mf = random_inputs(1, 8, 8, 16, 3)
     params = random_params(16, 3, 2)
