@@ -140,6 +140,6 @@ def _as_rgb(image: LoadedImage | torch.Tensor, index: int) -> torch.Tensor:
         shape = tuple(rgb.shape) if isinstance(rgb, torch.Tensor) else type(rgb).__name__
         raise LangBRTInputError(f"image {index}: expected a LoadedImage or a (3, H, W) tensor, got {shape}")
     if rgb.dtype == torch.uint8:
-        return rgb.float().div(255.0)
+        return rgb.cpu().float().div(255.0)
     return rgb.detach().float().cpu()
 
