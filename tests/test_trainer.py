@@ -241,3 +241,22 @@ def test_gpu_training_with_ema_and_perceptual_loss_runs_and_resumes_on_cuda(tmp_
     resumed = train(replace(cfg, output=str(tmp_path / "resumed"), steps=4), resume=result.final_dir,
                     progress=False)
     assert math.isfinite(resumed.last_loss) and load_trainer_state(resumed.final_dir)["step"] == 4
+
+
+def test_a_cuda_rng_state_resumes_on_a_machine_with_fewer_gpus(monkeypatch):
+    """A checkpoint of an 8-GPU node, resumed with one GPU visible: the state of the GPU in use is restored
+    (old checkpoints held one state per visible GPU, and restoring all of them raised IndexError)."""
+    from langbrt.training import train_state
+
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state: restored.append(state))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: pytest.fail("restores every GPU's state"))
+    eight_gpus = [torch.full((8,), i, dtype=torch.uint8) for i in range(8)]
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda: torch.full((8,), 42, dtype=torch.uint8))
+    with torch.random.fork_rng(devices=[]):  # set_rng_state also restores the CPU generators
+        saved = train_state.rng_state()
+        train_state.set_rng_state({**saved, "cuda": eight_gpus})
+        train_state.set_rng_state(saved)
+    assert [int(s[0]) for s in restored] == [0, 42]

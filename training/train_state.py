@@ -87,7 +87,7 @@ def rng_state() -> dict[str, Any]:
         "python": random.getstate(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()  # this process's GPU only: a resume may see fewer GPUs
     return state
 
 
@@ -99,7 +99,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        cuda = state["cuda"]
+        if isinstance(cuda, list | tuple):  # checkpoints before 2026-11-26 hold one state per visible GPU
+            cuda = cuda[min(torch.cuda.current_device(), len(cuda) - 1)]
+        torch.cuda.set_rng_state(cuda)
 
 
 def save_checkpoint(directory: Path, model: LangBRT, ema: EMA | None, state: dict[str, Any],
