@@ -146,6 +146,14 @@ def folded_weights(params: TCAParams, num_heads: int, dtype: torch.dtype, logits
     return folded
 
 
+def live_folds() -> tuple[FoldedTCAWeights, ...]:
+    """Every cached folded weight set. Why: a CUDA graph captured through the fused kernel reads them by
+    address while only this cache owns them; its holder keeps these references, so an eviction (or
+    `clear_cache`) can never free memory a replay still reads."""
+    with _cache_lock:
+        return tuple(entry.folded for entry in _cache.values())
+
+
 def clear_cache() -> None:
     """Forget every folded weight set (tests; or to free the memory of models no longer used)."""
     with _cache_lock:

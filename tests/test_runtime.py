@@ -182,3 +182,63 @@ def test_cuda_graph_replay_matches_eager(encoder_free_checkpoint, precision):
         x = torch.rand(1, 3, 64, 64)
         torch.testing.assert_close(backend.run(x, prompts).image, eager.run(x, prompts).image, atol=tol, rtol=tol)
     assert sorted(backend._graphs) == [1, 2], "each batch-1 table size should be captured once"
+
+
+def test_onnxruntime_on_a_second_gpu_asks_its_cuda_provider_for_that_gpu(artifacts, monkeypatch):
+    """`--device cuda:1` must run on GPU 1: ORT's CUDA provider takes GPU 0 unless told device_id."""
+    import onnxruntime as ort
+
+    _, onnx_path = artifacts
+    asked = []
+
+    def recording_session(path, sess_options=None, providers=None):
+        asked.append(providers)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession", recording_session)
+    for device in ("cuda:1", "cuda"):
+        with pytest.raises(CheckpointError, match="stop here"):
+            OnnxRuntimeBackend.load(onnx_path, device=device)
+    assert asked == [[("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"],
+                     [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_replays_stay_right_after_the_fold_cache_is_cleared(encoder_free_checkpoint):
+    """A captured graph reads the folded attention weights by address; the backend keeps them alive."""
+    from langbrt.kernels import tca_fold
+
+    path, texts = encoder_free_checkpoint
+    backend = TorchBackend.load(path, device="cuda", precision="fp16")
+    eager = TorchBackend(backend.model, "cuda", "fp16", cuda_graphs=False)
+    x = torch.rand(1, 3, 64, 64)
+    backend.run(x, [texts[:2]])  # captured
+    tca_fold.clear_cache()
+    torch.cuda.empty_cache()
+    torch.rand(64, 1024, 1024, device="cuda").half()  # reuse whatever memory was freed
+    torch.testing.assert_close(backend.run(x, [texts[:2]]).image, eager.run(x, [texts[:2]]).image,
+                               atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_a_backend_on_the_second_gpu_captures_and_replays_there(encoder_free_checkpoint):
+    path, texts = encoder_free_checkpoint
+    backend = TorchBackend.load(path, device="cuda:1", precision="fp32")
+    eager = TorchBackend(backend.model, "cuda:1", "fp32", cuda_graphs=False)
+    for _ in range(2):  # capture, then replay with another image
+        x = torch.rand(1, 3, 64, 64)
+        torch.testing.assert_close(backend.run(x, [texts[:2]]).image, eager.run(x, [texts[:2]]).image,
+                                   atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_uint8_image_tensor_on_the_gpu_is_retouched(encoder_free_checkpoint):
+    path, texts = encoder_free_checkpoint
+    retoucher = Retoucher.load(path, backend="torch", device="cuda")
+    image = torch.randint(0, 256, (3, 40, 52), dtype=torch.uint8, device="cuda")
+    [result] = retoucher.retouch([image], [texts[:1]])
+    assert result.image.shape == (3, 40, 52) and result.image.device.type == "cpu"

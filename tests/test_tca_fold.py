@@ -152,3 +152,19 @@ def test_cache_is_bounded():
     for params in kept:
         tca_fold.folded_weights(params, 1, torch.float32, PLAIN)
     assert len(tca_fold._cache) == tca_fold.CACHE_SIZE
+
+
+def test_live_folds_are_every_cached_set_and_outlive_the_cache():
+    """What a captured CUDA graph's holder keeps alive: the cache's folded tensors, past clear_cache."""
+    first = tca_fold.folded_weights(random_params(16, 3, 1), 1, torch.float64, plain(3))
+    second = tca_fold.folded_weights(random_params(16, 3, 1, seed=1), 1, torch.float64, plain(3))
+    kept = tca_fold.live_folds()
+    assert {id(f) for f in kept} == {id(first), id(second)}
+    watcher = weakref.ref(first.qk)
+    del first
+    tca_fold.clear_cache()
+    gc.collect()
+    assert watcher() is not None and tca_fold.live_folds() == ()
+    del kept
+    gc.collect()
+    assert watcher() is None

@@ -71,7 +71,7 @@ class OnnxRuntimeBackend(ArtifactBackend):
         actual = "cpu"
         if device is not None and device.startswith("cuda"):
             if "CUDAExecutionProvider" in ort.get_available_providers():
-                providers.insert(0, "CUDAExecutionProvider")
+                providers.insert(0, ("CUDAExecutionProvider", {"device_id": torch.device(device).index or 0}))
                 actual = device
             else:
                 warnings.warn("onnxruntime has no CUDA provider (install onnxruntime-gpu); running on CPU",

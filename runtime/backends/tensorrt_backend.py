@@ -79,12 +79,13 @@ class TensorRTBackend(ArtifactBackend):
                                       f"rebuild: {rebuild}")
         if precision is not None and precision != metadata.precision:
             raise CheckpointError(f"{path} is a {metadata.precision} engine, not {precision}; rebuild: {rebuild}")
-        runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
-        engine = runtime.deserialize_cuda_engine(path.read_bytes())
-        if engine is None:
-            raise CheckpointError(f"{path}: TensorRT cannot deserialize this engine (other version or GPU?); "
-                                  f"rebuild: {rebuild}")
-        return cls(engine, metadata, device, str(path))
+        with torch.cuda.device(torch.device(device)):  # the engine and its context live on that GPU, not GPU 0
+            runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
+            engine = runtime.deserialize_cuda_engine(path.read_bytes())
+            if engine is None:
+                raise CheckpointError(f"{path}: TensorRT cannot deserialize this engine (other version or GPU?); "
+                                      f"rebuild: {rebuild}")
+            return cls(engine, metadata, device, str(path))
 
     @torch.inference_mode()
     def run(self, images: torch.Tensor | np.ndarray, prompts: Sequence[Sequence[str]]) -> BackendOutput:
@@ -107,15 +108,16 @@ class TensorRTBackend(ArtifactBackend):
             OUTPUT_MAPS: torch.empty(B, num_maps, S, S, device=dev),
         }
         names = {self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)}
-        for name, tensor in feeds.items():
-            if name in names:  # the extra-prompt inputs exist only when the export has slots
-                self.context.set_input_shape(name, tuple(tensor.shape))
+        with torch.cuda.device(dev):  # the engine's GPU current, whichever GPU the calling thread had
+            for name, tensor in feeds.items():
+                if name in names:  # the extra-prompt inputs exist only when the export has slots
+                    self.context.set_input_shape(name, tuple(tensor.shape))
+                    self.context.set_tensor_address(name, tensor.data_ptr())
+            for name, tensor in outputs.items():
                 self.context.set_tensor_address(name, tensor.data_ptr())
-        for name, tensor in outputs.items():
-            self.context.set_tensor_address(name, tensor.data_ptr())
-        stream = torch.cuda.current_stream(dev)
-        if not self.context.execute_async_v3(stream.cuda_stream):
-            raise LangBRTError(f"TensorRT execution failed for a batch of {B}")
-        stream.synchronize()
+            stream = torch.cuda.current_stream(dev)
+            if not self.context.execute_async_v3(stream.cuda_stream):
+                raise LangBRTError(f"TensorRT execution failed for a batch of {B}")
+            stream.synchronize()
         return BackendOutput(image=outputs[OUTPUT_IMAGE], mask=outputs[OUTPUT_MASK],
                              maps=regroup_maps(outputs[OUTPUT_MAPS], per_image))

@@ -7,6 +7,7 @@ graph (one per prompt-table size), and host images go through pinned memory so t
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from langbrt.errors import LangBRTError, LangBRTInputError
+from langbrt.kernels.tca_fold import live_folds
 from langbrt.model import LangBRT, PromptTable
 from langbrt.text.prompts import normalize_prompt_lists
 
@@ -34,6 +36,7 @@ class _Graph:
     predefined_index: torch.Tensor  # (T,)
     weights: torch.Tensor  # (1, T)
     outputs: tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # image, mask, maps (static)
+    kept: tuple[object, ...] = ()  # what the graph reads but only a cache holds (tca_fold.live_folds)
 
 
 class TorchBackend:
@@ -83,11 +86,14 @@ class TorchBackend:
         check_square(images, self.image_size)
         table = self.model.prompt_table(normalize_prompt_lists(prompts, images.shape[0]), images.shape[0])
         x = self._to_device(images)
-        if self._cuda_graphs and x.shape[0] == 1:
-            image, mask, maps = self._run_graph(x, table)
-        else:
-            out = self.model.forward_table(x, table.embeddings, table.predefined_index, table.weights)
-            image, mask, maps = out.image, out.mask, out.maps
+        # The model's GPU current while it runs: streams, graph captures and Triton launches take the current
+        # device, which is GPU 0 in a thread that never chose one.
+        with torch.cuda.device(x.device) if self._on_cuda else contextlib.nullcontext():
+            if self._cuda_graphs and x.shape[0] == 1:
+                image, mask, maps = self._run_graph(x, table)
+            else:
+                out = self.model.forward_table(x, table.embeddings, table.predefined_index, table.weights)
+                image, mask, maps = out.image, out.mask, out.maps
         return BackendOutput(image=image.float(), mask=mask.float(), maps=regroup_maps(maps.float(), table.per_image))
 
     def _to_device(self, images: torch.Tensor) -> torch.Tensor:
@@ -133,6 +139,6 @@ class TorchBackend:
                 self.model.forward_table(*static)
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, stream=torch.cuda.Stream(dev)):  # the default capture stream is GPU 0's
             out = self.model.forward_table(*static)
-        return _Graph(graph, *static, outputs=(out.image, out.mask, out.maps))
+        return _Graph(graph, *static, outputs=(out.image, out.mask, out.maps), kept=live_folds())
