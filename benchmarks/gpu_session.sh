@@ -24,7 +24,8 @@
 #            weights and prompt embeddings: latency does not depend on their values), and
 #            benchmarks/profile_forward.py's CUDA kernel table and latency for one fp16 batch-8 forward,
 #            and both again with LANGBRT_GROUP_NORM=native (PyTorch's GroupNorm + GELU: the fused default's
-#            baseline). (channels_last, once timed here: 17.4 against NCHW's 17.2 ms, so no longer run.)
+#            baseline), and the forward in channels_last (no cuDNN transposes; the fused GroupNorm's NHWC
+#            kernels; with PyTorch's GroupNorm it ran 17.4 against NCHW's 17.2 ms);
 # compile:   the same forward through torch.compile.
 # Each step has its own time limit and writes as it goes, so a slow step costs only itself.
 # The device image (Python 3.12, torch, triton) has neither TensorRT nor onnxruntime-gpu and fetches nothing.
@@ -111,6 +112,8 @@ random_model(PRESETS['paper']()).save_pretrained('/tmp/langbrt-paper-random')" 2
         --out "$out/bench-torch-paper-$card-$day.json" 2>&1 | tail -30 | tee -a "$log"
     timeout 40 python3 benchmarks/profile_forward.py --preset paper --precision fp16 --batch 8 \
         --out "$out/profile-paper-fp16-b8-$card-$day.txt" 2>&1 | tail -30 | tee -a "$log"
+    timeout 40 python3 benchmarks/profile_forward.py --channels-last --preset paper --precision fp16 --batch 8 \
+        --out "$out/profile-paper-fp16-b8-channels-last-$card-$day.txt" 2>&1 | tail -30 | tee -a "$log"
     # PyTorch's GroupNorm + GELU against the fused default (kernels/group_norm.py) in the runs above.
     LANGBRT_GROUP_NORM=native timeout 60 python3 -m langbrt.runtime.cli_bench --model /tmp/langbrt-paper-random \
         --backend torch --device cuda --precision fp16 --batch-sizes 1 8 32 --seconds 3 \

@@ -23,6 +23,13 @@ normalisation with its GELU 0.69 (benchmarks/results/profile-paper-fp16-b8-NVIDI
 against its -triton-group-norm- twin). So it is the default for CUDA inference (LANGBRT_GROUP_NORM=auto;
 `langbrt.modules.blocks.GroupNorm`).
 
+A channels_last map (memory (N, H, W, C)) takes its own pair, `gn_nhwc_partial_stats_kernel` (grid (N,
+pixel chunks): one contiguous (pixels, C) tile per program, reduced per group from registers into the
+same (mean, M2) slots) and `gn_nhwc_apply_kernel` (grid (N, pixel tiles): every channel of its pixels,
+each with its group's scale and shift), with the finalize kernel shared. Why: in channels_last the convs
+need no NCHW<->NHWC transposes (18 % of that H100 forward), but PyTorch's GroupNorm on such a map spent
+the saving on strided copies (17.4 ms against NCHW's 17.2); not yet timed with these kernels.
+
 Importing this module imports triton; it never probes a device. On CPU the kernels run only in Triton's
 interpreter (`TRITON_INTERPRET=1` before this import).
 """
@@ -96,13 +103,74 @@ def gn_apply_kernel(x_ptr, y_ptr, mean_ptr, rstd_ptr, weight_ptr, bias_ptr, C, p
     tl.store(y_ptr + start + offsets, y.to(y_ptr.dtype.element_ty), mask=inside)
 
 
+@triton.jit
+def gn_nhwc_partial_stats_kernel(x_ptr, partial_ptr, hw, C, channels_per_group, GROUPS: tl.constexpr,
+                                 BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Program (image, pixel chunk) of a channels_last map: (mean, M2) of BLOCK_P pixels for every group.
+
+    The (BLOCK_P, C) tile is one contiguous run of memory, read once by the whole block; each group's share
+    (its channels_per_group columns) is reduced from registers.
+    """
+    n = tl.program_id(0)
+    chunk = tl.program_id(1)
+    pixels = chunk * BLOCK_P + tl.arange(0, BLOCK_P)  # (BLOCK_P,)
+    channels = tl.arange(0, BLOCK_C)  # (BLOCK_C,) BLOCK_C >= C, a power of two
+    inside = (pixels < hw)[:, None] & (channels < C)[None, :]  # (BLOCK_P, BLOCK_C)
+    offsets = n.to(tl.int64) * hw * C + pixels[:, None] * C + channels[None, :]
+    x = tl.load(x_ptr + offsets, mask=inside, other=0.0).to(tl.float32)  # (BLOCK_P, BLOCK_C)
+    count = (tl.minimum(hw - chunk * BLOCK_P, BLOCK_P) * channels_per_group).to(tl.float32)
+    group_of = channels // channels_per_group  # (BLOCK_C,)
+    for g in tl.static_range(GROUPS):
+        member = inside & (group_of == g)[None, :]
+        mean = tl.sum(tl.sum(tl.where(member, x, 0.0), axis=1), axis=0) / count
+        deviation = tl.where(member, x - mean, 0.0)
+        m2 = tl.sum(tl.sum(deviation * deviation, axis=1), axis=0)
+        slot = partial_ptr + ((n * GROUPS + g) * tl.num_programs(1) + chunk) * 2
+        tl.store(slot, mean)
+        tl.store(slot + 1, m2)
+
+
+@triton.jit
+def gn_nhwc_apply_kernel(x_ptr, y_ptr, mean_ptr, rstd_ptr, weight_ptr, bias_ptr, hw, C, channels_per_group,
+                         GROUPS: tl.constexpr, AFFINE: tl.constexpr, GELU: tl.constexpr,
+                         BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Program (image, pixel tile) of a channels_last map: every channel of BLOCK_P pixels normalised,
+    scaled, shifted and GELU'd, with one scale and shift per channel gathered from its group's statistics."""
+    n = tl.program_id(0)
+    pixels = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)  # (BLOCK_P,)
+    channels = tl.arange(0, BLOCK_C)  # (BLOCK_C,)
+    real = channels < C
+    rows = n * GROUPS + channels // channels_per_group  # (BLOCK_C,) each channel's (image, group) row
+    scale = tl.load(rstd_ptr + rows, mask=real, other=0.0)
+    shift = -tl.load(mean_ptr + rows, mask=real, other=0.0) * scale
+    if AFFINE:
+        w = tl.load(weight_ptr + channels, mask=real, other=0.0).to(tl.float32)
+        scale = scale * w
+        shift = shift * w + tl.load(bias_ptr + channels, mask=real, other=0.0).to(tl.float32)
+    inside = (pixels < hw)[:, None] & real[None, :]  # (BLOCK_P, BLOCK_C)
+    offsets = n.to(tl.int64) * hw * C + pixels[:, None] * C + channels[None, :]
+    y = tl.load(x_ptr + offsets, mask=inside, other=0.0).to(tl.float32) * scale[None, :] + shift[None, :]
+    if GELU:
+        y = 0.5 * y * (1.0 + tl.math.erf(y * 0.7071067811865476))  # nn.GELU(): the erf form
+    tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=inside)
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """A 4-D map stored (N, H, W, C) in memory that the NHWC kernels can read as one run per image (a
+    plain-contiguous map goes to the NCHW kernels, which is also what a 1x1 map or C = 1 is)."""
+    return x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 def group_norm_triton(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
                       eps: float, *, gelu: bool = False) -> torch.Tensor:
-    """F.group_norm(x, num_groups, weight, bias, eps), then F.gelu if `gelu`: x (N, C, *) -> same shape
-    and dtype. No autograd: callers use it for inference only (`langbrt.modules.blocks.GroupNorm`)."""
+    """F.group_norm(x, num_groups, weight, bias, eps), then F.gelu if `gelu`: x (N, C, *) -> same shape,
+    dtype and memory format (channels_last maps take the NHWC kernels, anything else is made contiguous).
+    No autograd: callers use it for inference only (`langbrt.modules.blocks.GroupNorm`)."""
     N, C = x.shape[:2]
     if C % num_groups:
         raise ValueError(f"{C} channels do not split into {num_groups} groups")
+    if is_channels_last(x):
+        return _group_norm_nhwc(x, num_groups, weight, bias, eps, gelu)
     x = x.contiguous()
     plane_size = x[0, 0].numel()
     rows, row_size = N * num_groups, C // num_groups * plane_size
@@ -121,4 +189,32 @@ def group_norm_triton(x: torch.Tensor, num_groups: int, weight: torch.Tensor | N
         gn_apply_kernel[(N * C, triton.cdiv(plane_size, APPLY_BLOCK))](
             x, y, mean, rstd, weight if affine else x, bias if affine else x, C, plane_size, C // num_groups,
             AFFINE=affine, GELU=gelu, BLOCK=APPLY_BLOCK)
+    return y
+
+
+def _group_norm_nhwc(x: torch.Tensor, num_groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                     eps: float, gelu: bool) -> torch.Tensor:
+    """`group_norm_triton` for a channels_last (N, C, H, W) map: tiles of whole pixels, every channel."""
+    N, C, H, W = x.shape
+    hw, channels_per_group = H * W, C // num_groups
+    block_c = triton.next_power_of_2(C)
+    stats_p = max(1, STATS_BLOCK // block_c)  # pixels per statistics program: ~STATS_BLOCK elements
+    apply_p = max(1, APPLY_BLOCK // block_c)
+    n_chunks = triton.cdiv(hw, stats_p)
+    partial = torch.empty((N * num_groups, n_chunks, 2), dtype=torch.float32, device=x.device)  # (mean, M2)
+    mean = torch.empty(N * num_groups, dtype=torch.float32, device=x.device)
+    rstd = torch.empty_like(mean)
+    y = torch.empty_like(x)  # channels_last too
+    device_guard = torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
+    with device_guard:
+        gn_nhwc_partial_stats_kernel[(N, n_chunks)](x, partial, hw, C, channels_per_group, GROUPS=num_groups,
+                                                    BLOCK_P=stats_p, BLOCK_C=block_c)
+        # A chunk of the row (image, group) holds stats_p pixels x channels_per_group values.
+        gn_finalize_kernel[(N * num_groups,)](partial, mean, rstd, hw * channels_per_group, n_chunks, eps,
+                                              BLOCK=stats_p * channels_per_group,
+                                              CHUNKS=triton.next_power_of_2(n_chunks))
+        affine = weight is not None and bias is not None
+        gn_nhwc_apply_kernel[(N, triton.cdiv(hw, apply_p))](
+            x, y, mean, rstd, weight if affine else x, bias if affine else x, hw, C, channels_per_group,
+            GROUPS=num_groups, AFFINE=affine, GELU=gelu, BLOCK_P=apply_p, BLOCK_C=block_c)
     return y

@@ -49,6 +49,27 @@ def test_kernels_match_group_norm_and_gelu(shape, groups, affine, gelu):
     torch.testing.assert_close(got_half.float(), reference(x.half(), groups, *half, gelu), atol=4e-3, rtol=4e-3)
 
 
+@pytest.mark.parametrize(("shape", "groups"), [
+    pytest.param((2, 16, 37, 41), 8, id="odd-plane"),
+    pytest.param((1, 8, 100, 90), 1, id="one-group-several-chunks"),
+    pytest.param((2, 24, 9, 7), 4, id="channels-not-a-power-of-two"),
+    pytest.param((1, 96, 5, 3), 8, id="wide"),
+])
+@pytest.mark.parametrize("affine", [True, False])
+def test_nhwc_kernels_match_group_norm_and_gelu_and_keep_the_layout(shape, groups, affine):
+    """A channels_last map takes the NHWC kernels (whole pixels per program) and comes back channels_last."""
+    torch.manual_seed(0)
+    x = (torch.randn(shape) * 3 + 5).to(memory_format=torch.channels_last)
+    assert group_norm_kernels.is_channels_last(x)
+    weight, bias = (torch.randn(shape[1]), torch.randn(shape[1])) if affine else (None, None)
+    got = group_norm_kernels.group_norm_triton(x, groups, weight, bias, 1e-5, gelu=True)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(got, reference(x, groups, weight, bias, True), atol=1e-5, rtol=1e-5)
+    half = [None if t is None else t.half() for t in (weight, bias)]
+    got_half = group_norm_kernels.group_norm_triton(x.half(), groups, *half, 1e-5, gelu=True)
+    torch.testing.assert_close(got_half.float(), reference(x.half(), groups, *half, True), atol=4e-3, rtol=4e-3)
+
+
 def test_channels_that_do_not_split_into_groups_are_refused():
     with pytest.raises(ValueError, match="do not split"):
         group_norm_kernels.group_norm_triton(torch.zeros(1, 6, 4, 4), 4, None, None, 1e-5)
@@ -83,10 +104,12 @@ def test_fused_path_runs_only_when_asked_for_and_without_autograd(monkeypatch):
     torch.testing.assert_close(fused, native, atol=1e-5, rtol=1e-5)
     with torch.no_grad():
         torch.testing.assert_close(block(x.to(memory_format=torch.channels_last)), native, atol=1e-5, rtol=1e-5)
-    assert len(calls) == 2  # channels_last: PyTorch's GroupNorm, no NCHW copy
+        assert len(calls) == 4  # channels_last: the NHWC kernels
+        norm, view = blocks.group_norm(16, gelu=True), x[:, :, ::2]  # a strided view: neither layout
+        assert norm(view).is_contiguous() and len(calls) == 4  # PyTorch's ops, not a copy for the kernels
     block(x.requires_grad_()).sum().backward()  # training: PyTorch's ops, differentiable
     torch.jit.trace(block.requires_grad_(False), x.detach(), check_trace=False)  # export traces PyTorch's ops
-    assert len(calls) == 2
+    assert len(calls) == 4
 
 
 def test_bad_env_value_is_one_clear_error(monkeypatch):
@@ -95,26 +118,31 @@ def test_bad_env_value_is_one_clear_error(monkeypatch):
         blocks.group_norm(8)(torch.zeros(1, 8, 2, 2))
 
 
-def test_tiny_model_output_is_the_same_with_the_fused_group_norm(monkeypatch):
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=str)
+def test_tiny_model_output_is_the_same_with_the_fused_group_norm(monkeypatch, memory_format):
     calls = spy_on_kernel(monkeypatch)
     torch.manual_seed(0)
-    model = LangBRT(LangBRTConfig.tiny(), text_encoder=default_text_encoder()).eval()
-    images, prompts = torch.rand(2, 3, 64, 64), [["acne on the right cheek"], ["dark circles under the eyes"]]
+    model = LangBRT(LangBRTConfig.tiny(), text_encoder=default_text_encoder()).eval().to(memory_format=memory_format)
+    images = torch.rand(2, 3, 64, 64).to(memory_format=memory_format)
+    prompts = [["acne on the right cheek"], ["dark circles under the eyes"]]
     with torch.inference_mode():
         native = model(images, prompts).image
         monkeypatch.setenv(blocks.GROUP_NORM_ENV_VAR, "triton")
         fused = model(images, prompts).image
     assert calls  # the encoder and decoder blocks took the kernels
+    nhwc = [group_norm_kernels.is_channels_last(args[0]) for args in calls]
+    assert all(nhwc) if memory_format == torch.channels_last else not any(nhwc)  # the layout flows through
     torch.testing.assert_close(fused, native, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.gpu
 @requires_cuda
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=str)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 @pytest.mark.parametrize(("shape", "groups"), [((8, 32, 256, 256), 8), ((2, 96, 64, 64), 1)])
-def test_gpu_kernels_match_group_norm_and_gelu(dtype, shape, groups):
+def test_gpu_kernels_match_group_norm_and_gelu(dtype, shape, groups, memory_format):
     torch.manual_seed(0)
-    x = (torch.randn(shape, device="cuda") * 3 + 5).to(dtype)
+    x = (torch.randn(shape, device="cuda") * 3 + 5).to(dtype).to(memory_format=memory_format)
     weight, bias = (torch.randn(shape[1], device="cuda").to(dtype) for _ in range(2))
     got = group_norm_kernels.group_norm_triton(x, groups, weight, bias, 1e-5, gelu=True)
     tolerance = 1e-4 if dtype == torch.float32 else 4e-3

@@ -18,9 +18,9 @@ class GroupNormImpl(str, Enum):
     """How `GroupNorm` runs in inference (LANGBRT_GROUP_NORM).
 
     AUTO (default): `kernels/group_norm.py` on CUDA tensors with autograd off (statistics split over every
-    SM, GELU fused into the normalisation), PyTorch's ops elsewhere. On an H100 (2026-11-26, paper preset,
-    fp16) it took one batch-8 forward from 17.2 to 12.1 ms and `langbrt-bench`'s batch 1 from 5.7 to 2.9 ms
-    (README, "Benchmarking").
+    SM, GELU fused into the normalisation; NCHW or channels_last), PyTorch's ops elsewhere. On an H100
+    (2026-11-26, paper preset, fp16, NCHW) it took one batch-8 forward from 17.2 to 12.1 ms and
+    `langbrt-bench`'s batch 1 from 5.7 to 2.9 ms (README, "Benchmarking").
     NATIVE: PyTorch's GroupNorm (and GELU) everywhere.
     TRITON: the kernels wherever autograd is off, on a CPU tensor too when TRITON_INTERPRET=1 (Triton's
     interpreter, as the tests run it).
@@ -55,8 +55,8 @@ class GroupNorm(nn.GroupNorm):
             return False
         if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling():
             return False
-        if not x.is_contiguous():  # channels_last: the kernels' rows are NCHW runs; a copy would cost more
-            return False
+        if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+            return False  # the kernels read NCHW or NHWC runs; any other layout would need a copy first
         if impl is GroupNormImpl.AUTO:
             return x.device.type == "cuda" and triton_available()
         return x.device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
