@@ -94,9 +94,21 @@ class Upload:
 
 
 class InMemoryMultiPartParser(MultiPartParser):
-    """Starlette's parser with spooling to disk switched off: the body is already bounded and in memory."""
+    """Starlette's parser with spooling to disk switched off (the body is already bounded and in memory),
+    and text fields held to their charset (UTF-8 unless the request names another): Starlette decodes
+    bytes that are not as Latin-1 instead, which would turn a badly encoded prompt into another prompt."""
 
     spool_max_size = 2**62
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is None:
+            try:
+                bytes(part.data).decode(self._charset or "utf-8")
+            except (UnicodeDecodeError, LookupError):
+                raise MultiPartException(f"field {part.field_name!r} is not {self._charset or 'utf-8'} "
+                                         "text") from None
+        super().on_part_end()
 
 
 async def parse_upload(headers: Headers, body: bytes) -> Upload:

@@ -300,6 +300,20 @@ def test_a_truncated_multipart_body_is_400_not_a_missing_field(client: TestClien
     _assert_error(client.post("/v1/retouch", content=cut, headers=headers), 400, "bad_request")
 
 
+def test_a_prompt_field_that_is_not_utf8_is_400_not_another_prompt(client: TestClient) -> None:
+    """Starlette decodes undecodable field bytes as Latin-1: 'caf\xe9' would retouch for 'cafÃ©'."""
+    def body(prompt: bytes) -> bytes:
+        return (b"--XYZ\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\n" + prompt +
+                b"\r\n--XYZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
+                b"Content-Type: image/png\r\n\r\n" + _encode() + b"\r\n--XYZ--\r\n")
+
+    headers = {"content-type": "multipart/form-data; boundary=XYZ"}
+    assert client.post("/v1/retouch", content=body("acné".encode()), headers=headers).status_code == 200
+    response = client.post("/v1/retouch", content=body("acné".encode("latin-1")), headers=headers)
+    _assert_error(response, 400, "bad_request")
+    assert "'prompt' is not utf-8 text" in response.json()["error"]["message"]
+
+
 @pytest.mark.parametrize(
     "prompts", [[""], ["x" * (MAX_PROMPT_CHARS + 1)], [f"p{i}" for i in range(9)], ["acne\x00"], ["\ufffd\ufffd"]],
     ids=["empty", "long", "many", "control-character", "replacement-character"],
