@@ -5,14 +5,13 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
-from pathlib import Path
+from importlib.metadata import distribution
 
 import pytest
-import tomllib
 
 from langbrt import console
 
-SCRIPTS = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+SCRIPTS = {e.name: e.value for e in distribution("langbrt").entry_points if e.group == "console_scripts"}
 
 
 def test_the_entry_module_imports_nothing_heavy():
@@ -35,6 +34,10 @@ def test_ctrl_c_while_importing_is_one_line_and_exit_130(monkeypatch, capsys):
 COMMAND_MODULES = {"langbrt-serve": "langbrt.runtime.cli_serve", "langbrt-export": "langbrt.export.cli",
                    "langbrt-infer": "langbrt.runtime.cli_infer", "langbrt-bench": "langbrt.runtime.cli_bench",
                    "langbrt-train": "langbrt.training.cli_train", "langbrt-eval": "langbrt.training.cli_eval"}
+
+
+def test_the_installed_scripts_are_the_six_commands():
+    assert sorted(SCRIPTS) == sorted(COMMAND_MODULES)
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
