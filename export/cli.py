@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fp16", action="store_true",
                         help="build a TensorRT fp16 engine (needs TensorRT and a CUDA GPU)")
     parser.add_argument("--batch-sizes", type=int, nargs="+",
-                        help="TensorRT engine batch sizes: smallest, typical, largest (default: "
+                        help="TensorRT engine batch sizes to tune for: the middle one is the optimum, the "
+                             "largest the limit; the engine runs every batch from 1 up to it (default: "
                              f"{' '.join(map(str, DEFAULT_BATCH_SIZES))}; only with --format engine or --fp16)")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                         help=f"ONNX opset, from {MIN_OPSET} to the newest the installed torch exporter writes "

@@ -38,6 +38,9 @@ from .onnx_export import ATTENTION_KEY, read_onnx_metadata
 from .tensorrt_plugin import plugin_layers, register_tca_plugin
 
 DEFAULT_BATCH_SIZES = (1, 8, 32)
+# The build marks precisions per layer (BuilderFlag.FP16, OBEY_PRECISION_CONSTRAINTS, layers pinned to fp32):
+# weak typing, which TensorRT 11 removed (strongly typed networks only); pyproject.toml pins the gpu extra.
+SUPPORTED_TENSORRT_MAJOR = 10
 DEFAULT_WORKSPACE_GB = 4.0
 SIDECAR_SUFFIX = ".json"
 FP32_LAYER_TYPES = ("NORMALIZATION", "REDUCE")  # names in trt.LayerType pinned to fp32 in fp16 builds
@@ -66,10 +69,15 @@ def require_tensorrt(asked_by: str = "--fp16") -> None:
     if reason is not None:
         raise TensorRTUnavailable(reason)
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt
     except ImportError as err:
         raise TensorRTUnavailable(f"{asked_by} builds a TensorRT engine, but TensorRT fails to import ({err}); "
                                   "nothing was written") from None
+    major = int(tensorrt.__version__.split(".")[0])
+    if major != SUPPORTED_TENSORRT_MAJOR:
+        raise TensorRTUnavailable(
+            f"{asked_by} builds with TensorRT {SUPPORTED_TENSORRT_MAJOR}.x, but {tensorrt.__version__} is installed "
+            f"(pip install 'tensorrt>=10.9,<11'); nothing was written")
 
 
 def sidecar_path(engine_path: str | Path) -> Path:
@@ -79,12 +87,14 @@ def sidecar_path(engine_path: str | Path) -> Path:
 
 
 def profile_shapes(shape: Sequence[int], batch_sizes: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
-    """(min, opt, max) shapes of an input whose dim 0 is the batch; opt is the middle batch size."""
+    """(min, opt, max) shapes of an input whose dim 0 is the batch: every batch from 1 to the largest size,
+    tuned for the middle one. Why from 1: whatever the sizes asked for, callers send smaller batches (one
+    photo, a last partial batch, a Triton server's dynamic batcher), which a profile starting higher refuses."""
     sizes = sorted(set(int(b) for b in batch_sizes))
     assert sizes and sizes[0] >= 1, batch_sizes
     rest = [int(d) for d in shape[1:]]
     assert all(d > 0 for d in rest), f"only the batch dimension may be dynamic, got {list(shape)}"
-    return [sizes[0], *rest], [sizes[len(sizes) // 2], *rest], [sizes[-1], *rest]
+    return [1, *rest], [sizes[len(sizes) // 2], *rest], [sizes[-1], *rest]
 
 
 def rebuild_command(engine_path: str | Path, model_dir: str | Path | None, batch_sizes: Sequence[int],

@@ -5,6 +5,8 @@ import importlib.util
 import json
 import re
 import shutil
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -151,6 +153,8 @@ def test_triton_repo_refuses_an_export_with_extra_prompt_slots(model_dir, tmp_pa
 
 def test_profile_shapes_span_the_batch_sizes_with_the_middle_one_as_optimum():
     assert profile_shapes([-1, 3, 64, 64], (32, 1, 8)) == ([1, 3, 64, 64], [8, 3, 64, 64], [32, 3, 64, 64])
+    # from 1 whatever the smallest size: one photo, a partial batch or a dynamic batcher must still run
+    assert profile_shapes([-1, 3, 64, 64], (8, 32)) == ([1, 3, 64, 64], [32, 3, 64, 64], [32, 3, 64, 64])
 
 
 def test_engine_mismatch_names_what_differs_and_the_rebuild_command(tmp_path):
@@ -303,3 +307,18 @@ def test_too_many_extra_prompt_slots_is_one_line_before_any_allocation(model_dir
     assert main(["--model", str(model_dir), "--output", str(tmp_path / "m.onnx"), "--extra-prompt-slots",
                  str(MAX_EXTRA_PROMPT_SLOTS + 1)]) == 2
     assert f"0..{MAX_EXTRA_PROMPT_SLOTS}" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize(("version", "refused"), [("11.4.0.106", True), ("10.13.3.9", False), ("9.2.0", True)])
+def test_only_tensorrt_10_builds_engines(monkeypatch, version, refused):
+    """The build relies on weak typing (per-layer fp16/fp32 precision), which TensorRT 11 removed."""
+    from langbrt.export import tensorrt_export
+
+    monkeypatch.setattr(tensorrt_export.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setitem(sys.modules, "tensorrt", types.SimpleNamespace(__version__=version))
+    if refused:
+        with pytest.raises(tensorrt_export.TensorRTUnavailable, match=rf"TensorRT 10\.x, but {version} is installed"):
+            tensorrt_export.require_tensorrt("--fp16")
+    else:
+        tensorrt_export.require_tensorrt("--fp16")
