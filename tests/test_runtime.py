@@ -242,3 +242,50 @@ def test_a_uint8_image_tensor_on_the_gpu_is_retouched(encoder_free_checkpoint):
     image = torch.randint(0, 256, (3, 40, 52), dtype=torch.uint8, device="cuda")
     [result] = retoucher.retouch([image], [texts[:1]])
     assert result.image.shape == (3, 40, 52) and result.image.device.type == "cpu"
+
+
+class _FakeEngine:
+    """What TensorRTBackend reads of an engine at construction: a context and the images' profile."""
+
+    def __init__(self, smallest: int, largest: int) -> None:
+        self.profile = ([smallest, 3, 64, 64], [largest, 3, 64, 64], [largest, 3, 64, 64])
+
+    def create_execution_context(self) -> object:
+        return object()
+
+    def get_tensor_profile_shape(self, name: str, profile: int) -> tuple[list[int], ...]:
+        return self.profile
+
+
+@pytest.mark.parametrize(("smallest", "largest", "batch", "pieces"), [
+    (1, 4, 10, [4, 4, 2]),  # over the largest: in pieces
+    (1, 4, 3, [3]),
+    (8, 32, 3, [8]),  # under the smallest (an engine from before profiles started at 1): padded
+    (2, 4, 5, [4, 2]),  # the last piece padded from 1 to 2
+])
+def test_tensorrt_backend_runs_any_batch_within_its_engines_profile(monkeypatch, smallest, largest, batch, pieces):
+    from langbrt.artifact import ArtifactMetadata
+    from langbrt.runtime.backends.base import BackendOutput
+    from langbrt.runtime.backends.tensorrt_backend import TensorRTBackend
+
+    metadata = ArtifactMetadata(image_size=64, prompts=["acne", "mole"], predefined_index=[-1, -1],
+                                text_encoder="x", text_dim=4, model_hash="0", extra_prompt_slots=0)
+    backend = TensorRTBackend(_FakeEngine(smallest, largest), metadata, "cuda", "m.plan")
+    seen = []
+
+    def fake_batch(x: torch.Tensor, prompts: list[list[str]]) -> BackendOutput:
+        seen.append((x.shape[0], len(prompts)))
+        maps = torch.zeros(x.shape[0], max(len(p) for p in prompts), 64, 64)  # (b, K, S, S) as regroup_maps
+        for i, image_prompts in enumerate(prompts):
+            maps[i, : len(image_prompts)] = 1.0
+        return BackendOutput(image=x.clone(), mask=x[:, :1].clone(), maps=maps)
+
+    monkeypatch.setattr(backend, "_run_batch", fake_batch)
+    images = torch.rand(batch, 3, 64, 64)
+    prompts = [["acne", "mole"] if i == 0 else ["acne"] for i in range(batch)]  # later pieces: one map wide
+    out = backend.run(images, prompts)
+    assert [n for n, _ in seen] == pieces and all(n == m for n, m in seen)
+    assert torch.equal(out.image, images) and out.mask.shape == (batch, 1, 64, 64)
+    assert out.maps.shape == (batch, 2, 64, 64)
+    widths = [int(out.maps[i].flatten(1).amax(1).sum()) for i in range(batch)]
+    assert widths == [len(p) for p in prompts]  # each image's own maps, zero-padded to the widest

@@ -88,6 +88,7 @@ class ArtifactBackend:
     def __init__(self, metadata: ArtifactMetadata, device: str, source: str) -> None:
         self.metadata = metadata
         self.device = device
+        self.source = source  # the artifact's path, for messages
         self.image_size = metadata.image_size
         self.precision = metadata.precision
         self._extras = ExtraPromptEncoder(metadata, source)

@@ -104,6 +104,15 @@ def regroup_maps(table_maps: torch.Tensor, per_image: list[list[int]]) -> torch.
     return out
 
 
+def concat_outputs(parts: Sequence[BackendOutput]) -> BackendOutput:
+    """Batches run in pieces, joined back in order; each piece's maps are zero-padded to the widest K."""
+    K = max(part.maps.shape[1] for part in parts)
+    maps = [torch.nn.functional.pad(part.maps, (0, 0, 0, 0, 0, K - part.maps.shape[1])) for part in parts]
+    return BackendOutput(image=torch.cat([part.image for part in parts]),  # (B, 3, S, S)
+                         mask=torch.cat([part.mask for part in parts]),  # (B, 1, S, S)
+                         maps=torch.cat(maps))  # (B, K, S, S)
+
+
 def as_float_tensor(images: torch.Tensor | np.ndarray) -> torch.Tensor:
     """Accept a tensor or an ndarray batch (B, 3, S, S); return a float32 tensor without copying if possible."""
     if isinstance(images, np.ndarray):

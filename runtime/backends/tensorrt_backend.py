@@ -29,7 +29,7 @@ from langbrt.errors import CheckpointError, LangBRTError
 from langbrt.text.prompts import normalize_prompt_lists
 
 from .artifact_backend import ArtifactBackend
-from .base import BackendName, BackendOutput, as_float_tensor, check_square, regroup_maps
+from .base import BackendName, BackendOutput, as_float_tensor, check_square, concat_outputs, regroup_maps
 
 REBUILD = "langbrt-export --model DIR --format engine --fp16 --output {engine}"
 
@@ -52,6 +52,8 @@ class TensorRTBackend(ArtifactBackend):
         super().__init__(metadata, device, source)
         self.engine = engine
         self.context = engine.create_execution_context()
+        smallest, _, largest = engine.get_tensor_profile_shape(INPUT_IMAGES, 0)  # (min, opt, max) shapes
+        self.batch_range = (int(smallest[0]), int(largest[0]))
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None, precision: str | None = None) -> TensorRTBackend:
@@ -89,11 +91,28 @@ class TensorRTBackend(ArtifactBackend):
 
     @torch.inference_mode()
     def run(self, images: torch.Tensor | np.ndarray, prompts: Sequence[Sequence[str]]) -> BackendOutput:
+        """Any batch size: a batch over the engine's largest runs in pieces, one under its smallest (an
+        engine built before profiles started at 1) is padded with copies of its last image."""
         x = as_float_tensor(images)  # (B, 3, S, S)
         check_square(x, self.image_size)
+        prompt_lists = normalize_prompt_lists(prompts, x.shape[0])
+        smallest, largest = self.batch_range
+        parts = []
+        for start in range(0, x.shape[0], largest):
+            piece, piece_prompts = x[start:start + largest], prompt_lists[start:start + largest]
+            pad = max(0, smallest - piece.shape[0])
+            if pad:
+                piece = torch.cat([piece, piece[-1:].expand(pad, -1, -1, -1)])
+                piece_prompts = piece_prompts + [piece_prompts[-1]] * pad
+            out = self._run_batch(piece, piece_prompts)
+            keep = piece.shape[0] - pad
+            parts.append(BackendOutput(out.image[:keep], out.mask[:keep], out.maps[:keep]))
+        return parts[0] if len(parts) == 1 else concat_outputs(parts)
+
+    def _run_batch(self, x: torch.Tensor, prompts: list[list[str]]) -> BackendOutput:
+        """One batch within the engine's profile through the engine."""
         B, S = x.shape[0], self.image_size
-        prompt_weights, extra_embeddings, extra_weights, per_image = self._extras.table(
-            normalize_prompt_lists(prompts, B))
+        prompt_weights, extra_embeddings, extra_weights, per_image = self._extras.table(prompts)
         dev = torch.device(self.device)
         feeds = {
             INPUT_IMAGES: x.to(dev).contiguous(),
@@ -111,7 +130,10 @@ class TensorRTBackend(ArtifactBackend):
         with torch.cuda.device(dev):  # the engine's GPU current, whichever GPU the calling thread had
             for name, tensor in feeds.items():
                 if name in names:  # the extra-prompt inputs exist only when the export has slots
-                    self.context.set_input_shape(name, tuple(tensor.shape))
+                    if not self.context.set_input_shape(name, tuple(tensor.shape)):
+                        raise LangBRTError(f"{self.source}: TensorRT refused input {name} of shape "
+                                           f"{tuple(tensor.shape)} (the engine takes batches of "
+                                           f"{self.batch_range[0]} to {self.batch_range[1]})")
                     self.context.set_tensor_address(name, tensor.data_ptr())
             for name, tensor in outputs.items():
                 self.context.set_tensor_address(name, tensor.data_ptr())
