@@ -82,7 +82,7 @@ def register_tca_plugin() -> None:
               out_bias: trtp.TensorDesc, alpha: trtp.TensorDesc, num_heads: int, window_size: int,
               shift: int, channels: int, map_channels: int, outputs: tuple[trtp.TensorDesc], tactic: int
               ) -> tuple[bytes, bytes, trtp.KernelLaunchParams, trtp.SymExprs]:
-        from langbrt.kernels.tca_aot import check_tensorrt_contract, compile_tca_kernel
+        from langbrt.kernels.tca_aot import check_tensorrt_contract, compile_tca_kernel, tensorrt_ptx
 
         compiled = compile_tca_kernel(plugin_kernel_spec(num_heads, window_size, shift, channels,
                                                          map_channels, tactic))  # for the build GPU
@@ -96,7 +96,7 @@ def register_tca_plugin() -> None:
         scalars = trtp.SymIntExprs(2)  # the kernel's H, W
         scalars[0] = trtp.SymInt32(height)
         scalars[1] = trtp.SymInt32(width)
-        return compiled.name.encode(), compiled.ptx.encode(), launch, scalars
+        return compiled.name.encode(), tensorrt_ptx(compiled).encode(), launch, scalars
 
 
 def plugin_layers(network: Any) -> int:

@@ -15,6 +15,7 @@ Compiling needs Triton's compiler, not its interpreter: with `TRITON_INTERPRET=1
 
 from __future__ import annotations
 
+import ctypes
 import re
 import subprocess
 import tempfile
@@ -127,9 +128,10 @@ def _aligned_pointers(fn: triton.runtime.JITFunction, signature: dict[str, str])
             for name, kind in signature.items() if kind.startswith("*")}
 
 
-def compile_tca_kernel(spec: TCAKernelSpec, arch: int | None = None) -> CompiledTCAKernel:
+def compile_tca_kernel(spec: TCAKernelSpec, arch: int | None = None, ptx_limit: int | None = None) -> CompiledTCAKernel:
     """Compile the kernel `spec` names for `spec` and `arch` (None: the GPU Triton sees, as TensorRT's
-    build does)."""
+    build does). The PTX is at most ISA `ptx_limit` (e.g. 80 for 8.0); None: for a build for this GPU, what
+    its driver takes (`driver_ptx_version`), else the newest Triton's ptxas writes."""
     if tca_triton._INTERPRETING:
         raise RuntimeError("AOT builds need Triton's compiler: TRITON_INTERPRET=1 was set before import")
     fn = tca_triton._JIT_KERNELS[spec.kernel]
@@ -145,9 +147,12 @@ def compile_tca_kernel(spec: TCAKernelSpec, arch: int | None = None) -> Compiled
                        attrs=_aligned_pointers(fn, signature))
     target = GPUTarget("cuda", arch, WARP_SIZE) if arch is not None else None
     mma = spec.mma if spec.mma is not None else tca_triton.DEFAULT_MMA[spec.kernel]
+    options = {"num_warps": spec.num_warps, "num_stages": tca_triton.NUM_STAGES, "maxnreg": spec.maxnreg}
+    limit = ptx_limit if ptx_limit is not None or arch is not None else driver_ptx_version()
     with tca_triton.mma_build_scope(mma):
-        compiled = triton.compile(source, target=target, options={
-            "num_warps": spec.num_warps, "num_stages": tca_triton.NUM_STAGES, "maxnreg": spec.maxnreg})
+        compiled = triton.compile(source, target=target, options=options)
+        if limit is not None and ptx_isa_version(compiled.asm["ptx"]) > limit:
+            compiled = triton.compile(source, target=target, options=options | {"ptx_version": limit})
     meta = compiled.metadata
     built_arch = arch if arch is not None else int(meta.target.arch)
     scratch = int(getattr(meta, "global_scratch_size", 0) or 0) + int(getattr(meta, "profile_scratch_size", 0) or 0)
@@ -166,6 +171,66 @@ def kernel_params(ptx: str) -> list[str]:
     if match is None:
         raise ValueError("no .entry in this PTX")
     return ["ptr" if ptr else kind for kind, ptr in _PARAM.findall(match.group(2))]
+
+
+_PTX_VERSION = re.compile(r"^\.version\s+(\d+)\.(\d+)", re.M)
+
+
+def ptx_isa_version(ptx: str) -> int:
+    """The PTX's `.version` as major * 10 + minor (8.8 -> 88)."""
+    match = _PTX_VERSION.search(ptx)
+    if match is None:
+        raise ValueError("no .version in this PTX")
+    return int(match.group(1)) * 10 + int(match.group(2))
+
+
+def driver_ptx_version() -> int | None:
+    """The newest PTX ISA this machine's CUDA driver compiles (major * 10 + minor), or None without one.
+
+    Why: TensorRT hands the plugin's PTX to the driver to compile, and a driver refuses an ISA newer than
+    its own (CUDA_ERROR_UNSUPPORTED_PTX_VERSION), while Triton writes the newest its bundled ptxas knows
+    (triton 3.8: PTX 8.8, which needs a CUDA 12.9 driver; a 535 driver is CUDA 12.2, PTX 8.2)."""
+    try:
+        libcuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    version = ctypes.c_int()
+    if libcuda.cuDriverGetVersion(ctypes.byref(version)) != 0:
+        return None
+    return ptx_version_of_cuda(version.value // 1000, version.value % 1000 // 10)
+
+
+def ptx_version_of_cuda(major: int, minor: int) -> int:
+    """The PTX ISA a CUDA release introduced (NVIDIA's PTX release notes): 12.0 -> 80, 12.4 -> 84, 12.6 ->
+    85 (12.5 and 12.6 share 8.5), 12.8 -> 87, 12.9 -> 88, 13.0 -> 90."""
+    if major >= 13:
+        return 90 + (major - 13) * 10 + minor
+    if major == 12:
+        return 80 + minor - (minor >= 6)
+    return 70 + minor if major == 11 else 60
+
+
+def tensorrt_ptx(compiled: CompiledTCAKernel) -> str:
+    """The build's PTX with the entry's parameters cut to the declared ones (inputs, scalars, output).
+
+    Why: Triton appends hidden scratch-pointer parameters, and TensorRT's AOT launcher passes exactly the
+    declared arguments, so for each parameter past them the driver would read an argument pointer beyond
+    the end of TensorRT's array. Only parameters the kernel body never reads are cut; one that it reads is
+    an error (`check_tensorrt_contract`).
+    """
+    if compiled.spec.kernel is not tca_triton.KernelChoice.DIRECT:
+        raise ValueError(f"{compiled.name}: TensorRT's plugin calls the direct kernel, whose arguments it knows")
+    match = _ENTRY.search(compiled.ptx)
+    if match is None:
+        raise ValueError(f"{compiled.name}: no .entry in its PTX")
+    declarations = match.group(2).split(",")
+    keep = NUM_TENSOR_INPUTS + NUM_SCALARS + 1
+    for extra in declarations[keep:]:
+        name = extra.split()[-1]
+        if len(re.findall(rf"\b{re.escape(name)}\b", compiled.ptx)) > 1:
+            raise ValueError(f"{compiled.name} reads its hidden parameter {name}: TensorRT cannot launch it")
+    body = ",".join(declarations[:keep]) + ("\n" if len(declarations) > keep else "")
+    return compiled.ptx[:match.start(2)] + body + compiled.ptx[match.end(2):]
 
 
 _RESOURCE_LINE = re.compile(r"REG:(\d+)\s+STACK:(\d+)\s+SHARED:(\d+)")
@@ -256,12 +321,12 @@ def check_tensorrt_contract(compiled: CompiledTCAKernel, shared_limit: int = DEF
     """Raise ValueError unless TensorRT's AOT launcher can call this build as it is.
 
     It passes the inputs, then int32 scalars, then the output, allocates no scratch memory and gives a
-    block at most `shared_limit` bytes of shared memory. Triton may append hidden scratch pointers after
-    the declared arguments; with no scratch they are never read.
+    block at most `shared_limit` bytes of shared memory. Triton's hidden scratch pointers after the
+    declared arguments are cut from the PTX TensorRT gets (`tensorrt_ptx`), which must leave exactly those.
     """
-    params = kernel_params(compiled.ptx)
+    params = kernel_params(tensorrt_ptx(compiled))
     declared = ["ptr"] * NUM_TENSOR_INPUTS + ["u32"] * NUM_SCALARS + ["ptr"]
-    if params[: len(declared)] != declared or any(p != "ptr" for p in params[len(declared):]):
+    if params != declared:
         raise ValueError(f"{compiled.name}: parameters {params} are not inputs, int32 scalars, output")
     if compiled.scratch_bytes:
         raise ValueError(f"{compiled.name} needs {compiled.scratch_bytes} B of scratch memory")

@@ -70,6 +70,23 @@ def test_tensorrt_contract_rejects_what_the_launcher_cannot_call(ptx, shared, sc
         check_tensorrt_contract(_compiled(ptx, shared, scratch))
 
 
+def test_the_ptx_tensorrt_gets_declares_exactly_inputs_scalars_output():
+    """Triton's trailing hidden pointer (p14 here) is cut, the signature otherwise untouched."""
+    ptx = tca_aot.tensorrt_ptx(_compiled(PTX_OK))
+    assert kernel_params(ptx) == ["ptr"] * 11 + ["u32", "u32", "ptr"]
+    assert "p14" not in ptx and ptx.replace("p13\n)", "p13,\n\t.param .u64 .ptr .global .align 1 p14\n)") == PTX_OK
+    reads_it = PTX_OK.replace("{\n}", "{\n\tld.param.b64 %rd1, [p14];\n}")
+    with pytest.raises(ValueError, match="reads its hidden parameter p14"):
+        tca_aot.tensorrt_ptx(_compiled(reads_it))
+
+
+@pytest.mark.parametrize(("cuda", "ptx"), [((12, 0), 80), ((12, 2), 82), ((12, 4), 84), ((12, 6), 85),
+                                           ((12, 8), 87), ((12, 9), 88), ((13, 0), 90), ((11, 8), 78)])
+def test_the_ptx_isa_each_cuda_driver_takes(cuda, ptx):
+    assert tca_aot.ptx_version_of_cuda(*cuda) == ptx
+    assert tca_aot.ptx_isa_version(f".version {ptx // 10}.{ptx % 10}\n.target sm_90a") == ptx
+
+
 def test_spec_rejects_impossible_shapes():
     with pytest.raises(ValueError, match="heads"):
         TCAKernelSpec("fp16", 96, 9, 5, 8, 0)
@@ -194,3 +211,35 @@ def test_whole_window_builds_skip_the_padding_checks():
     totals = compiler_child_json("-c", _COUNT_PADDED_BUILDS)
     for kernel in ("direct", "folded"):
         assert totals[f"{kernel}-False"] < totals[f"{kernel}-True"], totals
+
+
+_BUILD_FOR_AN_OLD_DRIVER = """
+import json, subprocess, tempfile, pathlib, triton
+from langbrt.kernels.tca_aot import (TCAKernelSpec, check_tensorrt_contract, compile_tca_kernel,
+                                     kernel_params, ptx_isa_version, tensorrt_ptx)
+from langbrt.kernels.tca_triton import KernelChoice
+out = {}
+for kernel in KernelChoice:
+    newest = compile_tca_kernel(TCAKernelSpec("fp16", 96, 9, 3, 8, 4, kernel=kernel), arch=90)
+    old = compile_tca_kernel(TCAKernelSpec("fp16", 96, 9, 3, 8, 4, kernel=kernel), arch=90, ptx_limit=80)
+    out[kernel.value] = {"newest": ptx_isa_version(newest.ptx), "old": ptx_isa_version(old.ptx)}
+    if kernel is KernelChoice.DIRECT:  # the one TensorRT's plugin calls
+        check_tensorrt_contract(old)
+        with tempfile.TemporaryDirectory() as tmp:  # what TensorRT hands the driver must assemble
+            ptx = pathlib.Path(tmp) / "k.ptx"
+            ptx.write_text(tensorrt_ptx(old))
+            run = subprocess.run([triton.knobs.nvidia.ptxas.path, "-arch=sm_90a", str(ptx), "-o",
+                                  str(ptx) + ".cubin"], capture_output=True, text=True)
+        out["trimmed"] = {"params": len(kernel_params(tensorrt_ptx(old))), "ptxas": run.returncode,
+                          "stderr": run.stderr[-500:]}
+print(json.dumps(out))
+"""
+
+
+def test_a_build_for_an_old_driver_writes_its_ptx_isa_and_the_trimmed_ptx_assembles():
+    """A CUDA 12.0 driver takes PTX 8.0 at most: the build keeps to it, and the PTX TensorRT gets (hidden
+    parameters cut) still assembles for sm_90a with Triton's ptxas."""
+    builds = compiler_child_json("-c", _BUILD_FOR_AN_OLD_DRIVER)
+    for kernel in ("direct", "folded"):
+        assert builds[kernel]["old"] == 80 < builds[kernel]["newest"], builds
+    assert builds["trimmed"]["params"] == 14 and builds["trimmed"]["ptxas"] == 0, builds["trimmed"]
