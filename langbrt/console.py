@@ -8,6 +8,7 @@ exit status 130 the commands give once running. This module and `langbrt/__init_
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 from typing import Any
 
@@ -15,7 +16,13 @@ EXIT_INTERRUPTED = 130
 
 
 def _run(module: str, prog: str) -> Any:
-    """`module.main()`, or one line and exit 130 when Ctrl-C lands while `module` is still importing."""
+    """`module.main()`, or one line and exit 130 when Ctrl-C lands while `module` is still importing.
+
+    SIGTERM (`kill`, `docker stop`, a closed terminal's hangup aside) is handled as Ctrl-C: every command
+    already cleans up on KeyboardInterrupt (temporary files removed, checkpoints named), and the default
+    SIGTERM action would skip that and leave half-written files. `langbrt-serve` sets its own handler.
+    """
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         main = importlib.import_module(module).main
     except KeyboardInterrupt:

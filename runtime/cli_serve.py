@@ -130,9 +130,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"langbrt-serve: {err}", file=sys.stderr)
         return 1
 
-    import uvicorn  # late: `--help` and flag errors stay instant
+    try:
+        import uvicorn  # late: `--help` and flag errors stay instant
 
-    from .serve_app import ServeConfig, create_app
+        from .serve_app import ServeConfig, create_app
+    except KeyboardInterrupt:
+        print("langbrt-serve: interrupted while starting", file=sys.stderr)
+        return 130
 
     config = ServeConfig(
         model=args.model, backend=args.backend, device=args.device, precision=args.precision,

@@ -64,3 +64,32 @@ def test_the_package_still_exports_its_public_names():
     assert {name: getattr(langbrt, name).__name__ for name in langbrt.__all__} == {n: n for n in langbrt.__all__}
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         langbrt.nope  # noqa: B018
+
+
+def test_sigterm_is_handled_like_ctrl_c_so_commands_clean_up(monkeypatch):
+    """`kill` or `docker stop` must run the same cleanup as Ctrl-C (temporary files removed), not die."""
+    import signal
+
+    handlers = []
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: handlers.append((signum, handler)))
+    monkeypatch.setattr(importlib, "import_module", lambda name, package=None: type("M", (), {"main": lambda: 0}))
+    assert console.infer() == 0
+    assert handlers == [(signal.SIGTERM, signal.default_int_handler)]
+
+
+def test_serve_interrupted_while_its_server_stack_imports_is_one_line(monkeypatch, capsys):
+    """langbrt-serve imports uvicorn and FastAPI only after binding its port, past the console's guard."""
+    import builtins
+
+    from langbrt.runtime import cli_serve
+
+    real_import = builtins.__import__
+
+    def interrupted(name, *args, **kwargs):
+        if name == "uvicorn":
+            raise KeyboardInterrupt
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", interrupted)
+    assert cli_serve.main(["--port", "0"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["langbrt-serve: interrupted while starting"]
