@@ -7,6 +7,7 @@ JSON error body. Nothing here touches the disk: the body is bounded and parsed i
 from __future__ import annotations
 
 import asyncio
+import codecs
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from email.message import Message
@@ -95,20 +96,29 @@ class Upload:
 
 class InMemoryMultiPartParser(MultiPartParser):
     """Starlette's parser with spooling to disk switched off (the body is already bounded and in memory),
-    and text fields held to their charset (UTF-8 unless the request names another): Starlette decodes
-    bytes that are not as Latin-1 instead, which would turn a badly encoded prompt into another prompt."""
+    and text fields decoded in the request's charset (UTF-8 unless it names another) with undecodable
+    bytes replaced by U+FFFD: Starlette decodes such a field as Latin-1 instead, which turns a badly
+    encoded prompt into another prompt, where U+FFFD makes it the same 422 `invalid_prompt` as in a query
+    string. Per-part charsets are not read (Starlette's choice too); clients send UTF-8."""
 
     spool_max_size = 2**62
 
     def on_part_end(self) -> None:
         part = self._current_part
-        if part.file is None:
-            try:
-                bytes(part.data).decode(self._charset or "utf-8")
-            except (UnicodeDecodeError, LookupError):
-                raise MultiPartException(f"field {part.field_name!r} is not {self._charset or 'utf-8'} "
-                                         "text") from None
-        super().on_part_end()
+        if part.file is not None:
+            super().on_part_end()
+            return
+        self.items.append((part.field_name, bytes(part.data).decode(self._charset or "utf-8", errors="replace")))
+
+
+def check_form_charset(headers: Headers) -> None:
+    """A 400 for a request charset Python does not know: Starlette would fall back to Latin-1."""
+    charset = _content_type_param(headers, "charset")
+    if charset is not None:
+        try:
+            codecs.lookup(charset)
+        except LookupError:
+            raise ServeError(400, "bad_request", f"unknown charset {charset!r} in Content-Type; send UTF-8") from None
 
 
 async def parse_upload(headers: Headers, body: bytes) -> Upload:
@@ -123,6 +133,7 @@ async def parse_upload(headers: Headers, body: bytes) -> Upload:
     async def stream() -> AsyncIterator[bytes]:
         yield body
 
+    check_form_charset(headers)
     parser = InMemoryMultiPartParser(headers, stream(), max_files=1, max_fields=MAX_FORM_FIELDS)
     try:
         form = await parser.parse()
@@ -146,10 +157,16 @@ async def parse_upload(headers: Headers, body: bytes) -> Upload:
 
 def _has_close_delimiter(headers: Headers, body: bytes) -> bool:
     """Whether the body holds '--BOUNDARY--'; Starlette's parser accepts a body cut off without it."""
+    boundary = _content_type_param(headers, "boundary")
+    return boundary is not None and f"--{boundary}--".encode("latin-1", "replace") in body
+
+
+def _content_type_param(headers: Headers, name: str) -> str | None:
+    """A parameter of the Content-Type header (RFC 2045 quoting rules), or None."""
     content_type = Message()
     content_type["content-type"] = headers.get("content-type", "")
-    boundary = content_type.get_param("boundary")
-    return isinstance(boundary, str) and f"--{boundary}--".encode("latin-1", "replace") in body
+    value = content_type.get_param(name)
+    return value if isinstance(value, str) else None
 
 
 def check_prompts(prompts: list[str], max_prompts: int) -> list[str]:

@@ -300,18 +300,43 @@ def test_a_truncated_multipart_body_is_400_not_a_missing_field(client: TestClien
     _assert_error(client.post("/v1/retouch", content=cut, headers=headers), 400, "bad_request")
 
 
-def test_a_prompt_field_that_is_not_utf8_is_400_not_another_prompt(client: TestClient) -> None:
-    """Starlette decodes undecodable field bytes as Latin-1: 'caf\xe9' would retouch for 'cafÃ©'."""
-    def body(prompt: bytes) -> bytes:
-        return (b"--XYZ\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\n" + prompt +
-                b"\r\n--XYZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
-                b"Content-Type: image/png\r\n\r\n" + _encode() + b"\r\n--XYZ--\r\n")
+def _form(fields: list[tuple[bytes, bytes]], image_as_text: bool = False) -> bytes:
+    """A multipart body by hand: text fields (name, raw bytes), then the image (as a file, or as text)."""
+    parts = [b"--XYZ\r\nContent-Disposition: form-data; name=\"" + name + b"\"\r\n\r\n" + value + b"\r\n"
+             for name, value in fields]
+    image = (b"--XYZ\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\n" if image_as_text else
+             b"--XYZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n"
+             b"Content-Type: image/png\r\n\r\n")
+    return b"".join(parts) + image + _encode() + b"\r\n--XYZ--\r\n"
 
-    headers = {"content-type": "multipart/form-data; boundary=XYZ"}
-    assert client.post("/v1/retouch", content=body("acné".encode()), headers=headers).status_code == 200
-    response = client.post("/v1/retouch", content=body("acné".encode("latin-1")), headers=headers)
+
+FORM = {"content-type": "multipart/form-data; boundary=XYZ"}
+
+
+def test_a_prompt_field_that_is_not_utf8_is_422_like_in_a_query_not_another_prompt(client: TestClient) -> None:
+    """Starlette decodes undecodable field bytes as Latin-1: 'acn\\xe9' would retouch for 'acnÃ©'."""
+    ok = client.post("/v1/retouch", content=_form([(b"prompt", "acné".encode())]), headers=FORM)
+    assert ok.status_code == 200
+    bad = client.post("/v1/retouch", content=_form([(b"prompt", "acné".encode("latin-1"))]), headers=FORM)
+    _assert_error(bad, 422, "invalid_prompt")
+    query = client.post("/v1/retouch", params={"prompt": "acn\ufffd"}, content=_encode(),
+                        headers={"content-type": "image/png"})
+    _assert_error(query, 422, "invalid_prompt")
+
+
+def test_an_unknown_request_charset_is_400_not_a_latin1_guess(client: TestClient) -> None:
+    headers = {"content-type": "multipart/form-data; boundary=XYZ; charset=bogus"}
+    response = client.post("/v1/retouch", content=_form([(b"prompt", "acné".encode())]), headers=headers)
     _assert_error(response, 400, "bad_request")
-    assert "'prompt' is not utf-8 text" in response.json()["error"]["message"]
+    assert "bogus" in response.json()["error"]["message"]
+
+
+def test_undecodable_bytes_in_fields_the_server_does_not_read_change_nothing(client: TestClient) -> None:
+    """An unknown field is ignored whatever its bytes; an image sent as a text field is told to be a file."""
+    assert client.post("/v1/retouch", content=_form([(b"foo", b"\xe9\xff")]), headers=FORM).status_code == 200
+    response = client.post("/v1/retouch", content=_form([], image_as_text=True), headers=FORM)
+    _assert_error(response, 422, "invalid_request")
+    assert "image=@" in response.json()["error"]["message"]
 
 
 @pytest.mark.parametrize(
