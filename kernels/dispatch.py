@@ -10,6 +10,7 @@ only: the reference maths, traced as one TensorRT plugin node (`plugin_node.py`)
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator
 from enum import Enum
@@ -62,8 +63,16 @@ def requested_impl(configured: str | AttentionImpl = AttentionImpl.AUTO) -> Atte
     return choice_from_env(ENV_VAR, AttentionImpl, AttentionImpl(configured))
 
 
+def cuda_device_guard(device: torch.device) -> contextlib.AbstractContextManager:
+    """`device` made the current CUDA device for the block, a no-op off CUDA. Why: Triton launches, streams
+    and graph captures use the current device, which is GPU 0 in a thread that never chose one."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+@functools.cache
 def triton_available() -> bool:
-    """True when the triton package imports (it is absent on macOS/Windows and on non-x86 Linux)."""
+    """True when the triton package imports (it is absent on macOS/Windows and on non-x86 Linux); asked once,
+    since GroupNorm asks on every inference call and a failed import searches the path each time."""
     try:
         import triton  # noqa: F401
     except ImportError:

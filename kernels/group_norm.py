@@ -36,11 +36,11 @@ interpreter (`TRITON_INTERPRET=1` before this import).
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 import triton
 import triton.language as tl
+
+from .dispatch import cuda_device_guard
 
 STATS_BLOCK = 4096  # elements of a row per statistics program: 32 fp32 registers a thread at 4 warps
 APPLY_BLOCK = 1024  # elements of a channel plane per apply program
@@ -179,9 +179,7 @@ def group_norm_triton(x: torch.Tensor, num_groups: int, weight: torch.Tensor | N
     mean = torch.empty(rows, dtype=torch.float32, device=x.device)
     rstd = torch.empty_like(mean)
     y = torch.empty_like(x)
-    # Triton launches on the current CUDA device: make that x's.
-    device_guard = torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
-    with device_guard:
+    with cuda_device_guard(x.device):
         gn_partial_stats_kernel[(rows, n_chunks)](x, partial, row_size, BLOCK=STATS_BLOCK)
         gn_finalize_kernel[(rows,)](partial, mean, rstd, row_size, n_chunks, eps, BLOCK=STATS_BLOCK,
                                     CHUNKS=triton.next_power_of_2(n_chunks))
@@ -205,8 +203,7 @@ def _group_norm_nhwc(x: torch.Tensor, num_groups: int, weight: torch.Tensor | No
     mean = torch.empty(N * num_groups, dtype=torch.float32, device=x.device)
     rstd = torch.empty_like(mean)
     y = torch.empty_like(x)  # channels_last too
-    device_guard = torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
-    with device_guard:
+    with cuda_device_guard(x.device):
         gn_nhwc_partial_stats_kernel[(N, n_chunks)](x, partial, hw, C, channels_per_group, GROUPS=num_groups,
                                                     BLOCK_P=stats_p, BLOCK_C=block_c)
         # A chunk of the row (image, group) holds stats_p pixels x channels_per_group values.

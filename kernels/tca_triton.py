@@ -34,7 +34,7 @@ from types import MappingProxyType
 import torch
 import triton
 
-from .dispatch import choice_from_env, environ_set
+from .dispatch import choice_from_env, cuda_device_guard, environ_set
 from .reference import TCAParams, logit_bias, windowed_sigmoid_cross_attention_reference
 from .tca_fold import LogitFold, folded_weights
 from .tca_jit import tca_folded_fwd_kernel, tca_fwd_kernel
@@ -391,9 +391,7 @@ def _launch(
             return n_windows, B
         return persistent_programs(programs_per_sm, _sm_count(x.device), n_windows, B), B
 
-    # Triton launches on the current CUDA device: make that x's device (x on cuda:1 while cuda:0 is current).
-    device_guard = torch.cuda.device(x.device) if x.device.type == "cuda" else contextlib.nullcontext()
-    with device_guard, mma_build_scope(mma):
+    with cuda_device_guard(x.device), mma_build_scope(mma):
         kernel[grid](*tensors, H, W, out, **constants, **launch_options)
     return out
 

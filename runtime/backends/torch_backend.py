@@ -7,7 +7,6 @@ graph (one per prompt-table size), and host images go through pinned memory so t
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from langbrt.errors import LangBRTError, LangBRTInputError
+from langbrt.kernels.dispatch import cuda_device_guard
 from langbrt.kernels.tca_fold import live_folds
 from langbrt.model import LangBRT, PromptTable
 from langbrt.text.prompts import normalize_prompt_lists
@@ -86,9 +86,7 @@ class TorchBackend:
         check_square(images, self.image_size)
         table = self.model.prompt_table(normalize_prompt_lists(prompts, images.shape[0]), images.shape[0])
         x = self._to_device(images)
-        # The model's GPU current while it runs: streams, graph captures and Triton launches take the current
-        # device, which is GPU 0 in a thread that never chose one.
-        with torch.cuda.device(x.device) if self._on_cuda else contextlib.nullcontext():
+        with cuda_device_guard(x.device):  # the model's GPU current while it runs
             if self._cuda_graphs and x.shape[0] == 1:
                 image, mask, maps = self._run_graph(x, table)
             else:
