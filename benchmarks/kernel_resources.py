@@ -40,7 +40,7 @@ from langbrt.kernels.tca_aot import (
     kernel_resources,
     mma_warp_layouts,
 )
-from langbrt.kernels.tca_triton import DEFAULT_MMA, KernelChoice, MmaChoice
+from langbrt.kernels.tca_triton import KernelChoice, MmaChoice
 
 REGISTERS_PER_SM = 65536  # sm_80 and sm_90
 MAX_THREADS_PER_SM = 2048
@@ -99,9 +99,8 @@ def measure(spec: TCAKernelSpec, arch: int) -> ResourceRow:
     except ValueError as err:
         problem = str(err)
     sigmoid = "tanh" if spec.fast_sigmoid else "exact"
-    mma = spec.mma or DEFAULT_MMA[spec.kernel]
-    return ResourceRow(spec.kernel.value, mma.value, arch, spec.dtype, spec.shift, spec.num_warps, spec.head_stages,
-                       spec.maxnreg, spec.programs_per_sm, sigmoid, res.registers,
+    return ResourceRow(spec.kernel.value, spec.mma_path.value, arch, spec.dtype, spec.shift, spec.num_warps,
+                       spec.head_stages, spec.maxnreg, spec.programs_per_sm, sigmoid, res.registers,
                        res.stack_bytes, res.static_shared_bytes + res.dynamic_shared_bytes, by_registers,
                        problem is None, problem, mma_warp_layouts(compiled),
                        instruction_mix(compiled, spec.num_heads, 1 if spec.programs_per_sm else None))

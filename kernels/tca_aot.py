@@ -25,6 +25,7 @@ from pathlib import Path
 
 import triton
 from triton.backends.compiler import GPUTarget
+from triton.backends.nvidia.compiler import ptx_get_version
 from triton.compiler import ASTSource
 
 from . import tca_triton
@@ -68,6 +69,11 @@ class TCAKernelSpec:
         if self.kernel is not tca_triton.KernelChoice.FOLDED and (self.head_stages != 1 or self.programs_per_sm):
             raise ValueError("head_stages and programs_per_sm are the folded kernel's: the direct kernel's head "
                              "loop is not pipelined and it is never persistent")
+
+    @property
+    def mma_path(self) -> tca_triton.MmaChoice:
+        """The MMA path this build uses: `mma`, or the kernel's default."""
+        return self.mma if self.mma is not None else tca_triton.DEFAULT_MMA[self.kernel]
 
     def launch_config(self) -> tca_triton.LaunchConfig:
         """The launch this build is of, as the autotuner would time it."""
@@ -146,10 +152,9 @@ def compile_tca_kernel(spec: TCAKernelSpec, arch: int | None = None, ptx_limit: 
                        constexprs={(fn.arg_names.index(name),): value for name, value in constants.items()},
                        attrs=_aligned_pointers(fn, signature))
     target = GPUTarget("cuda", arch, WARP_SIZE) if arch is not None else None
-    mma = spec.mma if spec.mma is not None else tca_triton.DEFAULT_MMA[spec.kernel]
     options = {"num_warps": spec.num_warps, "num_stages": tca_triton.NUM_STAGES, "maxnreg": spec.maxnreg}
     limit = ptx_limit if ptx_limit is not None or arch is not None else driver_ptx_version()
-    with tca_triton.mma_build_scope(mma):
+    with tca_triton.mma_build_scope(spec.mma_path):
         compiled = triton.compile(source, target=target, options=options)
         if limit is not None and ptx_isa_version(compiled.asm["ptx"]) > limit:
             compiled = triton.compile(source, target=target, options=options | {"ptx_version": limit})
@@ -201,13 +206,9 @@ def driver_ptx_version() -> int | None:
 
 
 def ptx_version_of_cuda(major: int, minor: int) -> int:
-    """The PTX ISA a CUDA release introduced (NVIDIA's PTX release notes): 12.0 -> 80, 12.4 -> 84, 12.6 ->
-    85 (12.5 and 12.6 share 8.5), 12.8 -> 87, 12.9 -> 88, 13.0 -> 90."""
-    if major >= 13:
-        return 90 + (major - 13) * 10 + minor
-    if major == 12:
-        return 80 + minor - (minor >= 6)
-    return 70 + minor if major == 11 else 60
+    """The PTX ISA a CUDA release introduced: 12.0 -> 80, 12.4 -> 84, 12.6 -> 85 (12.5 and 12.6 share 8.5),
+    12.8 -> 87, 12.9 -> 88, 13.0 -> 90; Triton's own table, which it uses for its ptxas."""
+    return ptx_get_version(f"{major}.{minor}")
 
 
 def tensorrt_ptx(compiled: CompiledTCAKernel) -> str:
