@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 EXIT_INTERRUPTED = 130
@@ -31,25 +32,14 @@ def _run(module: str, prog: str) -> Any:
     return main()
 
 
-def serve() -> Any:
-    return _run("langbrt.runtime.cli_serve", "langbrt-serve")
+def _entry(module: str, prog: str) -> Callable[[], Any]:
+    """The entry point of one console script (named in pyproject.toml)."""
+    return lambda: _run(module, prog)
 
 
-def export() -> Any:
-    return _run("langbrt.export.cli", "langbrt-export")
-
-
-def infer() -> Any:
-    return _run("langbrt.runtime.cli_infer", "langbrt-infer")
-
-
-def bench() -> Any:
-    return _run("langbrt.runtime.cli_bench", "langbrt-bench")
-
-
-def train() -> Any:
-    return _run("langbrt.training.cli_train", "langbrt-train")
-
-
-def evaluate() -> Any:
-    return _run("langbrt.training.cli_eval", "langbrt-eval")
+serve = _entry("langbrt.runtime.cli_serve", "langbrt-serve")
+export = _entry("langbrt.export.cli", "langbrt-export")
+infer = _entry("langbrt.runtime.cli_infer", "langbrt-infer")
+bench = _entry("langbrt.runtime.cli_bench", "langbrt-bench")
+train = _entry("langbrt.training.cli_train", "langbrt-train")
+evaluate = _entry("langbrt.training.cli_eval", "langbrt-eval")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from langbrt.bundled import default_model_path
+from langbrt.console import EXIT_INTERRUPTED
 from langbrt.errors import LangBRTError
 from langbrt.io import DEFAULT_MAX_PIXELS
 
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         from .serve_app import ServeConfig, create_app
     except KeyboardInterrupt:
         print("langbrt-serve: interrupted while starting", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
     config = ServeConfig(
         model=args.model, backend=args.backend, device=args.device, precision=args.precision,
