@@ -244,8 +244,8 @@ def _staged(source: Path, targets: dict[str, Path]) -> Iterator[dict[str, Path]]
 def missing_folders(files: list[Path], output: Path | None) -> list[Path]:
     """The output folders (and their ancestors) that do not exist yet, deepest first: what an interrupted
     run removes again where it wrote nothing into them, so Ctrl-C leaves no empty results folder behind."""
-    missing = {p for source in files for folder in [output_folder(source, output)]
-               for p in (folder, *folder.parents) if not p.exists()}
+    folders = {output_folder(source, output) for source in files}
+    missing = {p for folder in folders for p in (folder, *folder.parents) if not p.exists()}
     return sorted(missing, key=lambda p: len(p.parts), reverse=True)
 
 

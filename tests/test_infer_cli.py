@@ -203,13 +203,11 @@ def test_an_existing_output_is_refused_before_the_model_runs(model_dir, tmp_path
     assert _run(model_dir, src) == 1
 
 
-def test_an_interrupt_while_writing_leaves_none_of_that_photos_outputs(model_dir, tmp_path, capsys, monkeypatch):
-    """Ctrl-C after the retouched image is written but before its maps: neither is left, no temp files."""
+def _interrupt_after_the_first_write(monkeypatch) -> list:
+    """Ctrl-C on langbrt-infer's second image write; returns the list of writes that went through."""
     import langbrt.runtime.cli_infer as cli_infer
 
-    src = _photo(tmp_path / "face.png")
-    real_write = cli_infer.write_image
-    written = []
+    real_write, written = cli_infer.write_image, []
 
     def interrupted_after_the_first(*args, **kwargs):
         if written:
@@ -218,6 +216,13 @@ def test_an_interrupt_while_writing_leaves_none_of_that_photos_outputs(model_dir
         return written[-1]
 
     monkeypatch.setattr(cli_infer, "write_image", interrupted_after_the_first)
+    return written
+
+
+def test_an_interrupt_while_writing_leaves_none_of_that_photos_outputs(model_dir, tmp_path, capsys, monkeypatch):
+    """Ctrl-C after the retouched image is written but before its maps: neither is left, no temp files."""
+    src = _photo(tmp_path / "face.png")
+    written = _interrupt_after_the_first_write(monkeypatch)
     assert _run(model_dir, src, "--save-maps") == 130
     assert written, "the first output was not even attempted"
     assert not (tmp_path / "retouched").exists()  # created by this run, left empty: removed again
@@ -226,18 +231,8 @@ def test_an_interrupt_while_writing_leaves_none_of_that_photos_outputs(model_dir
 
 def test_an_interrupt_keeps_the_output_folders_that_hold_results(model_dir, tmp_path, monkeypatch):
     """Two photos into a new nested -o folder, Ctrl-C on the second: the first's outputs and their folder stay."""
-    import langbrt.runtime.cli_infer as cli_infer
-
     sources = [_photo(tmp_path / "a.png"), _photo(tmp_path / "b.png")]
-    real_write, written = cli_infer.write_image, []
-
-    def interrupted_on_the_second_photo(*args, **kwargs):
-        if written:
-            raise KeyboardInterrupt
-        written.append(real_write(*args, **kwargs))
-        return written[-1]
-
-    monkeypatch.setattr(cli_infer, "write_image", interrupted_on_the_second_photo)
+    _interrupt_after_the_first_write(monkeypatch)
     out = tmp_path / "new" / "results"
     assert main([*map(str, sources), "--model", str(model_dir), "--device", "cpu", "-o", str(out)]) == 130
     assert [p.name for p in out.iterdir()] == ["a_retouched.png"]
