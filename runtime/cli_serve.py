@@ -25,8 +25,9 @@ from langbrt.console import EXIT_INTERRUPTED
 from langbrt.errors import LangBRTError
 from langbrt.io import DEFAULT_MAX_PIXELS
 
-from .serve_admission import INFLIGHT_PER_MAX_PIXELS
+from .serve_admission import DEFAULT_MAX_BODY_BYTES, INFLIGHT_PER_MAX_BODY, INFLIGHT_PER_MAX_PIXELS
 
+MB = 1024 * 1024  # --max-body-mb and --max-inflight-body-mb count mebibytes
 TOKEN_ENV = "LANGBRT_SERVE_TOKEN"
 BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
 
@@ -38,11 +39,18 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends '(default: X)' to help lines, except where the default is None: those lines say it in words."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _OneLineParser(
         prog="langbrt-serve",
         description="Serve LangBRT over HTTP: POST /v1/retouch, GET /v1/prompts, /healthz, /readyz, /metrics.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsHelpFormatter,
     )
     p.add_argument("--model", help="checkpoint folder or .safetensors file, .onnx or TensorRT engine "
                    "(default: the bundled model)")
@@ -51,12 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None,
                    help="default: fp32 for checkpoints, an export's own precision")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 exposes it to the network")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=int, default=8080, help="TCP port to listen on")
     p.add_argument("--max-batch", type=int, default=8, help="most images in one model call")
     p.add_argument("--max-delay-ms", type=float, default=5.0, help="how long the first request waits for others")
     p.add_argument("--queue-size", type=int, default=64, help="waiting images before answering 503")
     p.add_argument("--timeout-s", type=float, default=30.0, help="per-request limit (queue + model) before 504")
-    p.add_argument("--max-body-mb", type=float, default=25.0, help="largest request body before 413")
+    p.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_BYTES / MB,
+                   help="largest request body before 413")
+    p.add_argument("--max-inflight-body-mb", type=float, default=None,
+                   help="most bytes of request bodies held at once (being uploaded, or kept until the reply) before "
+                   f"503; at least --max-body-mb (default: {INFLIGHT_PER_MAX_BODY} times --max-body-mb)")
+    p.add_argument("--body-timeout-s", type=float, default=60.0,
+                   help="longest pause while a client sends its body before 408")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest W*H before 413")
     p.add_argument("--max-inflight-pixels", type=int, default=None,
                    help="most pixels of images held at once (decoded, queued, run, encoded; ~57 bytes each) "
@@ -86,8 +100,13 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.max_inflight_pixels < args.max_pixels:
         parser.error(f"--max-inflight-pixels ({args.max_inflight_pixels}) must be at least --max-pixels "
                      f"({args.max_pixels}), or the largest allowed image could never be admitted")
-    if args.timeout_s <= 0 or args.max_body_mb <= 0 or args.max_delay_ms < 0:
-        parser.error("--timeout-s and --max-body-mb must be positive, --max-delay-ms not negative")
+    if min(args.timeout_s, args.max_body_mb, args.body_timeout_s) <= 0 or args.max_delay_ms < 0:
+        parser.error("--timeout-s, --body-timeout-s and --max-body-mb must be positive, --max-delay-ms not negative")
+    if args.max_inflight_body_mb is None:
+        args.max_inflight_body_mb = INFLIGHT_PER_MAX_BODY * args.max_body_mb
+    if args.max_inflight_body_mb < args.max_body_mb:
+        parser.error(f"--max-inflight-body-mb ({args.max_inflight_body_mb:g}) must be at least --max-body-mb "
+                     f"({args.max_body_mb:g}), or the largest allowed body could never be admitted")
 
 
 def _is_loopback(host: str) -> bool:
@@ -142,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     config = ServeConfig(
         model=args.model, backend=args.backend, device=args.device, precision=args.precision,
         max_batch=args.max_batch, max_delay_ms=args.max_delay_ms, queue_size=args.queue_size,
-        timeout_s=args.timeout_s, max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        timeout_s=args.timeout_s, max_body_bytes=int(args.max_body_mb * MB),
+        max_inflight_body_bytes=int(args.max_inflight_body_mb * MB), body_timeout_s=args.body_timeout_s,
         max_pixels=args.max_pixels, max_inflight_pixels=args.max_inflight_pixels, max_prompts=args.max_prompts,
         token=token,
     )

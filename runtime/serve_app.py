@@ -6,6 +6,7 @@ Every 4xx/5xx body is `{"error": {"code": ..., "message": ...}}`; the status map
     400 bad_request        malformed Content-Length or multipart framing
     401 unauthorized       a token is configured and the bearer token is missing or wrong (WWW-Authenticate)
     404/405                unknown path / method
+    408 body_timeout       the client sent no body bytes for body_timeout_s (the connection is closed)
     413 body_too_large     Content-Length or the streamed byte count exceeds max_body_bytes
     413 too_many_pixels    the image header announces more than max_pixels (decompression bomb)
     415 unsupported_media  request (or its `image` part) is neither multipart/form-data, image/* nor octet-stream
@@ -16,7 +17,8 @@ Every 4xx/5xx body is `{"error": {"code": ..., "message": ...}}`; the status map
     500 internal           a bug; logged once with its traceback, never shown to the client
     503 not_ready          the model is still loading/warming up (Retry-After: 1)
     503 queue_full         the batch queue holds queue_size images, or the image's pixels would take the
-                           images in flight over max_inflight_pixels (Retry-After: 1)
+                           images in flight over max_inflight_pixels, or its body the bodies held over
+                           max_inflight_body_bytes (Retry-After: 1)
     503 shutting_down      the server is draining for shutdown
     504 timeout            no result within timeout_s (queue wait + model time)
 
@@ -56,7 +58,15 @@ from langbrt.io import DEFAULT_MAX_PIXELS, FAST_PNG_LEVEL, LoadedImage, encode_i
 from langbrt.text.prompts import MAX_PROMPT_CHARS
 
 from .batching import BatcherClosedError, BatchTimeoutError, DynamicBatcher, QueueFullError
-from .serve_admission import DEFAULT_MAX_INFLIGHT_PIXELS, PixelBudget, PixelBudgetExceeded
+from .serve_admission import (
+    BODY_BYTES,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_INFLIGHT_BODY_BYTES,
+    DEFAULT_MAX_INFLIGHT_PIXELS,
+    PIXELS,
+    BudgetExceeded,
+    InFlightBudget,
+)
 from .serve_metrics import METRICS_CONTENT_TYPE, ServeMetrics
 from .serve_request import (
     ServeError,
@@ -66,6 +76,7 @@ from .serve_request import (
     form_return,
     parse_upload,
     read_body,
+    server_busy,
     unless_disconnected,
 )
 
@@ -104,9 +115,11 @@ class ServeConfig:
     max_delay_ms: float = 5.0
     queue_size: int = 64
     timeout_s: float = 30.0
-    max_body_bytes: int = 25 * 1024 * 1024
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_inflight_body_bytes: int = DEFAULT_MAX_INFLIGHT_BODY_BYTES  # at least max_body_bytes
+    body_timeout_s: float = 60.0  # longest pause in an upload before 408
     max_pixels: int = DEFAULT_MAX_PIXELS
-    max_inflight_pixels: int = DEFAULT_MAX_INFLIGHT_PIXELS  # at least max_pixels (`PixelBudget`)
+    max_inflight_pixels: int = DEFAULT_MAX_INFLIGHT_PIXELS  # at least max_pixels (`InFlightBudget`)
     max_prompts: int = 8
     token: str | None = None
 
@@ -256,8 +269,9 @@ def create_app(
         loader = _default_loader(config)  # config.model None: the bundled model
     metrics = ServeMetrics(config.max_batch)
     state = _ServeState(config, metrics)
-    pixels = PixelBudget(config.max_inflight_pixels)
-    metrics.track_inflight_pixels(lambda: pixels.in_flight)
+    pixels = InFlightBudget(config.max_inflight_pixels, PIXELS)
+    bodies = InFlightBudget(config.max_inflight_body_bytes, BODY_BYTES)
+    metrics.track_inflight(pixels=lambda: pixels.in_flight, body_bytes=lambda: bodies.in_flight)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -308,7 +322,7 @@ def create_app(
         return PromptsBody(prompts=known, max_prompts=config.max_prompts, max_prompt_chars=MAX_PROMPT_CHARS)
 
     @app.post("/v1/retouch", dependencies=auth, response_class=Response, openapi_extra={"requestBody": _RETOUCH_BODY},
-              responses={200: _RETOUCH_OK, **_errors(400, 401, 413, 415, 422, 500, 503, 504)})
+              responses={200: _RETOUCH_OK, **_errors(400, 401, 408, 413, 415, 422, 500, 503, 504)})
     async def retouch(
         request: Request,
         prompt: Annotated[list[str] | None, Query(description="Blemish to remove; repeat for several.")] = None,
@@ -317,7 +331,12 @@ def create_app(
     ) -> Response:
         """Retouch one image: multipart field `image` (+ `prompt` fields) or a raw image/* body."""
         batcher = state.require_ready()
-        body = await read_body(request, config.max_body_bytes)
+        with bodies.reserve() as body_bytes:  # the body and the upload parsed from it live until the reply
+            body = await read_body(request, config.max_body_bytes, body_bytes, config.body_timeout_s)
+            return await _retouch_upload(request, body, prompt, return_, maps, batcher)
+
+    async def _retouch_upload(request: Request, body: bytes, prompt: list[str] | None, return_: ReturnKind | None,
+                              maps: bool | None, batcher: DynamicBatcher[Any]) -> Response:
         upload = await parse_upload(Headers(scope=request.scope), body)
         texts = check_prompts((prompt or []) + upload.prompts, config.max_prompts)
         kind = return_ or form_return(upload.fields.get("return")) or "image"
@@ -367,19 +386,19 @@ def _bearer_check(token: str) -> Callable[..., None]:
 
 
 @contextmanager
-def _admit(pixels: PixelBudget, count: int) -> Iterator[None]:
+def _admit(pixels: InFlightBudget, count: int) -> Iterator[None]:
     try:
         with pixels.hold(count):
             yield
-    except PixelBudgetExceeded as err:
-        raise ServeError(503, "queue_full", f"server busy: {err}", {"Retry-After": "1"}) from err
+    except BudgetExceeded as err:
+        raise server_busy(err) from err
 
 
 async def _submit(batcher: DynamicBatcher[Any], image: torch.Tensor, prompts: list[str] | None) -> Any:
     try:
         return await batcher.submit(image, prompts)
     except QueueFullError as err:
-        raise ServeError(503, "queue_full", f"server busy: {err}", {"Retry-After": "1"}) from err
+        raise server_busy(err) from err
     except BatcherClosedError as err:
         raise ServeError(503, "shutting_down", str(err), {"Retry-After": "1"}) from err
     except BatchTimeoutError as err:

@@ -62,6 +62,10 @@ class ServeMetrics:
             "langbrt_inflight_pixels", "Pixels of the images being decoded, queued, run or encoded.",
             registry=self.registry,
         )
+        self.inflight_body_bytes = Gauge(
+            "langbrt_inflight_body_bytes", "Bytes of the request bodies being uploaded or held until the reply.",
+            registry=self.registry,
+        )
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint=endpoint, status=str(status)).inc()
@@ -77,9 +81,10 @@ class ServeMetrics:
         """Read the depth at scrape time, so the gauge is never stale."""
         self.queue_depth.set_function(depth)
 
-    def track_inflight_pixels(self, pixels: Callable[[], float]) -> None:
-        """Read the admitted pixels at scrape time (`serve_admission.PixelBudget`)."""
+    def track_inflight(self, pixels: Callable[[], float], body_bytes: Callable[[], float]) -> None:
+        """Read the admitted pixels and body bytes at scrape time (`serve_admission.InFlightBudget`)."""
         self.inflight_pixels.set_function(pixels)
+        self.inflight_body_bytes.set_function(body_bytes)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this app's registry."""

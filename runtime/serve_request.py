@@ -22,6 +22,8 @@ from langbrt.errors import LangBRTInputError
 from langbrt.io import LoadedImage, load_image_bytes
 from langbrt.text.prompts import normalize_prompt
 
+from .serve_admission import BudgetExceeded, Reservation
+
 RAW_TYPES = ("image/", "application/octet-stream")
 MAX_FORM_FIELDS = 1024
 """Most multipart fields parsed; beyond it the body is malformed (400). Prompts over `max_prompts` but within
@@ -38,28 +40,57 @@ class ServeError(Exception):
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 
 
+def server_busy(reason: object) -> ServeError:
+    """503 `queue_full` + Retry-After: the queue or an in-flight budget is full; the same request may pass soon."""
+    return ServeError(503, "queue_full", f"server busy: {reason}", {"Retry-After": "1"})
+
+
 def client_gone(where: str) -> ServeError:
     """499 (nginx's "client closed request"): nobody reads it, but metrics and logs tell it from a 5xx."""
     return ServeError(499, "client_closed_request", f"the client disconnected {where}")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing early on Content-Length and again on the bytes actually streamed."""
+async def read_body(request: Request, limit: int, held: Reservation, idle_timeout_s: float) -> bytes:
+    """The whole body, refusing early on Content-Length and again on the bytes actually streamed.
+
+    `held` is this request's share of the server's body budget: a declared length is reserved before a byte
+    is read, a chunked body grows it chunk by chunk. A client that stops sending for `idle_timeout_s` gets a
+    408 (nginx's `client_body_timeout` rule): a stalled upload must not hold its bytes and its connection
+    for ever.
+    """
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
             raise ServeError(400, "bad_request", f"Content-Length is not a number: {declared[:20]!r}")
         if int(declared) > limit:
             raise ServeError(413, "body_too_large", f"body is {int(declared)} bytes; the limit is {limit}")
+        _reserve_body(held, int(declared))
     body = bytearray()
+    chunks = request.stream()
     try:
-        async for chunk in request.stream():
+        while True:
+            try:
+                chunk = await asyncio.wait_for(chunks.__anext__(), idle_timeout_s)
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                raise ServeError(408, "body_timeout", f"no body bytes for {idle_timeout_s:g} s after "
+                                 f"{len(body)} bytes", {"Connection": "close"}) from None
             body += chunk
             if len(body) > limit:
                 raise ServeError(413, "body_too_large", f"body exceeds the {limit}-byte limit")
+            if declared is None:
+                _reserve_body(held, len(chunk))
     except ClientDisconnect:
         raise client_gone(f"after sending {len(body)} bytes of the body") from None
     return bytes(body)
+
+
+def _reserve_body(held: Reservation, size: int) -> None:
+    try:
+        held.grow(size)
+    except BudgetExceeded as err:
+        raise server_busy(err) from err
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:

@@ -448,7 +448,7 @@ def test_metrics_count_requests_batches_and_queue_depth(client: TestClient) -> N
     assert "langbrt_request_latency_seconds_bucket" in text and "langbrt_batch_size_count" in text
     assert "langbrt_model_latency_seconds_count 1.0" in text and "langbrt_queue_wait_seconds_count 1.0" in text
     assert "langbrt_queue_depth 0.0" in text and "process_resident_memory_bytes" in text
-    assert "langbrt_inflight_pixels 0.0" in text  # both requests released what they held
+    assert "langbrt_inflight_pixels 0.0" in text and "langbrt_inflight_body_bytes 0.0" in text  # released
 
 
 def test_two_apps_keep_separate_metrics(fake: FakeRetoucher) -> None:

@@ -1,6 +1,6 @@
-"""What the server lets in and what it gives up on: the in-flight pixel budget, clients that disconnect, and
-bugs logged once. The disconnect tests run the app under a real uvicorn server on a loopback socket, since
-only a real connection can be dropped half way.
+"""What the server lets in and what it gives up on: the in-flight pixel and body budgets, stalled uploads,
+clients that disconnect, and bugs logged once. The upload and disconnect tests run the app under a real
+uvicorn server on a loopback socket, since only a real connection can stall or be dropped half way.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from test_serve import FakeRetoucher, _assert_error, _encode, _run_concurrently, _wait_ready
 
 from langbrt.runtime import RetouchResult
-from langbrt.runtime.serve_admission import PixelBudget, PixelBudgetExceeded
+from langbrt.runtime.serve_admission import BODY_BYTES, PIXELS, BudgetExceeded, InFlightBudget
 from langbrt.runtime.serve_app import ServeConfig, create_app
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -35,19 +35,33 @@ IMAGE_PIXELS = 40 * 30  # what `_encode()` makes
 
 def test_the_pixel_budget_admits_while_it_fits_and_frees_on_the_way_out() -> None:
     mp = 1_000_000
-    budget = PixelBudget(100 * mp)
+    budget = InFlightBudget(100 * mp, PIXELS)
     with budget.hold(60 * mp):
         assert budget.in_flight == 60 * mp
-        with pytest.raises(PixelBudgetExceeded, match=r"60\.0 MP of images in flight, this one adds 41\.0 MP "
+        with pytest.raises(BudgetExceeded, match=r"60\.0 MP of images in flight, this request adds 41\.0 MP "
                            r"\(limit 100 MP\)"):
             with budget.hold(41 * mp):
                 pass
+        assert budget.in_flight == 60 * mp  # the refused request added nothing
         with budget.hold(40 * mp):
             assert budget.in_flight == 100 * mp
     assert budget.in_flight == 0
     with pytest.raises(RuntimeError), budget.hold(100 * mp):
         raise RuntimeError("a failed request")
     assert budget.in_flight == 0  # released on the error path too
+
+
+def test_a_reservation_grows_chunk_by_chunk_and_gives_all_of_it_back() -> None:
+    budget = InFlightBudget(1000, BODY_BYTES)
+    with budget.reserve() as streaming:
+        streaming.grow(400)
+        streaming.grow(400)
+        with budget.hold(200):
+            assert budget.in_flight == 1000
+        with pytest.raises(BudgetExceeded, match=r"of request bodies being held"):
+            streaming.grow(201)
+        assert (streaming.amount, budget.in_flight) == (800, 800)
+    assert budget.in_flight == 0
 
 
 def test_an_image_that_would_overfill_the_pixel_budget_is_503_while_another_is_in_flight() -> None:
@@ -205,5 +219,79 @@ def test_the_inflight_default_follows_max_pixels_and_the_port_is_checked() -> No
     args = parser.parse_args(["--max-pixels", "200000000"])
     _check(args, parser)
     assert args.max_inflight_pixels == 400_000_000
+    assert args.max_inflight_body_mb == 16 * 25
     with pytest.raises(SystemExit):
         _check(parser.parse_args(["--port", "70000"]), parser)
+
+
+def test_a_body_budget_below_one_body_is_a_flag_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from langbrt.runtime.cli_serve import _check, build_parser
+
+    parser = build_parser()
+    with pytest.raises(SystemExit) as exited:
+        _check(parser.parse_args(["--max-body-mb", "10", "--max-inflight-body-mb", "5"]), parser)
+    assert exited.value.code == 2
+    assert "--max-inflight-body-mb (5) must be at least --max-body-mb (10)" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ bodies in flight
+
+
+def _gauge(base: str, name: str) -> float:
+    for line in httpx.get(f"{base}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
+def _status_line(conn: socket.socket) -> bytes:
+    conn.settimeout(10)
+    return conn.recv(12)
+
+
+def test_an_upload_that_would_take_the_bodies_held_over_budget_is_503_until_the_first_ends() -> None:
+    """A stalled upload holds its declared length; the next one that does not fit is refused before it is
+    read, a chunked one (no length to reserve up front) once its bytes do not fit; both fit again after."""
+    fake = FakeRetoucher()
+    image = _encode()
+    config = ServeConfig(max_body_bytes=2 * len(image), max_inflight_body_bytes=3 * len(image))
+    with live_server(create_app(config, loader=lambda: fake)) as base:
+        stalled = _raw_request(base, image[:100], declared_length=2 * len(image))
+        _eventually(lambda: _gauge(base, "langbrt_inflight_body_bytes") == 2 * len(image))
+        second = _raw_request(base, image + b"\0" * len(image), declared_length=2 * len(image))
+        assert _status_line(second) == b"HTTP/1.1 503"
+        second.close()
+
+        def chunks() -> Iterator[bytes]:
+            yield image[: len(image) // 2]
+            yield image[len(image) // 2:]
+            yield b"\0" * len(image)
+
+        refused = httpx.post(f"{base}/v1/retouch", content=chunks(), headers={"content-type": "image/png"})
+        _assert_error(refused, 503, "queue_full")
+        assert refused.headers["retry-after"] == "1" and "of request bodies being held" in refused.text
+        stalled.close()
+        _eventually(lambda: _gauge(base, "langbrt_inflight_body_bytes") == 0)
+        accepted = httpx.post(f"{base}/v1/retouch", content=iter([image[:50], image[50:]]),
+                              headers={"content-type": "image/png"}, timeout=10)
+        assert accepted.status_code == 200, accepted.text
+        assert _gauge(base, "langbrt_inflight_body_bytes") == 0
+
+
+def test_an_upload_that_stalls_is_408_and_gives_its_bytes_back() -> None:
+    fake = FakeRetoucher()
+    with live_server(create_app(ServeConfig(body_timeout_s=0.3), loader=lambda: fake)) as base:
+        started = time.monotonic()
+        conn = _raw_request(base, _encode()[:100], declared_length=100_000)
+        reply = b""
+        conn.settimeout(10)
+        while b"\r\n\r\n" not in reply or not reply.endswith(b"}"):
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+        conn.close()
+        assert reply.startswith(b"HTTP/1.1 408") and b"connection: close" in reply.lower()
+        assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "body_timeout"
+        assert time.monotonic() - started >= 0.3
+        assert _metric(base, 408) == 1.0 and _gauge(base, "langbrt_inflight_body_bytes") == 0
