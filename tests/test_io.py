@@ -272,11 +272,13 @@ def test_directory_is_rejected_by_name(tmp_path):
     assert "album.png" in message and "folder" in message
 
 
-def test_20000x20000_header_is_rejected_before_decoding(tmp_path):
+def test_20000x20000_header_is_rejected_before_decoding(tmp_path, monkeypatch):
     path = tmp_path / "bomb.png"
     path.write_bytes(_raw_png(20000, 20000, 1, 0, b"\x00" * 16))
     assert path.stat().st_size < 200
-    assert "bomb.png" in _input_error(read_image, path)
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("decoded a bomb"))
+    message = _input_error(read_image, path)
+    assert "bomb.png" in message and "too many pixels" in message
 
 
 def test_header_over_default_pixel_limit_is_rejected_with_the_limit(tmp_path):
@@ -414,18 +416,6 @@ def test_unwritable_folder_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr("langbrt.atomic.tempfile.mkstemp", refuse)
     message = _input_error(write_image, tmp_path / "out.png", torch.rand(3, 4, 4))
     assert message.startswith(str(tmp_path)) and "Permission denied" in message
-
-
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root ignores folder permissions")
-def test_read_only_folder_is_named(tmp_path):
-    folder = tmp_path / "locked"
-    folder.mkdir()
-    folder.chmod(0o500)
-    try:
-        message = _input_error(write_image, folder / "out.png", torch.rand(3, 4, 4))
-    finally:
-        folder.chmod(0o700)
-    assert message.startswith(str(folder))
 
 
 def _save_that_fails_midway(exc: BaseException):

@@ -64,6 +64,8 @@ def test_pixels_outside_the_upsampled_mask_are_bit_identical(height, width, seed
     output = torch.rand(3, S, S, generator=g)  # any output: only where mask > 0 may it matter
     image, full_mask = paste_back(original, x, output, mask, box)
     assert image.shape == original.shape and full_mask.shape == (1, height, width)
+    # the mask returned is the model's, upsampled: a mask that covered everything would leave "outside" empty
+    assert torch.equal(full_mask == 0, upsample_maps(mask, box) == 0)
     assert _identical_outside(image, full_mask, original)
     assert image.min() >= 0 and image.max() <= 1
 

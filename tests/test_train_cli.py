@@ -14,6 +14,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from test_trainer import count_generator_steps
 
 from langbrt.errors import LangBRTInputError
 from langbrt.model import LangBRT
@@ -98,6 +99,8 @@ def test_corrupt_image_is_skipped_with_a_warning(tmp_path):
     result = run_cli("--data", str(tmp_path / "data"), "--steps", "2", "--batch-size", "2", "--adversarial-weight",
                      "0", "--output", str(tmp_path / "out"))
     assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("Warning: ")]
+    assert len(warnings) == 1 and "c.png" in warnings[0], result.output
     assert (tmp_path / "out/final/model.safetensors").is_file()
 
 
@@ -119,13 +122,16 @@ def test_missing_vgg_weights_name_the_flag(tmp_path):
     assert result.exit_code == 2 and "--vgg-weights" in result.output
 
 
-def test_resume_continues_to_more_steps(tmp_path):
+def test_resume_continues_to_more_steps(tmp_path, monkeypatch):
     common = ["--steps", "2", "--batch-size", "2", "--synthetic-length", "8", "--adversarial-weight", "0",
               "--output", str(tmp_path)]
     assert run_cli(*common).exit_code == 0
+    steps_run = count_generator_steps(monkeypatch)
     result = run_cli("--resume", str(tmp_path / "final"), "--steps", "3")
     assert result.exit_code == 0, result.output
+    assert len(steps_run) == 1  # step 3 only, not a fresh 3-step run
     assert json.loads((tmp_path / "final/train_config.json").read_text())["steps"] == 3
+    assert load_trainer_state(tmp_path / "final")["step"] == 3
 
 
 @pytest.fixture(scope="module")

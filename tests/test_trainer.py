@@ -41,10 +41,27 @@ def tiny_config(output: Path, **overrides) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def test_resumed_run_matches_uninterrupted_run(tmp_path):
+def count_generator_steps(monkeypatch) -> list[int]:
+    """One entry per generator loss computed, i.e. per training step run."""
+    calls: list[int] = []
+    real = trainer_module.generator_losses
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "generator_losses", counting)
+    return calls
+
+
+def test_resumed_run_matches_uninterrupted_run(tmp_path, monkeypatch):
     full = train(tiny_config(tmp_path / "full"), progress=False)
+    steps_run = count_generator_steps(monkeypatch)
     resumed = train(tiny_config(tmp_path / "resumed"), resume=tmp_path / "full/checkpoints/step_000003",
                     progress=False)
+    assert len(steps_run) == 3  # steps 4-6 only: a run that ignored the checkpoint would run 6 and match too
+    logged = [json.loads(line)["step"] for line in (tmp_path / "resumed/log.jsonl").read_text().splitlines()]
+    assert logged == [4, 6] and load_trainer_state(resumed.final_dir)["step"] == 6
     a, b = load_file(full.final_dir / "model.safetensors"), load_file(resumed.final_dir / "model.safetensors")
     assert a.keys() == b.keys()
     for name in a:
