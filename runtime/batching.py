@@ -153,11 +153,16 @@ class DynamicBatcher(Generic[R]):
 
     def _abandon(self, item: _Item) -> None:
         """Take a caller's item out of the queue, so its image (hundreds of MB for a large photo) is freed now,
-        not when the worker would have reached it; one the worker already took runs and is dropped after."""
+        not when the worker would have reached it; one the worker already took runs and is dropped after.
+
+        Its future is cancelled (we are on its loop): nobody awaits it any more, and a result or error set on
+        it later would make asyncio log "Future exception was never retrieved" with a traceback.
+        """
         with self._cond:
             item.abandoned = True
             with contextlib.suppress(ValueError):
                 self._items.remove(item)
+        item.future.cancel()
 
     # ------------------------------------------------------------------------------------ worker
 
@@ -198,9 +203,10 @@ class DynamicBatcher(Generic[R]):
                 self._deliver(batch[0], error=err)
             else:
                 # One bad request (say, a prompt the model cannot encode) must not fail its neighbours:
-                # rerun each item alone so only the culprit gets the error.
+                # rerun each item alone so only the culprit gets the error; callers gone meanwhile are skipped.
                 for item in batch:
-                    self._run([item])
+                    if not item.abandoned:
+                        self._run([item])
             return
         stats = BatchStats(size=len(batch), run_s=time.monotonic() - started, wait_s=started - batch[0].enqueued)
         if self._on_batch is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import threading
 import time
 
@@ -32,14 +34,20 @@ class FakeRetoucher:
         self.threads.add(threading.get_ident())
         self.batch_sizes.append(len(images))
         self.prompt_args.append(prompts)
+        time.sleep(self.sleep_s)
         if self.fail_on is not None and prompts and any(self.fail_on in p for p in prompts):
             raise LangBRTInputError(f"unknown prompt {self.fail_on!r}")
-        time.sleep(self.sleep_s)
         return [float(img.mean()) for img in images]
 
 
 def _image(value: float = 0.5) -> torch.Tensor:
     return torch.full((3, 4, 4), value)
+
+
+async def _until_the_model_runs(fake: FakeRetoucher) -> None:
+    """Poll instead of sleeping a guessed time: on a loaded machine the worker may take a while to start."""
+    while not fake.batch_sizes:
+        await asyncio.sleep(0.005)
 
 
 async def _with_batcher(fake: FakeRetoucher, coro_fn, **kwargs):  # type: ignore[no-untyped-def]
@@ -100,7 +108,7 @@ def test_a_full_queue_refuses_at_once() -> None:
 
     async def run(batcher: DynamicBatcher[float]) -> list[object]:
         first = asyncio.ensure_future(batcher.submit(_image()))
-        await asyncio.sleep(0.05)  # the worker is now busy with `first`
+        await _until_the_model_runs(fake)  # the worker is now busy with `first`
         queued = [asyncio.ensure_future(batcher.submit(_image())) for _ in range(2)]
         await asyncio.sleep(0)
         with pytest.raises(QueueFullError):
@@ -116,7 +124,7 @@ def test_a_request_waiting_longer_than_the_timeout_fails_and_is_skipped() -> Non
 
     async def run(batcher: DynamicBatcher[float]) -> None:
         first = asyncio.ensure_future(batcher.submit(_image()))
-        await asyncio.sleep(0.05)
+        await _until_the_model_runs(fake)
         with pytest.raises(BatchTimeoutError):
             await batcher.submit(_image())  # waits behind `first` for longer than 0.2 s
         assert batcher.depth == 0  # taken out of the queue at once: its image is freed, not held until skipped
@@ -160,6 +168,27 @@ def test_a_failing_request_does_not_fail_its_batch_neighbours() -> None:
     assert ok1 == pytest.approx(0.1) and ok3 == pytest.approx(0.3)
     assert isinstance(bad, LangBRTInputError)
     assert fake.prompt_args[0] == [["acne"], ["bad prompt"], ["wrinkles"]]  # default filled in a mixed batch
+
+
+@pytest.mark.parametrize("max_batch", [1, 2])
+def test_a_batch_that_fails_after_its_callers_left_logs_nothing_and_reruns_no_one(
+        caplog: pytest.LogCaptureFixture, max_batch: int) -> None:
+    """Both callers time out while the model runs the first batch, which then fails. Nobody is left to tell:
+    no per-item rerun, the second image (queued with max_batch 1) never runs, and no "Future exception was
+    never retrieved" traceback reaches the log."""
+    fake = FakeRetoucher(sleep_s=0.3, fail_on="acne")
+
+    async def run(batcher: DynamicBatcher[float]) -> None:
+        results = await asyncio.gather(batcher.submit(_image(), ["acne"]), batcher.submit(_image(), ["acne"]),
+                                       return_exceptions=True)
+        assert all(isinstance(r, BatchTimeoutError) for r in results), results
+        # `_with_batcher` then waits in aclose for the worker to finish the batch, with the loop still running
+
+    caplog.set_level(logging.ERROR)
+    asyncio.run(_with_batcher(fake, run, max_batch=max_batch, max_delay_ms=50, timeout_s=0.1))
+    gc.collect()  # an unretrieved future exception is logged when the future is collected
+    assert fake.batch_sizes == [max_batch]
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
 
 
 def test_a_batch_without_any_prompts_passes_none() -> None:
