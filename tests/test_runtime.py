@@ -78,6 +78,16 @@ def test_a_list_of_strings_applies_to_every_image_and_lists_of_lists_per_image(b
     assert [r.maps.shape[0] for r in each] == [2, 1]
 
 
+def test_prompts_a_caller_adds_are_not_listed_to_the_next_caller(backends):
+    """A server answers /v1/prompts from `Retoucher.prompts`: one client's prompt must not show up there."""
+    for backend in backends:
+        retoucher = Retoucher(backend)
+        before = retoucher.prompts
+        [result] = retoucher.retouch([torch.rand(3, 32, 32)], ["a client's own words for a scar"])
+        assert result.prompts == ["a client's own words for a scar"]
+        assert retoucher.prompts == before and "a client's own words for a scar" not in before
+
+
 @pytest.mark.parametrize("bad", [[""], [[]], "acne"])
 def test_bad_prompts_are_one_clear_input_error(backends, bad):
     with pytest.raises(LangBRTInputError):

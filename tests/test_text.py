@@ -202,6 +202,30 @@ def test_prompt_bank_state_round_trip_answers_known_prompts_without_an_encoder()
     assert torch.equal(restored.embed(["Red spots on the nose", "acne"]), expected.flip(0))
 
 
+def test_a_frozen_bank_keeps_its_own_prompts_and_caches_new_ones_in_a_bounded_lru() -> None:
+    encoder = CountingEncoder()
+    bank = PromptBank(encoder)
+    bank.add(["acne", "moles"])
+    bank.freeze(transient_prompts=2)
+    first = bank.embed(["a client's secret prompt", "acne"])
+    assert bank.texts == ["acne", "moles"] and bank.state()[0] == ["acne", "moles"]  # neither listed nor saved
+    assert "a client's secret prompt" not in bank
+    bank.embed(["a client's secret prompt"])  # an LRU hit: not encoded again, and now the most recent
+    bank.embed(["freckles", "scars"])  # two more: the LRU holds two, so the secret prompt is evicted
+    assert torch.equal(bank.embed(["a client's secret prompt"])[0], first[0])  # re-encoded, same embedding
+    assert encoder.calls == [["acne", "moles"], ["a client's secret prompt"], ["freckles", "scars"],
+                             ["a client's secret prompt"]]
+    bank.embed(["acne", "moles"])  # its own prompts are never evicted
+    assert len(encoder.calls) == 4
+
+
+def test_a_frozen_bank_answers_a_batch_of_more_new_prompts_than_its_lru_holds() -> None:
+    bank = PromptBank(CountingEncoder())
+    bank.freeze(transient_prompts=1)
+    out = bank.embed(["acne", "moles", "scars", "acne"])
+    assert out.shape == (4, 8) and torch.equal(out[0], out[3]) and bank.texts == []
+
+
 def test_unknown_prompt_without_encoder_raises_an_error_listing_available_prompts() -> None:
     bank = PromptBank.from_state(["acne", "moles"], torch.eye(2, 8), encoder_name="fake:hash", dim=8)
     with pytest.raises(LangBRTInputError, match="freckles") as err:

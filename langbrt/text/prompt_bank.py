@@ -8,12 +8,15 @@ prompt embeddings"), and lets training avoid re-encoding the same few prompts ev
 from collections.abc import Iterable, Sequence
 
 import torch
+from cachetools import LRUCache
 
 from langbrt.errors import CheckpointError, LangBRTInputError
 from langbrt.text.encoder import TextEncoder
 from langbrt.text.prompts import normalize_prompt
 
 _MAX_LISTED = 20
+TRANSIENT_PROMPTS = 1024
+"""Prompts a frozen bank keeps encoded beyond its own (least recently used first out): ~2 MB at dim 512."""
 
 
 class PromptBank:
@@ -22,6 +25,10 @@ class PromptBank:
     Keys are `normalize_prompt(text)`, so casing and spacing never change an embedding. Embeddings are (dim,)
     float32 CPU tensors; the model moves them to its device. `encoder` may be None (a bank restored from a
     checkpoint or engine): known prompts still resolve, unknown ones raise an error listing the known ones.
+
+    Training adds every prompt it sees, and checkpoints save them all. A bank that serves requests is
+    `freeze()`d: its own prompts stay what is listed and saved, and what clients ask for beyond them is
+    cached in a bounded LRU, so a server neither tells one client another's prompts nor grows with each one.
     """
 
     def __init__(
@@ -37,6 +44,7 @@ class PromptBank:
         self._dim = int(dim if dim is not None else encoder.dim)
         self._encoder: TextEncoder | None = None
         self._cache: dict[str, torch.Tensor] = {}  # insertion-ordered
+        self._transient: LRUCache[str, torch.Tensor] | None = None  # set by freeze()
         if encoder is not None:
             self.set_encoder(encoder)
 
@@ -82,6 +90,16 @@ class PromptBank:
             )
         self._encoder = encoder
 
+    @property
+    def frozen(self) -> bool:
+        return self._transient is not None
+
+    def freeze(self, transient_prompts: int = TRANSIENT_PROMPTS) -> None:
+        """From now on, prompts encoded go to an LRU cache of `transient_prompts` entries, never listed or saved."""
+        if transient_prompts < 1:
+            raise ValueError(f"transient_prompts must be at least 1, got {transient_prompts}")
+        self._transient = LRUCache(maxsize=transient_prompts)
+
     def add(self, texts: Iterable[str]) -> None:
         """Make sure every text is in the bank (encoding the missing ones in one batch)."""
         self.embed(list(texts))
@@ -94,14 +112,23 @@ class PromptBank:
         if isinstance(texts, str):
             raise TypeError("embed() takes a list of prompts, not a single string")
         keys = [normalize_prompt(t) for t in texts]
-        missing = list(dict.fromkeys(k for k in keys if k not in self._cache))  # unique, in order
-        if missing:
-            self._encode_missing(missing)
         if not keys:
             return torch.empty(0, self._dim)
-        return torch.stack([self._cache[k] for k in keys])  # (N, dim)
+        rows: dict[str, torch.Tensor] = {}
+        for key in dict.fromkeys(keys):  # unique, in order
+            row = self._cache.get(key)
+            if row is None and self._transient is not None:
+                row = self._transient.get(key)  # a hit refreshes its place in the LRU
+            if row is not None:
+                rows[key] = row
+        missing = [k for k in dict.fromkeys(keys) if k not in rows]
+        if missing:
+            encoded = self._encode_missing(missing)
+            rows.update(encoded)
+            (self._cache if self._transient is None else self._transient).update(encoded)
+        return torch.stack([rows[k] for k in keys])  # (N, dim)
 
-    def _encode_missing(self, missing: list[str]) -> None:
+    def _encode_missing(self, missing: list[str]) -> dict[str, torch.Tensor]:
         if self._encoder is None:
             raise LangBRTInputError(
                 f"prompt {missing[0]!r} is not in this model's prompt bank and no text encoder "
@@ -112,8 +139,8 @@ class PromptBank:
             f"{self._encoder_name} returned {tuple(embeddings.shape)} for {len(missing)} prompts, "
             f"expected ({len(missing)}, {self._dim})"
         )
-        for key, row in zip(missing, embeddings.detach().to("cpu", torch.float32), strict=True):
-            self._cache[key] = row.clone()
+        rows = embeddings.detach().to("cpu", torch.float32)
+        return {key: row.clone() for key, row in zip(missing, rows, strict=True)}
 
     def _listing(self) -> str:
         if not self._cache:

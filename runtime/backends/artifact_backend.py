@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from cachetools import LRUCache
 
 from langbrt.artifact import ArtifactMetadata
 from langbrt.errors import LangBRTError, LangBRTInputError
+from langbrt.text.prompt_bank import TRANSIENT_PROMPTS
 
 _LISTED_PROMPTS = 6  # an error line names this many of an artifact's prompts, not a table of hundreds
 
@@ -27,7 +29,7 @@ class ExtraPromptEncoder:
         self.metadata = metadata
         self.source = source
         self._encoder: Any = None
-        self._cache: dict[str, np.ndarray] = {}
+        self._cache: LRUCache[str, np.ndarray] = LRUCache(maxsize=TRANSIENT_PROMPTS)  # bounded: served prompts
 
     def table(self, prompts: list[list[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list[int]]]:
         """prompt_weights (B, T), extra_embeddings (E, D), extra_weights (B, E), per-image indices into T+E."""
@@ -52,7 +54,8 @@ class ExtraPromptEncoder:
         return weights[:, :T], embeddings, weights[:, T:], per_image
 
     def _embed(self, texts: list[str]) -> np.ndarray:
-        missing = [t for t in texts if t not in self._cache]
+        found = {t: self._cache[t] for t in texts if t in self._cache}  # before encoding can evict them
+        missing = [t for t in texts if t not in found]
         if missing:
             if self._encoder is None:
                 from langbrt.text import text_encoder_from_name
@@ -66,8 +69,10 @@ class ExtraPromptEncoder:
                     ) from None
             rows = self._encoder.encode(missing).detach().float().cpu().numpy()  # (N, D)
             assert rows.shape == (len(missing), self.metadata.text_dim), (rows.shape, self.metadata.text_dim)
-            self._cache.update(zip(missing, rows, strict=True))
-        return np.stack([self._cache[t] for t in texts])  # (N, D)
+            encoded = dict(zip(missing, rows, strict=True))
+            found.update(encoded)
+            self._cache.update(encoded)
+        return np.stack([found[t] for t in texts])  # (N, D)
 
     def _listing(self) -> str:
         """The table's prompts for an error line: the first few, then how many more."""

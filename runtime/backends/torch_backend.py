@@ -40,7 +40,12 @@ class _Graph:
 
 
 class TorchBackend:
-    """Runs `LangBRT.forward_table`; unknown prompts are encoded by the checkpoint's text encoder."""
+    """Runs `LangBRT.forward_table`; unknown prompts are encoded by the checkpoint's text encoder.
+
+    `load` freezes the loaded model's prompt bank: `prompts` stays the checkpoint's own, and prompts callers
+    add are cached in a bounded LRU (a server must not list one client's prompts to another, nor grow with
+    them). A model passed in directly (a training run's) is left as it is.
+    """
 
     name = BackendName.TORCH.value
 
@@ -66,6 +71,7 @@ class TorchBackend:
         if precision == "fp16" and torch.device(device).type != "cuda":
             raise LangBRTInputError("fp16 with the torch backend needs a CUDA device; use fp32 on CPU")
         model = LangBRT.from_pretrained(path, map_location=device).to(_DTYPES[precision]).eval()
+        model.prompt_bank.freeze()
         return cls(model, device, precision)
 
     @property
