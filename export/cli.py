@@ -17,11 +17,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
 
 from langbrt.bundled import default_model_path
+from langbrt.cli_args import OneLineParser
 from langbrt.cli_pipes import quiet_on_broken_pipe
 from langbrt.errors import LangBRTError
+from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
 
 from .exporter import FORMATS, ExportInterrupted, ExportOptions, export_model
 from .graph import DEFAULT_EXTRA_PROMPT_SLOTS, MAX_EXTRA_PROMPT_SLOTS
@@ -29,22 +30,13 @@ from .onnx_export import DEFAULT_OPSET, MIN_OPSET
 from .tensorrt_export import DEFAULT_BATCH_SIZES, TensorRTUnavailable
 
 PROG = "langbrt-export"
-EXIT_BAD_INPUT = 2
 EXIT_NO_TENSORRT = 1
-EXIT_INTERRUPTED = 130
 ENGINE_ONLY_FLAGS = ("--batch-sizes", "--timing-cache")
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (no usage dump) with exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"{PROG}: {message} (see {PROG} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     formats = "; ".join(f"{f.name}: {f.description}" for f in FORMATS)
-    parser = _OneLineParser(prog=PROG, description="Export a trained LangBRT checkpoint for deployment.")
+    parser = OneLineParser(prog=PROG, description="Export a trained LangBRT checkpoint for deployment.")
     parser.add_argument("--model", type=Path,
                         help="checkpoint folder (config.json + model.safetensors) or single .safetensors file; "
                              "default: the bundled model")
@@ -95,13 +87,13 @@ def _export(args: argparse.Namespace) -> int:
         verb = "apply" if len(given) > 1 else "applies"
         print(f"{PROG}: {' and '.join(given)} {verb} only to a TensorRT engine, which --format {args.format} "
               "does not build without --fp16; add --fp16, use --format engine, or drop them", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_USAGE
     if args.model is None:
         try:
             args.model = default_model_path()
         except LangBRTError as err:
             print(f"{PROG}: {err}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+            return EXIT_USAGE
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     batch_sizes = tuple(args.batch_sizes) if args.batch_sizes is not None else DEFAULT_BATCH_SIZES
     options = ExportOptions(fp16=args.fp16, batch_sizes=batch_sizes, opset=args.opset,
@@ -114,10 +106,10 @@ def _export(args: argparse.Namespace) -> int:
         return EXIT_NO_TENSORRT
     except LangBRTError as err:
         print(f"{PROG}: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_USAGE
     except OSError as err:
         print(f"{PROG}: cannot write {args.output}: {err.strerror or err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return EXIT_USAGE
     for path in result.written:
         print(f"wrote {path}")
     print(f"next: {result.next_command}")

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-EXIT_INTERRUPTED = 130
+from langbrt.exit_codes import EXIT_INTERRUPTED
 
 
 class OneLineUsageError(click.ClickException):

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-EXIT_INTERRUPTED = 130
+from langbrt.exit_codes import EXIT_INTERRUPTED
 
 
 def _run(module: str, prog: str) -> Any:

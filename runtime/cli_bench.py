@@ -27,15 +27,17 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import torch
 
 from langbrt.atomic import atomic_write_text
 from langbrt.bundled import default_model_path
+from langbrt.cli_args import OneLineParser, device_arg
 from langbrt.cli_pipes import quiet_on_broken_pipe
 from langbrt.errors import LangBRTError
+from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
 from langbrt.output_paths import check_output_file
 
 from .backends import load_backend
@@ -49,13 +51,8 @@ PEAK_FLOPS = {
 PEAK_BANDWIDTH = {"H200": 4.8e12, "H100": 3.35e12}
 _ELEMENT_BYTES = {"fp32": 4, "fp16": 2}
 PROG = "langbrt-bench"
-EXIT_NOTHING_MEASURED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_NOTHING_MEASURED = 1
 DEFAULT_BATCH_SIZES = (1, 8, 32)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _integer(text: str, minimum: int) -> int:
@@ -88,7 +85,7 @@ def _positive_seconds(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Benchmark LangBRT backends: latency percentiles, "
+    p = OneLineParser(prog=PROG, description="Benchmark LangBRT backends: latency percentiles, "
                 "throughput, FLOPs and the device roofline. Prints a table, or JSON with --json.")
     p.add_argument("--model", action="append", metavar="PATH",
                    help="checkpoint folder, .onnx or .engine (repeat to compare, e.g. a folder and its .onnx); "
@@ -103,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=_non_negative_int, default=5, help="untimed calls before timing (default 5)")
     p.add_argument("--seconds", type=_positive_seconds, default=10.0,
                    help="timed window per row, at least 3 calls (default 10)")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
+    p.add_argument("--device", type=device_arg, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--out", type=Path, help="also write the JSON report here (atomically)")
     return p
@@ -271,7 +268,7 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _fail(message: str, code: int = EXIT_BAD_INPUT) -> int:
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return code
 

@@ -17,18 +17,20 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 
 from langbrt.atomic import atomic_path
 from langbrt.bundled import default_model_path
+from langbrt.cli_args import OneLineParser, device_arg
 from langbrt.cli_pipes import quiet_on_broken_pipe
 from langbrt.errors import LangBRTError, LangBRTInputError
+from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
 from langbrt.io import WRITE_SUFFIXES, LoadedImage, load_image, write_image
 from langbrt.text import normalize_prompt
 
-from .backends.base import BackendName
+from .backends.base import PRECISIONS, BackendName
 from .retoucher import Retoucher
 
 OUTPUT_DIR = "retouched"
@@ -36,18 +38,11 @@ SUFFIX = "_retouched"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm"}
 OVERLAY_COLOR = torch.tensor([1.0, 0.15, 0.1])[:, None, None]  # (3, 1, 1) red-orange heat
 OVERLAY_ALPHA = 0.6
-EXIT_FAILED_FILES, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is ONE line (the project's CLI convention), exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+EXIT_FAILED_FILES = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="langbrt-infer", description="Remove the facial blemishes you name from photos. "
+    p = OneLineParser(prog="langbrt-infer", description="Remove the facial blemishes you name from photos. "
                 "Writes <stem>_retouched.<ext> into a results folder; the rest of each photo is untouched.")
     p.add_argument("images", nargs="+", help="image files, folders (their images, not recursive) or globs")
     p.add_argument("--model", help="checkpoint folder or .safetensors file, .onnx file or .engine/.plan "
@@ -61,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write <stem>_map_<k>_<prompt>.png heat-map overlays and <stem>_mask.png")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
     p.add_argument("--json", action="store_true", help="print one JSON object with per-file results and timings")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda if available, else cpu")
-    p.add_argument("--precision", choices=["fp32", "fp16"],
+    p.add_argument("--device", type=device_arg, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
+    p.add_argument("--precision", choices=PRECISIONS,
                    help="fp16 needs CUDA (torch) or an fp16 engine; default: fp32 / the artifact's own")
     return p
 

@@ -18,45 +18,32 @@ import signal
 import socket
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 from langbrt.bundled import default_model_path
-from langbrt.console import EXIT_INTERRUPTED
+from langbrt.cli_args import DefaultsHelpFormatter, OneLineParser, device_arg
 from langbrt.errors import LangBRTError
+from langbrt.exit_codes import EXIT_INTERRUPTED
 from langbrt.io import DEFAULT_MAX_PIXELS
 
+from .backends.base import PRECISIONS, BackendName
 from .serve_admission import DEFAULT_MAX_BODY_BYTES, INFLIGHT_PER_MAX_BODY, INFLIGHT_PER_MAX_PIXELS
 
 MB = 1024 * 1024  # --max-body-mb and --max-inflight-body-mb count mebibytes
 TOKEN_ENV = "LANGBRT_SERVE_TOKEN"
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is ONE line (the project's CLI convention, no usage dump), exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends '(default: X)' to help lines, except where the default is None: those lines say it in words."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        return action.help if action.default is None else super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _OneLineParser(
+    p = OneLineParser(
         prog="langbrt-serve",
         description="Serve LangBRT over HTTP: POST /v1/retouch, GET /v1/prompts, /healthz, /readyz, /metrics.",
-        formatter_class=_DefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--model", help="checkpoint folder or .safetensors file, .onnx or TensorRT engine "
                    "(default: the bundled model)")
-    p.add_argument("--backend", choices=BACKENDS, default="auto", help="inference backend; auto picks by file type")
-    p.add_argument("--device", default=None, help="e.g. cuda:0 or cpu (default: the backend's choice)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default=None,
+    p.add_argument("--backend", choices=[b.value for b in BackendName], default="auto",
+                   help="inference backend; auto picks by file type")
+    p.add_argument("--device", type=device_arg, default=None, help="e.g. cuda:0 or cpu (default: the backend's choice)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="default: fp32 for checkpoints, an export's own precision")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 exposes it to the network")
     p.add_argument("--port", type=int, default=8080, help="TCP port to listen on")

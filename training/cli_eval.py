@@ -18,6 +18,7 @@ import torch
 from langbrt.atomic import atomic_write_text
 from langbrt.cli_click import OneLineCommand, one_line_warnings
 from langbrt.errors import LangBRTError, LangBRTInputError
+from langbrt.exit_codes import EXIT_USAGE
 from langbrt.model import LangBRT
 from langbrt.output_paths import check_output_file
 from langbrt.text import text_encoder_from_name
@@ -26,7 +27,6 @@ from langbrt.training.metrics import LPIPSMetric
 from langbrt.training.train_config import FFHQR, MAX_SEED, SYNTHETIC, TrainConfig
 from langbrt.training.trainer import build_dataset
 
-EXIT_BAD_INPUT = 2
 DEVICES = ("cpu", "cuda")
 
 
@@ -81,7 +81,7 @@ def main(model_dir: str | None, suite_specs: tuple[str, ...], out_path: str | No
                           strict, clip_text_weights, _device(device))
     except LangBRTError as err:
         click.echo(f"Error: {err}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(EXIT_USAGE)
     if out is not None:
         atomic_write_text(out, json.dumps(result.to_dict(), indent=2) + "\n")
     if as_json:

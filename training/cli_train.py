@@ -17,12 +17,11 @@ from click.core import ParameterSource
 
 from langbrt.cli_click import OneLineCommand, one_line_warnings
 from langbrt.errors import LangBRTError
+from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
 from langbrt.training.losses.weights import LossWeights
 from langbrt.training.train_config import ABLATIONS, PRECISIONS, PRESETS, TrainConfig
 
-EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
 
 # CLI option name -> TrainConfig field, for the options that map one to one.
 _FIELDS = ("data", "ffhqr_root", "ffhqr_target_root", "fraction", "synthetic_length", "real_faces", "real_fraction",
@@ -127,7 +126,7 @@ def main(ctx: click.Context, threads: int, resume: str | None, quiet: bool, **op
             sys.exit(EXIT_INTERRUPTED)
     except LangBRTError as err:
         click.echo(f"Error: {err}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        sys.exit(EXIT_USAGE)
     except KeyboardInterrupt:  # before the first step: nothing new was saved
         click.echo("Interrupted: before the first training step; no new checkpoint was written", err=True)
         sys.exit(EXIT_INTERRUPTED)

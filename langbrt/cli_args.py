@@ -1,0 +1,36 @@
+"""What the argparse CLIs (infer, bench, export, serve) share: one-line usage errors and flag types.
+
+The project's CLI convention: a usage error is ONE line naming the flag and the fix, exit 2, never
+argparse's usage dump.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from typing import NoReturn
+
+from langbrt.exit_codes import EXIT_USAGE
+
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is `<prog>: error: <message> (see <prog> --help)` alone, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends '(default: X)' to help lines, except where the default is None: those lines say it in words."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+def device_arg(text: str) -> str:
+    """`--device`: cpu, cuda or cuda:N (which GPU of several); anything else is a usage error."""
+    if not _DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use cpu, cuda or cuda:N (e.g. cuda:1)")
+    return text

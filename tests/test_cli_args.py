@@ -1,0 +1,42 @@
+"""The argparse CLIs share one usage-error format and the same `--device` / `--precision` vocabulary."""
+
+from __future__ import annotations
+
+import pytest
+
+from langbrt.runtime.backends.base import PRECISIONS
+from langbrt.runtime.cli_bench import build_parser as bench_parser
+from langbrt.runtime.cli_infer import build_parser as infer_parser
+from langbrt.runtime.cli_serve import build_parser as serve_parser
+
+PARSERS = {"langbrt-infer": (infer_parser, ["img.png"]), "langbrt-bench": (bench_parser, []),
+           "langbrt-serve": (serve_parser, [])}
+
+
+@pytest.mark.parametrize("prog", PARSERS)
+@pytest.mark.parametrize("device", ["cpu", "cuda", "cuda:1"])
+def test_every_device_a_backend_accepts_is_accepted(prog: str, device: str) -> None:
+    build, positional = PARSERS[prog]
+    assert build().parse_args([*positional, "--device", device]).device == device
+
+
+@pytest.mark.parametrize("prog", PARSERS)
+@pytest.mark.parametrize("device", ["gpu", "cuda:", "cuda:one", "cpu:0"])
+def test_a_bad_device_is_one_usage_line(prog: str, device: str, capsys: pytest.CaptureFixture[str]) -> None:
+    build, positional = PARSERS[prog]
+    with pytest.raises(SystemExit) as exited:
+        build().parse_args([*positional, "--device", device])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1
+    assert err.startswith(f"{prog}: error: argument --device: '{device}' is not a device: use cpu, cuda or cuda:N")
+    assert err.rstrip().endswith(f"(see {prog} --help)")
+
+
+@pytest.mark.parametrize("prog", ["langbrt-infer", "langbrt-serve"])
+def test_only_precisions_a_backend_runs_are_offered(prog: str, capsys: pytest.CaptureFixture[str]) -> None:
+    build, positional = PARSERS[prog]
+    for precision in PRECISIONS:
+        assert build().parse_args([*positional, "--precision", precision]).precision == precision
+    with pytest.raises(SystemExit) as exited:
+        build().parse_args([*positional, "--precision", "bf16"])
+    assert exited.value.code == 2 and "invalid choice: 'bf16'" in capsys.readouterr().err
