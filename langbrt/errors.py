@@ -14,5 +14,13 @@ class LangBRTInputError(LangBRTError, ValueError):
     """An input (image file, prompt, argument) cannot be used; the message names it and the reason."""
 
 
+class TooManyPixelsError(LangBRTInputError):
+    """An image announces more pixels than the caller allows: refused from its header, before decoding.
+
+    Its own class because a server answers it differently (413, the request is too large) from an image
+    that cannot be decoded (422).
+    """
+
+
 class CheckpointError(LangBRTError):
     """A checkpoint or exported model is missing, corrupt, or does not match what is asked of it."""

@@ -22,7 +22,7 @@ import torch
 from PIL import Image, ImageOps
 
 from langbrt.atomic import atomic_path
-from langbrt.errors import LangBRTError, LangBRTInputError
+from langbrt.errors import LangBRTError, LangBRTInputError, TooManyPixelsError
 
 DEFAULT_MAX_PIXELS = 64_000_000
 """Largest W*H accepted before decoding: a 48-MP phone photo passes, a crafted 20000x20000 header does not."""
@@ -51,9 +51,9 @@ class LoadedImage:
     bit_depth: int = 8  # bits per sample in the file: 8, 16, or 32 (float TIFF)
 
 
-def _input_error(name: str, reason: object) -> LangBRTInputError:
+def _input_error(name: str, reason: object, kind: type[LangBRTInputError] = LangBRTInputError) -> LangBRTInputError:
     """One line, '<name>: <reason>', whatever Pillow put in its message."""
-    return LangBRTInputError(f"{name}: {' '.join(str(reason).split())}")
+    return kind(f"{name}: {' '.join(str(reason).split())}")
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -131,6 +131,7 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
                     name,
                     f"image is {width}x{height} = {width * height / 1e6:.1f} MP, over the "
                     f"{max_pixels / 1e6:g} MP limit (raise max_pixels to allow it)",
+                    TooManyPixelsError,
                 )
             fmt = "JPEG" if img.format == "MPO" else str(img.format)
             bit_depth = _bit_depth(img)  # reads the tile list, which load() empties
@@ -143,7 +144,7 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
         raise _input_error(name, "not an image file (cannot identify image format)") from err
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         reason = f"too many pixels, over the {max_pixels / 1e6:g} MP limit; refusing to decode ({err})"
-        raise _input_error(name, reason) from err
+        raise _input_error(name, reason, TooManyPixelsError) from err
     except _DECODE_ERRORS as err:
         raise _input_error(name, f"corrupt or truncated image ({err})") from err
     return LoadedImage(

@@ -22,7 +22,7 @@ from pathlib import Path
 from langbrt.bundled import default_model_path
 from langbrt.cli_args import DefaultsHelpFormatter, OneLineParser, device_arg
 from langbrt.errors import LangBRTError
-from langbrt.exit_codes import EXIT_INTERRUPTED
+from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
 from langbrt.io import DEFAULT_MAX_PIXELS
 
 from .backends.base import PRECISIONS, BackendName
@@ -136,7 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     except LangBRTError as err:
         print(f"langbrt-serve: {err}", file=sys.stderr)
         return 1
+    with sock:  # closed however serving ends
+        return _serve(args, token, sock)
 
+
+def _serve(args: argparse.Namespace, token: str | None, sock: socket.socket) -> int:
+    """Import the server, build the app and run it on `sock` until shutdown; the exit status."""
     try:
         import uvicorn  # late: `--help` and flag errors stay instant
 
@@ -163,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         app = create_app(config, on_load_failure=on_load_failure)
     except LangBRTError as err:
         print(f"langbrt-serve: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     server = uvicorn.Server(uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level,
         timeout_graceful_shutdown=int(args.timeout_s) + 5,  # in-flight requests end by then anyway (504)

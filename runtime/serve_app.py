@@ -53,7 +53,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from langbrt.errors import LangBRTError
+from langbrt.errors import LangBRTError, LangBRTInputError
 from langbrt.io import DEFAULT_MAX_PIXELS, FAST_PNG_LEVEL, LoadedImage, encode_image, image_pixels, to_uint8_hwc
 from langbrt.text.prompts import MAX_PROMPT_CHARS
 
@@ -403,7 +403,7 @@ async def _submit(batcher: DynamicBatcher[Any], image: torch.Tensor, prompts: li
         raise ServeError(503, "shutting_down", str(err), {"Retry-After": "1"}) from err
     except BatchTimeoutError as err:
         raise ServeError(504, "timeout", str(err)) from err
-    except LangBRTError as err:
+    except LangBRTInputError as err:  # a prompt the model cannot answer; a broken model is a 500, not the client's
         raise ServeError(422, "invalid_prompt", str(err)) from err
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from langbrt.errors import LangBRTInputError
+from langbrt.errors import LangBRTInputError, TooManyPixelsError
 from langbrt.io import (
     encode_image,
     from_uint8_hwc,
@@ -294,6 +294,14 @@ def test_a_header_over_twice_pillows_limit_is_refused_naming_our_limit(tmp_path)
     path.write_bytes(_raw_png(20000, 20000, 1, 0, b"\x00" * 16))  # 400 MP: over twice Pillow's 89 MP
     message = _input_error(read_image, path)
     assert "too many pixels, over the 64 MP limit" in message
+
+
+@pytest.mark.parametrize("side", [9000, 20000])  # over our limit only; over Pillow's own as well
+def test_both_pixel_limits_raise_the_error_a_server_answers_with_413(tmp_path, side):
+    path = tmp_path / "big.png"
+    path.write_bytes(_raw_png(side, side, 1, 0, b"\x00" * 16))
+    with pytest.raises(TooManyPixelsError, match="big.png.*MP limit"):
+        read_image(path)
 
 
 def test_image_pixels_reads_the_header_only():

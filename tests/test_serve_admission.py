@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from test_serve import FakeRetoucher, _assert_error, _encode, _run_concurrently, _wait_ready
 
+from langbrt.errors import CheckpointError
 from langbrt.runtime import RetouchResult
 from langbrt.runtime.serve_admission import BODY_BYTES, PIXELS, BudgetExceeded, InFlightBudget
 from langbrt.runtime.serve_app import ServeConfig, create_app
@@ -175,14 +176,23 @@ def test_an_image_whose_client_left_is_not_run_by_the_model() -> None:
 
 
 class _BrokenRetoucher(FakeRetoucher):
+    error: Exception = RuntimeError("a bug in the model code")
+
     def retouch(self, images: list[torch.Tensor], prompts: list[list[str]] | None = None) -> list[RetouchResult]:
         if images[0].shape[-1] == 40:  # requests, not the warm-up's 64x64 dummy
-            raise RuntimeError("a bug in the model code")
+            raise self.error
         return super().retouch(images, prompts)
 
 
-def test_a_bug_is_a_json_500_and_one_logged_traceback(caplog: pytest.LogCaptureFixture) -> None:
-    with live_server(create_app(ServeConfig(), loader=_BrokenRetoucher)) as base:
+class _BrokenModelRetoucher(_BrokenRetoucher):
+    error = CheckpointError("text encoder mismatch: a bug in the model files")
+
+
+@pytest.mark.parametrize("retoucher", [_BrokenRetoucher, _BrokenModelRetoucher])
+def test_a_bug_is_a_json_500_and_one_logged_traceback(caplog: pytest.LogCaptureFixture,
+                                                      retoucher: type[_BrokenRetoucher]) -> None:
+    """A broken model file is the server's fault too: a 500, not a 422 that blames the client's prompt."""
+    with live_server(create_app(ServeConfig(), loader=retoucher)) as base:
         caplog.set_level(logging.INFO)
         response = httpx.post(f"{base}/v1/retouch", content=_encode(), headers={"content-type": "image/png"})
         _assert_error(response, 500, "internal")
