@@ -29,6 +29,7 @@ from pathlib import Path
 
 import triton
 
+from langbrt.atomic import atomic_write_text
 from langbrt.config import LangBRTConfig
 from langbrt.kernels import tca_triton
 from langbrt.kernels.tca_aot import (
@@ -160,9 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = Path(args.out or f"benchmarks/results/kernel-resources-{report['date']}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    atomic_write_text(out, text)
     print(f"wrote {out}")
     return 0
 

@@ -33,6 +33,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from langbrt.atomic import atomic_write_text
+
 
 @dataclass
 class _Tally:
@@ -265,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run_benchmark(args)
     text = json.dumps(report, indent=2)
     if args.out:
-        args.out.write_text(text + "\n")
+        atomic_write_text(args.out, text + "\n")
     else:
         print(text)
     return 0

@@ -25,6 +25,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from langbrt import LangBRT, LangBRTConfig
+from langbrt.atomic import atomic_write_text
 from langbrt.text import PromptBank
 
 PRESETS = {"paper": LangBRTConfig.paper, "small": LangBRTConfig.small, "tiny": LangBRTConfig.tiny}
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
               f"then median {median:.2f} ms, p90 {p90:.2f} ms over {args.iters} forwards\n")
     print(header + table)
     if args.out:
-        args.out.write_text(header + table + "\n")
+        atomic_write_text(args.out, header + table + "\n")
     return 0
 
 

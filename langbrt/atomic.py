@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from langbrt.errors import LangBRTInputError
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
@@ -33,8 +35,12 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 
 
 def atomic_write_text(target: str | Path, text: str) -> None:
-    with atomic_path(target) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    """Write `text` (UTF-8) atomically; a failure (folder gone, disk full) is one LangBRTInputError line."""
+    try:
+        with atomic_path(target) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise LangBRTInputError(f"{target}: cannot write file ({err.strerror or err})") from err
 
 
 def new_file_mode() -> int:

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from langbrt.atomic import atomic_write_text
 from langbrt.errors import LangBRTInputError, TooManyPixelsError
 from langbrt.io import (
     encode_image,
@@ -415,6 +416,13 @@ def test_missing_output_folder_is_named(tmp_path):
     folder = tmp_path / "not-there"
     message = _input_error(write_image, folder / "out.png", torch.rand(3, 4, 4))
     assert message.startswith(str(folder))
+
+
+def test_a_text_file_that_cannot_be_written_is_one_input_error_naming_it(tmp_path):
+    target = tmp_path / "gone" / "report.json"
+    with pytest.raises(LangBRTInputError, match=r"report\.json: cannot write file \(No such file or directory\)"):
+        atomic_write_text(target, "{}")
+    assert not tmp_path.joinpath("gone").exists()
 
 
 def test_unwritable_folder_is_named(tmp_path, monkeypatch):

@@ -79,11 +79,11 @@ def main(model_dir: str | None, suite_specs: tuple[str, ...], out_path: str | No
             out = check_output_file(out_path, [model_dir, *data_inputs], "--out") if out_path is not None else None
             result = _run(model_dir, data, ffhqr_root, ffhqr_target_root, split, num_samples, batch_size, seed,
                           strict, clip_text_weights, _device(device))
+            if out is not None:
+                atomic_write_text(out, json.dumps(result.to_dict(), indent=2) + "\n")
     except LangBRTError as err:
         click.echo(f"Error: {err}", err=True)
         sys.exit(EXIT_USAGE)
-    if out is not None:
-        atomic_write_text(out, json.dumps(result.to_dict(), indent=2) + "\n")
     if as_json:
         click.echo(json.dumps(result.to_dict()))
     else:
