@@ -17,6 +17,7 @@ from .modules.encoder import Encoder
 from .modules.refine import MapRefiner
 from .modules.tbd import TextPromptedDetection, gate, no_detection
 from .modules.tca import LatentTransformer
+from .prompt_maps import regroup_maps
 from .text import PromptBank, TextEncoder, normalize_prompt, text_encoder_from_name
 from .text.prompts import normalize_prompt_lists
 
@@ -192,14 +193,6 @@ def upsample_maps(maps: torch.Tensor, size: torch.Size) -> torch.Tensor:
 
 def _regroup_maps(out: LangBRTOutput, per_image: list[list[int]]) -> LangBRTOutput:
     """Table-ordered maps (B, T, H, W) -> each image's own prompts in its order (B, K, H, W)."""
-    K = max(len(indices) for indices in per_image)
-    B, _, H, W = out.maps.shape
-    index = torch.zeros(B, K, dtype=torch.long, device=out.maps.device)
-    valid = torch.zeros(B, K, 1, 1, dtype=out.maps.dtype, device=out.maps.device)
-    for b, indices in enumerate(per_image):
-        index[b, : len(indices)] = torch.tensor(indices, device=out.maps.device)
-        valid[b, : len(indices)] = 1.0
-    gather_index = index[:, :, None, None].expand(B, K, H, W)
-    out.maps = torch.gather(out.maps, 1, gather_index) * valid  # (B, K, H, W)
-    out.soft_maps = torch.gather(out.soft_maps, 1, gather_index) * valid  # (B, K, H, W)
+    out.maps = regroup_maps(out.maps, per_image)
+    out.soft_maps = regroup_maps(out.soft_maps, per_image)
     return out

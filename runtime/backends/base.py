@@ -94,16 +94,6 @@ def backend_for_path(path: str | Path) -> BackendName:
     )
 
 
-def regroup_maps(table_maps: torch.Tensor, per_image: list[list[int]]) -> torch.Tensor:
-    """Maps in table order (B, T, S, S) -> each image's prompts in its order (B, K, S, S), zero-padded."""
-    B, _, H, W = table_maps.shape
-    K = max(len(indices) for indices in per_image)
-    out = table_maps.new_zeros(B, K, H, W)
-    for b, indices in enumerate(per_image):
-        out[b, : len(indices)] = table_maps[b, indices]  # (k_b, S, S)
-    return out
-
-
 def concat_outputs(parts: Sequence[BackendOutput]) -> BackendOutput:
     """Batches run in pieces, joined back in order; each piece's maps are zero-padded to the widest K."""
     K = max(part.maps.shape[1] for part in parts)

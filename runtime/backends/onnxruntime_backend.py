@@ -29,10 +29,11 @@ from langbrt.artifact import (
 )
 from langbrt.errors import CheckpointError
 from langbrt.kernels.plugin_node import PLUGIN_NAME, PLUGIN_NAMESPACE
+from langbrt.prompt_maps import regroup_maps
 from langbrt.text.prompts import normalize_prompt_lists
 
 from .artifact_backend import ArtifactBackend
-from .base import BackendName, BackendOutput, as_float_tensor, check_square, regroup_maps
+from .base import BackendName, BackendOutput, as_float_tensor, check_square
 
 
 def session_metadata(session: Any, source: str) -> ArtifactMetadata:

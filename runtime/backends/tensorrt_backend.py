@@ -26,10 +26,11 @@ from langbrt.artifact import (
     ArtifactMetadata,
 )
 from langbrt.errors import CheckpointError, LangBRTError
+from langbrt.prompt_maps import regroup_maps
 from langbrt.text.prompts import normalize_prompt_lists
 
 from .artifact_backend import ArtifactBackend
-from .base import BackendName, BackendOutput, as_float_tensor, check_square, concat_outputs, regroup_maps
+from .base import BackendName, BackendOutput, as_float_tensor, check_square, concat_outputs
 
 REBUILD = "langbrt-export --model DIR --format engine --fp16 --output {engine}"
 

@@ -19,9 +19,10 @@ from langbrt.errors import LangBRTError, LangBRTInputError
 from langbrt.kernels.dispatch import cuda_device_guard
 from langbrt.kernels.tca_fold import live_folds
 from langbrt.model import LangBRT, PromptTable
+from langbrt.prompt_maps import regroup_maps
 from langbrt.text.prompts import normalize_prompt_lists
 
-from .base import BackendName, BackendOutput, as_float_tensor, check_square, regroup_maps
+from .base import BackendName, BackendOutput, as_float_tensor, check_square
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
