@@ -37,21 +37,16 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Annotated, Any, Literal, Protocol
 
 import numpy as np
 import torch
 from fastapi import Depends, FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from PIL import Image
-from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from langbrt.errors import LangBRTError, LangBRTInputError
 from langbrt.io import DEFAULT_MAX_PIXELS, FAST_PNG_LEVEL, LoadedImage, encode_image, image_pixels, to_uint8_hwc
@@ -68,6 +63,7 @@ from .serve_admission import (
     InFlightBudget,
 )
 from .serve_metrics import METRICS_CONTENT_TYPE, ServeMetrics
+from .serve_middleware import InternalErrorMiddleware, MetricsMiddleware, add_error_handlers
 from .serve_request import (
     ServeError,
     check_prompts,
@@ -79,11 +75,20 @@ from .serve_request import (
     server_busy,
     unless_disconnected,
 )
+from .serve_schemas import (
+    OUTPUT_FORMATS,
+    RETOUCH_BODY,
+    RETOUCH_OK,
+    MapPNG,
+    PromptsBody,
+    RetouchJSON,
+    StatusBody,
+    error_responses,
+)
 
 log = logging.getLogger("langbrt.serve")
 
 ReturnKind = Literal["image", "json"]
-_OUTPUT_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 _WARMUP_SIZE = 64  # the Retoucher letterboxes any size to the model's; a small dummy is enough to warm it
 
 
@@ -131,73 +136,6 @@ class RetoucherLike(Protocol):
     device: str  # where the model runs: "cpu", "cuda", "cuda:1", ...
 
     def retouch(self, images: list[torch.Tensor], prompts: list[list[str]] | None = None) -> list[Any]: ...
-
-
-# ------------------------------------------------------------------------------------------ schemas
-
-
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-
-
-class ErrorBody(BaseModel):
-    error: ErrorDetail
-
-
-class StatusBody(BaseModel):
-    status: str
-
-
-class PromptsBody(BaseModel):
-    prompts: list[str]
-    max_prompts: int
-    max_prompt_chars: int
-
-
-class MapPNG(BaseModel):
-    prompt: str
-    png: str  # base64 of a grayscale PNG, 255 = fully retouched
-
-
-class RetouchJSON(BaseModel):
-    image: str  # base64 of the retouched image in `format`
-    format: str
-    mask: str  # base64 of a grayscale PNG of the combined mask
-    maps: list[MapPNG] | None = None
-    timing_ms: dict[str, float]
-    prompts: list[str]
-
-
-def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {s: {"model": ErrorBody, "description": HTTPStatus(s).phrase} for s in statuses}
-
-
-_IMAGE_SCHEMA = {"type": "string", "format": "binary"}
-_RETOUCH_BODY = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {
-            "schema": {
-                "type": "object",
-                "required": ["image"],
-                "properties": {
-                    "image": _IMAGE_SCHEMA,
-                    "prompt": {"type": "array", "items": {"type": "string", "maxLength": MAX_PROMPT_CHARS}},
-                    "return": {"type": "string", "enum": ["image", "json"]},
-                    "maps": {"type": "boolean"},
-                },
-            }
-        },
-        "image/*": {"schema": _IMAGE_SCHEMA},
-        "application/octet-stream": {"schema": _IMAGE_SCHEMA},
-    },
-}
-_RETOUCH_OK = {
-    "description": "The retouched image in the input's format (BMP/TIFF/GIF/PPM in -> PNG out), or JSON.",
-    "model": RetouchJSON,
-    "content": {media: {"schema": _IMAGE_SCHEMA} for media in _OUTPUT_FORMATS.values()},
-}
 
 
 # ------------------------------------------------------------------------------------------ app state
@@ -289,9 +227,9 @@ def create_app(
     app = FastAPI(title="LangBRT", summary="Language-guided face blemish removal", version="1",
                   lifespan=lifespan)
     app.state.serve = state
-    app.add_middleware(_InternalErrorMiddleware)
-    app.add_middleware(_MetricsMiddleware, metrics=metrics)  # added last: outermost, so it counts the 500s
-    _add_error_handlers(app)
+    app.add_middleware(InternalErrorMiddleware)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last: outermost, so it counts the 500s
+    add_error_handlers(app)
     auth = [Depends(_bearer_check(config.token))] if config.token else []
 
     @app.head("/healthz", response_model=StatusBody, tags=["ops"])  # HEAD too: monitors and balancers probe so
@@ -300,20 +238,20 @@ def create_app(
         """The process is alive and answering (no model needed)."""
         return StatusBody(status="ok")
 
-    @app.head("/readyz", response_model=StatusBody, responses=_errors(503), tags=["ops"])
-    @app.get("/readyz", response_model=StatusBody, responses=_errors(503), tags=["ops"])
+    @app.head("/readyz", response_model=StatusBody, responses=error_responses(503), tags=["ops"])
+    @app.get("/readyz", response_model=StatusBody, responses=error_responses(503), tags=["ops"])
     async def readyz() -> StatusBody:
         """200 once the model is loaded and warmed up (`warmup_batch_sizes`); 503 before (and while draining)."""
         state.require_ready()
         return StatusBody(status="ready")
 
     @app.get("/metrics", dependencies=auth, response_class=Response, tags=["ops"],
-             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **_errors(401)})
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **error_responses(401)})
     async def metrics_endpoint() -> Response:
         """Prometheus text format: requests by endpoint/status, latency, batch sizes, queue depth, RSS."""
         return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
-    @app.get("/v1/prompts", dependencies=auth, response_model=PromptsBody, responses=_errors(401, 503))
+    @app.get("/v1/prompts", dependencies=auth, response_model=PromptsBody, responses=error_responses(401, 503))
     async def prompts() -> PromptsBody:
         """Prompts the loaded model or engine answers without a text encoder (its pre-defined ones first)."""
         state.require_ready()
@@ -321,8 +259,8 @@ def create_app(
         known = list(dict.fromkeys(_predefined_prompts(state.retoucher) + list(state.retoucher.prompts)))
         return PromptsBody(prompts=known, max_prompts=config.max_prompts, max_prompt_chars=MAX_PROMPT_CHARS)
 
-    @app.post("/v1/retouch", dependencies=auth, response_class=Response, openapi_extra={"requestBody": _RETOUCH_BODY},
-              responses={200: _RETOUCH_OK, **_errors(400, 401, 408, 413, 415, 422, 500, 503, 504)})
+    @app.post("/v1/retouch", dependencies=auth, response_class=Response, openapi_extra={"requestBody": RETOUCH_BODY},
+              responses={200: RETOUCH_OK, **error_responses(400, 401, 408, 413, 415, 422, 500, 503, 504)})
     async def retouch(
         request: Request,
         prompt: Annotated[list[str] | None, Query(description="Blemish to remove; repeat for several.")] = None,
@@ -411,14 +349,14 @@ async def _submit(batcher: DynamicBatcher[Any], image: torch.Tensor, prompts: li
 
 
 def _render(loaded: LoadedImage, result: Any, kind: ReturnKind, with_maps: bool, timing: dict[str, float]) -> Response:
-    fmt = loaded.format if loaded.format in _OUTPUT_FORMATS else "PNG"
+    fmt = loaded.format if loaded.format in OUTPUT_FORMATS else "PNG"
     started = time.perf_counter()
     encoded = encode_image(result.image, fmt, loaded.alpha, exif=loaded.exif, icc_profile=loaded.icc_profile,
                            fast=True)  # the client is waiting: encoding time over bytes
     timing["encode"] = (time.perf_counter() - started) * 1e3
     server_timing = ", ".join(f"{k};dur={v:.2f}" for k, v in timing.items())
     if kind == "image":
-        return Response(encoded, media_type=_OUTPUT_FORMATS[fmt], headers={"Server-Timing": server_timing})
+        return Response(encoded, media_type=OUTPUT_FORMATS[fmt], headers={"Server-Timing": server_timing})
     maps = None
     if with_maps:
         maps = [MapPNG(prompt=p, png=_b64(_gray_png(m))) for p, m in zip(result.prompts, result.maps, strict=False)]
@@ -438,84 +376,3 @@ def _gray_png(plane: torch.Tensor) -> bytes:
 
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
-
-
-def _error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ServeError)
-    async def serve_error(request: Request, err: ServeError) -> JSONResponse:
-        if err.status == 499:
-            log.info("%s %s: %s", request.method, request.url.path, err.message)
-        return _error_response(err.status, err.code, err.message, err.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
-        first = err.errors()[0] if err.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return _error_response(422, "invalid_request", f"{where}: {first.get('msg', 'invalid value')}")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        code = HTTPStatus(err.status_code).phrase.lower().replace(" ", "_")
-        return _error_response(err.status_code, code, str(err.detail), getattr(err, "headers", None))
-
-
-
-class _MetricsMiddleware:
-    """Counts every response by route template (not raw path: bounded label values) and status."""
-
-    def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            route = scope.get("route")
-            endpoint = getattr(route, "path", None) or "other"
-            self.metrics.observe_request(endpoint, status, time.perf_counter() - started)
-
-
-class _InternalErrorMiddleware:
-    """A bug in a handler: log it once with its traceback and answer the JSON 500 body.
-
-    Why not `exception_handler(Exception)`: Starlette runs that handler in its outermost middleware, then
-    re-raises so the server logs the same traceback a second time; here the error stops.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        except Exception:
-            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
-            if not started:  # else the client gets a cut-off response; nothing more can be sent
-                await _error_response(500, "internal", "internal server error (logged on the server)")(
-                    scope, receive, send)

@@ -1,0 +1,99 @@
+"""What wraps every request of the server: the JSON error body for every 4xx/5xx, metrics, and bugs logged once."""
+
+from __future__ import annotations
+
+import logging
+import time
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .serve_metrics import ServeMetrics
+from .serve_request import ServeError
+
+log = logging.getLogger("langbrt.serve")
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServeError)
+    async def serve_error(request: Request, err: ServeError) -> JSONResponse:
+        if err.status == 499:
+            log.info("%s %s: %s", request.method, request.url.path, err.message)
+        return error_response(err.status, err.code, err.message, err.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
+        first = err.errors()[0] if err.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error_response(422, "invalid_request", f"{where}: {first.get('msg', 'invalid value')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        code = HTTPStatus(err.status_code).phrase.lower().replace(" ", "_")
+        return error_response(err.status_code, code, str(err.detail), getattr(err, "headers", None))
+
+
+
+class MetricsMiddleware:
+    """Counts every response by route template (not raw path: bounded label values) and status."""
+
+    def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "other"
+            self.metrics.observe_request(endpoint, status, time.perf_counter() - started)
+
+
+class InternalErrorMiddleware:
+    """A bug in a handler: log it once with its traceback and answer the JSON 500 body.
+
+    Why not `exception_handler(Exception)`: Starlette runs that handler in its outermost middleware, then
+    re-raises so the server logs the same traceback a second time; here the error stops.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if not started:  # else the client gets a cut-off response; nothing more can be sent
+                await error_response(500, "internal", "internal server error (logged on the server)")(
+                    scope, receive, send)
