@@ -106,13 +106,22 @@ def _timed(label: str) -> Callable[[Callable[..., Path]], Callable[..., Path]]:
 
 
 class Exporter:
-    """Loads a checkpoint once; `export_<format>(output)` methods each write one artifact and return it."""
+    """One loaded model; `export_<format>(output)` methods each write one artifact and return it.
 
-    def __init__(self, model_dir: str | Path, options: ExportOptions) -> None:
+    `model_dir` is the checkpoint the model came from: artifacts record its hash, so a runtime can tell
+    which weights an engine was built from.
+    """
+
+    def __init__(self, model: LangBRT, model_dir: str | Path, options: ExportOptions) -> None:
+        self.model = model
         self.model_dir = Path(model_dir)
         self.options = options
         self.written: list[Path] = []
-        self.model = LangBRT.from_pretrained(self.model_dir)
+
+    @classmethod
+    def from_checkpoint(cls, model_dir: str | Path, options: ExportOptions) -> Exporter:
+        """Load the checkpoint once, for every artifact this exporter writes."""
+        return cls(LangBRT.from_pretrained(model_dir), model_dir, options)
 
     @_timed("ONNX")
     def export_onnx(self, output: Path, *, extra_prompt_slots: int | None = None) -> Path:
@@ -166,7 +175,7 @@ def export_model(model_dir: str | Path, format: str, output: str | Path,
     _validate(model_dir, options, fmt, output)
     if fmt.needs_tensorrt or options.fp16:
         require_tensorrt(f"--format {fmt.name}" if fmt.needs_tensorrt else "--fp16")  # before loading or writing
-    exporter = Exporter(model_dir, options)
+    exporter = Exporter.from_checkpoint(model_dir, options)
     try:
         return _run(exporter, fmt, output)
     except KeyboardInterrupt:
