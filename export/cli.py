@@ -13,6 +13,7 @@ nothing is written (after Ctrl-C, only files already complete are kept, and the 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -61,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--attention", choices=["subgraph", "plugin"], default="subgraph",
                         help="TCA attention as standard ops (subgraph: runs everywhere) or as one TensorRT "
                              "plugin node per block running the fused Triton kernel (plugin: TensorRT fp16 only)")
+    parser.add_argument("--json", action="store_true",
+                        help="print one JSON object (output, every file written, the next command) instead of lines")
     return parser
 
 
@@ -110,6 +113,10 @@ def _export(args: argparse.Namespace) -> int:
     except OSError as err:
         print(f"{PROG}: cannot write {args.output}: {err.strerror or err}", file=sys.stderr)
         return EXIT_USAGE
+    if args.json:
+        print(json.dumps({"output": str(result.path), "written": [str(p) for p in result.written],
+                          "next_command": result.next_command}))
+        return 0
     for path in result.written:
         print(f"wrote {path}")
     print(f"next: {result.next_command}")

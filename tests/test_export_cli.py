@@ -56,6 +56,14 @@ def test_onnx_export_prints_the_path_and_the_next_command(model_dir, tmp_path, c
     assert read_onnx_metadata(out).extra_prompt_slots == 4
 
 
+def test_json_prints_one_object_a_script_can_parse(model_dir, tmp_path, capsys):
+    out = tmp_path / "tiny.onnx"
+    assert main(["--model", str(model_dir), "--output", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == {"output": str(out), "written": [str(out)],
+                      "next_command": f"langbrt-infer photo.jpg --model {out} --backend onnxruntime"}
+
+
 def test_prompt_option_adds_to_the_baked_table(model_dir, tmp_path):
     out = tmp_path / "more.onnx"
     assert main(["--model", str(model_dir), "--output", str(out), "--prompt", "Pimples on my chin",
