@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import CheckpointError
+from .json_dataclass import check_format_version, dataclass_from_json
 
 ARTIFACT_FORMAT = "langbrt-artifact"
 ARTIFACT_VERSION = 1
@@ -48,14 +49,14 @@ class ArtifactMetadata:
 
     @classmethod
     def from_json(cls, text: str, source: str) -> ArtifactMetadata:
-        """Parse metadata read from `source` (named in the error if it is not LangBRT's)."""
+        """Parse metadata read from `source`; anything unusable (not LangBRT's, a newer format, a field missing
+        or of the wrong type) is one `CheckpointError` line naming `source`."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise CheckpointError(f"{source}: unreadable LangBRT metadata ({err})") from None
         if not isinstance(data, dict) or data.get("format") != ARTIFACT_FORMAT:
             raise CheckpointError(f"{source}: not a LangBRT export (no LangBRT metadata)")
-        if data.get("format_version", 0) > ARTIFACT_VERSION:
-            raise CheckpointError(f"{source}: exported by a newer LangBRT (format {data['format_version']})")
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        check_format_version(data, ARTIFACT_VERSION, source, CheckpointError)
+        # Unknown fields are ignored: an export may carry a field added after this runtime, in the same format.
+        return dataclass_from_json(cls, data, source, CheckpointError, ignore_unknown=True)

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from .atomic import atomic_path, atomic_write_text
 from .config import LangBRTConfig
 from .errors import CheckpointError
+from .json_dataclass import check_format_version
 from .text import PromptBank, TextEncoder
 
 if TYPE_CHECKING:
@@ -114,8 +115,7 @@ def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: unreadable checkpoint config ({err})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a LangBRT checkpoint config")
-    if data.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {data['format_version']} is newer than this LangBRT")
+    check_format_version(data, FORMAT_VERSION, str(path), CheckpointError)
     return data
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import reprlib
+import typing
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import CheckpointError, LangBRTInputError
+from .json_dataclass import dataclass_from_json, describe, field_types, fits
 
 PAPER_PREDEFINED_PROMPTS: tuple[str, ...] = (
     "dark circles under the eyes",
@@ -146,18 +149,8 @@ class LangBRTConfig:
     def from_dict(cls, data: Any) -> LangBRTConfig:
         """Rebuild from `to_dict()` output (a checkpoint's "model" entry); anything that is not a valid config,
         unknown keys included (a newer checkpoint format), is one `CheckpointError` line."""
-        if not isinstance(data, dict):
-            raise CheckpointError(f"model config must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise CheckpointError(f"model config has unknown fields {unknown}: written by a newer LangBRT?")
-        values = dict(data)
-        for name in _TUPLE_FIELDS:
-            if isinstance(values.get(name), list):
-                values[name] = tuple(values[name])
         try:
-            return cls(**values)
+            return dataclass_from_json(cls, data, "model config", CheckpointError)
         except LangBRTInputError as err:
             raise CheckpointError(str(err)) from None
 
@@ -167,34 +160,12 @@ ATTENTION_IMPLS = ("auto", "triton", "reference", "plugin-node")  # `kernels.Att
 MAX_IMAGE_SIZE = 4096  # 8x the paper's 512: beyond it a config is a typo, not a model anyone can run
 MAX_WIDTH = 8192
 MAX_MLP_RATIO = 64.0
-_TUPLE_FIELDS = {"encoder_channels": int, "predefined_prompts": str, "learned_prompts": str}
 
 
 def _check_types(config: LangBRTConfig) -> None:
-    """Each field has its declared type (ints are not bools; a float field takes an int; tuples hold one type)."""
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        if field.name in _TUPLE_FIELDS:
-            item = _TUPLE_FIELDS[field.name]
-            ok = isinstance(value, tuple) and all(isinstance(v, item) and not isinstance(v, bool) for v in value)
-            expected = f"a list of {item.__name__}"
-        else:
-            ok, expected = bool(scalar_fits(str(field.type), value)), str(field.type)
-        if not ok:
-            raise LangBRTInputError(f"model config: {field.name} must be {expected}, got {value!r}")
-
-
-_SCALARS: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str, "bool": bool}
-
-
-def scalar_fits(annotation: str, value: Any) -> bool | None:
-    """Whether `value` fits a dataclass field annotated `annotation` (a string: postponed annotations) that is
-    int, float, str or bool, optionally `| None`; ints are not bools, a float field takes an int. None when the
-    annotation is none of these (the caller checks such fields its own way)."""
-    kind = _SCALARS.get(annotation.removesuffix(" | None"))
-    if kind is None:
-        return None
-    if value is None:
-        return annotation.endswith(" | None")
-    return isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
-
+    """Each field has its declared type (see `json_dataclass.fits`); tuple fields hold tuples, so that a config
+    built in code with a list still hashes and compares equal to the same config read from JSON."""
+    for name, hint in field_types(LangBRTConfig).items():
+        value = getattr(config, name)
+        if not fits(hint, value) or (typing.get_origin(hint) is tuple and not isinstance(value, tuple)):
+            raise LangBRTInputError(f"model config: {name} must be {describe(hint)}, got {reprlib.repr(value)}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import struct
 import zlib
 from collections.abc import Callable
@@ -213,7 +214,18 @@ def folder_without_config(folder: Path) -> Path:
     return path
 
 
-MODEL_CASES = {"text-file": text_file_model, "folder-without-config": folder_without_config}
+def config_with_a_string_format_version(folder: Path) -> Path:
+    """A checkpoint folder whose hand-edited config.json has `"format_version": "x"`."""
+    path = folder / "edited-checkpoint"
+    path.mkdir()
+    (path / "model.safetensors").write_bytes(b"\x00" * 16)
+    (path / "config.json").write_text(json.dumps({"format": "langbrt-checkpoint", "format_version": "x"}),
+                                      encoding="utf-8")
+    return path
+
+
+MODEL_CASES = {"text-file": text_file_model, "folder-without-config": folder_without_config,
+               "string-format-version": config_with_a_string_format_version}
 
 
 def file_where_a_folder_is_expected(folder: Path) -> Path:

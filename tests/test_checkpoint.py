@@ -120,6 +120,19 @@ def test_an_edited_config_json_is_one_line_naming_the_field(saved, tmp_path, edi
     assert message in str(err.value) and str(err.value).startswith(str(tmp_path)) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(("version", "message"), [("x", "format_version must be int, got 'x'"),
+                                                  (2, "written by a newer LangBRT")])
+def test_an_edited_format_version_is_one_line_naming_the_file(saved, tmp_path, version, message):
+    config = json.loads((saved[0] / "config.json").read_text())
+    config["format_version"] = version
+    for name in ("model.safetensors", "prompt_bank.safetensors"):
+        (tmp_path / name).write_bytes((saved[0] / name).read_bytes())
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError) as err:
+        LangBRT.from_pretrained(tmp_path)
+    assert str(err.value).startswith(f"{tmp_path / 'config.json'}: {message}") and "\n" not in str(err.value)
+
+
 def test_a_config_built_in_code_is_checked_the_same_way():
     with pytest.raises(LangBRTInputError, match="window_size must be at least 1"):
         LangBRTConfig.tiny(window_size=0)

@@ -5,11 +5,13 @@ import hashlib
 import json
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from PIL import Image
 
 from langbrt import LangBRT, LangBRTConfig
+from langbrt.artifact import METADATA_KEY
 from langbrt.runtime.cli_infer import main
 from langbrt.text import default_text_encoder
 
@@ -164,6 +166,22 @@ class _no_raise:
 
     def __exit__(self, *exc):
         return False
+
+
+@pytest.mark.parametrize("metadata", [{"format": "langbrt-artifact"},
+                                      {"format": "langbrt-artifact", "format_version": "x"}])
+def test_an_export_with_incomplete_metadata_is_one_line_exit_2(tmp_path, capsys, metadata):
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g",
+                                   [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(metadata)})
+    onnx.save(model, tmp_path / "edited.onnx")
+    src = _photo(tmp_path / "face.png")
+    code = main([str(src), "--model", str(tmp_path / "edited.onnx"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "edited.onnx" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "retouched").exists()
 
 
 def test_inputs_sharing_a_stem_get_their_extension_in_the_output_names(model_dir, tmp_path):

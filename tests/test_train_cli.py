@@ -16,7 +16,6 @@ from click.testing import CliRunner
 from PIL import Image
 from test_trainer import count_generator_steps
 
-from langbrt.errors import LangBRTInputError
 from langbrt.model import LangBRT
 from langbrt.training import trainer as trainer_module
 from langbrt.training.cli_train import main
@@ -293,10 +292,21 @@ def test_bad_value_is_one_error_line_naming_the_flag(tmp_path, args, named):
     assert named in result.output and "--text-weights" not in result.output
 
 
-def test_a_train_config_value_of_the_wrong_type_is_one_line(tmp_path):
-    from langbrt.training.train_config import TrainConfig
-
-    path = tmp_path / "train_config.json"
-    path.write_text(json.dumps({"lr": "abc"}))
-    with pytest.raises(LangBRTInputError, match="train config: lr must be float, got 'abc'"):
-        TrainConfig.from_json(path)
+@pytest.mark.parametrize(("text", "message"), [
+    ('{"lr": "abc"}', "lr must be float, got 'abc'"),
+    ("[[1]]", "must be a JSON object, got list"),
+    ('{"weights": "x"}', "weights must be an object, got 'x'"),
+    ('{"weights": {"l1": "x"}}', "weights: l1 must be float, got 'x'"),
+    ('{"betas": [0.9]}', "betas must be a list [float, float], got [0.9]"),
+    ('{"real_faces": "face.json"}', "real_faces must be a list of str"),
+    ('{"steps": 3, "colour": 1}', "has unknown fields ['colour']"),
+    ("\udcff", "unreadable train config"),
+])
+def test_a_bad_train_config_to_resume_from_is_one_line_naming_the_file_and_field(tmp_path, text, message):
+    checkpoint = tmp_path / "ckpt"
+    checkpoint.mkdir()
+    (checkpoint / "train_config.json").write_bytes(text.encode("utf-8", "surrogateescape"))
+    result = run_cli("--resume", str(checkpoint), "--output", str(tmp_path / "out"))
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(f"Error: {checkpoint / 'train_config.json'}") and message in result.output
+    assert not (tmp_path / "out").exists()

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from langbrt.config import MAX_IMAGE_SIZE, LangBRTConfig, scalar_fits
+from langbrt.config import MAX_IMAGE_SIZE, LangBRTConfig
 from langbrt.errors import LangBRTInputError
+from langbrt.json_dataclass import dataclass_from_json
 from langbrt.text.minilm import MINILM_NAME
 from langbrt.text.open_clip_backend import OPEN_CLIP_PREFIX
 from langbrt.training.losses.weights import LossWeights
@@ -86,12 +87,6 @@ class TrainConfig:
     log_every: int = 10
     image_every: int = 500
     checkpoint_every: int = 1000
-
-    def __post_init__(self) -> None:
-        if isinstance(self.weights, dict):
-            self.weights = LossWeights(**self.weights)
-        self.betas = tuple(self.betas)  # type: ignore[assignment]
-        self.real_faces = tuple(self.real_faces)
 
     def validate(self) -> None:
         """Raise `LangBRTInputError` (one line, naming the option) for a value the run cannot use."""
@@ -203,27 +198,15 @@ class TrainConfig:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Rebuild from `to_dict()`; unknown keys are an error (a config written by a newer LangBRT)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise LangBRTInputError(f"train config has unknown fields {unknown}: written by a newer LangBRT?")
-        _check_scalar_types(data)
-        return cls(**data)
+    def from_dict(cls, data: Any, source: str = "train config") -> TrainConfig:
+        """Rebuild from `to_dict()` output read from `source`; anything that is not a train config (unknown
+        keys included: a config written by a newer LangBRT) is one `LangBRTInputError` line naming the field."""
+        return dataclass_from_json(cls, data, source, LangBRTInputError)
 
     @classmethod
     def from_json(cls, path: str | Path) -> TrainConfig:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise LangBRTInputError(f"{path}: unreadable train config ({err})") from None
-        return cls.from_dict(data)
-
-
-def _check_scalar_types(data: dict[str, Any]) -> None:
-    """A train_config.json value of the wrong type (an edited `"lr": "abc"`) is one line, not a TypeError in
-    the middle of validation; fields of other types (tuples, the loss weights) are checked by their own code."""
-    for f in dataclasses.fields(TrainConfig):
-        if f.name in data and scalar_fits(str(f.type), data[f.name]) is False:
-            raise LangBRTInputError(f"train config: {f.name} must be {f.type}, got {data[f.name]!r}")
+        return cls.from_dict(data, str(path))
