@@ -77,6 +77,13 @@ def test_empty_folder_is_one_error_line_and_creates_no_output(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_fewer_samples_than_one_batch_is_one_error_line_and_creates_no_output(tmp_path):
+    result = run_cli("--synthetic-length", "4", "--batch-size", "8", "--steps", "1", "--output", str(tmp_path / "out"))
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert result.output.startswith("Error: ") and "fewer than one batch" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_unpaired_files_are_named(tmp_path):
     for side, name in (("source", "a.png"), ("source", "b.png"), ("target", "a.png")):
         (tmp_path / "data" / side).mkdir(parents=True, exist_ok=True)

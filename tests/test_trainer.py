@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 from dataclasses import replace
 from pathlib import Path
 
@@ -116,9 +117,24 @@ def test_lr_schedule_warms_up_then_decays_to_min_lr():
     assert lr_factor(55, cfg) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
 
 
-def test_batch_larger_than_data_is_a_clear_error(tmp_path):
+def test_batch_larger_than_data_is_a_clear_error_before_the_output_folder_is_created(tmp_path):
     with pytest.raises(LangBRTInputError, match="fewer than one batch"):
-        train(tiny_config(tmp_path, synthetic_length=1, batch_size=2), progress=False)
+        train(tiny_config(tmp_path / "run", synthetic_length=1, batch_size=2), progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_that_fails_mid_way_stops_its_data_workers(tmp_path, monkeypatch):
+    """The error's traceback keeps the loop's frame alive (pytest holds it, so does a caller that logs it):
+    the data workers must not live on with it."""
+
+    def fail(*args, **kwargs):
+        raise LangBRTInputError("a bad batch")
+
+    monkeypatch.setattr(trainer_module, "generator_losses", fail)
+    before = set(multiprocessing.active_children())
+    with pytest.raises(LangBRTInputError, match="a bad batch") as raised:
+        train(tiny_config(tmp_path, num_workers=1), progress=False)
+    assert raised.tb is not None and set(multiprocessing.active_children()) <= before
 
 
 def test_train_config_round_trips_through_json(tmp_path):

@@ -146,19 +146,31 @@ def follow_config(sched: torch.optim.lr_scheduler.LambdaLR, cfg: TrainConfig) ->
 # ---------------------------------------------------------------------------------------------- data order
 
 
+def _sampler(dataset: Dataset, cfg: TrainConfig, info: DistInfo) -> DistributedSampler:
+    return DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed,
+                              drop_last=True)
+
+
+def batches_per_epoch(dataset: Dataset, cfg: TrainConfig, info: DistInfo) -> int:
+    """Full batches each rank gets per epoch; a set smaller than one batch on every rank is the user's error,
+    raised by `_train` before OUTPUT is created (the `batches` generator only runs at the first step)."""
+    per_epoch = len(_sampler(dataset, cfg, info)) // cfg.batch_size
+    if per_epoch == 0:
+        raise LangBRTInputError(f"the training set has {len(dataset)} samples, fewer than one batch of "
+                                f"{cfg.batch_size} x {info.world_size} process(es); lower --batch-size")
+    return per_epoch
+
+
 def batches(dataset: Dataset, collate: Callable, base: Any, cfg: TrainConfig, info: DistInfo,
             start_step: int) -> Iterator[dict[str, Any]]:
     """Endless per-rank batches; batch `start_step` onwards of the seeded order (what resume needs).
 
     The order is DistributedSampler's (seed, epoch) permutation, so a resumed run, a fresh run and any
-    number of ranks agree on which images make up step N. Incomplete last batches are dropped.
+    number of ranks agree on which images make up step N. Incomplete last batches are dropped. Closing the
+    generator releases the epoch's DataLoader, which stops its worker processes.
     """
-    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                                 seed=cfg.seed, drop_last=True)
-    per_epoch = len(sampler) // cfg.batch_size
-    if per_epoch == 0:
-        raise LangBRTInputError(f"the training set has {len(dataset)} samples, fewer than one batch of "
-                                f"{cfg.batch_size} x {info.world_size} process(es); lower --batch-size")
+    sampler = _sampler(dataset, cfg, info)
+    per_epoch = batches_per_epoch(dataset, cfg, info)
     epoch, offset = divmod(start_step, per_epoch)
     while True:
         sampler.set_epoch(epoch)
@@ -267,6 +279,7 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
         load_matching(model, state["model_raw"], "raw generator weights", resume)
         load_matching(discriminator, state["discriminator"], "discriminator weights", resume)
     dataset, collate, base = build_dataset(cfg, model.config.image_size)
+    batches_per_epoch(dataset, cfg, info)
     if info.is_main:
         prepare_output(output)
         atomic_write_text(output / CONFIG_FILE, cfg.to_json())
@@ -356,7 +369,8 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
                 last_ckpt = target_dir
     except KeyboardInterrupt:
         raise TrainingInterrupted(_interrupted_message(done, last_ckpt)) from None
-    finally:  # also on a diverged loss or a data error mid-run: flush the logs
+    finally:  # also on a diverged loss or a data error mid-run: flush the logs, stop the data workers
+        data.close()
         bar.close()
         log.close()
     return TrainResult(output / FINAL_DIR, cfg.steps, last_loss, time.perf_counter() - t0)
