@@ -1,7 +1,8 @@
 """Checkpoints: a directory (`model.safetensors` + `prompt_bank.safetensors` + `config.json`) or one file.
 
 No pickles: weights and prompt embeddings are safetensors, everything else is JSON. In a directory
-`config.json` is written last, so a directory with a readable config.json has complete weights beside it.
+`config.json` is written last (and an old one removed first, when a checkpoint is overwritten), so a
+directory with a readable config.json has complete weights beside it, and they are the ones it describes.
 Training resumes keep their optimizer state in a separate `trainer_state.pt` (see langbrt.training).
 
 A path ending in `.safetensors` is the single-file form, for shipping one model as one file: the same
@@ -58,6 +59,8 @@ def save_checkpoint(model: LangBRT, directory: str | Path) -> Path:
     except OSError as err:
         raise CheckpointError(f"cannot create checkpoint folder {directory}: {err.strerror}") from None
     try:
+        # An existing checkpoint's config.json goes first: next to the new weights it would vouch for a mix.
+        (directory / CONFIG_FILE).unlink(missing_ok=True)
         with atomic_path(directory / WEIGHTS_FILE) as tmp:
             save_file(state, str(tmp), metadata={"format": FORMAT})
         with atomic_path(directory / PROMPTS_FILE) as tmp:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from langbrt import CheckpointError, LangBRT, LangBRTConfig, LangBRTInputError
+from langbrt import checkpoint as checkpoint_module
 from langbrt.text import default_text_encoder
 
 
@@ -148,6 +149,25 @@ def test_failed_save_leaves_no_temporary_files(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError, match="No space left"):
         model.save_pretrained(tmp_path / "m")
     assert list((tmp_path / "m").iterdir()) == []
+
+
+def test_a_failed_overwrite_leaves_no_config_vouching_for_the_new_weights(tmp_path, monkeypatch):
+    """The old config.json beside half-written new weights would load as a checkpoint that never existed."""
+    LangBRT(LangBRTConfig.tiny(), text_encoder=default_text_encoder()).save_pretrained(tmp_path / "m")
+    real_save_file, calls = checkpoint_module.save_file, []
+
+    def fail_on_the_prompt_bank(*args, **kwargs):  # the new weights land, then the disk fills
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_save_file(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module, "save_file", fail_on_the_prompt_bank)
+    with pytest.raises(CheckpointError, match="No space left"):
+        LangBRT(LangBRTConfig.tiny(depth=3), text_encoder=default_text_encoder()).save_pretrained(tmp_path / "m")
+    assert not (tmp_path / "m" / "config.json").exists()
+    with pytest.raises(CheckpointError, match="no config.json"):
+        LangBRT.from_pretrained(tmp_path / "m")
 
 
 # --- the single-file form: one .safetensors with the config in its metadata ---
