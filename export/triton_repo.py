@@ -15,9 +15,7 @@ watching the repository never loads a half-written model.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
@@ -30,6 +28,7 @@ from langbrt.artifact import (
     OUTPUT_MASK,
     ArtifactMetadata,
 )
+from langbrt.atomic import atomic_folder
 from langbrt.errors import LangBRTInputError
 
 from .onnx_export import read_onnx_metadata
@@ -95,17 +94,13 @@ def write_triton_repository(artifact_path: str | Path, repo_dir: str | Path, *, 
                         instances=instances)
     created = not repo_dir.exists()
     repo_dir.mkdir(parents=True, exist_ok=True)
-    staging = None
     try:
-        staging = Path(tempfile.mkdtemp(dir=repo_dir, prefix=f".{model_name}."))
-        (staging / MODEL_VERSION).mkdir()
-        shutil.copyfile(artifact_path, staging / MODEL_VERSION / PLATFORMS[kind][1])
-        (staging / "config.pbtxt").write_text(text, encoding="utf-8")
-        (staging / METADATA_FILE).write_text(metadata.to_json(), encoding="utf-8")
-        _replace_folder(staging, repo_dir / model_name)
-    except BaseException:  # Ctrl-C included: leave no staging folder, nor a repository folder made for it
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+        with atomic_folder(repo_dir / model_name) as staging:
+            (staging / MODEL_VERSION).mkdir()
+            shutil.copyfile(artifact_path, staging / MODEL_VERSION / PLATFORMS[kind][1])
+            (staging / "config.pbtxt").write_text(text, encoding="utf-8")
+            (staging / METADATA_FILE).write_text(metadata.to_json(), encoding="utf-8")
+    except BaseException:  # Ctrl-C included: atomic_folder removed its staging; remove a folder made for it
         if created:
             shutil.rmtree(repo_dir, ignore_errors=True)
         raise
@@ -129,14 +124,3 @@ def _check_options(metadata: ArtifactMetadata, kind: RepoKind, max_batch_size: i
         raise LangBRTInputError(f"the engine's largest batch is {max(built)}, below max batch size "
                                 f"{max_batch_size}: rebuild with --batch-sizes ... {max_batch_size}")
 
-
-def _replace_folder(staging: Path, target: Path) -> None:
-    """Rename `staging` to `target`, moving any old `target` aside first and deleting it after."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-    os.replace(staging, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -12,14 +12,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from langbrt.errors import LangBRTInputError
+from langbrt import checkpoint as checkpoint_module
+from langbrt.config import LangBRTConfig
+from langbrt.errors import CheckpointError, LangBRTInputError
 from langbrt.model import LangBRT, LangBRTOutput
 from langbrt.modules.discriminator import PatchDiscriminator
+from langbrt.text import default_text_encoder
 from langbrt.training import trainer as trainer_module
 from langbrt.training.losses import LossResources, VGGPerceptual
 from langbrt.training.losses.weights import LossWeights
 from langbrt.training.train_config import TrainConfig
-from langbrt.training.train_state import EMA, load_trainer_state
+from langbrt.training.train_state import EMA, load_trainer_state, save_checkpoint
 from langbrt.training.trainer import TrainingDiverged, generator_losses, lr_factor, train
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -90,6 +93,28 @@ def test_checkpoint_holds_ema_weights_and_trainer_state(tmp_path):
     assert [line["step"] for line in lines] == [2, 3] and "loss/total" in lines[0]
     assert (tmp_path / "samples/step_000003.png").is_file()
     assert json.loads((tmp_path / "train_config.json").read_text())["steps"] == 3
+
+
+def test_a_failed_checkpoint_save_keeps_the_previous_folder_and_leaves_nothing_hidden(tmp_path, monkeypatch):
+    model = LangBRT(LangBRTConfig.tiny(), text_encoder=default_text_encoder())
+    cfg = tiny_config(tmp_path)
+    save_checkpoint(tmp_path / "final", model, None, {"step": 3}, cfg)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "final").iterdir()}
+    real_save_file, calls = checkpoint_module.save_file, []
+
+    def fail_on_the_prompt_bank(*args, **kwargs):  # the weights file is written, then the disk fills
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real_save_file(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module, "save_file", fail_on_the_prompt_bank)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    with pytest.raises(CheckpointError, match="No space left"):
+        save_checkpoint(tmp_path / "final", model, None, {"step": 6}, cfg)
+    assert [p.name for p in tmp_path.iterdir()] == ["final"]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "final").iterdir()} == before
 
 
 def test_nan_loss_stops_with_step_and_last_checkpoint(tmp_path, monkeypatch):

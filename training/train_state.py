@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from langbrt.atomic import atomic_path, atomic_write_text
+from langbrt.atomic import atomic_folder, atomic_path, atomic_write_text
 from langbrt.errors import CheckpointError, LangBRTInputError
 from langbrt.model import LangBRT
 from langbrt.output_paths import overlap
@@ -107,17 +106,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(directory: Path, model: LangBRT, ema: EMA | None, state: dict[str, Any],
                     cfg: TrainConfig) -> Path:
-    """Write a complete checkpoint folder (see module docstring) under a temporary name, then rename it."""
-    tmp = directory.parent / f".{directory.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    with shipped_weights(model, ema) as raw:
-        model.save_pretrained(tmp)  # EMA weights: what gets evaluated and shipped
-    with atomic_path(tmp / STATE_FILE) as path:
-        torch.save({**state, "model_raw": raw}, path)
-    atomic_write_text(tmp / CONFIG_FILE, cfg.to_json())
-    if directory.exists():
-        shutil.rmtree(directory)
-    os.replace(tmp, directory)
+    """Write a complete checkpoint folder (see module docstring) under a temporary name, then rename it into
+    place with `atomic_folder`: the previous folder of that name stays whole until the new one is complete."""
+    with atomic_folder(directory) as tmp:
+        with shipped_weights(model, ema) as raw:
+            model.save_pretrained(tmp)  # EMA weights: what gets evaluated and shipped
+        with atomic_path(tmp / STATE_FILE) as path:
+            torch.save({**state, "model_raw": raw}, path)
+        atomic_write_text(tmp / CONFIG_FILE, cfg.to_json())
     return directory
 
 
