@@ -74,11 +74,6 @@ def wrap_ddp(module: nn.Module, info: DistInfo) -> nn.Module:
     return DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=True)
 
 
-def unwrap(module: nn.Module) -> nn.Module:
-    """The module inside a DDP wrapper (what checkpoints store), or the module itself."""
-    return module.module if isinstance(module, DistributedDataParallel) else module
-
-
 def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Mean of `value` over all ranks (a copy); identity when not distributed."""
     if not info.enabled:
