@@ -16,9 +16,12 @@ from click.testing import CliRunner
 from PIL import Image
 from test_trainer import count_generator_steps
 
+from langbrt.errors import LangBRTInputError
 from langbrt.model import LangBRT
 from langbrt.training import trainer as trainer_module
 from langbrt.training.cli_train import main
+from langbrt.training.losses.detection import DEFAULT_DETECTION_LOSS, DETECTION_LOSSES
+from langbrt.training.train_config import TrainConfig
 from langbrt.training.train_state import load_trainer_state
 
 BIN = Path(sys.executable).parent
@@ -317,3 +320,11 @@ def test_a_bad_train_config_to_resume_from_is_one_line_naming_the_file_and_field
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     assert result.output.startswith(f"Error: {checkpoint / 'train_config.json'}") and message in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_the_detection_loss_choices_and_default_are_the_losses_own():
+    option = next(p for p in main.params if p.name == "detection_loss")
+    assert tuple(option.type.choices) == DETECTION_LOSSES
+    assert option.default == TrainConfig().detection_loss == DEFAULT_DETECTION_LOSS
+    with pytest.raises(LangBRTInputError, match=f"--detection-loss must be one of {', '.join(DETECTION_LOSSES)}"):
+        replace(TrainConfig(), detection_loss="l2").validate()

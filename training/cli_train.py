@@ -18,6 +18,7 @@ from click.core import ParameterSource
 from langbrt.cli_click import OneLineCommand, one_line_warnings
 from langbrt.errors import LangBRTError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
+from langbrt.training.losses.detection import DEFAULT_DETECTION_LOSS, DETECTION_LOSSES
 from langbrt.training.losses.weights import LossWeights
 from langbrt.training.train_config import ABLATIONS, PRECISIONS, PRESETS, TrainConfig
 
@@ -69,7 +70,8 @@ _WEIGHTS = ("detection", "component", "adversarial", "l1", "perceptual", "semant
 @click.option("--image-size", type=int, help="Override the preset's image size.")
 @click.option("--map-threshold", type=float, help="Override the preset's detection-map gate (0.1): below it the "
               "output is the input, bit for bit.")
-@click.option("--detection-loss", type=click.Choice(["bce", "l1"]), default="bce", show_default=True,
+@click.option("--detection-loss", type=click.Choice(DETECTION_LOSSES), default=DEFAULT_DETECTION_LOSS,
+              show_default=True,
               help="Loss of the detection maps against their target: bce, or l1 as in the paper's eq. 5 (which "
               "stays at chance on sparse blemish masks, see README).")
 @click.option("--ablation", type=click.Choice(ABLATIONS), default="none", show_default=True,

@@ -19,6 +19,7 @@ from langbrt.errors import LangBRTInputError
 from langbrt.json_dataclass import dataclass_from_json
 from langbrt.text.minilm import MINILM_NAME
 from langbrt.text.open_clip_backend import OPEN_CLIP_PREFIX
+from langbrt.training.losses.detection import DEFAULT_DETECTION_LOSS, DETECTION_LOSSES
 from langbrt.training.losses.weights import LossWeights
 
 PRESETS = ("tiny", "small", "paper")
@@ -72,7 +73,7 @@ class TrainConfig:
     preset: str = "tiny"
     image_size: int | None = None  # None: the preset's size
     map_threshold: float | None = None  # None: the preset's gate threshold on the detection maps
-    detection_loss: str = "bce"  # "bce" (default, see training/losses/detection.py) or "l1" (the paper's eq. 5)
+    detection_loss: str = DEFAULT_DETECTION_LOSS  # one of DETECTION_LOSSES: "l1" is the paper's eq. 5, see map_loss
     ablation: str = "none"  # one of ABLATIONS: the paper's Table 2 variants
     text_encoder: str = "minilm"  # "minilm" or "open_clip:ARCH"
     clip_text_weights: str | None = None
@@ -92,8 +93,9 @@ class TrainConfig:
         """Raise `LangBRTInputError` (one line, naming the option) for a value the run cannot use."""
         if self.ablation not in ABLATIONS:
             raise LangBRTInputError(f"unknown ablation {self.ablation!r}; use one of {', '.join(ABLATIONS)}")
-        if self.detection_loss not in ("bce", "l1"):
-            raise LangBRTInputError(f"--detection-loss must be bce or l1, got {self.detection_loss!r}")
+        if self.detection_loss not in DETECTION_LOSSES:
+            raise LangBRTInputError(f"--detection-loss must be one of {', '.join(DETECTION_LOSSES)}, got "
+                                    f"{self.detection_loss!r}")
         if self.preset not in PRESETS:
             raise LangBRTInputError(f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}")
         if self.precision not in PRECISIONS:

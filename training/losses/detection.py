@@ -40,7 +40,10 @@ def blemish_target(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return _tau(d).clamp(0.0, 1.0)
 
 
-DETECTION_LOSSES = ("bce", "l1")
+BCE, L1 = "bce", "l1"
+DETECTION_LOSSES = (BCE, L1)
+"""What `--detection-loss` accepts (see `map_loss`); the one list the CLI, the config check and the loss use."""
+DEFAULT_DETECTION_LOSS = BCE
 
 
 def map_loss(pred: torch.Tensor, label: torch.Tensor, kind: str) -> torch.Tensor:
@@ -51,9 +54,9 @@ def map_loss(pred: torch.Tensor, label: torch.Tensor, kind: str) -> torch.Tensor
     binary cross-entropy, whose gradient p - y does not vanish where the sigmoid saturates, reached AP 0.51
     in the same steps (see the training notes in README). "bce" is therefore the default.
     """
-    if kind == "bce":
+    if kind == BCE:
         return F.binary_cross_entropy(pred.clamp(1e-6, 1.0 - 1e-6), label, reduction="none")
-    assert kind == "l1", kind
+    assert kind == L1, kind
     return (pred - label).abs()
 
 
@@ -69,7 +72,7 @@ def detection_loss(
     source: torch.Tensor,
     target: torch.Tensor,
     exact_mask: torch.Tensor | None = None,
-    kind: str = "bce",
+    kind: str = DEFAULT_DETECTION_LOSS,
 ) -> torch.Tensor:
     """Eq. 5: the combined soft detection map m (B, 1, H, W) against its target (see `map_loss` for `kind`).
     """
@@ -84,7 +87,7 @@ def component_loss(
     target: torch.Tensor,
     region_masks: torch.Tensor | None,
     exact_mask: torch.Tensor | None = None,
-    kind: str = "bce",
+    kind: str = DEFAULT_DETECTION_LOSS,
 ) -> torch.Tensor:
     """Eq. 6: the eq. 5 L1 restricted to each pre-defined prompt's face region (B, P, H, W), averaged over the
     region's pixels (so a small region such as the under-eye area weighs as much as a cheek), summed over P,
@@ -99,7 +102,7 @@ def component_loss(
 
 
 def per_prompt_detection_loss(
-    soft_maps: torch.Tensor, prompt_masks: torch.Tensor, prompt_valid: torch.Tensor, kind: str = "bce"
+    soft_maps: torch.Tensor, prompt_masks: torch.Tensor, prompt_valid: torch.Tensor, kind: str = DEFAULT_DETECTION_LOSS
 ) -> torch.Tensor:
     """Synthetic data only: each prompt's soft map (B, K, H, W) against its exact blemish mask (B, K, H, W),
     mean L1 over the valid prompt slots (B, K) bool. Padding slots are ignored; 0 when none is valid."""
