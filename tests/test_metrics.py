@@ -1,9 +1,11 @@
-"""Specification of the evaluation metrics against hand-computed values."""
+"""Specification of the evaluation metrics against hand-computed values and a reference library (torchmetrics)."""
 
 import math
 
 import pytest
 import torch
+from torchmetrics.functional.classification import binary_average_precision
+from torchmetrics.functional.image import structural_similarity_index_measure
 
 from langbrt.training.metrics import (
     LPIPSMetric,
@@ -55,6 +57,50 @@ def test_ssim_of_two_constant_images_matches_the_formula():
 def test_ssim_drops_with_noise():
     image = torch.rand(1, 3, 32, 32)
     assert ssim(image, (image + 0.2 * torch.randn_like(image)).clamp(0, 1)) < 0.9
+
+
+def _pair(shape: tuple[int, ...], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random image and a noisy copy of it (float64), so SSIM lands far from both 0 and 1."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(shape, generator=g, dtype=torch.float64)
+    return x, (x + 0.2 * torch.randn(shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+
+
+def _torchmetrics_ssim(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """torchmetrics' (B,) SSIM and its (B, C, H, W) SSIM map, with our window, constants and data range."""
+    return structural_similarity_index_measure(x, y, gaussian_kernel=True, sigma=1.5, kernel_size=11, data_range=1.0,
+                                               k1=0.01, k2=0.03, reduction="none", return_full_image=True)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 24, 24), (1, 1, 11, 11), (3, 3, 17, 40), (2, 1, 64, 33)])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_ssim_is_the_reference_ssim_map_averaged_over_the_valid_positions(shape, seed):
+    x, y = _pair(shape, seed)
+    _, ssim_map = _torchmetrics_ssim(x, y)  # (B, C, H, W), reflection-padded at the border
+    valid = ssim_map[..., 5:-5, 5:-5]  # windows that lie inside the image
+    torch.testing.assert_close(ssim(x, y), valid.mean(dim=(1, 2, 3)).float(), rtol=0, atol=1e-6)
+
+
+def test_ssim_differs_from_torchmetrics_score_which_also_averages_the_padded_border():
+    x, y = _pair((2, 3, 24, 24), 0)
+    score, _ = _torchmetrics_ssim(x, y)
+    assert (ssim(x, y).double() - score).abs().min() > 1e-3
+
+
+@pytest.mark.parametrize(("n", "levels", "positive_rate"), [(1000, None, 0.3), (1000, 10, 0.3), (500, 3, 0.05),
+                                                           (64, None, 0.9), (7, 2, 0.5)])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_average_precision_matches_the_reference_on_random_scores(n, levels, positive_rate, seed):
+    """`levels` quantises the scores, so many pixels tie: each distinct score is one threshold, as in
+    scikit-learn's average_precision_score (which torchmetrics' exact binary AP reproduces)."""
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.rand(n, generator=g, dtype=torch.float64)
+    if levels is not None:
+        scores = (scores * levels).floor() / levels
+    labels = (torch.rand(n, generator=g) < positive_rate).long()
+    labels[0] = 1  # at least one positive: AP is undefined (NaN) otherwise
+    expected = binary_average_precision(scores, labels, thresholds=None)
+    assert average_precision(scores, labels) == pytest.approx(float(expected), abs=1e-6)  # torchmetrics: fp32
 
 
 def test_mask_iou_cases():
