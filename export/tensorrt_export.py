@@ -194,7 +194,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, fp16: bool =
     if serialized is None:
         raise LangBRTError(f"TensorRT failed to build an engine from {onnx_path} (see the log above)")
 
-    props = torch.cuda.get_device_properties(0)
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())  # the GPU the builder tuned for
     sidecar = engine_metadata(
         metadata, fp16=fp16, trt_version=trt.__version__, gpu_name=props.name,
         compute_capability=f"{props.major}.{props.minor}", inputs=inputs, outputs=outputs,

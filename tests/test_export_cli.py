@@ -8,6 +8,7 @@ import shutil
 import sys
 import types
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -330,3 +331,27 @@ def test_only_tensorrt_10_builds_engines(monkeypatch, version, refused):
             tensorrt_export.require_tensorrt("--fp16")
     else:
         tensorrt_export.require_tensorrt("--fp16")
+
+
+def test_the_engine_sidecar_records_the_gpu_the_builder_used_not_gpu_0(monkeypatch, tmp_path):
+    """TensorRT builds for the current CUDA device (set by torch.cuda.set_device or CUDA_VISIBLE_DEVICES), and
+    the sidecar's compute capability is what `check_engine_compatible` compares. TensorRT and two GPUs faked."""
+    from langbrt.export import tensorrt_export
+
+    trt = mock.MagicMock(__version__="10.13.3.9")
+    builder = trt.Builder.return_value
+    network = builder.create_network.return_value
+    network.num_inputs = network.num_outputs = network.num_layers = 0
+    builder.build_serialized_network.return_value = b"engine"
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr(tensorrt_export, "require_tensorrt", lambda asked_by="--fp16": None)
+    monkeypatch.setattr(tensorrt_export, "read_onnx_metadata",
+                        lambda path: ArtifactMetadata(64, ["acne"], [-1], "x", 4, "0", 0))
+    gpus = [types.SimpleNamespace(name="GPU zero", major=8, minor=0),
+            types.SimpleNamespace(name="GPU one", major=9, minor=0)]
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: gpus[device])
+    tensorrt_export.build_engine(tmp_path / "m.onnx", tmp_path / "m.plan", fp16=False)
+    extras = tensorrt_export.read_engine_sidecar(tmp_path / "m.plan").extras
+    assert (extras["gpu"], extras["compute_capability"]) == ("GPU one", "9.0")
+    assert (tmp_path / "m.plan").read_bytes() == b"engine"
