@@ -38,6 +38,11 @@ def test_console_script_prints_one_json_object(checkpoint):
     assert result["lpips"] is None or result["lpips"] > 0
     assert result["identity_specificity_change"] == 0.0
     assert set(result["detection"]) == {"iou", "ap"}
+    # synthetic samples always name a blemish: IoU and AP are numbers, overall and for every type named
+    for scores in [result["detection"], *result["detection_per_type"].values()]:
+        assert isinstance(scores["iou"], float) and 0 <= scores["iou"] <= 1, result["detection_per_type"]
+        assert isinstance(scores["ap"], float) and 0 < scores["ap"] <= 1, result["detection_per_type"]
+    assert result["detection_per_type"]
 
 
 def test_table_shows_model_beside_identity(checkpoint):

@@ -56,8 +56,21 @@ def test_json_records_the_run_and_every_method(suite_run):
 def test_baselines_without_a_detector_have_no_iou_and_inpainting_reuses_the_first_models(suite_run):
     methods = suite_run[1]["methods"]
     assert methods["identity"]["iou"] is None and methods["bilateral-skin"]["iou"] is None
+    assert methods["identity"]["iou_per_type"] == {} and methods["bilateral-skin"]["iou_per_type"] == {}
     assert methods["inpaint-a"]["iou"] == methods["a"]["iou"]
+    assert methods["inpaint-a"]["iou_per_type"] == methods["a"]["iou_per_type"]
     assert methods["identity"]["specificity_change"] == 0.0
+
+
+@pytest.mark.parametrize("name", ["a", "b", "inpaint-a"])
+def test_every_method_with_maps_has_an_iou_overall_and_per_prompted_type(suite_run, name):
+    """mask_iou is a number in [0, 1] for every image (both masks empty scores 1), so a method with maps
+    never has a missing IoU: not overall, not for any blemish type its prompts named."""
+    scores = suite_run[1]["methods"][name]
+    assert isinstance(scores["iou"], float) and 0 <= scores["iou"] <= 1, scores
+    assert scores["iou_per_type"], scores  # every synthetic sample names at least one blemish
+    for kind, iou in scores["iou_per_type"].items():
+        assert isinstance(iou, float) and 0 <= iou <= 1, (kind, scores)
 
 
 def test_table_has_one_row_per_method_and_the_metric_columns(suite_run):
