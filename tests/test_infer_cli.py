@@ -3,6 +3,7 @@ touched, usage errors one line with exit 2."""
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -283,3 +284,62 @@ def test_a_reader_that_stops_early_ends_it_quietly(model_dir, tmp_path):
     assert proc.wait(timeout=120) == 1, err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
     assert (tmp_path / "retouched" / "face_retouched.png").exists()
+
+
+# ------------------------------------------------------------------------------------------ error paths
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_no_input_images_is_one_line_exit_2_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    from langbrt.runtime import Retoucher
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("not an image")
+    monkeypatch.setattr(Retoucher, "load", lambda *a, **k: pytest.fail("the model loaded"))
+    assert main([str(tmp_path / "empty"), str(tmp_path / "none_*.png"), str(tmp_path / "gone.jpg")]) == 2
+    err = _one_line(capsys)
+    assert err.startswith("langbrt-infer: error: no input images found") and "none_*.png" in err and "gone.jpg" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
+@pytest.mark.parametrize("missing", ["gone.png", "none_*.png"])
+def test_a_missing_file_or_empty_glob_beside_good_inputs_is_one_line_and_exit_1(model_dir, tmp_path, capsys, missing):
+    good = [_photo(tmp_path / "a.png"), _photo(tmp_path / "b.png")]
+    assert _run(model_dir, good[0], tmp_path / missing, good[1], "--json") == 1
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert sorted(Path(r["input"]).name for r in report["results"]) == ["a.png", "b.png"]
+    assert [f["input"] for f in report["failed"]] == [str(tmp_path / missing)]
+    said = f"langbrt-infer: {tmp_path / missing}: no such file, or no images in it"
+    assert captured.err.strip().splitlines() == [said]
+    assert sorted(p.name for p in (tmp_path / "retouched").iterdir()) == ["a_retouched.png", "b_retouched.png"]
+
+
+@pytest.mark.parametrize(("flags", "says"), [(["--precision", "fp16"], "fp16"), (["--device", "cuda"], "--device cpu")])
+def test_gpu_only_options_on_a_machine_without_cuda_are_one_line(model_dir, tmp_path, capsys, monkeypatch, flags, says):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    src = _photo(tmp_path / "face.png")
+    assert main([str(src), "--model", str(model_dir), *flags]) == 2
+    err = _one_line(capsys)
+    assert err.startswith("langbrt-infer: error: ") and says in err and "CUDA" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["face.png"]
+
+
+@pytest.mark.parametrize("name", ["face.jpg", "face.png"])
+def test_the_inputs_icc_profile_is_carried_into_the_output(model_dir, tmp_path, name):
+    """A Display P3 or Adobe RGB photo retouched without its profile would show with shifted colours."""
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()  # Pillow writes none by default
+    src = _photo(tmp_path / name, icc_profile=profile)
+    with Image.open(src) as img:
+        assert img.info.get("icc_profile") == profile  # the input really has it
+        fmt = img.format
+    assert _run(model_dir, src) == 0
+    with Image.open(tmp_path / "retouched" / name.replace("face", "face_retouched")) as out:
+        assert out.format == fmt and out.info.get("icc_profile") == profile
