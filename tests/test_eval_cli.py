@@ -117,6 +117,14 @@ def test_bad_out_is_one_error_line_before_anything_runs(checkpoint, tmp_path, wh
     assert (checkpoint / "config.json").read_bytes() == config
 
 
+def test_neither_model_nor_suite_is_one_error_line(monkeypatch):
+    import langbrt.training.cli_eval as cli_eval
+
+    monkeypatch.setattr(cli_eval, "_run", lambda *a, **k: pytest.fail("evaluated without a model"))
+    result = invoke("--num-samples", "2")
+    assert one_error_line(result) and "--model" in result.output and "--suite" in result.output, result.output
+
+
 def test_suite_with_model_is_an_error(checkpoint):
     result = invoke("--suite", f"a={checkpoint}", "--model", str(checkpoint), "--num-samples", "2")
     assert one_error_line(result) and "--model" in result.output

@@ -98,6 +98,29 @@ def test_a_malformed_suite_entry_is_one_error_line(checkpoints):
     assert result.exit_code == 2 and result.output.startswith("Error: ") and result.output.count("\n") == 1
 
 
+def test_suite_with_a_paired_folder_is_one_error_line_before_any_model_loads(checkpoints, tmp_path, monkeypatch):
+    """The baselines need the synthetic set's exact masks: a folder of pairs is refused up front."""
+    import langbrt.training.suite as suite
+
+    for side in ("source", "target"):
+        (tmp_path / side).mkdir()
+    monkeypatch.setattr(suite, "evaluate_suite", lambda *a, **k: pytest.fail("the suite ran"))
+    result = CliRunner().invoke(main, ["--suite", f"a={checkpoints['a']}", "--data", str(tmp_path),
+                                       "--num-samples", "2", "--device", "cpu"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith("Error: --suite needs --data synthetic"), result.output
+
+
+def test_a_repeated_suite_name_is_one_error_line_naming_it(checkpoints, monkeypatch):
+    import langbrt.training.suite as suite
+
+    monkeypatch.setattr(suite, "evaluate_suite", lambda *a, **k: pytest.fail("the suite ran"))
+    result = CliRunner().invoke(main, ["--suite", f"a={checkpoints['a']}", "--suite", f"a={checkpoints['b']}",
+                                       "--num-samples", "2", "--device", "cpu"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith("Error: --suite name 'a' is repeated"), result.output
+
+
 def test_suite_names_may_not_shadow_a_baseline():
     with pytest.raises(ValueError, match="taken by a baseline"):
         parse_suite_specs(["identity=/tmp/x"])
