@@ -305,6 +305,20 @@ def test_engine_only_flags_without_an_engine_are_refused(model_dir, tmp_path, ca
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("sizes", [["0"], ["-4"], ["1", "0", "8"]])
+@pytest.mark.parametrize("fmt, output", [("engine", "m.plan"), ("onnx", "m.onnx")])
+def test_a_batch_size_below_1_is_one_line_before_tensorrt_is_needed(model_dir, tmp_path, capsys, monkeypatch, sizes,
+                                                                    fmt, output):
+    """Checked with the other options, so it is exit 2 on any machine, not exit 1 'TensorRT is missing'."""
+    monkeypatch.setattr(exporter_module, "require_tensorrt", lambda *a: pytest.fail("reached the TensorRT check"))
+    fp16 = ["--fp16"] if fmt == "onnx" else []
+    assert main(["--model", str(model_dir), "--format", fmt, "--output", str(tmp_path / output), *fp16,
+                 "--batch-sizes", *sizes]) == 2
+    message = _one_line_error(capsys)
+    assert message.startswith("langbrt-export: --batch-sizes must be positive") and f"[{', '.join(sizes)}]" in message
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("opset", ["16", str(max_opset() + 1), "99"])
 def test_an_opset_outside_what_the_installed_exporter_writes_is_one_line(model_dir, tmp_path, capsys, opset):
     assert main(["--model", str(model_dir), "--output", str(tmp_path / "m.onnx"), "--opset", opset]) == 2
