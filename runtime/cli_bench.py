@@ -13,8 +13,10 @@ Cost model (per image, batch B, written down so the roofline can be checked by h
   achieved     = bound / measured seconds per image
 
 Exit status: 0 when at least one row was measured; 1 when every row was skipped (nothing measured, no
-report written); 2 for a bad input (a model path no backend recognises, a bad number, an --out that would
-replace a model or cannot be written: all checked before any work); 130 on Ctrl-C (no report written).
+report written), or when a backend failed while timed with an error other than out of memory (one line
+naming the row, no report written); 2 for a bad input (a model path no backend recognises, a bad number, an
+--out that would replace a model or cannot be written: all checked before any work); 130 on Ctrl-C (no
+report written).
 """
 
 from __future__ import annotations
@@ -52,7 +54,13 @@ PEAK_BANDWIDTH = {"H200": 4.8e12, "H100": 3.35e12}
 _ELEMENT_BYTES = {"fp32": 4, "fp16": 2}
 PROG = "langbrt-bench"
 EXIT_NOTHING_MEASURED = 1
+EXIT_BACKEND_FAILED = 1
 DEFAULT_BATCH_SIZES = (1, 8, 32)
+
+
+class BackendFailed(LangBRTError):
+    """A backend raised while timed, not for lack of memory (a CUDA fault, an onnxruntime error): the run
+    stops there, since a faulted device would fail every later row too."""
 
 
 def _integer(text: str, minimum: int) -> int:
@@ -243,7 +251,9 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                         timing = time_backend(backend, batch, args.warmup, args.seconds)
                     except (RuntimeError, MemoryError) as err:
                         if not _out_of_memory(err):
-                            raise
+                            first = (str(err).strip().splitlines() or ["(no message)"])[0]
+                            raise BackendFailed(f"{path}: {name} {precision} batch {batch} failed while timed: "
+                                                f"{type(err).__name__}: {first}") from err
                         skipped.append({"model": path, "backend": name, "precision": precision,
                                         "reason": f"batch {batch} does not fit in this machine's memory"})
                         continue
@@ -301,6 +311,8 @@ def _bench(args: argparse.Namespace) -> int:
         report = run_bench(args)
         if report["rows"] and args.out is not None:
             atomic_write_text(args.out, json.dumps(report, indent=2))
+    except BackendFailed as err:
+        return _fail(str(err), EXIT_BACKEND_FAILED)
     except LangBRTError as err:
         return _fail(str(err))
     print(json.dumps(report, indent=2) if args.json else format_table(report))
