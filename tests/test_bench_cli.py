@@ -152,3 +152,23 @@ def test_precision_and_batch_sizes_have_help_with_their_defaults(capsys):
         main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default fp32)" in text and "(default 1 8 32)" in text
+
+
+def test_a_backend_failing_while_timed_is_one_line_exit_1_and_no_report(models, tmp_path, capsys, monkeypatch):
+    """Not out of memory (a CUDA fault, an onnxruntime error): the run stops with one line naming the row
+    instead of a traceback, and no half-made report is written."""
+    real = cli_bench.time_backend
+
+    def failing(backend, batch, warmup, seconds):
+        if batch > 1:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered\n"
+                               "CUDA kernel errors might be asynchronously reported at some other API call")
+        return real(backend, batch, warmup, seconds)
+
+    monkeypatch.setattr(cli_bench, "time_backend", failing)
+    out = tmp_path / "bench.json"
+    assert main(["--model", str(models[0]), *FAST, "--batch-sizes", "1", "2", "--out", str(out)]) == 1
+    err = _one_line_error(capsys)
+    assert err.startswith(f"langbrt-bench: error: {models[0]}: torch fp32 batch 2 failed") and "Traceback" not in err
+    assert "illegal memory access" in err and "asynchronously" not in err
+    assert not out.exists()
