@@ -69,8 +69,11 @@ def test_weights_of_another_shape_are_named(saved, tmp_path):
         LangBRT.from_pretrained(tmp_path)
 
 
-@pytest.mark.parametrize("damage", ["no_config", "bad_json", "no_weights", "corrupt_weights", "a_file"])
-def test_broken_checkpoints_raise_one_clear_error(saved, tmp_path, damage):
+@pytest.mark.parametrize(("damage", "says"), [("no_config", "no config.json"), ("bad_json", "unreadable"),
+                                             ("no_weights", "model.safetensors is missing"),
+                                             ("corrupt_weights", "corrupt weights"),
+                                             ("a_file", "not a LangBRT checkpoint")])
+def test_broken_checkpoints_raise_one_clear_error(saved, tmp_path, damage, says):
     target = tmp_path / "ckpt"
     target.mkdir()
     for p in saved[0].iterdir():
@@ -85,8 +88,10 @@ def test_broken_checkpoints_raise_one_clear_error(saved, tmp_path, damage):
         (target / "model.safetensors").write_bytes(b"garbage" * 10)
     else:
         target = target / "config.json"
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError) as err:
         LangBRT.from_pretrained(target)
+    message = str(err.value)
+    assert message.startswith(str(target)) and "\n" not in message and says in message, message
 
 
 @pytest.mark.parametrize(
