@@ -105,6 +105,5 @@ def test_the_fastest_correct_variant_per_dtype_and_batch_against_the_roofline():
     expected = kernel_sweep.bytes_moved(shape, 32, 2) / 31e-6
     assert best[1].gb_per_s == pytest.approx(expected / 1e9)
     assert best[1].fraction_peak_bandwidth == pytest.approx(expected / 3.35e12)
-    assert 0.5 < best[1].fraction_peak_bandwidth < 0.51  # 31 us at batch 32: just past the goal on an H100
     unknown = kernel_sweep.best_variants(outcomes, [8], "Some Other GPU")
     assert unknown[0].fraction_peak_bandwidth is None
