@@ -46,7 +46,8 @@ def test_bench_json_has_rows_for_each_loadable_backend_and_skips_the_rest(models
 
 def test_a_missing_model_is_one_line_exit_2(tmp_path, capsys):
     assert main(["--model", str(tmp_path / "nope")]) == 2
-    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [f"langbrt-bench: error: {tmp_path / 'nope'}: no such model file or folder"], err
 
 
 def _one_line_error(capsys) -> str:
