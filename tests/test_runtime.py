@@ -1,9 +1,11 @@
 """Runtime backends behind one protocol: torch and onnxruntime agree, prompts resolve alike, and the runtime
 imports without export code, onnxruntime, tensorrt or CUDA."""
 
+import contextlib
 import json
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -131,26 +133,56 @@ def test_torch_fp16_on_cpu_is_refused(artifacts):
         Retoucher.load(artifacts[0], device="cpu", precision="fp16")
 
 
-def test_tensorrt_without_tensorrt_or_gpu_says_what_is_missing(tmp_path, artifacts):
+def _fake_tensorrt(version: str, deserialized: list[bytes]) -> types.SimpleNamespace:
+    """A `tensorrt` module whose runtime records the engine bytes it is given and cannot deserialize them."""
+
+    class Logger:
+        ERROR = 1
+
+        def __init__(self, level: int) -> None:
+            pass
+
+    class Runtime:
+        def __init__(self, logger: Logger) -> None:
+            pass
+
+        def deserialize_cuda_engine(self, data: bytes) -> None:
+            deserialized.append(data)
+            return None
+
+    return types.SimpleNamespace(__version__=version, Logger=Logger, Runtime=Runtime)
+
+
+@pytest.mark.parametrize("machine", ["no-tensorrt", "tensorrt-no-cuda", "other-tensorrt-version", "cuda"])
+def test_tensorrt_without_tensorrt_or_gpu_says_what_is_missing(tmp_path, monkeypatch, machine):
+    """Every branch of TensorRTBackend.load before the engine runs, on any machine: the tensorrt module and
+    CUDA are faked (sys.modules, torch.cuda), as test_export_cli does for the export side."""
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"not really an engine")
     with pytest.raises(CheckpointError, match="sidecar"):
         Retoucher.load(engine)
     meta = {"format": "langbrt-artifact", "image_size": 64, "prompts": PROMPTS, "predefined_index": [0, 2],
-            "text_encoder": "minilm:all-MiniLM-L6-v2", "text_dim": 384, "model_hash": "x", "extra_prompt_slots": 0}
+            "text_encoder": "minilm:all-MiniLM-L6-v2", "text_dim": 384, "model_hash": "x", "extra_prompt_slots": 0,
+            "extras": {"tensorrt": "10.9.0"}}
     (tmp_path / "model.engine.json").write_text(json.dumps(meta))
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        with pytest.raises(LangBRTError, match="TensorRT"):
-            Retoucher.load(engine)
-        return
-    if not torch.cuda.is_available():
-        with pytest.raises(LangBRTError, match="CUDA"):
-            Retoucher.load(engine)
-    else:
-        with pytest.raises(CheckpointError, match="langbrt-export --model DIR --format engine"):
-            Retoucher.load(engine)
+    deserialized: list[bytes] = []
+    version = "10.11.0" if machine == "other-tensorrt-version" else "10.9.0"
+    # None in sys.modules makes `import tensorrt` raise ImportError, whatever is installed
+    monkeypatch.setitem(sys.modules, "tensorrt", None if machine == "no-tensorrt" else
+                        _fake_tensorrt(version, deserialized))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: machine != "tensorrt-no-cuda")
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
+    monkeypatch.setattr(torch.cuda, "device", lambda *a: contextlib.nullcontext())  # no CUDA context to enter
+    expected = {
+        "no-tensorrt": (LangBRTError, "needs TensorRT: pip install"),
+        "tensorrt-no-cuda": (LangBRTError, "needs a CUDA GPU"),
+        "other-tensorrt-version": (CheckpointError, r"built for TensorRT 10\.9\.0, this machine has 10\.11\.0"),
+        "cuda": (CheckpointError, "cannot deserialize.*langbrt-export --model DIR --format engine"),
+    }[machine]
+    with pytest.raises(expected[0], match=expected[1]) as err:
+        Retoucher.load(engine)
+    assert "\n" not in str(err.value)
+    assert deserialized == ([engine.read_bytes()] if machine == "cuda" else [])
 
 
 def test_the_runtime_imports_without_export_code_or_engine_libraries():
