@@ -161,6 +161,9 @@ def test_tensorrt_without_tensorrt_or_gpu_says_what_is_missing(tmp_path, monkeyp
     engine.write_bytes(b"not really an engine")
     with pytest.raises(CheckpointError, match="sidecar"):
         Retoucher.load(engine)
+    (tmp_path / "model.engine.json").write_bytes(b"\xff\xfe not UTF-8")
+    with pytest.raises(CheckpointError, match=r"model\.engine\.json is unreadable \(.*rebuild: langbrt-export"):
+        Retoucher.load(engine)
     meta = {"format": "langbrt-artifact", "image_size": 64, "prompts": PROMPTS, "predefined_index": [0, 2],
             "text_encoder": "minilm:all-MiniLM-L6-v2", "text_dim": 384, "model_hash": "x", "extra_prompt_slots": 0,
             "extras": {"tensorrt": "10.9.0"}}

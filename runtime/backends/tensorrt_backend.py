@@ -64,8 +64,14 @@ class TensorRTBackend(ArtifactBackend):
                                   "a checkpoint runs with --backend torch or auto")
         if not path.is_file():
             raise CheckpointError(f"{path}: no such TensorRT engine")
-        metadata = ArtifactMetadata.from_json(sidecar_path(path).read_text(encoding="utf-8"), str(path))
         rebuild = REBUILD.format(engine=path)
+        sidecar = sidecar_path(path)
+        try:
+            text = sidecar.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise CheckpointError(f"{path}: its metadata file {sidecar} is unreadable ({err}); "
+                                  f"rebuild: {rebuild}") from None
+        metadata = ArtifactMetadata.from_json(text, str(path))
         try:
             import tensorrt as trt
         except ImportError:
