@@ -234,7 +234,7 @@ def _image_train_strict(env: Env, path: Path, case: ImageCase) -> Outcome:
 # entry point -> (runner, its answer for a good image, its answer for a bad one)
 IMAGE_ENTRIES: dict[str, tuple[Callable[[Env, Path, ImageCase], Outcome], object, Callable[[ImageCase], object]]] = {
     "infer": (_image_infer, 0, lambda case: 1),  # 1: a per-file failure, reported and skipped
-    "api": (_image_api, OK, lambda case: "LangBRTInputError"),
+    "api": (_image_api, OK, lambda case: "TooManyPixelsError" if case.status == 413 else "LangBRTInputError"),
     "serve": (_image_serve, 200, lambda case: case.status),
     "train": (_image_train, 0, lambda case: 0),  # skipped with a warning; the run goes on
     "train-strict": (_image_train_strict, 0, lambda case: 2),
