@@ -179,6 +179,24 @@ def test_vgg_loads_a_torchvision_named_state_dict(vgg_file):
     assert not any(p.requires_grad for p in loaded.parameters())
 
 
+def test_vgg_loads_the_same_weights_from_safetensors(vgg_file, tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "vgg19.safetensors"
+    save_file(torch.load(vgg_file, weights_only=True), str(path))
+    loaded = VGGPerceptual.from_file(path)
+    torch.testing.assert_close(loaded.features[34].weight, VGGPerceptual.from_file(vgg_file).features[34].weight)
+
+
+@pytest.mark.parametrize("name", ["vgg19.pth", "vgg19.safetensors"])
+def test_a_damaged_weights_file_is_one_line_naming_it(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"\x00\x01 not weights at all")
+    with pytest.raises(CheckpointError, match=f"cannot read .*{name} as VGG-19 weights") as err:
+        VGGPerceptual.from_file(path)
+    assert "\n" not in str(err.value)
+
+
 def test_vgg_refuses_a_file_that_is_not_vgg19(tmp_path):
     path = tmp_path / "other.pth"
     torch.save({"features.0.weight": torch.zeros(1)}, path)

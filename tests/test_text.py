@@ -296,6 +296,14 @@ def test_open_clip_text_tower_loads_from_a_full_state_dict_and_matches_the_sourc
     torch.testing.assert_close(emb, _reference_embeddings(open_clip_tiny, source))
 
 
+def test_a_damaged_safetensors_file_is_one_line_naming_it(open_clip_tiny, tmp_path):
+    weights = tmp_path / "clip.safetensors"
+    weights.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
+    with pytest.raises(CheckpointError, match=r"cannot read .*clip\.safetensors as CLIP weights") as err:
+        OpenClipTextEncoder(TINY_ARCH, weights).encode(PROMPTS)
+    assert "\n" not in str(err.value)
+
+
 def test_open_clip_loads_safetensors_files(open_clip_tiny, tmp_path):
     from safetensors.torch import save_file
 

@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from langbrt.errors import CheckpointError, LangBRTInputError
-from langbrt.text.clip_weights import canonical_state_dict, read_state_dict
+from langbrt.text.clip_weights import canonical_state_dict
 from langbrt.text.encoder import check_texts
 from langbrt.text.offline import hub_offline
+from langbrt.weights_file import read_state_dict
 
 OPEN_CLIP_PREFIX = "open_clip:"
 QUICKGELU_SUFFIX = "-quickgelu"
@@ -81,7 +82,7 @@ class OpenClipTextEncoder:
 
         config_arch, force_quick_gelu = config_arch_of(self._arch)
         _check_supported(config_arch, _model_config(config_arch))
-        state = canonical_state_dict(read_state_dict(self._weights), self._weights)
+        state = canonical_state_dict(read_state_dict(self._weights, "CLIP weights"), self._weights)
         with hub_offline(), quiet_random_init_warning():
             model = open_clip.create_model(
                 config_arch,

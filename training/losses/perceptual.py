@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from langbrt.errors import CheckpointError, LangBRTInputError
+from langbrt.weights_file import read_state_dict
 
 VGG19_FILENAME = "vgg19-dcbb9e9d.pth"  # torchvision's release name; the hub cache keeps it under this name
 _POOL = "M"
@@ -64,12 +65,7 @@ class VGGPerceptual(nn.Module):
         path = Path(path)
         if not path.is_file():
             raise LangBRTInputError(f"VGG-19 weights file not found: {path}; pass torchvision's {VGG19_FILENAME}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises several types for foreign or corrupt files; re-raised as one
-            raise CheckpointError(f"cannot read {path} as a torch state dict: {type(err).__name__}") from err
-        if not isinstance(state, dict):
-            raise CheckpointError(f"{path} holds a {type(state).__name__}, not a VGG-19 state dict")
+        state = read_state_dict(path, "VGG-19 weights")
         model = cls(layers)
         own = model.state_dict()
         provided = {key: value for key, value in state.items() if key in own}

@@ -16,10 +16,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from langbrt.errors import CheckpointError, LangBRTInputError
-from langbrt.text.clip_weights import canonical_key, read_state_dict
+from langbrt.text.clip_weights import canonical_key
 from langbrt.text.encoder import TextEncoder
 from langbrt.text.offline import hub_offline
 from langbrt.text.open_clip_backend import config_arch_of, named_arch, quiet_random_init_warning
+from langbrt.weights_file import read_state_dict
 
 ALPHA_KEY = "conv1_alpha.weight"
 _VISUAL_PREFIX = "visual."
@@ -60,7 +61,7 @@ class AlphaClipVisual(nn.Module):
         if not path.is_file():
             raise LangBRTInputError(f"Alpha-CLIP weights file not found: {path}")
         config_arch, force_quick_gelu = config_arch_of(named_arch(arch, None))
-        state = _visual_state_dict(read_state_dict(path), path)
+        state = _visual_state_dict(read_state_dict(path, "Alpha-CLIP weights"), path)
         with hub_offline(), quiet_random_init_warning():
             model = open_clip.create_model(
                 config_arch, pretrained=None, force_quick_gelu=force_quick_gelu, device="cpu", precision="fp32"
