@@ -8,6 +8,7 @@ exit status 130 the commands give once running. This module and `langbrt/__init_
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -17,18 +18,26 @@ from langbrt.exit_codes import EXIT_INTERRUPTED
 
 
 def _run(module: str, prog: str) -> Any:
-    """`module.main()`, or one line and exit 130 when Ctrl-C lands while `module` is still importing.
+    """`module.main()`, or one line and exit 130 when Ctrl-C or SIGTERM lands while `module` is still importing.
 
-    SIGTERM (`kill`, `docker stop`, a closed terminal's hangup aside) is handled as Ctrl-C: every command
-    already cleans up on KeyboardInterrupt (temporary files removed, checkpoints named), and the default
-    SIGTERM action would skip that and leave half-written files. `langbrt-serve` sets its own handler.
+    While importing, a signal ends the process at once from its handler: raising KeyboardInterrupt inside an
+    import can leave a C extension half initialised (numpy then fails with "cannot load module more than
+    once", a RecursionError, or an abort), and a library that catches BaseException around an import could
+    swallow it. Nothing has been written yet, so there is nothing to clean up.
+
+    Once running, SIGTERM (`kill`, `docker stop`) is handled as Ctrl-C: every command already cleans up on
+    KeyboardInterrupt (temporary files removed, checkpoints named), and the default SIGTERM action would skip
+    that and leave half-written files. `langbrt-serve` sets its own handler.
     """
+    def exit_while_starting(signum: int, frame: object) -> None:
+        os.write(sys.stderr.fileno(), f"{prog}: interrupted while starting\n".encode())
+        os._exit(EXIT_INTERRUPTED)
+
+    signal.signal(signal.SIGINT, exit_while_starting)
+    signal.signal(signal.SIGTERM, exit_while_starting)
+    main = importlib.import_module(module).main
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        main = importlib.import_module(module).main
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{prog}: interrupted while starting\n")
-        sys.exit(EXIT_INTERRUPTED)
     return main()
 
 
