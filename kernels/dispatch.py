@@ -86,7 +86,22 @@ def resolve_impl(configured: str | AttentionImpl, device: torch.device) -> Atten
     if impl is AttentionImpl.AUTO:
         use_triton = device.type == "cuda" and triton_available()
         return AttentionImpl.TRITON if use_triton else AttentionImpl.REFERENCE
+    if impl is AttentionImpl.TRITON and not triton_available():
+        raise LangBRTInputError(f"the Triton TCA kernel was asked for ({ENV_VAR} or the model config) but the "
+                                f"triton package is not installed; set {ENV_VAR}=reference or auto")
     return impl
+
+
+def check_impl_runs(configured: str | AttentionImpl, device: torch.device) -> None:
+    """Raise LangBRTInputError now when the implementation asked for cannot run on `device`.
+
+    Why: a loader calls this once, so `LANGBRT_ATTENTION=triton` on a CPU-only machine is one error line at
+    start-up instead of the same error for every image a command processes.
+    """
+    if resolve_impl(configured, device) is AttentionImpl.TRITON and device.type != "cuda":
+        from .tca_triton import check_device
+
+        check_device(device)
 
 
 def windowed_sigmoid_cross_attention(

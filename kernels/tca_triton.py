@@ -34,6 +34,8 @@ from types import MappingProxyType
 import torch
 import triton
 
+from langbrt.errors import LangBRTInputError
+
 from .dispatch import choice_from_env, cuda_device_guard, environ_set
 from .reference import TCAParams, logit_bias, windowed_sigmoid_cross_attention_reference
 from .tca_fold import LogitFold, folded_weights
@@ -56,6 +58,15 @@ def _interpreting() -> bool:
 
 
 _INTERPRETING = _interpreting()
+
+
+def check_device(device: torch.device) -> None:
+    """The kernel runs on CUDA, or anywhere in Triton's interpreter; elsewhere, one line saying what to do."""
+    if device.type != "cuda" and not _INTERPRETING:
+        raise LangBRTInputError(
+            "the Triton TCA kernel needs a CUDA device (or TRITON_INTERPRET=1 set before "
+            "langbrt.kernels.tca_triton is imported); set LANGBRT_ATTENTION=reference to use the PyTorch path"
+        )
 
 
 # Warp counts the autotuner times for the direct kernel (per grid size: `grid_bucket`). Measured on an H200
@@ -348,11 +359,7 @@ def _launch(
     assert alpha.numel() == num_heads, (alpha.shape, num_heads)
     if B * H * W * max(C, Cm) >= 2**31:
         raise ValueError(f"the Triton TCA kernel indexes with int32: {tuple(x.shape)} is too large, split the batch")
-    if x.device.type != "cuda" and not _INTERPRETING:
-        raise RuntimeError(
-            "the Triton TCA kernel needs CUDA tensors (or TRITON_INTERPRET=1 set before "
-            "langbrt.kernels.tca_triton is imported); set LANGBRT_ATTENTION=reference to use the PyTorch path"
-        )
+    check_device(x.device)
     half = x.dtype in (torch.float16, torch.bfloat16)
     low_precision_dot = half and not (_INTERPRETING and x.dtype == torch.bfloat16)  # no bf16 maths on CPU
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from langbrt.errors import LangBRTError, LangBRTInputError
-from langbrt.kernels.dispatch import cuda_device_guard
+from langbrt.kernels.dispatch import check_impl_runs, cuda_device_guard
 from langbrt.kernels.tca_fold import live_folds
 from langbrt.model import LangBRT, PromptTable
 from langbrt.prompt_maps import regroup_maps
@@ -72,6 +72,7 @@ class TorchBackend:
         if precision == "fp16" and torch.device(device).type != "cuda":
             raise LangBRTInputError("fp16 with the torch backend needs a CUDA device; use fp32 on CPU")
         model = LangBRT.from_pretrained(path, map_location=device).to(_DTYPES[precision]).eval()
+        check_impl_runs(model.config.attention, torch.device(device))  # once here, not once per image
         model.prompt_bank.freeze()
         return cls(model, device, precision)
 
