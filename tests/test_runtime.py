@@ -141,6 +141,16 @@ def test_a_forced_triton_kernel_that_cannot_run_is_refused_at_load(artifacts, mo
         Retoucher.load(artifacts[0], device="cpu")
 
 
+def test_onnxruntime_without_a_cuda_provider_refuses_a_cuda_device(artifacts, monkeypatch):
+    """Like the torch backend: a GPU asked for by name is never silently replaced by the CPU."""
+    import onnxruntime as ort
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    with pytest.raises(LangBRTError, match="--device cuda:1: this onnxruntime has no CUDA provider"):
+        Retoucher.load(artifacts[1], device="cuda:1")
+    assert Retoucher.load(artifacts[1]).device == "cpu"  # no device asked for: the CPU, quietly
+
+
 def test_torch_fp16_on_cpu_is_refused(artifacts):
     with pytest.raises(LangBRTInputError, match="CUDA"):
         Retoucher.load(artifacts[0], device="cpu", precision="fp16")
@@ -172,11 +182,6 @@ def test_tensorrt_without_tensorrt_or_gpu_says_what_is_missing(tmp_path, monkeyp
     CUDA are faked (sys.modules, torch.cuda), as test_export_cli does for the export side."""
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"not really an engine")
-    with pytest.raises(CheckpointError, match="sidecar"):
-        Retoucher.load(engine)
-    (tmp_path / "model.engine.json").write_bytes(b"\xff\xfe not UTF-8")
-    with pytest.raises(CheckpointError, match=r"model\.engine\.json is unreadable \(.*rebuild: langbrt-export"):
-        Retoucher.load(engine)
     meta = {"format": "langbrt-artifact", "image_size": 64, "prompts": PROMPTS, "predefined_index": [0, 2],
             "text_encoder": "minilm:all-MiniLM-L6-v2", "text_dim": 384, "model_hash": "x", "extra_prompt_slots": 0,
             "extras": {"tensorrt": "10.9.0"}}
@@ -189,6 +194,15 @@ def test_tensorrt_without_tensorrt_or_gpu_says_what_is_missing(tmp_path, monkeyp
     monkeypatch.setattr(torch.cuda, "is_available", lambda: machine != "tensorrt-no-cuda")
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
     monkeypatch.setattr(torch.cuda, "device", lambda *a: contextlib.nullcontext())  # no CUDA context to enter
+    if machine == "cuda":  # the sidecar is asked for only where an engine could run
+        sidecar = tmp_path / "model.engine.json"
+        sidecar.rename(tmp_path / "aside.json")
+        with pytest.raises(CheckpointError, match="no sidecar metadata"):
+            Retoucher.load(engine)
+        sidecar.write_bytes(b"\xff\xfe not UTF-8")
+        with pytest.raises(CheckpointError, match=r"model\.engine\.json is unreadable \(.*rebuild: langbrt-export"):
+            Retoucher.load(engine)
+        (tmp_path / "aside.json").replace(sidecar)
     expected = {
         "no-tensorrt": (LangBRTError, "needs TensorRT: pip install"),
         "tensorrt-no-cuda": (LangBRTError, "needs a CUDA GPU"),
@@ -199,6 +213,12 @@ def test_tensorrt_without_tensorrt_or_gpu_says_what_is_missing(tmp_path, monkeyp
         Retoucher.load(engine)
     assert "\n" not in str(err.value)
     assert deserialized == ([engine.read_bytes()] if machine == "cuda" else [])
+
+
+def test_an_onnx_file_given_to_the_tensorrt_backend_names_the_backend_that_runs_it(artifacts):
+    with pytest.raises(CheckpointError, match=r"is not a TensorRT engine \(\.engine or \.plan\); it runs with "
+                                              r"--backend onnxruntime"):
+        Retoucher.load(artifacts[1], backend="tensorrt")
 
 
 def test_the_runtime_imports_without_export_code_or_engine_libraries():

@@ -8,7 +8,6 @@ and the CUDA provider is touched only when the caller asks for a CUDA device.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from langbrt.artifact import (
     OUTPUT_MASK,
     ArtifactMetadata,
 )
-from langbrt.errors import CheckpointError
+from langbrt.errors import CheckpointError, LangBRTError
 from langbrt.kernels.plugin_node import PLUGIN_NAME, PLUGIN_NAMESPACE
 from langbrt.prompt_maps import regroup_maps
 from langbrt.text.prompts import normalize_prompt_lists
@@ -59,7 +58,7 @@ class OnnxRuntimeBackend(ArtifactBackend):
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None, precision: str | None = None) -> OnnxRuntimeBackend:
-        """Open `path`; device "cuda" uses the CUDA provider if onnxruntime-gpu has it, else warns and uses CPU."""
+        """Open `path`; device "cuda[:N]" needs onnxruntime-gpu's CUDA provider (a LangBRTError without it)."""
         path = Path(path)
         if path.is_dir():
             raise CheckpointError(f"{path} is a folder (a checkpoint?); the onnxruntime backend takes a ONNX file, "
@@ -74,9 +73,9 @@ class OnnxRuntimeBackend(ArtifactBackend):
             if "CUDAExecutionProvider" in ort.get_available_providers():
                 providers.insert(0, ("CUDAExecutionProvider", {"device_id": torch.device(device).index or 0}))
                 actual = device
-            else:
-                warnings.warn("onnxruntime has no CUDA provider (install onnxruntime-gpu); running on CPU",
-                              stacklevel=2)
+            else:  # as the torch backend does: a device asked for by name is not silently replaced by the CPU
+                raise LangBRTError(f"--device {device}: this onnxruntime has no CUDA provider (pip install "
+                                   "onnxruntime-gpu); use --device cpu")
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
         try:

@@ -30,7 +30,15 @@ from langbrt.prompt_maps import regroup_maps
 from langbrt.text.prompts import normalize_prompt_lists
 
 from .artifact_backend import ArtifactBackend
-from .base import BackendName, BackendOutput, as_float_tensor, check_square, concat_outputs
+from .base import (
+    ENGINE_SUFFIXES,
+    BackendName,
+    BackendOutput,
+    as_float_tensor,
+    backend_for_path,
+    check_square,
+    concat_outputs,
+)
 
 REBUILD = "langbrt-export --model DIR --format engine --fp16 --output {engine}"
 
@@ -64,6 +72,17 @@ class TensorRTBackend(ArtifactBackend):
                                   "a checkpoint runs with --backend torch or auto")
         if not path.is_file():
             raise CheckpointError(f"{path}: no such TensorRT engine")
+        if path.suffix.lower() not in ENGINE_SUFFIXES:  # what else could it be: say so, not "rebuild the engine"
+            other = backend_for_path(path)
+            raise CheckpointError(f"{path} is not a TensorRT engine ({' or '.join(ENGINE_SUFFIXES)}); "
+                                  f"it runs with --backend {other.value}")
+        # What the machine lacks first: no rebuild helps there, and the sidecar only matters where it can run.
+        try:
+            import tensorrt as trt
+        except ImportError:
+            raise LangBRTError("the tensorrt backend needs TensorRT: pip install 'langbrt[gpu]'") from None
+        if not torch.cuda.is_available():
+            raise LangBRTError("the tensorrt backend needs a CUDA GPU; use --backend onnxruntime or torch")
         rebuild = REBUILD.format(engine=path)
         sidecar = sidecar_path(path)
         try:
@@ -72,12 +91,6 @@ class TensorRTBackend(ArtifactBackend):
             raise CheckpointError(f"{path}: its metadata file {sidecar} is unreadable ({err}); "
                                   f"rebuild: {rebuild}") from None
         metadata = ArtifactMetadata.from_json(text, str(path))
-        try:
-            import tensorrt as trt
-        except ImportError:
-            raise LangBRTError("the tensorrt backend needs TensorRT: pip install 'langbrt[gpu]'") from None
-        if not torch.cuda.is_available():
-            raise LangBRTError("the tensorrt backend needs a CUDA GPU; use --backend onnxruntime or torch")
         device = device or "cuda"
         gpu = torch.cuda.get_device_name(torch.device(device))
         built = metadata.extras
