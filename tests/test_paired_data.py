@@ -218,7 +218,7 @@ def test_folder_without_id_files_is_an_error(tmp_path):
 
 def test_id_layout_without_target_root_is_an_error(tmp_path):
     write_image(tmp_path / "orig" / "00005.png")
-    with pytest.raises(LangBRTInputError, match="also pass target_root"):
+    with pytest.raises(LangBRTInputError, match=r"FFHQR retouched images \(--ffhqr-target-root"):
         find_ffhqr_pairs(tmp_path / "orig")
 
 

@@ -166,6 +166,16 @@ def test_nan_model_output_with_bce_exits_3_with_one_line(tmp_path, monkeypatch):
     assert result.output.startswith("Error: loss became nan at step 1") and result.output.count("\n") == 1
 
 
+@pytest.mark.parametrize("what", ["missing", "weights file"])
+def test_resume_from_something_that_is_not_a_checkpoint_folder_says_where_to_resume_from(run_dir, tmp_path, what):
+    target = tmp_path / "nope" if what == "missing" else run_dir / "final/model.safetensors"
+    result = run_cli("--resume", str(target), "--steps", "3", "--output", str(tmp_path / "out"))
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    reason = "no such checkpoint folder" if what == "missing" else "is a file, which holds weights but no trainer"
+    assert result.output.startswith(f"Error: --resume {target}") and reason in result.output
+    assert "OUTPUT/checkpoints/step_N or OUTPUT/final" in result.output and not (tmp_path / "out").exists()
+
+
 def test_resume_at_or_past_steps_is_an_error_and_writes_nothing(run_dir, tmp_path):
     result = run_cli("--resume", str(run_dir / "final"), "--steps", "1", "--output", str(run_dir))
     assert result.exit_code == 2 and result.output.count("\n") == 1

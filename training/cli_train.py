@@ -16,7 +16,7 @@ import torch
 from click.core import ParameterSource
 
 from langbrt.cli_click import OneLineCommand, one_line_warnings
-from langbrt.errors import LangBRTError
+from langbrt.errors import LangBRTError, LangBRTInputError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
 from langbrt.training.losses.detection import DEFAULT_DETECTION_LOSS, DETECTION_LOSSES
 from langbrt.training.losses.weights import LossWeights
@@ -137,10 +137,20 @@ def main(ctx: click.Context, threads: int, resume: str | None, quiet: bool, **op
                    f"evaluate with: langbrt-eval --model {result.final_dir} --data {cfg.data}")
 
 
+def _check_resume_folder(resume: Path) -> None:
+    """What --resume names must be a run's checkpoint folder; say so before reading anything in it."""
+    hint = "resume from a run's OUTPUT/checkpoints/step_N or OUTPUT/final folder"
+    if not resume.exists():
+        raise LangBRTInputError(f"--resume {resume}: no such checkpoint folder; {hint}")
+    if not resume.is_dir():
+        raise LangBRTInputError(f"--resume {resume} is a file, which holds weights but no trainer state; {hint}")
+
+
 def _config(ctx: click.Context, options: dict[str, object], resume: str | None) -> TrainConfig:
     """Flags -> TrainConfig; with --resume, the checkpoint's config with only the explicitly given flags."""
     given = {name for name in options if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
     if resume is not None:
+        _check_resume_folder(Path(resume))
         cfg = TrainConfig.from_json(Path(resume) / "train_config.json")
     else:
         cfg, given = TrainConfig(), set(options)

@@ -70,7 +70,7 @@ def find_ffhqr_pairs(
     if target_root is None:
         raise LangBRTInputError(
             f"{source_root} is not a face_retouching/ folder (no train/source/); for FFHQ originals also "
-            f"pass target_root, the folder of FFHQR retouched images"
+            f"pass the folder of FFHQR retouched images (--ffhqr-target-root; target_root in Python)"
         )
     target_root = Path(target_root)
     if not target_root.is_dir():
