@@ -34,6 +34,9 @@
 # Results land in $OUT (which the device tool brings back; at most 8 files) or benchmarks/results/: commit
 # the JSON files and put the tables in README ("The fused attention kernel", "Benchmarking").
 set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1  # the repository root, wherever it is called from
+scratch=$(mktemp -d)  # test logs and the random paper checkpoint: never shared /tmp names
+trap 'rm -rf "$scratch"' EXIT
 out=${OUT:-benchmarks/results}
 mkdir -p "$out"
 log="$out/gpu-session.log"
@@ -61,7 +64,7 @@ if want tests; then
     # Every MMA path and kernel at once: the runs are mostly Triton builds (CPU), and nothing here is timed.
     step "tests: GPU tests (defaults), and the kernel's GPU tests on the other MMA paths and kernel, concurrently"
     timeout 200 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_tca_triton.py tests/test_runtime.py \
-        tests/test_tensorrt_engine.py tests/test_group_norm.py tests/test_trainer.py > /tmp/tests-default.txt 2>&1 &
+        tests/test_tensorrt_engine.py tests/test_group_norm.py tests/test_trainer.py > "$scratch/tests-default.txt" 2>&1 &
     # The per-config test picks its kernel itself (the default run covers both); the other runs skip it, and
     # the folded kernel's wgmma run skips the tests of the direct kernel (whose wgmma build faults with triton
     # 3.6, which would poison the process for every test after it): "environment|pytest -k expression".
@@ -72,12 +75,12 @@ if want tests; then
         vars=${run%%|*}
         # shellcheck disable=SC2086  # $vars: one or two VAR=value words
         env $vars timeout 170 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_tca_triton.py \
-            -k "${run#*|}" > "/tmp/tests-${vars// /+}.txt" 2>&1 &
+            -k "${run#*|}" > "$scratch/tests-${vars// /+}.txt" 2>&1 &
     done
     wait
     for vars in default "${runs[@]%%|*}"; do
         echo "-- tests, $vars" | tee -a "$log"
-        tail -30 "/tmp/tests-${vars// /+}.txt" | tee -a "$log"
+        tail -30 "$scratch/tests-${vars// /+}.txt" | tee -a "$log"
     done
 fi
 if want attention; then
@@ -106,8 +109,8 @@ fi
 if want e2e; then
     step "e2e: langbrt-bench, torch backend, paper preset; where one fp16 batch-8 forward spends its GPU time"
     python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from profile_forward import random_model, PRESETS
-random_model(PRESETS['paper']()).save_pretrained('/tmp/langbrt-paper-random')" 2>&1 | tee -a "$log"
-    timeout 80 python3 -m langbrt.runtime.cli_bench --model /tmp/langbrt-paper-random --backend torch \
+random_model(PRESETS['paper']()).save_pretrained('$scratch/paper-random')" 2>&1 | tee -a "$log"
+    timeout 80 python3 -m langbrt.runtime.cli_bench --model "$scratch/paper-random" --backend torch \
         --device cuda --precision fp32 fp16 --batch-sizes 1 8 32 --seconds 3 \
         --out "$out/bench-torch-paper-$card-$day.json" 2>&1 | tail -30 | tee -a "$log"
     timeout 40 python3 benchmarks/profile_forward.py --preset paper --precision fp16 --batch 8 \
@@ -115,7 +118,7 @@ random_model(PRESETS['paper']()).save_pretrained('/tmp/langbrt-paper-random')" 2
     timeout 40 python3 benchmarks/profile_forward.py --channels-last --preset paper --precision fp16 --batch 8 \
         --out "$out/profile-paper-fp16-b8-channels-last-$card-$day.txt" 2>&1 | tail -30 | tee -a "$log"
     # PyTorch's GroupNorm + GELU against the fused default (kernels/group_norm.py) in the runs above.
-    LANGBRT_GROUP_NORM=native timeout 60 python3 -m langbrt.runtime.cli_bench --model /tmp/langbrt-paper-random \
+    LANGBRT_GROUP_NORM=native timeout 60 python3 -m langbrt.runtime.cli_bench --model "$scratch/paper-random" \
         --backend torch --device cuda --precision fp16 --batch-sizes 1 8 32 --seconds 3 \
         --out "$out/bench-torch-paper-native-group-norm-$card-$day.json" 2>&1 | tail -12 | tee -a "$log"
     LANGBRT_GROUP_NORM=native timeout 40 python3 benchmarks/profile_forward.py --preset paper --precision fp16 \

@@ -34,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from langbrt.atomic import atomic_write_text
+from langbrt.cli_args import DefaultsHelpFormatter
 
 
 @dataclass
@@ -48,7 +49,7 @@ class _Tally:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsHelpFormatter)
     target = p.add_mutually_exclusive_group()
     target.add_argument("--url", help="base URL of a running server")
     target.add_argument("--model", help="start langbrt-serve on this model, on a free loopback port "

@@ -10,6 +10,7 @@ sigmoid(2z) on [-12, 12].
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import torch
@@ -38,7 +39,8 @@ def fast_sigmoid(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return t, w
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)  # --help; no options
     if not torch.cuda.is_available():
         print("probe_tanh_approx: no CUDA device; run this on a machine with an NVIDIA GPU", file=sys.stderr)
         return 2

@@ -130,7 +130,7 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
                 raise _input_error(
                     name,
                     f"image is {width}x{height} = {width * height / 1e6:.1f} MP, over the "
-                    f"{max_pixels / 1e6:g} MP limit (raise max_pixels to allow it)",
+                    f"{max_pixels / 1e6:g} MP limit",
                     TooManyPixelsError,
                 )
             fmt = "JPEG" if img.format == "MPO" else str(img.format)

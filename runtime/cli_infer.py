@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         prompts = [normalize_prompt(p) for p in args.prompts] if args.prompts else None
         files, missing = expand_inputs(args.images)
         if not files:
-            return _fail(prog, "no input images found in " + " ".join(args.images))
+            return _fail(prog, "no input images: " + "; ".join(m["error"] for m in missing))
         if args.output is not None:
             check_output_folder(args.output)
         stems = output_stems(files, args.output)

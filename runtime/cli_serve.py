@@ -136,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     except LangBRTError as err:
         print(f"langbrt-serve: {err}", file=sys.stderr)
         return 1
+    host, port = sock.getsockname()[:2]
+    log.info("listening on http://%s:%d (ready once the model has loaded: GET /readyz)",
+             f"[{host}]" if ":" in host else host, port)
     with sock:  # closed however serving ends
         return _serve(args, token, sock)
 

@@ -12,7 +12,8 @@ Every 4xx/5xx body is `{"error": {"code": ..., "message": ...}}`; the status map
     415 unsupported_media  request (or its `image` part) is neither multipart/form-data, image/* nor octet-stream
     422 invalid_image      empty, corrupt or undecodable image bytes
     422 invalid_prompt     empty prompt, prompt over MAX_PROMPT_CHARS, more than max_prompts, unknown to the model
-    422 invalid_request    a bad query/form value (return=, maps=) or a missing `image` field
+    422 invalid_request    a bad query/form value (return=, maps=, maps=true without return=json) or a
+                           missing `image` field
     499 client_closed_request  the client disconnected first (nobody reads it: for metrics and the log)
     500 internal           a bug; logged once with its traceback, never shown to the client
     503 not_ready          the model is still loading/warming up (Retry-After: 1)
@@ -279,6 +280,8 @@ def create_app(
         texts = check_prompts((prompt or []) + upload.prompts, config.max_prompts)
         kind = return_ or form_return(upload.fields.get("return")) or "image"
         want_maps = maps if maps is not None else form_bool(upload.fields.get("maps"), "maps")
+        if want_maps and kind != "json":  # an image reply has nowhere to put them: say so, do not drop them
+            raise ServeError(422, "invalid_request", "maps=true needs return=json (an image reply carries no maps)")
         announced = image_pixels(upload.data) or 0  # 0: an unreadable header, which decoding reports
         if announced > config.max_pixels:
             announced = 0  # decode_image refuses it (413) from its header, before decoding or holding anything

@@ -232,6 +232,16 @@ def test_json_reply_leaves_maps_out_unless_asked(client: TestClient) -> None:
     assert response.status_code == 200 and "maps" not in response.json()
 
 
+def test_maps_asked_for_with_an_image_reply_are_422_not_dropped(client: TestClient) -> None:
+    for params, data in (({"maps": "true"}, {}), ({}, {"maps": "true", "return": "image"})):
+        response = client.post("/v1/retouch", params=params, files={"image": ("f.png", _encode(), "image/png")},
+                               data=data)
+        _assert_error(response, 422, "invalid_request")
+        assert "maps=true needs return=json" in response.json()["error"]["message"]
+    ok = client.post("/v1/retouch", params={"maps": "false"}, files={"image": ("f.png", _encode(), "image/png")})
+    assert ok.status_code == 200 and ok.headers["content-type"] == "image/png"
+
+
 # ------------------------------------------------------------------------------------------ limits and errors
 
 
@@ -558,6 +568,7 @@ def test_the_langbrt_serve_script_serves_a_multipart_request_and_stops_gracefull
             proc.kill()
             raise
     assert proc.returncode == 0, output
+    assert f"listening on http://127.0.0.1:{port}" in output  # --port 0 users learn the port from this line
     assert "Shutting down" in output or "shutdown" in output.lower()
 
 

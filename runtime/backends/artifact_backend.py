@@ -39,7 +39,8 @@ class ExtraPromptEncoder:
         extras = list(dict.fromkeys(p for image in prompts for p in image if p not in position))
         if len(extras) > E:
             raise LangBRTInputError(
-                f"{len(extras)} prompts outside {self.source}'s table but it has {E} extra prompt slots; "
+                f"{_count(len(extras), 'prompt')} outside {self.source}'s table but it has "
+                f"{_count(E, 'extra prompt slot')}; "
                 f"use fewer new prompts per batch or export with more slots; available: {self._listing()}"
             )
         for i, text in enumerate(extras):
@@ -79,6 +80,11 @@ class ExtraPromptEncoder:
         shown = "; ".join(repr(p) for p in self.metadata.prompts[:_LISTED_PROMPTS]) or "(none)"
         more = len(self.metadata.prompts) - _LISTED_PROMPTS
         return f"{shown}; and {more} more" if more > 0 else shown
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 prompt', '2 prompts', '0 extra prompt slots'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def predefined_from_metadata(meta: ArtifactMetadata) -> list[str]:
