@@ -213,10 +213,10 @@ def planned_files(fmt: ExportFormat, output: Path, options: ExportOptions) -> di
     if fmt.name == "engine":
         return {output.with_suffix(".onnx"): "the ONNX file written beside --output", output: "--output",
                 sidecar_path(output): "the engine's metadata"}
-    return {}  # triton-repo: a folder, checked by `check_output_folder`
+    return {}  # triton-repo: a folder, checked by `check_repository_folder`
 
 
-def check_output_folder(output: Path, inputs: list[Path], flag: str = "--output") -> Path:
+def check_repository_folder(output: Path, inputs: list[Path], flag: str = "--output") -> Path:
     """Like `check_output_file`, for a folder the export fills: refuse one that is, holds or lies inside an input,
     an existing file, or one whose parent is missing or not writable."""
     resolved = output.resolve()
@@ -263,7 +263,7 @@ def _validate(model_dir: str | Path, options: ExportOptions, fmt: ExportFormat, 
         check_output_file(options.timing_cache, inputs, flag="--timing-cache")
         inputs.append(options.timing_cache)
     if not fmt.suffixes:
-        check_output_folder(output, inputs)
+        check_repository_folder(output, inputs)
         return
     for path, flag in planned_files(fmt, output, options).items():
         check_output_file(path, inputs, flag=flag)

@@ -244,7 +244,7 @@ def missing_folders(files: list[Path], output: Path | None) -> list[Path]:
     return sorted(missing, key=lambda p: len(p.parts), reverse=True)
 
 
-def check_output_folder(folder: Path) -> None:
+def check_results_folder(folder: Path) -> None:
     """Refuse, before any work, a results folder that is (or sits below) an existing file."""
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not existing.is_dir():
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         if not files:
             return _fail(prog, "no input images: " + "; ".join(m["error"] for m in missing))
         if args.output is not None:
-            check_output_folder(args.output)
+            check_results_folder(args.output)
         stems = output_stems(files, args.output)
         retoucher = Retoucher.load(args.model or default_model_path(), args.backend, args.device, args.precision,
                                    batch_size=1)

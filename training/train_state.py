@@ -157,7 +157,7 @@ def load_matching(module: torch.nn.Module, weights: dict[str, torch.Tensor], wha
     module.load_state_dict(weights)
 
 
-def check_output_folder(output: Path, inputs: Sequence[str | Path] = ()) -> None:
+def check_run_folder(output: Path, inputs: Sequence[str | Path] = ()) -> None:
     """Refuse, without creating anything, an OUTPUT that `prepare_output` could not create or write: a file,
     or a folder whose nearest existing ancestor is a file or not writable; or one that is, or lies inside, an
     input folder (the checkpoint resumed from, a data folder), which the run would write into. Runs before the

@@ -49,8 +49,8 @@ from langbrt.training.train_state import (
     CONFIG_FILE,
     EMA,
     FINAL_DIR,
-    check_output_folder,
     check_resume,
+    check_run_folder,
     load_matching,
     load_trainer_state,
     prepare_output,
@@ -258,7 +258,7 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
     # ---- everything the user can get wrong fails here, before OUTPUT is created or written to
     if info.is_main:
         data_folders = [f for f in (cfg.data, cfg.ffhqr_root, cfg.ffhqr_target_root) if f and Path(f).is_dir()]
-        check_output_folder(output, [*data_folders, *([resume] if resume else [])])
+        check_run_folder(output, [*data_folders, *([resume] if resume else [])])
     state = load_trainer_state(resume) if resume else None
     if state is not None:
         check_resume(cfg, resume, state)
