@@ -184,17 +184,24 @@ def _load_safetensors(path: Path, map_location: str | torch.device) -> dict[str,
         raise CheckpointError(f"{path}: corrupt weights file ({err})") from None
 
 
+def weights_mismatch(module: torch.nn.Module, weights: dict[str, torch.Tensor]) -> str | None:
+    """How saved `weights` fail to fit `module`, for an error line ("1 missing, 0 unexpected, 0 reshaped,
+    e.g. q.weight"); None when they fit. Why: `load_state_dict`'s own error is many lines long and names no file."""
+    own = module.state_dict()
+    missing, unexpected = sorted(own.keys() - weights.keys()), sorted(weights.keys() - own.keys())
+    reshaped = sorted(k for k in own.keys() & weights.keys() if own[k].shape != weights[k].shape)
+    if not (missing or unexpected or reshaped):
+        return None
+    example = (missing + unexpected + reshaped)[0]
+    if example in reshaped:
+        example += f" (saved {tuple(weights[example].shape)}, needed {tuple(own[example].shape)})"
+    return f"{len(missing)} missing, {len(unexpected)} unexpected, {len(reshaped)} reshaped, e.g. {example}"
+
+
 def _load_state(model: torch.nn.Module, weights: dict[str, torch.Tensor], directory: Path) -> None:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"{directory}: weights do not fit the model: missing {missing[:3]}, "
-                              f"unexpected {unexpected[:3]} ({len(missing)} missing, {len(unexpected)} unexpected)")
-    for name, tensor in weights.items():
-        if tensor.shape != expected[name].shape:
-            raise CheckpointError(f"{directory}: weight {name} has shape {tuple(tensor.shape)}, "
-                                  f"the config needs {tuple(expected[name].shape)}")
+    mismatch = weights_mismatch(model, weights)
+    if mismatch:
+        raise CheckpointError(f"{directory}: weights do not fit the model its config describes ({mismatch})")
     model.load_state_dict(weights)
 
 

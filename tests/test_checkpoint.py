@@ -65,8 +65,10 @@ def test_weights_of_another_shape_are_named(saved, tmp_path):
     for name in ("model.safetensors", "prompt_bank.safetensors"):
         (tmp_path / name).write_bytes((directory / name).read_bytes())
     (tmp_path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointError, match="mlp"):
+    with pytest.raises(CheckpointError, match=r"weights do not fit the model its config describes \(0 missing, "
+                                              r"0 unexpected, \d+ reshaped, e\.g\. .*mlp.* \(saved \(") as err:
         LangBRT.from_pretrained(tmp_path)
+    assert str(err.value).startswith(str(tmp_path)) and "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize(("damage", "says"), [("no_config", "no config.json"), ("bad_json", "unreadable"),

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from langbrt.atomic import atomic_folder, atomic_path, atomic_write_text
+from langbrt.checkpoint import weights_mismatch
 from langbrt.errors import CheckpointError, LangBRTInputError
 from langbrt.model import LangBRT
 from langbrt.output_paths import overlap
@@ -146,14 +147,10 @@ def check_resume(cfg: TrainConfig, checkpoint: Path, state: dict[str, Any]) -> N
 
 def load_matching(module: torch.nn.Module, weights: dict[str, torch.Tensor], what: str, path: Path) -> None:
     """`module.load_state_dict(weights)`, or one line saying the saved weights belong to another model."""
-    own = module.state_dict()
-    missing, unexpected = sorted(own.keys() - weights.keys()), sorted(weights.keys() - own.keys())
-    reshaped = sorted(k for k in own.keys() & weights.keys() if own[k].shape != weights[k].shape)
-    if missing or unexpected or reshaped:
-        example = (missing + unexpected + reshaped)[0]
+    mismatch = weights_mismatch(module, weights)
+    if mismatch:
         raise CheckpointError(f"{Path(path) / STATE_FILE}: the {what} do not fit the checkpoint's model "
-                              f"({len(missing)} missing, {len(unexpected)} unexpected, {len(reshaped)} reshaped, "
-                              f"e.g. {example}); keep trainer_state.pt with the weights of the same run")
+                              f"({mismatch}); keep trainer_state.pt with the weights of the same run")
     module.load_state_dict(weights)
 
 
