@@ -148,7 +148,7 @@ def _serve(args: argparse.Namespace, token: str | None, sock: socket.socket) -> 
     try:
         import uvicorn  # late: `--help` and flag errors stay instant
 
-        from .serve_app import ServeConfig, create_app
+        from .serve_app import ServeConfig, create_app, drain
     except KeyboardInterrupt:
         print("langbrt-serve: interrupted while starting", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -172,9 +172,17 @@ def _serve(args: argparse.Namespace, token: str | None, sock: socket.socket) -> 
     except LangBRTError as err:
         print(f"langbrt-serve: {err}", file=sys.stderr)
         return EXIT_USAGE
-    server = uvicorn.Server(uvicorn.Config(
+    class DrainingServer(uvicorn.Server):
+        """uvicorn's server, telling the app the moment a shutdown signal arrives (`serve_app.drain`)."""
+
+        def handle_exit(self, sig: int, frame: object) -> None:
+            drain(app)
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+    server = DrainingServer(uvicorn.Config(
         app, host=args.host, port=args.port, log_level=args.log_level,
-        timeout_graceful_shutdown=int(args.timeout_s) + 5,  # in-flight requests end by then anyway (504)
+        # in-flight requests end by then anyway: 504 after timeout_s, uploads still arriving at once (503)
+        timeout_graceful_shutdown=int(args.timeout_s) + 5,
     ))
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler it found.
     # Found handlers that do nothing make a completed graceful shutdown exit 0 instead of dying by signal.

@@ -8,8 +8,9 @@ requests being decoded, queued, run or encoded stay within it, and refuses the r
 Retry-After, as a full queue does), before anything is decoded.
 
 Bodies come first: each is capped at `max_body_bytes`, but a hundred slow uploads each hold what they have
-sent until the request ends. The body budget counts those bytes (a declared Content-Length up front, a
-chunked body as it streams) and refuses the upload that would take them over it, with the same 503.
+sent until the request ends. The body budget counts those bytes as they arrive (not a declared
+Content-Length: headers alone must not lock everyone out) and refuses the upload whose next chunk would take
+them over it, with the same 503.
 """
 
 from __future__ import annotations
@@ -36,19 +37,25 @@ class BudgetExceeded(RuntimeError):
 
 @dataclass(frozen=True)
 class BudgetUnit:
-    """How a budget's messages name what it counts: '<in flight> <unit> <what>' ('3.0 MP of images in flight')."""
+    """How a budget's messages name what it counts: '<in flight> <what>' ("3.0 MP of images in flight")."""
 
     unit: str
     scale: float
     what: str
+    small: str | None = None  # the base unit's name, used below a tenth of `unit` ("100 bytes", not "0.0 MiB")
+
+    def format(self, amount: int) -> str:
+        if self.small is not None and amount < self.scale / 10:
+            return f"{amount:,} {self.small}"
+        return f"{amount / self.scale:.1f} {self.unit}"
 
 
 PIXELS = BudgetUnit("MP", 1e6, "of images in flight")
-BODY_BYTES = BudgetUnit("MB", 1e6, "of request bodies being held")
+BODY_BYTES = BudgetUnit("MiB", 2**20, "of request bodies being held", small="bytes")  # as --max-*-body-mb count
 
 
 class Reservation:
-    """One request's share of a budget, which may grow (a body streamed without Content-Length)."""
+    """One request's share of a budget, which may grow (a body, chunk by chunk as it arrives)."""
 
     def __init__(self, budget: InFlightBudget) -> None:
         self._budget = budget
@@ -59,10 +66,8 @@ class Reservation:
         budget = self._budget
         if budget.in_flight + amount > budget.limit:
             u = budget.unit
-            raise BudgetExceeded(
-                f"{budget.in_flight / u.scale:.1f} {u.unit} {u.what}, this request adds "
-                f"{amount / u.scale:.1f} {u.unit} (limit {budget.limit / u.scale:g} {u.unit})"
-            )
+            raise BudgetExceeded(f"{u.format(budget.in_flight)} {u.what}, this request adds {u.format(amount)} "
+                                 f"(limit {budget.limit / u.scale:g} {u.unit})")
         budget.in_flight += amount
         self.amount += amount
 

@@ -151,6 +151,7 @@ class _ServeState:
         self.retoucher: RetoucherLike | None = None
         self.batcher: DynamicBatcher[Any] | None = None
         self.ready = False
+        self.draining = False  # set by `drain` when the server starts shutting down
         self.load_error: str | None = None
 
     async def load(self, loader: Callable[[], RetoucherLike], on_failure: Callable[[str], None] | None) -> None:
@@ -180,6 +181,8 @@ class _ServeState:
         log.info("model loaded and warmed up; ready")
 
     def require_ready(self) -> DynamicBatcher[Any]:
+        if self.draining:
+            raise ServeError(503, "shutting_down", "the server is shutting down", {"Retry-After": "1"})
         if self.batcher is None or not self.ready:
             reason = f"model failed to load: {self.load_error}" if self.load_error else "model is loading"
             raise ServeError(503, "not_ready", reason, {"Retry-After": "1"})
@@ -271,7 +274,8 @@ def create_app(
         """Retouch one image: multipart field `image` (+ `prompt` fields) or a raw image/* body."""
         batcher = state.require_ready()
         with bodies.reserve() as body_bytes:  # the body and the upload parsed from it live until the reply
-            body = await read_body(request, config.max_body_bytes, body_bytes, config.body_timeout_s)
+            body = await read_body(request, config.max_body_bytes, body_bytes, config.body_timeout_s,
+                                   lambda: state.draining)
             return await _retouch_upload(request, body, prompt, return_, maps, batcher)
 
     async def _retouch_upload(request: Request, body: bytes, prompt: list[str] | None, return_: ReturnKind | None,
@@ -295,6 +299,17 @@ def create_app(
             return await run_in_threadpool(_render, loaded, result, kind, bool(want_maps), timing)
 
     return app
+
+
+def drain(app: FastAPI) -> None:
+    """Tell the app its server has begun shutting down (call it from the server's signal handling).
+
+    Why: uvicorn waits for in-flight requests before it runs the lifespan's shutdown, so the app must hear
+    of it earlier: uploads still arriving end with 503 `shutting_down` at once instead of holding the
+    shutdown until their idle timeout, and new requests on kept-alive connections are refused the same way.
+    Requests already read finish normally.
+    """
+    app.state.serve.draining = True
 
 
 def _default_loader(config: ServeConfig) -> Callable[[], RetoucherLike]:

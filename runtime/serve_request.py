@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from email.message import Message
 from typing import TypeVar
@@ -50,13 +50,20 @@ def client_gone(where: str) -> ServeError:
     return ServeError(499, "client_closed_request", f"the client disconnected {where}")
 
 
-async def read_body(request: Request, limit: int, held: Reservation, idle_timeout_s: float) -> bytes:
+DRAIN_CHECK_S = 0.5
+"""How often a body read in progress looks whether the server has begun shutting down."""
+
+
+async def read_body(request: Request, limit: int, held: Reservation, idle_timeout_s: float,
+                    draining: Callable[[], bool]) -> bytes:
     """The whole body, refusing early on Content-Length and again on the bytes actually streamed.
 
-    `held` is this request's share of the server's body budget: a declared length is reserved before a byte
-    is read, a chunked body grows it chunk by chunk. A client that stops sending for `idle_timeout_s` gets a
-    408 (nginx's `client_body_timeout` rule): a stalled upload must not hold its bytes and its connection
-    for ever.
+    `held` is this request's share of the server's body budget, grown by each chunk as it arrives: what is
+    counted is what the server holds, so a client that declares a large Content-Length and sends nothing
+    holds nothing (and one that sends both Content-Length and chunked framing is counted all the same). A
+    client that stops sending for `idle_timeout_s` gets a 408 (nginx's `client_body_timeout` rule), and once
+    `draining()` (the server is shutting down) an upload still in progress gets a 503 at once instead of
+    holding the shutdown until its idle timeout.
     """
     declared = request.headers.get("content-length")
     if declared is not None:
@@ -64,26 +71,42 @@ async def read_body(request: Request, limit: int, held: Reservation, idle_timeou
             raise ServeError(400, "bad_request", f"Content-Length is not a number: {declared[:20]!r}")
         if int(declared) > limit:
             raise ServeError(413, "body_too_large", f"body is {int(declared)} bytes; the limit is {limit}")
-        _reserve_body(held, int(declared))
     body = bytearray()
     chunks = request.stream()
     try:
-        while True:
-            try:
-                chunk = await asyncio.wait_for(chunks.__anext__(), idle_timeout_s)
-            except StopAsyncIteration:
-                break
-            except asyncio.TimeoutError:
-                raise ServeError(408, "body_timeout", f"no body bytes for {idle_timeout_s:g} s after "
-                                 f"{len(body)} bytes", {"Connection": "close"}) from None
+        while (chunk := await _next_chunk(chunks, idle_timeout_s, draining, len(body))) is not None:
             body += chunk
             if len(body) > limit:
                 raise ServeError(413, "body_too_large", f"body exceeds the {limit}-byte limit")
-            if declared is None:
-                _reserve_body(held, len(chunk))
+            _reserve_body(held, len(chunk))
     except ClientDisconnect:
         raise client_gone(f"after sending {len(body)} bytes of the body") from None
     return bytes(body)
+
+
+async def _next_chunk(chunks: AsyncIterator[bytes], idle_timeout_s: float, draining: Callable[[], bool],
+                      received: int) -> bytes | None:
+    """The body's next chunk, None at its end; 408 after `idle_timeout_s` without one, 503 once draining."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + idle_timeout_s
+    pending = asyncio.ensure_future(chunks.__anext__())  # waited on in slices, never cancelled by a slice
+    try:
+        while True:
+            if draining():
+                raise ServeError(503, "shutting_down", "the server is shutting down; send the request again",
+                                 {"Connection": "close", "Retry-After": "1"})
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise ServeError(408, "body_timeout", f"no body bytes for {idle_timeout_s:g} s after "
+                                 f"{received} bytes", {"Connection": "close"})
+            done, _ = await asyncio.wait({pending}, timeout=min(remaining, DRAIN_CHECK_S))
+            if done:
+                try:
+                    return pending.result()
+                except StopAsyncIteration:
+                    return None
+    finally:
+        pending.cancel()  # a no-op once it is done
 
 
 def _reserve_body(held: Reservation, size: int) -> None:

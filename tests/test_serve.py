@@ -572,6 +572,36 @@ def test_the_langbrt_serve_script_serves_a_multipart_request_and_stops_gracefull
     assert "Shutting down" in output or "shutdown" in output.lower()
 
 
+@pytest.mark.slow
+def test_sigterm_ends_an_upload_still_arriving_with_503_and_exits_0(tiny_checkpoint: Path) -> None:
+    """The stalled upload must neither hold the shutdown for its 60 s idle timeout nor get a plain-text 500."""
+    port = _free_port()
+    proc = start_server(tiny_checkpoint, port, "--timeout-s", "3")
+    try:
+        wait_until(lambda: _ready(f"http://127.0.0.1:{port}"), 60, proc)
+        conn = socket.create_connection(("127.0.0.1", port))
+        conn.sendall(b"POST /v1/retouch HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                     b"Content-Length: 100000\r\n\r\n" + _encode()[:100])
+        time.sleep(0.5)  # the upload is being read
+        proc.send_signal(signal.SIGTERM)
+        conn.settimeout(10)
+        reply = conn.recv(65536)
+        conn.close()
+        output = proc.communicate(timeout=20)[0].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert reply.startswith(b"HTTP/1.1 503") and b'"shutting_down"' in reply, reply
+    assert proc.returncode == 0 and "Traceback" not in output, output
+
+
+def _ready(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/readyz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def test_the_cli_with_a_missing_model_exits_with_one_line_naming_it(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "LANGBRT_SERVE_TOKEN"}
     missing = tmp_path / "no-such-model"

@@ -26,7 +26,7 @@ from test_serve import FakeRetoucher, _assert_error, _encode, _run_concurrently,
 from langbrt.errors import CheckpointError
 from langbrt.runtime import RetouchResult
 from langbrt.runtime.serve_admission import BODY_BYTES, PIXELS, BudgetExceeded, InFlightBudget
-from langbrt.runtime.serve_app import ServeConfig, create_app
+from langbrt.runtime.serve_app import ServeConfig, create_app, drain
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import serve_memory  # noqa: E402
@@ -259,14 +259,26 @@ def _status_line(conn: socket.socket) -> bytes:
     return conn.recv(12)
 
 
+def _read_reply(conn: socket.socket) -> bytes:
+    """A whole JSON error reply (head and body) from a raw connection."""
+    reply = b""
+    conn.settimeout(10)
+    while b"\r\n\r\n" not in reply or not reply.endswith(b"}"):
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        reply += chunk
+    return reply
+
+
 def test_an_upload_that_would_take_the_bodies_held_over_budget_is_503_until_the_first_ends() -> None:
-    """A stalled upload holds its declared length; the next one that does not fit is refused before it is
-    read, a chunked one (no length to reserve up front) once its bytes do not fit; both fit again after."""
+    """A stalled upload holds the bytes it has sent; the next one is refused once its own bytes do not fit,
+    whether it declared a length or streams chunks; after the first goes, both fit again."""
     fake = FakeRetoucher()
     image = _encode()
-    config = ServeConfig(max_body_bytes=2 * len(image), max_inflight_body_bytes=3 * len(image))
+    config = ServeConfig(max_body_bytes=3 * len(image), max_inflight_body_bytes=3 * len(image))
     with live_server(create_app(config, loader=lambda: fake)) as base:
-        stalled = _raw_request(base, image[:100], declared_length=2 * len(image))
+        stalled = _raw_request(base, image + b"\0" * len(image), declared_length=3 * len(image))
         _eventually(lambda: _gauge(base, "langbrt_inflight_body_bytes") == 2 * len(image))
         second = _raw_request(base, image + b"\0" * len(image), declared_length=2 * len(image))
         assert _status_line(second) == b"HTTP/1.1 503"
@@ -288,18 +300,57 @@ def test_an_upload_that_would_take_the_bodies_held_over_budget_is_503_until_the_
         assert _gauge(base, "langbrt_inflight_body_bytes") == 0
 
 
+def test_a_declared_length_holds_nothing_until_its_bytes_arrive() -> None:
+    """Headers alone (a large Content-Length, no body) must not lock everyone else out of the budget."""
+    fake = FakeRetoucher()
+    image = _encode()
+    config = ServeConfig(max_body_bytes=2 * len(image), max_inflight_body_bytes=2 * len(image))
+    with live_server(create_app(config, loader=lambda: fake)) as base:
+        idle = [_raw_request(base, b"", declared_length=2 * len(image)) for _ in range(3)]
+        response = httpx.post(f"{base}/v1/retouch", content=image, headers={"content-type": "image/png"},
+                              timeout=10)
+        assert response.status_code == 200, response.text
+        assert _gauge(base, "langbrt_inflight_body_bytes") == 0
+        for conn in idle:
+            conn.close()
+
+
+def test_a_body_framed_by_both_content_length_and_chunks_counts_every_byte() -> None:
+    fake = FakeRetoucher()
+    with live_server(create_app(ServeConfig(), loader=lambda: fake)) as base:
+        host, port = base.removeprefix("http://").split(":")
+        conn = socket.create_connection((host, int(port)))
+        chunk = b"x" * 5000
+        conn.sendall(b"POST /v1/retouch HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n" + f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+        try:  # h11 reads the chunked framing (it wins over Content-Length); what arrives is counted
+            _eventually(lambda: _gauge(base, "langbrt_inflight_body_bytes") == len(chunk))
+        finally:
+            conn.close()
+
+
+def test_an_upload_still_arriving_when_the_server_drains_is_503_at_once() -> None:
+    fake = FakeRetoucher()
+    app = create_app(ServeConfig(body_timeout_s=60), loader=lambda: fake)
+    with live_server(app) as base:
+        conn = _raw_request(base, _encode()[:100], declared_length=100_000)
+        _eventually(lambda: _gauge(base, "langbrt_inflight_body_bytes") == 100)
+        started = time.monotonic()
+        drain(app)
+        reply = _read_reply(conn)
+        conn.close()
+        assert reply.startswith(b"HTTP/1.1 503") and b"connection: close" in reply.lower()
+        assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "shutting_down"
+        assert time.monotonic() - started < 30  # not the 60 s idle timeout
+        _assert_error(httpx.get(f"{base}/readyz"), 503, "shutting_down")
+
+
 def test_an_upload_that_stalls_is_408_and_gives_its_bytes_back() -> None:
     fake = FakeRetoucher()
     with live_server(create_app(ServeConfig(body_timeout_s=0.3), loader=lambda: fake)) as base:
         started = time.monotonic()
         conn = _raw_request(base, _encode()[:100], declared_length=100_000)
-        reply = b""
-        conn.settimeout(10)
-        while b"\r\n\r\n" not in reply or not reply.endswith(b"}"):
-            chunk = conn.recv(4096)
-            if not chunk:
-                break
-            reply += chunk
+        reply = _read_reply(conn)
         conn.close()
         assert reply.startswith(b"HTTP/1.1 408") and b"connection: close" in reply.lower()
         assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "body_timeout"
