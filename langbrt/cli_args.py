@@ -7,6 +7,7 @@ argparse's usage dump.
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from typing import NoReturn
 
@@ -34,3 +35,24 @@ def device_arg(text: str) -> str:
     if not _DEVICE.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a device: use cpu, cuda or cuda:N (e.g. cuda:1)")
     return text
+
+
+def positive_number(text: str) -> float:
+    """A finite number > 0 (seconds, megabytes): `nan` passes every `<= 0` check, `inf` overflows int()."""
+    return _finite(text, minimum=0.0, inclusive=False)
+
+
+def non_negative_number(text: str) -> float:
+    """A finite number >= 0 (a delay that may be zero)."""
+    return _finite(text, minimum=0.0, inclusive=True)
+
+
+def _finite(text: str, minimum: float, inclusive: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+        bound = ">=" if inclusive else ">"
+        raise argparse.ArgumentTypeError(f"must be a finite number {bound} {minimum:g}, got {text}")
+    return value

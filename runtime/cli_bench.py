@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -36,7 +35,7 @@ import torch
 
 from langbrt.atomic import atomic_write_text
 from langbrt.bundled import default_model_path
-from langbrt.cli_args import OneLineParser, device_arg
+from langbrt.cli_args import OneLineParser, device_arg, positive_number
 from langbrt.cli_pipes import quiet_on_broken_pipe
 from langbrt.errors import LangBRTError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
@@ -81,17 +80,6 @@ def _non_negative_int(text: str) -> int:
     return _integer(text, 0)
 
 
-def _positive_seconds(text: str) -> float:
-    """A finite number > 0: `nan` would be written to the report as invalid JSON, `inf` would never end."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=PROG, description="Benchmark LangBRT backends: latency percentiles, "
                 "throughput, FLOPs and the device roofline. Prints a table, or JSON with --json.")
@@ -106,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-sizes", nargs="+", type=_positive_int, default=list(DEFAULT_BATCH_SIZES), metavar="N",
                    help=f"images per call, one row each (default {' '.join(map(str, DEFAULT_BATCH_SIZES))})")
     p.add_argument("--warmup", type=_non_negative_int, default=5, help="untimed calls before timing (default 5)")
-    p.add_argument("--seconds", type=_positive_seconds, default=10.0,
+    p.add_argument("--seconds", type=positive_number, default=10.0,
                    help="timed window per row, at least 3 calls (default 10)")
     p.add_argument("--device", type=device_arg, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from langbrt.bundled import default_model_path
-from langbrt.cli_args import DefaultsHelpFormatter, OneLineParser, device_arg
+from langbrt.cli_args import DefaultsHelpFormatter, OneLineParser, device_arg, non_negative_number, positive_number
 from langbrt.errors import LangBRTError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
 from langbrt.io import DEFAULT_MAX_PIXELS
@@ -48,15 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 exposes it to the network")
     p.add_argument("--port", type=int, default=8080, help="TCP port to listen on")
     p.add_argument("--max-batch", type=int, default=8, help="most images in one model call")
-    p.add_argument("--max-delay-ms", type=float, default=5.0, help="how long the first request waits for others")
+    p.add_argument("--max-delay-ms", type=non_negative_number, default=5.0,
+                   help="how long the first request waits for others")
     p.add_argument("--queue-size", type=int, default=64, help="waiting images before answering 503")
-    p.add_argument("--timeout-s", type=float, default=30.0, help="per-request limit (queue + model) before 504")
-    p.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_BYTES / MB,
+    p.add_argument("--timeout-s", type=positive_number, default=30.0,
+                   help="per-request limit (queue + model) before 504")
+    p.add_argument("--max-body-mb", type=positive_number, default=DEFAULT_MAX_BODY_BYTES / MB,
                    help="largest request body before 413")
-    p.add_argument("--max-inflight-body-mb", type=float, default=None,
+    p.add_argument("--max-inflight-body-mb", type=positive_number, default=None,
                    help="most bytes of request bodies held at once (being uploaded, or kept until the reply) before "
                    f"503; at least --max-body-mb (default: {INFLIGHT_PER_MAX_BODY} times --max-body-mb)")
-    p.add_argument("--body-timeout-s", type=float, default=60.0,
+    p.add_argument("--body-timeout-s", type=positive_number, default=60.0,
                    help="longest pause while a client sends its body before 408")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest W*H before 413")
     p.add_argument("--max-inflight-pixels", type=int, default=None,
@@ -87,8 +89,6 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.max_inflight_pixels < args.max_pixels:
         parser.error(f"--max-inflight-pixels ({args.max_inflight_pixels}) must be at least --max-pixels "
                      f"({args.max_pixels}), or the largest allowed image could never be admitted")
-    if min(args.timeout_s, args.max_body_mb, args.body_timeout_s) <= 0 or args.max_delay_ms < 0:
-        parser.error("--timeout-s, --body-timeout-s and --max-body-mb must be positive, --max-delay-ms not negative")
     if args.max_inflight_body_mb is None:
         args.max_inflight_body_mb = INFLIGHT_PER_MAX_BODY * args.max_body_mb
     if args.max_inflight_body_mb < args.max_body_mb:

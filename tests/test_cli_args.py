@@ -40,3 +40,24 @@ def test_only_precisions_a_backend_runs_are_offered(prog: str, capsys: pytest.Ca
     with pytest.raises(SystemExit) as exited:
         build().parse_args([*positional, "--precision", "bf16"])
     assert exited.value.code == 2 and "invalid choice: 'bf16'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag", ["--timeout-s", "--max-body-mb", "--max-inflight-body-mb", "--body-timeout-s"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0", "ten"])
+def test_serve_number_flags_refuse_what_no_limit_can_be(flag: str, value: str,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """`nan` slipped past every `<= 0` check (a nan body timeout answered every upload 408 at once), and
+    `inf` overflowed int() in a traceback."""
+    with pytest.raises(SystemExit) as exited:
+        serve_parser().parse_args([flag, value])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1
+    assert f"argument {flag}: must be a finite number > 0, got {value}" in err
+
+
+def test_a_zero_delay_is_allowed_but_not_a_negative_or_nan_one(capsys: pytest.CaptureFixture[str]) -> None:
+    assert serve_parser().parse_args(["--max-delay-ms", "0"]).max_delay_ms == 0.0
+    for value in ("-1", "nan"):
+        with pytest.raises(SystemExit):
+            serve_parser().parse_args(["--max-delay-ms", value])
+        assert "must be a finite number >= 0" in capsys.readouterr().err
