@@ -33,11 +33,13 @@ def _run(module: str, prog: str) -> Any:
         os.write(sys.stderr.fileno(), f"{prog}: interrupted while starting\n".encode())
         os._exit(EXIT_INTERRUPTED)
 
-    signal.signal(signal.SIGINT, exit_while_starting)
-    signal.signal(signal.SIGTERM, exit_while_starting)
+    # A signal the parent set to be ignored stays ignored (`nohup`, a shell's background job ignores SIGINT).
+    caught = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not signal.SIG_IGN]
+    for signum in caught:
+        signal.signal(signum, exit_while_starting)
     main = importlib.import_module(module).main
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    for signum in caught:
+        signal.signal(signum, signal.default_int_handler)
     return main()
 
 

@@ -73,6 +73,27 @@ def test_the_package_still_exports_its_public_names():
         langbrt.nope  # noqa: B018
 
 
+def test_a_signal_the_parent_ignores_stays_ignored():
+    """`cmd &` in a script starts with SIGINT ignored; the command must keep ignoring it, importing or running."""
+    probe = (
+        "import importlib, os, signal, time\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "from langbrt import console\n"
+        "def importing(name, package=None):\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(0.2)\n"
+        "    def main():\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(0.2)\n"
+        "        return 0\n"
+        "    return type('M', (), {'main': staticmethod(main)})\n"
+        "importlib.import_module = importing\n"
+        "raise SystemExit(console.infer())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=20)
+    assert (done.returncode, done.stderr) == (0, "")
+
+
 def test_sigterm_is_handled_like_ctrl_c_so_commands_clean_up(monkeypatch):
     """`kill` or `docker stop` must run the same cleanup as Ctrl-C (temporary files removed), not die."""
     import signal
