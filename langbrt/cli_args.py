@@ -13,7 +13,8 @@ from typing import NoReturn
 
 from langbrt.exit_codes import EXIT_USAGE
 
-_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+_DEVICE = re.compile(r"cpu|cuda(:\d{1,3})?")  # an index past 999 is a typo, and torch cannot parse a huge one
+DEVICE_HELP = "use cpu, cuda or cuda:N (e.g. cuda:1)"
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -30,10 +31,15 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return action.help if action.default is None else super()._get_help_string(action)
 
 
+def is_device_name(text: str) -> bool:
+    """cpu, cuda or cuda:N (which GPU of several): what every command's `--device` accepts."""
+    return _DEVICE.fullmatch(text) is not None
+
+
 def device_arg(text: str) -> str:
-    """`--device`: cpu, cuda or cuda:N (which GPU of several); anything else is a usage error."""
-    if not _DEVICE.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use cpu, cuda or cuda:N (e.g. cuda:1)")
+    """`--device` for argparse: a name `is_device_name` accepts, else a usage error."""
+    if not is_device_name(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: {DEVICE_HELP}")
     return text
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from langbrt.bundled import default_model_path
 from langbrt.cli_args import DefaultsHelpFormatter, OneLineParser, device_arg, non_negative_number, positive_number
+from langbrt.devices import require_device
 from langbrt.errors import LangBRTError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
 from langbrt.io import DEFAULT_MAX_PIXELS
@@ -79,6 +80,11 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             parser.error(str(err))
     if not Path(args.model).exists():
         parser.error(f"--model {args.model}: no such file or folder")
+    if args.device is not None:
+        try:
+            require_device(args.device)  # before the port is bound and the model loads: a flag error, exit 2
+        except LangBRTError as err:
+            parser.error(str(err))
     for name in ("max_batch", "queue_size", "max_pixels", "max_prompts"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")

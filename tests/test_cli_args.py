@@ -21,7 +21,7 @@ def test_every_device_a_backend_accepts_is_accepted(prog: str, device: str) -> N
 
 
 @pytest.mark.parametrize("prog", PARSERS)
-@pytest.mark.parametrize("device", ["gpu", "cuda:", "cuda:one", "cpu:0"])
+@pytest.mark.parametrize("device", ["gpu", "cuda:", "cuda:one", "cpu:0", "cuda:99999999999999999999"])
 def test_a_bad_device_is_one_usage_line(prog: str, device: str, capsys: pytest.CaptureFixture[str]) -> None:
     build, positional = PARSERS[prog]
     with pytest.raises(SystemExit) as exited:
@@ -61,3 +61,43 @@ def test_a_zero_delay_is_allowed_but_not_a_negative_or_nan_one(capsys: pytest.Ca
         with pytest.raises(SystemExit):
             serve_parser().parse_args(["--max-delay-ms", value])
         assert "must be a finite number >= 0" in capsys.readouterr().err
+
+
+def test_a_device_this_machine_lacks_is_one_line_naming_what_it_has(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from langbrt.devices import require_device
+    from langbrt.errors import LangBRTInputError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(LangBRTInputError, match=r"--device cuda:1: PyTorch sees no CUDA GPU on this machine; use "
+                                                r"--device cpu"):
+        require_device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(LangBRTInputError, match=r"--device cuda:2: this machine has 2 CUDA GPUs \(cuda:0 to cuda:1\)"):
+        require_device("cuda:2")
+    assert require_device("cuda:1") == torch.device("cuda", 1) and require_device("cpu") == torch.device("cpu")
+
+
+def test_eval_takes_the_same_device_names(capsys: pytest.CaptureFixture[str]) -> None:
+    from click.testing import CliRunner
+
+    from langbrt.training.cli_eval import main
+
+    result = CliRunner().invoke(main, ["--model", "m", "--device", "cuda:99999999999"])
+    assert result.exit_code == 2 and "is not a device: use cpu, cuda or cuda:N" in result.output
+    assert result.output.count("\n") == 1
+
+
+def test_serve_refuses_a_device_this_machine_lacks_as_a_flag_error(monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    from langbrt.runtime.cli_serve import _check
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    parser = serve_parser()
+    with pytest.raises(SystemExit) as exited:
+        _check(parser.parse_args(["--device", "cuda"]), parser)
+    assert exited.value.code == 2 and "--device cuda: PyTorch sees no CUDA GPU" in capsys.readouterr().err

@@ -16,7 +16,9 @@ import click
 import torch
 
 from langbrt.atomic import atomic_write_text
+from langbrt.cli_args import DEVICE_HELP, is_device_name
 from langbrt.cli_click import OneLineCommand, one_line_warnings
+from langbrt.devices import default_device, require_device
 from langbrt.errors import LangBRTError, LangBRTInputError
 from langbrt.exit_codes import EXIT_USAGE
 from langbrt.model import LangBRT
@@ -27,7 +29,12 @@ from langbrt.training.metrics import LPIPSMetric
 from langbrt.training.train_config import FFHQR, MAX_SEED, SYNTHETIC, TrainConfig
 from langbrt.training.trainer import build_dataset
 
-DEVICES = ("cpu", "cuda")
+
+def _device_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--device as every command takes it (cpu, cuda, cuda:N); whether this machine has it is asked later."""
+    if value is not None and not is_device_name(value):
+        raise click.BadParameter(f"{value!r} is not a device: {DEVICE_HELP}")
+    return value
 
 
 @click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
@@ -52,7 +59,7 @@ DEVICES = ("cpu", "cuda")
 @click.option("--strict/--no-strict", default=False, show_default=True,
               help="Stop at a corrupt image instead of skipping it with a warning.")
 @click.option("--clip-text-weights", type=click.Path(), help="For models trained with an open_clip text encoder.")
-@click.option("--device", type=click.Choice(DEVICES), help="Default: cuda if available, else cpu.")
+@click.option("--device", callback=_device_option, help="cpu, cuda or cuda:N. Default: cuda if available, else cpu.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def main(model_dir: str | None, suite_specs: tuple[str, ...], out_path: str | None, data: str,
          ffhqr_root: str | None, ffhqr_target_root: str | None, split: str,
@@ -91,11 +98,10 @@ def main(model_dir: str | None, suite_specs: tuple[str, ...], out_path: str | No
 
 
 def _device(name: str | None) -> str:
-    """--device, defaulting to cuda where PyTorch sees a GPU; cuda without one is an error, not a traceback."""
+    """--device, defaulting to cuda where PyTorch sees a GPU; one this machine lacks is an error line."""
     if name is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise LangBRTInputError("--device cuda asked for, but PyTorch sees no CUDA GPU; use --device cpu")
+        return default_device()
+    require_device(name)
     return name
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from langbrt.errors import LangBRTError, LangBRTInputError
+from langbrt.devices import default_device, require_device
+from langbrt.errors import LangBRTInputError
 from langbrt.kernels.dispatch import check_impl_runs, cuda_device_guard
 from langbrt.kernels.tca_fold import live_folds
 from langbrt.model import LangBRT, PromptTable
@@ -64,11 +65,10 @@ class TorchBackend:
     @classmethod
     def load(cls, path: str | Path, device: str | None = None, precision: str = "fp32") -> TorchBackend:
         """Load a checkpoint folder or .safetensors file; fp16 needs CUDA (CPU half kernels are slower than fp32)."""
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = device or default_device()
         if precision not in _DTYPES:
             raise LangBRTInputError(f"unknown precision {precision!r}; use fp32 or fp16")
-        if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-            raise LangBRTError("--device cuda asked for, but PyTorch sees no CUDA GPU; use --device cpu")
+        require_device(device)
         if precision == "fp16" and torch.device(device).type != "cuda":
             raise LangBRTInputError("fp16 with the torch backend needs a CUDA device; use fp32 on CPU")
         model = LangBRT.from_pretrained(path, map_location=device).to(_DTYPES[precision]).eval()
