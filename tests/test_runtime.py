@@ -123,6 +123,31 @@ def test_an_onnx_file_without_langbrt_metadata_is_refused(tmp_path):
         Retoucher.load(path)
 
 
+@pytest.mark.parametrize(("field", "value", "graph_input"), [("image_size", 32, "images"),
+                                                           ("prompts", ["only one"], "prompt_weights"),
+                                                           ("text_dim", 3, "extra_embeddings"),
+                                                           ("extra_prompt_slots", 5, "extra_embeddings")])
+def test_metadata_that_disagrees_with_the_graph_is_refused_at_load(artifacts, tmp_path, field, value, graph_input):
+    """Hand-edited sizes failed inside onnxruntime on the first call (or in an assert), not in one line."""
+    import onnx
+
+    from langbrt.artifact import METADATA_KEY
+
+    model = onnx.load(str(artifacts[1]))
+    props = {p.key: p.value for p in model.metadata_props}
+    metadata = json.loads(props[METADATA_KEY])
+    metadata[field] = value
+    if field == "prompts":
+        metadata["predefined_index"] = [0]
+    props[METADATA_KEY] = json.dumps(metadata)
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, str(tmp_path / "edited.onnx"))
+    with pytest.raises(CheckpointError, match=rf"edited\.onnx: its LangBRT metadata .* does not match the graph's "
+                                              rf"input {graph_input} .*re-export it"):
+        Retoucher.load(tmp_path / "edited.onnx")
+
+
 def test_onnx_files_are_fp32_so_fp16_is_refused(artifacts):
     with pytest.raises(CheckpointError, match="fp32"):
         Retoucher.load(artifacts[1], precision="fp16")

@@ -88,6 +88,7 @@ class OnnxRuntimeBackend(ArtifactBackend):
                     "--fp16) or export with --attention subgraph for onnxruntime") from None
             raise CheckpointError(f"{path}: onnxruntime cannot load it ({str(err).splitlines()[0]})") from None
         metadata = session_metadata(session, str(path))
+        _check_metadata_fits_graph(session, metadata, path)
         if precision is not None and precision != metadata.precision:
             raise CheckpointError(
                 f"{path} was exported as {metadata.precision}, not {precision}; the ONNX file is fp32 "
@@ -114,3 +115,23 @@ class OnnxRuntimeBackend(ArtifactBackend):
             mask=torch.from_numpy(mask.astype(np.float32, copy=False)),
             maps=regroup_maps(table_maps, per_image),
         )
+
+
+def _check_metadata_fits_graph(session: Any, metadata: ArtifactMetadata, path: Path) -> None:
+    """The metadata's sizes against the graph's fixed input dimensions (the batch stays dynamic).
+
+    Why: the metadata is a hand-editable string beside the graph; a table size or image size that disagrees
+    with the graph would only fail inside onnxruntime on the first call, in its own multi-line words.
+    """
+    S, T, E, D = metadata.image_size, len(metadata.prompts), metadata.extra_prompt_slots, metadata.text_dim
+    expected = {INPUT_IMAGES: (None, 3, S, S), INPUT_PROMPT_WEIGHTS: (None, T)}
+    if E:
+        expected |= {INPUT_EXTRA_EMBEDDINGS: (E, D), INPUT_EXTRA_WEIGHTS: (None, E)}
+    inputs = {i.name: tuple(i.shape) for i in session.get_inputs()}
+    for name, dims in expected.items():
+        found = inputs.get(name)
+        fits = found is not None and len(found) == len(dims) and all(
+            want is None or not isinstance(have, int) or have == want for want, have in zip(dims, found, strict=True))
+        if not fits:
+            raise CheckpointError(f"{path}: its LangBRT metadata (image_size {S}, {T} prompts, {E} extra slots "
+                                  f"of dim {D}) does not match the graph's input {name} {found}; re-export it")
