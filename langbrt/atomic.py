@@ -6,10 +6,11 @@ import contextlib
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from langbrt.errors import LangBRTInputError
+from langbrt.errors import CheckpointError, LangBRTInputError
 
 
 @contextlib.contextmanager
@@ -51,9 +52,14 @@ def atomic_folder(target: str | Path) -> Iterator[Path]:
 
     Why: a folder of files that belong together (a checkpoint, a Triton model) must never be seen half
     written or half replaced, and a failure while writing it must leave no hidden staging folder behind.
+    An OSError of the block itself propagates unchanged (the caller knows what it was writing); one of
+    creating the staging folder or of swapping it in is a `CheckpointError` line naming `target`.
     """
     target = Path(target)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
+    try:
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
+    except OSError as err:
+        raise CheckpointError(f"cannot write {target}: {err.strerror or err}") from None
     try:
         os.chmod(staging, 0o777 & ~_umask())  # what mkdir gives (mkdtemp's is 0700)
         yield staging
@@ -66,21 +72,54 @@ def atomic_folder(target: str | Path) -> Iterator[Path]:
 def replace_folder(new: str | Path, target: str | Path) -> None:
     """Rename folder `new` to `target`. An old `target` is renamed aside first and deleted only once `new` is
     in place, so `target` is never a mix of old and new files; if a crash falls between the two renames, the
-    old folder survives as `.NAME.old` beside it. If the second rename fails, the old folder is put back."""
+    old folder survives as `.NAME.old` beside it. If the second rename fails, the old folder is put back.
+
+    Every folder this replaces is a model (a checkpoint, a Triton model), so a failed rename is one
+    `CheckpointError` line naming `target` (`new` is the caller's to remove) and saying where the old copy is
+    if it could not be put back. A failure to delete the old copy once `new` is in place is a warning: the
+    new folder is complete, only disk space is lost.
+    """
     new, target = Path(new), Path(target)
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)  # left by an earlier crash; `target` is the newer copy
-        os.replace(target, old)
+    old = target.with_name(f".{target.name}.old")
+    had_old = os.path.lexists(target)
+    if had_old:
+        try:
+            _remove(old)  # left by an earlier crash; `target` is the newer copy
+            os.replace(target, old)
+        except OSError as err:
+            raise CheckpointError(f"cannot replace {target}: moving the old one aside to {old} failed "
+                                  f"({err.strerror or err}); it is unchanged") from None
     try:
         os.replace(new, target)
-    except BaseException:
-        if old is not None:
-            os.replace(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    except BaseException as err:  # Ctrl-C included: the old folder goes back before it propagates
+        reason = (err.strerror or err) if isinstance(err, OSError) else type(err).__name__
+        if had_old:
+            try:
+                os.replace(old, target)
+            except OSError as back:
+                raise CheckpointError(f"cannot replace {target} ({reason}), and putting the old one back failed "
+                                      f"({back.strerror or back}): the old one is at {old}; rename it to "
+                                      f"{target.name} by hand") from None
+        if not isinstance(err, OSError):
+            raise
+        if not had_old:
+            raise CheckpointError(f"cannot create {target}: {reason}") from None
+        raise CheckpointError(f"cannot replace {target}: {reason}; the old one is unchanged") from None
+    if had_old:
+        try:
+            _remove(old)
+        except OSError as err:
+            warnings.warn(f"{target} is in place, but its old copy {old} could not be deleted "
+                          f"({err.strerror or err}); delete it by hand", stacklevel=3)
+
+
+def _remove(path: Path) -> None:
+    """Delete `path` whatever it is (folder, file, symlink; a symlink is removed, not followed); nothing if
+    absent. Why not `shutil.rmtree(ignore_errors=True)`: on a file it fails, silently."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def new_file_mode() -> int:

@@ -10,6 +10,7 @@ import pytest
 
 from langbrt import atomic
 from langbrt.atomic import atomic_folder
+from langbrt.errors import CheckpointError
 
 
 def _folder(path: Path, **files: str) -> Path:
@@ -56,9 +57,64 @@ def test_a_failed_rename_into_place_puts_the_old_folder_back(tmp_path, monkeypat
         real_replace(src, dst)
 
     monkeypatch.setattr(atomic.os, "replace", refuse_the_new_folder)
-    with pytest.raises(OSError, match="rename refused"), atomic_folder(tmp_path / "final") as staging:
+    with pytest.raises(CheckpointError) as err, atomic_folder(tmp_path / "final") as staging:
         (staging / "a").write_text("new")
     assert _tree(tmp_path) == {"final/a": "old"} and [p.name for p in tmp_path.iterdir()] == ["final"]
+    assert str(err.value) == f"cannot replace {tmp_path / 'final'}: rename refused; the old one is unchanged"
+
+
+def test_a_failed_rename_of_a_new_folder_is_one_line_naming_it_not_the_staging_folder(tmp_path, monkeypatch):
+    def refuse(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "replace", refuse)
+    with pytest.raises(CheckpointError) as err, atomic_folder(tmp_path / "final"):
+        pass
+    assert str(err.value) == f"cannot create {tmp_path / 'final'}: No space left on device"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_when_the_old_folder_cannot_be_put_back_the_error_says_where_it_is(tmp_path, monkeypatch):
+    _folder(tmp_path / "final", a="old")
+    real_replace = os.replace
+
+    def refuse_all_but_the_move_aside(src, dst):
+        if not str(dst).endswith(".final.old"):
+            raise OSError(5, "Input/output error")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", refuse_all_but_the_move_aside)
+    with pytest.raises(CheckpointError) as err, atomic_folder(tmp_path / "final"):
+        pass
+    assert f"the old one is at {tmp_path / '.final.old'}" in str(err.value) and "\n" not in str(err.value)
+    assert _tree(tmp_path) == {".final.old/a": "old"}
+
+
+def test_a_staging_folder_that_cannot_be_made_is_one_line_naming_the_target(tmp_path):
+    with pytest.raises(CheckpointError, match=f"cannot write {tmp_path / 'nope' / 'final'}: No such file"):
+        with atomic_folder(tmp_path / "nope" / "final"):
+            pass
+
+
+def test_a_file_in_the_way_is_replaced_and_no_old_copy_of_it_is_left(tmp_path):
+    (tmp_path / "final").write_text("a file")
+    (tmp_path / ".final.old").write_text("left by a crash")
+    with atomic_folder(tmp_path / "final") as staging:
+        (staging / "a").write_text("new")
+    assert _tree(tmp_path) == {"final/a": "new"}
+
+
+def test_an_old_copy_that_cannot_be_deleted_is_a_warning_not_silence(tmp_path, monkeypatch):
+    _folder(tmp_path / "final", a="old")
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(atomic.shutil, "rmtree", refuse)
+    with pytest.warns(UserWarning, match=r"\.final\.old could not be deleted \(Permission denied\)"):
+        with atomic_folder(tmp_path / "final") as staging:
+            (staging / "a").write_text("new")
+    assert (tmp_path / "final" / "a").read_text() == "new"
 
 
 def test_an_old_folder_left_aside_by_a_crash_is_cleared_by_the_next_replace(tmp_path):
