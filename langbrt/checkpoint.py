@@ -1,8 +1,9 @@
 """Checkpoints: a directory (`model.safetensors` + `prompt_bank.safetensors` + `config.json`) or one file.
 
-No pickles: weights and prompt embeddings are safetensors, everything else is JSON. In a directory
-`config.json` is written last (and an old one removed first, when a checkpoint is overwritten), so a
-directory with a readable config.json has complete weights beside it, and they are the ones it describes.
+No pickles: weights and prompt embeddings are safetensors, everything else is JSON. A directory is written
+whole under a hidden name and renamed into place (`atomic_folder`), so a directory with a readable
+config.json has complete weights beside it, the ones it describes, and a failed overwrite leaves the old
+checkpoint as it was.
 Training resumes keep their optimizer state in a separate `trainer_state.pt` (see langbrt.training).
 
 A path ending in `.safetensors` is the single-file form, for shipping one model as one file: the same
@@ -13,6 +14,7 @@ under `CONFIG_KEY`. The file is written to a temporary name and renamed, so it i
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_path, atomic_write_text
+from .atomic import atomic_folder, atomic_path
 from .config import LangBRTConfig
 from .errors import CheckpointError
 from .json_dataclass import check_format_version
@@ -46,7 +48,12 @@ def is_single_file(path: str | Path) -> bool:
 
 
 def save_checkpoint(model: LangBRT, directory: str | Path) -> Path:
-    """Write `model` into `directory` (created if needed), or into one `.safetensors` file; return the path."""
+    """Write `model` into `directory` (created if needed), or into one `.safetensors` file; return the path.
+
+    The folder is written whole under a hidden name and swapped in (`atomic_folder`): a failure part-way (a
+    full disk) leaves an existing checkpoint there as it was. Because the swap replaces the whole folder, a
+    folder holding anything but a checkpoint's own files is refused rather than emptied.
+    """
     directory = Path(directory)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     texts, embeddings = model.prompt_bank.state()
@@ -54,21 +61,45 @@ def save_checkpoint(model: LangBRT, directory: str | Path) -> Path:
     config = checkpoint_config(model, texts)
     if is_single_file(directory):
         return _save_single_file(directory, state, embeddings, config)
+    target = _folder_to_replace(directory)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_folder(target) as staging:
+            save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": FORMAT})
+            save_file({"embeddings": embeddings}, str(staging / PROMPTS_FILE), metadata={"format": FORMAT})
+            (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
+    except OSError as err:
+        raise CheckpointError(f"cannot write checkpoint to {directory}: {err.strerror or err}") from None
+    return directory
+
+
+def _folder_to_replace(directory: Path) -> Path:
+    """The real path `atomic_folder` swaps for `directory` (a symlinked folder is written through, "." gets its
+    name), its parent created; or one `CheckpointError` if replacing it whole would lose something."""
+    target = directory.resolve()
+    if target.exists() and not target.is_dir():
+        raise CheckpointError(f"cannot write checkpoint to {directory}: it is a file, not a folder (a single-file "
+                              f"checkpoint ends in {SINGLE_FILE_SUFFIX})")
+    if target.is_dir():
+        if os.path.ismount(target):
+            raise CheckpointError(f"cannot write checkpoint to {directory}: it is a mount point, which cannot be "
+                                  "replaced whole; save into a folder inside it")
+        foreign = sorted(p.name for p in target.iterdir() if not _is_checkpoint_file(p.name))
+        if foreign:
+            raise CheckpointError(f"cannot write checkpoint to {directory}: it holds {len(foreign)} file(s) that "
+                                  f"are not a checkpoint's (e.g. {foreign[0]}), which replacing the folder would "
+                                  "delete; save into a new folder")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CheckpointError(f"cannot create checkpoint folder {directory}: {err.strerror}") from None
-    try:
-        # An existing checkpoint's config.json goes first: next to the new weights it would vouch for a mix.
-        (directory / CONFIG_FILE).unlink(missing_ok=True)
-        with atomic_path(directory / WEIGHTS_FILE) as tmp:
-            save_file(state, str(tmp), metadata={"format": FORMAT})
-        with atomic_path(directory / PROMPTS_FILE) as tmp:
-            save_file({"embeddings": embeddings}, str(tmp), metadata={"format": FORMAT})
-        atomic_write_text(directory / CONFIG_FILE, json.dumps(config, indent=2))
-    except OSError as err:
-        raise CheckpointError(f"cannot write checkpoint to {directory}: {err.strerror}") from None
-    return directory
+    return target
+
+
+def _is_checkpoint_file(name: str) -> bool:
+    """A file a checkpoint folder holds: its own three, or a temporary one an interrupted older LangBRT (which
+    wrote in place) left behind."""
+    own = (WEIGHTS_FILE, PROMPTS_FILE, CONFIG_FILE)
+    return name in own or (name.endswith(".tmp") and name.startswith(tuple(f".{n}." for n in own)))
 
 
 def _save_single_file(path: Path, state: dict[str, torch.Tensor], embeddings: torch.Tensor,

@@ -153,17 +153,22 @@ def test_failed_save_leaves_no_temporary_files(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("langbrt.checkpoint.save_file", explode)
-    with pytest.raises(CheckpointError, match="No space left"):
+    with pytest.raises(CheckpointError, match=f"cannot write checkpoint to {tmp_path / 'm'}: No space left"):
         model.save_pretrained(tmp_path / "m")
-    assert list((tmp_path / "m").iterdir()) == []
+    assert list(tmp_path.iterdir()) == []
 
 
-def test_a_failed_overwrite_leaves_no_config_vouching_for_the_new_weights(tmp_path, monkeypatch):
-    """The old config.json beside half-written new weights would load as a checkpoint that never existed."""
+def _files(directory):
+    return {p.name: p.read_bytes() for p in directory.iterdir()}
+
+
+def test_a_failed_overwrite_keeps_the_old_checkpoint_whole(tmp_path, monkeypatch):
+    """The disk fills after the new weights are written: the old checkpoint must still load, unchanged."""
     LangBRT(LangBRTConfig.tiny(), text_encoder=default_text_encoder()).save_pretrained(tmp_path / "m")
+    before = _files(tmp_path / "m")
     real_save_file, calls = checkpoint_module.save_file, []
 
-    def fail_on_the_prompt_bank(*args, **kwargs):  # the new weights land, then the disk fills
+    def fail_on_the_prompt_bank(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise OSError(28, "No space left on device")
@@ -172,9 +177,38 @@ def test_a_failed_overwrite_leaves_no_config_vouching_for_the_new_weights(tmp_pa
     monkeypatch.setattr(checkpoint_module, "save_file", fail_on_the_prompt_bank)
     with pytest.raises(CheckpointError, match="No space left"):
         LangBRT(LangBRTConfig.tiny(depth=3), text_encoder=default_text_encoder()).save_pretrained(tmp_path / "m")
-    assert not (tmp_path / "m" / "config.json").exists()
-    with pytest.raises(CheckpointError, match="no config.json"):
-        LangBRT.from_pretrained(tmp_path / "m")
+    assert [p.name for p in tmp_path.iterdir()] == ["m"] and _files(tmp_path / "m") == before
+    assert LangBRT.from_pretrained(tmp_path / "m").config.depth == 2
+
+
+def test_an_overwrite_replaces_every_file_of_the_old_checkpoint(tmp_path):
+    LangBRT(LangBRTConfig.tiny(), text_encoder=default_text_encoder()).save_pretrained(tmp_path / "m")
+    LangBRT(LangBRTConfig.tiny(depth=3), text_encoder=default_text_encoder()).save_pretrained(tmp_path / "m")
+    assert LangBRT.from_pretrained(tmp_path / "m").config.depth == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_saving_into_a_folder_with_other_files_is_refused_and_deletes_nothing(tmp_path):
+    """The folder is replaced whole: what is not a checkpoint's would be lost, so the save is refused."""
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "notes.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match=r"holds 1 file\(s\) that are not a checkpoint's \(e.g. notes.txt\)"):
+        LangBRT(LangBRTConfig.tiny()).save_pretrained(tmp_path / "m")
+    assert _files(tmp_path / "m") == {"notes.txt": b"mine"}
+
+
+def test_saving_over_a_file_is_refused(tmp_path):
+    (tmp_path / "m").write_text("mine")
+    with pytest.raises(CheckpointError, match="it is a file, not a folder"):
+        LangBRT(LangBRTConfig.tiny()).save_pretrained(tmp_path / "m")
+    assert (tmp_path / "m").read_text() == "mine"
+
+
+def test_saving_through_a_symlink_writes_the_folder_it_points_to(tmp_path):
+    (tmp_path / "step_1").mkdir()
+    (tmp_path / "latest").symlink_to("step_1")
+    LangBRT(LangBRTConfig.tiny()).save_pretrained(tmp_path / "latest")
+    assert (tmp_path / "latest").is_symlink() and (tmp_path / "step_1" / "config.json").is_file()
 
 
 # --- the single-file form: one .safetensors with the config in its metadata ---
