@@ -47,6 +47,9 @@ def is_single_file(path: str | Path) -> bool:
     return path.suffix.lower() == SINGLE_FILE_SUFFIX and not path.is_dir()
 
 
+WRITE_ERRORS = (OSError, SafetensorError)  # safetensors reports a full disk as SafetensorError, not OSError
+
+
 def save_checkpoint(model: LangBRT, directory: str | Path) -> Path:
     """Write `model` into `directory` (created if needed), or into one `.safetensors` file; return the path.
 
@@ -55,21 +58,39 @@ def save_checkpoint(model: LangBRT, directory: str | Path) -> Path:
     folder holding anything but a checkpoint's own files is refused rather than emptied.
     """
     directory = Path(directory)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    texts, embeddings = model.prompt_bank.state()
-    embeddings = embeddings.float().contiguous()  # (P, D)
-    config = checkpoint_config(model, texts)
     if is_single_file(directory):
-        return _save_single_file(directory, state, embeddings, config)
+        return _save_single_file(model, directory)
     target = _folder_to_replace(directory)
     try:
         with atomic_folder(target) as staging:
-            save_file(state, str(staging / WEIGHTS_FILE), metadata={"format": FORMAT})
-            save_file({"embeddings": embeddings}, str(staging / PROMPTS_FILE), metadata={"format": FORMAT})
-            (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
-    except OSError as err:
-        raise CheckpointError(f"cannot write checkpoint to {directory}: {err.strerror or err}") from None
+            write_checkpoint_files(model, staging)
+    except WRITE_ERRORS as err:
+        raise CheckpointError(f"cannot write checkpoint to {directory}: {write_failure(err)}") from None
     return directory
+
+
+def write_checkpoint_files(model: LangBRT, folder: Path) -> None:
+    """Write the folder form's three files into the existing `folder`, in place: for a caller that stages the
+    folder itself (the trainer adds its own files, then swaps the folder in). Raises one of `WRITE_ERRORS`."""
+    state, embeddings, config = _checkpoint_contents(model)
+    save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": FORMAT})
+    save_file({"embeddings": embeddings}, str(folder / PROMPTS_FILE), metadata={"format": FORMAT})
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
+
+
+def write_failure(err: BaseException) -> str:
+    """Why a write failed, for an error line: "No space left on device", not safetensors' "Error while
+    serializing: I/O error: No space left on device (os error 28)"."""
+    if isinstance(err, OSError):
+        return str(err.strerror or err)
+    return str(err).removeprefix("Error while serializing: ").removeprefix("I/O error: ")
+
+
+def _checkpoint_contents(model: LangBRT) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, Any]]:
+    """What both forms store: the weights, the prompt embeddings (P, D) and the config."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    texts, embeddings = model.prompt_bank.state()
+    return state, embeddings.float().contiguous(), checkpoint_config(model, texts)
 
 
 def _folder_to_replace(directory: Path) -> Path:
@@ -102,16 +123,16 @@ def _is_checkpoint_file(name: str) -> bool:
     return name in own or (name.endswith(".tmp") and name.startswith(tuple(f".{n}." for n in own)))
 
 
-def _save_single_file(path: Path, state: dict[str, torch.Tensor], embeddings: torch.Tensor,
-                      config: dict[str, Any]) -> Path:
+def _save_single_file(model: LangBRT, path: Path) -> Path:
     if not path.parent.is_dir():
         raise CheckpointError(f"cannot write checkpoint {path}: folder {path.parent} does not exist")
+    state, embeddings, config = _checkpoint_contents(model)
     metadata = {"format": FORMAT, CONFIG_KEY: json.dumps(config)}
     try:
         with atomic_path(path) as tmp:
             save_file({**state, PROMPTS_KEY: embeddings}, str(tmp), metadata=metadata)
-    except OSError as err:
-        raise CheckpointError(f"cannot write checkpoint to {path}: {err.strerror}") from None
+    except WRITE_ERRORS as err:
+        raise CheckpointError(f"cannot write checkpoint to {path}: {write_failure(err)}") from None
     return path
 
 

@@ -158,6 +158,21 @@ def test_failed_save_leaves_no_temporary_files(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("name", ["m", "m.safetensors"])
+def test_a_full_disk_as_safetensors_reports_it_is_one_line(tmp_path, monkeypatch, name):
+    """safetensors raises SafetensorError, not OSError, for ENOSPC (measured on a 256 KiB tmpfs)."""
+    from safetensors import SafetensorError
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(checkpoint_module, "save_file", full)
+    with pytest.raises(CheckpointError) as err:
+        LangBRT(LangBRTConfig.tiny()).save_pretrained(tmp_path / name)
+    assert str(err.value) == f"cannot write checkpoint to {tmp_path / name}: No space left on device (os error 28)"
+    assert list(tmp_path.iterdir()) == []
+
+
 def _files(directory):
     return {p.name: p.read_bytes() for p in directory.iterdir()}
 

@@ -166,6 +166,30 @@ def test_nan_model_output_with_bce_exits_3_with_one_line(tmp_path, monkeypatch):
     assert result.output.startswith("Error: loss became nan at step 1") and result.output.count("\n") == 1
 
 
+def test_a_full_disk_while_saving_exits_4_with_one_line_naming_what_to_resume_from(tmp_path, monkeypatch):
+    """Not exit 2 (a bad command): the same command continues with --resume once there is room."""
+    from safetensors import SafetensorError
+
+    from langbrt import checkpoint as checkpoint_module
+
+    real_save_file = checkpoint_module.save_file
+
+    def full_from_step_2(tensors, filename, metadata=None):
+        if (tmp_path / "checkpoints" / "step_000001").exists():
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        real_save_file(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(checkpoint_module, "save_file", full_from_step_2)
+    result = run_cli("--steps", "2", "--batch-size", "2", "--synthetic-length", "8", "--adversarial-weight", "0",
+                     "--ema-decay", "0", "--checkpoint-every", "1", "--log-every", "1", "--output", str(tmp_path))
+    assert result.exit_code == 4, result.output
+    step_1 = tmp_path / "checkpoints" / "step_000001"
+    assert result.output == (f"Error: cannot write checkpoint {tmp_path / 'final'}: No space left on device (os "
+                             f"error 28); make room, then continue with --resume {step_1} (the last complete "
+                             "checkpoint)\n")
+    LangBRT.from_pretrained(step_1)
+
+
 @pytest.mark.parametrize("what", ["missing", "weights file"])
 def test_resume_from_something_that_is_not_a_checkpoint_folder_says_where_to_resume_from(run_dir, tmp_path, what):
     target = tmp_path / "nope" if what == "missing" else run_dir / "final/model.safetensors"

@@ -117,6 +117,23 @@ def test_a_failed_checkpoint_save_keeps_the_previous_folder_and_leaves_nothing_h
     assert {p.name: p.read_bytes() for p in (tmp_path / "final").iterdir()} == before
 
 
+def test_a_trainer_state_that_does_not_fit_on_disk_is_one_line_naming_the_checkpoint(tmp_path, monkeypatch):
+    """torch.save into a full file system says "enforce fail at inline_container.cc"; the error must say why."""
+    model = LangBRT(LangBRTConfig.tiny(), text_encoder=default_text_encoder())
+    real_write_bytes = Path.write_bytes
+
+    def full(self, data):
+        if self.name == "trainer_state.pt":
+            raise OSError(28, "No space left on device")
+        return real_write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(CheckpointError) as err:
+        save_checkpoint(tmp_path / "final", model, None, {"step": 3}, tiny_config(tmp_path))
+    assert str(err.value) == f"cannot write checkpoint {tmp_path / 'final'}: No space left on device"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_nan_loss_stops_with_step_and_last_checkpoint(tmp_path, monkeypatch):
     real = trainer_module.consistency_loss
     calls = {"n": 0}

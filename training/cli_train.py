@@ -1,8 +1,9 @@
 """`langbrt-train`: train LangBRT on synthetic, paired-folder or FFHQR data (paper sec. 3.4 and 4.1).
 
 The command only turns flags into a `TrainConfig` and calls `trainer.train`; errors a user can cause come
-back as one `Error: ...` line with exit code 2 (3 when the loss diverged), never a traceback. Ctrl-C ends
-with one line naming the checkpoint to `--resume` from, exit code 130.
+back as one `Error: ...` line with exit code 2 (3 when the loss diverged, 4 when a checkpoint could not be
+written mid-run), never a traceback. Ctrl-C ends with one line naming the checkpoint to `--resume` from, exit
+code 130.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from langbrt.training.losses.weights import LossWeights
 from langbrt.training.train_config import ABLATIONS, PRECISIONS, PRESETS, TrainConfig
 
 EXIT_DIVERGED = 3
+EXIT_NOT_SAVED = 4  # not 2: the command was right and continues with --resume once the disk has room
 
 # CLI option name -> TrainConfig field, for the options that map one to one.
 _FIELDS = ("data", "ffhqr_root", "ffhqr_target_root", "fraction", "synthetic_length", "real_faces", "real_fraction",
@@ -115,7 +117,7 @@ def main(ctx: click.Context, threads: int, resume: str | None, quiet: bool, **op
         torch.set_num_threads(threads)
     try:
         cfg = _config(ctx, options, resume)
-        from langbrt.training.trainer import TrainingDiverged, TrainingInterrupted, train
+        from langbrt.training.trainer import CheckpointNotSaved, TrainingDiverged, TrainingInterrupted, train
 
         try:
             with one_line_warnings():
@@ -123,6 +125,9 @@ def main(ctx: click.Context, threads: int, resume: str | None, quiet: bool, **op
         except TrainingDiverged as err:
             click.echo(f"Error: {err}", err=True)
             sys.exit(EXIT_DIVERGED)
+        except CheckpointNotSaved as err:
+            click.echo(f"Error: {err}", err=True)
+            sys.exit(EXIT_NOT_SAVED)
         except TrainingInterrupted as err:
             click.echo(f"Interrupted: {err}", err=True)
             sys.exit(EXIT_INTERRUPTED)

@@ -11,6 +11,7 @@ A checkpoint folder is built under a hidden name and renamed into place, so it i
 
 from __future__ import annotations
 
+import io
 import os
 import random
 from collections.abc import Iterator, Sequence
@@ -21,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from langbrt.atomic import atomic_folder, atomic_path, atomic_write_text
-from langbrt.checkpoint import weights_mismatch
+from langbrt.atomic import atomic_folder, atomic_path
+from langbrt.checkpoint import WRITE_ERRORS, weights_mismatch, write_checkpoint_files, write_failure
 from langbrt.errors import CheckpointError, LangBRTInputError
 from langbrt.model import LangBRT
 from langbrt.output_paths import overlap
@@ -108,13 +109,20 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(directory: Path, model: LangBRT, ema: EMA | None, state: dict[str, Any],
                     cfg: TrainConfig) -> Path:
     """Write a complete checkpoint folder (see module docstring) under a temporary name, then rename it into
-    place with `atomic_folder`: the previous folder of that name stays whole until the new one is complete."""
-    with atomic_folder(directory) as tmp:
-        with shipped_weights(model, ema) as raw:
-            model.save_pretrained(tmp)  # EMA weights: what gets evaluated and shipped
-        with atomic_path(tmp / STATE_FILE) as path:
-            torch.save({**state, "model_raw": raw}, path)
-        atomic_write_text(tmp / CONFIG_FILE, cfg.to_json())
+    place with `atomic_folder`: the previous folder of that name stays whole until the new one is complete.
+    A failure (a full disk) is one `CheckpointError` line naming `directory`, not the hidden staging folder."""
+    try:
+        with atomic_folder(directory) as tmp:
+            with shipped_weights(model, ema) as raw:
+                write_checkpoint_files(model, tmp)  # EMA weights: what gets evaluated and shipped
+            # Serialised in memory first: torch.save reports a full disk as "enforce fail at inline_container.cc",
+            # a plain write as "No space left on device".
+            buffer = io.BytesIO()
+            torch.save({**state, "model_raw": raw}, buffer)
+            (tmp / STATE_FILE).write_bytes(buffer.getbuffer())
+            (tmp / CONFIG_FILE).write_text(cfg.to_json(), encoding="utf-8")
+    except WRITE_ERRORS as err:
+        raise CheckpointError(f"cannot write checkpoint {directory}: {write_failure(err)}") from None
     return directory
 
 

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from langbrt.atomic import atomic_write_text
-from langbrt.errors import LangBRTError, LangBRTInputError
+from langbrt.errors import CheckpointError, LangBRTError, LangBRTInputError
 from langbrt.model import LangBRT, LangBRTOutput
 from langbrt.modules.discriminator import PatchDiscriminator
 from langbrt.text import TextEncoder, text_encoder_from_name
@@ -63,6 +63,12 @@ from langbrt.training.train_state import (
 
 class TrainingDiverged(LangBRTError):
     """The loss became NaN or inf; the message names the step and the last good checkpoint."""
+
+
+class CheckpointNotSaved(LangBRTError):
+    """A checkpoint could not be written mid-run (a full disk, a folder made unwritable); the message names it
+    and the last checkpoint saved. Its own class so that `langbrt-train` exits with its own status: the
+    command was right, and after making room it continues with --resume."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -364,7 +370,10 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
                                      "ema": ema.state_dict() if ema is not None else None,
                                      "data_order": {"seed": cfg.seed, "batch_size": cfg.batch_size,
                                                     "world_size": info.world_size, "step": done}}
-                    save_checkpoint(target_dir, model, ema, trainer_state, cfg)
+                    try:
+                        save_checkpoint(target_dir, model, ema, trainer_state, cfg)
+                    except CheckpointError as err:
+                        raise CheckpointNotSaved(f"{err}; {_resume_hint(last_ckpt)}") from None
                 barrier(info)
                 last_ckpt = target_dir
     except KeyboardInterrupt:
@@ -405,6 +414,12 @@ def checkpoint_is_finite(model: LangBRT, ema: EMA | None, discriminator: torch.n
 def all_ranks(ok: bool, info: DistInfo) -> bool:
     """`ok` on every rank (True alone when not distributed), so that all ranks stop together."""
     return float(all_reduce_mean(torch.tensor(float(ok), device=info.device), info)) == 1.0
+
+
+def _resume_hint(last_ckpt: Path | None) -> str:
+    if last_ckpt is None:
+        return "no checkpoint was written yet; make room and start again"
+    return f"make room, then continue with --resume {last_ckpt} (the last complete checkpoint)"
 
 
 def _interrupted_message(done: int, last_ckpt: Path | None) -> str:
