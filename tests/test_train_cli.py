@@ -190,6 +190,31 @@ def test_a_full_disk_while_saving_exits_4_with_one_line_naming_what_to_resume_fr
     LangBRT.from_pretrained(step_1)
 
 
+def test_a_full_disk_while_logging_exits_4_with_one_line_naming_the_log(tmp_path, monkeypatch):
+    from langbrt.training import run_log
+
+    class FullDisk:
+        def write(self, text):
+            raise OSError(28, "No space left on device")
+
+        def close(self):
+            raise OSError(28, "No space left on device")  # the unflushed line, again
+
+    real_init = run_log.RunLog.__init__
+
+    def on_a_full_disk(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self._jsonl.close()
+        self._jsonl = FullDisk()
+
+    monkeypatch.setattr(run_log.RunLog, "__init__", on_a_full_disk)
+    result = run_cli("--steps", "2", "--batch-size", "2", "--synthetic-length", "8", "--log-every", "1",
+                     "--output", str(tmp_path))
+    assert result.exit_code == 4, result.output
+    assert result.output == (f"Error: {tmp_path / 'log.jsonl'}: cannot write file (No space left on device); no "
+                             "checkpoint was written yet; make room and start again\n")
+
+
 @pytest.mark.parametrize("what", ["missing", "weights file"])
 def test_resume_from_something_that_is_not_a_checkpoint_folder_says_where_to_resume_from(run_dir, tmp_path, what):
     target = tmp_path / "nope" if what == "missing" else run_dir / "final/model.safetensors"

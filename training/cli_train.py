@@ -1,8 +1,8 @@
 """`langbrt-train`: train LangBRT on synthetic, paired-folder or FFHQR data (paper sec. 3.4 and 4.1).
 
 The command only turns flags into a `TrainConfig` and calls `trainer.train`; errors a user can cause come
-back as one `Error: ...` line with exit code 2 (3 when the loss diverged, 4 when a checkpoint could not be
-written mid-run), never a traceback. Ctrl-C ends with one line naming the checkpoint to `--resume` from, exit
+back as one `Error: ...` line with exit code 2 (3 when the loss diverged, 4 when a checkpoint or log could not
+be written mid-run), never a traceback. Ctrl-C ends with one line naming the checkpoint to `--resume` from, exit
 code 130.
 """
 
@@ -117,7 +117,7 @@ def main(ctx: click.Context, threads: int, resume: str | None, quiet: bool, **op
         torch.set_num_threads(threads)
     try:
         cfg = _config(ctx, options, resume)
-        from langbrt.training.trainer import CheckpointNotSaved, TrainingDiverged, TrainingInterrupted, train
+        from langbrt.training.trainer import OutputNotWritten, TrainingDiverged, TrainingInterrupted, train
 
         try:
             with one_line_warnings():
@@ -125,7 +125,7 @@ def main(ctx: click.Context, threads: int, resume: str | None, quiet: bool, **op
         except TrainingDiverged as err:
             click.echo(f"Error: {err}", err=True)
             sys.exit(EXIT_DIVERGED)
-        except CheckpointNotSaved as err:
+        except OutputNotWritten as err:
             click.echo(f"Error: {err}", err=True)
             sys.exit(EXIT_NOT_SAVED)
         except TrainingInterrupted as err:

@@ -6,6 +6,7 @@ that writes; other ranks get one with `enabled=False`, which does nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 
 from langbrt.atomic import atomic_write_text
+from langbrt.errors import LangBRTInputError
 from langbrt.io import write_image
 
 JSONL_FILE = "log.jsonl"
@@ -54,8 +56,11 @@ class RunLog:
         if not self.enabled:
             return
         clean = {k: (float(v) if math.isfinite(float(v)) else str(float(v))) for k, v in values.items()}
-        self._jsonl.write(json.dumps({"step": step, **clean}) + "\n")
-        self._jsonl.flush()
+        try:
+            self._jsonl.write(json.dumps({"step": step, **clean}) + "\n")
+            self._jsonl.flush()
+        except OSError as err:  # a full disk
+            raise LangBRTInputError(f"{self.output / JSONL_FILE}: cannot write file ({err.strerror or err})") from None
         if self._writer is not None:
             for name, value in values.items():
                 self._writer.add_scalar(name, float(value), step)
@@ -73,7 +78,9 @@ class RunLog:
 
     def close(self) -> None:
         if self._jsonl is not None:
-            self._jsonl.close()
+            # Every line was flushed when written; a close that fails retries a write `scalars` already reported.
+            with contextlib.suppress(OSError):
+                self._jsonl.close()
             self._jsonl = None
         if self._writer is not None:
             self._writer.close()

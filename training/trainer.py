@@ -14,7 +14,7 @@ import random
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from langbrt.atomic import atomic_write_text
-from langbrt.errors import CheckpointError, LangBRTError, LangBRTInputError
+from langbrt.errors import LangBRTError, LangBRTInputError
 from langbrt.model import LangBRT, LangBRTOutput
 from langbrt.modules.discriminator import PatchDiscriminator
 from langbrt.text import TextEncoder, text_encoder_from_name
@@ -65,10 +65,10 @@ class TrainingDiverged(LangBRTError):
     """The loss became NaN or inf; the message names the step and the last good checkpoint."""
 
 
-class CheckpointNotSaved(LangBRTError):
-    """A checkpoint could not be written mid-run (a full disk, a folder made unwritable); the message names it
-    and the last checkpoint saved. Its own class so that `langbrt-train` exits with its own status: the
-    command was right, and after making room it continues with --resume."""
+class OutputNotWritten(LangBRTError):
+    """A checkpoint, log line or sample grid could not be written mid-run (a full disk, a folder made
+    unwritable); the message names it and the checkpoint to resume from. Its own class so that `langbrt-train`
+    exits with its own status: the command was right, and after making room it continues with --resume."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -353,10 +353,12 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
                           for k, v in sorted(parts.items())}
                 values.update({"loss/total": last_loss, "lr": sched_g.get_last_lr()[0],
                                "it_per_s": (done - start) / (time.perf_counter() - t0)})
-                log.scalars(done, values)
+                with _run_output_written(last_ckpt):
+                    log.scalars(done, values)
                 bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{values['lr']:.2e}")
             if info.is_main and (done % cfg.image_every == 0 or done == cfg.steps):
-                log.image_grid(done, batch["source"], out.mask, out.image, batch["target"])
+                with _run_output_written(last_ckpt):
+                    log.image_grid(done, batch["source"], out.mask, out.image, batch["target"])
             is_ckpt, is_final = done % cfg.checkpoint_every == 0, done == cfg.steps
             if is_ckpt or is_final:
                 if not all_ranks(checkpoint_is_finite(model, ema, discriminator, batch), info):
@@ -370,10 +372,8 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
                                      "ema": ema.state_dict() if ema is not None else None,
                                      "data_order": {"seed": cfg.seed, "batch_size": cfg.batch_size,
                                                     "world_size": info.world_size, "step": done}}
-                    try:
+                    with _run_output_written(last_ckpt):
                         save_checkpoint(target_dir, model, ema, trainer_state, cfg)
-                    except CheckpointError as err:
-                        raise CheckpointNotSaved(f"{err}; {_resume_hint(last_ckpt)}") from None
                 barrier(info)
                 last_ckpt = target_dir
     except KeyboardInterrupt:
@@ -416,10 +416,18 @@ def all_ranks(ok: bool, info: DistInfo) -> bool:
     return float(all_reduce_mean(torch.tensor(float(ok), device=info.device), info)) == 1.0
 
 
-def _resume_hint(last_ckpt: Path | None) -> str:
-    if last_ckpt is None:
-        return "no checkpoint was written yet; make room and start again"
-    return f"make room, then continue with --resume {last_ckpt} (the last complete checkpoint)"
+@contextmanager
+def _run_output_written(last_ckpt: Path | None) -> Iterator[None]:
+    """Around one write of the run's output: its error (one line naming the file) becomes `OutputNotWritten`,
+    which adds the checkpoint to resume from."""
+    try:
+        yield
+    except LangBRTError as err:
+        if last_ckpt is None:
+            then = "no checkpoint was written yet; make room and start again"
+        else:
+            then = f"make room, then continue with --resume {last_ckpt} (the last complete checkpoint)"
+        raise OutputNotWritten(f"{err}; {then}") from None
 
 
 def _interrupted_message(done: int, last_ckpt: Path | None) -> str:
