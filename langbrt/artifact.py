@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import CheckpointError
-from .json_dataclass import check_format_version, dataclass_from_json
+from .json_dataclass import check_format_version, dataclass_from_json, parse_json
 
 ARTIFACT_FORMAT = "langbrt-artifact"
 ARTIFACT_VERSION = 1
@@ -51,10 +51,7 @@ class ArtifactMetadata:
     def from_json(cls, text: str, source: str) -> ArtifactMetadata:
         """Parse metadata read from `source`; anything unusable (not LangBRT's, a newer format, a field missing
         or of the wrong type) is one `CheckpointError` line naming `source`."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise CheckpointError(f"{source}: unreadable LangBRT metadata ({err})") from None
+        data = parse_json(text, f"{source}: unreadable LangBRT metadata", CheckpointError)
         if not isinstance(data, dict) or data.get("format") != ARTIFACT_FORMAT:
             raise CheckpointError(f"{source}: not a LangBRT export (no LangBRT metadata)")
         check_format_version(data, ARTIFACT_VERSION, source, CheckpointError)

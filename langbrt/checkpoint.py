@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from .atomic import atomic_folder, atomic_path
 from .config import LangBRTConfig
 from .errors import CheckpointError
-from .json_dataclass import check_format_version
+from .json_dataclass import check_format_version, parse_json
 from .text import PromptBank, TextEncoder
 
 if TYPE_CHECKING:
@@ -164,10 +164,7 @@ def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
             raise CheckpointError(f"{directory}: not a LangBRT checkpoint (no {CONFIG_FILE})") from None
         except (OSError, UnicodeDecodeError) as err:
             raise CheckpointError(f"{path}: unreadable checkpoint config ({err})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: unreadable checkpoint config ({err})") from None
+    data = parse_json(text, f"{path}: unreadable checkpoint config", CheckpointError)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a LangBRT checkpoint config")
     check_format_version(data, FORMAT_VERSION, str(path), CheckpointError)

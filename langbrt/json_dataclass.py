@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import reprlib
+import sys
 import types
 import typing
 from typing import Any, TypeVar
@@ -55,6 +57,23 @@ def dataclass_from_json(cls: type[T], data: Any, what: str, error: type[LangBRTE
             value = tuple(value)
         values[name] = value
     return cls(**values)
+
+
+def parse_json(text: str, what: str, error: type[LangBRTError]) -> Any:
+    """`json.loads(text)` for JSON a person can edit, or one `error` line "`what` (why)", e.g. what =
+    "run/train_config.json: unreadable train config".
+
+    Why not `except json.JSONDecodeError`: json.loads also raises a plain ValueError (an integer of more than
+    `sys.get_int_max_str_digits()` digits) and RecursionError (arrays nested some thousands deep).
+    """
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise error(f"{what} ({err})") from None
+    except ValueError:  # the int-from-string limit; its message suggests sys.set_int_max_str_digits()
+        raise error(f"{what} (a number of more than {sys.get_int_max_str_digits()} digits)") from None
+    except RecursionError:
+        raise error(f"{what} (nested too deeply)") from None
 
 
 def check_format_version(data: dict[str, Any], current: int, what: str, error: type[LangBRTError]) -> None:

@@ -224,8 +224,27 @@ def config_with_a_string_format_version(folder: Path) -> Path:
     return path
 
 
+def config_with_a_number_of_5000_digits(folder: Path) -> Path:
+    """json.loads raises a plain ValueError for it (Python's int-from-string limit), not JSONDecodeError."""
+    path = folder / "huge-number-checkpoint"
+    path.mkdir()
+    (path / "config.json").write_text('{"format": "langbrt-checkpoint", "format_version": ' + "1" * 5000 + "}",
+                                      encoding="utf-8")
+    return path
+
+
+def config_nested_100000_deep(folder: Path) -> Path:
+    """json.loads raises RecursionError for it."""
+    path = folder / "deep-checkpoint"
+    path.mkdir()
+    (path / "config.json").write_text("[" * 100_000, encoding="utf-8")
+    return path
+
+
 MODEL_CASES = {"text-file": text_file_model, "folder-without-config": folder_without_config,
-               "string-format-version": config_with_a_string_format_version}
+               "string-format-version": config_with_a_string_format_version,
+               "number-of-5000-digits": config_with_a_number_of_5000_digits,
+               "nested-100000-deep": config_nested_100000_deep}
 
 
 def file_where_a_folder_is_expected(folder: Path) -> Path:

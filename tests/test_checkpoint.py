@@ -274,3 +274,14 @@ def test_the_configs_attention_names_are_the_dispatchers():
     from langbrt.kernels import AttentionImpl
 
     assert set(ATTENTION_IMPLS) == {impl.value for impl in AttentionImpl}
+
+
+@pytest.mark.parametrize(("config", "why"), [("1" * 5000, "a number of more than 4300 digits"),
+                                             ("[" * 100_000, "nested too deeply")])
+def test_a_single_file_whose_config_metadata_cannot_be_parsed_is_one_line(tmp_path, config, why):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "m.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path), metadata={checkpoint_module.CONFIG_KEY: config})
+    with pytest.raises(CheckpointError, match=f"^{path}: unreadable checkpoint config \\({why}\\)$"):
+        LangBRT.from_pretrained(path)

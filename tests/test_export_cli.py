@@ -369,3 +369,11 @@ def test_the_engine_sidecar_records_the_gpu_the_builder_used_not_gpu_0(monkeypat
     extras = tensorrt_export.read_engine_sidecar(tmp_path / "m.plan").extras
     assert (extras["gpu"], extras["compute_capability"]) == ("GPU one", "9.0")
     assert (tmp_path / "m.plan").read_bytes() == b"engine"
+
+
+@pytest.mark.parametrize(("text", "why"), [('{"format": "langbrt-artifact", "image_size": ' + "6" * 5000 + "}",
+                                            "a number of more than 4300 digits"),
+                                           ("[" * 100_000, "nested too deeply")])
+def test_export_metadata_that_cannot_be_parsed_is_one_line_naming_the_source(text, why):
+    with pytest.raises(CheckpointError, match=f"^model.onnx: unreadable LangBRT metadata \\({why}\\)$"):
+        ArtifactMetadata.from_json(text, "model.onnx")

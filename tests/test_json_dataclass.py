@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from langbrt.errors import CheckpointError
-from langbrt.json_dataclass import check_format_version, dataclass_from_json
+from langbrt.json_dataclass import check_format_version, dataclass_from_json, parse_json
 
 
 @dataclass
@@ -88,3 +88,14 @@ def test_a_format_version_that_is_not_an_int_or_is_newer_is_refused(version, mes
 @pytest.mark.parametrize("data", [{}, {"format_version": 0}, {"format_version": 1}])
 def test_a_missing_or_current_format_version_is_accepted(data):
     check_format_version(data, 1, "f.json", CheckpointError)
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ('{"a": ', "Expecting value: line 1 column 7"),
+    ('{"a": ' + "1" * 5000 + "}", "a number of more than 4300 digits"),  # a plain ValueError from json.loads
+    ("[" * 100_000, "nested too deeply"),  # RecursionError
+])
+def test_json_that_cannot_be_parsed_is_one_line_of_the_callers_error(text, why):
+    with pytest.raises(CheckpointError) as err:
+        parse_json(text, "f.json: unreadable config", CheckpointError)
+    assert str(err.value).startswith(f"f.json: unreadable config ({why}") and "\n" not in str(err.value)

@@ -132,3 +132,14 @@ def test_out_inside_an_evaluated_checkpoint_is_refused_and_the_checkpoint_kept(c
                                        "--num-samples", "2", "--out", str(checkpoints["b"] / "config.json")])
     assert result.exit_code == 2 and result.output.startswith("Error: --out ") and result.output.count("\n") == 1
     assert (checkpoints["b"] / "config.json").read_bytes() == config
+
+
+def test_an_unreadable_train_config_beside_a_checkpoint_is_one_line_naming_it(tmp_path):
+    from langbrt.errors import LangBRTInputError
+    from langbrt.training.suite import checkpoint_info
+
+    (tmp_path / "final").mkdir()
+    (tmp_path / "train_config.json").write_text("[" * 100_000)
+    with pytest.raises(LangBRTInputError, match=f"^{tmp_path / 'train_config.json'}: unreadable train config "
+                                                "\\(nested too deeply\\)$"):
+        checkpoint_info(tmp_path / "final")

@@ -346,3 +346,10 @@ def test_missing_files_are_input_errors(real_face, tmp_path):
 def test_bad_dataset_arguments_are_input_errors(kwargs):
     with pytest.raises(LangBRTInputError):
         SyntheticBlemishDataset(**({"length": 4} | kwargs))
+
+
+def test_a_regions_file_with_a_number_of_5000_digits_is_one_line_naming_it(real_face):
+    image, regions = real_face
+    regions.write_text('{"image": "face.png", "regions": {"chin": [[' + "1" * 5000 + ', 2]]}}')
+    with pytest.raises(LangBRTInputError, match=f"^{regions}: not a readable JSON regions file \\(a number of more"):
+        RealFaceBase.from_files(image, regions)

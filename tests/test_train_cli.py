@@ -370,6 +370,8 @@ def test_bad_value_is_one_error_line_naming_the_flag(tmp_path, args, named):
     ('{"real_faces": "face.json"}', "real_faces must be a list of str"),
     ('{"steps": 3, "colour": 1}', "has unknown fields ['colour']"),
     ("\udcff", "unreadable train config"),
+    ('{"steps": ' + "1" * 5000 + "}", "unreadable train config (a number of more than 4300 digits)"),
+    ("[" * 100_000, "unreadable train config (nested too deeply)"),
 ])
 def test_a_bad_train_config_to_resume_from_is_one_line_naming_the_file_and_field(tmp_path, text, message):
     checkpoint = tmp_path / "ckpt"

@@ -335,3 +335,13 @@ def test_a_cuda_rng_state_resumes_on_a_machine_with_fewer_gpus(monkeypatch):
         train_state.set_rng_state({**saved, "cuda": eight_gpus})
         train_state.set_rng_state(saved)
     assert [int(s[0]) for s in restored] == [0, 42]
+
+
+def test_resume_drops_log_lines_it_cannot_read_instead_of_crashing(tmp_path):
+    """json.loads raises a plain ValueError for a 5000-digit number and RecursionError for deep nesting."""
+    from langbrt.training.run_log import truncate_jsonl
+
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"step": 1}\n{"step": ' + "1" * 5000 + "}\n" + "[" * 100_000 + '\n{"step": "x"}\n{"step": 5}\n')
+    truncate_jsonl(log, 3)
+    assert log.read_text() == '{"step": 1}\n'

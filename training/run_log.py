@@ -95,9 +95,9 @@ def truncate_jsonl(path: Path, last_step: int) -> None:
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
             step = json.loads(line)["step"]
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (ValueError, RecursionError, KeyError, TypeError):  # ValueError: also a number of 4300+ digits
             continue
-        if step <= last_step:
+        if isinstance(step, int) and step <= last_step:
             kept.append(line + "\n")
     atomic_write_text(path, "".join(kept))
 

@@ -17,7 +17,6 @@ combined map (> 0.5) with the named blemishes, overall and per blemish type of t
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -28,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from langbrt.errors import LangBRTInputError
+from langbrt.json_dataclass import parse_json
 from langbrt.model import LangBRT
 from langbrt.training.baselines import bilateral_retouch, diffusion_inpaint
 from langbrt.training.evaluate import finite_or_none
@@ -176,6 +176,7 @@ def evaluate_suite(checkpoints: dict[str, str], split: str = "test", num_samples
     if num_samples < 1 or batch_size < 1:
         raise LangBRTInputError("--suite needs --num-samples >= 1 and --batch-size >= 1")
     models = {name: LangBRT.from_pretrained(path) for name, path in checkpoints.items()}
+    infos = {name: checkpoint_info(path) for name, path in checkpoints.items()}  # read before the long run
     sizes = {name: model.config.image_size for name, model in models.items()}
     if len(set(sizes.values())) != 1:
         raise LangBRTInputError(f"--suite checkpoints must share one image size, got {sizes}")
@@ -190,7 +191,7 @@ def evaluate_suite(checkpoints: dict[str, str], split: str = "test", num_samples
         notes["lpips"] = "not available offline (lpips package or its torchvision backbone missing)"
     return SuiteResult(command=command, date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        data="synthetic", split=split, seed=seed, num_samples=len(dataset), image_size=image_size,
-                       checkpoints={name: checkpoint_info(path) for name, path in checkpoints.items()},
+                       checkpoints=infos,
                        methods=methods, notes=notes)
 
 
@@ -208,11 +209,17 @@ def parse_suite_specs(specs: tuple[str, ...] | list[str]) -> dict[str, str]:
 
 
 def checkpoint_info(directory: str | Path) -> dict[str, Any]:
-    """Where a checkpoint lives and, when its run folder has one, the training config that made it."""
+    """Where a checkpoint lives and, when its run folder has one, the training config that made it (as written,
+    not checked: it is recorded, not used); an unreadable one is one `LangBRTInputError` line naming it."""
     directory = Path(directory)
     for candidate in (directory / "train_config.json", directory.parent / "train_config.json"):
         if candidate.is_file():
-            return {"path": str(directory), "train_config": json.loads(candidate.read_text(encoding="utf-8"))}
+            try:
+                text = candidate.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as err:
+                raise LangBRTInputError(f"{candidate}: unreadable train config ({err})") from None
+            return {"path": str(directory),
+                    "train_config": parse_json(text, f"{candidate}: unreadable train config", LangBRTInputError)}
     return {"path": str(directory), "train_config": None}
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from langbrt.config import MAX_IMAGE_SIZE, LangBRTConfig
 from langbrt.errors import LangBRTInputError
-from langbrt.json_dataclass import dataclass_from_json
+from langbrt.json_dataclass import dataclass_from_json, parse_json
 from langbrt.text.minilm import MINILM_NAME
 from langbrt.text.open_clip_backend import OPEN_CLIP_PREFIX
 from langbrt.training.losses.detection import DEFAULT_DETECTION_LOSS, DETECTION_LOSSES
@@ -208,7 +208,7 @@ class TrainConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> TrainConfig:
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
             raise LangBRTInputError(f"{path}: unreadable train config ({err})") from None
-        return cls.from_dict(data, str(path))
+        return cls.from_dict(parse_json(text, f"{path}: unreadable train config", LangBRTInputError), str(path))

@@ -13,7 +13,6 @@ gives the same data, and the test split draws from streams the training split ne
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from PIL import Image, ImageDraw
 
 from langbrt.errors import LangBRTInputError
 from langbrt.io import read_image
+from langbrt.json_dataclass import parse_json
 from langbrt.training.data.blemish_render import Blemish, composite, render_blemish
 from langbrt.training.data.blemish_types import (
     ALLOWED_REGIONS,
@@ -161,11 +161,12 @@ class RealFaceBase:
 
 def _read_json(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError as err:
         raise LangBRTInputError(f"{path}: no such regions file") from err
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError) as err:
         raise LangBRTInputError(f"{path}: not a readable JSON regions file ({err})") from err
+    data = parse_json(text, f"{path}: not a readable JSON regions file", LangBRTInputError)
     if not isinstance(data, dict):
         raise LangBRTInputError(f'{path}: expected a JSON object with a "regions" entry')
     return data
