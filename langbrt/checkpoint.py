@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_folder, atomic_path
 from .config import LangBRTConfig
-from .errors import CheckpointError
+from .errors import CheckpointError, LangBRTInputError
 from .json_dataclass import check_format_version, parse_json
 from .text import PromptBank, TextEncoder
 
@@ -204,8 +204,11 @@ def load_checkpoint(directory: str | Path, text_encoder: TextEncoder | None = No
     if embeddings.shape != (len(texts), config.text_dim):
         raise CheckpointError(f"{directory}: prompt bank holds {tuple(embeddings.shape)} embeddings for "
                               f"{len(texts)} prompts of dim {config.text_dim}")
-    bank = PromptBank.from_state(texts, embeddings, encoder_name=config.text_encoder, dim=config.text_dim,
-                                 encoder=text_encoder)
+    try:
+        bank = PromptBank.from_state(texts, embeddings, encoder_name=config.text_encoder, dim=config.text_dim,
+                                     encoder=text_encoder)
+    except LangBRTInputError as err:  # a prompt no user could type, e.g. "" (normalize_prompt)
+        raise CheckpointError(f"{directory}: the config's prompts: {err}") from None
     model = LangBRT(config, prompt_bank=bank)
     _load_state(model, weights, directory)
     return model.to(map_location).eval()

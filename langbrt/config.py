@@ -58,9 +58,15 @@ class LangBRTConfig:
                      "discriminator_channels"):
             if getattr(self, name) < 1:
                 raise LangBRTInputError(f"model config: {name} must be at least 1, got {getattr(self, name)}")
+        for name, most in MAX_SIZES.items():  # before anything is sized by them
+            value = getattr(self, name)
+            size, unit = (len(value), " entries") if isinstance(value, tuple) else (value, "")
+            if size > most:
+                raise LangBRTInputError(f"model config: {name} is at most {most}{unit}, got {size}{unit}")
         if not self.encoder_channels or min(self.encoder_channels) < 1:
             raise LangBRTInputError(f"model config: encoder_channels must be positive sizes, got "
                                     f"{list(self.encoder_channels)}")
+        _check_prompts(self)
         if self.image_size > MAX_IMAGE_SIZE or max(self.encoder_channels) > MAX_WIDTH or self.text_dim > MAX_WIDTH:
             raise LangBRTInputError(f"model config: image_size is at most {MAX_IMAGE_SIZE} and channel widths at "
                                     f"most {MAX_WIDTH}, got {self.image_size} and "
@@ -160,6 +166,32 @@ ATTENTION_IMPLS = ("auto", "triton", "reference", "plugin-node")  # `kernels.Att
 MAX_IMAGE_SIZE = 4096  # 8x the paper's 512: beyond it a config is a typo, not a model anyone can run
 MAX_WIDTH = 8192
 MAX_MLP_RATIO = 64.0
+# Bounds on the other sizes, for the same reason: a hand-edited config.json is built before its weights are
+# read, and `"depth": 1000000000` grew the process to 18 GB before any error. Each is several times the paper's
+# (sec. 4.1.2) and far beyond any preset; the number of encoder stages is what MAX_IMAGE_SIZE allows (stride 2
+# each, and image_size must be a multiple of the stride).
+MAX_SIZES = {
+    "depth": 64,  # paper 7 blocks
+    "num_heads": 64,  # paper 3
+    "window_size": 64,  # paper 8; a window larger than the latent is clamped to it anyway
+    "position_frequencies": 16,  # paper 2; 2**16 cycles across a latent of at most 512 is noise
+    "discriminator_channels": 512,  # paper 64; the PatchGAN quadruples it in its last layers
+    "encoder_channels": MAX_IMAGE_SIZE.bit_length() - 1,  # entries: 12 stages give stride 4096
+    "predefined_prompts": 64,  # paper 3; each owns a (C, C) matrix psi_i
+    "learned_prompts": 65536,  # the no-prior ablation learns one vector per synthetic prompt (2172)
+}
+
+
+def _check_prompts(config: LangBRTConfig) -> None:
+    """Every baked prompt is one a user could type (`normalize_prompt`), said with its place in the config."""
+    from .text.prompts import normalize_prompt
+
+    for name in ("predefined_prompts", "learned_prompts"):
+        for i, prompt in enumerate(getattr(config, name)):
+            try:
+                normalize_prompt(prompt)
+            except LangBRTInputError as err:
+                raise LangBRTInputError(f"model config: {name}[{i}]: {err}") from None
 
 
 def _check_types(config: LangBRTConfig) -> None:

@@ -77,7 +77,7 @@ def parse_json(text: str, what: str, error: type[LangBRTError]) -> Any:
 
 
 def check_format_version(data: dict[str, Any], current: int, what: str, error: type[LangBRTError]) -> None:
-    """Refuse a `format_version` (0 when absent) that is not an int or is newer than `current`.
+    """Refuse a `format_version` (0 when absent) that is not an int, is negative or is newer than `current`.
 
     Runs before the other fields are checked: a newer format may lay them out differently, and "upgrade
     LangBRT" is then the one useful thing to say.
@@ -85,6 +85,8 @@ def check_format_version(data: dict[str, Any], current: int, what: str, error: t
     version = data.get("format_version", 0)
     if not fits(int, version):
         raise error(f"{what}: format_version must be int, got {reprlib.repr(version)}")
+    if version < 0:
+        raise error(f"{what}: format_version must be >= 0, got {version}")
     if version > current:
         raise error(f"{what}: written by a newer LangBRT (format version {version}, this one reads up to "
                     f"{current}); upgrade LangBRT")

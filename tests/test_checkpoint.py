@@ -109,6 +109,17 @@ def test_broken_checkpoints_raise_one_clear_error(saved, tmp_path, damage, says)
         ({"attention": "x"}, "attention must be one of"),
         ({"mlp_ratio": 1e308}, "mlp_ratio in (0, 64.0]"),
         ({"image_size": 1_000_000}, "image_size is at most 4096"),
+        # Sizes that made the model allocate without bound before any error (18 GB for depth 1e9):
+        ({"depth": 1_000_000_000}, "depth is at most 64, got 1000000000"),
+        ({"depth": 100_000}, "depth is at most 64"),
+        ({"position_frequencies": 100_000_000}, "position_frequencies is at most 16"),
+        ({"num_heads": 32768, "embed_dim": 32768}, "num_heads is at most 64"),
+        ({"window_size": 100_000}, "window_size is at most 64"),
+        ({"discriminator_channels": 1_000_000}, "discriminator_channels is at most 512"),
+        ({"encoder_channels": [16] * 1000 + [32]}, "encoder_channels is at most 12 entries, got 1001 entries"),
+        ({"predefined_prompts": ["x"] * 100_000}, "predefined_prompts is at most 64 entries"),
+        ({"predefined_prompts": ["", "x"]}, "model config: predefined_prompts[0]: prompt is empty: ''"),
+        ({"learned_prompts": ["a", "\u0000"]}, "model config: learned_prompts[1]: prompt contains a control"),
         (None, "model config must be a JSON object"),
     ],
 )
@@ -129,6 +140,7 @@ def test_an_edited_config_json_is_one_line_naming_the_field(saved, tmp_path, edi
 
 
 @pytest.mark.parametrize(("version", "message"), [("x", "format_version must be int, got 'x'"),
+                                                  (-1, "format_version must be >= 0, got -1"),
                                                   (2, "written by a newer LangBRT")])
 def test_an_edited_format_version_is_one_line_naming_the_file(saved, tmp_path, version, message):
     config = json.loads((saved[0] / "config.json").read_text())
@@ -285,3 +297,15 @@ def test_a_single_file_whose_config_metadata_cannot_be_parsed_is_one_line(tmp_pa
     save_file({"w": torch.zeros(2)}, str(path), metadata={checkpoint_module.CONFIG_KEY: config})
     with pytest.raises(CheckpointError, match=f"^{path}: unreadable checkpoint config \\({why}\\)$"):
         LangBRT.from_pretrained(path)
+
+
+def test_an_empty_prompt_in_the_configs_prompt_bank_is_one_line_naming_the_checkpoint(tmp_path):
+    model = LangBRT(LangBRTConfig.tiny(), text_encoder=default_text_encoder())
+    with torch.no_grad():
+        model(torch.rand(1, 3, 64, 64), [["acne on the chin"]])  # puts the prompt in the bank
+    directory = model.save_pretrained(tmp_path / "m")
+    config = json.loads((directory / "config.json").read_text())
+    config["prompts"] = [" "]
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=f"^{directory}: the config's prompts: prompt is empty: ' '"):
+        LangBRT.from_pretrained(directory)
