@@ -22,5 +22,17 @@ class TooManyPixelsError(LangBRTInputError):
     """
 
 
+class ConfigValueError(LangBRTInputError):
+    """A setting outside its range, said about the setting so that whoever read it can say where it came from.
+
+    `str()` is the command-line form (`--l1-weight must be ...`); a loader of a file words it as
+    `FILE: field problem` from `field` and `problem` (`run/train_config.json: weights: l1 must be ...`).
+    """
+
+    def __init__(self, field: str, problem: str, message: str | None = None) -> None:
+        self.field, self.problem = field, problem
+        super().__init__(message or f"--{field.replace('_', '-')} {problem}")
+
+
 class CheckpointError(LangBRTError):
     """A checkpoint or exported model is missing, corrupt, or does not match what is asked of it."""

@@ -18,7 +18,7 @@ import types
 import typing
 from typing import Any, TypeVar
 
-from .errors import LangBRTError
+from .errors import ConfigValueError, LangBRTError
 
 T = TypeVar("T")
 
@@ -31,7 +31,8 @@ def dataclass_from_json(cls: type[T], data: Any, what: str, error: type[LangBRTE
     Refused: `data` not an object, a field `cls` does not have (unless `ignore_unknown`, for readers that must
     accept fields added later), a required field missing, a value not of its field's type (see `fits`). A list
     becomes a tuple where the field is a tuple, and an object the nested dataclass of its field (checked the
-    same way). The checks of `cls.__post_init__` still run and raise their own errors.
+    same way). The checks of `cls.__post_init__` still run; a `ConfigValueError` of theirs becomes an `error`
+    line naming `what` and the field, any other error is theirs.
     """
     if not isinstance(data, dict):
         raise error(f"{what} must be a JSON object, got {type(data).__name__}")
@@ -56,7 +57,10 @@ def dataclass_from_json(cls: type[T], data: Any, what: str, error: type[LangBRTE
         elif typing.get_origin(hint) is tuple:
             value = tuple(value)
         values[name] = value
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ConfigValueError as err:  # a range check of `cls` (its __post_init__), worded for a file
+        raise error(f"{what}: {err.field} {err.problem}") from None
 
 
 def parse_json(text: str, what: str, error: type[LangBRTError]) -> Any:

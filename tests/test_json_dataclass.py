@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from langbrt.errors import CheckpointError
+from langbrt.errors import CheckpointError, ConfigValueError
 from langbrt.json_dataclass import check_format_version, dataclass_from_json, parse_json
 
 
@@ -99,3 +99,23 @@ def test_json_that_cannot_be_parsed_is_one_line_of_the_callers_error(text, why):
     with pytest.raises(CheckpointError) as err:
         parse_json(text, "f.json: unreadable config", CheckpointError)
     assert str(err.value).startswith(f"f.json: unreadable config ({why}") and "\n" not in str(err.value)
+
+
+@dataclass
+class Checked:
+    rate: float = 1.0
+
+    def __post_init__(self):
+        if self.rate < 0:
+            raise ConfigValueError("rate", f"must be >= 0, got {self.rate}", "--rate-weight must be >= 0")
+
+
+@dataclass
+class HoldsChecked:
+    inner: Checked = field(default_factory=Checked)
+
+
+def test_a_range_check_of_the_dataclass_is_worded_for_the_file_and_field_not_the_flag():
+    with pytest.raises(CheckpointError) as err:
+        dataclass_from_json(HoldsChecked, {"inner": {"rate": -1}}, "f.json", CheckpointError)
+    assert str(err.value) == "f.json: inner: rate must be >= 0, got -1"

@@ -372,6 +372,16 @@ def test_bad_value_is_one_error_line_naming_the_flag(tmp_path, args, named):
     ("\udcff", "unreadable train config"),
     ('{"steps": ' + "1" * 5000 + "}", "unreadable train config (a number of more than 4300 digits)"),
     ("[" * 100_000, "unreadable train config (nested too deeply)"),
+    # Values of the right type the run cannot use: named as the file's fields, not as flags nobody gave.
+    ('{"betas": [NaN, 0.999]}', "betas must be two numbers in [0, 1) (Adam's), got [nan, 0.999]"),
+    ('{"betas": [2, 3]}', "betas must be two numbers in [0, 1)"),
+    ('{"betas": [-1, 0.999]}', "betas must be two numbers in [0, 1)"),
+    ('{"synthetic_length": 1000000000000000}', "synthetic_length is at most 100000000, got 1000000000000000"),
+    ('{"batch_size": 100000000}', "batch_size is at most 4096"),
+    ('{"num_workers": 100000}', "num_workers is at most 256"),
+    ('{"weights": {"l1": NaN}}', "train_config.json: weights: l1 must be a finite number >= 0"),
+    ('{"steps": 0}', "train_config.json: steps must be at least 1, got 0"),
+    ('{"min_lr": 1.0}', "train_config.json: min_lr must be in [0, lr 0.0002], got 1.0"),
 ])
 def test_a_bad_train_config_to_resume_from_is_one_line_naming_the_file_and_field(tmp_path, text, message):
     checkpoint = tmp_path / "ckpt"
@@ -381,6 +391,22 @@ def test_a_bad_train_config_to_resume_from_is_one_line_naming_the_file_and_field
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     assert result.output.startswith(f"Error: {checkpoint / 'train_config.json'}") and message in result.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--num-workers", "100000"], "--num-workers is at most 256, got 100000"),
+    (["--synthetic-length", str(10**15)], "--synthetic-length is at most 100000000"),
+    (["--batch-size", str(10**8)], "--batch-size is at most 4096"),
+])
+def test_a_size_flag_beyond_any_run_is_one_error_line_naming_the_flag(tmp_path, args, message):
+    result = run_cli(*args, "--output", str(tmp_path / "out"))
+    assert result.exit_code == 2 and result.output.startswith(f"Error: {message}") and result.output.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_betas_built_in_code_are_checked_too():
+    with pytest.raises(LangBRTInputError, match=r"^betas must be two numbers in \[0, 1\)"):
+        replace(TrainConfig(), betas=(float("nan"), 0.999)).validate()
 
 
 def test_the_detection_loss_choices_and_default_are_the_losses_own():

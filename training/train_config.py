@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from langbrt.config import MAX_IMAGE_SIZE, LangBRTConfig
-from langbrt.errors import LangBRTInputError
+from langbrt.errors import ConfigValueError, LangBRTInputError
 from langbrt.json_dataclass import dataclass_from_json, parse_json
 from langbrt.text.minilm import MINILM_NAME
 from langbrt.text.open_clip_backend import OPEN_CLIP_PREFIX
@@ -38,6 +38,14 @@ MAX_SEED = 2**32 - 1
 
 FLOAT32_MAX = 3.4028234663852886e38
 """The optimizer multiplies fp32 tensors by `--lr`: a larger value overflows there."""
+
+MAX_SIZES = {
+    "synthetic_length": 100_000_000,  # the run draws a permutation of it (8 bytes each): 800 MB at most
+    "batch_size": 4096,  # the paper trains with 1; 4096 images of the smallest size fill a large GPU
+    "num_workers": 256,  # DataLoader processes: more than any machine has cores
+}
+"""Bounds on sizes a run allocates by (a hand-edited train_config.json is read before anything checks them:
+`"synthetic_length": 1e15` ended in torch.randperm's allocation failure); generous, far beyond any real run."""
 
 MIN_IMAGE_SIZE = 32
 """Smallest `--image-size` the PatchGAN discriminator accepts (its logits are H/8 - 2 wide)."""
@@ -90,47 +98,53 @@ class TrainConfig:
     checkpoint_every: int = 1000
 
     def validate(self) -> None:
-        """Raise `LangBRTInputError` (one line, naming the option) for a value the run cannot use."""
-        if self.ablation not in ABLATIONS:
-            raise LangBRTInputError(f"unknown ablation {self.ablation!r}; use one of {', '.join(ABLATIONS)}")
-        if self.detection_loss not in DETECTION_LOSSES:
-            raise LangBRTInputError(f"--detection-loss must be one of {', '.join(DETECTION_LOSSES)}, got "
-                                    f"{self.detection_loss!r}")
-        if self.preset not in PRESETS:
-            raise LangBRTInputError(f"unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}")
-        if self.precision not in PRECISIONS:
-            raise LangBRTInputError(f"unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}")
+        """Raise `ConfigValueError` for a value the run cannot use: one line naming the option (`from_dict`
+        words it as the file and the field)."""
+        for name, choices in (("ablation", ABLATIONS), ("detection_loss", DETECTION_LOSSES), ("preset", PRESETS),
+                              ("precision", PRECISIONS)):
+            if getattr(self, name) not in choices:
+                raise ConfigValueError(name, f"must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if self.data == FFHQR and not self.ffhqr_root:
-            raise LangBRTInputError("--data ffhqr needs --ffhqr-root DIR (the FFHQR folder)")
+            raise ConfigValueError("ffhqr_root", "must name the FFHQR folder when data is ffhqr",
+                                   "--data ffhqr needs --ffhqr-root DIR (the FFHQR folder)")
         positive = {"steps": self.steps, "batch_size": self.batch_size, "synthetic_length": self.synthetic_length,
                     "log_every": self.log_every, "image_every": self.image_every,
                     "checkpoint_every": self.checkpoint_every}
         for name, value in positive.items():
             if value < 1:
-                raise LangBRTInputError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+                raise ConfigValueError(name, f"must be at least 1, got {value}")
+        for name, most in MAX_SIZES.items():
+            if getattr(self, name) > most:
+                raise ConfigValueError(name, f"is at most {most}, got {getattr(self, name)}")
         if not 0 < self.lr <= FLOAT32_MAX:
-            raise LangBRTInputError(f"--lr must be a positive finite number (at most {FLOAT32_MAX:.1e}), got "
-                                    f"{self.lr}")
+            raise ConfigValueError("lr", f"must be a positive finite number (at most {FLOAT32_MAX:.1e}), got {self.lr}")
+        if not all(0.0 <= beta < 1.0 for beta in self.betas):  # also false for NaN
+            raise ConfigValueError("betas", f"must be two numbers in [0, 1) (Adam's), got {list(self.betas)}",
+                                   f"betas must be two numbers in [0, 1) (Adam's), got {list(self.betas)}")
         if not 0 <= self.seed <= MAX_SEED:
-            raise LangBRTInputError(f"--seed must be in [0, 2**32 - 1], got {self.seed}")
+            raise ConfigValueError("seed", f"must be in [0, 2**32 - 1], got {self.seed}")
         if not 0.0 <= self.ema_decay < 1.0:
-            raise LangBRTInputError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+            raise ConfigValueError("ema_decay", f"must be in [0, 1), got {self.ema_decay}")
         if not 0.0 < self.fraction <= 1.0:
-            raise LangBRTInputError(f"--fraction must be in (0, 1], e.g. 0.01 for 1% of the data; got {self.fraction}")
+            raise ConfigValueError("fraction", f"must be in (0, 1], e.g. 0.01 for 1% of the data; got {self.fraction}")
         if not 0.0 <= self.min_lr <= self.lr:
-            raise LangBRTInputError(f"--min-lr must be in [0, --lr {self.lr}], got {self.min_lr}")
+            raise ConfigValueError("min_lr", f"must be in [0, lr {self.lr}], got {self.min_lr}",
+                                   f"--min-lr must be in [0, --lr {self.lr}], got {self.min_lr}")
         if not 0 <= self.warmup_steps < self.steps:
-            raise LangBRTInputError(f"--warmup-steps must be in [0, --steps {self.steps}), got {self.warmup_steps}")
+            raise ConfigValueError("warmup_steps", f"must be in [0, steps {self.steps}), got {self.warmup_steps}",
+                                   f"--warmup-steps must be in [0, --steps {self.steps}), got {self.warmup_steps}")
         if not 0.0 <= self.grad_clip < math.inf:
-            raise LangBRTInputError(f"--grad-clip must be a finite number > 0 (or 0: off), got {self.grad_clip}")
+            raise ConfigValueError("grad_clip", f"must be a finite number > 0 (or 0: off), got {self.grad_clip}")
         if not 0.0 <= self.real_fraction <= 1.0:
-            raise LangBRTInputError(f"--real-fraction must be in [0, 1], got {self.real_fraction}")
+            raise ConfigValueError("real_fraction", f"must be in [0, 1], got {self.real_fraction}")
         if self.num_workers < 0:
-            raise LangBRTInputError(f"--num-workers must be 0 (load in the main process) or more, got "
-                                    f"{self.num_workers}")
+            raise ConfigValueError("num_workers", f"must be 0 (load in the main process) or more, got "
+                                                  f"{self.num_workers}")
         if self.text_encoder.startswith(OPEN_CLIP_PREFIX) and not self.clip_text_weights:
-            raise LangBRTInputError(f"--text-encoder {self.text_encoder} needs its CLIP text-tower weights: pass "
-                                    "--clip-text-weights PATH")
+            raise ConfigValueError("clip_text_weights", f"must name the CLIP text-tower weights for text_encoder "
+                                                        f"{self.text_encoder}",
+                                   f"--text-encoder {self.text_encoder} needs its CLIP text-tower weights: pass "
+                                   "--clip-text-weights PATH")
         self._validate_model_overrides()
 
     def _validate_model_overrides(self) -> None:
@@ -140,11 +154,12 @@ class TrainConfig:
         if self.image_size is not None:
             smallest = max(MIN_IMAGE_SIZE, preset.stride)
             if not smallest <= self.image_size <= MAX_IMAGE_SIZE or self.image_size % preset.stride:
-                raise LangBRTInputError(f"--image-size must be a multiple of {preset.stride} from {smallest} to "
-                                        f"{MAX_IMAGE_SIZE} for --preset {self.preset}, got {self.image_size}")
+                sizes, got = f"a multiple of {preset.stride} from {smallest} to {MAX_IMAGE_SIZE}", self.image_size
+                raise ConfigValueError("image_size", f"must be {sizes} for preset {self.preset}, got {got}",
+                                       f"--image-size must be {sizes} for --preset {self.preset}, got {got}")
         if self.map_threshold is not None and not 0.0 <= self.map_threshold < preset.map_saturation:
-            raise LangBRTInputError(f"--map-threshold must be in [0, {preset.map_saturation}) (below the map "
-                                    f"saturation), got {self.map_threshold}")
+            raise ConfigValueError("map_threshold", f"must be in [0, {preset.map_saturation}) (below the map "
+                                                    f"saturation), got {self.map_threshold}")
 
     def loss_weights(self) -> LossWeights:
         """The weights this run trains with: `weights`, less the terms its ablation removes.
@@ -201,9 +216,15 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "train config") -> TrainConfig:
-        """Rebuild from `to_dict()` output read from `source`; anything that is not a train config (unknown
-        keys included: a config written by a newer LangBRT) is one `LangBRTInputError` line naming the field."""
-        return dataclass_from_json(cls, data, source, LangBRTInputError)
+        """Rebuild from `to_dict()` output read from `source`, checked (`validate`); anything that is not a
+        usable train config (unknown keys included: a config written by a newer LangBRT) is one
+        `LangBRTInputError` line naming `source` and the field, not the flag a user did not give."""
+        cfg = dataclass_from_json(cls, data, source, LangBRTInputError)
+        try:
+            cfg.validate()
+        except ConfigValueError as err:
+            raise LangBRTInputError(f"{source}: {err.field} {err.problem}") from None
+        return cfg
 
     @classmethod
     def from_json(cls, path: str | Path) -> TrainConfig:

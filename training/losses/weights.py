@@ -7,7 +7,7 @@ passes down, and `active()` is the one place that says which terms a run compute
 import math
 from dataclasses import dataclass, fields
 
-from langbrt.errors import LangBRTInputError
+from langbrt.errors import ConfigValueError
 
 
 @dataclass
@@ -25,8 +25,8 @@ class LossWeights:
         for field in fields(self):
             value = getattr(self, field.name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                flag = f"--{field.name.replace('_', '-')}-weight"
-                raise LangBRTInputError(f"{flag} must be a finite number >= 0 (0 turns the term off), got {value!r}")
+                problem = f"must be a finite number >= 0 (0 turns the term off), got {value!r}"
+                raise ConfigValueError(field.name, problem, f"--{field.name.replace('_', '-')}-weight {problem}")
 
     def active(self) -> list[str]:
         """Names of the terms with a weight > 0, in declaration order."""
