@@ -183,15 +183,21 @@ MAX_SIZES = {
 
 
 def _check_prompts(config: LangBRTConfig) -> None:
-    """Every baked prompt is one a user could type (`normalize_prompt`), said with its place in the config."""
+    """Every baked prompt is one a user could type (`normalize_prompt`), said with its place in the config, and
+    distinct once normalised: each owns a psi_i or a learned vector, looked up by the normalised text (a
+    repeated learned prompt indexed past the end of the learned embeddings)."""
     from .text.prompts import normalize_prompt
 
     for name in ("predefined_prompts", "learned_prompts"):
+        seen: dict[str, int] = {}
         for i, prompt in enumerate(getattr(config, name)):
             try:
-                normalize_prompt(prompt)
+                key = normalize_prompt(prompt)
             except LangBRTInputError as err:
                 raise LangBRTInputError(f"model config: {name}[{i}]: {err}") from None
+            if key in seen:
+                raise LangBRTInputError(f"model config: {name}[{i}] repeats {name}[{seen[key]}] ({prompt!r})")
+            seen[key] = i
 
 
 def _check_types(config: LangBRTConfig) -> None:

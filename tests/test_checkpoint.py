@@ -120,6 +120,8 @@ def test_broken_checkpoints_raise_one_clear_error(saved, tmp_path, damage, says)
         ({"predefined_prompts": ["x"] * 100_000}, "predefined_prompts is at most 64 entries"),
         ({"predefined_prompts": ["", "x"]}, "model config: predefined_prompts[0]: prompt is empty: ''"),
         ({"learned_prompts": ["a", "\u0000"]}, "model config: learned_prompts[1]: prompt contains a control"),
+        ({"predefined_prompts": ["acne", "Acne "]}, "predefined_prompts[1] repeats predefined_prompts[0]"),
+        ({"learned_prompts": ["a", "b", "A"]}, "learned_prompts[2] repeats learned_prompts[0]"),
         (None, "model config must be a JSON object"),
     ],
 )
