@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from langbrt.artifact import MAX_EXTRA_PROMPT_SLOTS
 from langbrt.bundled import default_model_path
 from langbrt.cli_args import OneLineParser
 from langbrt.cli_pipes import quiet_on_broken_pipe
@@ -26,7 +27,7 @@ from langbrt.errors import LangBRTError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
 
 from .exporter import FORMATS, ExportInterrupted, ExportOptions, export_model
-from .graph import DEFAULT_EXTRA_PROMPT_SLOTS, MAX_EXTRA_PROMPT_SLOTS
+from .graph import DEFAULT_EXTRA_PROMPT_SLOTS
 from .onnx_export import DEFAULT_OPSET, MIN_OPSET
 from .tensorrt_export import DEFAULT_BATCH_SIZES, TensorRTUnavailable
 

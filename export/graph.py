@@ -30,9 +30,6 @@ from langbrt.model import LangBRT
 from langbrt.text import normalize_prompt
 
 DEFAULT_EXTRA_PROMPT_SLOTS = 4
-# Every slot adds one (S, S) map per image to every call's `maps` output, used or not (1 MB per image at
-# 512x512 fp32), and a batch needs one slot per distinct new prompt: 64 is far above any batch's need.
-MAX_EXTRA_PROMPT_SLOTS = 64
 
 
 @dataclass(frozen=True)

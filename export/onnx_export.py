@@ -30,6 +30,7 @@ from langbrt.artifact import (
     INPUT_EXTRA_WEIGHTS,
     INPUT_IMAGES,
     INPUT_PROMPT_WEIGHTS,
+    MAX_EXTRA_PROMPT_SLOTS,
     METADATA_KEY,
     OUTPUT_IMAGE,
     OUTPUT_MAPS,
@@ -44,7 +45,6 @@ from langbrt.model import LangBRT
 
 from .graph import (
     DEFAULT_EXTRA_PROMPT_SLOTS,
-    MAX_EXTRA_PROMPT_SLOTS,
     ExportableLangBRT,
     baked_table,
     model_hash,

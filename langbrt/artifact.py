@@ -11,12 +11,17 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import CheckpointError
+from .config import MAX_IMAGE_SIZE, MAX_WIDTH
+from .errors import CheckpointError, ConfigValueError, LangBRTInputError
 from .json_dataclass import check_format_version, dataclass_from_json, parse_json
 
 ARTIFACT_FORMAT = "langbrt-artifact"
 ARTIFACT_VERSION = 1
 METADATA_KEY = "langbrt"  # the ONNX metadata_props key; also the sidecar JSON's top-level content
+PRECISIONS = ("fp32", "fp16")  # fp16: a TensorRT engine built with --fp16
+# Every slot adds one (S, S) map per image to every call's `maps` output, used or not (1 MB per image at
+# 512x512 fp32), and a batch needs one slot per distinct new prompt: 64 is far above any batch's need.
+MAX_EXTRA_PROMPT_SLOTS = 64
 
 INPUT_IMAGES = "images"  # (B, 3, S, S) float in [0, 1]
 INPUT_PROMPT_WEIGHTS = "prompt_weights"  # (B, T) weight of each baked prompt per image (0 = off)
@@ -44,6 +49,17 @@ class ArtifactMetadata:
     format: str = ARTIFACT_FORMAT
     format_version: int = ARTIFACT_VERSION
 
+    def __post_init__(self) -> None:
+        """Refuse values the runtime cannot run with (they surfaced as tracebacks there: a resize to 0x0, a
+        zip of prompts with a shorter index list), as `ConfigValueError`; `from_json` names the source."""
+        for name, least, most in (("image_size", 1, MAX_IMAGE_SIZE), ("text_dim", 1, MAX_WIDTH),
+                                  ("extra_prompt_slots", 0, MAX_EXTRA_PROMPT_SLOTS)):
+            if not least <= getattr(self, name) <= most:
+                _refuse(name, f"must be in [{least}, {most}], got {getattr(self, name)}")
+        if self.precision not in PRECISIONS:
+            _refuse("precision", f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        _check_prompt_table(self.prompts, self.predefined_index)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
@@ -57,3 +73,27 @@ class ArtifactMetadata:
         check_format_version(data, ARTIFACT_VERSION, source, CheckpointError)
         # Unknown fields are ignored: an export may carry a field added after this runtime, in the same format.
         return dataclass_from_json(cls, data, source, CheckpointError, ignore_unknown=True)
+
+
+def _refuse(field: str, problem: str) -> None:
+    raise ConfigValueError(field, problem, f"export metadata: {field} {problem}")
+
+
+def _check_prompt_table(prompts: list[str], predefined_index: list[int]) -> None:
+    """Each prompt one a user could type, and one index per prompt: -1 (a user prompt) or its place among the
+    model's pre-defined prompts, which are all in the table, each once."""
+    from .text.prompts import normalize_prompt
+
+    for i, prompt in enumerate(prompts):
+        try:
+            normalize_prompt(prompt)
+        except LangBRTInputError as err:
+            _refuse(f"prompts[{i}]", f"is not a usable prompt: {err}")
+    if len(predefined_index) != len(prompts):
+        _refuse("predefined_index", f"must hold one entry per prompt ({len(prompts)}), got {len(predefined_index)}")
+    for i, value in enumerate(predefined_index):
+        if not -1 <= value < len(prompts):
+            _refuse(f"predefined_index[{i}]", f"must be -1 (a user prompt) or in [0, {len(prompts)}), got {value}")
+    chosen = [value for value in predefined_index if value >= 0]
+    if len(set(chosen)) != len(chosen):
+        _refuse("predefined_index", f"names a pre-defined prompt twice: {predefined_index}")

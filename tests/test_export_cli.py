@@ -15,13 +15,12 @@ import torch
 from onnx import checker as onnx_checker
 
 from langbrt import LangBRT, LangBRTConfig
-from langbrt.artifact import ArtifactMetadata
+from langbrt.artifact import MAX_EXTRA_PROMPT_SLOTS, ArtifactMetadata
 from langbrt.errors import CheckpointError, LangBRTInputError
 from langbrt.export import exporter as exporter_module
 from langbrt.export import triton_repo as triton_repo_module
 from langbrt.export.cli import main
 from langbrt.export.exporter import FORMATS
-from langbrt.export.graph import MAX_EXTRA_PROMPT_SLOTS
 from langbrt.export.onnx_export import max_opset, read_onnx_metadata
 from langbrt.export.tensorrt_export import check_engine_compatible, profile_shapes, rebuild_command, sidecar_path
 from langbrt.export.triton_repo import RepoKind, config_pbtxt, write_triton_repository
@@ -377,3 +376,27 @@ def test_the_engine_sidecar_records_the_gpu_the_builder_used_not_gpu_0(monkeypat
 def test_export_metadata_that_cannot_be_parsed_is_one_line_naming_the_source(text, why):
     with pytest.raises(CheckpointError, match=f"^model.onnx: unreadable LangBRT metadata \\({why}\\)$"):
         ArtifactMetadata.from_json(text, "model.onnx")
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"image_size": 0}, "image_size must be in [1, 4096], got 0"),
+    ({"image_size": -64}, "image_size must be in [1, 4096], got -64"),
+    ({"image_size": 100_000}, "image_size must be in [1, 4096], got 100000"),
+    ({"extra_prompt_slots": -1}, "extra_prompt_slots must be in [0, 64], got -1"),
+    ({"text_dim": 0}, "text_dim must be in [1, 8192], got 0"),
+    ({"precision": "fp8"}, "precision must be one of fp32, fp16, got 'fp8'"),
+    ({"predefined_index": [0, 1]}, "predefined_index must hold one entry per prompt (3), got 2"),
+    ({"predefined_index": [0, 1, 99]}, "predefined_index[2] must be -1 (a user prompt) or in [0, 3), got 99"),
+    ({"predefined_index": [0, -5, 1]}, "predefined_index[1] must be -1 (a user prompt) or in [0, 3), got -5"),
+    ({"predefined_index": [0, 0, -1]}, "predefined_index names a pre-defined prompt twice: [0, 0, -1]"),
+    ({"prompts": ["", "a", "b"]}, "prompts[0] is not a usable prompt: prompt is empty"),
+    ({"format_version": -1}, "format_version must be >= 0, got -1"),
+])
+def test_export_metadata_with_impossible_values_is_one_line_naming_the_source(edit, message):
+    """Right types, impossible values: each was a traceback at run time (a resize to 0x0, zip of unequal lists)."""
+    data = json.loads(ArtifactMetadata(64, ["acne", "mole", "wrinkles"], [0, 1, -1], "x", 4, "0", 2).to_json())
+    data.update(edit)
+    with pytest.raises(CheckpointError) as err:
+        ArtifactMetadata.from_json(json.dumps(data), "model.onnx")
+    assert str(err.value) == f"model.onnx: {message}" or str(err.value).startswith(f"model.onnx: {message}")
+    assert "\n" not in str(err.value)

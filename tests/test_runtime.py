@@ -207,7 +207,7 @@ def test_tensorrt_without_tensorrt_or_gpu_says_what_is_missing(tmp_path, monkeyp
     CUDA are faked (sys.modules, torch.cuda), as test_export_cli does for the export side."""
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"not really an engine")
-    meta = {"format": "langbrt-artifact", "image_size": 64, "prompts": PROMPTS, "predefined_index": [0, 2],
+    meta = {"format": "langbrt-artifact", "image_size": 64, "prompts": PROMPTS, "predefined_index": [0, 1],
             "text_encoder": "minilm:all-MiniLM-L6-v2", "text_dim": 384, "model_hash": "x", "extra_prompt_slots": 0,
             "extras": {"tensorrt": "10.9.0"}}
     (tmp_path / "model.engine.json").write_text(json.dumps(meta))
