@@ -167,9 +167,10 @@ class LangBRT(nn.Module):
             )
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write weights (safetensors), config.json and the prompt bank; atomic per file.
+        """Write weights (safetensors), config.json and the prompt bank into a folder, written whole and then
+        swapped in, so a failure leaves an existing checkpoint there as it was (see `save_checkpoint`).
 
-        A path ending in `.safetensors` writes the single-file form (config in the file's metadata).
+        A path ending in `.safetensors` writes the single-file form (config in the file's metadata), also atomically.
         """
         from .checkpoint import save_checkpoint
 
