@@ -114,14 +114,15 @@ class PromptBank:
         keys = [normalize_prompt(t) for t in texts]
         if not keys:
             return torch.empty(0, self._dim)
+        unique = list(dict.fromkeys(keys))  # in order
         rows: dict[str, torch.Tensor] = {}
-        for key in dict.fromkeys(keys):  # unique, in order
+        for key in unique:
             row = self._cache.get(key)
             if row is None and self._transient is not None:
                 row = self._transient.get(key)  # a hit refreshes its place in the LRU
             if row is not None:
                 rows[key] = row
-        missing = [k for k in dict.fromkeys(keys) if k not in rows]
+        missing = [k for k in unique if k not in rows]
         if missing:
             encoded = self._encode_missing(missing)
             rows.update(encoded)
