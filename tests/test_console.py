@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import subprocess
 import sys
+import textwrap
 from importlib.metadata import distribution
 
 import pytest
@@ -24,18 +25,27 @@ def test_the_entry_module_imports_nothing_heavy():
 def test_a_signal_while_importing_is_one_line_and_exit_130(signal_name):
     """The signal lands mid-import (here: the command's module sends it to itself and keeps importing); the
     process ends at once from the handler, never with a half-imported C extension's traceback."""
-    probe = (
-        "import importlib, os, signal, time\n"
-        "from langbrt import console\n"
-        "def importing(name, package=None):\n"
-        f"    os.kill(os.getpid(), signal.{signal_name})\n"
-        "    time.sleep(30)\n"
-        "    raise SystemExit('still importing after the signal')\n"
-        "importlib.import_module = importing\n"
-        "console.infer()\n"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=20)
+    done = _infer_in_a_child(f"""
+        os.kill(os.getpid(), signal.{signal_name})
+        time.sleep(30)
+        raise SystemExit('still importing after the signal')
+    """)
     assert (done.returncode, done.stderr) == (130, "langbrt-infer: interrupted while starting\n")
+
+
+def _infer_in_a_child(importing: str, before: str = "") -> subprocess.CompletedProcess[str]:
+    """Run `console.infer()` in a fresh interpreter whose import of the command's module runs `importing`
+    (a function body) instead; `before` runs first, before langbrt is imported."""
+    probe = "\n".join([
+        "import importlib, os, signal, time",
+        textwrap.dedent(before),
+        "from langbrt import console",
+        "def importing(name, package=None):",
+        textwrap.indent(textwrap.dedent(importing).strip("\n"), "    "),
+        "importlib.import_module = importing",
+        "raise SystemExit(console.infer())",
+    ])
+    return subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=20)
 
 
 COMMAND_MODULES = {"langbrt-serve": "langbrt.runtime.cli_serve", "langbrt-export": "langbrt.export.cli",
@@ -75,22 +85,15 @@ def test_the_package_still_exports_its_public_names():
 
 def test_a_signal_the_parent_ignores_stays_ignored():
     """`cmd &` in a script starts with SIGINT ignored; the command must keep ignoring it, importing or running."""
-    probe = (
-        "import importlib, os, signal, time\n"
-        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
-        "from langbrt import console\n"
-        "def importing(name, package=None):\n"
-        "    os.kill(os.getpid(), signal.SIGINT)\n"
-        "    time.sleep(0.2)\n"
-        "    def main():\n"
-        "        os.kill(os.getpid(), signal.SIGINT)\n"
-        "        time.sleep(0.2)\n"
-        "        return 0\n"
-        "    return type('M', (), {'main': staticmethod(main)})\n"
-        "importlib.import_module = importing\n"
-        "raise SystemExit(console.infer())\n"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=20)
+    done = _infer_in_a_child("""
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        def main():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+            return 0
+        return type('M', (), {'main': staticmethod(main)})
+    """, before="signal.signal(signal.SIGINT, signal.SIG_IGN)")
     assert (done.returncode, done.stderr) == (0, "")
 
 
