@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from stand_in_text import HashedTextEncoder
 
 from langbrt.config import LangBRTConfig
 from langbrt.errors import LangBRTInputError
@@ -174,7 +175,7 @@ def test_gpu_default_model_forward_takes_the_kernels(monkeypatch):
     calls = spy_on_kernel(monkeypatch)
     monkeypatch.delenv(blocks.GROUP_NORM_ENV_VAR, raising=False)
     torch.manual_seed(0)
-    model = LangBRT(LangBRTConfig.tiny(), text_encoder=default_text_encoder()).eval().cuda()
+    model = LangBRT(LangBRTConfig.tiny(), text_encoder=HashedTextEncoder()).eval().cuda()
     images, prompts = torch.rand(2, 3, 64, 64, device="cuda"), [["acne"], ["dark circles under the eyes"]]
     with torch.inference_mode():
         fused = model(images, prompts).image

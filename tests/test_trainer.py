@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from stand_in_text import HashedTextEncoder
 
 from langbrt import checkpoint as checkpoint_module
 from langbrt.config import LangBRTConfig
@@ -305,9 +306,11 @@ def random_vgg_file(tmp_path):
 @pytest.mark.gpu
 @requires_cuda
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_gpu_training_with_ema_and_perceptual_loss_runs_and_resumes_on_cuda(tmp_path, random_vgg_file, precision):
+def test_gpu_training_with_ema_and_perceptual_loss_runs_and_resumes_on_cuda(tmp_path, monkeypatch, random_vgg_file,
+                                                                            precision):
     """`train` picks CUDA by itself: the EMA shadow and the VGG must live there with the model (both stayed on
     the CPU once, and the first EMA update raised a device mismatch)."""
+    monkeypatch.setattr(trainer_module, "build_text_encoder", lambda cfg: HashedTextEncoder())
     weights = LossWeights(perceptual=1, semantic=0, adversarial=1)
     cfg = tiny_config(tmp_path / "run", steps=3, precision=precision, weights=weights,
                       vgg_weights=str(random_vgg_file))
