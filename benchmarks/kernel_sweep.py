@@ -31,7 +31,7 @@ import torch
 from bench_attention import CHECK_TOLERANCE, DTYPES, Shape, bytes_moved, card_peaks, make_inputs
 
 from langbrt.atomic import atomic_write_text
-from langbrt.kernels.tca_triton import LAUNCH_CONFIGS, KernelChoice, LaunchConfig
+from langbrt.kernels.tca_triton import LAUNCH_CONFIGS, MMA_PATHS, KernelChoice, LaunchConfig
 
 RESULT_PREFIX = "RESULT "
 PTX_PREFIX = "PTX "
@@ -104,15 +104,16 @@ CANDIDATE_CONFIGS = {
 
 def variants() -> list[Variant]:
     """Each kernel's autotuned launch configs (tca_triton.LAUNCH_CONFIGS) as the autotuner times them
-    (`configs_for_dtype`): the 4-warp ones in fp16 and bf16 on both MMA paths, the wider ones in fp32 (exact
-    FMA maths: the MMA path changes nothing); then the candidates (CANDIDATE_CONFIGS) in fp16 on both paths."""
+    (`configs_for_dtype`): the 4-warp ones in fp16 and bf16 on each MMA path the kernel builds (MMA_PATHS),
+    the wider ones in fp32 (exact FMA maths: the MMA path changes nothing); then the candidates
+    (CANDIDATE_CONFIGS) in fp16 on those paths."""
     rows = []
     for kernel, configs in LAUNCH_CONFIGS.items():
-        rows += [Variant.of(kernel.value, mma, dtype, c) for dtype in ("fp16", "bf16") for mma in ("mma", "wgmma")
-                 for c in configs if c.num_warps == 4]
+        rows += [Variant.of(kernel.value, mma.value, dtype, c) for dtype in ("fp16", "bf16")
+                 for mma in MMA_PATHS[kernel] for c in configs if c.num_warps == 4]
         rows += [Variant.of(kernel.value, "mma", "fp32", c) for c in configs if c.num_warps >= 8]
     for kernel, configs in CANDIDATE_CONFIGS.items():
-        rows += [Variant.of(kernel.value, mma, "fp16", c) for mma in ("mma", "wgmma") for c in configs]
+        rows += [Variant.of(kernel.value, mma.value, "fp16", c) for mma in MMA_PATHS[kernel] for c in configs]
     return rows
 
 

@@ -95,13 +95,16 @@ def resolve_impl(configured: str | AttentionImpl, device: torch.device) -> Atten
 def check_impl_runs(configured: str | AttentionImpl, device: torch.device) -> None:
     """Raise LangBRTInputError now when the implementation asked for cannot run on `device`.
 
-    Why: a loader calls this once, so `LANGBRT_ATTENTION=triton` on a CPU-only machine is one error line at
-    start-up instead of the same error for every image a command processes.
+    Why: a loader calls this once, so `LANGBRT_ATTENTION=triton` on a CPU-only machine (or a kernel / MMA path
+    pair the kernels refuse) is one error line at start-up instead of the same error for every image a
+    command processes.
     """
-    if resolve_impl(configured, device) is AttentionImpl.TRITON and device.type != "cuda":
-        from .tca_triton import check_device
+    if resolve_impl(configured, device) is AttentionImpl.TRITON:
+        from .tca_triton import check_device, kernel_choice, mma_choice
 
-        check_device(device)
+        mma_choice(kernel_choice())  # LANGBRT_TCA_KERNEL / LANGBRT_TCA_MMA: a bad value or pair, now
+        if device.type != "cuda":
+            check_device(device)
 
 
 def windowed_sigmoid_cross_attention(

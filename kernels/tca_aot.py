@@ -66,6 +66,9 @@ class TCAKernelSpec:
             raise ValueError(f"{self.channels} channels do not split into {self.num_heads} heads")
         if not 0 <= self.shift < self.window_size:
             raise ValueError(f"shift {self.shift} must be in [0, {self.window_size})")
+        if self.mma is not None and self.mma not in tca_triton.MMA_PATHS[self.kernel]:
+            raise ValueError(f"the {self.kernel.value} kernel builds only "
+                             f"{', '.join(p.value for p in tca_triton.MMA_PATHS[self.kernel])} (tca_triton.MMA_PATHS)")
         if self.kernel is not tca_triton.KernelChoice.FOLDED and (self.head_stages != 1 or self.programs_per_sm):
             raise ValueError("head_stages and programs_per_sm are the folded kernel's: the direct kernel's head "
                              "loop is not pipelined and it is never persistent")

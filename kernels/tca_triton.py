@@ -125,7 +125,7 @@ class MmaChoice(str, Enum):
     """Which tensor-core instructions the half-precision matmuls use on Hopper (sm_90). fp32 uses exact FMA
     maths and other GPUs have no wgmma, so there every choice builds the same instructions.
 
-    MMA (the direct kernel's default): the dots are built with Triton's `DISABLE_MMA_V3` set, i.e. mma.sync
+    MMA (the direct kernel's only path, MMA_PATHS): the dots are built with Triton's `DISABLE_MMA_V3` set, i.e. mma.sync
     as on Ampere.
     WGMMA (the folded kernel's default, DEFAULT_MMA): Triton's own choice on Hopper, warpgroup MMA. With
     triton 3.6 on an H200 (2026-11-26, benchmarks/results/kernel-sweep-NVIDIA-H200-2026-11-26.json), before
@@ -140,7 +140,7 @@ class MmaChoice(str, Enum):
     one computes K^T as Wk_h m~^T; the folded one transposes no dot result). On an H100 (triton 3.6,
     benchmarks/results/kernel-sweep-NVIDIA-H100-80GB-HBM3-2026-11-26.json and its -2 rerun) the folded
     kernel's WGMMA build is right (fp16 and bf16, every GPU test) and the faster, the direct kernel's still
-    wrong (max error 98-378) or faulting at 16 warps. (A third
+    wrong (max error 98-378) or faulting, so the direct kernel no longer builds it. (A third
     path, wgmma projections with the score and A V dots written as 3-D dots of batch one so they stay
     mma.sync, was removed untested: Triton puts a 3-D dot's warps on its batch dimension, so every warp
     computed every score, 4x the sigmoids per warp in the sm_90 build.)
@@ -249,8 +249,13 @@ def kernel_choice() -> KernelChoice:
     return choice_from_env(KERNEL_ENV_VAR, KernelChoice, DEFAULT_KERNEL)
 
 
-# Each kernel's MMA path when LANGBRT_TCA_MMA is unset (which sets it for both). Per kernel because one
-# kernel's wgmma build can be right while the other's is wrong (H100, triton 3.6: folded right, direct wrong).
+# The MMA paths each kernel may build. The direct kernel's wgmma build was wrong in all three H100 sweeps
+# (triton 3.6: max error 98-378 against a bound of 0.3) and faulted in its GPU tests (illegal memory access,
+# benchmarks/results/gpu-session-NVIDIA-H100-80GB-HBM3-2026-11-26-3.log), so it has one path: mma.sync.
+MMA_PATHS = {KernelChoice.DIRECT: (MmaChoice.MMA,), KernelChoice.FOLDED: (MmaChoice.MMA, MmaChoice.WGMMA)}
+
+# Each kernel's MMA path when LANGBRT_TCA_MMA is unset. Per kernel because one kernel's wgmma build can be
+# right while the other's is wrong (H100, triton 3.6: folded right, direct wrong).
 # The folded kernel's wgmma build was the faster in both H100 sweeps (fp16, best autotuned config per batch:
 # 8.5 against 9.3-9.4 us at batch 8, 31.7 / 31.8 against 34.5 / 34.7 at 32 with its head loop pipelined),
 # and its GPU tests pass on it (paper shape forward + backward in fp32/fp16/bf16, fast sigmoid,
@@ -259,8 +264,21 @@ DEFAULT_MMA = {KernelChoice.DIRECT: MmaChoice.MMA, KernelChoice.FOLDED: MmaChoic
 
 
 def mma_choice(kernel: KernelChoice) -> MmaChoice:
-    """`kernel`'s MMA path: LANGBRT_TCA_MMA, else DEFAULT_MMA[kernel]; a bad value is one clear error."""
-    return choice_from_env(MMA_ENV_VAR, MmaChoice, DEFAULT_MMA[kernel])
+    """`kernel`'s MMA path: LANGBRT_TCA_MMA, else DEFAULT_MMA[kernel]; a bad value is one clear error.
+
+    A path `kernel` may not build (MMA_PATHS) is an error when LANGBRT_TCA_KERNEL asked for that kernel, and
+    gives way to the kernel's own path when the kernel is the folded one's fallback (fp16 overflow of the
+    fold): LANGBRT_TCA_MMA=wgmma was meant for the folded kernel, and the direct kernel's wgmma build is wrong.
+    """
+    requested = choice_from_env(MMA_ENV_VAR, MmaChoice, DEFAULT_MMA[kernel])
+    if requested in MMA_PATHS[kernel]:
+        return requested
+    if kernel_choice() is kernel:
+        paths = ", ".join(path.value for path in MMA_PATHS[kernel])
+        raise LangBRTInputError(f"{MMA_ENV_VAR}={requested.value} cannot build the {kernel.value} kernel (its "
+                                f"wgmma build computes wrong values with triton 3.6); use {paths} or "
+                                f"{KERNEL_ENV_VAR}={DEFAULT_KERNEL.value}")
+    return DEFAULT_MMA[kernel]
 
 
 @functools.cache

@@ -25,8 +25,10 @@ def test_the_sweep_covers_every_autotuned_config_and_marks_the_candidates():
         for config in configs:
             dtypes = ("fp32",) if config.num_warps >= 8 else ("fp16", "bf16")
             for dtype in dtypes:
-                for mma in ("mma", "wgmma") if dtype != "fp32" else ("mma",):
-                    assert kernel_sweep.Variant.of(kernel.value, mma, dtype, config) in variants, (config, dtype, mma)
+                for mma in tca_triton.MMA_PATHS[kernel] if dtype != "fp32" else (tca_triton.MmaChoice.MMA,):
+                    variant = kernel_sweep.Variant.of(kernel.value, mma.value, dtype, config)
+                    assert variant in variants, (config, dtype, mma)
+    assert not [v for v in variants if v.kernel == "direct" and v.mma == "wgmma"]  # refused: it builds wrong
     candidates = [v for v in variants if not kernel_sweep.autotuned(v)]
     assert {v.launch_config() for v in candidates} == {
         c for configs in kernel_sweep.CANDIDATE_CONFIGS.values() for c in configs}

@@ -96,6 +96,15 @@ def test_spec_rejects_impossible_shapes():
         TCAKernelSpec("int8", 96, 9, 3, 8, 0)
 
 
+def test_the_direct_kernel_is_never_built_on_wgmma():
+    """Its wgmma build computes wrong values (triton 3.6, three H100 sweeps): an engine must not carry it."""
+    direct, folded = tca_aot.tca_triton.KernelChoice.DIRECT, tca_aot.tca_triton.KernelChoice.FOLDED
+    wgmma = tca_aot.tca_triton.MmaChoice.WGMMA
+    with pytest.raises(ValueError, match="the direct kernel builds only mma"):
+        TCAKernelSpec("fp16", 96, 9, 3, 8, 0, kernel=direct, mma=wgmma)
+    assert TCAKernelSpec("fp16", 96, 9, 3, 8, 0, kernel=folded, mma=wgmma).mma_path is wgmma
+
+
 def test_only_the_folded_kernel_takes_head_stages_and_programs_per_sm():
     direct, folded = tca_aot.tca_triton.KernelChoice.DIRECT, tca_aot.tca_triton.KernelChoice.FOLDED
     for wrong in ({"head_stages": 2}, {"programs_per_sm": 3}):
@@ -169,10 +178,10 @@ def test_persistent_folded_kernel_keeps_the_layout_and_counts_its_window_loop_on
 _COUNT_MMA_INSTRUCTIONS = """
 import json
 from langbrt.kernels.tca_aot import TCAKernelSpec, compile_tca_kernel, mma_instructions
-from langbrt.kernels.tca_triton import KernelChoice, MmaChoice
+from langbrt.kernels.tca_triton import MMA_PATHS, KernelChoice
 counts = {}
 for kernel in KernelChoice:
-    for mma in MmaChoice:
+    for mma in MMA_PATHS[kernel]:
         spec = TCAKernelSpec("fp16", 96, 9, 3, 8, 4, num_warps=4, mma=mma, kernel=kernel)
         counts[f"{kernel.value}-{mma.value}"] = mma_instructions(compile_tca_kernel(spec, arch=90))
 print(json.dumps(counts))
@@ -180,15 +189,14 @@ print(json.dumps(counts))
 
 
 def test_each_mma_path_builds_the_instructions_it_names_for_hopper():
-    """mma: no wgmma at all; wgmma: Triton's own choice (wgmma wherever a dot is big enough for a warpgroup
-    MMA: every dot of the folded kernel, whose results all have 64 rows); for both kernels, the folded one
-    with fewer MMAs."""
+    """mma: no wgmma at all, in both kernels (the folded one with fewer MMAs); wgmma, the folded kernel's only:
+    Triton's own choice, wgmma wherever a dot is big enough for a warpgroup MMA, i.e. every dot of the
+    folded kernel, whose results all have 64 rows."""
     counts = compiler_child_json("-c", _COUNT_MMA_INSTRUCTIONS)
+    assert set(counts) == {"direct-mma", "folded-mma", "folded-wgmma"}
     for kernel in ("direct", "folded"):
-        mma, wgmma = (counts[f"{kernel}-{path}"] for path in ("mma", "wgmma"))
-        assert mma["wgmma"] == 0 and mma["mma.sync"] > 0
-        assert wgmma["wgmma"] > 0
-    assert counts["folded-wgmma"]["mma.sync"] == 0
+        assert counts[f"{kernel}-mma"]["wgmma"] == 0 and counts[f"{kernel}-mma"]["mma.sync"] > 0
+    assert counts["folded-wgmma"]["wgmma"] > 0 and counts["folded-wgmma"]["mma.sync"] == 0
     assert counts["folded-mma"]["mma.sync"] < counts["direct-mma"]["mma.sync"]
 
 

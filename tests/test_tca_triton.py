@@ -24,6 +24,7 @@ from langbrt.kernels import (
     windowed_sigmoid_cross_attention,
     windowed_sigmoid_cross_attention_reference,
 )
+from langbrt.kernels.dispatch import check_impl_runs
 
 tca_triton = pytest.importorskip("langbrt.kernels.tca_triton", reason="triton is not installed")
 kernel_attention = tca_triton.windowed_sigmoid_cross_attention_triton
@@ -246,6 +247,24 @@ def test_dispatch_env_reference_skips_the_kernel(monkeypatch):
     torch.testing.assert_close(got, windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 2))
 
 
+def test_wgmma_asked_for_the_folded_kernel_leaves_its_direct_fallback_on_mma_sync(monkeypatch):
+    """The folded kernel falls back to the direct one when its fold overflows fp16; LANGBRT_TCA_MMA=wgmma then
+    meant the folded kernel, and the direct kernel's wgmma build is wrong: the fallback builds mma.sync."""
+    monkeypatch.setenv(tca_triton.MMA_ENV_VAR, "wgmma")
+    monkeypatch.delenv(tca_triton.KERNEL_ENV_VAR, raising=False)
+    assert tca_triton.mma_choice(tca_triton.KernelChoice.FOLDED) is tca_triton.MmaChoice.WGMMA
+    assert tca_triton.mma_choice(tca_triton.KernelChoice.DIRECT) is tca_triton.MmaChoice.MMA
+
+
+def test_a_refused_kernel_and_mma_pair_is_one_error_when_a_model_loads(monkeypatch):
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.setenv(tca_triton.MMA_ENV_VAR, "wgmma")
+    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "direct")
+    with pytest.raises(LangBRTInputError, match="cannot build the direct kernel"):
+        check_impl_runs("auto", torch.device("cuda"))
+    check_impl_runs("reference", torch.device("cuda"))  # the kernels are not used: nothing to refuse
+
+
 def test_bad_env_values_are_one_clear_input_error(monkeypatch):
     monkeypatch.setenv(ENV_VAR, "fast")
     with pytest.raises(LangBRTInputError, match="LANGBRT_ATTENTION='fast' is not one of"):
@@ -253,6 +272,10 @@ def test_bad_env_values_are_one_clear_input_error(monkeypatch):
     monkeypatch.delenv(ENV_VAR)
     monkeypatch.setenv(tca_triton.MMA_ENV_VAR, "tensor-cores")
     with pytest.raises(LangBRTInputError, match="LANGBRT_TCA_MMA='tensor-cores' is not one of: mma, wgmma"):
+        tca_triton.mma_choice(tca_triton.KernelChoice.DIRECT)
+    monkeypatch.setenv(tca_triton.MMA_ENV_VAR, "wgmma")
+    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "direct")
+    with pytest.raises(LangBRTInputError, match="LANGBRT_TCA_MMA=wgmma cannot build the direct kernel"):
         tca_triton.mma_choice(tca_triton.KernelChoice.DIRECT)
     monkeypatch.delenv(tca_triton.MMA_ENV_VAR)
     monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "fused")
