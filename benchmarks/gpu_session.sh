@@ -1,28 +1,30 @@
 #!/usr/bin/env bash
 # Everything LangBRT still needs a GPU for, by step name (in the order given); a device call may run 10 minutes:
 #
-#   run(command="bash benchmarks/gpu_session.sh sweep tests attention ncu", timeout_s=590)  # ~6.5 min on an H100
-#   run(command="bash benchmarks/gpu_session.sh ncu e2e compile", timeout_s=590)        # the rest
+#   bash benchmarks/stage_device_deps.sh   # here, first: .gpu/pylib, the packages the device image lacks
+#   run(command="bash benchmarks/gpu_session.sh sweep tests attention ncu", carry=[".gpu/pylib"], timeout_s=590)
+#   run(command="bash benchmarks/gpu_session.sh e2e compile", carry=[".gpu/pylib"], timeout_s=590)  # the rest
 #   run(command="bash benchmarks/gpu_session.sh", ...)     # every step: more than one call's 10 minutes
-#   run(command="LANGBRT_TCA_MMA=wgmma bash benchmarks/gpu_session.sh attention", ...)  # another MMA path
+#   run(command="LANGBRT_TCA_MMA=mma bash benchmarks/gpu_session.sh attention", ...)  # the other MMA path
 #
 # sweep:     benchmarks/kernel_sweep.py: both fused kernels at the paper shape for each autotuned launch
 #            config (tca_triton.LAUNCH_CONFIGS), MMA path (LANGBRT_TCA_MMA) and dtype, each in its own process
 #            (a faulting variant cannot hide the others), checked against the reference and timed at batch 8
-#            and 32 (triton 3.6 miscompiled the old direct kernel's wgmma build: re-check);
+#            and 32 (the direct kernel on mma.sync only: its wgmma build is wrong with triton 3.6);
 # tests:     GPU tests: every autotuned config of both kernels and the autotuned kernel against the
 #            reference (forward + backward at the paper shape in fp32/fp16/bf16, fast sigmoid,
 #            torch.compile(fullgraph)), the torch backend's batch-1 CUDA graphs against eager, and the
 #            TensorRT engines (skipped: no TensorRT), a short training run on CUDA (EMA, VGG, resume); and, at
 #            the same time, the kernel's tests with the direct kernel (LANGBRT_TCA_KERNEL=direct; folded is
-#            the default) and on the wgmma path;
+#            the default) and the folded kernel on mma.sync (wgmma is its default);
 # attention: benchmarks/bench_attention.py: both fused kernels vs eager reference vs torch.compile, batch
 #            1/8/32, fp16/bf16, called from Python and replayed from CUDA graphs;
 # ncu:       Nsight Compute (if the image has it) on one batch-32 launch of each kernel (the folded one on
 #            wgmma and mma.sync): occupancy, warp stall reasons, pipe and shared-memory utilisation, i.e. what limits it;
 # e2e:       langbrt-bench on the torch backend at the paper preset, fp32 and fp16, batch 1/8/32 (random
 #            weights and prompt embeddings: latency does not depend on their values), and
-#            benchmarks/profile_forward.py's CUDA kernel table and latency for one fp16 batch-8 forward,
+#            benchmarks/profile_forward.py's CUDA kernel table and latency for one fp16 batch-8 forward (and
+#            batch 32, slower per image),
 #            and both again with LANGBRT_GROUP_NORM=native (PyTorch's GroupNorm + GELU: the fused default's
 #            baseline), and the forward in channels_last (no cuDNN transposes; the fused GroupNorm's NHWC
 #            kernels; with PyTorch's GroupNorm it ran 17.4 against NCHW's 17.2 ms);
@@ -40,14 +42,20 @@ trap 'rm -rf "$scratch"' EXIT
 out=${OUT:-benchmarks/results}
 mkdir -p "$out"
 log="$out/gpu-session.log"
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/.gpu/pylib:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 for pkg in kernels training export runtime; do
     [ -e "langbrt/$pkg" ] || ln -s "../$pkg" "langbrt/$pkg"
 done
+# Every step imports the package: a missing dependency is one line here, not a traceback in each step.
+if ! missing=$(python3 -c "import langbrt.checkpoint, langbrt.runtime.cli_bench" 2>&1); then
+    echo "gpu_session: cannot import langbrt (${missing##*$'\n'}); run benchmarks/stage_device_deps.sh here" \
+        "and carry .gpu/pylib" | tee "$log" >&2
+    exit 1
+fi
 {
     nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv,noheader
     python3 -c "import sys, torch, triton; print(sys.version.split()[0], torch.__version__, triton.__version__)"
-} 2>&1 | tee "$out/gpu.txt"
+} 2>&1 | tee -a "$log"  # the card and versions head the log: one file fewer of the 8 $OUT returns
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr ' ' '-')
 day=$(date +%F)
 step() { echo "== $1 ($(date +%T))" | tee -a "$log"; }
@@ -66,11 +74,10 @@ if want tests; then
     timeout 200 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_tca_triton.py tests/test_runtime.py \
         tests/test_tensorrt_engine.py tests/test_group_norm.py tests/test_trainer.py > "$scratch/tests-default.txt" 2>&1 &
     # The per-config test picks its kernel itself (the default run covers both); the other runs skip it, and
-    # the folded kernel's wgmma run skips the tests of the direct kernel (whose wgmma build faults with triton
-    # 3.6, which would poison the process for every test after it): "environment|pytest -k expression".
+    # the mma.sync run of the folded kernel skips the direct kernel's tests (mma.sync is its only path,
+    # tca_triton.MMA_PATHS, which the default run covers): "environment|pytest -k expression".
     runs=("LANGBRT_TCA_KERNEL=direct|not every_autotuned_config"
-          "LANGBRT_TCA_MMA=wgmma|not every_autotuned_config and not direct"
-          "LANGBRT_TCA_KERNEL=direct LANGBRT_TCA_MMA=wgmma|not every_autotuned_config and not folded")
+          "LANGBRT_TCA_MMA=mma|not every_autotuned_config and not direct")
     for run in "${runs[@]}"; do
         vars=${run%%|*}
         # shellcheck disable=SC2086  # $vars: one or two VAR=value words
@@ -115,6 +122,9 @@ random_model(PRESETS['paper']()).save_pretrained('$scratch/paper-random')" 2>&1 
         --out "$out/bench-torch-paper-$card-$day.json" 2>&1 | tail -30 | tee -a "$log"
     timeout 40 python3 benchmarks/profile_forward.py --preset paper --precision fp16 --batch 8 \
         --out "$out/profile-paper-fp16-b8-$card-$day.txt" 2>&1 | tail -30 | tee -a "$log"
+    # Batch 32 runs slower per image than batch 8 (3.7 against 2.3 ms on the H100): where does it go?
+    timeout 60 python3 benchmarks/profile_forward.py --preset paper --precision fp16 --batch 32 \
+        --out "$out/profile-paper-fp16-b32-$card-$day.txt" 2>&1 | tail -30 | tee -a "$log"
     timeout 40 python3 benchmarks/profile_forward.py --channels-last --preset paper --precision fp16 --batch 8 \
         --out "$out/profile-paper-fp16-b8-channels-last-$card-$day.txt" 2>&1 | tail -30 | tee -a "$log"
     # PyTorch's GroupNorm + GELU against the fused default (kernels/group_norm.py) in the runs above.
