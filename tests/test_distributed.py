@@ -1,8 +1,11 @@
-"""The same training code under torchrun: 2 CPU processes (gloo) end with identical weights."""
+"""The same training code under torchrun: 2 CPU processes (gloo) end with identical weights, and an error on
+one rank ends every rank promptly."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -45,3 +48,62 @@ def test_two_gloo_ranks_end_with_identical_weights(tmp_path):
     assert (out / "final/model.safetensors").is_file()
     lines = (out / "log.jsonl").read_text().splitlines()
     assert len(lines) == 1  # log_every 10: only the last step is logged, once, by rank 0 alone
+
+
+def torchrun(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc-per-node 2 ARGS` on CPU; the timeout guards against a hang (ranks waiting
+    in a collective until gloo's 30-minute timeout), and ends the workers too, not only torchrun."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # also spares torchrun's four-line banner about it
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"torchrun {' '.join(args)} still running after {timeout} s: a rank waits for another")
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+AGREE = textwrap.dedent("""
+    import json, os, sys, torch
+    import torch.distributed as dist
+    from langbrt.errors import ConfigValueError
+    from langbrt.training.distributed import fail_together, init_distributed
+    from langbrt.training.trainer import OutputNotWritten
+
+    info = init_distributed(device="cpu")
+    cases = {"none": None, "rank 1 alone": (1, ConfigValueError("lr", "must be positive")),
+             "rank 0 alone": (0, OutputNotWritten("log.jsonl: no space left")), "a bug on rank 1": (1, KeyError("x"))}
+    seen = {}
+    for name, case in cases.items():
+        try:
+            with fail_together(info):
+                if case is not None and case[0] == info.rank:
+                    raise case[1]
+            seen[name] = None
+        except Exception as err:
+            seen[name] = [type(err).__name__, str(err)]
+    total = torch.tensor(float(info.rank))
+    dist.all_reduce(total)  # the ranks' collectives still pair up after the failures
+    seen["sum of ranks"] = float(total)
+    with open(os.path.join(sys.argv[1], f"rank{info.rank}.json"), "w") as f:
+        json.dump(seen, f)
+""")
+
+
+@pytest.mark.slow
+def test_a_rank_failing_alone_stops_every_rank_with_its_error(tmp_path):
+    script = tmp_path / "agree.py"
+    script.write_text(AGREE)
+    proc = torchrun(str(script), str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    for seen in (rank0, rank1):  # the same class and message on both: the command exits with one status
+        assert seen["none"] is None
+        assert seen["rank 1 alone"] == ["ConfigValueError", "--lr must be positive"]
+        assert seen["rank 0 alone"] == ["OutputNotWritten", "log.jsonl: no space left"]
+        assert seen["sum of ranks"] == 1.0
+    assert rank1["a bug on rank 1"] == ["KeyError", "'x'"]  # its own exception, traceback and all
+    assert rank0["a bug on rank 1"] == ["RuntimeError", "rank 1 failed with KeyError: 'x'"]

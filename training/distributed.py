@@ -9,12 +9,17 @@ helper here is a no-op, so the same training loop runs on one CPU.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+from langbrt.errors import LangBRTError
 
 
 @dataclass(frozen=True)
@@ -83,9 +88,59 @@ def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return value / info.world_size
 
 
-def barrier(info: DistInfo) -> None:
-    if info.enabled:
-        dist.barrier()
+@contextmanager
+def fail_together(info: DistInfo) -> Iterator[None]:
+    """Leave the block the same way on every rank: when any rank raised in it, every rank raises the error of
+    the lowest such rank (the exception itself there, the same `LangBRTError` class and message elsewhere).
+
+    Why: a check that rank 0 alone makes (OUTPUT, a checkpoint write) or whose answer differs between nodes (a
+    folder missing on one) would otherwise end the failing rank while the others wait in their next collective,
+    on another node until the process group's timeout. With one error everywhere the command says it once per
+    node (`cli_click.stop`) and every rank exits with the same status. The block ends with one all-gather, so it
+    must hold no collective itself: a rank that failed early would meet the others' collective with this one.
+    Exceptions only: Ctrl-C reaches every rank by itself. Not distributed: a plain block.
+    """
+    if not info.enabled:
+        yield
+        return
+    error: Exception | None = None
+    try:
+        yield
+    except Exception as err:  # raised again below, on this rank and on every other
+        error = err
+    first = _first_failure(error, info)
+    if first is None:
+        return
+    rank, kind, message = first
+    if rank == info.rank and error is not None:
+        raise error
+    raise _same_error(kind, message, rank)
+
+
+def _first_failure(error: Exception | None, info: DistInfo) -> tuple[int, type[LangBRTError] | str, str] | None:
+    """(rank, class, message) of the lowest rank whose block raised, or None; a collective of every rank.
+
+    A `LangBRTError` travels as its class (importable, so it pickles by name); anything else, a bug, by the
+    name of its class alone, which need not be importable on the other ranks."""
+    mine = None
+    if error is not None:
+        kind = type(error) if isinstance(error, LangBRTError) else type(error).__name__
+        mine = (kind, str(error))
+    gathered: list[Any] = [None] * info.world_size
+    dist.all_gather_object(gathered, mine)
+    return next(((rank, *failure) for rank, failure in enumerate(gathered) if failure is not None), None)
+
+
+def _same_error(kind: type[LangBRTError] | str, message: str, rank: int) -> Exception:
+    """Another rank's error, to raise here. A `LangBRTError` becomes one of its class with its message, built
+    without calling its `__init__` (a subclass such as `ConfigValueError` takes other arguments), so that the
+    command prints and exits as that rank does; a bug becomes a RuntimeError naming the rank that printed its
+    traceback."""
+    if isinstance(kind, str):
+        return RuntimeError(f"rank {rank} failed with {kind}: {message}")
+    error = kind.__new__(kind)
+    error.args = (message,)
+    return error
 
 
 def cleanup(info: DistInfo) -> None:

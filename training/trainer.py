@@ -31,7 +31,14 @@ from langbrt.text import TextEncoder, text_encoder_from_name
 from langbrt.training.data.ffhqr import find_ffhqr_pairs
 from langbrt.training.data.paired import PairedImageDataset, collate_pairs, find_pairs
 from langbrt.training.data.subset import select_fraction
-from langbrt.training.distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed, wrap_ddp
+from langbrt.training.distributed import (
+    DistInfo,
+    all_reduce_mean,
+    cleanup,
+    fail_together,
+    init_distributed,
+    wrap_ddp,
+)
 from langbrt.training.losses import (
     component_loss,
     consistency_loss,
@@ -261,49 +268,52 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
 
 
 def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, progress: bool) -> TrainResult:
-    # ---- everything the user can get wrong fails here, before OUTPUT is created or written to
-    if info.is_main:
-        data_folders = [f for f in (cfg.data, cfg.ffhqr_root, cfg.ffhqr_target_root) if f and Path(f).is_dir()]
-        check_run_folder(output, [*data_folders, *([resume] if resume else [])])
-    state = load_trainer_state(resume) if resume else None
-    if state is not None:
-        check_resume(cfg, resume, state)
-    weights = cfg.loss_weights()
-    resources = require_loss_weights(weights, cfg.vgg_weights, cfg.alpha_clip_weights, cfg.clip_text_weights)
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    text_encoder = build_text_encoder(cfg)
-    model = LangBRT.from_pretrained(resume, text_encoder=text_encoder) if resume else build_model(cfg, text_encoder)
-    discriminator = PatchDiscriminator(model.config.discriminator_channels)
-    # Every module moves to the training device before the EMA copies the weights, so its shadow lives there too.
-    model.to(info.device).train()
-    discriminator.to(info.device).train()
-    resources.to(info.device)
-    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None  # shadow = loaded (EMA) weights on resume
-    if state is not None:
-        load_matching(model, state["model_raw"], "raw generator weights", resume)
-        load_matching(discriminator, state["discriminator"], "discriminator weights", resume)
-    dataset, collate, base = build_dataset(cfg, model.config.image_size)
-    batches_per_epoch(dataset, cfg, info)
-    if info.is_main:
-        prepare_output(output)
-        atomic_write_text(output / CONFIG_FILE, cfg.to_json())
-    opt_g = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
-    opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=cfg.betas)
-    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lambda s: lr_factor(s, cfg))
-    sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, lambda s: lr_factor(s, cfg))
-    start, last_ckpt = 0, resume
-    if state is not None:
-        for obj, key in ((opt_g, "opt_g"), (opt_d, "opt_d"), (sched_g, "sched_g"), (sched_d, "sched_d")):
-            obj.load_state_dict(state[key])
-        for sched in (sched_g, sched_d):
-            follow_config(sched, cfg)
-        if ema is not None and state.get("ema") is not None:  # else a new EMA starts from the loaded weights
-            ema.load_state_dict(state["ema"])
-        set_rng_state(state["rng"])
-        start = state["step"]
-        _warn_if_data_order_changes(state, cfg, info, resume)
+    # ---- everything the user can get wrong fails here, before OUTPUT is created or written to, and on every
+    # rank at once (`fail_together`). OUTPUT first, by rank 0 alone: a typo there costs no pass over the data.
+    with fail_together(info):
+        if info.is_main:
+            data_folders = [f for f in (cfg.data, cfg.ffhqr_root, cfg.ffhqr_target_root) if f and Path(f).is_dir()]
+            check_run_folder(output, [*data_folders, *([resume] if resume else [])])
+    with fail_together(info):
+        state = load_trainer_state(resume) if resume else None
+        if state is not None:
+            check_resume(cfg, resume, state)
+        weights = cfg.loss_weights()
+        resources = require_loss_weights(weights, cfg.vgg_weights, cfg.alpha_clip_weights, cfg.clip_text_weights)
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        np.random.seed(cfg.seed)
+        text_encoder = build_text_encoder(cfg)
+        model = LangBRT.from_pretrained(resume, text_encoder=text_encoder) if resume else build_model(cfg, text_encoder)
+        discriminator = PatchDiscriminator(model.config.discriminator_channels)
+        # Every module moves to the training device before the EMA copies the weights, so its shadow lives there too.
+        model.to(info.device).train()
+        discriminator.to(info.device).train()
+        resources.to(info.device)
+        ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None  # shadow = loaded (EMA) weights on resume
+        if state is not None:
+            load_matching(model, state["model_raw"], "raw generator weights", resume)
+            load_matching(discriminator, state["discriminator"], "discriminator weights", resume)
+        dataset, collate, base = build_dataset(cfg, model.config.image_size)
+        batches_per_epoch(dataset, cfg, info)
+        if info.is_main:
+            prepare_output(output)
+            atomic_write_text(output / CONFIG_FILE, cfg.to_json())
+        opt_g = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
+        opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=cfg.betas)
+        sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lambda s: lr_factor(s, cfg))
+        sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, lambda s: lr_factor(s, cfg))
+        start, last_ckpt = 0, resume
+        if state is not None:
+            for obj, key in ((opt_g, "opt_g"), (opt_d, "opt_d"), (sched_g, "sched_g"), (sched_d, "sched_d")):
+                obj.load_state_dict(state[key])
+            for sched in (sched_g, sched_d):
+                follow_config(sched, cfg)
+            if ema is not None and state.get("ema") is not None:  # else a new EMA starts from the loaded weights
+                ema.load_state_dict(state["ema"])
+            set_rng_state(state["rng"])
+            start = state["step"]
+            _warn_if_data_order_changes(state, cfg, info, resume)
     gen, disc = wrap_ddp(model, info), wrap_ddp(discriminator, info)
     data = batches(dataset, collate, base, cfg, info, start)
     autocast = (torch.autocast(info.device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
@@ -347,34 +357,35 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
                 ema.update(model)
             done, last_loss = step + 1, float(loss_g_mean)
             bar.update(1)
-            # ---- logging, samples, checkpoints: explicit points of the loop, rank 0 writes
+            # ---- logging, samples, checkpoints: explicit points of the loop, rank 0 writes; a write that fails
+            # stops every rank with its error (`fail_together`), none waits for rank 0 in the next step
             if done % cfg.log_every == 0 or done == cfg.steps:
                 values = {f"loss/{k}": float(all_reduce_mean(v.detach().float().to(info.device), info))
                           for k, v in sorted(parts.items())}
                 values.update({"loss/total": last_loss, "lr": sched_g.get_last_lr()[0],
                                "it_per_s": (done - start) / (time.perf_counter() - t0)})
-                with _run_output_written(last_ckpt):
+                with fail_together(info), _run_output_written(last_ckpt):
                     log.scalars(done, values)
                 bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{values['lr']:.2e}")
-            if info.is_main and (done % cfg.image_every == 0 or done == cfg.steps):
-                with _run_output_written(last_ckpt):
-                    log.image_grid(done, batch["source"], out.mask, out.image, batch["target"])
+            if done % cfg.image_every == 0 or done == cfg.steps:
+                with fail_together(info), _run_output_written(last_ckpt):
+                    if info.is_main:
+                        log.image_grid(done, batch["source"], out.mask, out.image, batch["target"])
             is_ckpt, is_final = done % cfg.checkpoint_every == 0, done == cfg.steps
             if is_ckpt or is_final:
                 if not all_ranks(checkpoint_is_finite(model, ema, discriminator, batch), info):
                     _diverged(f"the weights after step {done} are non-finite or give a non-finite output",
                               last_ckpt)
                 target_dir = output / (FINAL_DIR if is_final else f"{CHECKPOINTS_DIR}/step_{done:06d}")
-                if info.is_main:
-                    trainer_state = {"step": done, "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                                     "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(),
-                                     "discriminator": discriminator.state_dict(), "rng": rng_state(),
-                                     "ema": ema.state_dict() if ema is not None else None,
-                                     "data_order": {"seed": cfg.seed, "batch_size": cfg.batch_size,
-                                                    "world_size": info.world_size, "step": done}}
-                    with _run_output_written(last_ckpt):
+                with fail_together(info), _run_output_written(last_ckpt):  # also the barrier before last_ckpt moves
+                    if info.is_main:
+                        trainer_state = {"step": done, "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                                         "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(),
+                                         "discriminator": discriminator.state_dict(), "rng": rng_state(),
+                                         "ema": ema.state_dict() if ema is not None else None,
+                                         "data_order": {"seed": cfg.seed, "batch_size": cfg.batch_size,
+                                                        "world_size": info.world_size, "step": done}}
                         save_checkpoint(target_dir, model, ema, trainer_state, cfg)
-                barrier(info)
                 last_ckpt = target_dir
     except KeyboardInterrupt:
         raise TrainingInterrupted(_interrupted_message(done, last_ckpt)) from None
