@@ -2,25 +2,65 @@
 
 Every LangBRT command reports a bad input as ONE `Error: ...` line with exit code 2, and a warning as one
 `Warning: ...` line. Click's own usage errors print four lines (Usage / Try / blank / Error) and Python's
-warnings print `file:line` plus the source line; the two helpers here bring both to the convention.
+warnings print `file:line` plus the source line; the two helpers here bring both to the convention. Under
+`torchrun`, where every rank runs the command, `stop` says an error once per node.
 """
 
 from __future__ import annotations
 
+import os
+import sys
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import IO, Any, NoReturn
 
 import click
 
 from langbrt.exit_codes import EXIT_INTERRUPTED
+
+# How long a torchrun rank other than the node's first waits, when it stops on an error, for torchrun to end it
+# once that first rank has said the error and exited (see `stop`).
+SPEAKING_RANK_GRACE_S = 10.0
+
+
+def speaks() -> bool:
+    """Whether this process says the command's errors: the only one, or local rank 0 of a torchrun node (each
+    node's torchrun has its own console). Without LOCAL_RANK a launcher's RANK decides."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return True
+    return int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0"))) == 0
+
+
+def stop(line: str, status: int) -> NoReturn:
+    """End the command: `line` on stderr and exit `status`, said once on each torchrun node.
+
+    Under torchrun every rank stops with the same error (the trainer's `fail_together` sees to that for a check
+    that one rank makes), and torchrun ends all of a node's workers, with SIGTERM, as soon as one of them exits
+    non-zero. So the node's first rank says the line and exits at once; the others wait for that end in silence,
+    as exiting first would cut the first rank off before its line. One still running after `SPEAKING_RANK_GRACE_S`
+    failed alone (a file missing on its node only) and says the line itself.
+    """
+    _wait_for_the_speaking_rank()
+    click.echo(line, err=True)
+    sys.exit(status)
+
+
+def _wait_for_the_speaking_rank() -> None:
+    if not speaks():
+        time.sleep(SPEAKING_RANK_GRACE_S)
 
 
 class OneLineUsageError(click.ClickException):
     """A click usage error shown as `Error: <message>` alone (exit 2, like click's UsageError)."""
 
     exit_code = 2
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        """Said once per torchrun node, where every rank parses the same flags: see `stop`."""
+        _wait_for_the_speaking_rank()
+        super().show(file)
 
 
 class OneLineCommand(click.Command):
@@ -39,7 +79,8 @@ class OneLineCommand(click.Command):
             with _one_line_usage_errors():
                 return super().invoke(ctx)
         except KeyboardInterrupt:
-            click.echo("Interrupted (Ctrl-C)", err=True)
+            if speaks():  # Ctrl-C reaches every rank, and torchrun ends them all
+                click.echo("Interrupted (Ctrl-C)", err=True)
             raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
 
 

@@ -1,5 +1,5 @@
-"""The same training code under torchrun: 2 CPU processes (gloo) end with identical weights, and an error on
-one rank ends every rank promptly."""
+"""The same training code under torchrun: 2 CPU processes (gloo) end with identical weights, and an error is
+said once and ends every rank promptly."""
 
 from __future__ import annotations
 
@@ -64,6 +64,46 @@ def torchrun(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         proc.communicate()
         pytest.fail(f"torchrun {' '.join(args)} still running after {timeout} s: a rank waits for another")
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("Error: ")]
+
+
+FAST = ["--perceptual-weight", "0", "--semantic-weight", "0", "--adversarial-weight", "0", "--steps", "1",
+        "--synthetic-length", "16", "--quiet"]
+
+
+@pytest.mark.slow
+def test_an_input_error_found_after_the_process_group_starts_is_said_once(tmp_path):
+    proc = torchrun("-m", "langbrt.training.cli_train", "--data", str(tmp_path / "missing"),
+                    "--output", str(tmp_path / "run"), *FAST)
+    assert proc.returncode == 1, proc.stderr[-3000:]  # torchrun's own status when a worker fails
+    assert error_lines(proc.stderr) == [f"Error: {tmp_path / 'missing'}: no such folder; expected a folder "
+                                        "holding source/ and target/"], proc.stderr[-3000:]
+    assert proc.stderr.splitlines()[0].startswith("Error: ")  # before torchrun's report of the failed workers
+    assert "exitcode  : 2" in proc.stderr  # the report gives the command's own status
+    assert not (tmp_path / "run").exists()
+
+
+LATE_RANK_0 = textwrap.dedent("""
+    import os, runpy, sys, time
+    if os.environ["LOCAL_RANK"] == "0":
+        time.sleep(1)  # a slow start on a busy node: rank 1 meets the error first
+    sys.argv[0] = "langbrt-train"
+    runpy.run_module("langbrt.training.cli_train", run_name="__main__")
+""")
+
+
+@pytest.mark.slow
+def test_an_error_that_rank_0_reaches_last_is_still_said_once(tmp_path):
+    """torchrun ends every worker as soon as one exits non-zero: a silent rank 1 exiting first would end rank 0
+    before it says the error. A bad flag value is found before the process group starts, on each rank alone."""
+    script = tmp_path / "late_rank_0.py"
+    script.write_text(LATE_RANK_0)
+    proc = torchrun(str(script), "--lr", "-1", "--output", str(tmp_path / "run"), *FAST)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert error_lines(proc.stderr) == ["Error: --lr must be a positive finite number (at most 3.4e+38), got -1.0"]
 
 
 AGREE = textwrap.dedent("""

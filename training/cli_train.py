@@ -3,20 +3,19 @@
 The command only turns flags into a `TrainConfig` and calls `trainer.train`; errors a user can cause come
 back as one `Error: ...` line with exit code 2 (3 when the loss diverged, 4 when a checkpoint or log could not
 be written mid-run), never a traceback. Ctrl-C ends with one line naming the checkpoint to `--resume` from, exit
-code 130.
+code 130. Under `torchrun` every rank ends the same way and the line is said once per node (`stop`).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import click
 import torch
 from click.core import ParameterSource
 
-from langbrt.cli_click import OneLineCommand, one_line_warnings
+from langbrt.cli_click import OneLineCommand, one_line_warnings, stop
 from langbrt.errors import LangBRTError, LangBRTInputError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
 from langbrt.training.losses.detection import DEFAULT_DETECTION_LOSS, DETECTION_LOSSES
@@ -123,20 +122,15 @@ def main(ctx: click.Context, threads: int, resume: str | None, quiet: bool, **op
             with one_line_warnings():
                 result = train(cfg, resume=resume, progress=not quiet)
         except TrainingDiverged as err:
-            click.echo(f"Error: {err}", err=True)
-            sys.exit(EXIT_DIVERGED)
+            stop(f"Error: {err}", EXIT_DIVERGED)
         except OutputNotWritten as err:
-            click.echo(f"Error: {err}", err=True)
-            sys.exit(EXIT_NOT_SAVED)
+            stop(f"Error: {err}", EXIT_NOT_SAVED)
         except TrainingInterrupted as err:
-            click.echo(f"Interrupted: {err}", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+            stop(f"Interrupted: {err}", EXIT_INTERRUPTED)
     except LangBRTError as err:
-        click.echo(f"Error: {err}", err=True)
-        sys.exit(EXIT_USAGE)
+        stop(f"Error: {err}", EXIT_USAGE)
     except KeyboardInterrupt:  # before the first step: nothing new was saved
-        click.echo("Interrupted: before the first training step; no new checkpoint was written", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        stop("Interrupted: before the first training step; no new checkpoint was written", EXIT_INTERRUPTED)
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"saved {result.final_dir} after {result.steps} steps (loss {result.last_loss:.4f}); "
                    f"evaluate with: langbrt-eval --model {result.final_dir} --data {cfg.data}")
