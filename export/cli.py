@@ -6,8 +6,9 @@
 
 Exit status: 0 on success; 2 for a bad input (missing or corrupt checkpoint, unwritable output, an output
 that would replace an input, an output named for another format, empty prompt, bad option); 1 when TensorRT
-or a GPU is missing for --fp16 / --format engine; 130 on Ctrl-C. Every error is one line on stderr, and
-nothing is written (after Ctrl-C, only files already complete are kept, and the line names them).
+or a GPU is missing for --fp16 / --format engine; 130 on Ctrl-C. Every error is one `langbrt-export: error:
+...` line on stderr, and nothing is written (after Ctrl-C, only files already complete are kept, and the line
+names them).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from langbrt.artifact import MAX_EXTRA_PROMPT_SLOTS
 from langbrt.bundled import default_model_path
 from langbrt.cli_args import OneLineParser
+from langbrt.cli_errors import fail
 from langbrt.cli_pipes import quiet_on_broken_pipe
 from langbrt.errors import LangBRTError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
@@ -89,15 +91,13 @@ def _export(args: argparse.Namespace) -> int:
              if value is not None]
     if given and not builds_engine:  # an error, not a warning: the export would run without what was asked for
         verb = "apply" if len(given) > 1 else "applies"
-        print(f"{PROG}: {' and '.join(given)} {verb} only to a TensorRT engine, which --format {args.format} "
-              "does not build without --fp16; add --fp16, use --format engine, or drop them", file=sys.stderr)
-        return EXIT_USAGE
+        return fail(PROG, f"{' and '.join(given)} {verb} only to a TensorRT engine, which --format {args.format} "
+                    "does not build without --fp16; add --fp16, use --format engine, or drop them", EXIT_USAGE)
     if args.model is None:
         try:
             args.model = default_model_path()
         except LangBRTError as err:
-            print(f"{PROG}: {err}", file=sys.stderr)
-            return EXIT_USAGE
+            return fail(PROG, err, EXIT_USAGE)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     batch_sizes = tuple(args.batch_sizes) if args.batch_sizes is not None else DEFAULT_BATCH_SIZES
     options = ExportOptions(fp16=args.fp16, batch_sizes=batch_sizes, opset=args.opset,
@@ -106,14 +106,11 @@ def _export(args: argparse.Namespace) -> int:
     try:
         result = export_model(args.model, args.format, args.output, options)
     except TensorRTUnavailable as err:
-        print(f"{PROG}: {err}", file=sys.stderr)
-        return EXIT_NO_TENSORRT
+        return fail(PROG, err, EXIT_NO_TENSORRT)
     except LangBRTError as err:
-        print(f"{PROG}: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail(PROG, err, EXIT_USAGE)
     except OSError as err:
-        print(f"{PROG}: cannot write {args.output}: {err.strerror or err}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail(PROG, f"cannot write {args.output}: {err.strerror or err}", EXIT_USAGE)
     if args.json:
         print(json.dumps({"output": str(result.path), "written": [str(p) for p in result.written],
                           "next_command": result.next_command}))

@@ -1,7 +1,7 @@
 """What the argparse CLIs (infer, bench, export, serve) share: one-line usage errors and flag types.
 
 The project's CLI convention: a usage error is ONE line naming the flag and the fix, exit 2, never
-argparse's usage dump.
+argparse's usage dump; it has the form of every other error line (`cli_errors`).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import math
 import re
 from typing import NoReturn
 
+from langbrt.cli_errors import usage_error_line
 from langbrt.exit_codes import EXIT_USAGE
 
 _DEVICE = re.compile(r"cpu|cuda(:\d{1,3})?")  # an index past 999 is a typo, and torch cannot parse a huge one
@@ -21,7 +22,7 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse, but a usage error is `<prog>: error: <message> (see <prog> --help)` alone, exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(EXIT_USAGE, usage_error_line(self.prog, message) + "\n")
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

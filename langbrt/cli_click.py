@@ -1,9 +1,10 @@
 """What the click-based CLIs (`langbrt-train`, `langbrt-eval`) share: the project's one-line output.
 
-Every LangBRT command reports a bad input as ONE `Error: ...` line with exit code 2, and a warning as one
-`Warning: ...` line. Click's own usage errors print four lines (Usage / Try / blank / Error) and Python's
-warnings print `file:line` plus the source line; the two helpers here bring both to the convention. Under
-`torchrun`, where every rank runs the command, `stop` says an error once per node.
+Every LangBRT command reports a bad input as ONE `PROG: error: ...` line (`cli_errors`) with exit code 2, and
+a warning as one `Warning: ...` line. Click's own usage errors print four lines (Usage / Try / blank / Error)
+and Python's warnings print `file:line` plus the source line; the two helpers here bring both to the
+convention. The command's name, which the error line starts with, is the name given to `@click.command`.
+Under `torchrun`, where every rank runs the command, `stop` says an error once per node.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import IO, Any, NoReturn
 
 import click
 
-from langbrt.exit_codes import EXIT_INTERRUPTED
+from langbrt.cli_errors import usage_error_line
+from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
 
 # How long a torchrun rank other than the node's first waits, when it stops on an error, for torchrun to end it
 # once that first rank has said the error and exited (see `stop`).
@@ -53,30 +55,37 @@ def _wait_for_the_speaking_rank() -> None:
 
 
 class OneLineUsageError(click.ClickException):
-    """A click usage error shown as `Error: <message>` alone (exit 2, like click's UsageError)."""
+    """A click usage error shown as `PROG: error: <message> (see PROG --help)` alone, exit 2 like click's
+    UsageError: the line argparse's commands print for a bad flag."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
 
     def show(self, file: IO[Any] | None = None) -> None:
         """Said once per torchrun node, where every rank parses the same flags: see `stop`."""
         _wait_for_the_speaking_rank()
-        super().show(file)
+        click.echo(usage_error_line(self.prog, self.format_message()), file=file, err=True)
 
 
 class OneLineCommand(click.Command):
     """`click.Command` whose usage errors (unknown option, value out of range, a callback's BadParameter) are
-    one `Error: ...` line. Use as `@click.command(cls=OneLineCommand)`; `--help` is unchanged."""
+    one `PROG: error: ...` line. Use as `@click.command("langbrt-NAME", cls=OneLineCommand)`, the name being the
+    console script's (what the error line starts with, however the command was started); `--help` is
+    unchanged."""
 
     def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
                      **extra: Any) -> click.Context:
-        with _one_line_usage_errors():
+        with _one_line_usage_errors(self.name):
             return super().make_context(info_name, args, parent, **extra)
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; Ctrl-C it did not handle itself is one `Interrupted` line and exit 130 (the shell's
         128 + SIGINT), where click would print `Aborted!` and exit 1."""
         try:
-            with _one_line_usage_errors():
+            with _one_line_usage_errors(self.name):
                 return super().invoke(ctx)
         except KeyboardInterrupt:
             if speaks():  # Ctrl-C reaches every rank, and torchrun ends them all
@@ -85,13 +94,13 @@ class OneLineCommand(click.Command):
 
 
 @contextmanager
-def _one_line_usage_errors() -> Iterator[None]:
+def _one_line_usage_errors(prog: str | None) -> Iterator[None]:
     try:
         yield
     except click.exceptions.NoArgsIsHelpError:
         raise  # prints the help, as asked
     except click.UsageError as err:
-        raise OneLineUsageError(" ".join(err.format_message().split())) from None
+        raise OneLineUsageError(prog or "langbrt", " ".join(err.format_message().split())) from None
 
 
 @contextmanager

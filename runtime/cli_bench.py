@@ -36,6 +36,7 @@ import torch
 from langbrt.atomic import atomic_write_text
 from langbrt.bundled import default_model_path
 from langbrt.cli_args import OneLineParser, device_arg, positive_number
+from langbrt.cli_errors import fail
 from langbrt.cli_pipes import quiet_on_broken_pipe
 from langbrt.errors import LangBRTError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
@@ -266,11 +267,6 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> int:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return code
-
-
 @quiet_on_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -288,25 +284,26 @@ def _bench(args: argparse.Namespace) -> int:
             args.model = [str(default_model_path())]
         for model in args.model:
             if not Path(model).exists():
-                return _fail(f"{model}: no such model file or folder")
+                return fail(PROG, f"{model}: no such model file or folder", EXIT_USAGE)
             if args.backend == "all":
                 backend_for_path(model)  # a path of no known kind is a slip, refused like a missing one
         if args.out is not None:
             check_output_file(args.out, args.model, flag="--out")
     except LangBRTError as err:
-        return _fail(str(err))
+        return fail(PROG, err, EXIT_USAGE)
     try:
         report = run_bench(args)
         if report["rows"] and args.out is not None:
             atomic_write_text(args.out, json.dumps(report, indent=2))
     except BackendFailed as err:
-        return _fail(str(err), EXIT_BACKEND_FAILED)
+        return fail(PROG, err, EXIT_BACKEND_FAILED)
     except LangBRTError as err:
-        return _fail(str(err))
+        return fail(PROG, err, EXIT_USAGE)
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     if not report["rows"]:
         written = f"; {args.out} not written" if args.out is not None else ""
-        return _fail(f"nothing was measured: every row was skipped (reasons above){written}", EXIT_NOTHING_MEASURED)
+        return fail(PROG, f"nothing was measured: every row was skipped (reasons above){written}",
+                    EXIT_NOTHING_MEASURED)
     return 0
 
 

@@ -24,6 +24,7 @@ import torch
 from langbrt.atomic import atomic_path
 from langbrt.bundled import default_model_path
 from langbrt.cli_args import OneLineParser, device_arg
+from langbrt.cli_errors import error_line, fail
 from langbrt.cli_pipes import quiet_on_broken_pipe
 from langbrt.errors import LangBRTError, LangBRTInputError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
@@ -33,6 +34,7 @@ from langbrt.text import normalize_prompt
 from .backends.base import PRECISIONS, BackendName
 from .retoucher import Retoucher
 
+PROG = "langbrt-infer"
 OUTPUT_DIR = "retouched"
 SUFFIX = "_retouched"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm"}
@@ -42,7 +44,7 @@ EXIT_FAILED_FILES = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="langbrt-infer", description="Remove the facial blemishes you name from photos. "
+    p = OneLineParser(prog=PROG, description="Remove the facial blemishes you name from photos. "
                 "Writes <stem>_retouched.<ext> into a results folder; the rest of each photo is untouched.")
     p.add_argument("images", nargs="+", help="image files, folders (their images, not recursive) or globs")
     p.add_argument("--model", help="checkpoint folder or .safetensors file, .onnx file or .engine/.plan "
@@ -251,20 +253,14 @@ def check_results_folder(folder: Path) -> None:
         raise LangBRTInputError(f"-o {folder}: {existing} is a file, not a folder; pass a folder (created if missing)")
 
 
-def _fail(prog: str, message: str) -> int:
-    print(f"{prog}: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
-
-
 @quiet_on_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    prog = "langbrt-infer"
     try:
         prompts = [normalize_prompt(p) for p in args.prompts] if args.prompts else None
         files, missing = expand_inputs(args.images)
         if not files:
-            return _fail(prog, "no input images: " + "; ".join(m["error"] for m in missing))
+            return fail(PROG, "no input images: " + "; ".join(m["error"] for m in missing), EXIT_USAGE)
         if args.output is not None:
             check_results_folder(args.output)
         stems = output_stems(files, args.output)
@@ -274,13 +270,13 @@ def main(argv: list[str] | None = None) -> int:
         runner = Runner(retoucher, checked, args, stems)
         runner.check_all()
     except LangBRTError as err:
-        return _fail(prog, str(err))
+        return fail(PROG, err, EXIT_USAGE)
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted before any image was retouched", file=sys.stderr)
+        print(f"{PROG}: interrupted before any image was retouched", file=sys.stderr)
         return EXIT_INTERRUPTED
     results, failed, created = [], list(missing), missing_folders(files, args.output)
     for item in missing:
-        print(f"{prog}: {item['error']}", file=sys.stderr)
+        print(error_line(PROG, item["error"]), file=sys.stderr)
     from tqdm import tqdm
 
     with tqdm(files, desc="retouching", unit="img", disable=len(files) < 2 or None, file=sys.stderr) as bar:
@@ -290,13 +286,13 @@ def main(argv: list[str] | None = None) -> int:
                     results.append(runner.process(source))
                 except LangBRTError as err:
                     failed.append({"input": str(source), "error": str(err)})
-                    tqdm.write(f"{prog}: {err}", file=sys.stderr)
+                    tqdm.write(error_line(PROG, err), file=sys.stderr)
         except KeyboardInterrupt:  # Ctrl-C: writes are atomic, so every output already there is complete
             bar.close()
             for folder in created:  # only the empty ones go
                 with contextlib.suppress(OSError):
                     folder.rmdir()
-            print(f"{prog}: interrupted after {len(results)} of {len(files)} image(s)", file=sys.stderr)
+            print(f"{PROG}: interrupted after {len(results)} of {len(files)} image(s)", file=sys.stderr)
             return EXIT_INTERRUPTED
     if args.json:
         print(json.dumps({"results": results, "failed": failed}, indent=2))

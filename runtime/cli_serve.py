@@ -21,6 +21,7 @@ from pathlib import Path
 
 from langbrt.bundled import default_model_path
 from langbrt.cli_args import DefaultsHelpFormatter, OneLineParser, device_arg, non_negative_number, positive_number
+from langbrt.cli_errors import fail
 from langbrt.devices import require_device
 from langbrt.errors import LangBRTError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
@@ -29,13 +30,15 @@ from langbrt.io import DEFAULT_MAX_PIXELS
 from .backends.base import PRECISIONS, BackendName
 from .serve_admission import DEFAULT_MAX_BODY_BYTES, INFLIGHT_PER_MAX_BODY, INFLIGHT_PER_MAX_PIXELS
 
+PROG = "langbrt-serve"
+EXIT_NOT_SERVING = 1  # the port is taken or the model failed to load: not the flags' fault
 MB = 1024 * 1024  # --max-body-mb and --max-inflight-body-mb count mebibytes
 TOKEN_ENV = "LANGBRT_SERVE_TOKEN"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(
-        prog="langbrt-serve",
+        prog=PROG,
         description="Serve LangBRT over HTTP: POST /v1/retouch, GET /v1/prompts, /healthz, /readyz, /metrics.",
         formatter_class=DefaultsHelpFormatter,
     )
@@ -140,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sock = _bind(args.host, args.port)
     except LangBRTError as err:
-        print(f"langbrt-serve: {err}", file=sys.stderr)
-        return 1
+        return fail(PROG, err, EXIT_NOT_SERVING)
     host, port = sock.getsockname()[:2]
     log.info("listening on http://%s:%d (ready once the model has loaded: GET /readyz)",
              f"[{host}]" if ":" in host else host, port)
@@ -156,7 +158,7 @@ def _serve(args: argparse.Namespace, token: str | None, sock: socket.socket) -> 
 
         from .serve_app import ServeConfig, create_app, drain
     except KeyboardInterrupt:
-        print("langbrt-serve: interrupted while starting", file=sys.stderr)
+        print(f"{PROG}: interrupted while starting", file=sys.stderr)
         return EXIT_INTERRUPTED
 
     config = ServeConfig(
@@ -176,8 +178,7 @@ def _serve(args: argparse.Namespace, token: str | None, sock: socket.socket) -> 
     try:
         app = create_app(config, on_load_failure=on_load_failure)
     except LangBRTError as err:
-        print(f"langbrt-serve: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        return fail(PROG, err, EXIT_USAGE)
     class DrainingServer(uvicorn.Server):
         """uvicorn's server, telling the app the moment a shutdown signal arrives (`serve_app.drain`)."""
 
@@ -198,8 +199,7 @@ def _serve(args: argparse.Namespace, token: str | None, sock: socket.socket) -> 
     except KeyboardInterrupt:
         pass
     if failed:
-        print(f"langbrt-serve: model failed to load: {failed[0]}", file=sys.stderr)
-        return 1
+        return fail(PROG, f"model failed to load: {failed[0]}", EXIT_NOT_SERVING)
     return 0
 
 

@@ -2,14 +2,15 @@
 
 The contract, whatever the entry point: awkward-but-valid inputs (1x1, grayscale, palette, RGBA, CMYK, 16-bit,
 EXIF-rotated, non-ASCII prompts) WORK and come out upright at their own size; bad ones are refused with the
-documented exit code or HTTP status and ONE clear line (never a traceback); no input file is ever modified.
+documented exit code or HTTP status and ONE clear line (never a traceback), which a command starts with
+`PROG: error:` whichever command it is; no input file is ever modified.
 
 Which cases reach which entry point, and why the others do not apply:
   images  -> infer, the Python API (load_image + Retoucher), serve, train (inside a source/target pair set).
              eval reads data folders through the very same `build_dataset` as train, so it is not repeated;
              export reads no image at all.
   prompts -> infer, the API, serve, export (--prompt bakes it). train and eval take no free-text prompt.
-  model   -> infer, the API, serve, export, eval, and train's --resume (its only model path).
+  model   -> infer, the API, serve, export, eval, bench, and train's --resume (its only model path).
   output  -> infer (-o), export (--output). serve, eval and the API write no files; train's unwritable
              --output is already pinned in test_train_cli.
   SIGINT  -> infer on a folder: the one entry point that writes many files in one run.
@@ -51,6 +52,7 @@ from langbrt.errors import LangBRTError
 from langbrt.export.cli import main as export_main
 from langbrt.io import load_image
 from langbrt.runtime import Retoucher
+from langbrt.runtime.cli_bench import main as bench_main
 from langbrt.runtime.cli_infer import main as infer_main
 from langbrt.runtime.cli_serve import main as serve_main
 from langbrt.runtime.serve_app import ServeConfig, create_app
@@ -100,6 +102,7 @@ class Outcome:
     err: str
     out: str = ""
     size: tuple[int, int] | None = None  # (W, H) of the output image, decoded
+    prog: str | None = None  # the command that answered, if a command did: its error line starts "PROG: error:"
 
 
 @dataclass
@@ -126,9 +129,9 @@ def _decoded_size(data: bytes | Path) -> tuple[int, int]:
         return img.size
 
 
-def _captured(env: Env, code: int | str, size: tuple[int, int] | None = None) -> Outcome:
+def _captured(env: Env, prog: str, code: int | str, size: tuple[int, int] | None = None) -> Outcome:
     captured = env.capsys.readouterr()
-    return Outcome(code, captured.err, captured.out, size)
+    return Outcome(code, captured.err, captured.out, size, prog)
 
 
 def _infer(env: Env, *args: object, model: Path | None = None) -> Outcome:
@@ -141,7 +144,7 @@ def _infer(env: Env, *args: object, model: Path | None = None) -> Outcome:
     except SystemExit as exit_:  # argparse
         code = int(exit_.code or 0)
     outputs = sorted(out.glob("*_retouched.*")) if out.is_dir() else []
-    return _captured(env, code, _decoded_size(outputs[0]) if len(outputs) == 1 else None)
+    return _captured(env, "langbrt-infer", code, _decoded_size(outputs[0]) if len(outputs) == 1 else None)
 
 
 def _api(env: Env, image: Path | None = None, prompts: list[str] | None = None, model: Path | None = None) -> Outcome:
@@ -171,7 +174,7 @@ def _click(env: Env, command: Callable[..., None], *args: object) -> Outcome:
         result = CliRunner().invoke(command, [str(a) for a in args])
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception  # a raw exception would be a traceback for the user
-    return Outcome(result.exit_code, result.stderr, result.stdout)
+    return Outcome(result.exit_code, result.stderr, result.stdout, prog=command.name)
 
 
 def _export(env: Env, *args: object, model: Path | None = None, output: Path | None = None) -> Outcome:
@@ -179,13 +182,21 @@ def _export(env: Env, *args: object, model: Path | None = None, output: Path | N
         output = env.tmp / "exported" / "tiny.onnx"
         output.parent.mkdir(exist_ok=True)
     code = export_main(["--model", str(model or env.checkpoint), "--output", str(output), *map(str, args)])
-    return _captured(env, code)
+    return _captured(env, "langbrt-export", code)
+
+
+def _bench(env: Env, *args: object, model: Path) -> Outcome:
+    code = bench_main(["--model", str(model), "--device", "cpu", "--seconds", "0.01", *map(str, args)])
+    return _captured(env, "langbrt-bench", code)
 
 
 def _assert_one_clear_line(outcome: Outcome, *names: str) -> None:
+    """One line naming `names`; a command's failure (exit status > 0) says it in the form every command shares."""
     lines = outcome.err.strip().splitlines()
     assert len(lines) == 1, outcome.err
     assert all(name in lines[0] for name in names), (names, lines[0])
+    if outcome.prog is not None and outcome.code != 0:
+        assert lines[0].startswith(f"{outcome.prog}: error: "), lines[0]
 
 
 def _assert_no_traceback(outcome: Outcome) -> None:
@@ -342,6 +353,7 @@ MODEL_ENTRIES: dict[str, tuple[Callable[[Env, Path], Outcome], object]] = {
     "serve": (_model_serve, 503),
     "export": (lambda env, model: _export(env, model=model), 2),
     "eval": (lambda env, model: _click(env, eval_main, "--model", model, "--device", "cpu"), 2),
+    "bench": (lambda env, model: _bench(env, model=model), 2),
     "train-resume": (lambda env, model: _click(env, train_main, "--resume", model, *TRAIN_FAST), 2),
 }
 
@@ -398,7 +410,7 @@ def _script(name: str) -> str:
 def _one_line_exit(proc: subprocess.CompletedProcess[str], code: int, *names: str) -> None:
     assert proc.returncode == code, proc.stderr
     _assert_no_traceback(Outcome(code, proc.stderr, proc.stdout))
-    _assert_one_clear_line(Outcome(code, proc.stderr), *names)
+    _assert_one_clear_line(Outcome(code, proc.stderr, prog=Path(proc.args[0]).name), *names)
 
 
 @pytest.mark.slow
@@ -444,7 +456,7 @@ def test_langbrt_serve_with_a_text_file_as_model_exits_1_saying_so(tmp_path: Pat
     assert proc.returncode == 1, proc.stderr
     _assert_no_traceback(Outcome(1, proc.stderr, proc.stdout))
     lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith("langbrt-serve: model failed to load") and model.name in lines[-1], lines
+    assert lines[-1].startswith("langbrt-serve: error: model failed to load") and model.name in lines[-1], lines
     assert sum(line.startswith("langbrt-serve:") for line in lines) == 1, lines
 
 
@@ -452,7 +464,7 @@ def test_langbrt_serve_with_a_missing_model_is_one_usage_line(tmp_path: Path, ca
     """In process: the flag check runs before uvicorn is imported, so nothing binds a port."""
     with pytest.raises(SystemExit) as exit_:
         serve_main(["--model", str(tmp_path / "nowhere"), "--port", "0"])
-    outcome = Outcome(exit_.value.code, capsys.readouterr().err)
+    outcome = Outcome(exit_.value.code, capsys.readouterr().err, prog="langbrt-serve")
     assert outcome.code == 2
     _assert_one_clear_line(outcome, "nowhere", "no such file")
 

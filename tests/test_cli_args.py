@@ -1,4 +1,4 @@
-"""The argparse CLIs share one usage-error format and the same `--device` / `--precision` vocabulary."""
+"""The CLIs share one error-line format, and the argparse ones the same `--device` / `--precision` vocabulary."""
 
 from __future__ import annotations
 
@@ -101,3 +101,10 @@ def test_serve_refuses_a_device_this_machine_lacks_as_a_flag_error(monkeypatch: 
     with pytest.raises(SystemExit) as exited:
         _check(parser.parse_args(["--device", "cuda"]), parser)
     assert exited.value.code == 2 and "--device cuda: PyTorch sees no CUDA GPU" in capsys.readouterr().err
+
+
+def test_an_error_line_is_prog_error_message_on_one_line_whatever_the_message_holds() -> None:
+    from langbrt.cli_errors import error_line, usage_error_line
+
+    assert error_line("langbrt-x", "first\nsecond") == "langbrt-x: error: first second"
+    assert usage_error_line("langbrt-x", "--n must be 1+") == "langbrt-x: error: --n must be 1+ (see langbrt-x --help)"

@@ -19,6 +19,7 @@ from langbrt.text import default_text_encoder
 from langbrt.training.cli_eval import main
 
 BIN = Path(sys.executable).parent
+ERROR = "langbrt-eval: error: "  # how every error line of the command starts
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_table_shows_model_beside_identity(checkpoint):
 
 def test_missing_model_is_one_error_line(tmp_path):
     result = CliRunner().invoke(main, ["--model", str(tmp_path / "nope"), "--json"])
-    assert result.exit_code == 2 and result.output.startswith("Error: ") and result.output.count("\n") == 1
+    assert result.exit_code == 2 and result.output.startswith(ERROR) and result.output.count("\n") == 1
     assert str(tmp_path / "nope") in result.output, result.output
 
 
@@ -69,7 +70,7 @@ def invoke(*args: str):
 
 
 def one_error_line(result) -> bool:
-    return result.exit_code == 2 and result.output.startswith("Error: ") and result.output.count("\n") == 1
+    return result.exit_code == 2 and result.output.startswith(ERROR) and result.output.count("\n") == 1
 
 
 @pytest.mark.parametrize("args, named", [(["--split", "bogus"], "--split"), (["--batch-size", "0"], "--batch-size"),

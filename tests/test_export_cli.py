@@ -78,7 +78,7 @@ def test_without_tensorrt_an_engine_request_names_its_flag_and_writes_nothing(mo
                                                                               no_tensorrt, args, output, asked_by):
     assert main(["--model", str(model_dir), "--output", str(tmp_path / output), *args]) == 1
     message = _one_line_error(capsys)
-    assert "TensorRT is not installed" in message and message.startswith(f"langbrt-export: {asked_by}")
+    assert "TensorRT is not installed" in message and message.startswith(f"langbrt-export: error: {asked_by}")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -314,7 +314,8 @@ def test_a_batch_size_below_1_is_one_line_before_tensorrt_is_needed(model_dir, t
     assert main(["--model", str(model_dir), "--format", fmt, "--output", str(tmp_path / output), *fp16,
                  "--batch-sizes", *sizes]) == 2
     message = _one_line_error(capsys)
-    assert message.startswith("langbrt-export: --batch-sizes must be positive") and f"[{', '.join(sizes)}]" in message
+    assert message.startswith("langbrt-export: error: --batch-sizes must be positive")
+    assert f"[{', '.join(sizes)}]" in message
     assert list(tmp_path.iterdir()) == []
 
 

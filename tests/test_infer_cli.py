@@ -317,7 +317,7 @@ def test_a_missing_file_or_empty_glob_beside_good_inputs_is_one_line_and_exit_1(
     report = json.loads(captured.out)
     assert sorted(Path(r["input"]).name for r in report["results"]) == ["a.png", "b.png"]
     assert [f["input"] for f in report["failed"]] == [str(tmp_path / missing)]
-    said = f"langbrt-infer: {tmp_path / missing}: no such file, or no images in it"
+    said = f"langbrt-infer: error: {tmp_path / missing}: no such file, or no images in it"
     assert captured.err.strip().splitlines() == [said]
     assert sorted(p.name for p in (tmp_path / "retouched").iterdir()) == ["a_retouched.png", "b_retouched.png"]
 

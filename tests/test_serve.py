@@ -619,7 +619,7 @@ def test_the_cli_on_a_taken_port_exits_with_one_line_before_loading_the_model(tm
         result = subprocess.run([*_serve_script(), "--model", str(tmp_path), "--port", str(port)],
                                 capture_output=True, text=True, timeout=60)
     assert result.returncode == 1, result.stderr
-    assert result.stderr.strip() == f"langbrt-serve: cannot listen on 127.0.0.1:{port}: Address already in use"
+    assert result.stderr.strip() == f"langbrt-serve: error: cannot listen on 127.0.0.1:{port}: Address already in use"
 
 
 def test_inflight_pixels_below_max_pixels_is_a_flag_error() -> None:

@@ -19,6 +19,7 @@ from langbrt.training.train_config import TrainConfig
 from langbrt.training.trainer import build_dataset
 
 NUM_SAMPLES = 2
+ERROR = "langbrt-eval: error: "  # how every error line of the command starts
 BASELINES = ("identity", "bilateral-skin", "inpaint-a")
 
 
@@ -95,7 +96,7 @@ def test_identity_row_matches_the_identity_numbers_of_evaluate(checkpoints, suit
 
 def test_a_malformed_suite_entry_is_one_error_line(checkpoints):
     result = CliRunner().invoke(main, ["--suite", "no-equals-sign", "--num-samples", "2"])
-    assert result.exit_code == 2 and result.output.startswith("Error: ") and result.output.count("\n") == 1
+    assert result.exit_code == 2 and result.output.startswith(ERROR) and result.output.count("\n") == 1
 
 
 def test_suite_with_a_paired_folder_is_one_error_line_before_any_model_loads(checkpoints, tmp_path, monkeypatch):
@@ -108,7 +109,7 @@ def test_suite_with_a_paired_folder_is_one_error_line_before_any_model_loads(che
     result = CliRunner().invoke(main, ["--suite", f"a={checkpoints['a']}", "--data", str(tmp_path),
                                        "--num-samples", "2", "--device", "cpu"])
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
-    assert result.output.startswith("Error: --suite needs --data synthetic"), result.output
+    assert result.output.startswith(f"{ERROR}--suite needs --data synthetic"), result.output
 
 
 def test_a_repeated_suite_name_is_one_error_line_naming_it(checkpoints, monkeypatch):
@@ -118,7 +119,7 @@ def test_a_repeated_suite_name_is_one_error_line_naming_it(checkpoints, monkeypa
     result = CliRunner().invoke(main, ["--suite", f"a={checkpoints['a']}", "--suite", f"a={checkpoints['b']}",
                                        "--num-samples", "2", "--device", "cpu"])
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
-    assert result.output.startswith("Error: --suite name 'a' is repeated"), result.output
+    assert result.output.startswith(f"{ERROR}--suite name 'a' is repeated"), result.output
 
 
 def test_suite_names_may_not_shadow_a_baseline():
@@ -130,7 +131,7 @@ def test_out_inside_an_evaluated_checkpoint_is_refused_and_the_checkpoint_kept(c
     config = (checkpoints["b"] / "config.json").read_bytes()
     result = CliRunner().invoke(main, ["--suite", f"a={checkpoints['a']}", "--suite", f"b={checkpoints['b']}",
                                        "--num-samples", "2", "--out", str(checkpoints["b"] / "config.json")])
-    assert result.exit_code == 2 and result.output.startswith("Error: --out ") and result.output.count("\n") == 1
+    assert result.exit_code == 2 and result.output.startswith(f"{ERROR}--out ") and result.output.count("\n") == 1
     assert (checkpoints["b"] / "config.json").read_bytes() == config
 
 

@@ -27,6 +27,7 @@ from langbrt.training.train_state import load_trainer_state
 BIN = Path(sys.executable).parent
 FAST = ["--perceptual-weight", "0", "--semantic-weight", "0", "--threads", "1", "--quiet"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+ERROR = "langbrt-train: error: "  # how every error line of the command starts
 
 
 def run_cli(*args: str):
@@ -59,7 +60,8 @@ def test_trained_tiny_model_beats_identity_on_blemishes(tmp_path):
                                          (["--no-such-flag"], "--no-such-flag")])
 def test_usage_error_is_one_error_line(tmp_path, args, named):
     result = CliRunner().invoke(main, ["--steps", "1", *args, "--output", str(tmp_path / "out")])
-    assert result.exit_code == 2 and result.output.startswith("Error: ") and result.output.count("\n") == 1
+    assert result.exit_code == 2 and result.output.startswith(ERROR) and result.output.count("\n") == 1
+    assert result.output.rstrip().endswith("(see langbrt-train --help)"), result.output  # as argparse's
     assert named in result.output and not (tmp_path / "out").exists()
 
 
@@ -75,7 +77,7 @@ def test_empty_folder_is_one_error_line_and_creates_no_output(tmp_path):
     (tmp_path / "data/target").mkdir()
     result = run_cli("--data", str(tmp_path / "data"), "--steps", "1", "--output", str(tmp_path / "out"))
     assert result.exit_code == 2
-    assert result.output.startswith("Error: ") and "holds no images" in result.output
+    assert result.output.startswith(ERROR) and "holds no images" in result.output
     assert result.output.count("\n") == 1
     assert not (tmp_path / "out").exists()
 
@@ -83,7 +85,7 @@ def test_empty_folder_is_one_error_line_and_creates_no_output(tmp_path):
 def test_fewer_samples_than_one_batch_is_one_error_line_and_creates_no_output(tmp_path):
     result = run_cli("--synthetic-length", "4", "--batch-size", "8", "--steps", "1", "--output", str(tmp_path / "out"))
     assert result.exit_code == 2 and result.output.count("\n") == 1
-    assert result.output.startswith("Error: ") and "fewer than one batch" in result.output
+    assert result.output.startswith(ERROR) and "fewer than one batch" in result.output
     assert not (tmp_path / "out").exists()
 
 
@@ -122,7 +124,7 @@ def test_corrupt_image_is_fatal_with_strict(tmp_path):
 def test_unwritable_output_is_one_error_line(tmp_path):
     (tmp_path / "file").write_text("x")
     result = run_cli("--steps", "1", "--output", str(tmp_path / "file/run"))
-    assert result.exit_code == 2 and result.output.startswith("Error: ") and "not writable" in result.output
+    assert result.exit_code == 2 and result.output.startswith(ERROR) and "not writable" in result.output
 
 
 def test_missing_vgg_weights_name_the_flag(tmp_path):
@@ -163,7 +165,7 @@ def test_nan_model_output_with_bce_exits_3_with_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(LangBRT, "forward", diverging)
     result = run_cli("--steps", "2", "--batch-size", "2", "--synthetic-length", "8", "--output", str(tmp_path))
     assert result.exit_code == 3, result.output
-    assert result.output.startswith("Error: loss became nan at step 1") and result.output.count("\n") == 1
+    assert result.output.startswith(f"{ERROR}loss became nan at step 1") and result.output.count("\n") == 1
 
 
 def test_a_full_disk_while_saving_exits_4_with_one_line_naming_what_to_resume_from(tmp_path, monkeypatch):
@@ -184,7 +186,7 @@ def test_a_full_disk_while_saving_exits_4_with_one_line_naming_what_to_resume_fr
                      "--ema-decay", "0", "--checkpoint-every", "1", "--log-every", "1", "--output", str(tmp_path))
     assert result.exit_code == 4, result.output
     step_1 = tmp_path / "checkpoints" / "step_000001"
-    assert result.output == (f"Error: cannot write checkpoint {tmp_path / 'final'}: No space left on device (os "
+    assert result.output == (f"{ERROR}cannot write checkpoint {tmp_path / 'final'}: No space left on device (os "
                              f"error 28); make room, then continue with --resume {step_1} (the last complete "
                              "checkpoint)\n")
     LangBRT.from_pretrained(step_1)
@@ -211,7 +213,7 @@ def test_a_full_disk_while_logging_exits_4_with_one_line_naming_the_log(tmp_path
     result = run_cli("--steps", "2", "--batch-size", "2", "--synthetic-length", "8", "--log-every", "1",
                      "--output", str(tmp_path))
     assert result.exit_code == 4, result.output
-    assert result.output == (f"Error: {tmp_path / 'log.jsonl'}: cannot write file (No space left on device); no "
+    assert result.output == (f"{ERROR}{tmp_path / 'log.jsonl'}: cannot write file (No space left on device); no "
                              "checkpoint was written yet; make room and start again\n")
 
 
@@ -221,7 +223,7 @@ def test_resume_from_something_that_is_not_a_checkpoint_folder_says_where_to_res
     result = run_cli("--resume", str(target), "--steps", "3", "--output", str(tmp_path / "out"))
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     reason = "no such checkpoint folder" if what == "missing" else "is a file, which holds weights but no trainer"
-    assert result.output.startswith(f"Error: --resume {target}") and reason in result.output
+    assert result.output.startswith(f"{ERROR}--resume {target}") and reason in result.output
     assert "OUTPUT/checkpoints/step_N or OUTPUT/final" in result.output and not (tmp_path / "out").exists()
 
 
@@ -238,7 +240,7 @@ def test_resume_at_or_past_steps_is_an_error_and_writes_nothing(run_dir, tmp_pat
 def test_resume_with_another_model_flag_names_it_and_both_values(run_dir, tmp_path, flag, value, saved):
     result = run_cli("--resume", str(run_dir / "final"), "--steps", "3", flag, value,
                      "--clip-text-weights", str(tmp_path / "clip.pt"), "--output", str(tmp_path))
-    assert result.exit_code == 2 and result.output.startswith(f"Error: {flag} {value}")
+    assert result.exit_code == 2 and result.output.startswith(f"{ERROR}{flag} {value}")
     assert f"checkpoint's {saved}" in result.output and result.output.count("\n") == 1
     assert not (tmp_path / "train_config.json").exists()
 
@@ -302,7 +304,7 @@ def test_weights_that_give_a_non_finite_output_are_never_saved(tmp_path):
     result = run_cli("--steps", "1", "--batch-size", "2", "--synthetic-length", "8", "--adversarial-weight", "0",
                      "--lr", "1e30", "--output", str(tmp_path))
     assert result.exit_code == 3, result.output
-    assert result.output.startswith("Error: the weights after step 1") and result.output.count("\n") == 1
+    assert result.output.startswith(f"{ERROR}the weights after step 1") and result.output.count("\n") == 1
     assert not (tmp_path / "final").exists() and not any((tmp_path / "checkpoints").iterdir())
 
 
@@ -357,7 +359,7 @@ def test_ctrl_c_names_the_checkpoint_to_resume_from(tmp_path, monkeypatch):
 ])
 def test_bad_value_is_one_error_line_naming_the_flag(tmp_path, args, named):
     result = run_cli("--steps", "3", "--synthetic-length", "8", "--batch-size", "2", *args, "--output", str(tmp_path))
-    assert result.exit_code == 2 and result.output.startswith("Error: ") and result.output.count("\n") == 1
+    assert result.exit_code == 2 and result.output.startswith(ERROR) and result.output.count("\n") == 1
     assert named in result.output and "--text-weights" not in result.output
 
 
@@ -389,7 +391,7 @@ def test_a_bad_train_config_to_resume_from_is_one_line_naming_the_file_and_field
     (checkpoint / "train_config.json").write_bytes(text.encode("utf-8", "surrogateescape"))
     result = run_cli("--resume", str(checkpoint), "--output", str(tmp_path / "out"))
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
-    assert result.output.startswith(f"Error: {checkpoint / 'train_config.json'}") and message in result.output
+    assert result.output.startswith(f"{ERROR}{checkpoint / 'train_config.json'}") and message in result.output
     assert not (tmp_path / "out").exists()
 
 
@@ -400,7 +402,7 @@ def test_a_bad_train_config_to_resume_from_is_one_line_naming_the_file_and_field
 ])
 def test_a_size_flag_beyond_any_run_is_one_error_line_naming_the_flag(tmp_path, args, message):
     result = run_cli(*args, "--output", str(tmp_path / "out"))
-    assert result.exit_code == 2 and result.output.startswith(f"Error: {message}") and result.output.count("\n") == 1
+    assert result.exit_code == 2 and result.output.startswith(f"{ERROR}{message}") and result.output.count("\n") == 1
     assert not (tmp_path / "out").exists()
 
 

@@ -2,8 +2,9 @@
 
 `--json` prints ONE JSON object (keys of `EvalResult.to_dict()`, unavailable metrics as null, never 0);
 otherwise a table with the model and the identity (output = input) side by side. `--out FILE` also writes
-that JSON (or the `--suite` report) to a file, checked before anything runs. Bad input is one `Error: ...`
-line with exit code 2, a skipped corrupt image one `Warning: ...` line; never a traceback.
+that JSON (or the `--suite` report) to a file, checked before anything runs. Bad input is one
+`langbrt-eval: error: ...` line with exit code 2, a skipped corrupt image one `Warning: ...` line; never a
+traceback.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from langbrt.atomic import atomic_write_text
 from langbrt.cli_args import DEVICE_HELP, is_device_name
 from langbrt.cli_click import OneLineCommand, one_line_warnings
+from langbrt.cli_errors import fail
 from langbrt.devices import default_device, require_device
 from langbrt.errors import LangBRTError, LangBRTInputError
 from langbrt.exit_codes import EXIT_USAGE
@@ -29,6 +31,8 @@ from langbrt.training.metrics import LPIPSMetric
 from langbrt.training.train_config import FFHQR, MAX_SEED, SYNTHETIC, TrainConfig
 from langbrt.training.trainer import build_dataset
 
+PROG = "langbrt-eval"
+
 
 def _device_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """--device as every command takes it (cpu, cuda, cuda:N); whether this machine has it is asked later."""
@@ -37,7 +41,8 @@ def _device_option(ctx: click.Context, param: click.Parameter, value: str | None
     return value
 
 
-@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
+@click.command(PROG, cls=OneLineCommand,
+               context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
 @click.option("--model", "model_dir", type=click.Path(), help="Checkpoint folder (OUTPUT/final) or .safetensors file.")
 @click.option("--suite", "suite_specs", multiple=True, metavar="NAME=DIR",
               help="Quality benchmark: score these checkpoints (repeatable) and the classical baselines side by "
@@ -89,8 +94,7 @@ def main(model_dir: str | None, suite_specs: tuple[str, ...], out_path: str | No
             if out is not None:
                 atomic_write_text(out, json.dumps(result.to_dict(), indent=2) + "\n")
     except LangBRTError as err:
-        click.echo(f"Error: {err}", err=True)
-        sys.exit(EXIT_USAGE)
+        sys.exit(fail(PROG, err, EXIT_USAGE))
     if as_json:
         click.echo(json.dumps(result.to_dict()))
     else:
@@ -109,7 +113,7 @@ def _suite(specs: tuple[str, ...], out_path: str | None, data: str, split: str, 
            seed: int, device: str, as_json: bool) -> None:
     from langbrt.training.suite import evaluate_suite, format_suite_table, parse_suite_specs
 
-    command = shlex.join(["langbrt-eval", *sys.argv[1:]])
+    command = shlex.join([PROG, *sys.argv[1:]])
     if data != SYNTHETIC:
         raise LangBRTInputError("--suite needs --data synthetic (its baselines use the exact masks)")
     checkpoints = parse_suite_specs(specs)

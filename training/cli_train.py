@@ -1,9 +1,10 @@
 """`langbrt-train`: train LangBRT on synthetic, paired-folder or FFHQR data (paper sec. 3.4 and 4.1).
 
 The command only turns flags into a `TrainConfig` and calls `trainer.train`; errors a user can cause come
-back as one `Error: ...` line with exit code 2 (3 when the loss diverged, 4 when a checkpoint or log could not
-be written mid-run), never a traceback. Ctrl-C ends with one line naming the checkpoint to `--resume` from, exit
-code 130. Under `torchrun` every rank ends the same way and the line is said once per node (`stop`).
+back as one `langbrt-train: error: ...` line with exit code 2 (3 when the loss diverged, 4 when a checkpoint or
+log could not be written mid-run), never a traceback. Ctrl-C ends with one line naming the checkpoint to
+`--resume` from, exit code 130. Under `torchrun` every rank ends the same way and the line is said once per
+node (`stop`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import torch
 from click.core import ParameterSource
 
 from langbrt.cli_click import OneLineCommand, one_line_warnings, stop
+from langbrt.cli_errors import error_line
 from langbrt.errors import LangBRTError, LangBRTInputError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
 from langbrt.training.losses.detection import DEFAULT_DETECTION_LOSS, DETECTION_LOSSES
 from langbrt.training.losses.weights import LossWeights
 from langbrt.training.train_config import ABLATIONS, PRECISIONS, PRESETS, TrainConfig
 
+PROG = "langbrt-train"
 EXIT_DIVERGED = 3
 EXIT_NOT_SAVED = 4  # not 2: the command was right and continues with --resume once the disk has room
 
@@ -34,7 +37,8 @@ _FIELDS = ("data", "ffhqr_root", "ffhqr_target_root", "fraction", "synthetic_len
 _WEIGHTS = ("detection", "component", "adversarial", "l1", "perceptual", "semantic")
 
 
-@click.command(cls=OneLineCommand, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
+@click.command(PROG, cls=OneLineCommand,
+               context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
 @click.option("--data", default="synthetic", show_default=True,
               help="'synthetic' (built-in generator, exact masks), 'ffhqr' (with --ffhqr-root), or a folder "
                    "holding source/ and target/ with the same file names.")
@@ -122,13 +126,13 @@ def main(ctx: click.Context, threads: int, resume: str | None, quiet: bool, **op
             with one_line_warnings():
                 result = train(cfg, resume=resume, progress=not quiet)
         except TrainingDiverged as err:
-            stop(f"Error: {err}", EXIT_DIVERGED)
+            stop(error_line(PROG, err), EXIT_DIVERGED)
         except OutputNotWritten as err:
-            stop(f"Error: {err}", EXIT_NOT_SAVED)
+            stop(error_line(PROG, err), EXIT_NOT_SAVED)
         except TrainingInterrupted as err:
             stop(f"Interrupted: {err}", EXIT_INTERRUPTED)
     except LangBRTError as err:
-        stop(f"Error: {err}", EXIT_USAGE)
+        stop(error_line(PROG, err), EXIT_USAGE)
     except KeyboardInterrupt:  # before the first step: nothing new was saved
         stop("Interrupted: before the first training step; no new checkpoint was written", EXIT_INTERRUPTED)
     if int(os.environ.get("RANK", "0")) == 0:
