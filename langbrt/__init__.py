@@ -14,14 +14,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .config import LangBRTConfig
-    from .errors import CheckpointError, LangBRTError, LangBRTInputError
+    from .errors import CheckpointError, LangBRTError, LangBRTInputError, OutputWriteError
     from .model import LangBRT, LangBRTOutput
 
-__all__ = ["CheckpointError", "LangBRT", "LangBRTConfig", "LangBRTError", "LangBRTInputError", "LangBRTOutput"]
+__all__ = ["CheckpointError", "LangBRT", "LangBRTConfig", "LangBRTError", "LangBRTInputError", "LangBRTOutput",
+           "OutputWriteError"]
 __version__ = "0.1.0"
 
 _MODULE_OF = {"LangBRTConfig": ".config", "CheckpointError": ".errors", "LangBRTError": ".errors",
-              "LangBRTInputError": ".errors", "LangBRT": ".model", "LangBRTOutput": ".model"}
+              "LangBRTInputError": ".errors", "OutputWriteError": ".errors", "LangBRT": ".model",
+              "LangBRTOutput": ".model"}
 
 
 def __getattr__(name: str) -> Any:

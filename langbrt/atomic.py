@@ -1,4 +1,8 @@
-"""Atomic writes of files and folders: a reader never sees a half-written one, a failure never leaves one behind."""
+"""Atomic writes of files and folders: a reader never sees a half-written one, a failure never leaves one behind.
+
+A write that fails here is an `OutputWriteError` line naming the target, never a LangBRTInputError: the caller
+checked its output path before any work, so what fails now is the disk (full, read-only, an I/O error).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from langbrt.errors import CheckpointError, LangBRTInputError
+from langbrt.errors import OutputWriteError
 
 
 @contextlib.contextmanager
@@ -37,12 +41,12 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 
 
 def atomic_write_text(target: str | Path, text: str) -> None:
-    """Write `text` (UTF-8) atomically; a failure (folder gone, disk full) is one LangBRTInputError line."""
+    """Write `text` (UTF-8) atomically; a failure (folder gone, disk full) is one OutputWriteError line."""
     try:
         with atomic_path(target) as tmp:
             tmp.write_text(text, encoding="utf-8")
     except OSError as err:
-        raise LangBRTInputError(f"{target}: cannot write file ({err.strerror or err})") from err
+        raise OutputWriteError(f"{target}: cannot write file ({err.strerror or err})") from err
 
 
 @contextlib.contextmanager
@@ -53,13 +57,13 @@ def atomic_folder(target: str | Path) -> Iterator[Path]:
     Why: a folder of files that belong together (a checkpoint, a Triton model) must never be seen half
     written or half replaced, and a failure while writing it must leave no hidden staging folder behind.
     An OSError of the block itself propagates unchanged (the caller knows what it was writing); one of
-    creating the staging folder or of swapping it in is a `CheckpointError` line naming `target`.
+    creating the staging folder or of swapping it in is an `OutputWriteError` line naming `target`.
     """
     target = Path(target)
     try:
         staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
     except OSError as err:
-        raise CheckpointError(f"cannot write {target}: {err.strerror or err}") from None
+        raise OutputWriteError(f"cannot write {target}: {err.strerror or err}") from None
     try:
         os.chmod(staging, 0o777 & ~_umask())  # what mkdir gives (mkdtemp's is 0700)
         yield staging
@@ -74,10 +78,9 @@ def replace_folder(new: str | Path, target: str | Path) -> None:
     in place, so `target` is never a mix of old and new files; if a crash falls between the two renames, the
     old folder survives as `.NAME.old` beside it. If the second rename fails, the old folder is put back.
 
-    Every folder this replaces is a model (a checkpoint, a Triton model), so a failed rename is one
-    `CheckpointError` line naming `target` (`new` is the caller's to remove) and saying where the old copy is
-    if it could not be put back. A failure to delete the old copy once `new` is in place is a warning: the
-    new folder is complete, only disk space is lost.
+    A failed rename is one `OutputWriteError` line naming `target` (`new` is the caller's to remove) and saying
+    where the old copy is if it could not be put back. A failure to delete the old copy once `new` is in place
+    is a warning: the new folder is complete, only disk space is lost.
     """
     new, target = Path(new), Path(target)
     old = target.with_name(f".{target.name}.old")
@@ -87,8 +90,8 @@ def replace_folder(new: str | Path, target: str | Path) -> None:
             _remove(old)  # left by an earlier crash; `target` is the newer copy
             os.replace(target, old)
         except OSError as err:
-            raise CheckpointError(f"cannot replace {target}: moving the old one aside to {old} failed "
-                                  f"({err.strerror or err}); it is unchanged") from None
+            raise OutputWriteError(f"cannot replace {target}: moving the old one aside to {old} failed "
+                                   f"({err.strerror or err}); it is unchanged") from None
     try:
         os.replace(new, target)
     except BaseException as err:  # Ctrl-C included: the old folder goes back before it propagates
@@ -97,14 +100,14 @@ def replace_folder(new: str | Path, target: str | Path) -> None:
             try:
                 os.replace(old, target)
             except OSError as back:
-                raise CheckpointError(f"cannot replace {target} ({reason}), and putting the old one back failed "
-                                      f"({back.strerror or back}): the old one is at {old}; rename it to "
-                                      f"{target.name} by hand") from None
+                raise OutputWriteError(f"cannot replace {target} ({reason}), and putting the old one back failed "
+                                       f"({back.strerror or back}): the old one is at {old}; rename it to "
+                                       f"{target.name} by hand") from None
         if not isinstance(err, OSError):
             raise
         if not had_old:
-            raise CheckpointError(f"cannot create {target}: {reason}") from None
-        raise CheckpointError(f"cannot replace {target}: {reason}; the old one is unchanged") from None
+            raise OutputWriteError(f"cannot create {target}: {reason}") from None
+        raise OutputWriteError(f"cannot replace {target}: {reason}; the old one is unchanged") from None
     if had_old:
         try:
             _remove(old)

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from .atomic import atomic_folder, atomic_path
 from .config import LangBRTConfig
-from .errors import CheckpointError, LangBRTInputError
+from .errors import CheckpointError, LangBRTInputError, OutputWriteError
 from .json_dataclass import check_format_version, parse_json
 from .text import PromptBank, TextEncoder
 
@@ -54,8 +54,9 @@ def save_checkpoint(model: LangBRT, directory: str | Path) -> Path:
     """Write `model` into `directory` (created if needed), or into one `.safetensors` file; return the path.
 
     The folder is written whole under a hidden name and swapped in (`atomic_folder`): a failure part-way (a
-    full disk) leaves an existing checkpoint there as it was. Because the swap replaces the whole folder, a
-    folder holding anything but a checkpoint's own files is refused rather than emptied.
+    full disk) is one `OutputWriteError` line and leaves an existing checkpoint there as it was. Because the
+    swap replaces the whole folder, a folder holding anything but a checkpoint's own files is refused (a
+    `CheckpointError`, before anything is written) rather than emptied.
     """
     directory = Path(directory)
     if is_single_file(directory):
@@ -65,7 +66,7 @@ def save_checkpoint(model: LangBRT, directory: str | Path) -> Path:
         with atomic_folder(target) as staging:
             write_checkpoint_files(model, staging)
     except WRITE_ERRORS as err:
-        raise CheckpointError(f"cannot write checkpoint to {directory}: {write_failure(err)}") from None
+        raise OutputWriteError(f"cannot write checkpoint to {directory}: {write_failure(err)}") from None
     return directory
 
 
@@ -132,7 +133,7 @@ def _save_single_file(model: LangBRT, path: Path) -> Path:
         with atomic_path(path) as tmp:
             save_file({**state, PROMPTS_KEY: embeddings}, str(tmp), metadata=metadata)
     except WRITE_ERRORS as err:
-        raise CheckpointError(f"cannot write checkpoint to {path}: {write_failure(err)}") from None
+        raise OutputWriteError(f"cannot write checkpoint to {path}: {write_failure(err)}") from None
     return path
 
 

@@ -36,3 +36,13 @@ class ConfigValueError(LangBRTInputError):
 
 class CheckpointError(LangBRTError):
     """A checkpoint or exported model is missing, corrupt, or does not match what is asked of it."""
+
+
+class OutputWriteError(LangBRTError):
+    """Writing an output failed while it was being written (a full disk or quota, an I/O error, a file system
+    that turned read-only); the message names the output and the reason, and nothing half written is left.
+
+    Its own class, not a LangBRTInputError, because the command was right: checks of the output path run before
+    any work, so a failure here is the machine's, and the same command succeeds once there is room. Commands
+    exit with `EXIT_OUTPUT_NOT_WRITTEN` for it, so a script can tell it from a bad flag (exit 2).
+    """

@@ -22,7 +22,7 @@ import torch
 from PIL import Image, ImageOps
 
 from langbrt.atomic import atomic_path
-from langbrt.errors import LangBRTError, LangBRTInputError, TooManyPixelsError
+from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError, TooManyPixelsError
 
 DEFAULT_MAX_PIXELS = 64_000_000
 """Largest W*H accepted before decoding: a 48-MP phone photo passes, a crafted 20000x20000 header does not."""
@@ -310,7 +310,8 @@ def write_image(
 
     The format comes from the suffix (.png, .jpg/.jpeg, .webp) unless `format` says otherwise. Alpha is
     written for PNG and WebP, dropped for JPEG. The image goes to a hidden temporary file in the same
-    folder, is fsynced, then renamed over the target, so readers never see a partial file.
+    folder, is fsynced, then renamed over the target, so readers never see a partial file. A failure to write
+    it (a full disk) is an `OutputWriteError`; a bad tensor or format, or a missing folder, a LangBRTInputError.
     """
     path = Path(path)
     fmt = _resolve_format(format if format is not None else path.suffix or "(none)", str(path))
@@ -323,6 +324,6 @@ def write_image(
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             _save(img, handle, fmt, quality, exif, icc_profile)
     except OSError as err:
-        raise _input_error(str(path), f"cannot write file ({err.strerror or err})") from err
+        raise OutputWriteError(f"{path}: cannot write file ({err.strerror or err})") from err
     return path
 

@@ -10,7 +10,7 @@ import pytest
 
 from langbrt import atomic
 from langbrt.atomic import atomic_folder
-from langbrt.errors import CheckpointError
+from langbrt.errors import OutputWriteError
 
 
 def _folder(path: Path, **files: str) -> Path:
@@ -57,7 +57,7 @@ def test_a_failed_rename_into_place_puts_the_old_folder_back(tmp_path, monkeypat
         real_replace(src, dst)
 
     monkeypatch.setattr(atomic.os, "replace", refuse_the_new_folder)
-    with pytest.raises(CheckpointError) as err, atomic_folder(tmp_path / "final") as staging:
+    with pytest.raises(OutputWriteError) as err, atomic_folder(tmp_path / "final") as staging:
         (staging / "a").write_text("new")
     assert _tree(tmp_path) == {"final/a": "old"} and [p.name for p in tmp_path.iterdir()] == ["final"]
     assert str(err.value) == f"cannot replace {tmp_path / 'final'}: rename refused; the old one is unchanged"
@@ -68,7 +68,7 @@ def test_a_failed_rename_of_a_new_folder_is_one_line_naming_it_not_the_staging_f
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(atomic.os, "replace", refuse)
-    with pytest.raises(CheckpointError) as err, atomic_folder(tmp_path / "final"):
+    with pytest.raises(OutputWriteError) as err, atomic_folder(tmp_path / "final"):
         pass
     assert str(err.value) == f"cannot create {tmp_path / 'final'}: No space left on device"
     assert list(tmp_path.iterdir()) == []
@@ -84,14 +84,14 @@ def test_when_the_old_folder_cannot_be_put_back_the_error_says_where_it_is(tmp_p
         real_replace(src, dst)
 
     monkeypatch.setattr(atomic.os, "replace", refuse_all_but_the_move_aside)
-    with pytest.raises(CheckpointError) as err, atomic_folder(tmp_path / "final"):
+    with pytest.raises(OutputWriteError) as err, atomic_folder(tmp_path / "final"):
         pass
     assert f"the old one is at {tmp_path / '.final.old'}" in str(err.value) and "\n" not in str(err.value)
     assert _tree(tmp_path) == {".final.old/a": "old"}
 
 
 def test_a_staging_folder_that_cannot_be_made_is_one_line_naming_the_target(tmp_path):
-    with pytest.raises(CheckpointError, match=f"cannot write {tmp_path / 'nope' / 'final'}: No such file"):
+    with pytest.raises(OutputWriteError, match=f"cannot write {tmp_path / 'nope' / 'final'}: No such file"):
         with atomic_folder(tmp_path / "nope" / "final"):
             pass
 

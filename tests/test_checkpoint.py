@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from langbrt import CheckpointError, LangBRT, LangBRTConfig, LangBRTInputError
+from langbrt import CheckpointError, LangBRT, LangBRTConfig, LangBRTInputError, OutputWriteError
 from langbrt import checkpoint as checkpoint_module
 from langbrt.text import default_text_encoder
 
@@ -167,7 +167,7 @@ def test_failed_save_leaves_no_temporary_files(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("langbrt.checkpoint.save_file", explode)
-    with pytest.raises(CheckpointError, match=f"cannot write checkpoint to {tmp_path / 'm'}: No space left"):
+    with pytest.raises(OutputWriteError, match=f"cannot write checkpoint to {tmp_path / 'm'}: No space left"):
         model.save_pretrained(tmp_path / "m")
     assert list(tmp_path.iterdir()) == []
 
@@ -181,7 +181,7 @@ def test_a_full_disk_as_safetensors_reports_it_is_one_line(tmp_path, monkeypatch
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
     monkeypatch.setattr(checkpoint_module, "save_file", full)
-    with pytest.raises(CheckpointError) as err:
+    with pytest.raises(OutputWriteError) as err:
         LangBRT(LangBRTConfig.tiny()).save_pretrained(tmp_path / name)
     assert str(err.value) == f"cannot write checkpoint to {tmp_path / name}: No space left on device (os error 28)"
     assert list(tmp_path.iterdir()) == []
@@ -204,7 +204,7 @@ def test_a_failed_overwrite_keeps_the_old_checkpoint_whole(tmp_path, monkeypatch
         real_save_file(*args, **kwargs)
 
     monkeypatch.setattr(checkpoint_module, "save_file", fail_on_the_prompt_bank)
-    with pytest.raises(CheckpointError, match="No space left"):
+    with pytest.raises(OutputWriteError, match="No space left"):
         LangBRT(LangBRTConfig.tiny(depth=3), text_encoder=default_text_encoder()).save_pretrained(tmp_path / "m")
     assert [p.name for p in tmp_path.iterdir()] == ["m"] and _files(tmp_path / "m") == before
     assert LangBRT.from_pretrained(tmp_path / "m").config.depth == 2

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from langbrt.atomic import atomic_write_text
-from langbrt.errors import LangBRTInputError, TooManyPixelsError
+from langbrt.errors import LangBRTInputError, OutputWriteError, TooManyPixelsError
 from langbrt.io import (
     encode_image,
     from_uint8_hwc,
@@ -58,6 +58,15 @@ def _save(img: Image.Image, path: Path, **options: object) -> Path:
 def _input_error(fn, *args, **kwargs) -> str:
     """Call fn, expect LangBRTInputError, return its message after checking it is one line."""
     with pytest.raises(LangBRTInputError) as info:
+        fn(*args, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def _write_error(fn, *args, **kwargs) -> str:
+    """Call fn, expect OutputWriteError (not an input error: the disk failed), return its one-line message."""
+    with pytest.raises(OutputWriteError) as info:
         fn(*args, **kwargs)
     message = str(info.value)
     assert "\n" not in message
@@ -418,9 +427,9 @@ def test_missing_output_folder_is_named(tmp_path):
     assert message.startswith(str(folder))
 
 
-def test_a_text_file_that_cannot_be_written_is_one_input_error_naming_it(tmp_path):
+def test_a_text_file_that_cannot_be_written_is_one_output_write_error_naming_it(tmp_path):
     target = tmp_path / "gone" / "report.json"
-    with pytest.raises(LangBRTInputError, match=r"report\.json: cannot write file \(No such file or directory\)"):
+    with pytest.raises(OutputWriteError, match=r"report\.json: cannot write file \(No such file or directory\)"):
         atomic_write_text(target, "{}")
     assert not tmp_path.joinpath("gone").exists()
 
@@ -430,7 +439,7 @@ def test_unwritable_folder_is_named(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr("langbrt.atomic.tempfile.mkstemp", refuse)
-    message = _input_error(write_image, tmp_path / "out.png", torch.rand(3, 4, 4))
+    message = _write_error(write_image, tmp_path / "out.png", torch.rand(3, 4, 4))
     assert message.startswith(str(tmp_path)) and "Permission denied" in message
 
 
@@ -451,7 +460,7 @@ def test_failure_while_writing_leaves_no_temp_file_and_no_target(tmp_path, monke
 
 def test_disk_error_while_writing_is_reported_and_cleaned_up(tmp_path, monkeypatch):
     monkeypatch.setattr(Image.Image, "save", _save_that_fails_midway(OSError(28, "No space left on device")))
-    message = _input_error(write_image, tmp_path / "out.png", torch.rand(3, 4, 4))
+    message = _write_error(write_image, tmp_path / "out.png", torch.rand(3, 4, 4))
     assert "out.png" in message and "No space left" in message
     assert list(tmp_path.iterdir()) == []
 

@@ -15,7 +15,7 @@ from stand_in_text import HashedTextEncoder
 
 from langbrt import checkpoint as checkpoint_module
 from langbrt.config import LangBRTConfig
-from langbrt.errors import CheckpointError, LangBRTInputError
+from langbrt.errors import LangBRTInputError, OutputWriteError
 from langbrt.model import LangBRT, LangBRTOutput
 from langbrt.modules.discriminator import PatchDiscriminator
 from langbrt.text import default_text_encoder
@@ -112,7 +112,7 @@ def test_a_failed_checkpoint_save_keeps_the_previous_folder_and_leaves_nothing_h
     monkeypatch.setattr(checkpoint_module, "save_file", fail_on_the_prompt_bank)
     with torch.no_grad():
         next(model.parameters()).add_(1.0)
-    with pytest.raises(CheckpointError, match="No space left"):
+    with pytest.raises(OutputWriteError, match="No space left"):
         save_checkpoint(tmp_path / "final", model, None, {"step": 6}, cfg)
     assert [p.name for p in tmp_path.iterdir()] == ["final"]
     assert {p.name: p.read_bytes() for p in (tmp_path / "final").iterdir()} == before
@@ -129,7 +129,7 @@ def test_a_trainer_state_that_does_not_fit_on_disk_is_one_line_naming_the_checkp
         return real_write_bytes(self, data)
 
     monkeypatch.setattr(Path, "write_bytes", full)
-    with pytest.raises(CheckpointError) as err:
+    with pytest.raises(OutputWriteError) as err:
         save_checkpoint(tmp_path / "final", model, None, {"step": 3}, tiny_config(tmp_path))
     assert str(err.value) == f"cannot write checkpoint {tmp_path / 'final'}: No space left on device"
     assert list(tmp_path.iterdir()) == []

@@ -18,15 +18,14 @@ from click.core import ParameterSource
 
 from langbrt.cli_click import OneLineCommand, one_line_warnings, stop
 from langbrt.cli_errors import error_line
-from langbrt.errors import LangBRTError, LangBRTInputError
-from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
+from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError
+from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_NOT_WRITTEN, EXIT_USAGE
 from langbrt.training.losses.detection import DEFAULT_DETECTION_LOSS, DETECTION_LOSSES
 from langbrt.training.losses.weights import LossWeights
 from langbrt.training.train_config import ABLATIONS, PRECISIONS, PRESETS, TrainConfig
 
 PROG = "langbrt-train"
 EXIT_DIVERGED = 3
-EXIT_NOT_SAVED = 4  # not 2: the command was right and continues with --resume once the disk has room
 
 # CLI option name -> TrainConfig field, for the options that map one to one.
 _FIELDS = ("data", "ffhqr_root", "ffhqr_target_root", "fraction", "synthetic_length", "real_faces", "real_fraction",
@@ -120,15 +119,15 @@ def main(ctx: click.Context, threads: int, resume: str | None, quiet: bool, **op
         torch.set_num_threads(threads)
     try:
         cfg = _config(ctx, options, resume)
-        from langbrt.training.trainer import OutputNotWritten, TrainingDiverged, TrainingInterrupted, train
+        from langbrt.training.trainer import TrainingDiverged, TrainingInterrupted, train
 
         try:
             with one_line_warnings():
                 result = train(cfg, resume=resume, progress=not quiet)
         except TrainingDiverged as err:
             stop(error_line(PROG, err), EXIT_DIVERGED)
-        except OutputNotWritten as err:
-            stop(error_line(PROG, err), EXIT_NOT_SAVED)
+        except OutputWriteError as err:  # a checkpoint or log mid-run (`OutputNotWritten`), or the run's config
+            stop(error_line(PROG, err), EXIT_OUTPUT_NOT_WRITTEN)
         except TrainingInterrupted as err:
             stop(f"Interrupted: {err}", EXIT_INTERRUPTED)
     except LangBRTError as err:

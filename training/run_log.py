@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from langbrt.atomic import atomic_write_text
-from langbrt.errors import LangBRTInputError
+from langbrt.errors import OutputWriteError
 from langbrt.io import write_image
 
 JSONL_FILE = "log.jsonl"
@@ -60,7 +60,7 @@ class RunLog:
             self._jsonl.write(json.dumps({"step": step, **clean}) + "\n")
             self._jsonl.flush()
         except OSError as err:  # a full disk
-            raise LangBRTInputError(f"{self.output / JSONL_FILE}: cannot write file ({err.strerror or err})") from None
+            raise OutputWriteError(f"{self.output / JSONL_FILE}: cannot write file ({err.strerror or err})") from None
         if self._writer is not None:
             for name, value in values.items():
                 self._writer.add_scalar(name, float(value), step)

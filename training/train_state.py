@@ -24,7 +24,7 @@ import torch
 
 from langbrt.atomic import atomic_folder, atomic_path
 from langbrt.checkpoint import WRITE_ERRORS, weights_mismatch, write_checkpoint_files, write_failure
-from langbrt.errors import CheckpointError, LangBRTInputError
+from langbrt.errors import CheckpointError, LangBRTInputError, OutputWriteError
 from langbrt.model import LangBRT
 from langbrt.output_paths import overlap
 from langbrt.training.train_config import TrainConfig
@@ -110,7 +110,7 @@ def save_checkpoint(directory: Path, model: LangBRT, ema: EMA | None, state: dic
                     cfg: TrainConfig) -> Path:
     """Write a complete checkpoint folder (see module docstring) under a temporary name, then rename it into
     place with `atomic_folder`: the previous folder of that name stays whole until the new one is complete.
-    A failure (a full disk) is one `CheckpointError` line naming `directory`, not the hidden staging folder."""
+    A failure (a full disk) is one `OutputWriteError` line naming `directory`, not the hidden staging folder."""
     try:
         with atomic_folder(directory) as tmp:
             with shipped_weights(model, ema) as raw:
@@ -122,7 +122,7 @@ def save_checkpoint(directory: Path, model: LangBRT, ema: EMA | None, state: dic
             (tmp / STATE_FILE).write_bytes(buffer.getbuffer())
             (tmp / CONFIG_FILE).write_text(cfg.to_json(), encoding="utf-8")
     except WRITE_ERRORS as err:
-        raise CheckpointError(f"cannot write checkpoint {directory}: {write_failure(err)}") from None
+        raise OutputWriteError(f"cannot write checkpoint {directory}: {write_failure(err)}") from None
     return directory
 
 

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from langbrt.atomic import atomic_write_text
-from langbrt.errors import LangBRTError, LangBRTInputError
+from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError
 from langbrt.model import LangBRT, LangBRTOutput
 from langbrt.modules.discriminator import PatchDiscriminator
 from langbrt.text import TextEncoder, text_encoder_from_name
@@ -72,10 +72,11 @@ class TrainingDiverged(LangBRTError):
     """The loss became NaN or inf; the message names the step and the last good checkpoint."""
 
 
-class OutputNotWritten(LangBRTError):
+class OutputNotWritten(OutputWriteError):
     """A checkpoint, log line or sample grid could not be written mid-run (a full disk, a folder made
-    unwritable); the message names it and the checkpoint to resume from. Its own class so that `langbrt-train`
-    exits with its own status: the command was right, and after making room it continues with --resume."""
+    unwritable); the message names it and the checkpoint to resume from. An `OutputWriteError`, so that
+    `langbrt-train` exits with `EXIT_OUTPUT_NOT_WRITTEN`: the command was right, and after making room it
+    continues with --resume."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
