@@ -6,9 +6,10 @@
 
 Exit status: 0 on success; 2 for a bad input (missing or corrupt checkpoint, unwritable output, an output
 that would replace an input, an output named for another format, empty prompt, bad option); 1 when TensorRT
-or a GPU is missing for --fp16 / --format engine; 130 on Ctrl-C. Every error is one `langbrt-export: error:
-...` line on stderr, and nothing is written (after Ctrl-C, only files already complete are kept, and the line
-names them).
+or a GPU is missing for --fp16 / --format engine; 4 when an output that passed those checks cannot be written
+while exporting (a full disk, an I/O error); 130 on Ctrl-C. Every error is one `langbrt-export: error:
+...` line on stderr, and nothing is written (after a failed write or Ctrl-C, only files already complete are
+kept; Ctrl-C's line names them).
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from langbrt.bundled import default_model_path
 from langbrt.cli_args import OneLineParser
 from langbrt.cli_errors import fail
 from langbrt.cli_pipes import quiet_on_broken_pipe
-from langbrt.errors import LangBRTError
-from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
+from langbrt.errors import LangBRTError, OutputWriteError
+from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_NOT_WRITTEN, EXIT_USAGE
 
 from .exporter import FORMATS, ExportInterrupted, ExportOptions, export_model
 from .graph import DEFAULT_EXTRA_PROMPT_SLOTS
@@ -107,10 +108,12 @@ def _export(args: argparse.Namespace) -> int:
         result = export_model(args.model, args.format, args.output, options)
     except TensorRTUnavailable as err:
         return fail(PROG, err, EXIT_NO_TENSORRT)
+    except OutputWriteError as err:
+        return fail(PROG, err, EXIT_OUTPUT_NOT_WRITTEN)
     except LangBRTError as err:
         return fail(PROG, err, EXIT_USAGE)
-    except OSError as err:
-        return fail(PROG, f"cannot write {args.output}: {err.strerror or err}", EXIT_USAGE)
+    except OSError as err:  # the outputs were checked before any work: what fails now is the disk
+        return fail(PROG, f"cannot write {args.output}: {err.strerror or err}", EXIT_OUTPUT_NOT_WRITTEN)
     if args.json:
         print(json.dumps({"output": str(result.path), "written": [str(p) for p in result.written],
                           "next_command": result.next_command}))

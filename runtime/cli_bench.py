@@ -15,8 +15,9 @@ Cost model (per image, batch B, written down so the roofline can be checked by h
 Exit status: 0 when at least one row was measured; 1 when every row was skipped (nothing measured, no
 report written), or when a backend failed while timed with an error other than out of memory (one line
 naming the row, no report written); 2 for a bad input (a model path no backend recognises, a bad number, an
---out that would replace a model or cannot be written: all checked before any work); 130 on Ctrl-C (no
-report written).
+--out that would replace a model or cannot be written: all checked before any work); 4 when the --out report
+cannot be written once measured (a full disk: the report is printed all the same, so no measurement is lost);
+130 on Ctrl-C (no report written).
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ from langbrt.bundled import default_model_path
 from langbrt.cli_args import OneLineParser, device_arg, positive_number
 from langbrt.cli_errors import fail
 from langbrt.cli_pipes import quiet_on_broken_pipe
-from langbrt.errors import LangBRTError
-from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
+from langbrt.errors import LangBRTError, OutputWriteError
+from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_NOT_WRITTEN, EXIT_USAGE
 from langbrt.output_paths import check_output_file
 
 from .backends import load_backend
@@ -293,13 +294,19 @@ def _bench(args: argparse.Namespace) -> int:
         return fail(PROG, err, EXIT_USAGE)
     try:
         report = run_bench(args)
-        if report["rows"] and args.out is not None:
-            atomic_write_text(args.out, json.dumps(report, indent=2))
     except BackendFailed as err:
         return fail(PROG, err, EXIT_BACKEND_FAILED)
     except LangBRTError as err:
         return fail(PROG, err, EXIT_USAGE)
+    not_written = None
+    if report["rows"] and args.out is not None:
+        try:
+            atomic_write_text(args.out, json.dumps(report, indent=2))
+        except OutputWriteError as err:  # still printed below: a full disk loses no measurement
+            not_written = err
     print(json.dumps(report, indent=2) if args.json else format_table(report))
+    if not_written is not None:
+        return fail(PROG, not_written, EXIT_OUTPUT_NOT_WRITTEN)
     if not report["rows"]:
         written = f"; {args.out} not written" if args.out is not None else ""
         return fail(PROG, f"nothing was measured: every row was skipped (reasons above){written}",

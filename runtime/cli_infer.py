@@ -3,7 +3,9 @@
 GFPGAN/CodeFormer habits: inputs -> a results folder (`retouched/` beside the inputs by default), a suffix on
 outputs (`<stem>_retouched.<ext>`), the retouch pasted back into the full-resolution photo. One bad file is
 reported on one stderr line and skipped (exit 1 at the end); a bad model, prompt or option stops before
-anything is written (exit 2). Inputs are never overwritten, outputs only with --overwrite.
+anything is written (exit 2); an output that cannot be written once running (a full disk) stops the run in
+one line (exit 4), keeping the photos already done, which are complete. Inputs are never overwritten, outputs
+only with --overwrite.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from langbrt.bundled import default_model_path
 from langbrt.cli_args import OneLineParser, device_arg
 from langbrt.cli_errors import error_line, fail
 from langbrt.cli_pipes import quiet_on_broken_pipe
-from langbrt.errors import LangBRTError, LangBRTInputError
-from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
+from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError
+from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_NOT_WRITTEN, EXIT_USAGE
 from langbrt.io import WRITE_SUFFIXES, LoadedImage, load_image, write_image
 from langbrt.text import normalize_prompt
 
@@ -227,23 +229,34 @@ def _staged(source: Path, targets: dict[str, Path]) -> Iterator[dict[str, Path]]
     """Temporary files beside all of one photo's outputs, renamed into place together once all are written.
 
     Why: a Ctrl-C or a full disk between the retouched image and its maps must not leave a photo half done
-    (an image without its maps, counted as not retouched); on any error every temporary file is removed.
+    (an image without its maps, counted as not retouched); on any error every temporary file is removed. A
+    failed write is one OutputWriteError naming the photo and the folder, not the temporary file that failed.
     """
     folder = targets["image"].parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as stack:
             yield {key: stack.enter_context(atomic_path(path)) for key, path in targets.items()}
-    except OSError as err:
-        raise LangBRTInputError(f"{source}: cannot write into {folder} ({err.strerror or err})") from None
+    except (OSError, OutputWriteError) as err:
+        why = err.__cause__ if isinstance(err.__cause__, OSError) else err  # write_image's OutputWriteError
+        reason = why.strerror if isinstance(why, OSError) and why.strerror else why
+        raise OutputWriteError(f"{source}: cannot write into {folder} ({reason})") from None
 
 
 def missing_folders(files: list[Path], output: Path | None) -> list[Path]:
-    """The output folders (and their ancestors) that do not exist yet, deepest first: what an interrupted
-    run removes again where it wrote nothing into them, so Ctrl-C leaves no empty results folder behind."""
+    """The output folders (and their ancestors) that do not exist yet, deepest first: what a run that stops
+    early removes again where it wrote nothing into them, so Ctrl-C or a full disk leaves no empty results
+    folder behind."""
     folders = {output_folder(source, output) for source in files}
     missing = {p for folder in folders for p in (folder, *folder.parents) if not p.exists()}
     return sorted(missing, key=lambda p: len(p.parts), reverse=True)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders of `missing_folders` that a stopped run wrote nothing into (deepest first)."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def check_results_folder(folder: Path) -> None:
@@ -284,14 +297,17 @@ def main(argv: list[str] | None = None) -> int:
             for source in bar:
                 try:
                     results.append(runner.process(source))
+                except OutputWriteError as err:  # a full disk would fail every photo after it too: stop here
+                    bar.close()
+                    _remove_empty(created)
+                    return fail(PROG, f"{err}; stopped after {len(results)} of {len(files)} image(s) (their "
+                                "outputs are complete)", EXIT_OUTPUT_NOT_WRITTEN)
                 except LangBRTError as err:
                     failed.append({"input": str(source), "error": str(err)})
                     tqdm.write(error_line(PROG, err), file=sys.stderr)
         except KeyboardInterrupt:  # Ctrl-C: writes are atomic, so every output already there is complete
             bar.close()
-            for folder in created:  # only the empty ones go
-                with contextlib.suppress(OSError):
-                    folder.rmdir()
+            _remove_empty(created)
             print(f"{PROG}: interrupted after {len(results)} of {len(files)} image(s)", file=sys.stderr)
             return EXIT_INTERRUPTED
     if args.json:

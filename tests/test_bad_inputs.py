@@ -13,12 +13,15 @@ Which cases reach which entry point, and why the others do not apply:
   model   -> infer, the API, serve, export, eval, bench, and train's --resume (its only model path).
   output  -> infer (-o), export (--output). serve, eval and the API write no files; train's unwritable
              --output is already pinned in test_train_cli.
+  a disk that fills while writing -> every command that writes: infer, export, eval --out, bench --out,
+             train. Not a bad input but the machine's failure: exit 4, one line, nothing half written left.
   SIGINT  -> infer on a folder: the one entry point that writes many files in one run.
 Each console script also runs once as a real subprocess, so the installed entry point is checked too.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import signal
@@ -31,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from bad_inputs import (
@@ -398,6 +402,90 @@ def test_an_unwritable_output_folder_is_one_line_and_nothing_is_written(env: Env
     assert outcome.code == expected, outcome.err
     _assert_one_clear_line(outcome, output.name)
     assert checksums(env.tmp) == before and sorted(p.name for p in env.tmp.iterdir()) == ["face.png", "out"]
+
+
+# ---------------------------------------------------------------------------------------------- a full disk
+
+
+def _no_space() -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _fill_disk_in_image_save(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pillow writes half an image, then the disk is full."""
+    def save(self: Image.Image, fp: io.BufferedWriter, *args: object, **kwargs: object) -> None:
+        fp.write(b"\x89PNG half an image")
+        raise _no_space()
+
+    monkeypatch.setattr(Image.Image, "save", save)
+
+
+def _fill_disk_in_onnx_save(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exported model is half written, then the disk is full."""
+    def save(proto: onnx.ModelProto, f: str, *args: object, **kwargs: object) -> None:
+        Path(f).write_bytes(b"half a model")
+        raise _no_space()
+
+    monkeypatch.setattr(onnx, "save", save)
+
+
+def _fill_disk_in_text_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A temporary file written by `atomic_write_text` (a report, a run's config) gets half its text, then the
+    disk is full; other text files are written as usual."""
+    real = Path.write_text
+
+    def write_text(self: Path, data: str, *args: object, **kwargs: object) -> int:
+        if not self.name.endswith(".tmp"):
+            return real(self, data, *args, **kwargs)
+        real(self, data[: len(data) // 2], *args, **kwargs)
+        raise _no_space()
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+
+
+def _full_infer(env: Env, out: Path) -> Outcome:
+    return _infer(env, env.tmp / "face.png", "-o", out / "results")
+
+
+def _full_eval(env: Env, out: Path) -> Outcome:
+    return _click(env, eval_main, "--model", env.checkpoint, "--device", "cpu", "--num-samples", "2", "--json",
+                  "--out", out / "eval.json")
+
+
+def _full_bench(env: Env, out: Path) -> Outcome:
+    return _bench(env, "--batch-sizes", "1", "--warmup", "0", "--json", "--out", out / "bench.json",
+                  model=env.checkpoint)
+
+
+# entry point -> (runner writing under a given folder, where the disk fills, what the line names, whether the
+# result is printed all the same: a report that took minutes to measure must not be lost with its file)
+FULL_DISK_ENTRIES: dict[str, tuple[Callable[[Env, Path], Outcome], Callable[[pytest.MonkeyPatch], None], str,
+                                   bool]] = {
+    "infer": (_full_infer, _fill_disk_in_image_save, "face.png", False),
+    "export": (lambda env, out: _export(env, output=out / "tiny.onnx"), _fill_disk_in_onnx_save, "tiny.onnx", False),
+    "eval": (_full_eval, _fill_disk_in_text_files, "eval.json", True),
+    "bench": (_full_bench, _fill_disk_in_text_files, "bench.json", True),
+    "train": (lambda env, out: _click(env, train_main, "--output", out / "run", *TRAIN_FAST), _fill_disk_in_text_files,
+              "train_config.json", False),
+}
+
+
+@pytest.mark.parametrize("entry", FULL_DISK_ENTRIES)
+def test_a_disk_that_fills_while_writing_is_exit_4_in_one_line_and_leaves_nothing_half_written(
+        env: Env, entry: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    run, fill_disk, named, printed = FULL_DISK_ENTRIES[entry]
+    Image.new("RGB", (48, 30), (180, 130, 110)).save(env.tmp / "face.png")
+    out = env.tmp / "out"
+    out.mkdir()
+    before = checksums(env.tmp / "face.png", env.checkpoint)
+    fill_disk(monkeypatch)
+    outcome = run(env, out)
+    _assert_no_traceback(outcome)
+    assert outcome.code == 4, outcome.err  # not 2: the command was right, and works once there is room
+    _assert_one_clear_line(outcome, named, "No space left on device")
+    assert bool(outcome.out.strip()) == printed, outcome.out
+    assert [p for p in out.rglob("*") if p.is_file()] == []  # no temporary file, no partial output
+    assert checksums(env.tmp / "face.png", env.checkpoint) == before
 
 
 # ---------------------------------------------------------------------------------------------- real processes

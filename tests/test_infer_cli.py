@@ -1,8 +1,10 @@
 """`langbrt-infer`: files, folders and globs in; `<stem>_retouched.<ext>` out; bad files skipped, inputs never
-touched, usage errors one line with exit 2."""
+touched, usage errors one line with exit 2, a disk that fills one line with exit 4."""
 
+import errno
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +125,27 @@ def test_an_output_folder_that_cannot_be_made_is_one_line_before_any_photo(model
     assert _run(model_dir, *sources) == 2
     err = capsys.readouterr().err
     assert "cannot write into" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_disk_that_fills_mid_run_stops_it_with_exit_4_keeping_the_complete_photos(model_dir, tmp_path, capsys,
+                                                                                    monkeypatch):
+    """Not a per-file failure (exit 1, go on): every later photo would fail the same way."""
+    sources = [_photo(tmp_path / f"{name}.png") for name in "abc"]
+    real_save, saved = Image.Image.save, []
+
+    def full_after_the_first_photo(self, fp, *args, **kwargs):
+        if saved:
+            fp.write(b"\x89PNG half an image")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        saved.append(fp)
+        return real_save(self, fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", full_after_the_first_photo)
+    assert _run(model_dir, *sources, "-o", tmp_path / "out") == 4
+    err = capsys.readouterr().err
+    assert err.startswith(f"langbrt-infer: error: {sources[1]}: cannot write into {tmp_path / 'out'} (No space left")
+    assert err.rstrip().endswith("stopped after 1 of 3 image(s) (their outputs are complete)") and err.count("\n") == 1
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a_retouched.png"]  # no temporary file left
 
 
 def test_rgba_input_keeps_its_alpha_as_png(model_dir, tmp_path):

@@ -3,8 +3,9 @@
 `--json` prints ONE JSON object (keys of `EvalResult.to_dict()`, unavailable metrics as null, never 0);
 otherwise a table with the model and the identity (output = input) side by side. `--out FILE` also writes
 that JSON (or the `--suite` report) to a file, checked before anything runs. Bad input is one
-`langbrt-eval: error: ...` line with exit code 2, a skipped corrupt image one `Warning: ...` line; never a
-traceback.
+`langbrt-eval: error: ...` line with exit code 2; an `--out` that cannot be written once the result is there
+(a full disk) is one such line with exit code 4, the result printed all the same; a skipped corrupt image is
+one `Warning: ...` line; never a traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from pathlib import Path
 
 import click
 import torch
@@ -21,8 +23,8 @@ from langbrt.cli_args import DEVICE_HELP, is_device_name
 from langbrt.cli_click import OneLineCommand, one_line_warnings
 from langbrt.cli_errors import fail
 from langbrt.devices import default_device, require_device
-from langbrt.errors import LangBRTError, LangBRTInputError
-from langbrt.exit_codes import EXIT_USAGE
+from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError
+from langbrt.exit_codes import EXIT_OUTPUT_NOT_WRITTEN, EXIT_USAGE
 from langbrt.model import LangBRT
 from langbrt.output_paths import check_output_file
 from langbrt.text import text_encoder_from_name
@@ -91,14 +93,24 @@ def main(model_dir: str | None, suite_specs: tuple[str, ...], out_path: str | No
             out = check_output_file(out_path, [model_dir, *data_inputs], "--out") if out_path is not None else None
             result = _run(model_dir, data, ffhqr_root, ffhqr_target_root, split, num_samples, batch_size, seed,
                           strict, clip_text_weights, _device(device))
-            if out is not None:
-                atomic_write_text(out, json.dumps(result.to_dict(), indent=2) + "\n")
+            shown = json.dumps(result.to_dict()) if as_json else format_table(result)
+            _write_then_print(shown, out, json.dumps(result.to_dict(), indent=2) + "\n")
+    except OutputWriteError as err:
+        sys.exit(fail(PROG, err, EXIT_OUTPUT_NOT_WRITTEN))
     except LangBRTError as err:
         sys.exit(fail(PROG, err, EXIT_USAGE))
-    if as_json:
-        click.echo(json.dumps(result.to_dict()))
-    else:
-        click.echo(format_table(result))
+
+
+def _write_then_print(shown: str, out: Path | None, text: str) -> None:
+    """Write `text` to `--out`, then print `shown`. Printed also when the write fails (a full disk, then an
+    OutputWriteError, exit 4): the result took minutes to compute, and the user can still copy it."""
+    if out is not None:
+        try:
+            atomic_write_text(out, text)
+        except OutputWriteError:
+            click.echo(shown)
+            raise
+    click.echo(shown)
 
 
 def _device(name: str | None) -> str:
@@ -121,9 +133,7 @@ def _suite(specs: tuple[str, ...], out_path: str | None, data: str, split: str, 
     result = evaluate_suite(checkpoints, split=split, num_samples=num_samples, batch_size=batch_size, seed=seed,
                             device=device, command=command)
     text = json.dumps(result.to_dict(), indent=2)
-    if out is not None:
-        atomic_write_text(out, text + "\n")
-    click.echo(text if as_json else format_suite_table(result))
+    _write_then_print(text if as_json else format_suite_table(result), out, text + "\n")
 
 
 def _run(model_dir: str, data: str, ffhqr_root: str | None, ffhqr_target_root: str | None, split: str,

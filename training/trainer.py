@@ -299,7 +299,8 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
         batches_per_epoch(dataset, cfg, info)
         if info.is_main:
             prepare_output(output)
-            atomic_write_text(output / CONFIG_FILE, cfg.to_json())
+            with _run_output_written(resume):
+                atomic_write_text(output / CONFIG_FILE, cfg.to_json())
         opt_g = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
         opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.lr, betas=cfg.betas)
         sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lambda s: lr_factor(s, cfg))
