@@ -67,7 +67,7 @@ def torchrun(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("Error: ")]
+    return [line for line in stderr.splitlines() if line.startswith("langbrt-train: error: ")]
 
 
 FAST = ["--perceptual-weight", "0", "--semantic-weight", "0", "--adversarial-weight", "0", "--steps", "1",
@@ -79,9 +79,10 @@ def test_an_input_error_found_after_the_process_group_starts_is_said_once(tmp_pa
     proc = torchrun("-m", "langbrt.training.cli_train", "--data", str(tmp_path / "missing"),
                     "--output", str(tmp_path / "run"), *FAST)
     assert proc.returncode == 1, proc.stderr[-3000:]  # torchrun's own status when a worker fails
-    assert error_lines(proc.stderr) == [f"Error: {tmp_path / 'missing'}: no such folder; expected a folder "
-                                        "holding source/ and target/"], proc.stderr[-3000:]
-    assert proc.stderr.splitlines()[0].startswith("Error: ")  # before torchrun's report of the failed workers
+    assert error_lines(proc.stderr) == [f"langbrt-train: error: {tmp_path / 'missing'}: no such folder; expected a "
+                                        "folder holding source/ and target/"], proc.stderr[-3000:]
+    # The error comes before torchrun's report of the failed workers.
+    assert proc.stderr.splitlines()[0].startswith("langbrt-train: error: ")
     assert "exitcode  : 2" in proc.stderr  # the report gives the command's own status
     assert not (tmp_path / "run").exists()
 
@@ -103,7 +104,8 @@ def test_an_error_that_rank_0_reaches_last_is_still_said_once(tmp_path):
     script.write_text(LATE_RANK_0)
     proc = torchrun(str(script), "--lr", "-1", "--output", str(tmp_path / "run"), *FAST)
     assert proc.returncode == 1, proc.stderr[-3000:]
-    assert error_lines(proc.stderr) == ["Error: --lr must be a positive finite number (at most 3.4e+38), got -1.0"]
+    assert error_lines(proc.stderr) == [
+        "langbrt-train: error: --lr must be a positive finite number (at most 3.4e+38), got -1.0"]
 
 
 AGREE = textwrap.dedent("""
