@@ -4,6 +4,11 @@ Inside LangBRT an image is a float32 tensor in [0, 1], RGB, channels-first: (3, 
 can go wrong with a file (missing, empty, truncated, not an image, a decompression bomb) is turned into
 one `LangBRTInputError` line naming the file, so CLIs and servers never show a Pillow traceback.
 Writes are atomic: a crash mid-write leaves the old target (or nothing), never half an image.
+
+16-bit files keep their 16 bits where they can: 16-bit PNGs of any colour type and 16-bit grayscale TIFFs are
+read exactly (samples / 65535) and can be written back as 16-bit PNG (`LoadedImage.output_bit_depth`), so the
+pixels a retouch leaves alone come back bit for bit. Pillow does everything else; pypng (`png16`) does the
+16-bit PNG samples Pillow would cut to 8 bits.
 """
 
 from __future__ import annotations
@@ -13,16 +18,18 @@ import os
 import struct
 import warnings
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps, TiffImagePlugin
 
 from langbrt.atomic import atomic_path
 from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError, TooManyPixelsError
+from langbrt.png16 import PNG_ERRORS, decode_png16, encode_png16
 
 DEFAULT_MAX_PIXELS = 64_000_000
 """Largest W*H accepted before decoding: a 48-MP phone photo passes, a crafted 20000x20000 header does not."""
@@ -33,8 +40,9 @@ READ_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF", "PPM")
 WRITE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 _ALPHA_FORMATS = ("PNG", "WEBP")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_BITS_PER_SAMPLE = 258  # TIFF tag
 # What Pillow raises while decoding a damaged stream; anything else escaping is a bug worth seeing.
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, *PNG_ERRORS)
 
 
 @dataclass(frozen=True, eq=False)
@@ -49,6 +57,9 @@ class LoadedImage:
     exif: bytes | None = None  # orientation tag already applied and removed
     icc_profile: bytes | None = None
     bit_depth: int = 8  # bits per sample in the file: 8, 16, or 32 (float TIFF)
+    # Bits per sample a PNG output needs to give back every bit that was read: 16 for 16-bit PNG and 16-bit
+    # grayscale TIFF, 8 otherwise (Pillow reads 16-bit colour TIFF at 8 bits; float TIFF is written at 8).
+    output_bit_depth: int = 8
 
 
 def _input_error(name: str, reason: object, kind: type[LangBRTInputError] = LangBRTInputError) -> LangBRTInputError:
@@ -136,8 +147,15 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
             fmt = "JPEG" if img.format == "MPO" else str(img.format)
             bit_depth = _bit_depth(img)  # reads the tile list, which load() empties
             img.load()  # decode everything now, so a truncated file fails here and not in a caller
+            # 16-bit RGB(A) and grey+alpha PNG: Pillow's pixels are 8-bit, pypng's are the file's
+            deep_png = fmt == "PNG" and bit_depth == 16 and img.mode not in _SIXTEEN_BIT_MODES
+            orientation = img.getexif().get(ExifTags.Base.Orientation, 1) if deep_png else 1  # before it is removed
             ImageOps.exif_transpose(img, in_place=True)
-            rgb, alpha = _to_planes(img, name)
+            if deep_png:
+                fh.seek(0)
+                rgb, alpha = _planes_16(_upright(decode_png16(fh.read()), orientation))
+            else:
+                rgb, alpha = _to_planes(img, name)
     except LangBRTError:
         raise
     except Image.UnidentifiedImageError as err:
@@ -156,17 +174,55 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
         exif=img.info.get("exif") or None,
         icc_profile=img.info.get("icc_profile") or None,
         bit_depth=bit_depth,
+        output_bit_depth=16 if deep_png or img.mode in _SIXTEEN_BIT_MODES else 8,
     )
 
 
+def precision_note(image: LoadedImage, name: str) -> str | None:
+    """One line when an output of `image` holds fewer bits per sample than its file, else None.
+
+    Why: "every other pixel unchanged" then holds only at 8 bits; the user must hear it, not find out later.
+    """
+    if image.bit_depth <= image.output_bit_depth:
+        return None
+    return (f"{name}: {image.bit_depth}-bit {image.format} comes back as {image.output_bit_depth}-bit (only 16-bit "
+            "PNG and 16-bit grayscale TIFF keep 16 bits); convert it to a 16-bit PNG to keep every bit")
+
+
 def _bit_depth(img: Image.Image) -> int:
-    """Bits per sample in the file; Pillow decodes 16-bit RGB PNG to 8 bits, but its raw mode says 16."""
+    """Bits per sample in the file; Pillow decodes 16-bit colour PNG and TIFF to 8 bits, but the PNG's raw mode
+    and the TIFF's BitsPerSample tag say 16."""
     if img.mode == "F":
         return 32
     if img.mode in _SIXTEEN_BIT_MODES:
         return 16
+    if isinstance(img, TiffImagePlugin.TiffImageFile):  # compressed TIFFs do not name the depth in their raw mode
+        bits = img.tag_v2.get(_BITS_PER_SAMPLE, 8)  # one value, or one per sample
+        return 16 if max(bits if isinstance(bits, tuple) else (bits,)) > 8 else 8
     rawmode = img.tile[0].args if img.tile else None
     return 16 if isinstance(rawmode, str) and ";16" in rawmode else 8
+
+
+_EXIF_TURNS = {1: (False, 0), 2: (True, 0), 3: (False, 2), 4: (True, 2), 5: (True, 1), 6: (False, 3),
+               7: (True, 3), 8: (False, 1)}
+"""EXIF orientation -> (mirror left-right first, then this many counter-clockwise quarter turns)."""
+
+
+def _upright(samples: np.ndarray, orientation: int) -> np.ndarray:
+    """(H, W, C) as stored -> as displayed, for an EXIF orientation: what `ImageOps.exif_transpose` does."""
+    mirror, turns = _EXIF_TURNS.get(orientation, (False, 0))
+    if mirror:
+        samples = samples[:, ::-1]
+    return np.ascontiguousarray(np.rot90(samples, turns))  # (H, W, C), or (W, H, C) after an odd turn
+
+
+def _planes_16(samples: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(H, W, C) uint16, C = 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA -> (3, H, W) RGB and optional (1, H, W) alpha."""
+    planes = from_uint16_hwc(samples)  # (C, H, W)
+    colour = 3 if planes.shape[0] >= 3 else 1
+    rgb = planes[:colour].expand(3, -1, -1).contiguous()  # (3, H, W): grey repeated
+    alpha = planes[colour:].contiguous() if planes.shape[0] in (2, 4) else None  # (1, H, W)
+    return rgb, alpha
 
 
 def _to_planes(img: Image.Image, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -203,6 +259,12 @@ def from_uint8_hwc(arr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
 
 
+def from_uint16_hwc(arr: np.ndarray) -> torch.Tensor:
+    """(H, W, C) uint16 -> (C, H, W) float32 in [0, 1]; `to_uint16_hwc` gives back every value exactly."""
+    assert arr.dtype == np.uint16 and arr.ndim == 3, f"expected (H, W, C) uint16, got {arr.dtype} {arr.shape}"
+    return torch.from_numpy(arr.astype(np.float32)).permute(2, 0, 1).contiguous().div_(65535.0)
+
+
 # ---------------------------------------------------------------------------------------------- writing
 
 
@@ -211,6 +273,17 @@ def to_uint8_hwc(tensor: torch.Tensor) -> np.ndarray:
 
     Rounding (not truncation) is what makes uint8 -> float -> uint8 an exact round trip.
     """
+    return _scaled_hwc(tensor, 255.0).to(torch.uint8).numpy()
+
+
+def to_uint16_hwc(tensor: torch.Tensor) -> np.ndarray:
+    """(C, H, W) or (1, C, H, W) float -> (H, W, C) uint16, as `to_uint8_hwc` at 16 bits (the inverse of
+    `from_uint16_hwc`)."""
+    return _scaled_hwc(tensor, 65535.0).to(torch.uint16).numpy()
+
+
+def _scaled_hwc(tensor: torch.Tensor, top: float) -> torch.Tensor:
+    """(C, H, W) or (1, C, H, W) float -> (H, W, C) float32: NaN as 0, clamped to [0, 1], times `top`, rounded."""
     t = tensor.detach().cpu()
     if t.ndim == 4:
         assert t.shape[0] == 1, f"expected a batch of one, got shape {tuple(t.shape)}"
@@ -221,7 +294,7 @@ def to_uint8_hwc(tensor: torch.Tensor) -> np.ndarray:
     # Transpose first, into a fresh float32 copy, then work in place: one pass over a contiguous (H, W, C)
     # buffer (512x512 RGB: ~0.6 against ~2.9 ms for the ops in (C, H, W) followed by a transposing copy).
     hwc = t.permute(1, 2, 0).to(torch.float32, memory_format=torch.contiguous_format, copy=True)  # (H, W, C)
-    return hwc.nan_to_num_(nan=0.0).clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8).numpy()
+    return hwc.nan_to_num_(nan=0.0).clamp_(0.0, 1.0).mul_(top).round_()
 
 
 FAST_PNG_LEVEL = 1  # zlib level of `encode_image(fast=True)` PNGs
@@ -244,6 +317,34 @@ def _to_pil(tensor: torch.Tensor, alpha: torch.Tensor | None, fmt: str) -> Image
     a = to_uint8_hwc(alpha if alpha.ndim != 2 else alpha.unsqueeze(0))  # (H, W, 1)
     assert a.shape == rgb.shape[:2] + (1,), f"alpha {tuple(alpha.shape)} does not match image {rgb.shape}"
     return Image.fromarray(np.concatenate([rgb, a], axis=2))  # (H, W, 4) -> RGBA
+
+
+def _to_uint16_samples(tensor: torch.Tensor, alpha: torch.Tensor | None) -> np.ndarray:
+    """(3, H, W) RGB and optional (1, H, W) alpha -> (H, W, 3 or 4) uint16: `_to_pil` for 16-bit PNG."""
+    rgb = to_uint16_hwc(tensor)  # (H, W, 3)
+    assert rgb.shape[2] == 3, f"expected an RGB tensor (3, H, W), got {tuple(tensor.shape)}"
+    if alpha is None:
+        return rgb
+    a = to_uint16_hwc(alpha if alpha.ndim != 2 else alpha.unsqueeze(0))  # (H, W, 1)
+    assert a.shape == rgb.shape[:2] + (1,), f"alpha {tuple(alpha.shape)} does not match image {rgb.shape}"
+    return np.concatenate([rgb, a], axis=2)  # (H, W, 4)
+
+
+def _encoder(
+    tensor: torch.Tensor, alpha: torch.Tensor | None, fmt: str, quality: int, exif: bytes | None,
+    icc: bytes | None, bit_depth: int, fast: bool, name: str,
+) -> Callable[[BinaryIO], object]:
+    """Convert the tensor now, so a bad one fails before any file is opened; the result writes it to a file."""
+    if bit_depth not in (8, 16):
+        raise _input_error(name, f"bit depth must be 8 or 16, got {bit_depth}")
+    if bit_depth == 16:
+        if fmt != "PNG":
+            raise _input_error(name, f"16-bit output needs PNG; {fmt} holds 8 bits per sample")
+        data = encode_png16(_to_uint16_samples(tensor, alpha), compression=FAST_PNG_LEVEL if fast else None,
+                            exif=exif, icc_profile=icc)
+        return lambda fp: fp.write(data)
+    img = _to_pil(tensor, alpha, fmt)
+    return lambda fp: _save(img, fp, fmt, quality, exif, icc, fast)
 
 
 def _save(
@@ -280,6 +381,7 @@ def encode_image(
     exif: bytes | None = None,
     icc_profile: bytes | None = None,
     fast: bool = False,
+    bit_depth: int = 8,
 ) -> bytes:
     """Encode a (3, H, W) tensor to PNG/JPEG/WebP bytes (for servers); same conversion as `write_image`.
 
@@ -292,7 +394,7 @@ def encode_image(
     fmt = _resolve_format(format, "<bytes>")
     _check_quality(quality, "<bytes>")
     buf = io.BytesIO()
-    _save(_to_pil(tensor, alpha, fmt), buf, fmt, quality, exif, icc_profile, fast)
+    _encoder(tensor, alpha, fmt, quality, exif, icc_profile, bit_depth, fast, "<bytes>")(buf)
     return buf.getvalue()
 
 
@@ -305,24 +407,26 @@ def write_image(
     format: str | None = None,
     exif: bytes | None = None,
     icc_profile: bytes | None = None,
+    bit_depth: int = 8,
 ) -> Path:
     """Write a (3, H, W) or (1, 3, H, W) tensor in [0, 1] atomically; returns the path written.
 
     The format comes from the suffix (.png, .jpg/.jpeg, .webp) unless `format` says otherwise. Alpha is
-    written for PNG and WebP, dropped for JPEG. The image goes to a hidden temporary file in the same
+    written for PNG and WebP, dropped for JPEG. `bit_depth=16` (PNG only; pass a loaded image's
+    `output_bit_depth`) writes 16 bits per sample. The image goes to a hidden temporary file in the same
     folder, is fsynced, then renamed over the target, so readers never see a partial file. A failure to write
     it (a full disk) is an `OutputWriteError`; a bad tensor or format, or a missing folder, a LangBRTInputError.
     """
     path = Path(path)
     fmt = _resolve_format(format if format is not None else path.suffix or "(none)", str(path))
     _check_quality(quality, str(path))
-    img = _to_pil(tensor, alpha, fmt)  # before touching the disk: a bad tensor leaves nothing behind
+    write = _encoder(tensor, alpha, fmt, quality, exif, icc_profile, bit_depth, False, str(path))  # disk untouched
     folder = path.parent
     if not folder.is_dir():
         raise _input_error(str(folder), "output folder does not exist")
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-            _save(img, handle, fmt, quality, exif, icc_profile)
+            write(handle)
     except OSError as err:
         raise OutputWriteError(f"{path}: cannot write file ({err.strerror or err})") from err
     return path

@@ -134,12 +134,14 @@ class Retoucher:
 
 
 def _as_rgb(image: LoadedImage | torch.Tensor, index: int) -> torch.Tensor:
-    """A LoadedImage or a (3, H, W) tensor (float in [0, 1], or uint8) -> float32 (3, H, W) on CPU."""
+    """A LoadedImage or a (3, H, W) tensor (float in [0, 1], uint8 or uint16) -> float32 (3, H, W) on CPU."""
     rgb = image.rgb if isinstance(image, LoadedImage) else image
     if not isinstance(rgb, torch.Tensor) or rgb.ndim != 3 or rgb.shape[0] != 3:
         shape = tuple(rgb.shape) if isinstance(rgb, torch.Tensor) else type(rgb).__name__
         raise LangBRTInputError(f"image {index}: expected a LoadedImage or a (3, H, W) tensor, got {shape}")
     if rgb.dtype == torch.uint8:
         return rgb.cpu().float().div(255.0)
+    if rgb.dtype == torch.uint16:  # a 16-bit photo: `langbrt.io.to_uint16_hwc` gives back every value
+        return rgb.cpu().float().div(65535.0)
     return rgb.detach().float().cpu()
 

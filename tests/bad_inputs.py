@@ -42,6 +42,45 @@ def _chunk(tag: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
 
 
+def deep_noise(size: tuple[int, int] = SIZE, channels: int = 3, seed: int = 1) -> np.ndarray:
+    """(H, W, C) uint16 noise with no multiple of 257: an 8-bit value stretched to 16 bits is always one, so
+    any value that went through 8 bits comes back different."""
+    samples = np.random.default_rng(seed).integers(0, 65536, (size[1], size[0], channels), dtype=np.uint16)
+    samples[samples % 257 == 0] ^= 1  # one step off: multiples of 257 are 257 apart
+    return samples
+
+
+def png16_bytes(samples: np.ndarray) -> bytes:
+    """(H, W, C) uint16 -> a 16-bit PNG written by hand (C: 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA); Pillow
+    cannot write 16-bit colour PNGs."""
+    height, width, channels = samples.shape
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
+    big_endian = samples.astype(">u2").reshape(height, width * channels)  # (H, W*C)
+    rows = b"".join(b"\x00" + big_endian[y].tobytes() for y in range(height))  # filter byte 0 per row
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(rows))
+            + _chunk(b"IEND", b""))
+
+
+def tiff16_bytes(samples: np.ndarray) -> bytes:
+    """(H, W, 3) uint16 -> an uncompressed 16-bit RGB TIFF written by hand; Pillow reads it (at 8 bits) but
+    cannot write it."""
+    height, width, _ = samples.shape
+    pixels = samples.astype("<u2").tobytes()
+    count = 10  # IFD entries
+    bits_at = 8 + 2 + 12 * count + 4  # after the header and the IFD
+    pixels_at = bits_at + 6  # after BitsPerSample's three SHORTs
+    entries = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 3, bits_at), (259, 3, 1, 1), (262, 3, 1, 2),
+               (273, 4, 1, pixels_at), (277, 3, 1, 3), (278, 4, 1, height), (279, 4, 1, len(pixels)),
+               (284, 3, 1, 1)]  # width, height, bits, no compression, RGB, strip, 3 samples, rows, bytes, chunky
+    assert len(entries) == count
+    ifd = struct.pack("<H", count) + b"".join(
+        struct.pack("<HHI", tag, kind, n) + (struct.pack("<HH", value, 0) if kind == 3 and n == 1
+                                             else struct.pack("<I", value))
+        for tag, kind, n, value in entries) + struct.pack("<I", 0)  # no next IFD
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<3H", 16, 16, 16) + pixels
+
+
 # ---------------------------------------------------------------------------------------------- builders
 
 
@@ -125,14 +164,8 @@ def cmyk_jpeg(folder: Path) -> Path:
 
 
 def png_16bit(folder: Path) -> Path:
-    """16-bit RGB, written by hand: Pillow cannot write 16-bit RGB PNGs itself."""
-    width, height = SIZE
-    pixels = np.random.default_rng(1).integers(0, 65536, (height, width * 3), dtype=np.uint16).astype(">u2")
-    rows = b"".join(b"\x00" + pixels[y].tobytes() for y in range(height))  # filter byte 0 per row
-    ihdr = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)  # depth 16, colour type 2 (RGB)
     path = folder / "deep.png"
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(rows))
-                     + _chunk(b"IEND", b""))
+    path.write_bytes(png16_bytes(deep_noise()))
     return path
 
 

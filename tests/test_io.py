@@ -167,17 +167,6 @@ def test_32bit_int_mode_I_is_scaled_as_16bit_and_clipped(tmp_path):
     assert torch.allclose(t[0, 0], torch.tensor([0.0, 32768 / 65535, 1.0]))
 
 
-def test_16bit_rgb_png_reads_at_8bit_precision_and_reports_16(tmp_path):
-    samples = struct.pack(">6H", 65535, 32768, 0, 0, 65535, 0)  # two pixels: (1, .5, 0), (0, 1, 0)
-    path = tmp_path / "rgb16.png"
-    path.write_bytes(_raw_png(2, 1, 16, 2, b"\x00" + samples))
-    loaded = load_image(path)
-    _check_image_tensor(loaded.rgb, 1, 2)
-    assert torch.allclose(loaded.rgb[:, 0, 0], torch.tensor([1.0, 0.5, 0.0]), atol=1 / 255)
-    assert torch.allclose(loaded.rgb[:, 0, 1], torch.tensor([0.0, 1.0, 0.0]), atol=1 / 255)
-    assert loaded.bit_depth == 16
-
-
 def test_bilevel_mode_1_reads_as_black_and_white(tmp_path):
     img = Image.new("1", (2, 1))
     img.putdata([0, 255])

@@ -1,0 +1,197 @@
+"""16-bit files in langbrt.io: 16-bit PNGs (any colour type) are read and written back exactly, alpha too;
+what cannot keep 16 bits (colour TIFF) says so; a damaged 16-bit PNG is one clear line."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from bad_inputs import deep_noise, png16_bytes, tiff16_bytes
+from PIL import Image, ImageOps
+
+from langbrt.errors import LangBRTInputError
+from langbrt.io import (
+    encode_image,
+    from_uint16_hwc,
+    load_image,
+    load_image_bytes,
+    precision_note,
+    read_image_bytes,
+    to_uint16_hwc,
+    write_image,
+)
+from langbrt.png16 import decode_png16, encode_png16
+from langbrt.runtime import Retoucher
+from langbrt.runtime.backends.base import BackendOutput
+
+EXIF_ORIENTATION = 0x0112
+
+
+def _ihdr_depth_and_colour(data: bytes) -> tuple[int, int]:
+    assert data[12:16] == b"IHDR"
+    return data[24], data[25]
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def test_every_16bit_value_survives_the_float_round_trip():
+    values = np.arange(65536, dtype=np.uint16).reshape(256, 256, 1)  # (H, W, 1): all of them
+    assert np.array_equal(to_uint16_hwc(from_uint16_hwc(values)), values)
+
+
+def test_a_16bit_rgb_png_is_read_at_full_precision():
+    samples = deep_noise()
+    loaded = load_image_bytes(png16_bytes(samples))
+    assert (loaded.bit_depth, loaded.output_bit_depth, loaded.alpha) == (16, 16, None)
+    assert torch.equal(loaded.rgb, from_uint16_hwc(samples))  # samples / 65535, not the high byte / 255
+
+
+def test_a_16bit_rgba_png_keeps_its_alpha_at_16_bits():
+    samples = deep_noise(channels=4)
+    loaded = load_image_bytes(png16_bytes(samples))
+    assert loaded.alpha is not None
+    assert np.array_equal(to_uint16_hwc(loaded.alpha), samples[:, :, 3:])
+    assert np.array_equal(to_uint16_hwc(loaded.rgb), samples[:, :, :3])
+
+
+def test_a_16bit_grey_with_alpha_png_repeats_grey_and_keeps_alpha():
+    samples = deep_noise(channels=2)
+    loaded = load_image_bytes(png16_bytes(samples))
+    assert np.array_equal(to_uint16_hwc(loaded.rgb), np.repeat(samples[:, :, :1], 3, axis=2))
+    assert loaded.alpha is not None and np.array_equal(to_uint16_hwc(loaded.alpha), samples[:, :, 1:])
+
+
+def test_a_16bit_colour_key_becomes_alpha():
+    samples = deep_noise((4, 1))
+    key = samples[0, 2]
+    data = png16_bytes(samples)
+    data = data[:33] + _png_chunk(b"tRNS", struct.pack(">3H", *key.tolist())) + data[33:]  # after IHDR
+    loaded = load_image_bytes(data)
+    assert loaded.alpha is not None and to_uint16_hwc(loaded.alpha)[0, :, 0].tolist() == [65535, 65535, 0, 65535]
+
+
+def _png_chunk(tag: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_16bit_png_is_turned_upright_exactly_as_pillow_turns_its_8bit_decode(orientation):
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = orientation
+    data = encode_png16(deep_noise((6, 4)), exif=exif.tobytes())
+    loaded = load_image_bytes(data)
+    with Image.open(io.BytesIO(data)) as pillow:  # Pillow keeps the high byte of each sample
+        upright = np.asarray(ImageOps.exif_transpose(pillow))
+    assert np.array_equal(to_uint16_hwc(loaded.rgb) >> 8, upright)
+    kept = Image.Exif()
+    kept.load(loaded.exif or b"")
+    assert kept.get(EXIF_ORIENTATION, 1) == 1  # applied, so removed (1 is "as stored")
+
+
+def test_a_16bit_grey_png_and_a_16bit_grey_tiff_keep_16_bits(tmp_path):
+    grey = deep_noise(channels=1)[:, :, 0]  # (H, W)
+    for name in ("grey16.png", "grey16.tif"):
+        Image.fromarray(grey).save(tmp_path / name)
+        loaded = load_image(tmp_path / name)
+        assert loaded.output_bit_depth == 16 and precision_note(loaded, name) is None
+        assert np.array_equal(to_uint16_hwc(loaded.rgb)[:, :, 0], grey)
+
+
+def test_a_16bit_colour_tiff_is_read_at_8_bits_and_says_so():
+    loaded = load_image_bytes(tiff16_bytes(deep_noise()), "deep.tif")
+    assert (loaded.bit_depth, loaded.output_bit_depth) == (16, 8)
+    note = precision_note(loaded, "deep.tif")
+    assert note is not None and "\n" not in note and note.startswith("deep.tif: 16-bit TIFF comes back as 8-bit")
+
+
+def test_8bit_files_need_no_note_and_stay_8bit():
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 3), (10, 20, 30)).save(buf, format="PNG")
+    loaded = load_image_bytes(buf.getvalue(), "face.png")
+    assert (loaded.bit_depth, loaded.output_bit_depth, precision_note(loaded, "face.png")) == (8, 8, None)
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_a_16bit_png_written_back_is_bit_identical_with_its_metadata(tmp_path, channels):
+    samples = deep_noise(channels=channels)
+    exif = Image.Exif()
+    exif[0x010F] = "LangBRT test camera"  # Make
+    source = encode_png16(samples, exif=exif.tobytes(), icc_profile=b"fake-icc")
+    loaded = load_image_bytes(source)
+    out = write_image(tmp_path / "out.png", loaded.rgb, alpha=loaded.alpha, exif=loaded.exif,
+                      icc_profile=loaded.icc_profile, bit_depth=loaded.output_bit_depth)
+    data = out.read_bytes()
+    assert _ihdr_depth_and_colour(data) == (16, 6 if channels == 4 else 2)
+    assert np.array_equal(decode_png16(data), samples)
+    with Image.open(out) as img:
+        assert img.info["icc_profile"] == b"fake-icc" and img.getexif()[0x010F] == "LangBRT test camera"
+
+
+def test_encode_image_gives_the_16bit_bytes_write_image_writes(tmp_path):
+    t = from_uint16_hwc(deep_noise())
+    data = encode_image(t, "png", bit_depth=16)
+    assert data == write_image(tmp_path / "same.png", t, bit_depth=16).read_bytes()
+    assert torch.equal(read_image_bytes(data), t)
+
+
+def test_fast_16bit_png_is_still_exact():
+    samples = deep_noise()
+    data = encode_image(from_uint16_hwc(samples), "png", fast=True, bit_depth=16)
+    assert np.array_equal(decode_png16(data), samples)
+
+
+@pytest.mark.parametrize(("fmt", "bit_depth", "reason"),
+                         [("jpeg", 16, "16-bit output needs PNG"), ("png", 12, "bit depth must be 8 or 16")])
+def test_a_bit_depth_the_format_cannot_hold_is_one_line(fmt, bit_depth, reason):
+    with pytest.raises(LangBRTInputError, match=reason) as info:
+        encode_image(torch.rand(3, 4, 4), fmt, bit_depth=bit_depth)
+    assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------- bad files
+
+
+def test_a_truncated_16bit_png_is_one_line_naming_it():
+    data = png16_bytes(deep_noise((64, 64)))
+    with pytest.raises(LangBRTInputError) as info:
+        load_image_bytes(data[: len(data) // 2], "deep.png")
+    assert str(info.value).startswith("deep.png: corrupt or truncated image") and "\n" not in str(info.value)
+
+
+def test_pixel_data_that_inflates_far_past_the_image_is_refused_before_inflating():
+    """A zip bomb: an 8x8 image whose one IDAT chunk inflates to 64 MB of zeros."""
+    rows = b"\x00" + bytes(8 * 6)  # one filter byte + 8 RGB16 pixels
+    bomb = zlib.compress(rows * 8 + bytes(64 << 20), 9)  # ~64 KB
+    header = struct.pack(">IIBBBBB", 8, 8, 16, 2, 0, 0, 0)
+    data = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", bomb) + _png_chunk(b"IEND", b"")
+    with pytest.raises(LangBRTInputError, match="inflates past"):
+        load_image_bytes(data, "bomb.png")
+
+
+# ---------------------------------------------------------------------------------------------- Retoucher
+
+
+class _ZeroMaskBackend:
+    """Changes nothing anywhere: the mask is 0 everywhere."""
+
+    name, device, image_size = "fake", "cpu", 32
+    prompts = predefined_prompts = ["acne on the cheeks"]
+
+    def run(self, images: torch.Tensor, prompts: object) -> BackendOutput:
+        zeros = torch.zeros(images.shape[0], 1, 32, 32)
+        return BackendOutput(image=1.0 - images, mask=zeros, maps=zeros)
+
+
+def test_a_uint16_tensor_is_scaled_by_65535_and_comes_back_exactly():
+    samples = deep_noise()  # (H, W, 3)
+    chw = torch.from_numpy(samples).permute(2, 0, 1)  # (3, H, W) uint16
+    [result] = Retoucher(_ZeroMaskBackend()).retouch([chw])
+    assert np.array_equal(to_uint16_hwc(result.image), samples)
