@@ -30,7 +30,7 @@ from langbrt.cli_errors import error_line, fail
 from langbrt.cli_pipes import quiet_on_broken_pipe
 from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_NOT_WRITTEN, EXIT_USAGE
-from langbrt.io import WRITE_SUFFIXES, LoadedImage, load_image, write_image
+from langbrt.io import WRITE_SUFFIXES, LoadedImage, load_image, precision_note, write_image
 from langbrt.text import normalize_prompt
 
 from .backends.base import PRECISIONS, BackendName
@@ -185,27 +185,31 @@ class Runner:
             _probe_writable(folder)
 
     def process(self, source: Path) -> dict[str, Any]:
+        """Retouch one photo and write its outputs; the report has a "warning" when the output lost bits."""
         image = load_image(source)
         targets = self.targets(source, image)
         [result] = self.retoucher.retouch([image], [self.prompts])
         fmt, _ = output_format(image)
         with _staged(source, targets) as staged:
             write_image(staged["image"], result.image, alpha=image.alpha, format=fmt, exif=image.exif,
-                        icc_profile=image.icc_profile)
+                        icc_profile=image.icc_profile, bit_depth=image.output_bit_depth)
             if self.args.save_maps:
                 for k in range(len(result.prompts)):
                     write_image(staged[f"map_{k}"], overlay(image.rgb, result.maps[k : k + 1]), format="PNG")
                 write_image(staged["mask"], result.mask.expand(3, -1, -1), format="PNG")
-        return {
+        report = {
             "input": str(source),
             "output": str(targets["image"]),
             "maps": [str(p) for k, p in targets.items() if k.startswith("map_")],
             "mask": str(targets["mask"]) if "mask" in targets else None,
             "size": list(image.size),
+            "bit_depth": image.output_bit_depth,
             "prompts": result.prompts,
             "changed_fraction": float((result.mask > 0).float().mean()),
             "timing_ms": {k: round(v, 3) for k, v in result.timing.items()},
         }
+        note = precision_note(image, str(source))
+        return report if note is None else {**report, "warning": note}
 
 
 def _probe_writable(folder: Path) -> None:
@@ -297,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
             for source in bar:
                 try:
                     results.append(runner.process(source))
+                    if "warning" in results[-1]:
+                        tqdm.write(f"{PROG}: warning: {results[-1]['warning']}", file=sys.stderr)
                 except OutputWriteError as err:  # a full disk would fail every photo after it too: stop here
                     bar.close()
                     _remove_empty(created)

@@ -11,10 +11,14 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from bad_inputs import deep_noise, png16_bytes, tiff16_bytes
 from PIL import Image
 
 from langbrt import LangBRT, LangBRTConfig
 from langbrt.artifact import METADATA_KEY
+from langbrt.io import load_image
+from langbrt.png16 import decode_png16
+from langbrt.runtime import Retoucher
 from langbrt.runtime.cli_infer import main
 from langbrt.text import default_text_encoder
 
@@ -368,3 +372,71 @@ def test_the_inputs_icc_profile_is_carried_into_the_output(model_dir, tmp_path, 
     assert _run(model_dir, src) == 0
     with Image.open(tmp_path / "retouched" / name.replace("face", "face_retouched")) as out:
         assert out.format == fmt and out.info.get("icc_profile") == profile
+
+
+# ------------------------------------------------------------------------------------------ 16-bit
+
+
+@pytest.fixture(scope="module")
+def gated_model_dir(tmp_path_factory):
+    """A tiny model whose map is exactly 0 on part of a photo (the random tiny model's covers nearly all)."""
+    torch.manual_seed(0)
+    model = LangBRT(LangBRTConfig.tiny(map_threshold=0.45, map_saturation=0.55), text_encoder=default_text_encoder())
+    with torch.no_grad():
+        model.tbd.map_bias.fill_(0.0)  # probabilities straddle the threshold
+    return model.save_pretrained(tmp_path_factory.mktemp("infer-gated") / "ckpt")
+
+
+def _api_mask(model_dir, src, prompt):
+    """The (H, W) mask the Python API computes for the same photo and prompt: where the CLI may change pixels."""
+    [result] = Retoucher.load(model_dir, device="cpu").retouch([load_image(src)], [prompt])
+    return result.mask[0].numpy()
+
+
+def test_a_16bit_png_comes_back_16bit_and_bit_identical_where_the_mask_is_0(gated_model_dir, tmp_path, capsys):
+    samples = deep_noise()  # (H, W, 3) uint16, no multiple of 257: nothing passes through 8 bits unseen
+    src = tmp_path / "deep.png"
+    src.write_bytes(png16_bytes(samples))
+    assert _run(gated_model_dir, src, "--prompt", "acne on the cheeks", "--json") == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["results"][0]["bit_depth"] == 16 and "warning" not in captured.err
+    data = (tmp_path / "retouched" / "deep_retouched.png").read_bytes()
+    assert (data[24], data[25]) == (16, 2)  # IHDR: 16 bits per sample, RGB
+    out = decode_png16(data)
+    mask = _api_mask(gated_model_dir, src, "acne on the cheeks")
+    untouched = mask == 0  # (H, W)
+    assert out.shape == samples.shape and untouched.any() and (~untouched).any()
+    assert np.array_equal(out[untouched], samples[untouched])  # bit for bit, at 16 bits
+    assert not np.array_equal(out[~untouched], samples[~untouched])  # the retouch did reach the file
+
+
+def test_a_16bit_rgba_png_keeps_its_alpha_at_16_bits(model_dir, tmp_path):
+    samples = deep_noise(channels=4)
+    src = tmp_path / "cutout.png"
+    src.write_bytes(png16_bytes(samples))
+    assert _run(model_dir, src) == 0
+    out = decode_png16((tmp_path / "retouched" / "cutout_retouched.png").read_bytes())
+    assert out.shape == samples.shape and np.array_equal(out[:, :, 3], samples[:, :, 3])
+
+
+def test_an_8bit_png_still_comes_back_8bit_and_identical_where_the_mask_is_0(gated_model_dir, tmp_path):
+    src = _photo(tmp_path / "face.png")
+    assert _run(gated_model_dir, src, "--prompt", "acne on the cheeks") == 0
+    with Image.open(tmp_path / "retouched" / "face_retouched.png") as img, Image.open(src) as orig:
+        assert img.mode == "RGB"
+        out, before = np.asarray(img), np.asarray(orig)
+    untouched = _api_mask(gated_model_dir, src, "acne on the cheeks") == 0
+    assert out.dtype == np.uint8 and untouched.any() and np.array_equal(out[untouched], before[untouched])
+
+
+def test_a_16bit_colour_tiff_comes_back_8bit_with_one_warning_line(model_dir, tmp_path, capsys):
+    src = tmp_path / "deep.tif"
+    src.write_bytes(tiff16_bytes(deep_noise()))
+    assert _run(model_dir, src, "--json") == 0
+    captured = capsys.readouterr()
+    [entry] = json.loads(captured.out)["results"]
+    warning = f"langbrt-infer: warning: {src}: 16-bit TIFF comes back as 8-bit"
+    assert captured.err.startswith(warning) and len(captured.err.strip().splitlines()) == 1, captured.err
+    assert entry["bit_depth"] == 8 and entry["warning"] in captured.err
+    with Image.open(tmp_path / "retouched" / "deep_retouched.png") as img:
+        assert img.mode == "RGB" and img.size == (48, 30)
