@@ -50,7 +50,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
 from langbrt.errors import LangBRTError, LangBRTInputError
-from langbrt.io import DEFAULT_MAX_PIXELS, FAST_PNG_LEVEL, LoadedImage, encode_image, image_pixels, to_uint8_hwc
+from langbrt.io import (
+    DEFAULT_MAX_PIXELS,
+    FAST_PNG_LEVEL,
+    LoadedImage,
+    encode_image,
+    image_pixels,
+    precision_note,
+    to_uint8_hwc,
+)
 from langbrt.text.prompts import MAX_PROMPT_CHARS
 
 from .batching import BatcherClosedError, BatchTimeoutError, DynamicBatcher, QueueFullError
@@ -80,6 +88,7 @@ from .serve_schemas import (
     OUTPUT_FORMATS,
     RETOUCH_BODY,
     RETOUCH_OK,
+    WARNING_HEADER,
     MapPNG,
     PromptsBody,
     RetouchJSON,
@@ -296,7 +305,7 @@ def create_app(
             result = await unless_disconnected(request, _submit(batcher, loaded.rgb, texts or None))
             timing = {**{k: float(v) for k, v in result.timing.items()},
                       "decode": (decoded - started) * 1e3, "queue_and_model": (time.perf_counter() - decoded) * 1e3}
-            return await run_in_threadpool(_render, loaded, result, kind, bool(want_maps), timing)
+            return await run_in_threadpool(_render, loaded, upload.name, result, kind, bool(want_maps), timing)
 
     return app
 
@@ -366,20 +375,25 @@ async def _submit(batcher: DynamicBatcher[Any], image: torch.Tensor, prompts: li
 # ------------------------------------------------------------------------------------------ response side
 
 
-def _render(loaded: LoadedImage, result: Any, kind: ReturnKind, with_maps: bool, timing: dict[str, float]) -> Response:
+def _render(loaded: LoadedImage, name: str, result: Any, kind: ReturnKind, with_maps: bool,
+            timing: dict[str, float]) -> Response:
+    """The reply: 16-bit PNG for a 16-bit PNG upload; a warning (header, JSON field) when the reply lost bits."""
     fmt = loaded.format if loaded.format in OUTPUT_FORMATS else "PNG"
     started = time.perf_counter()
     encoded = encode_image(result.image, fmt, loaded.alpha, exif=loaded.exif, icc_profile=loaded.icc_profile,
-                           fast=True)  # the client is waiting: encoding time over bytes
+                           fast=True, bit_depth=loaded.output_bit_depth)  # the client waits: time over bytes
     timing["encode"] = (time.perf_counter() - started) * 1e3
     server_timing = ", ".join(f"{k};dur={v:.2f}" for k, v in timing.items())
+    warning = precision_note(loaded, name)
     if kind == "image":
-        return Response(encoded, media_type=OUTPUT_FORMATS[fmt], headers={"Server-Timing": server_timing})
+        headers = {"Server-Timing": server_timing, **({WARNING_HEADER: warning} if warning else {})}
+        return Response(encoded, media_type=OUTPUT_FORMATS[fmt], headers=headers)
     maps = None
     if with_maps:
         maps = [MapPNG(prompt=p, png=_b64(_gray_png(m))) for p, m in zip(result.prompts, result.maps, strict=False)]
-    body = RetouchJSON(image=_b64(encoded), format=fmt, mask=_b64(_gray_png(result.mask[0])), maps=maps,
-                       timing_ms=timing, prompts=list(result.prompts))
+    body = RetouchJSON(image=_b64(encoded), format=fmt, bit_depth=loaded.output_bit_depth,
+                       mask=_b64(_gray_png(result.mask[0])), maps=maps, timing_ms=timing, prompts=list(result.prompts),
+                       warning=warning)
     return Response(body.model_dump_json(exclude_none=True), media_type="application/json",
                     headers={"Server-Timing": server_timing})
 

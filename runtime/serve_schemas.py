@@ -12,6 +12,9 @@ from langbrt.text.prompts import MAX_PROMPT_CHARS
 OUTPUT_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 """Formats a reply keeps from its upload, with their media types; anything else comes back as PNG."""
 
+WARNING_HEADER = "X-LangBRT-Warning"
+"""Set on an image reply that carries fewer bits per sample than the upload (16-bit colour TIFF -> 8-bit PNG)."""
+
 
 
 class ErrorDetail(BaseModel):
@@ -41,10 +44,12 @@ class MapPNG(BaseModel):
 class RetouchJSON(BaseModel):
     image: str  # base64 of the retouched image in `format`
     format: str
+    bit_depth: int  # bits per sample of `image`: 16 for a 16-bit PNG (or grayscale TIFF) upload, else 8
     mask: str  # base64 of a grayscale PNG of the combined mask
     maps: list[MapPNG] | None = None
     timing_ms: dict[str, float]
     prompts: list[str]
+    warning: str | None = None  # when `image` holds fewer bits per sample than the upload
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -73,7 +78,8 @@ RETOUCH_BODY = {
     },
 }
 RETOUCH_OK = {
-    "description": "The retouched image in the input's format (BMP/TIFF/GIF/PPM in -> PNG out), or JSON.",
+    "description": "The retouched image in the input's format (BMP/TIFF/GIF/PPM in -> PNG out; 16-bit PNG in -> "
+                   f"16-bit PNG out; a {WARNING_HEADER} header when the reply holds fewer bits), or JSON.",
     "model": RetouchJSON,
     "content": {media: {"schema": IMAGE_SCHEMA} for media in OUTPUT_FORMATS.values()},
 }

@@ -27,13 +27,16 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from bad_inputs import deep_noise, png16_bytes, tiff16_bytes
 from fastapi.testclient import TestClient
 from PIL import Image
 from test_io import png_zlib_level_class
 
 from langbrt.errors import LangBRTInputError
+from langbrt.png16 import decode_png16
 from langbrt.runtime import RetouchResult
 from langbrt.runtime.serve_app import ServeConfig, create_app, warmup_batch_sizes
+from langbrt.runtime.serve_schemas import WARNING_HEADER
 from langbrt.text.prompts import MAX_PROMPT_CHARS
 
 PREDEFINED = ["dark circles under the eyes", "forehead wrinkles", "acne on the cheeks"]
@@ -198,6 +201,35 @@ def test_rgba_keeps_its_alpha(client: TestClient) -> None:
     out = Image.open(io.BytesIO(response.content))
     assert out.mode == "RGBA"
     assert np.array_equal(np.asarray(out)[..., 3], np.asarray(Image.open(io.BytesIO(data)))[..., 3])
+
+
+def test_a_16bit_png_upload_comes_back_as_a_16bit_png(client: TestClient) -> None:
+    samples = deep_noise()  # (H, W, 3) uint16, no multiple of 257
+    response = client.post("/v1/retouch", content=png16_bytes(samples), headers={"content-type": "image/png"})
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert WARNING_HEADER not in response.headers
+    assert (response.content[24], response.content[25]) == (16, 2)  # IHDR: 16 bits per sample, RGB
+    assert np.array_equal(decode_png16(response.content), 65535 - samples)  # the fake inverts, at 16 bits
+
+
+def test_a_16bit_rgba_upload_keeps_its_alpha_at_16_bits_in_a_json_reply(client: TestClient) -> None:
+    samples = deep_noise(channels=4)
+    response = client.post("/v1/retouch", files={"image": ("face.png", png16_bytes(samples), "image/png")},
+                           data={"return": "json"})
+    body = response.json()
+    assert response.status_code == 200 and body["bit_depth"] == 16 and "warning" not in body
+    out = decode_png16(base64.b64decode(body["image"]))
+    assert out.shape == samples.shape and np.array_equal(out[:, :, 3], samples[:, :, 3])
+
+
+def test_a_16bit_colour_tiff_upload_comes_back_8bit_and_the_reply_says_so(client: TestClient) -> None:
+    data = tiff16_bytes(deep_noise())
+    response = client.post("/v1/retouch", content=data, headers={"content-type": "image/tiff"})
+    assert response.status_code == 200 and "16-bit TIFF comes back as 8-bit" in response.headers[WARNING_HEADER]
+    assert Image.open(io.BytesIO(response.content)).mode == "RGB"
+    body = client.post("/v1/retouch", params={"return": "json"}, content=data,
+                       headers={"content-type": "image/tiff"}).json()
+    assert body["bit_depth"] == 8 and body["format"] == "PNG" and "16-bit TIFF comes back as 8-bit" in body["warning"]
 
 
 def test_prompts_from_form_and_query_reach_the_model_normalised(client: TestClient, fake: FakeRetoucher) -> None:
