@@ -169,6 +169,25 @@ def png_16bit(folder: Path) -> Path:
     return path
 
 
+def png_16bit_rgba(folder: Path) -> Path:
+    path = folder / "deep-rgba.png"
+    path.write_bytes(png16_bytes(deep_noise(channels=4)))
+    return path
+
+
+def truncated_png_16bit(folder: Path) -> Path:
+    data = png16_bytes(deep_noise((64, 64)))
+    path = folder / "truncated-deep.png"
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def tiff_16bit(folder: Path) -> Path:
+    path = folder / "deep.tif"
+    path.write_bytes(tiff16_bytes(deep_noise()))
+    return path
+
+
 def exif_rotated_jpeg(folder: Path) -> Path:
     """Stored 80x40 landscape with EXIF orientation 6 (rotate 90 degrees clockwise): upright it is 40x80."""
     exif = Image.Exif()
@@ -200,6 +219,7 @@ IMAGE_CASES = (
     ImageCase("zero-byte", zero_byte, ok=False, status=422),
     ImageCase("truncated-jpeg", truncated_jpeg, ok=False, status=422, media_type="image/jpeg"),
     ImageCase("truncated-png", truncated_png, ok=False, status=422),
+    ImageCase("truncated-16-bit-png", truncated_png_16bit, ok=False, status=422),
     ImageCase("corrupt-png", corrupt_png, ok=False, status=422),
     # A client uploading a text file usually says so: the server refuses the media type before decoding.
     ImageCase("text-as-jpg", text_as_jpg, ok=False, status=415, media_type="text/plain"),
@@ -210,6 +230,8 @@ IMAGE_CASES = (
     ImageCase("rgba", rgba, ok=True, size=SIZE),
     ImageCase("cmyk-jpeg", cmyk_jpeg, ok=True, size=SIZE, media_type="image/jpeg"),
     ImageCase("16-bit-png", png_16bit, ok=True, size=SIZE),
+    ImageCase("16-bit-rgba-png", png_16bit_rgba, ok=True, size=SIZE),
+    ImageCase("16-bit-rgb-tiff", tiff_16bit, ok=True, size=SIZE, media_type="image/tiff"),  # read at 8 bits
     ImageCase("exif-rotated", exif_rotated_jpeg, ok=True, size=ROTATED_STORED[::-1], media_type="image/jpeg"),
 )
 BAD_IMAGES = tuple(c for c in IMAGE_CASES if not c.ok)
