@@ -178,15 +178,17 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
     )
 
 
-def precision_note(image: LoadedImage, name: str) -> str | None:
-    """One line when an output of `image` holds fewer bits per sample than its file, else None.
+def precision_note(image: LoadedImage, name: str | None = None) -> str | None:
+    """One line (starting '<name>: ' when named) when an output of `image` holds fewer bits per sample than its
+    file, else None.
 
     Why: "every other pixel unchanged" then holds only at 8 bits; the user must hear it, not find out later.
     """
     if image.bit_depth <= image.output_bit_depth:
         return None
-    return (f"{name}: {image.bit_depth}-bit {image.format} comes back as {image.output_bit_depth}-bit (only 16-bit "
-            "PNG and 16-bit grayscale TIFF keep 16 bits); convert it to a 16-bit PNG to keep every bit")
+    note = (f"{image.bit_depth}-bit {image.format} comes back as {image.output_bit_depth}-bit (only 16-bit PNG "
+            "and 16-bit grayscale TIFF keep 16 bits); convert it to a 16-bit PNG to keep every bit")
+    return note if name is None else f"{name}: {note}"
 
 
 def _bit_depth(img: Image.Image) -> int:

@@ -305,7 +305,7 @@ def create_app(
             result = await unless_disconnected(request, _submit(batcher, loaded.rgb, texts or None))
             timing = {**{k: float(v) for k, v in result.timing.items()},
                       "decode": (decoded - started) * 1e3, "queue_and_model": (time.perf_counter() - decoded) * 1e3}
-            return await run_in_threadpool(_render, loaded, upload.name, result, kind, bool(want_maps), timing)
+            return await run_in_threadpool(_render, loaded, result, kind, bool(want_maps), timing)
 
     return app
 
@@ -375,8 +375,7 @@ async def _submit(batcher: DynamicBatcher[Any], image: torch.Tensor, prompts: li
 # ------------------------------------------------------------------------------------------ response side
 
 
-def _render(loaded: LoadedImage, name: str, result: Any, kind: ReturnKind, with_maps: bool,
-            timing: dict[str, float]) -> Response:
+def _render(loaded: LoadedImage, result: Any, kind: ReturnKind, with_maps: bool, timing: dict[str, float]) -> Response:
     """The reply: 16-bit PNG for a 16-bit PNG upload; a warning (header, JSON field) when the reply lost bits."""
     fmt = loaded.format if loaded.format in OUTPUT_FORMATS else "PNG"
     started = time.perf_counter()
@@ -384,7 +383,7 @@ def _render(loaded: LoadedImage, name: str, result: Any, kind: ReturnKind, with_
                            fast=True, bit_depth=loaded.output_bit_depth)  # the client waits: time over bytes
     timing["encode"] = (time.perf_counter() - started) * 1e3
     server_timing = ", ".join(f"{k};dur={v:.2f}" for k, v in timing.items())
-    warning = precision_note(loaded, name)
+    warning = precision_note(loaded)  # unnamed: a header value must stay ASCII, whatever the upload was called
     if kind == "image":
         headers = {"Server-Timing": server_timing, **({WARNING_HEADER: warning} if warning else {})}
         return Response(encoded, media_type=OUTPUT_FORMATS[fmt], headers=headers)
