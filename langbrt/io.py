@@ -5,10 +5,10 @@ can go wrong with a file (missing, empty, truncated, not an image, a decompressi
 one `LangBRTInputError` line naming the file, so CLIs and servers never show a Pillow traceback.
 Writes are atomic: a crash mid-write leaves the old target (or nothing), never half an image.
 
-16-bit files keep their 16 bits where they can: 16-bit PNGs of any colour type and 16-bit grayscale TIFFs are
+16-bit files keep their 16 bits where they can: 16-bit RGB, RGBA and grey PNGs and 16-bit grayscale TIFFs are
 read exactly (samples / 65535) and can be written back as 16-bit PNG (`LoadedImage.output_bit_depth`), so the
-pixels a retouch leaves alone come back bit for bit. Pillow does everything else; pypng (`png16`) does the
-16-bit PNG samples Pillow would cut to 8 bits.
+pixels a retouch leaves alone come back bit for bit. Pillow does everything else; `png16` (pyspng to read,
+pypng to write) does the 16-bit colour PNG samples Pillow would cut to 8 bits.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from PIL import ExifTags, Image, ImageOps, TiffImagePlugin
 
 from langbrt.atomic import atomic_path
 from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError, TooManyPixelsError
-from langbrt.png16 import PNG_ERRORS, decode_png16, encode_png16
+from langbrt.png16 import decode_png16, encode_png16
 
 DEFAULT_MAX_PIXELS = 64_000_000
 """Largest W*H accepted before decoding: a 48-MP phone photo passes, a crafted 20000x20000 header does not."""
@@ -40,9 +40,10 @@ READ_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF", "PPM")
 WRITE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 _ALPHA_FORMATS = ("PNG", "WEBP")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_DEEP_PNG_RAW_MODES = ("RGB;16B", "RGBA;16B")  # 16-bit colour PNGs, which `png16` reads at full depth
 _BITS_PER_SAMPLE = 258  # TIFF tag
 # What Pillow raises while decoding a damaged stream; anything else escaping is a bug worth seeing.
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, *PNG_ERRORS)
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
 
 
 @dataclass(frozen=True, eq=False)
@@ -146,14 +147,18 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
                 )
             fmt = "JPEG" if img.format == "MPO" else str(img.format)
             bit_depth = _bit_depth(img)  # reads the tile list, which load() empties
+            # 16-bit RGB(A) PNG: Pillow's pixels are 8-bit, pyspng's are the file's (grey+alpha, which Pillow
+            # also opens as RGBA, stays 8-bit)
+            deep_png = fmt == "PNG" and _raw_mode(img) in _DEEP_PNG_RAW_MODES
+            with_alpha = deep_png and _raw_mode(img) == "RGBA;16B"
             img.load()  # decode everything now, so a truncated file fails here and not in a caller
-            # 16-bit RGB(A) and grey+alpha PNG: Pillow's pixels are 8-bit, pypng's are the file's
-            deep_png = fmt == "PNG" and bit_depth == 16 and img.mode not in _SIXTEEN_BIT_MODES
             orientation = img.getexif().get(ExifTags.Base.Orientation, 1) if deep_png else 1  # before it is removed
+            colour_key = img.info.get("transparency") if deep_png and not with_alpha else None
             ImageOps.exif_transpose(img, in_place=True)
             if deep_png:
                 fh.seek(0)
-                rgb, alpha = _planes_16(_upright(decode_png16(fh.read()), orientation))
+                samples = decode_png16(fh.read(), alpha=with_alpha, colour_key=colour_key)
+                rgb, alpha = _planes_16(_upright(samples, orientation))
             else:
                 rgb, alpha = _to_planes(img, name)
     except LangBRTError:
@@ -186,8 +191,9 @@ def precision_note(image: LoadedImage, name: str | None = None) -> str | None:
     """
     if image.bit_depth <= image.output_bit_depth:
         return None
-    note = (f"{image.bit_depth}-bit {image.format} comes back as {image.output_bit_depth}-bit (only 16-bit PNG "
-            "and 16-bit grayscale TIFF keep 16 bits); convert it to a 16-bit PNG to keep every bit")
+    note = (f"{image.bit_depth}-bit {image.format} comes back as {image.output_bit_depth}-bit (only 16-bit RGB, "
+            "RGBA and grey PNG and 16-bit grayscale TIFF keep 16 bits); convert it to a 16-bit RGB(A) PNG to keep "
+            "every bit")
     return note if name is None else f"{name}: {note}"
 
 
@@ -201,8 +207,14 @@ def _bit_depth(img: Image.Image) -> int:
     if isinstance(img, TiffImagePlugin.TiffImageFile):  # compressed TIFFs do not name the depth in their raw mode
         bits = img.tag_v2.get(_BITS_PER_SAMPLE, 8)  # one value, or one per sample
         return 16 if max(bits if isinstance(bits, tuple) else (bits,)) > 8 else 8
+    rawmode = _raw_mode(img)
+    return 16 if rawmode is not None and ";16" in rawmode else 8
+
+
+def _raw_mode(img: Image.Image) -> str | None:
+    """The sample layout of the file's first tile ("RGB;16B", ...), before `load()` empties the tile list."""
     rawmode = img.tile[0].args if img.tile else None
-    return 16 if isinstance(rawmode, str) and ";16" in rawmode else 8
+    return rawmode if isinstance(rawmode, str) else None
 
 
 _EXIF_TURNS = {1: (False, 0), 2: (True, 0), 3: (False, 2), 4: (True, 2), 5: (True, 1), 6: (False, 3),
@@ -219,12 +231,9 @@ def _upright(samples: np.ndarray, orientation: int) -> np.ndarray:
 
 
 def _planes_16(samples: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(H, W, C) uint16, C = 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA -> (3, H, W) RGB and optional (1, H, W) alpha."""
+    """(H, W, C) uint16, C = 3 RGB or 4 RGBA -> (3, H, W) RGB and optional (1, H, W) alpha."""
     planes = from_uint16_hwc(samples)  # (C, H, W)
-    colour = 3 if planes.shape[0] >= 3 else 1
-    rgb = planes[:colour].expand(3, -1, -1).contiguous()  # (3, H, W): grey repeated
-    alpha = planes[colour:].contiguous() if planes.shape[0] in (2, 4) else None  # (1, H, W)
-    return rgb, alpha
+    return planes[:3].contiguous(), (planes[3:].contiguous() if planes.shape[0] == 4 else None)
 
 
 def _to_planes(img: Image.Image, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:

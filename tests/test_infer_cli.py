@@ -402,7 +402,7 @@ def test_a_16bit_png_comes_back_16bit_and_bit_identical_where_the_mask_is_0(gate
     assert json.loads(captured.out)["results"][0]["bit_depth"] == 16 and "warning" not in captured.err
     data = (tmp_path / "retouched" / "deep_retouched.png").read_bytes()
     assert (data[24], data[25]) == (16, 2)  # IHDR: 16 bits per sample, RGB
-    out = decode_png16(data)
+    out = decode_png16(data, alpha=False)
     mask = _api_mask(gated_model_dir, src, "acne on the cheeks")
     untouched = mask == 0  # (H, W)
     assert out.shape == samples.shape and untouched.any() and (~untouched).any()
@@ -415,7 +415,7 @@ def test_a_16bit_rgba_png_keeps_its_alpha_at_16_bits(model_dir, tmp_path):
     src = tmp_path / "cutout.png"
     src.write_bytes(png16_bytes(samples))
     assert _run(model_dir, src) == 0
-    out = decode_png16((tmp_path / "retouched" / "cutout_retouched.png").read_bytes())
+    out = decode_png16((tmp_path / "retouched" / "cutout_retouched.png").read_bytes(), alpha=True)
     assert out.shape == samples.shape and np.array_equal(out[:, :, 3], samples[:, :, 3])
 
 
