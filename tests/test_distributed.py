@@ -132,6 +132,7 @@ AGREE = textwrap.dedent("""
     seen["sum of ranks"] = float(total)
     with open(os.path.join(sys.argv[1], f"rank{info.rank}.json"), "w") as f:
         json.dump(seen, f)
+    dist.destroy_process_group()  # without it gloo may abort the exit ("terminate called without an active exception")
 """)
 
 
