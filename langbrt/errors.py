@@ -5,6 +5,8 @@ with a message that is one clear line saying what is wrong and what to do. CLIs 
 and print `str(err)`; anything else escaping is a bug.
 """
 
+import errno as _errno
+
 
 class LangBRTError(Exception):
     """Base class for errors caused by user input or user-supplied files."""
@@ -45,4 +47,19 @@ class OutputWriteError(LangBRTError):
     Its own class, not a LangBRTInputError, because the command was right: checks of the output path run before
     any work, so a failure here is the machine's, and the same command succeeds once there is room. Commands
     exit with `EXIT_OUTPUT_NOT_WRITTEN` for it, so a script can tell it from a bad flag (exit 2).
+
+    `errno` is the OSError's, where one caused it: `every_write_fails` tells a full disk or a read-only file
+    system, which fails every later write too, from a failure of this one path (a folder where the file goes,
+    a name too long), after which a command writing many files can go on with the next.
     """
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+    @property
+    def every_write_fails(self) -> bool:
+        return self.errno is None or self.errno in _DEVICE_ERRNOS
+
+
+_DEVICE_ERRNOS = frozenset({_errno.ENOSPC, _errno.EDQUOT, _errno.EROFS, _errno.EIO})

@@ -244,7 +244,8 @@ def _staged(source: Path, targets: dict[str, Path]) -> Iterator[dict[str, Path]]
     except (OSError, OutputWriteError) as err:
         why = err.__cause__ if isinstance(err.__cause__, OSError) else err  # write_image's OutputWriteError
         reason = why.strerror if isinstance(why, OSError) and why.strerror else why
-        raise OutputWriteError(f"{source}: cannot write into {folder} ({reason})") from None
+        raise OutputWriteError(f"{source}: cannot write into {folder} ({reason})",
+                               errno=why.errno if isinstance(why, OSError) else None) from None
 
 
 def missing_folders(files: list[Path], output: Path | None) -> list[Path]:
@@ -296,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         print(error_line(PROG, item["error"]), file=sys.stderr)
     from tqdm import tqdm
 
+    stopped: OutputWriteError | None = None
     with tqdm(files, desc="retouching", unit="img", disable=len(files) < 2 or None, file=sys.stderr) as bar:
         try:
             for source in bar:
@@ -303,11 +305,12 @@ def main(argv: list[str] | None = None) -> int:
                     results.append(runner.process(source))
                     if "warning" in results[-1]:
                         tqdm.write(f"{PROG}: warning: {results[-1]['warning']}", file=sys.stderr)
-                except OutputWriteError as err:  # a full disk would fail every photo after it too: stop here
-                    bar.close()
-                    _remove_empty(created)
-                    return fail(PROG, f"{err}; stopped after {len(results)} of {len(files)} image(s) (their "
-                                "outputs are complete)", EXIT_OUTPUT_NOT_WRITTEN)
+                except OutputWriteError as err:
+                    failed.append({"input": str(source), "error": str(err)})
+                    if err.every_write_fails:  # a full disk fails every photo after it too: stop here
+                        stopped = err
+                        break
+                    tqdm.write(error_line(PROG, err), file=sys.stderr)
                 except LangBRTError as err:
                     failed.append({"input": str(source), "error": str(err)})
                     tqdm.write(error_line(PROG, err), file=sys.stderr)
@@ -316,9 +319,14 @@ def main(argv: list[str] | None = None) -> int:
             _remove_empty(created)
             print(f"{PROG}: interrupted after {len(results)} of {len(files)} image(s)", file=sys.stderr)
             return EXIT_INTERRUPTED
+    if stopped is not None:
+        _remove_empty(created)
     if args.json:
         print(json.dumps({"results": results, "failed": failed}, indent=2))
-    elif results:
+    if stopped is not None:
+        return fail(PROG, f"{stopped}; stopped there: {len(results)} of {len(files)} image(s) retouched, their "
+                    "outputs complete", EXIT_OUTPUT_NOT_WRITTEN)
+    if results and not args.json:
         folders = sorted({str(Path(r["output"]).parent) for r in results})
         print(f"retouched {len(results)} image(s) into {', '.join(folders)}")
     return EXIT_FAILED_FILES if failed else 0

@@ -145,11 +145,27 @@ def test_a_disk_that_fills_mid_run_stops_it_with_exit_4_keeping_the_complete_pho
         return real_save(self, fp, *args, **kwargs)
 
     monkeypatch.setattr(Image.Image, "save", full_after_the_first_photo)
-    assert _run(model_dir, *sources, "-o", tmp_path / "out") == 4
-    err = capsys.readouterr().err
+    assert _run(model_dir, *sources, "-o", tmp_path / "out", "--json") == 4
+    captured = capsys.readouterr()
+    err = captured.err
     assert err.startswith(f"langbrt-infer: error: {sources[1]}: cannot write into {tmp_path / 'out'} (No space left")
-    assert err.rstrip().endswith("stopped after 1 of 3 image(s) (their outputs are complete)") and err.count("\n") == 1
+    assert err.rstrip().endswith("stopped there: 1 of 3 image(s) retouched, their outputs complete")
+    assert err.count("\n") == 1
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["a_retouched.png"]  # no temporary file left
+    report = json.loads(captured.out)  # --json still reports what was done, and where it stopped
+    assert [r["input"] for r in report["results"]] == [str(sources[0])]
+    assert [f["input"] for f in report["failed"]] == [str(sources[1])]
+
+
+def test_a_write_that_fails_for_one_photo_alone_skips_it_and_goes_on(model_dir, tmp_path, capsys):
+    """A folder where one output goes (or a name too long) fails that photo only: exit 1, not 4, and the
+    photos after it are retouched."""
+    sources = [_photo(tmp_path / f"{name}.png") for name in "ab"]
+    (tmp_path / "out" / "a_retouched.png").mkdir(parents=True)
+    assert _run(model_dir, *sources, "-o", tmp_path / "out", "--overwrite") == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"langbrt-infer: error: {sources[0]}: cannot write into") and err.count("\n") == 1
+    assert (tmp_path / "out" / "b_retouched.png").is_file()
 
 
 def test_rgba_input_keeps_its_alpha_as_png(model_dir, tmp_path):
