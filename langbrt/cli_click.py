@@ -43,7 +43,12 @@ def stop(line: str, status: int) -> NoReturn:
     non-zero. So the node's first rank says the line and exits at once; the others wait for that end in silence,
     as exiting first would cut the first rank off before its line. One still running after `SPEAKING_RANK_GRACE_S`
     failed alone (a file missing on its node only) and says the line itself.
+
+    Ctrl-C is different: torchrun passes SIGINT to every worker and then waits for them all, ending none, so
+    the other ranks leave at once and in silence (waiting, each said the line after the grace, 10 s later).
     """
+    if status == EXIT_INTERRUPTED and not speaks():
+        sys.exit(status)
     _wait_for_the_speaking_rank()
     click.echo(line, err=True)
     sys.exit(status)

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import torch
@@ -106,6 +107,30 @@ def test_an_error_that_rank_0_reaches_last_is_still_said_once(tmp_path):
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert error_lines(proc.stderr) == [
         "langbrt-train: error: --lr must be a positive finite number (at most 3.4e+38), got -1.0"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_under_torchrun_is_said_once(tmp_path):
+    """torchrun hands SIGINT to every worker and then waits, ending none: the ranks other than the node's first
+    leave in silence at once (they used to wait out the error grace and then say the line too, 10 s later)."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m",
+           "langbrt.training.cli_train", "--output", str(out), *FAST, "--steps", "500", "--checkpoint-every", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not (out / "checkpoints/step_000002").is_dir() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal does: torchrun gets it
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    said = [line for line in stderr.splitlines() if line.startswith("Interrupted")]
+    assert len(said) == 1 and "--resume" in said[0], stderr[-3000:]
 
 
 AGREE = textwrap.dedent("""
