@@ -4,7 +4,8 @@ The engine is built with fp16 enabled while the normalisation layers (LayerNorm,
 applies, exported as InstanceNormalization) and reductions (the noisy-OR product) stay fp32: fp16 Swin
 models lose accuracy there (maggiez0138/Swin-Transformer-TensorRT). One optimisation profile covers the
 batch sizes asked for (min / opt / max). A timing cache is loaded before and saved after each build, so
-rebuilding on the same GPU takes seconds instead of minutes.
+rebuilding on the same GPU takes seconds instead of minutes. While TensorRT builds, its phases are drawn as
+progress bars on a terminal, and Ctrl-C stops the build at its next step (`build_progress.py`).
 
 The TCA attention reaches TensorRT one of two ways, chosen at ONNX export (`--attention`, recorded in the
 file's metadata): as the MatMul -> Mul/Add -> Sigmoid -> Mul -> MatMul subgraph of the PyTorch reference
@@ -34,6 +35,7 @@ from langbrt.artifact import ArtifactMetadata
 from langbrt.atomic import atomic_path, atomic_write_text
 from langbrt.errors import CheckpointError, LangBRTError, LangBRTInputError
 
+from .build_progress import build_progress
 from .onnx_export import ATTENTION_KEY, read_onnx_metadata
 from .tensorrt_plugin import plugin_layers, register_tca_plugin
 
@@ -190,7 +192,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, fp16: bool =
 
     cache_bytes = Path(timing_cache).read_bytes() if timing_cache and Path(timing_cache).is_file() else b""
     config.set_timing_cache(config.create_timing_cache(cache_bytes), ignore_mismatch=True)
-    serialized = builder.build_serialized_network(network, config)
+    with build_progress(config, trt):  # bars on a terminal; Ctrl-C stops the build and raises KeyboardInterrupt
+        serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise LangBRTError(f"TensorRT failed to build an engine from {onnx_path} (see the log above)")
 

@@ -353,6 +353,7 @@ def test_the_engine_sidecar_records_the_gpu_the_builder_used_not_gpu_0(monkeypat
     from langbrt.export import tensorrt_export
 
     trt = mock.MagicMock(__version__="10.13.3.9")
+    del trt.IProgressMonitor  # a MagicMock is no base class; the monitor has its own tests (test_build_progress.py)
     builder = trt.Builder.return_value
     network = builder.create_network.return_value
     network.num_inputs = network.num_outputs = network.num_layers = 0
