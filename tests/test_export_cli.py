@@ -5,6 +5,7 @@ import importlib.util
 import json
 import re
 import shutil
+import signal
 import sys
 import types
 from pathlib import Path
@@ -12,6 +13,8 @@ from unittest import mock
 
 import pytest
 import torch
+from fake_tensorrt import Terminal, fake_tensorrt
+from fake_tensorrt import install as install_tensorrt
 from onnx import checker as onnx_checker
 
 from langbrt import LangBRT, LangBRTConfig
@@ -275,6 +278,39 @@ def test_ctrl_c_during_an_engine_build_keeps_only_the_finished_onnx_and_says_so(
     assert _one_line_error(capsys) == f"langbrt-export: interrupted; export incomplete, kept only the finished " \
                                       f"{tmp_path / 'm.onnx'}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def _stub_onnx(model, output, **kwargs):
+    """Stands in for the ONNX export (seconds on CPU) where the engine build after it is the subject."""
+    output.write_bytes(b"stub ONNX")
+    return output
+
+
+def test_ctrl_c_inside_a_tensorrt_build_cancels_it_and_exits_130_keeping_the_onnx(model_dir, tmp_path, capsys,
+                                                                                 monkeypatch):
+    """Ctrl-C while TensorRT (faked, see fake_tensorrt.py) is in its tactic search: the build stops at its next
+    step, and the export ends as any interrupted one does."""
+    def ctrl_c(phase, step):
+        if phase == "Tactic search":
+            signal.raise_signal(signal.SIGINT)
+
+    install_tensorrt(monkeypatch, fake_tensorrt(before_step=ctrl_c))
+    monkeypatch.setattr(exporter_module, "export_onnx", _stub_onnx)
+    assert main(["--model", str(model_dir), "--format", "engine", "--output", str(tmp_path / "m.plan")]) == 130
+    assert _one_line_error(capsys) == f"langbrt-export: interrupted; export incomplete, kept only the finished " \
+                                      f"{tmp_path / 'm.onnx'}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_json_keeps_stdout_one_object_while_build_bars_draw_on_a_terminal(model_dir, tmp_path, capsys, monkeypatch):
+    install_tensorrt(monkeypatch, fake_tensorrt())
+    monkeypatch.setattr(exporter_module, "export_onnx", _stub_onnx)
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    assert main(["--model", str(model_dir), "--format", "engine", "--output", str(tmp_path / "m.plan"),
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["output"] == str(tmp_path / "m.plan")
+    assert "Building engine: 100%" in terminal.getvalue()
 
 
 # ------------------------------------------------------------------------------------------ option checks
