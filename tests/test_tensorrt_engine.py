@@ -6,12 +6,14 @@ on: these tests are what the first session with both must run
 """
 
 import importlib.util
+import signal
 
 import pytest
 import torch
 
 from langbrt import LangBRT, LangBRTConfig
-from langbrt.export.exporter import ExportOptions, export_model
+from langbrt.export.build_progress import BuildProgress
+from langbrt.export.exporter import ExportInterrupted, ExportOptions, export_model
 from langbrt.export.tensorrt_export import read_engine_sidecar
 from langbrt.runtime.backends import load_backend
 from langbrt.text import default_text_encoder
@@ -45,3 +47,22 @@ def test_fp16_engine_matches_torch(checkpoint, tmp_path, attention):
     for name in ("image", "mask", "maps"):
         torch.testing.assert_close(getattr(got, name).float().cpu(), getattr(expected, name).float().cpu(),
                                    atol=2e-2, rtol=2e-2)
+
+
+def test_ctrl_c_stops_a_real_build_at_the_step_it_lands_in(checkpoint, tmp_path, monkeypatch):
+    """Ctrl-C at TensorRT's first step is seen by that very step only if TensorRT calls the monitor on the
+    thread running the build (build_progress.py); from its own threads, it would be seen after the build."""
+    returned: list[bool] = []
+    report = BuildProgress.step_complete
+
+    def ctrl_c_at_first_step(self: BuildProgress, phase_name: str, step: int) -> bool:
+        if not returned:
+            signal.raise_signal(signal.SIGINT)
+        returned.append(report(self, phase_name, step))
+        return returned[-1]
+
+    monkeypatch.setattr(BuildProgress, "step_complete", ctrl_c_at_first_step)
+    with pytest.raises(ExportInterrupted):
+        export_model(checkpoint, "engine", tmp_path / "m.plan", ExportOptions(fp16=True, batch_sizes=(1,)))
+    assert returned and returned[0] is False, returned
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
