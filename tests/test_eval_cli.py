@@ -158,3 +158,10 @@ def test_ctrl_c_is_one_line_and_exit_130(checkpoint, monkeypatch):
 def test_an_empty_out_is_an_error_not_ignored(checkpoint):
     result = invoke("--model", str(checkpoint), "--num-samples", "4", "--out", "")
     assert one_error_line(result) and "--out" in result.output, result.output
+
+
+def test_python_dash_m_runs_the_command():
+    """`python -m langbrt.training.cli_eval` ran nothing and exited 0 (no __main__ guard)."""
+    proc = subprocess.run([sys.executable, "-m", "langbrt.training.cli_eval", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and "Evaluate a checkpoint" in proc.stdout, proc.stderr[-2000:]

@@ -348,3 +348,13 @@ def test_resume_drops_log_lines_it_cannot_read_instead_of_crashing(tmp_path):
     log.write_text('{"step": 1}\n{"step": ' + "1" * 5000 + "}\n" + "[" * 100_000 + '\n{"step": "x"}\n{"step": 5}\n')
     truncate_jsonl(log, 3)
     assert log.read_text() == '{"step": 1}\n'
+
+
+def test_a_kernel_pair_the_kernels_refuse_stops_training_before_the_output_exists(tmp_path, monkeypatch):
+    monkeypatch.setenv("LANGBRT_ATTENTION", "triton")
+    monkeypatch.setenv("LANGBRT_TCA_KERNEL", "direct")
+    monkeypatch.setenv("LANGBRT_TCA_MMA", "wgmma")
+    pytest.importorskip("triton")
+    with pytest.raises(LangBRTInputError, match="cannot build the direct kernel"):
+        train(tiny_config(tmp_path / "run"), progress=False)
+    assert not (tmp_path / "run").exists()

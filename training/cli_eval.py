@@ -177,3 +177,7 @@ def format_table(result: EvalResult) -> str:
         for kind, scores in result.detection_per_type.items():
             lines.append(f"{'  ' + kind:<30}{cell(scores.iou):>12}{cell(scores.ap):>12}")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # `python -m langbrt.training.cli_eval`, as the other commands run
+    main()

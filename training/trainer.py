@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from langbrt.atomic import atomic_write_text
 from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError
+from langbrt.kernels.dispatch import check_impl_runs
 from langbrt.model import LangBRT, LangBRTOutput
 from langbrt.modules.discriminator import PatchDiscriminator
 from langbrt.text import TextEncoder, text_encoder_from_name
@@ -289,6 +290,7 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
         discriminator = PatchDiscriminator(model.config.discriminator_channels)
         # Every module moves to the training device before the EMA copies the weights, so its shadow lives there too.
         model.to(info.device).train()
+        check_impl_runs(model.config.attention, info.device)  # LANGBRT_ATTENTION / _TCA_*: before OUTPUT exists
         discriminator.to(info.device).train()
         resources.to(info.device)
         ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None  # shadow = loaded (EMA) weights on resume
