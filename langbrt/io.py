@@ -240,12 +240,16 @@ def _to_planes(img: Image.Image, name: str) -> tuple[torch.Tensor, torch.Tensor 
     """Any Pillow mode -> (3, H, W) RGB and optional (1, H, W) alpha, float32 in [0, 1]."""
     if img.mode in _SIXTEEN_BIT_MODES or img.mode == "F":
         # 16-bit gray must not go through Pillow's convert("RGB"), which clips at 255; F is taken as [0, 1].
-        gray = np.asarray(img).astype(np.float32)  # (H, W)
+        samples = np.asarray(img)  # (H, W)
+        gray = samples.astype(np.float32)
         if img.mode != "F":
             gray /= 65535.0
         gray = np.clip(np.nan_to_num(gray), 0.0, 1.0)
         rgb = torch.from_numpy(gray).unsqueeze(0).expand(3, -1, -1).contiguous()  # (3, H, W)
-        return rgb, None
+        key = img.info.get("transparency")  # a 16-bit grey PNG's tRNS grey level, as Pillow's 8-bit path keeps it
+        if key is None or img.mode == "F":
+            return rgb, None
+        return rgb, torch.from_numpy((samples != key).astype(np.float32)).unsqueeze(0)  # (1, H, W): 0 at the key
     has_alpha = "A" in img.mode or "a" in img.mode or "transparency" in img.info  # RGBA, LA, PA, RGBa, P+tRNS
     try:
         converted = img.convert("RGBA" if has_alpha else "RGB")  # CMYK, YCbCr, P, L, 1 all land here

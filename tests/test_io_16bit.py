@@ -200,3 +200,13 @@ def test_a_uint16_tensor_is_scaled_by_65535_and_comes_back_exactly():
     chw = torch.from_numpy(samples).permute(2, 0, 1)  # (3, H, W) uint16
     [result] = Retoucher(_ZeroMaskBackend()).retouch([chw])
     assert np.array_equal(to_uint16_hwc(result.image), samples)
+
+
+def test_a_16bit_grey_png_colour_key_becomes_alpha():
+    """tRNS on a 16-bit grey PNG: the 8-bit path turns it into alpha, and so must this one (it was dropped)."""
+    samples = deep_noise((4, 1), channels=1)
+    data = png16_bytes(samples)
+    data = data[:33] + _png_chunk(b"tRNS", struct.pack(">H", int(samples[0, 1, 0]))) + data[33:]  # after IHDR
+    loaded = load_image_bytes(data)
+    assert loaded.output_bit_depth == 16
+    assert loaded.alpha is not None and to_uint16_hwc(loaded.alpha)[0, :, 0].tolist() == [65535, 0, 65535, 65535]
