@@ -37,6 +37,10 @@
 # the JSON files and put the tables in README ("The fused attention kernel", "Benchmarking").
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1  # the repository root, wherever it is called from
+known_steps="sweep tests attention ncu e2e compile"
+for name in "$@"; do  # a typo would otherwise run nothing and exit 0, a device call spent
+    [[ " $known_steps " == *" $name "* ]] || { echo "gpu_session: unknown step '$name' (steps: $known_steps)" >&2; exit 2; }
+done
 scratch=$(mktemp -d)  # test logs and the random paper checkpoint: never shared /tmp names
 trap 'rm -rf "$scratch"' EXIT
 out=${OUT:-benchmarks/results}
@@ -48,8 +52,8 @@ for pkg in kernels training export runtime; do
 done
 # Every step imports the package: a missing dependency is one line here, not a traceback in each step.
 if ! missing=$(python3 -c "import langbrt.checkpoint, langbrt.runtime.cli_bench" 2>&1); then
-    echo "gpu_session: cannot import langbrt (${missing##*$'\n'}); run benchmarks/stage_device_deps.sh here" \
-        "and carry .gpu/pylib" | tee "$log" >&2
+    echo "gpu_session: cannot import langbrt (${missing##*$'\n'}); benchmarks/stage_device_deps.sh stages" \
+        "cachetools for a device call to carry (.gpu/pylib); anything else must be in the image" | tee "$log" >&2
     exit 1
 fi
 {

@@ -2,10 +2,10 @@
 
 Pillow decodes 16-bit RGB and RGBA PNGs to 8 bits and cannot write them (16-bit grey, its mode I;16, it
 handles itself). pyspng (libspng, C) decodes them exactly, at about 0.03 s per megapixel on the 2-core dev
-box; pypng (pure Python) writes them, at about 0.2 s per megapixel. pypng also reads them, but undoes row
-filters in Python (1.6 s per megapixel for Paeth rows): a small, highly compressible upload could hold a
-server's Python lock for over a minute, so it only writes. 16-bit grey+alpha PNGs, which libspng cannot
-output at 16 bits, are read by Pillow at 8 bits (and the caller says so).
+box; pypng (pure Python) writes them, at about 0.17 s per megapixel. pypng also reads them, but undoes row
+filters in Python (about 2 s per megapixel for Paeth rows): a small, highly compressible upload could hold a
+server's Python lock for over a minute, so it only writes. 16-bit grey+alpha PNGs, which pyspng's public
+`load` cannot give at 16 bits, are read by Pillow at 8 bits (and the caller says so).
 """
 
 from __future__ import annotations
