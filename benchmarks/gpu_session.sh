@@ -42,13 +42,14 @@ for name in "$@"; do  # a typo would otherwise run nothing and exit 0, a device 
     [[ " $known_steps " == *" $name "* ]] || { echo "gpu_session: unknown step '$name' (steps: $known_steps)" >&2; exit 2; }
 done
 scratch=$(mktemp -d)  # test logs and the random paper checkpoint: never shared /tmp names
-trap 'rm -rf "$scratch"' EXIT
+links=()  # the package links made below, removed on exit: the checkout is left as it was found
+trap 'rm -rf "$scratch"; for link in "${links[@]}"; do rm -f "$link"; done' EXIT
 out=${OUT:-benchmarks/results}
 mkdir -p "$out"
 log="$out/gpu-session.log"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/.gpu/pylib:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 for pkg in kernels training export runtime; do
-    [ -e "langbrt/$pkg" ] || ln -s "../$pkg" "langbrt/$pkg"
+    [ -e "langbrt/$pkg" ] || { ln -s "../$pkg" "langbrt/$pkg" && links+=("langbrt/$pkg"); }
 done
 # Every step imports the package: a missing dependency is one line here, not a traceback in each step.
 if ! missing=$(python3 -c "import langbrt.checkpoint, langbrt.runtime.cli_bench" 2>&1); then
