@@ -198,15 +198,20 @@ def precision_note(image: LoadedImage, name: str | None = None) -> str | None:
 
 
 def _bit_depth(img: Image.Image) -> int:
-    """Bits per sample in the file; Pillow decodes 16-bit colour PNG and TIFF to 8 bits, but the PNG's raw mode
-    and the TIFF's BitsPerSample tag say 16."""
+    """Bits per sample in the file: 8, 16 or 32. Pillow decodes 16-bit colour PNG, TIFF and PPM to 8 bits and
+    32-bit integer TIFF to mode I, but the PNG's raw mode, the TIFF's BitsPerSample tag and the PPM's maxval
+    say what the file holds, so `precision_note` can say what an output loses."""
     if img.mode == "F":
         return 32
-    if img.mode in _SIXTEEN_BIT_MODES:
-        return 16
     if isinstance(img, TiffImagePlugin.TiffImageFile):  # compressed TIFFs do not name the depth in their raw mode
         bits = img.tag_v2.get(_BITS_PER_SAMPLE, 8)  # one value, or one per sample
-        return 16 if max(bits if isinstance(bits, tuple) else (bits,)) > 8 else 8
+        deepest = max(bits if isinstance(bits, tuple) else (bits,))
+        return 32 if deepest > 16 else 16 if deepest > 8 else 8
+    if img.mode in _SIXTEEN_BIT_MODES:
+        return 16
+    if img.format == "PPM" and img.tile and isinstance(img.tile[0].args, tuple):  # ("RGB", maxval)
+        maxval = img.tile[0].args[-1]
+        return 16 if isinstance(maxval, int) and maxval > 255 else 8
     rawmode = _raw_mode(img)
     return 16 if rawmode is not None and ";16" in rawmode else 8
 

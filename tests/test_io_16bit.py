@@ -210,3 +210,17 @@ def test_a_16bit_grey_png_colour_key_becomes_alpha():
     loaded = load_image_bytes(data)
     assert loaded.output_bit_depth == 16
     assert loaded.alpha is not None and to_uint16_hwc(loaded.alpha)[0, :, 0].tolist() == [65535, 0, 65535, 65535]
+
+
+def test_a_16bit_ppm_and_a_32bit_integer_tiff_say_what_their_output_loses(tmp_path):
+    """QA: both lost bits without a word (the PPM is read at 8 bits, the TIFF's values clipped at 65535)."""
+    ppm = b"P6\n4 3\n65535\n" + (np.arange(36, dtype=">u2") * 1000).tobytes()
+    loaded = load_image_bytes(ppm, "deep.ppm")
+    assert (loaded.bit_depth, loaded.output_bit_depth) == (16, 8)
+    assert precision_note(loaded, "deep.ppm").startswith("deep.ppm: 16-bit PPM comes back as 8-bit")
+    Image.fromarray(np.array([[58348, 15480, 70000]], dtype=np.int32)).save(tmp_path / "wide.tif")
+    loaded = load_image(tmp_path / "wide.tif")
+    assert (loaded.bit_depth, loaded.output_bit_depth) == (32, 16)
+    assert precision_note(loaded).startswith("32-bit TIFF comes back as 16-bit")
+    eight_bit_ppm = b"P6\n1 1\n255\n\x01\x02\x03"
+    assert precision_note(load_image_bytes(eight_bit_ppm)) is None
