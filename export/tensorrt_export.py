@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from langbrt.artifact import ArtifactMetadata
-from langbrt.atomic import atomic_path, atomic_write_text
+from langbrt.atomic import atomic_path
 from langbrt.errors import CheckpointError, LangBRTError, LangBRTInputError
 
 from .build_progress import build_progress
@@ -204,9 +204,11 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, fp16: bool =
         batch_sizes=batch_sizes,
         command=rebuild_command(engine_path, model_dir, batch_sizes, "plugin" if plugin else "subgraph"),
     )
-    with atomic_path(engine_path) as tmp:
-        tmp.write_bytes(bytes(serialized))
-    atomic_write_text(sidecar_path(engine_path), sidecar.to_json())
+    # Both files are written and synced before either is renamed into place, the engine first: a crash or
+    # Ctrl-C can split the pair only between two renames, not across a write of the whole engine.
+    with atomic_path(sidecar_path(engine_path)) as sidecar_tmp, atomic_path(engine_path) as engine_tmp:
+        engine_tmp.write_bytes(bytes(serialized))
+        sidecar_tmp.write_text(sidecar.to_json(), encoding="utf-8")
     if timing_cache:
         with atomic_path(timing_cache) as tmp:
             tmp.write_bytes(bytes(config.get_timing_cache().serialize()))

@@ -1,8 +1,10 @@
 """`langbrt-export`: what it writes, what it prints, and how it refuses (one line, nothing written)."""
 
+import errno
 import hashlib
 import importlib.util
 import json
+import os
 import re
 import shutil
 import signal
@@ -299,6 +301,24 @@ def test_ctrl_c_inside_a_tensorrt_build_cancels_it_and_exits_130_keeping_the_onn
     assert main(["--model", str(model_dir), "--format", "engine", "--output", str(tmp_path / "m.plan")]) == 130
     assert _one_line_error(capsys) == f"langbrt-export: interrupted; export incomplete, kept only the finished " \
                                       f"{tmp_path / 'm.onnx'}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_an_engine_whose_sidecar_cannot_be_written_is_not_left_behind(model_dir, tmp_path, capsys, monkeypatch):
+    """The engine and its sidecar are one artifact: the runtime refuses an engine without one. Both are written
+    before either is renamed into place, so a full disk on the sidecar leaves neither."""
+    install_tensorrt(monkeypatch, fake_tensorrt())
+    monkeypatch.setattr(exporter_module, "export_onnx", _stub_onnx)
+    real_write_text = Path.write_text
+
+    def full_on_the_sidecar(self, *args, **kwargs):
+        if ".json" in self.name:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_on_the_sidecar)
+    assert main(["--model", str(model_dir), "--format", "engine", "--output", str(tmp_path / "m.plan")]) == 4
+    assert "No space left on device" in _one_line_error(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
 
