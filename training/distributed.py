@@ -143,6 +143,13 @@ def _same_error(kind: type[LangBRTError] | str, message: str, rank: int) -> Exce
     return error
 
 
-def cleanup(info: DistInfo) -> None:
+def cleanup(info: DistInfo, *, finished: bool = False) -> None:
+    """Tear the process group down. `finished`: this rank ended training normally, so every rank did (or is
+    about to): meet in a barrier first, so that no rank tears its connections down while a peer is still
+    draining the last collective (a fail_together all-gather). Without it a gloo rank now and then aborted at
+    exit ("terminate called without an active exception", pytorch/gloo#155) after a run that had succeeded.
+    """
     if info.enabled and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()

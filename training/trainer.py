@@ -264,9 +264,12 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     output = Path(cfg.output)
     info = init_distributed()
     try:
-        return _train(cfg, output, info, Path(resume) if resume else None, progress)
-    finally:
+        result = _train(cfg, output, info, Path(resume) if resume else None, progress)
+    except BaseException:
         cleanup(info)
+        raise
+    cleanup(info, finished=True)
+    return result
 
 
 def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, progress: bool) -> TrainResult:
