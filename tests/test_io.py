@@ -55,18 +55,10 @@ def _save(img: Image.Image, path: Path, **options: object) -> Path:
     return path
 
 
-def _input_error(fn, *args, **kwargs) -> str:
-    """Call fn, expect LangBRTInputError, return its message after checking it is one line."""
-    with pytest.raises(LangBRTInputError) as info:
-        fn(*args, **kwargs)
-    message = str(info.value)
-    assert "\n" not in message
-    return message
-
-
-def _write_error(fn, *args, **kwargs) -> str:
-    """Call fn, expect OutputWriteError (not an input error: the disk failed), return its one-line message."""
-    with pytest.raises(OutputWriteError) as info:
+def _one_line_error(kind: type[Exception], fn, *args, **kwargs) -> str:
+    """Call fn, expect `kind` (LangBRTInputError; OutputWriteError when the disk failed), return its message
+    after checking it is one line."""
+    with pytest.raises(kind) as info:
         fn(*args, **kwargs)
     message = str(info.value)
     assert "\n" not in message
@@ -230,7 +222,7 @@ def test_reading_never_modifies_the_input_file(tmp_path):
 def test_zero_byte_file_is_rejected_by_name(tmp_path):
     path = tmp_path / "empty.png"
     path.touch()
-    message = _input_error(read_image, path)
+    message = _one_line_error(LangBRTInputError, read_image, path)
     assert "empty.png" in message and "empty" in message
 
 
@@ -240,7 +232,7 @@ def test_truncated_file_is_rejected_by_name(tmp_path, suffix):
     _save(Image.fromarray(_noise_rgb(64, 64)), full)
     cut = tmp_path / f"cut{suffix}"
     cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
-    assert f"cut{suffix}" in _input_error(read_image, cut)
+    assert f"cut{suffix}" in _one_line_error(LangBRTInputError, read_image, cut)
 
 
 def test_png_with_corrupt_bytes_in_the_middle_is_rejected(tmp_path):
@@ -249,25 +241,25 @@ def test_png_with_corrupt_bytes_in_the_middle_is_rejected(tmp_path):
     data[middle : middle + 64] = bytes(64)
     path = tmp_path / "corrupt.png"
     path.write_bytes(bytes(data))
-    assert "corrupt.png" in _input_error(read_image, path)
+    assert "corrupt.png" in _one_line_error(LangBRTInputError, read_image, path)
 
 
 def test_text_file_named_jpg_is_not_an_image(tmp_path):
     path = tmp_path / "photo.jpg"
     path.write_text("this is not a picture\n")
-    message = _input_error(read_image, path)
+    message = _one_line_error(LangBRTInputError, read_image, path)
     assert message.startswith(str(path)) and "not an image file" in message
 
 
 def test_missing_file_is_rejected_by_name(tmp_path):
-    message = _input_error(read_image, tmp_path / "nowhere.png")
+    message = _one_line_error(LangBRTInputError, read_image, tmp_path / "nowhere.png")
     assert "nowhere.png" in message and "no such file" in message
 
 
 def test_directory_is_rejected_by_name(tmp_path):
     folder = tmp_path / "album.png"
     folder.mkdir()
-    message = _input_error(read_image, folder)
+    message = _one_line_error(LangBRTInputError, read_image, folder)
     assert "album.png" in message and "folder" in message
 
 
@@ -276,14 +268,14 @@ def test_20000x20000_header_is_rejected_before_decoding(tmp_path, monkeypatch):
     path.write_bytes(_raw_png(20000, 20000, 1, 0, b"\x00" * 16))
     assert path.stat().st_size < 200
     monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("decoded a bomb"))
-    message = _input_error(read_image, path)
+    message = _one_line_error(LangBRTInputError, read_image, path)
     assert "bomb.png" in message and "too many pixels" in message
 
 
 def test_header_over_default_pixel_limit_is_rejected_with_the_limit(tmp_path):
     path = tmp_path / "huge.png"
     path.write_bytes(_raw_png(9000, 9000, 1, 0, b"\x00" * 16))  # 81 MP: under Pillow's limit, over ours
-    message = _input_error(read_image, path)
+    message = _one_line_error(LangBRTInputError, read_image, path)
     assert "huge.png" in message and "9000x9000" in message and "64 MP" in message
 
 
@@ -291,7 +283,7 @@ def test_a_header_over_twice_pillows_limit_is_refused_naming_our_limit(tmp_path)
     """Pillow's own bomb error fires inside Image.open, before our check; the message still names our limit."""
     path = tmp_path / "bomb.png"
     path.write_bytes(_raw_png(20000, 20000, 1, 0, b"\x00" * 16))  # 400 MP: over twice Pillow's 89 MP
-    message = _input_error(read_image, path)
+    message = _one_line_error(LangBRTInputError, read_image, path)
     assert "too many pixels, over the 64 MP limit" in message
 
 
@@ -311,7 +303,7 @@ def test_image_pixels_reads_the_header_only():
 
 def test_max_pixels_parameter_overrides_the_limit(tmp_path):
     path = _save(Image.new("RGB", (100, 100)), tmp_path / "small.png")
-    assert "small.png" in _input_error(read_image, path, max_pixels=9_999)
+    assert "small.png" in _one_line_error(LangBRTInputError, read_image, path, max_pixels=9_999)
     assert read_image(path, max_pixels=10_000).shape == (3, 100, 100)
 
 
@@ -322,7 +314,7 @@ def test_twelve_megapixel_photo_is_within_the_default_limit(tmp_path):
 
 
 def test_bad_bytes_are_reported_under_the_given_name():
-    message = _input_error(read_image_bytes, b"GIF89a-garbage", "upload-42.gif")
+    message = _one_line_error(LangBRTInputError, read_image_bytes, b"GIF89a-garbage", "upload-42.gif")
     assert message.startswith("upload-42.gif: ")
 
 
@@ -405,14 +397,14 @@ def test_fast_encoding_keeps_png_lossless_at_zlib_level_1_and_webp_close(tmp_pat
 
 
 def test_unsupported_suffix_lists_the_supported_ones(tmp_path):
-    message = _input_error(write_image, tmp_path / "out.bmp", torch.rand(3, 4, 4))
+    message = _one_line_error(LangBRTInputError, write_image, tmp_path / "out.bmp", torch.rand(3, 4, 4))
     assert "out.bmp" in message and ".png" in message and ".jpg" in message and ".webp" in message
     assert not any(tmp_path.iterdir())
 
 
 def test_missing_output_folder_is_named(tmp_path):
     folder = tmp_path / "not-there"
-    message = _input_error(write_image, folder / "out.png", torch.rand(3, 4, 4))
+    message = _one_line_error(LangBRTInputError, write_image, folder / "out.png", torch.rand(3, 4, 4))
     assert message.startswith(str(folder))
 
 
@@ -428,7 +420,7 @@ def test_unwritable_folder_is_named(tmp_path, monkeypatch):
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr("langbrt.atomic.tempfile.mkstemp", refuse)
-    message = _write_error(write_image, tmp_path / "out.png", torch.rand(3, 4, 4))
+    message = _one_line_error(OutputWriteError, write_image, tmp_path / "out.png", torch.rand(3, 4, 4))
     assert message.startswith(str(tmp_path)) and "Permission denied" in message
 
 
@@ -449,7 +441,7 @@ def test_failure_while_writing_leaves_no_temp_file_and_no_target(tmp_path, monke
 
 def test_disk_error_while_writing_is_reported_and_cleaned_up(tmp_path, monkeypatch):
     monkeypatch.setattr(Image.Image, "save", _save_that_fails_midway(OSError(28, "No space left on device")))
-    message = _write_error(write_image, tmp_path / "out.png", torch.rand(3, 4, 4))
+    message = _one_line_error(OutputWriteError, write_image, tmp_path / "out.png", torch.rand(3, 4, 4))
     assert "out.png" in message and "No space left" in message
     assert list(tmp_path.iterdir()) == []
 
