@@ -93,9 +93,7 @@ class OneLineCommand(click.Command):
             with _one_line_usage_errors(self.name):
                 return super().invoke(ctx)
         except KeyboardInterrupt:
-            if speaks():  # Ctrl-C reaches every rank, and torchrun ends them all
-                click.echo("Interrupted (Ctrl-C)", err=True)
-            raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+            stop("Interrupted (Ctrl-C)", EXIT_INTERRUPTED)  # said once per torchrun node, as every stop
 
 
 @contextmanager
