@@ -53,6 +53,8 @@ class OutputWriteError(LangBRTError):
     a name too long), after which a command writing many files can go on with the next.
     """
 
+    errno: int | None = None  # also on one rebuilt without __init__ (`distributed.fail_together` on other ranks)
+
     def __init__(self, message: str, *, errno: int | None = None) -> None:
         super().__init__(message)
         self.errno = errno
