@@ -305,14 +305,11 @@ def main(argv: list[str] | None = None) -> int:
                     results.append(runner.process(source))
                     if "warning" in results[-1]:
                         tqdm.write(f"{PROG}: warning: {results[-1]['warning']}", file=sys.stderr)
-                except OutputWriteError as err:
-                    failed.append({"input": str(source), "error": str(err)})
-                    if err.every_write_fails:  # a full disk fails every photo after it too: stop here
-                        stopped = err
-                        break
-                    tqdm.write(error_line(PROG, err), file=sys.stderr)
                 except LangBRTError as err:
                     failed.append({"input": str(source), "error": str(err)})
+                    if isinstance(err, OutputWriteError) and err.every_write_fails:  # so would every later photo
+                        stopped = err
+                        break
                     tqdm.write(error_line(PROG, err), file=sys.stderr)
         except KeyboardInterrupt:  # Ctrl-C: writes are atomic, so every output already there is complete
             bar.close()
