@@ -149,8 +149,9 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
             bit_depth = _bit_depth(img)  # reads the tile list, which load() empties
             # 16-bit RGB(A) PNG: Pillow's pixels are 8-bit, pyspng's are the file's (grey+alpha, which Pillow
             # also opens as RGBA, stays 8-bit)
-            deep_png = fmt == "PNG" and _raw_mode(img) in _DEEP_PNG_RAW_MODES
-            with_alpha = deep_png and _raw_mode(img) == "RGBA;16B"
+            raw_mode = _raw_mode(img)
+            deep_png = fmt == "PNG" and raw_mode in _DEEP_PNG_RAW_MODES
+            with_alpha = deep_png and raw_mode == "RGBA;16B"
             img.load()  # decode everything now, so a truncated file fails here and not in a caller
             orientation = img.getexif().get(ExifTags.Base.Orientation, 1) if deep_png else 1  # before it is removed
             colour_key = img.info.get("transparency") if deep_png and not with_alpha else None
