@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
-# Copy the pure-Python packages LangBRT imports that the GPU device image lacks into .gpu/pylib (git-ignored),
-# for a device call to carry: run(command="bash benchmarks/gpu_session.sh ...", carry=[".gpu/pylib"]).
-# Why: the image has torch, triton, numpy, safetensors, PIL, onnx but not cachetools (the prompt cache), and
-# fetches nothing; without it every step failed on `import langbrt.text` (2026-11-26, third H100 session).
+# Unpack the packages LangBRT imports that the GPU device image lacks into .gpu/pylib (git-ignored), as
+# wheels for the image's Python, for a device call to carry:
+#   run(command="bash benchmarks/gpu_session.sh ...", carry=[".gpu/pylib"]).
+# Why: the image has torch, triton, numpy, safetensors, PIL, onnx but not cachetools (the prompt cache),
+# pypng or pyspng (16-bit PNG), and fetches nothing; without them every step failed on importing langbrt
+# (third H100 session: cachetools; fourth: png, 2 minutes of device time each). pyspng is compiled, so a
+# copy of this machine's (Python 3.11) would not load there: the wheels are downloaded for 3.12.
 # The MiniLM text encoder (transformers + an 88 MB weights wheel) cannot travel (64 MiB per call): the GPU
 # tests use a hashed stand-in encoder (tests/stand_in_text.py) and the benchmarks random prompt embeddings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-.venv/bin/python}
-rm -rf .gpu/pylib && mkdir -p .gpu/pylib
-for module in cachetools; do
-    folder=$("$python" -c "import $module, os; print(os.path.dirname($module.__file__))")
-    cp -r "$folder" .gpu/pylib/
+device_python=3.12  # the device image's Python: pyspng is compiled, so its wheel must be for that one
+rm -rf .gpu/pylib && mkdir -p .gpu/pylib .gpu/wheels
+# The versions this checkout runs with here, as wheels for the device's Python, unpacked (a wheel is a zip).
+pins=$("$python" -m pip list --format=freeze 2>/dev/null | grep -iE '^(cachetools|pypng|pyspng)==')
+# shellcheck disable=SC2086  # $pins: one requirement per word
+"$python" -m pip download -q --only-binary=:all: --no-deps --python-version "$device_python" \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+    -d .gpu/wheels $pins
+for wheel in .gpu/wheels/*.whl; do
+    "$python" -m zipfile -e "$wheel" .gpu/pylib/
 done
+rm -rf .gpu/wheels
 find .gpu/pylib -name __pycache__ -prune -exec rm -rf {} +
-echo "staged in .gpu/pylib: $(ls .gpu/pylib | tr '\n' ' ')"
+echo "staged in .gpu/pylib: $(ls .gpu/pylib | grep -v dist-info | tr '\n' ' ')"
