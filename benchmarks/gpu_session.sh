@@ -6,6 +6,8 @@
 #   run(command="bash benchmarks/gpu_session.sh e2e compile", carry=[".gpu/pylib"], timeout_s=590)  # the rest
 #   run(command="bash benchmarks/gpu_session.sh", ...)     # every step: more than one call's 10 minutes
 #   run(command="LANGBRT_TCA_MMA=mma bash benchmarks/gpu_session.sh attention", ...)  # the other MMA path
+#   run(command="SWEEP_ARGS=\"--kernels folded --dtypes fp16\" bash benchmarks/gpu_session.sh sweep", ...)  # a part
+#   (ATTENTION_ARGS likewise: more words for bench_attention.py, e.g. "--kernels folded")
 #
 # sweep:     benchmarks/kernel_sweep.py: both fused kernels at the paper shape for each autotuned launch
 #            config (tca_triton.LAUNCH_CONFIGS), MMA path (LANGBRT_TCA_MMA) and dtype, each in its own process
@@ -70,7 +72,9 @@ steps=${*:-all}
 
 if want sweep; then
     step "sweep: kernel variants (kernel x MMA path x dtype x warps), one process each, batch 8 and 32"
-    timeout 330 python3 benchmarks/kernel_sweep.py --batch 8 32 --jobs 15 --out "$out/kernel-sweep-$card-$day.json" \
+    # shellcheck disable=SC2086  # SWEEP_ARGS: words for kernel_sweep.py, e.g. "--kernels folded --dtypes fp16"
+    timeout 330 python3 benchmarks/kernel_sweep.py --batch 8 32 --jobs 15 ${SWEEP_ARGS:-} \
+        --out "$out/kernel-sweep-$card-$day.json" \
         2>&1 | tee -a "$log"
 fi
 if want tests; then
@@ -97,16 +101,19 @@ if want tests; then
 fi
 if want attention; then
     step "attention: both kernels vs eager vs torch.compile"
+    # shellcheck disable=SC2086  # ATTENTION_ARGS: more words for bench_attention.py, e.g. "--kernels folded"
     timeout 150 python3 benchmarks/bench_attention.py --kernels direct folded --batch-sizes 1 8 32 \
-        --dtypes fp16 bf16 --check --iters 100 \
+        --dtypes fp16 bf16 --check --iters 100 ${ATTENTION_ARGS:-} \
         --out "$out/attention-${LANGBRT_TCA_MMA:+$LANGBRT_TCA_MMA-}$card-$day.json" 2>&1 | tail -70 | tee -a "$log"
 fi
 if want ncu; then
     step "ncu: Nsight Compute on one batch-32 fp16 launch of each kernel at 4 warps, the folded one on both MMA paths"
     ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
     if [ -n "$ncu" ]; then
-        # kernel_sweep.py --child KERNEL MMA DTYPE WARPS MAXNREG HEAD_STAGES PROGRAMS_PER_SM (0: none)
-        for variant in "direct mma fp16 4 0 0 0" "folded wgmma fp16 4 128 2 0" "folded mma fp16 4 128 2 0"; do
+        # kernel_sweep.py --child KERNEL MMA DTYPE WARPS MAXNREG HEAD_STAGES PROGRAMS_PER_SM OUTPUT_AFTER_HEADS
+        # (0: none / no)
+        for variant in "direct mma fp16 4 0 0 0 0" "folded wgmma fp16 4 128 2 0 0" "folded wgmma fp16 4 128 3 0 0" \
+            "folded mma fp16 4 128 2 0 0"; do
             # shellcheck disable=SC2086
             timeout 60 "$ncu" --section SpeedOfLight --section Occupancy --section WarpStateStats \
                 --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis -k regex:tca_.*fwd_kernel -c 1 \

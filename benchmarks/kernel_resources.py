@@ -45,6 +45,14 @@ from langbrt.kernels.tca_triton import KernelChoice, MmaChoice
 
 REGISTERS_PER_SM = 65536  # sm_80 and sm_90
 MAX_THREADS_PER_SM = 2048
+REGISTER_ALLOCATION_UNIT = 256  # registers per warp are allocated in these units (sm_80, sm_90)
+WARP_SIZE = 32
+
+
+def register_allocation(registers_per_thread: int) -> int:
+    """The registers one warp holds on the SM for a build of `registers_per_thread`: rounded up to the
+    allocation unit, so 84 registers per thread take 88 (5 blocks of 4 warps per SM, not 6)."""
+    return -(-registers_per_thread * WARP_SIZE // REGISTER_ALLOCATION_UNIT) * REGISTER_ALLOCATION_UNIT
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,7 @@ class ResourceRow:
     head_stages: int  # the folded kernel's head-loop pipelining depth (1 for the direct kernel)
     maxnreg: int | None  # ptxas register cap (None: ptxas's choice)
     programs_per_sm: int | None  # the folded kernel's persistent build (None: a program per window)
+    output_after_heads: bool  # the folded kernel's output projection after its last head
     sigmoid: str  # "tanh" (TensorRT's plugin) or "exact" (the model's default)
     registers: int
     stack_bytes: int
@@ -74,7 +83,8 @@ SIGMOIDS = {"tanh": True, "exact": False}  # --sigmoid name -> TCAKernelSpec.fas
 
 def paper_specs(kernels: list[str], dtypes: list[str], warps: list[int], sigmoids: list[str],
                 head_stages: list[int], maxnreg: Sequence[int | None] = (None,),
-                programs_per_sm: Sequence[int | None] = (None,), mma: str | None = None) -> list[TCAKernelSpec]:
+                programs_per_sm: Sequence[int | None] = (None,), mma: str | None = None,
+                output_after_heads: Sequence[bool] = (False,)) -> list[TCAKernelSpec]:
     """The paper preset's kernels; `mma` None builds each on its default path (tca_triton.DEFAULT_MMA)."""
     cfg = LangBRTConfig.paper()
     folded = KernelChoice.FOLDED.value
@@ -82,18 +92,21 @@ def paper_specs(kernels: list[str], dtypes: list[str], warps: list[int], sigmoid
     return [TCAKernelSpec(dtype, cfg.embed_dim, cfg.map_feature_dim, cfg.num_heads, cfg.window_size, shift,
                           num_warps=nw, fast_sigmoid=SIGMOIDS[sigmoid], kernel=KernelChoice(kernel), padded=False,
                           head_stages=stages, maxnreg=cap, programs_per_sm=persistent,
-                          mma=MmaChoice(mma) if mma else None)
+                          mma=MmaChoice(mma) if mma else None, output_after_heads=after)
             for kernel in kernels for sigmoid in sigmoids for dtype in dtypes
             for shift in (0, cfg.window_size // 2) for nw in warps for cap in maxnreg
             for stages in (head_stages if kernel == folded else [1])
-            for persistent in (programs_per_sm if kernel == folded else [None])]
+            for persistent in (programs_per_sm if kernel == folded else [None])
+            for after in (output_after_heads if kernel == folded else [False])
+            if not (after and stages != 1)]
 
 
 def measure(spec: TCAKernelSpec, arch: int) -> ResourceRow:
     compiled = compile_tca_kernel(spec, arch)
     res = kernel_resources(compiled)
     threads = compiled.block_threads
-    by_registers = REGISTERS_PER_SM // (res.registers * threads) if res.registers else MAX_THREADS_PER_SM // threads
+    by_registers = (REGISTERS_PER_SM // (register_allocation(res.registers) * compiled.spec.num_warps)
+                    if res.registers else MAX_THREADS_PER_SM // threads)
     try:
         check_tensorrt_contract(compiled)
         problem = None
@@ -101,7 +114,8 @@ def measure(spec: TCAKernelSpec, arch: int) -> ResourceRow:
         problem = str(err)
     sigmoid = "tanh" if spec.fast_sigmoid else "exact"
     return ResourceRow(spec.kernel.value, spec.mma_path.value, arch, spec.dtype, spec.shift, spec.num_warps,
-                       spec.head_stages, spec.maxnreg, spec.programs_per_sm, sigmoid, res.registers,
+                       spec.head_stages, spec.maxnreg, spec.programs_per_sm, spec.output_after_heads, sigmoid,
+                       res.registers,
                        res.stack_bytes, res.static_shared_bytes + res.dynamic_shared_bytes, by_registers,
                        problem is None, problem, mma_warp_layouts(compiled),
                        instruction_mix(compiled, spec.num_heads, 1 if spec.programs_per_sm else None))
@@ -125,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--programs-per-sm", type=int, nargs="+", default=[0],
                         help="the folded kernel's persistent builds (tca_triton.LaunchConfig); 0: a program "
                         "per window (default)")
+    parser.add_argument("--output-after-heads", type=int, nargs="+", choices=(0, 1), default=[0],
+                        help="the folded kernel's output projection after its last head (1), with each head (0, "
+                        "default), or both: 0 1 (tca_triton.LaunchConfig; head stages 1 only)")
     parser.add_argument("--out", default=None, help="JSON path, or - for stdout only "
                         "(default benchmarks/results/kernel-resources-<date>.json)")
     args = parser.parse_args(argv)
@@ -132,15 +149,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = [measure(spec, arch) for arch in args.arch
             for spec in paper_specs(args.kernels, args.dtypes, args.warps, args.sigmoid, args.head_stages,
                                     [n or None for n in args.maxnreg], [n or None for n in args.programs_per_sm],
-                                    args.mma)]
+                                    args.mma, [bool(n) for n in args.output_after_heads])]
     print(f"{'kernel':>6} {'mma':>5} {'arch':>5} {'dtype':>5} {'sigmoid':>7} {'shift':>5} {'warps':>5} {'stages':>6} "
-          f"{'maxnreg':>7} {'per SM':>6} {'regs':>5} "
+          f"{'maxnreg':>7} {'per SM':>6} {'after':>5} {'regs':>5} "
           f"{'stack B':>8} {'smem B':>7} {'blk/SM':>6} {'TRT AOT':>7} {'instr/warp':>10} {'MMA':>5} {'MUFU':>5} "
           f"{'mma warps':>10}")
     for r in rows:
         mix = r.instructions_per_warp
         print(f"{r.kernel:>6} {r.mma:>5} sm_{r.arch:<2} {r.dtype:>5} {r.sigmoid:>7} {r.shift:>5} {r.num_warps:>5} "
-              f"{r.head_stages:>6} {r.maxnreg or '-':>7} {r.programs_per_sm or '-':>6} {r.registers:>5} "
+              f"{r.head_stages:>6} {r.maxnreg or '-':>7} {r.programs_per_sm or '-':>6} "
+              f"{'yes' if r.output_after_heads else '-':>5} {r.registers:>5} "
               f"{r.stack_bytes:>8} {r.shared_bytes:>7} {r.blocks_per_sm_by_registers:>6} "
               f"{'ok' if r.tensorrt_aot_ok else 'no':>7} {mix['total']:>10} {mix['tensor_core']:>5} {mix['mufu']:>5} "
               f"{' '.join(r.mma_warp_layouts) or '-':>10}")

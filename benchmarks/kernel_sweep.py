@@ -47,30 +47,35 @@ class Variant:
     maxnreg: int | None = None  # ptxas register cap per thread; None: ptxas decides
     head_stages: int | None = None  # the folded kernel's head-loop pipelining depth; None: the direct kernel
     programs_per_sm: int | None = None  # the folded kernel's persistent launch; None: a program per window
+    output_after_heads: bool = False  # the folded kernel's output projection after its last head
 
     def launch_config(self) -> LaunchConfig:
-        return LaunchConfig(self.num_warps, self.maxnreg, self.head_stages, self.programs_per_sm)
+        return LaunchConfig(self.num_warps, self.maxnreg, self.head_stages, self.programs_per_sm,
+                            self.output_after_heads)
 
     @classmethod
     def of(cls, kernel: str, mma: str, dtype: str, config: LaunchConfig) -> Variant:
-        return cls(kernel, mma, dtype, config.num_warps, config.maxnreg, config.head_stages, config.programs_per_sm)
+        return cls(kernel, mma, dtype, config.num_warps, config.maxnreg, config.head_stages, config.programs_per_sm,
+                   config.output_after_heads)
 
     def child_args(self) -> list[str]:
-        """This variant as `--child` arguments (CHILD_FIELDS; 0 for an unset number)."""
+        """This variant as `--child` arguments (CHILD_FIELDS; 0 for an unset number or False)."""
         return [self.kernel, self.mma, self.dtype, str(self.num_warps), str(self.maxnreg or 0),
-                str(self.head_stages or 0), str(self.programs_per_sm or 0)]
+                str(self.head_stages or 0), str(self.programs_per_sm or 0), str(int(self.output_after_heads))]
 
     @classmethod
     def from_child_args(cls, args: list[str]) -> Variant:
         """The inverse of `child_args`; a launch config that cannot exist is a ValueError."""
-        kernel, mma, dtype, warps, maxnreg, head_stages, programs_per_sm = args
+        kernel, mma, dtype, warps, maxnreg, head_stages, programs_per_sm, output_after_heads = args
         variant = cls(kernel, mma, dtype, int(warps), int(maxnreg) or None, int(head_stages) or None,
-                      int(programs_per_sm) or None)
+                      int(programs_per_sm) or None, bool(int(output_after_heads)))
         variant.launch_config()
         return variant
 
 
-CHILD_FIELDS = ("KERNEL", "MMA", "DTYPE", "WARPS", "MAXNREG", "HEAD_STAGES", "PROGRAMS_PER_SM")
+ALL_KERNELS = tuple(k.value for k in KernelChoice)
+ALL_DTYPES = ("fp16", "bf16", "fp32")
+CHILD_FIELDS = ("KERNEL", "MMA", "DTYPE", "WARPS", "MAXNREG", "HEAD_STAGES", "PROGRAMS_PER_SM", "OUTPUT_AFTER_HEADS")
 
 
 @dataclass
@@ -89,24 +94,25 @@ class Outcome:
 # autotuned until the second H100 sweep of 2026-11-26 timed them slower than the plain launches on both
 # paths at batch 8 and 32 (fp16, mma.sync: 12.4 / 42.6 and 10.9 / 39.8 us against 9.4 / 34.7;
 # benchmarks/results/kernel-sweep-NVIDIA-H100-80GB-HBM3-2026-11-26-2.json); kept here so a later Triton or
-# kernel change that makes them pay shows up. And the head loop pipelined three deep at 128 registers (the
-# paper preset has 3 heads: every head's folded weights in flight at once), since two deep gave the best
-# batch-32 time (31.8 us with wgmma, 49.5 % of the roofline); and two deep capped at 96 registers, where
-# the wgmma build (115-122 registers uncapped, 4 blocks per SM, triton 3.8) fits 5 blocks per SM for a
-# 160-256 B spill: the kernel is latency-bound (ncu: 25 % occupancy), so a fifth block may pay.
+# kernel change that makes them pay shows up. And the output projection after the last head capped at 80
+# registers (tca_jit's header): 6 blocks per SM instead of 4 with no spill, yet no faster (H100, exact, wgmma:
+# 9.39 / 31.98 us at batch 8 / 32 against 8.51 / 31.85 for the best autotuned launches; H200, tanh: 8.13 /
+# 28.91 against 7.29 / 28.66), so it was autotuned for one sweep only. (Two deep capped at 96 registers, 5
+# blocks for a 160-256 B spill, ran 39.2 us against 31.8 in the third H100 sweep and was dropped; the head
+# loop three deep at 128 registers, a candidate until the fourth sweep, is autotuned now.)
 CANDIDATE_CONFIGS = {
     KernelChoice.FOLDED: (LaunchConfig(4, 168, head_stages=1, programs_per_sm=3),
                           LaunchConfig(4, head_stages=1, programs_per_sm=2),
-                          LaunchConfig(4, 128, head_stages=3),
-                          LaunchConfig(4, 96, head_stages=2)),
+                          LaunchConfig(4, 80, head_stages=1, output_after_heads=True)),
 }
 
 
-def variants() -> list[Variant]:
+def variants(kernels: tuple[str, ...] = ALL_KERNELS, dtypes: tuple[str, ...] = ALL_DTYPES) -> list[Variant]:
     """Each kernel's autotuned launch configs (tca_triton.LAUNCH_CONFIGS) as the autotuner times them
     (`configs_for_dtype`): the 4-warp ones in fp16 and bf16 on each MMA path the kernel builds (MMA_PATHS),
     the wider ones in fp32 (exact FMA maths: the MMA path changes nothing); then the candidates
-    (CANDIDATE_CONFIGS) in fp16 on those paths."""
+    (CANDIDATE_CONFIGS) in fp16 on those paths; of `kernels` and `dtypes` only (a device call has 10
+    minutes, and a question about one kernel need not wait for the other's rows)."""
     rows = []
     for kernel, configs in LAUNCH_CONFIGS.items():
         rows += [Variant.of(kernel.value, mma.value, dtype, c) for dtype in ("fp16", "bf16")
@@ -114,7 +120,7 @@ def variants() -> list[Variant]:
         rows += [Variant.of(kernel.value, "mma", "fp32", c) for c in configs if c.num_warps >= 8]
     for kernel, configs in CANDIDATE_CONFIGS.items():
         rows += [Variant.of(kernel.value, mma.value, "fp16", c) for mma in MMA_PATHS[kernel] for c in configs]
-    return rows
+    return [row for row in rows if row.kernel in kernels and row.dtype in dtypes]
 
 
 def autotuned(variant: Variant) -> bool:
@@ -122,9 +128,10 @@ def autotuned(variant: Variant) -> bool:
     return variant.launch_config() in LAUNCH_CONFIGS[KernelChoice(variant.kernel)]
 
 
-def child(variant: Variant, batches: list[int], time_it: bool) -> dict:
+def child(variant: Variant, batches: list[int], time_it: bool, sigmoid: str) -> dict:
     """Run one variant in this process (LANGBRT_TCA_KERNEL and LANGBRT_TCA_MMA already set by `main`): check
-    it at every batch size, and with `time_it` time the correct ones."""
+    it at every batch size, and with `time_it` time the correct ones; `sigmoid`: the form it computes
+    ("auto": the model's default for its dtype, tca_triton.SigmoidChoice)."""
     import triton.testing
 
     from langbrt.kernels import tca_aot, tca_triton, windowed_sigmoid_cross_attention_reference
@@ -132,13 +139,16 @@ def child(variant: Variant, batches: list[int], time_it: bool) -> dict:
     shape = Shape.paper()
     args = (shape.heads, shape.window, shape.shift)
     dtype = DTYPES[variant.dtype]
+    half = dtype in (torch.float16, torch.bfloat16)
+    fast_sigmoid = sigmoid == "tanh" or (sigmoid == "auto" and half)  # auto: tca_triton.fast_sigmoid_for on CUDA
     instructions = None
     if not time_it:  # which instructions this GPU's build uses; printed first, in case the launch faults
         spec = tca_aot.TCAKernelSpec(variant.dtype, shape.channels, shape.map_channels, shape.heads,
-                                     shape.window, shape.shift, num_warps=variant.num_warps, fast_sigmoid=False,
+                                     shape.window, shape.shift, num_warps=variant.num_warps, fast_sigmoid=fast_sigmoid,
                                      mma=tca_triton.MmaChoice(variant.mma),
                                      kernel=tca_triton.KernelChoice(variant.kernel), maxnreg=variant.maxnreg,
-                                     head_stages=variant.head_stages or 1, programs_per_sm=variant.programs_per_sm)
+                                     head_stages=variant.head_stages or 1, programs_per_sm=variant.programs_per_sm,
+                                     output_after_heads=variant.output_after_heads)
         instructions = tca_aot.mma_instructions(tca_aot.compile_tca_kernel(spec))
         print(PTX_PREFIX + json.dumps(instructions), flush=True)
     result: dict = {"max_error": 0.0, "bound": None, "status": "ok", "mma_instructions": instructions}
@@ -149,7 +159,7 @@ def child(variant: Variant, batches: list[int], time_it: bool) -> dict:
         inputs = (x.to(dtype), mf.to(dtype), *(t.to(dtype) for t in params.tensors()))
 
         def launch(inputs: tuple[torch.Tensor, ...] = inputs) -> torch.Tensor:
-            return tca_triton._launch(*inputs, *args, False, config=variant.launch_config())
+            return tca_triton._launch(*inputs, *args, fast_sigmoid, config=variant.launch_config())
 
         # Poison: free a NaN block of the output's size so the caching allocator hands it to the launch.
         poison = torch.full_like(inputs[0], float("nan"))
@@ -166,8 +176,9 @@ def child(variant: Variant, batches: list[int], time_it: bool) -> dict:
     return result | ({"median_us": medians} if time_it else {})
 
 
-def run_child(variant: Variant, batches: list[int], time_it: bool) -> Outcome:
-    command = [sys.executable, __file__, "--child", *variant.child_args(), "--batch", *map(str, batches)]
+def run_child(variant: Variant, batches: list[int], time_it: bool, sigmoid: str) -> Outcome:
+    command = [sys.executable, __file__, "--child", *variant.child_args(), "--batch", *map(str, batches),
+               "--sigmoid", sigmoid]
     command += ["--time"] if time_it else []
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
@@ -185,17 +196,17 @@ def run_child(variant: Variant, batches: list[int], time_it: bool) -> Outcome:
                    detail=data.get("detail", ""), mma_instructions=data.get("mma_instructions"))
 
 
-def sweep(batches: list[int], jobs: int, report: Callable[[list[Outcome]], None]) -> list[Outcome]:
+def sweep(todo: list[Variant], batches: list[int], jobs: int, report: Callable[[list[Outcome]], None],
+          sigmoid: str) -> list[Outcome]:
     """Compile and check every variant in parallel, then time the correct ones one at a time; `report`
     gets the outcomes so far after the checks and after each timing (a sweep cut short keeps them)."""
-    todo = variants()
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        checked = list(pool.map(lambda v: run_child(v, batches, time_it=False), todo))
+        checked = list(pool.map(lambda v: run_child(v, batches, False, sigmoid), todo))
     print_table(checked, batches)
     report(checked)
     timed = []
     for i, before in enumerate(checked):
-        after = run_child(before.variant, batches, time_it=True) if before.status == "ok" else before
+        after = run_child(before.variant, batches, True, sigmoid) if before.status == "ok" else before
         after.mma_instructions = before.mma_instructions
         timed.append(after)
         print_table([after], batches, header=False)
@@ -207,7 +218,7 @@ def print_table(outcomes: list[Outcome], batches: list[int], header: bool = True
     if header:
         times = " ".join(f"{f'us @{b}':>9}" for b in batches)
         print(f"{'kernel':7} {'mma':6} {'dtype':5} {'maxnreg':>7} {'warps':>5} {'stages':>6} {'per SM':>6} "
-              f"{'status':8} {'max err':>10} {'bound':>10} {times}  mma instructions, detail")
+              f"{'after':>5} {'status':8} {'max err':>10} {'bound':>10} {times}  mma instructions, detail")
     for o in outcomes:
         err = f"{o.max_error:10.3g}" if o.max_error is not None else f"{'-':>10}"
         bound = f"{o.bound:10.3g}" if o.bound is not None else f"{'-':>10}"
@@ -215,7 +226,7 @@ def print_table(outcomes: list[Outcome], batches: list[int], header: bool = True
         v = o.variant
         kernel = v.kernel if autotuned(v) else v.kernel + "*"  # * a candidate, not autotuned
         print(f"{kernel:7} {v.mma:6} {v.dtype:5} {v.maxnreg or '-':>7} {v.num_warps:5d} {v.head_stages or '-':>6} "
-              f"{v.programs_per_sm or '-':>6} {o.status:8} {err} "
+              f"{v.programs_per_sm or '-':>6} {'yes' if v.output_after_heads else '-':>5} {o.status:8} {err} "
               f"{bound} {times}  {o.mma_instructions or ''} {o.detail}")
 
 
@@ -257,7 +268,8 @@ def print_best(best: list[Best]) -> None:
         fraction = f"{100 * b.fraction_peak_bandwidth:.1f} % of peak" if b.fraction_peak_bandwidth else "peak unknown"
         print(f"fastest {b.dtype} @{b.batch}: {b.median_us:.2f} us, {b.gb_per_s:.0f} GB/s ({fraction}): {v.kernel} "
               f"{v.mma} {v.num_warps} warps, maxnreg {v.maxnreg or '-'}, head stages {v.head_stages or '-'}, "
-              f"{v.programs_per_sm or '-'} per SM{'' if b.autotuned else ' (a candidate, not autotuned)'}")
+              f"{v.programs_per_sm or '-'} per SM, output {'after' if v.output_after_heads else 'with'} each head"
+              f"{'' if b.autotuned else ' (a candidate, not autotuned)'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,6 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, nargs="+", default=[8, 32], help="batch sizes of the paper-shape launch")
     parser.add_argument("--jobs", type=int, default=8, help="children compiling at once")
     parser.add_argument("--out", type=Path, help="write the JSON report here")
+    parser.add_argument("--kernels", nargs="+", choices=ALL_KERNELS, default=list(ALL_KERNELS),
+                        help="sweep these kernels only (default: both)")
+    parser.add_argument("--dtypes", nargs="+", choices=ALL_DTYPES, default=list(ALL_DTYPES),
+                        help="sweep these dtypes only (default: all three)")
+    parser.add_argument("--sigmoid", choices=("auto", "exact", "tanh"), default="auto",
+                        help="the sigmoid form every variant computes: auto (default: the model's, tanh in half "
+                        "precision and exact in fp32), exact, or tanh (0.5 tanh.approx(s / 2) + 0.5)")
     parser.add_argument("--child", nargs=len(CHILD_FIELDS), metavar=CHILD_FIELDS,
                         help=argparse.SUPPRESS)
     parser.add_argument("--time", action="store_true", help=argparse.SUPPRESS)
@@ -275,14 +294,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         variant = Variant.from_child_args(args.child)
         os.environ.update(LANGBRT_TCA_KERNEL=variant.kernel, LANGBRT_TCA_MMA=variant.mma)  # read at each launch
-        print(RESULT_PREFIX + json.dumps(child(variant, args.batch, args.time)))
+        print(RESULT_PREFIX + json.dumps(child(variant, args.batch, args.time, args.sigmoid)))
         return 0
 
     import triton
 
     header = {"card": torch.cuda.get_device_name(), "date": dt.datetime.now().isoformat(timespec="seconds"),
               "torch": torch.__version__, "triton": triton.__version__, "batches": args.batch,
-              "shape": asdict(Shape.paper())}
+              "shape": asdict(Shape.paper()), "sigmoid": args.sigmoid}
 
     def write(outcomes: list[Outcome]) -> None:
         """The JSON report of `outcomes` (rows not timed yet have no median_us), replacing the last one."""
@@ -294,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-    outcomes = sweep(args.batch, args.jobs, write)
+    outcomes = sweep(variants(tuple(args.kernels), tuple(args.dtypes)), args.batch, args.jobs, write, args.sigmoid)
     print_best(best_variants(outcomes, args.batch, header["card"]))
     if args.out:
         print(f"wrote {args.out}")

@@ -58,6 +58,7 @@ class TCAKernelSpec:
     padded: bool = True  # build for maps whose size is not a multiple of the window (any size)
     head_stages: int = 1  # the folded kernel's head-loop pipelining depth (tca_triton.LaunchConfig); DIRECT: 1
     programs_per_sm: int | None = None  # the folded kernel's persistent build (tca_triton.LaunchConfig)
+    output_after_heads: bool = False  # the folded kernel's output projection after its last head (LaunchConfig)
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -69,9 +70,10 @@ class TCAKernelSpec:
         if self.mma is not None and self.mma not in tca_triton.MMA_PATHS[self.kernel]:
             raise ValueError(f"the {self.kernel.value} kernel builds only "
                              f"{', '.join(p.value for p in tca_triton.MMA_PATHS[self.kernel])} (tca_triton.MMA_PATHS)")
-        if self.kernel is not tca_triton.KernelChoice.FOLDED and (self.head_stages != 1 or self.programs_per_sm):
-            raise ValueError("head_stages and programs_per_sm are the folded kernel's: the direct kernel's head "
-                             "loop is not pipelined and it is never persistent")
+        if self.kernel is not tca_triton.KernelChoice.FOLDED and (self.head_stages != 1 or self.programs_per_sm
+                                                                   or self.output_after_heads):
+            raise ValueError("head_stages, programs_per_sm and output_after_heads are the folded kernel's: the "
+                             "direct kernel's head loop is neither pipelined nor unrolled and it is never persistent")
 
     @property
     def mma_path(self) -> tca_triton.MmaChoice:
@@ -83,7 +85,8 @@ class TCAKernelSpec:
         folded = self.kernel is tca_triton.KernelChoice.FOLDED
         if not folded:
             return tca_triton.LaunchConfig(self.num_warps, self.maxnreg)
-        return tca_triton.LaunchConfig(self.num_warps, self.maxnreg, self.head_stages, self.programs_per_sm)
+        return tca_triton.LaunchConfig(self.num_warps, self.maxnreg, self.head_stages, self.programs_per_sm,
+                                       self.output_after_heads)
 
 
 @dataclass(frozen=True)

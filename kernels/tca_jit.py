@@ -86,6 +86,20 @@ lost on both MMA paths: 12.4 / 42.6 us (168 registers, 3 per SM) and 10.9 / 39.8
 against the plain launch's 9.4 / 34.7 with mma.sync. So the autotuner no longer times it; the sweep keeps
 it as a candidate (`benchmarks/kernel_sweep.CANDIDATE_CONFIGS`), and the CPU tests keep it right.
 
+The folded kernel's output projection can also wait for the last head (OUTPUT_AFTER_HEADS,
+`tca_triton.LaunchConfig.output_after_heads`): the head loop is unrolled (tl.static_range), each head's
+(N, BLOCK_K) mix t_h = A_h [m~ | 1] is kept (4 registers per thread in half precision), and only then is
+each channel tile's accumulator sum_h t_h VO_h computed and stored, one tile at a time. The (N, C) fp32
+accumulator, 48 registers per thread at C = 96, is then live at the end only, not across every head: the
+sm_90 fp16 wgmma build (triton 3.6) takes 84 registers instead of 115-122 (5 blocks per SM, 6 capped at 80
+with no spill; the mma.sync build 128 instead of 148). Why it exists: ncu put the plain launch at 25 %
+occupancy, limited by registers, and called it latency-bound. Why it is only swept: with 6 blocks per SM
+(37.5 % theoretical, 33 % achieved occupancy) an H100 ran it no faster (fp16, exact sigmoid, batch 32:
+31.98 us against 31.85 for the best autotuned launch; 9.39 against 8.51 at batch 8): the cycles between
+a warp's instructions rose from 9.8 to 14.6 and issue stayed at a third of the slots, so what the warps
+wait on is shared by the SM (the MUFU pipe's sigmoids and the L1 traffic of the weights every window
+re-reads are the candidates), not hidden by more of them.
+
 Both kernels take PADDED from the launch: at the preset's 64 x 64 latent every window is whole, so no
 token needs a validity check and only the shifted block's wrap-around needs index arithmetic (direct
 kernel, unshifted: 2 700 -> 2 404 instructions per warp, 183 -> 168 registers).
@@ -365,7 +379,7 @@ def _folded_window(
     C: tl.constexpr, CM: tl.constexpr, NUM_HEADS: tl.constexpr, WINDOW: tl.constexpr, SHIFT: tl.constexpr,
     BLOCK_C0: tl.constexpr, BLOCK_C1: tl.constexpr, BLOCK_K: tl.constexpr, op_dtype: tl.constexpr,
     LOW_PRECISION_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr,
-    PTX_MATH: tl.constexpr, HEAD_STAGES: tl.constexpr,
+    PTX_MATH: tl.constexpr, HEAD_STAGES: tl.constexpr, OUTPUT_AFTER_HEADS: tl.constexpr,
 ):
     """tca_folded_fwd_kernel's work for one window whose activations are loaded, up to storing its outputs."""
     c0 = tl.arange(0, BLOCK_C0)
@@ -378,6 +392,8 @@ def _folded_window(
     # their attention weight, A [m~ | 1] gains nothing from them (the reference masks them out); the region
     # channels below meet zero rows of VO_h.
     kv = tl.where(kk[None, :] == CM, valid.to(tl.float32)[:, None], mf.to(tl.float32))  # (BN, BK)
+    region_logit = 0.0  # the Swin mask of a shifted block: score-dot channels (half precision) ...
+    same_region = 0  # ... or a select (fp32); neither is read in an unshifted block
     if SHIFT > 0:
         if LOW_PRECISION_DOT:
             u = _band_sign(sr, Hp, SHIFT)[:, None]  # (BN, 1) row band, +-1
@@ -400,33 +416,74 @@ def _folded_window(
     kv = kv.to(op_dtype)
     query_keep = 1.0 - m.to(tl.float32)  # (BN,) 1 - m
 
-    for h in tl.range(NUM_HEADS, num_stages=HEAD_STAGES):  # rolled, as in tca_fwd_kernel; 2: pipelined
-        qk_h = qk_ptr + h * C * BLOCK_K
-        qk0 = tl.load(qk_h + c0[:, None] * BLOCK_K + kk[None, :], mask=(c0 < C)[:, None], other=0.0)  # (BC0, BK)
-        p = tl.dot(x0, qk0.to(op_dtype), input_precision=DOT_PRECISION)  # (BN, BK) = x QK_h
+    if OUTPUT_AFTER_HEADS:
+        # Every head's mix first, then each channel tile's output projection from all of them: the fp32
+        # accumulators are live for that last step only (this module's header).
+        mixes = ()
+        for h in tl.static_range(NUM_HEADS):
+            mixes = mixes + (_folded_head_mix(h, x0, x1, kv, query_keep, region_logit, same_region, qk_ptr,
+                                              qk_bias_ptr, C, SHIFT, BLOCK_C0, BLOCK_C1, BLOCK_K, op_dtype,
+                                              LOW_PRECISION_DOT, DOT_PRECISION, FAST_SIGMOID, PTX_MATH),)
+        acc0 = _project_mixes(mixes, vo_ptr, acc0, c0, C, NUM_HEADS, BLOCK_K, op_dtype, DOT_PRECISION)
+        _store_channels(out_ptr, acc0, bo_ptr, tok, valid, c0, C)
         if BLOCK_C1 > 0:
-            qk1 = tl.load(qk_h + c1[:, None] * BLOCK_K + kk[None, :], mask=(c1 < C)[:, None], other=0.0)
-            p = tl.dot(x1, qk1.to(op_dtype), p, input_precision=DOT_PRECISION)
-        qk_bias = tl.load(qk_bias_ptr + h * BLOCK_K + kk).to(tl.float32)  # (BK,)
-        if SHIFT > 0 and LOW_PRECISION_DOT:
-            p = p * query_keep[:, None] + (qk_bias[None, :] + region_logit)  # and the region channels
-        else:
-            p = p * query_keep[:, None] + qk_bias[None, :]  # (x * (1 - m)) QK_h + qk_h
-        s = tl.dot(p.to(op_dtype), tl.trans(kv), input_precision=DOT_PRECISION)  # (BN, BN) folded logits
-        if SHIFT > 0 and not LOW_PRECISION_DOT:
-            s = tl.where(same_region, s, _folded_no_weight(FAST_SIGMOID))
-        a = _sigmoid_of_folded(s, FAST_SIGMOID, PTX_MATH)  # (BN, BN)
-        t = tl.dot(a.to(op_dtype), kv, input_precision=DOT_PRECISION).to(op_dtype)  # (BN, BK) = A_h [m~ | 1]
-        vo_h = vo_ptr + h * BLOCK_K * C
-        vo0 = tl.load(vo_h + kk[:, None] * C + c0[None, :], mask=(c0 < C)[None, :], other=0.0)  # (BK, BC0)
-        acc0 = tl.dot(t, vo0.to(op_dtype), acc0, input_precision=DOT_PRECISION)  # (BN, BC0)
+            acc1 = _project_mixes(mixes, vo_ptr, acc1, c1, C, NUM_HEADS, BLOCK_K, op_dtype, DOT_PRECISION)
+            _store_channels(out_ptr, acc1, bo_ptr, tok, valid, c1, C)
+    else:
+        for h in tl.range(NUM_HEADS, num_stages=HEAD_STAGES):
+            t = _folded_head_mix(h, x0, x1, kv, query_keep, region_logit, same_region, qk_ptr, qk_bias_ptr, C,
+                                 SHIFT, BLOCK_C0, BLOCK_C1, BLOCK_K, op_dtype, LOW_PRECISION_DOT, DOT_PRECISION,
+                                 FAST_SIGMOID, PTX_MATH)
+            vo_h = vo_ptr + h * BLOCK_K * C
+            vo0 = tl.load(vo_h + kk[:, None] * C + c0[None, :], mask=(c0 < C)[None, :], other=0.0)  # (BK, BC0)
+            acc0 = tl.dot(t, vo0.to(op_dtype), acc0, input_precision=DOT_PRECISION)  # (BN, BC0)
+            if BLOCK_C1 > 0:
+                vo1 = tl.load(vo_h + kk[:, None] * C + c1[None, :], mask=(c1 < C)[None, :], other=0.0)
+                acc1 = tl.dot(t, vo1.to(op_dtype), acc1, input_precision=DOT_PRECISION)  # (BN, BC1)
+        _store_channels(out_ptr, acc0, bo_ptr, tok, valid, c0, C)
         if BLOCK_C1 > 0:
-            vo1 = tl.load(vo_h + kk[:, None] * C + c1[None, :], mask=(c1 < C)[None, :], other=0.0)
-            acc1 = tl.dot(t, vo1.to(op_dtype), acc1, input_precision=DOT_PRECISION)  # (BN, BC1)
+            _store_channels(out_ptr, acc1, bo_ptr, tok, valid, c1, C)
 
-    _store_channels(out_ptr, acc0, bo_ptr, tok, valid, c0, C)
+
+@triton.jit
+def _project_mixes(mixes, vo_ptr, acc, c, C: tl.constexpr, NUM_HEADS: tl.constexpr, BLOCK_K: tl.constexpr,
+                   op_dtype: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """acc + sum_h mixes[h] VO_h[:, c]: the output projection of channels `c` from every head's (BN, BK) mix,
+    (BN, len(c)) fp32."""
+    kk = tl.arange(0, BLOCK_K)
+    for h in tl.static_range(NUM_HEADS):
+        vo = tl.load(vo_ptr + h * BLOCK_K * C + kk[:, None] * C + c[None, :], mask=(c < C)[None, :], other=0.0)
+        acc = tl.dot(mixes[h], vo.to(op_dtype), acc, input_precision=DOT_PRECISION)  # (BN, BC)
+    return acc
+
+
+@triton.jit
+def _folded_head_mix(h, x0, x1, kv, query_keep, region_logit, same_region, qk_ptr, qk_bias_ptr,
+                     C: tl.constexpr, SHIFT: tl.constexpr, BLOCK_C0: tl.constexpr, BLOCK_C1: tl.constexpr,
+                     BLOCK_K: tl.constexpr, op_dtype: tl.constexpr, LOW_PRECISION_DOT: tl.constexpr,
+                     DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr, PTX_MATH: tl.constexpr):
+    """Head h's mix A_h [m~ | 1], (BN, BK) in op_dtype: its logits ((1 - m) x QK_h + qk_h) [m~ | 1]^T, their
+    sigmoid, and the weights times [m~ | 1]. One helper for the rolled head loop and the unrolled one of
+    OUTPUT_AFTER_HEADS, which differ only in when the mix meets VO_h."""
+    c0 = tl.arange(0, BLOCK_C0)
+    kk = tl.arange(0, BLOCK_K)
+    qk_h = qk_ptr + h * C * BLOCK_K
+    qk0 = tl.load(qk_h + c0[:, None] * BLOCK_K + kk[None, :], mask=(c0 < C)[:, None], other=0.0)  # (BC0, BK)
+    p = tl.dot(x0, qk0.to(op_dtype), input_precision=DOT_PRECISION)  # (BN, BK) = x QK_h
     if BLOCK_C1 > 0:
-        _store_channels(out_ptr, acc1, bo_ptr, tok, valid, c1, C)
+        c1 = BLOCK_C0 + tl.arange(0, BLOCK_C1)
+        qk1 = tl.load(qk_h + c1[:, None] * BLOCK_K + kk[None, :], mask=(c1 < C)[:, None], other=0.0)
+        p = tl.dot(x1, qk1.to(op_dtype), p, input_precision=DOT_PRECISION)
+    qk_bias = tl.load(qk_bias_ptr + h * BLOCK_K + kk).to(tl.float32)  # (BK,)
+    if SHIFT > 0 and LOW_PRECISION_DOT:
+        p = p * query_keep[:, None] + (qk_bias[None, :] + region_logit)  # and the region channels
+    else:
+        p = p * query_keep[:, None] + qk_bias[None, :]  # (x * (1 - m)) QK_h + qk_h
+    s = tl.dot(p.to(op_dtype), tl.trans(kv), input_precision=DOT_PRECISION)  # (BN, BN) folded logits
+    if SHIFT > 0 and not LOW_PRECISION_DOT:
+        s = tl.where(same_region, s, _folded_no_weight(FAST_SIGMOID))
+    a = _sigmoid_of_folded(s, FAST_SIGMOID, PTX_MATH)  # (BN, BN)
+    return tl.dot(a.to(op_dtype), kv, input_precision=DOT_PRECISION).to(op_dtype)  # (BN, BK) = A_h [m~ | 1]
 
 
 @triton.jit
@@ -442,6 +499,7 @@ def tca_folded_fwd_kernel(
     PTX_MATH: tl.constexpr,  # CUDA build: MUFU instructions through inline PTX (not in the interpreter)
     PADDED: tl.constexpr,  # H or W is not a multiple of WINDOW (tca_triton.kernel_constants)
     HEAD_STAGES: tl.constexpr,  # 1: plain head loop; 2: the next head's weights load during this head's maths
+    OUTPUT_AFTER_HEADS: tl.constexpr,  # heads unrolled, the output projection after the last (HEAD_STAGES 1)
     PROGRAMS_PER_SM: tl.constexpr,  # 0: one program per window; > 0: a program loops over windows, prefetching
 ):
     """The same attention from the folded weights (tca_fold.py): per head, the logits are
@@ -466,7 +524,7 @@ def tca_folded_fwd_kernel(
     if PROGRAMS_PER_SM == 0:
         _folded_window(x0, x1, mf, m, qk_ptr, qk_bias_ptr, vo_ptr, bo_ptr, out_ptr, sr, sc, tok, valid, Hp, Wp,
                        C, CM, NUM_HEADS, WINDOW, SHIFT, BLOCK_C0, BLOCK_C1, BLOCK_K, op_dtype, LOW_PRECISION_DOT,
-                       DOT_PRECISION, FAST_SIGMOID, PTX_MATH, HEAD_STAGES)
+                       DOT_PRECISION, FAST_SIGMOID, PTX_MATH, HEAD_STAGES, OUTPUT_AFTER_HEADS)
     else:
         n_windows = (Hp // WINDOW) * (Wp // WINDOW)
         stride = tl.num_programs(0)
@@ -483,6 +541,7 @@ def tca_folded_fwd_kernel(
                 BLOCK_K, op_dtype)
             _folded_window(x0, x1, mf, m, qk_ptr, qk_bias_ptr, vo_ptr, bo_ptr, out_ptr, sr, sc, tok, valid, Hp,
                            Wp, C, CM, NUM_HEADS, WINDOW, SHIFT, BLOCK_C0, BLOCK_C1, BLOCK_K, op_dtype,
-                           LOW_PRECISION_DOT, DOT_PRECISION, FAST_SIGMOID, PTX_MATH, HEAD_STAGES)
+                           LOW_PRECISION_DOT, DOT_PRECISION, FAST_SIGMOID, PTX_MATH, HEAD_STAGES,
+                           OUTPUT_AFTER_HEADS)
             x0, x1, mf, m = next_x0, next_x1, next_mf, next_m
             w += stride

@@ -86,22 +86,29 @@ class LaunchConfig:
     head loop is software-pipelined (`head_stages`, its HEAD_STAGES; None for the direct kernel, which has
     no such switch) and whether it runs persistent (`programs_per_sm`, its PROGRAMS_PER_SM: about that many
     programs per SM, each looping over windows and loading the next one during this one's maths; None:
-    one program per window)."""
+    one program per window), and whether its output projection waits for the last head
+    (`output_after_heads`, its OUTPUT_AFTER_HEADS: the head loop unrolled, each head's (N, BLOCK_K) mix kept
+    until then, so the (N, C) fp32 accumulator is live only at the end; tca_jit's header)."""
 
     num_warps: int
     maxnreg: int | None = None
     head_stages: int | None = None
     programs_per_sm: int | None = None
+    output_after_heads: bool = False
 
     def __post_init__(self) -> None:
         if self.programs_per_sm is not None and (self.head_stages is None or self.programs_per_sm < 1):
             raise ValueError(f"{self}: programs_per_sm is the folded kernel's (with head_stages) and at least 1")
+        if self.output_after_heads and self.head_stages != 1:
+            raise ValueError(f"{self}: output_after_heads is the folded kernel's and unrolls its head loop "
+                             "(head_stages 1: nothing to pipeline)")
 
     def kernel_arguments(self) -> dict[str, int]:
         """The constexpr arguments this config sets on top of `kernel_constants`."""
         if self.head_stages is None:
             return {}
-        return {"HEAD_STAGES": self.head_stages, "PROGRAMS_PER_SM": self.programs_per_sm or 0}
+        return {"HEAD_STAGES": self.head_stages, "PROGRAMS_PER_SM": self.programs_per_sm or 0,
+                "OUTPUT_AFTER_HEADS": self.output_after_heads}
 
     def triton_config(self) -> triton.Config:
         return triton.Config(self.kernel_arguments(), num_warps=self.num_warps, num_stages=NUM_STAGES,
@@ -234,13 +241,16 @@ FP32_ARGUMENTS = {KernelChoice.DIRECT: (), KernelChoice.FOLDED: ("qk_bias_ptr", 
 # preset's shape, 2 blocks per SM; capped, 3 fit for an 8-24 B spill (H100, batch 32: 73.0 us against 82.5
 # uncapped). FOLDED: 4 warps, plain (148 registers in the sm_90 half builds, 3 blocks per SM) and capped at
 # 128 (4 blocks for a 16-32 B spill: 34.5 against 38.5 us), each with its head loop plain and
-# software-pipelined (tca_jit's header); and 8 warps for fp32's FMA maths (half precision at 8 warps: each
-# warp computes as much as at 4, since the dots put the warps' rows along the window's 64 tokens; 57.3 us).
-# The persistent launches (programs_per_sm) lost to these on an H100 and are only swept (tca_jit's header).
+# software-pipelined (tca_jit's header), and pipelined three deep at 128 (the preset's 3 heads' weights
+# all in flight: the fastest at batch 32 in four sweeps, by 0.1-1 %: H100 exact 31.76 / 31.85 us against
+# 31.8 / 31.87 two deep, H200 tanh 28.66 against 28.94); and 8 warps for fp32's FMA maths (half precision
+# at 8 warps: each warp computes as much as at 4, since the dots put the warps' rows along the window's 64
+# tokens; 57.3 us). The persistent launches (programs_per_sm) and the output projection after the last head
+# (output_after_heads) lost to these on an H100 and are only swept (tca_jit's header).
 LAUNCH_CONFIGS = {
     KernelChoice.DIRECT: (*(LaunchConfig(nw) for nw in NUM_WARPS_CHOICES), LaunchConfig(4, maxnreg=168)),
     KernelChoice.FOLDED: (*(LaunchConfig(4, maxnreg, head_stages) for head_stages in (1, 2) for maxnreg in (None, 128)),
-                          LaunchConfig(8, head_stages=1)),
+                          LaunchConfig(4, 128, head_stages=3), LaunchConfig(8, head_stages=1)),
 }
 
 

@@ -35,17 +35,27 @@ def test_the_sweep_covers_every_autotuned_config_and_marks_the_candidates():
     assert {v.mma for v in candidates} == {"mma", "wgmma"}
 
 
+def test_a_sweep_can_be_narrowed_to_some_kernels_and_dtypes():
+    """--kernels / --dtypes: a device call has 10 minutes; the narrowed sweep keeps every variant it names."""
+    narrowed = kernel_sweep.variants(("folded",), ("fp16",))
+    assert narrowed == [v for v in kernel_sweep.variants() if v.kernel == "folded" and v.dtype == "fp16"]
+    assert narrowed and any(not kernel_sweep.autotuned(v) for v in narrowed)
+
+
 def test_each_report_holds_every_variant_and_the_timings_so_far(monkeypatch):
     todo = kernel_sweep.variants()[:3]
-    monkeypatch.setattr(kernel_sweep, "variants", lambda: todo)
+    sigmoids = set()
 
-    def fake_child(variant, batches, time_it):
+    def fake_child(variant, batches, time_it, sigmoid):
+        sigmoids.add(sigmoid)
         status = "wrong" if variant is todo[1] else "ok"
         return kernel_sweep.Outcome(variant, status, 0.0, 1.0, {b: 10.0 for b in batches} if time_it else None)
 
     monkeypatch.setattr(kernel_sweep, "run_child", fake_child)
     reports = []
-    outcomes = kernel_sweep.sweep([8, 32], jobs=2, report=lambda rows: reports.append(list(rows)))
+    outcomes = kernel_sweep.sweep(todo, [8, 32], jobs=2, report=lambda rows: reports.append(list(rows)),
+                                  sigmoid="tanh")
+    assert sigmoids == {"tanh"}
     assert [o.variant for o in outcomes] == todo
     assert len(reports) == 1 + len(todo)  # after the checks, then after each variant's timing
     for report in reports:
@@ -57,13 +67,13 @@ def test_each_report_holds_every_variant_and_the_timings_so_far(monkeypatch):
 def test_main_rewrites_the_json_after_each_step(monkeypatch, tmp_path):
     """The parent process's JSON: every variant in every rewrite, timed ones with their medians."""
     todo = kernel_sweep.variants()[:2]
-    monkeypatch.setattr(kernel_sweep, "variants", lambda: todo)
+    monkeypatch.setattr(kernel_sweep, "variants", lambda *narrowed: todo)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Test GPU")
     out = tmp_path / "sweep.json"
     seen = []
 
-    def fake_child(variant, batches, time_it):
+    def fake_child(variant, batches, time_it, sigmoid):
         if out.exists():
             seen.append(json.loads(out.read_text()))
         return kernel_sweep.Outcome(variant, "ok", 0.0, 1.0, {b: 10.0 for b in batches} if time_it else None)
@@ -73,6 +83,7 @@ def test_main_rewrites_the_json_after_each_step(monkeypatch, tmp_path):
     assert [[row["median_us"] for row in report["rows"]] for report in seen] == [[None, None], [{"8": 10.0}, None]]
     final = json.loads(out.read_text())
     assert final["card"] == "Test GPU" and [row["median_us"] for row in final["rows"]] == [{"8": 10.0}] * 2
+    assert final["sigmoid"] == "auto"  # the model's default form, recorded with the timings
     assert all(row["autotuned"] for row in final["rows"])
     assert [(f["dtype"], f["batch"], f["median_us"]) for f in final["fastest"]] == [("fp16", 8, 10.0)]
 
@@ -87,6 +98,7 @@ def test_child_arguments_round_trip_for_every_variant():
 def test_gpu_session_profiles_variants_the_child_accepts():
     """gpu_session.sh's ncu step calls the child by hand: its argument lists must still parse."""
     script = (Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_session.sh").read_text()
+    script = script.replace("\\\n", " ")  # a loop continued over several lines is one command
     loop = next(line for line in script.splitlines() if "for variant in" in line)
     profiled = [kernel_sweep.Variant.from_child_args(args.split()) for args in loop.split('"')[1::2]]
     assert {v.kernel for v in profiled} == {"direct", "folded"}
@@ -109,3 +121,21 @@ def test_the_fastest_correct_variant_per_dtype_and_batch_against_the_roofline():
     assert best[1].fraction_peak_bandwidth == pytest.approx(expected / 3.35e12)
     unknown = kernel_sweep.best_variants(outcomes, [8], "Some Other GPU")
     assert unknown[0].fraction_peak_bandwidth is None
+
+
+def test_the_child_computes_the_sigmoid_form_the_sweep_was_asked_for(monkeypatch):
+    """run_child hands --sigmoid to the child process, whose timings are of that form."""
+    commands = []
+
+    def fake_run(command, **kwargs):
+        commands.append(command)
+        result = {"status": "ok", "max_error": 0.0, "bound": 1.0, "mma_instructions": None}
+        return type("Done", (), {"returncode": 0, "stdout": kernel_sweep.RESULT_PREFIX + json.dumps(result),
+                                 "stderr": ""})()
+
+    monkeypatch.setattr(kernel_sweep.subprocess, "run", fake_run)
+    variant = kernel_sweep.variants(("folded",), ("fp16",))[0]
+    assert kernel_sweep.run_child(variant, [8], False, "tanh").status == "ok"
+    assert commands[0][commands[0].index("--sigmoid") + 1] == "tanh"
+    args = commands[0][commands[0].index("--child") + 1:][:len(kernel_sweep.CHILD_FIELDS)]
+    assert kernel_sweep.Variant.from_child_args(args) == variant

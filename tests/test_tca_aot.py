@@ -7,6 +7,7 @@ memory, shared memory within the default 48 KiB). The build runs in a child proc
 session imported Triton in interpreter mode (conftest).
 """
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -105,15 +106,19 @@ def test_the_direct_kernel_is_never_built_on_wgmma():
     assert TCAKernelSpec("fp16", 96, 9, 3, 8, 0, kernel=folded, mma=wgmma).mma_path is wgmma
 
 
-def test_only_the_folded_kernel_takes_head_stages_and_programs_per_sm():
+def test_only_the_folded_kernel_takes_head_stages_programs_per_sm_and_output_after_heads():
     direct, folded = tca_aot.tca_triton.KernelChoice.DIRECT, tca_aot.tca_triton.KernelChoice.FOLDED
-    for wrong in ({"head_stages": 2}, {"programs_per_sm": 3}):
-        with pytest.raises(ValueError, match="head_stages and programs_per_sm are the folded kernel's"):
+    for wrong in ({"head_stages": 2}, {"programs_per_sm": 3}, {"output_after_heads": True}):
+        with pytest.raises(ValueError, match="head_stages, programs_per_sm and output_after_heads are the folded"):
             TCAKernelSpec("fp16", 96, 9, 3, 8, 0, kernel=direct, **wrong)
     pipelined = TCAKernelSpec("fp16", 96, 9, 3, 8, 0, head_stages=2, kernel=folded)
-    assert pipelined.launch_config().kernel_arguments() == {"HEAD_STAGES": 2, "PROGRAMS_PER_SM": 0}
+    assert pipelined.launch_config().kernel_arguments() == {"HEAD_STAGES": 2, "PROGRAMS_PER_SM": 0,
+                                                            "OUTPUT_AFTER_HEADS": False}
     persistent = TCAKernelSpec("fp16", 96, 9, 3, 8, 0, programs_per_sm=3, kernel=folded)
-    assert persistent.launch_config().kernel_arguments() == {"HEAD_STAGES": 1, "PROGRAMS_PER_SM": 3}
+    assert persistent.launch_config().kernel_arguments() == {"HEAD_STAGES": 1, "PROGRAMS_PER_SM": 3,
+                                                             "OUTPUT_AFTER_HEADS": False}
+    after = TCAKernelSpec("fp16", 96, 9, 3, 8, 0, output_after_heads=True, kernel=folded)
+    assert after.launch_config().kernel_arguments()["OUTPUT_AFTER_HEADS"] is True
     assert TCAKernelSpec("fp16", 96, 9, 3, 8, 0).launch_config().kernel_arguments() == {}
 
 
@@ -173,6 +178,38 @@ def test_persistent_folded_kernel_keeps_the_layout_and_counts_its_window_loop_on
         # the next window's loads and the loop: more instructions per window, never a whole window more
         plain_total = plain[row["sigmoid"], row["shift"]]["instructions_per_warp"]["total"]
         assert plain_total < row["instructions_per_warp"]["total"] < 2 * plain_total, row
+
+
+def test_output_after_heads_frees_the_accumulators_registers_without_spilling():
+    """With the output projection after the last head, the (64, 96) fp32 accumulator is live only at the
+    end: the sm_90 build needs fewer registers (wgmma: 84 against 115-118 with triton 3.6 and 3.8; 128
+    against 144-148 on mma.sync), still spills nothing, keeps the warps along the tokens and runs the same
+    tensor-core instructions (the same dots, unrolled), so more blocks fit each SM."""
+    rows = compiler_child_json(str(REPO / "benchmarks" / "kernel_resources.py"), "--arch", "90", "--kernels",
+                               "folded", "--dtypes", "fp16", "--warps", "4", "--sigmoid", "exact",
+                               "--output-after-heads", "0", "1", "--out", "-")["rows"]
+    assert len(rows) == 4
+    by_after = {(r["shift"], r["output_after_heads"]): r for r in rows}
+    for shift in (0, 4):
+        before, after = by_after[shift, False], by_after[shift, True]
+        assert after["stack_bytes"] == 0, after
+        assert after["registers"] <= before["registers"] - 16, (before, after)
+        assert after["blocks_per_sm_by_registers"] > before["blocks_per_sm_by_registers"], (before, after)
+        assert after["mma_warp_layouts"] == before["mma_warp_layouts"], (before, after)
+        assert after["instructions_per_warp"]["tensor_core"] == before["instructions_per_warp"]["tensor_core"]
+
+
+def test_register_allocation_rounds_each_warp_to_256_registers():
+    """84 registers per thread hold 88 on the SM: 5 blocks of 4 warps, not the 6 that 65536 / (84 * 128) says."""
+    path = REPO / "benchmarks" / "kernel_resources.py"
+    spec = importlib.util.spec_from_file_location("langbrt_benchmarks_kernel_resources", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is created
+    spec.loader.exec_module(module)
+    assert module.register_allocation(84) == 88 * 32
+    assert module.register_allocation(80) == 80 * 32
+    assert module.REGISTERS_PER_SM // (module.register_allocation(84) * 4) == 5
 
 
 _COUNT_MMA_INSTRUCTIONS = """

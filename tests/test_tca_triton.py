@@ -524,7 +524,44 @@ def test_programs_per_sm_is_the_folded_kernels_only():
         tca_triton.LaunchConfig(4, programs_per_sm=3)
     with pytest.raises(ValueError, match="at least 1"):
         tca_triton.LaunchConfig(4, head_stages=1, programs_per_sm=0)
-    assert tca_triton.LaunchConfig(4, head_stages=1).kernel_arguments() == {"HEAD_STAGES": 1, "PROGRAMS_PER_SM": 0}
+    assert tca_triton.LaunchConfig(4, head_stages=1).kernel_arguments() == {"HEAD_STAGES": 1, "PROGRAMS_PER_SM": 0,
+                                                                           "OUTPUT_AFTER_HEADS": False}
+
+
+def test_output_after_heads_is_the_folded_kernels_unpipelined_loop_only():
+    """It unrolls the folded kernel's head loop: nothing left to pipeline, and the direct kernel has no such
+    loop form."""
+    for wrong in ({}, {"head_stages": 2}):
+        with pytest.raises(ValueError, match="output_after_heads is the folded kernel's"):
+            tca_triton.LaunchConfig(4, output_after_heads=True, **wrong)
+    config = tca_triton.LaunchConfig(4, 80, head_stages=1, output_after_heads=True)
+    assert config.kernel_arguments()["OUTPUT_AFTER_HEADS"] is True
+
+
+@pytest.mark.parametrize(("B", "H", "W", "shift"), [
+    pytest.param(2, 16, 16, 0, id="unshifted-whole-windows"),
+    pytest.param(1, 20, 20, 4, id="shifted-padded"),  # 3x3 windows, the last row and column padded
+    pytest.param(1, 16, 24, 4, id="shifted-wide"),
+])
+def test_output_after_heads_matches_reference(monkeypatch, B, H, W, shift):
+    """The unrolled head loop with the output projection after the last head (OUTPUT_AFTER_HEADS) at the
+    paper's width (C = 96: two channel tiles, each projected from all three heads' mixes) and 8x8
+    windows: fp32 to the reference's 1e-4, fp16 within the GPU tests' bound, and equal to the launch that
+    projects with each head. The output is poisoned first: a tile never stored fails."""
+    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
+    poison_new_tensors(monkeypatch)
+    x, mf = random_inputs(B, H, W, 96, 9)
+    params = random_params(96, 9, 3)
+    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 3, 8, shift)
+    after = tca_triton.LaunchConfig(4, head_stages=1, output_after_heads=True)
+    with_each_head = tca_triton.LaunchConfig(4, head_stages=1)
+    got = tca_triton._launch(x, mf, *params.tensors(), 3, 8, shift, False, config=after)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    half = (x.half(), mf.half(), *cast_params(params, torch.float16).tensors())
+    got_half = tca_triton._launch(*half, 3, 8, shift, False, config=after)
+    torch.testing.assert_close(got_half.float(), expected, rtol=0,
+                               atol=GPU_TOLERANCE[torch.float16] * expected.abs().max().item())
+    torch.testing.assert_close(got_half, tca_triton._launch(*half, 3, 8, shift, False, config=with_each_head))
 
 
 @pytest.mark.parametrize(("channels", "tokens", "chunks"), [
@@ -604,7 +641,8 @@ def test_tiny_model_folds_each_blocks_weights_once_across_inference_calls(monkey
 def config_id(kernel: tca_triton.KernelChoice, config: tca_triton.LaunchConfig) -> str:
     stages = f"-{config.head_stages}stage" if config.head_stages is not None else ""
     persistent = f"-{config.programs_per_sm}persm" if config.programs_per_sm is not None else ""
-    return f"{kernel.value}-{config.num_warps}w-{config.maxnreg or 'any'}reg{stages}{persistent}"
+    after = "-after" if config.output_after_heads else ""
+    return f"{kernel.value}-{config.num_warps}w-{config.maxnreg or 'any'}reg{stages}{persistent}{after}"
 
 
 @pytest.mark.parametrize(("kernel", "config"), [
