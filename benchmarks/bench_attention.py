@@ -44,7 +44,7 @@ from langbrt.atomic import atomic_write_text
 from langbrt.config import LangBRTConfig
 from langbrt.kernels import TCAParams, windowed_sigmoid_cross_attention_reference
 from langbrt.kernels.dispatch import environ_set
-from langbrt.kernels.tca_triton import DEFAULT_KERNEL, KERNEL_ENV_VAR, KernelChoice
+from langbrt.kernels.tca_triton import DEFAULT_KERNEL, KERNEL_ENV_VAR, KernelChoice, fast_sigmoid_for
 from langbrt.kernels.windows import padded_size
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -88,6 +88,7 @@ class Row:
     fraction_peak_bandwidth: float | None
     fraction_peak_flops: float | None
     kernel: str | None = None  # the fused kernel (LANGBRT_TCA_KERNEL) of a triton row
+    sigmoid: str | None = None  # the sigmoid form a triton row computed: "exact" or "tanh" (SigmoidChoice)
 
 
 def bytes_moved(shape: Shape, batch: int, element_size: int) -> int:
@@ -183,6 +184,17 @@ def fused_kernel(kernel: str | None) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext() if kernel is None else environ_set(KERNEL_ENV_VAR, kernel)
 
 
+def sigmoid_form(kernel: Callable, form: str | None) -> Callable:
+    """The fused kernel computing sigmoid `form` ("exact" / "tanh"); None: the form the model would pick
+    for the inputs (LANGBRT_TCA_SIGMOID, tca_triton.SigmoidChoice)."""
+    return kernel if form is None else functools.partial(kernel, fast_sigmoid=form == "tanh")
+
+
+def form_suffix(form: str | None) -> str:
+    """A triton row's name suffix for a sigmoid form asked for explicitly ("" for the model's default)."""
+    return f"-{form}" if form else ""
+
+
 def triton_row_name(kernel: str) -> str:
     return "triton" if kernel == DEFAULT_KERNEL.value else f"triton-{kernel}"
 
@@ -196,18 +208,23 @@ def run(args: argparse.Namespace) -> int:
     card = torch.cuda.get_device_name()
     if args.check:
         failures = []
+        forms = [None, *args.sigmoid_forms]
         for name in args.kernels:
             with fused_kernel(name):
-                failures += [f"{name}, {f}" for b in args.batch_sizes for d in args.dtypes
-                             if (f := check(kernel, shape, b, d))]
+                failures += [f"{name}{form_suffix(form)}, {f}" for form in forms for b in args.batch_sizes
+                             for d in args.dtypes if (f := check(sigmoid_form(kernel, form), shape, b, d))]
         if failures:
             print("kernel does not match the reference: " + "; ".join(failures), file=sys.stderr)
             return 1
         print(f"check: {', '.join(args.kernels)} match the reference for every batch size and dtype")
 
     compiled_reference = torch.compile(windowed_sigmoid_cross_attention_reference, dynamic=False)
-    impls: dict[str, tuple[Callable, str | None]] = {triton_row_name(k): (kernel, k) for k in args.kernels}
-    impls |= {"eager": (windowed_sigmoid_cross_attention_reference, None), "compile": (compiled_reference, None)}
+    # name -> (callable, fused kernel, sigmoid form asked for: None = the model's default for the inputs)
+    impls: dict[str, tuple[Callable, str | None, str | None]] = {
+        triton_row_name(k) + form_suffix(form): (sigmoid_form(kernel, form), k, form)
+        for form in (None, *args.sigmoid_forms) for k in args.kernels}
+    impls |= {"eager": (windowed_sigmoid_cross_attention_reference, None, None),
+              "compile": (compiled_reference, None, None)}
     out = args.out or Path("benchmarks/results") / f"attention-{slug(card)}-{dt.date.today().isoformat()}.json"
     report = {
         "card": card, "date": dt.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,
@@ -228,7 +245,8 @@ def run(args: argparse.Namespace) -> int:
                 n_bytes, n_flops = bytes_moved(shape, batch, x.element_size()), flops(shape, batch)
                 peak_bw, peak_flops = card_peaks(card, dtype_name)
                 call_args = (x, mf, params, shape.heads, shape.window, shape.shift)
-                for impl_name, (impl, kernel_name) in impls.items():
+                default_form = "tanh" if fast_sigmoid_for(x) else "exact"
+                for impl_name, (impl, kernel_name, form) in impls.items():
                     with fused_kernel(kernel_name):
                         timings = time_both_ways(impl_name, impl, call_args, args)
                     for name, times in timings.items():
@@ -240,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
                         bw, fl = n_bytes / (median * 1e-3), n_flops / (median * 1e-3)
                         row = Row(name, batch, dtype_name, median, percentile(times, 0.9), bw / 1e9, fl / 1e12,
                                   bw / peak_bw if peak_bw else None, fl / peak_flops if peak_flops else None,
-                                  kernel_name)
+                                  kernel_name, (form or default_form) if kernel_name else None)
                         report["rows"].append(asdict(row))
                         print_row(row)
                 # written after every batch size, so a run cut short still leaves what it measured
@@ -306,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="verify the kernel against the reference first")
     parser.add_argument("--kernels", nargs="+", choices=[k.value for k in KernelChoice], default=[DEFAULT_KERNEL.value],
                         help="fused kernels to time (LANGBRT_TCA_KERNEL values; default: the default kernel)")
+    parser.add_argument("--sigmoid-forms", nargs="+", choices=("exact", "tanh"), default=[],
+                        help="also time each kernel computing these sigmoid forms (rows <kernel>-exact, "
+                        "<kernel>-tanh); the plain rows compute the model's default form (tanh in half precision)")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON path (default benchmarks/results/attention-<gpu>-<date>.json)")
     args = parser.parse_args(argv)

@@ -20,7 +20,8 @@
 #            the same time, the kernel's tests with the direct kernel (LANGBRT_TCA_KERNEL=direct; folded is
 #            the default) and the folded kernel on mma.sync (wgmma is its default);
 # attention: benchmarks/bench_attention.py: both fused kernels vs eager reference vs torch.compile, batch
-#            1/8/32, fp16/bf16, called from Python and replayed from CUDA graphs;
+#            1/8/32, fp16/bf16, called from Python and replayed from CUDA graphs, in the default sigmoid form
+#            (tanh in half precision, tca_triton.SigmoidChoice) and the exact one (rows <kernel>-exact);
 # ncu:       Nsight Compute (if the image has it) on one batch-32 launch of each kernel (the folded one on
 #            wgmma and mma.sync): occupancy, warp stall reasons, pipe and shared-memory utilisation, i.e. what limits it;
 # e2e:       langbrt-bench on the torch backend at the paper preset, fp32 and fp16, batch 1/8/32 (random
@@ -103,7 +104,7 @@ if want attention; then
     step "attention: both kernels vs eager vs torch.compile"
     # shellcheck disable=SC2086  # ATTENTION_ARGS: more words for bench_attention.py, e.g. "--kernels folded"
     timeout 150 python3 benchmarks/bench_attention.py --kernels direct folded --batch-sizes 1 8 32 \
-        --dtypes fp16 bf16 --check --iters 100 ${ATTENTION_ARGS:-} \
+        --dtypes fp16 bf16 --check --iters 100 --sigmoid-forms exact ${ATTENTION_ARGS:-} \
         --out "$out/attention-${LANGBRT_TCA_MMA:+$LANGBRT_TCA_MMA-}$card-$day.json" 2>&1 | tail -70 | tee -a "$log"
 fi
 if want ncu; then

@@ -229,6 +229,44 @@ class KernelChoice(str, Enum):
     FOLDED = "folded"
 
 
+class SigmoidChoice(str, Enum):
+    """Which form of the sigmoid the kernels compute when the caller does not say (LANGBRT_TCA_SIGMOID).
+
+    EXACT: 1 / (1 + 2^z) with PTX ex2.approx and rcp.approx (about 2 ulp in fp32): two MUFU instructions
+    per attention weight.
+    TANH: 0.5 tanh.approx(s / 2) + 0.5: one MUFU instruction and one FMA. PTX documents tanh.approx.f32 to a
+    maximum relative error of 2^-11, so a weight in [0, 1] is off by at most 2^-12 = 2.4e-4, half an fp16
+    unit at 0.5; an H100 measured 3.9e-6 on [-12, 12] (`benchmarks/probe_tanh_approx.py`). The kernels round every
+    weight to the inputs' half precision for the A V dot right after, which costs up to 2.4e-4 (fp16) or
+    2e-3 (bf16) itself, so in half precision the tanh form adds at most one more such rounding.
+    AUTO (default): TANH for fp16 / bf16 inputs on CUDA, EXACT for fp32 (whose kernel matches the reference
+    to 1e-4) and in Triton's interpreter. Why: the exact form's second MUFU per weight is the largest
+    single cost at serving batch sizes (H200, paper shape, fp16, CUDA graphs: 9.4 against 7.4 us at batch
+    8, 30.2 against 29.2 at batch 32; `benchmarks/results/attention-NVIDIA-H200-2026-11-26-2.json`), and
+    TensorRT's plugin has computed the tanh form from the start. The backward recomputes the exact form.
+    """
+
+    AUTO = "auto"
+    EXACT = "exact"
+    TANH = "tanh"
+
+
+SIGMOID_ENV_VAR = "LANGBRT_TCA_SIGMOID"
+
+
+def sigmoid_choice() -> SigmoidChoice:
+    """The form from LANGBRT_TCA_SIGMOID (default AUTO); a bad value is one clear error."""
+    return choice_from_env(SIGMOID_ENV_VAR, SigmoidChoice, SigmoidChoice.AUTO)
+
+
+def fast_sigmoid_for(x: torch.Tensor) -> bool:
+    """Whether a launch on `x` computes the tanh form when its caller does not say (`SigmoidChoice`)."""
+    choice = sigmoid_choice()
+    if choice is SigmoidChoice.AUTO:
+        return x.dtype in (torch.float16, torch.bfloat16) and x.device.type == "cuda" and not _INTERPRETING
+    return choice is SigmoidChoice.TANH
+
+
 KERNEL_ENV_VAR = "LANGBRT_TCA_KERNEL"
 DEFAULT_KERNEL = KernelChoice.FOLDED
 _JIT_KERNELS = {KernelChoice.DIRECT: tca_fwd_kernel, KernelChoice.FOLDED: tca_folded_fwd_kernel}
@@ -503,14 +541,15 @@ def windowed_sigmoid_cross_attention_triton(
     window_size: int,
     shift: int,
     *,
-    fast_sigmoid: bool = False,
+    fast_sigmoid: bool | None = None,
 ) -> torch.Tensor:
     """Fused TCA attention: x (B, H, W, C), map_features (B, H, W, Cm) -> (B, H, W, C) in x's dtype.
 
     Same contract as `windowed_sigmoid_cross_attention_reference`; differentiable in x, map_features and
     every tensor of `params` (alpha included) through a recompute-based backward. `fast_sigmoid` computes
     the forward's sigmoid as 0.5 tanh(s / 2) + 0.5 with PTX `tanh.approx.f32` (on CUDA; the interpreter
-    evaluates the same form exactly).
+    evaluates the same form exactly); None: LANGBRT_TCA_SIGMOID's choice for these inputs (`SigmoidChoice`:
+    by default the tanh form in half precision on CUDA, the exact one otherwise).
 
     Under autocast every input is cast to the autocast dtype first, as autocast would cast a matmul's: the
     kernel then runs in half precision (an fp32 LayerNorm output would otherwise pick its fp32 build, 8x
@@ -522,6 +561,8 @@ def windowed_sigmoid_cross_attention_triton(
     if torch.is_autocast_enabled(x.device.type):
         dtype = torch.get_autocast_dtype(x.device.type)
         x, map_features, tensors = x.to(dtype), map_features.to(dtype), tuple(t.to(dtype) for t in tensors)
+    if fast_sigmoid is None:
+        fast_sigmoid = fast_sigmoid_for(x)
     return _TCAFunction.apply(x, map_features, num_heads, window_size, shift, fast_sigmoid, *tensors)
 
 

@@ -448,6 +448,56 @@ def test_fast_sigmoid_form_matches_reference(monkeypatch, kernel, shift):
                                atol=GPU_TOLERANCE[torch.float16] * expected.abs().max().item())
 
 
+@pytest.mark.parametrize(("setting", "dtype", "device", "interpreting", "tanh"), [
+    pytest.param(None, torch.float16, "cuda", False, True, id="auto-fp16-cuda"),
+    pytest.param("auto", torch.bfloat16, "cuda", False, True, id="auto-bf16-cuda"),
+    pytest.param(None, torch.float32, "cuda", False, False, id="auto-fp32-cuda"),
+    pytest.param(None, torch.float16, "cuda", True, False, id="auto-fp16-interpreter"),
+    pytest.param(None, torch.float16, "cpu", False, False, id="auto-fp16-cpu"),
+    pytest.param("EXACT", torch.float16, "cuda", False, False, id="exact-fp16-cuda"),
+    pytest.param("tanh", torch.float32, "cpu", True, True, id="tanh-fp32-interpreter"),
+])
+def test_the_default_sigmoid_form_is_tanh_in_half_precision_on_cuda(monkeypatch, setting, dtype, device,
+                                                                    interpreting, tanh):
+    """LANGBRT_TCA_SIGMOID (tca_triton.SigmoidChoice): auto computes the tanh form for fp16 / bf16 on CUDA,
+    whose error is below the half-precision rounding of the weight right after it, and the exact form for
+    fp32 and in the interpreter; exact and tanh force one form for every launch."""
+    if setting is None:
+        monkeypatch.delenv(tca_triton.SIGMOID_ENV_VAR, raising=False)
+    else:
+        monkeypatch.setenv(tca_triton.SIGMOID_ENV_VAR, setting)
+    monkeypatch.setattr(tca_triton, "_INTERPRETING", interpreting)
+    assert tca_triton.fast_sigmoid_for(_OnDevice(dtype, torch.device(device))) is tanh
+
+
+class _OnDevice:
+    """What fast_sigmoid_for reads of a tensor, for a device this machine may not have."""
+
+    def __init__(self, dtype: torch.dtype, device: torch.device) -> None:
+        self.dtype, self.device = dtype, device
+
+
+def test_the_kernel_computes_the_form_the_environment_asks_for(monkeypatch):
+    """A call that does not say (fast_sigmoid=None, as the model's) launches the form LANGBRT_TCA_SIGMOID
+    picks; one that says keeps its own; a bad value is one clear error at the call and when a model loads."""
+    launched = []
+    real_launch = tca_triton._launch
+    monkeypatch.setattr(tca_triton, "_launch", lambda *a, **k: launched.append(a[-1]) or real_launch(*a, **k))
+    x, mf = random_inputs(1, 8, 8, 16, 3)
+    params = random_params(16, 3, 2)
+    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 2)
+    for setting, fast in (("tanh", True), ("exact", False)):
+        monkeypatch.setenv(tca_triton.SIGMOID_ENV_VAR, setting)
+        torch.testing.assert_close(kernel_attention(x, mf, params, 2, 4, 2), expected, atol=1e-4, rtol=1e-4)
+        kernel_attention(x, mf, params, 2, 4, 2, fast_sigmoid=not fast)
+        assert launched[-2:] == [fast, not fast]
+    monkeypatch.setenv(tca_triton.SIGMOID_ENV_VAR, "fastest")
+    with pytest.raises(LangBRTInputError, match="LANGBRT_TCA_SIGMOID='fastest' is not one of: auto, exact, tanh"):
+        kernel_attention(x, mf, params, 2, 4, 2)
+    with pytest.raises(LangBRTInputError, match="LANGBRT_TCA_SIGMOID"):
+        check_impl_runs("triton", torch.device("cpu"))
+
+
 @pytest.mark.parametrize("size", [pytest.param(24, id="whole-windows"), pytest.param(20, id="padded")])
 def test_folded_kernel_at_the_paper_width_with_interior_and_border_windows(monkeypatch, size):
     """C = 96 runs as channel tiles of 64 and 32 (`channel_chunks`); a 3x3 grid of 8x8 windows shifted by 4
@@ -753,10 +803,11 @@ def test_gpu_fast_sigmoid_matches_the_reference(monkeypatch, kernel, shift):
     x, mf = random_inputs(p["B"], p["H"], p["W"], p["C"], p["Cm"], device="cuda")
     params = random_params(p["C"], p["Cm"], p["heads"], device="cuda")
     expected = windowed_sigmoid_cross_attention_reference(x, mf, params, p["heads"], p["window"], shift)
-    fast = kernel_attention(x.half(), mf.half(), cast_params(params, torch.float16), p["heads"], p["window"],
-                            shift, fast_sigmoid=True)
-    err = (fast.float() - expected).abs().max().item()
-    assert err <= GPU_TOLERANCE[torch.float16] * expected.abs().max().item(), err
+    for fast_sigmoid in (True, False):  # tanh: the half-precision default on CUDA (SigmoidChoice); exact
+        got = kernel_attention(x.half(), mf.half(), cast_params(params, torch.float16), p["heads"], p["window"],
+                               shift, fast_sigmoid=fast_sigmoid)
+        err = (got.float() - expected).abs().max().item()
+        assert err <= GPU_TOLERANCE[torch.float16] * expected.abs().max().item(), (fast_sigmoid, err)
 
 
 @pytest.mark.gpu
