@@ -121,6 +121,20 @@ if want ncu; then
                 python3 benchmarks/kernel_sweep.py --child $variant --batch 32 2>&1 | grep -v '^RESULT\|^PTX' \
                 >> "$out/ncu-$card-$day.txt"
         done
+        # What the default launch waits on and which pipes it fills (the summary sections above name neither):
+        # every stall reason per issued instruction and every pipe's utilisation, for the autotuned pick at
+        # batch 32 in the default (tanh) form. Two spellings, in case this ncu lacks --print-details.
+        default="folded wgmma fp16 4 128 3 0 0"
+        # shellcheck disable=SC2086
+        timeout 60 "$ncu" --section WarpStateStats --section ComputeWorkloadAnalysis --section SchedulerStats \
+            --section InstructionStats --print-details all -k regex:tca_.*fwd_kernel -c 1 \
+            python3 benchmarks/kernel_sweep.py --child $default --batch 32 2>&1 | grep -v '^RESULT\|^PTX' \
+            >> "$out/ncu-$card-$day.txt"
+        # shellcheck disable=SC2086
+        timeout 60 "$ncu" --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' \
+            --metrics 'regex:sm__(inst_executed_pipe|pipe)_.*\.avg\.pct_of_peak_sustained_active' \
+            -k regex:tca_.*fwd_kernel -c 1 python3 benchmarks/kernel_sweep.py --child $default --batch 32 2>&1 \
+            | grep -v '^RESULT\|^PTX' >> "$out/ncu-$card-$day.txt"
         tail -5 "$out/ncu-$card-$day.txt" | tee -a "$log"
     else
         echo "no ncu on this machine" | tee -a "$log"

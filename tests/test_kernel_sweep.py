@@ -101,6 +101,9 @@ def test_gpu_session_profiles_variants_the_child_accepts():
     script = script.replace("\\\n", " ")  # a loop continued over several lines is one command
     loop = next(line for line in script.splitlines() if "for variant in" in line)
     profiled = [kernel_sweep.Variant.from_child_args(args.split()) for args in loop.split('"')[1::2]]
+    detailed = next(line for line in script.splitlines() if line.strip().startswith("default="))
+    profiled.append(kernel_sweep.Variant.from_child_args(detailed.split('"')[1].split()))
+    assert kernel_sweep.autotuned(profiled[-1])  # the detailed profile is of a launch the autotuner may pick
     assert {v.kernel for v in profiled} == {"direct", "folded"}
     folded_default = tca_triton.DEFAULT_MMA[tca_triton.KernelChoice.FOLDED].value
     assert any(v.kernel == "folded" and v.mma == folded_default for v in profiled)
