@@ -98,7 +98,10 @@ occupancy, limited by registers, and called it latency-bound. Why it is only swe
 31.98 us against 31.85 for the best autotuned launch; 9.39 against 8.51 at batch 8): the cycles between
 a warp's instructions rose from 9.8 to 14.6 and issue stayed at a third of the slots, so what the warps
 wait on is shared by the SM (the MUFU pipe's sigmoids and the L1 traffic of the weights every window
-re-reads are the candidates), not hidden by more of them.
+re-reads are the candidates), not hidden by more of them. And each warp waits longer per dot: Triton 3.6
+makes a wgmma asynchronous only inside a loop (its TTGIR: the rolled head loop's 6 dots per head are
+async, the output projection's waited for only after the loop, so it overlaps the next head), while the
+unrolled heads' 18 dots are each synchronous.
 
 Both kernels take PADDED from the launch: at the preset's 64 x 64 latent every window is whole, so no
 token needs a validity check and only the shifted block's wrap-around needs index arithmetic (direct
