@@ -1,8 +1,9 @@
 """The library's only boundary between image files and tensors.
 
 Inside LangBRT an image is a float32 tensor in [0, 1], RGB, channels-first: (3, H, W). Everything that
-can go wrong with a file (missing, empty, truncated, not an image, a decompression bomb) is turned into
-one `LangBRTInputError` line naming the file, so CLIs and servers never show a Pillow traceback.
+can go wrong with a file (missing, empty, truncated, not an image, a decompression bomb, a PNG whose pixel
+data stops before its last row, which Pillow would read with the missing rows black: `png_rows`) is turned
+into one `LangBRTInputError` line naming the file, so CLIs and servers never show a Pillow traceback.
 Writes are atomic: a crash mid-write leaves the old target (or nothing), never half an image.
 
 16-bit files keep their 16 bits where they can: 16-bit RGB, RGBA and grey PNGs and 16-bit grayscale TIFFs are
@@ -30,6 +31,7 @@ from PIL import ExifTags, Image, ImageOps, TiffImagePlugin
 from langbrt.atomic import atomic_path
 from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError, TooManyPixelsError
 from langbrt.png16 import decode_png16, encode_png16
+from langbrt.png_rows import missing_rows
 
 DEFAULT_MAX_PIXELS = 64_000_000
 """Largest W*H accepted before decoding: a 48-MP phone photo passes, a crafted 20000x20000 header does not."""
@@ -153,6 +155,10 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
             deep_png = fmt == "PNG" and raw_mode in _DEEP_PNG_RAW_MODES
             with_alpha = deep_png and raw_mode == "RGBA;16B"
             img.load()  # decode everything now, so a truncated file fails here and not in a caller
+            if fmt == "PNG" and not deep_png:  # libspng, which reads the deep ones, checks this itself
+                fh.seek(0)
+                if (shortfall := missing_rows(fh.read())) is not None:
+                    raise ValueError(shortfall)  # Pillow would hand back the missing rows black
             orientation = img.getexif().get(ExifTags.Base.Orientation, 1) if deep_png else 1  # before it is removed
             colour_key = img.info.get("transparency") if deep_png and not with_alpha else None
             ImageOps.exif_transpose(img, in_place=True)
