@@ -371,11 +371,11 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
                           for k, v in sorted(parts.items())}
                 values.update({"loss/total": last_loss, "lr": sched_g.get_last_lr()[0],
                                "it_per_s": (done - start) / (time.perf_counter() - t0)})
-                with fail_together(info), _run_output_written(last_ckpt):
+                with _all_ranks_write(info, last_ckpt):
                     log.scalars(done, values)
                 bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{values['lr']:.2e}")
             if done % cfg.image_every == 0 or done == cfg.steps:
-                with fail_together(info), _run_output_written(last_ckpt):
+                with _all_ranks_write(info, last_ckpt):
                     if info.is_main:
                         log.image_grid(done, batch["source"], out.mask, out.image, batch["target"])
             is_ckpt, is_final = done % cfg.checkpoint_every == 0, done == cfg.steps
@@ -384,7 +384,7 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
                     _diverged(f"the weights after step {done} are non-finite or give a non-finite output",
                               last_ckpt)
                 target_dir = output / (FINAL_DIR if is_final else f"{CHECKPOINTS_DIR}/step_{done:06d}")
-                with fail_together(info), _run_output_written(last_ckpt):  # also the barrier before last_ckpt moves
+                with _all_ranks_write(info, last_ckpt):  # also the barrier before last_ckpt moves
                     if info.is_main:
                         trainer_state = {"step": done, "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                                          "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(),
@@ -446,6 +446,14 @@ def _run_output_written(last_ckpt: Path | None) -> Iterator[None]:
         else:
             then = f"make room, then continue with --resume {last_ckpt} (the last complete checkpoint)"
         raise OutputNotWritten(f"{err}; {then}") from None
+
+
+@contextmanager
+def _all_ranks_write(info: DistInfo, last_ckpt: Path | None) -> Iterator[None]:
+    """Around one write of the run's output inside the loop (rank 0 writes, every rank enters): its error
+    becomes `OutputNotWritten` (`_run_output_written`) and stops every rank at once (`fail_together`)."""
+    with fail_together(info), _run_output_written(last_ckpt):
+        yield
 
 
 def _interrupted_message(done: int, last_ckpt: Path | None) -> str:
