@@ -409,11 +409,14 @@ def _launch(
     x: torch.Tensor, map_features: torch.Tensor,
     q_weight: torch.Tensor, q_bias: torch.Tensor, k_weight: torch.Tensor, k_bias: torch.Tensor,
     v_weight: torch.Tensor, v_bias: torch.Tensor, out_weight: torch.Tensor, out_bias: torch.Tensor,
-    alpha: torch.Tensor, num_heads: int, window_size: int, shift: int, fast_sigmoid: bool,
+    alpha: torch.Tensor, num_heads: int, window_size: int, shift: int, fast_sigmoid: bool | None,
     config: LaunchConfig | None = None,
 ) -> torch.Tensor:
     """Checks arguments, makes inputs contiguous and launches the kernel once; returns (B, H, W, C).
 
+    `fast_sigmoid` None: LANGBRT_TCA_SIGMOID's form for these inputs (`fast_sigmoid_for`), read here at
+    each launch like the other switches, inside the op torch.compile leaves opaque (read in traced code,
+    a bad value would surface as a dynamo error, not its one line).
     `config` skips the autotuner and launches that config of the kernel that runs (one of its
     LAUNCH_CONFIGS or any other); benchmarks/kernel_sweep.py and the GPU tests try each.
     """
@@ -431,7 +434,7 @@ def _launch(
 
     which = kernel_choice()
     ptx_math = x.device.type == "cuda" and not _INTERPRETING
-    fast = bool(fast_sigmoid)
+    fast = fast_sigmoid_for(x) if fast_sigmoid is None else bool(fast_sigmoid)
     if which is KernelChoice.FOLDED:
         params = TCAParams(q_weight, q_bias, k_weight, k_bias, v_weight, v_bias, out_weight, out_bias, alpha)
         folded = folded_weights(params, num_heads, x.dtype, folded_logits(Cm, window_size, shift, fast))
@@ -482,7 +485,7 @@ def _register_op():
         x: torch.Tensor, map_features: torch.Tensor,
         q_weight: torch.Tensor, q_bias: torch.Tensor, k_weight: torch.Tensor, k_bias: torch.Tensor,
         v_weight: torch.Tensor, v_bias: torch.Tensor, out_weight: torch.Tensor, out_bias: torch.Tensor,
-        alpha: torch.Tensor, num_heads: int, window_size: int, shift: int, fast_sigmoid: bool,
+        alpha: torch.Tensor, num_heads: int, window_size: int, shift: int, fast_sigmoid: bool | None,
     ) -> torch.Tensor:
         return _launch(x, map_features, q_weight, q_bias, k_weight, k_bias, v_weight, v_bias, out_weight,
                        out_bias, alpha, num_heads, window_size, shift, fast_sigmoid)
@@ -561,8 +564,6 @@ def windowed_sigmoid_cross_attention_triton(
     if torch.is_autocast_enabled(x.device.type):
         dtype = torch.get_autocast_dtype(x.device.type)
         x, map_features, tensors = x.to(dtype), map_features.to(dtype), tuple(t.to(dtype) for t in tensors)
-    if fast_sigmoid is None:
-        fast_sigmoid = fast_sigmoid_for(x)
     return _TCAFunction.apply(x, map_features, num_heads, window_size, shift, fast_sigmoid, *tensors)
 
 

@@ -478,11 +478,13 @@ class _OnDevice:
 
 
 def test_the_kernel_computes_the_form_the_environment_asks_for(monkeypatch):
-    """A call that does not say (fast_sigmoid=None, as the model's) launches the form LANGBRT_TCA_SIGMOID
-    picks; one that says keeps its own; a bad value is one clear error at the call and when a model loads."""
-    launched = []
-    real_launch = tca_triton._launch
-    monkeypatch.setattr(tca_triton, "_launch", lambda *a, **k: launched.append(a[-1]) or real_launch(*a, **k))
+    """A call that does not say (fast_sigmoid=None, as the model's) builds the form LANGBRT_TCA_SIGMOID picks,
+    read at each launch; one that says keeps its own; a bad value is one clear error at the call, under
+    torch.compile too (read inside the opaque op, not in traced code), and when a model loads."""
+    built = []
+    real_constants = tca_triton.kernel_constants
+    monkeypatch.setattr(tca_triton, "kernel_constants",
+                        lambda *a, **k: built.append(k["fast_sigmoid"]) or real_constants(*a, **k))
     x, mf = random_inputs(1, 8, 8, 16, 3)
     params = random_params(16, 3, 2)
     expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 2)
@@ -490,10 +492,14 @@ def test_the_kernel_computes_the_form_the_environment_asks_for(monkeypatch):
         monkeypatch.setenv(tca_triton.SIGMOID_ENV_VAR, setting)
         torch.testing.assert_close(kernel_attention(x, mf, params, 2, 4, 2), expected, atol=1e-4, rtol=1e-4)
         kernel_attention(x, mf, params, 2, 4, 2, fast_sigmoid=not fast)
-        assert launched[-2:] == [fast, not fast]
+        assert built[-2:] == [fast, not fast]
     monkeypatch.setenv(tca_triton.SIGMOID_ENV_VAR, "fastest")
-    with pytest.raises(LangBRTInputError, match="LANGBRT_TCA_SIGMOID='fastest' is not one of: auto, exact, tanh"):
+    bad_value = "LANGBRT_TCA_SIGMOID='fastest' is not one of: auto, exact, tanh"
+    with pytest.raises(LangBRTInputError, match=bad_value):
         kernel_attention(x, mf, params, 2, 4, 2)
+    torch._dynamo.reset()
+    with pytest.raises(LangBRTInputError, match=bad_value):
+        torch.compile(kernel_attention, fullgraph=True)(x, mf, params, 2, 4, 2)
     with pytest.raises(LangBRTInputError, match="LANGBRT_TCA_SIGMOID"):
         check_impl_runs("triton", torch.device("cpu"))
 
