@@ -36,7 +36,7 @@ def _png(width: int, height: int, bit_depth: int, colour_type: int, interlaced: 
 
 def _gradient_rows(width: int, height: int) -> bytes:
     """Filter type 0 rows of an 8-bit RGB image, brighter down the rows: a missing row would read as black."""
-    return b"".join(b"\x00" + bytes([100 + 10 * y, 50, 25] * width) for y in range(height))
+    return b"".join(b"\x00" + bytes([(100 + 10 * y) % 256, 50, 25] * width) for y in range(height))
 
 
 HEADERS = [  # width, height, bit depth, colour type, interlaced
@@ -100,7 +100,62 @@ def test_whole_pngs_pillow_writes_pass_unchanged():
 
 def test_not_a_png_is_left_to_the_decoder():
     assert missing_rows(b"GIF89a....") is None
-    assert missing_rows(b"\x89PNG\r\n\x1a\n" + _chunk(b"IEND", b"")) is None  # no IHDR: Pillow refuses it
+
+
+def _short_rgb_idat() -> bytes:
+    return _chunk(b"IDAT", zlib.compress(_gradient_rows(16, 6)))  # 6 of 12 rows of a 16x12 RGB image
+
+
+def _ihdr(width: int, height: int, interlace: int = 0, extra: bytes = b"") -> bytes:
+    return _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, interlace) + extra)
+
+
+SIGNATURE, IEND = b"\x89PNG\r\n\x1a\n", _chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    pytest.param(SIGNATURE + _ihdr(1, 1) + _ihdr(16, 12) + _short_rgb_idat() + IEND, "not a single 13-byte chunk",
+                 id="second-ihdr"),
+    pytest.param(SIGNATURE + _chunk(b"tEXt", b"a\0b") + _ihdr(16, 12) + _short_rgb_idat() + IEND,
+                 "not a single 13-byte chunk", id="chunk-before-ihdr"),
+    pytest.param(SIGNATURE + _ihdr(16, 12, extra=b"\0") + _short_rgb_idat() + IEND, "not a single 13-byte chunk",
+                 id="14-byte-ihdr"),
+    pytest.param(SIGNATURE + _ihdr(16, 12, interlace=2) + _short_rgb_idat() + IEND, "interlace method (0, 0, 2)",
+                 id="interlace-byte-2"),
+    pytest.param(SIGNATURE + IEND, "not a single 13-byte chunk", id="no-ihdr"),
+])
+def test_a_header_pillow_bends_the_rules_for_is_refused(data, reason):
+    """Pillow reads these (the last IHDR, chunks before it, a long IHDR, any non-zero interlace byte as
+    Adam7) and hands back the short streams' missing rows black; libspng refuses them, and so does LangBRT
+    (QA, 2026-11-26), rather than guess which header Pillow used."""
+    assert reason in missing_rows(data)
+    if b"IHDR" in data:
+        with pytest.raises(LangBRTInputError, match="corrupt or truncated image"):
+            load_image_bytes(data, "crafted.png")
+
+
+def test_a_chunk_cut_short_is_named_as_such():
+    """The IDAT's length runs past the end of the file (the zlib stream inside may even be whole)."""
+    whole = _png(16, 12, 8, 2, False, _gradient_rows(16, 12))
+    cut = whole[:-len(IEND) - 2]  # the last IDAT loses its CRC's last bytes, IEND is gone
+    assert missing_rows(cut) == "a chunk runs past the end of the file (it was cut short)"
+
+
+def test_ninety_thousand_one_byte_idat_chunks_cost_no_list_of_copies():
+    """The chunks are walked as views of the file and fed to the inflater one by one."""
+    import tracemalloc
+
+    noise = np.random.default_rng(0).integers(0, 256, (150, 200, 3), dtype=np.uint8)  # incompressible
+    stream = zlib.compress(b"".join(b"\x00" + row.tobytes() for row in noise), 1)
+    data = (SIGNATURE + _chunk(b"IHDR", struct.pack(">IIBBBBB", 200, 150, 8, 2, 0, 0, 0))
+            + b"".join(_chunk(b"IDAT", stream[i:i + 1]) for i in range(len(stream))) + IEND)
+    tracemalloc.start()
+    try:
+        assert missing_rows(data) is None
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < len(data) // 4, (peak, len(data))
 
 
 def test_langbrt_infer_refuses_it_in_one_line(tmp_path: Path):
