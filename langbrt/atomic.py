@@ -26,7 +26,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     Creating it raises the OSError of an unwritable folder before the caller writes anything.
     """
     target = Path(target)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=_hidden_prefix(target.name, ".tmp"), suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -38,6 +38,21 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+NAME_MAX_BYTES = 255  # the longest file name Linux, macOS and Windows file systems take
+_RANDOM_PART = 8  # the characters tempfile adds between prefix and suffix
+
+
+def _hidden_prefix(name: str, suffix: str) -> str:
+    """'.<name>.' for a temporary file beside `name`, the name cut (at a character) so that prefix, random
+    part and `suffix` stay within NAME_MAX_BYTES: a 249-byte output name is legal, and its temporary must
+    be too (QA: '.<name>.XXXXXXXX.tmp' is 14 bytes longer, and writing it failed 'File name too long')."""
+    room = NAME_MAX_BYTES - len(f"..{suffix}".encode()) - _RANDOM_PART
+    encoded = os.fsencode(name)
+    if len(encoded) > room:
+        name = os.fsdecode(encoded[:room].decode("utf-8", "ignore").encode())
+    return f".{name}."
 
 
 def atomic_write_text(target: str | Path, text: str) -> None:
@@ -61,7 +76,8 @@ def atomic_folder(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     try:
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=_hidden_prefix(target.name, ".partial"),
+                                        suffix=".partial"))
     except OSError as err:
         raise OutputWriteError(f"cannot write {target}: {err.strerror or err}") from None
     try:
@@ -83,7 +99,7 @@ def replace_folder(new: str | Path, target: str | Path) -> None:
     is a warning: the new folder is complete, only disk space is lost.
     """
     new, target = Path(new), Path(target)
-    old = target.with_name(f".{target.name}.old")
+    old = target.with_name(f"{_hidden_prefix(target.name, '.old')}old")  # .NAME.old, NAME cut to fit
     had_old = os.path.lexists(target)
     if had_old:
         try:

@@ -40,7 +40,20 @@ def _run(module: str, prog: str) -> Any:
     main = importlib.import_module(module).main
     for signum in caught:
         signal.signal(signum, signal.default_int_handler)
+    escape_unprintable_output()
     return main()
+
+
+def escape_unprintable_output() -> None:
+    """Make stdout and stderr write what their encoding cannot take as backslash escapes.
+
+    Why: Python holds a file name's undecodable bytes as lone surrogates ('bad\\xff.png' -> 'bad\\udcff.png'),
+    and a strict UTF-8 stdout (PYTHONIOENCODING=utf-8, some desktop locales) raised UnicodeEncodeError when a
+    command printed that path, after its work was done and its outputs written (QA, 2026-11-26).
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):  # a TextIOWrapper; a test's capture object may not be
+            stream.reconfigure(errors="backslashreplace")
 
 
 def _entry(module: str, prog: str) -> Callable[[], Any]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from langbrt import atomic
-from langbrt.atomic import atomic_folder
+from langbrt.atomic import atomic_folder, atomic_write_text
 from langbrt.errors import OutputWriteError
 
 
@@ -123,3 +123,24 @@ def test_an_old_folder_left_aside_by_a_crash_is_cleared_by_the_next_replace(tmp_
     with atomic_folder(tmp_path / "final") as staging:
         (staging / "a").write_text("new")
     assert _tree(tmp_path) == {"final/a": "new"}
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param("a" * 251 + ".png", id="ascii-255-bytes"),
+    pytest.param("é" * 120 + ".png", id="two-byte-characters-244-bytes"),
+])
+def test_a_file_or_folder_with_the_longest_legal_name_is_written(tmp_path, name):
+    """QA, 2026-11-26: the temporary name beside a 249-byte output name ran past 255 bytes and the write
+    failed 'File name too long', though the output itself was a legal name."""
+    file_target = tmp_path / name
+    atomic_write_text(file_target, "hello")
+    assert file_target.read_text() == "hello"
+    folder_target = tmp_path / ("d" + name[1:])
+    with atomic_folder(folder_target) as staging:
+        (staging / "x.txt").write_text("x")
+    assert (folder_target / "x.txt").read_text() == "x"
+    with atomic_folder(folder_target) as staging:  # replaces the old one, which goes aside first
+        (staging / "y.txt").write_text("y")
+    atomic_write_text(file_target, "again")
+    assert _tree(folder_target) == {"y.txt": "y"} and file_target.read_text() == "again"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([file_target.name, folder_target.name])

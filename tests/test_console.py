@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 import textwrap
@@ -124,3 +125,18 @@ def test_serve_interrupted_while_its_server_stack_imports_is_one_line(monkeypatc
     monkeypatch.setattr(builtins, "__import__", interrupted)
     assert cli_serve.main(["--port", "0"]) == 130
     assert capsys.readouterr().err.strip().splitlines() == ["langbrt-serve: interrupted while starting"]
+
+
+def test_a_path_with_undecodable_bytes_prints_escaped_on_a_strict_utf8_stdout():
+    """A command that prints a file name holding non-UTF-8 bytes (Python's lone surrogates) must not end in
+    UnicodeEncodeError after its work is done when stdout is strict UTF-8 (QA, 2026-11-26)."""
+    code = textwrap.dedent("""
+        import sys, types
+        sys.modules["fake_cli"] = types.SimpleNamespace(main=lambda: print("wrote bad\\udcff.png") or 0)
+        from langbrt.console import _run
+        sys.exit(_run("fake_cli", "fake"))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                          env={**os.environ, "PYTHONIOENCODING": "utf-8"}, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout == b"wrote bad\\udcff.png\n"

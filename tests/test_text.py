@@ -48,6 +48,18 @@ def test_empty_or_whitespace_prompt_is_rejected(text: str) -> None:
         normalize_prompt(text)
 
 
+@pytest.mark.parametrize(("text", "reason"), [
+    pytest.param("acne \ufffd on cheeks", "undecodable bytes", id="replacement-character"),
+    pytest.param(b"acne \xff\xfe on cheeks".decode("utf-8", "surrogateescape"), "undecodable bytes",
+                 id="command-line-bytes"),  # what Python makes of non-UTF-8 argv bytes
+    pytest.param("acne\x07", "a control character", id="bell"),
+])
+def test_a_prompt_with_bytes_that_are_not_text_is_one_clear_error(text: str, reason: str) -> None:
+    """QA, 2026-11-26: lone surrogates reached the tokenizer, whose TypeError was a traceback."""
+    with pytest.raises(LangBRTInputError, match=f"prompt contains {reason}.*send plain UTF-8 text"):
+        normalize_prompt(text)
+
+
 def test_prompt_at_the_length_limit_is_accepted_and_one_longer_is_rejected() -> None:
     assert len(normalize_prompt("a" * MAX_PROMPT_CHARS)) == MAX_PROMPT_CHARS
     with pytest.raises(LangBRTInputError, match=str(MAX_PROMPT_CHARS)):

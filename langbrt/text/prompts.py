@@ -23,7 +23,8 @@ def normalize_prompt(text: str) -> str:
 
     NFKC folds compatibility forms (full-width letters, ligatures, non-breaking spaces) so that prompts typed
     on different keyboards share one key. Raises `LangBRTInputError` for empty or over-long prompts and for
-    control characters or U+FFFD (bytes that were not UTF-8 before someone decoded them with replacement).
+    control characters, U+FFFD (bytes that were not UTF-8 before someone decoded them with replacement) and
+    lone surrogates (the same bytes as Python decodes a command line: U+DCFF for 0xFF).
     """
     if not isinstance(text, str):
         raise LangBRTInputError(f"prompt must be a string, got {type(text).__name__}: {text!r}")
@@ -32,9 +33,9 @@ def normalize_prompt(text: str) -> str:
         raise LangBRTInputError(
             f"prompt is empty: {text!r}; describe the blemish, e.g. 'acne on the left cheek'"
         )
-    bad = next((c for c in canonical if c == "\ufffd" or unicodedata.category(c) == "Cc"), None)
+    bad = next((c for c in canonical if c == "\ufffd" or unicodedata.category(c) in ("Cc", "Cs")), None)
     if bad is not None:
-        what = "undecodable bytes (U+FFFD)" if bad == "\ufffd" else f"a control character ({bad!r})"
+        what = f"a control character ({bad!r})" if unicodedata.category(bad) == "Cc" else "undecodable bytes"
         raise LangBRTInputError(f"prompt contains {what}: {text!r}; send plain UTF-8 text")
     if len(canonical) > MAX_PROMPT_CHARS:
         raise LangBRTInputError(
