@@ -63,6 +63,9 @@ class LoadedImage:
     # Bits per sample a PNG output needs to give back every bit that was read: 16 for 16-bit PNG and 16-bit
     # grayscale TIFF, 8 otherwise (Pillow reads 16-bit colour TIFF at 8 bits; float TIFF is written at 8).
     output_bit_depth: int = 8
+    # The file stores its pixels exactly (every format but JPEG and lossy WebP): a WebP output is then written
+    # lossless, so the pixels outside the mask come back as they were read.
+    lossless: bool = True
 
 
 def _input_error(name: str, reason: object, kind: type[LangBRTInputError] = LangBRTInputError) -> LangBRTInputError:
@@ -187,7 +190,28 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
         icc_profile=img.info.get("icc_profile") or None,
         bit_depth=bit_depth,
         output_bit_depth=16 if deep_png or img.mode in _SIXTEEN_BIT_MODES else 8,
+        lossless=_stores_exact_pixels(fmt, fh),
     )
+
+
+def _stores_exact_pixels(fmt: str, fh: BinaryIO) -> bool:
+    """Whether a file of Pillow format `fmt` holds its pixels exactly: not JPEG (nor a TIFF of JPEG strips),
+    and a WebP only when its (first) image is VP8L, WebP's lossless coding. Pillow does not say which a
+    WebP is, so its RIFF chunks are read: a simple file is one VP8 / VP8L chunk, an extended one (VP8X)
+    lists its chunks, an animated one nests them in ANMF frames."""
+    if fmt == "JPEG":
+        return False
+    if fmt != "WEBP":
+        return True
+    fh.seek(0)
+    data = fh.read()
+    offset = 12  # past 'RIFF', size, 'WEBP'
+    while offset + 8 <= len(data):
+        kind, size = data[offset:offset + 4], int.from_bytes(data[offset + 4:offset + 8], "little")
+        if kind in (b"VP8L", b"VP8 "):
+            return kind == b"VP8L"
+        offset = offset + 8 + 16 if kind == b"ANMF" else offset + 8 + size + (size & 1)  # into a frame's chunks
+    return False
 
 
 def precision_note(image: LoadedImage, name: str | None = None) -> str | None:
@@ -359,7 +383,7 @@ def _to_uint16_samples(tensor: torch.Tensor, alpha: torch.Tensor | None) -> np.n
 
 def _encoder(
     tensor: torch.Tensor, alpha: torch.Tensor | None, fmt: str, quality: int, exif: bytes | None,
-    icc: bytes | None, bit_depth: int, fast: bool, name: str,
+    icc: bytes | None, bit_depth: int, fast: bool, name: str, lossless: bool = False,
 ) -> Callable[[BinaryIO], object]:
     """Convert the tensor now, so a bad one fails before any file is opened; the result writes it to a file."""
     if bit_depth not in (8, 16):
@@ -371,12 +395,12 @@ def _encoder(
                             exif=exif, icc_profile=icc)
         return lambda fp: fp.write(data)
     img = _to_pil(tensor, alpha, fmt)
-    return lambda fp: _save(img, fp, fmt, quality, exif, icc, fast)
+    return lambda fp: _save(img, fp, fmt, quality, exif, icc, fast, lossless)
 
 
 def _save(
     img: Image.Image, fp: BinaryIO, fmt: str, quality: int, exif: bytes | None, icc: bytes | None,
-    fast: bool = False,
+    fast: bool = False, lossless: bool = False,
 ) -> None:
     options: dict[str, object] = {}
     if exif:
@@ -385,6 +409,10 @@ def _save(
         options["icc_profile"] = icc
     if fmt == "JPEG":
         options.update(quality=quality, subsampling=0)  # 4:4:4: chroma subsampling smears skin-tone edges
+    elif fmt == "WEBP" and lossless:
+        options.update(lossless=True, exact=True)  # exact: keep the RGB of fully transparent pixels too
+        if fast:
+            options["method"] = 0
     elif fmt == "WEBP":
         options["quality"] = quality
         if fast:
@@ -409,6 +437,7 @@ def encode_image(
     icc_profile: bytes | None = None,
     fast: bool = False,
     bit_depth: int = 8,
+    lossless: bool = False,
 ) -> bytes:
     """Encode a (3, H, W) tensor to PNG/JPEG/WebP bytes (for servers); same conversion as `write_image`.
 
@@ -421,7 +450,7 @@ def encode_image(
     fmt = _resolve_format(format, "<bytes>")
     _check_quality(quality, "<bytes>")
     buf = io.BytesIO()
-    _encoder(tensor, alpha, fmt, quality, exif, icc_profile, bit_depth, fast, "<bytes>")(buf)
+    _encoder(tensor, alpha, fmt, quality, exif, icc_profile, bit_depth, fast, "<bytes>", lossless)(buf)
     return buf.getvalue()
 
 
@@ -435,19 +464,23 @@ def write_image(
     exif: bytes | None = None,
     icc_profile: bytes | None = None,
     bit_depth: int = 8,
+    lossless: bool = False,
 ) -> Path:
     """Write a (3, H, W) or (1, 3, H, W) tensor in [0, 1] atomically; returns the path written.
 
     The format comes from the suffix (.png, .jpg/.jpeg, .webp) unless `format` says otherwise. Alpha is
     written for PNG and WebP, dropped for JPEG. `bit_depth=16` (PNG only; pass a loaded image's
-    `output_bit_depth`) writes 16 bits per sample. The image goes to a hidden temporary file in the same
-    folder, is fsynced, then renamed over the target, so readers never see a partial file. A failure to write
-    it (a full disk) is an `OutputWriteError`; a bad tensor or format, or a missing folder, a LangBRTInputError.
+    `output_bit_depth`) writes 16 bits per sample; `lossless` (pass a loaded image's `lossless`) writes WebP
+    losslessly (PNG always is, JPEG never; `quality` is then unused). The image goes to a hidden temporary
+    file in the same folder, is fsynced, then renamed over the target, so readers never see a partial file.
+    A failure to write it (a full disk) is an `OutputWriteError`; a bad tensor or format, or a missing
+    folder, a LangBRTInputError.
     """
     path = Path(path)
     fmt = _resolve_format(format if format is not None else path.suffix or "(none)", str(path))
     _check_quality(quality, str(path))
-    write = _encoder(tensor, alpha, fmt, quality, exif, icc_profile, bit_depth, False, str(path))  # disk untouched
+    write = _encoder(tensor, alpha, fmt, quality, exif, icc_profile, bit_depth, False, str(path),
+                     lossless)  # disk untouched
     folder = path.parent
     if not folder.is_dir():
         raise _input_error(str(folder), "output folder does not exist")

@@ -192,7 +192,7 @@ class Runner:
         fmt, _ = output_format(image)
         with _staged(source, targets) as staged:
             write_image(staged["image"], result.image, alpha=image.alpha, format=fmt, exif=image.exif,
-                        icc_profile=image.icc_profile, bit_depth=image.output_bit_depth)
+                        icc_profile=image.icc_profile, bit_depth=image.output_bit_depth, lossless=image.lossless)
             if self.args.save_maps:
                 for k in range(len(result.prompts)):
                     write_image(staged[f"map_{k}"], overlay(image.rgb, result.maps[k : k + 1]), format="PNG")

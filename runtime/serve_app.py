@@ -380,7 +380,8 @@ def _render(loaded: LoadedImage, result: Any, kind: ReturnKind, with_maps: bool,
     fmt = loaded.format if loaded.format in OUTPUT_FORMATS else "PNG"
     started = time.perf_counter()
     encoded = encode_image(result.image, fmt, loaded.alpha, exif=loaded.exif, icc_profile=loaded.icc_profile,
-                           fast=True, bit_depth=loaded.output_bit_depth)  # the client waits: time over bytes
+                           fast=True, bit_depth=loaded.output_bit_depth,  # the client waits: time over bytes
+                           lossless=loaded.lossless)
     timing["encode"] = (time.perf_counter() - started) * 1e3
     server_timing = ", ".join(f"{k};dur={v:.2f}" for k, v in timing.items())
     warning = precision_note(loaded)  # unnamed: a header value must stay ASCII, whatever the upload was called

@@ -445,6 +445,25 @@ def test_an_8bit_png_still_comes_back_8bit_and_identical_where_the_mask_is_0(gat
     assert out.dtype == np.uint8 and untouched.any() and np.array_equal(out[untouched], before[untouched])
 
 
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_a_lossless_webp_comes_back_lossless_and_identical_where_the_mask_is_0(gated_model_dir, tmp_path, mode):
+    """QA, 2026-11-26: a lossless WebP was written back lossy (quality 95), so noise outside the mask moved by
+    up to 225 levels. A lossy WebP stays lossy: its pixels were never exact."""
+    src = _photo(tmp_path / "face.webp", mode=mode, lossless=True)
+    assert load_image(src).lossless
+    assert _run(gated_model_dir, src, "--prompt", "acne on the cheeks") == 0
+    out_path = tmp_path / "retouched" / "face_retouched.webp"
+    assert out_path.read_bytes()[12:16] in (b"VP8L", b"VP8X") and b"VP8L" in out_path.read_bytes()[:64]
+    with Image.open(out_path) as img, Image.open(src) as orig:
+        out, before = np.asarray(img), np.asarray(orig)
+    untouched = _api_mask(gated_model_dir, src, "acne on the cheeks") == 0
+    assert untouched.any() and np.array_equal(out[untouched], before[untouched])
+    lossy = _photo(tmp_path / "lossy.webp", quality=80)
+    assert not load_image(lossy).lossless
+    assert _run(gated_model_dir, lossy, "--prompt", "acne on the cheeks") == 0
+    assert b"VP8L" not in (tmp_path / "retouched" / "lossy_retouched.webp").read_bytes()[:64]
+
+
 def test_a_16bit_colour_tiff_comes_back_8bit_with_one_warning_line(model_dir, tmp_path, capsys):
     src = tmp_path / "deep.tif"
     src.write_bytes(tiff16_bytes(deep_noise()))

@@ -468,3 +468,37 @@ def test_written_png_decodes_with_pillow(tmp_path):
     path = write_image(tmp_path / "out.png", torch.rand(3, 5, 7))
     with Image.open(io.BytesIO(path.read_bytes())) as img:
         assert (img.format, img.size, img.mode) == ("PNG", (7, 5), "RGB")
+
+
+@pytest.mark.parametrize(("fmt", "save", "lossless"), [
+    pytest.param("PNG", {}, True, id="png"),
+    pytest.param("JPEG", {"quality": 95}, False, id="jpeg"),
+    pytest.param("WEBP", {"lossless": True}, True, id="webp-lossless"),
+    pytest.param("WEBP", {"quality": 90}, False, id="webp-lossy"),
+    pytest.param("WEBP", {"lossless": True, "exif": b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x00\x00"}, True,
+                 id="webp-lossless-extended"),  # VP8X then EXIF chunks before the image
+    pytest.param("WEBP", {"lossless": True, "save_all": True, "append_images": "more"}, True,
+                 id="webp-lossless-animated"),  # the image chunks nest in ANMF frames
+    pytest.param("WEBP", {"quality": 90, "save_all": True, "append_images": "more"}, False,
+                 id="webp-lossy-animated"),
+])
+def test_a_loaded_image_knows_whether_its_file_stores_exact_pixels(fmt, save, lossless):
+    """LoadedImage.lossless: a WebP output of a lossless WebP is written lossless (write_image(lossless=...))."""
+    frame = Image.fromarray(_noise_rgb(24, 16))
+    if save.get("append_images") == "more":
+        save = {**save, "append_images": [Image.fromarray(_noise_rgb(24, 16))]}
+    buffer = io.BytesIO()
+    frame.save(buffer, fmt, **save)
+    assert load_image_bytes(buffer.getvalue(), f"x.{fmt.lower()}").lossless is lossless
+
+
+def test_a_lossless_webp_write_gives_back_every_pixel():
+    loaded = load_image_bytes(_encoded_webp_lossless(), "in.webp")
+    again = load_image_bytes(encode_image(loaded.rgb, "webp", lossless=loaded.lossless), "out.webp")
+    assert torch.equal(again.rgb, loaded.rgb)
+
+
+def _encoded_webp_lossless() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(_noise_rgb(20, 12)).save(buffer, "WEBP", lossless=True)
+    return buffer.getvalue()
