@@ -66,6 +66,7 @@ class LoadedImage:
     # The file stores its pixels exactly (every format but JPEG and lossy WebP): a WebP output is then written
     # lossless, so the pixels outside the mask come back as they were read.
     lossless: bool = True
+    frames: int = 1  # images in the file (an animation's frames, a TIFF's pages); only the first is read
 
 
 def _input_error(name: str, reason: object, kind: type[LangBRTInputError] = LangBRTInputError) -> LangBRTInputError:
@@ -157,6 +158,7 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
             raw_mode = _raw_mode(img)
             deep_png = fmt == "PNG" and raw_mode in _DEEP_PNG_RAW_MODES
             with_alpha = deep_png and raw_mode == "RGBA;16B"
+            frames = getattr(img, "n_frames", 1)  # before load(): Pillow counts them from the header and file
             img.load()  # decode everything now, so a truncated file fails here and not in a caller
             if fmt == "PNG" and not deep_png:  # libspng, which reads the deep ones, checks this itself
                 fh.seek(0)
@@ -191,6 +193,7 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
         bit_depth=bit_depth,
         output_bit_depth=16 if deep_png or img.mode in _SIXTEEN_BIT_MODES else 8,
         lossless=_stores_exact_pixels(fmt, fh),
+        frames=frames,
     )
 
 
@@ -214,24 +217,31 @@ def _stores_exact_pixels(fmt: str, fh: BinaryIO) -> bool:
     return False
 
 
-def precision_note(image: LoadedImage, name: str | None = None) -> str | None:
-    """One line (starting '<name>: ' when named) when an output of `image` holds fewer bits per sample than its
-    file, else None.
+def output_note(image: LoadedImage, name: str | None = None) -> str | None:
+    """One line (starting '<name>: ' when named) when an output of `image` gives back less than its file
+    holds, else None: fewer bits per sample, or only the first of its frames.
 
-    Why: "every other pixel unchanged" then holds only at 8 bits; the user must hear it, not find out later.
+    Why: "every other pixel unchanged" then holds only at 8 bits, or for one frame of an animation; the user
+    must hear it, not find out later.
     """
-    if image.bit_depth <= image.output_bit_depth:
+    notes = []
+    if image.bit_depth > image.output_bit_depth:
+        notes.append(f"{image.bit_depth}-bit {image.format} comes back as {image.output_bit_depth}-bit (only 16-bit "
+                     "RGB, RGBA and grey PNG and 16-bit grayscale TIFF keep 16 bits); convert it to a 16-bit RGB(A) "
+                     "PNG to keep every bit")
+    if image.frames > 1:
+        notes.append(f"{image.format} holds {image.frames} frames (an animation or pages); only the first is "
+                     "retouched and comes back, as a still image")
+    if not notes:
         return None
-    note = (f"{image.bit_depth}-bit {image.format} comes back as {image.output_bit_depth}-bit (only 16-bit RGB, "
-            "RGBA and grey PNG and 16-bit grayscale TIFF keep 16 bits); convert it to a 16-bit RGB(A) PNG to keep "
-            "every bit")
+    note = "; ".join(notes)
     return note if name is None else f"{name}: {note}"
 
 
 def _bit_depth(img: Image.Image) -> int:
     """Bits per sample in the file: 8, 16 or 32. Pillow decodes 16-bit colour PNG, TIFF and PPM to 8 bits and
     32-bit integer TIFF to mode I, but the PNG's raw mode, the TIFF's BitsPerSample tag and the PPM's maxval
-    say what the file holds, so `precision_note` can say what an output loses."""
+    say what the file holds, so `output_note` can say what an output loses."""
     if img.mode == "F":
         return 32
     if isinstance(img, TiffImagePlugin.TiffImageFile):  # compressed TIFFs do not name the depth in their raw mode

@@ -30,7 +30,7 @@ from langbrt.cli_errors import error_line, fail
 from langbrt.cli_pipes import quiet_on_broken_pipe
 from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_NOT_WRITTEN, EXIT_USAGE
-from langbrt.io import WRITE_SUFFIXES, LoadedImage, load_image, precision_note, write_image
+from langbrt.io import WRITE_SUFFIXES, LoadedImage, load_image, output_note, write_image
 from langbrt.text import normalize_prompt
 
 from .backends.base import PRECISIONS, BackendName
@@ -208,7 +208,7 @@ class Runner:
             "changed_fraction": float((result.mask > 0).float().mean()),
             "timing_ms": {k: round(v, 3) for k, v in result.timing.items()},
         }
-        note = precision_note(image, str(source))
+        note = output_note(image, str(source))
         return report if note is None else {**report, "warning": note}
 
 

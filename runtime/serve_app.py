@@ -56,7 +56,7 @@ from langbrt.io import (
     LoadedImage,
     encode_image,
     image_pixels,
-    precision_note,
+    output_note,
     to_uint8_hwc,
 )
 from langbrt.text.prompts import MAX_PROMPT_CHARS
@@ -384,7 +384,7 @@ def _render(loaded: LoadedImage, result: Any, kind: ReturnKind, with_maps: bool,
                            lossless=loaded.lossless)
     timing["encode"] = (time.perf_counter() - started) * 1e3
     server_timing = ", ".join(f"{k};dur={v:.2f}" for k, v in timing.items())
-    warning = precision_note(loaded)  # unnamed: a header value must stay ASCII, whatever the upload was called
+    warning = output_note(loaded)  # unnamed: a header value must stay ASCII, whatever the upload was called
     if kind == "image":
         headers = {"Server-Timing": server_timing, **({WARNING_HEADER: warning} if warning else {})}
         return Response(encoded, media_type=OUTPUT_FORMATS[fmt], headers=headers)

@@ -22,6 +22,7 @@ from langbrt.io import (
     image_pixels,
     load_image,
     load_image_bytes,
+    output_note,
     read_image,
     read_image_bytes,
     to_uint8_hwc,
@@ -502,3 +503,18 @@ def _encoded_webp_lossless() -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(_noise_rgb(20, 12)).save(buffer, "WEBP", lossless=True)
     return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "WEBP", "PNG", "TIFF"])
+def test_an_animation_or_multipage_file_says_only_its_first_frame_comes_back(fmt):
+    """QA, 2026-11-26: an animated GIF / WebP / APNG came back as its first frame with no word said."""
+    frames = [Image.fromarray(_noise_rgb(12, 20, seed=k)) for k in range(3)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, fmt, save_all=True, append_images=frames[1:])
+    loaded = load_image_bytes(buffer.getvalue(), f"anim.{fmt.lower()}")
+    assert loaded.frames == 3 and loaded.size == (20, 12)
+    assert output_note(loaded, "anim") == (f"anim: {fmt} holds 3 frames (an animation or pages); only the first is "
+                                           "retouched and comes back, as a still image")
+    still = io.BytesIO()
+    frames[0].save(still, fmt)
+    assert output_note(load_image_bytes(still.getvalue(), "still")) is None

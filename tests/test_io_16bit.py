@@ -19,7 +19,7 @@ from langbrt.io import (
     from_uint16_hwc,
     load_image,
     load_image_bytes,
-    precision_note,
+    output_note,
     read_image_bytes,
     to_uint16_hwc,
     write_image,
@@ -67,7 +67,7 @@ def test_a_16bit_grey_with_alpha_png_is_read_at_8_bits_and_says_so():
     assert (loaded.bit_depth, loaded.output_bit_depth) == (16, 8)
     assert np.array_equal(to_uint16_hwc(loaded.rgb), np.repeat(samples[:, :, :1] >> 8, 3, axis=2) * 257)
     assert loaded.alpha is not None and np.array_equal(to_uint16_hwc(loaded.alpha), (samples[:, :, 1:] >> 8) * 257)
-    assert precision_note(loaded, "ga.png").startswith("ga.png: 16-bit PNG comes back as 8-bit")
+    assert output_note(loaded, "ga.png").startswith("ga.png: 16-bit PNG comes back as 8-bit")
 
 
 def test_a_16bit_colour_key_becomes_alpha():
@@ -102,14 +102,14 @@ def test_a_16bit_grey_png_and_a_16bit_grey_tiff_keep_16_bits(tmp_path):
     for name in ("grey16.png", "grey16.tif"):
         Image.fromarray(grey).save(tmp_path / name)
         loaded = load_image(tmp_path / name)
-        assert loaded.output_bit_depth == 16 and precision_note(loaded, name) is None
+        assert loaded.output_bit_depth == 16 and output_note(loaded, name) is None
         assert np.array_equal(to_uint16_hwc(loaded.rgb)[:, :, 0], grey)
 
 
 def test_a_16bit_colour_tiff_is_read_at_8_bits_and_says_so():
     loaded = load_image_bytes(tiff16_bytes(deep_noise()), "deep.tif")
     assert (loaded.bit_depth, loaded.output_bit_depth) == (16, 8)
-    note = precision_note(loaded, "deep.tif")
+    note = output_note(loaded, "deep.tif")
     assert note is not None and "\n" not in note and note.startswith("deep.tif: 16-bit TIFF comes back as 8-bit")
 
 
@@ -117,7 +117,7 @@ def test_8bit_files_need_no_note_and_stay_8bit():
     buf = io.BytesIO()
     Image.new("RGB", (4, 3), (10, 20, 30)).save(buf, format="PNG")
     loaded = load_image_bytes(buf.getvalue(), "face.png")
-    assert (loaded.bit_depth, loaded.output_bit_depth, precision_note(loaded, "face.png")) == (8, 8, None)
+    assert (loaded.bit_depth, loaded.output_bit_depth, output_note(loaded, "face.png")) == (8, 8, None)
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -217,10 +217,10 @@ def test_a_16bit_ppm_and_a_32bit_integer_tiff_say_what_their_output_loses(tmp_pa
     ppm = b"P6\n4 3\n65535\n" + (np.arange(36, dtype=">u2") * 1000).tobytes()
     loaded = load_image_bytes(ppm, "deep.ppm")
     assert (loaded.bit_depth, loaded.output_bit_depth) == (16, 8)
-    assert precision_note(loaded, "deep.ppm").startswith("deep.ppm: 16-bit PPM comes back as 8-bit")
+    assert output_note(loaded, "deep.ppm").startswith("deep.ppm: 16-bit PPM comes back as 8-bit")
     Image.fromarray(np.array([[58348, 15480, 70000]], dtype=np.int32)).save(tmp_path / "wide.tif")
     loaded = load_image(tmp_path / "wide.tif")
     assert (loaded.bit_depth, loaded.output_bit_depth) == (32, 16)
-    assert precision_note(loaded).startswith("32-bit TIFF comes back as 16-bit")
+    assert output_note(loaded).startswith("32-bit TIFF comes back as 16-bit")
     eight_bit_ppm = b"P6\n1 1\n255\n\x01\x02\x03"
-    assert precision_note(load_image_bytes(eight_bit_ppm)) is None
+    assert output_note(load_image_bytes(eight_bit_ppm)) is None
