@@ -125,6 +125,18 @@ def output_format(image: LoadedImage) -> tuple[str, str | None]:
     return fmt, None
 
 
+CANONICAL_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
+
+
+def output_suffix(image: LoadedImage, source: Path) -> str:
+    """The retouched image's suffix: the input's own when it names the output's format ('.jpeg' stays), else
+    the format's (JPEG data named 'x.webp', or a file with no suffix, gets '.jpg': QA, 2026-11-26)."""
+    fmt, forced = output_format(image)
+    if forced is None and WRITE_SUFFIXES.get(source.suffix.lower()) == fmt:
+        return source.suffix
+    return forced or CANONICAL_SUFFIXES[fmt]
+
+
 def slug(text: str, limit: int = 40) -> str:
     """A prompt as a file-name fragment: 'Acne on the cheeks!' -> 'acne-on-the-cheeks'."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or "prompt"
@@ -159,7 +171,7 @@ class Runner:
 
     def targets(self, source: Path, image: LoadedImage) -> dict[str, Path]:
         """Every output path of one photo, checked before the model runs for it."""
-        out = self.planned(source, output_format(image)[1] or source.suffix)
+        out = self.planned(source, output_suffix(image, source))
         for path in out.values():
             if path.resolve() in self.inputs:
                 raise LangBRTInputError(f"{source}: output {path} would overwrite an input; use -o DIR")

@@ -464,6 +464,18 @@ def test_a_lossless_webp_comes_back_lossless_and_identical_where_the_mask_is_0(g
     assert b"VP8L" not in (tmp_path / "retouched" / "lossy_retouched.webp").read_bytes()[:64]
 
 
+def test_the_output_suffix_names_the_format_written_not_the_inputs_misleading_one(model_dir, tmp_path):
+    """QA, 2026-11-26: JPEG data named 'x.webp' came back as 'x_retouched.webp' holding a JPEG, a file with no
+    suffix as 'noext_retouched' with none. A suffix that names the format ('.jpeg') is kept."""
+    sources = [_photo(tmp_path / name, format="JPEG") for name in ("x.webp", "noext", "y.jpeg")]
+    assert _run(model_dir, *sources) == 0
+    written = {p.name: p for p in (tmp_path / "retouched").iterdir()}
+    assert sorted(written) == ["noext_retouched.jpg", "x_retouched.jpg", "y_retouched.jpeg"]
+    for path in written.values():
+        with Image.open(path) as img:
+            assert img.format == "JPEG"
+
+
 def test_a_16bit_colour_tiff_comes_back_8bit_with_one_warning_line(model_dir, tmp_path, capsys):
     src = tmp_path / "deep.tif"
     src.write_bytes(tiff16_bytes(deep_noise()))
