@@ -74,7 +74,9 @@ from .serve_admission import (
 from .serve_metrics import METRICS_CONTENT_TYPE, ServeMetrics
 from .serve_middleware import InternalErrorMiddleware, MetricsMiddleware, add_error_handlers
 from .serve_request import (
+    QUERY_PARAMETERS,
     ServeError,
+    check_known,
     check_prompts,
     decode_image,
     form_bool,
@@ -281,6 +283,7 @@ def create_app(
         maps: Annotated[bool | None, Query(description="json only: include one PNG map per prompt")] = None,
     ) -> Response:
         """Retouch one image: multipart field `image` (+ `prompt` fields) or a raw image/* body."""
+        check_known(request.query_params.keys(), QUERY_PARAMETERS, "query parameter")
         batcher = state.require_ready()
         with bodies.reserve() as body_bytes:  # the body and the upload parsed from it live until the reply
             body = await read_body(request, config.max_body_bytes, body_bytes, config.body_timeout_s,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from email.message import Message
 from typing import TypeVar
@@ -25,6 +25,8 @@ from langbrt.text.prompts import normalize_prompt
 from .serve_admission import BudgetExceeded, Reservation
 
 RAW_TYPES = ("image/", "application/octet-stream")
+FORM_FIELDS = ("image", "prompt", "return", "maps")  # the multipart fields /v1/retouch reads
+QUERY_PARAMETERS = ("prompt", "return", "maps")
 MAX_FORM_FIELDS = 1024
 """Most multipart fields parsed; beyond it the body is malformed (400). Prompts over `max_prompts` but within
 this many fields get the precise 422 instead."""
@@ -192,10 +194,13 @@ async def parse_upload(headers: Headers, body: bytes) -> Upload:
     try:
         form = await parser.parse()
     except MultiPartException as err:
+        if err.message.startswith("Too many files"):  # well-formed, just more than the one image we take
+            raise ServeError(422, "invalid_request", "send one image per request (multipart field 'image')") from err
         raise ServeError(400, "bad_request", f"malformed multipart body: {err.message}") from err
     if not _has_close_delimiter(headers, body):
         raise ServeError(400, "bad_request", "malformed multipart body: it ends before its closing boundary "
                          "(truncated upload?)")
+    check_known(form.keys(), FORM_FIELDS, "multipart field")
     image = form.get("image")
     if not isinstance(image, UploadFile):
         raise ServeError(422, "invalid_request", "multipart field 'image' (a file) is required, "
@@ -207,6 +212,15 @@ async def parse_upload(headers: Headers, body: bytes) -> Upload:
     prompts = [v for v in form.getlist("prompt") if isinstance(v, str)]
     fields = {k: v for k, v in form.items() if isinstance(v, str) and k in ("return", "maps")}
     return Upload(data, image.filename or "image", prompts, fields)
+
+
+def check_known(names: Iterable[str], known: tuple[str, ...], what: str) -> None:
+    """422 naming the first of `names` not in `known`. Why: a misspelt field ('promt') would otherwise be
+    ignored, and the image retouched for the model's default prompts instead of the ones asked for."""
+    unknown = next((name for name in names if name not in known), None)
+    if unknown is not None:
+        raise ServeError(422, "invalid_request", f"unknown {what} {unknown!r}; this endpoint takes "
+                         + ", ".join(repr(k) for k in known))
 
 
 def _has_close_delimiter(headers: Headers, body: bytes) -> bool:

@@ -373,9 +373,19 @@ def test_an_unknown_request_charset_is_400_not_a_latin1_guess(client: TestClient
     assert "bogus" in response.json()["error"]["message"]
 
 
-def test_undecodable_bytes_in_fields_the_server_does_not_read_change_nothing(client: TestClient) -> None:
-    """An unknown field is ignored whatever its bytes; an image sent as a text field is told to be a file."""
-    assert client.post("/v1/retouch", content=_form([(b"foo", b"\xe9\xff")]), headers=FORM).status_code == 200
+def test_an_unknown_field_or_query_parameter_is_422_naming_it(client: TestClient) -> None:
+    """QA, 2026-11-26: a misspelt 'promt' was ignored and the image retouched for the default prompts; now
+    it is refused by name (whatever its bytes), as is a second file. An image sent as a text field is told
+    to be a file."""
+    for response in (client.post("/v1/retouch", content=_form([(b"promt", b"acne \xe9\xff")]), headers=FORM),
+                     client.post("/v1/retouch", params={"promt": "acne"}, content=_encode(),
+                                 headers={"content-type": "image/png"})):
+        _assert_error(response, 422, "invalid_request")
+        assert "unknown" in response.json()["error"]["message"] and "'promt'" in response.json()["error"]["message"]
+    two_files = client.post("/v1/retouch", files=[("image", ("a.png", _encode(), "image/png")),
+                                                  ("image", ("b.png", _encode(), "image/png"))])
+    _assert_error(two_files, 422, "invalid_request")
+    assert "one image per request" in two_files.json()["error"]["message"]
     response = client.post("/v1/retouch", content=_form([], image_as_text=True), headers=FORM)
     _assert_error(response, 422, "invalid_request")
     assert "image=@" in response.json()["error"]["message"]
