@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from langbrt.checkpoint import WEIGHTS_FILE, is_single_file
+from langbrt.errors import LangBRTInputError
 from langbrt.kernels import ENV_VAR, AttentionImpl
 from langbrt.kernels.dispatch import environ_set
 from langbrt.model import LangBRT
@@ -41,14 +42,33 @@ class BakedTable:
     predefined_index: torch.Tensor  # (T,) long, -1 for user prompts
 
 
+def check_exportable(model: LangBRT, extra_prompt_slots: int) -> None:
+    """One `LangBRTInputError` line for the paper's ablation models an export cannot carry as trained.
+
+    Without the text-guided detector (--ablation no-tbd) there are no prompts or maps to bake. Without a
+    language model (--ablation no-prior) every prompt is a learned vector: the table bakes them all, and an
+    extra prompt slot would be filled by a text encoder the model never trained with (QA, 2026-11-26: ONNX
+    ran any prompt, where torch refuses an unknown one).
+    """
+    if model.tbd is None:
+        raise LangBRTInputError("this model has no text-guided detector (trained with --ablation no-tbd): "
+                                "there are no prompts to bake, so it cannot be exported; run it with the torch "
+                                "backend")
+    if model.learned_prompts and extra_prompt_slots:
+        raise LangBRTInputError(f"this model has no text encoder (trained with --ablation no-prior): it answers "
+                                f"only its {len(model.learned_prompts)} learned prompts, which the export bakes; "
+                                "pass --extra-prompt-slots 0")
+
+
 def baked_table(model: LangBRT, prompts: Sequence[str] | None = None) -> BakedTable:
-    """Pre-defined prompts, then the prompt bank, then `prompts`, de-duplicated in that stable order.
+    """Pre-defined prompts, then a "w/o prior" model's learned ones, then the prompt bank, then `prompts`,
+    de-duplicated in that stable order.
 
     Prompts not in the bank are encoded with the model's text encoder (loaded on demand); an empty prompt
     raises `LangBRTInputError` from `normalize_prompt`.
     """
     texts: list[str] = []
-    for text in [*model.predefined_prompts, *model.prompt_bank.texts, *(prompts or [])]:
+    for text in [*model.predefined_prompts, *model.learned_prompts, *model.prompt_bank.texts, *(prompts or [])]:
         key = normalize_prompt(text)
         if key not in texts:
             texts.append(key)

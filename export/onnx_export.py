@@ -47,6 +47,7 @@ from .graph import (
     DEFAULT_EXTRA_PROMPT_SLOTS,
     ExportableLangBRT,
     baked_table,
+    check_exportable,
     model_hash,
     traced_attention,
 )
@@ -101,6 +102,7 @@ def export_onnx(model: LangBRT, path: str | Path, *, opset: int = DEFAULT_OPSET,
     if attention not in ATTENTION_EXPORTS:
         raise LangBRTInputError(f"attention export {attention!r} is not one of: {', '.join(ATTENTION_EXPORTS)}")
     check_export_options(opset, extra_prompt_slots)
+    check_exportable(model, extra_prompt_slots)
     path = Path(path)
     model = model.eval()
     table = baked_table(model, prompts)

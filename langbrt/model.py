@@ -21,6 +21,10 @@ from .prompt_maps import regroup_maps
 from .text import PromptBank, TextEncoder, normalize_prompt, text_encoder_from_name
 from .text.prompts import normalize_prompt_lists
 
+KNOWN_PROMPTS_LISTED = 12
+"""How many of a "w/o prior" model's learned prompts an unknown-prompt error names (one trained on FFHQR
+has thousands: the whole list made a ~100 KB error line)."""
+
 
 @dataclass
 class LangBRTOutput:
@@ -75,13 +79,22 @@ class LangBRT(nn.Module):
     def predefined_prompts(self) -> list[str]:
         return [normalize_prompt(p) for p in self.config.predefined_prompts]
 
+    @property
+    def learned_prompts(self) -> list[str]:
+        """The prompts of a model without a language model (the "w/o prior" ablation), each with its own
+        learned vector; empty for every other model."""
+        return list(self._learned)
+
     def embed_prompts(self, texts: Sequence[str]) -> torch.Tensor:
         """Embeddings (N, D) of normalised texts, loading the configured text encoder only if needed."""
         if self._learned:
             unknown = [t for t in texts if t not in self._learned]
             if unknown:
+                known = list(self._learned)
+                listed = ", ".join(known[:KNOWN_PROMPTS_LISTED])
+                more = f" and {len(known) - KNOWN_PROMPTS_LISTED} more" if len(known) > KNOWN_PROMPTS_LISTED else ""
                 raise LangBRTInputError(f"prompt {unknown[0]!r} was not learned by this model (it has no "
-                                        f"text encoder); known prompts: {', '.join(self._learned)}")
+                                        f"text encoder); known prompts: {listed}{more}")
             return self.learned_prompt_embeddings[[self._learned[t] for t in texts]]
         if self.prompt_bank.encoder is None and any(t not in self.prompt_bank for t in texts):
             try:

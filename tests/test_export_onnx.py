@@ -176,3 +176,33 @@ def test_reading_metadata_from_a_foreign_onnx_file_names_the_problem(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(CheckpointError, match="junk.onnx"):
         read_onnx_metadata(tmp_path / "junk.onnx")
+
+
+def test_a_model_without_the_detector_is_refused_in_one_line(encoder, tmp_path):
+    """The no-tbd ablation has no prompts or maps to bake (QA, 2026-11-26: an AttributeError traceback)."""
+    model = LangBRT(LangBRTConfig.tiny(use_detection=False), text_encoder=encoder).eval()
+    with pytest.raises(LangBRTInputError, match="no text-guided detector"):
+        export_onnx(model, tmp_path / "m.onnx", extra_prompt_slots=0)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_model_without_a_language_model_bakes_its_learned_prompts_and_takes_no_extra_slots(encoder, tmp_path):
+    """The no-prior ablation answers only its learned prompts: each is baked with its learned vector, so
+    ONNX Runtime gives torch's maps for it; extra slots, which a text encoder would fill with vectors the
+    model never trained with, are refused (QA, 2026-11-26: ONNX ran any prompt, and differently)."""
+    learned = (*LangBRTConfig.tiny().predefined_prompts, "remove zits on the chin")  # as --ablation no-prior
+    torch.manual_seed(0)
+    model = LangBRT(LangBRTConfig.tiny(learned_prompts=learned), text_encoder=encoder).eval()
+    with pytest.raises(LangBRTInputError, match="pass --extra-prompt-slots 0"):
+        export_onnx(model, tmp_path / "slots.onnx", extra_prompt_slots=SLOTS)
+    path = export_onnx(model, tmp_path / "m.onnx", extra_prompt_slots=0)
+    metadata = read_onnx_metadata(path)
+    assert set(learned) <= set(metadata.prompts)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    weights = torch.tensor([[float(p == "remove zits on the chin") for p in metadata.prompts]])  # (1, T)
+    image, mask, maps = session.run(None, {INPUT_IMAGES: images.numpy(), INPUT_PROMPT_WEIGHTS: weights.numpy()})
+    with torch.no_grad():
+        expected = model(images, [["remove zits on the chin"]])
+    np.testing.assert_allclose(image, expected.image.numpy(), atol=ATOL)
+    np.testing.assert_allclose(mask, expected.mask.numpy(), atol=ATOL)

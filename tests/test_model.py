@@ -177,3 +177,14 @@ def test_without_prior_rejects_unlearned_prompts(encoder, images):
     model = LangBRT(LangBRTConfig.tiny(learned_prompts=("forehead wrinkles",)), text_encoder=encoder)
     with pytest.raises(LangBRTInputError, match="known prompts: forehead wrinkles"):
         model(images, [["acne"], ["acne"]])
+
+
+def test_an_unknown_prompt_error_names_a_few_learned_prompts_not_thousands(encoder, images):
+    """QA, 2026-11-26: a "w/o prior" model trained on FFHQR listed all 2 172 learned prompts in one line."""
+    learned = tuple(f"blemish number {i}" for i in range(40))
+    model = LangBRT(LangBRTConfig.tiny(learned_prompts=learned), text_encoder=encoder)
+    with pytest.raises(LangBRTInputError) as info:
+        model(images, [["acne"], ["acne"]])
+    message = str(info.value)
+    assert "blemish number 11" in message and "blemish number 12," not in message
+    assert message.endswith("and 28 more") and len(message) < 600
