@@ -26,6 +26,7 @@ from langbrt.bundled import default_model_path
 from langbrt.cli_args import OneLineParser
 from langbrt.cli_errors import fail
 from langbrt.cli_pipes import quiet_on_broken_pipe
+from langbrt.console import run_command
 from langbrt.errors import LangBRTError, OutputWriteError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_NOT_WRITTEN, EXIT_USAGE
 
@@ -125,4 +126,4 @@ def _export(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -38,8 +38,17 @@ def _run(module: str, prog: str) -> Any:
     for signum in caught:
         signal.signal(signum, exit_while_starting)
     main = importlib.import_module(module).main
-    for signum in caught:
-        signal.signal(signum, signal.default_int_handler)
+    return run_command(main)
+
+
+def run_command(main: Callable[[], Any]) -> Any:
+    """`main()` with SIGTERM handled as Ctrl-C (a signal the parent set to be ignored stays ignored) and
+    unprintable output escaped: how every command runs, from its console script (`_run`, once imported) or
+    as `python -m MODULE`, which is how torchrun starts the README's multi-GPU training (QA, 2026-11-26:
+    there a SIGTERM, which torchrun forwards to its workers, killed them with checkpoints half written)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, signal.default_int_handler)
     escape_unprintable_output()
     return main()
 

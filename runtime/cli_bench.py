@@ -39,6 +39,7 @@ from langbrt.bundled import default_model_path
 from langbrt.cli_args import OneLineParser, device_arg, positive_number
 from langbrt.cli_errors import fail
 from langbrt.cli_pipes import quiet_on_broken_pipe
+from langbrt.console import run_command
 from langbrt.errors import LangBRTError, OutputWriteError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_NOT_WRITTEN, EXIT_USAGE
 from langbrt.output_paths import check_output_file
@@ -315,4 +316,4 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

@@ -28,6 +28,7 @@ from langbrt.bundled import default_model_path
 from langbrt.cli_args import OneLineParser, device_arg
 from langbrt.cli_errors import error_line, fail
 from langbrt.cli_pipes import quiet_on_broken_pipe
+from langbrt.console import run_command
 from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_NOT_WRITTEN, EXIT_USAGE
 from langbrt.io import WRITE_SUFFIXES, LoadedImage, load_image, output_note, write_image
@@ -342,4 +343,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

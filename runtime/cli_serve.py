@@ -22,6 +22,7 @@ from pathlib import Path
 from langbrt.bundled import default_model_path
 from langbrt.cli_args import DefaultsHelpFormatter, OneLineParser, device_arg, non_negative_number, positive_number
 from langbrt.cli_errors import fail
+from langbrt.console import run_command
 from langbrt.devices import require_device
 from langbrt.errors import LangBRTError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
@@ -204,4 +205,4 @@ def _serve(args: argparse.Namespace, token: str | None, sock: socket.socket) -> 
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main))

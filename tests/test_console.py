@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import subprocess
 import sys
 import textwrap
 from importlib.metadata import distribution
+from pathlib import Path
 
 import pytest
 
@@ -140,3 +142,30 @@ def test_a_path_with_undecodable_bytes_prints_escaped_on_a_strict_utf8_stdout():
                           env={**os.environ, "PYTHONIOENCODING": "utf-8"}, timeout=60)
     assert done.returncode == 0, done.stderr.decode()
     assert done.stdout == b"wrote bad\\udcff.png\n"
+
+
+def test_run_command_turns_sigterm_into_ctrl_c_so_a_python_m_command_cleans_up():
+    """torchrun starts the README's multi-GPU training as `-m langbrt.training.cli_train` and forwards a
+    SIGTERM to its workers: under `run_command` it lands as KeyboardInterrupt, which every command cleans up
+    on (QA, 2026-11-26: the workers died with checkpoints and sample images half written)."""
+    code = textwrap.dedent("""
+        import os, signal, sys, time
+        from langbrt.console import run_command
+        def main():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(30)
+            except KeyboardInterrupt:
+                print("cleaned up")
+                return 130
+        sys.exit(run_command(main))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (130, "cleaned up\n"), done.stderr
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPTS))
+def test_every_command_run_as_python_m_goes_through_run_command(script):
+    """Each command module's `__main__` block calls its main through `run_command`, as its script does."""
+    source = Path(importlib.util.find_spec(COMMAND_MODULES[script]).origin).read_text()
+    assert "run_command(main)" in source.split('if __name__ == "__main__":')[-1], script

@@ -22,6 +22,7 @@ from langbrt.atomic import atomic_write_text
 from langbrt.cli_args import DEVICE_HELP, is_device_name
 from langbrt.cli_click import OneLineCommand, one_line_warnings
 from langbrt.cli_errors import fail
+from langbrt.console import run_command
 from langbrt.devices import default_device, require_device
 from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError
 from langbrt.exit_codes import EXIT_OUTPUT_NOT_WRITTEN, EXIT_USAGE
@@ -180,4 +181,4 @@ def format_table(result: EvalResult) -> str:
 
 
 if __name__ == "__main__":  # `python -m langbrt.training.cli_eval`, as the other commands run
-    main()
+    run_command(main)

@@ -18,6 +18,7 @@ from click.core import ParameterSource
 
 from langbrt.cli_click import OneLineCommand, one_line_warnings, stop
 from langbrt.cli_errors import error_line
+from langbrt.console import run_command
 from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_NOT_WRITTEN, EXIT_USAGE
 from langbrt.training.losses.detection import DEFAULT_DETECTION_LOSS, DETECTION_LOSSES
@@ -166,4 +167,4 @@ def _config(ctx: click.Context, options: dict[str, object], resume: str | None) 
 
 
 if __name__ == "__main__":  # `python -m torch.distributed.run ... -m langbrt.training.cli_train`
-    main()
+    run_command(main)
