@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -142,6 +143,32 @@ def test_skipped_corrupt_pair_is_one_warning_line(checkpoint, tmp_path):
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.output.splitlines() if "b.png" in line]
     assert len(warnings) == 1 and warnings[0].startswith("Warning: ") and ".py:" not in result.output
+
+
+def test_a_pair_that_fails_only_when_decoded_is_not_scored_in_its_neighbours_place(checkpoint, tmp_path):
+    """QA, 2026-11-26: a JPEG cut in half passes the header check, fails when decoded, and the data set used
+    to hand the next pair in its place, so eval scored that pair twice and counted it in num_samples."""
+    rng = np.random.default_rng(0)
+    folders = {"with-bad": tmp_path / "with-bad", "without": tmp_path / "without"}
+    for folder in folders.values():
+        for side in ("source", "target"):
+            (folder / side).mkdir(parents=True)
+    for name in ("a", "b", "c", "d"):
+        for side in ("source", "target"):
+            pixels = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folders["with-bad"] / side / f"{name}.jpg", quality=95)
+            if name != "b":
+                Image.fromarray(pixels).save(folders["without"] / side / f"{name}.jpg", quality=95)
+    whole = (folders["with-bad"] / "source/b.jpg").read_bytes()
+    (folders["with-bad"] / "source/b.jpg").write_bytes(whole[: len(whole) // 2])
+    reports = {}
+    for key, folder in folders.items():
+        result = invoke("--model", str(checkpoint), "--data", str(folder), "--num-samples", "0", "--batch-size", "2",
+                        "--json", "--out", str(tmp_path / f"{key}.json"))
+        assert result.exit_code == 0, result.output
+        reports[key] = json.loads((tmp_path / f"{key}.json").read_text())
+    assert reports["with-bad"]["num_samples"] == reports["without"]["num_samples"] == 3
+    assert reports["with-bad"]["psnr"] == pytest.approx(reports["without"]["psnr"])
 
 
 def test_ctrl_c_is_one_line_and_exit_130(checkpoint, monkeypatch):

@@ -150,7 +150,7 @@ def _run(model_dir: str, data: str, ffhqr_root: str | None, ffhqr_target_root: s
     if model.config.text_encoder.startswith("open_clip:") and clip_text_weights:
         model.prompt_bank.set_encoder(text_encoder_from_name(model.config.text_encoder, clip_text_weights))
     length = num_samples if data == SYNTHETIC else None
-    dataset, collate, _ = build_dataset(cfg, model.config.image_size, split=split, length=length)
+    dataset, collate, _ = build_dataset(cfg, model.config.image_size, split=split, length=length, evaluation=True)
     if data != SYNTHETIC and 0 < num_samples < len(dataset):
         dataset = torch.utils.data.Subset(dataset, range(num_samples))
     from tqdm.auto import tqdm

@@ -89,6 +89,8 @@ def evaluate(model: LangBRT, dataset: Dataset, collate: Any, batch_size: int = 8
     pooled: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = defaultdict(lambda: ([], []))
     n = 0
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate):
+        if batch is None:  # every pair of it failed to decode (each warned about once)
+            continue
         source, target = batch["source"].to(device), batch["target"].to(device)  # (B, 3, H, W)
         out = model(source, batch["prompts"])
         synthetic = "removed_mask" in batch

@@ -101,10 +101,12 @@ def build_text_encoder(cfg: TrainConfig) -> TextEncoder:
 
 
 def build_dataset(cfg: TrainConfig, image_size: int, split: str = "train",
-                  length: int | None = None) -> tuple[Dataset, Callable, Any]:
+                  length: int | None = None, *, evaluation: bool = False) -> tuple[Dataset, Callable, Any]:
     """(dataset, collate_fn, base dataset) for `cfg.data`; the base receives `set_epoch` for its flips.
 
     `--fraction` selects a seeded, nested subset (the paper's 1/5/10/20/100% regimes) of the training split.
+    `evaluation`: a paired pair that fails to decode is dropped, not replaced by the next one (whatever the
+    split), so every pair is scored once or not at all.
     """
     train = split == "train"
     if cfg.data == SYNTHETIC:
@@ -122,7 +124,7 @@ def build_dataset(cfg: TrainConfig, image_size: int, split: str = "train",
         else:
             pairs = find_pairs(cfg.data)
         base = PairedImageDataset(pairs, image_size=image_size, strict=cfg.strict, flip=cfg.flip and train,
-                                  seed=cfg.seed)
+                                  seed=cfg.seed, substitute=not evaluation)
         base.validate()  # drops (and counts) corrupt pairs, or raises with --strict
         collate = collate_pairs
     dataset: Dataset = base

@@ -230,6 +230,7 @@ class PairedImageDataset(torch.utils.data.Dataset):
         flip: bool = False,
         seed: int = 0,
         prompts: Sequence[str] = DEFAULT_REAL_PROMPTS,
+        substitute: bool = True,
     ) -> None:
         if not isinstance(image_size, int) or image_size < 1:
             raise LangBRTInputError(f"image_size must be a positive integer, got {image_size!r}")
@@ -246,6 +247,10 @@ class PairedImageDataset(torch.utils.data.Dataset):
         self.prompts = [normalize_prompt(p) for p in prompts]
         self.skipped: list[SkippedImage] = []
         self._bad: set[int] = set()  # indices into self.pairs known not to decode
+        # A pair that fails to decode: replaced by the next usable one (training: every batch stays full), or
+        # None, which collate_pairs drops (evaluation: every pair scored once or not at all; QA, 2026-11-26:
+        # eval scored the neighbour of a corrupt pair twice and counted it in num_samples).
+        self.substitute = substitute
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -286,11 +291,11 @@ class PairedImageDataset(torch.utils.data.Dataset):
             raise LangBRTInputError("no usable image pair is left after validation; check the data folder")
         return len(dropped)
 
-    def __getitem__(self, index: int) -> PairedSample:
+    def __getitem__(self, index: int) -> PairedSample | None:
         n = len(self.pairs)
         if not 0 <= index < n:
             raise IndexError(f"index {index} out of range for {n} pairs")
-        for offset in range(n):
+        for offset in range(n if self.substitute else 1):
             i = (index + offset) % n
             if i in self._bad:
                 continue
@@ -302,6 +307,8 @@ class PairedImageDataset(torch.utils.data.Dataset):
                 self._record_skip(i, err)
                 continue
             return self._sample(i, source, target)
+        if not self.substitute:
+            return None
         raise LangBRTInputError(
             "none of the image pairs in the data set can be decoded; check the data files"
         )
@@ -394,11 +401,15 @@ def _check_pair(pair: ImagePair) -> SkippedImage | None:
     return None
 
 
-def collate_pairs(batch: Sequence[PairedSample]) -> dict[str, object]:
-    """DataLoader ``collate_fn``: stacks images to (B, 3, S, S) and keeps names/prompts as per-sample lists.
+def collate_pairs(batch: Sequence[PairedSample | None]) -> dict[str, object] | None:
+    """DataLoader ``collate_fn``: stacks images to (B, 3, S, S) and keeps names/prompts as per-sample lists;
+    None for a batch whose every pair failed to decode (a dataset built with ``substitute=False``).
 
     torch's default collate would transpose the prompt lists and fail on ``region_masks=None``.
     """
+    batch = [s for s in batch if s is not None]  # pairs that failed to decode, when not substituted
+    if not batch:
+        return None
     return {
         "source": torch.stack([s["source"] for s in batch]),  # (B, 3, S, S)
         "target": torch.stack([s["target"] for s in batch]),  # (B, 3, S, S)
