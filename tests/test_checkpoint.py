@@ -311,3 +311,22 @@ def test_an_empty_prompt_in_the_configs_prompt_bank_is_one_line_naming_the_check
     (directory / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=f"^{directory}: the config's prompts: prompt is empty: ' '"):
         LangBRT.from_pretrained(directory)
+
+
+def test_a_weight_holding_nan_is_refused_by_name(saved, tmp_path):
+    """QA, 2026-11-26: a checkpoint with NaN in one bias loaded, and langbrt-infer wrote images half black."""
+    from safetensors.torch import load_file, save_file
+
+    directory, _, _ = saved
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for path in directory.iterdir():
+        (damaged / path.name).write_bytes(path.read_bytes())
+    weights_file = damaged / checkpoint_module.WEIGHTS_FILE
+    weights = load_file(str(weights_file))
+    name = sorted(k for k, v in weights.items() if v.is_floating_point())[3]
+    weights[name] = weights[name].clone()
+    weights[name].view(-1)[0] = float("nan")
+    save_file(weights, str(weights_file))
+    with pytest.raises(CheckpointError, match=f"weight {name} holds NaN or infinity"):
+        LangBRT.from_pretrained(damaged)
