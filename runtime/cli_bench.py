@@ -272,6 +272,8 @@ def format_table(report: dict[str, Any]) -> str:
 @quiet_on_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # A size or precision given twice would be measured and reported twice (QA, 2026-11-26): once each.
+    args.batch_sizes, args.precision = list(dict.fromkeys(args.batch_sizes)), list(dict.fromkeys(args.precision))
     try:
         return _bench(args)
     except KeyboardInterrupt:  # the report is written atomically at the end: nothing half-written is left

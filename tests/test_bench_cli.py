@@ -173,3 +173,12 @@ def test_a_backend_failing_while_timed_is_one_line_exit_1_and_no_report(models, 
     assert err.startswith(f"langbrt-bench: error: {models[0]}: torch fp32 batch 2 failed") and "Traceback" not in err
     assert "illegal memory access" in err and "asynchronously" not in err
     assert not out.exists()
+
+
+def test_a_batch_size_or_precision_given_twice_is_measured_once(models, capsys):
+    argv = ["--model", str(models[0]), "--precision", "fp32", "fp32", "--batch-sizes", "1", "1", "--warmup", "0",
+            "--seconds", "0.2", "--device", "cpu", "--json"]
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [(r["precision"], r["batch_size"]) for r in report["rows"]] == [("fp32", 1)]
+    assert report["settings"]["batch_sizes"] == [1]
