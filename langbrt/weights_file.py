@@ -29,6 +29,8 @@ def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise LangBRTInputError(f"{what} file not found: {path}")
+    if path.stat().st_size == 0:  # torch's own message would suggest weights_only=False, which cannot help
+        raise CheckpointError(f"{what} file {path} is empty (0 bytes); download or copy it again")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -209,7 +209,9 @@ class Runner:
             if self.args.save_maps:
                 for k in range(len(result.prompts)):
                     write_image(staged[f"map_{k}"], overlay(image.rgb, result.maps[k : k + 1]), format="PNG")
-                write_image(staged["mask"], result.mask.expand(3, -1, -1), format="PNG")
+                # at the image's depth: an 8-bit mask shows values under 1/510 as 0 where a 16-bit output changed
+                write_image(staged["mask"], result.mask.expand(3, -1, -1), format="PNG",
+                            bit_depth=image.output_bit_depth)
         report = {
             "input": str(source),
             "output": str(targets["image"]),
@@ -223,6 +225,19 @@ class Runner:
         }
         note = output_note(image, str(source))
         return report if note is None else {**report, "warning": note}
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    """`value` with every string's undecodable file-name bytes (Python's lone surrogates, U+DC80-U+DCFF)
+    written as backslash escapes ('bad\\xff.png'): json.dumps would emit them as '\\udcff', which strict JSON
+    parsers refuse (QA, 2026-11-26)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {key: _without_lone_surrogates(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_lone_surrogates(item) for item in value]
+    return value
 
 
 def _probe_writable(folder: Path) -> None:
@@ -332,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     if stopped is not None:
         _remove_empty(created)
     if args.json:
-        print(json.dumps({"results": results, "failed": failed}, indent=2))
+        print(json.dumps(_without_lone_surrogates({"results": results, "failed": failed}), indent=2))
     if stopped is not None:
         return fail(PROG, f"{stopped}; stopped there: {len(results)} of {len(files)} image(s) retouched, their "
                     "outputs complete", EXIT_OUTPUT_NOT_WRITTEN)

@@ -426,6 +426,19 @@ def test_a_16bit_png_comes_back_16bit_and_bit_identical_where_the_mask_is_0(gate
     assert not np.array_equal(out[~untouched], samples[~untouched])  # the retouch did reach the file
 
 
+def test_a_16bit_photo_with_an_undecodable_name_gets_a_16bit_mask_and_strict_json(model_dir, tmp_path, capsys):
+    """QA, 2026-11-26: the saved mask was 8-bit beside a 16-bit output (values under 1/510 showed 0 where the
+    image changed), and a name with a non-UTF-8 byte reached --json as a lone '\\udcff' escape."""
+    src = tmp_path / os.fsdecode(b"bad\xff.png")
+    src.write_bytes(png16_bytes(deep_noise()))
+    assert _run(model_dir, src, "--json", "--save-maps") == 0
+    out = capsys.readouterr().out
+    assert "\\udc" not in out and "bad\\\\xff.png" in out, out
+    [entry] = json.loads(out)["results"]
+    mask = (tmp_path / "retouched" / os.fsdecode(b"bad\xff_mask.png")).read_bytes()
+    assert mask[24] == 16 and entry["bit_depth"] == 16  # IHDR bit depth
+
+
 def test_a_16bit_rgba_png_keeps_its_alpha_at_16_bits(model_dir, tmp_path):
     samples = deep_noise(channels=4)
     src = tmp_path / "cutout.png"

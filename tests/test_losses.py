@@ -197,6 +197,16 @@ def test_a_damaged_weights_file_is_one_line_naming_it(tmp_path, name):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("name", ["vgg19.pth", "vgg19.safetensors"])
+def test_an_empty_weights_file_says_so_not_to_try_weights_only_false(tmp_path, name):
+    """QA, 2026-11-26: torch's message for an empty file advised weights_only=False, which cannot help."""
+    path = tmp_path / name
+    path.touch()
+    with pytest.raises(CheckpointError) as err:
+        VGGPerceptual.from_file(path)
+    assert str(err.value) == f"VGG-19 weights file {path} is empty (0 bytes); download or copy it again"
+
+
 def test_vgg_refuses_a_file_that_is_not_vgg19(tmp_path):
     path = tmp_path / "other.pth"
     torch.save({"features.0.weight": torch.zeros(1)}, path)
