@@ -58,6 +58,7 @@ from langbrt.io import (
     image_pixels,
     output_note,
     to_uint8_hwc,
+    to_uint16_hwc,
 )
 from langbrt.text.prompts import MAX_PROMPT_CHARS
 
@@ -393,19 +394,23 @@ def _render(loaded: LoadedImage, result: Any, kind: ReturnKind, with_maps: bool,
         return Response(encoded, media_type=OUTPUT_FORMATS[fmt], headers=headers)
     maps = None
     if with_maps:
-        maps = [MapPNG(prompt=p, png=_b64(_gray_png(m))) for p, m in zip(result.prompts, result.maps, strict=False)]
+        maps = [MapPNG(prompt=p, png=_b64(_gray_png(m, loaded.output_bit_depth)))
+                for p, m in zip(result.prompts, result.maps, strict=False)]
     body = RetouchJSON(image=_b64(encoded), format=fmt, bit_depth=loaded.output_bit_depth,
-                       mask=_b64(_gray_png(result.mask[0])), maps=maps, timing_ms=timing, prompts=list(result.prompts),
+                       mask=_b64(_gray_png(result.mask[0], loaded.output_bit_depth)), maps=maps, timing_ms=timing,
+                       prompts=list(result.prompts),
                        warning=warning)
     return Response(body.model_dump_json(exclude_none=True), media_type="application/json",
                     headers={"Server-Timing": server_timing})
 
 
-def _gray_png(plane: torch.Tensor) -> bytes:
-    """(H, W) map in [0, 1] -> 8-bit grayscale PNG bytes."""
-    arr = to_uint8_hwc(plane.unsqueeze(0))[:, :, 0]  # (H, W) uint8
+def _gray_png(plane: torch.Tensor, bit_depth: int = 8) -> bytes:
+    """(H, W) map in [0, 1] -> grayscale PNG bytes of `bit_depth` (8 or 16). Why 16 beside a 16-bit image:
+    at 8 bits a mask value under 1/510 shows as 0 where the 16-bit image did change."""
+    to_hwc = to_uint16_hwc if bit_depth == 16 else to_uint8_hwc
+    arr = np.ascontiguousarray(to_hwc(plane.unsqueeze(0))[:, :, 0])  # (H, W) uint8 or uint16
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(arr), mode="L").save(buf, format="PNG", compress_level=FAST_PNG_LEVEL)
+    Image.fromarray(arr).save(buf, format="PNG", compress_level=FAST_PNG_LEVEL)  # mode L or I;16
     return buf.getvalue()
 
 

@@ -220,6 +220,15 @@ def test_a_16bit_rgba_upload_keeps_its_alpha_at_16_bits_in_a_json_reply(client: 
     assert response.status_code == 200 and body["bit_depth"] == 16 and "warning" not in body
     out = decode_png16(base64.b64decode(body["image"]), alpha=True)
     assert out.shape == samples.shape and np.array_equal(out[:, :, 3], samples[:, :, 3])
+    mask = base64.b64decode(body["mask"])
+    assert (mask[24], mask[25]) == (16, 0)  # IHDR: a 16-bit grey mask beside a 16-bit image
+
+
+def test_an_8bit_upload_gets_an_8bit_mask_in_a_json_reply(client: TestClient) -> None:
+    body = client.post("/v1/retouch", content=_encode(), headers={"content-type": "image/png"},
+                       params={"return": "json"}).json()
+    mask = base64.b64decode(body["mask"])
+    assert (mask[24], mask[25]) == (8, 0)
 
 
 def test_a_16bit_colour_tiff_upload_comes_back_8bit_and_the_reply_says_so(client: TestClient) -> None:
