@@ -633,7 +633,7 @@ def test_sigterm_ends_an_upload_still_arriving_with_503_and_exits_0(tiny_checkpo
         conn = socket.create_connection(("127.0.0.1", port))
         conn.sendall(b"POST /v1/retouch HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
                      b"Content-Length: 100000\r\n\r\n" + _encode()[:100])
-        time.sleep(0.5)  # the upload is being read
+        time.sleep(1.5)  # the upload is being read (0.5 s raced a loaded box once, 2026-11-26)
         proc.send_signal(signal.SIGTERM)
         conn.settimeout(10)
         reply = conn.recv(65536)
