@@ -198,23 +198,25 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
 
 
 def _stores_exact_pixels(fmt: str, fh: BinaryIO) -> bool:
-    """Whether a file of Pillow format `fmt` holds its pixels exactly: not JPEG (nor a TIFF of JPEG strips),
-    and a WebP only when its (first) image is VP8L, WebP's lossless coding. Pillow does not say which a
-    WebP is, so its RIFF chunks are read: a simple file is one VP8 / VP8L chunk, an extended one (VP8X)
-    lists its chunks, an animated one nests them in ANMF frames."""
+    """Whether a file of Pillow format `fmt` holds its pixels exactly: not JPEG, and a WebP only when its
+    (first) image is VP8L, WebP's lossless coding. Only a WebP output asks (PNG is always written lossless,
+    JPEG never), and Pillow does not say which a WebP is, so its RIFF chunk headers are read: a simple file
+    is one VP8 / VP8L chunk, an extended one (VP8X) lists its chunks, an animated one nests them in ANMF
+    frames (16 bytes of frame header, then the frame's chunks)."""
     if fmt == "JPEG":
         return False
     if fmt != "WEBP":
         return True
-    fh.seek(0)
-    data = fh.read()
     offset = 12  # past 'RIFF', size, 'WEBP'
-    while offset + 8 <= len(data):
-        kind, size = data[offset:offset + 4], int.from_bytes(data[offset + 4:offset + 8], "little")
+    while True:
+        fh.seek(offset)
+        header = fh.read(8)
+        if len(header) < 8:
+            return False
+        kind, size = header[:4], int.from_bytes(header[4:], "little")
         if kind in (b"VP8L", b"VP8 "):
             return kind == b"VP8L"
-        offset = offset + 8 + 16 if kind == b"ANMF" else offset + 8 + size + (size & 1)  # into a frame's chunks
-    return False
+        offset += 8 + 16 if kind == b"ANMF" else 8 + size + (size & 1)
 
 
 def output_note(image: LoadedImage, name: str | None = None) -> str | None:
