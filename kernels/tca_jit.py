@@ -29,8 +29,8 @@ Offsets are int32 (64-bit address tensors cost two registers per element). Every
 extent is padded to a power of two >= 16 (tl.dot's minimum) and masked: C = 96 -> 128, Cm = 9 -> 16,
 head_dim 32 stays 32. Matmuls take fp16/bf16 operands when the inputs are half precision (fp32 accumulate)
 and exact fp32 ("ieee") operands for fp32 inputs, so the fp32 path matches the reference, not TF32.
-On Hopper the half-precision dots are built as mma.sync, not wgmma: Triton 3.6's wgmma build of this kernel
-computes wrong values (measured on an H200; see MmaChoice).
+On Hopper this kernel's half-precision dots are built as mma.sync only: Triton 3.6's wgmma build of it
+computes wrong values (tca_triton.MmaChoice, MMA_PATHS); the folded kernel below builds wgmma by default.
 
 Warp layout: Triton gives all the dots of a chain one warp layout, picked from the first dot it converts,
 and for this kernel's (64, 128) output tile that put the 4 warps side by side along the 128 columns

@@ -6,8 +6,9 @@ cross-attention of that window, from the unpartitioned (B, H, W, C) tensors to t
 one launch per TCA block (a persistent launch of the folded kernel, `LaunchConfig.programs_per_sm`: a
 program per group of an image's windows). `tca_fwd_kernel` reads the nine TCA tensors as the reference does;
 `tca_folded_fwd_kernel` (LANGBRT_TCA_KERNEL=folded) reads weights folded through the narrow map
-features (tca_fold.py). On Hopper the half-precision dots are built as mma.sync, not wgmma: Triton 3.6's
-wgmma build of this kernel computes wrong values (measured on an H200; see MmaChoice).
+features (tca_fold.py). On Hopper the folded kernel's half-precision dots are wgmma (DEFAULT_MMA), the
+direct kernel's mma.sync only: Triton 3.6's wgmma build of the direct kernel computes wrong values
+(MmaChoice, MMA_PATHS). In half precision on CUDA the sigmoid is the tanh form by default (SigmoidChoice).
 
 Backward recomputes: `_TCAFunction.backward` re-runs the PyTorch reference and differentiates it with
 `torch.func.vjp` (grad-enabled whatever the ambient mode, like `torch.enable_grad()` + `autograd.grad`, but
