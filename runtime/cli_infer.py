@@ -116,26 +116,24 @@ def output_stems(files: list[Path], output: Path | None) -> dict[Path, str]:
     return stems
 
 
-def output_format(image: LoadedImage) -> tuple[str, str | None]:
+def output_format(image: LoadedImage) -> str:
     """Keep the input's format where we can write it; RGBA or unwritable formats become PNG."""
     fmt = image.format.upper()
     if fmt == "MPO":
         fmt = "JPEG"
     if fmt not in WRITE_SUFFIXES.values() or (image.alpha is not None and fmt == "JPEG"):
-        return "PNG", ".png"
-    return fmt, None
-
-
-CANONICAL_SUFFIXES = {"PNG": ".png", "JPEG": ".jpg", "WEBP": ".webp"}
+        return "PNG"
+    return fmt
 
 
 def output_suffix(image: LoadedImage, source: Path) -> str:
     """The retouched image's suffix: the input's own when it names the output's format ('.jpeg' stays), else
-    the format's (JPEG data named 'x.webp', or a file with no suffix, gets '.jpg': QA, 2026-11-26)."""
-    fmt, forced = output_format(image)
-    if forced is None and WRITE_SUFFIXES.get(source.suffix.lower()) == fmt:
+    the format's first in WRITE_SUFFIXES (JPEG data named 'x.webp', or a file with no suffix, gets '.jpg':
+    QA, 2026-11-26)."""
+    fmt = output_format(image)
+    if WRITE_SUFFIXES.get(source.suffix.lower()) == fmt:
         return source.suffix
-    return forced or CANONICAL_SUFFIXES[fmt]
+    return next(suffix for suffix, written in WRITE_SUFFIXES.items() if written == fmt)
 
 
 def slug(text: str, limit: int = 40) -> str:
@@ -202,7 +200,7 @@ class Runner:
         image = load_image(source)
         targets = self.targets(source, image)
         [result] = self.retoucher.retouch([image], [self.prompts])
-        fmt, _ = output_format(image)
+        fmt = output_format(image)
         with _staged(source, targets) as staged:
             write_image(staged["image"], result.image, alpha=image.alpha, format=fmt, exif=image.exif,
                         icc_profile=image.icc_profile, bit_depth=image.output_bit_depth, lossless=image.lossless)
