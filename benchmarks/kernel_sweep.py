@@ -128,10 +128,9 @@ def autotuned(variant: Variant) -> bool:
     return variant.launch_config() in LAUNCH_CONFIGS[KernelChoice(variant.kernel)]
 
 
-def child(variant: Variant, batches: list[int], time_it: bool, sigmoid: str) -> dict:
-    """Run one variant in this process (LANGBRT_TCA_KERNEL and LANGBRT_TCA_MMA already set by `main`): check
-    it at every batch size, and with `time_it` time the correct ones; `sigmoid`: the form it computes
-    ("auto": the model's default for its dtype, tca_triton.SigmoidChoice)."""
+def child(variant: Variant, batches: list[int], time_it: bool) -> dict:
+    """Run one variant in this process (LANGBRT_TCA_KERNEL, LANGBRT_TCA_MMA and LANGBRT_TCA_SIGMOID already
+    set by `main`): check it at every batch size, and with `time_it` time the correct ones."""
     import triton.testing
 
     from langbrt.kernels import tca_aot, tca_triton, windowed_sigmoid_cross_attention_reference
@@ -139,8 +138,7 @@ def child(variant: Variant, batches: list[int], time_it: bool, sigmoid: str) -> 
     shape = Shape.paper()
     args = (shape.heads, shape.window, shape.shift)
     dtype = DTYPES[variant.dtype]
-    half = dtype in (torch.float16, torch.bfloat16)
-    fast_sigmoid = sigmoid == "tanh" or (sigmoid == "auto" and half)  # auto: tca_triton.fast_sigmoid_for on CUDA
+    fast_sigmoid = tca_triton.fast_sigmoid_for(torch.empty(0, dtype=dtype, device="cuda"))  # the form launched
     instructions = None
     if not time_it:  # which instructions this GPU's build uses; printed first, in case the launch faults
         spec = tca_aot.TCAKernelSpec(variant.dtype, shape.channels, shape.map_channels, shape.heads,
@@ -293,8 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.child:
         variant = Variant.from_child_args(args.child)
-        os.environ.update(LANGBRT_TCA_KERNEL=variant.kernel, LANGBRT_TCA_MMA=variant.mma)  # read at each launch
-        print(RESULT_PREFIX + json.dumps(child(variant, args.batch, args.time, args.sigmoid)))
+        os.environ.update(LANGBRT_TCA_KERNEL=variant.kernel, LANGBRT_TCA_MMA=variant.mma,  # read at each launch
+                          LANGBRT_TCA_SIGMOID=args.sigmoid)
+        print(RESULT_PREFIX + json.dumps(child(variant, args.batch, args.time)))
         return 0
 
     import triton
