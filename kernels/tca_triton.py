@@ -245,6 +245,10 @@ class SigmoidChoice(str, Enum):
     single cost at serving batch sizes (H200, paper shape, fp16, CUDA graphs: 9.4 against 7.4 us at batch
     8, 30.2 against 29.2 at batch 32; `benchmarks/results/attention-NVIDIA-H200-2026-11-26-2.json`), and
     TensorRT's plugin has computed the tanh form from the start. The backward recomputes the exact form.
+    Not a further form: tanh.approx.f16x2 (two weights per PTX instruction, in half precision) does not halve
+    the MUFU work on Hopper: Triton 3.6's ptxas builds it for sm_90 as two MUFU.TANH.F16, and the folded
+    kernel's fp16 build keeps 97 MUFU and 1 041 / 1 137 instructions per warp and window (unshifted /
+    shifted), as with tanh.approx.f32 (`benchmarks/kernel_resources.py --arch 90`, prototyped 2026-11-26).
     """
 
     AUTO = "auto"
