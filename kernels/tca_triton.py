@@ -410,6 +410,33 @@ def folded_logits(map_channels: int, window_size: int, shift: int, fast_sigmoid:
     return LogitFold(folded_block_k(map_channels, shift > 0), scale=scale, bias=logit_bias(window_size))
 
 
+def check_arguments(x: torch.Tensor, map_features: torch.Tensor, tensors: tuple[torch.Tensor, ...], num_heads: int,
+                    window_size: int, shift: int) -> None:
+    """One ValueError naming what does not fit, before any launch. Why: the kernels index the nine tensors
+    from x's C and the map's Cm alone, so a mismatched weight was read past its end (silently wrong values,
+    or an illegal access on a GPU), no map channel (Cm = 0) crashed the interpreter with a segfault, and
+    the asserts these checks replace vanish under `python -O`."""
+    if x.dim() != 4 or map_features.dim() != 4 or map_features.shape[:3] != x.shape[:3]:
+        raise ValueError(f"the TCA attention takes x (B, H, W, C) and map_features (B, H, W, Cm), got "
+                         f"{tuple(x.shape)} and {tuple(map_features.shape)}")
+    if not (x.is_floating_point() and map_features.is_floating_point()):
+        raise ValueError(f"the TCA attention takes floating-point inputs, got {x.dtype} and {map_features.dtype}")
+    C, Cm = x.shape[-1], map_features.shape[-1]
+    if Cm < 1:
+        raise ValueError("map_features has no channel: channel 0 is the blemish map the queries are weighted by")
+    if num_heads < 1 or C % num_heads:
+        raise ValueError(f"{C} channels do not split into {num_heads} heads")
+    if window_size < 1 or not 0 <= shift < window_size:
+        raise ValueError(f"window {window_size} with shift {shift}: need window >= 1 and 0 <= shift < window")
+    names = ("q_weight", "q_bias", "k_weight", "k_bias", "v_weight", "v_bias", "out_weight", "out_bias")
+    shapes = ((C, C), (C,), (C, Cm), (C,), (C, Cm), (C,), (C, C), (C,))
+    for name, t, shape in zip(names, tensors[:-1], shapes, strict=True):
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{name} is {tuple(t.shape)}, expected {shape} for C={C}, Cm={Cm}, {num_heads} heads")
+    if tensors[-1].numel() != num_heads:
+        raise ValueError(f"alpha is {tuple(tensors[-1].shape)}, expected one temperature per head ({num_heads})")
+
+
 def _launch(
     x: torch.Tensor, map_features: torch.Tensor,
     q_weight: torch.Tensor, q_bias: torch.Tensor, k_weight: torch.Tensor, k_bias: torch.Tensor,
@@ -425,12 +452,10 @@ def _launch(
     `config` skips the autotuner and launches that config of the kernel that runs (one of its
     LAUNCH_CONFIGS or any other); benchmarks/kernel_sweep.py and the GPU tests try each.
     """
+    check_arguments(x, map_features, (q_weight, q_bias, k_weight, k_bias, v_weight, v_bias, out_weight, out_bias,
+                                      alpha), num_heads, window_size, shift)
     B, H, W, C = x.shape
     Cm = map_features.shape[-1]
-    assert map_features.shape[:3] == (B, H, W), (x.shape, map_features.shape)
-    assert C % num_heads == 0, (C, num_heads)
-    assert 0 <= shift < window_size, (shift, window_size)
-    assert alpha.numel() == num_heads, (alpha.shape, num_heads)
     if B * H * W * max(C, Cm) >= 2**31:
         raise ValueError(f"the Triton TCA kernel indexes with int32: {tuple(x.shape)} is too large, split the batch")
     check_device(x.device)

@@ -182,6 +182,32 @@ def test_non_contiguous_inputs_are_accepted():
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
+def _replaced(params: TCAParams, name: str, tensor: torch.Tensor) -> TCAParams:
+    return TCAParams(**{**{n: getattr(params, n) for n in TENSOR_NAMES[2:]}, name: tensor})
+
+
+@pytest.mark.parametrize("kernel", ["direct", "folded"])
+@pytest.mark.parametrize(("what", "call"), [
+    # no map channel: the kernels read the blemish map past the (empty) tensor's end (a segfault here)
+    ("no channel", lambda x, mf, p: kernel_attention(x, mf[..., :0], random_params(16, 0, 2), 2, 4, 0)),
+    # weights of another width: read past their end, silently wrong values (or an illegal access on a GPU)
+    ("k_weight is", lambda x, mf, p: kernel_attention(x, mf, _replaced(p, "k_weight", torch.randn(16, 4)), 2, 4, 0)),
+    ("q_weight is", lambda x, mf, p: kernel_attention(x, mf, _replaced(p, "q_weight", torch.randn(8, 8)), 2, 4, 0)),
+    ("out_bias is", lambda x, mf, p: kernel_attention(x, mf, _replaced(p, "out_bias", torch.randn(8)), 2, 4, 0)),
+    ("alpha is", lambda x, mf, p: kernel_attention(x, mf, _replaced(p, "alpha", torch.ones(3)), 2, 4, 0)),
+    ("shift 4", lambda x, mf, p: kernel_attention(x, mf, p, 2, 4, 4)),
+    ("do not split into 3 heads", lambda x, mf, p: kernel_attention(x, mf, p, 3, 4, 0)),
+    ("takes x", lambda x, mf, p: kernel_attention(x[0], mf[0], p, 2, 4, 0)),
+    ("takes x", lambda x, mf, p: kernel_attention(x, mf[:, :4], p, 2, 4, 0)),
+    ("floating-point", lambda x, mf, p: kernel_attention(x.int(), mf, p, 2, 4, 0)),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_arguments_that_do_not_fit_are_one_clear_error_before_any_launch(monkeypatch, kernel, what, call):
+    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, kernel)
+    x, mf = random_inputs(1, 8, 8, 16, 3)
+    with pytest.raises(ValueError, match=what):
+        call(x, mf, random_params(16, 3, 2))
+
+
 def test_alpha_is_read_at_run_time():
     x, mf = random_inputs(1, 8, 8, 16, 3)
     params = random_params(16, 3, 2)
