@@ -112,6 +112,7 @@ def fold_tca_weights(params: TCAParams, num_heads: int, dtype: torch.dtype, logi
 class _Entry:
     refs: tuple[weakref.ref, ...]
     folded: FoldedTCAWeights
+    data_ptrs: tuple[int, ...] = ()  # the tensors' storage when folded (`folded_weights`)
 
 
 _cache: OrderedDict[tuple, _Entry] = OrderedDict()
@@ -127,20 +128,27 @@ def _versions(tensors: tuple[torch.Tensor, ...]) -> tuple[int, ...] | None:
 
 
 def folded_weights(params: TCAParams, num_heads: int, dtype: torch.dtype, logits: LogitFold) -> FoldedTCAWeights:
-    """`fold_tca_weights`, cached until any of the nine tensors is replaced or changed in place."""
+    """`fold_tca_weights`, cached until any of the nine tensors is replaced or changed in place.
+
+    A hit also needs each tensor's storage to be the one folded: `param.data = ...` (which
+    `Module.half()`, `.float()` and `.to()` do to every parameter) swaps a parameter's values without
+    bumping its version counter, and `module.half().float()` then hit the fold of the unrounded weights.
+    Changes made in place through `.data` stay invisible (`.data` has a version counter of its own)."""
     tensors = params.tensors()
     versions = _versions(tensors)
     if versions is None:
         return fold_tca_weights(params, num_heads, dtype, logits)
     key = (tuple(id(t) for t in tensors), versions, num_heads, dtype, logits)
+    data_ptrs = tuple(t.data_ptr() for t in tensors)
     with _cache_lock:
         entry = _cache.get(key)
-        if entry is not None and all(ref() is t for ref, t in zip(entry.refs, tensors, strict=True)):
+        if (entry is not None and entry.data_ptrs == data_ptrs
+                and all(ref() is t for ref, t in zip(entry.refs, tensors, strict=True))):
             _cache.move_to_end(key)
             return entry.folded
     folded = fold_tca_weights(params, num_heads, dtype, logits)
     with _cache_lock:
-        _cache[key] = _Entry(tuple(weakref.ref(t) for t in tensors), folded)
+        _cache[key] = _Entry(tuple(weakref.ref(t) for t in tensors), folded, data_ptrs)
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
     return folded

@@ -121,6 +121,22 @@ def test_cache_reuses_until_a_weight_changes_in_place():
     torch.testing.assert_close(refolded.qk, first.qk / 2)
 
 
+def test_cache_refolds_when_a_parameters_storage_is_swapped():
+    """`Module.half()` / `.float()` / `.to()` assign `param.data`, which keeps the Parameter (its id) and its
+    version counter: after `module.half().float()` the weights are rounded through fp16, and the fold of the
+    unrounded ones must not be handed back."""
+    params = TCAParams(*(torch.nn.Parameter(t) for t in random_params(24, 9, 2).tensors()))
+    first = tca_fold.folded_weights(params, 2, torch.float32, PLAIN)
+    versions = [t._version for t in params.tensors()]
+    for t in params.tensors():
+        t.data = t.data.half().float()  # what module.half().float() does to each parameter
+    assert [t._version for t in params.tensors()] == versions  # the version counters do not see it
+    refolded = tca_fold.folded_weights(params, 2, torch.float32, PLAIN)
+    assert refolded is not first
+    torch.testing.assert_close(refolded.qk, tca_fold.fold_tca_weights(params, 2, torch.float32, PLAIN).qk,
+                               atol=0, rtol=0)
+
+
 def test_cache_never_hands_a_new_tensor_an_old_tensors_entry():
     """A freed tensor's id can be reused by the next one, with the same version counter: an entry whose key
     matches but whose weakly referenced tensors are gone (or are other objects) must not be used."""
