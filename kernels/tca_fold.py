@@ -112,7 +112,7 @@ def fold_tca_weights(params: TCAParams, num_heads: int, dtype: torch.dtype, logi
 class _Entry:
     refs: tuple[weakref.ref, ...]
     folded: FoldedTCAWeights
-    data_ptrs: tuple[int, ...] = ()  # the tensors' storage when folded (`folded_weights`)
+    storages: tuple[torch.UntypedStorage, ...]  # the tensors' storage when folded, held (`folded_weights`)
 
 
 _cache: OrderedDict[tuple, _Entry] = OrderedDict()
@@ -133,22 +133,26 @@ def folded_weights(params: TCAParams, num_heads: int, dtype: torch.dtype, logits
     A hit also needs each tensor's storage to be the one folded: `param.data = ...` (which
     `Module.half()`, `.float()` and `.to()` do to every parameter) swaps a parameter's values without
     bumping its version counter, and `module.half().float()` then hit the fold of the unrounded weights.
-    Changes made in place through `.data` stay invisible (`.data` has a version counter of its own)."""
+    The entry holds those storages, so no new one can take a freed one's address (CUDA's caching allocator
+    hands a same-size block straight back) and pass for it; they are the weights' size, small next to the
+    folds the cache keeps anyway. Changes made in place through `.data` stay invisible (`.data` has a
+    version counter of its own)."""
     tensors = params.tensors()
     versions = _versions(tensors)
     if versions is None:
         return fold_tca_weights(params, num_heads, dtype, logits)
     key = (tuple(id(t) for t in tensors), versions, num_heads, dtype, logits)
-    data_ptrs = tuple(t.data_ptr() for t in tensors)
+    storages = tuple(t.untyped_storage() for t in tensors)
     with _cache_lock:
         entry = _cache.get(key)
-        if (entry is not None and entry.data_ptrs == data_ptrs
-                and all(ref() is t for ref, t in zip(entry.refs, tensors, strict=True))):
+        if (entry is not None
+                and all(ref() is t for ref, t in zip(entry.refs, tensors, strict=True))
+                and all(held.data_ptr() == now.data_ptr() for held, now in zip(entry.storages, storages, strict=True))):
             _cache.move_to_end(key)
             return entry.folded
     folded = fold_tca_weights(params, num_heads, dtype, logits)
     with _cache_lock:
-        _cache[key] = _Entry(tuple(weakref.ref(t) for t in tensors), folded, data_ptrs)
+        _cache[key] = _Entry(tuple(weakref.ref(t) for t in tensors), folded, storages)
         while len(_cache) > CACHE_SIZE:
             _cache.popitem(last=False)
     return folded

@@ -128,9 +128,14 @@ def test_cache_refolds_when_a_parameters_storage_is_swapped():
     params = TCAParams(*(torch.nn.Parameter(t) for t in random_params(24, 9, 2).tensors()))
     first = tca_fold.folded_weights(params, 2, torch.float32, PLAIN)
     versions = [t._version for t in params.tensors()]
+    folded_addresses = [t.data_ptr() for t in params.tensors()]
     for t in params.tensors():
         t.data = t.data.half().float()  # what module.half().float() does to each parameter
     assert [t._version for t in params.tensors()] == versions  # the version counters do not see it
+    # The entry still holds the storages it folded, so no new weight can be allocated at their addresses
+    # (a same-size block is what CUDA's caching allocator hands out next) and pass for them.
+    held = {s.data_ptr() for entry in tca_fold._cache.values() for s in entry.storages}
+    assert set(folded_addresses) <= held
     refolded = tca_fold.folded_weights(params, 2, torch.float32, PLAIN)
     assert refolded is not first
     torch.testing.assert_close(refolded.qk, tca_fold.fold_tca_weights(params, 2, torch.float32, PLAIN).qk,
@@ -145,7 +150,8 @@ def test_cache_never_hands_a_new_tensor_an_old_tensors_entry():
     key = (tuple(id(t) for t in tensors), tuple(t._version for t in tensors), 2, torch.float32, PLAIN)
     stale = tca_fold.fold_tca_weights(random_params(24, 9, 2, seed=6), 2, torch.float32, PLAIN)
     gone = [torch.zeros(1) for _ in tensors]
-    tca_fold._cache[key] = tca_fold._Entry(tuple(weakref.ref(t) for t in gone), stale)
+    tca_fold._cache[key] = tca_fold._Entry(tuple(weakref.ref(t) for t in gone), stale,
+                                           tuple(t.untyped_storage() for t in tensors))
     del gone
     gc.collect()
     got = tca_fold.folded_weights(fresh, 2, torch.float32, PLAIN)
