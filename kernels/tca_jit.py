@@ -168,6 +168,23 @@ def _sigmoid(s, FAST: tl.constexpr, PTX_MATH: tl.constexpr):
 
 
 @triton.jit
+def _to_operand(v, op_dtype: tl.constexpr):
+    """fp32 `v` as a tl.dot operand of `op_dtype`, where fp16 saturates at +-65504 instead of overflowing.
+
+    Why: the folded kernel's logit channels carry 1 / alpha and the sigmoid's scale, so large inputs or a
+    small alpha can push one past fp16's range, and an inf met the zero map channels of padded keys in the
+    score dot: 0 * inf = NaN outputs. A saturated channel still gives its logit the sign and a magnitude far
+    past where the sigmoid is 0 or 1. The clamp costs one instruction per value (ptxas folds it into one
+    FMNMX): 18-24 per warp and window in the sm_90 fp16 build (936 -> 960 unshifted, 1 033 -> 1 051
+    shifted, same registers); bf16 has fp32 range and skips it. cvt.rn.satfinite would
+    be free from sm_80 on, but needs PTX ISA 8.1, above what the AOT builds for CUDA 12.0 drivers write
+    (tca_aot), and sm_75 has no packed form at all."""
+    if op_dtype == tl.float16:
+        v = tl.clamp(v, -65504.0, 65504.0)
+    return v.to(op_dtype)
+
+
+@triton.jit
 def _folded_no_weight(FAST: tl.constexpr):
     """The folded logit whose sigmoid is exactly 0: -inf when z = s / 2, +inf when z = -s log2(e)."""
     if FAST:
@@ -406,9 +423,13 @@ def _folded_window(
             # c (u_i u_j + v_i v_j - 2): 0 within a region, a sigmoid weight of 0 across regions
             # (`_region_logit_scale`). Every window of a shifted block runs this one code; the values
             # are exact in fp16 / bf16, and with products up to 2|c| the tensor cores' fp32 accumulation
-            # keeps the logits to ~1e-3 at worst, below the half-precision rounding of p itself. A key
-            # of another region would leak only past a logit of ~1 400 (2048 / log2 e), where the
-            # sigmoid has long been 1. fp32 selects instead (exact).
+            # keeps the logits to ~1e-3 at worst, below the half-precision rounding of p itself. The
+            # mask holds while a real logit stays under the 2048 folded units one differing band adds
+            # (|s| < 1 420 in the exact form, 4 096 in the tanh form); past that a key of another region
+            # gets a weight near 1 where the reference gives 0. The bundled model's largest logit on the
+            # example image is 5.1 (`x~ QK_h` channels up to 6.4 folded units): a margin of ~280x, which
+            # a collapsed alpha could still spend. fp32 selects instead (exact at any logit), the cost
+            # the header measured.
             c = _region_logit_scale(FAST_SIGMOID)
             kv = tl.where(kk[None, :] == CM + 1, u, tl.where(kk[None, :] == CM + 2, v, kv))
             kv = tl.where(kk[None, :] == CM + 3, 1.0, kv)
@@ -482,10 +503,11 @@ def _folded_head_mix(h, x0, x1, kv, query_keep, region_logit, same_region, qk_pt
         p = p * query_keep[:, None] + (qk_bias[None, :] + region_logit)  # and the region channels
     else:
         p = p * query_keep[:, None] + qk_bias[None, :]  # (x * (1 - m)) QK_h + qk_h
-    s = tl.dot(p.to(op_dtype), tl.trans(kv), input_precision=DOT_PRECISION)  # (BN, BN) folded logits
+    s = tl.dot(_to_operand(p, op_dtype), tl.trans(kv), input_precision=DOT_PRECISION)  # (BN, BN)
     if SHIFT > 0 and not LOW_PRECISION_DOT:
         s = tl.where(same_region, s, _folded_no_weight(FAST_SIGMOID))
     a = _sigmoid_of_folded(s, FAST_SIGMOID, PTX_MATH)  # (BN, BN)
+    # |A_h [m~ | 1]| <= N max |m~|: the model's m~ is a [0, 1] map and a [-1, 1] position code
     return tl.dot(a.to(op_dtype), kv, input_precision=DOT_PRECISION).to(op_dtype)  # (BN, BK) = A_h [m~ | 1]
 
 

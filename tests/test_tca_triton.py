@@ -442,6 +442,29 @@ def test_folded_kernel_matches_reference(monkeypatch, B, H, W, C, Cm, heads, win
                                atol=GPU_TOLERANCE[torch.float16] * expected.abs().max().item())
 
 
+@pytest.mark.parametrize("fast_sigmoid", [False, True])
+def test_folded_fp16_logit_channel_past_fp16_range_saturates_instead_of_nan(monkeypatch, fast_sigmoid):
+    """A folded logit channel (x~ QK_h + qk_h, 1 / alpha and the sigmoid's scale included) beyond 65504 is
+    rounded to fp16 for the score dot: as inf it met the zero [m~ | 1] row of every padded key (0 * inf =
+    NaN outputs, tca_jit._to_operand); saturated, every real key's logit stays far past 1 and the weights
+    are the reference's. Here the ones channel carries ~1.8e5 (large biases), on a padded 6 x 7 map."""
+    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
+    x, mf = random_inputs(1, 6, 7, 16, 3)
+    params = random_params(16, 3, 2)
+    with torch.no_grad():
+        params.q_weight.zero_()  # every query bq: no x QK_h term to cancel the bias channel's
+        params.q_bias.fill_(30.0)
+        params.k_bias.fill_(30.0)  # qk_h's ones channel: bq_h . bk_h / alpha_h = 8 * 900 / alpha_h ...
+        params.alpha.fill_(0.04)  # ... = 1.8e5 logits, whose fold (fp32 biases, fp16 QK_h) stays finite
+    half = cast_params(params, torch.float16)
+    expected = windowed_sigmoid_cross_attention_reference(x.half().float(), mf.half().float(),
+                                                          cast_params(half, torch.float32), 2, 4, 0)
+    # unshifted: at such logits a shifted block's region mask would not hold (tca_jit._folded_window)
+    got = kernel_attention(x.half(), mf.half(), half, 2, 4, 0, fast_sigmoid=fast_sigmoid).float()
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, expected, rtol=0, atol=GPU_TOLERANCE[torch.float16] * expected.abs().max().item())
+
+
 def test_folded_kernel_sees_weight_updates(monkeypatch):
     """The folded weights are cached: an in-place update (an optimizer step) must still reach the kernel."""
     monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
