@@ -57,9 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                         help=f"ONNX opset, from {MIN_OPSET} to the newest the installed torch exporter writes "
                              f"(default: {DEFAULT_OPSET})")
-    parser.add_argument("--extra-prompt-slots", type=int, default=DEFAULT_EXTRA_PROMPT_SLOTS,
+    parser.add_argument("--extra-prompt-slots", type=int,
                         help="slots for prompts outside the baked table, encoded at run time, 0.."
-                             f"{MAX_EXTRA_PROMPT_SLOTS} (default: {DEFAULT_EXTRA_PROMPT_SLOTS})")
+                             f"{MAX_EXTRA_PROMPT_SLOTS} (default: {DEFAULT_EXTRA_PROMPT_SLOTS}; a triton-repo has "
+                             "none)")
     parser.add_argument("--prompt", action="append", default=[], metavar="TEXT",
                         help="add a prompt to the baked table (repeatable); encoded with the model's text encoder")
     parser.add_argument("--timing-cache", type=Path,
@@ -95,6 +96,12 @@ def _export(args: argparse.Namespace) -> int:
         verb = "apply" if len(given) > 1 else "applies"
         return fail(PROG, f"{' and '.join(given)} {verb} only to a TensorRT engine, which --format {args.format} "
                     "does not build without --fp16; add --fp16, use --format engine, or drop them", EXIT_USAGE)
+    if args.format == "triton-repo" and args.extra_prompt_slots:  # Triton batches every input: no slots
+        return fail(PROG, f"--extra-prompt-slots {args.extra_prompt_slots}: a triton-repo export has no extra prompt "
+                    "slots (Triton batches every input); bake new prompts in with --prompt, or drop the flag",
+                    EXIT_USAGE)
+    if args.extra_prompt_slots is None:
+        args.extra_prompt_slots = DEFAULT_EXTRA_PROMPT_SLOTS
     if args.model is None:
         try:
             args.model = default_model_path()

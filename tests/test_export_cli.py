@@ -164,6 +164,17 @@ def test_triton_repo_refuses_an_export_with_extra_prompt_slots(model_dir, tmp_pa
     assert not (tmp_path / "repo" / "langbrt").exists()
 
 
+def test_extra_prompt_slots_asked_of_a_triton_repo_are_refused_not_dropped(model_dir, tmp_path, capsys):
+    """A Triton repository carries no extra prompt slots; asking for some must not export one without them."""
+    repo = tmp_path / "repo"
+    assert main(["--model", str(model_dir), "--format", "triton-repo", "--output", str(repo),
+                 "--extra-prompt-slots", "3"]) == 2
+    assert "--extra-prompt-slots 3" in _one_line_error(capsys)
+    assert list(tmp_path.iterdir()) == []
+    assert main(["--model", str(model_dir), "--format", "triton-repo", "--output", str(repo),
+                 "--extra-prompt-slots", "0"]) == 0  # what the repository has anyway
+
+
 def test_profile_shapes_span_the_batch_sizes_with_the_middle_one_as_optimum():
     assert profile_shapes([-1, 3, 64, 64], (32, 1, 8)) == ([1, 3, 64, 64], [8, 3, 64, 64], [32, 3, 64, 64])
     # from 1 whatever the smallest size: one photo, a partial batch or a dynamic batcher must still run
