@@ -58,6 +58,7 @@ BATCH_AXIS = "batch"
 # How the TCA attention is traced: standard ops, or one TensorRT plugin node per block.
 ATTENTION_EXPORTS = {"subgraph": AttentionImpl.REFERENCE, "plugin": AttentionImpl.PLUGIN_NODE}
 ATTENTION_KEY = "attention"  # in ArtifactMetadata.extras
+LEARNED_PROMPTS_KEY = "learned_prompts"  # in ArtifactMetadata.extras: true for a --ablation no-prior model
 
 
 def max_opset() -> int:
@@ -121,7 +122,7 @@ def export_onnx(model: LangBRT, path: str | Path, *, opset: int = DEFAULT_OPSET,
         precision="fp32",
         opset=opset,
         extras={"exporter": "torchscript", "torch": torch.__version__, "inputs": input_names,
-                "outputs": output_names, ATTENTION_KEY: attention},
+                "outputs": output_names, ATTENTION_KEY: attention, LEARNED_PROMPTS_KEY: bool(model.learned_prompts)},
     )
     custom_opsets = {PLUGIN_NAMESPACE: PLUGIN_DOMAIN_VERSION} if attention == "plugin" else None
     with atomic_path(path) as tmp:

@@ -206,3 +206,17 @@ def test_a_model_without_a_language_model_bakes_its_learned_prompts_and_takes_no
         expected = model(images, [["remove zits on the chin"]])
     np.testing.assert_allclose(image, expected.image.numpy(), atol=ATOL)
     np.testing.assert_allclose(mask, expected.mask.numpy(), atol=ATOL)
+
+
+def test_a_new_prompt_for_a_no_prior_export_says_the_model_has_no_text_encoder(encoder, tmp_path):
+    """The slot error used to advise 'export with more slots', which the export refuses for this model."""
+    from langbrt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    learned = (*LangBRTConfig.tiny().predefined_prompts, "remove zits on the chin")
+    torch.manual_seed(0)
+    model = LangBRT(LangBRTConfig.tiny(learned_prompts=learned), text_encoder=encoder).eval()
+    backend = OnnxRuntimeBackend.load(export_onnx(model, tmp_path / "m.onnx", extra_prompt_slots=0))
+    backend.prepare_prompts([["remove zits on the chin"]])  # a learned prompt still runs
+    with pytest.raises(LangBRTInputError, match="no-prior.*no text encoder") as caught:
+        backend.prepare_prompts([["a new blemish"]])
+    assert "more slots" not in str(caught.value)

@@ -37,6 +37,12 @@ class ExtraPromptEncoder:
         T, E, B = len(meta.prompts), meta.extra_prompt_slots, len(prompts)
         position = {p: i for i, p in enumerate(meta.prompts)}
         extras = list(dict.fromkeys(p for image in prompts for p in image if p not in position))
+        if extras and self.metadata.extras.get("learned_prompts"):  # more slots would not help: no encoder
+            raise LangBRTInputError(
+                f"prompt {extras[0]!r} is not in {self.source}'s table, and its model (trained with --ablation "
+                f"no-prior) has no text encoder: it answers only the learned prompts the export baked; available: "
+                f"{self._listing()}"
+            )
         if len(extras) > E:
             raise LangBRTInputError(
                 f"{_count(len(extras), 'prompt')} outside {self.source}'s table but it has "
