@@ -4,7 +4,10 @@ An exported model runs without a text encoder, so the prompts it knows are fixed
 model's pre-defined prompts, every prompt in its prompt bank and any prompts the user adds, de-duplicated
 in that order. Their image-feature-space vectors (`tbd.prompt_vectors`, the "precomputed prompt
 embeddings") are computed once here and stored as a constant, so the graph holds no one-hot selection of
-the psi_i mapping layers. The runtime picks prompts per image with `prompt_weights` (B, T).
+the psi_i mapping layers. The runtime names each image's prompts with `prompt_index` (B, K), rows padded
+with weight-0 entries (`prompt_weights` (B, K)), and the graph gathers those K vectors per image: maps are
+detected, upsampled and refined for the prompts asked for only, never for the whole table (2 079 prompts
+for the bundled model, whose every map at full size made an export 9x slower than its checkpoint).
 
 `extra_prompt_slots` E > 0 adds E slots for prompts outside the table: the runtime encodes them itself
 and passes `extra_embeddings` (E, D) with `extra_weights` (B, E); unused slots are zeros with weight 0.
@@ -79,10 +82,11 @@ def baked_table(model: LangBRT, prompts: Sequence[str] | None = None) -> BakedTa
 
 
 class ExportableLangBRT(nn.Module):
-    """`forward(images, prompt_weights[, extra_embeddings, extra_weights]) -> (image, mask, maps)`.
+    """`forward(images, prompt_index, prompt_weights[, extra_embeddings, extra_weights]) -> (image, mask, maps)`.
 
-    Same maths as `LangBRT.forward_table` over the table `baked ++ extras`; `maps` is (B, T + E, S, S),
-    table order then extras. With `extra_prompt_slots == 0` the graph has only the first two inputs.
+    Same maths as `LangBRT.forward_table` over each image's prompts: the baked ones `prompt_index` names,
+    then the extras; `maps` is (B, K + E, S, S) in that order. With `extra_prompt_slots == 0` the graph has
+    only the first three inputs.
     """
 
     def __init__(self, model: LangBRT, table: BakedTable,
@@ -96,29 +100,36 @@ class ExportableLangBRT(nn.Module):
         param = next(model.parameters())
         with torch.no_grad():
             vectors = model.tbd.prompt_vectors(table.embeddings.to(param), table.predefined_index.to(param.device))
-        self.register_buffer("table_vectors", vectors.detach().clone(), persistent=False)  # (T, C)
+        if not len(vectors):  # extras only: a zero row for the padding entries to point at (weight 0)
+            vectors = vectors.new_zeros(1, vectors.shape[1])
+        self.register_buffer("table_vectors", vectors.detach().clone(), persistent=False)  # (max(T, 1), C)
 
     @property
     def num_prompts(self) -> int:
         return len(self.table.texts)
 
-    def forward(self, images: torch.Tensor, prompt_weights: torch.Tensor,
+    def forward(self, images: torch.Tensor, prompt_index: torch.Tensor, prompt_weights: torch.Tensor,
                 extra_embeddings: torch.Tensor | None = None,
                 extra_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         model = self.model
-        vectors, weights = self.table_vectors, prompt_weights  # (T, C), (B, T)
+        vectors, weights = self.table_vectors[prompt_index], prompt_weights  # (B, K, C), (B, K)
         if self.extra_prompt_slots:
             assert extra_embeddings is not None and extra_weights is not None
             extra_vectors = model.tbd.expand(extra_embeddings)  # (E, C): a user prompt skips psi_i
-            vectors = torch.cat([vectors, extra_vectors], dim=0)  # (T + E, C)
-            weights = torch.cat([weights, extra_weights], dim=1)  # (B, T + E)
+            extra_vectors = extra_vectors[None].expand(images.shape[0], -1, -1)  # (B, E, C)
+            vectors = torch.cat([vectors, extra_vectors], dim=1)  # (B, K + E, C)
+            weights = torch.cat([weights, extra_weights], dim=1)  # (B, K + E)
         out = model.forward_vectors(images, vectors, weights)
         return out.image, out.mask, out.maps
 
-    def example_inputs(self, batch_size: int = 2) -> tuple[torch.Tensor, ...]:
-        """Inputs of the right shapes for tracing (a batch of 2 so no size-1 dimension gets specialised)."""
+    def example_inputs(self, batch_size: int = 2, prompts_per_image: int = 3) -> tuple[torch.Tensor, ...]:
+        """Inputs of the right shapes for tracing (a batch of 2 and 3 prompts per image, so no size-1 dimension
+        gets specialised and the two dynamic sizes differ)."""
         S, D = self.model.config.image_size, self.model.config.text_dim
-        inputs: tuple[torch.Tensor, ...] = (torch.rand(batch_size, 3, S, S), torch.ones(batch_size, self.num_prompts))
+        index = torch.arange(batch_size * prompts_per_image).remainder(max(self.num_prompts, 1))
+        inputs: tuple[torch.Tensor, ...] = (torch.rand(batch_size, 3, S, S),
+                                            index.view(batch_size, prompts_per_image).to(torch.int32),
+                                            torch.ones(batch_size, prompts_per_image))
         if self.extra_prompt_slots:
             E = self.extra_prompt_slots
             inputs += (torch.zeros(E, D), torch.zeros(batch_size, E))

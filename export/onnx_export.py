@@ -29,6 +29,7 @@ from langbrt.artifact import (
     INPUT_EXTRA_EMBEDDINGS,
     INPUT_EXTRA_WEIGHTS,
     INPUT_IMAGES,
+    INPUT_PROMPT_INDEX,
     INPUT_PROMPT_WEIGHTS,
     MAX_EXTRA_PROMPT_SLOTS,
     METADATA_KEY,
@@ -55,6 +56,8 @@ from .graph import (
 MIN_OPSET = 17
 DEFAULT_OPSET = 17
 BATCH_AXIS = "batch"
+PROMPTS_AXIS = "prompts"  # K, the baked prompts per image of a call (prompt_index's second dimension)
+MAPS_AXIS = "maps"  # K + E
 # How the TCA attention is traced: standard ops, or one TensorRT plugin node per block.
 ATTENTION_EXPORTS = {"subgraph": AttentionImpl.REFERENCE, "plugin": AttentionImpl.PLUGIN_NODE}
 ATTENTION_KEY = "attention"  # in ArtifactMetadata.extras
@@ -84,7 +87,7 @@ def check_export_options(opset: int, extra_prompt_slots: int) -> None:
 
 def io_names(extra_prompt_slots: int) -> tuple[list[str], list[str]]:
     """ONNX input and output names, in graph order; the extra-prompt inputs exist only when E > 0."""
-    inputs = [INPUT_IMAGES, INPUT_PROMPT_WEIGHTS]
+    inputs = [INPUT_IMAGES, INPUT_PROMPT_INDEX, INPUT_PROMPT_WEIGHTS]
     if extra_prompt_slots:
         inputs += [INPUT_EXTRA_EMBEDDINGS, INPUT_EXTRA_WEIGHTS]
     return inputs, [OUTPUT_IMAGE, OUTPUT_MASK, OUTPUT_MAPS]
@@ -97,7 +100,8 @@ def export_onnx(model: LangBRT, path: str | Path, *, opset: int = DEFAULT_OPSET,
 
     `prompts` are added to the baked table (pre-defined + prompt bank); `checkpoint_dir`, when the model
     was loaded from one, makes `model_hash` the sha256 of its weights file; `attention` is a key of
-    `ATTENTION_EXPORTS`. The batch dimension of every input and output is dynamic; the image size is
+    `ATTENTION_EXPORTS`. The batch dimension of every input and output is dynamic, and so is the number of
+    prompts per image (K: `prompt_index`, `prompt_weights` and `maps`, which has K + E); the image size is
     fixed at `model.config.image_size`.
     """
     if attention not in ATTENTION_EXPORTS:
@@ -109,8 +113,11 @@ def export_onnx(model: LangBRT, path: str | Path, *, opset: int = DEFAULT_OPSET,
     table = baked_table(model, prompts)
     graph = ExportableLangBRT(model, table, extra_prompt_slots).eval()
     input_names, output_names = io_names(extra_prompt_slots)
-    batched = [INPUT_IMAGES, INPUT_PROMPT_WEIGHTS, INPUT_EXTRA_WEIGHTS, *output_names]
+    batched = [INPUT_IMAGES, INPUT_PROMPT_INDEX, INPUT_PROMPT_WEIGHTS, INPUT_EXTRA_WEIGHTS, *output_names]
     dynamic_axes = {name: {0: BATCH_AXIS} for name in batched if name in input_names + output_names}
+    for name in (INPUT_PROMPT_INDEX, INPUT_PROMPT_WEIGHTS):
+        dynamic_axes[name][1] = PROMPTS_AXIS
+    dynamic_axes[OUTPUT_MAPS][1] = MAPS_AXIS
     metadata = ArtifactMetadata(
         image_size=model.config.image_size,
         prompts=list(table.texts),
@@ -132,7 +139,7 @@ def export_onnx(model: LangBRT, path: str | Path, *, opset: int = DEFAULT_OPSET,
                               input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes,
                               do_constant_folding=True, custom_opsets=custom_opsets)
         proto = onnx.load(str(tmp))
-        fix_output_shapes(proto, model.config.image_size, graph.num_prompts + extra_prompt_slots)
+        fix_output_shapes(proto, model.config.image_size)
         set_metadata(proto, metadata)
         proto.producer_name = "langbrt-export"
         onnx.checker.check_model(proto, full_check=True)
@@ -140,14 +147,18 @@ def export_onnx(model: LangBRT, path: str | Path, *, opset: int = DEFAULT_OPSET,
     return path
 
 
-def fix_output_shapes(proto: onnx.ModelProto, image_size: int, num_maps: int) -> None:
-    """Write the static output shapes the tracer loses after Resize (Triton and TensorRT configs read them)."""
-    channels = {OUTPUT_IMAGE: 3, OUTPUT_MASK: 1, OUTPUT_MAPS: num_maps}
+def fix_output_shapes(proto: onnx.ModelProto, image_size: int) -> None:
+    """Write the output shapes the tracer loses after Resize (Triton and TensorRT configs read them): static
+    channels and size, the maps' count named as the dynamic axis it is."""
+    channels: dict[str, int | str] = {OUTPUT_IMAGE: 3, OUTPUT_MASK: 1, OUTPUT_MAPS: MAPS_AXIS}
     for output in proto.graph.output:
         dims = output.type.tensor_type.shape.dim
         for dim, value in zip(dims[1:], (channels[output.name], image_size, image_size), strict=True):
             dim.Clear()
-            dim.dim_value = value
+            if isinstance(value, str):
+                dim.dim_param = value
+            else:
+                dim.dim_value = value
 
 
 def set_metadata(proto: onnx.ModelProto, metadata: ArtifactMetadata) -> None:

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from langbrt.artifact import ArtifactMetadata
+from langbrt.artifact import MAX_ENGINE_PROMPTS, OPT_ENGINE_PROMPTS, ArtifactMetadata
 from langbrt.atomic import atomic_path
 from langbrt.errors import CheckpointError, LangBRTError, LangBRTInputError
 
@@ -91,12 +91,17 @@ def sidecar_path(engine_path: str | Path) -> Path:
 def profile_shapes(shape: Sequence[int], batch_sizes: Sequence[int]) -> tuple[list[int], list[int], list[int]]:
     """(min, opt, max) shapes of an input whose dim 0 is the batch: every batch from 1 to the largest size,
     tuned for the middle one. Why from 1: whatever the sizes asked for, callers send smaller batches (one
-    photo, a last partial batch, a Triton server's dynamic batcher), which a profile starting higher refuses."""
+    photo, a last partial batch, a Triton server's dynamic batcher), which a profile starting higher refuses.
+    A dynamic dim 1 is the prompts per image (prompt_index, prompt_weights): 1 to MAX_ENGINE_PROMPTS."""
     sizes = sorted(set(int(b) for b in batch_sizes))
     assert sizes and sizes[0] >= 1, batch_sizes
     rest = [int(d) for d in shape[1:]]
-    assert all(d > 0 for d in rest), f"only the batch dimension may be dynamic, got {list(shape)}"
-    return [1, *rest], [sizes[len(sizes) // 2], *rest], [sizes[-1], *rest]
+    assert all(d > 0 for d in rest[1:]), f"only the batch and prompt dimensions may be dynamic, got {list(shape)}"
+    if rest and rest[0] <= 0:
+        low, opt, high = [[k, *rest[1:]] for k in (1, OPT_ENGINE_PROMPTS, MAX_ENGINE_PROMPTS)]
+    else:
+        low = opt = high = rest
+    return [1, *low], [sizes[len(sizes) // 2], *opt], [sizes[-1], *high]
 
 
 def rebuild_command(engine_path: str | Path, model_dir: str | Path | None, batch_sizes: Sequence[int],

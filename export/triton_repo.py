@@ -7,7 +7,10 @@
 Triton batches requests along dim 0 of EVERY input, so an input without a batch dimension cannot be
 served with `max_batch_size > 0`. `extra_embeddings` (E, D) is such an input: a Triton repository is
 therefore built from an export with `extra_prompt_slots=0`, and serves only the baked prompt table.
-A new prompt needs a re-export (`langbrt-export --format triton-repo --prompt "..."`).
+A new prompt needs a re-export (`langbrt-export --format triton-repo --prompt "..."`). A client names each
+image's prompts by their row in `langbrt.json`'s table (`prompt_index`, INT32, with `prompt_weights` 1 per
+asked prompt and 0 for padding) and gets one map per column back; Triton batches requests whose prompt
+counts match.
 
 The model folder is written in a temporary folder beside it and renamed into place, so a server
 watching the repository never loads a half-written model.
@@ -22,6 +25,7 @@ from pathlib import Path
 
 from langbrt.artifact import (
     INPUT_IMAGES,
+    INPUT_PROMPT_INDEX,
     INPUT_PROMPT_WEIGHTS,
     OUTPUT_IMAGE,
     OUTPUT_MAPS,
@@ -46,11 +50,15 @@ class RepoKind(str, Enum):
 PLATFORMS = {RepoKind.ONNX: ("onnxruntime_onnx", "model.onnx"), RepoKind.ENGINE: ("tensorrt_plan", "model.plan")}
 
 
+TENSOR_TYPES = {INPUT_PROMPT_INDEX: "TYPE_INT32"}  # every other tensor: TYPE_FP32
+
+
 def tensor_specs(metadata: ArtifactMetadata) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
-    """Input and output dims WITHOUT the batch dim, as Triton wants them with max_batch_size > 0."""
-    S, T = metadata.image_size, len(metadata.prompts)
-    inputs = {INPUT_IMAGES: [3, S, S], INPUT_PROMPT_WEIGHTS: [T]}
-    outputs = {OUTPUT_IMAGE: [3, S, S], OUTPUT_MASK: [1, S, S], OUTPUT_MAPS: [T, S, S]}
+    """Input and output dims WITHOUT the batch dim, as Triton wants them with max_batch_size > 0; -1 is the
+    prompts per image, which each request chooses."""
+    S = metadata.image_size
+    inputs = {INPUT_IMAGES: [3, S, S], INPUT_PROMPT_INDEX: [-1], INPUT_PROMPT_WEIGHTS: [-1]}
+    outputs = {OUTPUT_IMAGE: [3, S, S], OUTPUT_MASK: [1, S, S], OUTPUT_MAPS: [-1, S, S]}
     return inputs, outputs
 
 
@@ -60,7 +68,8 @@ def config_pbtxt(metadata: ArtifactMetadata, *, model_name: str, kind: RepoKind,
     inputs, outputs = tensor_specs(metadata)
 
     def specs(tensors: dict[str, list[int]]) -> str:
-        items = [f'  {{\n    name: "{name}"\n    data_type: TYPE_FP32\n    dims: [ {", ".join(map(str, dims))} ]\n  }}'
+        items = [f'  {{\n    name: "{name}"\n    data_type: {TENSOR_TYPES.get(name, "TYPE_FP32")}\n'
+                 f'    dims: [ {", ".join(map(str, dims))} ]\n  }}'
                  for name, dims in tensors.items()]
         return ",\n".join(items)
 

@@ -16,20 +16,28 @@ from .errors import CheckpointError, ConfigValueError, LangBRTInputError
 from .json_dataclass import check_format_version, dataclass_from_json, parse_json
 
 ARTIFACT_FORMAT = "langbrt-artifact"
-ARTIFACT_VERSION = 1
+# 2: maps for the prompts an image asks for (`prompt_index`), not one per baked prompt. Version 1 files
+# computed and returned a full-size map for every prompt of the table, 2 079 for the bundled model: 9x the
+# checkpoint's time and over 10 GB at batch 8 (QA, 2026-11-26).
+ARTIFACT_VERSION = 2
 METADATA_KEY = "langbrt"  # the ONNX metadata_props key; also the sidecar JSON's top-level content
 PRECISIONS = ("fp32", "fp16")  # fp16: a TensorRT engine built with --fp16
 # Every slot adds one (S, S) map per image to every call's `maps` output, used or not (1 MB per image at
 # 512x512 fp32), and a batch needs one slot per distinct new prompt: 64 is far above any batch's need.
 MAX_EXTRA_PROMPT_SLOTS = 64
+# A TensorRT engine's optimisation profile for the prompts-per-image dimension (K of prompt_index): built for
+# the pre-defined three, taking up to this many (langbrt-serve's --max-prompts defaults to 8).
+OPT_ENGINE_PROMPTS = 3
+MAX_ENGINE_PROMPTS = 16
 
 INPUT_IMAGES = "images"  # (B, 3, S, S) float in [0, 1]
-INPUT_PROMPT_WEIGHTS = "prompt_weights"  # (B, T) weight of each baked prompt per image (0 = off)
+INPUT_PROMPT_INDEX = "prompt_index"  # (B, K) int32: the baked prompts each image asks for, rows padded with 0
+INPUT_PROMPT_WEIGHTS = "prompt_weights"  # (B, K) weight of each of them (0 = off: the padding)
 INPUT_EXTRA_EMBEDDINGS = "extra_embeddings"  # (E, D) embeddings of prompts not in the table
 INPUT_EXTRA_WEIGHTS = "extra_weights"  # (B, E) weight of each extra prompt per image
 OUTPUT_IMAGE = "image"  # (B, 3, S, S) retouched
 OUTPUT_MASK = "mask"  # (B, 1, S, S) combined gated map
-OUTPUT_MAPS = "maps"  # (B, T + E, S, S) per-prompt gated maps, table order then extras
+OUTPUT_MAPS = "maps"  # (B, K + E, S, S) per-prompt gated maps: prompt_index's order, then the extras
 
 
 @dataclass
@@ -71,6 +79,10 @@ class ArtifactMetadata:
         if not isinstance(data, dict) or data.get("format") != ARTIFACT_FORMAT:
             raise CheckpointError(f"{source}: not a LangBRT export (no LangBRT metadata)")
         check_format_version(data, ARTIFACT_VERSION, source, CheckpointError)
+        if data.get("format_version", 0) < ARTIFACT_VERSION:
+            raise CheckpointError(f"{source}: exported by an older LangBRT (format version "
+                                  f"{data.get('format_version', 0)}, whose graph computes a map for every baked "
+                                  f"prompt); export it again from its checkpoint with langbrt-export")
         # Unknown fields are ignored: an export may carry a field added after this runtime, in the same format.
         return dataclass_from_json(cls, data, source, CheckpointError, ignore_unknown=True)
 

@@ -134,7 +134,8 @@ class LangBRT(nn.Module):
 
     def forward_vectors(self, images: torch.Tensor, prompt_vectors: torch.Tensor | None,
                         prompt_weights: torch.Tensor) -> LangBRTOutput:
-        """Like `forward_table` with the prompts already in feature space (T, C): what export bakes in."""
+        """Like `forward_table` with the prompts already in feature space: (T, C) for the batch, or (B, T, C)
+        each image its own (what an export gathers from its baked table)."""
         self._check_images(images)
         features, skips = self.encoder(images)  # (B, C, h, w)
         if self.tbd is not None and prompt_vectors is not None:

@@ -20,7 +20,7 @@ from fake_tensorrt import install as install_tensorrt
 from onnx import checker as onnx_checker
 
 from langbrt import LangBRT, LangBRTConfig
-from langbrt.artifact import MAX_EXTRA_PROMPT_SLOTS, ArtifactMetadata
+from langbrt.artifact import MAX_ENGINE_PROMPTS, MAX_EXTRA_PROMPT_SLOTS, OPT_ENGINE_PROMPTS, ArtifactMetadata
 from langbrt.errors import CheckpointError, LangBRTInputError
 from langbrt.export import exporter as exporter_module
 from langbrt.export import triton_repo as triton_repo_module
@@ -142,8 +142,9 @@ def test_triton_repo_lays_out_config_model_and_metadata(model_dir, tmp_path, cap
     assert fields["preferred_batch_size"] == ["[ 4, 8, 16 ]"]
     assert fields["kind"] == ["KIND_GPU"] and fields["count"] == ["1"]
     assert dict(zip(fields["name"][1:], fields["dims"], strict=True)) == {
-        "images": "[ 3, 64, 64 ]", "prompt_weights": "[ 3 ]",
-        "image": "[ 3, 64, 64 ]", "mask": "[ 1, 64, 64 ]", "maps": "[ 3, 64, 64 ]"}
+        "images": "[ 3, 64, 64 ]", "prompt_index": "[ -1 ]", "prompt_weights": "[ -1 ]",
+        "image": "[ 3, 64, 64 ]", "mask": "[ 1, 64, 64 ]", "maps": "[ -1, 64, 64 ]"}  # -1: prompts per image
+    assert fields["data_type"] == ["TYPE_FP32", "TYPE_INT32", *["TYPE_FP32"] * 4]
     metadata = ArtifactMetadata.from_json((repo / "langbrt" / "langbrt.json").read_text(), "sidecar")
     assert metadata == read_onnx_metadata(repo / "langbrt" / "1" / "model.onnx")
     assert metadata.extra_prompt_slots == 0
@@ -179,6 +180,23 @@ def test_profile_shapes_span_the_batch_sizes_with_the_middle_one_as_optimum():
     assert profile_shapes([-1, 3, 64, 64], (32, 1, 8)) == ([1, 3, 64, 64], [8, 3, 64, 64], [32, 3, 64, 64])
     # from 1 whatever the smallest size: one photo, a partial batch or a dynamic batcher must still run
     assert profile_shapes([-1, 3, 64, 64], (8, 32)) == ([1, 3, 64, 64], [32, 3, 64, 64], [32, 3, 64, 64])
+
+
+def test_profile_shapes_of_the_prompt_inputs_span_1_to_the_engine_prompt_limit():
+    """prompt_index / prompt_weights (B, K): K is what each call asks, from 1 prompt per image to
+    MAX_ENGINE_PROMPTS, tuned for the 3 pre-defined ones."""
+    assert profile_shapes([-1, -1], (1, 8, 32)) == ([1, 1], [8, OPT_ENGINE_PROMPTS], [32, MAX_ENGINE_PROMPTS])
+    assert profile_shapes([-1, 4], (1, 8)) == ([1, 4], [8, 4], [8, 4])  # extra_weights (B, E): E fixed
+
+
+def test_an_artifact_of_the_first_format_is_refused_with_the_way_out():
+    """Format 1 graphs returned a full-size map for every baked prompt (2 079 for the bundled model) and took
+    (B, T) weights: the runtime cannot feed them, and re-exporting from the checkpoint fixes it."""
+    data = json.loads(ArtifactMetadata(64, ["acne"], [-1], "x", 4, "0", 0).to_json())
+    data["format_version"] = 1
+    with pytest.raises(CheckpointError, match=r"^m\.onnx: exported by an older LangBRT \(format version 1, .*"
+                                              r"export it again from its checkpoint with langbrt-export$"):
+        ArtifactMetadata.from_json(json.dumps(data), "m.onnx")
 
 
 def test_engine_mismatch_names_what_differs_and_the_rebuild_command(tmp_path):

@@ -73,9 +73,10 @@ def _feeds(model, metadata):
     rng = np.random.default_rng(1)
     B, T, E, D = 2, len(metadata.prompts), metadata.extra_prompt_slots, model.config.text_dim
     S = model.config.image_size
-    weights = np.ones((B, T), np.float32)  # every prompt on: an untrained model's maps are then well above 0
+    index = np.tile(np.arange(T, dtype=np.int32), (B, 1))  # every prompt on: an untrained model's maps are
+    weights = np.ones((B, T), np.float32)  # then well above 0
     weights[1, 0] = 0.0
-    return {"images": rng.random((B, 3, S, S), dtype=np.float32), "prompt_weights": weights,
+    return {"images": rng.random((B, 3, S, S), dtype=np.float32), "prompt_index": index, "prompt_weights": weights,
             "extra_embeddings": np.zeros((E, D), np.float32), "extra_weights": np.zeros((B, E), np.float32)}
 
 

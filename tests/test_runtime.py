@@ -7,10 +7,12 @@ import subprocess
 import sys
 import types
 
+import numpy as np
 import pytest
 import torch
 
 from langbrt import CheckpointError, LangBRT, LangBRTConfig, LangBRTError, LangBRTInputError
+from langbrt.artifact import ARTIFACT_VERSION
 from langbrt.export.onnx_export import export_onnx
 from langbrt.runtime import Retoucher
 from langbrt.runtime.backends import Backend, load_backend
@@ -123,11 +125,11 @@ def test_an_onnx_file_without_langbrt_metadata_is_refused(tmp_path):
         Retoucher.load(path)
 
 
-@pytest.mark.parametrize(("field", "value", "graph_input"), [("image_size", 32, "images"),
-                                                           ("prompts", ["only one"], "prompt_weights"),
-                                                           ("text_dim", 3, "extra_embeddings"),
-                                                           ("extra_prompt_slots", 5, "extra_embeddings")])
-def test_metadata_that_disagrees_with_the_graph_is_refused_at_load(artifacts, tmp_path, field, value, graph_input):
+@pytest.mark.parametrize(("field", "value", "graph_part"), [("image_size", 32, "input images"),
+                                                          ("prompts", ["only one"], r"prompt table \(\d+ rows\)"),
+                                                          ("text_dim", 3, "input extra_embeddings"),
+                                                          ("extra_prompt_slots", 5, "input extra_embeddings")])
+def test_metadata_that_disagrees_with_the_graph_is_refused_at_load(artifacts, tmp_path, field, value, graph_part):
     """Hand-edited sizes failed inside onnxruntime on the first call (or in an assert), not in one line."""
     import onnx
 
@@ -144,7 +146,7 @@ def test_metadata_that_disagrees_with_the_graph_is_refused_at_load(artifacts, tm
     onnx.helper.set_model_props(model, props)
     onnx.save(model, str(tmp_path / "edited.onnx"))
     with pytest.raises(CheckpointError, match=rf"edited\.onnx: its LangBRT metadata .* does not match the graph's "
-                                              rf"input {graph_input} .*re-export it"):
+                                              rf"{graph_part}.*re-export it"):
         Retoucher.load(tmp_path / "edited.onnx")
 
 
@@ -207,7 +209,8 @@ def test_tensorrt_without_tensorrt_or_gpu_says_what_is_missing(tmp_path, monkeyp
     CUDA are faked (sys.modules, torch.cuda), as test_export_cli does for the export side."""
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"not really an engine")
-    meta = {"format": "langbrt-artifact", "image_size": 64, "prompts": PROMPTS, "predefined_index": [0, 1],
+    meta = {"format": "langbrt-artifact", "format_version": ARTIFACT_VERSION, "image_size": 64, "prompts": PROMPTS,
+            "predefined_index": [0, 1],
             "text_encoder": "minilm:all-MiniLM-L6-v2", "text_dim": 384, "model_hash": "x", "extra_prompt_slots": 0,
             "extras": {"tensorrt": "10.9.0"}}
     (tmp_path / "model.engine.json").write_text(json.dumps(meta))
@@ -392,3 +395,23 @@ def test_tensorrt_backend_runs_any_batch_within_its_engines_profile(monkeypatch,
     assert out.maps.shape == (batch, 2, 64, 64)
     widths = [int(out.maps[i].flatten(1).amax(1).sum()) for i in range(batch)]
     assert widths == [len(p) for p in prompts]  # each image's own maps, zero-padded to the widest
+
+
+def test_artifact_prompt_feeds_name_each_images_baked_prompts_and_place_the_extras_after_them():
+    """`ExtraPromptEncoder.table`: (B, K) rows into the table in each image's order (a prompt given twice
+    once), weight-0 padding, extras in shared slots after the K columns, and each image's maps' positions."""
+    from langbrt.artifact import ArtifactMetadata
+    from langbrt.runtime.backends.artifact_backend import ExtraPromptEncoder
+
+    meta = ArtifactMetadata(64, ["acne", "mole", "wrinkles"], [0, -1, -1], "x", 4, "0", extra_prompt_slots=2)
+    encoder = ExtraPromptEncoder(meta, "m.onnx")
+    encoder._embed = lambda texts: np.ones((len(texts), 4), np.float32)  # no text encoder needed here
+    feeds = encoder.table([["wrinkles", "acne", "wrinkles"], ["new one"], ["mole", "new two", "new one"]])
+    np.testing.assert_array_equal(feeds.prompt_index, [[2, 0], [0, 0], [1, 0]])
+    np.testing.assert_array_equal(feeds.prompt_weights, [[1, 1], [0, 0], [1, 0]])
+    np.testing.assert_array_equal(feeds.extra_weights, [[0, 0], [1, 0], [1, 1]])
+    np.testing.assert_array_equal(feeds.extra_embeddings, np.ones((2, 4)))
+    assert feeds.per_image == [[0, 1, 0], [2], [0, 3, 2]]
+    assert feeds.prompt_index.dtype == np.int32
+    only_extras = encoder.table([["new one"]])
+    assert only_extras.prompt_index.shape == (1, 1) and only_extras.prompt_weights.sum() == 0  # K >= 1

@@ -69,7 +69,11 @@ class TextPromptedDetection(nn.Module):
     def forward(self, features: torch.Tensor, prompt_vectors: torch.Tensor,
                 prompt_weights: torch.Tensor) -> DetectionMaps:
         f = self.feature_head(features)  # (B, C, h, w)
-        logits = torch.einsum("bchw,tc->bthw", f, prompt_vectors) * self.scale + self.map_bias  # (B, T, h, w)
+        if prompt_vectors.dim() == 3:  # (B, T, C): each image its own prompts (an export's prompt_index)
+            logits = torch.einsum("bchw,btc->bthw", f, prompt_vectors)  # (B, T, h, w)
+        else:  # (T, C): one table for the batch
+            logits = torch.einsum("bchw,tc->bthw", f, prompt_vectors)  # (B, T, h, w)
+        logits = logits * self.scale + self.map_bias  # (B, T, h, w)
         weights = prompt_weights[:, :, None, None].to(logits.dtype)  # (B, T, 1, 1)
         soft_maps = torch.sigmoid(logits) * weights  # (B, T, h, w)
         soft_mask = 1.0 - torch.prod(1.0 - soft_maps, dim=1, keepdim=True)  # (B, 1, h, w)

@@ -1,12 +1,13 @@
 """What the ONNX Runtime and TensorRT backends share: an exported artifact's metadata and its prompt table.
 
-Prompts in the baked table are selected by weight; prompts outside it are embedded here with the text
-encoder the metadata names and fed through the artifact's extra-prompt slots.
+Prompts in the baked table are named per image by their index in it; prompts outside it are embedded here
+with the text encoder the metadata names and fed through the artifact's extra-prompt slots.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,18 @@ from langbrt.errors import LangBRTError, LangBRTInputError
 from langbrt.text.prompt_bank import TRANSIENT_PROMPTS
 
 _LISTED_PROMPTS = 6  # an error line names this many of an artifact's prompts, not a table of hundreds
+
+
+@dataclass(frozen=True)
+class PromptFeeds:
+    """An artifact's prompt inputs for one batch (`langbrt.artifact`'s INPUT_* names) and where each image's
+    prompts land among the K + E maps the graph returns."""
+
+    prompt_index: np.ndarray  # (B, K) int32 rows into the baked table, padded with 0
+    prompt_weights: np.ndarray  # (B, K) float32, 1 for an asked prompt, 0 for the padding
+    extra_embeddings: np.ndarray  # (E, D) float32, zeros in unused slots
+    extra_weights: np.ndarray  # (B, E) float32
+    per_image: list[list[int]]  # image b's prompts, in its order, as map positions in [0, K + E)
 
 
 class ExtraPromptEncoder:
@@ -31,12 +44,12 @@ class ExtraPromptEncoder:
         self._encoder: Any = None
         self._cache: LRUCache[str, np.ndarray] = LRUCache(maxsize=TRANSIENT_PROMPTS)  # bounded: served prompts
 
-    def table(self, prompts: list[list[str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[list[int]]]:
-        """prompt_weights (B, T), extra_embeddings (E, D), extra_weights (B, E), per-image indices into T+E."""
+    def table(self, prompts: list[list[str]]) -> PromptFeeds:
+        """The prompt inputs for a batch, one list of normalised prompts per image (`PromptFeeds`)."""
         meta = self.metadata
-        T, E, B = len(meta.prompts), meta.extra_prompt_slots, len(prompts)
-        position = {p: i for i, p in enumerate(meta.prompts)}
-        extras = list(dict.fromkeys(p for image in prompts for p in image if p not in position))
+        E, B = meta.extra_prompt_slots, len(prompts)
+        row = {p: i for i, p in enumerate(meta.prompts)}
+        extras = list(dict.fromkeys(p for image in prompts for p in image if p not in row))
         if extras and self.metadata.extras.get("learned_prompts"):  # more slots would not help: no encoder
             raise LangBRTInputError(
                 f"prompt {extras[0]!r} is not in {self.source}'s table, and its model (trained with --ablation "
@@ -49,16 +62,23 @@ class ExtraPromptEncoder:
                 f"{_count(E, 'extra prompt slot')}; "
                 f"use fewer new prompts per batch or export with more slots; available: {self._listing()}"
             )
-        for i, text in enumerate(extras):
-            position[text] = T + i
-        weights = np.zeros((B, T + E), dtype=np.float32)
-        per_image = [[position[p] for p in image] for image in prompts]
-        for b, indices in enumerate(per_image):
-            weights[b, indices] = 1.0
+        slot = {text: i for i, text in enumerate(extras)}
+        baked = [list(dict.fromkeys(p for p in image if p in row)) for image in prompts]  # each image's, once
+        K = max(1, *(len(texts) for texts in baked))  # at least one column: an all-extras batch pads it
+        index = np.zeros((B, K), dtype=np.int32)
+        weights = np.zeros((B, K), dtype=np.float32)
+        extra_weights = np.zeros((B, E), dtype=np.float32)
+        per_image = []
+        for b, (image, texts) in enumerate(zip(prompts, baked, strict=True)):
+            column = {text: k for k, text in enumerate(texts)}
+            index[b, : len(texts)] = [row[text] for text in texts]
+            weights[b, : len(texts)] = 1.0
+            extra_weights[b, [slot[p] for p in image if p in slot]] = 1.0
+            per_image.append([column[p] if p in column else K + slot[p] for p in image])
         embeddings = np.zeros((E, meta.text_dim), dtype=np.float32)  # unused slots: zeros, weight 0
         if extras:
             embeddings[: len(extras)] = self._embed(extras)
-        return weights[:, :T], embeddings, weights[:, T:], per_image
+        return PromptFeeds(index, weights, embeddings, extra_weights, per_image)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         found = {t: self._cache[t] for t in texts if t in self._cache}  # before encoding can evict them

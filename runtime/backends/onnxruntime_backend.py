@@ -1,6 +1,6 @@
 """ONNX Runtime backend: an exported .onnx file that carries its own `ArtifactMetadata`.
 
-The prompt table is baked into the file; an image selects its prompts through `prompt_weights`. Prompts
+The prompt table is baked into the file; an image names its prompts through `prompt_index`. Prompts
 outside the table go to the `extra_prompt_slots` inputs, encoded here by the text encoder the metadata
 names (loaded only when such a prompt appears). onnxruntime is imported on load, never at import time,
 and the CUDA provider is touched only when the caller asks for a CUDA device.
@@ -19,6 +19,7 @@ from langbrt.artifact import (
     INPUT_EXTRA_EMBEDDINGS,
     INPUT_EXTRA_WEIGHTS,
     INPUT_IMAGES,
+    INPUT_PROMPT_INDEX,
     INPUT_PROMPT_WEIGHTS,
     METADATA_KEY,
     OUTPUT_IMAGE,
@@ -100,20 +101,21 @@ class OnnxRuntimeBackend(ArtifactBackend):
         x = as_float_tensor(images)  # (B, 3, S, S)
         check_square(x, self.image_size)
         lists = normalize_prompt_lists(prompts, x.shape[0])
-        prompt_weights, extra_embeddings, extra_weights, per_image = self._extras.table(lists)
+        prompts_in = self._extras.table(lists)
         feeds = {
             INPUT_IMAGES: x.detach().cpu().numpy().astype(self._np_dtype, copy=False),
-            INPUT_PROMPT_WEIGHTS: prompt_weights.astype(self._np_dtype),
+            INPUT_PROMPT_INDEX: prompts_in.prompt_index,
+            INPUT_PROMPT_WEIGHTS: prompts_in.prompt_weights.astype(self._np_dtype),
         }
         if INPUT_EXTRA_EMBEDDINGS in self._input_names:  # only when the export has extra slots
-            feeds[INPUT_EXTRA_EMBEDDINGS] = extra_embeddings.astype(self._np_dtype)
-            feeds[INPUT_EXTRA_WEIGHTS] = extra_weights.astype(self._np_dtype)
+            feeds[INPUT_EXTRA_EMBEDDINGS] = prompts_in.extra_embeddings.astype(self._np_dtype)
+            feeds[INPUT_EXTRA_WEIGHTS] = prompts_in.extra_weights.astype(self._np_dtype)
         image, mask, maps = self.session.run([OUTPUT_IMAGE, OUTPUT_MASK, OUTPUT_MAPS], feeds)
-        table_maps = torch.from_numpy(maps.astype(np.float32, copy=False))  # (B, T+E, S, S)
+        call_maps = torch.from_numpy(maps.astype(np.float32, copy=False))  # (B, K + E, S, S)
         return BackendOutput(
             image=torch.from_numpy(image.astype(np.float32, copy=False)),
             mask=torch.from_numpy(mask.astype(np.float32, copy=False)),
-            maps=regroup_maps(table_maps, per_image),
+            maps=regroup_maps(call_maps, prompts_in.per_image),
         )
 
 
@@ -124,7 +126,7 @@ def _check_metadata_fits_graph(session: Any, metadata: ArtifactMetadata, path: P
     with the graph would only fail inside onnxruntime on the first call, in its own multi-line words.
     """
     S, T, E, D = metadata.image_size, len(metadata.prompts), metadata.extra_prompt_slots, metadata.text_dim
-    expected = {INPUT_IMAGES: (None, 3, S, S), INPUT_PROMPT_WEIGHTS: (None, T)}
+    expected = {INPUT_IMAGES: (None, 3, S, S), INPUT_PROMPT_INDEX: (None, None), INPUT_PROMPT_WEIGHTS: (None, None)}
     if E:
         expected |= {INPUT_EXTRA_EMBEDDINGS: (E, D), INPUT_EXTRA_WEIGHTS: (None, E)}
     inputs = {i.name: tuple(i.shape) for i in session.get_inputs()}
@@ -135,3 +137,27 @@ def _check_metadata_fits_graph(session: Any, metadata: ArtifactMetadata, path: P
         if not fits:
             raise CheckpointError(f"{path}: its LangBRT metadata (image_size {S}, {T} prompts, {E} extra slots "
                                   f"of dim {D}) does not match the graph's input {name} {found}; re-export it")
+    rows = _baked_table_rows(path)
+    if rows is not None and rows != max(T, 1):  # an export of extras only keeps one zero row (export.graph)
+        raise CheckpointError(f"{path}: its LangBRT metadata ({T} prompts) does not match the graph's prompt table "
+                              f"({rows} rows); re-export it")
+
+
+def _baked_table_rows(path: Path) -> int | None:
+    """Rows of the constant `prompt_index` gathers from (the baked prompt vectors), None if the graph holds it
+    some other way. Why: the table's size is no input dimension, and an index past it is an error inside
+    onnxruntime on every call, or a silently wrong prompt if the table is longer than the metadata says."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    gathers = [n.input[0] for n in graph.node if n.op_type == "Gather" and list(n.input[1:]) == [INPUT_PROMPT_INDEX]]
+    if len(gathers) != 1:
+        return None
+    for tensor in graph.initializer:
+        if tensor.name == gathers[0]:
+            return int(tensor.dims[0])
+    for node in graph.node:
+        if node.op_type == "Constant" and list(node.output) == gathers:
+            value = next((a.t for a in node.attribute if a.name == "value"), None)
+            return int(value.dims[0]) if value is not None else None
+    return None

@@ -19,7 +19,9 @@ from langbrt.artifact import (
     INPUT_EXTRA_EMBEDDINGS,
     INPUT_EXTRA_WEIGHTS,
     INPUT_IMAGES,
+    INPUT_PROMPT_INDEX,
     INPUT_PROMPT_WEIGHTS,
+    MAX_ENGINE_PROMPTS,
     OUTPUT_IMAGE,
     OUTPUT_MAPS,
     OUTPUT_MASK,
@@ -132,15 +134,16 @@ class TensorRTBackend(ArtifactBackend):
     def _run_batch(self, x: torch.Tensor, prompts: list[list[str]]) -> BackendOutput:
         """One batch within the engine's profile through the engine."""
         B, S = x.shape[0], self.image_size
-        prompt_weights, extra_embeddings, extra_weights, per_image = self._extras.table(prompts)
+        prompts_in = self._extras.table(prompts)
         dev = torch.device(self.device)
         feeds = {
             INPUT_IMAGES: x.to(dev).contiguous(),
-            INPUT_PROMPT_WEIGHTS: torch.from_numpy(prompt_weights).to(dev),
-            INPUT_EXTRA_EMBEDDINGS: torch.from_numpy(extra_embeddings).to(dev),
-            INPUT_EXTRA_WEIGHTS: torch.from_numpy(extra_weights).to(dev),
+            INPUT_PROMPT_INDEX: torch.from_numpy(prompts_in.prompt_index).to(dev),
+            INPUT_PROMPT_WEIGHTS: torch.from_numpy(prompts_in.prompt_weights).to(dev),
+            INPUT_EXTRA_EMBEDDINGS: torch.from_numpy(prompts_in.extra_embeddings).to(dev),
+            INPUT_EXTRA_WEIGHTS: torch.from_numpy(prompts_in.extra_weights).to(dev),
         }
-        num_maps = prompt_weights.shape[1] + extra_weights.shape[1]
+        num_maps = prompts_in.prompt_weights.shape[1] + prompts_in.extra_weights.shape[1]  # K + E
         outputs = {
             OUTPUT_IMAGE: torch.empty(B, 3, S, S, device=dev),
             OUTPUT_MASK: torch.empty(B, 1, S, S, device=dev),
@@ -153,7 +156,8 @@ class TensorRTBackend(ArtifactBackend):
                     if not self.context.set_input_shape(name, tuple(tensor.shape)):
                         raise LangBRTError(f"{self.source}: TensorRT refused input {name} of shape "
                                            f"{tuple(tensor.shape)} (the engine takes batches of "
-                                           f"{self.batch_range[0]} to {self.batch_range[1]})")
+                                           f"{self.batch_range[0]} to {self.batch_range[1]} images, up to "
+                                           f"{MAX_ENGINE_PROMPTS} prompts from its table per image)")
                     self.context.set_tensor_address(name, tensor.data_ptr())
             for name, tensor in outputs.items():
                 self.context.set_tensor_address(name, tensor.data_ptr())
@@ -162,4 +166,4 @@ class TensorRTBackend(ArtifactBackend):
                 raise LangBRTError(f"TensorRT execution failed for a batch of {B}")
             stream.synchronize()
         return BackendOutput(image=outputs[OUTPUT_IMAGE], mask=outputs[OUTPUT_MASK],
-                             maps=regroup_maps(outputs[OUTPUT_MAPS], per_image))
+                             maps=regroup_maps(outputs[OUTPUT_MAPS], prompts_in.per_image))
