@@ -9,6 +9,10 @@ train() {  # NAME FLAGS...
         echo "== $name: $RUNS/$name/final exists, not retrained"
         return
     fi
+    if [[ -e "$RUNS/$name" ]]; then  # an interrupted variant: langbrt-train refuses a folder holding a run
+        echo "== $name: $RUNS/$name has no final/, training it again from the start"
+        rm -rf "${RUNS:?}/$name"
+    fi
     echo "== $name: langbrt-train ${COMMON[*]} $* --output $RUNS/$name"
     local start=$SECONDS
     if "$BIN/langbrt-train" "${COMMON[@]}" "$@" --output "$RUNS/$name"; then

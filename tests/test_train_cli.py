@@ -145,6 +145,21 @@ def test_resume_continues_to_more_steps(tmp_path, monkeypatch):
     assert load_trainer_state(tmp_path / "final")["step"] == 3
 
 
+def test_a_new_run_into_a_folder_holding_a_run_is_refused_and_changes_nothing(run_dir, tmp_path):
+    # QA, 2026-11-26: a second run appended its steps 1, 2, ... to the first one's log.jsonl and left the first
+    # one's checkpoints beside its own
+    log = (run_dir / "log.jsonl").read_text()
+    result = run_cli("--steps", "1", "--batch-size", "2", "--synthetic-length", "8", "--output", str(run_dir))
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(f"{ERROR}--output {run_dir} already holds a training run")
+    assert f"--resume {run_dir / 'final'}" in result.output
+    assert (run_dir / "log.jsonl").read_text() == log
+    (tmp_path / "empty").mkdir()
+    result = run_cli("--steps", "1", "--batch-size", "2", "--synthetic-length", "8", "--adversarial-weight", "0",
+                     "--output", str(tmp_path / "empty"))
+    assert result.exit_code == 0, result.output
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A 2-step run without EMA: checkpoints/step_000001 and final (step 2), one log line per step."""

@@ -27,12 +27,15 @@ from langbrt.checkpoint import WRITE_ERRORS, weights_mismatch, write_checkpoint_
 from langbrt.errors import CheckpointError, LangBRTInputError, OutputWriteError
 from langbrt.model import LangBRT
 from langbrt.output_paths import overlap
+from langbrt.training.run_log import JSONL_FILE
 from langbrt.training.train_config import TrainConfig
 
 STATE_FILE = "trainer_state.pt"
 CONFIG_FILE = "train_config.json"
 FINAL_DIR = "final"
 CHECKPOINTS_DIR = "checkpoints"
+RUN_RECORDS = (CONFIG_FILE, JSONL_FILE, FINAL_DIR)
+"""What every run writes into OUTPUT (the config before the first step): a folder holding one holds a run."""
 
 
 class EMA:
@@ -162,17 +165,27 @@ def load_matching(module: torch.nn.Module, weights: dict[str, torch.Tensor], wha
     module.load_state_dict(weights)
 
 
-def check_run_folder(output: Path, inputs: Sequence[str | Path] = ()) -> None:
+def check_run_folder(output: Path, inputs: Sequence[str | Path] = (), *, resuming: bool = False) -> None:
     """Refuse, without creating anything, an OUTPUT that `prepare_output` could not create or write: a file,
     or a folder whose nearest existing ancestor is a file or not writable; or one that is, or lies inside, an
-    input folder (the checkpoint resumed from, a data folder), which the run would write into. Runs before the
-    (possibly long) data checks, so a typo in --output does not cost a pass over the data set."""
+    input folder (the checkpoint resumed from, a data folder), which the run would write into; or, for a new
+    run (not `resuming`), a folder that already holds a run. Runs before the (possibly long) data checks, so a
+    typo in --output does not cost a pass over the data set.
+
+    Why the last: a new run in an old run's folder appended its log to the old one's (step 1, 2, ... twice in
+    log.jsonl and TensorBoard) and left the old run's checkpoints and samples beside its own, the old
+    checkpoints/step_N of later steps looking like the newest (QA, 2026-11-26)."""
     resolved = Path(output).resolve()
     for given in inputs:
         where = overlap(resolved, given) if Path(given).is_dir() else None
         if where:
             raise LangBRTInputError(f"--output {output} {where} the input {given}; a run writes checkpoints, logs "
                                     "and samples there: choose another folder")
+    held = [name for name in RUN_RECORDS if os.path.lexists(Path(output) / name)]
+    if not resuming and held:
+        raise LangBRTInputError(f"--output {output} already holds a training run ({', '.join(held)}); continue "
+                                f"it with --resume {Path(output) / FINAL_DIR} (or one of its {CHECKPOINTS_DIR}/"
+                                "step_N), or choose another folder")
     existing = Path(os.path.abspath(output))
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
