@@ -175,3 +175,24 @@ def test_a_rank_failing_alone_stops_every_rank_with_its_error(tmp_path):
         assert seen["sum of ranks"] == 1.0
     assert rank1["a bug on rank 1"] == ["KeyError", "'x'"]  # its own exception, traceback and all
     assert rank0["a bug on rank 1"] == ["RuntimeError", "rank 1 failed with KeyError: 'x'"]
+
+
+@pytest.mark.slow
+def test_a_corrupt_image_that_one_rank_meets_mid_run_is_said_once_without_a_traceback(tmp_path):
+    # QA, 2026-11-26: the rank that met it stopped alone; rank 0, waiting in the loss all-reduce, then printed
+    # gloo's "Connection closed by peer" traceback after the error line
+    from PIL import Image
+
+    for side in ("source", "target"):
+        (tmp_path / "data" / side).mkdir(parents=True)
+        for name in ("p0", "p1"):
+            Image.effect_noise((64, 64), 60).convert("RGB").save(tmp_path / "data" / side / f"{name}.jpg")
+    jpeg = (tmp_path / "data/source/p1.jpg").read_bytes()
+    (tmp_path / "data/source/p1.jpg").write_bytes(jpeg[: len(jpeg) // 2])  # passes the header check
+    # batch 1 of 2 pairs on 2 ranks: one rank meets p1 at step 1 (rank 1 with seed 0, rank 0 with seed 1)
+    for seed in ("0", "1"):
+        proc = torchrun("-m", "langbrt.training.cli_train", "--data", str(tmp_path / "data"), "--strict",
+                        "--batch-size", "1", "--seed", seed, "--output", str(tmp_path / f"out{seed}"), *FAST)
+        assert proc.returncode != 0
+        assert len(error_lines(proc.stderr)) == 1 and "p1.jpg: corrupt or truncated" in proc.stderr, proc.stderr
+        assert "[rank0]: Traceback" not in proc.stderr and "Connection closed" not in proc.stderr, proc.stderr

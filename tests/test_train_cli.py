@@ -121,6 +121,22 @@ def test_corrupt_image_is_fatal_with_strict(tmp_path):
     assert result.exit_code == 2 and "c.png" in result.output and "Traceback" not in result.output
 
 
+def test_a_file_that_fails_only_when_decoded_in_a_data_worker_is_one_line_with_strict(tmp_path):
+    # QA, 2026-11-26: from a DataLoader worker the error came back as torch's RuntimeError("Caught
+    # UnusableImageError in DataLoader worker process 0 ..."): a traceback and exit 1
+    _folder_with_corrupt_pair(tmp_path / "data")
+    Image.effect_noise((64, 64), 60).convert("RGB").save(tmp_path / "data/source/c.jpg")  # noise: a long body
+    (tmp_path / "data/source/c.png").unlink()
+    jpeg = (tmp_path / "data/source/c.jpg").read_bytes()
+    (tmp_path / "data/source/c.jpg").write_bytes(jpeg[: len(jpeg) // 2])  # its header passes the check
+    proc = subprocess.run([str(BIN / "langbrt-train"), "--data", str(tmp_path / "data"), "--strict", "--steps", "3",
+                           "--batch-size", "3", "--num-workers", "1", "--adversarial-weight", "0",
+                           "--output", str(tmp_path / "out"), *FAST], capture_output=True, text=True, env=ENV)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.startswith(f"{ERROR}{tmp_path / 'data/source/c.jpg'}: corrupt or truncated image")
+    assert proc.stderr.count("\n") == 1, proc.stderr
+
+
 def test_unwritable_output_is_one_error_line(tmp_path):
     (tmp_path / "file").write_text("x")
     result = run_cli("--steps", "1", "--output", str(tmp_path / "file/run"))

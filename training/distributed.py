@@ -96,8 +96,9 @@ def fail_together(info: DistInfo) -> Iterator[None]:
     Why: a check that rank 0 alone makes (OUTPUT, a checkpoint write) or whose answer differs between nodes (a
     folder missing on one) would otherwise end the failing rank while the others wait in their next collective,
     on another node until the process group's timeout. With one error everywhere the command says it once per
-    node (`cli_click.stop`) and every rank exits with the same status. The block ends with one all-gather, so it
-    must hold no collective itself: a rank that failed early would meet the others' collective with this one.
+    node (`cli_click.stop`) and every rank exits with the same status. The block ends with collectives
+    (`_first_failure`), so it must hold none itself: a rank that failed early would meet the others' collective
+    with this one.
     Exceptions only: Ctrl-C reaches every rank by itself. Not distributed: a plain block.
     """
     if not info.enabled:
@@ -118,10 +119,15 @@ def fail_together(info: DistInfo) -> Iterator[None]:
 
 
 def _first_failure(error: Exception | None, info: DistInfo) -> tuple[int, type[LangBRTError] | str, str] | None:
-    """(rank, class, message) of the lowest rank whose block raised, or None; a collective of every rank.
+    """(rank, class, message) of the lowest rank whose block raised, or None; a collective of every rank (one
+    all-reduce of a flag, and the all-gather only when a rank failed).
 
     A `LangBRTError` travels as its class (importable, so it pickles by name); anything else, a bug, by the
     name of its class alone, which need not be importable on the other ranks."""
+    failed = torch.tensor([float(error is not None)], device=info.device)
+    dist.all_reduce(failed, op=dist.ReduceOp.MAX)  # one number when every rank did well: cheap enough per step
+    if not failed.item():
+        return None
     mine = None
     if error is not None:
         kind = type(error) if isinstance(error, LangBRTError) else type(error).__name__

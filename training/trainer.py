@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -197,9 +198,58 @@ def batches(dataset: Dataset, collate: Callable, base: Any, cfg: TrainConfig, in
         # Its own generator: a DataLoader iterator otherwise draws its worker seed from the global RNG, at a
         # moment that differs between a resumed and an uninterrupted run.
         generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        yield from DataLoader(dataset, batch_size=cfg.batch_size, sampler=indices, collate_fn=collate,
-                              num_workers=cfg.num_workers, drop_last=True, generator=generator)
+        for batch in DataLoader(_ErrorsAsData(dataset), batch_size=cfg.batch_size, sampler=indices,
+                                collate_fn=_ErrorsAsData.collate(collate), num_workers=cfg.num_workers,
+                                drop_last=True, generator=generator):
+            if isinstance(batch, _CarriedError):
+                raise batch.rebuild()
+            yield batch
         epoch, offset = epoch + 1, 0
+
+
+@dataclass(frozen=True)
+class _CarriedError:
+    """A `LangBRTError` raised while loading a sample, as data: its class and message."""
+
+    kind: type[LangBRTError]
+    message: str
+
+    def rebuild(self) -> LangBRTError:
+        """The error again, built without its `__init__` (`UnusableImageError` takes a path too)."""
+        error = self.kind.__new__(self.kind)
+        error.args = (self.message,)
+        return error
+
+
+class _ErrorsAsData(Dataset):
+    """`dataset` whose samples' `LangBRTError` (a corrupt image with --strict) comes back as a `_CarriedError`
+    batch, raised again by `batches` in the training process.
+
+    Why: from a DataLoader worker (--num-workers > 0) the error arrived as torch's RuntimeError("Caught
+    UnusableImageError in DataLoader worker process 0. Original Traceback ..."), the worker's traceback printed
+    where one `langbrt-train: error:` line belongs (QA, 2026-11-26)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            return self.dataset[index]
+        except LangBRTError as err:
+            return _CarriedError(type(err), str(err))
+
+    @staticmethod
+    def collate(collate: Callable) -> Callable:
+        return partial(_collate_or_carry, collate)
+
+
+def _collate_or_carry(collate: Callable, samples: list[Any]) -> Any:
+    """`collate(samples)`, or the first sample's carried error (a module-level function: workers pickle it)."""
+    carried = next((s for s in samples if isinstance(s, _CarriedError)), None)
+    return carried if carried is not None else collate(samples)
 
 
 # ---------------------------------------------------------------------------------------------- losses
@@ -332,7 +382,10 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
     t0, last_loss, done = time.perf_counter(), float("nan"), start
     try:
         for step in range(start, cfg.steps):
-            batch = _to_device(next(data), info.device)
+            # A data error (a corrupt image with --strict) on one rank stops every rank with it: alone, the others
+            # met its exit in their next collective, and rank 0 printed gloo's traceback after the error line.
+            with fail_together(info):
+                batch = _to_device(next(data), info.device)
             # ---- generator step (eq. 11, min over E, T, D): the discriminator is frozen and called unwrapped
             set_requires_grad(discriminator, False)
             with autocast:
