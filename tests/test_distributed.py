@@ -196,3 +196,36 @@ def test_a_corrupt_image_that_one_rank_meets_mid_run_is_said_once_without_a_trac
         assert proc.returncode != 0
         assert len(error_lines(proc.stderr)) == 1 and "p1.jpg: corrupt or truncated" in proc.stderr, proc.stderr
         assert "[rank0]: Traceback" not in proc.stderr and "Connection closed" not in proc.stderr, proc.stderr
+
+
+DIES = textwrap.dedent("""
+    import os, sys, torch
+    torch.set_num_threads(1)
+    from langbrt.console import run_command
+    from langbrt.training import cli_train, trainer
+
+    real_update = trainer.EMA.update
+    def update_then_die_on_rank_1(self, model):  # rank 1 is killed (out of memory, say) after step 3
+        real_update(self, model)
+        if os.environ["RANK"] == "1" and self.updates == 3:
+            os._exit(9)
+    trainer.EMA.update = update_then_die_on_rank_1
+    run_command(cli_train.main)
+""")
+
+
+@pytest.mark.slow
+def test_a_rank_that_dies_mid_run_leaves_one_line_naming_the_checkpoint_not_a_traceback(tmp_path):
+    # QA, 2026-11-26: rank 0's next collective failed with gloo's "Connection reset/closed by peer" and printed
+    # a 40-line traceback, with no word of the checkpoint to resume from
+    script = tmp_path / "dies.py"
+    script.write_text(DIES)
+    out = tmp_path / "run"
+    proc = torchrun(str(script), "--steps", "6", "--checkpoint-every", "2", "--batch-size", "2", "--output", str(out),
+                    *[a for a in FAST if a not in ("--steps", "1")])
+    assert proc.returncode != 0
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1 and lines[0].startswith("langbrt-train: error: another process of the job stopped ("), \
+        proc.stderr
+    assert f"continue with --resume {out / 'checkpoints/step_000002'}" in lines[0]
+    assert "[rank0]: Traceback" not in proc.stderr and "GLHF" not in proc.stderr, proc.stderr

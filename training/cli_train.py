@@ -2,7 +2,7 @@
 
 The command only turns flags into a `TrainConfig` and calls `trainer.train`; errors a user can cause come
 back as one `langbrt-train: error: ...` line with exit code 2 (3 when the loss diverged, 4 when a checkpoint or
-log could not be written mid-run), never a traceback. Ctrl-C ends with one line naming the checkpoint to
+log could not be written mid-run, 1 when another torchrun process of the job ended mid-run), never a traceback. Ctrl-C ends with one line naming the checkpoint to
 `--resume` from, exit code 130. Under `torchrun` every rank ends the same way and the line is said once per
 node (`stop`).
 """
@@ -27,6 +27,7 @@ from langbrt.training.train_config import ABLATIONS, PRECISIONS, PRESETS, TrainC
 
 PROG = "langbrt-train"
 EXIT_DIVERGED = 3
+EXIT_RANK_LOST = 1  # under torchrun: another process of the job ended mid-run
 
 # CLI option name -> TrainConfig field, for the options that map one to one.
 _FIELDS = ("data", "ffhqr_root", "ffhqr_target_root", "fraction", "synthetic_length", "real_faces", "real_fraction",
@@ -120,7 +121,7 @@ def main(ctx: click.Context, threads: int, resume: str | None, quiet: bool, **op
         torch.set_num_threads(threads)
     try:
         cfg = _config(ctx, options, resume)
-        from langbrt.training.trainer import TrainingDiverged, TrainingInterrupted, train
+        from langbrt.training.trainer import RankLost, TrainingDiverged, TrainingInterrupted, train
 
         try:
             with one_line_warnings():
@@ -131,6 +132,8 @@ def main(ctx: click.Context, threads: int, resume: str | None, quiet: bool, **op
             stop(error_line(PROG, err), EXIT_OUTPUT_NOT_WRITTEN)
         except TrainingInterrupted as err:
             stop(f"Interrupted: {err}", EXIT_INTERRUPTED)
+        except RankLost as err:  # not the command's input: the job lost a process (killed, out of memory)
+            stop(error_line(PROG, err), EXIT_RANK_LOST)
     except LangBRTError as err:
         stop(error_line(PROG, err), EXIT_USAGE)
     except KeyboardInterrupt:  # before the first step: nothing new was saved

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -79,6 +80,11 @@ class OutputNotWritten(OutputWriteError):
     unwritable); the message names it and the checkpoint to resume from. An `OutputWriteError`, so that
     `langbrt-train` exits with `EXIT_OUTPUT_NOT_WRITTEN`: the command was right, and after making room it
     continues with --resume."""
+
+
+class RankLost(LangBRTError):
+    """Under torchrun, another process of the job ended mid-run (killed, out of memory) and this rank's next
+    collective failed; the message names the checkpoint to resume from. `langbrt-train` exits 1 with it."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -451,6 +457,11 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
                 last_ckpt = target_dir
     except KeyboardInterrupt:
         raise TrainingInterrupted(_interrupted_message(done, last_ckpt)) from None
+    except RuntimeError as err:  # QA, 2026-11-26: a rank killed mid-run gave the others gloo's 40-line traceback
+        if info.enabled and _peer_lost(err):
+            raise RankLost(f"another process of the job stopped ({_first_sentence(err)}); "
+                           f"{_interrupted_message(done, last_ckpt)}") from None
+        raise
     finally:  # also on a diverged loss or a data error mid-run: flush the logs, stop the data workers
         data.close()
         bar.close()
@@ -509,6 +520,18 @@ def _all_ranks_write(info: DistInfo, last_ckpt: Path | None) -> Iterator[None]:
     becomes `OutputNotWritten` (`_run_output_written`) and stops every rank at once (`fail_together`)."""
     with fail_together(info), _run_output_written(last_ckpt):
         yield
+
+
+def _peer_lost(err: RuntimeError) -> bool:
+    """Whether `err` is a collective that failed because a peer is gone: torch's DistError (nccl's watchdog),
+    or gloo's plain RuntimeError ("[.../gloo/transport/tcp/pair.cc:561] Connection closed by peer ...")."""
+    return isinstance(err, torch.distributed.DistError) or "/gloo/" in str(err)
+
+
+def _first_sentence(err: Exception) -> str:
+    """gloo's message without its '[file:line]' prefix and its advice: 'Connection closed by peer [host]:port'."""
+    text = re.sub(r"^\[[^\]]*\]\s*", "", " ".join(str(err).split()))
+    return text.split(". ")[0].rstrip(".")
 
 
 def _interrupted_message(done: int, last_ckpt: Path | None) -> str:
