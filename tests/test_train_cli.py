@@ -360,6 +360,15 @@ def test_resume_with_another_world_size_warns_that_the_data_order_changes(run_di
     assert len(warning) == 1 and "2 process(es)" in warning[0] and "data order" in warning[0]
 
 
+def test_resume_with_another_seed_warns_that_the_data_order_changes(run_dir, tmp_path):
+    # QA, 2026-11-26: the checkpoint records its seed with the data order, but a new --seed went unsaid
+    result = run_cli("--resume", str(run_dir / "checkpoints/step_000001"), "--seed", "7",
+                     "--output", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    warning = [line for line in result.output.splitlines() if line.startswith("Warning: ")]
+    assert len(warning) == 1 and "--seed 0" in warning[0] and "--seed 7" in warning[0], result.output
+
+
 def test_ctrl_c_names_the_checkpoint_to_resume_from(tmp_path, monkeypatch):
     real, calls = trainer_module.generator_losses, {"n": 0}
 

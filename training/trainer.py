@@ -548,6 +548,12 @@ def _warn_if_data_order_changes(state: dict[str, Any], cfg: TrainConfig, info: D
         warnings.warn(f"{resume} was trained with {saved[0]} process(es) x batch {saved[1]}, this run uses "
                       f"{info.world_size} x {cfg.batch_size}: the data order and the global batch change from "
                       "here on", stacklevel=2)
+    # The seed is recorded beside them and decides the order as much (QA, 2026-11-26: `--resume ... --seed 7`
+    # trained on another order, and from a --fraction another subset, without a word).
+    saved_seed = order.get("seed", cfg.seed)
+    if info.is_main and saved_seed != cfg.seed:
+        warnings.warn(f"{resume} was trained with --seed {saved_seed}, this run uses --seed {cfg.seed}: the data "
+                      "order (and a --fraction subset) change from here on", stacklevel=2)
 
 
 def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
