@@ -171,9 +171,14 @@ def test_a_new_run_into_a_folder_holding_a_run_is_refused_and_changes_nothing(ru
     assert f"--resume {run_dir / 'final'}" in result.output
     assert (run_dir / "log.jsonl").read_text() == log
     (tmp_path / "empty").mkdir()
+    (tmp_path / "empty/train_config.json").write_text("{}")  # all a run stopped before its first step leaves
     result = run_cli("--steps", "1", "--batch-size", "2", "--synthetic-length", "8", "--adversarial-weight", "0",
                      "--output", str(tmp_path / "empty"))
     assert result.exit_code == 0, result.output
+    shutil.rmtree(tmp_path / "empty/final")  # a run stopped after a checkpoint: the newest is the one to resume
+    (tmp_path / "empty/checkpoints/step_000003").mkdir()
+    result = run_cli("--steps", "1", "--output", str(tmp_path / "empty"))
+    assert result.exit_code == 2 and f"--resume {tmp_path / 'empty/checkpoints/step_000003'}," in result.output
 
 
 @pytest.fixture(scope="module")

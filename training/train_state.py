@@ -34,8 +34,6 @@ STATE_FILE = "trainer_state.pt"
 CONFIG_FILE = "train_config.json"
 FINAL_DIR = "final"
 CHECKPOINTS_DIR = "checkpoints"
-RUN_RECORDS = (CONFIG_FILE, JSONL_FILE, FINAL_DIR)
-"""What every run writes into OUTPUT (the config before the first step): a folder holding one holds a run."""
 
 
 class EMA:
@@ -181,11 +179,24 @@ def check_run_folder(output: Path, inputs: Sequence[str | Path] = (), *, resumin
         if where:
             raise LangBRTInputError(f"--output {output} {where} the input {given}; a run writes checkpoints, logs "
                                     "and samples there: choose another folder")
-    held = [name for name in RUN_RECORDS if os.path.lexists(Path(output) / name)]
-    if not resuming and held:
-        raise LangBRTInputError(f"--output {output} already holds a training run ({', '.join(held)}); continue "
-                                f"it with --resume {Path(output) / FINAL_DIR} (or one of its {CHECKPOINTS_DIR}/"
-                                "step_N), or choose another folder")
+    if not resuming:
+        _refuse_a_folder_holding_a_run(Path(output))
+
+
+def _refuse_a_folder_holding_a_run(output: Path) -> None:
+    """A run's records (log lines, checkpoints, the final one) in OUTPUT are the user's: refuse to mix a new run
+    into them. A folder holding only what a run writes before its first record (train_config.json, an empty
+    TensorBoard file: a run stopped at once) is taken over as before."""
+    checkpoints = sorted(p for p in (output / CHECKPOINTS_DIR).glob("step_*") if p.is_dir())
+    held = [name for name in (JSONL_FILE, FINAL_DIR) if os.path.lexists(output / name)]
+    held += [f"{CHECKPOINTS_DIR}/{checkpoints[-1].name}"] if checkpoints else []
+    if not held:
+        return
+    latest = output / FINAL_DIR if (output / FINAL_DIR).is_dir() else (checkpoints[-1] if checkpoints else None)
+    then = (f"continue it with --resume {latest}" if latest is not None
+            else "it has no checkpoint to resume from: remove it")
+    raise LangBRTInputError(f"--output {output} already holds a training run ({', '.join(held)}); {then}, or "
+                            "choose another folder")
     existing = Path(os.path.abspath(output))
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
