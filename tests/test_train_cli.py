@@ -181,6 +181,19 @@ def test_a_new_run_into_a_folder_holding_a_run_is_refused_and_changes_nothing(ru
     assert result.exit_code == 2 and f"--resume {tmp_path / 'empty/checkpoints/step_000003'}," in result.output
 
 
+def test_resuming_into_a_folder_holding_another_run_is_refused_and_changes_nothing(run_dir, tmp_path):
+    """QA, 2026-11-26: --resume A/final --output B, B holding another run, cut B's log back to A's step and
+    continued A's run in it. Resuming into the checkpoint's own run folder stays the way to continue."""
+    other = tmp_path / "other"
+    (other / "checkpoints/step_000001").mkdir(parents=True)
+    (other / "log.jsonl").write_text('{"step": 1}\n{"step": 2}\n')
+    result = run_cli("--resume", str(run_dir / "final"), "--steps", "9", "--output", str(other))
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(f"{ERROR}--output {other} already holds another training run (log.jsonl, "
+                                    "checkpoints/step_000001), and the checkpoint resumed from is not in it")
+    assert (other / "log.jsonl").read_text() == '{"step": 1}\n{"step": 2}\n'
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A 2-step run without EMA: checkpoints/step_000001 and final (step 2), one log line per step."""

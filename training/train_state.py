@@ -163,40 +163,26 @@ def load_matching(module: torch.nn.Module, weights: dict[str, torch.Tensor], wha
     module.load_state_dict(weights)
 
 
-def check_run_folder(output: Path, inputs: Sequence[str | Path] = (), *, resuming: bool = False) -> None:
+def check_run_folder(output: Path, inputs: Sequence[str | Path] = (), *, resume: Path | None = None) -> None:
     """Refuse, without creating anything, an OUTPUT that `prepare_output` could not create or write: a file,
     or a folder whose nearest existing ancestor is a file or not writable; or one that is, or lies inside, an
-    input folder (the checkpoint resumed from, a data folder), which the run would write into; or, for a new
-    run (not `resuming`), a folder that already holds a run. Runs before the (possibly long) data checks, so a
-    typo in --output does not cost a pass over the data set.
+    input folder (the checkpoint resumed from, a data folder), which the run would write into; or a folder
+    that already holds a run other than the one `resume` continues (a new run's, or one resumed from a
+    checkpoint outside OUTPUT). Runs before the (possibly long) data checks, so a typo in --output does not
+    cost a pass over the data set.
 
     Why the last: a new run in an old run's folder appended its log to the old one's (step 1, 2, ... twice in
     log.jsonl and TensorBoard) and left the old run's checkpoints and samples beside its own, the old
-    checkpoints/step_N of later steps looking like the newest (QA, 2026-11-26)."""
+    checkpoints/step_N of later steps looking like the newest; resumed from another run's checkpoint, it cut
+    OUTPUT's log back to that checkpoint's step and wrote the other run's steps into it (QA, 2026-11-26)."""
     resolved = Path(output).resolve()
     for given in inputs:
         where = overlap(resolved, given) if Path(given).is_dir() else None
         if where:
             raise LangBRTInputError(f"--output {output} {where} the input {given}; a run writes checkpoints, logs "
                                     "and samples there: choose another folder")
-    if not resuming:
-        _refuse_a_folder_holding_a_run(Path(output))
-
-
-def _refuse_a_folder_holding_a_run(output: Path) -> None:
-    """A run's records (log lines, checkpoints, the final one) in OUTPUT are the user's: refuse to mix a new run
-    into them. A folder holding only what a run writes before its first record (train_config.json, an empty
-    TensorBoard file: a run stopped at once) is taken over as before."""
-    checkpoints = sorted(p for p in (output / CHECKPOINTS_DIR).glob("step_*") if p.is_dir())
-    held = [name for name in (JSONL_FILE, FINAL_DIR) if os.path.lexists(output / name)]
-    held += [f"{CHECKPOINTS_DIR}/{checkpoints[-1].name}"] if checkpoints else []
-    if not held:
-        return
-    latest = output / FINAL_DIR if (output / FINAL_DIR).is_dir() else (checkpoints[-1] if checkpoints else None)
-    then = (f"continue it with --resume {latest}" if latest is not None
-            else "it has no checkpoint to resume from: remove it")
-    raise LangBRTInputError(f"--output {output} already holds a training run ({', '.join(held)}); {then}, or "
-                            "choose another folder")
+    if resume is None or not Path(resume).resolve().is_relative_to(resolved):
+        _refuse_a_folder_holding_a_run(Path(output), resuming=resume is not None)
     existing = Path(os.path.abspath(output))
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -204,6 +190,26 @@ def _refuse_a_folder_holding_a_run(output: Path) -> None:
         raise LangBRTInputError(f"{output}: output folder is not writable ({existing} is not a folder)")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise LangBRTInputError(f"{output}: output folder is not writable ({existing} is not writable)")
+
+
+def _refuse_a_folder_holding_a_run(output: Path, *, resuming: bool) -> None:
+    """A run's records (log lines, checkpoints, the final one) in OUTPUT are the user's: refuse to mix another
+    run into them. A folder holding only what a run writes before its first record (train_config.json, an empty
+    TensorBoard file: a run stopped at once) is taken over as before."""
+    checkpoints = sorted(p for p in (output / CHECKPOINTS_DIR).glob("step_*") if p.is_dir())
+    held = [name for name in (JSONL_FILE, FINAL_DIR) if os.path.lexists(output / name)]
+    held += [f"{CHECKPOINTS_DIR}/{checkpoints[-1].name}"] if checkpoints else []
+    if not held:
+        return
+    if resuming:
+        raise LangBRTInputError(f"--output {output} already holds another training run ({', '.join(held)}), and "
+                                "the checkpoint resumed from is not in it: resume into an empty folder (or the "
+                                "checkpoint's own run folder)")
+    latest = output / FINAL_DIR if (output / FINAL_DIR).is_dir() else (checkpoints[-1] if checkpoints else None)
+    then = (f"continue it with --resume {latest}" if latest is not None
+            else "it has no checkpoint to resume from: remove it")
+    raise LangBRTInputError(f"--output {output} already holds a training run ({', '.join(held)}); {then}, or "
+                            "choose another folder")
 
 
 def prepare_output(output: Path) -> None:

@@ -336,7 +336,7 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
     with fail_together(info):
         if info.is_main:
             data_folders = [f for f in (cfg.data, cfg.ffhqr_root, cfg.ffhqr_target_root) if f and Path(f).is_dir()]
-            check_run_folder(output, [*data_folders, *([resume] if resume else [])], resuming=resume is not None)
+            check_run_folder(output, [*data_folders, *([resume] if resume else [])], resume=resume)
     with fail_together(info):
         state = load_trainer_state(resume) if resume else None
         if state is not None:
