@@ -223,6 +223,9 @@ def _single_file_config_text(path: Path) -> str:
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: not a readable safetensors file ({err})") from None
     if CONFIG_KEY not in metadata:
+        if path.name == WEIGHTS_FILE and (path.parent / CONFIG_FILE).is_file():  # QA: final/model.safetensors
+            raise CheckpointError(f"{path} is the weights file of the checkpoint folder {path.parent}: pass the "
+                                  "folder")
         raise CheckpointError(f"{path}: a safetensors file but not a LangBRT checkpoint (no {CONFIG_KEY!r} "
                               "metadata); save one with LangBRT.save_pretrained('model.safetensors')")
     return metadata[CONFIG_KEY]

@@ -1,6 +1,8 @@
 """Checkpoints: round trip, atomic layout, and one clear error for every kind of mismatch."""
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -261,6 +263,15 @@ def test_single_file_works_wherever_a_checkpoint_folder_does(saved, tmp_path):
     a = Retoucher.load(path).retouch([photo], ["forehead wrinkles"])[0]
     b = Retoucher.load(saved[0]).retouch([photo], ["forehead wrinkles"])[0]
     assert torch.equal(a.image, b.image)
+
+
+def test_the_weights_file_inside_a_checkpoint_folder_names_the_folder(saved):
+    """QA, 2026-11-26: `--model run/final/model.safetensors` (the help offers a .safetensors file) said 'not a
+    LangBRT checkpoint'; it is one, passed by its weights file."""
+    weights = Path(saved[0]) / "model.safetensors"
+    folder = re.escape(str(saved[0]))
+    with pytest.raises(CheckpointError, match=rf"is the weights file of the checkpoint folder {folder}: pass the fold"):
+        LangBRT.from_pretrained(weights)
 
 
 def test_foreign_or_broken_safetensors_files_raise_one_clear_error(tmp_path):
