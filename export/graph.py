@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from langbrt.checkpoint import WEIGHTS_FILE, is_single_file
+from langbrt.checkpoint import weights_sha256
 from langbrt.errors import LangBRTInputError
 from langbrt.kernels import ENV_VAR, AttentionImpl
 from langbrt.kernels.dispatch import environ_set
@@ -150,15 +150,10 @@ def traced_attention(impl: AttentionImpl) -> Iterator[None]:
 
 def model_hash(model: LangBRT, checkpoint_dir: str | Path | None = None) -> str:
     """sha256 of the checkpoint's weights file when the model came from one, else of its state dict bytes."""
+    from_file = weights_sha256(checkpoint_dir) if checkpoint_dir is not None else None
+    if from_file is not None:
+        return from_file
     digest = hashlib.sha256()
-    weights = None
-    if checkpoint_dir is not None:
-        weights = Path(checkpoint_dir) if is_single_file(checkpoint_dir) else Path(checkpoint_dir) / WEIGHTS_FILE
-    if weights is not None and weights.is_file():
-        with open(weights, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        return digest.hexdigest()
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())

@@ -13,6 +13,7 @@ under `CONFIG_KEY`. The file is written to a temporary name and renamed, so it i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -45,6 +46,20 @@ def is_single_file(path: str | Path) -> bool:
     """True when `path` names the single-file checkpoint form (existing or to be written)."""
     path = Path(path)
     return path.suffix.lower() == SINGLE_FILE_SUFFIX and not path.is_dir()
+
+
+def weights_sha256(path: str | Path) -> str | None:
+    """sha256 of a checkpoint's weights file (the single file itself, or a folder's `WEIGHTS_FILE`); None when
+    there is none. An export records it as its `model_hash`, which is how a benchmark finds the checkpoint an
+    exported model came from."""
+    weights = Path(path) if is_single_file(path) else Path(path) / WEIGHTS_FILE
+    if not weights.is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(weights, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 WRITE_ERRORS = (OSError, SafetensorError)  # safetensors reports a full disk as SafetensorError, not OSError

@@ -34,8 +34,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from langbrt.artifact import ArtifactMetadata
 from langbrt.atomic import atomic_write_text
 from langbrt.bundled import default_model_path
+from langbrt.checkpoint import weights_sha256
 from langbrt.cli_args import OneLineParser, device_arg, positive_number
 from langbrt.cli_errors import fail
 from langbrt.cli_pipes import quiet_on_broken_pipe
@@ -158,7 +160,18 @@ def model_cost(path: str) -> dict[str, Any]:
         model.forward_table(torch.rand(1, 3, S, S), table.embeddings, table.predefined_index, table.weights)
     params = sum(p.numel() for p in model.parameters())
     return {"image_size": S, "flops_per_image": int(counter.get_total_flops()), "parameters": params,
-            "num_prompts": len(table.texts), "source": path}
+            "num_prompts": len(table.texts), "source": path, "weights_sha256": weights_sha256(path)}
+
+
+def export_cost(metadata: ArtifactMetadata, costs: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The cost of the checkpoint an exported model came from (its `model_hash` is that checkpoint's weights
+    sha256), with the export's extra-prompt maps, which every call returns, counted as output; None when no
+    --model checkpoint is that one. Why not any checkpoint of the same size: another model's FLOPs and
+    weights would give this one a bound it was never measured against (QA, 2026-11-26)."""
+    source = next((cost for cost in costs.values() if cost["weights_sha256"] == metadata.model_hash), None)
+    if source is None:
+        return None
+    return {**source, "num_prompts": source["num_prompts"] + metadata.extra_prompt_slots}
 
 
 def roofline(cost: dict[str, Any] | None, precision: str, batch: int, seconds_per_image: float,
@@ -235,8 +248,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                 except LangBRTError as err:
                     skipped.append({"model": path, "backend": name, "precision": precision, "reason": str(err)})
                     continue
-                cost = costs.get(path) or next((c for c in costs.values() if c and c["image_size"] ==
-                                                backend.image_size), None)
+                metadata = getattr(backend, "metadata", None)  # an exported model's (ArtifactBackend)
+                cost = export_cost(metadata, costs) if metadata is not None else costs.get(path)
                 for batch in args.batch_sizes:
                     try:
                         timing = time_backend(backend, batch, args.warmup, args.seconds)

@@ -19,7 +19,7 @@ def models(tmp_path_factory):
     torch.manual_seed(0)
     model = LangBRT(LangBRTConfig.tiny(), text_encoder=default_text_encoder()).eval()
     model.save_pretrained(root / "ckpt")
-    export_onnx(model, root / "tiny.onnx", extra_prompt_slots=1)
+    export_onnx(model, root / "tiny.onnx", extra_prompt_slots=1, checkpoint_dir=root / "ckpt")  # as langbrt-export
     return root / "ckpt", root / "tiny.onnx"
 
 
@@ -42,6 +42,23 @@ def test_bench_json_has_rows_for_each_loadable_backend_and_skips_the_rest(models
             assert row["bound_ms"] is None and row["achieved_fraction"] is None  # no CPU peak table
     assert {(s["backend"], s["precision"]) for s in report["skipped"]} == {("torch", "fp16"), ("onnxruntime", "fp16")}
     assert all(s["reason"] for s in report["skipped"])
+    # the export is costed as its own checkpoint (model_hash), plus the one extra-prompt map each call returns
+    for n in (1, 2):
+        torch_row, onnx_row = rows[("torch", "fp32", n)], rows[("onnxruntime", "fp32", n)]
+        assert onnx_row["flops_per_image"] == torch_row["flops_per_image"]
+        assert onnx_row["bytes_per_image"] == torch_row["bytes_per_image"] + 64 * 64 * 4
+
+
+def test_an_export_is_not_costed_as_another_checkpoint_of_its_size(models, tmp_path, capsys):
+    """The roofline of an export used to borrow any --model checkpoint of the same image size: another model's
+    FLOPs and weights. Now only the checkpoint whose weights the export's model_hash names."""
+    torch.manual_seed(1)
+    other = LangBRT(LangBRTConfig.tiny(), text_encoder=default_text_encoder()).eval()
+    other.save_pretrained(tmp_path / "other")
+    assert main(["--model", str(tmp_path / "other"), "--model", str(models[1]), *FAST, "--json"]) == 0
+    rows = {r["backend"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert rows["torch"]["flops_per_image"] > 0
+    assert rows["onnxruntime"]["flops_per_image"] is None and rows["onnxruntime"]["bytes_per_image"] is None
 
 
 def test_a_missing_model_is_one_line_exit_2(tmp_path, capsys):
