@@ -387,6 +387,17 @@ def test_resume_with_another_seed_warns_that_the_data_order_changes(run_dir, tmp
     assert len(warning) == 1 and "--seed 0" in warning[0] and "--seed 7" in warning[0], result.output
 
 
+def test_resume_with_another_training_set_warns_naming_what_changed(run_dir, tmp_path):
+    # QA, 2026-11-26: --fraction / --synthetic-length / --data given again on resume changed the data unsaid
+    result = run_cli("--resume", str(run_dir / "checkpoints/step_000001"), "--synthetic-length", "6",
+                     "--output", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    warning = [line for line in result.output.splitlines() if line.startswith("Warning: ")]
+    assert len(warning) == 1 and "synthetic_length 8 -> 6" in warning[0] and "another training set" in warning[0]
+    result = run_cli("--resume", str(run_dir / "checkpoints/step_000001"), "--output", str(tmp_path / "same"))
+    assert result.exit_code == 0 and "Warning: " not in result.output, result.output
+
+
 def test_ctrl_c_names_the_checkpoint_to_resume_from(tmp_path, monkeypatch):
     real, calls = trainer_module.generator_losses, {"n": 0}
 

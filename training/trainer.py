@@ -540,8 +540,14 @@ def _interrupted_message(done: int, last_ckpt: Path | None) -> str:
     return f"stopped after step {done}; continue with --resume {last_ckpt} (the last complete checkpoint)"
 
 
+# TrainConfig fields that decide which samples the run trains on.
+TRAINING_SET_FIELDS = ("data", "ffhqr_root", "ffhqr_target_root", "fraction", "synthetic_length", "real_faces",
+                       "real_fraction")
+
+
 def _warn_if_data_order_changes(state: dict[str, Any], cfg: TrainConfig, info: DistInfo, resume: Path) -> None:
-    """Resume is exact only with the same processes x batch: say so once, in one line, when they differ."""
+    """Resume is exact only with the same processes x batch, seed and training set: say so once, one line each,
+    when they differ."""
     order = state.get("data_order") or {}
     saved = (order.get("world_size", info.world_size), order.get("batch_size", cfg.batch_size))
     if info.is_main and saved != (info.world_size, cfg.batch_size):
@@ -554,6 +560,16 @@ def _warn_if_data_order_changes(state: dict[str, Any], cfg: TrainConfig, info: D
     if info.is_main and saved_seed != cfg.seed:
         warnings.warn(f"{resume} was trained with --seed {saved_seed}, this run uses --seed {cfg.seed}: the data "
                       "order (and a --fraction subset) change from here on", stacklevel=2)
+    # And the training set itself (QA, 2026-11-26: --data, --fraction or --synthetic-length given again on
+    # resume changed it without a word).
+    saved_config = resume / CONFIG_FILE
+    if info.is_main and saved_config.is_file():
+        before = TrainConfig.from_json(saved_config)
+        changed = [f"{name} {getattr(before, name)!r} -> {getattr(cfg, name)!r}" for name in TRAINING_SET_FIELDS
+                   if getattr(before, name) != getattr(cfg, name)]
+        if changed:
+            warnings.warn(f"{resume} was trained on another training set ({'; '.join(changed)}): the data change "
+                          "from here on", stacklevel=2)
 
 
 def _progress_bar(total: int, initial: int, enabled: bool) -> Any:
