@@ -202,11 +202,18 @@ class DynamicBatcher(Generic[R]):
             if len(batch) == 1:
                 self._deliver(batch[0], error=err)
             else:
-                # One bad request (say, a prompt the model cannot encode) must not fail its neighbours:
-                # rerun each item alone so only the culprit gets the error; callers gone meanwhile are skipped.
-                for item in batch:
-                    if not item.abandoned:
-                        self._run([item])
+                # One bad request (say, a prompt the model cannot encode) must not fail its neighbours: rerun
+                # the two halves, splitting again where one fails, so only the culprit gets the error and the
+                # rest still run batched; callers gone meanwhile are skipped. Why halves, not each item alone:
+                # a batch can fail for the prompts of its items together (an export's extra prompt slots are
+                # shared by a call), and one client's refused request would otherwise turn every batch it
+                # lands in into batch-1 calls for all the others (QA, 2026-11-26: 80 of 80 concurrent requests
+                # ran alone beside one request with 5 new prompts for 4 slots).
+                half = len(batch) // 2
+                for part in (batch[:half], batch[half:]):
+                    live = [item for item in part if not item.abandoned]
+                    if live:
+                        self._run(live)
             return
         stats = BatchStats(size=len(batch), run_s=time.monotonic() - started, wait_s=started - batch[0].enqueued)
         if self._on_batch is not None:

@@ -199,3 +199,20 @@ def test_a_batch_without_any_prompts_passes_none() -> None:
 
     asyncio.run(_with_batcher(fake, run, max_batch=8, max_delay_ms=50))
     assert fake.prompt_args == [None]
+
+
+def test_a_failing_request_splits_its_batch_in_halves_and_its_neighbours_stay_batched() -> None:
+    """One bad request among eight: the others still run in batches (4, 2, 1 beside it), not one by one, so a
+    client whose request is refused cannot turn everyone's batches into batch-1 calls."""
+    fake = FakeRetoucher(fail_on="bad prompt")
+
+    async def run(batcher: DynamicBatcher[float]) -> list[object]:
+        prompts = [["acne"]] * 8
+        prompts[5] = ["bad prompt"]
+        return await asyncio.gather(*(batcher.submit(_image(i / 10), p) for i, p in enumerate(prompts)),
+                                    return_exceptions=True)
+
+    results = asyncio.run(_with_batcher(fake, run, max_batch=8, max_delay_ms=200))
+    assert isinstance(results[5], LangBRTInputError)
+    assert [r for i, r in enumerate(results) if i != 5] == pytest.approx([i / 10 for i in range(8) if i != 5])
+    assert fake.batch_sizes == [8, 4, 4, 2, 1, 1, 2]  # all, [0:4] ok, [4:8] fails, [4:6] fails, 4, 5 (bad), [6:8]
