@@ -84,15 +84,16 @@ class Retoucher:
         return self.backend.predefined_prompts
 
     def resolve_prompts(self, prompts: PromptsArg, count: int) -> list[list[str]]:
-        """None -> the pre-defined prompts; a list of strings -> the same for every image; else per image."""
+        """None -> the pre-defined prompts; a list of strings -> the same for every image; else per image (an
+        image's None: its pre-defined prompts)."""
         if prompts is None:
             lists: Sequence[Sequence[str]] = [self.predefined_prompts] * count
         elif isinstance(prompts, str):
             raise LangBRTInputError("prompts must be a list of strings, got a bare string")
         elif len(prompts) > 0 and all(isinstance(p, str) for p in prompts):
             lists = [list(prompts)] * count  # type: ignore[list-item]
-        else:
-            lists = prompts  # type: ignore[assignment]
+        else:  # one entry per image; None there is that image's pre-defined prompts, as for a server request
+            lists = [self.predefined_prompts if p is None else p for p in prompts]  # type: ignore[misc]
         return normalize_prompt_lists(lists, count)
 
     def check_prompts(self, prompts: PromptsArg, count: int = 1) -> list[list[str]]:

@@ -98,6 +98,22 @@ def test_bad_prompts_are_one_clear_input_error(backends, bad):
         Retoucher(backends[0]).retouch([torch.rand(3, 16, 16)], bad)
 
 
+def test_an_images_none_prompts_are_its_predefined_ones_and_a_non_list_is_one_input_error(backends):
+    """Per image, None means the pre-defined prompts (as a server request without prompts in a mixed batch);
+    anything else that is not a list is a LangBRTInputError, not len()'s TypeError."""
+    images = [torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(5)) for _ in range(2)]
+    predefined = list(LangBRTConfig.tiny().predefined_prompts)
+    for backend in backends:
+        retoucher = Retoucher(backend)
+        mixed = retoucher.retouch(images, [[PROMPTS[1]], None])
+        assert [r.prompts for r in mixed] == [[PROMPTS[1]], predefined]
+        [alone] = retoucher.retouch(images[1:], None)
+        torch.testing.assert_close(mixed[1].maps, alone.maps, atol=1e-5, rtol=1e-5)
+        for bad in ([[PROMPTS[0]], 3], [None, 2.5]):
+            with pytest.raises(LangBRTInputError, match="one list of strings per image"):
+                retoucher.retouch(images, bad)
+
+
 def test_more_new_prompts_than_extra_slots_lists_the_available_ones(backends):
     with pytest.raises(LangBRTInputError, match="extra prompt slots.*dark circles"):
         backends[1].run(torch.rand(1, 3, 64, 64), [["new one", "new two", "new three"]])

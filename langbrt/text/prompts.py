@@ -53,6 +53,9 @@ def normalize_prompt_lists(prompts: Sequence[Sequence[str]], batch_size: int) ->
     for image_prompts in prompts:
         if isinstance(image_prompts, str):
             raise LangBRTInputError("prompts must be one list of strings per image, got a bare string")
+        if not isinstance(image_prompts, Sequence):  # None, a number: not len()'s TypeError
+            raise LangBRTInputError(f"prompts must be one list of strings per image, got "
+                                    f"{type(image_prompts).__name__}: {image_prompts!r}")
         if len(image_prompts) == 0:
             raise LangBRTInputError("every image needs at least one prompt")
         out.append(list(dict.fromkeys(normalize_prompt(p) for p in image_prompts)))
