@@ -367,16 +367,33 @@ def test_a_uint8_image_tensor_on_the_gpu_is_retouched(encoder_free_checkpoint):
 
 
 class _FakeEngine:
-    """What TensorRTBackend reads of an engine at construction: a context and the images' profile."""
+    """What TensorRTBackend reads of an engine at construction: a context and its inputs' profiles."""
 
-    def __init__(self, smallest: int, largest: int) -> None:
-        self.profile = ([smallest, 3, 64, 64], [largest, 3, 64, 64], [largest, 3, 64, 64])
+    def __init__(self, smallest: int, largest: int, most_prompts: int = 16) -> None:
+        self.profiles = {"images": ([smallest, 3, 64, 64], [largest, 3, 64, 64], [largest, 3, 64, 64]),
+                         "prompt_index": ([smallest, 1], [largest, 3], [largest, most_prompts])}
 
     def create_execution_context(self) -> object:
         return object()
 
     def get_tensor_profile_shape(self, name: str, profile: int) -> tuple[list[int], ...]:
-        return self.profile
+        return self.profiles[name]
+
+
+def test_tensorrt_backend_refuses_more_table_prompts_per_image_than_its_engine_takes():
+    """The engine's profile bounds K (prompt_index's second dimension): more is one input error before any
+    call, not TensorRT refusing a shape mid-request."""
+    from langbrt.artifact import ArtifactMetadata
+    from langbrt.runtime.backends.tensorrt_backend import TensorRTBackend
+
+    prompts = ["acne", "mole", "wrinkles"]
+    metadata = ArtifactMetadata(image_size=64, prompts=prompts, predefined_index=[-1, -1, -1],
+                                text_encoder="x", text_dim=4, model_hash="0", extra_prompt_slots=0)
+    backend = TensorRTBackend(_FakeEngine(1, 8, most_prompts=2), metadata, "cuda", "m.plan")
+    backend.prepare_prompts([prompts[:2], prompts[1:]])  # two per image: within the profile
+    with pytest.raises(LangBRTInputError, match=r"^3 prompts from m\.plan's table for one image, but the engine "
+                                                r"takes at most 2 per image"):
+        backend.prepare_prompts([prompts])
 
 
 @pytest.mark.parametrize(("smallest", "largest", "batch", "pieces"), [

@@ -38,9 +38,10 @@ class ExtraPromptEncoder:
     Shared by the ONNX Runtime and TensorRT backends: both feed the (E, D) `extra_embeddings` input.
     """
 
-    def __init__(self, metadata: ArtifactMetadata, source: str) -> None:
+    def __init__(self, metadata: ArtifactMetadata, source: str, max_table_prompts: int | None = None) -> None:
         self.metadata = metadata
         self.source = source
+        self.max_table_prompts = max_table_prompts  # per image: a TensorRT engine's profile bound; None: any
         self._encoder: Any = None
         self._cache: LRUCache[str, np.ndarray] = LRUCache(maxsize=TRANSIENT_PROMPTS)  # bounded: served prompts
 
@@ -65,6 +66,9 @@ class ExtraPromptEncoder:
         slot = {text: i for i, text in enumerate(extras)}
         baked = [list(dict.fromkeys(p for p in image if p in row)) for image in prompts]  # each image's, once
         K = max(1, *(len(texts) for texts in baked))  # at least one column: an all-extras batch pads it
+        if self.max_table_prompts is not None and K > self.max_table_prompts:
+            raise LangBRTInputError(f"{K} prompts from {self.source}'s table for one image, but the engine takes at "
+                                    f"most {self.max_table_prompts} per image (its build profile); use fewer")
         index = np.zeros((B, K), dtype=np.int32)
         weights = np.zeros((B, K), dtype=np.float32)
         extra_weights = np.zeros((B, E), dtype=np.float32)
@@ -122,13 +126,14 @@ def predefined_from_metadata(meta: ArtifactMetadata) -> list[str]:
 class ArtifactBackend:
     """Base of the backends that run an exported artifact: metadata, size, precision and prompt lists."""
 
-    def __init__(self, metadata: ArtifactMetadata, device: str, source: str) -> None:
+    def __init__(self, metadata: ArtifactMetadata, device: str, source: str,
+                 max_table_prompts: int | None = None) -> None:
         self.metadata = metadata
         self.device = device
         self.source = source  # the artifact's path, for messages
         self.image_size = metadata.image_size
         self.precision = metadata.precision
-        self._extras = ExtraPromptEncoder(metadata, source)
+        self._extras = ExtraPromptEncoder(metadata, source, max_table_prompts)
 
     @property
     def prompts(self) -> list[str]:

@@ -21,7 +21,6 @@ from langbrt.artifact import (
     INPUT_IMAGES,
     INPUT_PROMPT_INDEX,
     INPUT_PROMPT_WEIGHTS,
-    MAX_ENGINE_PROMPTS,
     OUTPUT_IMAGE,
     OUTPUT_MAPS,
     OUTPUT_MASK,
@@ -60,10 +59,11 @@ class TensorRTBackend(ArtifactBackend):
     name = BackendName.TENSORRT.value
 
     def __init__(self, engine: Any, metadata: ArtifactMetadata, device: str, source: str) -> None:
-        super().__init__(metadata, device, source)
+        prompts_max = engine.get_tensor_profile_shape(INPUT_PROMPT_INDEX, 0)[2]  # (min, opt, max) shapes
+        super().__init__(metadata, device, source, max_table_prompts=int(prompts_max[1]))
         self.engine = engine
         self.context = engine.create_execution_context()
-        smallest, _, largest = engine.get_tensor_profile_shape(INPUT_IMAGES, 0)  # (min, opt, max) shapes
+        smallest, _, largest = engine.get_tensor_profile_shape(INPUT_IMAGES, 0)
         self.batch_range = (int(smallest[0]), int(largest[0]))
 
     @classmethod
@@ -156,8 +156,7 @@ class TensorRTBackend(ArtifactBackend):
                     if not self.context.set_input_shape(name, tuple(tensor.shape)):
                         raise LangBRTError(f"{self.source}: TensorRT refused input {name} of shape "
                                            f"{tuple(tensor.shape)} (the engine takes batches of "
-                                           f"{self.batch_range[0]} to {self.batch_range[1]} images, up to "
-                                           f"{MAX_ENGINE_PROMPTS} prompts from its table per image)")
+                                           f"{self.batch_range[0]} to {self.batch_range[1]} images)")
                     self.context.set_tensor_address(name, tensor.data_ptr())
             for name, tensor in outputs.items():
                 self.context.set_tensor_address(name, tensor.data_ptr())
