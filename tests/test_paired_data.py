@@ -91,6 +91,17 @@ def test_unpaired_files_on_both_sides_are_reported_in_one_error(tmp_path):
     assert "\n" not in message
 
 
+def test_image_links_that_point_nowhere_are_reported_not_skipped(tmp_path):
+    """QA, 2026-11-26: a pair whose two files were dangling links vanished from the set without a word."""
+    make_generic(tmp_path, ["a.png"], ["a.png"])
+    for side in ("source", "target"):
+        (tmp_path / side / "b.png").symlink_to(tmp_path / "gone" / "b.png")
+    (tmp_path / "source" / "notes.txt").symlink_to(tmp_path / "gone.txt")  # not an image name: still ignored
+    with pytest.raises(LangBRTInputError) as err:
+        find_pairs(tmp_path)
+    assert "1 link in source/ points nowhere (b.png); 1 link in target/ points nowhere (b.png)" in str(err.value)
+
+
 def test_long_offender_lists_are_cut_short(tmp_path):
     make_generic(tmp_path, [f"{i:02d}.png" for i in range(12)], ["99.png"])
     expected = r"12 source images have no target \(00.png, .*04.png, \.\.\.\)"

@@ -107,14 +107,18 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def _images_by_stem(folder: Path) -> tuple[dict[str, Path], list[str]]:
-    """Image files directly in `folder` keyed by stem, plus the names of files whose stem occurs twice."""
+def _images_by_stem(folder: Path) -> tuple[dict[str, Path], list[str], list[str]]:
+    """Image files directly in `folder` keyed by stem, the names of files whose stem occurs twice, and the names
+    of image links that point nowhere (skipped without a word before: QA, 2026-11-26)."""
     by_stem: dict[str, list[Path]] = {}
+    dangling = []
     for path in sorted(folder.iterdir()):
         if is_image_file(path):
             by_stem.setdefault(path.stem, []).append(path)
+        elif path.is_symlink() and not path.exists() and path.suffix.lower() in IMAGE_SUFFIXES:
+            dangling.append(path.name)
     duplicates = [" = ".join(p.name for p in paths) for paths in by_stem.values() if len(paths) > 1]
-    return {stem: paths[0] for stem, paths in by_stem.items()}, duplicates
+    return {stem: paths[0] for stem, paths in by_stem.items()}, duplicates, dangling
 
 
 def find_pairs(root: str | Path) -> PairIndex:
@@ -133,11 +137,15 @@ def find_pairs(root: str | Path) -> PairIndex:
             f"{root}: missing {' and '.join(m + '/' for m in missing)}; expected {root}/source/ (before "
             f"retouching) and {root}/target/ (after), with the same file names"
         )
-    sources, source_dups = _images_by_stem(root / "source")
-    targets, target_dups = _images_by_stem(root / "target")
+    sources, source_dups, source_dangling = _images_by_stem(root / "source")
+    targets, target_dups, target_dangling = _images_by_stem(root / "target")
 
     problems = []
     suffixes = "/".join(sorted(IMAGE_SUFFIXES))
+    for side, dangling in (("source", source_dangling), ("target", target_dangling)):
+        if dangling:
+            problems.append(f"{plural(len(dangling), f'link in {side}/ points', f'links in {side}/ point')} "
+                            f"nowhere {format_offenders(dangling)}")
     for side, found in (("source", sources), ("target", targets)):
         if not found:
             problems.append(f"{side}/ holds no images ({suffixes})")
