@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .atomic import atomic_folder, atomic_path
+from .atomic import atomic_folder, atomic_path, new_file_mode
 from .config import LangBRTConfig
 from .errors import CheckpointError, LangBRTInputError, OutputWriteError
 from .json_dataclass import check_format_version, parse_json
@@ -91,6 +91,8 @@ def write_checkpoint_files(model: LangBRT, folder: Path) -> None:
     state, embeddings, config = _checkpoint_contents(model)
     save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": FORMAT})
     save_file({"embeddings": embeddings}, str(folder / PROMPTS_FILE), metadata={"format": FORMAT})
+    for name in (WEIGHTS_FILE, PROMPTS_FILE):  # safetensors leaves them 0600; give them config.json's mode
+        os.chmod(folder / name, new_file_mode())
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2), encoding="utf-8")
 
 

@@ -50,6 +50,15 @@ def test_checkpoint_holds_only_safetensors_and_json(saved):
     assert names == ["config.json", "model.safetensors", "prompt_bank.safetensors"]
 
 
+def test_checkpoint_files_get_the_mode_a_plain_open_gives(saved):
+    """safetensors' save_file leaves its files 0600 (QA: a checkpoint folder had config.json 0644 but its
+    weights 0600, so a server running as another user could read the config and not the weights)."""
+    from langbrt.atomic import new_file_mode
+
+    for name in ("config.json", "model.safetensors", "prompt_bank.safetensors"):
+        assert (saved[0] / name).stat().st_mode & 0o777 == new_file_mode(), name
+
+
 def test_other_text_encoder_is_a_named_mismatch(saved):
     with pytest.raises(CheckpointError, match="text encoder mismatch.*minilm.*open_clip:ViT-B-16"):
         LangBRT.from_pretrained(saved[0], text_encoder=OtherEncoder())
