@@ -31,6 +31,7 @@ from langbrt.artifact import (
     INPUT_IMAGES,
     INPUT_PROMPT_INDEX,
     INPUT_PROMPT_WEIGHTS,
+    LEARNED_PROMPTS_KEY,
     MAX_EXTRA_PROMPT_SLOTS,
     METADATA_KEY,
     OUTPUT_IMAGE,
@@ -61,7 +62,6 @@ MAPS_AXIS = "maps"  # K + E
 # How the TCA attention is traced: standard ops, or one TensorRT plugin node per block.
 ATTENTION_EXPORTS = {"subgraph": AttentionImpl.REFERENCE, "plugin": AttentionImpl.PLUGIN_NODE}
 ATTENTION_KEY = "attention"  # in ArtifactMetadata.extras
-LEARNED_PROMPTS_KEY = "learned_prompts"  # in ArtifactMetadata.extras: true for a --ablation no-prior model
 
 
 def max_opset() -> int:

@@ -29,6 +29,8 @@ MAX_EXTRA_PROMPT_SLOTS = 64
 # the pre-defined three, taking up to this many (langbrt-serve's --max-prompts defaults to 8).
 OPT_ENGINE_PROMPTS = 3
 MAX_ENGINE_PROMPTS = 16
+# ArtifactMetadata.extras key, true for a --ablation no-prior model: it has no text encoder for new prompts.
+LEARNED_PROMPTS_KEY = "learned_prompts"
 
 INPUT_IMAGES = "images"  # (B, 3, S, S) float in [0, 1]
 INPUT_PROMPT_INDEX = "prompt_index"  # (B, K) int32: the baked prompts each image asks for, rows padded with 0

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from cachetools import LRUCache
 
-from langbrt.artifact import ArtifactMetadata
+from langbrt.artifact import LEARNED_PROMPTS_KEY, ArtifactMetadata
 from langbrt.errors import LangBRTError, LangBRTInputError
 from langbrt.text.prompt_bank import TRANSIENT_PROMPTS
 
@@ -51,7 +51,7 @@ class ExtraPromptEncoder:
         E, B = meta.extra_prompt_slots, len(prompts)
         row = {p: i for i, p in enumerate(meta.prompts)}
         extras = list(dict.fromkeys(p for image in prompts for p in image if p not in row))
-        if extras and self.metadata.extras.get("learned_prompts"):  # more slots would not help: no encoder
+        if extras and meta.extras.get(LEARNED_PROMPTS_KEY):  # more slots would not help: no encoder
             raise LangBRTInputError(
                 f"prompt {extras[0]!r} is not in {self.source}'s table, and its model (trained with --ablation "
                 f"no-prior) has no text encoder: it answers only the learned prompts the export baked; available: "
