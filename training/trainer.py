@@ -205,7 +205,7 @@ def batches(dataset: Dataset, collate: Callable, base: Any, cfg: TrainConfig, in
         # moment that differs between a resumed and an uninterrupted run.
         generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         for batch in DataLoader(_ErrorsAsData(dataset), batch_size=cfg.batch_size, sampler=indices,
-                                collate_fn=_ErrorsAsData.collate(collate), num_workers=cfg.num_workers,
+                                collate_fn=partial(_collate_or_carry, collate), num_workers=cfg.num_workers,
                                 drop_last=True, generator=generator):
             if isinstance(batch, _CarriedError):
                 raise batch.rebuild()
@@ -246,10 +246,6 @@ class _ErrorsAsData(Dataset):
             return self.dataset[index]
         except LangBRTError as err:
             return _CarriedError(type(err), str(err))
-
-    @staticmethod
-    def collate(collate: Callable) -> Callable:
-        return partial(_collate_or_carry, collate)
 
 
 def _collate_or_carry(collate: Callable, samples: list[Any]) -> Any:
@@ -378,7 +374,7 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
                 ema.load_state_dict(state["ema"])
             set_rng_state(state["rng"])
             start = state["step"]
-            _warn_if_data_order_changes(state, cfg, info, resume)
+            _warn_if_resume_differs(state, cfg, info, resume)
     gen, disc = wrap_ddp(model, info), wrap_ddp(discriminator, info)
     data = batches(dataset, collate, base, cfg, info, start)
     autocast = (torch.autocast(info.device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
@@ -545,25 +541,27 @@ TRAINING_SET_FIELDS = ("data", "ffhqr_root", "ffhqr_target_root", "fraction", "s
                        "real_fraction")
 
 
-def _warn_if_data_order_changes(state: dict[str, Any], cfg: TrainConfig, info: DistInfo, resume: Path) -> None:
-    """Resume is exact only with the same processes x batch, seed and training set: say so once, one line each,
-    when they differ."""
+def _warn_if_resume_differs(state: dict[str, Any], cfg: TrainConfig, info: DistInfo, resume: Path) -> None:
+    """Resume is exact only with the same processes x batch, seed and training set: say so once (rank 0), one
+    line each, when they differ."""
+    if not info.is_main:
+        return
     order = state.get("data_order") or {}
     saved = (order.get("world_size", info.world_size), order.get("batch_size", cfg.batch_size))
-    if info.is_main and saved != (info.world_size, cfg.batch_size):
+    if saved != (info.world_size, cfg.batch_size):
         warnings.warn(f"{resume} was trained with {saved[0]} process(es) x batch {saved[1]}, this run uses "
                       f"{info.world_size} x {cfg.batch_size}: the data order and the global batch change from "
                       "here on", stacklevel=2)
     # The seed is recorded beside them and decides the order as much (QA, 2026-11-26: `--resume ... --seed 7`
     # trained on another order, and from a --fraction another subset, without a word).
     saved_seed = order.get("seed", cfg.seed)
-    if info.is_main and saved_seed != cfg.seed:
+    if saved_seed != cfg.seed:
         warnings.warn(f"{resume} was trained with --seed {saved_seed}, this run uses --seed {cfg.seed}: the data "
                       "order (and a --fraction subset) change from here on", stacklevel=2)
     # And the training set itself (QA, 2026-11-26: --data, --fraction or --synthetic-length given again on
     # resume changed it without a word).
     saved_config = resume / CONFIG_FILE
-    if info.is_main and saved_config.is_file():
+    if saved_config.is_file():
         before = TrainConfig.from_json(saved_config)
         changed = [f"{name} {getattr(before, name)!r} -> {getattr(cfg, name)!r}" for name in TRAINING_SET_FIELDS
                    if getattr(before, name) != getattr(cfg, name)]
