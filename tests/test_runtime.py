@@ -57,6 +57,12 @@ def test_torch_and_onnxruntime_agree_on_cpu(backends):
         torch.testing.assert_close(getattr(a, name), getattr(b, name), atol=1e-4, rtol=1e-4)
 
 
+def test_an_empty_batch_is_one_input_error_from_every_backend(backends):
+    for backend in backends:
+        with pytest.raises(LangBRTInputError, match="empty batch"):
+            backend.run(torch.zeros(0, 3, 64, 64), [])
+
+
 def test_retoucher_results_agree_across_backends_at_full_resolution(artifacts):
     photo = torch.rand(3, 45, 130, generator=torch.Generator().manual_seed(4))
     results = [Retoucher.load(path, device="cpu").retouch([photo], PROMPTS)[0] for path in artifacts]

@@ -104,11 +104,17 @@ def concat_outputs(parts: Sequence[BackendOutput]) -> BackendOutput:
 
 
 def as_float_tensor(images: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Accept a tensor or an ndarray batch (B, 3, S, S); return a float32 tensor without copying if possible."""
+    """Accept a tensor or an ndarray batch (B, 3, S, S); return a float32 tensor without copying if possible.
+
+    An empty batch is refused here: the executors (torch's upsampling, ONNX Runtime, TensorRT profiles) each
+    fail on B = 0 in their own words, and there is nothing to retouch (`Retoucher.retouch([])` returns []).
+    """
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(np.ascontiguousarray(images))
     if images.ndim != 4 or images.shape[1] != 3:
         raise LangBRTInputError(f"images must be (B, 3, S, S), got {tuple(images.shape)}")
+    if images.shape[0] == 0:
+        raise LangBRTInputError("images is an empty batch (B = 0): give at least one image")
     return images.float()
 
 
