@@ -44,7 +44,7 @@ from langbrt.atomic import atomic_write_text
 from langbrt.config import LangBRTConfig
 from langbrt.kernels import TCAParams, windowed_sigmoid_cross_attention_reference
 from langbrt.kernels.dispatch import environ_set
-from langbrt.kernels.tca_triton import DEFAULT_KERNEL, KERNEL_ENV_VAR, KernelChoice, fast_sigmoid_for
+from langbrt.kernels.tca_choices import DEFAULT_KERNEL, KERNEL_ENV_VAR, KernelChoice, fast_sigmoid_for
 from langbrt.kernels.windows import padded_size
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -186,7 +186,7 @@ def fused_kernel(kernel: str | None) -> contextlib.AbstractContextManager:
 
 def sigmoid_form(kernel: Callable, form: str | None) -> Callable:
     """The fused kernel computing sigmoid `form` ("exact" / "tanh"); None: the form the model would pick
-    for the inputs (LANGBRT_TCA_SIGMOID, tca_triton.SigmoidChoice)."""
+    for the inputs (LANGBRT_TCA_SIGMOID, tca_choices.SigmoidChoice)."""
     return kernel if form is None else functools.partial(kernel, fast_sigmoid=form == "tanh")
 
 

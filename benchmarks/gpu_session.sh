@@ -10,7 +10,7 @@
 #   (ATTENTION_ARGS likewise: more words for bench_attention.py, e.g. "--kernels folded")
 #
 # sweep:     benchmarks/kernel_sweep.py: both fused kernels at the paper shape for each autotuned launch
-#            config (tca_triton.LAUNCH_CONFIGS), MMA path (LANGBRT_TCA_MMA) and dtype, each in its own process
+#            config (tca_launch_configs.LAUNCH_CONFIGS), MMA path (LANGBRT_TCA_MMA) and dtype, each in its own process
 #            (a faulting variant cannot hide the others), checked against the reference and timed at batch 8
 #            and 32 (the direct kernel on mma.sync only: its wgmma build is wrong with triton 3.6);
 # tests:     GPU tests: every autotuned config of both kernels and the autotuned kernel against the
@@ -21,7 +21,7 @@
 #            the default) and the folded kernel on mma.sync (wgmma is its default);
 # attention: benchmarks/bench_attention.py: both fused kernels vs eager reference vs torch.compile, batch
 #            1/8/32, fp16/bf16, called from Python and replayed from CUDA graphs, in the default sigmoid form
-#            (tanh in half precision, tca_triton.SigmoidChoice) and the exact one (rows <kernel>-exact);
+#            (tanh in half precision, tca_choices.SigmoidChoice) and the exact one (rows <kernel>-exact);
 # ncu:       Nsight Compute (if the image has it) on one batch-32 launch of each kernel (the folded one on
 #            wgmma and mma.sync): occupancy, warp stall reasons, pipe and shared-memory utilisation, i.e. what limits it;
 # e2e:       langbrt-bench on the torch backend at the paper preset, fp32 and fp16, batch 1/8/32 (random
@@ -85,7 +85,7 @@ if want tests; then
         tests/test_tensorrt_engine.py tests/test_group_norm.py tests/test_trainer.py > "$scratch/tests-default.txt" 2>&1 &
     # The per-config test picks its kernel itself (the default run covers both); the other runs skip it, and
     # the mma.sync run of the folded kernel skips the direct kernel's tests (mma.sync is its only path,
-    # tca_triton.MMA_PATHS, which the default run covers): "environment|pytest -k expression".
+    # tca_choices.MMA_PATHS, which the default run covers): "environment|pytest -k expression".
     runs=("LANGBRT_TCA_KERNEL=direct|not every_autotuned_config"
           "LANGBRT_TCA_MMA=mma|not every_autotuned_config and not direct")
     for run in "${runs[@]}"; do

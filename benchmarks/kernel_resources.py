@@ -41,7 +41,7 @@ from langbrt.kernels.tca_aot import (
     kernel_resources,
     mma_warp_layouts,
 )
-from langbrt.kernels.tca_triton import KernelChoice, MmaChoice
+from langbrt.kernels.tca_choices import KernelChoice, MmaChoice
 
 REGISTERS_PER_SM = 65536  # sm_80 and sm_90
 MAX_THREADS_PER_SM = 2048
@@ -58,7 +58,7 @@ def register_allocation(registers_per_thread: int) -> int:
 @dataclass(frozen=True)
 class ResourceRow:
     kernel: str
-    mma: str  # the MMA path it was built for (tca_triton.MmaChoice)
+    mma: str  # the MMA path it was built for (tca_choices.MmaChoice)
     arch: int
     dtype: str
     shift: int
@@ -85,7 +85,7 @@ def paper_specs(kernels: list[str], dtypes: list[str], warps: list[int], sigmoid
                 head_stages: list[int], maxnreg: Sequence[int | None] = (None,),
                 programs_per_sm: Sequence[int | None] = (None,), mma: str | None = None,
                 output_after_heads: Sequence[bool] = (False,)) -> list[TCAKernelSpec]:
-    """The paper preset's kernels; `mma` None builds each on its default path (tca_triton.DEFAULT_MMA)."""
+    """The paper preset's kernels; `mma` None builds each on its default path (tca_choices.DEFAULT_MMA)."""
     cfg = LangBRTConfig.paper()
     folded = KernelChoice.FOLDED.value
     # padded=False: the preset's 64 x 64 latent splits into whole windows, so a launch builds that kernel
@@ -133,15 +133,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sigmoid", nargs="+", choices=list(SIGMOIDS), default=["tanh"],
                         help="sigmoid forms: tanh (TensorRT's plugin, the default) and / or exact (the model's)")
     parser.add_argument("--head-stages", type=int, nargs="+", default=[1],
-                        help="the folded kernel's head-loop pipelining depths (tca_triton.LaunchConfig)")
+                        help="the folded kernel's head-loop pipelining depths (tca_launch_configs.LaunchConfig)")
     parser.add_argument("--maxnreg", type=int, nargs="+", default=[0],
                         help="ptxas register caps per thread; 0: none (default)")
     parser.add_argument("--programs-per-sm", type=int, nargs="+", default=[0],
-                        help="the folded kernel's persistent builds (tca_triton.LaunchConfig); 0: a program "
+                        help="the folded kernel's persistent builds (tca_launch_configs.LaunchConfig); 0: a program "
                         "per window (default)")
     parser.add_argument("--output-after-heads", type=int, nargs="+", choices=(0, 1), default=[0],
                         help="the folded kernel's output projection after its last head (1), with each head (0, "
-                        "default), or both: 0 1 (tca_triton.LaunchConfig; head stages 1 only)")
+                        "default), or both: 0 1 (tca_launch_configs.LaunchConfig; head stages 1 only)")
     parser.add_argument("--out", default=None, help="JSON path, or - for stdout only "
                         "(default benchmarks/results/kernel-resources-<date>.json)")
     args = parser.parse_args(argv)

@@ -31,7 +31,8 @@ import torch
 from bench_attention import CHECK_TOLERANCE, DTYPES, Shape, bytes_moved, card_peaks, make_inputs
 
 from langbrt.atomic import atomic_write_text
-from langbrt.kernels.tca_triton import LAUNCH_CONFIGS, MMA_PATHS, KernelChoice, LaunchConfig
+from langbrt.kernels.tca_choices import MMA_PATHS, KernelChoice
+from langbrt.kernels.tca_launch_configs import LAUNCH_CONFIGS, LaunchConfig
 
 RESULT_PREFIX = "RESULT "
 PTX_PREFIX = "PTX "
@@ -108,7 +109,7 @@ CANDIDATE_CONFIGS = {
 
 
 def variants(kernels: tuple[str, ...] = ALL_KERNELS, dtypes: tuple[str, ...] = ALL_DTYPES) -> list[Variant]:
-    """Each kernel's autotuned launch configs (tca_triton.LAUNCH_CONFIGS) as the autotuner times them
+    """Each kernel's autotuned launch configs (tca_launch_configs.LAUNCH_CONFIGS) as the autotuner times them
     (`configs_for_dtype`): the 4-warp ones in fp16 and bf16 on each MMA path the kernel builds (MMA_PATHS),
     the wider ones in fp32 (exact FMA maths: the MMA path changes nothing); then the candidates
     (CANDIDATE_CONFIGS) in fp16 on those paths; of `kernels` and `dtypes` only (a device call has 10
@@ -133,18 +134,18 @@ def child(variant: Variant, batches: list[int], time_it: bool) -> dict:
     set by `main`): check it at every batch size, and with `time_it` time the correct ones."""
     import triton.testing
 
-    from langbrt.kernels import tca_aot, tca_triton, windowed_sigmoid_cross_attention_reference
+    from langbrt.kernels import tca_aot, tca_choices, tca_triton, windowed_sigmoid_cross_attention_reference
 
     shape = Shape.paper()
     args = (shape.heads, shape.window, shape.shift)
     dtype = DTYPES[variant.dtype]
-    fast_sigmoid = tca_triton.fast_sigmoid_for(torch.empty(0, dtype=dtype, device="cuda"))  # the form launched
+    fast_sigmoid = tca_choices.fast_sigmoid_for(torch.empty(0, dtype=dtype, device="cuda"))  # the form launched
     instructions = None
     if not time_it:  # which instructions this GPU's build uses; printed first, in case the launch faults
         spec = tca_aot.TCAKernelSpec(variant.dtype, shape.channels, shape.map_channels, shape.heads,
                                      shape.window, shape.shift, num_warps=variant.num_warps, fast_sigmoid=fast_sigmoid,
-                                     mma=tca_triton.MmaChoice(variant.mma),
-                                     kernel=tca_triton.KernelChoice(variant.kernel), maxnreg=variant.maxnreg,
+                                     mma=tca_choices.MmaChoice(variant.mma),
+                                     kernel=tca_choices.KernelChoice(variant.kernel), maxnreg=variant.maxnreg,
                                      head_stages=variant.head_stages or 1, programs_per_sm=variant.programs_per_sm,
                                      output_after_heads=variant.output_after_heads)
         instructions = tca_aot.mma_instructions(tca_aot.compile_tca_kernel(spec))

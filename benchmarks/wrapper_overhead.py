@@ -21,7 +21,7 @@ from collections.abc import Callable
 import torch
 from bench_attention import Shape, make_inputs
 
-from langbrt.kernels import tca_triton
+from langbrt.kernels import tca_choices, tca_triton
 
 
 class _NoLaunch:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     tca_triton._autotuned_kernel = lambda kernel, bucket: _NoLaunch()
-    tca_triton._INTERPRETING = True
+    tca_choices.INTERPRETING = True
     shape = Shape.paper()
     x, map_features, params = make_inputs(shape, 1, torch.float32, device="cpu")
     call = (x, map_features, *params.tensors(), shape.heads, shape.window, shape.shift, False)
@@ -60,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         "public function (autograd Function + _launch)": lambda: tca_triton.windowed_sigmoid_cross_attention_triton(
             x, map_features, params, shape.heads, shape.window, shape.shift),
     }
-    kernel = tca_triton.kernel_choice()
-    print(f"kernel {kernel.value}, MMA path {tca_triton.mma_choice(kernel).value} "
+    kernel = tca_choices.kernel_choice()
+    print(f"kernel {kernel.value}, MMA path {tca_choices.mma_choice(kernel).value} "
           "(LANGBRT_TCA_KERNEL, LANGBRT_TCA_MMA)")
     with torch.no_grad():
         for name, fn in layers.items():

@@ -33,7 +33,7 @@ NUM_IO = len(NODE_INPUTS) + 1  # the node's inputs and its one output
 
 def tactic_warps() -> dict[int, int]:
     """TensorRT tactic id -> num_warps; ids start at 1 (0 is TensorRT's 'default tactic')."""
-    from langbrt.kernels.tca_triton import NUM_WARPS_CHOICES
+    from langbrt.kernels.tca_launch_configs import NUM_WARPS_CHOICES
 
     return {i + 1: warps for i, warps in enumerate(NUM_WARPS_CHOICES)}
 

@@ -100,7 +100,7 @@ def check_impl_runs(configured: str | AttentionImpl, device: torch.device) -> No
     command processes.
     """
     if resolve_impl(configured, device) is AttentionImpl.TRITON:
-        from .tca_triton import check_device, kernel_choice, mma_choice, sigmoid_choice
+        from .tca_choices import check_device, kernel_choice, mma_choice, sigmoid_choice
 
         mma_choice(kernel_choice())  # LANGBRT_TCA_KERNEL / LANGBRT_TCA_MMA: a bad value or pair, now
         sigmoid_choice()  # LANGBRT_TCA_SIGMOID: a bad value, now

@@ -28,7 +28,7 @@ from triton.backends.compiler import GPUTarget
 from triton.backends.nvidia.compiler import ptx_get_version
 from triton.compiler import ASTSource
 
-from . import tca_triton
+from . import tca_choices, tca_launch_configs, tca_triton
 from .plugin_node import NODE_INPUTS
 
 DTYPES = ("fp16", "bf16", "fp32")
@@ -52,12 +52,12 @@ class TCAKernelSpec:
     shift: int
     num_warps: int = 8
     fast_sigmoid: bool = True
-    mma: tca_triton.MmaChoice | None = None  # None: the kernel's default (tca_triton.DEFAULT_MMA)
-    kernel: tca_triton.KernelChoice = tca_triton.KernelChoice.DIRECT  # TensorRT's plugin calls DIRECT
+    mma: tca_choices.MmaChoice | None = None  # None: the kernel's default (tca_choices.DEFAULT_MMA)
+    kernel: tca_choices.KernelChoice = tca_choices.KernelChoice.DIRECT  # TensorRT's plugin calls DIRECT
     maxnreg: int | None = None  # ptxas register cap per thread
     padded: bool = True  # build for maps whose size is not a multiple of the window (any size)
-    head_stages: int = 1  # the folded kernel's head-loop pipelining depth (tca_triton.LaunchConfig); DIRECT: 1
-    programs_per_sm: int | None = None  # the folded kernel's persistent build (tca_triton.LaunchConfig)
+    head_stages: int = 1  # the folded kernel's head-loop pipelining depth (tca_launch_configs.LaunchConfig); DIRECT: 1
+    programs_per_sm: int | None = None  # the folded kernel's persistent build (tca_launch_configs.LaunchConfig)
     output_after_heads: bool = False  # the folded kernel's output projection after its last head (LaunchConfig)
 
     def __post_init__(self) -> None:
@@ -67,25 +67,25 @@ class TCAKernelSpec:
             raise ValueError(f"{self.channels} channels do not split into {self.num_heads} heads")
         if not 0 <= self.shift < self.window_size:
             raise ValueError(f"shift {self.shift} must be in [0, {self.window_size})")
-        if self.mma is not None and self.mma not in tca_triton.MMA_PATHS[self.kernel]:
-            raise ValueError(f"the {self.kernel.value} kernel builds only "
-                             f"{', '.join(p.value for p in tca_triton.MMA_PATHS[self.kernel])} (tca_triton.MMA_PATHS)")
-        if self.kernel is not tca_triton.KernelChoice.FOLDED and (self.head_stages != 1 or self.programs_per_sm
+        if self.mma is not None and self.mma not in tca_choices.MMA_PATHS[self.kernel]:
+            paths = ", ".join(p.value for p in tca_choices.MMA_PATHS[self.kernel])
+            raise ValueError(f"the {self.kernel.value} kernel builds only {paths} (tca_choices.MMA_PATHS)")
+        if self.kernel is not tca_choices.KernelChoice.FOLDED and (self.head_stages != 1 or self.programs_per_sm
                                                                    or self.output_after_heads):
             raise ValueError("head_stages, programs_per_sm and output_after_heads are the folded kernel's: the "
                              "direct kernel's head loop is neither pipelined nor unrolled and it is never persistent")
 
     @property
-    def mma_path(self) -> tca_triton.MmaChoice:
+    def mma_path(self) -> tca_choices.MmaChoice:
         """The MMA path this build uses: `mma`, or the kernel's default."""
-        return self.mma if self.mma is not None else tca_triton.DEFAULT_MMA[self.kernel]
+        return self.mma if self.mma is not None else tca_choices.DEFAULT_MMA[self.kernel]
 
-    def launch_config(self) -> tca_triton.LaunchConfig:
+    def launch_config(self) -> tca_launch_configs.LaunchConfig:
         """The launch this build is of, as the autotuner would time it."""
-        folded = self.kernel is tca_triton.KernelChoice.FOLDED
+        folded = self.kernel is tca_choices.KernelChoice.FOLDED
         if not folded:
-            return tca_triton.LaunchConfig(self.num_warps, self.maxnreg)
-        return tca_triton.LaunchConfig(self.num_warps, self.maxnreg, self.head_stages, self.programs_per_sm,
+            return tca_launch_configs.LaunchConfig(self.num_warps, self.maxnreg)
+        return tca_launch_configs.LaunchConfig(self.num_warps, self.maxnreg, self.head_stages, self.programs_per_sm,
                                        self.output_after_heads)
 
 
@@ -144,7 +144,7 @@ def compile_tca_kernel(spec: TCAKernelSpec, arch: int | None = None, ptx_limit: 
     """Compile the kernel `spec` names for `spec` and `arch` (None: the GPU Triton sees, as TensorRT's
     build does). The PTX is at most ISA `ptx_limit` (e.g. 80 for 8.0); None: for a build for this GPU, what
     its driver takes (`driver_ptx_version`), else the newest Triton's ptxas writes."""
-    if tca_triton._INTERPRETING:
+    if tca_choices.INTERPRETING:
         raise RuntimeError("AOT builds need Triton's compiler: TRITON_INTERPRET=1 was set before import")
     fn = tca_triton._JIT_KERNELS[spec.kernel]
     constants = tca_triton.kernel_constants(
@@ -158,9 +158,9 @@ def compile_tca_kernel(spec: TCAKernelSpec, arch: int | None = None, ptx_limit: 
                        constexprs={(fn.arg_names.index(name),): value for name, value in constants.items()},
                        attrs=_aligned_pointers(fn, signature))
     target = GPUTarget("cuda", arch, WARP_SIZE) if arch is not None else None
-    options = {"num_warps": spec.num_warps, "num_stages": tca_triton.NUM_STAGES, "maxnreg": spec.maxnreg}
+    options = {"num_warps": spec.num_warps, "num_stages": tca_launch_configs.NUM_STAGES, "maxnreg": spec.maxnreg}
     limit = ptx_limit if ptx_limit is not None or arch is not None else driver_ptx_version()
-    with tca_triton.mma_build_scope(spec.mma_path):
+    with tca_choices.mma_build_scope(spec.mma_path):
         compiled = triton.compile(source, target=target, options=options)
         if limit is not None and ptx_isa_version(compiled.asm["ptx"]) > limit:
             compiled = triton.compile(source, target=target, options=options | {"ptx_version": limit})
@@ -225,7 +225,7 @@ def tensorrt_ptx(compiled: CompiledTCAKernel) -> str:
     the end of TensorRT's array. Only parameters the kernel body never reads are cut; one that it reads is
     an error (`check_tensorrt_contract`).
     """
-    if compiled.spec.kernel is not tca_triton.KernelChoice.DIRECT:
+    if compiled.spec.kernel is not tca_choices.KernelChoice.DIRECT:
         raise ValueError(f"{compiled.name}: TensorRT's plugin calls the direct kernel, whose arguments it knows")
     match = _ENTRY.search(compiled.ptx)
     if match is None:
@@ -311,7 +311,7 @@ def instruction_mix(compiled: CompiledTCAKernel, loop_trips: int,
 
 def mma_instructions(compiled: CompiledTCAKernel) -> dict[str, int]:
     """How many warpgroup MMAs (wgmma) and warp MMAs (mma.sync) the build's PTX holds: which tensor-core
-    path Triton took (tca_triton.MmaChoice)."""
+    path Triton took (tca_choices.MmaChoice)."""
     return {"wgmma": compiled.ptx.count("wgmma.mma_async"), "mma.sync": compiled.ptx.count("mma.sync")}
 
 

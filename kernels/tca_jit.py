@@ -30,7 +30,7 @@ extent is padded to a power of two >= 16 (tl.dot's minimum) and masked: C = 96 -
 head_dim 32 stays 32. Matmuls take fp16/bf16 operands when the inputs are half precision (fp32 accumulate)
 and exact fp32 ("ieee") operands for fp32 inputs, so the fp32 path matches the reference, not TF32.
 On Hopper this kernel's half-precision dots are built as mma.sync only: Triton 3.6's wgmma build of it
-computes wrong values (tca_triton.MmaChoice, MMA_PATHS); the folded kernel below builds wgmma by default.
+computes wrong values (tca_choices.MmaChoice, MMA_PATHS); the folded kernel below builds wgmma by default.
 
 Warp layout: Triton gives all the dots of a chain one warp layout, picked from the first dot it converts,
 and for this kernel's (64, 128) output tile that put the 4 warps side by side along the 128 columns
@@ -68,7 +68,7 @@ batch 8 / 32, 4 warps capped at 128 registers) that ran 9.6 / 35.0 us against 9.
 and 9.2 / 31.7 against 8.5 / 35.6 with wgmma, and 9.2 / 31.8 against 8.5 / 35.5 with wgmma in a second run,
 so the autotuner times both depths (batch 32 takes the pipelined one).
 
-The folded kernel can also run persistent (PROGRAMS_PER_SM > 0, `tca_triton.LaunchConfig.programs_per_sm`):
+The folded kernel can also run persistent (PROGRAMS_PER_SM > 0, `tca_launch_configs.LaunchConfig.programs_per_sm`):
 grid axis 0 then holds about that many programs per SM over the batch, and each walks its image's windows
 p, p + P, ..., issuing the next window's loads (`_folded_inputs`, into registers, masked off past the last
 window) before this window's maths. Why: one window per program, every program on the GPU loads its window,
@@ -87,7 +87,7 @@ against the plain launch's 9.4 / 34.7 with mma.sync. So the autotuner no longer 
 it as a candidate (`benchmarks/kernel_sweep.CANDIDATE_CONFIGS`), and the CPU tests keep it right.
 
 The folded kernel's output projection can also wait for the last head (OUTPUT_AFTER_HEADS,
-`tca_triton.LaunchConfig.output_after_heads`): the head loop is unrolled (tl.static_range), each head's
+`tca_launch_configs.LaunchConfig.output_after_heads`): the head loop is unrolled (tl.static_range), each head's
 (N, BLOCK_K) mix t_h = A_h [m~ | 1] is kept (4 registers per thread in half precision), and only then is
 each channel tile's accumulator sum_h t_h VO_h computed and stored, one tile at a time. The (N, C) fp32
 accumulator, 48 registers per thread at C = 96, is then live at the end only, not across every head: the
@@ -534,7 +534,7 @@ def tca_folded_fwd_kernel(
     (`_sigmoid_of_folded`), so the logits need no arithmetic before the sigmoid; a shifted block's
     Swin mask is three more channels of the score dot (`_folded_window`).
     PROGRAMS_PER_SM > 0 makes the kernel persistent: the launch sizes grid axis 0 so about that many
-    programs fit each SM at once (`tca_triton.persistent_programs`), program p of an image computes its
+    programs fit each SM at once (`tca_launch_configs.persistent_programs`), program p of an image computes its
     windows p, p + P, p + 2P, ... (P = programs per image), and issues each next window's loads before
     this window's maths (this module's header says why).
     """

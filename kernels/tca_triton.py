@@ -1,14 +1,14 @@
-"""The fused TCA attention for PyTorch: which Triton kernel and MMA path run, their launch, the custom op and
-a recompute-based backward.
+"""The fused TCA attention for PyTorch: the launch of the chosen Triton kernel, the custom op and a
+recompute-based backward.
 
 The kernels (`tca_jit.py`): one program per (window, image) computes the whole windowed sigmoid
 cross-attention of that window, from the unpartitioned (B, H, W, C) tensors to the output projection, in
 one launch per TCA block (a persistent launch of the folded kernel, `LaunchConfig.programs_per_sm`: a
 program per group of an image's windows). `tca_fwd_kernel` reads the nine TCA tensors as the reference does;
 `tca_folded_fwd_kernel` (LANGBRT_TCA_KERNEL=folded) reads weights folded through the narrow map
-features (tca_fold.py). On Hopper the folded kernel's half-precision dots are wgmma (DEFAULT_MMA), the
-direct kernel's mma.sync only: Triton 3.6's wgmma build of the direct kernel computes wrong values
-(MmaChoice, MMA_PATHS). In half precision on CUDA the sigmoid is the tanh form by default (SigmoidChoice).
+features (tca_fold.py). Which kernel, MMA path and sigmoid form run is `tca_choices.py` (on Hopper the folded
+kernel's half-precision dots are wgmma, the direct kernel's mma.sync only; in half precision on CUDA the
+sigmoid is the tanh form by default); the launch configs the autotuner times are `tca_launch_configs.py`.
 
 Backward recomputes: `_TCAFunction.backward` re-runs the PyTorch reference and differentiates it with
 `torch.func.vjp` (grad-enabled whatever the ambient mode, like `torch.enable_grad()` + `autograd.grad`, but
@@ -22,25 +22,28 @@ device. On CPU the kernel runs only in Triton's interpreter (`TRITON_INTERPRET=1
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
-import os
-import threading
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from enum import Enum
+from collections.abc import Mapping
 from types import MappingProxyType
 
 import torch
 import triton
 
-from langbrt.errors import LangBRTInputError
-
-from .dispatch import choice_from_env, cuda_device_guard, environ_set
+from . import tca_choices
+from .dispatch import cuda_device_guard
 from .reference import TCAParams, logit_bias, windowed_sigmoid_cross_attention_reference
+from .tca_choices import KernelChoice, check_device, fast_sigmoid_for, kernel_choice, mma_build_scope, mma_choice
 from .tca_fold import LogitFold, folded_weights
 from .tca_jit import tca_folded_fwd_kernel, tca_fwd_kernel
+from .tca_launch_configs import (
+    LAUNCH_CONFIGS,
+    NUM_STAGES,
+    LaunchConfig,
+    configs_for_dtype,
+    grid_bucket,
+    persistent_programs,
+)
 from .windows import padded_size
 
 OP_NAME = "langbrt::tca_attention"
@@ -50,78 +53,6 @@ MIN_DOT_EXTENT = 16  # tl.dot needs every matmul dimension >= 16
 REGION_CHANNELS = 3
 
 
-def _interpreting() -> bool:
-    """True when triton.jit builds interpreter kernels (read at decoration time, i.e. at this import)."""
-    knobs = getattr(triton, "knobs", None)  # triton >= 3.4
-    if knobs is not None:
-        return bool(knobs.runtime.interpret)
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-_INTERPRETING = _interpreting()
-
-
-def check_device(device: torch.device) -> None:
-    """The kernel runs on CUDA, or anywhere in Triton's interpreter; elsewhere, one line saying what to do."""
-    if device.type != "cuda" and not _INTERPRETING:
-        raise LangBRTInputError(
-            "the Triton TCA kernel needs a CUDA device (or TRITON_INTERPRET=1 set before "
-            "langbrt.kernels.tca_triton is imported); set LANGBRT_ATTENTION=reference to use the PyTorch path"
-        )
-
-
-# Warp counts the autotuner times for the direct kernel (per grid size: `grid_bucket`). Measured on an H200
-# at the paper shape, mma.sync build (benchmarks/kernel_sweep.py, CUDA-graph replay): fp16 24.5 / 38.1 /
-# 59.8 us at batch 8 and 99.5 / 156 / 237 us at batch 32 at 4 / 8 / 16 warps (bf16 the same), fp32 at batch
-# 8 594 / 292 / 469 us. 4 warps wins for half precision: two blocks fit per SM (183 registers, sm_90),
-# against one at 8 warps. One pipeline stage for the kernel as a whole (the folded kernel's head loop sets
-# its own: LaunchConfig.head_stages).
-NUM_WARPS_CHOICES = (4, 8, 16)
-NUM_STAGES = 1
-
-
-@dataclass(frozen=True)
-class LaunchConfig:
-    """One launch the autotuner times: the block's width, a ptxas cap on registers per thread (None:
-    ptxas's choice), which trades spills for more resident blocks, and for the folded kernel how deep its
-    head loop is software-pipelined (`head_stages`, its HEAD_STAGES; None for the direct kernel, which has
-    no such switch) and whether it runs persistent (`programs_per_sm`, its PROGRAMS_PER_SM: about that many
-    programs per SM, each looping over windows and loading the next one during this one's maths; None:
-    one program per window), and whether its output projection waits for the last head
-    (`output_after_heads`, its OUTPUT_AFTER_HEADS: the head loop unrolled, each head's (N, BLOCK_K) mix kept
-    until then, so the (N, C) fp32 accumulator is live only at the end; tca_jit's header)."""
-
-    num_warps: int
-    maxnreg: int | None = None
-    head_stages: int | None = None
-    programs_per_sm: int | None = None
-    output_after_heads: bool = False
-
-    def __post_init__(self) -> None:
-        if self.programs_per_sm is not None and (self.head_stages is None or self.programs_per_sm < 1):
-            raise ValueError(f"{self}: programs_per_sm is the folded kernel's (with head_stages) and at least 1")
-        if self.output_after_heads and self.head_stages != 1:
-            raise ValueError(f"{self}: output_after_heads is the folded kernel's and unrolls its head loop "
-                             "(head_stages 1: nothing to pipeline)")
-
-    def kernel_arguments(self) -> dict[str, int]:
-        """The constexpr arguments this config sets on top of `kernel_constants`."""
-        if self.head_stages is None:
-            return {}
-        return {"HEAD_STAGES": self.head_stages, "PROGRAMS_PER_SM": self.programs_per_sm or 0,
-                "OUTPUT_AFTER_HEADS": self.output_after_heads}
-
-    def triton_config(self) -> triton.Config:
-        return triton.Config(self.kernel_arguments(), num_warps=self.num_warps, num_stages=NUM_STAGES,
-                             maxnreg=self.maxnreg)
-
-
-def persistent_programs(programs_per_sm: int, sm_count: int, windows_per_image: int, batch: int) -> int:
-    """Programs per image (grid axis 0) of a persistent launch: as many as keep `programs_per_sm` on each
-    SM over the whole batch, without a second wave (rounded down), at least one, at most one per window."""
-    return max(1, min(windows_per_image, programs_per_sm * sm_count // batch))
-
-
 @functools.cache
 def _sm_count(device: torch.device) -> int:
     """The SMs a persistent launch fills: the GPU's; 1 under the interpreter, so a CPU test's programs
@@ -129,209 +60,16 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
 
 
-class MmaChoice(str, Enum):
-    """Which tensor-core instructions the half-precision matmuls use on Hopper (sm_90). fp32 uses exact FMA
-    maths and other GPUs have no wgmma, so there every choice builds the same instructions.
-
-    MMA (the direct kernel's only path, MMA_PATHS): the dots are built with Triton's `DISABLE_MMA_V3` set, i.e. mma.sync
-    as on Ampere.
-    WGMMA (the folded kernel's default, DEFAULT_MMA): Triton's own choice on Hopper, warpgroup MMA. With
-    triton 3.6 on an H200 (2026-11-26, benchmarks/results/kernel-sweep-NVIDIA-H200-2026-11-26.json), before
-    the change below, that build was WRONG (max error 102-204 against a bound of 0.3 at 4 and 8 warps, fp16
-    and bf16) or faulted (illegal memory access at 16 warps), while compute-sanitizer reported no bad access:
-    a miscompile, not an out-of-bounds index in this kernel.
-    Unrolling the head loop does not help (still wrong), while a variant that ran the score and A V dots as
-    3-D mma.sync dots with only the projections on wgmma was right: the bad build is that of the two dots
-    whose B operands (K^T, V) the kernel computes itself. That matches a known Triton bug on Hopper,
-    tl.trans of a wgmma result (triton-lang/triton#6124, worked around in flash-linear-attention PR #826),
-    which the kernel measured then had (S = Q tl.trans(K)). Both kernels now avoid the pattern (the direct
-    one computes K^T as Wk_h m~^T; the folded one transposes no dot result). On an H100 (triton 3.6,
-    benchmarks/results/kernel-sweep-NVIDIA-H100-80GB-HBM3-2026-11-26.json and its -2 rerun) the folded
-    kernel's WGMMA build is right (fp16 and bf16, every GPU test) and the faster, the direct kernel's still
-    wrong (max error 98-378) or faulting, so the direct kernel no longer builds it. (A third
-    path, wgmma projections with the score and A V dots written as 3-D dots of batch one so they stay
-    mma.sync, was removed untested: Triton puts a 3-D dot's warps on its batch dimension, so every warp
-    computed every score, 4x the sigmoids per warp in the sm_90 build.)
-    """
-
-    MMA = "mma"
-    WGMMA = "wgmma"
-
-
-MMA_ENV_VAR = "LANGBRT_TCA_MMA"
-
-
-@contextlib.contextmanager
-def mma_build_scope(mma: MmaChoice) -> Iterator[None]:
-    """Hold Triton's DISABLE_MMA_V3 set while a launch compiles the kernel, for MmaChoice.MMA only.
-
-    Triton reads the variable when it compiles and keys its cache on it, so the kernel is built and found
-    again the same way, and other Triton kernels (torch.compile's) built outside this scope keep wgmma.
-    The variable is process-wide, so scopes are serialised by a lock: without it, one thread leaving its
-    scope would unset the variable under another thread's launch, which would then look up (or build) the
-    wgmma kernel. A Triton build of some other kernel in another thread meanwhile also skips wgmma: slower,
-    never wrong. torch.compile cannot bypass the scope: the op is opaque to it (`_register_op`).
-    """
-    if mma is not MmaChoice.MMA:
-        yield
-        return
-    with _ENV_LOCK, environ_set(_TRITON_NO_WGMMA, "1"):
-        yield
-
-
-_TRITON_NO_WGMMA = "DISABLE_MMA_V3"
-_ENV_LOCK = threading.Lock()
-
-
-def configs_for_dtype(configs: list[triton.Config], named_args: dict, **kwargs: object) -> list[triton.Config]:
-    """The autotuner's early prune: half precision times the 4-warp configs, fp32 the wider ones.
-
-    Why: the autotuner builds every config it times on a shape's first call. Every measurement so far put
-    half precision at 4 warps (H100 batch 32, fp16: direct 73-83 us against 137 / 215 at 8 / 16 warps,
-    folded 34.5-38.5 against 57.3 at 8) and fp32's FMA maths at 8 or more (H200, direct, batch 8: 594 us at
-    4 warps against 292 / 469), so the others only cost start-up time. Triton keys its tuning cache on
-    the tensors' dtypes too, so each dtype gets its own pick."""
-    half = named_args["x_ptr"].dtype in (torch.float16, torch.bfloat16)
-    return [c for c in configs if (c.num_warps == 4) == half] or configs
-
-
 def _autotune_configs(kernel: KernelChoice) -> list[triton.Config]:
     """The launch configs the autotuner times; the first alone under the interpreter, where timing is slow."""
-    configs = LAUNCH_CONFIGS[kernel][:1] if _INTERPRETING else LAUNCH_CONFIGS[kernel]
+    configs = LAUNCH_CONFIGS[kernel][:1] if tca_choices.INTERPRETING else LAUNCH_CONFIGS[kernel]
     return [config.triton_config() for config in configs]
 
 
-def grid_bucket(n_programs: int) -> int:
-    """Which autotuner a launch of `n_programs` programs uses: one per power-of-two grid size.
-
-    The best width depends on how many waves the grid makes, and Triton keys its autotuner on kernel
-    arguments only, not on the grid (whose second axis is the batch). With one autotuner for all batches,
-    the first call's batch decides for every later one: on an H200 the bf16 benchmark, tuned at batch 1
-    (64 programs), picked 8 warps, which at batch 32 took 160 us against 98 us for 4 warps.
-    """
-    return n_programs.bit_length()
-
-
-class KernelChoice(str, Enum):
-    """Which kernel computes the attention (LANGBRT_TCA_KERNEL).
-
-    FOLDED (default): `tca_folded_fwd_kernel`, from weights folded through the narrow map features
-    (`tca_fold.py`): per head, every matmul over Cm + 1 channels instead of head_dim and no K / V
-    projection, laid out so the warps stack along the window (tca_jit's header). Its sm_90 build executes
-    under half the instructions per window of DIRECT in fewer registers, and on an H100 (triton 3.6, paper
-    shape, fp16, shifted) it ran in 34.5 us at batch 32 against DIRECT's 73.0, 9.3 against 20.4 at batch 8
-    (`benchmarks/results/kernel-sweep-NVIDIA-H100-80GB-HBM3-2026-11-26.json`). A fold that overflows fp16
-    (`FoldedTCAWeights.finite`) runs DIRECT instead.
-    DIRECT: `tca_fwd_kernel`, from the nine TCA tensors as the reference does; the one TensorRT's AOT
-    plugin bakes in (tca_aot), whose node carries those tensors, not a fold.
-    """
-
-    DIRECT = "direct"
-    FOLDED = "folded"
-
-
-class SigmoidChoice(str, Enum):
-    """Which form of the sigmoid the kernels compute when the caller does not say (LANGBRT_TCA_SIGMOID).
-
-    EXACT: 1 / (1 + 2^z) with PTX ex2.approx and rcp.approx (about 2 ulp in fp32): two MUFU instructions
-    per attention weight.
-    TANH: 0.5 tanh.approx(s / 2) + 0.5: one MUFU instruction and one FMA. PTX documents tanh.approx.f32 to a
-    maximum relative error of 2^-11, so a weight in [0, 1] is off by at most 2^-12 = 2.4e-4, half an fp16
-    unit at 0.5; an H100 measured 3.9e-6 on [-12, 12] (`benchmarks/probe_tanh_approx.py`). The kernels round every
-    weight to the inputs' half precision for the A V dot right after, which costs up to 2.4e-4 (fp16) or
-    2e-3 (bf16) itself, so in half precision the tanh form adds at most one more such rounding.
-    AUTO (default): TANH for fp16 / bf16 inputs on CUDA, EXACT for fp32 (whose kernel matches the reference
-    to 1e-4) and in Triton's interpreter. Why: the exact form's second MUFU per weight is the largest
-    single cost at serving batch sizes (H200, paper shape, fp16, CUDA graphs: 9.4 against 7.4 us at batch
-    8, 30.2 against 29.2 at batch 32; `benchmarks/results/attention-NVIDIA-H200-2026-11-26-2.json`), and
-    TensorRT's plugin has computed the tanh form from the start. The backward recomputes the exact form.
-    Not a further form: tanh.approx.f16x2 (two weights per PTX instruction, in half precision) does not halve
-    the MUFU work on Hopper: Triton 3.6's ptxas builds it for sm_90 as two MUFU.TANH.F16, and the folded
-    kernel's fp16 build keeps 97 MUFU and 1 041 / 1 137 instructions per warp and window (unshifted /
-    shifted), as with tanh.approx.f32 (`benchmarks/kernel_resources.py --arch 90`, prototyped 2026-11-26).
-    """
-
-    AUTO = "auto"
-    EXACT = "exact"
-    TANH = "tanh"
-
-
-SIGMOID_ENV_VAR = "LANGBRT_TCA_SIGMOID"
-
-
-def sigmoid_choice() -> SigmoidChoice:
-    """The form from LANGBRT_TCA_SIGMOID (default AUTO); a bad value is one clear error."""
-    return choice_from_env(SIGMOID_ENV_VAR, SigmoidChoice, SigmoidChoice.AUTO)
-
-
-def fast_sigmoid_for(x: torch.Tensor) -> bool:
-    """Whether a launch on `x` computes the tanh form when its caller does not say (`SigmoidChoice`)."""
-    choice = sigmoid_choice()
-    if choice is SigmoidChoice.AUTO:
-        return x.dtype in (torch.float16, torch.bfloat16) and x.device.type == "cuda" and not _INTERPRETING
-    return choice is SigmoidChoice.TANH
-
-
-KERNEL_ENV_VAR = "LANGBRT_TCA_KERNEL"
-DEFAULT_KERNEL = KernelChoice.FOLDED
 _JIT_KERNELS = {KernelChoice.DIRECT: tca_fwd_kernel, KernelChoice.FOLDED: tca_folded_fwd_kernel}
 # Tensor arguments that are fp32 whatever the inputs' dtype (tca_fold keeps the folded biases in fp32);
 # every other one has the inputs' dtype. Ahead-of-time builds (tca_aot) type the pointers from this.
 FP32_ARGUMENTS = {KernelChoice.DIRECT: (), KernelChoice.FOLDED: ("qk_bias_ptr", "bo_ptr")}
-
-# What the autotuner times per kernel. DIRECT: the widths above, and 4 warps capped at 168 registers: the
-# GPU image's triton 3.6 builds the 4-warp kernel in 178 (unshifted) / 209 (shifted) registers at the
-# preset's shape, 2 blocks per SM; capped, 3 fit for an 8-24 B spill (H100, batch 32: 73.0 us against 82.5
-# uncapped). FOLDED: 4 warps, plain (148 registers in the sm_90 half builds, 3 blocks per SM) and capped at
-# 128 (4 blocks for a 16-32 B spill: 34.5 against 38.5 us), each with its head loop plain and
-# software-pipelined (tca_jit's header), and pipelined three deep at 128 (the preset's 3 heads' weights
-# all in flight: the fastest at batch 32 in four sweeps, by 0.1-1 %: H100 exact 31.76 / 31.85 us against
-# 31.8 / 31.87 two deep, H200 tanh 28.66 against 28.94); and 8 warps for fp32's FMA maths (half precision
-# at 8 warps: each warp computes as much as at 4, since the dots put the warps' rows along the window's 64
-# tokens; 57.3 us). The persistent launches (programs_per_sm) and the output projection after the last head
-# (output_after_heads) lost to these on an H100 and are only swept (tca_jit's header).
-LAUNCH_CONFIGS = {
-    KernelChoice.DIRECT: (*(LaunchConfig(nw) for nw in NUM_WARPS_CHOICES), LaunchConfig(4, maxnreg=168)),
-    KernelChoice.FOLDED: (*(LaunchConfig(4, maxnreg, head_stages) for head_stages in (1, 2) for maxnreg in (None, 128)),
-                          LaunchConfig(4, 128, head_stages=3), LaunchConfig(8, head_stages=1)),
-}
-
-
-def kernel_choice() -> KernelChoice:
-    """The kernel from LANGBRT_TCA_KERNEL (default DEFAULT_KERNEL); a bad value is one clear error."""
-    return choice_from_env(KERNEL_ENV_VAR, KernelChoice, DEFAULT_KERNEL)
-
-
-# The MMA paths each kernel may build. The direct kernel's wgmma build was wrong in all three H100 sweeps
-# (triton 3.6: max error 98-378 against a bound of 0.3) and faulted in its GPU tests (illegal memory access,
-# benchmarks/results/gpu-session-NVIDIA-H100-80GB-HBM3-2026-11-26-3.log), so it has one path: mma.sync.
-MMA_PATHS = {KernelChoice.DIRECT: (MmaChoice.MMA,), KernelChoice.FOLDED: (MmaChoice.MMA, MmaChoice.WGMMA)}
-
-# Each kernel's MMA path when LANGBRT_TCA_MMA is unset. Per kernel because one kernel's wgmma build can be
-# right while the other's is wrong (H100, triton 3.6: folded right, direct wrong).
-# The folded kernel's wgmma build was the faster in both H100 sweeps (fp16, best autotuned config per batch:
-# 8.5 against 9.3-9.4 us at batch 8, 31.7 / 31.8 against 34.5 / 34.7 at 32 with its head loop pipelined),
-# and its GPU tests pass on it (paper shape forward + backward in fp32/fp16/bf16, fast sigmoid,
-# torch.compile), benchmarks/results/gpu-session-NVIDIA-H100-80GB-HBM3-2026-11-26-2.log.
-DEFAULT_MMA = {KernelChoice.DIRECT: MmaChoice.MMA, KernelChoice.FOLDED: MmaChoice.WGMMA}
-
-
-def mma_choice(kernel: KernelChoice) -> MmaChoice:
-    """`kernel`'s MMA path: LANGBRT_TCA_MMA, else DEFAULT_MMA[kernel]; a bad value is one clear error.
-
-    A path `kernel` may not build (MMA_PATHS) is an error when LANGBRT_TCA_KERNEL asked for that kernel, and
-    gives way to the kernel's own path when the kernel is the folded one's fallback (fp16 overflow of the
-    fold): LANGBRT_TCA_MMA=wgmma was meant for the folded kernel, and the direct kernel's wgmma build is wrong.
-    """
-    requested = choice_from_env(MMA_ENV_VAR, MmaChoice, DEFAULT_MMA[kernel])
-    if requested in MMA_PATHS[kernel]:
-        return requested
-    if kernel_choice() is kernel:
-        paths = ", ".join(path.value for path in MMA_PATHS[kernel])
-        raise LangBRTInputError(f"{MMA_ENV_VAR}={requested.value} cannot build the {kernel.value} kernel (its "
-                                f"wgmma build computes wrong values with triton 3.6); use {paths} or "
-                                f"{KERNEL_ENV_VAR}={DEFAULT_KERNEL.value}")
-    return DEFAULT_MMA[kernel]
 
 
 @functools.cache
@@ -460,10 +198,10 @@ def _launch(
         raise ValueError(f"the Triton TCA kernel indexes with int32: {tuple(x.shape)} is too large, split the batch")
     check_device(x.device)
     half = x.dtype in (torch.float16, torch.bfloat16)
-    low_precision_dot = half and not (_INTERPRETING and x.dtype == torch.bfloat16)  # no bf16 maths on CPU
+    low_precision_dot = half and not (tca_choices.INTERPRETING and x.dtype == torch.bfloat16)  # no bf16 maths on CPU
 
     which = kernel_choice()
-    ptx_math = x.device.type == "cuda" and not _INTERPRETING
+    ptx_math = x.device.type == "cuda" and not tca_choices.INTERPRETING
     fast = fast_sigmoid_for(x) if fast_sigmoid is None else bool(fast_sigmoid)
     if which is KernelChoice.FOLDED:
         params = TCAParams(q_weight, q_bias, k_weight, k_bias, v_weight, v_bias, out_weight, out_bias, alpha)

@@ -110,7 +110,7 @@ def warmup_batch_sizes(max_batch: int, device: str) -> list[int]:
     `max_batch`, and `max_batch`.
 
     Why: on CUDA the fused attention autotunes its launch per power-of-two grid size
-    (`tca_triton.grid_bucket`: windows x batch) on the first call that reaches it, seconds of Triton builds
+    (`tca_launch_configs.grid_bucket`: windows x batch) on the first call that reaches it, seconds of Triton builds
     and timing that would otherwise land on the first request of each batch size class the batcher forms
     (for the presets' latents, whose window counts are powers of two, these sizes reach every class exactly).
     On CPU nothing is tuned, and a large dummy batch would only delay readiness.

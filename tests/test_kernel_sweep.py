@@ -15,17 +15,18 @@ pytest.importorskip("triton", reason="triton is not installed")
 # so they can never shadow an installed module.
 sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))
 kernel_sweep = pytest.importorskip("kernel_sweep")
-tca_triton = pytest.importorskip("langbrt.kernels.tca_triton")
+tca_choices = pytest.importorskip("langbrt.kernels.tca_choices")
+tca_launch_configs = pytest.importorskip("langbrt.kernels.tca_launch_configs")
 
 
 def test_the_sweep_covers_every_autotuned_config_and_marks_the_candidates():
     variants = kernel_sweep.variants()
     assert len(set(variants)) == len(variants)
-    for kernel, configs in tca_triton.LAUNCH_CONFIGS.items():
+    for kernel, configs in tca_launch_configs.LAUNCH_CONFIGS.items():
         for config in configs:
             dtypes = ("fp32",) if config.num_warps >= 8 else ("fp16", "bf16")
             for dtype in dtypes:
-                for mma in tca_triton.MMA_PATHS[kernel] if dtype != "fp32" else (tca_triton.MmaChoice.MMA,):
+                for mma in tca_choices.MMA_PATHS[kernel] if dtype != "fp32" else (tca_choices.MmaChoice.MMA,):
                     variant = kernel_sweep.Variant.of(kernel.value, mma.value, dtype, config)
                     assert variant in variants, (config, dtype, mma)
     assert not [v for v in variants if v.kernel == "direct" and v.mma == "wgmma"]  # refused: it builds wrong
@@ -105,7 +106,7 @@ def test_gpu_session_profiles_variants_the_child_accepts():
     profiled.append(kernel_sweep.Variant.from_child_args(detailed.split('"')[1].split()))
     assert kernel_sweep.autotuned(profiled[-1])  # the detailed profile is of a launch the autotuner may pick
     assert {v.kernel for v in profiled} == {"direct", "folded"}
-    folded_default = tca_triton.DEFAULT_MMA[tca_triton.KernelChoice.FOLDED].value
+    folded_default = tca_choices.DEFAULT_MMA[tca_choices.KernelChoice.FOLDED].value
     assert any(v.kernel == "folded" and v.mma == folded_default for v in profiled)
 
 

@@ -179,10 +179,10 @@ def test_onnx_files_are_fp32_so_fp16_is_refused(artifacts):
 
 def test_a_forced_triton_kernel_that_cannot_run_is_refused_at_load(artifacts, monkeypatch):
     """Once, when the model loads: not once per image, as the first forward would."""
-    from langbrt.kernels import dispatch, tca_triton
+    from langbrt.kernels import dispatch, tca_choices
 
     monkeypatch.setenv("LANGBRT_ATTENTION", "triton")
-    monkeypatch.setattr(tca_triton, "_INTERPRETING", False)  # a CPU machine without Triton's interpreter
+    monkeypatch.setattr(tca_choices, "INTERPRETING", False)  # a CPU machine without Triton's interpreter
     with pytest.raises(LangBRTInputError, match="needs a CUDA device.*LANGBRT_ATTENTION=reference"):
         Retoucher.load(artifacts[0], device="cpu")
     monkeypatch.setattr(dispatch, "triton_available", lambda: False)

@@ -99,15 +99,15 @@ def test_spec_rejects_impossible_shapes():
 
 def test_the_direct_kernel_is_never_built_on_wgmma():
     """Its wgmma build computes wrong values (triton 3.6, three H100 sweeps): an engine must not carry it."""
-    direct, folded = tca_aot.tca_triton.KernelChoice.DIRECT, tca_aot.tca_triton.KernelChoice.FOLDED
-    wgmma = tca_aot.tca_triton.MmaChoice.WGMMA
+    direct, folded = tca_aot.tca_choices.KernelChoice.DIRECT, tca_aot.tca_choices.KernelChoice.FOLDED
+    wgmma = tca_aot.tca_choices.MmaChoice.WGMMA
     with pytest.raises(ValueError, match="the direct kernel builds only mma"):
         TCAKernelSpec("fp16", 96, 9, 3, 8, 0, kernel=direct, mma=wgmma)
     assert TCAKernelSpec("fp16", 96, 9, 3, 8, 0, kernel=folded, mma=wgmma).mma_path is wgmma
 
 
 def test_only_the_folded_kernel_takes_head_stages_programs_per_sm_and_output_after_heads():
-    direct, folded = tca_aot.tca_triton.KernelChoice.DIRECT, tca_aot.tca_triton.KernelChoice.FOLDED
+    direct, folded = tca_aot.tca_choices.KernelChoice.DIRECT, tca_aot.tca_choices.KernelChoice.FOLDED
     for wrong in ({"head_stages": 2}, {"programs_per_sm": 3}, {"output_after_heads": True}):
         with pytest.raises(ValueError, match="head_stages, programs_per_sm and output_after_heads are the folded"):
             TCAKernelSpec("fp16", 96, 9, 3, 8, 0, kernel=direct, **wrong)
@@ -122,7 +122,7 @@ def test_only_the_folded_kernel_takes_head_stages_programs_per_sm_and_output_aft
     assert TCAKernelSpec("fp16", 96, 9, 3, 8, 0).launch_config().kernel_arguments() == {}
 
 
-@pytest.mark.skipif(not tca_aot.tca_triton._INTERPRETING, reason="only meaningful in interpreter mode")
+@pytest.mark.skipif(not tca_aot.tca_choices.INTERPRETING, reason="only meaningful in interpreter mode")
 def test_compile_refuses_under_the_interpreter():
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
         tca_aot.compile_tca_kernel(TCAKernelSpec("fp16", 96, 9, 3, 8, 0), arch=90)
@@ -215,7 +215,7 @@ def test_register_allocation_rounds_each_warp_to_256_registers():
 _COUNT_MMA_INSTRUCTIONS = """
 import json
 from langbrt.kernels.tca_aot import TCAKernelSpec, compile_tca_kernel, mma_instructions
-from langbrt.kernels.tca_triton import MMA_PATHS, KernelChoice
+from langbrt.kernels.tca_choices import MMA_PATHS, KernelChoice
 counts = {}
 for kernel in KernelChoice:
     for mma in MMA_PATHS[kernel]:
@@ -240,7 +240,7 @@ def test_each_mma_path_builds_the_instructions_it_names_for_hopper():
 _COUNT_PADDED_BUILDS = """
 import json
 from langbrt.kernels.tca_aot import TCAKernelSpec, compile_tca_kernel, instruction_mix
-from langbrt.kernels.tca_triton import KernelChoice
+from langbrt.kernels.tca_choices import KernelChoice
 totals = {}
 for kernel in KernelChoice:
     for padded in (False, True):
@@ -262,7 +262,7 @@ _BUILD_FOR_AN_OLD_DRIVER = """
 import json, subprocess, tempfile, pathlib, triton
 from langbrt.kernels.tca_aot import (TCAKernelSpec, check_tensorrt_contract, compile_tca_kernel,
                                      kernel_params, ptx_isa_version, tensorrt_ptx)
-from langbrt.kernels.tca_triton import KernelChoice
+from langbrt.kernels.tca_choices import KernelChoice
 out = {}
 for kernel in KernelChoice:
     newest = compile_tca_kernel(TCAKernelSpec("fp16", 96, 9, 3, 8, 4, kernel=kernel), arch=90)

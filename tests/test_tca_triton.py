@@ -27,6 +27,8 @@ from langbrt.kernels import (
 from langbrt.kernels.dispatch import check_impl_runs
 
 tca_triton = pytest.importorskip("langbrt.kernels.tca_triton", reason="triton is not installed")
+tca_choices = pytest.importorskip("langbrt.kernels.tca_choices")
+tca_launch_configs = pytest.importorskip("langbrt.kernels.tca_launch_configs")
 kernel_attention = tca_triton.windowed_sigmoid_cross_attention_triton
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -202,7 +204,7 @@ def _replaced(params: TCAParams, name: str, tensor: torch.Tensor) -> TCAParams:
     ("floating-point", lambda x, mf, p: kernel_attention(x.int(), mf, p, 2, 4, 0)),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_arguments_that_do_not_fit_are_one_clear_error_before_any_launch(monkeypatch, kernel, what, call):
-    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, kernel)
+    monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, kernel)
     x, mf = random_inputs(1, 8, 8, 16, 3)
     with pytest.raises(ValueError, match=what):
         call(x, mf, random_params(16, 3, 2))
@@ -276,16 +278,16 @@ def test_dispatch_env_reference_skips_the_kernel(monkeypatch):
 def test_wgmma_asked_for_the_folded_kernel_leaves_its_direct_fallback_on_mma_sync(monkeypatch):
     """The folded kernel falls back to the direct one when its fold overflows fp16; LANGBRT_TCA_MMA=wgmma then
     meant the folded kernel, and the direct kernel's wgmma build is wrong: the fallback builds mma.sync."""
-    monkeypatch.setenv(tca_triton.MMA_ENV_VAR, "wgmma")
-    monkeypatch.delenv(tca_triton.KERNEL_ENV_VAR, raising=False)
-    assert tca_triton.mma_choice(tca_triton.KernelChoice.FOLDED) is tca_triton.MmaChoice.WGMMA
-    assert tca_triton.mma_choice(tca_triton.KernelChoice.DIRECT) is tca_triton.MmaChoice.MMA
+    monkeypatch.setenv(tca_choices.MMA_ENV_VAR, "wgmma")
+    monkeypatch.delenv(tca_choices.KERNEL_ENV_VAR, raising=False)
+    assert tca_choices.mma_choice(tca_choices.KernelChoice.FOLDED) is tca_choices.MmaChoice.WGMMA
+    assert tca_choices.mma_choice(tca_choices.KernelChoice.DIRECT) is tca_choices.MmaChoice.MMA
 
 
 def test_a_refused_kernel_and_mma_pair_is_one_error_when_a_model_loads(monkeypatch):
     monkeypatch.delenv(ENV_VAR, raising=False)
-    monkeypatch.setenv(tca_triton.MMA_ENV_VAR, "wgmma")
-    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "direct")
+    monkeypatch.setenv(tca_choices.MMA_ENV_VAR, "wgmma")
+    monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, "direct")
     with pytest.raises(LangBRTInputError, match="cannot build the direct kernel"):
         check_impl_runs("auto", torch.device("cuda"))
     check_impl_runs("reference", torch.device("cuda"))  # the kernels are not used: nothing to refuse
@@ -296,17 +298,17 @@ def test_bad_env_values_are_one_clear_input_error(monkeypatch):
     with pytest.raises(LangBRTInputError, match="LANGBRT_ATTENTION='fast' is not one of"):
         windowed_sigmoid_cross_attention(*random_inputs(1, 8, 8, 16, 3), random_params(16, 3, 2), 2, 4, 0)
     monkeypatch.delenv(ENV_VAR)
-    monkeypatch.setenv(tca_triton.MMA_ENV_VAR, "tensor-cores")
+    monkeypatch.setenv(tca_choices.MMA_ENV_VAR, "tensor-cores")
     with pytest.raises(LangBRTInputError, match="LANGBRT_TCA_MMA='tensor-cores' is not one of: mma, wgmma"):
-        tca_triton.mma_choice(tca_triton.KernelChoice.DIRECT)
-    monkeypatch.setenv(tca_triton.MMA_ENV_VAR, "wgmma")
-    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "direct")
+        tca_choices.mma_choice(tca_choices.KernelChoice.DIRECT)
+    monkeypatch.setenv(tca_choices.MMA_ENV_VAR, "wgmma")
+    monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, "direct")
     with pytest.raises(LangBRTInputError, match="LANGBRT_TCA_MMA=wgmma cannot build the direct kernel"):
-        tca_triton.mma_choice(tca_triton.KernelChoice.DIRECT)
-    monkeypatch.delenv(tca_triton.MMA_ENV_VAR)
-    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "fused")
+        tca_choices.mma_choice(tca_choices.KernelChoice.DIRECT)
+    monkeypatch.delenv(tca_choices.MMA_ENV_VAR)
+    monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, "fused")
     with pytest.raises(LangBRTInputError, match="LANGBRT_TCA_KERNEL='fused' is not one of: direct, folded"):
-        tca_triton.kernel_choice()
+        tca_choices.kernel_choice()
 
 
 @pytest.mark.parametrize(("choice", "during"), [("mma", "1"), ("wgmma", None)])
@@ -329,7 +331,7 @@ def test_each_launch_builds_under_the_chosen_mma_path(monkeypatch, choice, durin
     monkeypatch.setattr(tca_triton, "_autotuned_kernel",
                         lambda kernel, bucket: RecordingKernel(real_autotuned(kernel, bucket)))
     monkeypatch.delenv("DISABLE_MMA_V3", raising=False)
-    monkeypatch.setenv(tca_triton.MMA_ENV_VAR, choice)
+    monkeypatch.setenv(tca_choices.MMA_ENV_VAR, choice)
     x, mf = random_inputs(1, 8, 8, 16, 3)
     params = random_params(16, 3, 2)
     got = kernel_attention(x, mf, params, 2, 4, 2)
@@ -359,14 +361,14 @@ def test_each_kernel_builds_on_its_own_default_mma_path(monkeypatch):
     real_autotuned = tca_triton._autotuned_kernel
     monkeypatch.setattr(tca_triton, "_autotuned_kernel",
                         lambda kernel, bucket: RecordingKernel(kernel, real_autotuned(kernel, bucket)))
-    monkeypatch.delenv(tca_triton.MMA_ENV_VAR, raising=False)
+    monkeypatch.delenv(tca_choices.MMA_ENV_VAR, raising=False)
     monkeypatch.delenv("DISABLE_MMA_V3", raising=False)
-    monkeypatch.setitem(tca_triton.DEFAULT_MMA, tca_triton.KernelChoice.FOLDED, tca_triton.MmaChoice.WGMMA)
+    monkeypatch.setitem(tca_choices.DEFAULT_MMA, tca_choices.KernelChoice.FOLDED, tca_choices.MmaChoice.WGMMA)
     x, mf = random_inputs(1, 8, 8, 16, 3)
     params = random_params(16, 3, 2)
-    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "direct")
+    monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, "direct")
     kernel_attention(x, mf, params, 2, 4, 2)
-    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
+    monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, "folded")
     kernel_attention(x, mf, params, 2, 4, 2)
     overflowing = cast_params(params, torch.float16)
     with torch.no_grad():
@@ -389,9 +391,9 @@ def test_batches_of_different_grid_sizes_are_tuned_apart(monkeypatch):
     for batch in (1, 1, 2, 8):
         x, mf = random_inputs(batch, 8, 8, 16, 3)  # 4 windows of 4x4 per image
         kernel_attention(x, mf, params, 2, 4, 0)
-    assert buckets == [tca_triton.grid_bucket(4 * b) for b in (1, 1, 2, 8)]
+    assert buckets == [tca_launch_configs.grid_bucket(4 * b) for b in (1, 1, 2, 8)]
     assert len(set(buckets)) == 3
-    direct = tca_triton.KernelChoice.DIRECT
+    direct = tca_choices.KernelChoice.DIRECT
     assert real_autotuned(direct, buckets[0]) is real_autotuned(direct, buckets[0])  # tuned once, then reused
     assert real_autotuned(direct, buckets[0]) is not real_autotuned(direct, buckets[-1])
 
@@ -402,7 +404,7 @@ def test_mma_scopes_in_concurrent_threads_never_see_the_variable_unset(monkeypat
     seen = []
 
     def launch() -> None:
-        with tca_triton.mma_build_scope(tca_triton.MmaChoice.MMA):
+        with tca_choices.mma_build_scope(tca_choices.MmaChoice.MMA):
             time.sleep(0.02)  # a launch in progress while other threads enter and leave
             seen.append(os.environ.get("DISABLE_MMA_V3"))
 
@@ -430,7 +432,7 @@ FOLDED_ODD_CASES = [
 @pytest.mark.parametrize(("B", "H", "W", "C", "Cm", "heads", "window", "shift"), CPU_CASES + FOLDED_ODD_CASES)
 def test_folded_kernel_matches_reference(monkeypatch, B, H, W, C, Cm, heads, window, shift):
     """LANGBRT_TCA_KERNEL=folded: the weights folded through the map features (tca_fold.py)."""
-    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
+    monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, "folded")
     x, mf = random_inputs(B, H, W, C, Cm)
     params = random_params(C, Cm, heads)
     expected = windowed_sigmoid_cross_attention_reference(x, mf, params, heads, window, shift)
@@ -448,7 +450,7 @@ def test_folded_fp16_logit_channel_past_fp16_range_saturates_instead_of_nan(monk
     rounded to fp16 for the score dot: as inf it met the zero [m~ | 1] row of every padded key (0 * inf =
     NaN outputs, tca_jit._to_operand); saturated, every real key's logit stays far past 1 and the weights
     are the reference's. Here the ones channel carries ~1.8e5 (large biases), on a padded 6 x 7 map."""
-    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
+    monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, "folded")
     x, mf = random_inputs(1, 6, 7, 16, 3)
     params = random_params(16, 3, 2)
     with torch.no_grad():
@@ -467,7 +469,7 @@ def test_folded_fp16_logit_channel_past_fp16_range_saturates_instead_of_nan(monk
 
 def test_folded_kernel_sees_weight_updates(monkeypatch):
     """The folded weights are cached: an in-place update (an optimizer step) must still reach the kernel."""
-    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
+    monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, "folded")
     x, mf = random_inputs(1, 8, 8, 16, 3)
     params = random_params(16, 3, 2)
     kernel_attention(x, mf, params, 2, 4, 2)
@@ -485,7 +487,7 @@ def test_fast_sigmoid_form_matches_reference(monkeypatch, kernel, shift):
     """fast_sigmoid folds s / 2 into the logits and masks other Swin regions towards -inf (the exact form:
     +inf). The interpreter evaluates 0.5 tanh(z) + 0.5 exactly, so the fast form's algebra is checked here;
     tanh.approx's own error only on a GPU (test_gpu_fast_sigmoid_matches_the_reference)."""
-    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, kernel)
+    monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, kernel)
     x, mf = random_inputs(1, 16, 12, 16, 3)
     params = random_params(16, 3, 2)
     expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, shift)
@@ -508,15 +510,15 @@ def test_fast_sigmoid_form_matches_reference(monkeypatch, kernel, shift):
 ])
 def test_the_default_sigmoid_form_is_tanh_in_half_precision_on_cuda(monkeypatch, setting, dtype, device,
                                                                     interpreting, tanh):
-    """LANGBRT_TCA_SIGMOID (tca_triton.SigmoidChoice): auto computes the tanh form for fp16 / bf16 on CUDA,
+    """LANGBRT_TCA_SIGMOID (tca_choices.SigmoidChoice): auto computes the tanh form for fp16 / bf16 on CUDA,
     whose error is below the half-precision rounding of the weight right after it, and the exact form for
     fp32 and in the interpreter; exact and tanh force one form for every launch."""
     if setting is None:
-        monkeypatch.delenv(tca_triton.SIGMOID_ENV_VAR, raising=False)
+        monkeypatch.delenv(tca_choices.SIGMOID_ENV_VAR, raising=False)
     else:
-        monkeypatch.setenv(tca_triton.SIGMOID_ENV_VAR, setting)
-    monkeypatch.setattr(tca_triton, "_INTERPRETING", interpreting)
-    assert tca_triton.fast_sigmoid_for(_OnDevice(dtype, torch.device(device))) is tanh
+        monkeypatch.setenv(tca_choices.SIGMOID_ENV_VAR, setting)
+    monkeypatch.setattr(tca_choices, "INTERPRETING", interpreting)
+    assert tca_choices.fast_sigmoid_for(_OnDevice(dtype, torch.device(device))) is tanh
 
 
 class _OnDevice:
@@ -538,11 +540,11 @@ def test_the_kernel_computes_the_form_the_environment_asks_for(monkeypatch):
     params = random_params(16, 3, 2)
     expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 2)
     for setting, fast in (("tanh", True), ("exact", False)):
-        monkeypatch.setenv(tca_triton.SIGMOID_ENV_VAR, setting)
+        monkeypatch.setenv(tca_choices.SIGMOID_ENV_VAR, setting)
         torch.testing.assert_close(kernel_attention(x, mf, params, 2, 4, 2), expected, atol=1e-4, rtol=1e-4)
         kernel_attention(x, mf, params, 2, 4, 2, fast_sigmoid=not fast)
         assert built[-2:] == [fast, not fast]
-    monkeypatch.setenv(tca_triton.SIGMOID_ENV_VAR, "fastest")
+    monkeypatch.setenv(tca_choices.SIGMOID_ENV_VAR, "fastest")
     bad_value = "LANGBRT_TCA_SIGMOID='fastest' is not one of: auto, exact, tanh"
     with pytest.raises(LangBRTInputError, match=bad_value):
         kernel_attention(x, mf, params, 2, 4, 2)
@@ -558,7 +560,7 @@ def test_folded_kernel_at_the_paper_width_with_interior_and_border_windows(monke
     """C = 96 runs as channel tiles of 64 and 32 (`channel_chunks`); a 3x3 grid of 8x8 windows shifted by 4
     has interior windows (one Swin region) and border windows (up to four), 20x20 pads the last ones.
     fp32 masks the regions with a select, fp16 with the region channels of the score dot."""
-    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
+    monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, "folded")
     x, mf = random_inputs(1, size, size, 96, 9)
     params = random_params(96, 9, 3)
     expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 3, 8, 4)
@@ -572,7 +574,7 @@ def test_region_channels_mask_other_regions_even_where_logits_saturate(monkeypat
     """The fp16 folded kernel's Swin mask is a logit offset, not a select: keys of another region must
     still get no weight when the logits are large (alpha 0.05: 20x a trained layer's), and keys of the
     query's own region must keep theirs."""
-    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
+    monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, "folded")
     x, mf = random_inputs(1, 8, 8, 16, 3)
     params = random_params(16, 3, 2)
     with torch.no_grad():
@@ -596,14 +598,14 @@ def test_persistent_folded_kernel_matches_reference(monkeypatch, B, programs_per
     its image and loads the next one's activations before this one's maths. 20x20 with 8x8 windows shifted
     by 4 (a 3x3 grid, the last row and column padded, interior and border windows) at the paper's width;
     the interpreter counts as one SM. The output is poisoned first: a window no program computed fails."""
-    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
+    monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, "folded")
     grids = []
-    real_programs = tca_triton.persistent_programs
+    real_programs = tca_launch_configs.persistent_programs
     monkeypatch.setattr(tca_triton, "persistent_programs", lambda *a: grids.append(real_programs(*a)) or grids[-1])
     poison_new_tensors(monkeypatch)
     x, mf = random_inputs(B, 20, 20, 96, 9)
     params = random_params(96, 9, 3)
-    config = tca_triton.LaunchConfig(4, head_stages=1, programs_per_sm=programs_per_sm)
+    config = tca_launch_configs.LaunchConfig(4, head_stages=1, programs_per_sm=programs_per_sm)
     expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 3, 8, 4)
     got = tca_triton._launch(x, mf, *params.tensors(), 3, 8, 4, False, config=config)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
@@ -621,16 +623,16 @@ def test_persistent_folded_kernel_matches_reference(monkeypatch, B, programs_per
 ])
 def test_persistent_programs_fill_the_sms_without_a_second_wave(programs_per_sm, sm_count, windows, batch,
                                                                  programs):
-    assert tca_triton.persistent_programs(programs_per_sm, sm_count, windows, batch) == programs
+    assert tca_launch_configs.persistent_programs(programs_per_sm, sm_count, windows, batch) == programs
 
 
 def test_programs_per_sm_is_the_folded_kernels_only():
     with pytest.raises(ValueError, match="programs_per_sm is the folded kernel's"):
-        tca_triton.LaunchConfig(4, programs_per_sm=3)
+        tca_launch_configs.LaunchConfig(4, programs_per_sm=3)
     with pytest.raises(ValueError, match="at least 1"):
-        tca_triton.LaunchConfig(4, head_stages=1, programs_per_sm=0)
-    assert tca_triton.LaunchConfig(4, head_stages=1).kernel_arguments() == {"HEAD_STAGES": 1, "PROGRAMS_PER_SM": 0,
-                                                                           "OUTPUT_AFTER_HEADS": False}
+        tca_launch_configs.LaunchConfig(4, head_stages=1, programs_per_sm=0)
+    assert tca_launch_configs.LaunchConfig(4, head_stages=1).kernel_arguments() == {
+        "HEAD_STAGES": 1, "PROGRAMS_PER_SM": 0, "OUTPUT_AFTER_HEADS": False}
 
 
 def test_output_after_heads_is_the_folded_kernels_unpipelined_loop_only():
@@ -638,8 +640,8 @@ def test_output_after_heads_is_the_folded_kernels_unpipelined_loop_only():
     loop form."""
     for wrong in ({}, {"head_stages": 2}):
         with pytest.raises(ValueError, match="output_after_heads is the folded kernel's"):
-            tca_triton.LaunchConfig(4, output_after_heads=True, **wrong)
-    config = tca_triton.LaunchConfig(4, 80, head_stages=1, output_after_heads=True)
+            tca_launch_configs.LaunchConfig(4, output_after_heads=True, **wrong)
+    config = tca_launch_configs.LaunchConfig(4, 80, head_stages=1, output_after_heads=True)
     assert config.kernel_arguments()["OUTPUT_AFTER_HEADS"] is True
 
 
@@ -653,13 +655,13 @@ def test_output_after_heads_matches_reference(monkeypatch, B, H, W, shift):
     paper's width (C = 96: two channel tiles, each projected from all three heads' mixes) and 8x8
     windows: fp32 to the reference's 1e-4, fp16 within the GPU tests' bound, and equal to the launch that
     projects with each head. The output is poisoned first: a tile never stored fails."""
-    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
+    monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, "folded")
     poison_new_tensors(monkeypatch)
     x, mf = random_inputs(B, H, W, 96, 9)
     params = random_params(96, 9, 3)
     expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 3, 8, shift)
-    after = tca_triton.LaunchConfig(4, head_stages=1, output_after_heads=True)
-    with_each_head = tca_triton.LaunchConfig(4, head_stages=1)
+    after = tca_launch_configs.LaunchConfig(4, head_stages=1, output_after_heads=True)
+    with_each_head = tca_launch_configs.LaunchConfig(4, head_stages=1)
     got = tca_triton._launch(x, mf, *params.tensors(), 3, 8, shift, False, config=after)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
     half = (x.half(), mf.half(), *cast_params(params, torch.float16).tensors())
@@ -687,7 +689,7 @@ def test_folded_path_falls_back_to_the_direct_kernel_when_the_fold_overflows(mon
     logits = tca_triton.folded_logits(3, 4, 2, fast_sigmoid=False)
     assert not tca_triton.folded_weights(params, 2, torch.float16, logits).finite
     direct = kernel_attention(x, mf, params, 2, 4, 2)
-    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
+    monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, "folded")
     folded = kernel_attention(x, mf, params, 2, 4, 2)
     assert torch.isfinite(folded).all()
     torch.testing.assert_close(folded, direct, atol=0, rtol=0)
@@ -724,7 +726,7 @@ def test_tiny_model_folds_each_blocks_weights_once_across_inference_calls(monkey
     real_fold = tca_fold.fold_tca_weights
     monkeypatch.setattr(tca_fold, "fold_tca_weights", lambda *args: folds.append(args[0]) or real_fold(*args))
     monkeypatch.setenv(ENV_VAR, "triton")
-    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
+    monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, "folded")
     tca_fold.clear_cache()
     torch.manual_seed(0)
     model = LangBRT(LangBRTConfig.tiny(), text_encoder=default_text_encoder()).eval()
@@ -743,7 +745,7 @@ def test_tiny_model_folds_each_blocks_weights_once_across_inference_calls(monkey
     torch.testing.assert_close(folds[-1].alpha, torch.nn.functional.softplus(blocks[0].alpha_raw))
 
 
-def config_id(kernel: tca_triton.KernelChoice, config: tca_triton.LaunchConfig) -> str:
+def config_id(kernel: tca_choices.KernelChoice, config: tca_launch_configs.LaunchConfig) -> str:
     stages = f"-{config.head_stages}stage" if config.head_stages is not None else ""
     persistent = f"-{config.programs_per_sm}persm" if config.programs_per_sm is not None else ""
     after = "-after" if config.output_after_heads else ""
@@ -752,12 +754,12 @@ def config_id(kernel: tca_triton.KernelChoice, config: tca_triton.LaunchConfig) 
 
 @pytest.mark.parametrize(("kernel", "config"), [
     pytest.param(kernel, config, id=config_id(kernel, config))
-    for kernel, configs in tca_triton.LAUNCH_CONFIGS.items() for config in configs])
+    for kernel, configs in tca_launch_configs.LAUNCH_CONFIGS.items() for config in configs])
 def test_each_autotuned_config_launches_its_kernel(monkeypatch, kernel, config):
     """An explicit config reaches the kernel with its constexprs (the folded kernel's HEAD_STAGES: the
     interpreter runs a pipelined loop like a plain one, so this checks the plumbing; the GPU test below
     checks each build)."""
-    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, kernel.value)
+    monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, kernel.value)
     x, mf = random_inputs(1, 8, 8, 16, 3)
     params = random_params(16, 3, 2)
     expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 2)
@@ -765,26 +767,26 @@ def test_each_autotuned_config_launches_its_kernel(monkeypatch, kernel, config):
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("kernel", list(tca_triton.KernelChoice))
+@pytest.mark.parametrize("kernel", list(tca_choices.KernelChoice))
 def test_the_autotuner_times_4_warps_for_half_precision_and_wider_blocks_for_fp32(kernel):
-    configs = [c.triton_config() for c in tca_triton.LAUNCH_CONFIGS[kernel]]
+    configs = [c.triton_config() for c in tca_launch_configs.LAUNCH_CONFIGS[kernel]]
     for dtype, want_4_warps in ((torch.float16, True), (torch.bfloat16, True), (torch.float32, False)):
-        kept = tca_triton.configs_for_dtype(configs, {"x_ptr": torch.empty(0, dtype=dtype)})
+        kept = tca_launch_configs.configs_for_dtype(configs, {"x_ptr": torch.empty(0, dtype=dtype)})
         assert kept and all((c.num_warps == 4) == want_4_warps for c in kept), (dtype, kept)
         assert len(kept) == sum((c.num_warps == 4) == want_4_warps for c in configs)
     autotuner = tca_triton._autotuned_kernel(kernel, 0)
-    assert autotuner.early_config_prune is tca_triton.configs_for_dtype
+    assert autotuner.early_config_prune is tca_launch_configs.configs_for_dtype
 
 
 def test_a_config_of_the_other_kernel_is_one_clear_error(monkeypatch):
     x, mf = random_inputs(1, 8, 8, 16, 3)
     params = random_params(16, 3, 2)
-    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "direct")
+    monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, "direct")
     with pytest.raises(ValueError, match="only the folded one has head_stages"):
-        tca_triton._launch(x, mf, *params.tensors(), 2, 4, 2, False, config=tca_triton.LaunchConfig(4, None, 2))
-    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, "folded")
+        tca_triton._launch(x, mf, *params.tensors(), 2, 4, 2, False, config=tca_launch_configs.LaunchConfig(4, None, 2))
+    monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, "folded")
     with pytest.raises(ValueError, match="does not fit the folded kernel"):
-        tca_triton._launch(x, mf, *params.tensors(), 2, 4, 2, False, config=tca_triton.LaunchConfig(4))
+        tca_triton._launch(x, mf, *params.tensors(), 2, 4, 2, False, config=tca_launch_configs.LaunchConfig(4))
 
 
 # The paper preset's latent shape: B=2, 64x64 latent, C=96, 3 heads, window 8, 9 map channels.
@@ -819,7 +821,7 @@ def test_gpu_paper_shape_forward_and_backward(dtype, shift):
 @requires_cuda
 @pytest.mark.parametrize(("kernel", "config"), [
     pytest.param(kernel, config, id=config_id(kernel, config))
-    for kernel, configs in tca_triton.LAUNCH_CONFIGS.items() for config in configs])
+    for kernel, configs in tca_launch_configs.LAUNCH_CONFIGS.items() for config in configs])
 @pytest.mark.parametrize("shift", [0, 4])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_gpu_every_autotuned_config_matches_reference(monkeypatch, dtype, shift, kernel, config):
@@ -827,7 +829,7 @@ def test_gpu_every_autotuned_config_matches_reference(monkeypatch, dtype, shift,
     kernels, with and without the shift (a shifted block carries the Swin mask). Batch 16, so that a
     persistent config's programs loop over several windows (2-4 on an H100's 132 SMs), into an output
     poisoned with NaN: a window no program computed fails."""
-    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, kernel.value)
+    monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, kernel.value)
     poison_new_tensors(monkeypatch)
     p = PAPER
     x, mf = random_inputs(16, p["H"], p["W"], p["C"], p["Cm"], device="cuda")
@@ -842,7 +844,7 @@ def test_gpu_every_autotuned_config_matches_reference(monkeypatch, dtype, shift,
 @pytest.mark.gpu
 @requires_cuda
 @pytest.mark.parametrize("shift", [0, 4])
-@pytest.mark.parametrize("kernel", list(tca_triton.KernelChoice))
+@pytest.mark.parametrize("kernel", list(tca_choices.KernelChoice))
 def test_gpu_fast_sigmoid_matches_the_reference(monkeypatch, kernel, shift):
     """Both kernels' tanh form within the fp16 bound of the exact form: the direct one halves the logit
     itself, the folded one has it halved by the fold and its Swin regions masked by a logit of -2048 or less,
@@ -853,7 +855,7 @@ def test_gpu_fast_sigmoid_matches_the_reference(monkeypatch, kernel, shift):
     weights (scale 1/2 against -log2 e), so they differ by up to its fp16 error (0.094 of a max |ref| of
     104 on the H100, each 0.12-0.16 from the reference), more than the 0.02 + 1 % this test once held them to.
     """
-    monkeypatch.setenv(tca_triton.KERNEL_ENV_VAR, kernel.value)
+    monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, kernel.value)
     p = PAPER
     x, mf = random_inputs(p["B"], p["H"], p["W"], p["C"], p["Cm"], device="cuda")
     params = random_params(p["C"], p["Cm"], p["heads"], device="cuda")
