@@ -17,20 +17,20 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import Dataset, Subset
 
 from langbrt.atomic import atomic_write_text
-from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError
+from langbrt.errors import LangBRTError, OutputWriteError
 from langbrt.kernels.dispatch import check_impl_runs
 from langbrt.model import LangBRT, LangBRTOutput
 from langbrt.modules.discriminator import PatchDiscriminator
 from langbrt.text import TextEncoder, text_encoder_from_name
+from langbrt.training.batches import batches, batches_per_epoch
 from langbrt.training.data.ffhqr import find_ffhqr_pairs
 from langbrt.training.data.paired import PairedImageDataset, collate_pairs, find_pairs
 from langbrt.training.data.subset import select_fraction
@@ -165,93 +165,6 @@ def follow_config(sched: torch.optim.lr_scheduler.LambdaLR, cfg: TrainConfig) ->
     for group in sched.optimizer.param_groups:
         group["initial_lr"] = cfg.lr
         group["lr"] = cfg.lr * lr_factor(sched.last_epoch, cfg)
-
-
-# ---------------------------------------------------------------------------------------------- data order
-
-
-def _sampler(dataset: Dataset, cfg: TrainConfig, info: DistInfo) -> DistributedSampler:
-    return DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed,
-                              drop_last=True)
-
-
-def batches_per_epoch(dataset: Dataset, cfg: TrainConfig, info: DistInfo) -> int:
-    """Full batches each rank gets per epoch; a set smaller than one batch on every rank is the user's error,
-    raised by `_train` before OUTPUT is created (the `batches` generator only runs at the first step)."""
-    per_epoch = len(_sampler(dataset, cfg, info)) // cfg.batch_size
-    if per_epoch == 0:
-        raise LangBRTInputError(f"the training set has {len(dataset)} samples, fewer than one batch of "
-                                f"{cfg.batch_size} x {info.world_size} process(es); lower --batch-size")
-    return per_epoch
-
-
-def batches(dataset: Dataset, collate: Callable, base: Any, cfg: TrainConfig, info: DistInfo,
-            start_step: int) -> Iterator[dict[str, Any]]:
-    """Endless per-rank batches; batch `start_step` onwards of the seeded order (what resume needs).
-
-    The order is DistributedSampler's (seed, epoch) permutation, so a resumed run, a fresh run and any
-    number of ranks agree on which images make up step N. Incomplete last batches are dropped. Closing the
-    generator releases the epoch's DataLoader, which stops its worker processes.
-    """
-    sampler = _sampler(dataset, cfg, info)
-    per_epoch = batches_per_epoch(dataset, cfg, info)
-    epoch, offset = divmod(start_step, per_epoch)
-    while True:
-        sampler.set_epoch(epoch)
-        if hasattr(base, "set_epoch"):
-            base.set_epoch(epoch)
-        indices = list(sampler)[offset * cfg.batch_size: per_epoch * cfg.batch_size]
-        # Its own generator: a DataLoader iterator otherwise draws its worker seed from the global RNG, at a
-        # moment that differs between a resumed and an uninterrupted run.
-        generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-        for batch in DataLoader(_ErrorsAsData(dataset), batch_size=cfg.batch_size, sampler=indices,
-                                collate_fn=partial(_collate_or_carry, collate), num_workers=cfg.num_workers,
-                                drop_last=True, generator=generator):
-            if isinstance(batch, _CarriedError):
-                raise batch.rebuild()
-            yield batch
-        epoch, offset = epoch + 1, 0
-
-
-@dataclass(frozen=True)
-class _CarriedError:
-    """A `LangBRTError` raised while loading a sample, as data: its class and message."""
-
-    kind: type[LangBRTError]
-    message: str
-
-    def rebuild(self) -> LangBRTError:
-        """The error again, built without its `__init__` (`UnusableImageError` takes a path too)."""
-        error = self.kind.__new__(self.kind)
-        error.args = (self.message,)
-        return error
-
-
-class _ErrorsAsData(Dataset):
-    """`dataset` whose samples' `LangBRTError` (a corrupt image with --strict) comes back as a `_CarriedError`
-    batch, raised again by `batches` in the training process.
-
-    Why: from a DataLoader worker (--num-workers > 0) the error arrived as torch's RuntimeError("Caught
-    UnusableImageError in DataLoader worker process 0. Original Traceback ..."), the worker's traceback printed
-    where one `langbrt-train: error:` line belongs (QA, 2026-11-26)."""
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> Any:
-        try:
-            return self.dataset[index]
-        except LangBRTError as err:
-            return _CarriedError(type(err), str(err))
-
-
-def _collate_or_carry(collate: Callable, samples: list[Any]) -> Any:
-    """`collate(samples)`, or the first sample's carried error (a module-level function: workers pickle it)."""
-    carried = next((s for s in samples if isinstance(s, _CarriedError)), None)
-    return carried if carried is not None else collate(samples)
 
 
 # ---------------------------------------------------------------------------------------------- losses
