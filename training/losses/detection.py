@@ -89,9 +89,10 @@ def component_loss(
     exact_mask: torch.Tensor | None = None,
     kind: str = DEFAULT_DETECTION_LOSS,
 ) -> torch.Tensor:
-    """Eq. 6: the eq. 5 L1 restricted to each pre-defined prompt's face region (B, P, H, W), averaged over the
-    region's pixels (so a small region such as the under-eye area weighs as much as a cheek), summed over P,
-    averaged over the batch. Returns a 0 tensor when the data has no region masks."""
+    """Eq. 6: the eq. 5 map loss (`kind`: BCE by default, L1 as in the paper) restricted to each pre-defined
+    prompt's face region (B, P, H, W), averaged over the region's pixels (so a small region such as the
+    under-eye area weighs as much as a cheek; the paper's L1 norm sums them), summed over P, averaged over the
+    batch. Returns a 0 tensor when the data has no region masks."""
     if region_masks is None:
         return soft_mask.new_zeros(())
     label = _detection_target(source, target, exact_mask)  # (B, 1, H, W)
@@ -105,7 +106,8 @@ def per_prompt_detection_loss(
     soft_maps: torch.Tensor, prompt_masks: torch.Tensor, prompt_valid: torch.Tensor, kind: str = DEFAULT_DETECTION_LOSS
 ) -> torch.Tensor:
     """Synthetic data only: each prompt's soft map (B, K, H, W) against its exact blemish mask (B, K, H, W),
-    mean L1 over the valid prompt slots (B, K) bool. Padding slots are ignored; 0 when none is valid."""
+    mean map loss (`kind`) over the valid prompt slots (B, K) bool; not in the paper, which has no per-prompt
+    ground truth. Padding slots are ignored; 0 when none is valid."""
     assert soft_maps.shape == prompt_masks.shape, (tuple(soft_maps.shape), tuple(prompt_masks.shape))
     assert prompt_valid.shape == soft_maps.shape[:2], (tuple(prompt_valid.shape), tuple(soft_maps.shape))
     if not bool(prompt_valid.any()):
