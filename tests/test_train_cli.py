@@ -115,6 +115,21 @@ def test_corrupt_image_is_skipped_with_a_warning(tmp_path):
     assert (tmp_path / "out/final/model.safetensors").is_file()
 
 
+def test_a_typed_component_weight_on_real_pairs_is_said_to_have_no_effect(tmp_path):
+    """Eq. 6 needs face regions, which folder pairs lack: a weight the user typed is warned about once; the
+    default weight (skipped on every real-data run) is not."""
+    _folder_with_corrupt_pair(tmp_path / "data")
+    (tmp_path / "data/source/c.png").unlink()
+    (tmp_path / "data/target/c.png").unlink()
+    common = ("--data", str(tmp_path / "data"), "--steps", "1", "--batch-size", "2", "--adversarial-weight", "0")
+    typed = run_cli(*common, "--component-weight", "2", "--output", str(tmp_path / "typed"))
+    assert typed.exit_code == 0, typed.output
+    warnings = [line for line in typed.output.splitlines() if line.startswith("Warning: ")]
+    assert len(warnings) == 1 and "--component-weight 2 has no effect" in warnings[0], typed.output
+    default = run_cli(*common, "--output", str(tmp_path / "default"))
+    assert default.exit_code == 0 and "Warning: " not in default.output, default.output
+
+
 def test_corrupt_image_is_fatal_with_strict(tmp_path):
     _folder_with_corrupt_pair(tmp_path / "data")
     result = run_cli("--data", str(tmp_path / "data"), "--strict", "--steps", "1", "--output", str(tmp_path / "out"))

@@ -10,6 +10,7 @@ traceback. Ctrl-C ends with one line naming the checkpoint to `--resume` from, e
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import click
@@ -23,7 +24,7 @@ from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_NOT_WRITTEN, EXIT_USAGE
 from langbrt.training.losses.detection import DEFAULT_DETECTION_LOSS, DETECTION_LOSSES
 from langbrt.training.losses.weights import LossWeights
-from langbrt.training.train_config import ABLATIONS, PRECISIONS, PRESETS, TrainConfig
+from langbrt.training.train_config import ABLATIONS, PRECISIONS, PRESETS, SYNTHETIC, TrainConfig
 
 PROG = "langbrt-train"
 EXIT_DIVERGED = 3
@@ -125,6 +126,7 @@ def main(ctx: click.Context, threads: int, resume: str | None, quiet: bool, **op
 
         try:
             with one_line_warnings():
+                _warn_if_component_loss_cannot_run(ctx, cfg)
                 result = train(cfg, resume=resume, progress=not quiet)
         except TrainingDiverged as err:
             stop(error_line(PROG, err), EXIT_DIVERGED)
@@ -141,6 +143,19 @@ def main(ctx: click.Context, threads: int, resume: str | None, quiet: bool, **op
     if int(os.environ.get("RANK", "0")) == 0:
         click.echo(f"saved {result.final_dir} after {result.steps} steps (loss {result.last_loss:.4f}); "
                    f"evaluate with: langbrt-eval --model {result.final_dir} --data {cfg.data}")
+
+
+def _warn_if_component_loss_cannot_run(ctx: click.Context, cfg: TrainConfig) -> None:
+    """A --component-weight the user typed, on data eq. 6 cannot use, is said once (rank 0), not ignored.
+
+    Why only when typed: eq. 6 needs each pre-defined prompt's face region, which only the synthetic set
+    carries (the paper takes them from a face-parsing model, none is bundled), so the default weight is
+    skipped on every folder / FFHQR run; a warning there would greet every real-data run.
+    """
+    typed = ctx.get_parameter_source("component_weight") == ParameterSource.COMMANDLINE
+    if typed and cfg.data != SYNTHETIC and cfg.loss_weights().component > 0 and int(os.environ.get("RANK", "0")) == 0:
+        warnings.warn(f"--component-weight {cfg.weights.component:g} has no effect on --data {cfg.data}: eq. 6 needs "
+                      "face regions, which only the synthetic set carries (no loss/component in the log)", stacklevel=2)
 
 
 def _check_resume_folder(resume: Path) -> None:
