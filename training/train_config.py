@@ -60,7 +60,9 @@ FFHQR = "ffhqr"
 
 @dataclass
 class TrainConfig:
-    """A training run. Defaults follow the paper, sec. 4.1.2: Adam 2e-4 with cosine decay, 25k steps, batch 1."""
+    """A training run. The optimiser and schedule follow the paper, sec. 4.1.2 (Adam 2e-4 with cosine decay, 25k
+    steps, batch 1); not the paper's: the tiny preset (a CPU runs it; `preset="paper"` is the paper's model),
+    flips, the weight EMA and the BCE detection loss (README, "Where we differ from the paper")."""
 
     data: str = SYNTHETIC  # "synthetic", "ffhqr" (with ffhqr_root) or a folder holding source/ + target/
     output: str = "runs/langbrt"
