@@ -636,7 +636,9 @@ def test_sigterm_ends_an_upload_still_arriving_with_503_and_exits_0(tiny_checkpo
         time.sleep(1.5)  # the upload is being read (0.5 s raced a loaded box once, 2026-11-26)
         proc.send_signal(signal.SIGTERM)
         conn.settimeout(10)
-        reply = conn.recv(65536)
+        reply = b""
+        while chunk := conn.recv(65536):  # "connection: close": headers and body may come as two segments
+            reply += chunk
         conn.close()
         output = proc.communicate(timeout=20)[0].decode()
     finally:
