@@ -9,6 +9,7 @@ batch, run, paste back (see `preprocess`). Servers and the CLIs use it; so can a
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -105,6 +106,12 @@ class Retoucher:
 
     def retouch(self, images: Sequence[LoadedImage | torch.Tensor], prompts: PromptsArg = None) -> list[RetouchResult]:
         """Retouch photos of any sizes; results come back in input order at each photo's own resolution."""
+        if isinstance(images, LoadedImage | str) or (isinstance(images, torch.Tensor) and images.ndim != 4):
+            # One photo, not a list of them: iterating it would give rows or characters, and a misleading error.
+            what = (f"a tensor of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor)
+                    else f"one {type(images).__name__}")
+            raise LangBRTInputError(f"images must be a list of photos (or a (B, 3, H, W) batch), got {what}; "
+                                    "for one photo: retouch([photo], prompts)")
         rgbs = [_as_rgb(image, i) for i, image in enumerate(images)]
         lists = self.resolve_prompts(prompts, len(rgbs))
         results: list[RetouchResult] = []
@@ -134,15 +141,34 @@ class Retoucher:
         return results
 
 
+_INTEGER_SCALES = {torch.uint8: 255.0, torch.uint16: 65535.0}  # a 16-bit photo: `to_uint16_hwc` gives every value back
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
 def _as_rgb(image: LoadedImage | torch.Tensor, index: int) -> torch.Tensor:
-    """A LoadedImage or a (3, H, W) tensor (float in [0, 1], uint8 or uint16) -> float32 (3, H, W) on CPU."""
+    """A LoadedImage or a (3, H, W) tensor (float in [0, 1], uint8 or uint16) -> float32 (3, H, W) on CPU.
+
+    Anything else is one LangBRTInputError: an int32 0-255 photo, a float one in 0-255 or one with NaNs would
+    otherwise be clamped into a white or black model input and come back "retouched" without a word.
+    """
     rgb = image.rgb if isinstance(image, LoadedImage) else image
     if not isinstance(rgb, torch.Tensor) or rgb.ndim != 3 or rgb.shape[0] != 3:
         shape = tuple(rgb.shape) if isinstance(rgb, torch.Tensor) else type(rgb).__name__
-        raise LangBRTInputError(f"image {index}: expected a LoadedImage or a (3, H, W) tensor, got {shape}")
-    if rgb.dtype == torch.uint8:
-        return rgb.cpu().float().div(255.0)
-    if rgb.dtype == torch.uint16:  # a 16-bit photo: `langbrt.io.to_uint16_hwc` gives back every value
-        return rgb.cpu().float().div(65535.0)
-    return rgb.detach().float().cpu()
-
+        raise LangBRTInputError(f"image {index}: expected a LoadedImage (langbrt.io.load_image(path)) or a "
+                                f"(3, H, W) tensor, got {shape}")
+    if rgb.shape[1] == 0 or rgb.shape[2] == 0 or rgb.is_meta:
+        raise LangBRTInputError(f"image {index}: has no pixels ({tuple(rgb.shape)}, on {rgb.device.type})")
+    if rgb.dtype in _INTEGER_SCALES:
+        return rgb.detach().cpu().float().div(_INTEGER_SCALES[rgb.dtype])
+    if rgb.dtype not in _FLOAT_DTYPES:
+        raise LangBRTInputError(f"image {index}: {rgb.dtype} tensors are not taken; pass float values in [0, 1], "
+                                "uint8 (0-255) or uint16 (0-65535)")
+    rgb = rgb.detach().float().cpu()
+    low, high = (float(v) for v in rgb.aminmax())  # NaN in the image makes both NaN
+    if not (0.0 <= low and high <= 1.0):
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise LangBRTInputError(f"image {index}: has NaN or infinite values; float values must be in [0, 1]")
+        hint = "divide it by 255" if 1.0 < high <= 255.0 and low >= 0.0 else "clamp it to [0, 1]"
+        raise LangBRTInputError(f"image {index}: float values must be in [0, 1], found [{low:.4g}, {high:.4g}]; "
+                                f"{hint}")
+    return rgb

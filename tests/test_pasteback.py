@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from langbrt.errors import LangBRTInputError
 from langbrt.runtime import Retoucher
 from langbrt.runtime.backends.base import BackendOutput
 from langbrt.runtime.preprocess import letterbox, letterbox_geometry, paste_back, upsample_maps
@@ -103,6 +104,27 @@ def test_a_12_megapixel_photo_keeps_its_detail_inside_the_retouched_area():
     assert inside.float().mean() > 0.05
     change = (result.image - original)[:, inside]
     np.testing.assert_allclose(change.numpy(), 0.1, atol=1e-5)  # full-resolution texture survives
+
+
+@pytest.mark.parametrize(("image", "message"), [
+    (torch.randint(0, 256, (3, 8, 8), dtype=torch.int32), "torch.int32 tensors are not taken"),
+    (torch.rand(3, 8, 8) > 0.5, "torch.bool tensors are not taken"),
+    (torch.rand(3, 8, 8) * 255, r"found \[.*\]; divide it by 255"),
+    (torch.rand(3, 8, 8) - 0.5, r"found \[.*\]; clamp it to \[0, 1\]"),
+    (torch.full((3, 8, 8), float("nan")), "NaN or infinite"),
+    (torch.full((3, 8, 8), float("inf")), "NaN or infinite"),
+    (torch.zeros(3, 0, 8), "has no pixels"),
+])
+def test_an_image_that_is_not_unit_float_uint8_or_uint16_is_one_input_error(image, message):
+    """Not clamped into a white or black model input and returned as if retouched."""
+    with pytest.raises(LangBRTInputError, match=f"image 1: .*{message}"):
+        Retoucher(DiscBackend()).retouch([torch.rand(3, 8, 8), image])
+
+
+@pytest.mark.parametrize("photo", [torch.rand(3, 8, 8), "face.png"])
+def test_one_photo_instead_of_a_list_is_one_input_error_saying_to_wrap_it(photo):
+    with pytest.raises(LangBRTInputError, match=r"images must be a list of photos.*retouch\(\[photo\], prompts\)"):
+        Retoucher(DiscBackend()).retouch(photo)
 
 
 def test_uint8_tensors_and_mixed_sizes_come_back_at_their_own_sizes():
