@@ -4,13 +4,15 @@
     langbrt-serve --model model.engine --backend tensorrt --max-batch 16 --token "$TOKEN"
 
 Listens on 127.0.0.1 unless told otherwise. SIGINT/SIGTERM shut down gracefully: uvicorn stops accepting,
-finishes in-flight requests, then the batcher drains its queue. Exits 1 with one line if the address is
-taken (checked before the model loads) or the model fails to load, 2 on a bad flag.
+finishes in-flight requests, then the batcher drains its queue. Exits 1 with one line if the `serve`
+extra is not installed or the address is taken (both checked before the model loads) or the model fails to
+load, 2 on a bad flag.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import ipaddress
 import logging
 import os
@@ -35,6 +37,8 @@ PROG = "langbrt-serve"
 EXIT_NOT_SERVING = 1  # the port is taken or the model failed to load: not the flags' fault
 MB = 1024 * 1024  # --max-body-mb and --max-inflight-body-mb count mebibytes
 TOKEN_ENV = "LANGBRT_SERVE_TOKEN"
+SERVER_PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "python-multipart": "python_multipart",
+                   "prometheus-client": "prometheus_client"}  # the `serve` extra: pip name -> module
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -131,10 +135,23 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _missing_server_packages() -> list[str]:
+    """The `serve` extra's packages this environment lacks (pip names). Why: they are imported only after the
+    port is bound, so a plain `pip install langbrt` used to log "listening on ..." and then die in a traceback."""
+    missing = [package for package, module in SERVER_PACKAGES.items() if importlib.util.find_spec(module) is None]
+    if "python-multipart" in missing and importlib.util.find_spec("multipart") is not None:
+        missing.remove("python-multipart")  # its releases before 0.0.13 install the module as `multipart`
+    return missing
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check(args, parser)
+    missing = _missing_server_packages()
+    if missing:
+        return fail(PROG, f"the server needs the serve extra ({', '.join(missing)} not installed): "
+                          "pip install 'langbrt[serve]'", EXIT_NOT_SERVING)
     token = args.token or os.environ.get(TOKEN_ENV) or None
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     log = logging.getLogger("langbrt.serve")

@@ -129,6 +129,20 @@ def test_serve_interrupted_while_its_server_stack_imports_is_one_line(monkeypatc
     assert capsys.readouterr().err.strip().splitlines() == ["langbrt-serve: interrupted while starting"]
 
 
+def test_serve_without_its_extra_installed_is_one_line_naming_the_extra_before_binding(monkeypatch, capsys):
+    """A plain `pip install langbrt` has no uvicorn: one line naming `langbrt[serve]`, not "listening on ..."
+    followed by a ModuleNotFoundError traceback (QA, 2026-11-26)."""
+    from langbrt.runtime import cli_serve
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "uvicorn" else real_find_spec(name, *args))
+    monkeypatch.setattr(cli_serve, "_bind", lambda host, port: pytest.fail("bound a port without a server to run"))
+    assert cli_serve.main(["--port", "0"]) == cli_serve.EXIT_NOT_SERVING
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "langbrt-serve: error: the server needs the serve extra (uvicorn not installed): pip install 'langbrt[serve]'"]
+
+
 def test_a_path_with_undecodable_bytes_prints_escaped_on_a_strict_utf8_stdout():
     """A command that prints a file name holding non-UTF-8 bytes (Python's lone surrogates) must not end in
     UnicodeEncodeError after its work is done when stdout is strict UTF-8 (QA, 2026-11-26)."""
