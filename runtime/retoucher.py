@@ -10,6 +10,7 @@ batch, run, paste back (see `preprocess`). Servers and the CLIs use it; so can a
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,10 +50,11 @@ class Retoucher:
     """A loaded backend plus the letterbox/paste-back around it."""
 
     def __init__(self, backend: Backend, batch_size: int = DEFAULT_BATCH_SIZE) -> None:
-        if batch_size < 1:
-            raise LangBRTInputError(f"batch size must be >= 1, got {batch_size}")
+        # bool is an int to Python; 1.5 would fail later in range(), '8' or None in the comparison (TypeError)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise LangBRTInputError(f"batch size must be a whole number >= 1, got {batch_size!r}")
         self.backend = backend
-        self.batch_size = batch_size
+        self.batch_size = int(batch_size)
 
     @classmethod
     def load(cls, path: str | Path | None = None, backend: str = "auto", device: str | None = None,

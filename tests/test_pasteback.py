@@ -127,6 +127,17 @@ def test_one_photo_instead_of_a_list_is_one_input_error_saying_to_wrap_it(photo)
         Retoucher(DiscBackend()).retouch(photo)
 
 
+@pytest.mark.parametrize("batch_size", [0, -1, 1.5, "8", None, True])
+def test_a_batch_size_that_is_not_a_whole_number_from_1_is_one_input_error(batch_size):
+    with pytest.raises(LangBRTInputError, match="batch size must be a whole number >= 1"):
+        Retoucher(DiscBackend(), batch_size=batch_size)
+
+
+def test_a_numpy_integer_batch_size_is_taken():
+    results = Retoucher(DiscBackend(), batch_size=np.int64(2)).retouch([torch.rand(3, 8, 8)] * 3)
+    assert len(results) == 3
+
+
 def test_uint8_tensors_and_mixed_sizes_come_back_at_their_own_sizes():
     images = [torch.randint(0, 256, (3, 40, 90), dtype=torch.uint8), torch.rand(3, 64, 64), torch.rand(3, 9, 7)]
     results = Retoucher(DiscBackend(), batch_size=2).retouch(images, ["acne on the cheeks"])
