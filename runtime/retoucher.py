@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import numbers
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,10 +89,16 @@ class Retoucher:
     def resolve_prompts(self, prompts: PromptsArg, count: int) -> list[list[str]]:
         """None -> the pre-defined prompts; a list of strings -> the same for every image; else per image (an
         image's None: its pre-defined prompts)."""
+        if isinstance(prompts, str | bytes | bytearray):  # iterating would make each character a prompt
+            fix = f"pass [{prompts!r}]" if isinstance(prompts, str) else "decode it to str and pass it in a list"
+            raise LangBRTInputError(f"prompts must be a list of strings, got a bare {type(prompts).__name__}; {fix}")
+        if prompts is not None and not isinstance(prompts, Sequence):  # a generator, a set, a number
+            if not isinstance(prompts, Iterable):
+                raise LangBRTInputError(f"prompts must be a list of strings or one list per image, got "
+                                        f"{type(prompts).__name__}: {prompts!r}")
+            prompts = list(prompts)
         if prompts is None:
             lists: Sequence[Sequence[str]] = [self.predefined_prompts] * count
-        elif isinstance(prompts, str):
-            raise LangBRTInputError("prompts must be a list of strings, got a bare string")
         elif len(prompts) > 0 and all(isinstance(p, str) for p in prompts):
             lists = [list(prompts)] * count  # type: ignore[list-item]
         else:  # one entry per image; None there is that image's pre-defined prompts, as for a server request

@@ -138,6 +138,23 @@ def test_a_numpy_integer_batch_size_is_taken():
     assert len(results) == 3
 
 
+def test_prompts_from_any_iterable_are_taken_in_their_order():
+    retoucher = Retoucher(DiscBackend())
+    [result] = retoucher.retouch([torch.rand(3, 8, 8)], (p for p in ["acne on the cheeks", "forehead wrinkles"]))
+    assert result.prompts == ["acne on the cheeks", "forehead wrinkles"]
+
+
+@pytest.mark.parametrize(("prompts", "message"), [
+    (5, "prompts must be a list of strings or one list per image, got int"),
+    (b"acne", "got a bare bytes; decode it"),
+    ([b"acne"], "prompts must be strings, got bytes b'acne'; decode them"),
+    ("acne", r"got a bare str; pass \['acne'\]"),
+])
+def test_prompts_that_are_not_strings_or_lists_of_them_are_one_input_error(prompts, message):
+    with pytest.raises(LangBRTInputError, match=message):
+        Retoucher(DiscBackend()).retouch([torch.rand(3, 8, 8)], prompts)
+
+
 def test_uint8_tensors_and_mixed_sizes_come_back_at_their_own_sizes():
     images = [torch.randint(0, 256, (3, 40, 90), dtype=torch.uint8), torch.rand(3, 64, 64), torch.rand(3, 9, 7)]
     results = Retoucher(DiscBackend(), batch_size=2).retouch(images, ["acne on the cheeks"])

@@ -53,6 +53,8 @@ def normalize_prompt_lists(prompts: Sequence[Sequence[str]], batch_size: int) ->
     for image_prompts in prompts:
         if isinstance(image_prompts, str):
             raise LangBRTInputError("prompts must be one list of strings per image, got a bare string")
+        if isinstance(image_prompts, bytes | bytearray):  # a Sequence too, of ints: "prompt must be a string, got 97"
+            raise LangBRTInputError(f"prompts must be strings, got bytes {bytes(image_prompts)!r}; decode them first")
         if not isinstance(image_prompts, Sequence):  # None, a number: not len()'s TypeError
             raise LangBRTInputError(f"prompts must be one list of strings per image, got "
                                     f"{type(image_prompts).__name__}: {image_prompts!r}")
