@@ -19,8 +19,10 @@ def require_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError as err:
         raise LangBRTInputError(f"--device {name}: not a device ({err}); use cpu, cuda or cuda:N") from None
-    if device.type != "cuda":
+    if device.type == "cpu":
         return device
+    if device.type != "cuda":  # mps, xpu, meta: PyTorch names them, but LangBRT's kernels and tests are CPU/CUDA
+        raise LangBRTInputError(f"--device {name}: LangBRT runs on cpu, cuda or cuda:N, not {device.type}")
     if not torch.cuda.is_available():
         raise LangBRTInputError(f"--device {name}: PyTorch sees no CUDA GPU on this machine; use --device cpu")
     count = torch.cuda.device_count()

@@ -80,6 +80,17 @@ def test_a_device_this_machine_lacks_is_one_line_naming_what_it_has(monkeypatch:
     assert require_device("cuda:1") == torch.device("cuda", 1) and require_device("cpu") == torch.device("cpu")
 
 
+@pytest.mark.parametrize("name", ["mps", "xpu", "meta"])
+def test_a_device_type_other_than_cpu_or_cuda_is_one_input_error(name: str) -> None:
+    """From Python (`Retoucher.load(device="mps")`), where no argparse pattern checks the name first; 'mps' on a
+    build without it used to end in torch's RuntimeError from deep inside the model load (QA)."""
+    from langbrt.devices import require_device
+    from langbrt.errors import LangBRTInputError
+
+    with pytest.raises(LangBRTInputError, match=f"--device {name}: LangBRT runs on cpu, cuda or cuda:N"):
+        require_device(name)
+
+
 def test_eval_takes_the_same_device_names(capsys: pytest.CaptureFixture[str]) -> None:
     from click.testing import CliRunner
 
