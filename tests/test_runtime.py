@@ -140,6 +140,18 @@ def test_unknown_backend_and_missing_model_are_clear_errors(tmp_path, artifacts)
             Retoucher.load(artifacts[0], backend=engine_backend)
 
 
+@pytest.mark.parametrize("device", ["mps", "gpu", "cuda0"])
+def test_every_backend_refuses_a_device_name_the_clis_would_refuse(artifacts, device):
+    """The ONNX Runtime backend ran 'mps' or 'gpu' on the CPU without a word (QA)."""
+    for path in artifacts:
+        with pytest.raises(LangBRTInputError, match=f"device '{device}' is not one LangBRT runs on; use cpu, cuda"):
+            Retoucher.load(path, device=device)
+
+
+def test_a_torch_device_names_the_device_for_every_backend(artifacts):
+    assert [Retoucher.load(path, device=torch.device("cpu")).device for path in artifacts] == ["cpu", "cpu"]
+
+
 def test_an_onnx_file_without_langbrt_metadata_is_refused(tmp_path):
     path = tmp_path / "plain.onnx"
     torch.onnx.export(torch.nn.Identity(), (torch.rand(1, 3),), str(path), dynamo=False)
