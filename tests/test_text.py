@@ -3,9 +3,11 @@
 import hashlib
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
+import threading
 import warnings
 
 import pytest
@@ -193,6 +195,52 @@ def test_prompt_bank_encodes_only_missing_prompts_in_one_batch() -> None:
     assert torch.equal(out[1], out[3])
     assert bank.texts == ["acne", "scars", "wrinkles", "moles"]
     assert len(bank) == 4 and "ACNE " in bank and "freckles" not in bank
+
+
+def hammer_from_threads(embed, threads: int = 8, calls: int = 1500) -> list[str]:
+    """Call `embed` with two of 8 prompts from several threads at once, switching threads as often as Python
+    can, and return the errors raised (a bounded cache of fewer than 8 evicts all the time)."""
+    errors: list[str] = []
+
+    def work(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(calls):
+            try:
+                embed([f"prompt {rng.randrange(8)}", f"prompt {rng.randrange(8)}"])
+            except Exception as err:  # noqa: BLE001 - any error is the finding
+                errors.append(repr(err))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        workers = [threading.Thread(target=work, args=(seed,)) for seed in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        sys.setswitchinterval(interval)
+    return errors
+
+
+def test_a_frozen_bank_shared_by_threads_answers_every_call() -> None:
+    """Threads sharing one Retoucher share its bank; its LRU is not thread-safe by itself, and once it evicted,
+    a lookup racing an eviction raised KeyError (QA, thousands of them in 8 threads x 3 000 calls)."""
+    bank = PromptBank(CountingEncoder())
+    bank.freeze(transient_prompts=4)
+    assert hammer_from_threads(bank.embed) == []
+
+
+def test_an_artifacts_extra_prompt_cache_shared_by_threads_answers_every_call() -> None:
+    from cachetools import LRUCache
+
+    from langbrt.artifact import ArtifactMetadata
+    from langbrt.runtime.backends.artifact_backend import ExtraPromptEncoder
+
+    metadata = ArtifactMetadata(64, ["acne"], [0], "fake:hash", 8, "0", extra_prompt_slots=2)
+    extras = ExtraPromptEncoder(metadata, "m.onnx")
+    extras._encoder, extras._cache = CountingEncoder(), LRUCache(maxsize=4)
+    assert hammer_from_threads(extras._embed) == []
 
 
 def test_prompt_bank_add_caches_prompts_for_later_lookups() -> None:

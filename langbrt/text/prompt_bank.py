@@ -5,6 +5,7 @@ checkpoints and exported engines answer their known prompts with no text encoder
 prompt embeddings"), and lets training avoid re-encoding the same few prompts every step.
 """
 
+import threading
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -17,6 +18,11 @@ from langbrt.text.prompts import normalize_prompt
 _MAX_LISTED = 20
 TRANSIENT_PROMPTS = 1024
 """Prompts a frozen bank keeps encoded beyond its own (least recently used first out): ~2 MB at dim 512."""
+
+_CACHE_LOCK = threading.Lock()
+"""Guards every bank's cache lookups and inserts. Why: a cachetools LRU is not thread-safe (`get` is `in` then
+`[]`, and a hit reorders it), so threads sharing one Retoucher got KeyError once the LRU evicted. One lock for
+all banks, not one per bank: it is held only for dict operations, and a bank stays picklable."""
 
 
 class PromptBank:
@@ -116,17 +122,19 @@ class PromptBank:
             return torch.empty(0, self._dim)
         unique = list(dict.fromkeys(keys))  # in order
         rows: dict[str, torch.Tensor] = {}
-        for key in unique:
-            row = self._cache.get(key)
-            if row is None and self._transient is not None:
-                row = self._transient.get(key)  # a hit refreshes its place in the LRU
-            if row is not None:
-                rows[key] = row
+        with _CACHE_LOCK:
+            for key in unique:
+                row = self._cache.get(key)
+                if row is None and self._transient is not None:
+                    row = self._transient.get(key)  # a hit refreshes its place in the LRU
+                if row is not None:
+                    rows[key] = row
         missing = [k for k in unique if k not in rows]
         if missing:
-            encoded = self._encode_missing(missing)
+            encoded = self._encode_missing(missing)  # outside the lock: other threads' cached prompts need not wait
             rows.update(encoded)
-            (self._cache if self._transient is None else self._transient).update(encoded)
+            with _CACHE_LOCK:
+                (self._cache if self._transient is None else self._transient).update(encoded)
         return torch.stack([rows[k] for k in keys])  # (N, dim)
 
     def _encode_missing(self, missing: list[str]) -> dict[str, torch.Tensor]:

@@ -6,6 +6,7 @@ with the text encoder the metadata names and fed through the artifact's extra-pr
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from langbrt.artifact import LEARNED_PROMPTS_KEY, ArtifactMetadata
 from langbrt.errors import LangBRTError, LangBRTInputError
 from langbrt.text.prompt_bank import TRANSIENT_PROMPTS
 
+_CACHE_LOCK = threading.Lock()  # every encoder's LRU, held for dict operations only (as `prompt_bank`'s)
 _LISTED_PROMPTS = 6  # an error line names this many of an artifact's prompts, not a table of hundreds
 
 
@@ -85,7 +87,8 @@ class ExtraPromptEncoder:
         return PromptFeeds(index, weights, embeddings, extra_weights, per_image)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
-        found = {t: self._cache[t] for t in texts if t in self._cache}  # before encoding can evict them
+        with _CACHE_LOCK:  # cachetools' LRU is not thread-safe: `in` then `[]` raced another thread's eviction
+            found = {t: self._cache[t] for t in texts if t in self._cache}  # before encoding can evict them
         missing = [t for t in texts if t not in found]
         if missing:
             if self._encoder is None:
@@ -102,7 +105,8 @@ class ExtraPromptEncoder:
             assert rows.shape == (len(missing), self.metadata.text_dim), (rows.shape, self.metadata.text_dim)
             encoded = dict(zip(missing, rows, strict=True))
             found.update(encoded)
-            self._cache.update(encoded)
+            with _CACHE_LOCK:
+                self._cache.update(encoded)
         return np.stack([found[t] for t in texts])  # (N, D)
 
     def _listing(self) -> str:
