@@ -117,6 +117,7 @@ class LangBRT(nn.Module):
 
     def forward(self, images: torch.Tensor, prompts: Sequence[Sequence[str]] | None = None) -> LangBRTOutput:
         """images (B, 3, H, W) in [0, 1]; prompts: one list of strings per image (default: pre-defined)."""
+        self._check_images(images)  # first: a (3, H, W) image would otherwise be "3 images" to the prompt check
         if prompts is None:
             prompts = [list(self.config.predefined_prompts)] * images.shape[0]
         table = self.prompt_table(prompts, images.shape[0])
@@ -172,8 +173,16 @@ class LangBRT(nn.Module):
 
     def _check_images(self, images: torch.Tensor) -> None:
         stride = self.config.stride
+        if not isinstance(images, torch.Tensor):
+            raise LangBRTInputError(f"images must be a (B, 3, H, W) tensor, got {type(images).__name__}")
         if images.ndim != 4 or images.shape[1] != 3:
             raise LangBRTInputError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+        weights = next(self.parameters())
+        if images.dtype != weights.dtype:  # else the first linear layer's "mat1 and mat2 must have the same dtype"
+            raise LangBRTInputError(
+                f"images are {images.dtype} but the model is {weights.dtype}: pass float values in [0, 1] as "
+                f"{weights.dtype} (uint8: images.to({weights.dtype}) / 255), or move the model with .to(dtype)"
+            )
         if images.shape[-1] % stride or images.shape[-2] % stride:
             raise LangBRTInputError(
                 f"image size {tuple(images.shape[-2:])} must be a multiple of {stride}; "

@@ -139,6 +139,24 @@ def test_image_size_must_fit_the_stride(tiny):
         tiny(torch.rand(1, 3, 62, 64), [["acne"]])
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float64, torch.float16])
+def test_images_of_another_dtype_than_the_model_are_one_input_error(tiny, images, dtype):
+    """Not the first linear layer's 'mat1 and mat2 must have the same dtype' (QA)."""
+    with pytest.raises(LangBRTInputError, match=f"images are {dtype} but the model is torch.float32"):
+        tiny(images.to(dtype), [["acne"], ["acne"]])
+
+
+def test_one_image_without_its_batch_dimension_is_named_as_such(tiny, images):
+    """A (3, H, W) image used to reach the prompt check first, as '1 prompt lists for 3 images'."""
+    with pytest.raises(LangBRTInputError, match=r"images must be \(B, 3, H, W\), got \(3, 64, 64\)"):
+        tiny(images[0], [["acne"]])
+
+
+def test_a_bare_string_of_prompts_is_named_as_such(tiny, images):
+    with pytest.raises(LangBRTInputError, match="one list of strings per image, got a bare string"):
+        tiny(images[:1], "acne")
+
+
 @pytest.mark.slow
 def test_paper_preset_runs_one_512_forward(encoder):
     cfg = LangBRTConfig.paper()

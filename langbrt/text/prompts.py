@@ -47,6 +47,8 @@ def normalize_prompt(text: str) -> str:
 
 def normalize_prompt_lists(prompts: Sequence[Sequence[str]], batch_size: int) -> list[list[str]]:
     """Normalise and de-duplicate each image's prompts, keeping the user's order; one clear error if bad."""
+    if isinstance(prompts, str):  # its len() is no count of images: "got 4 prompt lists for 1 images"
+        raise LangBRTInputError(f"prompts must be one list of strings per image, got a bare string: [[{prompts!r}]]")
     if len(prompts) != batch_size:
         raise LangBRTInputError(f"got {len(prompts)} prompt lists for {batch_size} images")
     out: list[list[str]] = []
