@@ -121,6 +121,14 @@ def test_an_image_that_is_not_unit_float_uint8_or_uint16_is_one_input_error(imag
         Retoucher(DiscBackend()).retouch([torch.rand(3, 8, 8), image])
 
 
+def test_a_float_photo_a_resize_overshot_a_little_is_taken_and_kept_outside_the_mask():
+    original = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(1)) * 1.16 - 0.08  # [-0.08, 1.08]
+    [result] = Retoucher(DiscBackend(delta=0.1)).retouch([original])
+    outside = result.mask[0] == 0  # (H, W)
+    assert outside.any() and torch.equal(result.image[:, outside], original[:, outside])
+    assert result.image[:, ~outside].min() >= 0 and result.image[:, ~outside].max() <= 1
+
+
 @pytest.mark.parametrize("photo", [torch.rand(3, 8, 8), "face.png"])
 def test_one_photo_instead_of_a_list_is_one_input_error_saying_to_wrap_it(photo):
     with pytest.raises(LangBRTInputError, match=r"images must be a list of photos.*retouch\(\[photo\], prompts\)"):
