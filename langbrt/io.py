@@ -32,6 +32,7 @@ from langbrt.atomic import atomic_path
 from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError, TooManyPixelsError
 from langbrt.png16 import decode_png16, encode_png16
 from langbrt.png_rows import missing_rows
+from langbrt.tiff16 import decode_tiff16
 
 DEFAULT_MAX_PIXELS = 64_000_000
 """Largest W*H accepted before decoding: a 48-MP phone photo passes, a crafted 20000x20000 header does not."""
@@ -60,8 +61,8 @@ class LoadedImage:
     exif: bytes | None = None  # orientation tag already applied and removed
     icc_profile: bytes | None = None
     bit_depth: int = 8  # bits per sample in the file: 8, 16, or 32 (float TIFF)
-    # Bits per sample a PNG output needs to give back every bit that was read: 16 for 16-bit PNG and 16-bit
-    # grayscale TIFF, 8 otherwise (Pillow reads 16-bit colour TIFF at 8 bits; float TIFF is written at 8).
+    # Bits per sample a PNG output needs to give back every bit that was read: 16 for 16-bit PNG and TIFF, 8
+    # otherwise (an LZW 16-bit colour TIFF is read at 8 bits, `tiff16`; float TIFF is written at 8).
     output_bit_depth: int = 8
     # The file stores its pixels exactly (every format but JPEG and lossy WebP): a WebP output is then written
     # lossless, so the pixels outside the mask come back as they were read.
@@ -158,18 +159,27 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
             raw_mode = _raw_mode(img)
             deep_png = fmt == "PNG" and raw_mode in _DEEP_PNG_RAW_MODES
             with_alpha = deep_png and raw_mode == "RGBA;16B"
+            deep_tiff = fmt == "TIFF" and bit_depth == 16 and img.mode in ("RGB", "RGBA")  # `tiff16` may read them
             frames = getattr(img, "n_frames", 1)  # before load(): Pillow counts them from the header and file
+            # Before load(), which turns a TIFF upright as it decodes it and drops the tag; tiff16's samples
+            # are as stored.
+            tiff_orientation = img.getexif().get(ExifTags.Base.Orientation, 1) if deep_tiff else 1
             img.load()  # decode everything now, so a truncated file fails here and not in a caller
             if fmt == "PNG" and not deep_png:  # libspng, which reads the deep ones, checks this itself
                 fh.seek(0)
                 if (shortfall := missing_rows(fh.read())) is not None:
                     raise ValueError(shortfall)  # Pillow would hand back the missing rows black
-            orientation = img.getexif().get(ExifTags.Base.Orientation, 1) if deep_png else 1  # before it is removed
+            # A PNG's before exif_transpose removes it (an eXIf chunk after the pixels is read by load()).
+            orientation = img.getexif().get(ExifTags.Base.Orientation, 1) if deep_png else tiff_orientation
             colour_key = img.info.get("transparency") if deep_png and not with_alpha else None
             ImageOps.exif_transpose(img, in_place=True)
+            samples = None
             if deep_png:
                 fh.seek(0)
                 samples = decode_png16(fh.read(), alpha=with_alpha, colour_key=colour_key)
+            elif deep_tiff:
+                samples = decode_tiff16(fh)  # None: a compression it cannot decode; Pillow's 8 bits stay
+            if samples is not None:
                 rgb, alpha = _planes_16(_upright(samples, orientation))
             else:
                 rgb, alpha = _to_planes(img, name)
@@ -191,7 +201,7 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
         exif=img.info.get("exif") or None,
         icc_profile=img.info.get("icc_profile") or None,
         bit_depth=bit_depth,
-        output_bit_depth=16 if deep_png or img.mode in _SIXTEEN_BIT_MODES else 8,
+        output_bit_depth=16 if samples is not None or img.mode in _SIXTEEN_BIT_MODES else 8,
         lossless=_stores_exact_pixels(fmt, fh),
         frames=frames,
     )
@@ -228,9 +238,9 @@ def output_note(image: LoadedImage, name: str | None = None) -> str | None:
     """
     notes = []
     if image.bit_depth > image.output_bit_depth:
-        notes.append(f"{image.bit_depth}-bit {image.format} comes back as {image.output_bit_depth}-bit (only 16-bit "
-                     "RGB, RGBA and grey PNG and 16-bit grayscale TIFF keep 16 bits); convert it to a 16-bit RGB(A) "
-                     "PNG to keep every bit")
+        notes.append(f"{image.bit_depth}-bit {image.format} comes back as {image.output_bit_depth}-bit (16-bit "
+                     "RGB, RGBA and grey PNG and TIFF keep 16 bits, but not TIFFs compressed with LZW, PackBits or "
+                     "JPEG); convert it to a 16-bit RGB(A) PNG or an uncompressed or ZIP TIFF to keep every bit")
     if image.frames > 1:
         notes.append(f"{image.format} holds {image.frames} frames (an animation or pages); only the first is "
                      "retouched and comes back, as a still image")

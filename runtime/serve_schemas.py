@@ -13,7 +13,7 @@ OUTPUT_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"
 """Formats a reply keeps from its upload, with their media types; anything else comes back as PNG."""
 
 WARNING_HEADER = "X-LangBRT-Warning"
-"""Set on an image reply that carries fewer bits per sample than the upload (16-bit colour TIFF -> 8-bit PNG)."""
+"""Set on an image reply that carries fewer bits per sample than the upload (a 16-bit LZW TIFF -> 8-bit PNG)."""
 
 
 

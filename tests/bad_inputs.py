@@ -62,17 +62,25 @@ def png16_bytes(samples: np.ndarray) -> bytes:
             + _chunk(b"IEND", b""))
 
 
-def tiff16_bytes(samples: np.ndarray) -> bytes:
-    """(H, W, 3) uint16 -> an uncompressed 16-bit RGB TIFF written by hand; Pillow reads it (at 8 bits) but
-    cannot write it."""
+def tiff16_bytes(samples: np.ndarray, *, lzw: bool = False) -> bytes:
+    """(H, W, 3) uint16 -> a 16-bit RGB TIFF written by hand (Pillow cannot write one), uncompressed or, with
+    `lzw`, LZW-compressed: the compression tifffile needs imagecodecs for. The LZW strip is Pillow's (libtiff's)
+    for a 16-bit grey image of the same bytes, 3W samples per row."""
     height, width, _ = samples.shape
-    pixels = samples.astype("<u2").tobytes()
+    pixels, compression = samples.astype("<u2").tobytes(), 1
+    if lzw:
+        grey = io.BytesIO()
+        Image.fromarray(samples.astype("<u2").reshape(height, width * 3)).save(grey, format="TIFF",
+                                                                              compression="tiff_lzw")
+        with Image.open(grey) as written:
+            (offset,), (length,) = written.tag_v2[273], written.tag_v2[279]  # one strip: offset, bytes
+        pixels, compression = grey.getvalue()[offset: offset + length], 5
     count = 10  # IFD entries
     bits_at = 8 + 2 + 12 * count + 4  # after the header and the IFD
     pixels_at = bits_at + 6  # after BitsPerSample's three SHORTs
-    entries = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 3, bits_at), (259, 3, 1, 1), (262, 3, 1, 2),
+    entries = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 3, bits_at), (259, 3, 1, compression), (262, 3, 1, 2),
                (273, 4, 1, pixels_at), (277, 3, 1, 3), (278, 4, 1, height), (279, 4, 1, len(pixels)),
-               (284, 3, 1, 1)]  # width, height, bits, no compression, RGB, strip, 3 samples, rows, bytes, chunky
+               (284, 3, 1, 1)]  # width, height, bits, compression, RGB, strip, 3 samples, rows, bytes, chunky
     assert len(entries) == count
     ifd = struct.pack("<H", count) + b"".join(
         struct.pack("<HHI", tag, kind, n) + (struct.pack("<HH", value, 0) if kind == 3 and n == 1
@@ -231,7 +239,7 @@ IMAGE_CASES = (
     ImageCase("cmyk-jpeg", cmyk_jpeg, ok=True, size=SIZE, media_type="image/jpeg"),
     ImageCase("16-bit-png", png_16bit, ok=True, size=SIZE),
     ImageCase("16-bit-rgba-png", png_16bit_rgba, ok=True, size=SIZE),
-    ImageCase("16-bit-rgb-tiff", tiff_16bit, ok=True, size=SIZE, media_type="image/tiff"),  # read at 8 bits
+    ImageCase("16-bit-rgb-tiff", tiff_16bit, ok=True, size=SIZE, media_type="image/tiff"),  # read at 16 bits
     ImageCase("exif-rotated", exif_rotated_jpeg, ok=True, size=ROTATED_STORED[::-1], media_type="image/jpeg"),
 )
 BAD_IMAGES = tuple(c for c in IMAGE_CASES if not c.ok)

@@ -489,9 +489,23 @@ def test_the_output_suffix_names_the_format_written_not_the_inputs_misleading_on
             assert img.format == "JPEG"
 
 
-def test_a_16bit_colour_tiff_comes_back_8bit_with_one_warning_line(model_dir, tmp_path, capsys):
+def test_a_16bit_colour_tiff_comes_back_as_a_16bit_png_bit_identical_where_the_mask_is_0(gated_model_dir, tmp_path,
+                                                                                         capsys):
+    samples = deep_noise()
     src = tmp_path / "deep.tif"
-    src.write_bytes(tiff16_bytes(deep_noise()))
+    src.write_bytes(tiff16_bytes(samples))
+    assert _run(gated_model_dir, src, "--prompt", "acne on the cheeks", "--json") == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["results"][0]["bit_depth"] == 16 and "warning" not in captured.err
+    out = decode_png16((tmp_path / "retouched" / "deep_retouched.png").read_bytes(), alpha=False)
+    untouched = _api_mask(gated_model_dir, src, "acne on the cheeks") == 0  # (H, W)
+    assert out.shape == samples.shape and untouched.any() and (~untouched).any()
+    assert np.array_equal(out[untouched], samples[untouched])  # bit for bit, at 16 bits
+
+
+def test_an_lzw_16bit_colour_tiff_comes_back_8bit_with_one_warning_line(model_dir, tmp_path, capsys):
+    src = tmp_path / "deep.tif"
+    src.write_bytes(tiff16_bytes(deep_noise(), lzw=True))
     assert _run(model_dir, src, "--json") == 0
     captured = capsys.readouterr()
     [entry] = json.loads(captured.out)["results"]

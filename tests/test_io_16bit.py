@@ -1,5 +1,5 @@
-"""16-bit files in langbrt.io: 16-bit PNGs (any colour type) are read and written back exactly, alpha too;
-what cannot keep 16 bits (colour TIFF) says so; a damaged 16-bit PNG is one clear line."""
+"""16-bit files in langbrt.io: 16-bit PNGs (any colour type) and colour TIFFs are read and written back exactly,
+alpha too; what cannot keep 16 bits (an LZW TIFF) says so; a damaged 16-bit PNG is one clear line."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import zlib
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 from bad_inputs import deep_noise, png16_bytes, tiff16_bytes
 from PIL import Image, ImageOps
@@ -106,8 +107,28 @@ def test_a_16bit_grey_png_and_a_16bit_grey_tiff_keep_16_bits(tmp_path):
         assert np.array_equal(to_uint16_hwc(loaded.rgb)[:, :, 0], grey)
 
 
-def test_a_16bit_colour_tiff_is_read_at_8_bits_and_says_so():
-    loaded = load_image_bytes(tiff16_bytes(deep_noise()), "deep.tif")
+@pytest.mark.parametrize("layout", [
+    {}, {"compression": "zlib", "predictor": True}, {"compression": "lzma"}, {"tile": (16, 16)}, {"byteorder": ">"},
+    {"extrasamples": ["unassalpha"]}, *({"extratags": [(274, 3, 1, turn, True)]} for turn in range(2, 9)),
+], ids=lambda layout: "-".join(map(str, layout)) or "plain")
+def test_a_16bit_colour_tiff_keeps_16_bits_upright_as_pillow_turns_it(layout):
+    """tifffile's samples, in the orientation Pillow's own (8-bit) decoding of the same file has."""
+    samples = deep_noise(channels=4 if "extrasamples" in layout else 3)
+    data = io.BytesIO()
+    tifffile.imwrite(data, samples, photometric="rgb", **layout)
+    loaded = load_image_bytes(data.getvalue(), "deep.tif")
+    assert (loaded.bit_depth, loaded.output_bit_depth, output_note(loaded)) == (16, 16, None)
+    with Image.open(data) as img:
+        eight_bit = np.asarray(img.convert("RGBA" if "extrasamples" in layout else "RGB"))  # upright, >> 8
+    got = to_uint16_hwc(loaded.rgb if loaded.alpha is None else torch.cat([loaded.rgb, loaded.alpha]))
+    assert loaded.size == (got.shape[1], got.shape[0]) and np.array_equal(got >> 8, eight_bit)
+    if "extratags" not in layout:
+        assert np.array_equal(got, samples)
+
+
+def test_an_lzw_16bit_colour_tiff_is_read_at_8_bits_and_says_so():
+    """LZW needs tifffile's optional imagecodecs, which LangBRT does not require."""
+    loaded = load_image_bytes(tiff16_bytes(deep_noise(), lzw=True), "deep.tif")
     assert (loaded.bit_depth, loaded.output_bit_depth) == (16, 8)
     note = output_note(loaded, "deep.tif")
     assert note is not None and "\n" not in note and note.startswith("deep.tif: 16-bit TIFF comes back as 8-bit")

@@ -1,0 +1,50 @@
+"""16-bit colour TIFF samples at full depth, for the TIFFs Pillow decodes to 8 bits.
+
+Pillow has no 16-bit RGB mode: it opens a 16-bit RGB(A) TIFF as 8-bit RGB(A), so a raw developer's export
+would come back with 8 of its 16 bits. tifffile (pure Python over numpy, the reader scientific imaging
+uses) returns the file's own samples. Without its optional `imagecodecs` it decodes uncompressed,
+Deflate/ZIP and LZMA strips and tiles, with or without the horizontal predictor; LZW, PackBits and JPEG
+need imagecodecs, a large compiled package we do not require, and those files keep Pillow's 8-bit pixels
+(the caller says so).
+"""
+
+from __future__ import annotations
+
+import lzma
+import struct
+import zlib
+from typing import BinaryIO
+
+import numpy as np
+
+_RGB = 2  # TIFF PhotometricInterpretation
+_UNASSOCIATED_ALPHA = 2  # TIFF ExtraSamples: straight (not premultiplied) alpha, what Pillow's RGBA is
+
+
+def decode_tiff16(fh: BinaryIO) -> np.ndarray | None:
+    """The first page of a 16-bit RGB or RGBA TIFF as stored: (H, W, 3) or (H, W, 4) uint16 samples.
+
+    None when this reader does not give them exactly: a compression that needs imagecodecs, another
+    colour space (YCbCr, CMYK), premultiplied alpha, more extra samples, or any decoding error. Pillow has
+    already decoded the file at 8 bits by then, so None only means "keep those". EXIF orientation is not
+    applied: the caller owns metadata.
+    """
+    import tifffile  # here, not at import: only 16-bit colour TIFFs need it
+
+    fh.seek(0)
+    try:
+        with tifffile.TiffFile(fh) as tif:
+            page = tif.pages[0]
+            samples = page.samplesperpixel
+            if (page.photometric != _RGB or page.dtype != np.uint16 or samples not in (3, 4)
+                    or (samples == 4 and tuple(page.extrasamples) != (_UNASSOCIATED_ALPHA,))):
+                return None
+            data = page.asarray()  # (H, W, S), or (S, H, W) for planar files
+            if page.axes.endswith("YX"):
+                data = np.moveaxis(data, 0, -1)
+    except (tifffile.TiffFileError, ValueError, KeyError, IndexError, OSError, EOFError, struct.error, zlib.error,
+            lzma.LZMAError):  # "requires the 'imagecodecs' package" is a ValueError
+        return None
+    if data.shape != (page.imagelength, page.imagewidth, samples):
+        return None
+    return np.ascontiguousarray(data)
