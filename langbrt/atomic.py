@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -24,8 +25,16 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     The temporary file lives in the target's folder so the final `os.replace` is a rename on one file
     system, which POSIX makes atomic. It gets the mode a plain `open()` would give (mkstemp's is 0600).
     Creating it raises the OSError of an unwritable folder before the caller writes anything.
+
+    A `target` that is a device, a FIFO or a socket (`--out /dev/null`, `/dev/stdout` on a pipe, a named pipe;
+    through a symlink too) is yielded itself and written in place: renaming a file over it replaced the device
+    node with a regular file (QA: as root, `langbrt-eval --out /dev/null` turned /dev/null into a JSON file), and
+    such a target has no half-written state to hide.
     """
     target = Path(target)
+    if _is_special_file(target):
+        yield target
+        return
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=_hidden_prefix(target.name, ".tmp"), suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp_name)
@@ -38,6 +47,15 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _is_special_file(path: Path) -> bool:
+    """Whether `path` exists (following symlinks) and is neither a regular file nor a folder."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 NAME_MAX_BYTES = 255  # the longest file name Linux, macOS and Windows file systems take

@@ -144,3 +144,25 @@ def test_a_file_or_folder_with_the_longest_legal_name_is_written(tmp_path, name)
     atomic_write_text(file_target, "again")
     assert _tree(folder_target) == {"y.txt": "y"} and file_target.read_text() == "again"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([file_target.name, folder_target.name])
+
+
+@pytest.mark.parametrize("through_link", [False, True], ids=["fifo", "symlink-to-fifo"])
+def test_a_device_or_fifo_target_is_written_in_place_not_replaced_by_a_file(tmp_path, through_link):
+    """QA, 2026-11-26: `--out /dev/null` (or a named pipe) had a regular file renamed over it: as root,
+    `langbrt-eval --out /dev/null` turned /dev/null into a JSON report. A FIFO stands in for the device here."""
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    target = fifo
+    if through_link:
+        target = tmp_path / "link"
+        target.symlink_to(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
+    reader.start()
+    atomic_write_text(target, "report")
+    reader.join(timeout=10)
+    assert received == ["report"]
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and target.is_symlink() == through_link
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"pipe", target.name})
