@@ -25,7 +25,7 @@ from langbrt.artifact import MAX_EXTRA_PROMPT_SLOTS
 from langbrt.bundled import default_model_path
 from langbrt.cli_args import OneLineParser
 from langbrt.cli_errors import fail
-from langbrt.cli_pipes import quiet_on_broken_pipe
+from langbrt.cli_pipes import print_out, quiet_on_broken_pipe
 from langbrt.console import run_command
 from langbrt.errors import LangBRTError, OutputWriteError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_NOT_WRITTEN, EXIT_USAGE
@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-@quiet_on_broken_pipe
+@quiet_on_broken_pipe(PROG)
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -123,12 +123,12 @@ def _export(args: argparse.Namespace) -> int:
     except OSError as err:  # the outputs were checked before any work: what fails now is the disk
         return fail(PROG, f"cannot write {args.output}: {err.strerror or err}", EXIT_OUTPUT_NOT_WRITTEN)
     if args.json:
-        print(json.dumps({"output": str(result.path), "written": [str(p) for p in result.written],
-                          "next_command": result.next_command}))
+        print_out(json.dumps({"output": str(result.path), "written": [str(p) for p in result.written],
+                              "next_command": result.next_command}))
         return 0
     for path in result.written:
-        print(f"wrote {path}")
-    print(f"next: {result.next_command}")
+        print_out(f"wrote {path}")
+    print_out(f"next: {result.next_command}")
     return 0
 
 

@@ -40,7 +40,7 @@ from langbrt.bundled import default_model_path
 from langbrt.checkpoint import weights_sha256
 from langbrt.cli_args import OneLineParser, device_arg, positive_number
 from langbrt.cli_errors import fail
-from langbrt.cli_pipes import quiet_on_broken_pipe
+from langbrt.cli_pipes import print_out, quiet_on_broken_pipe
 from langbrt.console import run_command
 from langbrt.errors import LangBRTError, OutputWriteError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_NOT_WRITTEN, EXIT_USAGE
@@ -282,7 +282,7 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@quiet_on_broken_pipe
+@quiet_on_broken_pipe(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # A size or precision given twice would be measured and reported twice (QA, 2026-11-26): once each.
@@ -320,7 +320,7 @@ def _bench(args: argparse.Namespace) -> int:
             atomic_write_text(args.out, json.dumps(report, indent=2))
         except OutputWriteError as err:  # still printed below: a full disk loses no measurement
             not_written = err
-    print(json.dumps(report, indent=2) if args.json else format_table(report))
+    print_out(json.dumps(report, indent=2) if args.json else format_table(report))
     if not_written is not None:
         return fail(PROG, not_written, EXIT_OUTPUT_NOT_WRITTEN)
     if not report["rows"]:

@@ -27,7 +27,7 @@ from langbrt.atomic import atomic_path
 from langbrt.bundled import default_model_path
 from langbrt.cli_args import OneLineParser, device_arg
 from langbrt.cli_errors import error_line, fail
-from langbrt.cli_pipes import quiet_on_broken_pipe
+from langbrt.cli_pipes import print_out, quiet_on_broken_pipe
 from langbrt.console import run_command
 from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_NOT_WRITTEN, EXIT_USAGE
@@ -297,7 +297,7 @@ def check_results_folder(folder: Path) -> None:
         raise LangBRTInputError(f"-o {folder}: {existing} is a file, not a folder; pass a folder (created if missing)")
 
 
-@quiet_on_broken_pipe
+@quiet_on_broken_pipe(PROG)
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -345,13 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     if stopped is not None:
         _remove_empty(created)
     if args.json:
-        print(json.dumps(_without_lone_surrogates({"results": results, "failed": failed}), indent=2))
+        print_out(json.dumps(_without_lone_surrogates({"results": results, "failed": failed}), indent=2))
     if stopped is not None:
         return fail(PROG, f"{stopped}; stopped there: {len(results)} of {len(files)} image(s) retouched, their "
                     "outputs complete", EXIT_OUTPUT_NOT_WRITTEN)
     if results and not args.json:
         folders = sorted({str(Path(r["output"]).parent) for r in results})
-        print(f"retouched {len(results)} image(s) into {', '.join(folders)}")
+        print_out(f"retouched {len(results)} image(s) into {', '.join(folders)}")
     return EXIT_FAILED_FILES if failed else 0
 
 

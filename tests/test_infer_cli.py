@@ -330,6 +330,21 @@ def test_a_reader_that_stops_early_ends_it_quietly(model_dir, tmp_path):
     assert (tmp_path / "retouched" / "face_retouched.png").exists()
 
 
+def test_a_stdout_on_a_full_disk_is_one_line_and_exit_4_with_the_outputs_written(model_dir, tmp_path, monkeypatch,
+                                                                                  capsys):
+    """`langbrt-infer ... --json > /dev/full`: the photos are retouched, the report cannot be printed; QA,
+    2026-11-26: that was an OSError traceback."""
+    from test_cli_pipes import _FullDisk
+
+    src = _photo(tmp_path / "face.png")
+    with open(tmp_path / "stdout", "w") as handle:
+        monkeypatch.setattr("sys.stdout", _FullDisk(handle.fileno()))
+        code = _run(model_dir, src, "--json")
+    assert code == 4
+    assert _one_line(capsys) == "langbrt-infer: error: cannot write to standard output (No space left on device)"
+    assert (tmp_path / "retouched" / "face_retouched.png").exists()
+
+
 # ------------------------------------------------------------------------------------------ error paths
 
 

@@ -22,6 +22,7 @@ from langbrt.atomic import atomic_write_text
 from langbrt.cli_args import DEVICE_HELP, is_device_name
 from langbrt.cli_click import OneLineCommand, one_line_warnings
 from langbrt.cli_errors import fail
+from langbrt.cli_pipes import print_out
 from langbrt.console import run_command
 from langbrt.devices import default_device, require_device
 from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError
@@ -109,9 +110,9 @@ def _write_then_print(shown: str, out: Path | None, text: str) -> None:
         try:
             atomic_write_text(out, text)
         except OutputWriteError:
-            click.echo(shown)
+            print_out(shown)
             raise
-    click.echo(shown)
+    print_out(shown)
 
 
 def _device(name: str | None) -> str:

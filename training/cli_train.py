@@ -19,6 +19,7 @@ from click.core import ParameterSource
 
 from langbrt.cli_click import OneLineCommand, one_line_warnings, stop
 from langbrt.cli_errors import error_line
+from langbrt.cli_pipes import StdoutWriteError, print_out
 from langbrt.console import run_command
 from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_NOT_WRITTEN, EXIT_USAGE
@@ -141,8 +142,11 @@ def main(ctx: click.Context, threads: int, resume: str | None, quiet: bool, **op
     except KeyboardInterrupt:  # before the first step: nothing new was saved
         stop("Interrupted: before the first training step; no new checkpoint was written", EXIT_INTERRUPTED)
     if int(os.environ.get("RANK", "0")) == 0:
-        click.echo(f"saved {result.final_dir} after {result.steps} steps (loss {result.last_loss:.4f}); "
-                   f"evaluate with: langbrt-eval --model {result.final_dir} --data {cfg.data}")
+        try:
+            print_out(f"saved {result.final_dir} after {result.steps} steps (loss {result.last_loss:.4f}); "
+                      f"evaluate with: langbrt-eval --model {result.final_dir} --data {cfg.data}")
+        except StdoutWriteError as err:  # the run is saved; only its last line was lost
+            stop(error_line(PROG, err), EXIT_OUTPUT_NOT_WRITTEN)
 
 
 def _warn_if_component_loss_cannot_run(ctx: click.Context, cfg: TrainConfig) -> None:
