@@ -7,15 +7,21 @@ checked its output path before any work, so what fails now is the disk (full, re
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import signal
 import stat
 import tempfile
+import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from langbrt.errors import OutputWriteError
+
+K = TypeVar("K")
 
 
 @contextlib.contextmanager
@@ -35,18 +41,91 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     if _is_special_file(target):
         yield target
         return
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=_hidden_prefix(target.name, ".tmp"), suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _new_temporary(target)
     try:
         yield tmp
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.chmod(tmp, new_file_mode())
+        _sync(tmp)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_paths(targets: Mapping[K, Path]) -> Iterator[dict[K, Path]]:
+    """`atomic_path` for files that belong together (a photo's image, maps and mask): yield a temporary path
+    beside each target; once the block succeeds, all are synced, then renamed into place in the order given.
+
+    Why not one `atomic_path` each: they renamed one by one, each after its own fsync, so a Ctrl-C during a
+    later file's fsync (a slow disk) left the earlier ones in place without it (QA: a photo's mask and maps
+    without its image, which a rerun then refused as existing outputs). Here the slow part (fsync) comes
+    first, while an interrupt still removes every temporary file and changes no target; the renames run
+    with Ctrl-C and SIGTERM held, and those take effect after the last one. A rename that fails (an I/O
+    error) removes the targets this call had created, so none is left without the others. A target that is
+    a device or FIFO is written in place, as by `atomic_path`.
+    """
+    staged: dict[K, Path] = {}
+    try:
+        for key, target in targets.items():
+            staged[key] = Path(target) if _is_special_file(Path(target)) else _new_temporary(Path(target))
+        yield dict(staged)
+        renames = [(staged[key], Path(target)) for key, target in targets.items() if staged[key] != Path(target)]
+        for tmp, target in renames:
+            _sync(tmp)
+            if target.is_dir():  # a folder in the way fails before any target changes
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
+        created: list[Path] = []
+        with _signals_held():
+            try:
+                for tmp, target in renames:
+                    existed = os.path.lexists(target)
+                    os.replace(tmp, target)
+                    if not existed:
+                        created.append(target)
+            except OSError:
+                for target in created:
+                    target.unlink(missing_ok=True)
+                raise
+    except BaseException:
+        for key, tmp in staged.items():
+            if tmp != Path(targets[key]):
+                tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Run the block with SIGINT and SIGTERM recorded instead of handled, then re-raise the first one, so that
+    its handler (Ctrl-C's KeyboardInterrupt) runs after the block. Outside the main thread, where Python cannot
+    set handlers, the block runs as is. Why not `pthread_sigmask`: it blocks the signal for this thread only,
+    and the process's other threads (torch's, tqdm's) would still take it and interrupt the block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    held = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) not in (signal.SIG_IGN, None)]
+    previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in held}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        signal.raise_signal(received[0])
+
+
+def _new_temporary(target: Path) -> Path:
+    """An empty hidden file beside `target`, in its folder so that renaming it over `target` is atomic."""
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=_hidden_prefix(target.name, ".tmp"), suffix=".tmp")
+    os.close(fd)
+    return Path(tmp_name)
+
+
+def _sync(tmp: Path) -> None:
+    """Flush `tmp` to disk and give it the mode a plain open() would (mkstemp's is 0600)."""
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.chmod(tmp, new_file_mode())
 
 
 def _is_special_file(path: Path) -> bool:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from langbrt.atomic import atomic_path
+from langbrt.atomic import atomic_paths
 from langbrt.bundled import default_model_path
 from langbrt.cli_args import OneLineParser, device_arg
 from langbrt.cli_errors import error_line, fail
@@ -265,8 +265,9 @@ def _staged(source: Path, targets: dict[str, Path]) -> Iterator[dict[str, Path]]
     folder = targets["image"].parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with contextlib.ExitStack() as stack:
-            yield {key: stack.enter_context(atomic_path(path)) for key, path in targets.items()}
+        image_last = {**{key: path for key, path in targets.items() if key != "image"}, "image": targets["image"]}
+        with atomic_paths(image_last) as staged:  # the image last: where it is, its maps and mask are too
+            yield staged
     except (OSError, OutputWriteError) as err:
         why = err.__cause__ if isinstance(err.__cause__, OSError) else err  # write_image's OutputWriteError
         reason = why.strerror if isinstance(why, OSError) and why.strerror else why

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -166,3 +167,67 @@ def test_a_device_or_fifo_target_is_written_in_place_not_replaced_by_a_file(tmp_
     assert received == ["report"]
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and target.is_symlink() == through_link
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"pipe", target.name})
+
+
+def _targets(folder: Path) -> dict[str, Path]:
+    return {name: folder / f"{name}.png" for name in ("map", "mask", "image")}
+
+
+def test_files_that_belong_together_appear_together(tmp_path):
+    with atomic.atomic_paths(_targets(tmp_path)) as staged:
+        for name, tmp in staged.items():
+            tmp.write_text(name)
+    assert _tree(tmp_path) == {"image.png": "image", "map.png": "map", "mask.png": "mask"}
+
+
+def test_an_interrupt_while_syncing_a_later_file_changes_no_target_and_leaves_no_temporary(tmp_path, monkeypatch):
+    """QA, 2026-11-26: each file was renamed after its own fsync, so a Ctrl-C during the image's fsync (a slow
+    disk) left the photo's maps and mask in place without it."""
+    real_fsync, synced = os.fsync, []
+
+    def fsync(fd):
+        synced.append(fd)
+        if len(synced) == 3:
+            raise KeyboardInterrupt
+        real_fsync(fd)
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    with pytest.raises(KeyboardInterrupt), atomic.atomic_paths(_targets(tmp_path)) as staged:
+        for name, tmp in staged.items():
+            tmp.write_text(name)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_interrupt_during_the_renames_takes_effect_after_the_last_one(tmp_path, monkeypatch):
+    import signal
+
+    real_replace, renamed = os.replace, []
+
+    def replace(src, dst):
+        if not renamed:
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C between the first rename and the others
+        renamed.append(dst)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt), atomic.atomic_paths(_targets(tmp_path)) as staged:
+        for name, tmp in staged.items():
+            tmp.write_text(name)
+    assert _tree(tmp_path) == {"image.png": "image", "map.png": "map", "mask.png": "mask"}
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_rename_that_fails_removes_the_targets_made_before_it(tmp_path, monkeypatch):
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if Path(dst).name == "image.png":
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    (tmp_path / "mask.png").write_text("old")  # an earlier output, replaced by --overwrite: kept as written
+    with pytest.raises(OSError, match="Input/output error"), atomic.atomic_paths(_targets(tmp_path)) as staged:
+        for name, tmp in staged.items():
+            tmp.write_text(name)
+    assert _tree(tmp_path) == {"mask.png": "mask"}

@@ -291,6 +291,29 @@ def test_an_interrupt_while_writing_leaves_none_of_that_photos_outputs(model_dir
     assert "interrupted after 0 of 1" in capsys.readouterr().err
 
 
+def test_an_interrupt_while_the_outputs_are_synced_to_disk_leaves_none_of_them(model_dir, tmp_path, capsys,
+                                                                                monkeypatch):
+    """Ctrl-C during the last fsync of a photo's outputs (a slow disk), after all were written. QA, 2026-11-26:
+    each output was renamed into place after its own fsync, so the maps and mask stayed without the image, and
+    running the command again refused the photo ('exists; pass --overwrite')."""
+    src = _photo(tmp_path / "face.png")
+    real_fsync, image_syncs = os.fsync, []
+
+    def fsync(fd):
+        if "face_retouched" in os.readlink(f"/proc/self/fd/{fd}"):
+            image_syncs.append(fd)
+            if len(image_syncs) == 2:  # the first is write_image's own, of the image's staged file
+                raise KeyboardInterrupt
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert _run(model_dir, src, "--save-maps") == 130
+    assert not (tmp_path / "retouched").exists()
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert _run(model_dir, src, "--save-maps") == 0
+    assert "interrupted after 0 of 1" in capsys.readouterr().err
+
+
 def test_an_interrupt_keeps_the_output_folders_that_hold_results(model_dir, tmp_path, monkeypatch):
     """Two photos into a new nested -o folder, Ctrl-C on the second: the first's outputs and their folder stay."""
     sources = [_photo(tmp_path / "a.png"), _photo(tmp_path / "b.png")]
