@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import glob
 import json
+import os
 import re
 import sys
 import tempfile
@@ -174,7 +175,7 @@ class Runner:
         for path in out.values():
             if path.resolve() in self.inputs:
                 raise LangBRTInputError(f"{source}: output {path} would overwrite an input; use -o DIR")
-            if path.exists() and not self.args.overwrite:
+            if os.path.exists(path) and not self.args.overwrite:  # False for a name too long: refused when written
                 raise LangBRTInputError(f"{source}: {path} exists; pass --overwrite to replace it")
         return out
 

@@ -281,6 +281,20 @@ def _interrupt_after_the_first_write(monkeypatch) -> list:
     return written
 
 
+def test_a_map_name_too_long_for_the_file_system_skips_that_photo_in_one_line(model_dir, tmp_path, capsys):
+    """A legal 244-byte input name whose map names run past 255 bytes. QA, 2026-11-26: the check for an existing
+    output (Path.exists) raised 'File name too long' and the run ended in a traceback, the photos after it
+    not retouched."""
+    long_one = _photo(tmp_path / ("L" * 240 + ".png"))
+    other = _photo(tmp_path / "z.png")
+    (tmp_path / "retouched").mkdir()  # where it is missing, looking up a name in it fails 'No such file' first
+    assert _run(model_dir, long_one, other, "--save-maps") == 1
+    err = _one_line(capsys)
+    assert err.startswith(f"langbrt-infer: error: {long_one}: cannot write into ") and "(File name too long)" in err
+    written = sorted(p.name for p in (tmp_path / "retouched").iterdir())
+    assert all(name.startswith("z_") for name in written) and {"z_retouched.png", "z_mask.png"} <= set(written)
+
+
 def test_an_interrupt_while_writing_leaves_none_of_that_photos_outputs(model_dir, tmp_path, capsys, monkeypatch):
     """Ctrl-C after the retouched image is written but before its maps: neither is left, no temp files."""
     src = _photo(tmp_path / "face.png")
