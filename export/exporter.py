@@ -21,7 +21,7 @@ from pathlib import Path
 
 from langbrt.errors import LangBRTInputError
 from langbrt.model import LangBRT
-from langbrt.output_paths import check_output_file, overlap
+from langbrt.output_paths import check_name_lengths, check_output_file, overlap
 from langbrt.text import normalize_prompt
 
 from .graph import DEFAULT_EXTRA_PROMPT_SLOTS
@@ -219,6 +219,7 @@ def planned_files(fmt: ExportFormat, output: Path, options: ExportOptions) -> di
 def check_repository_folder(output: Path, inputs: list[Path], flag: str = "--output") -> Path:
     """Like `check_output_file`, for a folder the export fills: refuse one that is, holds or lies inside an input,
     an existing file, or one whose parent is missing or not writable."""
+    check_name_lengths(output, flag)
     resolved = output.resolve()
     for given in inputs:
         where = overlap(resolved, given, contains=True)

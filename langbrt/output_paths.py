@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from langbrt.atomic import NAME_MAX_BYTES
 from langbrt.errors import LangBRTInputError
 
 
@@ -24,6 +25,7 @@ def check_output_file(output: str | os.PathLike[str], inputs: Iterable[str | os.
     writable. Paths are compared resolved, so symlinks and `./` spellings do not slip through.
     """
     path = Path(output)
+    check_name_lengths(path, flag)
     resolved = path.resolve()
     for given in inputs:
         where = overlap(resolved, given)
@@ -38,6 +40,16 @@ def check_output_file(output: str | os.PathLike[str], inputs: Iterable[str | os.
     if not os.access(parent, os.W_OK | os.X_OK):
         raise LangBRTInputError(f"{flag} {path}: the folder {parent} is not writable")
     return path
+
+
+def check_name_lengths(path: str | os.PathLike[str], flag: str) -> None:
+    """Refuse (LangBRTInputError, one line naming `flag`) a path with a file or folder name longer than the
+    NAME_MAX_BYTES file systems take. QA, 2026-11-26: the checks that follow (`Path.exists`, `Path.is_dir`)
+    raised 'File name too long' for one, a traceback, in every command but langbrt-export."""
+    for part in Path(path).parts:
+        if len(os.fsencode(part)) > NAME_MAX_BYTES:
+            raise LangBRTInputError(f"{flag} {path}: the name {part[:20]}... is {len(os.fsencode(part))} bytes long; "
+                                    f"file systems take at most {NAME_MAX_BYTES}: choose a shorter one")
 
 
 def overlap(resolved_output: Path, given: str | os.PathLike[str], *, contains: bool = False) -> str | None:

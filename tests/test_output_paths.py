@@ -58,3 +58,25 @@ def test_an_unwritable_folder_is_refused(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked and real_access(path, mode))
     assert f"the folder {locked} is not writable" in _refusal(locked / "b.json", [])
     assert check_output_file(tmp_path / "b.json", [], flag="--out") == tmp_path / "b.json"
+
+
+@pytest.mark.parametrize("name", ["L" * 300 + ".json", "é" * 128 + ".json"], ids=["ascii", "two-byte-characters"])
+def test_a_name_longer_than_file_systems_take_is_refused_in_one_line(tmp_path: Path, name: str) -> None:
+    """QA, 2026-11-26: `--out` with a 300-byte name ended langbrt-eval and langbrt-bench in an OSError
+    'File name too long' traceback from Path.is_dir."""
+    message = _refusal(tmp_path / name, [])
+    assert "bytes long; file systems take at most 255" in message
+    assert check_output_file(tmp_path / ("L" * 250 + ".json"), []) == tmp_path / ("L" * 250 + ".json")
+
+
+def test_every_command_checks_its_output_names_length(tmp_path: Path) -> None:
+    """langbrt-infer -o, langbrt-train --output and a Triton repository folder go through the same check."""
+    from langbrt.export.exporter import check_repository_folder
+    from langbrt.runtime.cli_infer import check_results_folder
+    from langbrt.training.train_state import check_run_folder
+
+    too_long = tmp_path / ("L" * 300) / "x"
+    for check in (lambda: check_results_folder(too_long), lambda: check_run_folder(too_long, []),
+                  lambda: check_repository_folder(too_long, [])):
+        with pytest.raises(LangBRTInputError, match="bytes long; file systems take at most 255"):
+            check()
