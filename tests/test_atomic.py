@@ -169,6 +169,22 @@ def test_a_device_or_fifo_target_is_written_in_place_not_replaced_by_a_file(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"pipe", target.name})
 
 
+def test_dev_stdout_on_a_redirected_stdout_is_written_in_place_not_renamed_over(tmp_path):
+    """`--out /dev/stdout > report.json`: /dev/stdout then links to a regular file, and a rename would replace
+    the link in /dev itself (as root). Checked without ever renaming: the block raises before its end."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom langbrt.atomic import atomic_path\ntry:\n"
+             "    with atomic_path('/dev/stdout') as path:\n        sys.stderr.write(str(path))\n"
+             "        raise KeyboardInterrupt\nexcept KeyboardInterrupt:\n    pass\n")
+    with open(tmp_path / "report.json", "w") as stdout:
+        run = subprocess.run([sys.executable, "-c", probe], stdout=stdout, stderr=subprocess.PIPE, text=True,
+                             timeout=60)
+    assert run.returncode == 0 and run.stderr == "/dev/stdout", run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
 def _targets(folder: Path) -> dict[str, Path]:
     return {name: folder / f"{name}.png" for name in ("map", "mask", "image")}
 
