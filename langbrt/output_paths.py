@@ -52,6 +52,15 @@ def check_name_lengths(path: str | os.PathLike[str], flag: str) -> None:
                                     f"file systems take at most {NAME_MAX_BYTES}: choose a shorter one")
 
 
+def refuse_dangling_link(path: str | os.PathLike[str], flag: str) -> None:
+    """Refuse (one line naming `flag`) an output folder that is a symbolic link to nothing: creating it failed
+    with a bare 'File exists' (QA, 2026-11-26), true of the link but no help to whoever typed the name."""
+    link = Path(path)
+    if link.is_symlink() and not link.exists():
+        raise LangBRTInputError(f"{flag} {path} is a symbolic link to {os.readlink(link)}, which does not exist; "
+                                "create that folder or give another one")
+
+
 def overlap(resolved_output: Path, given: str | os.PathLike[str], *, contains: bool = False) -> str | None:
     """How an output (already resolved) meets the input `given`: "is" it, "is inside" it (an input folder),
     with `contains` also "contains" it (an output folder holding the input), else None. The one rule every

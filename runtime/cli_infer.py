@@ -33,7 +33,7 @@ from langbrt.console import run_command
 from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_NOT_WRITTEN, EXIT_USAGE
 from langbrt.io import WRITE_SUFFIXES, LoadedImage, load_image, output_note, write_image
-from langbrt.output_paths import check_name_lengths
+from langbrt.output_paths import check_name_lengths, refuse_dangling_link
 from langbrt.text import normalize_prompt
 
 from .backends.base import PRECISIONS, BackendName
@@ -297,6 +297,7 @@ def check_results_folder(folder: Path) -> None:
     """Refuse, before any work, a results folder that is (or sits below) an existing file, or whose name is too
     long for a file system."""
     check_name_lengths(folder, "-o")
+    refuse_dangling_link(folder, "-o")
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not existing.is_dir():
         raise LangBRTInputError(f"-o {folder}: {existing} is a file, not a folder; pass a folder (created if missing)")

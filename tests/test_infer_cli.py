@@ -131,6 +131,16 @@ def test_an_output_folder_that_cannot_be_made_is_one_line_before_any_photo(model
     assert "cannot write into" in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_an_output_folder_that_is_a_dangling_link_is_named_as_one(model_dir, tmp_path, capsys):
+    """It was 'cannot write into out (File exists)': true of the link, no help to whoever typed the name."""
+    src = _photo(tmp_path / "face.png")
+    (tmp_path / "out").symlink_to(tmp_path / "gone")
+    assert _run(model_dir, src, "-o", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert f"is a symbolic link to {tmp_path / 'gone'}, which does not exist" in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
 def test_a_disk_that_fills_mid_run_stops_it_with_exit_4_keeping_the_complete_photos(model_dir, tmp_path, capsys,
                                                                                     monkeypatch):
     """Not a per-file failure (exit 1, go on): every later photo would fail the same way."""

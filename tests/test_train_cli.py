@@ -130,6 +130,13 @@ def test_a_typed_component_weight_on_real_pairs_is_said_to_have_no_effect(tmp_pa
     assert default.exit_code == 0 and "Warning: " not in default.output, default.output
 
 
+def test_an_output_that_is_a_dangling_link_is_named_as_one(tmp_path):
+    (tmp_path / "out").symlink_to(tmp_path / "gone")
+    result = run_cli("--steps", "1", "--output", str(tmp_path / "out"))
+    assert result.exit_code == 2 and "is a symbolic link to" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "gone").exists()
+
+
 def test_corrupt_image_is_fatal_with_strict(tmp_path):
     _folder_with_corrupt_pair(tmp_path / "data")
     result = run_cli("--data", str(tmp_path / "data"), "--strict", "--steps", "1", "--output", str(tmp_path / "out"))

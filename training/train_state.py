@@ -26,7 +26,7 @@ from langbrt.atomic import atomic_folder, atomic_path
 from langbrt.checkpoint import WRITE_ERRORS, weights_mismatch, write_checkpoint_files, write_failure
 from langbrt.errors import CheckpointError, LangBRTInputError, OutputWriteError
 from langbrt.model import LangBRT
-from langbrt.output_paths import check_name_lengths, overlap
+from langbrt.output_paths import check_name_lengths, overlap, refuse_dangling_link
 from langbrt.training.run_log import JSONL_FILE
 from langbrt.training.train_config import TrainConfig
 
@@ -176,6 +176,7 @@ def check_run_folder(output: Path, inputs: Sequence[str | Path] = (), *, resume:
     checkpoints/step_N of later steps looking like the newest; resumed from another run's checkpoint, it cut
     OUTPUT's log back to that checkpoint's step and wrote the other run's steps into it (QA, 2026-11-26)."""
     check_name_lengths(output, "--output")
+    refuse_dangling_link(output, "--output")
     resolved = Path(output).resolve()
     for given in inputs:
         where = overlap(resolved, given) if Path(given).is_dir() else None
