@@ -13,12 +13,11 @@ from PIL import Image
 
 from langbrt.errors import LangBRTInputError
 from langbrt.training.data.ffhqr import find_ffhqr_pairs
+from langbrt.training.data.pair_discovery import ImagePair, find_pairs
 from langbrt.training.data.paired import (
     DEFAULT_REAL_PROMPTS,
-    ImagePair,
     PairedImageDataset,
     collate_pairs,
-    find_pairs,
     swap_left_right,
 )
 from langbrt.training.data.subset import PAPER_FRACTIONS, describe_subset, select_fraction

@@ -32,7 +32,8 @@ from langbrt.modules.discriminator import PatchDiscriminator
 from langbrt.text import TextEncoder, text_encoder_from_name
 from langbrt.training.batches import batches, batches_per_epoch
 from langbrt.training.data.ffhqr import find_ffhqr_pairs
-from langbrt.training.data.paired import PairedImageDataset, collate_pairs, find_pairs
+from langbrt.training.data.pair_discovery import find_pairs
+from langbrt.training.data.paired import PairedImageDataset, collate_pairs
 from langbrt.training.data.subset import select_fraction
 from langbrt.training.distributed import (
     DistInfo,

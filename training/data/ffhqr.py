@@ -29,7 +29,7 @@ from pathlib import Path
 
 from langbrt.errors import LangBRTInputError
 
-from .paired import ImagePair, PairIndex, format_offenders, is_image_file, plural
+from .pair_discovery import ImagePair, PairIndex, format_offenders, is_image_file, plural
 
 SPLIT_IDS: dict[str, range] = {
     "train": range(0, 56_000),
