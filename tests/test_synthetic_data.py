@@ -24,8 +24,8 @@ from langbrt.training.data.blemish_types import (
     valid_specs,
 )
 from langbrt.training.data.procedural_face import render_procedural_face
+from langbrt.training.data.real_face import RealFaceBase
 from langbrt.training.data.synthetic import (
-    RealFaceBase,
     SyntheticBlemishDataset,
     collate_synthetic,
     flip_sample,

@@ -118,7 +118,8 @@ def build_dataset(cfg: TrainConfig, image_size: int, split: str = "train",
     """
     train = split == "train"
     if cfg.data == SYNTHETIC:
-        from langbrt.training.data.synthetic import RealFaceBase, SyntheticBlemishDataset, collate_synthetic
+        from langbrt.training.data.real_face import RealFaceBase
+        from langbrt.training.data.synthetic import SyntheticBlemishDataset, collate_synthetic
 
         n = length if length is not None else cfg.synthetic_length
         bases = tuple(RealFaceBase.from_regions_file(path) for path in cfg.real_faces)
