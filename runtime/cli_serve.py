@@ -174,7 +174,8 @@ def _serve(args: argparse.Namespace, token: str | None, sock: socket.socket) -> 
     try:
         import uvicorn  # late: `--help` and flag errors stay instant
 
-        from .serve_app import ServeConfig, create_app, drain
+        from .serve_app import create_app, drain
+        from .serve_config import ServeConfig
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted while starting", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -25,53 +25,35 @@ Every 4xx/5xx body is `{"error": {"code": ..., "message": ...}}`; the status map
 
 Safety: uploads stay in memory (never spooled to disk), no request names a server-side path, the bearer
 token is compared with `hmac.compare_digest`, and /healthz and /readyz stay open for orchestrators.
+
+The model's loading, warm-up and readiness live in `serve_state`, the reply's encoding in `serve_response`,
+request parsing in `serve_request`; this module wires them into routes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import hmac
-import io
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any
 
-import numpy as np
 import torch
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 
-from langbrt.errors import LangBRTError, LangBRTInputError
-from langbrt.io import (
-    DEFAULT_MAX_PIXELS,
-    FAST_PNG_LEVEL,
-    LoadedImage,
-    encode_image,
-    image_pixels,
-    output_note,
-    to_uint8_hwc,
-    to_uint16_hwc,
-)
+from langbrt.errors import LangBRTInputError
+from langbrt.io import image_pixels
 from langbrt.text.prompts import MAX_PROMPT_CHARS
 
 from .batching import BatcherClosedError, BatchTimeoutError, DynamicBatcher, QueueFullError
-from .serve_admission import (
-    BODY_BYTES,
-    DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_INFLIGHT_BODY_BYTES,
-    DEFAULT_MAX_INFLIGHT_PIXELS,
-    PIXELS,
-    BudgetExceeded,
-    InFlightBudget,
-)
+from .serve_admission import BODY_BYTES, PIXELS, BudgetExceeded, InFlightBudget
+from .serve_config import ServeConfig
 from .serve_metrics import METRICS_CONTENT_TYPE, ServeMetrics
 from .serve_middleware import InternalErrorMiddleware, MetricsMiddleware, add_error_handlers
 from .serve_request import (
@@ -87,126 +69,11 @@ from .serve_request import (
     server_busy,
     unless_disconnected,
 )
-from .serve_schemas import (
-    OUTPUT_FORMATS,
-    RETOUCH_BODY,
-    RETOUCH_OK,
-    WARNING_HEADER,
-    MapPNG,
-    PromptsBody,
-    RetouchJSON,
-    StatusBody,
-    error_responses,
-)
+from .serve_response import ReturnKind, render_response
+from .serve_schemas import RETOUCH_BODY, RETOUCH_OK, PromptsBody, StatusBody, error_responses
+from .serve_state import RetoucherLike, ServeState, default_loader, predefined_prompts
 
 log = logging.getLogger("langbrt.serve")
-
-ReturnKind = Literal["image", "json"]
-_WARMUP_SIZE = 64  # the Retoucher letterboxes any size to the model's; a small dummy is enough to warm it
-
-
-def warmup_batch_sizes(max_batch: int, device: str) -> list[int]:
-    """The dummy batches a server runs before it is ready: 1 on CPU; on a GPU every power of two below
-    `max_batch`, and `max_batch`.
-
-    Why: on CUDA the fused attention autotunes its launch per power-of-two grid size
-    (`tca_launch_configs.grid_bucket`: windows x batch) on the first call that reaches it, seconds of Triton builds
-    and timing that would otherwise land on the first request of each batch size class the batcher forms
-    (for the presets' latents, whose window counts are powers of two, these sizes reach every class exactly).
-    On CPU nothing is tuned, and a large dummy batch would only delay readiness.
-    """
-    if not device.startswith("cuda"):
-        return [1]
-    sizes = [1 << k for k in range(max_batch.bit_length()) if 1 << k < max_batch]
-    return sizes + [max_batch]
-
-
-@dataclass(frozen=True)
-class ServeConfig:
-    """Everything `langbrt-serve` exposes as a flag; the defaults are the CLI's."""
-
-    model: str | None = None
-    backend: str = "auto"
-    device: str | None = None
-    precision: str | None = None  # None: fp32 for checkpoints, an exported engine's own precision
-    max_batch: int = 8
-    max_delay_ms: float = 5.0
-    queue_size: int = 64
-    timeout_s: float = 30.0
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    max_inflight_body_bytes: int = DEFAULT_MAX_INFLIGHT_BODY_BYTES  # at least max_body_bytes
-    body_timeout_s: float = 60.0  # longest pause in an upload before 408
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    max_inflight_pixels: int = DEFAULT_MAX_INFLIGHT_PIXELS  # at least max_pixels (`InFlightBudget`)
-    max_prompts: int = 8
-    token: str | None = None
-
-
-class RetoucherLike(Protocol):
-    """The part of `langbrt.runtime.Retoucher` the server uses (tests pass fakes)."""
-
-    prompts: list[str]
-    device: str  # where the model runs: "cpu", "cuda", "cuda:1", ...
-
-    def retouch(self, images: list[torch.Tensor], prompts: list[list[str]] | None = None) -> list[Any]: ...
-
-
-# ------------------------------------------------------------------------------------------ app state
-
-
-class _ServeState:
-    """What the lifespan builds: the retoucher, its batcher, readiness; one per app."""
-
-    def __init__(self, config: ServeConfig, metrics: ServeMetrics) -> None:
-        self.config = config
-        self.metrics = metrics
-        self.retoucher: RetoucherLike | None = None
-        self.batcher: DynamicBatcher[Any] | None = None
-        self.ready = False
-        self.draining = False  # set by `drain` when the server starts shutting down
-        self.load_error: str | None = None
-
-    async def load(self, loader: Callable[[], RetoucherLike], on_failure: Callable[[str], None] | None) -> None:
-        """Load, warm up with dummy batches (`warmup_batch_sizes`), then start batching; /readyz turns 200 only
-        after all three."""
-        try:
-            retoucher = await asyncio.to_thread(loader)
-            dummy = torch.full((3, _WARMUP_SIZE, _WARMUP_SIZE), 0.5)
-            for size in warmup_batch_sizes(self.config.max_batch, retoucher.device):
-                await asyncio.to_thread(retoucher.retouch, [dummy] * size, None)
-        except Exception as err:  # noqa: BLE001 - reported on /readyz and to the CLI, which exits
-            self.load_error = str(err) if isinstance(err, LangBRTError) else f"{type(err).__name__}: {err}"
-            log.error("model failed to load: %s", self.load_error, exc_info=not isinstance(err, LangBRTError))
-            if on_failure is not None:
-                on_failure(self.load_error)
-            return
-        cfg = self.config
-        self.retoucher = retoucher
-        self.batcher = DynamicBatcher(
-            retoucher.retouch, max_batch=cfg.max_batch, max_delay_ms=cfg.max_delay_ms,
-            queue_size=cfg.queue_size, timeout_s=cfg.timeout_s,
-            default_prompts=_predefined_prompts(retoucher), on_batch=self.metrics.observe_batch,
-        )
-        self.metrics.track_queue_depth(lambda: self.batcher.depth if self.batcher else 0)
-        self.batcher.start()
-        self.ready = True
-        log.info("model loaded and warmed up; ready")
-
-    def require_ready(self) -> DynamicBatcher[Any]:
-        if self.draining:
-            raise ServeError(503, "shutting_down", "the server is shutting down", {"Retry-After": "1"})
-        if self.batcher is None or not self.ready:
-            reason = f"model failed to load: {self.load_error}" if self.load_error else "model is loading"
-            raise ServeError(503, "not_ready", reason, {"Retry-After": "1"})
-        return self.batcher
-
-
-def _predefined_prompts(retoucher: RetoucherLike) -> list[str]:
-    """What a request without prompts gets: the model's pre-defined prompts when exposed, else all it knows."""
-    return list(getattr(retoucher, "predefined_prompts", None) or retoucher.prompts)
-
-
-# ------------------------------------------------------------------------------------------ factory
 
 
 def create_app(
@@ -220,9 +87,9 @@ def create_app(
     lets the CLI exit non-zero.
     """
     if loader is None:
-        loader = _default_loader(config)  # config.model None: the bundled model
+        loader = default_loader(config)  # config.model None: the bundled model
     metrics = ServeMetrics(config.max_batch)
-    state = _ServeState(config, metrics)
+    state = ServeState(config, metrics)
     pixels = InFlightBudget(config.max_inflight_pixels, PIXELS)
     bodies = InFlightBudget(config.max_inflight_body_bytes, BODY_BYTES)
     metrics.track_inflight(pixels=lambda: pixels.in_flight, body_bytes=lambda: bodies.in_flight)
@@ -272,7 +139,7 @@ def create_app(
         """Prompts the loaded model or engine answers without a text encoder (its pre-defined ones first)."""
         state.require_ready()
         assert state.retoucher is not None
-        known = list(dict.fromkeys(_predefined_prompts(state.retoucher) + list(state.retoucher.prompts)))
+        known = list(dict.fromkeys(predefined_prompts(state.retoucher) + list(state.retoucher.prompts)))
         return PromptsBody(prompts=known, max_prompts=config.max_prompts, max_prompt_chars=MAX_PROMPT_CHARS)
 
     @app.post("/v1/retouch", dependencies=auth, response_class=Response, openapi_extra={"requestBody": RETOUCH_BODY},
@@ -309,7 +176,7 @@ def create_app(
             result = await unless_disconnected(request, _submit(batcher, loaded.rgb, texts or None))
             timing = {**{k: float(v) for k, v in result.timing.items()},
                       "decode": (decoded - started) * 1e3, "queue_and_model": (time.perf_counter() - decoded) * 1e3}
-            return await run_in_threadpool(_render, loaded, result, kind, bool(want_maps), timing)
+            return await run_in_threadpool(render_response, loaded, result, kind, bool(want_maps), timing)
 
     return app
 
@@ -323,16 +190,6 @@ def drain(app: FastAPI) -> None:
     Requests already read finish normally.
     """
     app.state.serve.draining = True
-
-
-def _default_loader(config: ServeConfig) -> Callable[[], RetoucherLike]:
-    def load() -> RetoucherLike:
-        from langbrt.runtime import Retoucher  # imported late: backends load only when a server starts
-
-        return Retoucher.load(config.model, backend=config.backend, device=config.device,
-                              precision=config.precision, batch_size=config.max_batch)
-
-    return load
 
 
 # ------------------------------------------------------------------------------------------ request side
@@ -374,45 +231,3 @@ async def _submit(batcher: DynamicBatcher[Any], image: torch.Tensor, prompts: li
         raise ServeError(504, "timeout", str(err)) from err
     except LangBRTInputError as err:  # a prompt the model cannot answer; a broken model is a 500, not the client's
         raise ServeError(422, "invalid_prompt", str(err)) from err
-
-
-# ------------------------------------------------------------------------------------------ response side
-
-
-def _render(loaded: LoadedImage, result: Any, kind: ReturnKind, with_maps: bool, timing: dict[str, float]) -> Response:
-    """The reply: 16-bit PNG for a 16-bit PNG upload; a warning (header, JSON field) when the reply lost bits."""
-    fmt = loaded.format if loaded.format in OUTPUT_FORMATS else "PNG"
-    started = time.perf_counter()
-    encoded = encode_image(result.image, fmt, loaded.alpha, exif=loaded.exif, icc_profile=loaded.icc_profile,
-                           fast=True, bit_depth=loaded.output_bit_depth,  # the client waits: time over bytes
-                           lossless=loaded.lossless)
-    timing["encode"] = (time.perf_counter() - started) * 1e3
-    server_timing = ", ".join(f"{k};dur={v:.2f}" for k, v in timing.items())
-    warning = output_note(loaded)  # unnamed: a header value must stay ASCII, whatever the upload was called
-    if kind == "image":
-        headers = {"Server-Timing": server_timing, **({WARNING_HEADER: warning} if warning else {})}
-        return Response(encoded, media_type=OUTPUT_FORMATS[fmt], headers=headers)
-    maps = None
-    if with_maps:
-        maps = [MapPNG(prompt=p, png=_b64(_gray_png(m, loaded.output_bit_depth)))
-                for p, m in zip(result.prompts, result.maps, strict=False)]
-    body = RetouchJSON(image=_b64(encoded), format=fmt, bit_depth=loaded.output_bit_depth,
-                       mask=_b64(_gray_png(result.mask[0], loaded.output_bit_depth)), maps=maps, timing_ms=timing,
-                       prompts=list(result.prompts),
-                       warning=warning)
-    return Response(body.model_dump_json(exclude_none=True), media_type="application/json",
-                    headers={"Server-Timing": server_timing})
-
-
-def _gray_png(plane: torch.Tensor, bit_depth: int = 8) -> bytes:
-    """(H, W) map in [0, 1] -> grayscale PNG bytes of `bit_depth` (8 or 16). Why 16 beside a 16-bit image:
-    at 8 bits a mask value under 1/510 shows as 0 where the 16-bit image did change."""
-    to_hwc = to_uint16_hwc if bit_depth == 16 else to_uint8_hwc
-    arr = np.ascontiguousarray(to_hwc(plane.unsqueeze(0))[:, :, 0])  # (H, W) uint8 or uint16
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG", compress_level=FAST_PNG_LEVEL)  # mode L or I;16
-    return buf.getvalue()
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")

@@ -59,7 +59,8 @@ from langbrt.runtime import Retoucher
 from langbrt.runtime.cli_bench import main as bench_main
 from langbrt.runtime.cli_infer import main as infer_main
 from langbrt.runtime.cli_serve import main as serve_main
-from langbrt.runtime.serve_app import ServeConfig, create_app
+from langbrt.runtime.serve_app import create_app
+from langbrt.runtime.serve_config import ServeConfig
 from langbrt.text import default_text_encoder
 from langbrt.training.cli_eval import main as eval_main
 from langbrt.training.cli_train import main as train_main

@@ -35,8 +35,10 @@ from test_io import png_zlib_level_class
 from langbrt.errors import LangBRTInputError
 from langbrt.png16 import decode_png16
 from langbrt.runtime import RetouchResult
-from langbrt.runtime.serve_app import ServeConfig, create_app, warmup_batch_sizes
+from langbrt.runtime.serve_app import create_app
+from langbrt.runtime.serve_config import ServeConfig
 from langbrt.runtime.serve_schemas import WARNING_HEADER
+from langbrt.runtime.serve_state import warmup_batch_sizes
 from langbrt.text.prompts import MAX_PROMPT_CHARS
 
 PREDEFINED = ["dark circles under the eyes", "forehead wrinkles", "acne on the cheeks"]

@@ -26,7 +26,8 @@ from test_serve import FakeRetoucher, _assert_error, _encode, _run_concurrently,
 from langbrt.errors import CheckpointError
 from langbrt.runtime import RetouchResult
 from langbrt.runtime.serve_admission import BODY_BYTES, PIXELS, BudgetExceeded, InFlightBudget
-from langbrt.runtime.serve_app import ServeConfig, create_app, drain
+from langbrt.runtime.serve_app import create_app, drain
+from langbrt.runtime.serve_config import ServeConfig
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import serve_memory  # noqa: E402
