@@ -19,7 +19,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from langbrt.training.data.blemish_types import MIRRORED_REGION, BlemishType, FaceRegion
-from langbrt.training.data.procedural_face import FaceBase, bump, clamp, smooth_noise
+from langbrt.training.data.face_base import FaceBase
+from langbrt.training.data.soft_shapes import bump, clamp, smooth_noise
 
 MASK_FLOOR = 0.04
 """Mask values below this are cut to 0 (and the layer with them), so masks stay compact."""

@@ -27,7 +27,8 @@ from langbrt.training.data.blemish_types import (
     prompt_for,
     valid_specs,
 )
-from langbrt.training.data.procedural_face import FaceBase, render_procedural_face
+from langbrt.training.data.face_base import FaceBase
+from langbrt.training.data.procedural_face import render_procedural_face
 from langbrt.training.data.real_face import RealFaceBase
 
 PREDEFINED_PROB = 0.45

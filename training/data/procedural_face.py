@@ -17,11 +17,13 @@ person's LEFT); `u = fx / a`, `v = fy / b` are the same in units of the face hal
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
-from langbrt.training.data.blemish_types import MIRRORED_REGION, REGION_INDEX, FaceRegion
+from langbrt.training.data.blemish_types import REGION_INDEX, FaceRegion
+from langbrt.training.data.face_base import EyeFrame, FaceBase
+from langbrt.training.data.soft_shapes import bump, clamp, ellipse, fill, smooth_noise
 
 _SKIN_PALETTE = np.array(
     [[0.97, 0.87, 0.80], [0.93, 0.78, 0.67], [0.85, 0.66, 0.52], [0.73, 0.52, 0.38],
@@ -38,97 +40,6 @@ _IRIS_COLORS = np.array(
 _EYE_U, _EYE_V = 0.38, -0.12  # eye centres, face units
 _EYE_W, _EYE_H = 0.17, 0.065  # eye half-width and opening half-height, in units of a
 _BROW_V = -0.31
-
-
-@dataclass(frozen=True)
-class EyeFrame:
-    """An eye, for blemishes placed relative to it: dark circles below it, crow's feet at its outer corner."""
-
-    x: float  # centre, pixels
-    y: float
-    half_width: float  # pixels, centre to corner
-    half_height: float  # pixels, centre to lower lid
-    outward: float  # +1: the outer corner lies toward the image's right (the person's left eye), else -1
-
-    def flipped(self, width: int) -> EyeFrame:
-        return EyeFrame(width - self.x, self.y, self.half_width, self.half_height, -self.outward)
-
-
-@dataclass(frozen=True)
-class FaceBase:
-    """A clean face and what blemish rendering needs to know about it.
-
-    `region_masks` are soft (anti-aliased) and disjoint; a region whose mask is (nearly) empty, e.g. a
-    forehead hidden by hair in a real photo, simply gets no blemishes.
-    """
-
-    image: np.ndarray  # (3, H, W) float32 in [0, 1]
-    region_masks: np.ndarray  # (R, H, W) float32 in [0, 1], FaceRegion order
-    skin_mask: np.ndarray  # (H, W) float32, visible face skin (for statistics)
-    eyes: dict[FaceRegion, EyeFrame]  # keyed by UNDER_LEFT_EYE / UNDER_RIGHT_EYE
-    angle: float  # in-plane tilt, radians; wrinkles follow the face's axes
-    face_width: float  # face half-width in pixels; sets the scale of blemishes
-
-    def region(self, region: FaceRegion) -> np.ndarray:
-        return self.region_masks[REGION_INDEX[region]]  # (H, W)
-
-    def flipped(self) -> FaceBase:
-        """The mirror image: pixels flip, and the person's left and right regions swap."""
-        order = [REGION_INDEX[MIRRORED_REGION[r]] for r in FaceRegion]
-        width = self.image.shape[-1]
-        return replace(
-            self,
-            image=np.ascontiguousarray(self.image[:, :, ::-1]),
-            region_masks=np.ascontiguousarray(self.region_masks[order][:, :, ::-1]),
-            skin_mask=np.ascontiguousarray(self.skin_mask[:, ::-1]),
-            eyes={MIRRORED_REGION[r]: e.flipped(width) for r, e in self.eyes.items()},
-            angle=-self.angle,
-        )
-
-
-def smooth_noise(rng: np.random.Generator, size: int, cells_y: int, cells_x: int | None = None) -> np.ndarray:
-    """Value noise, roughly N(0, 1), with about `cells` features per side: (size, size) float32.
-
-    A coarse random grid upsampled with smoothstep interpolation; vectorised, so cheap at 512x512.
-    """
-    cells_x = cells_y if cells_x is None else cells_x
-    grid = rng.standard_normal((cells_y + 1, cells_x + 1)).astype(np.float32)  # (cy+1, cx+1)
-
-    def axis(cells: int) -> tuple[np.ndarray, np.ndarray]:
-        t = (np.arange(size, dtype=np.float32) + 0.5) * (cells / size)  # (size,)
-        i = np.minimum(t.astype(np.int64), cells - 1)
-        f = t - i.astype(np.float32)
-        return i, f * f * (3 - 2 * f)
-
-    iy, fy = axis(cells_y)
-    ix, fx = axis(cells_x)
-    rows = grid[iy] * (1 - fy)[:, None] + grid[iy + 1] * fy[:, None]  # (size, cx+1)
-    return rows[:, ix] * (1 - fx) + rows[:, ix + 1] * fx  # (size, size)
-
-
-def clamp(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """`np.clip` without its Python-level dispatch, which dominates on the small arrays of a 64 px face."""
-    return np.minimum(np.maximum(x, lo), hi)
-
-
-def fill(signed_distance: np.ndarray) -> np.ndarray:
-    """Anti-aliased coverage in [0, 1] from a signed distance in pixels (negative inside)."""
-    return clamp(0.5 - signed_distance, 0.0, 1.0)
-
-
-def ellipse(x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
-    """Anti-aliased coverage of an ellipse; coordinates and radii in pixels."""
-    dx, dy = (x - cx) / rx, (y - cy) / ry
-    k = np.sqrt(dx * dx + dy * dy) + 1e-6
-    grad = np.sqrt((dx / rx) ** 2 + (dy / ry) ** 2) / k + 1e-6  # |d k / d pixel|
-    return fill((k - 1) / grad)
-
-
-def bump(x: np.ndarray, y: np.ndarray, cx: float, cy: float, rx: float, ry: float) -> np.ndarray:
-    """A smooth bump, 1 at the centre and exactly 0 outside the ellipse: (1 - r^2)^2 (compact support)."""
-    r2 = ((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2
-    q = np.maximum(1 - r2, 0)
-    return q * q
 
 
 def _rgb(values: np.ndarray | list[float]) -> np.ndarray:

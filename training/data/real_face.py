@@ -17,8 +17,8 @@ from langbrt.errors import LangBRTInputError
 from langbrt.io import read_image
 from langbrt.json_dataclass import parse_json
 from langbrt.training.data.blemish_types import REGION_INDEX, FaceRegion
+from langbrt.training.data.face_base import EyeFrame, FaceBase
 from langbrt.training.data.paired import fit_square
-from langbrt.training.data.procedural_face import EyeFrame, FaceBase
 
 
 class RealFaceBase:
