@@ -178,7 +178,10 @@ class LangBRT(nn.Module):
         if images.ndim != 4 or images.shape[1] != 3:
             raise LangBRTInputError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
         weights = next(self.parameters())
-        if images.dtype != weights.dtype:  # else the first linear layer's "mat1 and mat2 must have the same dtype"
+        # Under autocast (training's --precision bf16, a caller's fp16 region) float images of another dtype
+        # are cast per op, as autocast is for: only outside it would the first layer fail on the mismatch.
+        autocast = images.is_floating_point() and torch.is_autocast_enabled(images.device.type)
+        if images.dtype != weights.dtype and not autocast:  # else "mat1 and mat2 must have the same dtype"
             raise LangBRTInputError(
                 f"images are {images.dtype} but the model is {weights.dtype}: pass float values in [0, 1] as "
                 f"{weights.dtype} (uint8: images.to({weights.dtype}) / 255), or move the model with .to(dtype)"

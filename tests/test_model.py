@@ -146,6 +146,19 @@ def test_images_of_another_dtype_than_the_model_are_one_input_error(tiny, images
         tiny(images.to(dtype), [["acne"], ["acne"]])
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_low_precision_images_under_autocast_still_run(tiny, images, dtype):
+    """Autocast casts each op's inputs, so bf16 images into an fp32 model are legitimate there (QA)."""
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = tiny(images.to(dtype), [["acne"], ["acne"]])
+    assert out.image.shape == images.shape
+
+
+def test_uint8_images_are_refused_under_autocast_too(tiny, images):
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(LangBRTInputError, match="torch.uint8"):
+        tiny(images.mul(255).to(torch.uint8), [["acne"], ["acne"]])
+
+
 def test_one_image_without_its_batch_dimension_is_named_as_such(tiny, images):
     """A (3, H, W) image used to reach the prompt check first, as '1 prompt lists for 3 images'."""
     with pytest.raises(LangBRTInputError, match=r"images must be \(B, 3, H, W\), got \(3, 64, 64\)"):
