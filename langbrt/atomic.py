@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import stat
+import sys
 import tempfile
 import threading
 import warnings
@@ -32,12 +33,18 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     system, which POSIX makes atomic. It gets the mode a plain `open()` would give (mkstemp's is 0600).
     Creating it raises the OSError of an unwritable folder before the caller writes anything.
 
-    A `target` that is a device, a FIFO or a socket (`--out /dev/null`, `/dev/stdout` on a pipe, a named pipe;
-    through a symlink too) is yielded itself and written in place: renaming a file over it replaced the device
-    node with a regular file (QA: as root, `langbrt-eval --out /dev/null` turned /dev/null into a JSON file), and
-    such a target has no half-written state to hide.
+    A `target` that is a device, a FIFO or a socket (`--out /dev/null`, a named pipe; through a symlink too) is
+    yielded itself and written in place: renaming a file over it replaced the device node with a regular file
+    (QA: as root, `langbrt-eval --out /dev/null` turned /dev/null into a JSON file), and such a target has no
+    half-written state to hide. `/dev/stdout`, `/dev/stderr` and `/dev/fd/N` are written through the process's
+    own descriptor once the block succeeds (`_through_descriptor`), whatever it leads to.
     """
     target = Path(target)
+    fd = _stream_descriptor(target)
+    if fd is not None:
+        with _through_descriptor(fd) as tmp:
+            yield tmp
+        return
     if _is_special_file(target):
         yield target
         return
@@ -129,6 +136,44 @@ def _sync(tmp: Path) -> None:
 
 
 _STREAM_LINK_FOLDERS = (Path("/dev"), Path("/dev/fd"), Path("/proc/self/fd"))
+_STD_STREAMS = {Path("/dev/stdin"): 0, Path("/dev/stdout"): 1, Path("/dev/stderr"): 2}
+
+
+def _stream_descriptor(path: Path) -> int | None:
+    """The descriptor `/dev/stdout`, `/dev/stderr`, `/dev/fd/N` or `/proc/self/fd/N` names, else None."""
+    path = path.absolute()
+    if path in _STD_STREAMS:
+        return _STD_STREAMS[path]
+    if path.parent in (Path("/dev/fd"), Path("/proc/self/fd")) and path.name.isdigit():
+        return int(path.name)
+    return None
+
+
+@contextlib.contextmanager
+def _through_descriptor(fd: int) -> Iterator[Path]:
+    """Yield a temporary file; once the block succeeds, copy it into the open descriptor `fd`.
+
+    Why not open `/dev/stdout` by name: on Linux that opens the file behind it anew, so with stdout redirected to
+    a file (`--out /dev/stdout > report.json`) it truncated what the command had printed (`>>`: the file's older
+    contents too) and wrote from offset 0, and the command's next print overwrote the report (QA: langbrt-eval
+    --json --out /dev/stdout left invalid JSON). Through the descriptor, the report follows what was printed.
+    """
+    staged, name = tempfile.mkstemp(prefix=".langbrt-stream.", suffix=".tmp")  # the temp folder: not /dev
+    os.close(staged)
+    tmp = Path(name)
+    try:
+        yield tmp
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(AttributeError, ValueError, OSError):  # None, closed, or no descriptor
+                if stream.fileno() == fd:
+                    stream.flush()  # what it printed first comes first
+        with open(tmp, "rb") as source:
+            while chunk := source.read(1 << 20):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _is_special_file(path: Path) -> bool:

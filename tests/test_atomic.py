@@ -169,7 +169,7 @@ def test_a_device_or_fifo_target_is_written_in_place_not_replaced_by_a_file(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"pipe", target.name})
 
 
-def test_dev_stdout_on_a_redirected_stdout_is_written_in_place_not_renamed_over(tmp_path):
+def test_dev_stdout_on_a_redirected_stdout_is_never_renamed_over(tmp_path):
     """`--out /dev/stdout > report.json`: /dev/stdout then links to a regular file, and a rename would replace
     the link in /dev itself (as root). Checked without ever renaming: the block raises before its end."""
     import subprocess
@@ -181,8 +181,39 @@ def test_dev_stdout_on_a_redirected_stdout_is_written_in_place_not_renamed_over(
     with open(tmp_path / "report.json", "w") as stdout:
         run = subprocess.run([sys.executable, "-c", probe], stdout=stdout, stderr=subprocess.PIPE, text=True,
                              timeout=60)
-    assert run.returncode == 0 and run.stderr == "/dev/stdout", run.stderr
+    assert run.returncode == 0 and Path(run.stderr).parent != Path("/dev"), run.stderr
+    assert not Path(run.stderr).exists() and Path("/dev/stdout").is_symlink()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+    assert (tmp_path / "report.json").read_text() == ""
+
+
+@pytest.mark.parametrize("redirect", ["w", "a"])
+def test_dev_stdout_on_a_redirected_stdout_follows_what_was_printed(tmp_path, redirect):
+    """QA: opening /dev/stdout by name reopened report.json, truncating what was printed before (`>>`: the
+    file's older lines too), and the next print wrote over the report from offset 0 (`langbrt-eval --json
+    --out /dev/stdout > r.json` left invalid JSON). Written through descriptor 1, it reads as on a terminal."""
+    import subprocess
+    import sys
+
+    probe = ("from langbrt.atomic import atomic_write_text\nprint('before', flush=True)\n"
+             "atomic_write_text('/dev/stdout', 'the report\\n')\nprint('after')\n")
+    (tmp_path / "out.txt").write_text("older\n")
+    with open(tmp_path / "out.txt", redirect) as stdout:
+        run = subprocess.run([sys.executable, "-c", probe], stdout=stdout, stderr=subprocess.PIPE, text=True,
+                             timeout=60)
+    assert run.returncode == 0, run.stderr
+    older = "older\n" if redirect == "a" else ""
+    assert (tmp_path / "out.txt").read_text() == f"{older}before\nthe report\nafter\n"
+
+
+def test_a_closed_descriptor_is_one_output_error_and_nothing_is_created(tmp_path):
+    """`--out /dev/stdout >&-`: stat() of the link failed, so it was taken for a missing file and a temporary file
+    renamed over the link in /dev itself (as root). A closed /dev/fd/N stands in for it here."""
+    fd = os.open(tmp_path / "x", os.O_WRONLY | os.O_CREAT)
+    os.close(fd)
+    with pytest.raises(OutputWriteError, match="Bad file descriptor"):
+        atomic_write_text(f"/dev/fd/{fd}", "report")
+    assert (tmp_path / "x").read_text() == ""
 
 
 def _targets(folder: Path) -> dict[str, Path]:
