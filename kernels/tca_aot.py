@@ -7,7 +7,7 @@ Two users need the kernel compiled outside a launch:
   takes (x, map, weights..., alpha, H, W, out): `kernel_params` reads the order back from the PTX.
 - A machine without a GPU can still prove that the kernel compiles for a real target (not only in the
   interpreter) and read what ptxas made of it: registers, spilled bytes and shared memory per block
-  (`kernel_resources`), the numbers behind `NUM_WARPS_CHOICES` in `tca_triton.py`.
+  (`kernel_resources`), the numbers behind `NUM_WARPS_CHOICES` in `tca_launch_configs.py`.
 
 Compiling needs Triton's compiler, not its interpreter: with `TRITON_INTERPRET=1` set before import
 (the CPU test setup) `compile_tca_kernel` refuses, and tests call it from a child process.
