@@ -10,9 +10,13 @@ need imagecodecs, a large compiled package we do not require, and those files ke
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import lzma
 import struct
+import threading
 import zlib
+from collections.abc import Iterator
 from typing import BinaryIO
 
 import numpy as np
@@ -33,7 +37,7 @@ def decode_tiff16(fh: BinaryIO) -> np.ndarray | None:
 
     fh.seek(0)
     try:
-        with tifffile.TiffFile(fh) as tif:
+        with _tifffile_quiet(), tifffile.TiffFile(fh) as tif:
             page = tif.pages[0]
             samples = page.samplesperpixel
             if (page.photometric != _RGB or page.dtype != np.uint16 or samples not in (3, 4)
@@ -48,3 +52,22 @@ def decode_tiff16(fh: BinaryIO) -> np.ndarray | None:
     if data.shape != (page.imagelength, page.imagewidth, samples):
         return None
     return np.ascontiguousarray(data)
+
+
+@contextlib.contextmanager
+def _tifffile_quiet() -> Iterator[None]:
+    """Drop what tifffile logs from this thread while it reads. Why: it logs a tag it cannot parse (a
+    ResolutionUnit of 96, a damaged IFD) as an error and carries on; with no logging set up, Python prints that
+    on stderr, a stray '<tifffile.TiffTag 296 @166> raised ValueError(...)' line around langbrt-infer's own
+    output (QA). Such a file is still read, or None keeps Pillow's pixels; either way there is nothing to say."""
+    logger = logging.getLogger("tifffile")
+    thread = threading.get_ident()
+
+    def other_threads(record: logging.LogRecord) -> bool:
+        return record.thread != thread
+
+    logger.addFilter(other_threads)
+    try:
+        yield
+    finally:
+        logger.removeFilter(other_threads)

@@ -245,3 +245,18 @@ def test_a_16bit_ppm_and_a_32bit_integer_tiff_say_what_their_output_loses(tmp_pa
     assert output_note(loaded).startswith("32-bit TIFF comes back as 16-bit")
     eight_bit_ppm = b"P6\n1 1\n255\n\x01\x02\x03"
     assert output_note(load_image_bytes(eight_bit_ppm)) is None
+
+
+def test_a_16bit_tiff_with_a_tag_tifffile_cannot_parse_is_read_without_a_stray_log_line(caplog):
+    """tifffile logs a ResolutionUnit of 96 as an error and reads on; with no logging set up, Python printed it on
+    langbrt-infer's stderr beside the command's own lines (QA)."""
+    samples = deep_noise()
+    data = io.BytesIO()
+    tifffile.imwrite(data, samples, photometric="rgb")
+    with tifffile.TiffFile(io.BytesIO(data.getvalue())) as tif:
+        unit_at = tif.pages[0].tags[296].offset  # the IFD entry: tag, type, count, then the SHORT value
+    broken = bytearray(data.getvalue())
+    struct.pack_into("<H", broken, unit_at + 8, 96)
+    loaded = load_image_bytes(bytes(broken), "deep.tif")
+    assert loaded.output_bit_depth == 16 and np.array_equal(to_uint16_hwc(loaded.rgb), samples)
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("tifffile")] == []
