@@ -260,3 +260,21 @@ def test_a_16bit_tiff_with_a_tag_tifffile_cannot_parse_is_read_without_a_stray_l
     loaded = load_image_bytes(bytes(broken), "deep.tif")
     assert loaded.output_bit_depth == 16 and np.array_equal(to_uint16_hwc(loaded.rgb), samples)
     assert [r.getMessage() for r in caplog.records if r.name.startswith("tifffile")] == []
+
+
+@pytest.mark.filterwarnings("ignore:Metadata Warning")  # Pillow's, about the second value it skips
+@pytest.mark.parametrize("tag", [256, 257, 277])  # ImageWidth, ImageLength, SamplesPerPixel
+@pytest.mark.parametrize("layout", [{}, {"tile": (16, 16)}], ids=["strips", "tiles"])
+def test_a_16bit_tiff_pillow_reads_but_tifffile_cannot_parse_keeps_pillows_8_bits(tag, layout):
+    """A tag stored as two SHORTs (value, value): Pillow takes the first, tifffile raised TypeError, and a photo
+    read at 8 bits before tiff16 ended langbrt-infer in a traceback (QA)."""
+    samples = deep_noise()
+    data = io.BytesIO()
+    tifffile.imwrite(data, samples, photometric="rgb", **layout)
+    with tifffile.TiffFile(io.BytesIO(data.getvalue())) as tif:
+        entry, value = tif.pages[0].tags[tag].offset, tif.pages[0].tags[tag].value
+    odd = bytearray(data.getvalue())
+    struct.pack_into("<HIHH", odd, entry + 2, 3, 2, value, value)  # type SHORT, count 2, both inline
+    loaded = load_image_bytes(bytes(odd), "deep.tif")
+    assert (loaded.bit_depth, loaded.output_bit_depth) == (16, 8)
+    assert np.array_equal(to_uint16_hwc(loaded.rgb) >> 8, samples >> 8)
