@@ -239,8 +239,9 @@ def output_note(image: LoadedImage, name: str | None = None) -> str | None:
     notes = []
     if image.bit_depth > image.output_bit_depth:
         notes.append(f"{image.bit_depth}-bit {image.format} comes back as {image.output_bit_depth}-bit (16-bit "
-                     "RGB, RGBA and grey PNG and TIFF keep 16 bits, but not TIFFs compressed with LZW, PackBits or "
-                     "JPEG); convert it to a 16-bit RGB(A) PNG or an uncompressed or ZIP TIFF to keep every bit")
+                     "RGB, RGBA and grey PNG and TIFF keep 16 bits, but not a grey+alpha PNG, a TIFF compressed with "
+                     "LZW, PackBits or JPEG, or one with premultiplied alpha); convert it to a 16-bit RGB(A) PNG to "
+                     "keep every bit")
     if image.frames > 1:
         notes.append(f"{image.format} holds {image.frames} frames (an animation or pages); only the first is "
                      "retouched and comes back, as a still image")

@@ -278,3 +278,14 @@ def test_a_16bit_tiff_pillow_reads_but_tifffile_cannot_parse_keeps_pillows_8_bit
     loaded = load_image_bytes(bytes(odd), "deep.tif")
     assert (loaded.bit_depth, loaded.output_bit_depth) == (16, 8)
     assert np.array_equal(to_uint16_hwc(loaded.rgb) >> 8, samples >> 8)
+
+
+def test_an_uncompressed_16bit_tiff_with_premultiplied_alpha_is_not_told_to_become_an_uncompressed_tiff():
+    """It keeps Pillow's 8 bits for its alpha, not its compression: the note used to name only LZW, PackBits and
+    JPEG and advise an uncompressed or ZIP TIFF, which it already was (QA)."""
+    data = io.BytesIO()
+    tifffile.imwrite(data, deep_noise(channels=4), photometric="rgb", extrasamples=["assocalpha"])
+    loaded = load_image_bytes(data.getvalue(), "deep.tif")
+    note = output_note(loaded, "deep.tif")
+    assert loaded.output_bit_depth == 8 and note is not None
+    assert "premultiplied alpha" in note and "uncompressed" not in note
