@@ -158,6 +158,8 @@ def _through_descriptor(fd: int) -> Iterator[Path]:
     contents too) and wrote from offset 0, and the command's next print overwrote the report (QA: langbrt-eval
     --json --out /dev/stdout left invalid JSON). Through the descriptor, the report follows what was printed.
     """
+    if (fd, None) in ((1, sys.stdout), (2, sys.stderr)):  # closed at start (`>&-`): fd may be a file opened since
+        raise OSError(errno.EBADF, f"{os.strerror(errno.EBADF)} (the stream was closed when the command started)")
     staged, name = tempfile.mkstemp(prefix=".langbrt-stream.", suffix=".tmp")  # the temp folder: not /dev
     os.close(staged)
     tmp = Path(name)

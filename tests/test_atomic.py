@@ -278,3 +278,21 @@ def test_a_rename_that_fails_removes_the_targets_made_before_it(tmp_path, monkey
         for name, tmp in staged.items():
             tmp.write_text(name)
     assert _tree(tmp_path) == {"mask.png": "mask"}
+
+
+def test_dev_stdout_closed_at_start_is_refused_even_once_descriptor_1_is_reused(tmp_path):
+    """`--out /dev/stdout >&-`: Python starts with sys.stdout None, and the next file opened takes descriptor 1;
+    the report must not go into that file."""
+    import subprocess
+    import sys
+
+    probe = ("import os, sys\nfrom langbrt.atomic import atomic_write_text\n"
+             "from langbrt.errors import OutputWriteError\n"
+             "other = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT)\nassert other == 1, other\n"
+             "try:\n    atomic_write_text('/dev/stdout', 'report')\nexcept OutputWriteError as err:\n"
+             "    sys.stderr.write(str(err))\n")
+    run = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "other")], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True, timeout=60, close_fds=True,
+                         preexec_fn=lambda: os.close(1))
+    assert "Bad file descriptor" in run.stderr, run.stderr
+    assert (tmp_path / "other").read_text() == ""
