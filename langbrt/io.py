@@ -45,8 +45,9 @@ _ALPHA_FORMATS = ("PNG", "WEBP")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _DEEP_PNG_RAW_MODES = ("RGB;16B", "RGBA;16B")  # 16-bit colour PNGs, which `png16` reads at full depth
 _BITS_PER_SAMPLE = 258  # TIFF tag
-# What Pillow raises while decoding a damaged stream; anything else escaping is a bug worth seeing.
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
+# What Pillow raises while decoding a damaged stream; anything else escaping is a bug worth seeing. Overflow:
+# a BigTIFF offset past what a seek takes (QA, 2026-11-26: a traceback from load_image).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, OverflowError, struct.error, zlib.error)
 
 
 @dataclass(frozen=True, eq=False)
@@ -160,7 +161,7 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
             deep_png = fmt == "PNG" and raw_mode in _DEEP_PNG_RAW_MODES
             with_alpha = deep_png and raw_mode == "RGBA;16B"
             deep_tiff = fmt == "TIFF" and bit_depth == 16 and img.mode in ("RGB", "RGBA")  # `tiff16` may read them
-            frames = getattr(img, "n_frames", 1)  # before load(): Pillow counts them from the header and file
+            frames = _frame_count(img)  # before load(): Pillow counts them from the header and file
             # Before load(), which turns a TIFF upright as it decodes it and drops the tag; tiff16's samples
             # are as stored.
             tiff_orientation = img.getexif().get(ExifTags.Base.Orientation, 1) if deep_tiff else 1
@@ -205,6 +206,15 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
         lossless=_stores_exact_pixels(fmt, fh),
         frames=frames,
     )
+
+
+def _frame_count(img: Image.Image) -> int:
+    """The frames (pages) Pillow finds; counting walks every page's header, and a damaged later TIFF page
+    raised TypeError ('Missing dimensions') there, a traceback rather than a bad-file line (QA, 2026-11-26)."""
+    try:
+        return getattr(img, "n_frames", 1)
+    except TypeError as err:
+        raise ValueError(f"a later page is damaged: {err}") from None
 
 
 def _stores_exact_pixels(fmt: str, fh: BinaryIO) -> bool:

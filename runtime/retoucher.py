@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -114,7 +115,8 @@ class Retoucher:
 
     def retouch(self, images: Sequence[LoadedImage | torch.Tensor], prompts: PromptsArg = None) -> list[RetouchResult]:
         """Retouch photos of any sizes; results come back in input order at each photo's own resolution."""
-        if isinstance(images, LoadedImage | str) or (isinstance(images, torch.Tensor) and images.ndim != 4):
+        if isinstance(images, LoadedImage | str | os.PathLike) or (isinstance(images, torch.Tensor)
+                                                                  and images.ndim != 4):
             # One photo, not a list of them: iterating it would give rows or characters, and a misleading error.
             what = (f"a tensor of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor)
                     else f"one {type(images).__name__}")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 import torch
 from PIL import Image
 
@@ -243,6 +244,40 @@ def test_png_with_corrupt_bytes_in_the_middle_is_rejected(tmp_path):
     path = tmp_path / "corrupt.png"
     path.write_bytes(bytes(data))
     assert "corrupt.png" in _one_line_error(LangBRTInputError, read_image, path)
+
+
+def _tiff_with_a_damaged_second_page() -> bytes:
+    """Two pages; the second's width and height tags renamed (65000, 65001), so Pillow finds no dimensions."""
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 6)).save(buf, format="TIFF", save_all=True, append_images=[Image.new("RGB", (8, 6))])
+    data = bytearray(buf.getvalue())
+    first = struct.unpack_from("<I", data, 4)[0]
+    second = struct.unpack_from("<I", data, first + 2 + 12 * struct.unpack_from("<H", data, first)[0])[0]
+    for entry in range(struct.unpack_from("<H", data, second)[0]):
+        at = second + 2 + 12 * entry
+        tag = struct.unpack_from("<H", data, at)[0]
+        if tag in (256, 257):
+            struct.pack_into("<H", data, at, tag + 64744)
+    return bytes(data)
+
+
+def _bigtiff_with_a_strip_past_any_seek() -> bytes:
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.zeros((6, 8, 3), np.uint8), photometric="rgb", bigtiff=True)
+    with tifffile.TiffFile(io.BytesIO(buf.getvalue())) as tif:
+        at = tif.pages[0].tags["StripOffsets"].valueoffset
+    data = bytearray(buf.getvalue())
+    struct.pack_into("<Q", data, at, 2**63 + 5)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("damaged", [_tiff_with_a_damaged_second_page, _bigtiff_with_a_strip_past_any_seek])
+def test_a_tiff_damaged_where_pillow_raises_type_or_overflow_errors_is_one_bad_file_line(tmp_path, damaged):
+    """QA, 2026-11-26: Pillow's page count raised TypeError, its BigTIFF seek OverflowError: tracebacks."""
+    path = tmp_path / "damaged.tif"
+    path.write_bytes(damaged())
+    message = _one_line_error(LangBRTInputError, read_image, path)
+    assert "damaged.tif" in message and "corrupt" in message
 
 
 def test_text_file_named_jpg_is_not_an_image(tmp_path):

@@ -2,6 +2,7 @@
 outside the upsampled mask bit-identical to the input."""
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,7 +130,7 @@ def test_a_float_photo_a_resize_overshot_a_little_is_taken_and_kept_outside_the_
     assert result.image[:, ~outside].min() >= 0 and result.image[:, ~outside].max() <= 1
 
 
-@pytest.mark.parametrize("photo", [torch.rand(3, 8, 8), "face.png"])
+@pytest.mark.parametrize("photo", [torch.rand(3, 8, 8), "face.png", Path("face.png")])
 def test_one_photo_instead_of_a_list_is_one_input_error_saying_to_wrap_it(photo):
     with pytest.raises(LangBRTInputError, match=r"images must be a list of photos.*retouch\(\[photo\], prompts\)"):
         Retoucher(DiscBackend()).retouch(photo)
