@@ -120,7 +120,9 @@ def test_a_full_queue_refuses_at_once() -> None:
 
 
 def test_a_request_waiting_longer_than_the_timeout_fails_and_is_skipped() -> None:
-    fake = FakeRetoucher(sleep_s=0.4)
+    # 1.5 s of model time against a 0.2 s timeout: with 0.4 s a loaded CI box (the event loop late to see the
+    # model start) let the second request reach the model before its timeout fired.
+    fake = FakeRetoucher(sleep_s=1.5)
 
     async def run(batcher: DynamicBatcher[float]) -> None:
         first = asyncio.ensure_future(batcher.submit(_image()))
@@ -129,7 +131,7 @@ def test_a_request_waiting_longer_than_the_timeout_fails_and_is_skipped() -> Non
             await batcher.submit(_image())  # waits behind `first` for longer than 0.2 s
         assert batcher.depth == 0  # taken out of the queue at once: its image is freed, not held until skipped
         with pytest.raises(BatchTimeoutError):
-            await first  # the running request times out too: 0.4 s of model time > 0.2 s
+            await first  # the running request times out too: 1.5 s of model time > 0.2 s
 
     asyncio.run(_with_batcher(fake, run, max_batch=1, max_delay_ms=0, timeout_s=0.2))
     assert fake.batch_sizes == [1]  # the abandoned item never reached the model
