@@ -104,7 +104,7 @@ def test_all_calls_run_on_one_worker_thread() -> None:
 
 
 def test_a_full_queue_refuses_at_once() -> None:
-    fake = FakeRetoucher(sleep_s=0.3)
+    fake = FakeRetoucher(sleep_s=1.0)  # the worker must still be busy at the third submit, on a loaded box too
 
     async def run(batcher: DynamicBatcher[float]) -> list[object]:
         first = asyncio.ensure_future(batcher.submit(_image()))
@@ -178,7 +178,7 @@ def test_a_batch_that_fails_after_its_callers_left_logs_nothing_and_reruns_no_on
     """Both callers time out while the model runs the first batch, which then fails. Nobody is left to tell:
     no per-item rerun, the second image (queued with max_batch 1) never runs, and no "Future exception was
     never retrieved" traceback reaches the log."""
-    fake = FakeRetoucher(sleep_s=0.3, fail_on="acne")
+    fake = FakeRetoucher(sleep_s=1.0, fail_on="acne")  # well past the 0.1 s timeout, on a loaded box too
 
     async def run(batcher: DynamicBatcher[float]) -> None:
         results = await asyncio.gather(batcher.submit(_image(), ["acne"]), batcher.submit(_image(), ["acne"]),
