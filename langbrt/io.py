@@ -40,6 +40,10 @@ DEFAULT_MAX_PIXELS = 64_000_000
 READ_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF", "PPM")
 """Pillow plugins tried on read (JPEG covers MPO); formats that shell out (EPS) or are rare stay out."""
 
+READ_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm"})
+"""File suffixes (lower case) of the READ_FORMATS: what a folder given to langbrt-infer, langbrt-train or
+langbrt-eval is read for, so a folder means the same images to every command."""
+
 WRITE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 _ALPHA_FORMATS = ("PNG", "WEBP")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")

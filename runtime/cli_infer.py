@@ -32,7 +32,7 @@ from langbrt.cli_pipes import print_out, quiet_on_broken_pipe
 from langbrt.console import run_command
 from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_NOT_WRITTEN, EXIT_USAGE
-from langbrt.io import WRITE_SUFFIXES, LoadedImage, load_image, output_note, write_image
+from langbrt.io import READ_SUFFIXES, WRITE_SUFFIXES, LoadedImage, load_image, output_note, write_image
 from langbrt.output_paths import check_name_lengths, refuse_dangling_link
 from langbrt.text import normalize_prompt
 
@@ -42,7 +42,7 @@ from .retoucher import Retoucher
 PROG = "langbrt-infer"
 OUTPUT_DIR = "retouched"
 SUFFIX = "_retouched"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm"}
+IMAGE_SUFFIXES = READ_SUFFIXES
 OVERLAY_COLOR = torch.tensor([1.0, 0.15, 0.1])[:, None, None]  # (3, 1, 1) red-orange heat
 OVERLAY_ALPHA = 0.6
 EXIT_FAILED_FILES = 1

@@ -72,6 +72,24 @@ def test_generic_layout_pairs_by_stem_across_mixed_suffixes(tmp_path):
     assert index[1].source.name == "002.PNG" and index[1].target.name == "002.jpeg"
 
 
+def test_generic_layout_takes_every_format_infer_reads(tmp_path):
+    """QA, 2026-11-27: .tif/.tiff/.bmp pairs (which langbrt-infer retouches) were left out of the set without a
+    word, so a retoucher's TIFF exports trained and scored on the set's JPEG/PNG pairs only."""
+    make_generic(tmp_path, ["a.png", "b.png", "c.png"], ["a.png", "b.png", "c.png"])
+    for side, value in (("source", 200), ("target", 100)):
+        for name, fmt in (("b.tif", "TIFF"), ("c.BMP", "BMP"), ("d.tiff", "TIFF")):
+            (tmp_path / side / (name.split(".")[0] + ".png")).unlink(missing_ok=True)
+            Image.new("RGB", (8, 8), (value,) * 3).save(tmp_path / side / name, format=fmt)
+    index = find_pairs(tmp_path)
+    assert [(p.name, p.source.name) for p in index] == [
+        ("a", "a.png"), ("b", "b.tif"), ("c", "c.BMP"), ("d", "d.tiff")
+    ]
+    dataset = PairedImageDataset(index, image_size=8)
+    assert dataset.validate() == 0
+    assert float(dataset[1]["source"].mean()) == pytest.approx(200 / 255)
+    assert float(dataset[3]["target"].mean()) == pytest.approx(100 / 255)
+
+
 def test_generic_layout_ignores_non_image_and_hidden_files(tmp_path):
     make_generic(tmp_path, ["a.png"], ["a.png"])
     (tmp_path / "source" / "notes.txt").write_text("hello")

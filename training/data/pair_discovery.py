@@ -4,7 +4,8 @@ Real retouching data comes as two folders of the same faces, before (``source``)
 retouching. Everything that can be wrong with such a folder is found by `find_pairs` before training starts
 and reported in one error, because a run that dies after an hour on a missing file wastes the hour.
 
-Accepted generic layout (any mix of .png/.jpg/.jpeg/.webp, suffixes in any case; files pair by stem)::
+Accepted generic layout (any mix of the suffixes `langbrt-infer` reads, `langbrt.io.READ_SUFFIXES`: .png,
+.jpg/.jpeg, .webp, .tif/.tiff, .bmp, .gif, .ppm, in any case; files pair by stem)::
 
     root/
       source/  001.jpg  002.png  ...
@@ -22,9 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from langbrt.errors import LangBRTInputError
+from langbrt.io import READ_SUFFIXES
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp"})
-"""Suffixes (lower case) read as images; anything else in a data folder is ignored."""
+IMAGE_SUFFIXES = READ_SUFFIXES
+"""Suffixes (lower case) read as images; anything else in a data folder is ignored. The same set as
+`langbrt-infer`'s (QA, 2026-11-27: .tif/.tiff/.bmp pairs, which infer reads, were left out of training and
+evaluation without a word, so a set exported as TIFF trained on its JPEG/PNG pairs only)."""
 
 MAX_LISTED = 5
 """How many offending files an error message names before it says "..."."""
