@@ -322,6 +322,39 @@ def test_resume_with_model_flags_equal_to_the_checkpoints_trains(run_dir, tmp_pa
     assert result.exit_code == 0, result.output
 
 
+def test_init_fine_tunes_from_a_checkpoints_weights_with_a_fresh_schedule(run_dir, tmp_path):
+    """QA, 2026-11-27: "learns from few pairs" had no way to start from a trained model (the bundled one, or a
+    run's final): --resume needs trainer_state.pt and continues the old run's data, schedule and step count."""
+    (tmp_path / "data").mkdir()
+    for side, value in (("source", 200), ("target", 190)):
+        for name in ("a", "b"):
+            (tmp_path / "data" / side).mkdir(exist_ok=True)
+            Image.new("RGB", (80, 64), (value, 120, 110)).save(tmp_path / "data" / side / f"{name}.png")
+    result = run_cli("--init", str(run_dir / "final"), "--data", str(tmp_path / "data"), "--steps", "1",
+                     "--batch-size", "2", "--lr", "1e-30", "--adversarial-weight", "0", "--ema-decay", "0",
+                     "--output", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    start, tuned = LangBRT.from_pretrained(run_dir / "final"), LangBRT.from_pretrained(tmp_path / "out/final")
+    for (name, a), b in zip(start.state_dict().items(), tuned.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)  # lr 1e-30: the one step leaves the checkpoint's weights
+    saved = json.loads((tmp_path / "out/final/train_config.json").read_text())
+    assert saved["init"] == str(run_dir / "final") and saved["steps"] == 1 and saved["data"] == str(tmp_path / "data")
+    assert load_trainer_state(tmp_path / "out/final")["step"] == 1  # a new run: its own step count
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--preset", "small"], "--preset small differs from the --init checkpoint's tiny"),
+    (["--resume", "RUN/final"], "--init starts a new run from a checkpoint's weights and --resume continues"),
+    (["--init", "RUN/final/model.safetensors"], "is a file"),
+    (["--init", "RUN/nowhere"], "no such folder")])
+def test_init_errors_are_one_line_and_create_no_output(run_dir, tmp_path, args, message):
+    args = [a.replace("RUN", str(run_dir)) for a in args]
+    init = [] if "--init" in args else ["--init", str(run_dir / "final")]
+    result = run_cli(*init, *args, "--steps", "3", "--output", str(tmp_path / "out"))
+    assert result.exit_code == 2 and result.output.startswith(ERROR) and result.output.count("\n") == 1, result.output
+    assert message in result.output and not (tmp_path / "out").exists()
+
+
 def test_resume_with_an_ema_decay_starts_the_ema_the_checkpoint_lacked(run_dir, tmp_path):
     result = run_cli("--resume", str(run_dir / "final"), "--steps", "3", "--ema-decay", "0.9",
                      "--output", str(tmp_path))

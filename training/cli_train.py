@@ -25,7 +25,7 @@ from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_NOT_WRITTEN, EXIT_USAGE
 from langbrt.training.losses.detection import DEFAULT_DETECTION_LOSS, DETECTION_LOSSES
 from langbrt.training.losses.weights import LossWeights
-from langbrt.training.train_config import ABLATIONS, PRECISIONS, PRESETS, SYNTHETIC, TrainConfig
+from langbrt.training.train_config import ABLATIONS, MODEL_FIELDS, PRECISIONS, PRESETS, SYNTHETIC, TrainConfig
 
 PROG = "langbrt-train"
 EXIT_DIVERGED = 3
@@ -111,9 +111,14 @@ _WEIGHTS = ("detection", "component", "adversarial", "l1", "perceptual", "semant
 @click.option("--resume", type=click.Path(), help="Continue exactly from a checkpoint folder; its "
               "train_config.json is used, with only the flags given here overriding it (--steps above the "
               "checkpoint's step; model flags such as --preset or --image-size must match it).")
+@click.option("--init", type=click.Path(), help="Fine-tune: start a new run from the weights of a checkpoint "
+              "folder (a run's OUTPUT/final, or langbrt/assets/default_model, the bundled model) with a fresh "
+              "optimizer and schedule from step 1; its model settings are kept (model flags must match them). "
+              "Not with --resume.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
-def main(ctx: click.Context, threads: int, resume: str | None, quiet: bool, **options: object) -> None:
+def main(ctx: click.Context, threads: int, resume: str | None, init: str | None, quiet: bool,
+         **options: object) -> None:
     """Train LangBRT. Example (CPU, about 1.5 minutes; the run README.md measures):
 
     langbrt-train --data synthetic --preset tiny --steps 500 --batch-size 8 --lr 2e-3 --l1-weight 20
@@ -122,7 +127,7 @@ def main(ctx: click.Context, threads: int, resume: str | None, quiet: bool, **op
     if threads > 0:
         torch.set_num_threads(threads)
     try:
-        cfg = _config(ctx, options, resume)
+        cfg = _config(ctx, options, resume, init)
         from langbrt.training.trainer import RankLost, TrainingDiverged, TrainingInterrupted, train
 
         try:
@@ -171,12 +176,43 @@ def _check_resume_folder(resume: Path) -> None:
         raise LangBRTInputError(f"--resume {resume} is a file, which holds weights but no trainer state; {hint}")
 
 
-def _config(ctx: click.Context, options: dict[str, object], resume: str | None) -> TrainConfig:
-    """Flags -> TrainConfig; with --resume, the checkpoint's config with only the explicitly given flags."""
+def _init_settings(init: Path) -> TrainConfig:
+    """The train config of the checkpoint folder --init names (its model settings are the run's), or one line."""
+    hint = "pass a checkpoint folder holding model.safetensors and train_config.json, such as a run's OUTPUT/final"
+    if not init.is_dir():
+        raise LangBRTInputError(f"--init {init}: {'is a file' if init.exists() else 'no such folder'}; {hint}")
+    if not (init / "train_config.json").is_file() or not (init / "model.safetensors").is_file():
+        raise LangBRTInputError(f"--init {init}: no model.safetensors and train_config.json in it; {hint}")
+    return TrainConfig.from_json(init / "train_config.json")
+
+
+def _config(ctx: click.Context, options: dict[str, object], resume: str | None,
+            init: str | None = None) -> TrainConfig:
+    """Flags -> TrainConfig; with --resume, the checkpoint's config with only the explicitly given flags; with
+    --init, the flags with the model settings (`MODEL_FIELDS`) of the checkpoint whose weights the run starts from."""
     given = {name for name in options if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    if resume is not None and init is not None:
+        raise LangBRTInputError("--init starts a new run from a checkpoint's weights and --resume continues a run; "
+                                "give one of them")
     if resume is not None:
         _check_resume_folder(Path(resume))
         cfg = TrainConfig.from_json(Path(resume) / "train_config.json")
+    elif init is not None:
+        start = _init_settings(Path(init))
+        cfg = TrainConfig(init=str(init))
+        for name in MODEL_FIELDS:
+            setattr(cfg, name, getattr(start, name))
+        saved = start.model_settings()
+        given = set(options)
+        for name in MODEL_FIELDS:
+            if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+                setattr(cfg, name, options[name])
+                if cfg.model_settings()[name] != saved[name]:
+                    raise LangBRTInputError(
+                        f"--{name.replace('_', '-')} {options[name]} differs from the --init checkpoint's "
+                        f"{saved[name]}: its weights decide the model; drop the flag, or train from scratch "
+                        "without --init")
+            given.discard(name)
     else:
         cfg, given = TrainConfig(), set(options)
     for name in _FIELDS:

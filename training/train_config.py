@@ -98,6 +98,7 @@ class TrainConfig:
     log_every: int = 10
     image_every: int = 500
     checkpoint_every: int = 1000
+    init: str | None = None  # a checkpoint folder whose weights the run starts from (fine-tuning); None: random
 
     def validate(self) -> None:
         """Raise `ConfigValueError` for a value the run cannot use: one line naming the option (`from_dict`

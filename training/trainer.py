@@ -247,7 +247,8 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
     with fail_together(info):
         if info.is_main:
             data_folders = [f for f in (cfg.data, cfg.ffhqr_root, cfg.ffhqr_target_root) if f and Path(f).is_dir()]
-            check_run_folder(output, [*data_folders, *([resume] if resume else [])], resume=resume)
+            starts = [Path(p) for p in (resume, cfg.init) if p]
+            check_run_folder(output, [*data_folders, *starts], resume=resume)
     with fail_together(info):
         state = load_trainer_state(resume) if resume else None
         if state is not None:
@@ -258,7 +259,10 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
         random.seed(cfg.seed)
         np.random.seed(cfg.seed)
         text_encoder = build_text_encoder(cfg)
-        model = LangBRT.from_pretrained(resume, text_encoder=text_encoder) if resume else build_model(cfg, text_encoder)
+        # A resume loads its own checkpoint; a new run with `init` starts from that checkpoint's (shipped) weights.
+        start_from = resume or (Path(cfg.init) if cfg.init else None)
+        model = (LangBRT.from_pretrained(start_from, text_encoder=text_encoder) if start_from
+                 else build_model(cfg, text_encoder))
         discriminator = PatchDiscriminator(model.config.discriminator_channels)
         # Every module moves to the training device before the EMA copies the weights, so its shadow lives there too.
         model.to(info.device).train()
