@@ -19,7 +19,7 @@ from test_trainer import count_generator_steps
 from langbrt.errors import LangBRTInputError
 from langbrt.model import LangBRT
 from langbrt.training import trainer as trainer_module
-from langbrt.training.cli_train import main
+from langbrt.training.cli_train import eval_command, main
 from langbrt.training.losses.detection import DEFAULT_DETECTION_LOSS, DETECTION_LOSSES
 from langbrt.training.train_config import TrainConfig
 from langbrt.training.train_state import load_trainer_state
@@ -353,6 +353,17 @@ def test_init_errors_are_one_line_and_create_no_output(run_dir, tmp_path, args, 
     result = run_cli(*init, *args, "--steps", "3", "--output", str(tmp_path / "out"))
     assert result.exit_code == 2 and result.output.startswith(ERROR) and result.output.count("\n") == 1, result.output
     assert message in result.output and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("data, expected", [
+    ({"data": "synthetic"}, "langbrt-eval --model 'r un/final' --data synthetic"),
+    ({"data": "ffhqr", "ffhqr_root": "/d/ffhq", "ffhqr_target_root": "/d/ret"},
+     "langbrt-eval --model 'r un/final' --data ffhqr --ffhqr-root /d/ffhq --ffhqr-target-root /d/ret"),
+    ({"data": "mine/train"}, "langbrt-eval --model 'r un/final' --data HELD_OUT_DIR")])
+def test_the_eval_command_a_run_ends_with_runs_on_data_it_did_not_train_on(data, expected):
+    """QA, 2026-11-27: it repeated --data: a folder's own training pairs, and for FFHQR no --ffhqr-root (an error)."""
+    line = eval_command(Path("r un/final"), TrainConfig(**data))
+    assert line.startswith(expected) and "mine/train" not in line
 
 
 def test_resume_with_an_ema_decay_starts_the_ema_the_checkpoint_lacked(run_dir, tmp_path):

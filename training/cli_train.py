@@ -10,6 +10,7 @@ traceback. Ctrl-C ends with one line naming the checkpoint to `--resume` from, e
 from __future__ import annotations
 
 import os
+import shlex
 import warnings
 from pathlib import Path
 
@@ -25,7 +26,15 @@ from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_NOT_WRITTEN, EXIT_USAGE
 from langbrt.training.losses.detection import DEFAULT_DETECTION_LOSS, DETECTION_LOSSES
 from langbrt.training.losses.weights import LossWeights
-from langbrt.training.train_config import ABLATIONS, MODEL_FIELDS, PRECISIONS, PRESETS, SYNTHETIC, TrainConfig
+from langbrt.training.train_config import (
+    ABLATIONS,
+    FFHQR,
+    MODEL_FIELDS,
+    PRECISIONS,
+    PRESETS,
+    SYNTHETIC,
+    TrainConfig,
+)
 
 PROG = "langbrt-train"
 EXIT_DIVERGED = 3
@@ -149,9 +158,26 @@ def main(ctx: click.Context, threads: int, resume: str | None, init: str | None,
     if int(os.environ.get("RANK", "0")) == 0:
         try:
             print_out(f"saved {result.final_dir} after {result.steps} steps (loss {result.last_loss:.4f}); "
-                      f"evaluate with: langbrt-eval --model {result.final_dir} --data {cfg.data}")
+                      f"evaluate with: {eval_command(result.final_dir, cfg)}")
         except StdoutWriteError as err:  # the run is saved; only its last line was lost
             stop(error_line(PROG, err), EXIT_OUTPUT_NOT_WRITTEN)
+
+
+def eval_command(final_dir: Path, cfg: TrainConfig) -> str:
+    """The `langbrt-eval` line the run ends with, for data it did not train on.
+
+    Why: it used to repeat `--data`, which for a folder is the training pairs themselves (scores that say
+    nothing about new photos) and for FFHQR lacked `--ffhqr-root`, so the command it printed failed (QA,
+    2026-11-27). The synthetic set and FFHQR have a test split, langbrt-eval's default; a folder is used whole.
+    """
+    command = f"langbrt-eval --model {shlex.quote(str(final_dir))} --data "
+    if cfg.data == SYNTHETIC:
+        return command + SYNTHETIC
+    if cfg.data == FFHQR:
+        roots = [f"--{flag} {shlex.quote(str(path))}" for flag, path in
+                 (("ffhqr-root", cfg.ffhqr_root), ("ffhqr-target-root", cfg.ffhqr_target_root)) if path]
+        return " ".join([command + FFHQR, *roots])
+    return command + "HELD_OUT_DIR (a folder of source/ + target/ pairs this run did not train on)"
 
 
 def _warn_if_component_loss_cannot_run(ctx: click.Context, cfg: TrainConfig) -> None:
