@@ -405,6 +405,17 @@ def test_trainer_state_of_another_model_is_one_error_line(run_dir, tmp_path):
     assert result.output.count("\n") == 1 and not (tmp_path / "out").exists()
 
 
+def test_resume_from_the_bundled_model_says_to_fine_tune_with_init(tmp_path):
+    """It first said '--warmup-steps must be in [0, --steps 10), got 50': the shipped model's own config,
+    checked against the flags, hid the real problem (no trainer state) (QA, few-shot story)."""
+    from langbrt.bundled import default_model_path
+
+    bundled = default_model_path()
+    result = run_cli("--resume", str(bundled), "--steps", "10", "--output", str(tmp_path / "out"))
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "no trainer_state.pt" in result.output and f"--init {bundled}" in result.output
+
+
 def test_resume_from_a_folder_without_trainer_state_creates_no_output(run_dir, tmp_path):
     checkpoint = tmp_path / "ckpt"
     shutil.copytree(run_dir / "final", checkpoint)

@@ -35,6 +35,7 @@ from langbrt.training.train_config import (
     SYNTHETIC,
     TrainConfig,
 )
+from langbrt.training.train_state import STATE_FILE
 
 PROG = "langbrt-train"
 EXIT_DIVERGED = 3
@@ -202,6 +203,14 @@ def _check_resume_folder(resume: Path) -> None:
         raise LangBRTInputError(f"--resume {resume} is a file, which holds weights but no trainer state; {hint}")
 
 
+def _check_resume_state(resume: Path) -> None:
+    """A checkpoint folder without trainer state is said to be one before the flags meet its config: its own
+    values then failed validation against them (--steps 10 below its warmup of 50) and hid this, the problem."""
+    if not (resume / STATE_FILE).is_file():
+        raise LangBRTInputError(f"--resume {resume}: no {STATE_FILE}, so no run to continue (a shipped model such as "
+                                f"the bundled one holds weights only); to fine-tune from its weights: --init {resume}")
+
+
 def _init_settings(init: Path) -> TrainConfig:
     """The train config of the checkpoint folder --init names (its model settings are the run's), or one line."""
     hint = "pass a checkpoint folder holding model.safetensors and train_config.json, such as a run's OUTPUT/final"
@@ -223,6 +232,7 @@ def _config(ctx: click.Context, options: dict[str, object], resume: str | None,
     if resume is not None:
         _check_resume_folder(Path(resume))
         cfg = TrainConfig.from_json(Path(resume) / "train_config.json")
+        _check_resume_state(Path(resume))
     elif init is not None:
         start = _init_settings(Path(init))
         cfg = TrainConfig(init=str(init))
