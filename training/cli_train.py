@@ -18,6 +18,7 @@ import click
 import torch
 from click.core import ParameterSource
 
+from langbrt.bundled import DEFAULT_MODEL_DIR, default_model_path
 from langbrt.cli_click import OneLineCommand, one_line_warnings, stop
 from langbrt.cli_errors import error_line
 from langbrt.cli_pipes import StdoutWriteError, print_out
@@ -38,6 +39,7 @@ from langbrt.training.train_config import (
 from langbrt.training.train_state import STATE_FILE
 
 PROG = "langbrt-train"
+BUNDLED_INIT = "bundled"  # --init bundled: the model shipped inside the package, wherever pip put it
 EXIT_DIVERGED = 3
 EXIT_RANK_LOST = 1  # under torchrun: another process of the job ended mid-run
 
@@ -122,7 +124,7 @@ _WEIGHTS = ("detection", "component", "adversarial", "l1", "perceptual", "semant
               "train_config.json is used, with only the flags given here overriding it (--steps above the "
               "checkpoint's step; model flags such as --preset or --image-size must match it).")
 @click.option("--init", type=click.Path(), help="Fine-tune: start a new run from the weights of a checkpoint "
-              "folder (a run's OUTPUT/final, or langbrt/assets/default_model, the bundled model) with a fresh "
+              f"folder (a run's OUTPUT/final, or '{BUNDLED_INIT}': the model shipped with LangBRT) with a fresh "
               "optimizer and schedule from step 1; its model settings are kept (model flags must match them). "
               "Not with --resume.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -208,7 +210,13 @@ def _check_resume_state(resume: Path) -> None:
     values then failed validation against them (--steps 10 below its warmup of 50) and hid this, the problem."""
     if not (resume / STATE_FILE).is_file():
         raise LangBRTInputError(f"--resume {resume}: no {STATE_FILE}, so no run to continue (a shipped model such as "
-                                f"the bundled one holds weights only); to fine-tune from its weights: --init {resume}")
+                                "the bundled one holds weights only); to fine-tune from its weights: "
+                                f"--init {_init_name(resume)}")
+
+
+def _init_name(checkpoint: Path) -> str:
+    """What to type after --init for `checkpoint`: 'bundled' for the shipped model, else its path."""
+    return BUNDLED_INIT if checkpoint.resolve() == DEFAULT_MODEL_DIR else str(checkpoint)
 
 
 def _init_settings(init: Path) -> TrainConfig:
@@ -234,6 +242,8 @@ def _config(ctx: click.Context, options: dict[str, object], resume: str | None,
         cfg = TrainConfig.from_json(Path(resume) / "train_config.json")
         _check_resume_state(Path(resume))
     elif init is not None:
+        if init == BUNDLED_INIT:
+            init = str(default_model_path())
         start = _init_settings(Path(init))
         cfg = TrainConfig(init=str(init))
         for name in MODEL_FIELDS:
