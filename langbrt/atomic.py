@@ -58,8 +58,17 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         raise
 
 
+class TargetExistsError(FileExistsError):
+    """`atomic_paths(..., replace=False)` found a target in place at rename time (another process wrote it
+    after the caller checked); `filename` is that target. None of the call's targets was left behind."""
+
+
+# What os.link raises on a file system without hard links (FAT, exFAT, some FUSE and network mounts)
+_NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS})
+
+
 @contextlib.contextmanager
-def atomic_paths(targets: Mapping[K, Path]) -> Iterator[dict[K, Path]]:
+def atomic_paths(targets: Mapping[K, Path], replace: bool = True) -> Iterator[dict[K, Path]]:
     """`atomic_path` for files that belong together (a photo's image, maps and mask): yield a temporary path
     beside each target; once the block succeeds, all are synced, then renamed into place in the order given.
 
@@ -68,36 +77,82 @@ def atomic_paths(targets: Mapping[K, Path]) -> Iterator[dict[K, Path]]:
     without its image, which a rerun then refused as existing outputs). Here the slow part (fsync) comes
     first, while an interrupt still removes every temporary file and changes no target; the renames run
     with Ctrl-C and SIGTERM held, and those take effect after the last one. A rename that fails (an I/O
-    error) removes the targets this call had created, so none is left without the others. A target that is
-    a device or FIFO is written in place, as by `atomic_path`.
+    error) removes the targets this call had created, so none is left without the others. With `replace`, a
+    target that is a device or FIFO is written in place, as by `atomic_path`.
+
+    `replace=False` never replaces a target, however late it appears: each is put in place with
+    `os.link(tmp, target)`, which fails if the target exists, in one step (QA: two runs into one folder both
+    passed their callers' "does it exist?" check, and the second rename silently replaced the first run's
+    files, leaving a photo's image from one run and its maps from the other). If one exists, the targets
+    this call had already placed are removed and `TargetExistsError` names it. On a file system without hard
+    links this falls back to checking, then renaming, which is not race-free there.
     """
     staged: dict[K, Path] = {}
     try:
         for key, target in targets.items():
-            staged[key] = Path(target) if _is_special_file(Path(target)) else _new_temporary(Path(target))
+            in_place = replace and _is_special_file(Path(target))
+            staged[key] = Path(target) if in_place else _new_temporary(Path(target))
         yield dict(staged)
         renames = [(staged[key], Path(target)) for key, target in targets.items() if staged[key] != Path(target)]
         for tmp, target in renames:
             _sync(tmp)
             if target.is_dir():  # a folder in the way fails before any target changes
                 raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
-        created: list[Path] = []
+        placed: list[tuple[Path, os.stat_result]] = []  # targets this call created, with their file's identity
         with _signals_held():
             try:
                 for tmp, target in renames:
-                    existed = os.path.lexists(target)
-                    os.replace(tmp, target)
-                    if not existed:
-                        created.append(target)
+                    identity = os.stat(tmp)
+                    if replace:
+                        existed = os.path.lexists(target)
+                        os.replace(tmp, target)
+                        if not existed:
+                            placed.append((target, identity))
+                    else:
+                        _place_new(tmp, target)
+                        placed.append((target, identity))
             except OSError:
-                for target in created:
-                    target.unlink(missing_ok=True)
+                for target, identity in placed:
+                    _unlink_if_same(target, identity)
                 raise
     except BaseException:
         for key, tmp in staged.items():
             if tmp != Path(targets[key]):
                 tmp.unlink(missing_ok=True)
         raise
+
+
+def _place_new(tmp: Path, target: Path) -> None:
+    """Move `tmp` to `target` unless `target` exists: then TargetExistsError, and neither changes.
+
+    A hard link is created only if its name is free, atomically, so a target another process writes at the
+    same moment is never replaced. Where the file system has no hard links, check then rename: a target that
+    appears between the two is replaced (documented in `atomic_paths`)."""
+    try:
+        os.link(tmp, target)
+    except FileExistsError:
+        raise TargetExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target)) from None
+    except OSError as err:
+        if err.errno not in _NO_HARD_LINKS:
+            raise
+        if os.path.lexists(target):
+            raise TargetExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(target)) from None
+        os.replace(tmp, target)
+        return
+    try:
+        tmp.unlink()
+    except OSError:
+        target.unlink(missing_ok=True)  # ours: the link made just now
+        raise
+
+
+def _unlink_if_same(target: Path, identity: os.stat_result) -> None:
+    """Remove `target` if it is still the file this process put there (not one another process renamed over
+    it since): undoing our part must not delete someone else's output."""
+    with contextlib.suppress(OSError):
+        now = os.lstat(target)
+        if (now.st_dev, now.st_ino) == (identity.st_dev, identity.st_ino):
+            target.unlink()
 
 
 @contextlib.contextmanager

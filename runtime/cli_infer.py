@@ -5,7 +5,7 @@ outputs (`<stem>_retouched.<ext>`), the retouch pasted back into the full-resolu
 reported on one stderr line and skipped (exit 1 at the end); a bad model, prompt or option stops before
 anything is written (exit 2); an output that cannot be written once running (a full disk) stops the run in
 one line (exit 4), keeping the photos already done, which are complete. Inputs are never overwritten, outputs
-only with --overwrite.
+only with --overwrite: not even one another run writes while this one works on the photo (`_staged`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from langbrt.atomic import atomic_paths
+from langbrt.atomic import TargetExistsError, atomic_paths
 from langbrt.bundled import default_model_path
 from langbrt.cli_args import OneLineParser, device_arg
 from langbrt.cli_errors import error_line, fail
@@ -203,7 +203,7 @@ class Runner:
         targets = self.targets(source, image)
         [result] = self.retoucher.retouch([image], [self.prompts])
         fmt = output_format(image)
-        with _staged(source, targets) as staged:
+        with _staged(source, targets, replace=self.args.overwrite) as staged:
             write_image(staged["image"], result.image, alpha=image.alpha, format=fmt, exif=image.exif,
                         icc_profile=image.icc_profile, bit_depth=image.output_bit_depth, lossless=image.lossless)
             if self.args.save_maps:
@@ -257,19 +257,25 @@ def _probe_writable(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def _staged(source: Path, targets: dict[str, Path]) -> Iterator[dict[str, Path]]:
+def _staged(source: Path, targets: dict[str, Path], replace: bool) -> Iterator[dict[str, Path]]:
     """Temporary files beside all of one photo's outputs, renamed into place together once all are written.
 
     Why: a Ctrl-C or a full disk between the retouched image and its maps must not leave a photo half done
     (an image without its maps, counted as not retouched); on any error every temporary file is removed. A
     failed write is one OutputWriteError naming the photo and the folder, not the temporary file that failed.
+
+    Without `replace`, an output that appeared after `Runner.targets` checked it (another run writing the same
+    folder) is not replaced and none of the photo's outputs is left: one LangBRTInputError line, a bad file.
     """
     folder = targets["image"].parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
         image_last = {**{key: path for key, path in targets.items() if key != "image"}, "image": targets["image"]}
-        with atomic_paths(image_last) as staged:  # the image last: where it is, its maps and mask are too
+        with atomic_paths(image_last, replace=replace) as staged:  # image last: where it is, its maps are too
             yield staged
+    except TargetExistsError as err:
+        raise LangBRTInputError(f"{source}: {err.filename} appeared while this run worked on it (another run?); "
+                                "pass --overwrite to replace it") from None
     except (OSError, OutputWriteError) as err:
         why = err.__cause__ if isinstance(err.__cause__, OSError) else err  # write_image's OutputWriteError
         reason = why.strerror if isinstance(why, OSError) and why.strerror else why

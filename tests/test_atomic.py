@@ -1,4 +1,5 @@
-"""`atomic_folder`: a folder is replaced whole or not at all, and a failure leaves nothing hidden behind."""
+"""`atomic_folder`: a folder is replaced whole or not at all, and a failure leaves nothing hidden behind;
+`atomic_paths`: files that belong together appear together, and with replace=False never over another's."""
 
 from __future__ import annotations
 
@@ -278,6 +279,100 @@ def test_a_rename_that_fails_removes_the_targets_made_before_it(tmp_path, monkey
         for name, tmp in staged.items():
             tmp.write_text(name)
     assert _tree(tmp_path) == {"mask.png": "mask"}
+
+
+def _write_each(staged: dict[str, Path]) -> None:
+    for name, tmp in staged.items():
+        tmp.write_text(name)
+
+
+def test_without_replace_new_targets_are_placed_with_the_mode_open_gives(tmp_path):
+    with atomic.atomic_paths(_targets(tmp_path), replace=False) as staged:
+        _write_each(staged)
+    assert _tree(tmp_path) == {"image.png": "image", "map.png": "map", "mask.png": "mask"}
+    assert all(stat.S_IMODE(p.stat().st_mode) == atomic.new_file_mode() and p.stat().st_nlink == 1
+               for p in tmp_path.iterdir())
+
+
+def test_without_replace_a_target_that_appears_before_the_rename_is_kept_and_the_others_are_undone(tmp_path):
+    """QA: two runs into one folder both passed the caller's check, and the second rename replaced the first
+    run's image, leaving the photo's image from one run and its maps from the other."""
+    with pytest.raises(atomic.TargetExistsError) as err, \
+            atomic.atomic_paths(_targets(tmp_path), replace=False) as staged:
+        _write_each(staged)
+        (tmp_path / "image.png").write_text("another run's")  # the last target: map and mask were placed first
+    assert err.value.filename == str(tmp_path / "image.png")
+    assert _tree(tmp_path) == {"image.png": "another run's"}  # no map, no mask, no temporary
+
+
+def test_without_replace_a_dangling_symlink_in_the_way_is_not_followed_or_replaced(tmp_path):
+    (tmp_path / "mask.png").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(atomic.TargetExistsError), atomic.atomic_paths(_targets(tmp_path), replace=False) as staged:
+        _write_each(staged)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.png"] and not (tmp_path / "nowhere").exists()
+
+
+def test_undoing_a_refused_call_leaves_a_file_another_process_renamed_over_ours(tmp_path, monkeypatch):
+    real_link = os.link
+
+    def link(src, dst):
+        if Path(dst).name == "image.png":  # meanwhile, an --overwrite run replaced our map, then wrote the image
+            (tmp_path / "theirs").write_text("their map")
+            os.replace(tmp_path / "theirs", tmp_path / "map.png")
+            (tmp_path / "image.png").write_text("their image")
+        real_link(src, dst)
+
+    monkeypatch.setattr(atomic.os, "link", link)
+    with pytest.raises(atomic.TargetExistsError), atomic.atomic_paths(_targets(tmp_path), replace=False) as staged:
+        _write_each(staged)
+    assert _tree(tmp_path) == {"image.png": "their image", "map.png": "their map"}
+
+
+@pytest.mark.parametrize("code", [errno.EPERM, errno.EOPNOTSUPP], ids=["EPERM", "EOPNOTSUPP"])
+def test_without_hard_links_new_targets_are_renamed_into_place(tmp_path, monkeypatch, code):
+    """FAT, exFAT, some FUSE mounts: os.link fails; the check-then-rename fallback still writes new outputs."""
+    def no_links(src, dst):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(atomic.os, "link", no_links)
+    with atomic.atomic_paths(_targets(tmp_path), replace=False) as staged:
+        _write_each(staged)
+    assert _tree(tmp_path) == {"image.png": "image", "map.png": "map", "mask.png": "mask"}
+
+
+def test_without_hard_links_an_existing_target_is_still_refused_and_the_others_undone(tmp_path, monkeypatch):
+    def no_links(src, dst):
+        if Path(dst).name == "image.png":
+            (tmp_path / "image.png").write_text("another run's")  # appears just before the fallback's check
+        raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+
+    monkeypatch.setattr(atomic.os, "link", no_links)
+    with pytest.raises(atomic.TargetExistsError), atomic.atomic_paths(_targets(tmp_path), replace=False) as staged:
+        _write_each(staged)
+    assert _tree(tmp_path) == {"image.png": "another run's"}
+
+
+def test_another_link_error_is_an_os_error_not_a_refusal_and_undoes_the_others(tmp_path, monkeypatch):
+    real_link = os.link
+
+    def link(src, dst):
+        if Path(dst).name == "image.png":
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_link(src, dst)
+
+    monkeypatch.setattr(atomic.os, "link", link)
+    with pytest.raises(OSError, match="Input/output error") as err, \
+            atomic.atomic_paths(_targets(tmp_path), replace=False) as staged:
+        _write_each(staged)
+    assert not isinstance(err.value, atomic.TargetExistsError) and list(tmp_path.iterdir()) == []
+
+
+def test_with_replace_a_target_that_appears_before_the_rename_is_replaced(tmp_path):
+    """The default (langbrt-infer --overwrite): the new files win, all of them."""
+    with atomic.atomic_paths(_targets(tmp_path)) as staged:
+        _write_each(staged)
+        (tmp_path / "image.png").write_text("another run's")
+    assert _tree(tmp_path) == {"image.png": "image", "map.png": "map", "mask.png": "mask"}
 
 
 def test_dev_stdout_closed_at_start_is_refused_even_once_descriptor_1_is_reused(tmp_path):

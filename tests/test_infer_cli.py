@@ -97,6 +97,56 @@ def test_an_existing_output_is_refused_without_overwrite(model_dir, tmp_path, ca
     assert _run(model_dir, src, "--overwrite") == 0 and _sha(out) == before
 
 
+def _another_run_writes(monkeypatch, name, *, links=True):
+    """Make `name` appear in the results folder just before this run puts it there, as a second langbrt-infer
+    writing the same folder would after this run checked its outputs; os.link raises EPERM if not `links`."""
+    from langbrt import atomic
+
+    real_link = os.link
+
+    def link(src, dst):
+        if Path(dst).name == name and not Path(dst).exists():
+            Path(dst).write_bytes(b"another run's")
+        if not links:
+            raise PermissionError(errno.EPERM, os.strerror(errno.EPERM))
+        real_link(src, dst)
+
+    monkeypatch.setattr(atomic.os, "link", link)
+
+
+@pytest.mark.parametrize("links", [True, False], ids=["hard-links", "no-hard-links"])
+def test_an_output_another_run_writes_meanwhile_is_kept_and_the_photo_left_undone(model_dir, tmp_path, capsys,
+                                                                                 monkeypatch, links):
+    """QA: two runs into one folder both passed the exists-check, and the second rename silently replaced the
+    first run's files, leaving a photo's image from one run and its maps from the other."""
+    sources = [_photo(tmp_path / "a.png"), _photo(tmp_path / "b.png")]
+    _another_run_writes(monkeypatch, "a_retouched.png", links=links)  # the image: renamed last
+    assert _run(model_dir, *sources, "-o", tmp_path / "out", "--save-maps", "--prompt", "acne") == 1
+    assert _one_line(capsys) == (f"langbrt-infer: error: {sources[0]}: {tmp_path / 'out' / 'a_retouched.png'} "
+                                 "appeared while this run worked on it (another run?); pass --overwrite to replace it")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "a_retouched.png", "b_map_0_acne.png", "b_mask.png", "b_retouched.png"]  # a's maps undone, no temporaries
+    assert (tmp_path / "out" / "a_retouched.png").read_bytes() == b"another run's"
+
+
+def test_with_overwrite_an_output_another_run_writes_meanwhile_is_replaced(model_dir, tmp_path, monkeypatch):
+    from langbrt import atomic
+
+    src = _photo(tmp_path / "face.png")
+    out = tmp_path / "retouched" / "face_retouched.png"
+    real_replace = os.replace
+
+    def replace(tmp, dst):
+        if Path(dst) == out and not out.exists():
+            out.write_bytes(b"another run's")
+        real_replace(tmp, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", replace)
+    assert _run(model_dir, src, "--overwrite") == 0
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.size == (48, 30)
+
+
 def test_a_corrupt_file_is_reported_and_the_others_still_processed(model_dir, tmp_path, capsys):
     good = [_photo(tmp_path / "a.png"), _photo(tmp_path / "c.png")]
     (tmp_path / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
