@@ -229,3 +229,13 @@ def test_a_rank_that_dies_mid_run_leaves_one_line_naming_the_checkpoint_not_a_tr
         proc.stderr
     assert f"continue with --resume {out / 'checkpoints/step_000002'}" in lines[0]
     assert "[rank0]: Traceback" not in proc.stderr and "GLHF" not in proc.stderr, proc.stderr
+
+
+def test_validation_under_torchrun_is_scored_and_logged_once_by_rank_0(tmp_path):
+    """Rank 0 scores the held-out set while rank 1 waits; each validation is one log record and one line."""
+    proc = torchrun("-m", "langbrt.training.cli_train", *FAST, "--steps", "2", "--checkpoint-every", "1",
+                    "--batch-size", "2", "--val", "synthetic", "--val-samples", "2", "--output", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "val/psnr" in r] == [1, 2]
+    assert sum(" val (2 images): " in line for line in proc.stderr.splitlines()) == 2, proc.stderr[-3000:]

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import click
-import torch
 
 from langbrt.atomic import atomic_write_text
 from langbrt.cli_args import DEVICE_HELP, is_device_name
@@ -33,7 +32,7 @@ from langbrt.text import text_encoder_from_name
 from langbrt.training.evaluate import EvalResult, evaluate
 from langbrt.training.metrics import LPIPSMetric
 from langbrt.training.train_config import FFHQR, MAX_SEED, SYNTHETIC, TrainConfig
-from langbrt.training.trainer import build_dataset
+from langbrt.training.validation import EVAL_BATCH_SIZE, EVAL_SEED, EVAL_SPLIT, eval_dataset
 
 PROG = "langbrt-eval"
 
@@ -57,13 +56,13 @@ def _device_option(ctx: click.Context, param: click.Parameter, value: str | None
               help="'synthetic', 'ffhqr' (with --ffhqr-root) or a folder holding source/ and target/.")
 @click.option("--ffhqr-root", type=click.Path(), help="FFHQR folder (see langbrt-train --help).")
 @click.option("--ffhqr-target-root", type=click.Path(), help="FFHQR retouched-images folder.")
-@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True,
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default=EVAL_SPLIT, show_default=True,
               help="Split of the synthetic set or of FFHQR (a paired folder is used whole).")
 @click.option("--num-samples", type=click.IntRange(min=0), default=64, show_default=True,
               help="Synthetic: how many samples (at least 1); folders and FFHQR: evaluate at most this many "
                    "pairs (0: all).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=EVAL_BATCH_SIZE, show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=EVAL_SEED, show_default=True,
               help="Seed of the synthetic set.")
 @click.option("--strict/--no-strict", default=False, show_default=True,
               help="Stop at a corrupt image instead of skipping it with a warning.")
@@ -150,10 +149,7 @@ def _run(model_dir: str, data: str, ffhqr_root: str | None, ffhqr_target_root: s
     model = LangBRT.from_pretrained(model_dir)
     if model.config.text_encoder.startswith("open_clip:") and clip_text_weights:
         model.prompt_bank.set_encoder(text_encoder_from_name(model.config.text_encoder, clip_text_weights))
-    length = num_samples if data == SYNTHETIC else None
-    dataset, collate, _ = build_dataset(cfg, model.config.image_size, split=split, length=length, evaluation=True)
-    if data != SYNTHETIC and 0 < num_samples < len(dataset):
-        dataset = torch.utils.data.Subset(dataset, range(num_samples))
+    dataset, collate = eval_dataset(cfg, model.config.image_size, split, num_samples)
     from tqdm.auto import tqdm
 
     with tqdm(total=len(dataset), unit="img", disable=not sys.stderr.isatty()) as bar:

@@ -48,7 +48,8 @@ _FIELDS = ("data", "ffhqr_root", "ffhqr_target_root", "fraction", "synthetic_len
            "steps", "batch_size", "lr",
            "min_lr", "warmup_steps", "grad_clip", "preset", "image_size", "map_threshold", "detection_loss",
            "ablation", "text_encoder", "clip_text_weights", "vgg_weights", "alpha_clip_weights", "precision", "seed",
-           "strict", "flip", "ema_decay", "num_workers", "log_every", "image_every", "checkpoint_every", "output")
+           "strict", "flip", "ema_decay", "num_workers", "log_every", "image_every", "checkpoint_every", "val",
+           "val_every", "val_samples", "output")
 _WEIGHTS = ("detection", "component", "adversarial", "l1", "perceptual", "semantic")
 
 
@@ -118,6 +119,13 @@ _WEIGHTS = ("detection", "component", "adversarial", "l1", "perceptual", "semant
 @click.option("--image-every", type=int, default=500, show_default=True, help="Steps between sample grids.")
 @click.option("--checkpoint-every", type=int, default=1000, show_default=True,
               help="Steps between checkpoints in OUTPUT/checkpoints/step_NNNNNN.")
+@click.option("--val", metavar="DIR|synthetic",
+              help="Held-out validation: score the shipped (EMA) weights with langbrt-eval's metrics on a folder "
+              "of pairs laid out as --data's (not the training folder), or 'synthetic' (the synthetic test split); "
+              "written to log.jsonl and TensorBoard as val/..., with the identity's scores beside them.")
+@click.option("--val-every", type=int, help="Steps between validations (and at the end)  [default: --checkpoint-every]")
+@click.option("--val-samples", type=int, default=64, show_default=True,
+              help="Validate on at most this many held-out pairs (synthetic: this many test samples).")
 @click.option("--output", type=click.Path(), default="runs/langbrt", show_default=True,
               help="Run folder; the final checkpoint goes to OUTPUT/final.")
 @click.option("--resume", type=click.Path(), help="Continue exactly from a checkpoint folder; its "

@@ -99,6 +99,9 @@ class TrainConfig:
     image_every: int = 500
     checkpoint_every: int = 1000
     init: str | None = None  # a checkpoint folder whose weights the run starts from (fine-tuning); None: random
+    val: str | None = None  # held-out pairs scored during training: a source/ + target/ folder or "synthetic"
+    val_every: int | None = None  # steps between validations; None: every checkpoint_every
+    val_samples: int = 64  # at most this many held-out pairs (synthetic: exactly this many test samples)
 
     def validate(self) -> None:
         """Raise `ConfigValueError` for a value the run cannot use: one line naming the option (`from_dict`
@@ -112,7 +115,8 @@ class TrainConfig:
                                    "--data ffhqr needs --ffhqr-root DIR (the FFHQR folder)")
         positive = {"steps": self.steps, "batch_size": self.batch_size, "synthetic_length": self.synthetic_length,
                     "log_every": self.log_every, "image_every": self.image_every,
-                    "checkpoint_every": self.checkpoint_every}
+                    "checkpoint_every": self.checkpoint_every, "val_every": self.validation_every(),
+                    "val_samples": self.val_samples}
         for name, value in positive.items():
             if value < 1:
                 raise ConfigValueError(name, f"must be at least 1, got {value}")
@@ -163,6 +167,11 @@ class TrainConfig:
         if self.map_threshold is not None and not 0.0 <= self.map_threshold < preset.map_saturation:
             raise ConfigValueError("map_threshold", f"must be in [0, {preset.map_saturation}) (below the map "
                                                     f"saturation), got {self.map_threshold}")
+
+    def validation_every(self) -> int:
+        """Steps between validations: `val_every`, else the checkpoint interval, so that each checkpoint's
+        shipped weights get their held-out scores in the log."""
+        return self.val_every if self.val_every is not None else self.checkpoint_every
 
     def loss_weights(self) -> LossWeights:
         """The weights this run trains with: `weights`, less the terms its ablation removes.

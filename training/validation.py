@@ -1,0 +1,118 @@
+"""Held-out validation during training (`langbrt-train --val`): `langbrt-eval`'s protocol at named steps.
+
+Why: a user fine-tuning on a few pairs overfits in a few hundred steps, and the training loss cannot show
+it; the held-out scores beside the identity's can. They are `langbrt-eval`'s numbers for the checkpoint of
+that step, not an approximation: the same set (`eval_dataset`), the same `evaluate`, the same batch size and
+synthetic seed, on the weights a checkpoint ships (the EMA's when EMA is on). Scoring leaves the run as it
+was (raw weights, train mode, every RNG), so a run with `--val` trains the same weights as one without.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, Subset
+
+from langbrt.errors import LangBRTInputError
+from langbrt.model import LangBRT
+from langbrt.output_paths import overlap
+from langbrt.training.datasets import build_dataset
+from langbrt.training.evaluate import EvalResult, evaluate
+from langbrt.training.metrics import LPIPSMetric
+from langbrt.training.train_config import FFHQR, SYNTHETIC, TrainConfig
+from langbrt.training.train_state import EMA, rng_state, set_rng_state, shipped_weights
+
+EVAL_SPLIT = "test"  # the split of the synthetic set (and FFHQR) that langbrt-eval scores by default
+EVAL_SEED = 0  # seed of langbrt-eval's synthetic set by default
+EVAL_BATCH_SIZE = 8  # langbrt-eval's default; part of the protocol, as a batch changes the float sums a little
+
+
+def eval_dataset(cfg: TrainConfig, image_size: int, split: str, num_samples: int) -> tuple[Dataset, Callable]:
+    """(dataset, collate) that langbrt-eval scores for `cfg.data`: `num_samples` synthetic samples of `split`, or
+    at most `num_samples` pairs of a folder / FFHQR (0: all), each pair scored once (one failing to decode is
+    dropped, not replaced)."""
+    length = num_samples if cfg.data == SYNTHETIC else None
+    dataset, collate, _ = build_dataset(cfg, image_size, split=split, length=length, evaluation=True)
+    if cfg.data != SYNTHETIC and 0 < num_samples < len(dataset):
+        dataset = Subset(dataset, range(num_samples))
+    return dataset, collate
+
+
+@dataclass
+class Validation:
+    """The held-out set a run scores, built once before OUTPUT exists (a bad folder is one error line)."""
+
+    dataset: Dataset
+    collate: Callable
+    lpips: LPIPSMetric | None
+
+
+def check_val_folder(cfg: TrainConfig) -> None:
+    """A --val folder must hold pairs the run does not train on: not the --data folder, nor inside it, nor
+    holding it (scores on training pairs would say nothing about new photos)."""
+    if cfg.val in (None, SYNTHETIC) or cfg.data in (SYNTHETIC, FFHQR) or not Path(cfg.data).is_dir():
+        return
+    where = overlap(Path(cfg.val).resolve(), cfg.data, contains=True)
+    if where:
+        raise LangBRTInputError(f"--val {cfg.val} {where} the training folder --data {cfg.data}; validation needs "
+                                "held-out pairs: pass a folder of pairs the run does not train on")
+
+
+def build_validation(cfg: TrainConfig, image_size: int) -> Validation | None:
+    """The --val set at the model's `image_size`, as `langbrt-eval --data VAL --num-samples N` reads it; None
+    without --val. Leaves every RNG as it found it."""
+    if cfg.val is None:
+        return None
+    check_val_folder(cfg)
+    val_cfg = TrainConfig(data=cfg.val, seed=EVAL_SEED, strict=cfg.strict, flip=False)
+    with same_rng():
+        try:
+            dataset, collate = eval_dataset(val_cfg, image_size, EVAL_SPLIT, cfg.val_samples)
+        except LangBRTInputError as err:
+            raise LangBRTInputError(f"--val {err}") from None
+        lpips = LPIPSMetric.try_load()  # builds a network: random initialisation before its weights load
+    return Validation(dataset, collate, lpips)
+
+
+@contextmanager
+def same_rng() -> Iterator[None]:
+    """Every RNG (torch, CUDA, numpy, python) is back where it was after the block: the data loader draws a
+    seed from torch's even when it does not shuffle."""
+    state = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
+
+
+def validate(model: LangBRT, ema: EMA | None, val: Validation, device: torch.device) -> EvalResult:
+    """Score the weights a checkpoint of this step ships on the held-out set; `model` is back in train mode
+    with its raw weights, and every RNG where it was."""
+    with same_rng(), shipped_weights(model, ema):
+        try:
+            return evaluate(model, val.dataset, val.collate, batch_size=EVAL_BATCH_SIZE, device=device,
+                            lpips=val.lpips)
+        finally:
+            model.train()
+
+
+def val_scalars(result: EvalResult) -> dict[str, float]:
+    """`val/NAME` for each image metric of `langbrt-eval --json` (model and identity) and the overall
+    detection IoU / AP on the synthetic set; metrics that cannot be computed (LPIPS without weights) left out."""
+    scores: dict[str, Any] = {k: v for k, v in result.to_dict().items()
+                              if k != "num_samples" and isinstance(v, float)}
+    if result.detection is not None:
+        scores.update(detection_iou=result.detection.iou, detection_ap=result.detection.ap)
+    return {f"val/{name}": value for name, value in scores.items()}
+
+
+def val_line(step: int, result: EvalResult) -> str:
+    """The one line a validation prints: the model against the identity on the whole image and the blemishes."""
+    return (f"step {step} val ({result.num_samples} images): PSNR {result.psnr:.2f} dB (identity "
+            f"{result.identity_psnr:.2f}), on blemishes {result.psnr_blemish:.2f} dB (identity "
+            f"{result.identity_psnr_blemish:.2f})")
