@@ -13,10 +13,10 @@ from langbrt.config import LangBRTConfig
 from langbrt.model import LangBRT
 from langbrt.text import default_text_encoder
 from langbrt.training.cli_eval import main
+from langbrt.training.datasets import build_dataset
 from langbrt.training.evaluate import evaluate
 from langbrt.training.suite import TABLE_COLUMNS, parse_suite_specs
 from langbrt.training.train_config import TrainConfig
-from langbrt.training.trainer import build_dataset
 
 NUM_SAMPLES = 2
 ERROR = "langbrt-eval: error: "  # how every error line of the command starts

@@ -30,10 +30,10 @@ from langbrt.errors import LangBRTInputError
 from langbrt.json_dataclass import parse_json
 from langbrt.model import LangBRT
 from langbrt.training.baselines import bilateral_retouch, diffusion_inpaint
+from langbrt.training.datasets import build_dataset
 from langbrt.training.evaluate import finite_or_none
 from langbrt.training.metrics import LPIPSMetric, mask_iou, psnr, specificity_change, ssim
 from langbrt.training.train_config import TrainConfig
-from langbrt.training.trainer import build_dataset
 
 IDENTITY = "identity"
 BILATERAL = "bilateral-skin"
