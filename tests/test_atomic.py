@@ -265,15 +265,17 @@ def test_an_interrupt_during_the_renames_takes_effect_after_the_last_one(tmp_pat
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_a_rename_that_fails_removes_the_targets_made_before_it(tmp_path, monkeypatch):
-    real_replace = os.replace
-
-    def replace(src, dst):
+def _fails_for_the_image(real):  # type: ignore[no-untyped-def]
+    """`real` (os.replace or os.link) raising EIO for the image target: an I/O error midway through a photo."""
+    def call(src, dst):  # type: ignore[no-untyped-def]
         if Path(dst).name == "image.png":
             raise OSError(errno.EIO, os.strerror(errno.EIO))
-        real_replace(src, dst)
+        real(src, dst)
+    return call
 
-    monkeypatch.setattr(atomic.os, "replace", replace)
+
+def test_a_rename_that_fails_removes_the_targets_made_before_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic.os, "replace", _fails_for_the_image(os.replace))
     (tmp_path / "mask.png").write_text("old")  # an earlier output, replaced by --overwrite: kept as written
     with pytest.raises(OSError, match="Input/output error"), atomic.atomic_paths(_targets(tmp_path)) as staged:
         for name, tmp in staged.items():
@@ -353,14 +355,7 @@ def test_without_hard_links_an_existing_target_is_still_refused_and_the_others_u
 
 
 def test_another_link_error_is_an_os_error_not_a_refusal_and_undoes_the_others(tmp_path, monkeypatch):
-    real_link = os.link
-
-    def link(src, dst):
-        if Path(dst).name == "image.png":
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-        real_link(src, dst)
-
-    monkeypatch.setattr(atomic.os, "link", link)
+    monkeypatch.setattr(atomic.os, "link", _fails_for_the_image(os.link))
     with pytest.raises(OSError, match="Input/output error") as err, \
             atomic.atomic_paths(_targets(tmp_path), replace=False) as staged:
         _write_each(staged)
