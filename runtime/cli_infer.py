@@ -42,7 +42,6 @@ from .retoucher import Retoucher
 PROG = "langbrt-infer"
 OUTPUT_DIR = "retouched"
 SUFFIX = "_retouched"
-IMAGE_SUFFIXES = READ_SUFFIXES
 OVERLAY_COLOR = torch.tensor([1.0, 0.15, 0.1])[:, None, None]  # (3, 1, 1) red-orange heat
 OVERLAY_ALPHA = 0.6
 EXIT_FAILED_FILES = 1
@@ -77,7 +76,7 @@ def expand_inputs(items: list[str]) -> tuple[list[Path], list[dict[str, str]]]:
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in READ_SUFFIXES)
         elif path.exists():
             found = [path]
         else:

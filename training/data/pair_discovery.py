@@ -25,11 +25,6 @@ from pathlib import Path
 from langbrt.errors import LangBRTInputError
 from langbrt.io import READ_SUFFIXES
 
-IMAGE_SUFFIXES = READ_SUFFIXES
-"""Suffixes (lower case) read as images; anything else in a data folder is ignored. The same set as
-`langbrt-infer`'s (QA, 2026-11-27: .tif/.tiff/.bmp pairs, which infer reads, were left out of training and
-evaluation without a word, so a set exported as TIFF trained on its JPEG/PNG pairs only)."""
-
 MAX_LISTED = 5
 """How many offending files an error message names before it says "..."."""
 
@@ -77,7 +72,7 @@ def plural(n: int, singular: str, plural_form: str) -> str:
 
 def is_image_file(path: Path) -> bool:
     """Whether `path` is a visible file with an image suffix; everything else in a data folder is ignored."""
-    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() in READ_SUFFIXES
 
 
 def _images_by_stem(folder: Path) -> tuple[dict[str, Path], list[str], list[str]]:
@@ -88,7 +83,7 @@ def _images_by_stem(folder: Path) -> tuple[dict[str, Path], list[str], list[str]
     for path in sorted(folder.iterdir()):
         if is_image_file(path):
             by_stem.setdefault(path.stem, []).append(path)
-        elif path.is_symlink() and not path.exists() and path.suffix.lower() in IMAGE_SUFFIXES:
+        elif path.is_symlink() and not path.exists() and path.suffix.lower() in READ_SUFFIXES:
             dangling.append(path.name)
     duplicates = [" = ".join(p.name for p in paths) for paths in by_stem.values() if len(paths) > 1]
     return {stem: paths[0] for stem, paths in by_stem.items()}, duplicates, dangling
@@ -114,7 +109,7 @@ def find_pairs(root: str | Path) -> PairIndex:
     targets, target_dups, target_dangling = _images_by_stem(root / "target")
 
     problems = []
-    suffixes = "/".join(sorted(IMAGE_SUFFIXES))
+    suffixes = "/".join(sorted(READ_SUFFIXES))
     for side, dangling in (("source", source_dangling), ("target", target_dangling)):
         if dangling:
             problems.append(f"{plural(len(dangling), f'link in {side}/ points', f'links in {side}/ point')} "
