@@ -190,7 +190,6 @@ def _sync(tmp: Path) -> None:
     os.chmod(tmp, new_file_mode())
 
 
-_STREAM_LINK_FOLDERS = (Path("/dev"), Path("/dev/fd"), Path("/proc/self/fd"))
 _STD_STREAMS = {Path("/dev/stdin"): 0, Path("/dev/stdout"): 1, Path("/dev/stderr"): 2}
 
 
@@ -234,16 +233,14 @@ def _through_descriptor(fd: int) -> Iterator[Path]:
 
 
 def _is_special_file(path: Path) -> bool:
-    """Whether `path` exists (following symlinks) and is neither a regular file nor a folder, or is a link to
-    a stream (`/dev/stdout`, `/dev/fd/1`): with stdout redirected to a file, that link leads to a regular file,
-    and a rename would have replaced the link in /dev itself (as root), not written the caller's stdout."""
+    """Whether `path` exists (following symlinks) and is neither a regular file nor a folder, or names a stream
+    (`_stream_descriptor`): with stdout redirected to a file, /dev/stdout leads to a regular file, and a rename
+    would have replaced the link in /dev itself (as root), not written the caller's stdout."""
     try:
         mode = os.stat(path).st_mode
     except OSError:
         return False
-    if path.is_symlink() and path.absolute().parent in _STREAM_LINK_FOLDERS:
-        return True
-    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+    return _stream_descriptor(path) is not None or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 NAME_MAX_BYTES = 255  # the longest file name Linux, macOS and Windows file systems take
