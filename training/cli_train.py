@@ -253,11 +253,9 @@ def _config(ctx: click.Context, options: dict[str, object], resume: str | None,
         if init == BUNDLED_INIT:
             init = str(default_model_path())
         start = _init_settings(Path(init))
-        cfg = TrainConfig(init=str(init))
-        for name in MODEL_FIELDS:
-            setattr(cfg, name, getattr(start, name))
+        cfg = TrainConfig(init=str(init), **{name: getattr(start, name) for name in MODEL_FIELDS})
         saved = start.model_settings()
-        given = set(options)
+        given = set(options) - set(MODEL_FIELDS)
         for name in MODEL_FIELDS:
             if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
                 setattr(cfg, name, options[name])
@@ -266,7 +264,6 @@ def _config(ctx: click.Context, options: dict[str, object], resume: str | None,
                         f"--{name.replace('_', '-')} {options[name]} differs from the --init checkpoint's "
                         f"{saved[name]}: its weights decide the model; drop the flag, or train from scratch "
                         "without --init")
-            given.discard(name)
     else:
         cfg, given = TrainConfig(), set(options)
     for name in _FIELDS:
