@@ -15,7 +15,11 @@ this with its generic pointwise/MatMul fusions), or as one `langbrt::tca_attenti
 Which is faster on a given GPU is for `langbrt-bench` to say: build both and compare.
 
 An engine is tied to one TensorRT version and one GPU compute capability; `check_engine_compatible`
-compares the sidecar against the running system and names the command that rebuilds it.
+compares the sidecar against the running system and names the command that rebuilds it. The sidecar also
+records the engine's SHA-256 (`langbrt.artifact.ENGINE_DIGEST_KEY`): the two files are renamed into place
+one after the other, so two exports to the same path at once can leave one's engine beside the other's
+sidecar, and the loader (`runtime/backends/tensorrt_backend.py`) refuses such a pair instead of trusting
+the wrong metadata.
 
 Without TensorRT (not installed) or without a CUDA GPU nothing is built and nothing is written:
 `require_tensorrt()` raises `TensorRTUnavailable` with one line saying which is missing.
@@ -31,7 +35,13 @@ from typing import Any
 
 import torch
 
-from langbrt.artifact import MAX_ENGINE_PROMPTS, OPT_ENGINE_PROMPTS, ArtifactMetadata
+from langbrt.artifact import (
+    ENGINE_DIGEST_KEY,
+    MAX_ENGINE_PROMPTS,
+    OPT_ENGINE_PROMPTS,
+    ArtifactMetadata,
+    engine_digest,
+)
 from langbrt.atomic import atomic_path
 from langbrt.errors import CheckpointError, LangBRTError, LangBRTInputError
 
@@ -116,12 +126,13 @@ def rebuild_command(engine_path: str | Path, model_dir: str | Path | None, batch
 
 def engine_metadata(metadata: ArtifactMetadata, *, fp16: bool, trt_version: str, gpu_name: str,
                     compute_capability: str, inputs: dict[str, list[int]], outputs: dict[str, list[int]],
-                    batch_sizes: Sequence[int], command: str) -> ArtifactMetadata:
-    """The ONNX file's metadata, extended with what ties an engine to its build machine."""
+                    batch_sizes: Sequence[int], command: str, digest: str) -> ArtifactMetadata:
+    """The ONNX file's metadata, extended with what ties an engine to its build machine and its bytes."""
     extras: dict[str, Any] = dict(metadata.extras)
     extras.update(tensorrt=trt_version, gpu=gpu_name, compute_capability=compute_capability,
                   inputs=inputs, outputs=outputs, batch_sizes=[int(b) for b in batch_sizes],
                   fp32_layers=list(FP32_LAYER_TYPES) if fp16 else [], rebuild_command=command)
+    extras[ENGINE_DIGEST_KEY] = digest
     return dataclasses.replace(metadata, precision="fp16" if fp16 else "fp32", extras=extras)
 
 
@@ -202,17 +213,20 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, fp16: bool =
     if serialized is None:
         raise LangBRTError(f"TensorRT failed to build an engine from {onnx_path} (see the log above)")
 
+    engine_bytes = bytes(serialized)
     props = torch.cuda.get_device_properties(torch.cuda.current_device())  # the GPU the builder tuned for
     sidecar = engine_metadata(
         metadata, fp16=fp16, trt_version=trt.__version__, gpu_name=props.name,
         compute_capability=f"{props.major}.{props.minor}", inputs=inputs, outputs=outputs,
         batch_sizes=batch_sizes,
         command=rebuild_command(engine_path, model_dir, batch_sizes, "plugin" if plugin else "subgraph"),
+        digest=engine_digest(engine_bytes),
     )
     # Both files are written and synced before either is renamed into place, the engine first: a crash or
-    # Ctrl-C can split the pair only between two renames, not across a write of the whole engine.
+    # Ctrl-C can split the pair only between two renames, not across a write of the whole engine, and a
+    # split pair (or a concurrent export's renames interleaving with these) fails the digest check at load.
     with atomic_path(sidecar_path(engine_path)) as sidecar_tmp, atomic_path(engine_path) as engine_tmp:
-        engine_tmp.write_bytes(bytes(serialized))
+        engine_tmp.write_bytes(engine_bytes)
         sidecar_tmp.write_text(sidecar.to_json(), encoding="utf-8")
     if timing_cache:
         with atomic_path(timing_cache) as tmp:

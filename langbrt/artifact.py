@@ -7,6 +7,7 @@ the runtime must not import export code.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -31,6 +32,8 @@ OPT_ENGINE_PROMPTS = 3
 MAX_ENGINE_PROMPTS = 16
 # ArtifactMetadata.extras key, true for a --ablation no-prior model: it has no text encoder for new prompts.
 LEARNED_PROMPTS_KEY = "learned_prompts"
+# A TensorRT sidecar's extras key: the hex SHA-256 of the engine bytes the sidecar describes.
+ENGINE_DIGEST_KEY = "engine_sha256"
 
 INPUT_IMAGES = "images"  # (B, 3, S, S) float in [0, 1]
 INPUT_PROMPT_INDEX = "prompt_index"  # (B, K) int32: the baked prompts each image asks for, rows padded with 0
@@ -111,3 +114,8 @@ def _check_prompt_table(prompts: list[str], predefined_index: list[int]) -> None
     chosen = [value for value in predefined_index if value >= 0]
     if len(set(chosen)) != len(chosen):
         _refuse("predefined_index", f"names a pre-defined prompt twice: {predefined_index}")
+
+
+def engine_digest(engine: bytes) -> str:
+    """The hex SHA-256 that ties a TensorRT sidecar to the engine bytes it describes (`ENGINE_DIGEST_KEY`)."""
+    return hashlib.sha256(engine).hexdigest()

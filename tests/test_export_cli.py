@@ -20,7 +20,13 @@ from fake_tensorrt import install as install_tensorrt
 from onnx import checker as onnx_checker
 
 from langbrt import LangBRT, LangBRTConfig
-from langbrt.artifact import MAX_ENGINE_PROMPTS, MAX_EXTRA_PROMPT_SLOTS, OPT_ENGINE_PROMPTS, ArtifactMetadata
+from langbrt.artifact import (
+    ENGINE_DIGEST_KEY,
+    MAX_ENGINE_PROMPTS,
+    MAX_EXTRA_PROMPT_SLOTS,
+    OPT_ENGINE_PROMPTS,
+    ArtifactMetadata,
+)
 from langbrt.errors import CheckpointError, LangBRTInputError
 from langbrt.export import exporter as exporter_module
 from langbrt.export import triton_repo as triton_repo_module
@@ -455,6 +461,7 @@ def test_the_engine_sidecar_records_the_gpu_the_builder_used_not_gpu_0(monkeypat
     extras = tensorrt_export.read_engine_sidecar(tmp_path / "m.plan").extras
     assert (extras["gpu"], extras["compute_capability"]) == ("GPU one", "9.0")
     assert (tmp_path / "m.plan").read_bytes() == b"engine"
+    assert extras[ENGINE_DIGEST_KEY] == hashlib.sha256(b"engine").hexdigest()  # what the loader checks the bytes by
 
 
 @pytest.mark.parametrize(("text", "why"), [('{"format": "langbrt-artifact", "image_size": ' + "6" * 5000 + "}",

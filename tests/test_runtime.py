@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from langbrt import CheckpointError, LangBRT, LangBRTConfig, LangBRTError, LangBRTInputError
-from langbrt.artifact import ARTIFACT_VERSION
+from langbrt.artifact import ARTIFACT_VERSION, ENGINE_DIGEST_KEY, engine_digest
 from langbrt.export.onnx_export import export_onnx
 from langbrt.runtime import Retoucher
 from langbrt.runtime.backends import Backend, load_backend
@@ -265,6 +265,13 @@ def test_tensorrt_without_tensorrt_or_gpu_says_what_is_missing(tmp_path, monkeyp
         with pytest.raises(CheckpointError, match=r"model\.engine\.json is unreadable \(.*rebuild: langbrt-export"):
             Retoucher.load(engine)
         (tmp_path / "aside.json").replace(sidecar)
+        # a sidecar written for other engine bytes (two exports to one path interleaved their renames)
+        sidecar.write_text(json.dumps({**meta, "extras": {**meta["extras"], ENGINE_DIGEST_KEY: engine_digest(b"x")}}))
+        with pytest.raises(CheckpointError, match=r"model\.engine\.json describes another engine.*rebuild: "):
+            Retoucher.load(engine)
+        assert deserialized == []  # refused before TensorRT saw the bytes
+        meta["extras"][ENGINE_DIGEST_KEY] = engine_digest(engine.read_bytes())  # its own: on to deserialising
+        sidecar.write_text(json.dumps(meta))
     expected = {
         "no-tensorrt": (LangBRTError, "needs TensorRT: pip install"),
         "tensorrt-no-cuda": (LangBRTError, "needs a CUDA GPU"),

@@ -1,7 +1,10 @@
 """TensorRT backend: a serialized engine plus its sidecar JSON (`ArtifactMetadata`).
 
 An engine is tied to the GPU model and TensorRT version that built it, so loading checks both (from the
-sidecar's `extras`) and answers a mismatch with the command that rebuilds it. `tensorrt` and CUDA are
+sidecar's `extras`) and answers a mismatch with the command that rebuilds it. It also checks that the
+sidecar describes these engine bytes (the SHA-256 the exporter recorded): the sidecar says which prompts,
+image size and precision the engine has, and a sidecar left over from another export would make the
+engine answer the wrong prompts without any error. `tensorrt` and CUDA are
 touched only inside `load`: importing this module works on any machine. Buffers are torch CUDA tensors
 whose addresses are bound to the engine's I/O tensors (TensorRT >= 10 `execute_async_v3`).
 """
@@ -16,6 +19,7 @@ import numpy as np
 import torch
 
 from langbrt.artifact import (
+    ENGINE_DIGEST_KEY,
     INPUT_EXTRA_EMBEDDINGS,
     INPUT_EXTRA_WEIGHTS,
     INPUT_IMAGES,
@@ -25,6 +29,7 @@ from langbrt.artifact import (
     OUTPUT_MAPS,
     OUTPUT_MASK,
     ArtifactMetadata,
+    engine_digest,
 )
 from langbrt.errors import CheckpointError, LangBRTError
 from langbrt.prompt_maps import regroup_maps
@@ -51,6 +56,14 @@ def sidecar_path(engine: Path) -> Path:
             return candidate
     raise CheckpointError(f"{engine}: no sidecar metadata ({engine.name}.json) beside the engine; rebuild it with "
                           + REBUILD.format(engine=engine))
+
+
+def _check_digest(engine: Path, sidecar: Path, recorded: object, engine_bytes: bytes, rebuild: str) -> None:
+    """Refuse an engine whose sidecar was written for other bytes. A sidecar without a digest (written
+    before the exporter recorded one) is trusted, as it was then."""
+    if recorded is not None and recorded != engine_digest(engine_bytes):
+        raise CheckpointError(f"{engine}: its metadata file {sidecar} describes another engine (two exports to "
+                              f"the same path at once, or one file copied without the other); rebuild: {rebuild}")
 
 
 class TensorRTBackend(ArtifactBackend):
@@ -103,9 +116,11 @@ class TensorRTBackend(ArtifactBackend):
                                       f"rebuild: {rebuild}")
         if precision is not None and precision != metadata.precision:
             raise CheckpointError(f"{path} is a {metadata.precision} engine, not {precision}; rebuild: {rebuild}")
+        engine_bytes = path.read_bytes()
+        _check_digest(path, sidecar, built.get(ENGINE_DIGEST_KEY), engine_bytes, rebuild)
         with torch.cuda.device(torch.device(device)):  # the engine and its context live on that GPU, not GPU 0
             runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
-            engine = runtime.deserialize_cuda_engine(path.read_bytes())
+            engine = runtime.deserialize_cuda_engine(engine_bytes)
             if engine is None:
                 raise CheckpointError(f"{path}: TensorRT cannot deserialize this engine (other version or GPU?); "
                                       f"rebuild: {rebuild}")
