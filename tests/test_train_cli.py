@@ -216,6 +216,51 @@ def test_resuming_into_a_folder_holding_another_run_is_refused_and_changes_nothi
     assert (other / "log.jsonl").read_text() == '{"step": 1}\n{"step": 2}\n'
 
 
+def test_a_run_into_a_folder_a_live_run_is_writing_to_is_refused_and_writes_nothing(tmp_path):
+    """A run holds OUTPUT/.lock while it writes there; the OS frees it when that process ends."""
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from filelock import FileLock; "
+                               f"lock = FileLock({str(out / '.lock')!r}); lock.acquire(); print('held', flush=True); "
+                               "sys.stdin.read()"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        result = run_cli("--steps", "1", "--batch-size", "2", "--synthetic-length", "8", "--output", str(out))
+        assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+        assert result.output.startswith(f"{ERROR}--output {out} is in use by another training run right now")
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]
+    finally:
+        holder.kill()  # as a crash would: no release, the OS drops the lock with the process
+        holder.wait()
+    result = run_cli("--steps", "1", "--batch-size", "2", "--synthetic-length", "8", "--adversarial-weight", "0",
+                     "--output", str(out))
+    assert result.exit_code == 0, result.output
+
+
+def test_two_new_runs_started_into_one_empty_folder_at_once_write_one_run(tmp_path, monkeypatch):
+    """Both pass the folder checks (nothing is written yet); the second to reach the lock, taken once OUTPUT
+    exists and before the run writes anything, stops there. The first run's lock stands in here, taken while
+    this run builds its data set, between its checks and its first write."""
+    from filelock import FileLock
+
+    out = tmp_path / "out"
+    other_run = FileLock(out / ".lock", timeout=0)
+    real_build = trainer_module.build_dataset
+
+    def other_run_starts_meanwhile(*args, **kwargs):
+        out.mkdir(parents=True, exist_ok=True)
+        other_run.acquire()
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "build_dataset", other_run_starts_meanwhile)
+    try:
+        result = run_cli("--steps", "1", "--batch-size", "2", "--synthetic-length", "8", "--output", str(out))
+    finally:
+        other_run.release()
+    assert result.exit_code == 2 and "is in use by another training run right now" in result.output, result.output
+    assert not (out / "train_config.json").exists() and not (out / "log.jsonl").exists()
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A 2-step run without EMA: checkpoints/step_000001 and final (step 2), one log line per step."""

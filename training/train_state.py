@@ -27,6 +27,7 @@ from langbrt.checkpoint import WRITE_ERRORS, weights_mismatch, write_checkpoint_
 from langbrt.errors import CheckpointError, LangBRTInputError, OutputWriteError
 from langbrt.model import LangBRT
 from langbrt.output_paths import check_name_lengths, overlap, refuse_dangling_link
+from langbrt.training.run_lock import RunLock
 from langbrt.training.run_log import JSONL_FILE
 from langbrt.training.train_config import TrainConfig
 
@@ -167,7 +168,8 @@ def check_run_folder(output: Path, inputs: Sequence[str | Path] = (), *, resume:
     """Refuse, without creating anything, an OUTPUT that `prepare_output` could not create or write: a file,
     or a folder whose nearest existing ancestor is a file or not writable; or one that is, or lies inside, an
     input folder (the checkpoint resumed from, a data folder), which the run would write into; or a folder
-    that already holds a run other than the one `resume` continues (a new run's, or one resumed from a
+    a live run is writing to right now (`RunLock`); or a folder that already holds a run other than the one
+    `resume` continues (a new run's, or one resumed from a
     checkpoint outside OUTPUT). Runs before the (possibly long) data checks, so a typo in --output does not
     cost a pass over the data set.
 
@@ -183,6 +185,7 @@ def check_run_folder(output: Path, inputs: Sequence[str | Path] = (), *, resume:
         if where:
             raise LangBRTInputError(f"--output {output} {where} the input {given}; a run writes checkpoints, logs "
                                     "and samples there: choose another folder")
+    RunLock(Path(output)).check_free()
     if resume is None or not Path(resume).resolve().is_relative_to(resolved):
         _refuse_a_folder_holding_a_run(Path(output), resuming=resume is not None)
     existing = Path(os.path.abspath(output))

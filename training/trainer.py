@@ -50,6 +50,7 @@ from langbrt.training.losses import (
     require_loss_weights,
     set_requires_grad,
 )
+from langbrt.training.run_lock import RunLock
 from langbrt.training.run_log import RunLog
 from langbrt.training.train_config import TrainConfig
 from langbrt.training.train_state import (
@@ -196,16 +197,20 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     cfg.validate()
     output = Path(cfg.output)
     info = init_distributed()
+    lock = RunLock(output)
     try:
-        result = _train(cfg, output, info, Path(resume) if resume else None, progress)
+        result = _train(cfg, output, info, Path(resume) if resume else None, progress, lock)
     except BaseException:
         cleanup(info)
         raise
+    finally:
+        lock.release()
     cleanup(info, finished=True)
     return result
 
 
-def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, progress: bool) -> TrainResult:
+def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, progress: bool,
+           lock: RunLock) -> TrainResult:
     # ---- everything the user can get wrong fails here, before OUTPUT is created or written to, and on every
     # rank at once (`fail_together`). OUTPUT first, by rank 0 alone: a typo there costs no pass over the data.
     with fail_together(info):
@@ -243,6 +248,7 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
         val = build_validation(cfg, model.config.image_size) if info.is_main else None  # rank 0 scores alone
         if info.is_main:
             prepare_output(output)
+            lock.acquire()  # rank 0 writes OUTPUT; a second run into it stops here, before writing anything
             with _run_output_written(resume):
                 atomic_write_text(output / CONFIG_FILE, cfg.to_json())
         opt_g = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
