@@ -1,8 +1,9 @@
-"""Paired before/after data: finding pairs (generic and FFHQR layouts), loading them, and subsets."""
+"""Paired before/after data: finding pairs (generic and FFHQR layouts), their prompts, loading them, and subsets."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import warnings
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from PIL import Image
 from langbrt.errors import LangBRTInputError
 from langbrt.training.data.ffhqr import find_ffhqr_pairs
 from langbrt.training.data.pair_discovery import ImagePair, find_pairs
+from langbrt.training.data.pair_prompts import PROMPTS_FILE, read_pair_prompts
 from langbrt.training.data.paired import (
     DEFAULT_REAL_PROMPTS,
     PairedImageDataset,
@@ -21,6 +23,8 @@ from langbrt.training.data.paired import (
     swap_left_right,
 )
 from langbrt.training.data.subset import PAPER_FRACTIONS, describe_subset, select_fraction
+from langbrt.training.datasets import build_dataset
+from langbrt.training.train_config import TrainConfig
 
 
 def write_image(path: Path, size: tuple[int, int] = (8, 8), value: int = 128) -> Path:
@@ -406,6 +410,104 @@ def test_collate_stacks_images_and_keeps_prompts_per_sample(tmp_path):
 def test_bad_constructor_arguments_are_input_errors(tmp_path, kwargs):
     with pytest.raises(LangBRTInputError):
         PairedImageDataset([pair_at(tmp_path)], **kwargs)
+
+
+# --------------------------------------------------------------------------------------- per-pair prompts
+
+
+def write_prompts(root: Path, entries: object) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / PROMPTS_FILE).write_text(json.dumps(entries), encoding="utf-8")
+    return root
+
+
+def test_prompts_file_gives_listed_pairs_their_own_prompts_and_the_rest_the_common_ones(tmp_path):
+    root = make_generic(tmp_path, ["001.png", "002.png", "003.png"], ["001.png", "002.png", "003.png"])
+    write_prompts(root, {"001": ["Acne on the  CHEEKS"], "002": ["forehead wrinkles", "dark circles under the eyes"]})
+    cfg = TrainConfig(data=str(root), prompts=("red spots",), flip=False)
+    _, _, dataset = build_dataset(cfg, image_size=8)
+    by_name = {dataset[i]["name"]: dataset[i]["prompts"] for i in range(len(dataset))}
+    assert by_name == {"001": ["acne on the cheeks"], "002": ["forehead wrinkles", "dark circles under the eyes"],
+                       "003": ["red spots"]}
+
+
+def test_without_a_prompts_file_or_prompt_every_pair_answers_the_default_prompts(tmp_path):
+    root = make_generic(tmp_path, ["001.png"], ["001.png"])
+    _, _, dataset = build_dataset(TrainConfig(data=str(root)), image_size=8)
+    assert dataset[0]["prompts"] == list(DEFAULT_REAL_PROMPTS)
+
+
+def test_a_pairs_prompts_are_deduplicated_once_normalised_as_the_model_asks_them(tmp_path):
+    pair = pair_at(tmp_path, "a")
+    dataset = PairedImageDataset([pair], image_size=8, pair_prompts={"a": ["Acne", "acne ", "wrinkles", "ACNE"]})
+    assert dataset[0]["prompts"] == ["acne", "wrinkles"]
+
+
+def test_flip_swaps_sides_in_a_pairs_own_prompts(tmp_path):
+    pairs = [pair_at(tmp_path, f"p{i}") for i in range(16)]
+    own = {pair.name: ["acne on the left cheek", "forehead wrinkles"] for pair in pairs}
+    dataset = PairedImageDataset(pairs, image_size=8, flip=True, seed=3, prompts=["unused"], pair_prompts=own)
+    plain = PairedImageDataset(pairs, image_size=8, pair_prompts=own)
+    flipped = [not torch.equal(dataset[i]["source"], plain[i]["source"]) for i in range(len(pairs))]
+    assert 0 < sum(flipped) < len(pairs)
+    for i, was_flipped in enumerate(flipped):
+        side = "right" if was_flipped else "left"
+        assert dataset[i]["prompts"] == [f"acne on the {side} cheek", "forehead wrinkles"]
+    assert dataset.prompt_texts() == {"acne on the left cheek", "acne on the right cheek", "forehead wrinkles"}
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "prompts.json: not valid JSON (Expecting property name"),
+    ('["001"]', "prompts.json: must be a JSON object mapping pair names to lists of prompts, got an array"),
+    ('{"001": "acne"}', "1 value is not a non-empty list of prompt strings (001)"),
+    ('{"001": [], "002": [7]}', "2 values are not a non-empty list of prompt strings (001, 002)"),
+    ('{"001": ["   "]}', "1 prompt is unusable (001: empty prompt)"),
+    ('{"001": ["acne"], "01": ["acne"], "xyz": ["acne"]}', "2 names match no pair (01, xyz)"),
+])
+def test_a_bad_prompts_file_is_one_error_line_naming_the_problem(tmp_path, content, message):
+    root = make_generic(tmp_path / "data", ["001.png", "002.png"], ["001.png", "002.png"])
+    (root / PROMPTS_FILE).write_text(content, encoding="utf-8")
+    with pytest.raises(LangBRTInputError) as caught:
+        build_dataset(TrainConfig(data=str(root)), image_size=8)
+    text = str(caught.value)
+    assert text.startswith(str(root / PROMPTS_FILE)) and message in text and "\n" not in text, text
+
+
+def test_every_problem_of_a_prompts_file_is_reported_at_once(tmp_path):
+    path = write_prompts(tmp_path, {"001": [], "002": [""], "nope": ["acne"], "bad\nname": ["acne"]}) / PROMPTS_FILE
+    with pytest.raises(LangBRTInputError) as caught:
+        read_pair_prompts(path, {"001", "002"})
+    text = str(caught.value)
+    assert "1 value is not a non-empty list of prompt strings (001)" in text
+    assert "1 prompt is unusable (002: empty prompt)" in text
+    assert "2 names match no pair (nope, 'bad\\nname')" in text and "\n" not in text, text
+
+
+def test_an_unreadable_prompts_file_is_one_error_line(tmp_path):
+    root = make_generic(tmp_path / "data", ["001.png"], ["001.png"])
+    (root / PROMPTS_FILE).write_bytes(b"\xff\xfe{}")
+    with pytest.raises(LangBRTInputError, match="prompts.json: unreadable prompts file .*utf-8"):
+        build_dataset(TrainConfig(data=str(root)), image_size=8)
+    (root / PROMPTS_FILE).unlink()
+    (root / PROMPTS_FILE).symlink_to(tmp_path / "missing.json")
+    with pytest.raises(LangBRTInputError, match="prompts.json: unreadable prompts file .*No such file"):
+        build_dataset(TrainConfig(data=str(root)), image_size=8)
+
+
+def test_ffhqr_prompts_file_at_its_root_is_keyed_by_id_and_serves_every_split(tmp_path):
+    root = tmp_path / "face_retouching"
+    for split, i in (("train", 1), ("test", 63_000)):
+        write_image(root / split / "source" / f"{i:05d}.png")
+        write_image(root / split / "target" / f"{i:05d}.png")
+    write_prompts(root, {"00001": ["acne on the cheeks"], "63000": ["forehead wrinkles"], "69999": ["moles"]})
+    cfg = TrainConfig(data="ffhqr", ffhqr_root=str(root), flip=False)
+    for split, expected in (("train", ["acne on the cheeks"]), ("test", ["forehead wrinkles"])):
+        _, _, dataset = build_dataset(cfg, image_size=8, split=split)
+        assert dataset[0]["prompts"] == expected
+    write_prompts(root, {"1": ["acne"], "70000": ["acne"]})
+    with pytest.raises(LangBRTInputError, match=r"2 names match no pair \(1, 70000\) \(FFHQR pairs are named by "
+                                                r"5-digit FFHQ id"):
+        build_dataset(cfg, image_size=8)
 
 
 # ------------------------------------------------------------------------------------------------- subsets

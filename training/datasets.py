@@ -6,14 +6,15 @@ read data through one function without importing each other.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch.utils.data import Dataset, Subset
 
-from langbrt.training.data.ffhqr import find_ffhqr_pairs
-from langbrt.training.data.pair_discovery import find_pairs
-from langbrt.training.data.paired import PairedImageDataset, collate_pairs
+from langbrt.training.data.ffhqr import FFHQR_NAMES_HINT, ffhqr_names, find_ffhqr_pairs
+from langbrt.training.data.pair_discovery import ImagePair, find_pairs
+from langbrt.training.data.pair_prompts import find_prompts_file, read_pair_prompts
+from langbrt.training.data.paired import DEFAULT_REAL_PROMPTS, PairedImageDataset, collate_pairs
 from langbrt.training.data.subset import select_fraction
 from langbrt.training.train_config import FFHQR, SYNTHETIC, TrainConfig
 
@@ -43,10 +44,21 @@ def build_dataset(cfg: TrainConfig, image_size: int, split: str = "train",
         else:
             pairs = find_pairs(cfg.data)
         base = PairedImageDataset(pairs, image_size=image_size, strict=cfg.strict, flip=cfg.flip and train,
-                                  seed=cfg.seed, substitute=not evaluation)
+                                  seed=cfg.seed, prompts=cfg.prompts or DEFAULT_REAL_PROMPTS,
+                                  substitute=not evaluation, pair_prompts=pair_prompts(cfg, pairs))
         base.validate()  # drops (and counts) corrupt pairs, or raises with --strict
         collate = collate_pairs
     dataset: Dataset = base
     if train and cfg.fraction < 1.0:
         dataset = Subset(base, select_fraction(len(base), cfg.fraction, cfg.seed))
     return dataset, collate, base
+
+
+def pair_prompts(cfg: TrainConfig, pairs: Sequence[ImagePair]) -> dict[str, tuple[str, ...]]:
+    """The per-pair prompts of the data root's prompts.json ({} without one), checked against the pairs it may
+    name: the folder's, or for FFHQR (file at --ffhqr-root) any FFHQ id, since one file serves every split."""
+    if cfg.data == FFHQR:
+        path = find_prompts_file(cfg.ffhqr_root)
+        return read_pair_prompts(path, ffhqr_names(), FFHQR_NAMES_HINT) if path else {}
+    path = find_prompts_file(cfg.data)
+    return read_pair_prompts(path, {pair.name for pair in pairs}) if path else {}

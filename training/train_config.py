@@ -19,6 +19,7 @@ from langbrt.errors import ConfigValueError, LangBRTInputError
 from langbrt.json_dataclass import dataclass_from_json, parse_json
 from langbrt.text.minilm import MINILM_NAME
 from langbrt.text.open_clip_backend import OPEN_CLIP_PREFIX
+from langbrt.text.prompts import normalize_prompt
 from langbrt.training.losses.detection import DEFAULT_DETECTION_LOSS, DETECTION_LOSSES
 from langbrt.training.losses.weights import LossWeights
 
@@ -72,6 +73,7 @@ class TrainConfig:
     synthetic_length: int = 2048  # samples in the synthetic training set (generated on the fly)
     real_faces: tuple[str, ...] = ()  # regions files of clean real face photos used as synthetic bases
     real_fraction: float = 0.3  # share of synthetic samples drawn on a real base (when real_faces is set)
+    prompts: tuple[str, ...] = ()  # what every real pair answers unless prompts.json names its own; (): the default
     steps: int = 25_000
     batch_size: int = 1
     lr: float = 2e-4
@@ -142,6 +144,7 @@ class TrainConfig:
                                    f"--warmup-steps must be in [0, --steps {self.steps}), got {self.warmup_steps}")
         if not 0.0 <= self.grad_clip < math.inf:
             raise ConfigValueError("grad_clip", f"must be a finite number > 0 (or 0: off), got {self.grad_clip}")
+        self._validate_prompts()
         if not 0.0 <= self.real_fraction <= 1.0:
             raise ConfigValueError("real_fraction", f"must be in [0, 1], got {self.real_fraction}")
         if self.num_workers < 0:
@@ -153,6 +156,19 @@ class TrainConfig:
                                    f"--text-encoder {self.text_encoder} needs its CLIP text-tower weights: pass "
                                    "--clip-text-weights PATH")
         self._validate_model_overrides()
+
+    def _validate_prompts(self) -> None:
+        """--prompt names what real pairs answer: the synthetic set draws its own per scene, where it would be
+        silently ignored, so it is an error there; each prompt must be one the model can be asked."""
+        if self.prompts and self.data == SYNTHETIC:
+            raise ConfigValueError("prompts", "must be empty for data synthetic, which draws its own prompts per scene",
+                                   "--prompt is for real pairs (--data DIR or ffhqr); --data synthetic draws its own "
+                                   "prompts for every scene: drop --prompt")
+        for prompt in self.prompts:
+            try:
+                normalize_prompt(prompt)
+            except LangBRTInputError as err:
+                raise ConfigValueError("prompts", str(err), f"--prompt: {err}") from None
 
     def _validate_model_overrides(self) -> None:
         """--image-size and --map-threshold against the preset, as one line instead of `LangBRTConfig`'s

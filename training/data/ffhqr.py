@@ -38,6 +38,15 @@ SPLIT_IDS: dict[str, range] = {
 }
 """FFHQR's official split by FFHQ id (skylab-tech/ffhqr-dataset README)."""
 
+FFHQR_NAMES_HINT = " (FFHQR pairs are named by 5-digit FFHQ id, 00000 to 69999)"
+"""Added to an error about names in a prompts.json at the FFHQR root that match no pair."""
+
+
+def ffhqr_names() -> frozenset[str]:
+    """Every name an FFHQR pair can have (``%05d`` of an FFHQ id of any split): what a prompts.json at the FFHQR
+    root may list, so that one file serves every split and a partial copy of the tars."""
+    return frozenset(f"{i:05d}" for i in range(SPLIT_IDS["train"].start, SPLIT_IDS["test"].stop))
+
 
 def find_ffhqr_pairs(
     source_root: str | Path, target_root: str | Path | None = None, split: str = "train"

@@ -9,7 +9,7 @@ go with them, skipping the pairs that turn out to be unusable.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TypedDict
 
 import numpy as np
@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from langbrt.errors import LangBRTInputError
-from langbrt.text.prompts import normalize_prompt
 from langbrt.training.data.pair_discovery import ImagePair, format_offenders, plural
+from langbrt.training.data.pair_prompts import canonical_prompts
 from langbrt.training.data.pair_validation import SkippedImage, UnusableImageError, check_pair, read_pair
 
 DEFAULT_REAL_PROMPTS = ("dark circles under the eyes", "forehead wrinkles", "acne on the cheeks")
@@ -58,7 +58,9 @@ def fit_square(image: torch.Tensor, size: int) -> torch.Tensor:
 
 
 class PairedImageDataset(torch.utils.data.Dataset):
-    """Real before/after pairs as training samples (see `PairedSample`), with every prompt in `prompts`.
+    """Real before/after pairs as training samples (see `PairedSample`): each pair answers its own prompts in
+    `pair_prompts` (by pair name, from a data root's prompts.json) or, if not listed there, every prompt in
+    `prompts`. Prompts are normalised and de-duplicated, as the model does.
 
     A corrupt file must not end a long run, so with ``strict=False`` a pair that fails to decode is skipped:
     `validate()` checks every file up front (call it before building the DataLoader; it may shrink the set),
@@ -81,6 +83,7 @@ class PairedImageDataset(torch.utils.data.Dataset):
         seed: int = 0,
         prompts: Sequence[str] = DEFAULT_REAL_PROMPTS,
         substitute: bool = True,
+        pair_prompts: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         if not isinstance(image_size, int) or image_size < 1:
             raise LangBRTInputError(f"image_size must be a positive integer, got {image_size!r}")
@@ -94,7 +97,8 @@ class PairedImageDataset(torch.utils.data.Dataset):
         self.flip = flip
         self.seed = seed
         self.epoch = 0
-        self.prompts = [normalize_prompt(p) for p in prompts]
+        self.prompts = canonical_prompts(prompts)
+        self.pair_prompts = {name: canonical_prompts(p) for name, p in (pair_prompts or {}).items()}
         self.skipped: list[SkippedImage] = []
         self._bad: set[int] = set()  # indices into self.pairs known not to decode
         # A pair that fails to decode: replaced by the next usable one (training: every batch stays full), or
@@ -167,12 +171,21 @@ class PairedImageDataset(torch.utils.data.Dataset):
         source, target = read_pair(pair)  # (3, H, W), (3, H', W')
         return fit_square(source, self.image_size), fit_square(target, self.image_size)  # (3, S, S) each
 
+    def prompts_of(self, name: str) -> tuple[str, ...]:
+        """The prompts pair `name` answers, before any flip."""
+        return self.pair_prompts.get(name, self.prompts)
+
+    def prompt_texts(self) -> set[str]:
+        """Every prompt a sample of this set can carry, mirrored ones included when it flips."""
+        texts = {p for pair in self.pairs for p in self.prompts_of(pair.name)}
+        return texts | {swap_left_right(p) for p in texts} if self.flip else texts
+
     def _sample(self, index: int, source: torch.Tensor, target: torch.Tensor) -> PairedSample:
-        prompts = list(self.prompts)
+        name = self.pairs[index].name
+        prompts = list(self.prompts_of(name))
         if self.flip and np.random.default_rng((self.seed, self.epoch, index)).random() < 0.5:
             source, target = source.flip(-1), target.flip(-1)  # (3, S, S), mirrored left-right
             prompts = [swap_left_right(p) for p in prompts]
-        name = self.pairs[index].name
         return PairedSample(source=source, target=target, name=name, prompts=prompts, region_masks=None)
 
     def _record_skip(self, index: int, err: UnusableImageError) -> None:
