@@ -20,6 +20,7 @@ from langbrt.errors import LangBRTInputError
 from langbrt.model import LangBRT
 from langbrt.training import trainer as trainer_module
 from langbrt.training.cli_train import eval_command, main
+from langbrt.training.data.paired import DEFAULT_REAL_PROMPTS
 from langbrt.training.losses.detection import DEFAULT_DETECTION_LOSS, DETECTION_LOSSES
 from langbrt.training.train_config import TrainConfig
 from langbrt.training.train_state import load_trainer_state
@@ -128,6 +129,83 @@ def test_a_typed_component_weight_on_real_pairs_is_said_to_have_no_effect(tmp_pa
     assert len(warnings) == 1 and "--component-weight 2 has no effect" in warnings[0], typed.output
     default = run_cli(*common, "--output", str(tmp_path / "default"))
     assert default.exit_code == 0 and "Warning: " not in default.output, default.output
+
+
+def record_prompts(monkeypatch) -> list[list[list[str]]]:
+    """The prompt lists of every batch a generator step trains on."""
+    seen: list[list[list[str]]] = []
+    real = trainer_module.generator_losses
+
+    def recording(cfg, out, batch, *args, **kwargs):
+        seen.append(batch["prompts"])
+        return real(cfg, out, batch, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "generator_losses", recording)
+    return seen
+
+
+def _pairs_folder(root: Path, names: tuple[str, ...] = ("a", "b")) -> Path:
+    for side in ("source", "target"):
+        (root / side).mkdir(parents=True)
+        for name in names:
+            Image.new("RGB", (64, 64), (120, 90, 80)).save(root / side / f"{name}.png")
+    return root
+
+
+def test_prompt_is_recorded_in_the_checkpoint_and_kept_on_resume(tmp_path, monkeypatch):
+    data = _pairs_folder(tmp_path / "data")
+    seen = record_prompts(monkeypatch)
+    result = run_cli("--data", str(data), "--prompt", "Acne on the  CHEEKS", "--prompt", "red spots", "--steps", "1",
+                     "--batch-size", "2", "--adversarial-weight", "0", "--output", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    assert seen == [[["acne on the cheeks", "red spots"]] * 2]
+    saved = json.loads((tmp_path / "run/final/train_config.json").read_text())["prompts"]
+    assert saved == ["acne on the cheeks", "red spots"]
+    assert "--prompt 'acne on the cheeks' --prompt 'red spots' --data HELD_OUT_DIR" in result.output
+    result = run_cli("--resume", str(tmp_path / "run/final"), "--steps", "2")
+    assert result.exit_code == 0 and "Warning: " not in result.output, result.output
+    assert seen[1:] == [[["acne on the cheeks", "red spots"]] * 2]
+    assert json.loads((tmp_path / "run/final/train_config.json").read_text())["prompts"] == saved
+    result = run_cli("--resume", str(tmp_path / "run/final"), "--steps", "3", "--prompt", "moles")
+    assert result.exit_code == 0, result.output
+    assert seen[2:] == [[["moles"]] * 2]
+    assert "another training set (prompts ('acne on the cheeks', 'red spots') -> ('moles',))" in result.output
+
+
+def test_a_data_folders_prompts_json_reaches_the_training_batches(tmp_path, monkeypatch):
+    data = _pairs_folder(tmp_path / "data")
+    (data / "prompts.json").write_text(json.dumps({"a": ["acne on the left cheek"]}))
+    seen = record_prompts(monkeypatch)
+    result = run_cli("--data", str(data), "--steps", "1", "--batch-size", "2", "--no-flip", "--adversarial-weight", "0",
+                     "--output", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    assert sorted(seen[0]) == sorted([["acne on the left cheek"], list(DEFAULT_REAL_PROMPTS)])
+
+
+def test_prompt_on_synthetic_data_is_one_error_line(tmp_path):
+    result = run_cli("--prompt", "acne on the cheeks", "--steps", "1", "--output", str(tmp_path / "out"))
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(f"{ERROR}--prompt is for real pairs (--data DIR or ffhqr)")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("prompt", ["", "   \t"])
+def test_an_empty_prompt_is_one_error_line(tmp_path, prompt):
+    data = _pairs_folder(tmp_path / "data")
+    result = run_cli("--data", str(data), "--prompt", "acne", "--prompt", prompt, "--steps", "1",
+                     "--output", str(tmp_path / "out"))
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(f"{ERROR}--prompt: prompt is empty") and not (tmp_path / "out").exists()
+
+
+def test_a_bad_prompts_json_is_one_error_line_and_creates_no_output(tmp_path):
+    data = _pairs_folder(tmp_path / "data")
+    (data / "prompts.json").write_text('{"a": [], "zz": ["acne"]}')
+    result = run_cli("--data", str(data), "--steps", "1", "--output", str(tmp_path / "out"))
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(f"{ERROR}{data / 'prompts.json'}: 1 value is not a non-empty list of prompt "
+                                    "strings (a); 1 name matches no pair (zz)"), result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_output_that_is_a_dangling_link_is_named_as_one(tmp_path):
@@ -405,7 +483,9 @@ def test_init_errors_are_one_line_and_create_no_output(run_dir, tmp_path, args, 
     ({"data": "synthetic"}, "langbrt-eval --model 'r un/final' --data synthetic"),
     ({"data": "ffhqr", "ffhqr_root": "/d/ffhq", "ffhqr_target_root": "/d/ret"},
      "langbrt-eval --model 'r un/final' --data ffhqr --ffhqr-root /d/ffhq --ffhqr-target-root /d/ret"),
-    ({"data": "mine/train"}, "langbrt-eval --model 'r un/final' --data HELD_OUT_DIR")])
+    ({"data": "mine/train"}, "langbrt-eval --model 'r un/final' --data HELD_OUT_DIR"),
+    ({"data": "mine/train", "prompts": ("acne on the cheeks", "moles")},
+     "langbrt-eval --model 'r un/final' --prompt 'acne on the cheeks' --prompt moles --data HELD_OUT_DIR")])
 def test_the_eval_command_a_run_ends_with_runs_on_data_it_did_not_train_on(data, expected):
     """QA, 2026-11-27: it repeated --data: a folder's own training pairs, and for FFHQR no --ffhqr-root (an error)."""
     line = eval_command(Path("r un/final"), TrainConfig(**data))
@@ -576,6 +656,8 @@ def test_bad_value_is_one_error_line_naming_the_flag(tmp_path, args, named):
     ('{"weights": {"l1": NaN}}', "train_config.json: weights: l1 must be a finite number >= 0"),
     ('{"steps": 0}', "train_config.json: steps must be at least 1, got 0"),
     ('{"min_lr": 1.0}', "train_config.json: min_lr must be in [0, lr 0.0002], got 1.0"),
+    ('{"prompts": ["acne"]}', "train_config.json: prompts must be empty for data synthetic"),
+    ('{"data": "pairs", "prompts": [" "]}', "train_config.json: prompts holds an unusable one: prompt is empty"),
 ])
 def test_a_bad_train_config_to_resume_from_is_one_line_naming_the_file_and_field(tmp_path, text, message):
     checkpoint = tmp_path / "ckpt"

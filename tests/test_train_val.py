@@ -18,6 +18,7 @@ from langbrt.training.cli_train import main as train_main
 from langbrt.training.train_config import TrainConfig
 from langbrt.training.train_state import load_trainer_state
 from langbrt.training.trainer import train
+from langbrt.training.validation import build_validation
 
 FAST = ["--preset", "tiny", "--batch-size", "2", "--synthetic-length", "16", "--perceptual-weight", "0",
         "--semantic-weight", "0", "--ema-decay", "0.9", "--threads", "1", "--quiet"]
@@ -121,6 +122,25 @@ def test_a_bad_val_folder_is_one_error_line_before_the_output_exists(tmp_path):
                                              str(tmp_path / "out"), *FAST])
     assert result.exit_code == 2 and result.output.startswith(ERROR) and result.output.count("\n") == 1
     assert "--val" in result.output and "target/" in result.output, result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_val_pairs_answer_the_runs_prompts_and_their_folders_prompts_json(tmp_path):
+    held_out = pairs_folder(tmp_path / "held_out")
+    (held_out / "prompts.json").write_text(json.dumps({"p1": ["moles on the left cheek"]}))
+    cfg = TrainConfig(data=str(pairs_folder(tmp_path / "train")), val=str(held_out), prompts=("acne on the cheeks",))
+    val = build_validation(cfg, image_size=64)
+    asked = {val.dataset[i]["name"]: val.dataset[i]["prompts"] for i in range(len(val.dataset))}
+    assert asked == {"p0": ["acne on the cheeks"], "p1": ["moles on the left cheek"], "p2": ["acne on the cheeks"]}
+
+
+def test_a_bad_prompts_json_in_the_val_folder_is_one_error_line_naming_val(tmp_path):
+    held_out = pairs_folder(tmp_path / "held_out")
+    (held_out / "prompts.json").write_text('{"p9": ["acne"]}')
+    result = CliRunner().invoke(train_main, ["--steps", "1", "--val", str(held_out), "--output",
+                                             str(tmp_path / "out"), *FAST])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(f"{ERROR}--val {held_out / 'prompts.json'}: 1 name matches no pair (p9)")
     assert not (tmp_path / "out").exists()
 
 

@@ -25,6 +25,8 @@ from langbrt.cli_pipes import StdoutWriteError, print_out
 from langbrt.console import run_command
 from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_NOT_WRITTEN, EXIT_USAGE
+from langbrt.training.data.pair_prompts import canonical_prompts
+from langbrt.training.data.paired import DEFAULT_REAL_PROMPTS
 from langbrt.training.losses.detection import DEFAULT_DETECTION_LOSS, DETECTION_LOSSES
 from langbrt.training.losses.weights import LossWeights
 from langbrt.training.train_config import (
@@ -45,7 +47,7 @@ EXIT_RANK_LOST = 1  # under torchrun: another process of the job ended mid-run
 
 # CLI option name -> TrainConfig field, for the options that map one to one.
 _FIELDS = ("data", "ffhqr_root", "ffhqr_target_root", "fraction", "synthetic_length", "real_faces", "real_fraction",
-           "steps", "batch_size", "lr",
+           "prompts", "steps", "batch_size", "lr",
            "min_lr", "warmup_steps", "grad_clip", "preset", "image_size", "map_threshold", "detection_loss",
            "ablation", "text_encoder", "clip_text_weights", "vgg_weights", "alpha_clip_weights", "precision", "seed",
            "strict", "flip", "ema_decay", "num_workers", "log_every", "image_every", "checkpoint_every", "val",
@@ -69,6 +71,9 @@ _WEIGHTS = ("detection", "component", "adversarial", "l1", "perceptual", "semant
               "repeatable.")
 @click.option("--real-fraction", type=float, default=0.3, show_default=True,
               help="Share of synthetic samples drawn on the --real-face photos.")
+@click.option("--prompt", "prompts", multiple=True, metavar="TEXT",
+              help="What every real pair (--data DIR, ffhqr) answers, repeatable; a prompts.json in the data root "
+              f"names a pair's own (see README). Default: {', '.join(map(repr, DEFAULT_REAL_PROMPTS))}.")
 @click.option("--steps", type=int, default=25_000, show_default=True, help="Optimizer steps (paper: 25k).")
 @click.option("--batch-size", type=int, default=1, show_default=True,
               help="Images per step per process (paper: 1); under torchrun the global batch is this x ranks.")
@@ -180,8 +185,10 @@ def eval_command(final_dir: Path, cfg: TrainConfig) -> str:
     Why: it used to repeat `--data`, which for a folder is the training pairs themselves (scores that say
     nothing about new photos) and for FFHQR lacked `--ffhqr-root`, so the command it printed failed (QA,
     2026-11-27). The synthetic set and FFHQR have a test split, langbrt-eval's default; a folder is used whole.
+    The run's --prompt flags are repeated: they are what its real pairs were asked.
     """
-    command = f"langbrt-eval --model {shlex.quote(str(final_dir))} --data "
+    prompts = "".join(f"--prompt {shlex.quote(prompt)} " for prompt in cfg.prompts)
+    command = f"langbrt-eval --model {shlex.quote(str(final_dir))} {prompts}--data "
     if cfg.data == SYNTHETIC:
         return command + SYNTHETIC
     if cfg.data == FFHQR:
@@ -272,6 +279,7 @@ def _config(ctx: click.Context, options: dict[str, object], resume: str | None,
     weights = {w: options[f"{w}_weight"] if f"{w}_weight" in given else getattr(cfg.weights, w) for w in _WEIGHTS}
     cfg.weights = LossWeights(**weights)  # validates: one line naming the flag
     cfg.validate()
+    cfg.prompts = canonical_prompts(cfg.prompts)  # recorded as the model is asked them
     return cfg
 
 

@@ -168,7 +168,7 @@ class TrainConfig:
             try:
                 normalize_prompt(prompt)
             except LangBRTInputError as err:
-                raise ConfigValueError("prompts", str(err), f"--prompt: {err}") from None
+                raise ConfigValueError("prompts", f"holds an unusable one: {err}", f"--prompt: {err}") from None
 
     def _validate_model_overrides(self) -> None:
         """--image-size and --map-threshold against the preset, as one line instead of `LangBRTConfig`'s

@@ -436,9 +436,9 @@ def _interrupted_message(done: int, last_ckpt: Path | None) -> str:
     return f"stopped after step {done}; continue with --resume {last_ckpt} (the last complete checkpoint)"
 
 
-# TrainConfig fields that decide which samples the run trains on.
+# TrainConfig fields that decide which samples the run trains on (and what its real pairs are asked).
 TRAINING_SET_FIELDS = ("data", "ffhqr_root", "ffhqr_target_root", "fraction", "synthetic_length", "real_faces",
-                       "real_fraction")
+                       "real_fraction", "prompts")
 
 
 def _warn_if_resume_differs(state: dict[str, Any], cfg: TrainConfig, info: DistInfo, resume: Path) -> None:

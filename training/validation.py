@@ -64,12 +64,14 @@ def check_val_folder(cfg: TrainConfig) -> None:
 
 
 def build_validation(cfg: TrainConfig, image_size: int) -> Validation | None:
-    """The --val set at the model's `image_size`, as `langbrt-eval --data VAL --num-samples N` reads it; None
-    without --val. Leaves every RNG as it found it."""
+    """The --val set at the model's `image_size`, as `langbrt-eval --data VAL --num-samples N [--prompt ...]`
+    reads it (the run's prompts; the folder's own prompts.json); None without --val. Leaves every RNG as it
+    found it."""
     if cfg.val is None:
         return None
     check_val_folder(cfg)
-    val_cfg = TrainConfig(data=cfg.val, seed=EVAL_SEED, strict=cfg.strict, flip=False)
+    prompts = () if cfg.val == SYNTHETIC else cfg.prompts  # --prompt is for real pairs; synthetic draws its own
+    val_cfg = TrainConfig(data=cfg.val, seed=EVAL_SEED, strict=cfg.strict, flip=False, prompts=prompts)
     with same_rng():
         try:
             dataset, collate = eval_dataset(val_cfg, image_size, EVAL_SPLIT, cfg.val_samples)
