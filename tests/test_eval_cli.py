@@ -18,6 +18,7 @@ from langbrt.config import LangBRTConfig
 from langbrt.model import LangBRT
 from langbrt.text import default_text_encoder
 from langbrt.training.cli_eval import main
+from langbrt.training.data.paired import DEFAULT_REAL_PROMPTS
 
 BIN = Path(sys.executable).parent
 ERROR = "langbrt-eval: error: "  # how every error line of the command starts
@@ -169,6 +170,75 @@ def test_a_pair_that_fails_only_when_decoded_is_not_scored_in_its_neighbours_pla
         reports[key] = json.loads((tmp_path / f"{key}.json").read_text())
     assert reports["with-bad"]["num_samples"] == reports["without"]["num_samples"] == 3
     assert reports["with-bad"]["psnr"] == pytest.approx(reports["without"]["psnr"])
+
+
+def pairs_folder(root: Path, names: tuple[str, ...] = ("a", "b", "c")) -> Path:
+    for side in ("source", "target"):
+        (root / side).mkdir(parents=True)
+        for name in names:
+            Image.new("RGB", (64, 64), (120, 90, 80)).save(root / side / f"{name}.png")
+    return root
+
+
+def record_model_prompts(monkeypatch) -> list[list[str]]:
+    """Every image's prompt list the model is asked, in order."""
+    asked: list[list[str]] = []
+    real = LangBRT.forward
+
+    def recording(self, images, prompts=None):
+        asked.extend(prompts)
+        return real(self, images, prompts)
+
+    monkeypatch.setattr(LangBRT, "forward", recording)
+    return asked
+
+
+def test_folder_pairs_are_asked_their_prompts_json_or_the_prompt_flags_and_the_json_says_so(checkpoint, tmp_path,
+                                                                                            monkeypatch):
+    data = pairs_folder(tmp_path / "data")
+    (data / "prompts.json").write_text(json.dumps({"b": ["acne on the left cheek", "Moles"]}))
+    asked = record_model_prompts(monkeypatch)
+    result = invoke("--model", str(checkpoint), "--data", str(data), "--prompt", "forehead wrinkles", "--batch-size",
+                    "2", "--json")
+    assert result.exit_code == 0, result.output
+    assert asked == [["forehead wrinkles"], ["acne on the left cheek", "moles"], ["forehead wrinkles"]]
+    assert json.loads(result.output)["prompts"] == {"forehead wrinkles": 2, "acne on the left cheek": 1, "moles": 1}
+
+
+def test_folder_pairs_without_prompts_are_asked_the_default_prompts(checkpoint, tmp_path, monkeypatch):
+    asked = record_model_prompts(monkeypatch)
+    result = invoke("--model", str(checkpoint), "--data", str(pairs_folder(tmp_path / "data")), "--json")
+    assert result.exit_code == 0, result.output
+    assert asked == [list(DEFAULT_REAL_PROMPTS)] * 3
+    assert json.loads(result.output)["prompts"] == dict.fromkeys(DEFAULT_REAL_PROMPTS, 3)
+
+
+def test_the_table_lists_the_prompts_asked(checkpoint, tmp_path):
+    result = invoke("--model", str(checkpoint), "--data", str(pairs_folder(tmp_path / "data")), "--prompt", "moles")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[lines.index(f"{'prompts asked':<30}{'images':>12}") + 1].split() == ["moles", "3"], result.output
+
+
+def test_synthetic_results_name_no_prompts(checkpoint):
+    result = invoke("--model", str(checkpoint), "--num-samples", "2", "--json")
+    assert result.exit_code == 0 and json.loads(result.output)["prompts"] is None, result.output
+
+
+@pytest.mark.parametrize("args", [["--model", "M"], ["--suite", "a=M"]], ids=["model", "suite"])
+def test_prompt_on_synthetic_data_is_one_error_line(checkpoint, args):
+    result = invoke(*[str(checkpoint) if a == "M" else a.replace("=M", f"={checkpoint}") for a in args],
+                    "--prompt", "acne on the cheeks", "--num-samples", "2")
+    assert one_error_line(result) and result.output.startswith(f"{ERROR}--prompt is for real pairs"), result.output
+
+
+def test_a_bad_prompts_json_or_empty_prompt_is_one_error_line(checkpoint, tmp_path):
+    data = pairs_folder(tmp_path / "data")
+    result = invoke("--model", str(checkpoint), "--data", str(data), "--prompt", " ")
+    assert one_error_line(result) and result.output.startswith(f"{ERROR}--prompt: prompt is empty"), result.output
+    (data / "prompts.json").write_text('{"a": "acne"}')
+    result = invoke("--model", str(checkpoint), "--data", str(data))
+    assert one_error_line(result) and "prompts.json: 1 value is not a non-empty list" in result.output, result.output
 
 
 def test_ctrl_c_is_one_line_and_exit_130(checkpoint, monkeypatch):

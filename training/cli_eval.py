@@ -1,7 +1,8 @@
 """`langbrt-eval`: score a checkpoint on a synthetic, paired-folder or FFHQR set, beside the identity baseline.
 
 `--json` prints ONE JSON object (keys of `EvalResult.to_dict()`, unavailable metrics as null, never 0);
-otherwise a table with the model and the identity (output = input) side by side. `--out FILE` also writes
+otherwise a table with the model and the identity (output = input) side by side; on real pairs both say
+which prompts the pairs were asked (`--prompt`, the data root's prompts.json). `--out FILE` also writes
 that JSON (or the `--suite` report) to a file, checked before anything runs. Bad input is one
 `langbrt-eval: error: ...` line with exit code 2; an `--out` that cannot be written once the result is there
 (a full disk) is one such line with exit code 4, the result printed all the same; a skipped corrupt image is
@@ -35,6 +36,7 @@ from langbrt.training.train_config import FFHQR, MAX_SEED, SYNTHETIC, TrainConfi
 from langbrt.training.validation import EVAL_BATCH_SIZE, EVAL_SEED, EVAL_SPLIT, eval_dataset
 
 PROG = "langbrt-eval"
+PROMPTS_LISTED = 10  # prompts the table names (a prompts.json may hold thousands); --json has them all
 
 
 def _device_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -56,6 +58,9 @@ def _device_option(ctx: click.Context, param: click.Parameter, value: str | None
               help="'synthetic', 'ffhqr' (with --ffhqr-root) or a folder holding source/ and target/.")
 @click.option("--ffhqr-root", type=click.Path(), help="FFHQR folder (see langbrt-train --help).")
 @click.option("--ffhqr-target-root", type=click.Path(), help="FFHQR retouched-images folder.")
+@click.option("--prompt", "prompts", multiple=True, metavar="TEXT",
+              help="What every pair of a folder or FFHQR answers, repeatable (as langbrt-train's --prompt; a "
+              "prompts.json in the data root names a pair's own). Default: the pre-defined prompts.")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default=EVAL_SPLIT, show_default=True,
               help="Split of the synthetic set or of FFHQR (a paired folder is used whole).")
 @click.option("--num-samples", type=click.IntRange(min=0), default=64, show_default=True,
@@ -70,7 +75,7 @@ def _device_option(ctx: click.Context, param: click.Parameter, value: str | None
 @click.option("--device", callback=_device_option, help="cpu, cuda or cuda:N. Default: cuda if available, else cpu.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def main(model_dir: str | None, suite_specs: tuple[str, ...], out_path: str | None, data: str,
-         ffhqr_root: str | None, ffhqr_target_root: str | None, split: str,
+         ffhqr_root: str | None, ffhqr_target_root: str | None, prompts: tuple[str, ...], split: str,
          num_samples: int, batch_size: int, seed: int, strict: bool, clip_text_weights: str | None,
          device: str | None, as_json: bool) -> None:
     """Evaluate a checkpoint: PSNR, SSIM, LPIPS, PSNR on blemishes, detection IoU/AP and specificity.
@@ -86,14 +91,17 @@ def main(model_dir: str | None, suite_specs: tuple[str, ...], out_path: str | No
                 if model_dir is not None:
                     raise LangBRTInputError("give --model DIR or --suite NAME=DIR ..., not both (add the model to "
                                             "the suite as another --suite entry)")
+                if prompts:
+                    raise LangBRTInputError("--prompt is for real pairs; --suite scores the synthetic set, which "
+                                            "draws its own prompts for every scene: drop --prompt")
                 _suite(suite_specs, out_path, data, split, num_samples, batch_size, seed, _device(device),
                        as_json)
                 return
             if model_dir is None:
                 raise LangBRTInputError("give --model DIR (or --suite NAME=DIR for the benchmark)")
             out = check_output_file(out_path, [model_dir, *data_inputs], "--out") if out_path is not None else None
-            result = _run(model_dir, data, ffhqr_root, ffhqr_target_root, split, num_samples, batch_size, seed,
-                          strict, clip_text_weights, _device(device))
+            result = _run(model_dir, data, ffhqr_root, ffhqr_target_root, prompts, split, num_samples, batch_size,
+                          seed, strict, clip_text_weights, _device(device))
             shown = json.dumps(result.to_dict()) if as_json else format_table(result)
             _write_then_print(shown, out, json.dumps(result.to_dict(), indent=2) + "\n")
     except OutputWriteError as err:
@@ -137,15 +145,15 @@ def _suite(specs: tuple[str, ...], out_path: str | None, data: str, split: str, 
     _write_then_print(text if as_json else format_suite_table(result), out, text + "\n")
 
 
-def _run(model_dir: str, data: str, ffhqr_root: str | None, ffhqr_target_root: str | None, split: str,
-         num_samples: int, batch_size: int, seed: int, strict: bool, clip_text_weights: str | None,
+def _run(model_dir: str, data: str, ffhqr_root: str | None, ffhqr_target_root: str | None, prompts: tuple[str, ...],
+         split: str, num_samples: int, batch_size: int, seed: int, strict: bool, clip_text_weights: str | None,
          device: str) -> EvalResult:
     if data == SYNTHETIC and num_samples < 1:
         raise LangBRTInputError(f"--num-samples must be at least 1 for --data synthetic (0, all pairs, is for "
                                 f"folders and FFHQR), got {num_samples}")
-    cfg = TrainConfig(data=data, ffhqr_root=ffhqr_root, ffhqr_target_root=ffhqr_target_root, seed=seed,
-                      strict=strict, flip=False)
-    cfg.validate()  # --data ffhqr without --ffhqr-root, as langbrt-train says it
+    cfg = TrainConfig(data=data, ffhqr_root=ffhqr_root, ffhqr_target_root=ffhqr_target_root, prompts=prompts,
+                      seed=seed, strict=strict, flip=False)
+    cfg.validate()  # --data ffhqr without --ffhqr-root, --prompt on synthetic data: as langbrt-train says them
     model = LangBRT.from_pretrained(model_dir)
     if model.config.text_encoder.startswith("open_clip:") and clip_text_weights:
         model.prompt_bank.set_encoder(text_encoder_from_name(model.config.text_encoder, clip_text_weights))
@@ -169,6 +177,11 @@ def format_table(result: EvalResult) -> str:
         rows.append(("change on unnamed blemishes", result.specificity_change, result.identity_specificity_change))
     lines = [f"{result.num_samples} samples", f"{'metric':<30}{'model':>12}{'identity':>12}"]
     lines += [f"{name:<30}{cell(model):>12}{cell(identity):>12}" for name, model, identity in rows]
+    if result.prompts:
+        lines.append(f"{'prompts asked':<30}{'images':>12}")
+        lines += [f"{'  ' + prompt:<30}{count:>12}" for prompt, count in list(result.prompts.items())[:PROMPTS_LISTED]]
+        if len(result.prompts) > PROMPTS_LISTED:
+            lines.append(f"  ... and {len(result.prompts) - PROMPTS_LISTED} more (see --json)")
     if result.detection is not None:
         lines.append(f"{'detection':<30}{'IoU':>12}{'AP':>12}")
         lines.append(f"{'  all named blemishes':<30}{cell(result.detection.iou):>12}{cell(result.detection.ap):>12}")

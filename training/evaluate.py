@@ -47,6 +47,7 @@ class EvalResult:
     identity_specificity_change: float | None = None  # always 0 for the identity: the ideal
     detection: DetectionScores | None = None  # synthetic: combined map vs. the union of named blemishes
     detection_per_type: dict[str, DetectionScores] = field(default_factory=dict)  # per prompt's blemish type
+    prompts: dict[str, int] | None = None  # real pairs: each prompt asked, with how many scored images asked it
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: NaN becomes None (JSON has no NaN), nested dataclasses become dicts."""
@@ -87,6 +88,7 @@ def evaluate(model: LangBRT, dataset: Dataset, collate: Any, batch_size: int = 8
         lpips = lpips.to(device)
     sums: dict[str, list[torch.Tensor]] = defaultdict(list)
     pooled: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = defaultdict(lambda: ([], []))
+    asked: dict[str, int] = {}  # real pairs: prompt -> images asked it, in the order first met
     n = 0
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate):
         if batch is None:  # every pair of it failed to decode (each warned about once)
@@ -107,10 +109,15 @@ def evaluate(model: LangBRT, dataset: Dataset, collate: Any, batch_size: int = 8
             pooled["all"][0].append(_stride(out.soft_mask).flatten().cpu())
             pooled["all"][1].append(_stride(region).flatten().cpu())
             _per_prompt(out.soft_maps, batch, sums, pooled)
+        else:  # which prompts a real pair answers is the user's choice (--prompt, prompts.json): say it
+            for prompt in (p for image_prompts in batch["prompts"] for p in image_prompts):
+                asked[prompt] = asked.get(prompt, 0) + 1
         n += source.shape[0]
         if progress is not None:
             progress(source.shape[0])
-    return _summarise(n, sums, pooled, lpips is not None)
+    result = _summarise(n, sums, pooled, lpips is not None)
+    result.prompts = asked or None
+    return result
 
 
 def _per_prompt(soft_maps: torch.Tensor, batch: dict[str, Any], sums: dict[str, list[torch.Tensor]],
