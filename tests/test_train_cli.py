@@ -569,6 +569,19 @@ def test_no_prior_ablation_drops_the_alpha_clip_term_and_needs_no_clip_weights(t
     assert "loss/semantic" not in record and "loss/detection" in record
 
 
+def test_no_prior_ablation_refuses_real_pair_prompts_it_has_no_vector_for_before_output_exists(tmp_path):
+    data = _pairs_folder(tmp_path / "data")
+    (data / "prompts.json").write_text(json.dumps({"a": ["acne on the left cheek"]}))
+    common = ["--ablation", "no-prior", "--data", str(data), "--steps", "1", "--batch-size", "2",
+              "--adversarial-weight", "0"]
+    result = run_cli(*common, "--prompt", "make it glow", "--output", str(tmp_path / "out"))
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "--ablation no-prior" in result.output and "1 prompt it lacks (make it glow)" in result.output
+    assert not (tmp_path / "out").exists()
+    result = run_cli(*common, "--prompt", "acne on the cheeks", "--output", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output  # both sides of the flipped left cheek are learned too
+
+
 def test_resume_with_another_world_size_warns_that_the_data_order_changes(run_dir, tmp_path):
     checkpoint = tmp_path / "ckpt"
     shutil.copytree(run_dir / "checkpoints/step_000001", checkpoint)

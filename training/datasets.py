@@ -6,13 +6,14 @@ read data through one function without importing each other.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from torch.utils.data import Dataset, Subset
 
+from langbrt.errors import LangBRTInputError
 from langbrt.training.data.ffhqr import FFHQR_NAMES_HINT, ffhqr_names, find_ffhqr_pairs
-from langbrt.training.data.pair_discovery import ImagePair, find_pairs
+from langbrt.training.data.pair_discovery import ImagePair, find_pairs, format_offenders, plural
 from langbrt.training.data.pair_prompts import find_prompts_file, read_pair_prompts
 from langbrt.training.data.paired import DEFAULT_REAL_PROMPTS, PairedImageDataset, collate_pairs
 from langbrt.training.data.subset import select_fraction
@@ -52,6 +53,23 @@ def build_dataset(cfg: TrainConfig, image_size: int, split: str = "train",
     if train and cfg.fraction < 1.0:
         dataset = Subset(base, select_fraction(len(base), cfg.fraction, cfg.seed))
     return dataset, collate, base
+
+
+def check_learned_prompts(base: Any, learned: Collection[str]) -> None:
+    """A model without a text encoder (--ablation no-prior: `learned` is every prompt it has a vector for, those
+    the synthetic set draws) must be able to answer every prompt a real pair asks (--prompt, prompts.json).
+
+    Why up front: at step 1 its error left an empty log.jsonl in OUTPUT, which then refused the corrected rerun.
+    """
+    if not learned or not isinstance(base, PairedImageDataset):
+        return
+    unknown = sorted(base.prompt_texts() - set(learned))
+    if unknown:
+        raise LangBRTInputError(
+            f"--ablation no-prior has no text encoder, only a vector for each prompt of the synthetic set, and the "
+            f"real pairs ask {plural(len(unknown), 'prompt', 'prompts')} it lacks {format_offenders(unknown)}: give "
+            f"--prompt / prompts.json prompts the synthetic set draws (such as {DEFAULT_REAL_PROMPTS[0]!r}), or "
+            "train another --ablation")
 
 
 def pair_prompts(cfg: TrainConfig, pairs: Sequence[ImagePair]) -> dict[str, tuple[str, ...]]:

@@ -31,7 +31,7 @@ from langbrt.model import LangBRT, LangBRTOutput
 from langbrt.modules.discriminator import PatchDiscriminator
 from langbrt.text import TextEncoder, text_encoder_from_name
 from langbrt.training.batches import batches, batches_per_epoch
-from langbrt.training.datasets import build_dataset
+from langbrt.training.datasets import build_dataset, check_learned_prompts
 from langbrt.training.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -244,6 +244,7 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
             load_matching(model, state["model_raw"], "raw generator weights", resume)
             load_matching(discriminator, state["discriminator"], "discriminator weights", resume)
         dataset, collate, base = build_dataset(cfg, model.config.image_size)
+        check_learned_prompts(base, model.learned_prompts)
         batches_per_epoch(dataset, cfg, info)
         val = build_validation(cfg, model.config.image_size) if info.is_main else None  # rank 0 scores alone
         if info.is_main:
