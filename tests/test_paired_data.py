@@ -474,13 +474,14 @@ def test_a_bad_prompts_file_is_one_error_line_naming_the_problem(tmp_path, conte
 
 
 def test_every_problem_of_a_prompts_file_is_reported_at_once(tmp_path):
-    path = write_prompts(tmp_path, {"001": [], "002": [""], "nope": ["acne"], "bad\nname": ["acne"]}) / PROMPTS_FILE
+    path = write_prompts(tmp_path, {"001": [], "002": [""], "nope": ["acne"], "bad\nname": ["acne"], " ": ["acne"]})
+    path = path / PROMPTS_FILE
     with pytest.raises(LangBRTInputError) as caught:
         read_pair_prompts(path, {"001", "002"})
     text = str(caught.value)
     assert "1 value is not a non-empty list of prompt strings (001)" in text
     assert "1 prompt is unusable (002: empty prompt)" in text
-    assert "2 names match no pair (nope, 'bad\\nname')" in text and "\n" not in text, text
+    assert "3 names match no pair (nope, 'bad\\nname', ' ')" in text and "\n" not in text, text
 
 
 def test_an_unreadable_prompts_file_is_one_error_line(tmp_path):

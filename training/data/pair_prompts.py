@@ -59,7 +59,7 @@ def read_pair_prompts(path: Path, names: Container[str], hint: str = "") -> dict
                                 f"{_JSON_KINDS[type(data)]}; e.g. {_EXAMPLE}")
     not_lists, bad_prompts, unknown = [], [], []
     for name, prompts in data.items():
-        shown = name if name.isprintable() else repr(name)  # the error stays one line
+        shown = name if name.isprintable() and name.strip() else repr(name)  # one line, and "" or " " visible
         if name not in names:
             unknown.append(shown)
         if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
