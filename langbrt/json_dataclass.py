@@ -63,15 +63,37 @@ def dataclass_from_json(cls: type[T], data: Any, what: str, error: type[LangBRTE
         raise error(f"{what}: {err.field} {err.problem}") from None
 
 
+class _RepeatedKey(Exception):
+    """A JSON object names `key` twice (raised out of json.loads, turned into the caller's error)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _object_without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json.loads' object_pairs_hook: the object as a dict, or `_RepeatedKey` for its first repeated key."""
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _RepeatedKey(key)
+        seen.add(key)
+    return dict(pairs)
+
+
 def parse_json(text: str, what: str, error: type[LangBRTError]) -> Any:
     """`json.loads(text)` for JSON a person can edit, or one `error` line "`what` (why)", e.g. what =
     "run/train_config.json: unreadable train config".
 
     Why not `except json.JSONDecodeError`: json.loads also raises a plain ValueError (an integer of more than
-    `sys.get_int_max_str_digits()` digits) and RecursionError (arrays nested some thousands deep).
+    `sys.get_int_max_str_digits()` digits) and RecursionError (arrays nested some thousands deep). A key given
+    twice in one object is an error too: json.loads keeps the last one silently, and in a file a person edits
+    the other one was meant as well.
     """
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_object_without_repeated_keys)
+    except _RepeatedKey as err:
+        raise error(f"{what} (key {reprlib.repr(err.key)} appears twice in one object)") from None
     except json.JSONDecodeError as err:
         raise error(f"{what} ({err})") from None
     except ValueError:  # the int-from-string limit; its message suggests sys.set_int_max_str_digits()

@@ -94,6 +94,7 @@ def test_a_missing_or_current_format_version_is_accepted(data):
     ('{"a": ', "Expecting value: line 1 column 7"),
     ('{"a": ' + "1" * 5000 + "}", "a number of more than 4300 digits"),  # a plain ValueError from json.loads
     ("[" * 100_000, "nested too deeply"),  # RecursionError
+    ('{"a": 1, "b": {"c": 2, "c": 3}}', "key 'c' appears twice in one object"),  # json.loads would keep 3
 ])
 def test_json_that_cannot_be_parsed_is_one_line_of_the_callers_error(text, why):
     with pytest.raises(CheckpointError) as err:
@@ -113,6 +114,10 @@ class Checked:
 @dataclass
 class HoldsChecked:
     inner: Checked = field(default_factory=Checked)
+
+
+def test_the_same_key_in_two_objects_is_no_repeat():
+    assert parse_json('{"a": {"k": 1}, "b": {"k": 2}}', "f.json", CheckpointError) == {"a": {"k": 1}, "b": {"k": 2}}
 
 
 def test_a_range_check_of_the_dataclass_is_worded_for_the_file_and_field_not_the_flag():

@@ -459,6 +459,7 @@ def test_flip_swaps_sides_in_a_pairs_own_prompts(tmp_path):
 @pytest.mark.parametrize("content, message", [
     ("{not json", "prompts.json: not valid JSON (Expecting property name"),
     ('["001"]', "prompts.json: must be a JSON object mapping pair names to lists of prompts, got an array"),
+    ('{"001": ["acne"], "001": ["wrinkles"]}', "prompts.json: not valid JSON (key '001' appears twice"),
     ('{"001": "acne"}', "1 value is not a non-empty list of prompt strings (001)"),
     ('{"001": [], "002": [7]}', "2 values are not a non-empty list of prompt strings (001, 002)"),
     ('{"001": ["   "]}', "1 prompt is unusable (001: empty prompt)"),
