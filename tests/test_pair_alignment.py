@@ -7,8 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from click.testing import CliRunner
+from test_train_cli import ERROR, run_cli
 
+from langbrt.config import LangBRTConfig
 from langbrt.io import read_image, write_image
+from langbrt.model import LangBRT
+from langbrt.text import default_text_encoder
+from langbrt.training.cli_eval import main as eval_main
 from langbrt.training.data.pair_alignment import (
     MAX_CHECKED,
     PairAlignment,
@@ -164,3 +170,53 @@ def test_the_message_names_how_many_look_misaligned_the_first_few_and_why():
 def test_the_message_says_when_only_a_sample_was_checked():
     message = misaligned_message([result("a", changed=0.9)], MAX_CHECKED + 500, "ffhqr")
     assert message.startswith(f"ffhqr: 1 of 1 pair checked (spread evenly over {MAX_CHECKED + 500}) looks misaligned")
+
+
+# ---------------------------------------------------------------------------------------- the commands
+
+
+@pytest.fixture
+def folder_with_a_shifted_pair(retouches, tmp_path) -> Path:
+    """a, b: retouched in place; c: its target shifted 2 px right."""
+    root = tmp_path / "data"
+    for name, (source, target) in zip("abc", retouches[:3], strict=True):
+        save_pair(root, name, source, moved(target, 2, 0) if name == "c" else target)
+    return root
+
+
+def test_training_on_a_misaligned_pair_warns_in_one_line_and_trains(folder_with_a_shifted_pair, tmp_path):
+    result = run_cli("--data", str(folder_with_a_shifted_pair), "--steps", "1", "--batch-size", "3",
+                     "--adversarial-weight", "0", "--output", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("Warning: ")]
+    assert warnings == [f"Warning: {folder_with_a_shifted_pair}: 1 of 3 pairs looks misaligned (c: shifted by ~(2, 0) "
+                        "px); a target must be its source retouched in place, or the model learns to move or repaint "
+                        "the whole face: fix or remove these pairs"], result.output
+    assert (tmp_path / "out/final/model.safetensors").is_file()
+
+
+def test_strict_pairs_makes_a_misaligned_pair_one_error_line_before_output_exists(folder_with_a_shifted_pair, tmp_path):
+    result = run_cli("--data", str(folder_with_a_shifted_pair), "--strict-pairs", "--steps", "1",
+                     "--output", str(tmp_path / "out"))
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(f"{ERROR}{folder_with_a_shifted_pair}: 1 of 3 pairs looks misaligned (c: shifted")
+    assert not (tmp_path / "out").exists()
+
+
+def test_training_on_aligned_pairs_says_nothing(retouches, tmp_path):
+    for name, (source, target) in zip("ab", retouches[:2], strict=True):
+        save_pair(tmp_path / "data", name, source, target)
+    result = run_cli("--data", str(tmp_path / "data"), "--strict-pairs", "--steps", "1", "--batch-size", "2",
+                     "--adversarial-weight", "0", "--output", str(tmp_path / "out"))
+    assert result.exit_code == 0 and "Warning" not in result.output, result.output
+
+
+def test_eval_on_a_misaligned_pair_warns_in_one_line(folder_with_a_shifted_pair, tmp_path):
+    torch.manual_seed(0)
+    model = LangBRT(LangBRTConfig.tiny(), text_encoder=default_text_encoder())
+    checkpoint = model.save_pretrained(tmp_path / "final")
+    result = CliRunner().invoke(eval_main, ["--model", str(checkpoint), "--data", str(folder_with_a_shifted_pair),
+                                            "--json"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("Warning: ")]
+    assert len(warnings) == 1 and "1 of 3 pairs looks misaligned (c: shifted by ~(2, 0) px)" in warnings[0]

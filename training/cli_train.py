@@ -51,7 +51,7 @@ _FIELDS = ("data", "ffhqr_root", "ffhqr_target_root", "fraction", "synthetic_len
            "min_lr", "warmup_steps", "grad_clip", "preset", "image_size", "map_threshold", "detection_loss",
            "ablation", "text_encoder", "clip_text_weights", "vgg_weights", "alpha_clip_weights", "precision", "seed",
            "strict", "flip", "ema_decay", "num_workers", "log_every", "image_every", "checkpoint_every", "val",
-           "val_every", "val_samples", "output")
+           "val_every", "val_samples", "output", "strict_pairs")
 _WEIGHTS = ("detection", "component", "adversarial", "l1", "perceptual", "semantic")
 
 
@@ -114,6 +114,9 @@ _WEIGHTS = ("detection", "component", "adversarial", "l1", "perceptual", "semant
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds weights, subset and data order.")
 @click.option("--strict/--no-strict", default=False, show_default=True,
               help="Stop at a corrupt image instead of skipping it with a warning.")
+@click.option("--strict-pairs/--no-strict-pairs", default=False, show_default=True,
+              help="Stop when a pair looks misaligned (its target shifted, rescaled, mirrored or another photo) "
+              "instead of training on it with a warning.")
 @click.option("--flip/--no-flip", default=True, show_default=True, help="Random horizontal flips.")
 @click.option("--ema-decay", type=float, default=0.999, show_default=True,
               help="EMA of the generator weights saved in checkpoints (0: save the raw weights).")

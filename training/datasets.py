@@ -6,6 +6,7 @@ read data through one function without importing each other.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from torch.utils.data import Dataset, Subset
 
 from langbrt.errors import LangBRTInputError
 from langbrt.training.data.ffhqr import FFHQR_NAMES_HINT, ffhqr_names, find_ffhqr_pairs
+from langbrt.training.data.pair_alignment import check_alignment, misaligned_message
 from langbrt.training.data.pair_discovery import ImagePair, find_pairs, format_offenders, plural
 from langbrt.training.data.pair_prompts import find_prompts_file, read_pair_prompts
 from langbrt.training.data.paired import DEFAULT_REAL_PROMPTS, PairedImageDataset, collate_pairs
@@ -80,3 +82,31 @@ def pair_prompts(cfg: TrainConfig, pairs: Sequence[ImagePair]) -> dict[str, tupl
         return read_pair_prompts(path, ffhqr_names(), FFHQR_NAMES_HINT) if path else {}
     path = find_prompts_file(cfg.data)
     return read_pair_prompts(path, {pair.name for pair in pairs}) if path else {}
+
+
+def check_alignment_of(dataset: Dataset, cfg: TrainConfig) -> None:
+    """One warning naming the pairs of `dataset` whose target does not keep its source's framing (shifted,
+    rescaled, mirrored, another photo; see `pair_alignment`), or with `cfg.strict_pairs` that line as a
+    `LangBRTInputError`. Nothing for the synthetic set, aligned by construction.
+
+    Why a warning by default: the pairs still decode and train, and a set with one odd pair is better trained
+    on than refused; the user decides.
+    """
+    pairs = _pairs_of(dataset)
+    if not pairs:
+        return
+    where = cfg.ffhqr_root if cfg.data == FFHQR else cfg.data
+    message = misaligned_message(check_alignment(pairs), len(pairs), str(where))
+    if message is None:
+        return
+    if cfg.strict_pairs:
+        raise LangBRTInputError(message)
+    warnings.warn(message, stacklevel=2)
+
+
+def _pairs_of(dataset: Dataset) -> list[ImagePair]:
+    """The image pairs `dataset` reads, in order, through any `Subset`s; none for the synthetic set."""
+    if isinstance(dataset, Subset):
+        pairs = _pairs_of(dataset.dataset)
+        return [pairs[i] for i in dataset.indices]
+    return list(dataset.pairs) if isinstance(dataset, PairedImageDataset) else []

@@ -94,6 +94,7 @@ class TrainConfig:
     precision: str = "fp32"
     seed: int = 0
     strict: bool = False
+    strict_pairs: bool = False  # a pair that looks misaligned stops the run (else: one warning)
     flip: bool = True
     ema_decay: float = 0.999  # 0: no EMA, the checkpoint holds the raw weights
     num_workers: int = 0

@@ -31,7 +31,7 @@ from langbrt.model import LangBRT, LangBRTOutput
 from langbrt.modules.discriminator import PatchDiscriminator
 from langbrt.text import TextEncoder, text_encoder_from_name
 from langbrt.training.batches import batches, batches_per_epoch
-from langbrt.training.datasets import build_dataset, check_learned_prompts
+from langbrt.training.datasets import build_dataset, check_alignment_of, check_learned_prompts
 from langbrt.training.distributed import (
     DistInfo,
     all_reduce_mean,
@@ -246,6 +246,8 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
         dataset, collate, base = build_dataset(cfg, model.config.image_size)
         check_learned_prompts(base, model.learned_prompts)
         batches_per_epoch(dataset, cfg, info)
+        if info.is_main:  # one warning per run, or with --strict-pairs the error every rank stops with
+            check_alignment_of(dataset, cfg)
         val = build_validation(cfg, model.config.image_size) if info.is_main else None  # rank 0 scores alone
         if info.is_main:
             prepare_output(output)

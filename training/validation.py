@@ -21,7 +21,7 @@ from torch.utils.data import Dataset, Subset
 from langbrt.errors import LangBRTInputError
 from langbrt.model import LangBRT
 from langbrt.output_paths import overlap
-from langbrt.training.datasets import build_dataset
+from langbrt.training.datasets import build_dataset, check_alignment_of
 from langbrt.training.evaluate import EvalResult, evaluate
 from langbrt.training.metrics import LPIPSMetric
 from langbrt.training.train_config import FFHQR, SYNTHETIC, TrainConfig
@@ -40,6 +40,7 @@ def eval_dataset(cfg: TrainConfig, image_size: int, split: str, num_samples: int
     dataset, collate, _ = build_dataset(cfg, image_size, split=split, length=length, evaluation=True)
     if cfg.data != SYNTHETIC and 0 < num_samples < len(dataset):
         dataset = Subset(dataset, range(num_samples))
+    check_alignment_of(dataset, cfg)  # scores against a misaligned target measure the misalignment
     return dataset, collate
 
 
@@ -71,7 +72,8 @@ def build_validation(cfg: TrainConfig, image_size: int) -> Validation | None:
         return None
     check_val_folder(cfg)
     prompts = () if cfg.val == SYNTHETIC else cfg.prompts  # --prompt is for real pairs; synthetic draws its own
-    val_cfg = TrainConfig(data=cfg.val, seed=EVAL_SEED, strict=cfg.strict, flip=False, prompts=prompts)
+    val_cfg = TrainConfig(data=cfg.val, seed=EVAL_SEED, strict=cfg.strict,
+                         strict_pairs=cfg.strict_pairs, flip=False, prompts=prompts)
     with same_rng():
         try:
             dataset, collate = eval_dataset(val_cfg, image_size, EVAL_SPLIT, cfg.val_samples)
