@@ -8,6 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from test_distributed import FAST as TORCHRUN_FAST
+from test_distributed import error_lines, torchrun
 from test_train_cli import ERROR, run_cli
 
 from langbrt.config import LangBRTConfig
@@ -201,6 +203,21 @@ def test_strict_pairs_makes_a_misaligned_pair_one_error_line_before_output_exist
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     assert result.output.startswith(f"{ERROR}{folder_with_a_shifted_pair}: 1 of 3 pairs looks misaligned (c: shifted")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_under_torchrun_the_warning_is_said_once_and_strict_pairs_stops_every_rank(folder_with_a_shifted_pair,
+                                                                                   tmp_path):
+    common = ("-m", "langbrt.training.cli_train", "--data", str(folder_with_a_shifted_pair), "--batch-size", "1",
+              *TORCHRUN_FAST)
+    warned = torchrun(*common, "--output", str(tmp_path / "warned"))
+    assert warned.returncode == 0, warned.stderr[-3000:]
+    assert sum("looks misaligned (c: shifted" in line for line in warned.stderr.splitlines()) == 1, warned.stderr
+    stopped = torchrun(*common, "--strict-pairs", "--output", str(tmp_path / "stopped"))
+    assert stopped.returncode == 1, stopped.stderr[-3000:]  # torchrun's own status when a worker fails
+    lines = error_lines(stopped.stderr)
+    assert len(lines) == 1 and "1 of 3 pairs looks misaligned (c: shifted" in lines[0], stopped.stderr[-3000:]
+    assert not (tmp_path / "stopped").exists()
 
 
 def test_training_on_aligned_pairs_says_nothing(retouches, tmp_path):
