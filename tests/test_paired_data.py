@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from langbrt.errors import LangBRTInputError
+from langbrt.training.data.blemish_types import mirror_prompt
 from langbrt.training.data.ffhqr import find_ffhqr_pairs
 from langbrt.training.data.pair_discovery import ImagePair, find_pairs
 from langbrt.training.data.pair_prompts import PROMPTS_FILE, read_pair_prompts
@@ -20,7 +21,6 @@ from langbrt.training.data.paired import (
     DEFAULT_REAL_PROMPTS,
     PairedImageDataset,
     collate_pairs,
-    swap_left_right,
 )
 from langbrt.training.data.subset import PAPER_FRACTIONS, describe_subset, select_fraction
 from langbrt.training.datasets import build_dataset
@@ -314,9 +314,16 @@ def test_flip_mirrors_source_and_target_together_and_swaps_sides_in_prompts(tmp_
     assert all(torch.equal(again[i]["source"], flipped[i]["source"]) for i in range(len(pairs)))
 
 
-def test_swap_left_right_only_touches_whole_words():
-    assert swap_left_right("acne on the right cheek, left brow") == "acne on the left cheek, right brow"
-    assert swap_left_right("bright forehead") == "bright forehead"
+@pytest.mark.parametrize("prompt, mirrored", [
+    ("acne on the right cheek, left brow", "acne on the left cheek, right brow"),
+    ("acne on the left, redness on the right", "acne on the right, redness on the left"),  # QA: "left," stayed
+    ("acne on the cheek on the left.", "acne on the cheek on the right."),
+    ("spots near the left-eye", "spots near the right-eye"),
+    ("pimples (left cheek)", "pimples (right cheek)"),
+    ("bright forehead, leftover redness", "bright forehead, leftover redness"),
+])
+def test_a_flipped_real_pair_swaps_every_side_word_and_nothing_else(prompt, mirrored):
+    assert mirror_prompt(prompt) == mirrored
 
 
 def test_corrupt_file_is_skipped_with_one_warning_and_counted(tmp_path):

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from langbrt.errors import LangBRTInputError
+from langbrt.training.data.blemish_types import mirror_prompt
 from langbrt.training.data.pair_discovery import ImagePair, format_offenders, plural
 from langbrt.training.data.pair_prompts import canonical_prompts
 from langbrt.training.data.pair_validation import SkippedImage, UnusableImageError, check_pair, read_pair
@@ -31,12 +32,6 @@ class PairedSample(TypedDict):
     name: str
     prompts: list[str]
     region_masks: None  # real pairs carry no per-blemish masks; the synthetic set fills this
-
-
-def swap_left_right(prompt: str) -> str:
-    """Mirror a prompt's sides ("acne on the left cheek" -> "... right cheek") to match a flipped image."""
-    words = prompt.split(" ")
-    return " ".join({"left": "right", "right": "left"}.get(w, w) for w in words)
 
 
 def fit_square(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -178,14 +173,14 @@ class PairedImageDataset(torch.utils.data.Dataset):
     def prompt_texts(self) -> set[str]:
         """Every prompt a sample of this set can carry, mirrored ones included when it flips."""
         texts = {p for pair in self.pairs for p in self.prompts_of(pair.name)}
-        return texts | {swap_left_right(p) for p in texts} if self.flip else texts
+        return texts | {mirror_prompt(p) for p in texts} if self.flip else texts
 
     def _sample(self, index: int, source: torch.Tensor, target: torch.Tensor) -> PairedSample:
         name = self.pairs[index].name
         prompts = list(self.prompts_of(name))
         if self.flip and np.random.default_rng((self.seed, self.epoch, index)).random() < 0.5:
             source, target = source.flip(-1), target.flip(-1)  # (3, S, S), mirrored left-right
-            prompts = [swap_left_right(p) for p in prompts]
+            prompts = [mirror_prompt(p) for p in prompts]
         return PairedSample(source=source, target=target, name=name, prompts=prompts, region_masks=None)
 
     def _record_skip(self, index: int, err: UnusableImageError) -> None:
