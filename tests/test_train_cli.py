@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from PIL import Image
 from test_trainer import count_generator_steps
 
+from langbrt.config import LangBRTConfig
 from langbrt.errors import LangBRTInputError
 from langbrt.model import LangBRT
 from langbrt.training import trainer as trainer_module
@@ -465,11 +466,29 @@ def test_init_fine_tunes_from_a_checkpoints_weights_with_a_fresh_schedule(run_di
     assert load_trainer_state(tmp_path / "out/final")["step"] == 1  # a new run: its own step count
 
 
+@pytest.mark.parametrize("saved_as", ["folder", "single file"])
+def test_init_takes_a_checkpoint_saved_from_python_and_records_its_preset(tmp_path, saved_as):
+    """QA, 2026-11-27: `save_pretrained` writes config.json and no train_config.json, and --init refused it
+    (naming model.safetensors as missing, which was there)."""
+    name = "ck" if saved_as == "folder" else "ck.safetensors"
+    checkpoint = LangBRT(LangBRTConfig.small(image_size=64)).save_pretrained(tmp_path / name)
+    result = run_cli("--init", str(checkpoint), "--steps", "1", "--batch-size", "2", "--synthetic-length", "4",
+                     "--adversarial-weight", "0", "--output", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "out/final/train_config.json").read_text())
+    assert (saved["preset"], saved["image_size"], saved["ablation"]) == ("small", 64, "none")
+    custom = LangBRT(replace(LangBRTConfig.tiny(), depth=1)).save_pretrained(tmp_path / "custom")
+    result = run_cli("--init", str(custom), "--steps", "1", "--output", str(tmp_path / "out2"))
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert "its model (config.json) is no --preset" in result.output and not (tmp_path / "out2").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--preset", "small"], "--preset small differs from the --init checkpoint's tiny"),
     (["--resume", "RUN/final"], "--init starts a new run from a checkpoint's weights and --resume continues"),
-    (["--init", "RUN/final/model.safetensors"], "is a file"),
-    (["--init", "RUN/nowhere"], "no such folder"),
+    (["--init", "RUN/final/model.safetensors"], "is the weights file of the checkpoint folder"),
+    (["--init", "RUN/nowhere"], "no such checkpoint"),
+    (["--init", "RUN/checkpoints"], "no model.safetensors in it"),
     (["--init", "bundled", "--preset", "tiny"], "--preset tiny differs from the --init checkpoint's small")])
 def test_init_errors_are_one_line_and_create_no_output(run_dir, tmp_path, args, message):
     args = [a.replace("RUN", str(run_dir)) for a in args]

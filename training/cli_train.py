@@ -19,11 +19,13 @@ import torch
 from click.core import ParameterSource
 
 from langbrt.bundled import DEFAULT_MODEL_DIR, default_model_path
+from langbrt.checkpoint import WEIGHTS_FILE, read_checkpoint_config
 from langbrt.cli_click import OneLineCommand, one_line_warnings, stop
 from langbrt.cli_errors import error_line
 from langbrt.cli_pipes import StdoutWriteError, print_out
+from langbrt.config import LangBRTConfig
 from langbrt.console import run_command
-from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError
+from langbrt.errors import CheckpointError, LangBRTError, LangBRTInputError, OutputWriteError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_NOT_WRITTEN, EXIT_USAGE
 from langbrt.training.data.pair_prompts import canonical_prompts
 from langbrt.training.data.paired import DEFAULT_REAL_PROMPTS
@@ -238,13 +240,26 @@ def _init_name(checkpoint: Path) -> str:
 
 
 def _init_settings(init: Path) -> TrainConfig:
-    """The train config of the checkpoint folder --init names (its model settings are the run's), or one line."""
-    hint = "pass a checkpoint folder holding model.safetensors and train_config.json, such as a run's OUTPUT/final"
-    if not init.is_dir():
-        raise LangBRTInputError(f"--init {init}: {'is a file' if init.exists() else 'no such folder'}; {hint}")
-    if not (init / "train_config.json").is_file() or not (init / "model.safetensors").is_file():
-        raise LangBRTInputError(f"--init {init}: no model.safetensors and train_config.json in it; {hint}")
-    return TrainConfig.from_json(init / "train_config.json")
+    """The model settings of the checkpoint --init names (they are the run's), or one line: a run's
+    train_config.json, else those of the preset that builds the model in its config.json (a checkpoint
+    written by `LangBRT.save_pretrained`, as a folder or one .safetensors file)."""
+    hint = "pass a checkpoint (a folder such as a run's OUTPUT/final, or a .safetensors file)"
+    if not init.exists():
+        raise LangBRTInputError(f"--init {init}: no such checkpoint; {hint}")
+    if init.is_dir() and (init / "train_config.json").is_file():
+        return TrainConfig.from_json(init / "train_config.json")
+    if init.is_dir() and not (init / WEIGHTS_FILE).is_file():
+        raise LangBRTInputError(f"--init {init}: no {WEIGHTS_FILE} in it; {hint}")
+    try:
+        model = LangBRTConfig.from_dict(read_checkpoint_config(init).get("model"))
+    except CheckpointError as err:
+        raise LangBRTInputError(f"--init {err}") from None
+    settings = TrainConfig.settings_of(model)
+    if settings is None:
+        raise LangBRTInputError(f"--init {init}: its model (config.json) is no --preset with --image-size, "
+                                "--map-threshold and --ablation; fine-tune it from Python, or start from a checkpoint "
+                                "langbrt-train made")
+    return settings
 
 
 def _config(ctx: click.Context, options: dict[str, object], resume: str | None,

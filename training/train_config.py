@@ -237,6 +237,30 @@ class TrainConfig:
             overrides["learned_prompts"] = tuple(sorted({p for spec in valid_specs() for p in paraphrases(spec)}))
         return getattr(LangBRTConfig, self.preset)(**overrides)
 
+    @classmethod
+    def settings_of(cls, model: LangBRTConfig) -> TrainConfig | None:
+        """A config whose model settings (`MODEL_FIELDS`) build `model`'s architecture, or None when no preset
+        and ablation do (a `LangBRTConfig` written by hand).
+
+        Why: a checkpoint saved with `LangBRT.save_pretrained` has the model's config.json but no
+        train_config.json, and a run started from its weights (`--init`) still records, checks and reports
+        its model by preset. The text encoder's dim and the attention implementation are the loaded model's
+        own, not settings of the run.
+        """
+        for preset in PRESETS:
+            for ablation in ABLATIONS:
+                candidate = cls(preset=preset, image_size=model.image_size, map_threshold=model.map_threshold,
+                                ablation=ablation, text_encoder=model.text_encoder)
+                try:
+                    candidate.validate()
+                    built = candidate.model_config()
+                except (ConfigValueError, LangBRTInputError):
+                    continue  # a size this preset cannot have
+                if dataclasses.replace(built, text_encoder=model.text_encoder, text_dim=model.text_dim,
+                                       attention=model.attention) == model:
+                    return candidate
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
