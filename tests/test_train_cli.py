@@ -273,6 +273,7 @@ def test_a_new_run_into_a_folder_holding_a_run_is_refused_and_changes_nothing(ru
     assert (run_dir / "log.jsonl").read_text() == log
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty/train_config.json").write_text("{}")  # all a run stopped before its first step leaves
+    (tmp_path / "empty/log.jsonl").write_text("")  # QA: a --strict run stopped by an undecodable pair left this
     result = run_cli("--steps", "1", "--batch-size", "2", "--synthetic-length", "8", "--adversarial-weight", "0",
                      "--output", str(tmp_path / "empty"))
     assert result.exit_code == 0, result.output

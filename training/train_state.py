@@ -200,9 +200,13 @@ def check_run_folder(output: Path, inputs: Sequence[str | Path] = (), *, resume:
 def _refuse_a_folder_holding_a_run(output: Path, *, resuming: bool) -> None:
     """A run's records (log lines, checkpoints, the final one) in OUTPUT are the user's: refuse to mix another
     run into them. A folder holding only what a run writes before its first record (train_config.json, an empty
-    TensorBoard file: a run stopped at once) is taken over as before."""
+    log.jsonl or TensorBoard file: a run stopped at once, e.g. by a pair that fails to decode under --strict)
+    is taken over as before."""
     checkpoints = sorted(p for p in (output / CHECKPOINTS_DIR).glob("step_*") if p.is_dir())
-    held = [name for name in (JSONL_FILE, FINAL_DIR) if os.path.lexists(output / name)]
+    log = output / JSONL_FILE
+    empty_log = log.is_file() and not log.is_symlink() and log.stat().st_size == 0
+    held = [JSONL_FILE] if os.path.lexists(log) and not empty_log else []
+    held += [FINAL_DIR] if os.path.lexists(output / FINAL_DIR) else []
     held += [f"{CHECKPOINTS_DIR}/{checkpoints[-1].name}"] if checkpoints else []
     if not held:
         return
