@@ -27,22 +27,27 @@ WORKER = textwrap.dedent("""
         torch.save(model.state_dict(), os.path.join(sys.argv[1], f"rank{os.environ['RANK']}.pt"))
     trainer.EMA.update = update_and_dump
     cfg = TrainConfig(output=sys.argv[1], steps=3, batch_size=2, synthetic_length=16, checkpoint_every=3,
-                      image_every=3, weights=LossWeights(perceptual=0, semantic=0, adversarial=1))
+                      image_every=3, weights=LossWeights(perceptual=0, semantic=0, adversarial=1),
+                      ablation=sys.argv[2])
     trainer.train(cfg, progress=False)
 """)
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_end_with_identical_weights(tmp_path):
+@pytest.mark.parametrize("ablation", ["none", "no-tbd", "no-tca", "no-prior"])
+def test_two_gloo_ranks_end_with_identical_weights(tmp_path, ablation):
+    """Also: every parameter of both modules reaches the loss in every step of every model, which lets DDP
+    skip its search for unused ones (a parameter without a gradient would fail the second step)."""
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     out = tmp_path / "run"
     out.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           str(script), str(out)],
+                           str(script), str(out), ablation],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "find_unused_parameters" not in proc.stderr  # QA: DDP's warning about the search, on every rank
     a, b = torch.load(out / "rank0.pt"), torch.load(out / "rank1.pt")
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
