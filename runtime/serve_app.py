@@ -12,8 +12,9 @@ Every 4xx/5xx body is `{"error": {"code": ..., "message": ...}}`; the status map
     415 unsupported_media  request (or its `image` part) is neither multipart/form-data, image/* nor octet-stream
     422 invalid_image      empty, corrupt or undecodable image bytes
     422 invalid_prompt     empty prompt, prompt over MAX_PROMPT_CHARS, more than max_prompts, unknown to the model
-    422 invalid_request    a bad query/form value (return=, maps=, maps=true without return=json) or a
-                           missing `image` field
+    422 invalid_request    a bad query/form value (return=, maps=, maps=true without return=json), a
+                           missing `image` field, or a parameter other than `prompt` given twice (in the
+                           query, in the form, or once in each)
     499 client_closed_request  the client disconnected first (nobody reads it: for metrics and the log)
     500 internal           a bug; logged once with its traceback, never shown to the client
     503 not_ready          the model is still loading/warming up (Retry-After: 1)
@@ -60,6 +61,8 @@ from .serve_request import (
     QUERY_PARAMETERS,
     ServeError,
     check_known,
+    check_not_in_both,
+    check_once,
     check_prompts,
     decode_image,
     form_bool,
@@ -152,6 +155,7 @@ def create_app(
     ) -> Response:
         """Retouch one image: multipart field `image` (+ `prompt` fields) or a raw image/* body."""
         check_known(request.query_params.keys(), QUERY_PARAMETERS, "query parameter")
+        check_once((name for name, _ in request.query_params.multi_items()), "query parameter")
         batcher = state.require_ready()
         with bodies.reserve() as body_bytes:  # the body and the upload parsed from it live until the reply
             body = await read_body(request, config.max_body_bytes, body_bytes, config.body_timeout_s,
@@ -161,6 +165,7 @@ def create_app(
     async def _retouch_upload(request: Request, body: bytes, prompt: list[str] | None, return_: ReturnKind | None,
                               maps: bool | None, batcher: DynamicBatcher[Any]) -> Response:
         upload = await parse_upload(Headers(scope=request.scope), body)
+        check_not_in_both(request.query_params.keys(), upload.fields)
         texts = check_prompts((prompt or []) + upload.prompts, config.max_prompts)
         kind = return_ or form_return(upload.fields.get("return")) or "image"
         want_maps = maps if maps is not None else form_bool(upload.fields.get("maps"), "maps")

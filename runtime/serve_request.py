@@ -27,6 +27,7 @@ from .serve_admission import BudgetExceeded, Reservation
 RAW_TYPES = ("image/", "application/octet-stream")
 FORM_FIELDS = ("image", "prompt", "return", "maps")  # the multipart fields /v1/retouch reads
 QUERY_PARAMETERS = ("prompt", "return", "maps")
+REPEATABLE = ("prompt",)  # the one field or parameter a request may give more than once
 MAX_FORM_FIELDS = 1024
 """Most multipart fields parsed; beyond it the body is malformed (400). Prompts over `max_prompts` but within
 this many fields get the precise 422 instead."""
@@ -201,6 +202,7 @@ async def parse_upload(headers: Headers, body: bytes) -> Upload:
         raise ServeError(400, "bad_request", "malformed multipart body: it ends before its closing boundary "
                          "(truncated upload?)")
     check_known(form.keys(), FORM_FIELDS, "multipart field")
+    check_once((name for name, _ in form.multi_items()), "multipart field")
     image = form.get("image")
     if not isinstance(image, UploadFile):
         raise ServeError(422, "invalid_request", "multipart field 'image' (a file) is required, "
@@ -221,6 +223,28 @@ def check_known(names: Iterable[str], known: tuple[str, ...], what: str) -> None
     if unknown is not None:
         raise ServeError(422, "invalid_request", f"unknown {what} {unknown!r}; this endpoint takes "
                          + ", ".join(repr(k) for k in known))
+
+
+def check_once(names: Iterable[str], what: str) -> None:
+    """422 naming the first of `names` given twice, `REPEATABLE` ones apart. Why: Starlette and FastAPI keep
+    the last of a repeated `return`, `maps` or `image` and drop the rest without a word, so
+    `?return=json&return=image` answered an image; which value the client meant is for it to say."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen and name not in REPEATABLE:
+            raise ServeError(422, "invalid_request", f"{what} {name!r} is given more than once; send it once "
+                             "(only " + ", ".join(repr(k) for k in REPEATABLE) + " repeats)")
+        seen.add(name)
+
+
+def check_not_in_both(query: Iterable[str], fields: Iterable[str]) -> None:
+    """422 for a parameter sent both in the query and as a multipart field (`return`, `maps`). Why: letting
+    one place win (the query, say) would be the same quiet choice as keeping the last of a repeat."""
+    in_query = set(query) - set(REPEATABLE)
+    both = next((name for name in fields if name in in_query), None)
+    if both is not None:
+        raise ServeError(422, "invalid_request", f"{both!r} is given both as a query parameter and as a "
+                         "multipart field; send it once")
 
 
 def _has_close_delimiter(headers: Headers, body: bytes) -> bool:

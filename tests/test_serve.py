@@ -411,6 +411,39 @@ def test_an_unknown_field_or_query_parameter_is_422_naming_it(client: TestClient
     assert "image=@" in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize(("query", "fields", "named"), [
+    ("return=json&return=image", None, "'return'"),
+    ("return=json&maps=true&maps=false", None, "'maps'"),
+    ("", [(b"return", b"json"), (b"return", b"image")], "'return'"),
+    ("", [(b"return", b"json"), (b"maps", b"true"), (b"maps", b"false")], "'maps'"),
+    ("", [(b"image", b"not the file")], "'image'"),
+    ("return=image", [(b"return", b"json")], "'return'"),
+    ("return=json&maps=false", [(b"maps", b"true")], "'maps'"),
+], ids=["query-return", "query-maps", "form-return", "form-maps", "form-image", "query-and-form-return",
+        "query-and-form-maps"])
+def test_a_repeated_parameter_is_422_not_its_last_value(client: TestClient, fake: FakeRetoucher, query: str,
+                                                        fields: list[tuple[bytes, bytes]] | None,
+                                                        named: str) -> None:
+    """QA: `?return=json&return=image` (or two `return` fields) answered an image, the last value
+    winning without a word; a parameter given once in the query and once in the form let the query win. Only
+    `prompt` repeats; anything else given twice is refused by name before the model runs."""
+    calls = len(fake.calls)
+    if fields is None:
+        response = client.post(f"/v1/retouch?{query}", content=_encode(), headers={"content-type": "image/png"})
+    else:
+        response = client.post(f"/v1/retouch?{query}", content=_form(fields), headers=FORM)
+    _assert_error(response, 422, "invalid_request")
+    assert named in response.json()["error"]["message"]
+    assert len(fake.calls) == calls
+
+
+def test_prompt_may_repeat_in_the_query_in_the_form_and_across_both(client: TestClient, fake: FakeRetoucher) -> None:
+    response = client.post("/v1/retouch?prompt=acne&prompt=freckles",
+                           content=_form([(b"prompt", b"forehead wrinkles"), (b"prompt", b"redness")]), headers=FORM)
+    assert response.status_code == 200, response.text
+    assert fake.calls[-1] == [["acne", "freckles", "forehead wrinkles", "redness"]]
+
+
 @pytest.mark.parametrize(
     "prompts", [[""], ["x" * (MAX_PROMPT_CHARS + 1)], [f"p{i}" for i in range(9)], ["acne\x00"], ["\ufffd\ufffd"]],
     ids=["empty", "long", "many", "control-character", "replacement-character"],
