@@ -11,7 +11,8 @@ Every 4xx/5xx body is `{"error": {"code": ..., "message": ...}}`; the status map
     413 too_many_pixels    the image header announces more than max_pixels (decompression bomb)
     415 unsupported_media  request (or its `image` part) is neither multipart/form-data, image/* nor octet-stream
     422 invalid_image      empty, corrupt or undecodable image bytes
-    422 invalid_prompt     empty prompt, prompt over MAX_PROMPT_CHARS, more than max_prompts, unknown to the model
+    422 invalid_prompt     empty prompt, prompt over MAX_PROMPT_CHARS, a control character (tab and newline
+                           too), more than max_prompts, unknown to the model
     422 invalid_request    a bad query/form value (return=, maps=, maps=true without return=json), a
                            missing `image` field, or a parameter other than `prompt` given twice (in the
                            query, in the form, or once in each)

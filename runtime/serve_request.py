@@ -265,7 +265,7 @@ def check_prompts(prompts: list[str], max_prompts: int) -> list[str]:
     if len(prompts) > max_prompts:
         raise ServeError(422, "invalid_prompt", f"{len(prompts)} prompts; the limit is {max_prompts} per request")
     try:
-        return [normalize_prompt(p) for p in prompts]
+        return [normalize_prompt(p, strict=True) for p in prompts]  # strict: a newline is a 422 too
     except LangBRTInputError as err:
         raise ServeError(422, "invalid_prompt", str(err)) from err
 

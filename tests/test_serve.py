@@ -454,6 +454,20 @@ def test_bad_prompts_are_422(client: TestClient, prompts: list[str]) -> None:
     _assert_error(response, 422, "invalid_prompt")
 
 
+@pytest.mark.parametrize("prompt", ["acne\nx", "acne\r\n", "\tacne", "acne\x0bx", "acne\x85x"],
+                         ids=["newline", "crlf", "tab", "vertical-tab", "next-line"])
+def test_a_prompt_with_a_whitespace_control_character_is_422_in_query_and_form(client: TestClient,
+                                                                               prompt: str) -> None:
+    """QA: `prompt=acne%0Ax` got a 200 (the newline folded into a space, as `langbrt-infer --prompt` does),
+    though the status table lists any control character as `invalid_prompt`, as BEL and NUL already were."""
+    query = client.post("/v1/retouch", params={"prompt": prompt}, content=_encode(),
+                        headers={"content-type": "image/png"})
+    form = client.post("/v1/retouch", content=_form([(b"prompt", prompt.encode())]), headers=FORM)
+    for response in (query, form):
+        _assert_error(response, 422, "invalid_prompt")
+        assert "control character" in response.json()["error"]["message"]
+
+
 def test_many_prompt_fields_in_a_form_are_422_like_many_in_the_query(client: TestClient) -> None:
     """Twenty prompt fields must not trip the multipart parser's field limit (a 400) first."""
     data = {"prompt": [f"p{i}" for i in range(20)]}

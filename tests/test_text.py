@@ -62,6 +62,18 @@ def test_a_prompt_with_bytes_that_are_not_text_is_one_clear_error(text: str, rea
         normalize_prompt(text)
 
 
+@pytest.mark.parametrize("text", ["acne\non the cheeks", "acne\ton the cheeks", "acne on the cheeks\r\n", "\x85acne"])
+def test_strict_refuses_the_whitespace_control_characters_the_default_folds(text: str) -> None:
+    """The server's prompts are strict (any control character is a 422); the CLI's and the Python API's fold."""
+    assert normalize_prompt(text) in ("acne on the cheeks", "acne")
+    with pytest.raises(LangBRTInputError, match="prompt contains a control character"):
+        normalize_prompt(text, strict=True)
+
+
+def test_strict_still_folds_whitespace_that_is_no_control_character() -> None:
+    assert normalize_prompt("acne\u00a0on the\u2028cheeks", strict=True) == "acne on the cheeks"
+
+
 def test_prompt_at_the_length_limit_is_accepted_and_one_longer_is_rejected() -> None:
     assert len(normalize_prompt("a" * MAX_PROMPT_CHARS)) == MAX_PROMPT_CHARS
     with pytest.raises(LangBRTInputError, match=str(MAX_PROMPT_CHARS)):

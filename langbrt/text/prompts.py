@@ -18,25 +18,31 @@ MAX_PROMPT_CHARS = 300
 _WHITESPACE = re.compile(r"\s+")
 
 
-def normalize_prompt(text: str) -> str:
+def normalize_prompt(text: str, *, strict: bool = False) -> str:
     """Canonical form of a prompt: NFKC, stripped, whitespace runs collapsed to one space, casefolded.
 
     NFKC folds compatibility forms (full-width letters, ligatures, non-breaking spaces) so that prompts typed
     on different keyboards share one key. Raises `LangBRTInputError` for empty or over-long prompts and for
     control characters, U+FFFD (bytes that were not UTF-8 before someone decoded them with replacement) and
     lone surrogates (the same bytes as Python decodes a command line: U+DCFF for 0xFF).
+
+    Tab, newline, carriage return and the other control characters that are whitespace are folded into a
+    space like any whitespace, so a prompt wrapped over lines on a command line or in a file means its words.
+    `strict=True` refuses them instead, as every other control character: the HTTP API's contract (README,
+    "Status codes"), where a newline in a prompt is a client's bug (a pasted file or header block) to report.
     """
     if not isinstance(text, str):
         raise LangBRTInputError(f"prompt must be a string, got {type(text).__name__}: {text!r}")
     canonical = _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
+    checked = text if strict else canonical  # NFKC makes no control character and removes none
+    bad = next((c for c in checked if c == "\ufffd" or unicodedata.category(c) in ("Cc", "Cs")), None)
+    if bad is not None:
+        what = f"a control character ({bad!r})" if unicodedata.category(bad) == "Cc" else "undecodable bytes"
+        raise LangBRTInputError(f"prompt contains {what}: {text!r}; send plain UTF-8 text")
     if not canonical:
         raise LangBRTInputError(
             f"prompt is empty: {text!r}; describe the blemish, e.g. 'acne on the left cheek'"
         )
-    bad = next((c for c in canonical if c == "\ufffd" or unicodedata.category(c) in ("Cc", "Cs")), None)
-    if bad is not None:
-        what = f"a control character ({bad!r})" if unicodedata.category(bad) == "Cc" else "undecodable bytes"
-        raise LangBRTInputError(f"prompt contains {what}: {text!r}; send plain UTF-8 text")
     if len(canonical) > MAX_PROMPT_CHARS:
         raise LangBRTInputError(
             f"prompt is {len(canonical)} characters long; the limit is {MAX_PROMPT_CHARS} "
