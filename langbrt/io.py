@@ -33,6 +33,7 @@ from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError, To
 from langbrt.png16 import decode_png16, encode_png16
 from langbrt.png_rows import missing_rows
 from langbrt.tiff16 import decode_tiff16
+from langbrt.tiff_exif import tiff_exif
 
 DEFAULT_MAX_PIXELS = 64_000_000
 """Largest W*H accepted before decoding: a 48-MP phone photo passes, a crafted 20000x20000 header does not."""
@@ -178,6 +179,8 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
             orientation = img.getexif().get(ExifTags.Base.Orientation, 1) if deep_png else tiff_orientation
             colour_key = img.info.get("transparency") if deep_png and not with_alpha else None
             ImageOps.exif_transpose(img, in_place=True)
+            # A TIFF keeps its EXIF among the tags that lay out its pixels, not as a block an output can take.
+            exif = tiff_exif(img) if fmt == "TIFF" else img.info.get("exif") or None
             samples = None
             if deep_png:
                 fh.seek(0)
@@ -203,7 +206,7 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
         format=fmt,
         size=img.size,
         path=path,
-        exif=img.info.get("exif") or None,
+        exif=exif,
         icc_profile=img.info.get("icc_profile") or None,
         bit_depth=bit_depth,
         output_bit_depth=16 if samples is not None or img.mode in _SIXTEEN_BIT_MODES else 8,

@@ -89,6 +89,25 @@ def tiff16_bytes(samples: np.ndarray, *, lzw: bool = False) -> bytes:
     return b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<3H", 16, 16, 16) + pixels
 
 
+CAMERA_TAGS = {0x010F: "LangBRT test camera", 0x0110: "Model 7", 0x0131: "darktable 4.6"}  # Make, Model, Software
+EXIF_IFD, CAPTURE_TIME = 0x8769, 0x9003  # the Exif sub-IFD and its DateTimeOriginal
+TIFF_LAYOUT_TAGS = (256, 257, 258, 259, 262, 273, 277, 278, 279)  # width ... strip bytes: the TIFF's own, not EXIF
+
+
+def camera_tiff_bytes(size: tuple[int, int] = SIZE, orientation: int = 1) -> bytes:
+    """An 8-bit RGB TIFF as a raw developer writes one: CAMERA_TAGS and `orientation` in its first IFD beside
+    TIFF_LAYOUT_TAGS, a capture time in an Exif sub-IFD, an ICC profile."""
+    exif = Image.Exif()
+    exif.update(CAMERA_TAGS)
+    exif[EXIF_ORIENTATION] = orientation
+    exif[EXIF_IFD] = {CAPTURE_TIME: "2026:01:02 03:04:05"}
+    from_file = Image.Exif()
+    from_file.load(exif.tobytes())  # Pillow writes a TIFF's sub-IFDs only from EXIF read from a file
+    buf = io.BytesIO()
+    Image.fromarray(_noise(size)).save(buf, format="TIFF", exif=from_file, icc_profile=b"fake-icc")
+    return buf.getvalue()
+
+
 # ---------------------------------------------------------------------------------------------- builders
 
 

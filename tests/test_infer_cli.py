@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from bad_inputs import deep_noise, png16_bytes, tiff16_bytes
+from bad_inputs import CAMERA_TAGS, TIFF_LAYOUT_TAGS, camera_tiff_bytes, deep_noise, png16_bytes, tiff16_bytes
 from PIL import Image
 
 from langbrt import LangBRT, LangBRTConfig
@@ -500,6 +500,17 @@ def test_the_inputs_icc_profile_is_carried_into_the_output(model_dir, tmp_path, 
     assert _run(model_dir, src) == 0
     with Image.open(tmp_path / "retouched" / name.replace("face", "face_retouched")) as out:
         assert out.format == fmt and out.info.get("icc_profile") == profile
+
+
+def test_a_tiffs_exif_is_carried_into_the_png_output(model_dir, tmp_path):
+    """QA: `langbrt-infer x.tiff` wrote a PNG without the TIFF's Make, Model and Software."""
+    src = tmp_path / "scan.tiff"
+    src.write_bytes(camera_tiff_bytes())
+    assert _run(model_dir, src) == 0
+    with Image.open(tmp_path / "retouched" / "scan_retouched.png") as out:
+        exif = out.getexif()
+        assert {tag: exif.get(tag) for tag in CAMERA_TAGS} == CAMERA_TAGS and not set(exif) & set(TIFF_LAYOUT_TAGS)
+        assert out.info.get("icc_profile") == b"fake-icc"
 
 
 # ------------------------------------------------------------------------------------------ 16-bit

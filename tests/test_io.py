@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from bad_inputs import CAMERA_TAGS, CAPTURE_TIME, EXIF_IFD, EXIF_ORIENTATION, SIZE, TIFF_LAYOUT_TAGS, camera_tiff_bytes
 from PIL import Image
 
 from langbrt.atomic import atomic_write_text
@@ -201,6 +202,27 @@ def test_loaded_image_records_format_size_path_and_icc_profile(tmp_path):
     loaded = load_image(path)
     assert (loaded.format, loaded.size, loaded.path, loaded.bit_depth) == ("JPEG", (5, 3), path, 8)
     assert loaded.icc_profile == b"fake-icc"
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp"])
+def test_a_tiffs_exif_is_carried_into_the_output_without_the_tiffs_layout_tags(tmp_path, suffix):
+    """QA: a TIFF's Make, Model and Software were lost (Pillow keeps them among the TIFF's own tags, not as an EXIF
+    block as for JPEG, PNG and WebP); its width or strip offsets, copied along, would misdescribe the output."""
+    loaded = load_image_bytes(camera_tiff_bytes(orientation=6), "scan.tif")
+    assert loaded.size == SIZE[::-1]  # turned upright, so the orientation tag must go
+    out = write_image(tmp_path / f"out{suffix}", loaded.rgb, exif=loaded.exif, icc_profile=loaded.icc_profile)
+    with Image.open(out) as img:
+        exif = img.getexif()
+        assert {tag: exif.get(tag) for tag in CAMERA_TAGS} == CAMERA_TAGS
+        assert exif.get_ifd(EXIF_IFD) == {CAPTURE_TIME: "2026:01:02 03:04:05"}
+        assert not set(exif) & {*TIFF_LAYOUT_TAGS, EXIF_ORIENTATION}
+        assert img.info["icc_profile"] == b"fake-icc"
+
+
+def test_a_tiff_without_camera_tags_carries_no_exif():
+    buf = io.BytesIO()
+    Image.fromarray(_noise_rgb()).save(buf, format="TIFF")
+    assert load_image_bytes(buf.getvalue()).exif is None  # its layout tags alone are no EXIF
 
 
 def test_read_image_bytes_matches_read_image(tmp_path):

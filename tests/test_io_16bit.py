@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from bad_inputs import deep_noise, png16_bytes, tiff16_bytes
+from bad_inputs import CAMERA_TAGS, SIZE, TIFF_LAYOUT_TAGS, deep_noise, png16_bytes, tiff16_bytes
 from PIL import Image, ImageOps
 
 from langbrt.errors import LangBRTInputError
@@ -158,6 +158,21 @@ def test_a_16bit_png_written_back_is_bit_identical_with_its_metadata(tmp_path, c
     assert np.array_equal(decode_png16(data, alpha=channels == 4), samples)
     with Image.open(out) as img:
         assert img.info["icc_profile"] == b"fake-icc" and img.getexif()[0x010F] == "LangBRT test camera"
+
+
+def test_a_16bit_colour_tiffs_exif_is_carried_into_its_16bit_png(tmp_path):
+    """QA: a TIFF's Make, Model and Software were lost; the 16-bit path (tifffile's samples) keeps them too."""
+    data = io.BytesIO()
+    tifffile.imwrite(data, deep_noise(), photometric="rgb", software=CAMERA_TAGS[0x0131], extratags=[
+        (0x010F, "s", 0, CAMERA_TAGS[0x010F], True), (0x0110, "s", 0, CAMERA_TAGS[0x0110], True),
+        (EXIF_ORIENTATION, 3, 1, 8, True)])
+    loaded = load_image_bytes(data.getvalue(), "deep.tif")
+    assert loaded.output_bit_depth == 16 and loaded.size == SIZE[::-1]  # upright, at 16 bits
+    out = write_image(tmp_path / "out.png", loaded.rgb, exif=loaded.exif, bit_depth=loaded.output_bit_depth)
+    with Image.open(out) as img:
+        exif = img.getexif()
+        assert {tag: exif.get(tag) for tag in CAMERA_TAGS} == CAMERA_TAGS
+        assert not set(exif) & {*TIFF_LAYOUT_TAGS, EXIF_ORIENTATION}
 
 
 def test_encode_image_gives_the_16bit_bytes_write_image_writes(tmp_path):

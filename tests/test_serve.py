@@ -27,7 +27,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from bad_inputs import deep_noise, png16_bytes, tiff16_bytes
+from bad_inputs import CAMERA_TAGS, TIFF_LAYOUT_TAGS, camera_tiff_bytes, deep_noise, png16_bytes, tiff16_bytes
 from fastapi.testclient import TestClient
 from PIL import Image
 from test_io import png_zlib_level_class
@@ -239,6 +239,15 @@ def test_a_16bit_colour_tiff_upload_comes_back_as_a_16bit_png(client: TestClient
     assert response.status_code == 200 and response.headers["content-type"] == "image/png"
     assert WARNING_HEADER not in response.headers
     assert np.array_equal(decode_png16(response.content, alpha=False), 65535 - samples)  # the fake inverts, at 16 bits
+
+
+def test_a_tiff_uploads_exif_comes_back_in_the_png_reply(client: TestClient) -> None:
+    """QA: the reply to a TIFF upload had lost its Make, Model and Software."""
+    response = client.post("/v1/retouch", content=camera_tiff_bytes(), headers={"content-type": "image/tiff"})
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    with Image.open(io.BytesIO(response.content)) as img:
+        exif = img.getexif()
+        assert {tag: exif.get(tag) for tag in CAMERA_TAGS} == CAMERA_TAGS and not set(exif) & set(TIFF_LAYOUT_TAGS)
 
 
 def test_an_lzw_16bit_colour_tiff_upload_comes_back_8bit_and_the_reply_says_so(client: TestClient) -> None:
