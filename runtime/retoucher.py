@@ -9,7 +9,6 @@ batch, run, paste back (see `preprocess`). Servers and the CLIs use it; so can a
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
 import time
@@ -22,6 +21,7 @@ import torch
 from langbrt.bundled import default_model_path
 from langbrt.errors import LangBRTInputError
 from langbrt.io import LoadedImage
+from langbrt.pixel_values import unit_float
 from langbrt.text.prompts import normalize_prompt_lists
 
 from .backends import Backend, load_backend
@@ -151,39 +151,16 @@ class Retoucher:
         return results
 
 
-_INTEGER_SCALES = {torch.uint8: 255.0, torch.uint16: 65535.0}  # a 16-bit photo: `to_uint16_hwc` gives every value back
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-# How far past [0, 1] a float photo may stray and still be taken: a bicubic resize overshoots at sharp edges by a
-# few percent, and such a photo is fine to retouch (the model sees it clamped; pixels outside the mask come back as
-# given). A 0-255 photo or an ImageNet-normalised tensor is far past it.
-FLOAT_RANGE_SLACK = 0.1
-
-
 def _as_rgb(image: LoadedImage | torch.Tensor, index: int) -> torch.Tensor:
     """A LoadedImage or a (3, H, W) tensor (float in [0, 1], uint8 or uint16) -> float32 (3, H, W) on CPU.
 
     Anything else is one LangBRTInputError: an int32 0-255 photo, a float one in 0-255 or one with NaNs would
-    otherwise be clamped into a white or black model input and come back "retouched" without a word. Floats
-    may stray FLOAT_RANGE_SLACK past [0, 1] (a resize's overshoot).
+    otherwise be clamped into a white or black model input and come back "retouched" without a word
+    (`unit_float`, the rule `write_image` applies too).
     """
     rgb = image.rgb if isinstance(image, LoadedImage) else image
     if not isinstance(rgb, torch.Tensor) or rgb.ndim != 3 or rgb.shape[0] != 3:
         shape = tuple(rgb.shape) if isinstance(rgb, torch.Tensor) else type(rgb).__name__
         raise LangBRTInputError(f"image {index}: expected a LoadedImage (langbrt.io.load_image(path)) or a "
                                 f"(3, H, W) tensor, got {shape}")
-    if rgb.shape[1] == 0 or rgb.shape[2] == 0 or rgb.is_meta:
-        raise LangBRTInputError(f"image {index}: has no pixels ({tuple(rgb.shape)}, on {rgb.device.type})")
-    if rgb.dtype in _INTEGER_SCALES:
-        return rgb.detach().cpu().float().div(_INTEGER_SCALES[rgb.dtype])
-    if rgb.dtype not in _FLOAT_DTYPES:
-        raise LangBRTInputError(f"image {index}: {rgb.dtype} tensors are not taken; pass float values in [0, 1], "
-                                "uint8 (0-255) or uint16 (0-65535)")
-    rgb = rgb.detach().float().cpu()
-    low, high = (float(v) for v in rgb.aminmax())  # NaN in the image makes both NaN
-    if not (-FLOAT_RANGE_SLACK <= low and high <= 1.0 + FLOAT_RANGE_SLACK):
-        if not (math.isfinite(low) and math.isfinite(high)):
-            raise LangBRTInputError(f"image {index}: has NaN or infinite values; float values must be in [0, 1]")
-        hint = "divide it by 255" if 1.0 < high <= 255.0 and low >= 0.0 else "clamp it to [0, 1]"
-        raise LangBRTInputError(f"image {index}: float values must be in [0, 1], found [{low:.4g}, {high:.4g}]; "
-                                f"{hint}")
-    return rgb
+    return unit_float(rgb, f"image {index}")
