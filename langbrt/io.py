@@ -30,6 +30,7 @@ from PIL import ExifTags, Image, ImageOps, TiffImagePlugin
 
 from langbrt.atomic import atomic_path
 from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError, TooManyPixelsError
+from langbrt.pixel_values import unit_float
 from langbrt.png16 import decode_png16, encode_png16
 from langbrt.png_rows import missing_rows
 from langbrt.tiff16 import decode_tiff16
@@ -428,6 +429,9 @@ def _encoder(
     """Convert the tensor now, so a bad one fails before any file is opened; the result writes it to a file."""
     if bit_depth not in (8, 16):
         raise _input_error(name, f"bit depth must be 8 or 16, got {bit_depth}")
+    # The conversion clamps to [0, 1]: a 0-255 or NaN tensor would be written all white or all black without a word.
+    tensor = unit_float(tensor, name)
+    alpha = None if alpha is None else unit_float(alpha, f"{name}: alpha")
     if bit_depth == 16:
         if fmt != "PNG":
             raise _input_error(name, f"16-bit output needs PNG; {fmt} holds 8 bits per sample")
@@ -507,6 +511,9 @@ def write_image(
     lossless: bool = False,
 ) -> Path:
     """Write a (3, H, W) or (1, 3, H, W) tensor in [0, 1] atomically; returns the path written.
+
+    The tensor (and alpha) follow `Retoucher.retouch`'s rule (`unit_float`): uint8 and uint16 are scaled, floats
+    may stray 0.1 past [0, 1] and are clamped; NaN or values further out are a LangBRTInputError.
 
     The format comes from the suffix (.png, .jpg/.jpeg, .webp) unless `format` says otherwise. Alpha is
     written for PNG and WebP, dropped for JPEG. `bit_depth=16` (PNG only; pass a loaded image's

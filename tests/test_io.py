@@ -403,6 +403,41 @@ def test_values_are_clamped_and_rounded_not_truncated():
     assert to_uint8_hwc(t)[0, :, 0].tolist() == [0, 255, 0, 201, 200, 128]
 
 
+@pytest.mark.parametrize(("values", "says"), [
+    (torch.full((3, 4, 4), 200.0), "found [200, 200]; divide it by 255"),
+    (torch.full((3, 4, 4), float("nan")), "has NaN or infinite values"),
+    (torch.full((3, 4, 4), float("-inf")), "has NaN or infinite values"),
+    (torch.full((3, 4, 4), -0.5), "found [-0.5, -0.5]; clamp it to [0, 1]"),
+    (torch.zeros(3, 4, 4, dtype=torch.int32), "torch.int32 tensors are not taken"),
+    (torch.zeros(3, 0, 4), "has no pixels"),  # Pillow's ValueError, a traceback, before
+], ids=["0-255", "nan", "inf", "negative", "int32", "empty"])
+def test_a_tensor_that_would_be_clamped_all_white_or_black_is_refused_before_anything_is_written(tmp_path, values,
+                                                                                                  says):
+    """QA: these came out as an all-white or all-black file; `Retoucher.retouch` refuses them with one line."""
+    message = _one_line_error(LangBRTInputError, write_image, tmp_path / "out.png", values)
+    assert message.startswith(f"{tmp_path / 'out.png'}: ") and says in message
+    assert not any(tmp_path.iterdir())
+    assert says in _one_line_error(LangBRTInputError, encode_image, values, "png")
+
+
+def test_a_nan_alpha_is_refused_too(tmp_path):
+    alpha = torch.full((1, 4, 4), float("nan"))
+    message = _one_line_error(LangBRTInputError, write_image, tmp_path / "out.png", torch.rand(3, 4, 4), alpha=alpha)
+    assert message.startswith(f"{tmp_path / 'out.png'}: alpha: has NaN")
+
+
+def test_a_resize_overshoot_within_the_slack_is_written_clamped(tmp_path):
+    t = torch.tensor([-0.05, 1.08, 0.5]).view(1, 1, 3).expand(3, 1, 3)  # bicubic rings a few percent past [0, 1]
+    assert to_uint8_hwc(read_image(write_image(tmp_path / "ring.png", t)))[0, :, 0].tolist() == [0, 255, 128]
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.uint16])
+def test_integer_tensors_are_scaled_as_the_retoucher_scales_them(dtype):
+    top = torch.iinfo(dtype).max
+    t = from_uint8_hwc(_noise_rgb())
+    assert encode_image((t * top).round().to(dtype), "png") == encode_image(t, "png")
+
+
 def test_alpha_is_written_to_png(tmp_path):
     t = from_uint8_hwc(_noise_rgb(4, 4))
     alpha = torch.linspace(0, 1, 16).view(1, 4, 4)
