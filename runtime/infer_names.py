@@ -21,26 +21,40 @@ def output_folder(source: Path, output: Path | None) -> Path:
 
 
 def output_stems(files: list[Path], output: Path | None) -> dict[Path, str]:
-    """The name every input's outputs start with: its stem, or '<stem>_<ext>' when inputs share a stem.
+    """The name every input's outputs start with, one per input in each output folder.
 
-    Why: `s.bmp`, `s.gif` and `s.tif` all become PNGs and their maps are named by stem, so they would
-    overwrite each other's outputs. Two inputs with one name from different folders into one `-o` folder
-    cannot be told apart that way: that is an error, before any work.
+    Its stem, where no other input into that folder has it. Inputs that share a stem get '<stem>_<ext>' (`s.bmp`
+    and `s.gif` all become PNGs, and their maps are named by stem: they would overwrite each other's outputs),
+    and where that name is taken as well, by another input's stem (`s_bmp.png` beside `s.bmp`) or by the same
+    extension in another case (`s.BMP` beside `s.bmp`), '<stem>_<ext>_<n>' with the smallest free n from 2.
+    Own stems are given out first, then the others in sorted order, so the names do not depend on the order
+    the inputs were named in. QA, 2026-11-26: `s.bmp` and `s_bmp.png` in one folder were refused as writing
+    the same outputs.
+
+    Two inputs with one file name from different folders into one `-o` folder are an error, before any work:
+    nothing in their names tells their outputs apart, so which is which would be a guess.
     """
     by_stem: dict[tuple[Path, str], list[Path]] = {}
     for source in files:
         by_stem.setdefault((output_folder(source, output).resolve(), source.stem), []).append(source)
-    stems: dict[Path, str] = {}
-    taken: dict[tuple[Path, str], Path] = {}
-    for (folder, stem), sources in by_stem.items():
-        for source in sources:
-            name = stem if len(sources) == 1 else f"{stem}_{source.suffix.lstrip('.').lower()}"
-            if (folder, name) in taken:
-                raise LangBRTInputError(f"{taken[folder, name]} and {source} would write the same outputs in "
+    names = {sources[0]: stem for (_, stem), sources in by_stem.items() if len(sources) == 1}
+    taken = {(folder, stem) for (folder, stem), sources in by_stem.items() if len(sources) == 1}
+    for (folder, stem), sources in sorted(by_stem.items()):
+        if len(sources) == 1:
+            continue
+        by_name: dict[str, Path] = {}
+        for source in sorted(sources):
+            if source.name in by_name:
+                raise LangBRTInputError(f"{by_name[source.name]} and {source} would write the same outputs in "
                                         f"{folder}; retouch them into different folders")
-            taken[folder, name] = source
-            stems[source] = name
-    return stems
+            by_name[source.name] = source
+            base = name = f"{stem}_{source.suffix.lstrip('.').lower()}"
+            number = 2
+            while (folder, name) in taken:
+                name, number = f"{base}_{number}", number + 1
+            taken.add((folder, name))
+            names[source] = name
+    return {source: names[source] for source in files}
 
 
 def output_format(image: LoadedImage) -> str:

@@ -298,6 +298,33 @@ def test_inputs_sharing_a_stem_get_their_extension_in_the_output_names(model_dir
     assert "s_retouched.png" not in names
 
 
+def test_a_stem_taken_by_the_extension_scheme_gets_a_number_not_an_error(model_dir, tmp_path, capsys):
+    """QA: `s.bmp`, `s.gif` and `s_bmp.png` in one folder were refused ('coll/s.bmp and coll/s_bmp.png would
+    write the same outputs'): s.bmp's name `s_bmp` is s_bmp.png's own stem."""
+    folder = tmp_path / "coll"
+    folder.mkdir()
+    sources = [_photo(folder / name) for name in ("s.bmp", "s.gif", "s_bmp.png")]
+    assert _run(model_dir, folder, "--json", "--save-maps", "--prompt", "acne") == 0
+    outputs = {Path(r["input"]).name: Path(r["output"]).name for r in json.loads(capsys.readouterr().out)["results"]}
+    assert outputs == {"s_bmp.png": "s_bmp_retouched.png", "s.bmp": "s_bmp_2_retouched.png",
+                       "s.gif": "s_gif_retouched.png"}
+    names = sorted(p.name for p in (folder / "retouched").iterdir())
+    assert names == sorted(f"{stem}_{kind}.png" for stem in ("s_bmp", "s_bmp_2", "s_gif")
+                           for kind in ("retouched", "mask", "map_0_acne"))
+    assert all(source.exists() for source in sources)
+
+
+def test_output_names_do_not_depend_on_the_order_the_inputs_are_named_in(model_dir, tmp_path, capsys):
+    """`s.BMP` and `s.bmp` (one folder, a case-sensitive file system) both want `s_bmp`: the second in sorted
+    order gets `s_bmp_2`, whichever was named first."""
+    sources = [_photo(tmp_path / "s.bmp"), _photo(tmp_path / "s.BMP")]
+    for order in (sources, sources[::-1]):
+        assert _run(model_dir, *order, "-o", tmp_path / "out", "--json", "--overwrite") == 0
+        results = json.loads(capsys.readouterr().out)["results"]
+        assert {Path(r["input"]).name: Path(r["output"]).name for r in results} == {
+            "s.BMP": "s_bmp_retouched.png", "s.bmp": "s_bmp_2_retouched.png"}
+
+
 def test_the_same_file_spelt_twice_is_retouched_once(model_dir, tmp_path, capsys, monkeypatch):
     src = _photo(tmp_path / "face.png")
     monkeypatch.chdir(tmp_path)
