@@ -5,7 +5,9 @@ outputs (`<stem>_retouched.<ext>`), the retouch pasted back into the full-resolu
 reported on one stderr line and skipped (exit 1 at the end); a bad model, prompt or option stops before
 anything is written (exit 2); an output that cannot be written once running (a full disk) stops the run in
 one line (exit 4), keeping the photos already done, which are complete. Inputs are never overwritten, outputs
-only with --overwrite: not even one another run writes while this one works on the photo (`_staged`).
+only with --overwrite: not even one another run writes while this one works on the photo (`_staged`). With
+--overwrite, an earlier run's maps and mask of a photo that this run does not replace are removed once its new
+outputs are in place (`Runner.remove_earlier_maps`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,17 @@ from langbrt.output_paths import check_name_lengths, refuse_dangling_link
 from langbrt.text import normalize_prompt
 
 from .backends.base import PRECISIONS, BackendName
-from .infer_names import OUTPUT_DIR, SUFFIX, output_folder, output_format, output_stems, output_suffix, slug
+from .infer_names import (
+    OUTPUT_DIR,
+    SUFFIX,
+    is_only_map_or_mask_of,
+    map_name,
+    mask_name,
+    output_folder,
+    output_format,
+    output_stems,
+    output_suffix,
+)
 from .retoucher import Retoucher
 
 PROG = "langbrt-infer"
@@ -58,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, help=f"results folder (default: {OUTPUT_DIR}/ beside each input)")
     p.add_argument("--save-maps", action="store_true",
                    help="also write <stem>_map_<k>_<prompt>.png heat-map overlays and <stem>_mask.png")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (never an input)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing outputs (never an input), and remove the maps and mask an earlier run "
+                   "wrote for the photo that this run does not replace")
     p.add_argument("--json", action="store_true", help="print one JSON object with per-file results and timings")
     p.add_argument("--device", type=device_arg, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     p.add_argument("--precision", choices=PRECISIONS,
@@ -111,8 +125,8 @@ class Runner:
         out = {"image": folder / f"{stem}{SUFFIX}{suffix}"}
         if self.args.save_maps:
             for k, prompt in enumerate(self.prompts):
-                out[f"map_{k}"] = folder / f"{stem}_map_{k}_{slug(prompt)}.png"
-            out["mask"] = folder / f"{stem}_mask.png"
+                out[f"map_{k}"] = folder / map_name(stem, k, prompt)
+            out["mask"] = folder / mask_name(stem)
         return out
 
     def targets(self, source: Path, image: LoadedImage) -> dict[str, Path]:
@@ -143,7 +157,8 @@ class Runner:
             _probe_writable(folder)
 
     def process(self, source: Path) -> dict[str, Any]:
-        """Retouch one photo and write its outputs; the report has a "warning" when the output lost bits."""
+        """Retouch one photo and write its outputs; the report has a "warning" when the output lost bits or
+        frames, or an earlier run's map could not be removed (`remove_earlier_maps`)."""
         image = load_image(source)
         targets = self.targets(source, image)
         [result] = self.retoucher.retouch([image], [self.prompts])
@@ -157,6 +172,9 @@ class Runner:
                 # at the image's depth: an 8-bit mask shows values under 1/510 as 0 where a 16-bit output changed
                 write_image(staged["mask"], result.mask.expand(3, -1, -1), format="PNG",
                             bit_depth=image.output_bit_depth)
+        notes = [output_note(image)]
+        if self.args.overwrite:
+            notes.append(self.remove_earlier_maps(source, targets))
         report = {
             "input": str(source),
             "output": str(targets["image"]),
@@ -168,8 +186,35 @@ class Runner:
             "changed_fraction": float((result.mask > 0).float().mean()),
             "timing_ms": {k: round(v, 3) for k, v in result.timing.items()},
         }
-        note = output_note(image, str(source))
-        return report if note is None else {**report, "warning": note}
+        notes = [note for note in notes if note is not None]
+        return {**report, "warning": f"{source}: {'; '.join(notes)}"} if notes else report
+
+    def remove_earlier_maps(self, source: Path, targets: dict[str, Path]) -> str | None:
+        """Under --overwrite, once this photo's outputs are in place: remove the maps and the mask an earlier run
+        wrote for it that this run did not replace (other prompts, or no --save-maps). Returns a warning when
+        one could not be removed, else None: the photo is retouched all the same.
+
+        Why: the folder must describe this result only (QA: a run with new prompts left the old run's maps, two
+        `map_0_*` of one photo, and a mask that was no longer its). Only files named as this photo's maps or mask
+        and as no other photo's output (`is_only_map_or_mask_of`), regular files, never an input; removed after
+        the new outputs are in place, so a crash in between leaves old and new together, never neither.
+        """
+        folder, name = targets["image"].parent, self.stems[source]
+        written = {path.name for path in targets.values()}
+        try:
+            with os.scandir(folder) as entries:
+                earlier = [Path(entry.path) for entry in entries if entry.name not in written
+                           and is_only_map_or_mask_of(entry.name, name) and entry.is_file(follow_symlinks=False)]
+        except OSError as err:
+            return f"could not look for an earlier run's maps and mask in {folder} ({err.strerror or err})"
+        for path in earlier:
+            if path.resolve() in self.inputs:
+                continue
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as err:
+                return f"could not remove an earlier run's {path} ({err.strerror or err}); delete it by hand"
+        return None
 
 
 def _without_lone_surrogates(value: Any) -> Any:

@@ -77,6 +77,44 @@ def output_suffix(image: LoadedImage, source: Path) -> str:
     return next(suffix for suffix, written in WRITE_SUFFIXES.items() if written == fmt)
 
 
-def slug(text: str, limit: int = 40) -> str:
+SLUG_LIMIT = 40
+_SLUG = r"[a-z0-9]+(?:-[a-z0-9]+)*"  # what `slug` gives: no '_', no '-' at either end or twice in a row
+# How each kind of a photo's outputs is named; `name` is what they start with (`output_stems`)
+_OUTPUT_NAMES = {
+    "image": re.compile(rf"(?P<name>.+){SUFFIX}(?:{'|'.join(map(re.escape, WRITE_SUFFIXES))})",
+                        re.IGNORECASE | re.DOTALL),
+    "map": re.compile(rf"(?P<name>.+)_map_(?:0|[1-9][0-9]*)_(?P<slug>{_SLUG})\.png", re.DOTALL),
+    "mask": re.compile(r"(?P<name>.+)_mask\.png", re.DOTALL),
+}
+
+
+def slug(text: str, limit: int = SLUG_LIMIT) -> str:
     """A prompt as a file-name fragment: 'Acne on the cheeks!' -> 'acne-on-the-cheeks'."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or "prompt"
+
+
+def map_name(name: str, k: int, prompt: str) -> str:
+    """The file name of the k-th prompt's map of the photo whose outputs start with `name`."""
+    return f"{name}_map_{k}_{slug(prompt)}.png"
+
+
+def mask_name(name: str) -> str:
+    """The file name of the mask of the photo whose outputs start with `name`."""
+    return f"{name}_mask.png"
+
+
+def is_only_map_or_mask_of(file_name: str, name: str) -> bool:
+    """Whether `file_name` is a map (for any k and prompt) or the mask of the photo whose outputs start with
+    `name`, and could be no output of a photo with another name: what `--overwrite` may remove as an earlier
+    run's.
+
+    A map's name has one photo name before its `_map_<k>_` (a slug holds no '_'); but with the slug 'mask' or
+    'retouched' it is also the mask or the image of the photo called `<name>_map_<k>` ('a_map_0_mask.png'), and
+    such a file is left alone.
+    """
+    owners = set()
+    for kind, pattern in _OUTPUT_NAMES.items():
+        found = pattern.fullmatch(file_name)
+        if found is not None and (kind != "map" or len(found["slug"]) <= SLUG_LIMIT):
+            owners.add((found["name"], kind))
+    return owners in ({(name, "map")}, {(name, "mask")})

@@ -97,6 +97,90 @@ def test_an_existing_output_is_refused_without_overwrite(model_dir, tmp_path, ca
     assert _run(model_dir, src, "--overwrite") == 0 and _sha(out) == before
 
 
+def _names(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_overwrite_removes_the_maps_and_mask_of_an_earlier_run_that_it_does_not_replace(model_dir, tmp_path):
+    """QA: a second run with other prompts (or without --save-maps) left the first run's maps and mask beside
+    its image, two `map_0_*` of one photo."""
+    src, out = _photo(tmp_path / "img.png"), tmp_path / "st"
+    assert _run(model_dir, src, "-o", out, "--save-maps", "--prompt", "acne on the cheeks",
+                "--prompt", "forehead wrinkles") == 0
+    assert _run(model_dir, src, "-o", out, "--overwrite", "--save-maps", "--prompt", "dark circles") == 0
+    assert _names(out) == ["img_map_0_dark-circles.png", "img_mask.png", "img_retouched.png"]
+    assert _run(model_dir, src, "-o", out, "--overwrite", "--prompt", "dark circles") == 0
+    assert _names(out) == ["img_retouched.png"]
+
+
+def test_overwrite_removes_no_file_another_photo_or_an_input_could_own(model_dir, tmp_path):
+    """Only names of this photo's maps and mask go: not another photo's outputs, not a name that is also the
+    mask of a photo called `img_map_0` ('img_map_0_mask.png'), not an input, not a folder."""
+    out = tmp_path / "st"
+    out.mkdir()
+    kept = ["img_map_0_mask.png", "img_map_0_retouched.png", "other_map_0_acne.png", "img_map_00_acne.png",
+            "img_map_0_acne.jpg", "img_mask.png.txt", "xx_img_mask.png"]
+    for name in kept:
+        (out / name).write_bytes(b"not ours")
+    (out / "img_map_1_wrinkles.png").mkdir()
+    src, input_named_like_a_mask = _photo(tmp_path / "img.png"), _photo(out / "img_mask.png")
+    before = _sha(input_named_like_a_mask)
+    assert _run(model_dir, src, input_named_like_a_mask, "-o", out, "--overwrite") == 0
+    assert _names(out) == sorted([*kept, "img_map_1_wrinkles.png", "img_mask.png", "img_mask_retouched.png",
+                                  "img_retouched.png"])
+    assert _sha(input_named_like_a_mask) == before
+
+
+def test_without_overwrite_an_earlier_runs_maps_are_kept(model_dir, tmp_path, capsys):
+    src, out = _photo(tmp_path / "img.png"), tmp_path / "st"
+    assert _run(model_dir, src, "-o", out, "--save-maps", "--prompt", "acne") == 0
+    assert _run(model_dir, src, "-o", out, "--prompt", "a mole") == 1  # refused: its image exists
+    assert "pass --overwrite" in capsys.readouterr().err
+    (out / "img_retouched.png").unlink()
+    assert _run(model_dir, src, "-o", out, "--prompt", "a mole") == 0
+    assert _names(out) == ["img_map_0_acne.png", "img_mask.png", "img_retouched.png"]
+
+
+def test_an_overwrite_run_that_stops_before_its_outputs_are_in_place_keeps_the_earlier_ones(model_dir, tmp_path,
+                                                                                            monkeypatch):
+    """The earlier maps go only once the new outputs are in place: Ctrl-C while writing leaves the old result
+    whole, never a photo with neither."""
+    src, out = _photo(tmp_path / "img.png"), tmp_path / "st"
+    assert _run(model_dir, src, "-o", out, "--save-maps", "--prompt", "acne") == 0
+    before = {name: _sha(out / name) for name in _names(out)}
+    _interrupt_after_the_first_write(monkeypatch)
+    assert _run(model_dir, src, "-o", out, "--overwrite", "--save-maps", "--prompt", "a mole") == 130
+    assert {name: _sha(out / name) for name in _names(out)} == before
+
+
+def test_an_earlier_map_that_cannot_be_removed_is_one_warning_line(model_dir, tmp_path, capsys, monkeypatch):
+    src, out = _photo(tmp_path / "img.png"), tmp_path / "st"
+    assert _run(model_dir, src, "-o", out, "--save-maps", "--prompt", "acne") == 0
+    real_unlink = Path.unlink
+
+    def unlink(self, missing_ok=False):
+        if self.name == "img_map_0_acne.png":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    capsys.readouterr()
+    assert _run(model_dir, src, "-o", out, "--overwrite") == 0
+    assert capsys.readouterr().err == (f"langbrt-infer: warning: {src}: could not remove an earlier run's "
+                                       f"{out / 'img_map_0_acne.png'} (Permission denied); delete it by hand\n")
+
+
+@pytest.mark.parametrize("prompt", ["Acne on the cheeks!", "x" * 80, "!!!", "dark circles under the eyes"])
+@pytest.mark.parametrize("name", ["img", "s_bmp_2", "a b.c"])
+def test_every_map_and_mask_name_the_writer_gives_is_known_as_that_photos(name, prompt):
+    """What --overwrite removes is found by name: each name `planned` writes must be recognised, for no other."""
+    from langbrt.runtime.infer_names import is_only_map_or_mask_of, map_name, mask_name
+
+    for file_name in (map_name(name, 12, prompt), mask_name(name)):
+        assert is_only_map_or_mask_of(file_name, name)
+        assert not is_only_map_or_mask_of(file_name, name + "_x") and not is_only_map_or_mask_of(file_name, "im")
+
+
 def _another_run_writes(monkeypatch, name, *, links=True):
     """Make `name` appear in the results folder just before this run puts it there, as a second langbrt-infer
     writing the same folder would after this run checked its outputs; os.link raises EPERM if not `links`."""
