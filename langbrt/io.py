@@ -30,6 +30,7 @@ from PIL import ExifTags, Image, ImageOps, TiffImagePlugin
 
 from langbrt.atomic import atomic_path
 from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError, TooManyPixelsError
+from langbrt.pillow_guard import pillow_limit_at_least
 from langbrt.pixel_values import unit_float
 from langbrt.png16 import decode_png16, encode_png16
 from langbrt.png_rows import missing_rows
@@ -86,7 +87,11 @@ def _input_error(name: str, reason: object, kind: type[LangBRTInputError] = Lang
 
 
 def load_image(path: str | os.PathLike[str], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """Decode an image file into an upright RGB tensor, alpha kept aside; the file is only ever read."""
+    """Decode an image file into an upright RGB tensor, alpha kept aside; the file is only ever read.
+
+    An image whose header announces more than `max_pixels` (W*H; default DEFAULT_MAX_PIXELS, 64 MP) is refused
+    before decoding, with `TooManyPixelsError`; a larger `max_pixels` also lifts Pillow's own limit that far.
+    """
     path = Path(path)
     name = str(path)
     if path.is_dir():
@@ -108,20 +113,22 @@ def load_image_bytes(
     return _load(io.BytesIO(data), name, None, max_pixels)
 
 
-def image_pixels(data: bytes) -> int | None:
-    """W*H announced by an encoded image's header, without decoding it; None when the header is unreadable.
+def image_pixels(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> int | None:
+    """W*H announced by an encoded image's header, without decoding it; None when the header is unreadable or
+    over twice Pillow's limit (raised to `max_pixels` where that is higher), so over `max_pixels` too.
 
     Why: a server must know what an upload will cost in memory before it decodes it (a 1 MB JPEG of one
     colour can announce 60 MP, gigabytes once decoded and pasted back); `load_image_bytes` reports the reason
-    for an unreadable header.
+    for an unreadable header. A server allowing more than Pillow's 179 MP passes its `max_pixels`, or such an
+    upload, which it would decode, would be counted as nothing.
     """
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), pillow_limit_at_least(max_pixels):
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data), formats=READ_FORMATS) as img:  # lazy: header only
                 width, height = img.size
     except Image.DecompressionBombError:
-        return None  # over twice Pillow's limit: decoding refuses it with the reason
+        return None  # over twice Pillow's limit, and ours: decoding refuses it with the reason
     except (Image.UnidentifiedImageError, *_DECODE_ERRORS):
         return None
     return width * height
@@ -145,11 +152,10 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
         raise _input_error(name, "empty file (0 bytes)")
     fh.seek(0)
     try:
-        with warnings.catch_warnings():
-            # Pillow's own bomb check runs inside Image.open. Below its warning threshold our limit is the
-            # stricter one, so its warning becomes our error; a caller who raised max_pixels above means it.
-            action = "error" if max_pixels <= (Image.MAX_IMAGE_PIXELS or 0) else "ignore"
-            warnings.simplefilter(action, Image.DecompressionBombWarning)
+        with warnings.catch_warnings(), pillow_limit_at_least(max_pixels):
+            # Pillow's own bomb check runs inside Image.open, at a limit raised to ours where ours is higher
+            # (`pillow_guard`): its warning is then over our limit too, so it becomes our error.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(fh, formats=READ_FORMATS)  # lazy: header only
             width, height = img.size
             if width * height > max_pixels:
@@ -197,7 +203,8 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
     except Image.UnidentifiedImageError as err:
         raise _input_error(name, "not an image file (cannot identify image format)") from err
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        reason = f"too many pixels, over the {max_pixels / 1e6:g} MP limit; refusing to decode ({err})"
+        # Pillow's message would name its own limit beside ours (QA, 2026-11-26)
+        reason = f"too many pixels, over the {max_pixels / 1e6:g} MP limit; refusing to decode"
         raise _input_error(name, reason, TooManyPixelsError) from err
     except _DECODE_ERRORS as err:
         raise _input_error(name, f"corrupt or truncated image ({err})") from err

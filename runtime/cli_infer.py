@@ -31,9 +31,17 @@ from langbrt.cli_args import OneLineParser, device_arg
 from langbrt.cli_errors import error_line, fail
 from langbrt.cli_pipes import print_out, quiet_on_broken_pipe
 from langbrt.console import run_command
-from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError
+from langbrt.errors import LangBRTError, LangBRTInputError, OutputWriteError, TooManyPixelsError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_OUTPUT_NOT_WRITTEN, EXIT_USAGE
-from langbrt.io import READ_SUFFIXES, WRITE_SUFFIXES, LoadedImage, load_image, output_note, write_image
+from langbrt.io import (
+    DEFAULT_MAX_PIXELS,
+    READ_SUFFIXES,
+    WRITE_SUFFIXES,
+    LoadedImage,
+    load_image,
+    output_note,
+    write_image,
+)
 from langbrt.output_paths import check_name_lengths, refuse_dangling_link
 from langbrt.text import normalize_prompt
 
@@ -73,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs (never an input), and remove the maps and mask an earlier run "
                    "wrote for the photo that this run does not replace")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help="largest W*H of a photo, read from its header before decoding; a larger one is refused as "
+                   f"a bad file (default: {DEFAULT_MAX_PIXELS}, {DEFAULT_MAX_PIXELS / 1e6:g} MP)")
     p.add_argument("--json", action="store_true", help="print one JSON object with per-file results and timings")
     p.add_argument("--device", type=device_arg, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     p.add_argument("--precision", choices=PRECISIONS,
@@ -159,7 +170,10 @@ class Runner:
     def process(self, source: Path) -> dict[str, Any]:
         """Retouch one photo and write its outputs; the report has a "warning" when the output lost bits or
         frames, or an earlier run's map could not be removed (`remove_earlier_maps`)."""
-        image = load_image(source)
+        try:
+            image = load_image(source, max_pixels=self.args.max_pixels)
+        except TooManyPixelsError as err:
+            raise TooManyPixelsError(f"{err}; pass a larger --max-pixels (W*H) to retouch it") from None
         targets = self.targets(source, image)
         [result] = self.retoucher.retouch([image], [self.prompts])
         fmt = output_format(image)
@@ -301,7 +315,10 @@ def check_results_folder(folder: Path) -> None:
 
 @quiet_on_broken_pipe(PROG)
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.max_pixels < 1:  # as langbrt-serve words it
+        parser.error("--max-pixels must be at least 1")
     try:
         prompts = [normalize_prompt(p) for p in args.prompts] if args.prompts else None
         files, missing = expand_inputs(args.images)

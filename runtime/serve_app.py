@@ -172,7 +172,7 @@ def create_app(
         want_maps = maps if maps is not None else form_bool(upload.fields.get("maps"), "maps")
         if want_maps and kind != "json":  # an image reply has nowhere to put them: say so, do not drop them
             raise ServeError(422, "invalid_request", "maps=true needs return=json (an image reply carries no maps)")
-        announced = image_pixels(upload.data) or 0  # 0: an unreadable header, which decoding reports
+        announced = image_pixels(upload.data, max_pixels=config.max_pixels) or 0  # 0: unreadable, decoding says why
         if announced > config.max_pixels:
             announced = 0  # decode_image refuses it (413) from its header, before decoding or holding anything
         with _admit(pixels, announced):

@@ -409,6 +409,25 @@ def test_output_names_do_not_depend_on_the_order_the_inputs_are_named_in(model_d
             "s.BMP": "s_bmp_retouched.png", "s.bmp": "s_bmp_2_retouched.png"}
 
 
+def test_max_pixels_sets_the_largest_photo_and_the_refusal_names_the_flag(model_dir, tmp_path, capsys):
+    """QA: photos over 64 MP were refused with no way to raise the limit."""
+    src = _photo(tmp_path / "face.png", size=(48, 30))  # 1440 pixels
+    assert _run(model_dir, src, "--max-pixels", "1439") == 1
+    assert _one_line(capsys) == (f"langbrt-infer: error: {src}: image is 48x30 = 0.0 MP, over the 0.001439 MP limit; "
+                                 "pass a larger --max-pixels (W*H) to retouch it")
+    assert not (tmp_path / "retouched").exists()
+    assert _run(model_dir, src, "--max-pixels", "1440") == 0
+    assert (tmp_path / "retouched" / "face_retouched.png").is_file()
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_a_max_pixels_under_1_is_one_usage_line_as_in_langbrt_serve(tmp_path, capsys, value):
+    with pytest.raises(SystemExit) as exited:
+        main([str(_photo(tmp_path / "face.png")), "--max-pixels", value])
+    assert exited.value.code == 2
+    assert _one_line(capsys) == "langbrt-infer: error: --max-pixels must be at least 1 (see langbrt-infer --help)"
+
+
 def test_the_same_file_spelt_twice_is_retouched_once(model_dir, tmp_path, capsys, monkeypatch):
     src = _photo(tmp_path / "face.png")
     monkeypatch.chdir(tmp_path)

@@ -345,6 +345,42 @@ def test_a_header_over_twice_pillows_limit_is_refused_naming_our_limit(tmp_path)
     assert "too many pixels, over the 64 MP limit" in message
 
 
+@pytest.mark.parametrize("side", [10000, 20000])  # over Pillow's warning limit (89 MP); over its error limit
+def test_a_header_over_pillows_limits_names_ours_alone(tmp_path, side):
+    """QA: a 200 MP file's message quoted Pillow's 178 MP limit beside our 64 MP one."""
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_raw_png(side, side, 1, 0, b"\x00" * 16))
+    message = _one_line_error(TooManyPixelsError, read_image, path)
+    assert message == f"{path}: too many pixels, over the 64 MP limit; refusing to decode"
+
+
+def test_a_raised_max_pixels_lifts_pillows_limit_that_far_and_no_further(tmp_path, monkeypatch):
+    """A 200 MP header passes both checks with max_pixels=300 MP (decoding is reached) and Pillow's limit is
+    back afterwards; a 400 MP one is still refused, naming our limit."""
+    from PIL import ImageFile
+
+    def decoding_reached(self):
+        raise OSError("decoding reached")  # what a 200 MP decode would cost is not what is tested
+
+    pillows = Image.MAX_IMAGE_PIXELS
+    monkeypatch.setattr(ImageFile.ImageFile, "load", decoding_reached)
+    path = tmp_path / "big.png"
+    path.write_bytes(_raw_png(20000, 10000, 1, 0, b"\x00" * 16))
+    assert "decoding reached" in _one_line_error(LangBRTInputError, read_image, path, max_pixels=300_000_000)
+    assert "over the 150 MP limit" in _one_line_error(TooManyPixelsError, read_image, path, max_pixels=150_000_000)
+    path.write_bytes(_raw_png(20000, 20000, 1, 0, b"\x00" * 16))
+    message = _one_line_error(TooManyPixelsError, read_image, path, max_pixels=300_000_000)
+    assert message == f"{path}: too many pixels, over the 300 MP limit; refusing to decode"
+    assert Image.MAX_IMAGE_PIXELS == pillows
+
+
+def test_image_pixels_counts_a_header_over_pillows_limit_when_max_pixels_allows_it():
+    """A server with --max-pixels over 179 MP must count such an upload against its pixel budget, not as 0."""
+    header = _raw_png(20000, 10000, 1, 0, b"\x00" * 16)
+    assert image_pixels(header) is None
+    assert image_pixels(header, max_pixels=300_000_000) == 200_000_000
+
+
 @pytest.mark.parametrize("side", [9000, 20000])  # over our limit only; over Pillow's own as well
 def test_both_pixel_limits_raise_the_error_a_server_answers_with_413(tmp_path, side):
     path = tmp_path / "big.png"
