@@ -43,9 +43,11 @@ DEFAULT_MAX_PIXELS = 64_000_000
 READ_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF", "PPM")
 """Pillow plugins tried on read (JPEG covers MPO); formats that shell out (EPS) or are rare stay out."""
 
-READ_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm"})
+READ_SUFFIXES = frozenset({".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".tif", ".tiff", ".gif",
+                           ".ppm"})
 """File suffixes (lower case) of the READ_FORMATS: what a folder given to langbrt-infer, langbrt-train or
-langbrt-eval is read for, so a folder means the same images to every command."""
+langbrt-eval is read for, so a folder means the same images to every command. An animated PNG (.apng), like
+an animated GIF or WebP, is read as its first frame (`output_note` says so)."""
 
 WRITE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 _ALPHA_FORMATS = ("PNG", "WEBP")
@@ -201,7 +203,7 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
     except LangBRTError:
         raise
     except Image.UnidentifiedImageError as err:
-        raise _input_error(name, "not an image file (cannot identify image format)") from err
+        raise _input_error(name, _unread_format(fh)) from err
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         # Pillow's message would name its own limit beside ours (QA, 2026-11-26)
         reason = f"too many pixels, over the {max_pixels / 1e6:g} MP limit; refusing to decode"
@@ -221,6 +223,23 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
         lossless=_stores_exact_pixels(fmt, fh),
         frames=frames,
     )
+
+
+def _unread_format(fh: BinaryIO) -> str:
+    """Why no READ_FORMATS plugin opened a file: it is an image Pillow knows in another format, said with the
+    suffixes read here (QA, 2026-11-26: TGA, ICO and PCX files were called 'not an image file'), or none.
+
+    Pillow's other plugins only look at the header here, for the format's name: nothing is decoded.
+    """
+    fh.seek(0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's bomb warning, a plugin's own: only the name is wanted
+            with Image.open(fh) as img:
+                fmt = img.format
+    except (Image.UnidentifiedImageError, Image.DecompressionBombError, *_DECODE_ERRORS):
+        return "not an image file (cannot identify image format)"
+    return f"{fmt} is not a supported image format; convert it to one that is ({', '.join(sorted(READ_SUFFIXES))})"
 
 
 def _frame_count(img: Image.Image) -> int:

@@ -68,6 +68,20 @@ def test_folders_and_globs_expand_to_their_images(model_dir, tmp_path, capsys):
     assert len(report["results"]) == 4 and report["failed"] == [] and other.exists()
 
 
+def test_a_folder_holds_jpe_jfif_and_apng_images_too(model_dir, tmp_path, capsys):
+    """QA, 2026-11-26: a folder scan skipped .jpe and .apng files, which Pillow reads (an APNG, like an animated
+    GIF, as its first frame, with a warning line)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    _photo(folder / "a.jpe", format="JPEG")
+    _photo(folder / "b.jfif", format="JPEG")
+    frames = [Image.new("RGB", (48, 30), colour) for colour in ("red", "blue")]
+    frames[0].save(folder / "c.apng", "PNG", save_all=True, append_images=frames[1:])
+    assert _run(model_dir, folder) == 0
+    assert _names(folder / "retouched") == ["a_retouched.jpg", "b_retouched.jpg", "c_retouched.png"]
+    assert "c.apng: PNG holds 2 frames" in capsys.readouterr().err
+
+
 def test_json_reports_each_file_with_outputs_prompts_and_timings(model_dir, tmp_path, capsys):
     src = _photo(tmp_path / "face.png", size=(100, 60))
     assert _run(model_dir, src, "--json", "--prompt", "acne on the cheeks", "--prompt", "A red nose") == 0

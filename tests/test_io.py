@@ -19,6 +19,7 @@ from PIL import Image
 from langbrt.atomic import atomic_write_text
 from langbrt.errors import LangBRTInputError, OutputWriteError, TooManyPixelsError
 from langbrt.io import (
+    READ_SUFFIXES,
     encode_image,
     from_uint8_hwc,
     image_pixels,
@@ -307,6 +308,17 @@ def test_text_file_named_jpg_is_not_an_image(tmp_path):
     path.write_text("this is not a picture\n")
     message = _one_line_error(LangBRTInputError, read_image, path)
     assert message.startswith(str(path)) and "not an image file" in message
+
+
+@pytest.mark.parametrize(("fmt", "suffix"), [("TGA", ".tga"), ("ICO", ".ico"), ("PCX", ".pcx")])
+def test_an_image_in_a_format_we_do_not_read_is_named_with_the_suffixes_we_do(tmp_path, fmt, suffix):
+    """QA, 2026-11-26: Pillow reads these, and they were called 'not an image file (cannot identify image
+    format)', which sent the user looking for a damaged file."""
+    path = tmp_path / f"face{suffix}"
+    Image.new("RGB", (16, 16)).save(path, fmt)
+    message = _one_line_error(LangBRTInputError, read_image, path)
+    assert message == (f"{path}: {fmt} is not a supported image format; convert it to one that is "
+                       f"({', '.join(sorted(READ_SUFFIXES))})")
 
 
 def test_missing_file_is_rejected_by_name(tmp_path):

@@ -4,8 +4,8 @@ Real retouching data comes as two folders of the same faces, before (``source``)
 retouching. Everything that can be wrong with such a folder is found by `find_pairs` before training starts
 and reported in one error, because a run that dies after an hour on a missing file wastes the hour.
 
-Accepted generic layout (any mix of the suffixes `langbrt-infer` reads, `langbrt.io.READ_SUFFIXES`: .png,
-.jpg/.jpeg, .webp, .tif/.tiff, .bmp, .gif, .ppm, in any case; files pair by stem)::
+Accepted generic layout (any mix of the suffixes `langbrt-infer` reads, `langbrt.io.READ_SUFFIXES`: .png/.apng,
+.jpg/.jpeg/.jpe/.jfif, .webp, .tif/.tiff, .bmp, .gif, .ppm, in any case; files pair by stem)::
 
     root/
       source/  001.jpg  002.png  ...
