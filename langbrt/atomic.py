@@ -9,14 +9,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
 import signal
 import stat
 import sys
 import tempfile
 import threading
+import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -256,6 +258,44 @@ def _hidden_prefix(name: str, suffix: str) -> str:
     if len(encoded) > room:
         name = os.fsdecode(encoded[:room].decode("utf-8", "ignore").encode())
     return f".{name}."
+
+
+ORPHAN_AGE_SECONDS = 3600.0
+"""Age past which a temporary file of ours counts as orphaned: writing one file takes seconds, not an hour."""
+
+
+def remove_orphaned_temporaries(folder: Path, names: Collection[str],
+                                older_than: float = ORPHAN_AGE_SECONDS) -> list[Path]:
+    """Remove the temporary files `atomic_path` and `atomic_paths` left in `folder` beside any of `names` and
+    older than `older_than` seconds; return them.
+
+    Why: a process killed while writing (SIGKILL, the out-of-memory killer) runs no cleanup, and its hidden
+    '.<name>.XXXXXXXX.tmp' (also '..<name>.XXXXXXXX.tmp.XXXXXXXX.tmp': an image written into a staged file)
+    stayed forever, tens of MB each (QA: a rerun that succeeded left them all). Only names of exactly that
+    form for the given outputs, only regular files, and only old ones: a live run's temporary is seconds old.
+    """
+    stems = "|".join(re.escape(_hidden_prefix(name, ".tmp")[1:-1]) for name in names)
+    if not stems:
+        return []
+    pattern = re.compile(rf"\.\.?(?:{stems})\.\w{{{_RANDOM_PART}}}\.tmp(?:\.\w{{{_RANDOM_PART}}}\.tmp)?")
+    removed: list[Path] = []
+    now = time.time()
+    try:
+        entries = os.scandir(folder)
+    except OSError:
+        return removed  # no such folder (yet): nothing was left there
+    with entries:
+        for entry in entries:
+            if not pattern.fullmatch(entry.name):
+                continue
+            try:
+                info = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(info.st_mode) and now - info.st_mtime > older_than:
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+            except OSError:
+                continue  # gone meanwhile, or not ours to remove: it stays, as before
+    return removed
 
 
 def atomic_write_text(target: str | Path, text: str) -> None:

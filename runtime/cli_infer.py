@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from langbrt.atomic import TargetExistsError, atomic_paths
+from langbrt.atomic import TargetExistsError, atomic_paths, remove_orphaned_temporaries
 from langbrt.bundled import default_model_path
 from langbrt.cli_args import OneLineParser, device_arg
 from langbrt.cli_errors import error_line, fail
@@ -157,15 +157,16 @@ class Runner:
         file after the model had run for each. The format is guessed from the file name here (a PNG named .jpg
         is caught later, by `targets`).
         """
-        folders = set()
+        names_in: dict[Path, set[str]] = {}
         for source in self.stems:
             guess = source.suffix if source.suffix.lower() in WRITE_SUFFIXES else ".png"
             for path in self.planned(source, guess).values():
                 if path.resolve() in self.inputs:
                     raise LangBRTInputError(f"{source}'s output {path} would overwrite an input; use -o DIR")
-                folders.add(path.parent)
-        for folder in sorted(folders):
+                names_in.setdefault(path.parent, set()).add(path.name)
+        for folder in sorted(names_in):
             _probe_writable(folder)
+            remove_orphaned_temporaries(folder, names_in[folder])  # of a run killed while writing these outputs
 
     def process(self, source: Path) -> dict[str, Any]:
         """Retouch one photo and write its outputs; the report has a "warning" when the output lost bits or

@@ -5,6 +5,7 @@ import errno
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from PIL import Image
 
 from langbrt import LangBRT, LangBRTConfig
 from langbrt.artifact import METADATA_KEY
+from langbrt.atomic import ORPHAN_AGE_SECONDS
 from langbrt.io import load_image
 from langbrt.png16 import decode_png16
 from langbrt.runtime import Retoucher
@@ -113,6 +115,23 @@ def test_an_existing_output_is_refused_without_overwrite(model_dir, tmp_path, ca
 
 def _names(folder):
     return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_run_removes_the_old_temporaries_a_killed_run_left_beside_its_outputs(model_dir, tmp_path):
+    """QA: a run killed while writing (SIGKILL) left hidden temporaries, 68 MB each, that reruns kept. Only
+    ours (exact name form, for this run's outputs) and only old ones go: a live run's are seconds old."""
+    src, out = _photo(tmp_path / "img.png"), tmp_path / "st"
+    out.mkdir()
+    orphans = [".img_retouched.png.k1ll3d_x.tmp", "..img_mask.png.k1ll3d_x.tmp.0nested0.tmp"]
+    kept = [".img_retouched.png.fresh123.tmp",  # another run's, being written now
+            ".img_retouched.png.my-notes.tmp", ".other_retouched.png.k1ll3d_x.tmp", "img_retouched.png.k1ll3d_x.tmp"]
+    long_ago = time.time() - 2 * ORPHAN_AGE_SECONDS
+    for name in orphans + kept:
+        (out / name).write_bytes(b"partial")
+        if name != ".img_retouched.png.fresh123.tmp":
+            os.utime(out / name, (long_ago, long_ago))
+    assert _run(model_dir, src, "-o", out, "--save-maps", "--prompt", "acne") == 0
+    assert _names(out) == sorted([*kept, "img_map_0_acne.png", "img_mask.png", "img_retouched.png"])
 
 
 def test_overwrite_removes_the_maps_and_mask_of_an_earlier_run_that_it_does_not_replace(model_dir, tmp_path):
