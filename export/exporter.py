@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from langbrt.atomic import remove_orphaned_temporaries
 from langbrt.errors import LangBRTInputError
 from langbrt.model import LangBRT
 from langbrt.output_paths import check_name_lengths, check_output_file, overlap
@@ -175,6 +176,8 @@ def export_model(model_dir: str | Path, format: str, output: str | Path,
     _validate(model_dir, options, fmt, output)
     if fmt.needs_tensorrt or options.fp16:
         require_tensorrt(f"--format {fmt.name}" if fmt.needs_tensorrt else "--fp16")  # before loading or writing
+    for path in planned_files(fmt, output, options):  # a killed export's hidden temporaries of these files
+        remove_orphaned_temporaries(path.parent, [path.name])
     exporter = Exporter.from_checkpoint(model_dir, options)
     try:
         return _run(exporter, fmt, output)

@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import sys
+import time
 import types
 from pathlib import Path
 from unittest import mock
@@ -27,6 +28,7 @@ from langbrt.artifact import (
     OPT_ENGINE_PROMPTS,
     ArtifactMetadata,
 )
+from langbrt.atomic import ORPHAN_AGE_SECONDS
 from langbrt.errors import CheckpointError, LangBRTInputError
 from langbrt.export import exporter as exporter_module
 from langbrt.export import triton_repo as triton_repo_module
@@ -223,6 +225,16 @@ def test_engine_mismatch_names_what_differs_and_the_rebuild_command(tmp_path):
 def test_sidecar_json_is_valid_artifact_metadata_shape(tmp_path):
     assert sidecar_path(tmp_path / "model.plan").name == "model.plan.json"
     assert json.loads(ArtifactMetadata(64, [], [], "x", 4, "0", 0).to_json())["format"] == "langbrt-artifact"
+
+
+def test_an_export_removes_the_old_temporaries_a_killed_export_left_beside_its_output(model_dir, tmp_path):
+    orphan, fresh = tmp_path / ".m.onnx.k1ll3d_x.tmp", tmp_path / ".m.onnx.writing.tmp"
+    for path in (orphan, fresh):
+        path.write_bytes(b"half an ONNX file")
+    long_ago = time.time() - 2 * ORPHAN_AGE_SECONDS
+    os.utime(orphan, (long_ago, long_ago))
+    assert main(["--model", str(model_dir), "--output", str(tmp_path / "m.onnx")]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".m.onnx.writing.tmp", "m.onnx"]
 
 
 def test_a_single_file_checkpoint_exports_and_its_hash_is_the_file_sha256(model_dir, tmp_path, capsys):
