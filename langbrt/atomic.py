@@ -264,10 +264,9 @@ ORPHAN_AGE_SECONDS = 3600.0
 """Age past which a temporary file of ours counts as orphaned: writing one file takes seconds, not an hour."""
 
 
-def remove_orphaned_temporaries(folder: Path, names: Collection[str],
-                                older_than: float = ORPHAN_AGE_SECONDS) -> list[Path]:
+def remove_orphaned_temporaries(folder: Path, names: Collection[str]) -> None:
     """Remove the temporary files `atomic_path` and `atomic_paths` left in `folder` beside any of `names` and
-    older than `older_than` seconds; return them.
+    older than ORPHAN_AGE_SECONDS.
 
     Why: a process killed while writing (SIGKILL, the out-of-memory killer) runs no cleanup, and its hidden
     '.<name>.XXXXXXXX.tmp' (also '..<name>.XXXXXXXX.tmp.XXXXXXXX.tmp': an image written into a staged file)
@@ -276,26 +275,23 @@ def remove_orphaned_temporaries(folder: Path, names: Collection[str],
     """
     stems = "|".join(re.escape(_hidden_prefix(name, ".tmp")[1:-1]) for name in names)
     if not stems:
-        return []
+        return
     pattern = re.compile(rf"\.\.?(?:{stems})\.\w{{{_RANDOM_PART}}}\.tmp(?:\.\w{{{_RANDOM_PART}}}\.tmp)?")
-    removed: list[Path] = []
     now = time.time()
     try:
         entries = os.scandir(folder)
     except OSError:
-        return removed  # no such folder (yet): nothing was left there
+        return  # no such folder (yet): nothing was left there
     with entries:
         for entry in entries:
             if not pattern.fullmatch(entry.name):
                 continue
             try:
                 info = entry.stat(follow_symlinks=False)
-                if stat.S_ISREG(info.st_mode) and now - info.st_mtime > older_than:
+                if stat.S_ISREG(info.st_mode) and now - info.st_mtime > ORPHAN_AGE_SECONDS:
                     os.unlink(entry.path)
-                    removed.append(Path(entry.path))
             except OSError:
                 continue  # gone meanwhile, or not ours to remove: it stays, as before
-    return removed
 
 
 def atomic_write_text(target: str | Path, text: str) -> None:

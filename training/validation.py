@@ -72,8 +72,8 @@ def build_validation(cfg: TrainConfig, image_size: int) -> Validation | None:
         return None
     check_val_folder(cfg)
     prompts = () if cfg.val == SYNTHETIC else cfg.prompts  # --prompt is for real pairs; synthetic draws its own
-    val_cfg = TrainConfig(data=cfg.val, seed=EVAL_SEED, strict=cfg.strict,
-                         strict_pairs=cfg.strict_pairs, flip=False, prompts=prompts)
+    val_cfg = TrainConfig(data=cfg.val, seed=EVAL_SEED, strict=cfg.strict, strict_pairs=cfg.strict_pairs,
+                          flip=False, prompts=prompts)
     with same_rng():
         try:
             dataset, collate = eval_dataset(val_cfg, image_size, EVAL_SPLIT, cfg.val_samples)

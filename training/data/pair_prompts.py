@@ -43,7 +43,9 @@ def canonical_prompts(prompts: list[str] | tuple[str, ...]) -> tuple[str, ...]:
 
 
 def read_pair_prompts(path: Path, names: Container[str], hint: str = "") -> dict[str, tuple[str, ...]]:
-    """Pair name -> its canonical prompts, from the prompts file at `path`; `names` are the pairs it may name.
+    """Pair name -> its prompts as written, from the prompts file at `path`; `names` are the pairs it may name.
+    Each prompt is checked here; `PairedImageDataset` canonicalises them (`canonical_prompts`), as it does
+    every prompt it is given.
 
     Raises one `LangBRTInputError` line for an unreadable file, invalid JSON or a value that is not an object,
     else one line listing every bad entry (a value that is not a non-empty list of strings, an empty or
@@ -79,7 +81,7 @@ def read_pair_prompts(path: Path, names: Container[str], hint: str = "") -> dict
     if problems:
         raise LangBRTInputError(f"{path}: {'; '.join(problems)}; map each pair's name (its file stem) to a "
                                 f"list of prompts, e.g. {_EXAMPLE}")
-    return {name: canonical_prompts(prompts) for name, prompts in data.items()}
+    return {name: tuple(prompts) for name, prompts in data.items()}
 
 
 def _prompt_problem(prompt: str) -> str | None:
