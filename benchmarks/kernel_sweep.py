@@ -91,12 +91,12 @@ class Outcome:
 
 
 # Launches the autotuner does not time, swept in fp16 on both MMA paths to see whether they should be.
-# Folded, persistent (tca_jit's header): 3 programs per SM at 168 registers and 2 uncapped. Both were
+# Folded, persistent (tca_folded_jit's header): 3 programs per SM at 168 registers and 2 uncapped. Both were
 # autotuned until the second H100 sweep of 2026-11-26 timed them slower than the plain launches on both
 # paths at batch 8 and 32 (fp16, mma.sync: 12.4 / 42.6 and 10.9 / 39.8 us against 9.4 / 34.7;
 # benchmarks/results/kernel-sweep-NVIDIA-H100-80GB-HBM3-2026-11-26-2.json); kept here so a later Triton or
 # kernel change that makes them pay shows up. And the output projection after the last head capped at 80
-# registers (tca_jit's header): 6 blocks per SM instead of 4 with no spill, yet no faster (H100, exact, wgmma:
+# registers (tca_folded_jit's header): 6 blocks per SM instead of 4 with no spill, yet no faster (H100, exact, wgmma:
 # 9.39 / 31.98 us at batch 8 / 32 against 8.51 / 31.85 for the best autotuned launches; H200, tanh: 8.13 /
 # 28.91 against 7.29 / 28.66), so it was autotuned for one sweep only. (Two deep capped at 96 registers, 5
 # blocks for a 160-256 B spill, ran 39.2 us against 31.8 in the third H100 sweep and was dropped; the head

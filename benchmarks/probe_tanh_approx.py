@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from langbrt.kernels.tca_jit import _sigmoid_of_folded, _tanh_approx
+from langbrt.kernels.tca_window_jit import sigmoid_of_folded, tanh_approx
 
 POINTS = (-4096.0, -2048.0, -1024.0, -100.0, -20.0, -10.0, -9.0, -8.0, -6.0, -4.0, -1.0, 0.0, 1.0, 4.0, 8.0,
           9.0, 10.0, 1024.0, float("-inf"), float("inf"))
@@ -28,8 +28,8 @@ BLOCK = 1024
 def _fast_sigmoid_kernel(z_ptr, tanh_ptr, weight_ptr, n, BLOCK: tl.constexpr):
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     z = tl.load(z_ptr + i, mask=i < n)
-    tl.store(tanh_ptr + i, _tanh_approx(z), mask=i < n)
-    tl.store(weight_ptr + i, _sigmoid_of_folded(z, True, True), mask=i < n)  # the kernels' fast form itself
+    tl.store(tanh_ptr + i, tanh_approx(z), mask=i < n)
+    tl.store(weight_ptr + i, sigmoid_of_folded(z, True, True), mask=i < n)  # the kernels' fast form itself
 
 
 def fast_sigmoid(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

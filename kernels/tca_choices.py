@@ -31,7 +31,7 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-# Read once: triton.jit decides interpreter or compiled kernels when tca_jit is imported. Tests patch it.
+# Read once: triton.jit decides interpreter or compiled kernels when the tca_*_jit modules are imported. Tests patch it.
 INTERPRETING = _interpreting()
 
 
@@ -49,7 +49,7 @@ class KernelChoice(str, Enum):
 
     FOLDED (default): `tca_folded_fwd_kernel`, from weights folded through the narrow map features
     (`tca_fold.py`): per head, every matmul over Cm + 1 channels instead of head_dim and no K / V
-    projection, laid out so the warps stack along the window (tca_jit's header). Its sm_90 build executes
+    projection, laid out so the warps stack along the window (tca_folded_jit's header). Its sm_90 build executes
     under half the instructions per window of DIRECT in fewer registers, and on an H100 (triton 3.6, paper
     shape, fp16, shifted) it ran in 34.5 us at batch 32 against DIRECT's 73.0, 9.3 against 20.4 at batch 8
     (`benchmarks/results/kernel-sweep-NVIDIA-H100-80GB-HBM3-2026-11-26.json`). A fold that overflows fp16

@@ -34,7 +34,7 @@ class LaunchConfig:
     programs per SM, each looping over windows and loading the next one during this one's maths; None:
     one program per window), and whether its output projection waits for the last head
     (`output_after_heads`, its OUTPUT_AFTER_HEADS: the head loop unrolled, each head's (N, BLOCK_K) mix kept
-    until then, so the (N, C) fp32 accumulator is live only at the end; tca_jit's header)."""
+    until then, so the (N, C) fp32 accumulator is live only at the end; tca_folded_jit's header)."""
 
     num_warps: int
     maxnreg: int | None = None
@@ -95,12 +95,12 @@ def grid_bucket(n_programs: int) -> int:
 # preset's shape, 2 blocks per SM; capped, 3 fit for an 8-24 B spill (H100, batch 32: 73.0 us against 82.5
 # uncapped). FOLDED: 4 warps, plain (148 registers in the sm_90 half builds, 3 blocks per SM) and capped at
 # 128 (4 blocks for a 16-32 B spill: 34.5 against 38.5 us), each with its head loop plain and
-# software-pipelined (tca_jit's header), and pipelined three deep at 128 (the preset's 3 heads' weights
+# software-pipelined (tca_folded_jit's header), and pipelined three deep at 128 (the preset's 3 heads' weights
 # all in flight: the fastest at batch 32 in four sweeps, by 0.1-1 %: H100 exact 31.76 / 31.85 us against
 # 31.8 / 31.87 two deep, H200 tanh 28.66 against 28.94); and 8 warps for fp32's FMA maths (half precision
 # at 8 warps: each warp computes as much as at 4, since the dots put the warps' rows along the window's 64
 # tokens; 57.3 us). The persistent launches (programs_per_sm) and the output projection after the last head
-# (output_after_heads) lost to these on an H100 and are only swept (tca_jit's header).
+# (output_after_heads) lost to these on an H100 and are only swept (tca_folded_jit's header).
 LAUNCH_CONFIGS = {
     KernelChoice.DIRECT: (*(LaunchConfig(nw) for nw in NUM_WARPS_CHOICES), LaunchConfig(4, maxnreg=168)),
     KernelChoice.FOLDED: (*(LaunchConfig(4, maxnreg, head_stages) for head_stages in (1, 2) for maxnreg in (None, 128)),

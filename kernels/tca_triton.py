@@ -1,14 +1,15 @@
 """The fused TCA attention for PyTorch: the launch of the chosen Triton kernel, the custom op and a
 recompute-based backward.
 
-The kernels (`tca_jit.py`): one program per (window, image) computes the whole windowed sigmoid
-cross-attention of that window, from the unpartitioned (B, H, W, C) tensors to the output projection, in
-one launch per TCA block (a persistent launch of the folded kernel, `LaunchConfig.programs_per_sm`: a
-program per group of an image's windows). `tca_fwd_kernel` reads the nine TCA tensors as the reference does;
-`tca_folded_fwd_kernel` (LANGBRT_TCA_KERNEL=folded) reads weights folded through the narrow map
-features (tca_fold.py). Which kernel, MMA path and sigmoid form run is `tca_choices.py` (on Hopper the folded
-kernel's half-precision dots are wgmma, the direct kernel's mma.sync only; in half precision on CUDA the
-sigmoid is the tanh form by default); the launch configs the autotuner times are `tca_launch_configs.py`.
+The kernels (`tca_direct_jit.py`, `tca_folded_jit.py`): one program per (window, image) computes the whole
+windowed sigmoid cross-attention of that window, from the unpartitioned (B, H, W, C) tensors to the output
+projection, in one launch per TCA block (a persistent launch of the folded kernel,
+`LaunchConfig.programs_per_sm`: a program per group of an image's windows). `tca_fwd_kernel` reads the nine
+TCA tensors as the reference does; `tca_folded_fwd_kernel` (LANGBRT_TCA_KERNEL=folded) reads weights folded
+through the narrow map features (tca_fold.py). Which kernel, MMA path and sigmoid form run is `tca_choices.py`
+(on Hopper the folded kernel's half-precision dots are wgmma, the direct kernel's mma.sync only; in half
+precision on CUDA the sigmoid is the tanh form by default); the launch configs the autotuner times are
+`tca_launch_configs.py`.
 
 Backward recomputes: `_TCAFunction.backward` re-runs the PyTorch reference and differentiates it with
 `torch.func.vjp` (grad-enabled whatever the ambient mode, like `torch.enable_grad()` + `autograd.grad`, but
@@ -34,8 +35,9 @@ from . import tca_choices
 from .dispatch import cuda_device_guard
 from .reference import TCAParams, logit_bias, windowed_sigmoid_cross_attention_reference
 from .tca_choices import KernelChoice, check_device, fast_sigmoid_for, kernel_choice, mma_build_scope, mma_choice
+from .tca_direct_jit import tca_fwd_kernel
 from .tca_fold import LogitFold, folded_weights
-from .tca_jit import tca_folded_fwd_kernel, tca_fwd_kernel
+from .tca_folded_jit import tca_folded_fwd_kernel
 from .tca_launch_configs import (
     LAUNCH_CONFIGS,
     NUM_STAGES,
@@ -49,7 +51,7 @@ from .windows import padded_size
 OP_NAME = "langbrt::tca_attention"
 MIN_DOT_EXTENT = 16  # tl.dot needs every matmul dimension >= 16
 # The folded kernel of a shifted block carries the Swin region of each token in this many channels past
-# the map channels and the ones channel: its row and column band signs and a constant (tca_jit._folded_window).
+# the map channels and the ones channel: its row and column band signs and a constant (tca_folded_jit._folded_window).
 REGION_CHANNELS = 3
 
 
@@ -135,14 +137,14 @@ def kernel_constants(channels: int, map_channels: int, num_heads: int, window_si
 
 def folded_block_k(map_channels: int, shifted: bool) -> int:
     """The folded kernel's per-head width: the map channels and the ones channel, padded for tl.dot; a
-    shifted block's kernel also carries the Swin mask in `REGION_CHANNELS` more (tca_jit._folded_window)."""
+    shifted block's kernel also carries the Swin mask in `REGION_CHANNELS` more (tca_folded_jit._folded_window)."""
     return _block(map_channels + 1 + (REGION_CHANNELS if shifted else 0))
 
 
 @functools.lru_cache(maxsize=64)
 def folded_logits(map_channels: int, window_size: int, shift: int, fast_sigmoid: bool) -> LogitFold:
     """What `tca_folded_fwd_kernel` expects folded into its logits: the logit bias, and the scale of its
-    form of the sigmoid (tca_jit._sigmoid_of_folded): 1/2 for 0.5 tanh(s / 2) + 0.5 when `fast_sigmoid`,
+    form of the sigmoid (tca_window_jit.sigmoid_of_folded): 1/2 for 0.5 tanh(s / 2) + 0.5 when `fast_sigmoid`,
     -log2(e) for 1 / (1 + 2^(-s log2 e)) otherwise."""
     scale = 0.5 if fast_sigmoid else -math.log2(math.e)
     return LogitFold(folded_block_k(map_channels, shift > 0), scale=scale, bias=logit_bias(window_size))

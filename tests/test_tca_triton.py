@@ -448,7 +448,7 @@ def test_folded_kernel_matches_reference(monkeypatch, B, H, W, C, Cm, heads, win
 def test_folded_fp16_logit_channel_past_fp16_range_saturates_instead_of_nan(monkeypatch, fast_sigmoid):
     """A folded logit channel (x~ QK_h + qk_h, 1 / alpha and the sigmoid's scale included) beyond 65504 is
     rounded to fp16 for the score dot: as inf it met the zero [m~ | 1] row of every padded key (0 * inf =
-    NaN outputs, tca_jit._to_operand); saturated, every real key's logit stays far past 1 and the weights
+    NaN outputs, tca_window_jit.to_operand); saturated, every real key's logit stays far past 1 and the weights
     are the reference's. Here the ones channel carries ~1.8e5 (large biases), on a padded 6 x 7 map."""
     monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, "folded")
     x, mf = random_inputs(1, 6, 7, 16, 3)
@@ -461,7 +461,7 @@ def test_folded_fp16_logit_channel_past_fp16_range_saturates_instead_of_nan(monk
     half = cast_params(params, torch.float16)
     expected = windowed_sigmoid_cross_attention_reference(x.half().float(), mf.half().float(),
                                                           cast_params(half, torch.float32), 2, 4, 0)
-    # unshifted: at such logits a shifted block's region mask would not hold (tca_jit._folded_window)
+    # unshifted: at such logits a shifted block's region mask would not hold (tca_folded_jit._folded_window)
     got = kernel_attention(x.half(), mf.half(), half, 2, 4, 0, fast_sigmoid=fast_sigmoid).float()
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, expected, rtol=0, atol=GPU_TOLERANCE[torch.float16] * expected.abs().max().item())

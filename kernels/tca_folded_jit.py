@@ -1,45 +1,10 @@
-"""The fused TCA attention kernels themselves (Triton); tca_triton.py chooses, launches and registers them.
+"""The folded fused TCA kernel (Triton), the default: the attention from weights folded through the maps.
 
-What one program computes
--------------------------
-One program instance handles one (window, batch) pair: the w*w tokens of one shifted window of one image
-(a persistent launch of the folded kernel, below, loops over several windows of one image).
-It gathers those tokens straight from the unpartitioned (B, H, W, C) / (B, H, W, Cm) tensors by index
-arithmetic (cyclic shift, window partition and padding are never materialised), then for every head h
+tca_triton.py chooses, launches and registers it; the device functions it shares with the direct kernel
+are tca_window_jit.py's.
 
-    Q_h = (x * (1 - m)) Wq_h^T + bq_h        (N, d)   m = map_features[..., 0]
-    K_h = m~ Wk_h^T + bk_h,  V_h = m~ Wv_h^T + bv_h
-    A_h = sigmoid(Q_h K_h^T / alpha_h - log(w*w)) * keep          (N, N)
-    acc += (A_h V_h) Wo[:, head h]^T                               (N, C)
-
-and writes acc + bo back to the token's own (B, H, W, C) position. `keep` is the Swin shift-region mask
-(same labels as `windows.region_ids`) and-ed with "the key is a real pixel"; padded queries are not stored.
-
-Tile layout and why
--------------------
-The whole window lives on chip: a (BLOCK_N, BLOCK_C) query-input tile, a (BLOCK_N, BLOCK_CM) map tile, one
-(BLOCK_N, BLOCK_N) score tile per head and a (BLOCK_N, BLOCK_C) fp32 output accumulator. With w = 8 that is
-N = 64 tokens: a flash-style loop over key blocks with an online softmax buys nothing at that size, and
-sigmoid attention needs no row max / row sum at all. Heads are a loop inside the program so the output
-projection can accumulate across heads without writing the (N, C) head outputs to memory; the loop is kept
-rolled (not tl.static_range): unrolled, the build spills registers and is slower (H200, fp16, batch 32:
-114 us against 100 us). Computing all heads at once instead (one projection dot for every head, head-batched
-3-D dots for the scores and A V) was slower still (122 us): 48 KiB of shared memory and spills at every width.
-Offsets are int32 (64-bit address tensors cost two registers per element). Every
-extent is padded to a power of two >= 16 (tl.dot's minimum) and masked: C = 96 -> 128, Cm = 9 -> 16,
-head_dim 32 stays 32. Matmuls take fp16/bf16 operands when the inputs are half precision (fp32 accumulate)
-and exact fp32 ("ieee") operands for fp32 inputs, so the fp32 path matches the reference, not TF32.
-On Hopper this kernel's half-precision dots are built as mma.sync only: Triton 3.6's wgmma build of it
-computes wrong values (tca_choices.MmaChoice, MMA_PATHS); the folded kernel below builds wgmma by default.
-
-Warp layout: Triton gives all the dots of a chain one warp layout, picked from the first dot it converts,
-and for this kernel's (64, 128) output tile that put the 4 warps side by side along the 128 columns
-([1, 4]): every warp holds all 64 rows, the (64, 32) head dots are split 4 ways and the score tile crosses
-shared memory on its way into A V. The folded kernel below is laid out to avoid that.
-
-The folded kernel
------------------
-`tca_folded_fwd_kernel` computes the same attention from weights folded through the narrow map features
+`tca_folded_fwd_kernel` computes the attention of the direct kernel (tca_direct_jit.py, whose header says
+what one program computes and why the whole window lives on chip) from weights folded through the narrow map features
 (tca_fold.py): per head the logits are ((1 - m) x QK_h + qk_h) [m~ | 1]^T and the output gains
 (A_h [m~ | 1]) VO_h, every per-head matmul over Cm + 1 = 10 channels (tile BLOCK_K = 16) instead of
 head_dim, no K / V projection, and 1 / alpha, the logit bias and the sigmoid's scale already in the weights.
@@ -103,10 +68,6 @@ makes a wgmma asynchronous only inside a loop (its TTGIR: the rolled head loop's
 async, the output projection's waited for only after the loop, so it overlaps the next head), while the
 unrolled heads' 18 dots are each synchronous.
 
-Both kernels take PADDED from the launch: at the preset's 64 x 64 latent every window is whole, so no
-token needs a validity check and only the shifted block's wrap-around needs index arithmetic (direct
-kernel, unshifted: 2 700 -> 2 404 instructions per warp, 183 -> 168 registers).
-
 Importing this module imports triton; it never probes a device. On CPU the kernels run only in Triton's
 interpreter (`TRITON_INTERPRET=1` before this import).
 """
@@ -116,72 +77,14 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-
-@triton.jit
-def _tanh_approx(z):
-    """PTX `tanh.approx.f32`: one MUFU instruction, CUDA only; tanh(-inf) = -1."""
-    return tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=f,f", [z], dtype=tl.float32, is_pure=True,
-                                     pack=1)
-
-
-@triton.jit
-def _sigmoid_exp2(z, PTX_MATH: tl.constexpr):
-    """1 / (1 + 2^z) in fp32, i.e. sigmoid(-z ln 2); +inf -> 0.
-
-    PTX_MATH (CUDA builds) writes it as ex2.approx.ftz, add, rcp.approx.ftz: three instructions, about
-    2 ulp. Triton's exp2 and fast division add range fix-ups around each MUFU, for subnormals a sigmoid
-    weight never needs: in the folded kernel's sm_90 fp16 build they cost ~5.7 instructions per score more
-    than the tanh form, this ~1.6. The interpreter runs the same maths with Triton's ops.
-    """
-    if PTX_MATH:
-        y = tl.inline_asm_elementwise(
-            "{ .reg .f32 e; ex2.approx.ftz.f32 e, $1; add.ftz.f32 e, e, 0f3F800000; rcp.approx.ftz.f32 $0, e; }",
-            "=f,f", [z], dtype=tl.float32, is_pure=True, pack=1)
-    else:
-        y = tl.fdiv(1.0, 1.0 + tl.exp2(z), ieee_rounding=False)
-    return y
-
-
-@triton.jit
-def _sigmoid_of_folded(z, FAST: tl.constexpr, PTX_MATH: tl.constexpr):
-    """sigmoid(s) from the logit z the fold prepared: z = s / 2 with FAST (0.5 tanh(z) + 0.5: one MUFU, one
-    FMA), else z = -s log2(e) (`_sigmoid_exp2`). The interpreter, which cannot run PTX, computes FAST's
-    0.5 tanh(z) + 0.5 = sigmoid(2 z) exactly, so CPU tests check the fast form's logit algebra."""
-    if FAST:
-        if PTX_MATH:
-            y = 0.5 * _tanh_approx(z) + 0.5
-        else:
-            y = _sigmoid_exp2(z * -2.8853900817779268, PTX_MATH)  # -2 log2(e)
-    else:
-        y = _sigmoid_exp2(z, PTX_MATH)
-    return y
-
-
-@triton.jit
-def _sigmoid(s, FAST: tl.constexpr, PTX_MATH: tl.constexpr):
-    """sigmoid(s) in fp32: `_sigmoid_of_folded` of s scaled here the way the fold scales its logits."""
-    if FAST:
-        z = 0.5 * s
-    else:
-        z = s * -1.4426950408889634  # -log2(e)
-    return _sigmoid_of_folded(z, FAST, PTX_MATH)
-
-
-@triton.jit
-def _to_operand(v, op_dtype: tl.constexpr):
-    """fp32 `v` as a tl.dot operand of `op_dtype`, where fp16 saturates at +-65504 instead of overflowing.
-
-    Why: the folded kernel's logit channels carry 1 / alpha and the sigmoid's scale, so large inputs or a
-    small alpha can push one past fp16's range, and an inf met the zero map channels of padded keys in the
-    score dot: 0 * inf = NaN outputs. A saturated channel still gives its logit the sign and a magnitude far
-    past where the sigmoid is 0 or 1. The clamp costs one instruction per value (ptxas folds it into one
-    FMNMX): 18-24 per warp and window in the sm_90 fp16 build (936 -> 960 unshifted, 1 033 -> 1 051
-    shifted, same registers); bf16 has fp32 range and skips it. cvt.rn.satfinite would
-    be free from sm_80 on, but needs PTX ISA 8.1, above what the AOT builds for CUDA 12.0 drivers write
-    (tca_aot), and sm_75 has no packed form at all."""
-    if op_dtype == tl.float16:
-        v = tl.clamp(v, -65504.0, 65504.0)
-    return v.to(op_dtype)
+from .tca_window_jit import (
+    load_channels,
+    same_region,
+    sigmoid_of_folded,
+    store_channels,
+    to_operand,
+    window_coords,
+)
 
 
 @triton.jit
@@ -192,162 +95,6 @@ def _folded_no_weight(FAST: tl.constexpr):
     else:
         z = float("inf")
     return z
-
-
-@triton.jit
-def _region_band(pos, size_padded, WINDOW: tl.constexpr, SHIFT: tl.constexpr):
-    """Swin band (0, 1, 2) of a shifted, padded coordinate; the same slices as `windows.region_ids`."""
-    band = tl.where(pos >= size_padded - WINDOW, 1, 0)
-    return tl.where(pos >= size_padded - SHIFT, 2, band)
-
-
-@triton.jit
-def _padded_extent(size, WINDOW: tl.constexpr, PADDED: tl.constexpr):
-    """`size` rounded up to whole windows; `size` itself when the launch promised it already is."""
-    if PADDED:
-        size = tl.cdiv(size, WINDOW) * WINDOW
-    return size
-
-
-@triton.jit
-def _window_coords(win, b, H, W, WINDOW: tl.constexpr, SHIFT: tl.constexpr, BLOCK_N: tl.constexpr,
-                   PADDED: tl.constexpr):
-    """The tokens of window `win` of image `b`: their (BN,) row and column in the shifted, padded map, flat
-    (B, H, W) index and validity (a real pixel, not padding), plus the padded map's height and width.
-
-    PADDED: H or W is not a multiple of WINDOW, so some tokens may be padding; without it every token of
-    a window is a real pixel and the loads and stores need no per-row validity.
-    """
-    # Token coordinates: window-local (n // w, n % w) -> shifted padded map -> source pixel.
-    Hp = _padded_extent(H, WINDOW, PADDED)
-    Wp = _padded_extent(W, WINDOW, PADDED)
-    n_win_w = Wp // WINDOW
-    n = tl.arange(0, BLOCK_N)  # (BN,)
-    sr = (win // n_win_w) * WINDOW + n // WINDOW  # row in the shifted, padded map
-    sc = (win % n_win_w) * WINDOW + n % WINDOW
-    hr = sr + SHIFT  # torch.roll(-shift): shifted position r holds source row (r + shift) % Hp
-    hc = sc + SHIFT
-    if SHIFT > 0:
-        hr = tl.where(hr >= Hp, hr - Hp, hr)
-        hc = tl.where(hc >= Wp, hc - Wp, hc)
-    valid = n < WINDOW * WINDOW  # (BN,) real pixel, not padding
-    if PADDED:
-        valid = valid & (hr < H) & (hc < W)
-    tok = (b * H + hr) * W + hc  # (BN,) flat token index into (B, H, W)
-    return sr, sc, tok, valid, Hp, Wp
-
-
-@triton.jit
-def _same_region(sr, sc, Hp, Wp, WINDOW: tl.constexpr, SHIFT: tl.constexpr):
-    """(BN, BN) Swin shift mask: query and key lie in the same region (the labels of `windows.region_ids`)."""
-    region = _region_band(sr, Hp, WINDOW, SHIFT) * 3 + _region_band(sc, Wp, WINDOW, SHIFT)  # (BN,)
-    return region[:, None] == region[None, :]
-
-
-@triton.jit
-def _window_tokens(win, b, H, W, WINDOW: tl.constexpr, SHIFT: tl.constexpr, BLOCK_N: tl.constexpr,
-                   PADDED: tl.constexpr):
-    """`_window_coords`' flat index and validity, each (BN,), and the (BN, BN) or (1, BN) mask of the
-    key/query pairs that may attend (same Swin region, real key pixel)."""
-    sr, sc, tok, valid, Hp, Wp = _window_coords(win, b, H, W, WINDOW, SHIFT, BLOCK_N, PADDED)
-    keep = valid[None, :]  # (1, BN) padded keys never contribute
-    if SHIFT > 0:
-        keep = keep & _same_region(sr, sc, Hp, Wp, WINDOW, SHIFT)  # (BN, BN)
-    return tok, valid, keep
-
-
-@triton.jit
-def _load_channels(ptr, tok, valid, c, C: tl.constexpr, op_dtype: tl.constexpr):
-    """The (BN, len(c)) tile of channels `c` of the window's tokens from a (B, H, W, C) tensor, padding 0."""
-    x = tl.load(ptr + tok[:, None] * C + c[None, :], mask=valid[:, None] & (c < C)[None, :], other=0.0)
-    return x.to(op_dtype)
-
-
-@triton.jit
-def _store_channels(out_ptr, acc, bo_ptr, tok, valid, c, C: tl.constexpr):
-    """acc + bo[c] written to channels `c` of each real token's own (B, H, W, C) position."""
-    bo = tl.load(bo_ptr + c, mask=c < C, other=0.0).to(tl.float32)
-    tl.store(out_ptr + tok[:, None] * C + c[None, :], (acc + bo[None, :]).to(out_ptr.dtype.element_ty),
-             mask=valid[:, None] & (c < C)[None, :])
-
-
-@triton.jit
-def _program_window(x_ptr, map_ptr, H, W, C: tl.constexpr, CM: tl.constexpr, WINDOW: tl.constexpr,
-                    SHIFT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, op_dtype: tl.constexpr,
-                    PADDED: tl.constexpr):
-    """This program's window (grid axis 0) of its image (axis 1): `_window_tokens`, plus the window's
-    queries x * (1 - m) as (BN, BC) matmul operands in `op_dtype`, padding 0."""
-    win = tl.program_id(0)
-    b = tl.program_id(1)  # int32 offsets: _launch checks B*H*W*max(C, CM) < 2**31
-    tok, valid, keep = _window_tokens(win, b, H, W, WINDOW, SHIFT, BLOCK_N, PADDED)
-    x = _load_channels(x_ptr, tok, valid, tl.arange(0, BLOCK_C), C, tl.float32)  # (BN, BC)
-    m = tl.load(map_ptr + tok * CM, mask=valid, other=0.0).to(tl.float32)  # (BN,) blemish map, channel 0
-    q_in = (x * (1.0 - m[:, None])).to(op_dtype)  # (BN, BC) mask-suppressed queries
-    return tok, valid, keep, q_in
-
-
-@triton.jit
-def tca_fwd_kernel(
-    x_ptr, map_ptr,  # (B, H, W, C), (B, H, W, CM), contiguous
-    wq_ptr, bq_ptr, wk_ptr, bk_ptr,  # (C, C) (C,) (C, CM) (C,)
-    wv_ptr, bv_ptr, wo_ptr, bo_ptr,  # (C, CM) (C,) (C, C) (C,)
-    alpha_ptr,  # (NUM_HEADS,)
-    H, W,  # int32; the batch is the grid's second axis
-    out_ptr,  # (B, H, W, C), contiguous
-    C: tl.constexpr, CM: tl.constexpr, LOGIT_BIAS: tl.constexpr,  # LOGIT_BIAS = -log(WINDOW * WINDOW)
-    NUM_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, WINDOW: tl.constexpr, SHIFT: tl.constexpr,
-    BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_CM: tl.constexpr, BLOCK_D: tl.constexpr,
-    LOW_PRECISION_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr,
-    PTX_MATH: tl.constexpr,  # CUDA build: MUFU instructions through inline PTX (not in the interpreter)
-    PADDED: tl.constexpr,  # H or W is not a multiple of WINDOW (tca_triton.kernel_constants)
-):
-    if LOW_PRECISION_DOT:
-        op_dtype = x_ptr.dtype.element_ty
-    else:
-        op_dtype = tl.float32
-    tok, valid, keep, q_in = _program_window(x_ptr, map_ptr, H, W, C, CM, WINDOW, SHIFT, BLOCK_N, BLOCK_C, op_dtype,
-                                             PADDED)
-
-    cc = tl.arange(0, BLOCK_C)
-    c_mask = cc < C
-    cm = tl.arange(0, BLOCK_CM)
-    cm_mask = cm < CM
-    mf = tl.load(map_ptr + tok[:, None] * CM + cm[None, :], mask=valid[:, None] & cm_mask[None, :], other=0.0)
-    kv_in = mf.to(op_dtype)  # (BN, BCM)
-
-    dd = tl.arange(0, BLOCK_D)
-    d_mask = dd < HEAD_DIM
-    cd_mask = c_mask[:, None] & d_mask[None, :]  # (BC, BD)
-    md_mask = cm_mask[:, None] & d_mask[None, :]  # (BCM, BD)
-    dm_mask = d_mask[:, None] & cm_mask[None, :]  # (BD, BCM)
-    dc_mask = d_mask[:, None] & c_mask[None, :]  # (BD, BC)
-    acc = tl.zeros((BLOCK_N, BLOCK_C), dtype=tl.float32)
-    for h in range(NUM_HEADS):  # rolled: unrolled, ptxas spilled registers (benchmarks/kernel_resources.py)
-        rows = h * HEAD_DIM + dd  # (BD,) this head's channels
-        wq_t = tl.load(wq_ptr + rows[None, :] * C + cc[:, None], mask=cd_mask, other=0.0)  # (BC, BD) = Wq_h^T
-        wk = tl.load(wk_ptr + rows[:, None] * CM + cm[None, :], mask=dm_mask, other=0.0)  # (BD, BCM) = Wk_h
-        wv_t = tl.load(wv_ptr + rows[None, :] * CM + cm[:, None], mask=md_mask, other=0.0)  # (BCM, BD)
-        bq = tl.load(bq_ptr + rows, mask=d_mask, other=0.0).to(tl.float32)
-        bk = tl.load(bk_ptr + rows, mask=d_mask, other=0.0).to(tl.float32)  # (BD,)
-        bv = tl.load(bv_ptr + rows, mask=d_mask, other=0.0).to(tl.float32)
-        q = tl.dot(q_in, wq_t.to(op_dtype), input_precision=DOT_PRECISION) + bq[None, :]  # (BN, BD)
-        # K_h^T straight from Wk_h m~^T, not tl.trans(K_h): Triton on Hopper miscompiles the transpose of a
-        # wgmma result (triton-lang/triton#6124; flash-linear-attention PR #826 works around the same), and
-        # transposing a register tile costs a shared-memory round trip anyway. m~ is loaded, so its
-        # transpose is the plain case (as K in Triton's fused-attention tutorial).
-        k_t = tl.dot(wk.to(op_dtype), tl.trans(kv_in), input_precision=DOT_PRECISION) + bk[:, None]  # (BD, BN)
-        v = tl.dot(kv_in, wv_t.to(op_dtype), input_precision=DOT_PRECISION) + bv[None, :]  # (BN, BD)
-
-        inv_alpha = 1.0 / tl.load(alpha_ptr + h).to(tl.float32)
-        s = tl.dot(q.to(op_dtype), k_t.to(op_dtype), input_precision=DOT_PRECISION)  # (BN, BN)
-        a = _sigmoid(s * inv_alpha + LOGIT_BIAS, FAST_SIGMOID, PTX_MATH)
-        a = tl.where(keep, a, 0.0)  # (BN, BN)
-        o = tl.dot(a.to(op_dtype), v.to(op_dtype), input_precision=DOT_PRECISION)  # (BN, BD)
-
-        wo_t = tl.load(wo_ptr + cc[None, :] * C + rows[:, None], mask=dc_mask, other=0.0)  # (BD, BC)
-        acc = tl.dot(o.to(op_dtype), wo_t.to(op_dtype), acc, input_precision=DOT_PRECISION)  # (BN, BC)
-
-    _store_channels(out_ptr, acc, bo_ptr, tok, valid, cc, C)
 
 
 @triton.jit
@@ -381,10 +128,10 @@ def _folded_inputs(x_ptr, map_ptr, tok, valid, C: tl.constexpr, CM: tl.constexpr
 
     Split from the maths (`_folded_window`) so that a program of several windows can issue the next
     window's loads before this window's maths (`tca_folded_fwd_kernel`, PROGRAMS_PER_SM)."""
-    x0 = _load_channels(x_ptr, tok, valid, tl.arange(0, BLOCK_C0), C, op_dtype)  # (BN, BC0) raw x
+    x0 = load_channels(x_ptr, tok, valid, tl.arange(0, BLOCK_C0), C, op_dtype)  # (BN, BC0) raw x
     x1 = x0
     if BLOCK_C1 > 0:
-        x1 = _load_channels(x_ptr, tok, valid, BLOCK_C0 + tl.arange(0, BLOCK_C1), C, op_dtype)  # (BN, BC1)
+        x1 = load_channels(x_ptr, tok, valid, BLOCK_C0 + tl.arange(0, BLOCK_C1), C, op_dtype)  # (BN, BC1)
     kk = tl.arange(0, BLOCK_K)
     mf = tl.load(map_ptr + tok[:, None] * CM + kk[None, :], mask=valid[:, None] & (kk < CM)[None, :], other=0.0)
     m = tl.load(map_ptr + tok * CM, mask=valid, other=0.0)  # (BN,) blemish map, channel 0 of mf
@@ -395,7 +142,7 @@ def _folded_inputs(x_ptr, map_ptr, tok, valid, C: tl.constexpr, CM: tl.constexpr
 def _folded_window(
     x0, x1, mf, m,  # _folded_inputs of this window
     qk_ptr, qk_bias_ptr, vo_ptr, bo_ptr, out_ptr,  # as tca_folded_fwd_kernel
-    sr, sc, tok, valid, Hp, Wp,  # _window_coords of this window
+    sr, sc, tok, valid, Hp, Wp,  # window_coords of this window
     C: tl.constexpr, CM: tl.constexpr, NUM_HEADS: tl.constexpr, WINDOW: tl.constexpr, SHIFT: tl.constexpr,
     BLOCK_C0: tl.constexpr, BLOCK_C1: tl.constexpr, BLOCK_K: tl.constexpr, op_dtype: tl.constexpr,
     LOW_PRECISION_DOT: tl.constexpr, DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr,
@@ -413,7 +160,7 @@ def _folded_window(
     # channels below meet zero rows of VO_h.
     kv = tl.where(kk[None, :] == CM, valid.to(tl.float32)[:, None], mf.to(tl.float32))  # (BN, BK)
     region_logit = 0.0  # the Swin mask of a shifted block: score-dot channels (half precision) ...
-    same_region = 0  # ... or a select (fp32); neither is read in an unshifted block
+    region_keep = 0  # ... or a select (fp32); neither is read in an unshifted block
     if SHIFT > 0:
         if LOW_PRECISION_DOT:
             u = _band_sign(sr, Hp, SHIFT)[:, None]  # (BN, 1) row band, +-1
@@ -436,7 +183,7 @@ def _folded_window(
             region_logit = tl.where(kk[None, :] == CM + 1, c * u, tl.where(kk[None, :] == CM + 2, c * v, 0.0))
             region_logit = tl.where(kk[None, :] == CM + 3, -2.0 * c, region_logit)  # (BN, BK)
         else:
-            same_region = _same_region(sr, sc, Hp, Wp, WINDOW, SHIFT)  # (BN, BN)
+            region_keep = same_region(sr, sc, Hp, Wp, WINDOW, SHIFT)  # (BN, BN)
     kv = kv.to(op_dtype)
     query_keep = 1.0 - m.to(tl.float32)  # (BN,) 1 - m
 
@@ -445,17 +192,17 @@ def _folded_window(
         # accumulators are live for that last step only (this module's header).
         mixes = ()
         for h in tl.static_range(NUM_HEADS):
-            mixes = mixes + (_folded_head_mix(h, x0, x1, kv, query_keep, region_logit, same_region, qk_ptr,
+            mixes = mixes + (_folded_head_mix(h, x0, x1, kv, query_keep, region_logit, region_keep, qk_ptr,
                                               qk_bias_ptr, C, SHIFT, BLOCK_C0, BLOCK_C1, BLOCK_K, op_dtype,
                                               LOW_PRECISION_DOT, DOT_PRECISION, FAST_SIGMOID, PTX_MATH),)
         acc0 = _project_mixes(mixes, vo_ptr, acc0, c0, C, NUM_HEADS, BLOCK_K, op_dtype, DOT_PRECISION)
-        _store_channels(out_ptr, acc0, bo_ptr, tok, valid, c0, C)
+        store_channels(out_ptr, acc0, bo_ptr, tok, valid, c0, C)
         if BLOCK_C1 > 0:
             acc1 = _project_mixes(mixes, vo_ptr, acc1, c1, C, NUM_HEADS, BLOCK_K, op_dtype, DOT_PRECISION)
-            _store_channels(out_ptr, acc1, bo_ptr, tok, valid, c1, C)
+            store_channels(out_ptr, acc1, bo_ptr, tok, valid, c1, C)
     else:
         for h in tl.range(NUM_HEADS, num_stages=HEAD_STAGES):
-            t = _folded_head_mix(h, x0, x1, kv, query_keep, region_logit, same_region, qk_ptr, qk_bias_ptr, C,
+            t = _folded_head_mix(h, x0, x1, kv, query_keep, region_logit, region_keep, qk_ptr, qk_bias_ptr, C,
                                  SHIFT, BLOCK_C0, BLOCK_C1, BLOCK_K, op_dtype, LOW_PRECISION_DOT, DOT_PRECISION,
                                  FAST_SIGMOID, PTX_MATH)
             vo_h = vo_ptr + h * BLOCK_K * C
@@ -464,9 +211,9 @@ def _folded_window(
             if BLOCK_C1 > 0:
                 vo1 = tl.load(vo_h + kk[:, None] * C + c1[None, :], mask=(c1 < C)[None, :], other=0.0)
                 acc1 = tl.dot(t, vo1.to(op_dtype), acc1, input_precision=DOT_PRECISION)  # (BN, BC1)
-        _store_channels(out_ptr, acc0, bo_ptr, tok, valid, c0, C)
+        store_channels(out_ptr, acc0, bo_ptr, tok, valid, c0, C)
         if BLOCK_C1 > 0:
-            _store_channels(out_ptr, acc1, bo_ptr, tok, valid, c1, C)
+            store_channels(out_ptr, acc1, bo_ptr, tok, valid, c1, C)
 
 
 @triton.jit
@@ -482,7 +229,7 @@ def _project_mixes(mixes, vo_ptr, acc, c, C: tl.constexpr, NUM_HEADS: tl.constex
 
 
 @triton.jit
-def _folded_head_mix(h, x0, x1, kv, query_keep, region_logit, same_region, qk_ptr, qk_bias_ptr,
+def _folded_head_mix(h, x0, x1, kv, query_keep, region_logit, region_keep, qk_ptr, qk_bias_ptr,
                      C: tl.constexpr, SHIFT: tl.constexpr, BLOCK_C0: tl.constexpr, BLOCK_C1: tl.constexpr,
                      BLOCK_K: tl.constexpr, op_dtype: tl.constexpr, LOW_PRECISION_DOT: tl.constexpr,
                      DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr, PTX_MATH: tl.constexpr):
@@ -503,10 +250,10 @@ def _folded_head_mix(h, x0, x1, kv, query_keep, region_logit, same_region, qk_pt
         p = p * query_keep[:, None] + (qk_bias[None, :] + region_logit)  # and the region channels
     else:
         p = p * query_keep[:, None] + qk_bias[None, :]  # (x * (1 - m)) QK_h + qk_h
-    s = tl.dot(_to_operand(p, op_dtype), tl.trans(kv), input_precision=DOT_PRECISION)  # (BN, BN)
+    s = tl.dot(to_operand(p, op_dtype), tl.trans(kv), input_precision=DOT_PRECISION)  # (BN, BN)
     if SHIFT > 0 and not LOW_PRECISION_DOT:
-        s = tl.where(same_region, s, _folded_no_weight(FAST_SIGMOID))
-    a = _sigmoid_of_folded(s, FAST_SIGMOID, PTX_MATH)  # (BN, BN)
+        s = tl.where(region_keep, s, _folded_no_weight(FAST_SIGMOID))
+    a = sigmoid_of_folded(s, FAST_SIGMOID, PTX_MATH)  # (BN, BN)
     # |A_h [m~ | 1]| <= N max |m~|: the model's m~ is a [0, 1] map and a [-1, 1] position code
     return tl.dot(a.to(op_dtype), kv, input_precision=DOT_PRECISION).to(op_dtype)  # (BN, BK) = A_h [m~ | 1]
 
@@ -531,7 +278,7 @@ def tca_folded_fwd_kernel(
     ((1 - m) x QK_h + qk_h) [m~ | 1]^T and the output gains (A_h [m~ | 1]) VO_h, over BLOCK_K channels.
 
     The fold already holds 1 / alpha_h, the logit bias -log(w*w) and the scale of the sigmoid's form
-    (`_sigmoid_of_folded`), so the logits need no arithmetic before the sigmoid; a shifted block's
+    (`sigmoid_of_folded`), so the logits need no arithmetic before the sigmoid; a shifted block's
     Swin mask is three more channels of the score dot (`_folded_window`).
     PROGRAMS_PER_SM > 0 makes the kernel persistent: the launch sizes grid axis 0 so about that many
     programs fit each SM at once (`tca_launch_configs.persistent_programs`), program p of an image computes its
@@ -544,7 +291,7 @@ def tca_folded_fwd_kernel(
         op_dtype = tl.float32
     win = tl.program_id(0)
     b = tl.program_id(1)  # int32 offsets: _launch checks B*H*W*max(C, CM) < 2**31
-    sr, sc, tok, valid, Hp, Wp = _window_coords(win, b, H, W, WINDOW, SHIFT, BLOCK_N, PADDED)
+    sr, sc, tok, valid, Hp, Wp = window_coords(win, b, H, W, WINDOW, SHIFT, BLOCK_N, PADDED)
     x0, x1, mf, m = _folded_inputs(x_ptr, map_ptr, tok, valid, C, CM, BLOCK_C0, BLOCK_C1, BLOCK_K, op_dtype)
     if PROGRAMS_PER_SM == 0:
         _folded_window(x0, x1, mf, m, qk_ptr, qk_bias_ptr, vo_ptr, bo_ptr, out_ptr, sr, sc, tok, valid, Hp, Wp,
@@ -558,9 +305,9 @@ def tca_folded_fwd_kernel(
         # with program-dependent bounds (its program ids are 1-element arrays, which numpy 2 will not turn
         # into an int); compiled, Triton pipelines neither.
         while w < n_windows:
-            sr, sc, tok, valid, Hp, Wp = _window_coords(w, b, H, W, WINDOW, SHIFT, BLOCK_N, PADDED)
+            sr, sc, tok, valid, Hp, Wp = window_coords(w, b, H, W, WINDOW, SHIFT, BLOCK_N, PADDED)
             # The next window's loads (off past the image's last window) are in flight during this one's maths.
-            _, _, next_tok, next_valid, _, _ = _window_coords(w + stride, b, H, W, WINDOW, SHIFT, BLOCK_N, PADDED)
+            _, _, next_tok, next_valid, _, _ = window_coords(w + stride, b, H, W, WINDOW, SHIFT, BLOCK_N, PADDED)
             next_x0, next_x1, next_mf, next_m = _folded_inputs(
                 x_ptr, map_ptr, next_tok, next_valid & (w + stride < n_windows), C, CM, BLOCK_C0, BLOCK_C1,
                 BLOCK_K, op_dtype)
