@@ -69,7 +69,7 @@ class LoadedImage:
     size: tuple[int, int]  # (W, H) after EXIF orientation
     path: Path | None  # None when decoded from bytes
     exif: bytes | None = None  # orientation tag already applied and removed
-    icc_profile: bytes | None = None
+    icc_profile: bytes | None = None  # None too for a profile of another colour space (`_rgb_profile`)
     bit_depth: int = 8  # bits per sample in the file: 8, 16, or 32 (float TIFF)
     # Bits per sample a PNG output needs to give back every bit that was read: 16 for 16-bit PNG and TIFF, 8
     # otherwise (an LZW 16-bit colour TIFF is read at 8 bits, `tiff16`; float TIFF is written at 8).
@@ -217,12 +217,25 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
         size=img.size,
         path=path,
         exif=exif,
-        icc_profile=img.info.get("icc_profile") or None,
+        icc_profile=_rgb_profile(img.info.get("icc_profile")),
         bit_depth=bit_depth,
         output_bit_depth=16 if samples is not None or img.mode in _SIXTEEN_BIT_MODES else 8,
         lossless=_stores_exact_pixels(fmt, fh),
         frames=frames,
     )
+
+
+def _rgb_profile(profile: bytes | None) -> bytes | None:
+    """The file's ICC profile when it can describe an output, which is always RGB; None for another colour space.
+
+    Why: a grey photo's grey profile or a CMYK JPEG's CMYK one, written into the RGB output, made it unreadable
+    to colour-managed software (lcms builds no transform from it; libpng rejects a GRAY iCCP in an RGB PNG), and
+    Pillow converts such pixels to RGB without the profile, so it would not describe them anyway. Bytes 16-19
+    of a profile name its colour space; anything too short to say is kept, as before.
+    """
+    if not profile or (len(profile) >= 20 and profile[16:20] != b"RGB "):
+        return None
+    return profile
 
 
 def _unread_format(fh: BinaryIO) -> str:

@@ -205,6 +205,28 @@ def test_loaded_image_records_format_size_path_and_icc_profile(tmp_path):
     assert loaded.icc_profile == b"fake-icc"
 
 
+def _icc_header(colour_space: bytes) -> bytes:
+    """The first 128 bytes of an ICC profile: its data colour space sits at bytes 16-19."""
+    header = bytearray(128)
+    header[0:4] = struct.pack(">I", 128)
+    header[12:16], header[16:20], header[20:24], header[36:40] = b"mntr", colour_space, b"XYZ ", b"acsp"
+    return bytes(header)
+
+
+@pytest.mark.parametrize(("mode", "suffix", "colour_space"),
+                         [("L", ".jpg", b"GRAY"), ("L", ".png", b"GRAY"), ("CMYK", ".jpg", b"CMYK")])
+def test_an_icc_profile_of_another_colour_space_than_rgb_is_not_carried(tmp_path, mode, suffix, colour_space):
+    """QA: a grey photo's grey profile (Photoshop's 'Dot Gain 20%') or a CMYK JPEG's CMYK profile was written into
+    the RGB output, which no colour-managed viewer can then read (lcms: 'cannot build transform'; libpng rejects a
+    GRAY iCCP in an RGB PNG). Pillow converts such pixels to RGB without the profile, so none describes them."""
+    img = Image.fromarray(_noise_rgb()).convert(mode)
+    loaded = load_image(_save(img, tmp_path / f"photo{suffix}", icc_profile=_icc_header(colour_space)))
+    assert loaded.icc_profile is None
+    rgb = _icc_header(b"RGB ")
+    kept = load_image(_save(Image.fromarray(_noise_rgb()), tmp_path / f"rgb{suffix}", icc_profile=rgb))
+    assert kept.icc_profile == rgb
+
+
 @pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp"])
 def test_a_tiffs_exif_is_carried_into_the_output_without_the_tiffs_layout_tags(tmp_path, suffix):
     """QA: a TIFF's Make, Model and Software were lost (Pillow keeps them among the TIFF's own tags, not as an EXIF
