@@ -442,23 +442,31 @@ def _resolve_format(fmt: str, name: str) -> str:
 
 def _to_pil(tensor: torch.Tensor, alpha: torch.Tensor | None, fmt: str) -> Image.Image:
     rgb = to_uint8_hwc(tensor)  # (H, W, 3)
-    assert rgb.shape[2] == 3, f"expected an RGB tensor (3, H, W), got {tuple(tensor.shape)}"
     if alpha is None or fmt not in _ALPHA_FORMATS:  # JPEG has no alpha channel: it is dropped
         return Image.fromarray(rgb)
-    a = to_uint8_hwc(alpha if alpha.ndim != 2 else alpha.unsqueeze(0))  # (H, W, 1)
-    assert a.shape == rgb.shape[:2] + (1,), f"alpha {tuple(alpha.shape)} does not match image {rgb.shape}"
+    a = to_uint8_hwc(alpha.reshape(1, *alpha.shape[-2:]))  # (H, W, 1)
     return Image.fromarray(np.concatenate([rgb, a], axis=2))  # (H, W, 4) -> RGBA
 
 
 def _to_uint16_samples(tensor: torch.Tensor, alpha: torch.Tensor | None) -> np.ndarray:
     """(3, H, W) RGB and optional (1, H, W) alpha -> (H, W, 3 or 4) uint16: `_to_pil` for 16-bit PNG."""
     rgb = to_uint16_hwc(tensor)  # (H, W, 3)
-    assert rgb.shape[2] == 3, f"expected an RGB tensor (3, H, W), got {tuple(tensor.shape)}"
     if alpha is None:
         return rgb
-    a = to_uint16_hwc(alpha if alpha.ndim != 2 else alpha.unsqueeze(0))  # (H, W, 1)
-    assert a.shape == rgb.shape[:2] + (1,), f"alpha {tuple(alpha.shape)} does not match image {rgb.shape}"
+    a = to_uint16_hwc(alpha.reshape(1, *alpha.shape[-2:]))  # (H, W, 1)
     return np.concatenate([rgb, a], axis=2)  # (H, W, 4)
+
+
+def _check_shapes(tensor: torch.Tensor, alpha: torch.Tensor | None, name: str) -> None:
+    """A LangBRTInputError unless `tensor` is (3, H, W) or (1, 3, H, W) and `alpha`, if any, (H, W), (1, H, W) or
+    (1, 1, H, W). Why: a wrong shape (a (1, H, W) mask written as an image) was an AssertionError, and under
+    `python -O` Pillow's TypeError, where every other bad tensor is one line naming the file."""
+    rgb_shape = tuple(tensor.shape[1:]) if tensor.ndim == 4 and tensor.shape[0] == 1 else tuple(tensor.shape)
+    if len(rgb_shape) != 3 or rgb_shape[0] != 3:
+        raise _input_error(name, f"expected an RGB image tensor (3, H, W) or (1, 3, H, W), got {tuple(tensor.shape)}")
+    hw = rgb_shape[1:]
+    if alpha is not None and tuple(alpha.shape) not in (hw, (1, *hw), (1, 1, *hw)):
+        raise _input_error(name, f"alpha {tuple(alpha.shape)} does not match the image's {hw[0]}x{hw[1]}")
 
 
 def _encoder(
@@ -471,6 +479,7 @@ def _encoder(
     # The conversion clamps to [0, 1]: a 0-255 or NaN tensor would be written all white or all black without a word.
     tensor = unit_float(tensor, name)
     alpha = None if alpha is None else unit_float(alpha, f"{name}: alpha")
+    _check_shapes(tensor, alpha, name)
     if bit_depth == 16:
         if fmt != "PNG":
             raise _input_error(name, f"16-bit output needs PNG; {fmt} holds 8 bits per sample")

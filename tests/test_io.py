@@ -496,6 +496,21 @@ def test_a_nan_alpha_is_refused_too(tmp_path):
     assert message.startswith(f"{tmp_path / 'out.png'}: alpha: has NaN")
 
 
+@pytest.mark.parametrize(("image", "alpha", "says"), [
+    (torch.rand(1, 4, 4), None, "expected an RGB image tensor (3, H, W) or (1, 3, H, W), got (1, 4, 4)"),
+    (torch.rand(4, 4), None, "got (4, 4)"),
+    (torch.rand(2, 3, 4, 4), None, "got (2, 3, 4, 4)"),
+    (torch.rand(3, 4, 4), torch.rand(1, 4, 5), "alpha (1, 4, 5) does not match the image's 4x4"),
+], ids=["mask", "2d", "batch-of-two", "alpha-size"])
+def test_a_tensor_of_the_wrong_shape_is_one_line_not_an_assertion(tmp_path, image, alpha, says):
+    """QA: `write_image("mask.png", result.mask)` raised AssertionError (under `python -O`, Pillow's TypeError), where
+    the docstring promises a LangBRTInputError for a bad tensor, before anything is written."""
+    message = _one_line_error(LangBRTInputError, write_image, tmp_path / "out.png", image, alpha=alpha)
+    assert message.startswith(f"{tmp_path / 'out.png'}: ") and says in message
+    assert not any(tmp_path.iterdir())
+    assert says in _one_line_error(LangBRTInputError, encode_image, image, "png", alpha)
+
+
 def test_a_resize_overshoot_within_the_slack_is_written_clamped(tmp_path):
     t = torch.tensor([-0.05, 1.08, 0.5]).view(1, 1, 3).expand(3, 1, 3)  # bicubic rings a few percent past [0, 1]
     assert to_uint8_hwc(read_image(write_image(tmp_path / "ring.png", t)))[0, :, 0].tolist() == [0, 255, 128]
