@@ -52,6 +52,8 @@ an animated GIF or WebP, is read as its first frame (`output_note` says so)."""
 WRITE_SUFFIXES = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 _ALPHA_FORMATS = ("PNG", "WEBP")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+# Pillow modes with an alpha band, by name: a test for an "A" in the mode took LAB (CIELAB) for one (QA)
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 _DEEP_PNG_RAW_MODES = ("RGB;16B", "RGBA;16B")  # 16-bit colour PNGs, which `png16` reads at full depth
 _BITS_PER_SAMPLE = 258  # TIFF tag
 # What Pillow raises while decoding a damaged stream; anything else escaping is a bug worth seeing. Overflow:
@@ -366,7 +368,7 @@ def _to_planes(img: Image.Image, name: str) -> tuple[torch.Tensor, torch.Tensor 
         if key is None or img.mode == "F":
             return rgb, None
         return rgb, torch.from_numpy((samples != key).astype(np.float32)).unsqueeze(0)  # (1, H, W): 0 at the key
-    has_alpha = "A" in img.mode or "a" in img.mode or "transparency" in img.info  # RGBA, LA, PA, RGBa, P+tRNS
+    has_alpha = img.mode in _ALPHA_MODES or "transparency" in img.info  # also P, L or RGB with a tRNS colour key
     try:
         converted = img.convert("RGBA" if has_alpha else "RGB")  # CMYK, YCbCr, P, L, 1 all land here
     except ValueError as err:

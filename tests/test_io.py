@@ -102,6 +102,15 @@ def test_gray_with_alpha_LA_keeps_alpha_aside(tmp_path):
     assert torch.allclose(loaded.alpha, torch.full((1, 2, 2), 50 / 255))
 
 
+def test_a_lab_tiff_has_no_alpha(tmp_path):
+    """QA: the 'A' of mode LAB was taken for an alpha channel, so a CIELAB TIFF came back as an RGBA PNG with an
+    opaque alpha plane it never had (and `langbrt-infer` named it as an RGBA photo)."""
+    img = Image.fromarray(_noise_rgb()).convert("LAB")
+    loaded = load_image(_save(img, tmp_path / "lab.tif"))
+    assert loaded.alpha is None
+    assert torch.equal(loaded.rgb, from_uint8_hwc(np.asarray(img.convert("RGB"))))
+
+
 def test_palette_colors_are_looked_up(tmp_path):
     img = Image.new("P", (2, 1))
     img.putpalette([255, 0, 0, 0, 0, 255] + [0] * (254 * 3))
