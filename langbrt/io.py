@@ -187,9 +187,11 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
                 if (shortfall := missing_rows(fh.read())) is not None:
                     raise ValueError(shortfall)  # Pillow would hand back the missing rows black
             # A PNG's before exif_transpose removes it (an eXIf chunk after the pixels is read by load()).
-            orientation = img.getexif().get(ExifTags.Base.Orientation, 1) if deep_png else tiff_orientation
+            exif_orientation = _exif_orientation(img)
+            orientation = (exif_orientation or 1) if deep_png else tiff_orientation
             colour_key = img.info.get("transparency") if deep_png and not with_alpha else None
-            ImageOps.exif_transpose(img, in_place=True)
+            if exif_orientation is not None:
+                ImageOps.exif_transpose(img, in_place=True)
             # A TIFF keeps its EXIF among the tags that lay out its pixels, not as a block an output can take.
             exif = tiff_exif(img) if fmt == "TIFF" else img.info.get("exif") or None
             samples = None
@@ -225,6 +227,19 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
         lossless=_stores_exact_pixels(fmt, fh),
         frames=frames,
     )
+
+
+def _exif_orientation(img: Image.Image) -> int | None:
+    """The EXIF orientation (1: as stored), or None when the EXIF block cannot be read.
+
+    Why: Pillow raises on a damaged block (SyntaxError 'not a TIFF file' for a PNG's or WebP's), and such a photo,
+    whose pixels are whole and which every viewer shows, was refused as 'corrupt or truncated'. Its pixels are
+    then taken as stored, and the block is carried as it is, as a JPEG's already was.
+    """
+    try:
+        return img.getexif().get(ExifTags.Base.Orientation, 1)
+    except _DECODE_ERRORS:
+        return None
 
 
 def _rgb_profile(profile: bytes | None) -> bytes | None:

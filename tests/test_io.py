@@ -31,6 +31,7 @@ from langbrt.io import (
     to_uint8_hwc,
     write_image,
 )
+from langbrt.png16 import encode_png16
 
 # ---------------------------------------------------------------------------------------------- helpers
 
@@ -205,6 +206,25 @@ def test_exif_orientation_6_is_applied_so_the_tensor_is_upright(tmp_path):
     assert loaded.size == (2, 4)
     assert loaded.rgb[:, 0, 1].tolist() == [1.0, 0.0, 0.0]  # top-left went to top-right
     assert loaded.rgb[0].sum() == 1.0
+
+
+@pytest.mark.parametrize("suffix", [".png", ".webp", ".jpg"])
+def test_a_photo_whose_exif_block_cannot_be_read_is_still_retouchable(tmp_path, suffix):
+    """QA: a PNG or WebP whose EXIF block was damaged (as some editors leave it) was refused as 'corrupt or
+    truncated image' although its pixels were whole and every viewer showed it; a JPEG with the same block was
+    read. The pixels are taken as stored (no orientation can be read), the block carried as it is."""
+    arr = _noise_rgb()
+    loaded = load_image(_save(Image.fromarray(arr), tmp_path / f"junk{suffix}", exif=b"\xff" * 50, lossless=True))
+    assert loaded.size == (arr.shape[1], arr.shape[0])
+    if suffix != ".jpg":
+        assert torch.equal(loaded.rgb, from_uint8_hwc(arr))
+
+
+def test_a_16_bit_png_whose_exif_block_cannot_be_read_is_still_read_at_16_bits():
+    samples = (_noise_rgb().astype(np.uint16) * 257 + 3).astype(np.uint16)
+    loaded = load_image_bytes(encode_png16(samples, exif=b"\xff" * 50), "deep.png")
+    assert loaded.output_bit_depth == 16
+    assert torch.equal(loaded.rgb, torch.from_numpy(samples.astype(np.float32) / 65535).permute(2, 0, 1))
 
 
 def test_loaded_image_records_format_size_path_and_icc_profile(tmp_path):
