@@ -160,6 +160,9 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
             # Pillow's own bomb check runs inside Image.open, at a limit raised to ours where ours is higher
             # (`pillow_guard`): its warning is then over our limit too, so it becomes our error.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow's EXIF and TIFF tag parser warns of damaged metadata ("Corrupt EXIF data") as raw lines that
+            # name its own file, not the photo; the pixels are read all the same, so there is nothing to say.
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")
             img = Image.open(fh, formats=READ_FORMATS)  # lazy: header only
             width, height = img.size
             if width * height > max_pixels:

@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -218,6 +219,17 @@ def test_a_photo_whose_exif_block_cannot_be_read_is_still_retouchable(tmp_path, 
     assert loaded.size == (arr.shape[1], arr.shape[0])
     if suffix != ".jpg":
         assert torch.equal(loaded.rgb, from_uint8_hwc(arr))
+
+
+def test_a_damaged_exif_block_prints_no_python_warning(tmp_path):
+    """QA: Pillow's 'UserWarning: Corrupt EXIF data ...' reached langbrt-infer's stderr as two raw lines naming a
+    site-packages file but not the photo, beside the one-line messages; the photo itself is read all the same."""
+    truncated = b"Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03"  # an IFD cut off in its entry
+    path = _save(Image.fromarray(_noise_rgb()), tmp_path / "cut.jpg", exif=truncated)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_image(path)
+    assert [str(w.message) for w in caught] == []
 
 
 def test_a_16_bit_png_whose_exif_block_cannot_be_read_is_still_read_at_16_bits():
