@@ -146,7 +146,9 @@ class Runner:
         for path in out.values():
             if path.resolve() in self.inputs:
                 raise LangBRTInputError(f"{source}: output {path} would overwrite an input; use -o DIR")
-            if os.path.exists(path) and not self.args.overwrite:  # False for a name too long: refused when written
+            # lexists: a dangling link in its place is an existing output (exists() follows it); False for a name too
+            # long, refused when written
+            if os.path.lexists(path) and not self.args.overwrite:
                 raise LangBRTInputError(f"{source}: {path} exists; pass --overwrite to replace it")
         return out
 

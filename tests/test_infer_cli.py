@@ -113,6 +113,20 @@ def test_an_existing_output_is_refused_without_overwrite(model_dir, tmp_path, ca
     assert _run(model_dir, src, "--overwrite") == 0 and _sha(out) == before
 
 
+def test_a_dangling_link_in_an_outputs_place_is_an_existing_output(model_dir, tmp_path, capsys):
+    """QA: a symbolic link to nothing where an output goes passed the 'exists?' check (it followed the link) and
+    failed as the output was put in place, as "appeared while this run worked on it (another run?)", after the
+    model had run: it was there all along, and with --overwrite it is replaced like any existing output."""
+    src = _photo(tmp_path / "face.png")
+    out = tmp_path / "retouched" / "face_retouched.png"
+    out.parent.mkdir()
+    out.symlink_to(tmp_path / "gone.png")
+    assert _run(model_dir, src) == 1
+    err = capsys.readouterr().err
+    assert f"{out} exists; pass --overwrite" in err and "another run" not in err and out.is_symlink()
+    assert _run(model_dir, src, "--overwrite") == 0 and not out.is_symlink() and out.is_file()
+
+
 def _names(folder):
     return sorted(p.name for p in folder.iterdir())
 
