@@ -56,6 +56,7 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 _DEEP_PNG_RAW_MODES = ("RGB;16B", "RGBA;16B")  # 16-bit colour PNGs, which `png16` reads at full depth
 _BITS_PER_SAMPLE = 258  # TIFF tag
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # little/big-endian TIFF and BigTIFF
 # What Pillow raises while decoding a damaged stream; anything else escaping is a bug worth seeing. Overflow:
 # a BigTIFF offset past what a seek takes (QA, 2026-11-26: a traceback from load_image).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, OverflowError, struct.error, zlib.error)
@@ -264,6 +265,8 @@ def _unread_format(fh: BinaryIO) -> str:
 
     Pillow's other plugins only look at the header here, for the format's name: nothing is decoded.
     """
+    if (undecodable := _undecodable_tiff(fh)) is not None:
+        return undecodable
     fh.seek(0)
     try:
         with warnings.catch_warnings():
@@ -273,6 +276,23 @@ def _unread_format(fh: BinaryIO) -> str:
     except (Image.UnidentifiedImageError, Image.DecompressionBombError, *_DECODE_ERRORS):
         return "not an image file (cannot identify image format)"
     return f"{fmt} is not a supported image format; convert it to one that is ({', '.join(sorted(READ_SUFFIXES))})"
+
+
+def _undecodable_tiff(fh: BinaryIO) -> str | None:
+    """Why Pillow's TIFF reader refused a file with a TIFF header, or None for another file.
+
+    Why: Pillow opens no TIFF with one plane per colour, float RGB or 16-bit grey+alpha samples, and such a
+    valid file was called 'not an image file', which sent the user looking for damage rather than converting it.
+    """
+    fh.seek(0)
+    if fh.read(4) not in _TIFF_MAGIC:
+        return None
+    fh.seek(0)
+    try:
+        TiffImagePlugin.TiffImageFile(fh)
+    except (*_DECODE_ERRORS, IndexError, KeyError, TypeError) as err:
+        return f"a TIFF file this reader cannot decode ({err}); convert it to an 8- or 16-bit RGB(A) PNG"
+    return None
 
 
 def _frame_count(img: Image.Image) -> int:

@@ -384,6 +384,20 @@ def test_an_image_in_a_format_we_do_not_read_is_named_with_the_suffixes_we_do(tm
                        f"({', '.join(sorted(READ_SUFFIXES))})")
 
 
+@pytest.mark.parametrize(("name", "layout"), [
+    ("planar.tif", {"photometric": "rgb", "planarconfig": "separate"}),  # one plane per colour
+    ("float.tif", {"photometric": "rgb"}),  # 32-bit float RGB
+])
+def test_a_tiff_whose_layout_pillow_cannot_read_is_named_as_a_tiff(tmp_path, name, layout):
+    """QA: a TIFF with one plane per colour, or float RGB samples, was called 'not an image file (cannot identify
+    image format)', which sent the user looking for a damaged file rather than converting a valid one."""
+    samples = _noise_rgb().astype(np.float32 if name == "float.tif" else np.uint8)
+    tifffile.imwrite(tmp_path / name, samples, **layout)
+    message = _one_line_error(LangBRTInputError, read_image, tmp_path / name)
+    assert message.startswith(f"{tmp_path / name}: a TIFF file this reader cannot decode (")
+    assert message.endswith("); convert it to an 8- or 16-bit RGB(A) PNG") and "not an image file" not in message
+
+
 def test_missing_file_is_rejected_by_name(tmp_path):
     message = _one_line_error(LangBRTInputError, read_image, tmp_path / "nowhere.png")
     assert "nowhere.png" in message and "no such file" in message
