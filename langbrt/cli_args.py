@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+from pathlib import Path
 from typing import NoReturn
 
 from langbrt.cli_errors import usage_error_line
@@ -42,6 +43,22 @@ def device_arg(text: str) -> str:
     if not is_device_name(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a device: {DEVICE_HELP}")
     return text
+
+
+def non_empty(text: str) -> str:
+    """A file or folder name for argparse; an empty one is a usage error.
+
+    Why: `--model "$MODEL"` with the variable unset read as no --model (the bundled model) and `-o ""` as the
+    current folder, so a script's typo retouched with the wrong model, or wrote elsewhere, and exited 0.
+    """
+    if not text:
+        raise argparse.ArgumentTypeError("is empty; name a file or folder, or leave the flag out for its default")
+    return text
+
+
+def non_empty_path(text: str) -> Path:
+    """`non_empty`, as a Path."""
+    return Path(non_empty(text))
 
 
 def positive_number(text: str) -> float:

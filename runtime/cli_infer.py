@@ -27,7 +27,7 @@ import torch
 
 from langbrt.atomic import TargetExistsError, atomic_paths, remove_orphaned_temporaries
 from langbrt.bundled import default_model_path
-from langbrt.cli_args import OneLineParser, device_arg
+from langbrt.cli_args import OneLineParser, device_arg, non_empty, non_empty_path
 from langbrt.cli_errors import error_line, fail
 from langbrt.cli_pipes import print_out, quiet_on_broken_pipe
 from langbrt.console import run_command
@@ -69,13 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=PROG, description="Remove the facial blemishes you name from photos. "
                 "Writes <stem>_retouched.<ext> into a results folder; the rest of each photo is untouched.")
     p.add_argument("images", nargs="+", help="image files, folders (their images, not recursive) or globs")
-    p.add_argument("--model", help="checkpoint folder or .safetensors file, .onnx file or .engine/.plan "
-                   "(default: the bundled model)")
+    p.add_argument("--model", type=non_empty, help="checkpoint folder or .safetensors file, .onnx file or "
+                   ".engine/.plan (default: the bundled model)")
     p.add_argument("--backend", default="auto", choices=[b.value for b in BackendName],
                    help="what runs the model; auto: by --model (folder: torch, .onnx, .engine)")
     p.add_argument("--prompt", action="append", dest="prompts", metavar="TEXT",
                    help="a blemish to remove, e.g. 'acne on the cheeks' (repeatable; default: the model's own)")
-    p.add_argument("-o", "--output", type=Path, help=f"results folder (default: {OUTPUT_DIR}/ beside each input)")
+    p.add_argument("-o", "--output", type=non_empty_path,
+                   help=f"results folder (default: {OUTPUT_DIR}/ beside each input)")
     p.add_argument("--save-maps", action="store_true",
                    help="also write <stem>_map_<k>_<prompt>.png heat-map overlays and <stem>_mask.png")
     p.add_argument("--overwrite", action="store_true",

@@ -22,7 +22,14 @@ import sys
 from pathlib import Path
 
 from langbrt.bundled import default_model_path
-from langbrt.cli_args import DefaultsHelpFormatter, OneLineParser, device_arg, non_negative_number, positive_number
+from langbrt.cli_args import (
+    DefaultsHelpFormatter,
+    OneLineParser,
+    device_arg,
+    non_empty,
+    non_negative_number,
+    positive_number,
+)
 from langbrt.cli_errors import fail
 from langbrt.console import run_command
 from langbrt.devices import require_device
@@ -47,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve LangBRT over HTTP: POST /v1/retouch, GET /v1/prompts, /healthz, /readyz, /metrics.",
         formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument("--model", help="checkpoint folder or .safetensors file, .onnx or TensorRT engine "
+    p.add_argument("--model", type=non_empty, help="checkpoint folder or .safetensors file, .onnx or TensorRT engine "
                    "(default: the bundled model)")
     p.add_argument("--backend", choices=[b.value for b in BackendName], default="auto",
                    help="inference backend; auto picks by file type")

@@ -475,6 +475,19 @@ def test_a_max_pixels_under_1_is_one_usage_line_as_in_langbrt_serve(tmp_path, ca
     assert _one_line(capsys) == "langbrt-infer: error: --max-pixels must be at least 1 (see langbrt-infer --help)"
 
 
+@pytest.mark.parametrize("flag", ["--model", "-o"])
+def test_an_empty_model_or_output_is_a_usage_error_not_the_default(tmp_path, capsys, monkeypatch, flag):
+    """QA: `--model "$MODEL"` with the variable unset retouched with the bundled model, and `-o "$OUT"` wrote into
+    the current folder, both exit 0: an empty name is a mistake to report, not a request for the default."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main([str(_photo(tmp_path / "face.png")), flag, ""])
+    assert exited.value.code == 2
+    line = _one_line(capsys)
+    assert line.startswith("langbrt-infer: error: argument ") and flag in line and ": is empty;" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["face.png"]
+
+
 def test_the_same_file_spelt_twice_is_retouched_once(model_dir, tmp_path, capsys, monkeypatch):
     src = _photo(tmp_path / "face.png")
     monkeypatch.chdir(tmp_path)

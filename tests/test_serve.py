@@ -742,6 +742,13 @@ def test_the_cli_on_a_taken_port_exits_with_one_line_before_loading_the_model(tm
     assert result.stderr.strip() == f"langbrt-serve: error: cannot listen on 127.0.0.1:{port}: Address already in use"
 
 
+def test_an_empty_model_is_a_flag_error_not_the_bundled_model() -> None:
+    """QA: `--model "$MODEL"` with the variable unset served the bundled model as if no --model had been given."""
+    result = subprocess.run([*_serve_script(), "--model", ""], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "argument --model: is empty" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_inflight_pixels_below_max_pixels_is_a_flag_error() -> None:
     result = subprocess.run([*_serve_script(), "--max-pixels", "1000", "--max-inflight-pixels", "999"],
                             capture_output=True, text=True, timeout=60)
