@@ -80,6 +80,17 @@ def test_prompt_at_the_length_limit_is_accepted_and_one_longer_is_rejected() -> 
         normalize_prompt("a" * (MAX_PROMPT_CHARS + 1))
 
 
+def test_a_huge_prompt_is_refused_before_normalisation_and_its_error_line_stays_short() -> None:
+    """U+FDFA grows 18-fold under NFKC: a megabyte of it held the server's event loop before the length check
+    refused it (18 million characters then), and a control character's error line echoed the whole prompt."""
+    with pytest.raises(LangBRTInputError, match="1000000 characters long") as err:
+        normalize_prompt("\ufdfa" * 1_000_000)
+    assert len(str(err.value)) < 200
+    with pytest.raises(LangBRTInputError, match="control character") as err:
+        normalize_prompt("acne\x07" + "a" * 2000, strict=True)
+    assert len(str(err.value)) < MAX_PROMPT_CHARS + 200
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Import cost and offline loading
 

@@ -15,6 +15,11 @@ MAX_PROMPT_CHARS = 300
 """Longest accepted prompt (after normalisation). Both text encoders truncate far earlier (77 CLIP tokens,
 256 MiniLM word pieces); a longer prompt is almost certainly a mistake such as a file pasted in."""
 
+_RAW_PROMPT_CHARS = 8 * MAX_PROMPT_CHARS
+"""Longest text normalised at all. Why: NFKC grows some characters 18-fold (U+FDFA), so a megabyte prompt
+sent to the server held its event loop for ~0.4 s before the length check refused it; a prompt this long
+cannot come back under MAX_PROMPT_CHARS unless it is mostly whitespace runs, which no one types."""
+
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -33,22 +38,32 @@ def normalize_prompt(text: str, *, strict: bool = False) -> str:
     """
     if not isinstance(text, str):
         raise LangBRTInputError(f"prompt must be a string, got {type(text).__name__}: {text!r}")
+    if len(text) > _RAW_PROMPT_CHARS:
+        raise _too_long(text)
     canonical = _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
     checked = text if strict else canonical  # NFKC makes no control character and removes none
     bad = next((c for c in checked if c == "\ufffd" or unicodedata.category(c) in ("Cc", "Cs")), None)
     if bad is not None:
         what = f"a control character ({bad!r})" if unicodedata.category(bad) == "Cc" else "undecodable bytes"
-        raise LangBRTInputError(f"prompt contains {what}: {text!r}; send plain UTF-8 text")
+        raise LangBRTInputError(f"prompt contains {what}: {_quoted(text)}; send plain UTF-8 text")
     if not canonical:
         raise LangBRTInputError(
             f"prompt is empty: {text!r}; describe the blemish, e.g. 'acne on the left cheek'"
         )
     if len(canonical) > MAX_PROMPT_CHARS:
-        raise LangBRTInputError(
-            f"prompt is {len(canonical)} characters long; the limit is {MAX_PROMPT_CHARS} "
-            f"(it starts {canonical[:40]!r})"
-        )
+        raise _too_long(canonical)
     return canonical
+
+
+def _too_long(text: str) -> LangBRTInputError:
+    return LangBRTInputError(
+        f"prompt is {len(text)} characters long; the limit is {MAX_PROMPT_CHARS} (it starts {text[:40]!r})"
+    )
+
+
+def _quoted(text: str) -> str:
+    """`text` for an error line, cut to MAX_PROMPT_CHARS: a refused prompt can be _RAW_PROMPT_CHARS long."""
+    return repr(text) if len(text) <= MAX_PROMPT_CHARS else f"{text[:MAX_PROMPT_CHARS]!r}... ({len(text)} characters)"
 
 
 def normalize_prompt_lists(prompts: Sequence[Sequence[str]], batch_size: int) -> list[list[str]]:
