@@ -81,10 +81,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="most pixels of images held at once (decoded, queued, run, encoded; ~57 bytes each) "
                    "before 503; at least --max-pixels (default: twice --max-pixels, 128000000 with its default)")
     p.add_argument("--max-prompts", type=int, default=8, help="most prompts per request before 422")
-    p.add_argument("--token", default=None,
+    p.add_argument("--token", type=bearer_token, default=None,
                    help=f"require 'Authorization: Bearer TOKEN' on the API (or set {TOKEN_ENV}); probes stay open")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     return p
+
+
+def bearer_token(text: str) -> str:
+    """A --token (or its environment variable) that a request can send back.
+
+    Why: an empty `--token "$TOKEN"` with the variable unset served the API to anyone, on a public address
+    with only a warning; a token with spaces or letters outside ASCII could never match, since clients send
+    header values as Latin-1 bytes and the server reads them so, so every request was 401.
+    """
+    if not text:
+        raise argparse.ArgumentTypeError("is empty; give the token clients will send, or leave the flag out")
+    if not (text.isascii() and text.isprintable()) or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError("must be printable ASCII without spaces: an HTTP header cannot carry it")
+    return text
 
 
 def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -110,6 +124,11 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.max_inflight_pixels < args.max_pixels:
         parser.error(f"--max-inflight-pixels ({args.max_inflight_pixels}) must be at least --max-pixels "
                      f"({args.max_pixels}), or the largest allowed image could never be admitted")
+    if args.token is None and (from_env := os.environ.get(TOKEN_ENV)):
+        try:
+            args.token = bearer_token(from_env)
+        except argparse.ArgumentTypeError as err:
+            parser.error(f"{TOKEN_ENV} {err}")
     if args.max_inflight_body_mb is None:
         args.max_inflight_body_mb = INFLIGHT_PER_MAX_BODY * args.max_body_mb
     if args.max_inflight_body_mb < args.max_body_mb:
@@ -159,10 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         return fail(PROG, f"the server needs the serve extra ({', '.join(missing)} not installed): "
                           "pip install 'langbrt[serve]'", EXIT_NOT_SERVING)
-    token = args.token or os.environ.get(TOKEN_ENV) or None
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     log = logging.getLogger("langbrt.serve")
-    if not _is_loopback(args.host) and token is None:
+    if not _is_loopback(args.host) and args.token is None:
         log.warning("listening on %s without --token: anyone who can reach it can use the model", args.host)
 
     try:
@@ -173,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info("listening on http://%s:%d (ready once the model has loaded: GET /readyz)",
              f"[{host}]" if ":" in host else host, port)
     with sock:  # closed however serving ends
-        return _serve(args, token, sock)
+        return _serve(args, args.token, sock)
 
 
 def _serve(args: argparse.Namespace, token: str | None, sock: socket.socket) -> int:

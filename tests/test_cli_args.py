@@ -119,3 +119,39 @@ def test_an_error_line_is_prog_error_message_on_one_line_whatever_the_message_ho
 
     assert error_line("langbrt-x", "first\nsecond") == "langbrt-x: error: first second"
     assert usage_error_line("langbrt-x", "--n must be 1+") == "langbrt-x: error: --n must be 1+ (see langbrt-x --help)"
+
+
+@pytest.mark.parametrize(("token", "env", "named"), [
+    ("", None, "argument --token: is empty"),
+    ("caf\u00e9", None, "argument --token: must be printable ASCII"),
+    ("two words", None, "argument --token: must be printable ASCII"),
+    (None, "caf\u00e9", "LANGBRT_SERVE_TOKEN must be printable ASCII"),
+])
+def test_serve_refuses_a_token_no_request_could_send(token: str | None, env: str | None, named: str,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """QA: `--token "$TOKEN"` with the variable unset served the API to anyone; a non-ASCII token was never matched
+    (clients send header values as Latin-1), so every request was 401."""
+    from langbrt.runtime.cli_serve import TOKEN_ENV, _check
+
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    if env is not None:
+        monkeypatch.setenv(TOKEN_ENV, env)
+    parser = serve_parser()
+    with pytest.raises(SystemExit) as exited:
+        _check(parser.parse_args([] if token is None else ["--token", token]), parser)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and named in err and err.count("\n") == 1
+
+
+def test_serve_takes_its_token_from_the_environment_when_no_flag_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    from langbrt.runtime.cli_serve import TOKEN_ENV, _check
+
+    monkeypatch.setenv(TOKEN_ENV, "s3cret-token")
+    parser = serve_parser()
+    args = parser.parse_args([])
+    _check(args, parser)
+    assert args.token == "s3cret-token"
+    args = parser.parse_args(["--token", "from-flag"])
+    _check(args, parser)
+    assert args.token == "from-flag"
