@@ -28,7 +28,7 @@ from langbrt.text import normalize_prompt
 from .graph import DEFAULT_EXTRA_PROMPT_SLOTS
 from .onnx_export import ATTENTION_EXPORTS, DEFAULT_OPSET, check_export_options, export_onnx
 from .tensorrt_export import DEFAULT_BATCH_SIZES, build_engine, require_tensorrt, sidecar_path
-from .triton_repo import RepoKind, write_triton_repository
+from .triton_repo import MODEL_NAME, RepoKind, check_model_folder, write_triton_repository
 
 LOGGER = logging.getLogger("langbrt.export")
 
@@ -221,7 +221,8 @@ def planned_files(fmt: ExportFormat, output: Path, options: ExportOptions) -> di
 
 def check_repository_folder(output: Path, inputs: list[Path], flag: str = "--output") -> Path:
     """Like `check_output_file`, for a folder the export fills: refuse one that is, holds or lies inside an input,
-    an existing file, or one whose parent is missing or not writable."""
+    an existing file, one whose parent is missing or not writable, or one whose model folder holds what the
+    export did not write (`check_model_folder`)."""
     check_name_lengths(output, flag)
     resolved = output.resolve()
     for given in inputs:
@@ -236,6 +237,7 @@ def check_repository_folder(output: Path, inputs: list[Path], flag: str = "--out
     if not resolved.parent.is_dir():
         what = "is not a folder" if resolved.parent.exists() else "does not exist"
         raise LangBRTInputError(f"{flag} {output}: the folder {resolved.parent} {what}")
+    check_model_folder(output / MODEL_NAME)
     return output
 
 

@@ -18,6 +18,7 @@ watching the repository never loads a half-written model.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Sequence
 from enum import Enum
@@ -40,6 +41,7 @@ from .tensorrt_export import read_engine_sidecar
 
 METADATA_FILE = "langbrt.json"
 MODEL_VERSION = "1"
+MODEL_NAME = "langbrt"
 
 
 class RepoKind(str, Enum):
@@ -48,6 +50,9 @@ class RepoKind(str, Enum):
 
 
 PLATFORMS = {RepoKind.ONNX: ("onnxruntime_onnx", "model.onnx"), RepoKind.ENGINE: ("tensorrt_plan", "model.plan")}
+# What a model folder of ours holds; the model file is one of PLATFORMS' names.
+MODEL_FOLDER_FILES = frozenset({"config.pbtxt", METADATA_FILE, MODEL_VERSION})
+MODEL_FILES = frozenset(name for _, name in PLATFORMS.values())
 
 
 TENSOR_TYPES = {INPUT_PROMPT_INDEX: "TYPE_INT32"}  # every other tensor: TYPE_FP32
@@ -89,7 +94,30 @@ def config_pbtxt(metadata: ArtifactMetadata, *, model_name: str, kind: RepoKind,
     return text
 
 
-def write_triton_repository(artifact_path: str | Path, repo_dir: str | Path, *, model_name: str = "langbrt",
+def check_model_folder(model_dir: Path) -> None:
+    """Refuse a `<repo>/<model>` in the way that is not a model folder this export writes.
+
+    Why: the export replaces that folder whole (`atomic_folder`), so whatever else it held (a user's files, a
+    version 2 added by hand, a file of that name) was deleted without a word (QA). A folder holding only
+    config.pbtxt, langbrt.json and 1/model.onnx or 1/model.plan is an earlier export's, and is replaced.
+    """
+    version = model_dir / MODEL_VERSION
+    ours = _folder_of(model_dir, MODEL_FOLDER_FILES) and (not os.path.lexists(version)
+                                                          or _folder_of(version, MODEL_FILES))
+    if os.path.lexists(model_dir) and not ours:
+        raise LangBRTInputError(f"{model_dir} exists and is not a model folder langbrt-export wrote, and the export "
+                                "replaces that folder whole: move it away or choose another --output")
+
+
+def _folder_of(folder: Path, names: frozenset[str]) -> bool:
+    """`folder` is a real folder (not a link) whose entries all have names in `names`; False if unreadable."""
+    try:
+        return folder.is_dir() and not folder.is_symlink() and {p.name for p in folder.iterdir()} <= names
+    except OSError:
+        return False
+
+
+def write_triton_repository(artifact_path: str | Path, repo_dir: str | Path, *, model_name: str = MODEL_NAME,
                             max_batch_size: int = 32, preferred_batch_sizes: Sequence[int] = (4, 8, 16),
                             max_queue_delay_us: int = 2000, instances: int = 1,
                             kind: str | RepoKind = RepoKind.ONNX) -> Path:
@@ -98,6 +126,7 @@ def write_triton_repository(artifact_path: str | Path, repo_dir: str | Path, *, 
     artifact_path, repo_dir = Path(artifact_path), Path(repo_dir)
     metadata = read_onnx_metadata(artifact_path) if kind is RepoKind.ONNX else read_engine_sidecar(artifact_path)
     _check_options(metadata, kind, max_batch_size, preferred_batch_sizes, instances)
+    check_model_folder(repo_dir / model_name)
     text = config_pbtxt(metadata, model_name=model_name, kind=kind, max_batch_size=max_batch_size,
                         preferred_batch_sizes=preferred_batch_sizes, max_queue_delay_us=max_queue_delay_us,
                         instances=instances)

@@ -158,6 +158,32 @@ def test_triton_repo_lays_out_config_model_and_metadata(model_dir, tmp_path, cap
     assert metadata.extra_prompt_slots == 0
 
 
+def test_a_triton_repo_export_replaces_its_own_model_folder(model_dir, tmp_path):
+    repo = tmp_path / "repo"
+    for _ in range(2):  # the second run replaces what the first wrote
+        assert main(["--model", str(model_dir), "--format", "triton-repo", "--output", str(repo)]) == 0
+    assert (repo / "langbrt" / "1" / "model.onnx").is_file()
+
+
+@pytest.mark.parametrize("kind", ["user-files", "another-version", "a-file"])
+def test_a_triton_repo_export_never_deletes_a_model_folder_it_did_not_write(model_dir, tmp_path, capsys, kind):
+    """The export replaces <repo>/langbrt whole: a folder of that name holding anything else (a user's files,
+    a version 2 the user added) or a file of that name was deleted without a word (QA)."""
+    repo = tmp_path / "repo"
+    target = repo / "langbrt"
+    if kind == "a-file":
+        repo.mkdir()
+        target.write_text("notes")
+    else:
+        extra = target / ("src/notes.txt" if kind == "user-files" else "2/model.onnx")
+        extra.parent.mkdir(parents=True)
+        extra.write_text("keep me")
+    before = _tree(repo)
+    assert main(["--model", str(model_dir), "--format", "triton-repo", "--output", str(repo)]) == 2
+    assert str(target) in _one_line_error(capsys)
+    assert _tree(repo) == before and sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
+
+
 def test_engine_config_asks_for_cuda_graphs_and_the_plan_platform(model_dir, tmp_path):
     assert main(["--model", str(model_dir), "--output", str(tmp_path / "m.onnx"), "--extra-prompt-slots", "0"]) == 0
     metadata = read_onnx_metadata(tmp_path / "m.onnx")
