@@ -176,24 +176,28 @@ def export_cost(metadata: ArtifactMetadata, costs: dict[str, dict[str, Any]]) ->
 
 def roofline(cost: dict[str, Any] | None, precision: str, batch: int, seconds_per_image: float,
              gpu: str | None) -> dict[str, Any]:
-    """Bytes per image, the device bound and the achieved fraction (null where a number is unknown)."""
+    """Bytes per image, the device bound and the achieved fraction (null where a number is unknown).
+
+    Every row gets the same fields, null where unknown: one without a cost used to lack three of them, and a
+    script reading them from each row of the report failed on it (QA)."""
+    key = next((k for k in PEAK_FLOPS if gpu and k in gpu), None)
+    peak_flops = PEAK_FLOPS[key][precision] if key else None
+    peak_bandwidth = PEAK_BANDWIDTH[key] if key else None
+    row: dict[str, Any] = {"flops_per_image": None, "bytes_per_image": None, "achieved_tflops": None,
+                           "peak_flops": peak_flops, "peak_bandwidth": peak_bandwidth, "bound_ms": None,
+                           "achieved_fraction": None}
     if cost is None:
-        return {"flops_per_image": None, "bytes_per_image": None, "bound_ms": None, "achieved_fraction": None}
+        return row
     e, S = _ELEMENT_BYTES[precision], cost["image_size"]
     moved = cost["parameters"] * e / batch + 3 * S * S * e + (4 + cost["num_prompts"]) * S * S * e
-    key = next((k for k in PEAK_FLOPS if gpu and k in gpu), None)
-    bound = None
-    if key is not None:
-        bound = max(cost["flops_per_image"] / PEAK_FLOPS[key][precision], moved / PEAK_BANDWIDTH[key])
-    return {
-        "flops_per_image": cost["flops_per_image"],
-        "bytes_per_image": int(moved),
-        "achieved_tflops": cost["flops_per_image"] / seconds_per_image / 1e12 if seconds_per_image else None,
-        "peak_flops": PEAK_FLOPS[key][precision] if key else None,
-        "peak_bandwidth": PEAK_BANDWIDTH[key] if key else None,
-        "bound_ms": bound * 1e3 if bound is not None else None,
-        "achieved_fraction": bound / seconds_per_image if bound is not None and seconds_per_image else None,
-    }
+    row.update(flops_per_image=cost["flops_per_image"], bytes_per_image=int(moved))
+    if seconds_per_image:
+        row["achieved_tflops"] = cost["flops_per_image"] / seconds_per_image / 1e12
+    if peak_flops is not None and peak_bandwidth is not None:
+        bound = max(cost["flops_per_image"] / peak_flops, moved / peak_bandwidth)
+        row["bound_ms"] = bound * 1e3
+        row["achieved_fraction"] = bound / seconds_per_image if seconds_per_image else None
+    return row
 
 
 def time_backend(backend: Any, batch: int, warmup: int, seconds: float) -> dict[str, Any]:

@@ -61,6 +61,19 @@ def test_an_export_is_not_costed_as_another_checkpoint_of_its_size(models, tmp_p
     assert rows["onnxruntime"]["flops_per_image"] is None and rows["onnxruntime"]["bytes_per_image"] is None
 
 
+def test_every_row_has_the_same_fields_whether_costed_or_not(models, capsys):
+    """A row without a cost (an export whose checkpoint was not given) lacked achieved_tflops, peak_flops and
+    peak_bandwidth: a script reading them from every row of the report failed on it (QA)."""
+    assert main(["--model", str(models[0]), "--model", str(models[1]), "--warmup", "0", "--seconds", "0.2",
+                 "--batch-sizes", "1", "--device", "cpu", "--json"]) == 0
+    costed = json.loads(capsys.readouterr().out)["rows"][0]
+    assert main(["--model", str(models[1]), "--warmup", "0", "--seconds", "0.2", "--batch-sizes", "1",
+                 "--device", "cpu", "--json"]) == 0
+    uncosted = json.loads(capsys.readouterr().out)["rows"][0]
+    assert costed["flops_per_image"] > 0 and uncosted["flops_per_image"] is None
+    assert set(uncosted) == set(costed)
+
+
 def test_a_missing_model_is_one_line_exit_2(tmp_path, capsys):
     assert main(["--model", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip()
