@@ -225,6 +225,15 @@ def _backends_for(path: str, choice: str) -> list[str]:
     return [choice] if choice != "all" else [backend_for_path(path).value]
 
 
+def _once_each(paths: list[str]) -> list[str]:
+    """`paths` without a repeat of a file or folder, however spelled (first spelling kept): like a batch size
+    given twice, a model given twice was timed and reported twice."""
+    first: dict[Path, str] = {}
+    for path in paths:
+        first.setdefault(Path(path).resolve(), path)
+    return list(first.values())
+
+
 def _is_checkpoint(path: str) -> bool:
     try:
         return backend_for_path(path) is BackendName.TORCH
@@ -303,6 +312,7 @@ def _bench(args: argparse.Namespace) -> int:
     try:
         if not args.model:
             args.model = [str(default_model_path())]
+        args.model = _once_each(args.model)
         for model in args.model:
             if not Path(model).exists():
                 return fail(PROG, f"{model}: no such model file or folder", EXIT_USAGE)

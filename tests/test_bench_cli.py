@@ -212,3 +212,12 @@ def test_a_batch_size_or_precision_given_twice_is_measured_once(models, capsys):
     report = json.loads(capsys.readouterr().out)
     assert [(r["precision"], r["batch_size"]) for r in report["rows"]] == [("fp32", 1)]
     assert report["settings"]["batch_sizes"] == [1]
+
+
+def test_a_model_given_twice_is_measured_once(models, capsys, monkeypatch):
+    """As a batch size or precision given twice: the same file under two spellings was timed and reported twice."""
+    monkeypatch.chdir(models[1].parent)
+    argv = ["--model", str(models[1]), "--model", models[1].name, "--batch-sizes", "1", "--warmup", "0",
+            "--seconds", "0.2", "--device", "cpu", "--json"]
+    assert main(argv) == 0
+    assert [r["model"] for r in json.loads(capsys.readouterr().out)["rows"]] == [str(models[1])]
