@@ -13,13 +13,12 @@ import functools
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from langbrt.atomic import remove_orphaned_temporaries
+from langbrt.atomic import new_staging_folder, remove_orphaned_staging, remove_orphaned_temporaries
 from langbrt.errors import LangBRTInputError
 from langbrt.model import LangBRT
 from langbrt.output_paths import check_name_lengths, check_output_file, overlap
@@ -142,7 +141,7 @@ class Exporter:
         The model file is made in a hidden temporary folder beside `output`, removed whatever happens; only
         the repository is logged and listed as written.
         """
-        artifact_dir = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}."))
+        artifact_dir = new_staging_folder(output)
         try:
             artifact = self._onnx(artifact_dir / "model.onnx", 0)
             kind = RepoKind.ONNX
@@ -176,13 +175,22 @@ def export_model(model_dir: str | Path, format: str, output: str | Path,
     _validate(model_dir, options, fmt, output)
     if fmt.needs_tensorrt or options.fp16:
         require_tensorrt(f"--format {fmt.name}" if fmt.needs_tensorrt else "--fp16")  # before loading or writing
-    for path in planned_files(fmt, output, options):  # a killed export's hidden temporaries of these files
-        remove_orphaned_temporaries(path.parent, [path.name])
+    _remove_orphans(fmt, output, options)
     exporter = Exporter.from_checkpoint(model_dir, options)
     try:
         return _run(exporter, fmt, output)
     except KeyboardInterrupt:
         raise ExportInterrupted([p for p in exporter.written if p.exists()]) from None
+
+
+def _remove_orphans(fmt: ExportFormat, output: Path, options: ExportOptions) -> None:
+    """Remove the hidden temporaries an export to `output` killed outright (SIGKILL) left over an hour ago: those of
+    the files it writes, or a triton-repo's staging folders beside the repository and in it."""
+    for path in planned_files(fmt, output, options):
+        remove_orphaned_temporaries(path.parent, [path.name])
+    if not fmt.suffixes:
+        remove_orphaned_staging(output.parent, output.name)
+        remove_orphaned_staging(output, MODEL_NAME)
 
 
 def _run(exporter: Exporter, fmt: ExportFormat, output: Path) -> ExportResult:

@@ -277,6 +277,29 @@ def remove_orphaned_temporaries(folder: Path, names: Collection[str]) -> None:
     if not stems:
         return
     pattern = re.compile(rf"\.\.?(?:{stems})\.\w{{{_RANDOM_PART}}}\.tmp(?:\.\w{{{_RANDOM_PART}}}\.tmp)?")
+    for path, info in _old_entries(folder, pattern):
+        if stat.S_ISREG(info.st_mode):
+            with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove: it stays, as before
+                os.unlink(path)
+
+
+def remove_orphaned_staging(folder: Path, name: str) -> None:
+    """Remove the staging folders `new_staging_folder` made in `folder` for `name` and older than
+    ORPHAN_AGE_SECONDS.
+
+    Why: as for `remove_orphaned_temporaries`, a process killed while filling one (SIGKILL) runs no cleanup,
+    and its hidden '.<name>.XXXXXXXX.partial' folder (a half-written model, megabytes to gigabytes) stayed
+    forever (QA). Only real folders, not links, of exactly that name form.
+    """
+    pattern = re.compile(rf"{re.escape(_hidden_prefix(name, '.partial'))}\w{{{_RANDOM_PART}}}\.partial")
+    for path, info in _old_entries(folder, pattern):
+        if stat.S_ISDIR(info.st_mode):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _old_entries(folder: Path, pattern: re.Pattern[str]) -> Iterator[tuple[str, os.stat_result]]:
+    """Entries of `folder` whose name is `pattern` and whose own mtime (links not followed) is older than
+    ORPHAN_AGE_SECONDS: a live run's temporary is seconds old. A missing folder has none."""
     now = time.time()
     try:
         entries = os.scandir(folder)
@@ -288,10 +311,10 @@ def remove_orphaned_temporaries(folder: Path, names: Collection[str]) -> None:
                 continue
             try:
                 info = entry.stat(follow_symlinks=False)
-                if stat.S_ISREG(info.st_mode) and now - info.st_mtime > ORPHAN_AGE_SECONDS:
-                    os.unlink(entry.path)
             except OSError:
-                continue  # gone meanwhile, or not ours to remove: it stays, as before
+                continue  # gone meanwhile
+            if now - info.st_mtime > ORPHAN_AGE_SECONDS:
+                yield entry.path, info
 
 
 def atomic_write_text(target: str | Path, text: str) -> None:
@@ -315,17 +338,25 @@ def atomic_folder(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     try:
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=_hidden_prefix(target.name, ".partial"),
-                                        suffix=".partial"))
+        staging = new_staging_folder(target)
     except OSError as err:
         raise OutputWriteError(f"cannot write {target}: {err.strerror or err}") from None
     try:
-        os.chmod(staging, 0o777 & ~_umask())  # what mkdir gives (mkdtemp's is 0700)
         yield staging
         replace_folder(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def new_staging_folder(target: Path) -> Path:
+    """An empty hidden folder beside `target` to fill before it takes `target`'s place: '.<name>.XXXXXXXX.partial',
+    the form `remove_orphaned_staging` removes once a killed process left it, with the mode mkdir gives
+    (mkdtemp's is 0700)."""
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=_hidden_prefix(target.name, ".partial"),
+                                    suffix=".partial"))
+    os.chmod(staging, 0o777 & ~_umask())
+    return staging
 
 
 def replace_folder(new: str | Path, target: str | Path) -> None:

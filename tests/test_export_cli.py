@@ -263,6 +263,23 @@ def test_an_export_removes_the_old_temporaries_a_killed_export_left_beside_its_o
     assert sorted(p.name for p in tmp_path.iterdir()) == [".m.onnx.writing.tmp", "m.onnx"]
 
 
+def test_a_triton_repo_export_removes_the_old_staging_folders_a_killed_export_left(model_dir, tmp_path):
+    """SIGKILL runs no cleanup: a killed triton-repo export left its hidden ONNX folder beside the repository and
+    its model's staging folder inside it, which no later export removed (QA)."""
+    repo = tmp_path / "repo"
+    beside, inside, fresh = (tmp_path / ".repo.k1ll3d_x.partial", repo / ".langbrt.k1ll3d_x.partial",
+                             tmp_path / ".repo.wr1t1ng_.partial")
+    for folder in (beside, inside, fresh):
+        folder.mkdir(parents=True)
+        (folder / "model.onnx").write_bytes(b"half an ONNX file")
+    long_ago = time.time() - 2 * ORPHAN_AGE_SECONDS
+    for folder in (beside, inside):
+        os.utime(folder, (long_ago, long_ago))
+    assert main(["--model", str(model_dir), "--format", "triton-repo", "--output", str(repo)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".repo.wr1t1ng_.partial", "repo"]
+    assert sorted(p.name for p in repo.iterdir()) == ["langbrt"]
+
+
 def test_a_single_file_checkpoint_exports_and_its_hash_is_the_file_sha256(model_dir, tmp_path, capsys):
     single = LangBRT.from_pretrained(model_dir).save_pretrained(tmp_path / "m.safetensors")
     out = tmp_path / "m.onnx"
