@@ -115,13 +115,14 @@ def profile_shapes(shape: Sequence[int], batch_sizes: Sequence[int]) -> tuple[li
 
 
 def rebuild_command(engine_path: str | Path, model_dir: str | Path | None, batch_sizes: Sequence[int],
-                    attention: str = "subgraph") -> str:
-    """The exact `langbrt-export` command that rebuilds this engine."""
+                    attention: str = "subgraph", fp16: bool = True) -> str:
+    """The exact `langbrt-export` command that rebuilds this engine, in its precision (an fp32 engine's used to
+    say --fp16, and rebuilt an fp16 one)."""
     model = str(model_dir) if model_dir is not None else "MODEL_DIR"
     sizes = " ".join(str(b) for b in batch_sizes)
-    plugin = " --attention plugin" if attention == "plugin" else ""
-    return (f"langbrt-export --model {model} --format engine --output {engine_path} --batch-sizes {sizes} "
-            f"--fp16{plugin}")
+    flags = " --fp16" if fp16 else ""
+    flags += " --attention plugin" if attention == "plugin" else ""
+    return f"langbrt-export --model {model} --format engine --output {engine_path} --batch-sizes {sizes}{flags}"
 
 
 def engine_metadata(metadata: ArtifactMetadata, *, fp16: bool, trt_version: str, gpu_name: str,
@@ -219,7 +220,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, fp16: bool =
         metadata, fp16=fp16, trt_version=trt.__version__, gpu_name=props.name,
         compute_capability=f"{props.major}.{props.minor}", inputs=inputs, outputs=outputs,
         batch_sizes=batch_sizes,
-        command=rebuild_command(engine_path, model_dir, batch_sizes, "plugin" if plugin else "subgraph"),
+        command=rebuild_command(engine_path, model_dir, batch_sizes, "plugin" if plugin else "subgraph", fp16),
         digest=engine_digest(engine_bytes),
     )
     # Both files are written and synced before either is renamed into place, the engine first: a crash or

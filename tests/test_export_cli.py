@@ -35,7 +35,13 @@ from langbrt.export import triton_repo as triton_repo_module
 from langbrt.export.cli import main
 from langbrt.export.exporter import FORMATS
 from langbrt.export.onnx_export import max_opset, read_onnx_metadata
-from langbrt.export.tensorrt_export import check_engine_compatible, profile_shapes, rebuild_command, sidecar_path
+from langbrt.export.tensorrt_export import (
+    check_engine_compatible,
+    profile_shapes,
+    read_engine_sidecar,
+    rebuild_command,
+    sidecar_path,
+)
 from langbrt.export.triton_repo import RepoKind, config_pbtxt, write_triton_repository
 from langbrt.text import default_text_encoder
 
@@ -410,6 +416,19 @@ def test_an_engine_whose_sidecar_cannot_be_written_is_not_left_behind(model_dir,
     assert main(["--model", str(model_dir), "--format", "engine", "--output", str(tmp_path / "m.plan")]) == 4
     assert "No space left on device" in _one_line_error(capsys)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+@pytest.mark.parametrize("fp16", [[], ["--fp16"]])
+def test_an_engine_records_the_command_that_rebuilds_that_engine(model_dir, tmp_path, monkeypatch, fp16):
+    """An fp32 engine (--format engine without --fp16) recorded a rebuild command with --fp16: following it
+    gave an fp16 engine, which `langbrt-infer --precision fp32` then refuses (QA)."""
+    install_tensorrt(monkeypatch, fake_tensorrt())
+    monkeypatch.setattr(exporter_module, "export_onnx", _stub_onnx)
+    engine = tmp_path / "m.plan"
+    argv = ["--model", str(model_dir), "--format", "engine", "--output", str(engine), "--batch-sizes", "1", "4"]
+    assert main([*argv, *fp16]) == 0
+    command = read_engine_sidecar(engine).extras["rebuild_command"]
+    assert command == f"langbrt-export {' '.join([*argv, *fp16])}"
 
 
 def test_json_keeps_stdout_one_object_while_build_bars_draw_on_a_terminal(model_dir, tmp_path, capsys, monkeypatch):
