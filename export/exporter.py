@@ -26,7 +26,7 @@ from langbrt.text import normalize_prompt
 
 from .graph import DEFAULT_EXTRA_PROMPT_SLOTS
 from .onnx_export import ATTENTION_EXPORTS, DEFAULT_OPSET, check_export_options, export_onnx
-from .tensorrt_export import DEFAULT_BATCH_SIZES, build_engine, require_tensorrt, sidecar_path
+from .tensorrt_export import DEFAULT_BATCH_SIZES, build_engine, rebuild_command, require_tensorrt, sidecar_path
 from .triton_repo import MODEL_NAME, RepoKind, check_model_folder, write_triton_repository
 
 LOGGER = logging.getLogger("langbrt.export")
@@ -146,7 +146,9 @@ class Exporter:
             artifact = self._onnx(artifact_dir / "model.onnx", 0)
             kind = RepoKind.ONNX
             if self.options.fp16:
-                artifact = self._engine(artifact, artifact_dir / "model.plan")
+                command = rebuild_command(output, self.model_dir, self.options.batch_sizes, self.options.attention,
+                                          export_format="triton-repo")
+                artifact = self._engine(artifact, artifact_dir / "model.plan", command)
                 kind = RepoKind.ENGINE
             max_batch = max(self.options.batch_sizes) if kind is RepoKind.ENGINE else 32
             preferred = tuple(b for b in (4, 8, 16) if b <= max_batch) or (max_batch,)
@@ -161,9 +163,9 @@ class Exporter:
                            prompts=list(self.options.prompts), checkpoint_dir=self.model_dir,
                            attention=self.options.attention)
 
-    def _engine(self, onnx_path: Path, output: Path) -> Path:
+    def _engine(self, onnx_path: Path, output: Path, command: str | None = None) -> Path:
         return build_engine(onnx_path, output, fp16=self.options.fp16, batch_sizes=self.options.batch_sizes,
-                            timing_cache=self.options.timing_cache, model_dir=self.model_dir)
+                            timing_cache=self.options.timing_cache, model_dir=self.model_dir, command=command)
 
 
 def export_model(model_dir: str | Path, format: str, output: str | Path,

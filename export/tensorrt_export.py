@@ -114,15 +114,16 @@ def profile_shapes(shape: Sequence[int], batch_sizes: Sequence[int]) -> tuple[li
     return [1, *low], [sizes[len(sizes) // 2], *opt], [sizes[-1], *high]
 
 
-def rebuild_command(engine_path: str | Path, model_dir: str | Path | None, batch_sizes: Sequence[int],
-                    attention: str = "subgraph", fp16: bool = True) -> str:
+def rebuild_command(output: str | Path, model_dir: str | Path | None, batch_sizes: Sequence[int],
+                    attention: str = "subgraph", fp16: bool = True, export_format: str = "engine") -> str:
     """The exact `langbrt-export` command that rebuilds this engine, in its precision (an fp32 engine's used to
-    say --fp16, and rebuilt an fp16 one)."""
+    say --fp16, and rebuilt an fp16 one); `output` is the engine, or the repository of a triton-repo's."""
     model = str(model_dir) if model_dir is not None else "MODEL_DIR"
     sizes = " ".join(str(b) for b in batch_sizes)
     flags = " --fp16" if fp16 else ""
     flags += " --attention plugin" if attention == "plugin" else ""
-    return f"langbrt-export --model {model} --format engine --output {engine_path} --batch-sizes {sizes}{flags}"
+    return (f"langbrt-export --model {model} --format {export_format} --output {output} --batch-sizes {sizes}"
+            f"{flags}")
 
 
 def engine_metadata(metadata: ArtifactMetadata, *, fp16: bool, trt_version: str, gpu_name: str,
@@ -165,8 +166,12 @@ def check_engine_compatible(sidecar: str | Path | ArtifactMetadata, trt_version:
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, *, fp16: bool = True,
                  batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES, timing_cache: str | Path | None = None,
-                 workspace_gb: float = DEFAULT_WORKSPACE_GB, model_dir: str | Path | None = None) -> Path:
-    """Build and serialize an engine (atomically) plus its sidecar JSON; return the engine path."""
+                 workspace_gb: float = DEFAULT_WORKSPACE_GB, model_dir: str | Path | None = None,
+                 command: str | None = None) -> Path:
+    """Build and serialize an engine (atomically) plus its sidecar JSON; return the engine path.
+
+    `command` is the rebuild command the sidecar records, when not `rebuild_command`'s for `engine_path`: a
+    triton-repo's engine is built in a temporary folder, and rebuilt by exporting the repository again."""
     require_tensorrt()
     import tensorrt as trt
 
@@ -220,7 +225,8 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, fp16: bool =
         metadata, fp16=fp16, trt_version=trt.__version__, gpu_name=props.name,
         compute_capability=f"{props.major}.{props.minor}", inputs=inputs, outputs=outputs,
         batch_sizes=batch_sizes,
-        command=rebuild_command(engine_path, model_dir, batch_sizes, "plugin" if plugin else "subgraph", fp16),
+        command=command or rebuild_command(engine_path, model_dir, batch_sizes, "plugin" if plugin else "subgraph",
+                                           fp16),
         digest=engine_digest(engine_bytes),
     )
     # Both files are written and synced before either is renamed into place, the engine first: a crash or

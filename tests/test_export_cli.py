@@ -431,6 +431,18 @@ def test_an_engine_records_the_command_that_rebuilds_that_engine(model_dir, tmp_
     assert command == f"langbrt-export {' '.join([*argv, *fp16])}"
 
 
+def test_a_triton_repo_engine_records_the_command_that_rebuilds_the_repository(model_dir, tmp_path, monkeypatch):
+    """The engine of `--format triton-repo --fp16` is built in a hidden temporary folder, and its langbrt.json
+    recorded `--format engine --output <that folder>/model.plan`: a folder gone once the export ends (QA)."""
+    install_tensorrt(monkeypatch, fake_tensorrt())
+    monkeypatch.setattr(exporter_module, "export_onnx", _stub_onnx)
+    argv = ["--model", str(model_dir), "--format", "triton-repo", "--output", str(tmp_path / "repo"),
+            "--batch-sizes", "1", "4", "--fp16"]
+    assert main(argv) == 0
+    metadata = ArtifactMetadata.from_json((tmp_path / "repo" / "langbrt" / "langbrt.json").read_text(), "json")
+    assert metadata.extras["rebuild_command"] == f"langbrt-export {' '.join(argv)}"
+
+
 def test_json_keeps_stdout_one_object_while_build_bars_draw_on_a_terminal(model_dir, tmp_path, capsys, monkeypatch):
     install_tensorrt(monkeypatch, fake_tensorrt())
     monkeypatch.setattr(exporter_module, "export_onnx", _stub_onnx)
