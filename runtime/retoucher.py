@@ -124,11 +124,29 @@ class Retoucher:
                                     "for one photo: retouch([photo], prompts)")
         rgbs = [_as_rgb(image, i) for i, image in enumerate(images)]
         lists = self.resolve_prompts(prompts, len(rgbs))
+        for own in dict.fromkeys(tuple(p) for p in lists):  # a photo whose own prompts cannot run: before any work
+            self.backend.prepare_prompts([list(own)])
         results: list[RetouchResult] = []
         for start in range(0, len(rgbs), self.batch_size):
             chunk = slice(start, start + self.batch_size)
-            results += self._retouch_batch(rgbs[chunk], lists[chunk])
+            results += self._retouch_fitting(rgbs[chunk], lists[chunk])
         return results
+
+    def _retouch_fitting(self, rgbs: list[torch.Tensor], prompts: list[list[str]]) -> list[RetouchResult]:
+        """`_retouch_batch`, in halves while the backend refuses the batch's prompts together.
+
+        Why: an export's extra prompt slots are shared by one call, so photos that each fit could fail as the
+        batch this retoucher formed of them (QA: 3 photos with one new prompt each, 2 slots); as the server's
+        batcher does, a batch is split until it fits (`retouch` checked that each photo's prompts do).
+        """
+        if len(rgbs) > 1:
+            try:
+                self.backend.prepare_prompts(prompts)
+            except LangBRTInputError:
+                half = len(rgbs) // 2
+                return (self._retouch_fitting(rgbs[:half], prompts[:half])
+                        + self._retouch_fitting(rgbs[half:], prompts[half:]))
+        return self._retouch_batch(rgbs, prompts)
 
     def _retouch_batch(self, rgbs: list[torch.Tensor], prompts: list[list[str]]) -> list[RetouchResult]:
         t0 = time.perf_counter()

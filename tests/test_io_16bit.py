@@ -226,6 +226,9 @@ class _ZeroMaskBackend:
     name, device, image_size = "fake", "cpu", 32
     prompts = predefined_prompts = ["acne on the cheeks"]
 
+    def prepare_prompts(self, prompts: object) -> None:
+        pass  # any prompt runs
+
     def run(self, images: torch.Tensor, prompts: object) -> BackendOutput:
         zeros = torch.zeros(images.shape[0], 1, 32, 32)
         return BackendOutput(image=1.0 - images, mask=zeros, maps=zeros)

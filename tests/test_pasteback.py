@@ -31,6 +31,9 @@ class DiscBackend:
         self.disc = (((yy - S / 2) ** 2 + (xx - S / 2) ** 2) < (radius * S) ** 2).float()[None]  # (1, S, S)
         self.delta = delta
 
+    def prepare_prompts(self, prompts: object) -> None:
+        pass  # any prompt runs
+
     def run(self, images: torch.Tensor, prompts: Sequence[Sequence[str]]) -> BackendOutput:
         B = images.shape[0]
         mask = self.disc.expand(B, 1, S, S)

@@ -125,6 +125,21 @@ def test_more_new_prompts_than_extra_slots_lists_the_available_ones(backends):
         backends[1].run(torch.rand(1, 3, 64, 64), [["new one", "new two", "new three"]])
 
 
+def test_images_with_their_own_new_prompts_are_batched_to_fit_the_extra_slots(backends):
+    """Three photos, each with one new prompt, against an export with 2 extra slots: each photo fits, but the
+    retoucher's own batch of all three did not, and `retouch` refused them all (QA); one photo with more new
+    prompts than slots is still refused."""
+    retoucher = Retoucher(backends[1])
+    images = [torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    asked = [[f"a new blemish number {i}"] for i in range(3)]
+    results = retoucher.retouch(images, asked)
+    assert [r.prompts for r in results] == asked
+    [alone] = retoucher.retouch(images[2:], asked[2:])
+    torch.testing.assert_close(results[2].image, alone.image, atol=1e-5, rtol=1e-5)
+    with pytest.raises(LangBRTInputError, match="extra prompt slots"):
+        retoucher.retouch(images[:1], [["new one", "new two", "new three"]])
+
+
 def test_unknown_backend_and_missing_model_are_clear_errors(tmp_path, artifacts):
     with pytest.raises(LangBRTInputError, match="unknown backend"):
         Retoucher.load(artifacts[0], backend="tflite")
