@@ -6,7 +6,7 @@ run (no GPU, no TensorRT, fp16 on CPU) are listed as skipped with the reason, ne
 
 Cost model (per image, batch B, written down so the roofline can be checked by hand):
   FLOPs        = FlopCounterMode count of one torch `forward_table` at batch 1 (needs a checkpoint folder;
-                 exported artifacts reuse the count of a checkpoint given with the same image size)
+                 an exported artifact reuses the count of the --model checkpoint its model_hash names)
   bytes moved  = weight_bytes / B + input bytes (3*S*S*e) + output bytes ((3 + 1 + T)*S*S*e),
                  e = 4 (fp32) or 2 (fp16); activations inside the network are assumed to stay on chip
   bound (s)    = max(FLOPs / peak_flops, bytes / peak_bandwidth)   (peak table below; CPU: unknown -> null)
