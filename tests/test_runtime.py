@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from langbrt import CheckpointError, LangBRT, LangBRTConfig, LangBRTError, LangBRTInputError
-from langbrt.artifact import ARTIFACT_VERSION, ENGINE_DIGEST_KEY, engine_digest
+from langbrt.artifact import ARTIFACT_VERSION, ENGINE_DIGEST_KEY, ArtifactMetadata, engine_digest
 from langbrt.export.onnx_export import export_onnx
 from langbrt.runtime import Retoucher
 from langbrt.runtime.backends import Backend, load_backend
@@ -250,6 +250,23 @@ def _fake_tensorrt(version: str, deserialized: list[bytes]) -> types.SimpleNames
             return None
 
     return types.SimpleNamespace(__version__=version, Logger=Logger, Runtime=Runtime)
+
+
+def test_an_engine_built_elsewhere_is_refused_with_the_command_its_sidecar_records(tmp_path, monkeypatch):
+    """The loader said `--format engine --fp16` for every engine: for an fp32 one (or one of other batch sizes,
+    or plugin attention) that rebuilt a different engine. The sidecar records the exact command (QA)."""
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"not really an engine")
+    command = "langbrt-export --model runs/ckpt --format engine --output model.engine --batch-sizes 1 4"
+    meta = ArtifactMetadata(64, PROMPTS, [0, 1], "minilm:all-MiniLM-L6-v2", 384, "x", 0,
+                            extras={"tensorrt": "10.9.0", "rebuild_command": command})
+    (tmp_path / "model.engine.json").write_text(meta.to_json())
+    monkeypatch.setitem(sys.modules, "tensorrt", _fake_tensorrt("10.11.0", []))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Fake GPU")
+    with pytest.raises(CheckpointError, match=r"this machine has 10\.11\.0; rebuild: (.*)$") as err:
+        Retoucher.load(engine)
+    assert str(err.value).endswith(f"rebuild: {command}")
 
 
 @pytest.mark.parametrize("machine", ["no-tensorrt", "tensorrt-no-cuda", "other-tensorrt-version", "cuda"])

@@ -106,6 +106,9 @@ class TensorRTBackend(ArtifactBackend):
             raise CheckpointError(f"{path}: its metadata file {sidecar} is unreadable ({err}); "
                                   f"rebuild: {rebuild}") from None
         metadata = ArtifactMetadata.from_json(text, str(path))
+        recorded = metadata.extras.get("rebuild_command")
+        if isinstance(recorded, str) and recorded:  # the export's own: this engine's precision, sizes, attention
+            rebuild = recorded
         device = device or "cuda"
         gpu = torch.cuda.get_device_name(torch.device(device))
         built = metadata.extras
