@@ -274,13 +274,8 @@ def remove_orphaned_temporaries(folder: Path, names: Collection[str]) -> None:
     form for the given outputs, only regular files, and only old ones: a live run's temporary is seconds old.
     """
     stems = "|".join(re.escape(_hidden_prefix(name, ".tmp")[1:-1]) for name in names)
-    if not stems:
-        return
-    pattern = re.compile(rf"\.\.?(?:{stems})\.\w{{{_RANDOM_PART}}}\.tmp(?:\.\w{{{_RANDOM_PART}}}\.tmp)?")
-    for path, info in _old_entries(folder, pattern):
-        if stat.S_ISREG(info.st_mode):
-            with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove: it stays, as before
-                os.unlink(path)
+    if stems:
+        _remove_entries(folder, _temporary_files(stems), folders=False, older_than=ORPHAN_AGE_SECONDS)
 
 
 def remove_orphaned_staging(folder: Path, name: str) -> None:
@@ -292,15 +287,50 @@ def remove_orphaned_staging(folder: Path, name: str) -> None:
     forever (QA). Only real folders, not links, of exactly that name form.
     """
     pattern = re.compile(rf"{re.escape(_hidden_prefix(name, '.partial'))}\w{{{_RANDOM_PART}}}\.partial")
-    for path, info in _old_entries(folder, pattern):
-        if stat.S_ISDIR(info.st_mode):
-            shutil.rmtree(path, ignore_errors=True)
+    _remove_entries(folder, pattern, folders=True, older_than=ORPHAN_AGE_SECONDS)
 
 
-def _old_entries(folder: Path, pattern: re.Pattern[str]) -> Iterator[tuple[str, os.stat_result]]:
-    """Entries of `folder` whose name is `pattern` and whose own mtime (links not followed) is older than
-    ORPHAN_AGE_SECONDS: a live run's temporary is seconds old. A missing folder has none."""
+def remove_leftovers_of_locked_folder(folder: Path, *, files: str = "", folders: str = "") -> None:
+    """Remove, whatever their age, the temporary files `atomic_path` and `atomic_paths` left in `folder` beside a
+    name matching the regular expression `files`, and the staging folders `atomic_folder` left beside a name
+    matching `folders` (exactly '.<name>.XXXXXXXX.partial', folders only).
+
+    Only for a caller that holds the lock every writer of `folder` takes (a training run's OUTPUT, `RunLock`):
+    then none of them is a live process's, so no age has to tell. Why: a training run SIGKILLed while saving a
+    checkpoint left its staging folder (the weights and the optimizer state, up to GBs) in OUTPUT forever, and
+    the --resume that followed at once would keep it for an hour under `remove_orphaned_temporaries`' rule.
+    """
+    if files:
+        _remove_entries(folder, _temporary_files(files), folders=False, older_than=None)
+    if folders:
+        staging = re.compile(rf"\.(?:{folders})\.\w{{{_RANDOM_PART}}}\.partial")
+        _remove_entries(folder, staging, folders=True, older_than=None)
+
+
+def _temporary_files(stems: str) -> re.Pattern[str]:
+    """The names of our temporary files beside a name matching `stems`: '.<name>.XXXXXXXX.tmp', and
+    '..<name>.XXXXXXXX.tmp.XXXXXXXX.tmp' (an image written into a staged file)."""
+    return re.compile(rf"\.\.?(?:{stems})\.\w{{{_RANDOM_PART}}}\.tmp(?:\.\w{{{_RANDOM_PART}}}\.tmp)?")
+
+
+def _remove_entries(folder: Path, pattern: re.Pattern[str], *, folders: bool, older_than: float | None) -> None:
+    """Remove the entries of `folder` whose whole name matches `pattern`, that are folders (`folders`) or regular
+    files (not `folders`; a symlink is neither) and, unless `older_than` is None, were last modified over
+    `older_than` seconds ago (a live run's temporary is seconds old)."""
     now = time.time()
+    for path, info in _matching_entries(folder, pattern):
+        if older_than is not None and now - info.st_mtime <= older_than:
+            continue
+        if folders and stat.S_ISDIR(info.st_mode):
+            shutil.rmtree(path, ignore_errors=True)
+        elif not folders and stat.S_ISREG(info.st_mode):
+            with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove: it stays, as before
+                os.unlink(path)
+
+
+def _matching_entries(folder: Path, pattern: re.Pattern[str]) -> Iterator[tuple[str, os.stat_result]]:
+    """Entries of `folder` whose whole name matches `pattern`, with their own stat (links not followed). A
+    missing folder has none."""
     try:
         entries = os.scandir(folder)
     except OSError:
@@ -310,11 +340,9 @@ def _old_entries(folder: Path, pattern: re.Pattern[str]) -> Iterator[tuple[str, 
             if not pattern.fullmatch(entry.name):
                 continue
             try:
-                info = entry.stat(follow_symlinks=False)
+                yield entry.path, entry.stat(follow_symlinks=False)
             except OSError:
                 continue  # gone meanwhile
-            if now - info.st_mtime > ORPHAN_AGE_SECONDS:
-                yield entry.path, info
 
 
 def atomic_write_text(target: str | Path, text: str) -> None:

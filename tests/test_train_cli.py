@@ -317,6 +317,57 @@ def test_a_run_into_a_folder_a_live_run_is_writing_to_is_refused_and_writes_noth
     assert result.exit_code == 0, result.output
 
 
+# Stands in for the out-of-memory killer: SIGKILL inside the second checkpoint's staging folder, weights written.
+_KILLED_WHILE_SAVING = """
+import os, signal, sys
+import langbrt.training.train_state as train_state
+from langbrt.training.cli_train import main
+real, calls = train_state.write_checkpoint_files, []
+def write_then_die(model, folder):
+    real(model, folder)
+    calls.append(folder)
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+train_state.write_checkpoint_files = write_then_die
+main(sys.argv[1:])
+"""
+
+
+def test_a_resume_removes_what_a_killed_run_left_hidden_and_nothing_else(tmp_path):
+    """SIGKILL runs no cleanup: a checkpoint's staging folder (weights and optimizer state) stayed in OUTPUT
+    forever. The next run into OUTPUT, holding its lock, removes our exact temporaries whatever their age, and
+    leaves every lookalike (another name, a file where a folder is staged, a symlink, the '.old' copy)."""
+    out = tmp_path / "run a"
+    killed = subprocess.run([sys.executable, "-c", _KILLED_WHILE_SAVING, "--steps", "3", "--checkpoint-every", "1",
+                             "--batch-size", "2", "--synthetic-length", "8", "--output", str(out), *FAST],
+                            capture_output=True, text=True, env=ENV, timeout=120)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    staged = list((out / "checkpoints").glob(".step_000002.*.partial"))
+    assert len(staged) == 1 and (staged[0] / "model.safetensors").is_file()
+    left = [out / ".final.k1ll3d_x.partial", out / "samples/.step_000002.png.k1ll3d_x.tmp",
+            out / ".train_config.json.k1ll3d_x.tmp", out / "..log.jsonl.k1ll3d_x.tmp.0nested0.tmp"]
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    kept = [out / "checkpoints/.step_000009.k1ll3d_x.partial", out / "checkpoints/.notes.k1ll3d_x.partial",
+            out / "checkpoints/.step_000009.short.partial", out / ".final.old", out / ".final.symlink0.partial",
+            out / ".model.onnx.k1ll3d_x.tmp"]
+    left[0].mkdir()
+    left[1].write_bytes(b"half a png")
+    left[2].write_text("{")
+    left[3].write_text("")
+    kept[0].write_text("a file, not a staging folder")
+    for folder in kept[1:4]:
+        folder.mkdir()
+    kept[4].symlink_to(outside, target_is_directory=True)
+    kept[5].write_bytes(b"another command's")
+    result = run_cli("--resume", str(out / "checkpoints/step_000001"), "--steps", "2", "--checkpoint-every", "1",
+                     "--output", str(out))
+    assert result.exit_code == 0, result.output
+    assert not any(os.path.lexists(path) for path in [*staged, *left])
+    assert all(os.path.lexists(path) for path in kept) and outside.is_dir()
+    assert (out / "final/trainer_state.pt").is_file()
+
+
 def test_two_new_runs_started_into_one_empty_folder_at_once_write_one_run(tmp_path, monkeypatch):
     """Both pass the folder checks (nothing is written yet); the second to reach the lock, taken once OUTPUT
     exists and before the run writes anything, stops there. The first run's lock stands in here, taken while

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import random
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,19 +23,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from langbrt.atomic import atomic_folder, atomic_path
+from langbrt.atomic import atomic_folder, atomic_path, remove_leftovers_of_locked_folder
 from langbrt.checkpoint import WRITE_ERRORS, weights_mismatch, write_checkpoint_files, write_failure
 from langbrt.errors import CheckpointError, LangBRTInputError, OutputWriteError
 from langbrt.model import LangBRT
 from langbrt.output_paths import check_name_lengths, overlap, refuse_dangling_link
 from langbrt.training.run_lock import RunLock
-from langbrt.training.run_log import JSONL_FILE
+from langbrt.training.run_log import JSONL_FILE, SAMPLES_DIR
 from langbrt.training.train_config import TrainConfig
 
 STATE_FILE = "trainer_state.pt"
 CONFIG_FILE = "train_config.json"
 FINAL_DIR = "final"
 CHECKPOINTS_DIR = "checkpoints"
+STEP_NAME = r"step_\d{6,}"  # checkpoints/step_000100, samples/step_000100.png
 
 
 class EMA:
@@ -230,3 +232,19 @@ def prepare_output(output: Path) -> None:
         (output / ".write_test").unlink()
     except OSError as err:
         raise LangBRTInputError(f"{output}: output folder is not writable ({err.strerror or err})") from None
+
+
+def remove_killed_runs_leftovers(output: Path) -> None:
+    """Remove what a run into `output` killed mid-write (SIGKILL, the out-of-memory killer: no cleanup runs) left
+    hidden there: checkpoint staging folders ('checkpoints/.step_000100.XXXXXXXX.partial', '.final.XXXXXXXX.partial',
+    the weights and optimizer state, up to GBs) and the temporary files of the run's config, log and sample grids.
+    Any step's, not only those this run writes: a resume with another --checkpoint-every writes other names.
+
+    Call it holding `output`'s `RunLock`: a run writes these only while it holds that lock, so none of them belongs
+    to a live run, however new (a run's '.write_test' comes before its lock, and is left alone). A moved-aside
+    '.NAME.old' folder is kept: it may be the only copy of a checkpoint (see `replace_folder`).
+    """
+    top_files = "|".join(re.escape(name) for name in (CONFIG_FILE, JSONL_FILE))
+    remove_leftovers_of_locked_folder(output, files=top_files, folders=re.escape(FINAL_DIR))
+    remove_leftovers_of_locked_folder(output / CHECKPOINTS_DIR, folders=STEP_NAME)
+    remove_leftovers_of_locked_folder(output / SAMPLES_DIR, files=rf"{STEP_NAME}\.png")

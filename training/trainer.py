@@ -63,6 +63,7 @@ from langbrt.training.train_state import (
     load_matching,
     load_trainer_state,
     prepare_output,
+    remove_killed_runs_leftovers,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -252,6 +253,7 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
         if info.is_main:
             prepare_output(output)
             lock.acquire()  # rank 0 writes OUTPUT; a second run into it stops here, before writing anything
+            remove_killed_runs_leftovers(output)
             with _run_output_written(resume):
                 atomic_write_text(output / CONFIG_FILE, cfg.to_json())
         opt_g = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=cfg.betas)
