@@ -464,6 +464,21 @@ def test_a_full_disk_while_logging_exits_4_with_one_line_naming_the_log(tmp_path
                              "checkpoint was written yet; make room and start again\n")
 
 
+@pytest.mark.parametrize("saved", [{}, torch.zeros(3), {"step": 5}, {"step": "1"}, {"step": -1}],
+                         ids=["empty dict", "tensor", "no weights", "step not a number", "negative step"])
+def test_a_trainer_state_that_loads_but_is_not_one_is_one_line(run_dir, tmp_path, saved):
+    """QA: a trainer_state.pt torch reads but langbrt-train did not write (another tool's file under that name, a
+    damaged save) ended in a KeyError / TypeError traceback; it is one line naming the file, exit 2."""
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(run_dir / "final", checkpoint)
+    torch.save(saved, checkpoint / "trainer_state.pt")
+    result = run_cli("--resume", str(checkpoint), "--steps", "3", "--output", str(tmp_path / "out"))
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(f"{ERROR}{checkpoint / 'trainer_state.pt'}: not a trainer state langbrt-train "
+                                    "saved"), result.output
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("what", ["missing", "weights file"])
 def test_resume_from_something_that_is_not_a_checkpoint_folder_says_where_to_resume_from(run_dir, tmp_path, what):
     target = tmp_path / "nope" if what == "missing" else run_dir / "final/model.safetensors"

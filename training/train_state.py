@@ -137,9 +137,30 @@ def load_trainer_state(directory: Path) -> dict[str, Any]:
         raise LangBRTInputError(f"{directory}: cannot resume, no {STATE_FILE} (pass a checkpoint folder "
                                 f"such as OUTPUT/checkpoints/step_001000)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a damaged pickle can raise almost anything; the user needs the file name
         raise LangBRTInputError(f"{path}: unreadable trainer state ({type(err).__name__}: {err})") from None
+    _check_trainer_state(path, state)
+    return state
+
+
+# What every trainer_state.pt holds (`ema` and `data_order` may be absent or None), with the type each must have.
+_STATE_ENTRIES = {"step": int, "model_raw": dict, "discriminator": dict, "opt_g": dict, "opt_d": dict,
+                  "sched_g": dict, "sched_d": dict, "rng": dict}
+
+
+def _check_trainer_state(path: Path, state: object) -> None:
+    """One line for a file torch reads that is not a trainer state `save_checkpoint` wrote (another tool's file
+    under that name): its missing entry was a KeyError or TypeError traceback halfway through the resume."""
+    if not isinstance(state, dict):
+        wrong = f"it holds a {type(state).__name__}"
+    else:
+        bad = [key for key, kind in _STATE_ENTRIES.items() if not isinstance(state.get(key), kind)]
+        wrong = (f"no valid {', '.join(bad)}" if bad else
+                 f"step {state['step']} is negative" if state["step"] < 0 else "")
+    if wrong:
+        raise LangBRTInputError(f"{path}: not a trainer state langbrt-train saved ({wrong}); keep trainer_state.pt "
+                                "with the weights of the same run")
 
 
 def check_resume(cfg: TrainConfig, checkpoint: Path, state: dict[str, Any]) -> None:
