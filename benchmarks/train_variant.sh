@@ -1,6 +1,7 @@
 # Sourced by the quality-suite scripts: `train NAME FLAGS...` trains one variant with the caller's COMMON flags
 # into RUNS/NAME (BIN holds langbrt-train). A variant whose RUNS/NAME/final exists is not retrained, so an
-# interrupted suite resumes where it stopped; a failed variant is reported and the others still run.
+# interrupted suite resumes where it stopped; a failed variant is reported and the others still run; Ctrl-C
+# (langbrt-train's exit 130) stops the script.
 
 train() {  # NAME FLAGS...
     local name=$1
@@ -14,9 +15,13 @@ train() {  # NAME FLAGS...
         rm -rf "${RUNS:?}/$name"
     fi
     echo "== $name: langbrt-train ${COMMON[*]} $* --output $RUNS/$name"
-    local start=$SECONDS
-    if "$BIN/langbrt-train" "${COMMON[@]}" "$@" --output "$RUNS/$name"; then
+    local start=$SECONDS status=0
+    "$BIN/langbrt-train" "${COMMON[@]}" "$@" --output "$RUNS/$name" || status=$?
+    if ((status == 0)); then
         echo "== $name: $((SECONDS - start)) s"
+    elif ((status == 130)); then  # Ctrl-C: langbrt-train exits 130, not by SIGINT, so bash alone would go on
+        echo "== $name: interrupted; run the script again to go on (finished variants are kept)"
+        exit 130
     else
         echo "== $name: FAILED after $((SECONDS - start)) s, left out of the suite"
     fi

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -144,3 +146,19 @@ def test_an_unreadable_train_config_beside_a_checkpoint_is_one_line_naming_it(tm
     with pytest.raises(LangBRTInputError, match=f"^{tmp_path / 'train_config.json'}: unreadable train config "
                                                 "\\(nested too deeply\\)$"):
         checkpoint_info(tmp_path / "final")
+
+
+def test_ctrl_c_in_a_variant_stops_the_benchmark_script(tmp_path):
+    """QA: langbrt-train exits 130 on Ctrl-C rather than dying by SIGINT, so bash took it for a failed variant and
+    trained the next one (seven Ctrl-Cs to stop `bash benchmarks/quality_suite.sh`), then ran the scoring."""
+    calls = tmp_path / "calls"
+    for tool, status in (("langbrt-train", 130), ("langbrt-eval", 0)):
+        script = tmp_path / tool
+        script.write_text(f'#!/bin/sh\necho "{tool}" >> "{calls}"\necho "Interrupted: ..." >&2\nexit {status}\n')
+        script.chmod(0o755)
+    env = {**os.environ, "BIN": str(tmp_path), "RUNS": str(tmp_path / "runs"), "OUT": str(tmp_path / "out.json")}
+    script = Path(__file__).resolve().parent.parent / "benchmarks/quality_suite.sh"
+    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 130, proc.stdout + proc.stderr
+    assert calls.read_text() == "langbrt-train\n"  # no next variant, no scoring
+    assert "== full: interrupted" in proc.stdout
