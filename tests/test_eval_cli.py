@@ -172,6 +172,26 @@ def test_a_pair_that_fails_only_when_decoded_is_not_scored_in_its_neighbours_pla
     assert reports["with-bad"]["psnr"] == pytest.approx(reports["without"]["psnr"])
 
 
+def test_a_folder_whose_every_pair_fails_to_decode_is_an_error_not_an_empty_result(checkpoint, tmp_path):
+    """QA: every source a JPEG cut short (headers fine, so not refused up front) gave exit 0 with "num_samples": 0
+    and every metric null, a result a script records as if the model had been scored."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    for side in ("source", "target"):
+        (data / side).mkdir(parents=True)
+        for name in ("a", "b"):
+            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(data / side / f"{name}.jpg")
+    for name in ("a", "b"):
+        whole = (data / f"source/{name}.jpg").read_bytes()
+        (data / f"source/{name}.jpg").write_bytes(whole[: len(whole) // 2])
+    result = invoke("--model", str(checkpoint), "--data", str(data), "--json", "--out", str(tmp_path / "r.json"))
+    lines = result.output.splitlines()
+    assert result.exit_code == 2 and [line.startswith("Warning: ") for line in lines] == [True, True, False], lines
+    assert lines[-1] == (f"{ERROR}{data}: none of the 2 pairs to score could be decoded (each is named above); "
+                         "nothing was scored")
+    assert not (tmp_path / "r.json").exists()
+
+
 def pairs_folder(root: Path, names: tuple[str, ...] = ("a", "b", "c")) -> Path:
     for side in ("source", "target"):
         (root / side).mkdir(parents=True)

@@ -161,8 +161,13 @@ def _run(model_dir: str, data: str, ffhqr_root: str | None, ffhqr_target_root: s
     from tqdm.auto import tqdm
 
     with tqdm(total=len(dataset), unit="img", disable=not sys.stderr.isatty()) as bar:
-        return evaluate(model, dataset, collate, batch_size=batch_size, device=device, lpips=LPIPSMetric.try_load(),
-                        progress=bar.update)
+        result = evaluate(model, dataset, collate, batch_size=batch_size, device=device, lpips=LPIPSMetric.try_load(),
+                          progress=bar.update)
+    if result.num_samples == 0:  # every pair failed to decode, each warned about: a result of nulls is no score
+        where = ffhqr_root if data == FFHQR else data
+        raise LangBRTInputError(f"{where}: none of the {len(dataset)} pairs to score could be decoded (each is named "
+                                "above); nothing was scored")
+    return result
 
 
 def format_table(result: EvalResult) -> str:
