@@ -339,6 +339,18 @@ def test_missing_files_are_input_errors(real_face, tmp_path):
         RealFaceBase.from_files(tmp_path / "missing.png", real_face[1])
 
 
+def test_a_regions_file_whose_image_is_missing_says_so_and_where_it_looked(real_face, tmp_path):
+    """QA: a regions file copied away from its photo (`--real-face copy.json`) failed "face.png: no such file",
+    naming neither the --real-face file nor the folder the photo is looked for in."""
+    moved = tmp_path / "elsewhere" / "copy.json"
+    moved.parent.mkdir()
+    moved.write_text(real_face[1].read_text())
+    with pytest.raises(LangBRTInputError) as err:
+        RealFaceBase.from_regions_file(moved)
+    assert str(err.value) == (f"{moved}: its \"image\" entry 'face.png' names no file ({moved.parent / 'face.png'} "
+                              "does not exist; the entry is relative to the regions file's folder)")
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"length": 0}, {"image_size": 8}, {"split": "val"}, {"max_prompts": 0}, {"real_fraction": 0.5}],

@@ -53,7 +53,11 @@ class RealFaceBase:
             raise LangBRTInputError(
                 f'{path}: no "image" entry naming the photo; use from_files(image, regions)'
             )
-        return cls.from_files(path.parent / image, path)
+        image_path = path.parent / image
+        if not image_path.exists():  # named here: "face.png: no such file" said neither this file nor the folder
+            raise LangBRTInputError(f'{path}: its "image" entry {image!r} names no file ({image_path} does not exist; '
+                                    "the entry is relative to the regions file's folder)")
+        return cls.from_files(image_path, path)
 
     def face_base(self, image_size: int) -> FaceBase:
         """The photo at `image_size` with rasterised region masks (cached per size)."""
