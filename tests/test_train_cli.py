@@ -716,6 +716,27 @@ def test_ctrl_c_names_the_checkpoint_to_resume_from(tmp_path, monkeypatch):
     assert result.output.startswith("Interrupted: ") and f"--resume {tmp_path}/checkpoints/step_000002" in result.output
 
 
+def test_the_resume_commands_printed_for_an_output_with_a_space_can_be_pasted(tmp_path, monkeypatch):
+    """QA: "continue with --resume my runs/checkpoints/step_000002" split at the space when pasted (click: extra
+    argument); the path is shell-quoted there, as in the langbrt-eval line a finished run prints."""
+    out = tmp_path / "my runs"
+    real, calls = trainer_module.generator_losses, {"n": 0}
+
+    def interrupted_at_step_3(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "generator_losses", interrupted_at_step_3)
+    result = run_cli("--steps", "4", "--batch-size", "2", "--synthetic-length", "8", "--adversarial-weight", "0",
+                     "--checkpoint-every", "2", "--log-every", "1", "--output", str(out))
+    quoted = f"--resume '{out}/checkpoints/step_000002'"
+    assert result.exit_code == 130 and f"continue with {quoted} (the last" in result.output, result.output
+    result = run_cli("--steps", "4", "--output", str(out))  # a new run into it: told to resume instead
+    assert result.exit_code == 2 and f"continue it with {quoted}, or" in result.output, result.output
+
+
 @pytest.mark.parametrize("args, named", [
     (["--image-size", "30"], "--image-size"), (["--image-size", "100000"], "--image-size"),
     (["--map-threshold", "2"], "--map-threshold"),

@@ -235,8 +235,8 @@ def _check_resume_state(resume: Path) -> None:
 
 
 def _init_name(checkpoint: Path) -> str:
-    """What to type after --init for `checkpoint`: 'bundled' for the shipped model, else its path."""
-    return BUNDLED_INIT if checkpoint.resolve() == DEFAULT_MODEL_DIR else str(checkpoint)
+    """What to type after --init for `checkpoint`: 'bundled' for the shipped model, else its path, shell-quoted."""
+    return BUNDLED_INIT if checkpoint.resolve() == DEFAULT_MODEL_DIR else shlex.quote(str(checkpoint))
 
 
 def _init_settings(init: Path) -> TrainConfig:

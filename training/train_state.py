@@ -15,6 +15,7 @@ import io
 import os
 import random
 import re
+import shlex
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -238,7 +239,7 @@ def _refuse_a_folder_holding_a_run(output: Path, *, resuming: bool) -> None:
                                 "the checkpoint resumed from is not in it: resume into an empty folder (or the "
                                 "checkpoint's own run folder)")
     latest = output / FINAL_DIR if (output / FINAL_DIR).is_dir() else (checkpoints[-1] if checkpoints else None)
-    then = (f"continue it with --resume {latest}" if latest is not None
+    then = (f"continue it with --resume {shlex.quote(str(latest))}" if latest is not None
             else "it has no checkpoint to resume from: remove it")
     raise LangBRTInputError(f"--output {output} already holds a training run ({', '.join(held)}); {then}, or "
                             "choose another folder")

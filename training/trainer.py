@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import shlex
 import sys
 import time
 import warnings
@@ -411,7 +412,8 @@ def _run_output_written(last_ckpt: Path | None) -> Iterator[None]:
         if last_ckpt is None:
             then = "no checkpoint was written yet; make room and start again"
         else:
-            then = f"make room, then continue with --resume {last_ckpt} (the last complete checkpoint)"
+            then = (f"make room, then continue with --resume {shlex.quote(str(last_ckpt))} (the last complete "
+                    "checkpoint)")
         raise OutputNotWritten(f"{err}; {then}") from None
 
 
@@ -438,7 +440,8 @@ def _first_sentence(err: Exception) -> str:
 def _interrupted_message(done: int, last_ckpt: Path | None) -> str:
     if last_ckpt is None:
         return f"stopped after step {done}; no checkpoint was written yet"
-    return f"stopped after step {done}; continue with --resume {last_ckpt} (the last complete checkpoint)"
+    return (f"stopped after step {done}; continue with --resume {shlex.quote(str(last_ckpt))} (the last complete "
+            "checkpoint)")
 
 
 # TrainConfig fields that decide which samples the run trains on (and what its real pairs are asked).
