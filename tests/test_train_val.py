@@ -125,6 +125,22 @@ def test_a_bad_val_folder_is_one_error_line_before_the_output_exists(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_val_folder_whose_pairs_cannot_be_decoded_says_so_and_logs_no_nan_scores(tmp_path):
+    """QA: every --val pair truncated printed 'PSNR nan dB' and wrote NaN (not JSON) into log.jsonl."""
+    held_out = pairs_folder(tmp_path / "held_out", n=2)
+    for source in (held_out / "source").iterdir():  # as JPEG, cut mid-scan: the header check passes, decoding fails
+        jpeg = source.with_suffix(".jpg")
+        Image.open(source).save(jpeg, quality=95)
+        jpeg.write_bytes(jpeg.read_bytes()[:len(jpeg.read_bytes()) * 2 // 3])
+        source.unlink()
+    result = CliRunner().invoke(train_main, ["--steps", "2", "--val", str(held_out), "--output",
+                                             str(tmp_path / "run"), *FAST])
+    assert result.exit_code == 0, result.output
+    assert "step 2 val: no --val pair could be decoded" in result.output and "nan" not in result.output
+    log = (tmp_path / "run" / "log.jsonl").read_text()
+    assert "NaN" not in log and not val_records(tmp_path / "run")
+
+
 def test_val_pairs_answer_the_runs_prompts_and_their_folders_prompts_json(tmp_path):
     held_out = pairs_folder(tmp_path / "held_out")
     (held_out / "prompts.json").write_text(json.dumps({"p1": ["moles on the left cheek"]}))

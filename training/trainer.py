@@ -355,7 +355,8 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
                     scores = validate(model, ema, val, info.device) if info.is_main else None
                 with _all_ranks_write(info, last_ckpt):
                     if info.is_main:
-                        log.scalars(done, val_scalars(scores))
+                        if scores.num_samples:  # no pair decoded: NaN scores would only corrupt the log
+                            log.scalars(done, val_scalars(scores))
                         bar.write(val_line(done, scores), file=sys.stderr)
     except KeyboardInterrupt:
         raise TrainingInterrupted(_interrupted_message(done, last_ckpt)) from None

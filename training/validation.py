@@ -116,7 +116,10 @@ def val_scalars(result: EvalResult) -> dict[str, float]:
 
 
 def val_line(step: int, result: EvalResult) -> str:
-    """The one line a validation prints: the model against the identity on the whole image and the blemishes."""
+    """The one line a validation prints: the model against the identity on the whole image and the blemishes,
+    or that no --val pair could be decoded (the run goes on: its checkpoints do not depend on the scores)."""
+    if result.num_samples == 0:
+        return f"step {step} val: no --val pair could be decoded (each is named above); nothing scored"
     return (f"step {step} val ({result.num_samples} images): PSNR {result.psnr:.2f} dB (identity "
             f"{result.identity_psnr:.2f}), on blemishes {result.psnr_blemish:.2f} dB (identity "
             f"{result.identity_psnr_blemish:.2f})")
