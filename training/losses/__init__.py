@@ -78,7 +78,7 @@ def _vgg_file(vgg_path: str | None) -> Path:
 
 def _require_file(path: str | None, what: str, flag: str, example: str, off_flag: str) -> None:
     if path is None:
-        raise LangBRTInputError(f"the {what} is needed: pass {flag} PATH ({example}) or turn the term off "
+        raise LangBRTInputError(f"no {what} file given: pass {flag} PATH ({example}) or turn the term off "
                                 f"with {off_flag} 0")
     if not Path(path).is_file():
         raise LangBRTInputError(f"{what} file not found: {path}; pass {flag} PATH ({example}) or turn the term "
