@@ -97,15 +97,19 @@ def _refuse(field: str, problem: str) -> None:
 
 
 def _check_prompt_table(prompts: list[str], predefined_index: list[int]) -> None:
-    """Each prompt one a user could type, and one index per prompt: -1 (a user prompt) or its place among the
+    """Each prompt one a user could type, once, and one index per prompt: -1 (a user prompt) or its place among the
     model's pre-defined prompts, which are all in the table, each once."""
     from .text.prompts import normalize_prompt
 
+    first_row: dict[str, int] = {}
     for i, prompt in enumerate(prompts):
         try:
-            normalize_prompt(prompt)
+            canonical = normalize_prompt(prompt)
         except LangBRTInputError as err:
             _refuse(f"prompts[{i}]", f"is not a usable prompt: {err}")
+        if canonical in first_row:  # a lookup would answer from one row only: which one, the table does not say
+            _refuse(f"prompts[{i}]", f"repeats prompts[{first_row[canonical]}] ({prompt!r})")
+        first_row[canonical] = i
     if len(predefined_index) != len(prompts):
         _refuse("predefined_index", f"must hold one entry per prompt ({len(prompts)}), got {len(predefined_index)}")
     for i, value in enumerate(predefined_index):
