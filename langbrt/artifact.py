@@ -72,6 +72,8 @@ class ArtifactMetadata:
         if self.precision not in PRECISIONS:
             _refuse("precision", f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         _check_prompt_table(self.prompts, self.predefined_index)
+        if not isinstance(self.extras.get(LEARNED_PROMPTS_KEY, False), bool):  # "false" would read as true
+            _refuse(f"extras.{LEARNED_PROMPTS_KEY}", f"must be true or false, got {self.extras[LEARNED_PROMPTS_KEY]!r}")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

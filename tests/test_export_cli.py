@@ -571,6 +571,7 @@ def test_export_metadata_that_cannot_be_parsed_is_one_line_naming_the_source(tex
     ({"predefined_index": [0, 0, -1]}, "predefined_index names a pre-defined prompt twice: [0, 0, -1]"),
     ({"prompts": ["", "a", "b"]}, "prompts[0] is not a usable prompt: prompt is empty"),
     ({"prompts": ["acne", "mole", "Acne "]}, "prompts[2] repeats prompts[0] ('Acne ')"),
+    ({"extras": {"learned_prompts": "false"}}, "extras.learned_prompts must be true or false, got 'false'"),
     ({"format_version": -1}, "format_version must be >= 0, got -1"),
 ])
 def test_export_metadata_with_impossible_values_is_one_line_naming_the_source(edit, message):
