@@ -16,6 +16,11 @@ class LangBRTInputError(LangBRTError, ValueError):
     """An input (image file, prompt, argument) cannot be used; the message names it and the reason."""
 
 
+def input_error(name: str, reason: object, kind: type[LangBRTInputError] = LangBRTInputError) -> LangBRTInputError:
+    """One line, '<name>: <reason>', whatever Pillow put in its message."""
+    return kind(f"{name}: {' '.join(str(reason).split())}")
+
+
 class TooManyPixelsError(LangBRTInputError):
     """An image announces more pixels than the caller allows: refused from its header, before decoding.
 

@@ -16,7 +16,8 @@ import torch
 from fastapi.responses import Response
 from PIL import Image
 
-from langbrt.io import FAST_PNG_LEVEL, LoadedImage, encode_image, output_note, to_uint8_hwc, to_uint16_hwc
+from langbrt.io import FAST_PNG_LEVEL, LoadedImage, encode_image, output_note
+from langbrt.pixel_values import to_uint8_hwc, to_uint16_hwc
 
 from .serve_schemas import OUTPUT_FORMATS, WARNING_HEADER, MapPNG, RetouchJSON
 

@@ -22,16 +22,15 @@ from langbrt.errors import LangBRTInputError, OutputWriteError, TooManyPixelsErr
 from langbrt.io import (
     READ_SUFFIXES,
     encode_image,
-    from_uint8_hwc,
     image_pixels,
     load_image,
     load_image_bytes,
     output_note,
     read_image,
     read_image_bytes,
-    to_uint8_hwc,
     write_image,
 )
+from langbrt.pixel_values import from_uint8_hwc, to_uint8_hwc
 from langbrt.png16 import encode_png16
 
 # ---------------------------------------------------------------------------------------------- helpers

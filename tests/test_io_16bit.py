@@ -17,14 +17,13 @@ from PIL import Image, ImageOps
 from langbrt.errors import LangBRTInputError
 from langbrt.io import (
     encode_image,
-    from_uint16_hwc,
     load_image,
     load_image_bytes,
     output_note,
     read_image_bytes,
-    to_uint16_hwc,
     write_image,
 )
+from langbrt.pixel_values import from_uint16_hwc, to_uint16_hwc
 from langbrt.png16 import decode_png16, encode_png16
 from langbrt.runtime import Retoucher
 from langbrt.runtime.backends.base import BackendOutput
