@@ -51,7 +51,7 @@ _DEEP_PNG_RAW_MODES = ("RGB;16B", "RGBA;16B")  # 16-bit colour PNGs, which `png1
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # little/big-endian TIFF and BigTIFF
 # What Pillow raises while decoding a damaged stream; anything else escaping is a bug worth seeing. Overflow:
 # a BigTIFF offset past what a seek takes (QA, 2026-11-26: a traceback from load_image).
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, OverflowError, struct.error, zlib.error)
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, OverflowError, struct.error, zlib.error)
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,7 +118,7 @@ def image_pixels(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> int | 
                 width, height = img.size
     except Image.DecompressionBombError:
         return None  # over twice Pillow's limit, and ours: decoding refuses it with the reason
-    except (Image.UnidentifiedImageError, *_DECODE_ERRORS):
+    except (Image.UnidentifiedImageError, *DECODE_ERRORS):
         return None
     return width * height
 
@@ -175,10 +175,10 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
                 if (shortfall := missing_rows(fh.read())) is not None:
                     raise ValueError(shortfall)  # Pillow would hand back the missing rows black
             # A PNG's before exif_transpose removes it (an eXIf chunk after the pixels is read by load()).
-            exif_orientation = _exif_orientation(img)
-            orientation = (exif_orientation or 1) if deep_png else tiff_orientation
+            stored_orientation = exif_orientation(img)
+            orientation = (stored_orientation or 1) if deep_png else tiff_orientation
             colour_key = img.info.get("transparency") if deep_png and not with_alpha else None
-            if exif_orientation is not None:
+            if stored_orientation is not None:
                 ImageOps.exif_transpose(img, in_place=True)
             # A TIFF keeps its EXIF among the tags that lay out its pixels, not as a block an output can take.
             exif = tiff_exif(img) if fmt == "TIFF" else img.info.get("exif") or None
@@ -200,7 +200,7 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
         # Pillow's message would name its own limit beside ours (QA, 2026-11-26)
         reason = f"too many pixels, over the {max_pixels / 1e6:g} MP limit; refusing to decode"
         raise input_error(name, reason, TooManyPixelsError) from err
-    except _DECODE_ERRORS as err:
+    except DECODE_ERRORS as err:
         raise input_error(name, f"corrupt or truncated image ({err})") from err
     return LoadedImage(
         rgb=rgb,
@@ -217,7 +217,7 @@ def _load(fh: BinaryIO, name: str, path: Path | None, max_pixels: int) -> Loaded
     )
 
 
-def _exif_orientation(img: Image.Image) -> int | None:
+def exif_orientation(img: Image.Image) -> int | None:
     """The EXIF orientation (1: as stored), or None when the EXIF block cannot be read.
 
     Why: Pillow raises on a damaged block (SyntaxError 'not a TIFF file' for a PNG's or WebP's), and such a photo,
@@ -226,7 +226,7 @@ def _exif_orientation(img: Image.Image) -> int | None:
     """
     try:
         return img.getexif().get(ExifTags.Base.Orientation, 1)
-    except _DECODE_ERRORS:
+    except DECODE_ERRORS:
         return None
 
 
@@ -244,7 +244,7 @@ def _unread_format(fh: BinaryIO) -> str:
             warnings.simplefilter("ignore")  # Pillow's bomb warning, a plugin's own: only the name is wanted
             with Image.open(fh) as img:
                 fmt = img.format
-    except (Image.UnidentifiedImageError, Image.DecompressionBombError, *_DECODE_ERRORS):
+    except (Image.UnidentifiedImageError, Image.DecompressionBombError, *DECODE_ERRORS):
         return "not an image file (cannot identify image format)"
     return f"{fmt} is not a supported image format; convert it to one that is ({', '.join(sorted(READ_SUFFIXES))})"
 
@@ -261,7 +261,7 @@ def _undecodable_tiff(fh: BinaryIO) -> str | None:
     fh.seek(0)
     try:
         TiffImagePlugin.TiffImageFile(fh)
-    except (*_DECODE_ERRORS, IndexError, KeyError, TypeError) as err:
+    except (*DECODE_ERRORS, IndexError, KeyError, TypeError) as err:
         return f"a TIFF file this reader cannot decode ({err}); convert it to an 8- or 16-bit RGB(A) PNG"
     return None
 

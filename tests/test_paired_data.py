@@ -393,6 +393,18 @@ def test_validate_reads_the_aspect_ratio_after_exif_rotation(tmp_path):
     assert dataset[0]["source"].shape == (3, 8, 8)
 
 
+@pytest.mark.parametrize("suffix", [".png", ".webp"])
+def test_a_pair_whose_exif_block_cannot_be_read_is_kept_as_the_reader_reads_it(tmp_path, suffix):
+    """The header check refused a PNG or WebP with a damaged EXIF block as 'not a readable image' while
+    langbrt-infer and read_pair take its pixels as stored: the pair was dropped from training for nothing."""
+    source = tmp_path / f"s{suffix}"
+    Image.open(write_image(tmp_path / "plain.png", (8, 8))).save(source, exif=b"\xff" * 50, lossless=True)
+    pair = ImagePair(source, write_image(tmp_path / "t.png", (8, 8)), "damaged-exif")
+    dataset = PairedImageDataset([pair], image_size=8, strict=True)
+    assert dataset.validate() == 0
+    assert dataset[0]["source"].shape == (3, 8, 8)
+
+
 def test_input_files_are_never_modified(tmp_path):
     root = make_generic(tmp_path / "data", ["a.jpg", "b.png"], ["a.png", "b.webp"])
     corrupt(root / "source" / "b.png")

@@ -8,9 +8,7 @@ whose source and target differ in aspect ratio: they cannot show the same framin
 
 from __future__ import annotations
 
-import struct
 import warnings
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,25 +17,18 @@ import torch
 from PIL import Image
 
 from langbrt.errors import LangBRTInputError
+from langbrt.image_read import DECODE_ERRORS, exif_orientation
 from langbrt.io import DEFAULT_MAX_PIXELS, READ_FORMATS, read_image
 from langbrt.training.data.pair_discovery import ImagePair
 
 _ASPECT_TOLERANCE = 0.01
 """Largest relative aspect-ratio difference between a source and its target that is still one framing."""
 
-_EXIF_ORIENTATION = 0x0112
 _EXIF_TRANSPOSED = (5, 6, 7, 8)  # orientations that swap width and height
 
-# What PIL raises for files that are not images, truncated, or corrupt (UnidentifiedImageError is an OSError).
-_PIL_DECODE_ERRORS = (
-    OSError,
-    SyntaxError,
-    ValueError,
-    EOFError,
-    struct.error,
-    zlib.error,
-    Image.DecompressionBombError,
-)
+# What Pillow raises for files that are not images, truncated or corrupt (UnidentifiedImageError is an
+# OSError): the reader's list, and the bomb error that `_probe`'s open raises before our own limit is checked.
+_PIL_DECODE_ERRORS = (*DECODE_ERRORS, Image.DecompressionBombError)
 
 
 @dataclass(frozen=True)
@@ -101,7 +92,7 @@ def _probe(path: Path) -> tuple[tuple[int, int] | None, str]:
                 width, height = image.size
                 image.verify()  # must come straight after open; it leaves the image unusable
             with Image.open(path, formats=READ_FORMATS) as image:
-                if image.getexif().get(_EXIF_ORIENTATION, 1) in _EXIF_TRANSPOSED:
+                if exif_orientation(image) in _EXIF_TRANSPOSED:  # None: a damaged block, read as stored
                     width, height = height, width  # read_image turns it upright
     except FileNotFoundError:
         return None, "file not found"
