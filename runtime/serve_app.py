@@ -103,6 +103,12 @@ def create_app(
         loading = asyncio.create_task(state.load(loader, on_load_failure))
         try:
             yield
+        except asyncio.CancelledError:
+            # uvicorn's force quit (a second SIGINT) skips the lifespan's shutdown and the event loop's teardown
+            # cancels it instead: shut down all the same, quietly (re-raised, Starlette logs the cancellation
+            # as a traceback). The batcher is still waited for: the cancelled requests' images have left its
+            # queue, and a worker thread killed inside torch at exit aborts the process (SIGABRT).
+            pass
         finally:
             if not loading.done():
                 loading.cancel()  # the loader thread finishes on its own; its result is dropped

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from http import HTTPStatus
@@ -70,7 +71,8 @@ class MetricsMiddleware:
 
 
 class InternalErrorMiddleware:
-    """A bug in a handler: log it once with its traceback and answer the JSON 500 body.
+    """A bug in a handler: log it once with its traceback and answer the JSON 500 body; a request the server
+    cancels while shutting down: one log line and a JSON 503 (`_cut_off`).
 
     Why not `exception_handler(Exception)`: Starlette runs that handler in its outermost middleware, then
     re-raises so the server logs the same traceback a second time; here the error stops.
@@ -92,8 +94,24 @@ class InternalErrorMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except asyncio.CancelledError:
+            await _cut_off(scope, receive, send, started)
         except Exception:
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if not started:  # else the client gets a cut-off response; nothing more can be sent
                 await error_response(500, "internal", "internal server error (logged on the server)")(
                     scope, receive, send)
+
+
+async def _cut_off(scope: Scope, receive: Receive, send: Send, started: bool) -> None:
+    """End a request the server cancelled: 503 `shutting_down` (when nothing was sent yet) and one log line.
+
+    Why: uvicorn cancels the requests it stops waiting for (a second SIGINT, its force quit, or its graceful
+    shutdown timeout). Re-raised, each cancellation was an 80-line "Exception in ASGI application" traceback
+    and a plain-text 500, which tells clients and /metrics of a bug; the request did nothing wrong. The
+    cancellation ends here: the request's task is being torn down, nothing awaits it.
+    """
+    log.warning("%s %s: cut off by the server's shutdown", scope.get("method"), scope.get("path"))
+    if not started:  # else uvicorn closes the connection on the cut-off reply
+        await error_response(503, "shutting_down", "the server stopped before this request finished; send it again",
+                             {"Connection": "close", "Retry-After": "1"})(scope, receive, send)

@@ -96,6 +96,13 @@ def fake() -> FakeRetoucher:
 @contextmanager
 def live_server(app: FastAPI) -> Iterator[str]:
     """uvicorn serving `app` on a loopback port in a thread; yields the base URL once /readyz is 200."""
+    with live_uvicorn(app) as (_, base):
+        yield base
+
+
+@contextmanager
+def live_uvicorn(app: FastAPI) -> Iterator[tuple[uvicorn.Server, str]]:
+    """`live_server`, also yielding the uvicorn server, for tests that stop it their own way."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_config=None))  # its records reach caplog
@@ -112,7 +119,7 @@ def live_server(app: FastAPI) -> Iterator[str]:
                 pass
             assert time.monotonic() < deadline, "live server never became ready"
             time.sleep(0.02)
-        yield base
+        yield server, base
     finally:
         server.should_exit = True
         thread.join(20)
@@ -357,3 +364,41 @@ def test_an_upload_that_stalls_is_408_and_gives_its_bytes_back() -> None:
         assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "body_timeout"
         assert time.monotonic() - started >= 0.3
         assert _metric(base, 408) == 1.0 and _gauge(base, "langbrt_inflight_body_bytes") == 0
+
+
+class _GatedRetoucher(FakeRetoucher):
+    """Holds each request's batch (not the warm-up's) in the model until `gate` opens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered, self.gate = threading.Event(), threading.Event()
+
+    def retouch(self, images: list[torch.Tensor], prompts: list[list[str]] | None = None) -> list[RetouchResult]:
+        if images[0].shape[-1] == 40:  # `_encode()`'s width: a request, not the 64x64 dummy
+            self.entered.set()
+            self.gate.wait(20)
+        return super().retouch(images, prompts)
+
+
+def test_a_request_cut_off_by_a_forced_shutdown_is_a_json_503_without_a_traceback(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A second Ctrl-C (uvicorn's force quit) cancels the requests still running; each was a plain-text 500
+    and an 80-line "Exception in ASGI application" traceback, and the lifespan's cancellation one more."""
+    fake = _GatedRetoucher()
+    replies: list[httpx.Response] = []
+    with live_uvicorn(create_app(ServeConfig(), loader=lambda: fake)) as (server, base):
+        caplog.set_level(logging.INFO)
+        client = threading.Thread(target=lambda: replies.append(httpx.post(
+            f"{base}/v1/retouch", content=_encode(), headers={"content-type": "image/png"}, timeout=20)))
+        client.start()
+        assert fake.entered.wait(10)
+        server.force_exit = server.should_exit = True  # what uvicorn's handler sets on the second SIGINT
+        client.join(20)
+        fake.gate.set()
+    assert replies, "no reply"
+    _assert_error(replies[0], 503, "shutting_down")
+    assert replies[0].headers["connection"] == "close"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info is not None]
+    assert not errors, [r.getMessage() for r in errors]
+    assert [r.getMessage() for r in caplog.records if "cut off" in r.getMessage()] == [
+        "POST /v1/retouch: cut off by the server's shutdown"]
