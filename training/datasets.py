@@ -108,5 +108,5 @@ def _pairs_of(dataset: Dataset) -> list[ImagePair]:
     """The image pairs `dataset` reads, in order, through any `Subset`s; none for the synthetic set."""
     if isinstance(dataset, Subset):
         pairs = _pairs_of(dataset.dataset)
-        return [pairs[i] for i in dataset.indices]
+        return [pairs[i] for i in dataset.indices] if pairs else []  # a subset of the synthetic set: none
     return list(dataset.pairs) if isinstance(dataset, PairedImageDataset) else []
