@@ -44,3 +44,4 @@ mkdir -p "$(dirname "$OUT")"
 OMP_NUM_THREADS=$THREADS "$BIN/langbrt-eval" --data synthetic --split test --num-samples "$SAMPLES" "${SUITE[@]}" \
     --out "$OUT"
 echo "wrote $OUT"
+exit_if_any_failed

@@ -1,7 +1,10 @@
 # Sourced by the quality-suite scripts: `train NAME FLAGS...` trains one variant with the caller's COMMON flags
 # into RUNS/NAME (BIN holds langbrt-train). A variant whose RUNS/NAME/final exists is not retrained, so an
-# interrupted suite resumes where it stopped; a failed variant is reported and the others still run; Ctrl-C
-# (langbrt-train's exit 130) stops the script.
+# interrupted suite resumes where it stopped; a failed variant is reported and the others still run, and
+# `exit_if_any_failed` (the script's last line) names them and exits 1, so a suite with a variant missing
+# never passes for a whole one; Ctrl-C (langbrt-train's exit 130) stops the script.
+
+FAILED_VARIANTS=()
 
 train() {  # NAME FLAGS...
     local name=$1
@@ -24,5 +27,13 @@ train() {  # NAME FLAGS...
         exit 130
     else
         echo "== $name: FAILED after $((SECONDS - start)) s, left out of the suite"
+        FAILED_VARIANTS+=("$name")
+    fi
+}
+
+exit_if_any_failed() {
+    if ((${#FAILED_VARIANTS[@]})); then
+        echo "== failed, not in the results: ${FAILED_VARIANTS[*]}"
+        exit 1
     fi
 }

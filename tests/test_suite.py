@@ -162,3 +162,20 @@ def test_ctrl_c_in_a_variant_stops_the_benchmark_script(tmp_path):
     assert proc.returncode == 130, proc.stdout + proc.stderr
     assert calls.read_text() == "langbrt-train\n"  # no next variant, no scoring
     assert "== full: interrupted" in proc.stdout
+
+
+def test_a_failed_variant_is_scored_without_and_fails_the_benchmark_script(tmp_path):
+    """QA: a variant whose training failed was left out of the table and the script still exited 0, so a
+    suite missing three of its rows (a --fraction crash) passed for a whole one."""
+    calls = tmp_path / "calls"
+    for tool, status in (("langbrt-train", 1), ("langbrt-eval", 0)):
+        script = tmp_path / tool
+        script.write_text(f'#!/bin/sh\necho "{tool}" >> "{calls}"\nexit {status}\n')
+        script.chmod(0o755)
+    (tmp_path / "runs" / "full" / "final").mkdir(parents=True)  # trained earlier: kept, scored
+    env = {**os.environ, "BIN": str(tmp_path), "RUNS": str(tmp_path / "runs"), "OUT": str(tmp_path / "out.json")}
+    script = Path(__file__).resolve().parent.parent / "benchmarks/quality_suite.sh"
+    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert calls.read_text().splitlines() == ["langbrt-train"] * 6 + ["langbrt-eval"]  # the others still scored
+    assert "== failed, not in the results: no-prior no-tbd no-tca frac-0.1 frac-0.01 no-prior-0.01" in proc.stdout
