@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -117,13 +118,14 @@ def profile_shapes(shape: Sequence[int], batch_sizes: Sequence[int]) -> tuple[li
 def rebuild_command(output: str | Path, model_dir: str | Path | None, batch_sizes: Sequence[int],
                     attention: str = "subgraph", fp16: bool = True, export_format: str = "engine") -> str:
     """The exact `langbrt-export` command that rebuilds this engine, in its precision (an fp32 engine's used to
-    say --fp16, and rebuilt an fp16 one); `output` is the engine, or the repository of a triton-repo's."""
-    model = str(model_dir) if model_dir is not None else "MODEL_DIR"
+    say --fp16, and rebuilt an fp16 one); `output` is the engine, or the repository of a triton-repo's. Paths
+    are shell-quoted, so the line can be pasted as it is."""
+    model = shlex.quote(str(model_dir)) if model_dir is not None else "MODEL_DIR"
     sizes = " ".join(str(b) for b in batch_sizes)
     flags = " --fp16" if fp16 else ""
     flags += " --attention plugin" if attention == "plugin" else ""
-    return (f"langbrt-export --model {model} --format {export_format} --output {output} --batch-sizes {sizes}"
-            f"{flags}")
+    return (f"langbrt-export --model {model} --format {export_format} --output {shlex.quote(str(output))} "
+            f"--batch-sizes {sizes}{flags}")
 
 
 def engine_metadata(metadata: ArtifactMetadata, *, fp16: bool, trt_version: str, gpu_name: str,

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import sys
@@ -429,6 +430,12 @@ def test_an_engine_records_the_command_that_rebuilds_that_engine(model_dir, tmp_
     assert main([*argv, *fp16]) == 0
     command = read_engine_sidecar(engine).extras["rebuild_command"]
     assert command == f"langbrt-export {' '.join([*argv, *fp16])}"
+
+
+def test_a_rebuild_command_quotes_paths_with_spaces_so_it_can_be_pasted():
+    command = rebuild_command(Path("my engines/m.plan"), "runs/my run", (1, 8))
+    assert shlex.split(command)[1:7] == ["--model", "runs/my run", "--format", "engine", "--output",
+                                         "my engines/m.plan"]
 
 
 def test_a_triton_repo_engine_records_the_command_that_rebuilds_the_repository(model_dir, tmp_path, monkeypatch):
