@@ -338,7 +338,7 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
                     _diverged(f"the weights after step {done} are non-finite or give a non-finite output",
                               last_ckpt)
                 target_dir = output / (FINAL_DIR if is_final else f"{CHECKPOINTS_DIR}/step_{done:06d}")
-                with _all_ranks_write(info, last_ckpt):  # also the barrier before last_ckpt moves
+                with _all_ranks_write(info, last_ckpt):  # also the barrier before last_ckpt moves on every rank
                     if info.is_main:
                         trainer_state = {"step": done, "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                                          "sched_g": sched_g.state_dict(), "sched_d": sched_d.state_dict(),
@@ -347,6 +347,9 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
                                          "data_order": {"seed": cfg.seed, "batch_size": cfg.batch_size,
                                                         "world_size": info.world_size, "step": done}}
                         save_checkpoint(target_dir, model, ema, trainer_state, cfg)
+                        # complete on disk: a Ctrl-C that lands in the barrier above (under torchrun, while the
+                        # other ranks catch up) names it, rather than "no checkpoint was written yet"
+                        last_ckpt = target_dir
                 last_ckpt = target_dir
             # ---- held-out validation: langbrt-eval's scores of the weights a checkpoint of this step ships;
             # rank 0 scores while the others wait in `fail_together`, the run continues as if it had not
