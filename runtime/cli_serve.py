@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-prompts", type=int, default=8, help="most prompts per request before 422")
     p.add_argument("--token", type=bearer_token, default=None,
                    help=f"require 'Authorization: Bearer TOKEN' on the API (or set {TOKEN_ENV}); probes stay open")
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
+                   help="the server's log lines on stderr")
     return p
 
 
