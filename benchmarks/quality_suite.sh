@@ -15,7 +15,6 @@ STEPS=${STEPS:-800}
 SAMPLES=${SAMPLES:-128}
 RUNS=${RUNS:-runs/quality}
 THREADS=${THREADS:-1}
-BIN=${BIN:-.venv/bin}
 OUT=${OUT:-benchmarks/results/quality-synthetic-tiny-$(date +%Y-%m-%d).json}
 
 COMMON=(--data synthetic --preset tiny --synthetic-length 2048 --steps "$STEPS" --batch-size 8 --lr 2e-3

@@ -12,7 +12,6 @@ set -euo pipefail
 
 RUNS=${RUNS:-runs/small-ablation}
 THREADS=${THREADS:-1}
-BIN=${BIN:-.venv/bin}
 DAY=$(date +%Y-%m-%d)
 
 COMMON=(--data synthetic --preset small --seed 0

@@ -179,3 +179,34 @@ def test_a_failed_variant_is_scored_without_and_fails_the_benchmark_script(tmp_p
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert calls.read_text().splitlines() == ["langbrt-train"] * 6 + ["langbrt-eval"]  # the others still scored
     assert "== failed, not in the results: no-prior no-tbd no-tca frac-0.1 frac-0.01 no-prior-0.01" in proc.stdout
+
+
+def _stub_tools(folder: Path, calls: Path) -> None:
+    folder.mkdir()
+    for tool in ("langbrt-train", "langbrt-eval"):
+        script = folder / tool
+        script.write_text(f'#!/bin/sh\necho "{tool}" >> "{calls}"\nexit 0\n')
+        script.chmod(0o755)
+
+
+def test_the_benchmark_script_finds_langbrt_on_path_without_a_dot_venv(tmp_path):
+    """A user whose virtualenv is not the quick start's `.venv` (activated elsewhere, conda) ran
+    `bash benchmarks/quality_suite.sh` and every variant failed: `.venv/bin/langbrt-train: No such file or
+    directory`. Without BIN the script now takes `.venv/bin` when it is there, else the langbrt-train on PATH."""
+    calls, tools = tmp_path / "calls", tmp_path / "env-bin"
+    _stub_tools(tools, calls)
+    env = {k: v for k, v in os.environ.items() if k != "BIN"}
+    env.update(PATH=f"{tools}{os.pathsep}{env['PATH']}", RUNS=str(tmp_path / "runs"), OUT=str(tmp_path / "out.json"))
+    script = Path(__file__).resolve().parent.parent / "benchmarks/quality_suite.sh"
+    proc = subprocess.run(["bash", str(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert "No such file" not in proc.stderr, proc.stderr
+    assert calls.read_text().splitlines() == ["langbrt-train"] * 7 + ["langbrt-eval"], proc.stdout + proc.stderr
+
+
+def test_the_benchmark_script_without_langbrt_anywhere_is_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "BIN"}
+    env.update(PATH="/usr/bin:/bin", RUNS=str(tmp_path / "runs"), OUT=str(tmp_path / "out.json"))
+    script = Path(__file__).resolve().parent.parent / "benchmarks/quality_suite.sh"
+    proc = subprocess.run(["bash", str(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stdout + proc.stderr
+    assert proc.stderr.startswith("no langbrt-train in .venv/bin or on PATH") and proc.stderr.count("\n") == 1
