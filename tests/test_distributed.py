@@ -56,10 +56,12 @@ def test_two_gloo_ranks_end_with_identical_weights(tmp_path, ablation):
     assert len(lines) == 1  # log_every 10: only the last step is logged, once, by rank 0 alone
 
 
-def torchrun(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def torchrun(*args: str, timeout: float = 120, monitor_interval: float | None = None) -> subprocess.CompletedProcess:
     """`torchrun --standalone --nproc-per-node 2 ARGS` on CPU; the timeout guards against a hang (ranks waiting
-    in a collective until gloo's 30-minute timeout), and ends the workers too, not only torchrun."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *args]
+    in a collective until gloo's 30-minute timeout), and ends the workers too, not only torchrun.
+    `monitor_interval`: how often torchrun looks at its workers (it stops the others once one has failed)."""
+    monitor = ["--monitor-interval", str(monitor_interval)] if monitor_interval is not None else []
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", *monitor, *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # also spares torchrun's four-line banner about it
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
@@ -226,8 +228,10 @@ def test_a_rank_that_dies_mid_run_leaves_one_line_naming_the_checkpoint_not_a_tr
     script = tmp_path / "dies.py"
     script.write_text(DIES)
     out = tmp_path / "run"
+    # torchrun stops rank 0 (SIGTERM: "Interrupted: ... continue with --resume") once it sees rank 1 gone; looking
+    # every 5 s, not 0.1 s, lets rank 0 meet the lost peer in its next collective first, as a slower launcher's would
     proc = torchrun(str(script), "--steps", "6", "--checkpoint-every", "2", "--batch-size", "2", "--output", str(out),
-                    *[a for a in FAST if a not in ("--steps", "1")])
+                    *[a for a in FAST if a not in ("--steps", "1")], monitor_interval=5)
     assert proc.returncode != 0
     lines = error_lines(proc.stderr)
     assert len(lines) == 1 and lines[0].startswith("langbrt-train: error: another process of the job stopped ("), \
