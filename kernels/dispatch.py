@@ -23,6 +23,10 @@ from langbrt.errors import LangBRTInputError
 from .reference import TCAParams, windowed_sigmoid_cross_attention_reference
 
 ENV_VAR = "LANGBRT_ATTENTION"
+# The largest window the fused kernels take: they hold a window's (w*w, w*w) scores, padded to a power of two,
+# as one Triton tensor, and Triton refuses any tensor over 2**20 elements (w = 33 -> 2048 x 2048) when it
+# builds the kernel. The model config allows windows up to 64 (config.MAX_SIZES).
+MAX_KERNEL_WINDOW = 32
 E = TypeVar("E", bound=Enum)
 
 
@@ -80,11 +84,14 @@ def triton_available() -> bool:
     return True
 
 
-def resolve_impl(configured: str | AttentionImpl, device: torch.device) -> AttentionImpl:
-    """The implementation a call on `device` will run: never AUTO."""
+def resolve_impl(configured: str | AttentionImpl, device: torch.device,
+                 window_size: int | None = None) -> AttentionImpl:
+    """The implementation a call on `device` (with windows of `window_size`, if given) will run: never AUTO.
+    AUTO runs the reference for a window wider than the kernels take (`MAX_KERNEL_WINDOW`)."""
     impl = requested_impl(configured)
     if impl is AttentionImpl.AUTO:
-        use_triton = device.type == "cuda" and triton_available()
+        fits = window_size is None or window_size <= MAX_KERNEL_WINDOW
+        use_triton = device.type == "cuda" and fits and triton_available()
         return AttentionImpl.TRITON if use_triton else AttentionImpl.REFERENCE
     if impl is AttentionImpl.TRITON and not triton_available():
         raise LangBRTInputError(f"the Triton TCA kernel was asked for ({ENV_VAR} or the model config) but the "
@@ -118,7 +125,7 @@ def windowed_sigmoid_cross_attention(
     impl: str | AttentionImpl = AttentionImpl.AUTO,
 ) -> torch.Tensor:
     """TCA attention (see `reference.py` for the maths): x (B, H, W, C), map_features (B, H, W, Cm)."""
-    chosen = resolve_impl(impl, x.device)
+    chosen = resolve_impl(impl, x.device, window_size)
     if chosen is AttentionImpl.TRITON:
         from .tca_triton import windowed_sigmoid_cross_attention_triton
 

@@ -198,6 +198,8 @@ def _replaced(params: TCAParams, name: str, tensor: torch.Tensor) -> TCAParams:
     ("out_bias is", lambda x, mf, p: kernel_attention(x, mf, _replaced(p, "out_bias", torch.randn(8)), 2, 4, 0)),
     ("alpha is", lambda x, mf, p: kernel_attention(x, mf, _replaced(p, "alpha", torch.ones(3)), 2, 4, 0)),
     ("shift 4", lambda x, mf, p: kernel_attention(x, mf, p, 2, 4, 4)),
+    # one window's (w*w, w*w) scores are one Triton tile: w = 33 failed in Triton's build ("numel exceeds ...")
+    ("takes windows of at most 32", lambda x, mf, p: kernel_attention(x, mf, p, 2, 33, 0)),
     ("do not split into 3 heads", lambda x, mf, p: kernel_attention(x, mf, p, 3, 4, 0)),
     ("takes x", lambda x, mf, p: kernel_attention(x[0], mf[0], p, 2, 4, 0)),
     ("takes x", lambda x, mf, p: kernel_attention(x, mf[:, :4], p, 2, 4, 0)),
@@ -273,6 +275,24 @@ def test_dispatch_env_reference_skips_the_kernel(monkeypatch):
     params = random_params(16, 3, 2)
     got = windowed_sigmoid_cross_attention(x, mf, params, 2, 4, 2, impl="triton")
     torch.testing.assert_close(got, windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 2))
+
+
+def test_auto_runs_the_reference_for_a_window_wider_than_the_kernels_take(monkeypatch):
+    """The model config allows windows up to 64 (clamped to the latent), the kernels up to 32: on CUDA, auto
+    must pick the reference for a wider window (a 64 x 64 latent with window_size 64 failed in Triton's build)."""
+    from langbrt.kernels.dispatch import MAX_KERNEL_WINDOW, AttentionImpl, resolve_impl
+
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    cuda = torch.device("cuda")  # resolve_impl only reads its type: no GPU needed
+    assert resolve_impl("auto", cuda, MAX_KERNEL_WINDOW) is AttentionImpl.TRITON
+    assert resolve_impl("auto", cuda, MAX_KERNEL_WINDOW + 1) is AttentionImpl.REFERENCE
+    assert resolve_impl("auto", cuda) is AttentionImpl.TRITON
+    assert resolve_impl("triton", cuda, MAX_KERNEL_WINDOW + 1) is AttentionImpl.TRITON  # asked for: its clear error
+    x, mf = random_inputs(1, 8, 8, 16, 3)
+    params = random_params(16, 3, 2)
+    got = kernel_attention(x, mf, params, 2, MAX_KERNEL_WINDOW, 3)  # the widest window builds and is right
+    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 2, MAX_KERNEL_WINDOW, 3)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
 def test_wgmma_asked_for_the_folded_kernel_leaves_its_direct_fallback_on_mma_sync(monkeypatch):
