@@ -84,7 +84,7 @@ def fold_tca_weights(params: TCAParams, num_heads: int, dtype: torch.dtype, logi
     with torch.no_grad():  # the kernel's backward differentiates the reference, never these
         f = {name: t.to(compute) for name, t in zip(("wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo", "alpha"),
                                                 params.tensors(), strict=True)}
-        inv_alpha = 1.0 / f["alpha"]  # (heads,)
+        inv_alpha = 1.0 / f["alpha"].reshape(num_heads)  # (heads,) from any shape of that many (as the reference)
         wk_aug = torch.cat([f["wk"], f["bk"][:, None]], dim=1).view(num_heads, d, Cm + 1)  # [Wk_h | bk_h]
         wv_aug = torch.cat([f["wv"], f["bv"][:, None]], dim=1).view(num_heads, d, Cm + 1)  # [Wv_h | bv_h]
         wq_t = f["wq"].view(num_heads, d, C).transpose(1, 2)  # (heads, C, d) = Wq_h^T

@@ -487,6 +487,24 @@ def test_folded_fp16_logit_channel_past_fp16_range_saturates_instead_of_nan(monk
     torch.testing.assert_close(got, expected, rtol=0, atol=GPU_TOLERANCE[torch.float16] * expected.abs().max().item())
 
 
+@pytest.mark.parametrize("kernel", ["direct", "folded"])
+def test_alpha_of_any_shape_with_one_temperature_per_head_is_accepted(monkeypatch, kernel):
+    """check_arguments and the reference take alpha of any shape with `num_heads` elements; the fold broadcast
+    a (1, heads) alpha against (heads, C, Cm + 1) and failed with a RuntimeError about tensor sizes."""
+    monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, kernel)
+    x, mf = random_inputs(1, 6, 7, 16, 3)
+    params = _replaced(random_params(16, 3, 2), "alpha", torch.tensor([[0.7, 1.3]]))
+    kx, kmf, kparams, _ = leaf_copies(x, mf, params)
+    rx, rmf, rparams, _ = leaf_copies(x, mf, params)
+    got = kernel_attention(kx, kmf, kparams, 2, 4, 2)
+    expected = windowed_sigmoid_cross_attention_reference(rx, rmf, rparams, 2, 4, 2)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    got.sum().backward()
+    expected.sum().backward()
+    assert kparams.alpha.grad.shape == (1, 2)
+    torch.testing.assert_close(kparams.alpha.grad, rparams.alpha.grad, atol=1e-5, rtol=1e-5)
+
+
 def test_folded_kernel_sees_weight_updates(monkeypatch):
     """The folded weights are cached: an in-place update (an optimizer step) must still reach the kernel."""
     monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, "folded")
