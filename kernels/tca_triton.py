@@ -53,6 +53,7 @@ MIN_DOT_EXTENT = 16  # tl.dot needs every matmul dimension >= 16
 # The folded kernel of a shifted block carries the Swin region of each token in this many channels past
 # the map channels and the ones channel: its row and column band signs and a constant (tca_folded_jit._folded_window).
 REGION_CHANNELS = 3
+SUPPORTED_DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64}
 
 
 @functools.cache
@@ -159,8 +160,9 @@ def check_arguments(x: torch.Tensor, map_features: torch.Tensor, tensors: tuple[
     if x.dim() != 4 or map_features.dim() != 4 or map_features.shape[:3] != x.shape[:3]:
         raise ValueError(f"the TCA attention takes x (B, H, W, C) and map_features (B, H, W, Cm), got "
                          f"{tuple(x.shape)} and {tuple(map_features.shape)}")
-    if not (x.is_floating_point() and map_features.is_floating_point()):
-        raise ValueError(f"the TCA attention takes floating-point inputs, got {x.dtype} and {map_features.dtype}")
+    if not {x.dtype, map_features.dtype} <= SUPPORTED_DTYPES:  # fp8: a RuntimeError from the fold's type promotion
+        raise ValueError(f"the TCA attention takes floating-point inputs (float16, bfloat16, float32 or float64), "
+                         f"got {x.dtype} and {map_features.dtype}")
     C, Cm = x.shape[-1], map_features.shape[-1]
     if Cm < 1:
         raise ValueError("map_features has no channel: channel 0 is the blemish map the queries are weighted by")
