@@ -219,3 +219,15 @@ def test_an_unknown_prompt_error_names_a_few_learned_prompts_not_thousands(encod
     message = str(info.value)
     assert "blemish number 11" in message and "blemish number 12," not in message
     assert message.endswith("and 28 more") and len(message) < 600
+
+
+@pytest.mark.parametrize("impl", ["reference", "triton"])
+def test_a_model_without_a_position_code_runs(encoder, images, impl):
+    """position_frequencies = 0 passes the config check (keys and values from the map alone), but building the
+    code stacked an empty list: every forward was a RuntimeError, on either attention implementation."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    model = LangBRT(replace(LangBRTConfig.tiny(), position_frequencies=0, attention=impl), text_encoder=encoder)
+    out = model.eval()(images, [["acne"]] * images.shape[0])
+    assert out.image.shape == images.shape and torch.isfinite(out.image).all()

@@ -35,6 +35,8 @@ def position_code(height: int, width: int, frequencies: int, device: torch.devic
         angle = math.pi * (2**k)
         codes += [torch.sin(angle * grid_y), torch.cos(angle * grid_y),
                   torch.sin(angle * grid_x), torch.cos(angle * grid_x)]
+    if not codes:  # F = 0, which the config allows (an ablation): keys and values from the map alone
+        return grid_y.new_zeros(1, height, width, 0)
     return torch.stack(codes, dim=-1)[None]  # (1, h, w, 4F)
 
 
