@@ -11,8 +11,13 @@ import torch.nn.functional as F
 
 
 def padded_size(size: int, window_size: int) -> int:
-    """Smallest multiple of `window_size` that holds `size`."""
-    return -(-size // window_size) * window_size
+    """Smallest multiple of `window_size` that holds `size`.
+
+    Rounds up with non-negative operands only: while an export traces it, `size` is a graph value and `//`
+    becomes ONNX Div, which truncates; the ceil-by-negation idiom then gave one window less than the latent,
+    and Pad with that negative amount cropped it (ONNX Runtime failed on any window not dividing the latent).
+    """
+    return (size + window_size - 1) // window_size * window_size
 
 
 def pad_to_windows(x: torch.Tensor, window_size: int) -> torch.Tensor:

@@ -247,3 +247,20 @@ def test_a_new_prompt_for_a_no_prior_export_says_the_model_has_no_text_encoder(e
     with pytest.raises(LangBRTInputError, match="no-prior.*no text encoder") as caught:
         backend.prepare_prompts([["a new blemish"]])
     assert "more slots" not in str(caught.value)
+
+
+@pytest.mark.parametrize("attention_kind", ["tca", "self"])
+def test_a_window_that_does_not_divide_the_latent_runs_in_onnxruntime_as_in_torch(encoder, tmp_path, attention_kind):
+    """Windows of 5 over the tiny 16x16 latent pad it to 20: the traced padding once rounded down to 15 (ONNX
+    Div truncates the ceil-by-negation idiom), and ONNX Runtime failed on the residual Add of the first block."""
+    torch.manual_seed(0)
+    model = LangBRT(LangBRTConfig.tiny(window_size=5, attention_kind=attention_kind), text_encoder=encoder).eval()
+    session = ort.InferenceSession(str(export_onnx(model, tmp_path / "m.onnx", extra_prompt_slots=0)),
+                                   providers=["CPUExecutionProvider"])
+    images = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    image, mask, _ = session.run(None, {INPUT_IMAGES: images.numpy(), INPUT_PROMPT_INDEX: np.zeros((1, 1), np.int32),
+                                        INPUT_PROMPT_WEIGHTS: np.ones((1, 1), np.float32)})
+    with torch.no_grad():
+        expected = model(images, [[model.predefined_prompts[0]]])
+    np.testing.assert_allclose(image, expected.image.numpy(), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(mask, expected.mask.numpy(), atol=ATOL, rtol=0)
