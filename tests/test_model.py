@@ -50,6 +50,16 @@ def test_tbd_gives_one_map_per_prompt_and_a_combined_map():
     assert 0.0 <= float(maps.mask.detach().min()) and float(maps.mask.detach().max()) <= 1.0
 
 
+def test_a_model_without_predefined_prompts_runs_user_prompts(encoder, images):
+    """predefined_prompts=() passes the config check, but picking psi_i one-hot over zero classes refused the
+    clamped index 0 of every user prompt: each forward was a RuntimeError."""
+    torch.manual_seed(0)
+    model = LangBRT(LangBRTConfig.tiny(predefined_prompts=()), text_encoder=encoder).eval()
+    with torch.no_grad():
+        out = model(images, [["acne"], ["forehead wrinkles", "acne"]])
+    assert out.maps.shape == (2, 2, 64, 64) and torch.isfinite(out.image).all()
+
+
 def test_predefined_prompts_use_their_own_mapping_layer():
     cfg = LangBRTConfig.tiny()
     tbd = TextPromptedDetection(cfg)

@@ -57,6 +57,8 @@ class TextPromptedDetection(nn.Module):
     def prompt_vectors(self, embeddings: torch.Tensor, predefined_index: torch.Tensor) -> torch.Tensor:
         """Text embeddings (T, D) -> image-feature-space vectors (T, C); index i >= 0 selects psi_i."""
         expanded = self.expand(embeddings)  # (T, C)
+        if not len(self.predefined_weight):  # no pre-defined prompts (the config allows none): no psi_i to pick,
+            return expanded  # and one_hot over 0 classes would refuse the clamped index 0 of a user prompt
         through_psi = torch.einsum("pdc,tc->ptd", self.predefined_weight, expanded)  # (P, T, C)
         through_psi = through_psi + self.predefined_bias[:, None, :]  # (P, T, C)
         num_predefined = self.predefined_weight.shape[0]
