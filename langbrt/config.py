@@ -198,6 +198,22 @@ def _check_prompts(config: LangBRTConfig) -> None:
             if key in seen:
                 raise LangBRTInputError(f"model config: {name}[{i}] repeats {name}[{seen[key]}] ({prompt!r})")
             seen[key] = i
+    _check_predefined_are_learned(config)
+
+
+def _check_predefined_are_learned(config: LangBRTConfig) -> None:
+    """A "w/o prior" model (learned_prompts set) embeds only its learned prompts: a pre-defined prompt outside
+    them made every default forward (no prompts given) and every export, which bakes the pre-defined prompts
+    first, fail on a prompt "not learned by this model"."""
+    from .text.prompts import normalize_prompt
+
+    if not config.learned_prompts:
+        return
+    learned = {normalize_prompt(p) for p in config.learned_prompts}
+    for i, prompt in enumerate(config.predefined_prompts):
+        if normalize_prompt(prompt) not in learned:
+            raise LangBRTInputError(f"model config: predefined_prompts[{i}] ({prompt!r}) must also be one of "
+                                    "learned_prompts: a model without a text encoder embeds only those")
 
 
 def _check_types(config: LangBRTConfig) -> None:

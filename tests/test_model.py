@@ -196,7 +196,7 @@ def test_paper_preset_runs_one_512_forward(encoder):
     [
         ({"use_detection": False}, "tbd."),
         ({"attention_kind": "self"}, "attn.q."),
-        ({"learned_prompts": ("acne on the cheeks", "forehead wrinkles")}, None),
+        ({"learned_prompts": tuple(PROMPTS[:3])}, None),
     ],
     ids=["without-tbd", "without-tca", "without-prior"],
 )
@@ -215,15 +215,22 @@ def test_ablations_build_train_and_round_trip(encoder, images, tmp_path, overrid
 
 
 def test_without_prior_rejects_unlearned_prompts(encoder, images):
-    model = LangBRT(LangBRTConfig.tiny(learned_prompts=("forehead wrinkles",)), text_encoder=encoder)
+    learned = ("forehead wrinkles",)
+    model = LangBRT(LangBRTConfig.tiny(predefined_prompts=learned, learned_prompts=learned), text_encoder=encoder)
     with pytest.raises(LangBRTInputError, match="known prompts: forehead wrinkles"):
         model(images, [["acne"], ["acne"]])
+
+
+def test_a_predefined_prompt_a_model_without_prior_did_not_learn_is_refused_by_the_config():
+    """Its default forward and its export (which bakes the pre-defined prompts) failed on that prompt."""
+    with pytest.raises(LangBRTInputError, match=r"predefined_prompts\[1\] \('forehead wrinkles'\) must also be one"):
+        LangBRTConfig.tiny(learned_prompts=("Dark circles under the eyes", "acne on the cheeks"))
 
 
 def test_an_unknown_prompt_error_names_a_few_learned_prompts_not_thousands(encoder, images):
     """QA, 2026-11-26: a "w/o prior" model trained on FFHQR listed all 2 172 learned prompts in one line."""
     learned = tuple(f"blemish number {i}" for i in range(40))
-    model = LangBRT(LangBRTConfig.tiny(learned_prompts=learned), text_encoder=encoder)
+    model = LangBRT(LangBRTConfig.tiny(predefined_prompts=(), learned_prompts=learned), text_encoder=encoder)
     with pytest.raises(LangBRTInputError) as info:
         model(images, [["acne"], ["acne"]])
     message = str(info.value)
