@@ -92,6 +92,9 @@ class LangBRTConfig:
         if self.image_size % self.stride:
             raise LangBRTInputError(f"model config: image_size {self.image_size} is not a multiple of the "
                                     f"encoder's stride {self.stride}")
+        if self.latent_size < 2:  # see `LangBRT._check_images`: a one-cell latent is no model, and cannot run
+            raise LangBRTInputError(f"model config: image_size {self.image_size} gives a 1x1 latent; it must be at "
+                                    f"least twice the encoder's stride {self.stride}")
 
     @property
     def stride(self) -> int:
@@ -169,14 +172,14 @@ MAX_MLP_RATIO = 64.0
 # Bounds on the other sizes, for the same reason: a hand-edited config.json is built before its weights are
 # read, and `"depth": 1000000000` grew the process to 18 GB before any error. Each is several times the paper's
 # (sec. 4.1.2) and far beyond any preset; the number of encoder stages is what MAX_IMAGE_SIZE allows (stride 2
-# each, and image_size must be a multiple of the stride).
+# each, and image_size must be at least twice the stride).
 MAX_SIZES = {
     "depth": 64,  # paper 7 blocks
     "num_heads": 64,  # paper 3
     "window_size": 64,  # paper 8; a window larger than the latent is clamped to it anyway
     "position_frequencies": 16,  # paper 2; 2**16 cycles across a latent of at most 512 is noise
     "discriminator_channels": 512,  # paper 64; the PatchGAN quadruples it in its last layers
-    "encoder_channels": MAX_IMAGE_SIZE.bit_length() - 1,  # entries: 12 stages give stride 4096
+    "encoder_channels": MAX_IMAGE_SIZE.bit_length() - 2,  # entries: 11 stages give stride 2048, a 2x2 latent
     "predefined_prompts": 64,  # paper 3; each owns a (C, C) matrix psi_i
     "learned_prompts": 65536,  # the no-prior ablation learns one vector per synthetic prompt (2172)
 }

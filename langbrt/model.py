@@ -191,6 +191,11 @@ class LangBRT(nn.Module):
                 f"image size {tuple(images.shape[-2:])} must be a multiple of {stride}; "
                 f"the runtime resizes any photo to {self.config.image_size}x{self.config.image_size}"
             )
+        if images.shape[-2:] == (stride, stride):  # GroupNorm over a 1x1 latent: one value per group for narrow
+            raise LangBRTInputError(  # stages (ValueError "Expected more than 1 value per channel")
+                f"image size {tuple(images.shape[-2:])} gives a 1x1 latent: pass at least {2 * stride} pixels "
+                "on one side"
+            )
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write weights (safetensors), config.json and the prompt bank into a folder, written whole and then

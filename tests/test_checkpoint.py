@@ -127,7 +127,7 @@ def test_broken_checkpoints_raise_one_clear_error(saved, tmp_path, damage, says)
         ({"num_heads": 32768, "embed_dim": 32768}, "num_heads is at most 64"),
         ({"window_size": 100_000}, "window_size is at most 64"),
         ({"discriminator_channels": 1_000_000}, "discriminator_channels is at most 512"),
-        ({"encoder_channels": [16] * 1000 + [32]}, "encoder_channels is at most 12 entries, got 1001 entries"),
+        ({"encoder_channels": [16] * 1000 + [32]}, "encoder_channels is at most 11 entries, got 1001 entries"),
         ({"predefined_prompts": ["x"] * 100_000}, "predefined_prompts is at most 64 entries"),
         ({"predefined_prompts": ["", "x"]}, "model config: predefined_prompts[0]: prompt is empty: ''"),
         ({"learned_prompts": ["a", "\u0000"]}, "model config: learned_prompts[1]: prompt contains a control"),

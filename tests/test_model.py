@@ -149,6 +149,16 @@ def test_image_size_must_fit_the_stride(tiny):
         tiny(torch.rand(1, 3, 62, 64), [["acne"]])
 
 
+def test_a_one_cell_latent_is_refused_by_the_config_and_by_the_forward(encoder):
+    """A (stride x stride) image leaves one latent cell, where a GroupNorm of the narrow encoder stages sees one
+    value per group: a ValueError from torch on a config the check accepted (image_size == stride)."""
+    with pytest.raises(LangBRTInputError, match="image_size 2 gives a 1x1 latent"):
+        LangBRTConfig(image_size=2, encoder_channels=(8,), embed_dim=8, num_heads=1)
+    model = LangBRT(LangBRTConfig(image_size=4, encoder_channels=(8,), embed_dim=8, num_heads=1), text_encoder=encoder)
+    with pytest.raises(LangBRTInputError, match=r"image size \(2, 2\) gives a 1x1 latent"):
+        model.eval()(torch.rand(1, 3, 2, 2), [["acne"]])
+
+
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float64, torch.float16])
 def test_images_of_another_dtype_than_the_model_are_one_input_error(tiny, images, dtype):
     """Not the first linear layer's 'mat1 and mat2 must have the same dtype' (QA)."""
