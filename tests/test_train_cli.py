@@ -701,7 +701,8 @@ def test_resume_with_another_training_set_warns_naming_what_changed(run_dir, tmp
     assert result.exit_code == 0 and "Warning: " not in result.output, result.output
 
 
-def test_ctrl_c_names_the_checkpoint_to_resume_from(tmp_path, monkeypatch):
+def interrupt_at_step_3(monkeypatch) -> None:
+    """Ctrl-C (KeyboardInterrupt) in the third step's generator losses: after step 2's checkpoint."""
     real, calls = trainer_module.generator_losses, {"n": 0}
 
     def interrupted_at_step_3(*args, **kwargs):
@@ -711,6 +712,10 @@ def test_ctrl_c_names_the_checkpoint_to_resume_from(tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(trainer_module, "generator_losses", interrupted_at_step_3)
+
+
+def test_ctrl_c_names_the_checkpoint_to_resume_from(tmp_path, monkeypatch):
+    interrupt_at_step_3(monkeypatch)
     result = run_cli("--steps", "4", "--batch-size", "2", "--synthetic-length", "8", "--adversarial-weight", "0",
                      "--checkpoint-every", "2", "--output", str(tmp_path))
     assert result.exit_code == 130 and result.output.count("\n") == 1
@@ -741,15 +746,7 @@ def test_the_resume_commands_printed_for_an_output_with_a_space_can_be_pasted(tm
     """QA: "continue with --resume my runs/checkpoints/step_000002" split at the space when pasted (click: extra
     argument); the path is shell-quoted there, as in the langbrt-eval line a finished run prints."""
     out = tmp_path / "my runs"
-    real, calls = trainer_module.generator_losses, {"n": 0}
-
-    def interrupted_at_step_3(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(trainer_module, "generator_losses", interrupted_at_step_3)
+    interrupt_at_step_3(monkeypatch)
     result = run_cli("--steps", "4", "--batch-size", "2", "--synthetic-length", "8", "--adversarial-weight", "0",
                      "--checkpoint-every", "2", "--log-every", "1", "--output", str(out))
     quoted = f"--resume '{out}/checkpoints/step_000002'"
