@@ -48,6 +48,11 @@ def server_busy(reason: object) -> ServeError:
     return ServeError(503, "queue_full", f"server busy: {reason}", {"Retry-After": "1"})
 
 
+# On a refusal sent while the client may still be sending its body: the rest is never read, and a kept-alive
+# connection then waited for it (or for uvicorn's keep-alive timeout) before the client's next request (QA).
+UNREAD_BODY = {"Connection": "close"}
+
+
 def client_gone(where: str) -> ServeError:
     """499 (nginx's "client closed request"): nobody reads it, but metrics and logs tell it from a 5xx."""
     return ServeError(499, "client_closed_request", f"the client disconnected {where}")
@@ -73,14 +78,15 @@ async def read_body(request: Request, limit: int, held: Reservation, idle_timeou
         if not declared.isdigit():
             raise ServeError(400, "bad_request", f"Content-Length is not a number: {declared[:20]!r}")
         if int(declared) > limit:
-            raise ServeError(413, "body_too_large", f"body is {int(declared)} bytes; the limit is {limit}")
+            raise ServeError(413, "body_too_large", f"body is {int(declared)} bytes; the limit is {limit}",
+                             UNREAD_BODY)
     body = bytearray()
     chunks = request.stream()
     try:
         while (chunk := await _next_chunk(chunks, idle_timeout_s, draining, len(body))) is not None:
             body += chunk
             if len(body) > limit:
-                raise ServeError(413, "body_too_large", f"body exceeds the {limit}-byte limit")
+                raise ServeError(413, "body_too_large", f"body exceeds the {limit}-byte limit", UNREAD_BODY)
             _reserve_body(held, len(chunk))
     except ClientDisconnect:
         raise client_gone(f"after sending {len(body)} bytes of the body") from None
@@ -97,11 +103,11 @@ async def _next_chunk(chunks: AsyncIterator[bytes], idle_timeout_s: float, drain
         while True:
             if draining():
                 raise ServeError(503, "shutting_down", "the server is shutting down; send the request again",
-                                 {"Connection": "close", "Retry-After": "1"})
+                                 {**UNREAD_BODY, "Retry-After": "1"})
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise ServeError(408, "body_timeout", f"no body bytes for {idle_timeout_s:g} s after "
-                                 f"{received} bytes", {"Connection": "close"})
+                                 f"{received} bytes", UNREAD_BODY)
             done, _ = await asyncio.wait({pending}, timeout=min(remaining, DRAIN_CHECK_S))
             if done:
                 try:
@@ -116,7 +122,9 @@ def _reserve_body(held: Reservation, size: int) -> None:
     try:
         held.grow(size)
     except BudgetExceeded as err:
-        raise server_busy(err) from err
+        busy = server_busy(err)
+        busy.headers.update(UNREAD_BODY)
+        raise busy from err
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:

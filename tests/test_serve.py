@@ -309,8 +309,9 @@ def test_maps_asked_for_with_an_image_reply_are_422_not_dropped(client: TestClie
 def test_content_length_over_the_limit_is_413() -> None:
     with _client(FakeRetoucher(), max_body_bytes=1000) as c:
         _wait_ready(c)
-        _assert_error(c.post("/v1/retouch", content=b"x" * 2000, headers={"content-type": "image/png"}), 413,
-                      "body_too_large")
+        response = c.post("/v1/retouch", content=b"x" * 2000, headers={"content-type": "image/png"})
+    _assert_error(response, 413, "body_too_large")
+    assert response.headers["connection"] == "close"  # the body is never read
 
 
 def test_a_streamed_body_over_the_limit_is_413_without_content_length() -> None:
@@ -322,6 +323,7 @@ def test_a_streamed_body_over_the_limit_is_413_without_content_length() -> None:
         _wait_ready(c)
         response = c.post("/v1/retouch", content=chunks(), headers={"content-type": "image/png"})
     _assert_error(response, 413, "body_too_large")
+    assert response.headers["connection"] == "close"  # the rest of the body is never read
 
 
 def test_too_many_pixels_is_413() -> None:

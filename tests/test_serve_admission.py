@@ -300,6 +300,7 @@ def test_an_upload_that_would_take_the_bodies_held_over_budget_is_503_until_the_
         refused = httpx.post(f"{base}/v1/retouch", content=chunks(), headers={"content-type": "image/png"})
         _assert_error(refused, 503, "queue_full")
         assert refused.headers["retry-after"] == "1" and "of request bodies being held" in refused.text
+        assert refused.headers["connection"] == "close"  # the rest of its body is never read
         stalled.close()
         _eventually(lambda: _gauge(base, "langbrt_inflight_body_bytes") == 0)
         accepted = httpx.post(f"{base}/v1/retouch", content=iter([image[:50], image[50:]]),
