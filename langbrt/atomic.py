@@ -286,8 +286,8 @@ def remove_orphaned_staging(folder: Path, name: str) -> None:
     and its hidden '.<name>.XXXXXXXX.partial' folder (a half-written model, megabytes to gigabytes) stayed
     forever (QA). Only real folders, not links, of exactly that name form.
     """
-    pattern = re.compile(rf"{re.escape(_hidden_prefix(name, '.partial'))}\w{{{_RANDOM_PART}}}\.partial")
-    _remove_entries(folder, pattern, folders=True, older_than=ORPHAN_AGE_SECONDS)
+    stem = re.escape(_hidden_prefix(name, ".partial")[1:-1])
+    _remove_entries(folder, _staging_folders(stem), folders=True, older_than=ORPHAN_AGE_SECONDS)
 
 
 def remove_leftovers_of_locked_folder(folder: Path, *, files: str = "", folders: str = "") -> None:
@@ -303,14 +303,18 @@ def remove_leftovers_of_locked_folder(folder: Path, *, files: str = "", folders:
     if files:
         _remove_entries(folder, _temporary_files(files), folders=False, older_than=None)
     if folders:
-        staging = re.compile(rf"\.(?:{folders})\.\w{{{_RANDOM_PART}}}\.partial")
-        _remove_entries(folder, staging, folders=True, older_than=None)
+        _remove_entries(folder, _staging_folders(folders), folders=True, older_than=None)
 
 
 def _temporary_files(stems: str) -> re.Pattern[str]:
     """The names of our temporary files beside a name matching `stems`: '.<name>.XXXXXXXX.tmp', and
     '..<name>.XXXXXXXX.tmp.XXXXXXXX.tmp' (an image written into a staged file)."""
     return re.compile(rf"\.\.?(?:{stems})\.\w{{{_RANDOM_PART}}}\.tmp(?:\.\w{{{_RANDOM_PART}}}\.tmp)?")
+
+
+def _staging_folders(stems: str) -> re.Pattern[str]:
+    """The names of our staging folders beside a name matching `stems`: '.<name>.XXXXXXXX.partial'."""
+    return re.compile(rf"\.(?:{stems})\.\w{{{_RANDOM_PART}}}\.partial")
 
 
 def _remove_entries(folder: Path, pattern: re.Pattern[str], *, folders: bool, older_than: float | None) -> None:
