@@ -20,12 +20,16 @@ against 2 951 shifted, in 148 / 144 registers against 168 / 176):
 - padded keys are not masked: their row of [m~ | 1] is all zero, ones channel included, so they add
   nothing to A [m~ | 1] whatever their weight;
 - the Swin region mask rides in the score dot (half precision): Cm + 1 = 10 of the 16 channels are used,
-  so three more carry each token's row and column band as +-1 and a constant, which adds 0 to the logit
-  of a query and key of one region and a logit far past "no weight" otherwise (`_folded_window`). Every
-  window of a shifted block runs the same code, with no select per score. Applied as a select in the
+  so four more carry each token's row and column band bits, which add exactly 0 to the logit of a query
+  and key of one region and a logit far past "no weight" otherwise (`_folded_window`). Every window of a
+  shifted block runs the same code, with no select per score. Applied as a select in the
   windows that need it, in their own copy of the code, the shifted build ran 1 289 / 1 490 instructions
   in an interior / border window in 167 registers (182 with triton 3.6: two blocks per SM); with the
-  mask in the dot every window runs 1 225 in 144 (exact sigmoid; 1 192 in 148 with triton 3.6).
+  mask in the dot every window runs 1 225 in 144 (exact sigmoid; 1 192 in 148 with triton 3.6). Four
+  channels of 0 / 1 bits replaced three of +-1 (2026-11-27): those cancelled +-1024 within a region, which
+  rounded the real logit by up to ~1e-3 and let a real logit past ~1 420 undo the mask; the bits cost
+  5-27 instructions per warp and window (sm_90 fp16, 4 warps: wgmma 1 052 -> 1 069 tanh, 1 151 -> 1 156
+  exact; mma.sync 1 156 -> 1 183, 1 249 -> 1 275), in 127 / 141 registers, not yet timed on a GPU.
 
 The folded kernel's head loop can be software-pipelined (HEAD_STAGES = 2, `tl.range(num_stages=2)`): Triton
 then loads the next head's folded weights into shared memory while this head computes. On an H100 (fp16,
@@ -98,25 +102,30 @@ def _folded_no_weight(FAST: tl.constexpr):
 
 
 @triton.jit
-def _band_sign(pos, size_padded, SHIFT: tl.constexpr):
-    """+1.0 for a shifted, padded coordinate in the map's last SHIFT rows (columns), else -1.0.
+def _band_bit(pos, size_padded, SHIFT: tl.constexpr):
+    """1.0 for a shifted, padded coordinate in the map's last SHIFT rows (columns), else 0.0.
 
-    Within one window two tokens lie in the same Swin band along an axis exactly when their signs agree:
+    Within one window two tokens lie in the same Swin band along an axis exactly when their bits agree:
     a window meets at most two of `windows.region_ids`' three bands per axis (only the last window row
     or column meets more than one: bands 1 and 2, split at size_padded - SHIFT).
     """
-    return tl.where(pos >= size_padded - SHIFT, 1.0, -1.0)
+    return tl.where(pos >= size_padded - SHIFT, 1.0, 0.0)
 
 
 @triton.jit
-def _region_logit_scale(FAST: tl.constexpr):
-    """c in the region logit c (u_i u_j + v_i v_j - 2): 0 for a query and key of one Swin region, at least
-    2048 folded-logit units towards "no weight" otherwise (+z for 1 / (1 + 2^z), -z for the tanh form),
-    far past where either sigmoid form reaches 0 in fp32."""
-    if FAST:
-        c = 1024.0
+def _region_logit_scale(FAST: tl.constexpr, op_dtype: tl.constexpr):
+    """c, the folded logit a key of another Swin region gets per differing band: towards "no weight" (+z for
+    1 / (1 + 2^z), -z for the tanh form) and as far as the score dot's operands allow, so that no real logit
+    can pull it back: 2^15 in fp16 (its largest power of two; 65504 is its largest value), 2^64 in bf16
+    (fp32's exponent range). A power of two, so every product c * 1 is exact."""
+    if op_dtype == tl.float16:
+        magnitude = 32768.0
     else:
-        c = -1024.0
+        magnitude = 18446744073709551616.0
+    if FAST:
+        c = -magnitude
+    else:
+        c = magnitude
     return c
 
 
@@ -163,25 +172,29 @@ def _folded_window(
     region_keep = 0  # ... or a select (fp32); neither is read in an unshifted block
     if SHIFT > 0:
         if LOW_PRECISION_DOT:
-            u = _band_sign(sr, Hp, SHIFT)[:, None]  # (BN, 1) row band, +-1
-            v = _band_sign(sc, Wp, SHIFT)[:, None]  # (BN, 1) column band
-            # The Swin mask through the tensor cores: keys carry [u | v | 1] in the channels after the ones
-            # channel (the fold's weights are zero there), queries [c u | c v | -2c], so the score dot adds
-            # c (u_i u_j + v_i v_j - 2): 0 within a region, a sigmoid weight of 0 across regions
-            # (`_region_logit_scale`). Every window of a shifted block runs this one code; the values
-            # are exact in fp16 / bf16, and with products up to 2|c| the tensor cores' fp32 accumulation
-            # keeps the logits to ~1e-3 at worst, below the half-precision rounding of p itself. The
-            # mask holds while a real logit stays under the 2048 folded units one differing band adds
-            # (|s| < 1 420 in the exact form, 4 096 in the tanh form); past that a key of another region
-            # gets a weight near 1 where the reference gives 0. The bundled model's largest logit on the
-            # example image is 5.1 (`x~ QK_h` channels up to 6.4 folded units): a margin of ~280x, which
-            # a collapsed alpha could still spend. fp32 selects instead (exact at any logit), the cost
-            # the header measured.
-            c = _region_logit_scale(FAST_SIGMOID)
-            kv = tl.where(kk[None, :] == CM + 1, u, tl.where(kk[None, :] == CM + 2, v, kv))
-            kv = tl.where(kk[None, :] == CM + 3, 1.0, kv)
-            region_logit = tl.where(kk[None, :] == CM + 1, c * u, tl.where(kk[None, :] == CM + 2, c * v, 0.0))
-            region_logit = tl.where(kk[None, :] == CM + 3, -2.0 * c, region_logit)  # (BN, BK)
+            # The Swin mask through the tensor cores: per axis two channels after the ones channel (the fold's
+            # weights are zero there), a key carrying its band bit b and 1 - b, a query c (1 - b) and c b, so
+            # the score dot adds c [b_query != b_key] per axis: exactly 0 within a region, each product
+            # c (1 - b_i) b_j being 0 or c; c or 2c, a sigmoid weight of 0, across regions
+            # (`_region_logit_scale`). Every window of a shifted block runs this one code. Within a region
+            # every region product is an exact zero, so the fp32 accumulation of the real logit is untouched
+            # (an earlier +-1 encoding cancelled +-c terms there and lost ~1e-3 of logit to their rounding).
+            # The mask holds while a real folded logit stays above -c + 25 (fp16: |logit| < 22 700 in the
+            # exact form, 65 500 in the tanh form; the weights' fp16 rounding alone is 0 past z = 25); the
+            # bundled model's largest logit on the example image is 5.1. fp32 selects instead (exact at
+            # any logit), the cost the header measured.
+            c = _region_logit_scale(FAST_SIGMOID, op_dtype)
+            row_bit = _band_bit(sr, Hp, SHIFT)[:, None]  # (BN, 1)
+            col_bit = _band_bit(sc, Wp, SHIFT)[:, None]  # (BN, 1)
+            region = kk - CM  # (BK,): region channels 1..4, a band bit then its complement per axis
+            is_region = (region >= 1) & (region <= 4)
+            complement = region % 2 == 0
+            axis_bit = tl.where((region <= 2)[None, :], row_bit, col_bit)  # (BN, BK)
+            # b or 1 - b as one FMA per value with per-channel constants (fewer instructions than selects)
+            key_bit = axis_bit * tl.where(complement, -1.0, 1.0)[None, :] + tl.where(complement, 1.0, 0.0)[None, :]
+            kv = tl.where(is_region[None, :], key_bit, kv)
+            region_c = tl.where(is_region, c, 0.0)[None, :]  # (1, BK)
+            region_logit = region_c - region_c * key_bit  # (BN, BK): c (1 - key's bit), 0 off the region channels
         else:
             region_keep = same_region(sr, sc, Hp, Wp, WINDOW, SHIFT)  # (BN, BN)
     kv = kv.to(op_dtype)
@@ -279,7 +292,7 @@ def tca_folded_fwd_kernel(
 
     The fold already holds 1 / alpha_h, the logit bias -log(w*w) and the scale of the sigmoid's form
     (`sigmoid_of_folded`), so the logits need no arithmetic before the sigmoid; a shifted block's
-    Swin mask is three more channels of the score dot (`_folded_window`).
+    Swin mask is four more channels of the score dot (`_folded_window`).
     PROGRAMS_PER_SM > 0 makes the kernel persistent: the launch sizes grid axis 0 so about that many
     programs fit each SM at once (`tca_launch_configs.persistent_programs`), program p of an image computes its
     windows p, p + P, p + 2P, ... (P = programs per image), and issues each next window's loads before

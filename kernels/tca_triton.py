@@ -51,8 +51,8 @@ from .windows import padded_size
 OP_NAME = "langbrt::tca_attention"
 MIN_DOT_EXTENT = 16  # tl.dot needs every matmul dimension >= 16
 # The folded kernel of a shifted block carries the Swin region of each token in this many channels past
-# the map channels and the ones channel: its row and column band signs and a constant (tca_folded_jit._folded_window).
-REGION_CHANNELS = 3
+# the map channels and the ones channel: per axis its band bit and its complement (tca_folded_jit._folded_window).
+REGION_CHANNELS = 4
 SUPPORTED_DTYPES = {torch.float16, torch.bfloat16, torch.float32, torch.float64}
 
 

@@ -32,7 +32,7 @@ tca_launch_configs = pytest.importorskip("langbrt.kernels.tca_launch_configs")
 kernel_attention = tca_triton.windowed_sigmoid_cross_attention_triton
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-# The half-precision folded kernel gives a key of another Swin region a folded logit of >= 2048, whose
+# The half-precision folded kernel gives a key of another Swin region a folded logit of >= 2^15, whose
 # 2^z the interpreter's numpy overflows to inf (sigmoid weight 0, as intended; the GPU's ex2 gives inf too).
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in exp2:RuntimeWarning")
 
@@ -627,6 +627,30 @@ def test_region_channels_mask_other_regions_even_where_logits_saturate(monkeypat
                                atol=GPU_TOLERANCE[torch.float16] * expected.abs().max().item())
 
 
+@pytest.mark.parametrize("sigmoid", ["exact", "tanh"])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_region_channels_hold_at_logits_in_the_thousands(monkeypatch, dtype, sigmoid):
+    """alpha 2e-3 and 2e-4 (logits up to ~2 650 and ~26 500 in this case): a key of another Swin region must
+    still get no weight. The folded kernel once added +-1024 per region channel, and past a logit of ~1 420
+    such a key got a weight near 1 (fp16 error 0.10 and 0.78 of the output's scale, the direct kernel's
+    0.003 and 0.001). Held to twice the direct kernel's error: at these logits half-precision rounding of
+    logits near 0 alone exceeds GPU_TOLERANCE, in both kernels."""
+    monkeypatch.setenv(tca_choices.SIGMOID_ENV_VAR, sigmoid)
+    x, mf = random_inputs(1, 8, 8, 16, 3)
+    params = random_params(16, 3, 2)
+    for alpha in (2e-3, 2e-4):
+        with torch.no_grad():
+            params.alpha.fill_(alpha)
+        expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 2)
+        errors = {}
+        for kernel in tca_choices.KernelChoice:
+            monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, kernel.value)
+            got = kernel_attention(x.to(dtype), mf.to(dtype), cast_params(params, dtype), 2, 4, 2).float()
+            errors[kernel] = (got - expected).abs().max().item() / expected.abs().max().item()
+        direct, folded = errors[tca_choices.KernelChoice.DIRECT], errors[tca_choices.KernelChoice.FOLDED]
+        assert folded <= 2 * direct, (alpha, errors)
+
+
 @pytest.mark.parametrize(("B", "programs_per_sm", "programs_per_image"), [
     pytest.param(1, 3, 3, id="3-programs-of-3-windows"),  # windows 0 3 6 / 1 4 7 / 2 5 8
     pytest.param(1, 2, 2, id="2-programs-of-5-and-4-windows"),  # 0 2 4 6 8 / 1 3 5 7: one ends a window early
@@ -887,7 +911,7 @@ def test_gpu_every_autotuned_config_matches_reference(monkeypatch, dtype, shift,
 @pytest.mark.parametrize("kernel", list(tca_choices.KernelChoice))
 def test_gpu_fast_sigmoid_matches_the_reference(monkeypatch, kernel, shift):
     """Both kernels' tanh form within the fp16 bound of the exact form: the direct one halves the logit
-    itself, the folded one has it halved by the fold and its Swin regions masked by a logit of -2048 or less,
+    itself, the folded one has it halved by the fold and its Swin regions masked by a logit of -2^15 or less,
     where tanh.approx.f32 returns exactly -1 (probed on an H100: -1.0 for every z <= -8, and
     0.5 tanh.approx(z) + 0.5 within 3.9e-6 of sigmoid(2 z) on [-12, 12]).
 
