@@ -22,6 +22,8 @@
 # attention: benchmarks/bench_attention.py: both fused kernels vs eager reference vs torch.compile, batch
 #            1/8/32, fp16/bf16, called from Python and replayed from CUDA graphs, in the default sigmoid form
 #            (tanh in half precision, tca_choices.SigmoidChoice) and the exact one (rows <kernel>-exact);
+# probe:     benchmarks/probe_tanh_approx.py: tanh.approx.f32 at the folded kernel's Swin-mask logits (exactly -1?)
+#            and its error against the exact sigmoid on [-12, 12];
 # ncu:       Nsight Compute (if the image has it) on one batch-32 launch of each kernel (the folded one on
 #            wgmma and mma.sync): occupancy, warp stall reasons, pipe and shared-memory utilisation, i.e. what limits it;
 # e2e:       langbrt-bench on the torch backend at the paper preset, fp32 and fp16, batch 1/8/32 (random
@@ -40,7 +42,7 @@
 # the JSON files and put the tables in README ("The fused attention kernel", "Benchmarking").
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1  # the repository root, wherever it is called from
-known_steps="sweep tests attention ncu e2e compile"
+known_steps="sweep tests attention probe ncu e2e compile"
 for name in "$@"; do  # a typo would otherwise run nothing and exit 0, a device call spent
     [[ " $known_steps " == *" $name "* ]] || { echo "gpu_session: unknown step '$name' (steps: $known_steps)" >&2; exit 2; }
 done
@@ -106,6 +108,10 @@ if want attention; then
     timeout 150 python3 benchmarks/bench_attention.py --kernels direct folded --batch-sizes 1 8 32 \
         --dtypes fp16 bf16 --check --iters 100 --sigmoid-forms exact ${ATTENTION_ARGS:-} \
         --out "$out/attention-${LANGBRT_TCA_MMA:+$LANGBRT_TCA_MMA-}$card-$day.json" 2>&1 | tail -70 | tee -a "$log"
+fi
+if want probe; then
+    step "probe: what tanh.approx.f32 returns at the folded kernel's Swin-mask logits (-2^15, -2^64) and near 0"
+    timeout 60 python3 benchmarks/probe_tanh_approx.py 2>&1 | tee -a "$log"
 fi
 if want ncu; then
     step "ncu: Nsight Compute on one batch-32 fp16 launch of each kernel at 4 warps, the folded one on both MMA paths"
