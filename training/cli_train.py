@@ -31,6 +31,7 @@ from langbrt.training.data.pair_prompts import canonical_prompts
 from langbrt.training.data.paired import DEFAULT_REAL_PROMPTS
 from langbrt.training.losses.detection import DEFAULT_DETECTION_LOSS, DETECTION_LOSSES
 from langbrt.training.losses.weights import LossWeights
+from langbrt.training.run_paths import resumed_config
 from langbrt.training.train_config import (
     ABLATIONS,
     FFHQR,
@@ -272,7 +273,7 @@ def _config(ctx: click.Context, options: dict[str, object], resume: str | None,
                                 "give one of them")
     if resume is not None:
         _check_resume_folder(Path(resume))
-        cfg = TrainConfig.from_json(Path(resume) / "train_config.json")
+        cfg = resumed_config(Path(resume))  # its relative paths lead where they did for the run, from any folder
         _check_resume_state(Path(resume))
     elif init is not None:
         if init == BUNDLED_INIT:

@@ -105,6 +105,9 @@ class TrainConfig:
     val: str | None = None  # held-out pairs scored during training: a source/ + target/ folder or "synthetic"
     val_every: int | None = None  # steps between validations; None: every checkpoint_every
     val_samples: int = 64  # at most this many held-out pairs (synthetic: exactly this many test samples)
+    # The current folder of the process that trained: the relative paths above are relative to it (`run_paths`);
+    # None in configs written before 2026-11-28. The trainer records it; a user never sets it.
+    workdir: str | None = None
 
     def validate(self) -> None:
         """Raise `ConfigValueError` for a value the run cannot use: one line naming the option (`from_dict`

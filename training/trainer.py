@@ -10,6 +10,7 @@ Checkpoints (OUTPUT/checkpoints/step_000100/, OUTPUT/final/) and the EMA live in
 from __future__ import annotations
 
 import math
+import os
 import random
 import re
 import shlex
@@ -53,6 +54,7 @@ from langbrt.training.losses import (
 )
 from langbrt.training.run_lock import RunLock
 from langbrt.training.run_log import RunLog
+from langbrt.training.run_paths import resumed_config
 from langbrt.training.train_config import TrainConfig
 from langbrt.training.train_state import (
     CHECKPOINTS_DIR,
@@ -195,8 +197,10 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = True) -> TrainResult:
-    """Run (or continue, from `resume`) training; returns where the final checkpoint went."""
+    """Run (or continue, from `resume`) training; returns where the final checkpoint went. The relative paths
+    of `cfg` are taken from the current folder, which the run records as `workdir` (see `run_paths`)."""
     cfg.validate()
+    cfg = replace(cfg, workdir=os.getcwd())
     output = Path(cfg.output)
     info = init_distributed()
     lock = RunLock(output)
@@ -472,9 +476,8 @@ def _warn_if_resume_differs(state: dict[str, Any], cfg: TrainConfig, info: DistI
                       "order (and a --fraction subset) change from here on", stacklevel=2)
     # And the training set itself (QA, 2026-11-26: --data, --fraction or --synthetic-length given again on
     # resume changed it without a word).
-    saved_config = resume / CONFIG_FILE
-    if saved_config.is_file():
-        before = TrainConfig.from_json(saved_config)
+    if (resume / CONFIG_FILE).is_file():
+        before = resumed_config(resume)  # its relative paths as seen from here, as --resume read them
         changed = [f"{name} {getattr(before, name)!r} -> {getattr(cfg, name)!r}" for name in TRAINING_SET_FIELDS
                    if getattr(before, name) != getattr(cfg, name)]
         if changed:
