@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from PIL import Image
 from test_distributed import FAST as TORCHRUN_FAST
 from test_distributed import error_lines, torchrun
 from test_train_cli import ERROR, run_cli
@@ -146,6 +147,30 @@ def test_check_alignment_reads_the_pairs_and_leaves_out_one_that_fails_to_decode
     (tmp_path / "target/c.png").write_bytes((tmp_path / "target/c.png").read_bytes()[:60])  # cut short
     results = check_alignment(find_pairs(tmp_path))
     assert [(r.name, r.problem) for r in results] == [("a", None), ("b", "shifted by ~(2, 0) px")]
+
+
+def test_pairs_saved_as_cameras_and_editors_save_them_are_aligned_and_a_shifted_one_is_not(retouches, tmp_path):
+    """QA, 2026-11-28 (real-ish photos): a JPEG source stored sideways with its EXIF orientation beside an upright
+    PNG target, an RGBA source beside an RGB target, and a target saved at half size as JPEG are all one framing;
+    a JPEG target shifted by 4 px is still found."""
+    (source, target), (other, other_target), (third, third_target) = retouches[:3]
+    for side in ("source", "target"):
+        (tmp_path / side).mkdir()
+    sideways = Image.open(write_image(tmp_path / "upright.png", source)).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise: upright again
+    sideways.save(tmp_path / "source/exif.jpg", quality=95, exif=exif.tobytes())
+    write_image(tmp_path / "target/exif.png", target)
+    write_image(tmp_path / "source/alpha.png", other, alpha=torch.linspace(0, 1, SIZE).expand(1, SIZE, SIZE))
+    write_image(tmp_path / "target/alpha.png", other_target)
+    write_image(tmp_path / "source/small.png", third)
+    half = Image.open(write_image(tmp_path / "half.png", third_target)).resize((SIZE // 2, SIZE // 2), Image.LANCZOS)
+    half.save(tmp_path / "target/small.jpg", quality=90)
+    write_image(tmp_path / "source/shifted.png", source)
+    write_image(tmp_path / "target/shifted.jpg", moved(target, 4, 0))
+    results = check_alignment(find_pairs(tmp_path))
+    assert [(r.name, r.problem) for r in results] == [("alpha", None), ("exif", None),
+                                                      ("shifted", "shifted by ~(4, 0) px"), ("small", None)]
 
 
 def test_a_large_set_is_checked_on_pairs_spread_evenly_over_it(retouches, tmp_path):
