@@ -122,6 +122,14 @@ def test_per_prompt_detection_loss_ignores_padding_slots():
     assert per_prompt_detection_loss(soft, masks, torch.zeros_like(valid)) == 0
 
 
+def test_per_prompt_detection_loss_of_a_batch_is_the_mean_of_its_images_losses():
+    """As the semantic loss: the same global batch in one process or split over torchrun ranks (QA)."""
+    masks, soft = (torch.rand(3, 3, 8, 8) > 0.5).float(), torch.rand(3, 3, 8, 8)
+    valid = torch.tensor([[True, True, True], [True, False, False], [False, False, False]])
+    alone = [per_prompt_detection_loss(soft[i : i + 1], masks[i : i + 1], valid[i : i + 1]) for i in range(3)]
+    torch.testing.assert_close(per_prompt_detection_loss(soft, masks, valid), torch.stack(alone).mean())
+
+
 # adversarial (eq. 7, 8)
 
 
@@ -308,10 +316,24 @@ def test_semantic_loss_is_a_cosine_and_its_gradient_reaches_the_generated_image(
     with torch.no_grad():
         image_emb = torch.cat([loss_fn.visual(images[b : b + 1], masks[b : b + 1, k : k + 1]) for b, k in slots])
         text_emb = loss_fn.text_encoder.encode([prompts[b][k] for b, k in slots])  # (3, D)
-    expected = torch.nn.functional.cosine_similarity(image_emb, text_emb.to(image_emb.dtype), dim=-1).mean()
+    cosine = torch.nn.functional.cosine_similarity(image_emb, text_emb.to(image_emb.dtype), dim=-1)  # (3,)
+    expected = (cosine[:2].mean() + cosine[2]) / 2  # each image's mean over its prompts, then over the images
     torch.testing.assert_close(loss.detach(), expected, atol=1e-5, rtol=1e-5)
     assert images.grad is not None and images.grad.abs().sum() > 0
     assert not any(p.requires_grad for p in loss_fn.parameters())
+
+
+def test_semantic_loss_of_a_batch_is_the_mean_of_its_images_losses(tiny_clip_files):
+    """QA, 2026-11-28: a mean over the batch's valid slots weighed an image with more prompts more, so 2 torchrun
+    ranks of batch 1 (DDP averages their losses' gradients) trained on another loss than 1 process of batch 2."""
+    loss_fn = _semantic_loss(tiny_clip_files)
+    images, masks = torch.rand(3, 3, 32, 32), (torch.rand(3, 2, 32, 32) > 0.5).float()
+    prompts = [["acne", "dark circles"], ["forehead wrinkles", ""], ["", ""]]
+    valid = torch.tensor([[True, True], [True, False], [False, False]])
+    with torch.no_grad():
+        whole = loss_fn(images, masks, prompts, valid)
+        alone = [loss_fn(images[i : i + 1], masks[i : i + 1], prompts[i : i + 1], valid[i : i + 1]) for i in range(3)]
+    torch.testing.assert_close(whole, torch.stack(alone).mean(), atol=1e-6, rtol=1e-6)
 
 
 def test_semantic_loss_is_zero_without_valid_prompts(tiny_clip_files):

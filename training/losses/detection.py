@@ -106,11 +106,14 @@ def per_prompt_detection_loss(
     soft_maps: torch.Tensor, prompt_masks: torch.Tensor, prompt_valid: torch.Tensor, kind: str = DEFAULT_DETECTION_LOSS
 ) -> torch.Tensor:
     """Synthetic data only: each prompt's soft map (B, K, H, W) against its exact blemish mask (B, K, H, W),
-    mean map loss (`kind`) over the valid prompt slots (B, K) bool; not in the paper, which has no per-prompt
-    ground truth. Padding slots are ignored; 0 when none is valid."""
+    mean map loss (`kind`) over each image's valid prompt slots (B, K) bool, then over the images (as
+    `SemanticLoss`, so that the loss of a batch does not depend on how torchrun splits it); not in the paper,
+    which has no per-prompt ground truth. Padding slots are ignored; 0 when none is valid."""
     assert soft_maps.shape == prompt_masks.shape, (tuple(soft_maps.shape), tuple(prompt_masks.shape))
     assert prompt_valid.shape == soft_maps.shape[:2], (tuple(prompt_valid.shape), tuple(soft_maps.shape))
     if not bool(prompt_valid.any()):
         return soft_maps.new_zeros(())
+    valid = prompt_valid.bool()  # (B, K)
     per_slot = map_loss(soft_maps, prompt_masks.to(soft_maps.dtype), kind).mean(dim=(2, 3))  # (B, K)
-    return per_slot[prompt_valid.bool()].mean()
+    per_image = torch.where(valid, per_slot, 0.0).sum(dim=1) / valid.sum(dim=1).clamp_min(1)  # (B,)
+    return per_image.mean()

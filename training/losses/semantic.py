@@ -120,9 +120,15 @@ def _load_strict(visual: nn.Module, state: dict[str, torch.Tensor], path: Path, 
 
 
 class SemanticLoss(nn.Module):
-    """Eq. 10: mean cosine similarity, in Alpha-CLIP space, between the generated image seen through each valid
-    prompt's region mask and that blemish prompt's text embedding. The trainer minimises gamma times this
-    (eq. 11's -gamma L_local: pushing the retouched region away from its blemish description).
+    """Eq. 10: cosine similarity, in Alpha-CLIP space, between the generated image seen through each valid
+    prompt's region mask and that blemish prompt's text embedding, averaged over each image's valid prompts and
+    then over the images (eq. 10's E_x; an image without a valid prompt adds 0). The trainer minimises gamma
+    times this (eq. 11's -gamma L_local: pushing the retouched region away from its blemish description).
+
+    Why per image first (eq. 10 sums over an image's prompts; we average them, so that gamma does not grow with
+    the number of prompts): a batch's loss is then the mean of its images' losses, so a global batch spread over
+    torchrun ranks trains as it does in one process. A mean over every valid slot of the batch weighed the
+    images with more prompts more, and differed by 13 % between 2 ranks x batch 1 and 1 x batch 2 (QA).
 
     Text embeddings come from the frozen text encoder (CLIP's text tower paired with this Alpha-CLIP) and are
     cached per prompt string; only the image path carries gradient.
@@ -159,4 +165,13 @@ class SemanticLoss(nn.Module):
         image_emb = self.visual(images[b], masks[b, k].unsqueeze(1).to(images.dtype))  # (N, D)
         text_emb = self._text_embeddings(texts, images.device).to(image_emb.dtype)  # (N, D)
         assert image_emb.shape == text_emb.shape, (tuple(image_emb.shape), tuple(text_emb.shape))
-        return (F.normalize(image_emb, dim=-1) * text_emb).sum(dim=-1).mean()
+        cosine = (F.normalize(image_emb, dim=-1) * text_emb).sum(dim=-1)  # (N,)
+        return mean_per_image(cosine, b, prompt_valid)
+
+
+def mean_per_image(values: torch.Tensor, image: torch.Tensor, prompt_valid: torch.Tensor) -> torch.Tensor:
+    """The mean over images (B) of each image's mean over its valid prompt slots, from `values` (N,) of the
+    valid slots (`prompt_valid` (B, K) nonzero, in order) and `image` (N,) their image indices; an image
+    without a valid slot counts 0. Independent of how a batch is split: see `SemanticLoss`."""
+    per_image = values.new_zeros(prompt_valid.shape[0]).index_add(0, image, values)  # (B,) sums
+    return (per_image / prompt_valid.sum(dim=1).clamp_min(1).to(values.dtype)).mean()
