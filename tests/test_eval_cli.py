@@ -83,6 +83,16 @@ def test_usage_error_is_one_error_line(checkpoint, args, named):
     assert one_error_line(result) and named in result.output
 
 
+@pytest.mark.parametrize("args", [["--model", "M"], ["--suite", "a=M"]], ids=["model", "suite"])
+def test_the_val_split_on_the_synthetic_set_is_one_error_line_naming_the_flag(checkpoint, args):
+    # QA, 2026-11-28: "split must be one of ['test', 'train'], got 'val'", with --help listing val as a choice
+    result = invoke(*[str(checkpoint) if a == "M" else a.replace("=M", f"={checkpoint}") for a in args],
+                    "--split", "val", "--num-samples", "2")
+    assert one_error_line(result), result.output
+    assert result.output.startswith(f"{ERROR}--split val: the synthetic set has only the splits train and test"), \
+        result.output
+
+
 def test_help_still_prints_the_usage():
     result = invoke("--help")
     assert result.exit_code == 0 and "Usage:" in result.output and "--suite" in result.output
