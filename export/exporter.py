@@ -18,9 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from langbrt.atomic import new_staging_folder, remove_orphaned_staging, remove_orphaned_temporaries
+from langbrt.atomic import new_staging_folder
 from langbrt.errors import LangBRTInputError
 from langbrt.model import LangBRT
+from langbrt.orphan_cleanup import remove_orphaned_staging, remove_orphaned_temporaries
 from langbrt.output_paths import check_name_lengths, check_output_file, overlap
 from langbrt.text import normalize_prompt
 

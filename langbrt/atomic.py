@@ -2,6 +2,7 @@
 
 A write that fails here is an `OutputWriteError` line naming the target, never a LangBRTInputError: the caller
 checked its output path before any work, so what fails now is the disk (full, read-only, an I/O error).
+What a killed process leaves behind (it runs no cleanup) is `orphan_cleanup.py`'s to remove.
 """
 
 from __future__ import annotations
@@ -9,20 +10,19 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import shutil
 import signal
 import stat
 import sys
 import tempfile
 import threading
-import time
 import warnings
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TypeVar
 
 from langbrt.errors import OutputWriteError
+from langbrt.temporary_names import hidden_prefix
 
 K = TypeVar("K")
 
@@ -180,7 +180,7 @@ def _signals_held() -> Iterator[None]:
 
 def _new_temporary(target: Path) -> Path:
     """An empty hidden file beside `target`, in its folder so that renaming it over `target` is atomic."""
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=_hidden_prefix(target.name, ".tmp"), suffix=".tmp")
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=hidden_prefix(target.name, ".tmp"), suffix=".tmp")
     os.close(fd)
     return Path(tmp_name)
 
@@ -245,110 +245,6 @@ def _is_special_file(path: Path) -> bool:
     return _stream_descriptor(path) is not None or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
-NAME_MAX_BYTES = 255  # the longest file name Linux, macOS and Windows file systems take
-_RANDOM_PART = 8  # the characters tempfile adds between prefix and suffix
-
-
-def _hidden_prefix(name: str, suffix: str) -> str:
-    """'.<name>.' for a temporary file beside `name`, the name cut (at a character) so that prefix, random
-    part and `suffix` stay within NAME_MAX_BYTES: a 249-byte output name is legal, and its temporary must
-    be too (QA: '.<name>.XXXXXXXX.tmp' is 14 bytes longer, and writing it failed 'File name too long')."""
-    room = NAME_MAX_BYTES - len(f"..{suffix}".encode()) - _RANDOM_PART
-    encoded = os.fsencode(name)
-    if len(encoded) > room:
-        name = os.fsdecode(encoded[:room].decode("utf-8", "ignore").encode())
-    return f".{name}."
-
-
-ORPHAN_AGE_SECONDS = 3600.0
-"""Age past which a temporary file of ours counts as orphaned: writing one file takes seconds, not an hour."""
-
-
-def remove_orphaned_temporaries(folder: Path, names: Collection[str]) -> None:
-    """Remove the temporary files `atomic_path` and `atomic_paths` left in `folder` beside any of `names` and
-    older than ORPHAN_AGE_SECONDS.
-
-    Why: a process killed while writing (SIGKILL, the out-of-memory killer) runs no cleanup, and its hidden
-    '.<name>.XXXXXXXX.tmp' (also '..<name>.XXXXXXXX.tmp.XXXXXXXX.tmp': an image written into a staged file)
-    stayed forever, tens of MB each (QA: a rerun that succeeded left them all). Only names of exactly that
-    form for the given outputs, only regular files, and only old ones: a live run's temporary is seconds old.
-    """
-    stems = "|".join(re.escape(_hidden_prefix(name, ".tmp")[1:-1]) for name in names)
-    if stems:
-        _remove_entries(folder, _temporary_files(stems), folders=False, older_than=ORPHAN_AGE_SECONDS)
-
-
-def remove_orphaned_staging(folder: Path, name: str) -> None:
-    """Remove the staging folders `new_staging_folder` made in `folder` for `name` and older than
-    ORPHAN_AGE_SECONDS.
-
-    Why: as for `remove_orphaned_temporaries`, a process killed while filling one (SIGKILL) runs no cleanup,
-    and its hidden '.<name>.XXXXXXXX.partial' folder (a half-written model, megabytes to gigabytes) stayed
-    forever (QA). Only real folders, not links, of exactly that name form.
-    """
-    stem = re.escape(_hidden_prefix(name, ".partial")[1:-1])
-    _remove_entries(folder, _staging_folders(stem), folders=True, older_than=ORPHAN_AGE_SECONDS)
-
-
-def remove_leftovers_of_locked_folder(folder: Path, *, files: str = "", folders: str = "") -> None:
-    """Remove, whatever their age, the temporary files `atomic_path` and `atomic_paths` left in `folder` beside a
-    name matching the regular expression `files`, and the staging folders `atomic_folder` left beside a name
-    matching `folders` (exactly '.<name>.XXXXXXXX.partial', folders only).
-
-    Only for a caller that holds the lock every writer of `folder` takes (a training run's OUTPUT, `RunLock`):
-    then none of them is a live process's, so no age has to tell. Why: a training run SIGKILLed while saving a
-    checkpoint left its staging folder (the weights and the optimizer state, up to GBs) in OUTPUT forever, and
-    the --resume that followed at once would keep it for an hour under `remove_orphaned_temporaries`' rule.
-    """
-    if files:
-        _remove_entries(folder, _temporary_files(files), folders=False, older_than=None)
-    if folders:
-        _remove_entries(folder, _staging_folders(folders), folders=True, older_than=None)
-
-
-def _temporary_files(stems: str) -> re.Pattern[str]:
-    """The names of our temporary files beside a name matching `stems`: '.<name>.XXXXXXXX.tmp', and
-    '..<name>.XXXXXXXX.tmp.XXXXXXXX.tmp' (an image written into a staged file)."""
-    return re.compile(rf"\.\.?(?:{stems})\.\w{{{_RANDOM_PART}}}\.tmp(?:\.\w{{{_RANDOM_PART}}}\.tmp)?")
-
-
-def _staging_folders(stems: str) -> re.Pattern[str]:
-    """The names of our staging folders beside a name matching `stems`: '.<name>.XXXXXXXX.partial'."""
-    return re.compile(rf"\.(?:{stems})\.\w{{{_RANDOM_PART}}}\.partial")
-
-
-def _remove_entries(folder: Path, pattern: re.Pattern[str], *, folders: bool, older_than: float | None) -> None:
-    """Remove the entries of `folder` whose whole name matches `pattern`, that are folders (`folders`) or regular
-    files (not `folders`; a symlink is neither) and, unless `older_than` is None, were last modified over
-    `older_than` seconds ago (a live run's temporary is seconds old)."""
-    now = time.time()
-    for path, info in _matching_entries(folder, pattern):
-        if older_than is not None and now - info.st_mtime <= older_than:
-            continue
-        if folders and stat.S_ISDIR(info.st_mode):
-            shutil.rmtree(path, ignore_errors=True)
-        elif not folders and stat.S_ISREG(info.st_mode):
-            with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove: it stays, as before
-                os.unlink(path)
-
-
-def _matching_entries(folder: Path, pattern: re.Pattern[str]) -> Iterator[tuple[str, os.stat_result]]:
-    """Entries of `folder` whose whole name matches `pattern`, with their own stat (links not followed). A
-    missing folder has none."""
-    try:
-        entries = os.scandir(folder)
-    except OSError:
-        return  # no such folder (yet): nothing was left there
-    with entries:
-        for entry in entries:
-            if not pattern.fullmatch(entry.name):
-                continue
-            try:
-                yield entry.path, entry.stat(follow_symlinks=False)
-            except OSError:
-                continue  # gone meanwhile
-
-
 def atomic_write_text(target: str | Path, text: str) -> None:
     """Write `text` (UTF-8) atomically; a failure (folder gone, disk full) is one OutputWriteError line."""
     try:
@@ -385,7 +281,7 @@ def new_staging_folder(target: Path) -> Path:
     """An empty hidden folder beside `target` to fill before it takes `target`'s place: '.<name>.XXXXXXXX.partial',
     the form `remove_orphaned_staging` removes once a killed process left it, with the mode mkdir gives
     (mkdtemp's is 0700)."""
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=_hidden_prefix(target.name, ".partial"),
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=hidden_prefix(target.name, ".partial"),
                                     suffix=".partial"))
     os.chmod(staging, 0o777 & ~_umask())
     return staging
@@ -401,7 +297,7 @@ def replace_folder(new: str | Path, target: str | Path) -> None:
     is a warning: the new folder is complete, only disk space is lost.
     """
     new, target = Path(new), Path(target)
-    old = target.with_name(f"{_hidden_prefix(target.name, '.old')}old")  # .NAME.old, NAME cut to fit
+    old = target.with_name(f"{hidden_prefix(target.name, '.old')}old")  # .NAME.old, NAME cut to fit
     had_old = os.path.lexists(target)
     if had_old:
         try:

@@ -12,8 +12,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from langbrt.atomic import NAME_MAX_BYTES
 from langbrt.errors import LangBRTInputError
+from langbrt.temporary_names import NAME_MAX_BYTES
 
 
 def check_output_file(output: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]],

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from langbrt.atomic import TargetExistsError, atomic_paths, remove_orphaned_temporaries
+from langbrt.atomic import TargetExistsError, atomic_paths
 from langbrt.bundled import default_model_path
 from langbrt.cli_args import OneLineParser, device_arg, non_empty, non_empty_path
 from langbrt.cli_errors import error_line, fail
@@ -42,6 +42,7 @@ from langbrt.io import (
     output_note,
     write_image,
 )
+from langbrt.orphan_cleanup import remove_orphaned_temporaries
 from langbrt.output_paths import check_name_lengths, refuse_dangling_link
 from langbrt.text import normalize_prompt
 

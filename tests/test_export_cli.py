@@ -29,7 +29,6 @@ from langbrt.artifact import (
     OPT_ENGINE_PROMPTS,
     ArtifactMetadata,
 )
-from langbrt.atomic import ORPHAN_AGE_SECONDS
 from langbrt.errors import CheckpointError, LangBRTInputError
 from langbrt.export import exporter as exporter_module
 from langbrt.export import triton_repo as triton_repo_module
@@ -44,6 +43,7 @@ from langbrt.export.tensorrt_export import (
     sidecar_path,
 )
 from langbrt.export.triton_repo import RepoKind, config_pbtxt, write_triton_repository
+from langbrt.orphan_cleanup import ORPHAN_AGE_SECONDS
 from langbrt.text import default_text_encoder
 
 

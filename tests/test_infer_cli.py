@@ -17,8 +17,8 @@ from PIL import Image
 
 from langbrt import LangBRT, LangBRTConfig
 from langbrt.artifact import METADATA_KEY
-from langbrt.atomic import ORPHAN_AGE_SECONDS
 from langbrt.io import load_image
+from langbrt.orphan_cleanup import ORPHAN_AGE_SECONDS
 from langbrt.png16 import decode_png16
 from langbrt.runtime import Retoucher
 from langbrt.runtime.cli_infer import main

@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from langbrt.atomic import atomic_folder, atomic_path, remove_leftovers_of_locked_folder
+from langbrt.atomic import atomic_folder, atomic_path
 from langbrt.checkpoint import WRITE_ERRORS, weights_mismatch, write_checkpoint_files, write_failure
 from langbrt.errors import CheckpointError, LangBRTInputError, OutputWriteError
 from langbrt.model import LangBRT
+from langbrt.orphan_cleanup import remove_leftovers_of_locked_folder
 from langbrt.output_paths import check_name_lengths, overlap, refuse_dangling_link
 from langbrt.training.run_lock import RunLock
 from langbrt.training.run_log import JSONL_FILE, SAMPLES_DIR
