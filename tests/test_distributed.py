@@ -145,7 +145,7 @@ AGREE = textwrap.dedent("""
     import torch.distributed as dist
     from langbrt.errors import ConfigValueError
     from langbrt.training.distributed import fail_together, init_distributed
-    from langbrt.training.trainer import OutputNotWritten
+    from langbrt.training.train_errors import OutputNotWritten
 
     info = init_distributed(device="cpu")
     cases = {"none": None, "rank 1 alone": (1, ConfigValueError("lr", "must be positive")),

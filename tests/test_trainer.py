@@ -20,11 +20,14 @@ from langbrt.model import LangBRT, LangBRTOutput
 from langbrt.modules.discriminator import PatchDiscriminator
 from langbrt.text import default_text_encoder
 from langbrt.training import trainer as trainer_module
+from langbrt.training.finite_checks import checkpoint_is_finite
 from langbrt.training.losses import LossResources, VGGPerceptual
 from langbrt.training.losses.weights import LossWeights
+from langbrt.training.optimizer import lr_factor
 from langbrt.training.train_config import TrainConfig
+from langbrt.training.train_errors import TrainingDiverged
 from langbrt.training.train_state import EMA, load_trainer_state, save_checkpoint
-from langbrt.training.trainer import TrainingDiverged, generator_losses, lr_factor, train
+from langbrt.training.trainer import generator_losses, train
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -278,13 +281,13 @@ def test_checkpoint_check_refuses_a_nan_weight_in_any_of_the_three_weight_sets()
     model = trainer_module.build_model(cfg, trainer_module.build_text_encoder(cfg))
     discriminator, ema = PatchDiscriminator(model.config.discriminator_channels), EMA(model, 0.9)
     batch = {"source": torch.rand(1, 3, 64, 64), "prompts": [["acne"]]}
-    assert trainer_module.checkpoint_is_finite(model, ema, discriminator, batch)
+    assert checkpoint_is_finite(model, ema, discriminator, batch)
     for weights in (dict(model.named_parameters()), ema.shadow, dict(discriminator.named_parameters())):
         first = next(iter(weights.values()))
         saved = first.detach().clone()
         with torch.no_grad():
             first.view(-1)[0] = float("nan")
-        assert not trainer_module.checkpoint_is_finite(model, ema, discriminator, batch)
+        assert not checkpoint_is_finite(model, ema, discriminator, batch)
         with torch.no_grad():
             first.copy_(saved)
 

@@ -159,7 +159,8 @@ def main(ctx: click.Context, threads: int, resume: str | None, init: str | None,
         torch.set_num_threads(threads)
     try:
         cfg = _config(ctx, options, resume, init)
-        from langbrt.training.trainer import RankLost, TrainingDiverged, TrainingInterrupted, train
+        from langbrt.training.train_errors import RankLost, TrainingDiverged, TrainingInterrupted
+        from langbrt.training.trainer import train
 
         try:
             with one_line_warnings():

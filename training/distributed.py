@@ -91,6 +91,11 @@ def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return value / info.world_size
 
 
+def all_ranks(ok: bool, info: DistInfo) -> bool:
+    """`ok` on every rank (True alone when not distributed), so that all ranks stop together."""
+    return float(all_reduce_mean(torch.tensor(float(ok), device=info.device), info)) == 1.0
+
+
 @contextmanager
 def fail_together(info: DistInfo) -> Iterator[None]:
     """Leave the block the same way on every rank: when any rank raised in it, every rank raises the error of

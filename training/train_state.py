@@ -16,6 +16,7 @@ import os
 import random
 import re
 import shlex
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,7 @@ from langbrt.errors import CheckpointError, LangBRTInputError, OutputWriteError
 from langbrt.model import LangBRT
 from langbrt.orphan_cleanup import remove_leftovers_of_locked_folder
 from langbrt.output_paths import check_name_lengths, overlap, refuse_dangling_link
+from langbrt.training.distributed import DistInfo
 from langbrt.training.run_lock import RunLock
 from langbrt.training.run_log import JSONL_FILE, SAMPLES_DIR
 from langbrt.training.train_config import TrainConfig
@@ -271,3 +273,37 @@ def remove_killed_runs_leftovers(output: Path) -> None:
     remove_leftovers_of_locked_folder(output, files=top_files, folders=re.escape(FINAL_DIR))
     remove_leftovers_of_locked_folder(output / CHECKPOINTS_DIR, folders=STEP_NAME)
     remove_leftovers_of_locked_folder(output / SAMPLES_DIR, files=rf"{STEP_NAME}\.png")
+
+
+# TrainConfig fields that decide which samples the run trains on (and what its real pairs are asked).
+TRAINING_SET_FIELDS = ("data", "ffhqr_root", "ffhqr_target_root", "fraction", "synthetic_length", "real_faces",
+                       "real_fraction", "prompts")
+
+
+def warn_if_resume_differs(state: dict[str, Any], cfg: TrainConfig, info: DistInfo, resume: Path,
+                           before: TrainConfig | None) -> None:
+    """Resume is exact only with the same processes x batch, seed and training set: say so once (rank 0), one
+    line each, when they differ. `before`: the resumed run's config, its relative paths as seen from here
+    (`run_paths.resumed_config`, as --resume read them); None where the checkpoint has none."""
+    if not info.is_main:
+        return
+    order = state.get("data_order") or {}
+    saved = (order.get("world_size", info.world_size), order.get("batch_size", cfg.batch_size))
+    if saved != (info.world_size, cfg.batch_size):
+        warnings.warn(f"{resume} was trained with {saved[0]} process(es) x batch {saved[1]}, this run uses "
+                      f"{info.world_size} x {cfg.batch_size}: the data order and the global batch change from "
+                      "here on", stacklevel=2)
+    # The seed is recorded beside them and decides the order as much (QA, 2026-11-26: `--resume ... --seed 7`
+    # trained on another order, and from a --fraction another subset, without a word).
+    saved_seed = order.get("seed", cfg.seed)
+    if saved_seed != cfg.seed:
+        warnings.warn(f"{resume} was trained with --seed {saved_seed}, this run uses --seed {cfg.seed}: the data "
+                      "order (and a --fraction subset) change from here on", stacklevel=2)
+    # And the training set itself (QA, 2026-11-26: --data, --fraction or --synthetic-length given again on
+    # resume changed it without a word).
+    if before is not None:
+        changed = [f"{name} {getattr(before, name)!r} -> {getattr(cfg, name)!r}" for name in TRAINING_SET_FIELDS
+                   if getattr(before, name) != getattr(cfg, name)]
+        if changed:
+            warnings.warn(f"{resume} was trained on another training set ({'; '.join(changed)}): the data change "
+                          "from here on", stacklevel=2)
