@@ -120,7 +120,7 @@ class ExportableLangBRT(nn.Module):
             vectors = torch.cat([vectors, extra_vectors], dim=1)  # (B, K + E, C)
             weights = torch.cat([weights, extra_weights], dim=1)  # (B, K + E)
         out = model.forward_vectors(images, vectors, weights)
-        return out.image, out.mask, out.maps
+        return out.image, out.mask, out.maps  # (B, 3, S, S), (B, 1, S, S), (B, K + E, S, S)
 
     def example_inputs(self, batch_size: int = 2, prompts_per_image: int = 3) -> tuple[torch.Tensor, ...]:
         """Inputs of the right shapes for tracing (a batch of 2 and 3 prompts per image, so no size-1 dimension

@@ -116,12 +116,12 @@ def gn_nhwc_partial_stats_kernel(x_ptr, partial_ptr, hw, C, channels_per_group, 
     pixels = chunk * BLOCK_P + tl.arange(0, BLOCK_P)  # (BLOCK_P,)
     channels = tl.arange(0, BLOCK_C)  # (BLOCK_C,) BLOCK_C >= C, a power of two
     inside = (pixels < hw)[:, None] & (channels < C)[None, :]  # (BLOCK_P, BLOCK_C)
-    offsets = n.to(tl.int64) * hw * C + pixels[:, None] * C + channels[None, :]
+    offsets = n.to(tl.int64) * hw * C + pixels[:, None] * C + channels[None, :]  # (BLOCK_P, BLOCK_C)
     x = tl.load(x_ptr + offsets, mask=inside, other=0.0).to(tl.float32)  # (BLOCK_P, BLOCK_C)
     count = (tl.minimum(hw - chunk * BLOCK_P, BLOCK_P) * channels_per_group).to(tl.float32)
     group_of = channels // channels_per_group  # (BLOCK_C,)
     for g in tl.static_range(GROUPS):
-        member = inside & (group_of == g)[None, :]
+        member = inside & (group_of == g)[None, :]  # (BLOCK_P, BLOCK_C): group g's real values
         mean = tl.sum(tl.sum(tl.where(member, x, 0.0), axis=1), axis=0) / count
         deviation = tl.where(member, x - mean, 0.0)
         m2 = tl.sum(tl.sum(deviation * deviation, axis=1), axis=0)
@@ -148,7 +148,7 @@ def gn_nhwc_apply_kernel(x_ptr, y_ptr, mean_ptr, rstd_ptr, weight_ptr, bias_ptr,
         scale = scale * w
         shift = shift * w + tl.load(bias_ptr + channels, mask=real, other=0.0).to(tl.float32)
     inside = (pixels < hw)[:, None] & real[None, :]  # (BLOCK_P, BLOCK_C)
-    offsets = n.to(tl.int64) * hw * C + pixels[:, None] * C + channels[None, :]
+    offsets = n.to(tl.int64) * hw * C + pixels[:, None] * C + channels[None, :]  # (BLOCK_P, BLOCK_C)
     y = tl.load(x_ptr + offsets, mask=inside, other=0.0).to(tl.float32) * scale[None, :] + shift[None, :]
     if GELU:
         y = 0.5 * y * (1.0 + tl.math.erf(y * 0.7071067811865476))  # nn.GELU(): the erf form

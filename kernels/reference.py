@@ -91,14 +91,14 @@ def windowed_sigmoid_cross_attention_reference(
     k = k.view(-1, N, num_heads, head_dim).transpose(1, 2)  # (B*nW, h, N, d)
     v = v.view(-1, N, num_heads, head_dim).transpose(1, 2)  # (B*nW, h, N, d)
 
-    inv_alpha = (1.0 / params.alpha).to(q.dtype).view(1, num_heads, 1, 1)
+    inv_alpha = (1.0 / params.alpha).to(q.dtype).view(1, num_heads, 1, 1)  # (1, h, 1, 1)
     logits = (q @ k.transpose(-2, -1)) * inv_alpha + logit_bias(w)  # (B*nW, h, N, N)
     keep = attention_keep_mask(H, W, w, shift, device=x.device)  # (nW, N, N)
-    keep = keep.view(1, n_windows, 1, N, N).expand(B, -1, -1, -1, -1).reshape(B * n_windows, 1, N, N)
+    keep = keep.view(1, n_windows, 1, N, N).expand(B, -1, -1, -1, -1).reshape(B * n_windows, 1, N, N)  # (B*nW, 1, N, N)
     attn = torch.sigmoid(logits) * keep.to(logits.dtype)  # (B*nW, h, N, N)
 
     out = (attn @ v).transpose(1, 2).reshape(-1, N, C)  # (B*nW, N, C)
     out = torch.nn.functional.linear(out, params.out_weight, params.out_bias)  # (B*nW, N, C)
     out = window_reverse(out, w, Hp, Wp)  # (B, Hp, Wp, C)
-    out = cyclic_shift(out, -shift)
+    out = cyclic_shift(out, -shift)  # (B, Hp, Wp, C), unshifted
     return out[:, :H, :W, :].contiguous()  # (B, H, W, C)

@@ -85,8 +85,9 @@ def fold_tca_weights(params: TCAParams, num_heads: int, dtype: torch.dtype, logi
         f = {name: t.to(compute) for name, t in zip(("wq", "bq", "wk", "bk", "wv", "bv", "wo", "bo", "alpha"),
                                                 params.tensors(), strict=True)}
         inv_alpha = 1.0 / f["alpha"].reshape(num_heads)  # (heads,) from any shape of that many (as the reference)
-        wk_aug = torch.cat([f["wk"], f["bk"][:, None]], dim=1).view(num_heads, d, Cm + 1)  # [Wk_h | bk_h]
-        wv_aug = torch.cat([f["wv"], f["bv"][:, None]], dim=1).view(num_heads, d, Cm + 1)  # [Wv_h | bv_h]
+        # [Wk_h | bk_h] and [Wv_h | bv_h] of the module docstring, the bias as the ones channel
+        wk_aug = torch.cat([f["wk"], f["bk"][:, None]], dim=1).view(num_heads, d, Cm + 1)  # (heads, d, Cm + 1)
+        wv_aug = torch.cat([f["wv"], f["bv"][:, None]], dim=1).view(num_heads, d, Cm + 1)  # (heads, d, Cm + 1)
         wq_t = f["wq"].view(num_heads, d, C).transpose(1, 2)  # (heads, C, d) = Wq_h^T
         wo_t = f["wo"].view(C, num_heads, d).permute(1, 2, 0)  # (heads, d, C) = Wo_h^T
         pad = logits.block_k - (Cm + 1)

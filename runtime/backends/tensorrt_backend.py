@@ -142,7 +142,7 @@ class TensorRTBackend(ArtifactBackend):
             piece, piece_prompts = x[start:start + largest], prompt_lists[start:start + largest]
             pad = max(0, smallest - piece.shape[0])
             if pad:
-                piece = torch.cat([piece, piece[-1:].expand(pad, -1, -1, -1)])
+                piece = torch.cat([piece, piece[-1:].expand(pad, -1, -1, -1)])  # (smallest, 3, S, S)
                 piece_prompts = piece_prompts + [piece_prompts[-1]] * pad
             out = self._run_batch(piece, piece_prompts)
             keep = piece.shape[0] - pad
