@@ -54,6 +54,7 @@ FORMAT_NAMES = tuple(f.name for f in FORMATS)
 
 
 def export_format(name: str) -> ExportFormat:
+    """The `FORMATS` row for `--format name`; an unknown name is the user's error, listing the choices."""
     for fmt in FORMATS:
         if fmt.name == name:
             return fmt
@@ -75,6 +76,8 @@ class ExportOptions:
 
 @dataclass(frozen=True)
 class ExportResult:
+    """What `export_model` wrote; `next_command` is printed after it so the user sees how to run the artifact."""
+
     path: Path  # the artifact the user asked for
     written: list[Path]  # everything written, in order
     next_command: str

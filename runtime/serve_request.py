@@ -153,6 +153,9 @@ async def _disconnected(request: Request) -> None:
 
 @dataclass
 class Upload:
+    """One request's upload as `parse_upload` found it: the image bytes, a name for error messages, and the
+    multipart `prompt` and `return`/`maps` fields (none for a raw body, whose options come from the query)."""
+
     data: bytes
     name: str
     prompts: list[str]
@@ -187,6 +190,12 @@ def check_form_charset(headers: Headers) -> None:
 
 
 async def parse_upload(headers: Headers, body: bytes) -> Upload:
+    """The upload of a raw image/* body or of a multipart/form-data one with a single 'image' file.
+
+    Every way a client can get it wrong is its own 4xx `ServeError` that says what to send (415 other media,
+    400 a malformed or truncated body, 422 a missing, repeated or unknown field), never a 500 and never a
+    field silently ignored: the client learns what to fix instead of getting a retouch it did not ask for.
+    """
     media = headers.get("content-type", "").split(";")[0].strip().lower()
     if media.startswith(RAW_TYPES):
         return Upload(body, "request body", [], {})
@@ -270,6 +279,8 @@ def _content_type_param(headers: Headers, name: str) -> str | None:
 
 
 def check_prompts(prompts: list[str], max_prompts: int) -> list[str]:
+    """The prompts normalised as langbrt-infer normalises them, so a prompt means the same on both; over
+    `max_prompts` (each one costs a map) or an empty or multi-line one is a 422."""
     if len(prompts) > max_prompts:
         raise ServeError(422, "invalid_prompt", f"{len(prompts)} prompts; the limit is {max_prompts} per request")
     try:
@@ -300,6 +311,8 @@ def form_bool(value: str | None, name: str) -> bool | None:
 
 
 def decode_image(data: bytes, name: str, max_pixels: int) -> LoadedImage:
+    """The upload decoded as langbrt-infer decodes a file. Over `max_pixels` is a 413 (the client can send a
+    smaller picture), anything else undecodable a 422 naming why: never a 500 for bad input."""
     try:
         return load_image_bytes(data, name, max_pixels=max_pixels)
     except TooManyPixelsError as err:

@@ -90,6 +90,8 @@ class ServeState:
         log.info("model loaded and warmed up; ready")
 
     def require_ready(self) -> DynamicBatcher[Any]:
+        """The batcher to submit to, or a 503 with Retry-After while the model loads, after it failed to load
+        (the reason named), or once the server drains: a client or load balancer retries, not a 500."""
         if self.draining:
             raise ServeError(503, "shutting_down", "the server is shutting down", {"Retry-After": "1"})
         if self.batcher is None or not self.ready:
