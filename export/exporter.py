@@ -128,8 +128,9 @@ class Exporter:
         return cls(LangBRT.from_pretrained(model_dir), model_dir, options)
 
     @_timed("ONNX")
-    def export_onnx(self, output: Path, *, extra_prompt_slots: int | None = None) -> Path:
-        return self._onnx(output, extra_prompt_slots)
+    def export_onnx(self, output: Path) -> Path:
+        """Write the ONNX graph with the options' prompt table and extra prompt slots to `output`."""
+        return self._onnx(output, None)
 
     @_timed("TensorRT")
     def export_engine(self, output: Path, *, onnx_path: Path | None = None) -> Path:
