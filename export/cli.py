@@ -34,6 +34,7 @@ from .exporter import FORMATS, ExportInterrupted, ExportOptions, export_model
 from .graph import DEFAULT_EXTRA_PROMPT_SLOTS
 from .onnx_export import DEFAULT_OPSET, MIN_OPSET
 from .tensorrt_export import DEFAULT_BATCH_SIZES, TensorRTUnavailable
+from .triton_repo import InstanceKind
 
 PROG = "langbrt-export"
 EXIT_NO_TENSORRT = 1
@@ -68,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--attention", choices=["subgraph", "plugin"], default="subgraph",
                         help="TCA attention as standard ops (subgraph: runs everywhere) or as one TensorRT "
                              "plugin node per block running the fused Triton kernel (plugin: TensorRT fp16 only)")
+    parser.add_argument("--instance-kind", choices=[k.value for k in InstanceKind],
+                        help="triton-repo only: where Triton runs the model; auto (default): the server's GPU if it "
+                             "has one, else its CPU; gpu; cpu (a CPU-only server; not with --fp16: an engine needs "
+                             "a GPU)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object (output, every file written, the next command) instead of lines")
     return parser
@@ -100,6 +105,9 @@ def _export(args: argparse.Namespace) -> int:
         return fail(PROG, f"--extra-prompt-slots {args.extra_prompt_slots}: a triton-repo export has no extra prompt "
                     "slots (Triton batches every input); bake new prompts in with --prompt, or drop the flag",
                     EXIT_USAGE)
+    if args.instance_kind is not None and args.format != "triton-repo":  # the repository's config says where
+        return fail(PROG, f"--instance-kind applies only to --format triton-repo (it sets where Triton runs the "
+                    f"model), not to --format {args.format}; drop it", EXIT_USAGE)
     if args.extra_prompt_slots is None:
         args.extra_prompt_slots = DEFAULT_EXTRA_PROMPT_SLOTS
     if args.model is None:
@@ -111,7 +119,8 @@ def _export(args: argparse.Namespace) -> int:
     batch_sizes = tuple(args.batch_sizes) if args.batch_sizes is not None else DEFAULT_BATCH_SIZES
     options = ExportOptions(fp16=args.fp16, batch_sizes=batch_sizes, opset=args.opset,
                             extra_prompt_slots=args.extra_prompt_slots, prompts=tuple(args.prompt),
-                            timing_cache=args.timing_cache, attention=args.attention)
+                            timing_cache=args.timing_cache, attention=args.attention,
+                            instance_kind=args.instance_kind or InstanceKind.AUTO.value)
     try:
         result = export_model(args.model, args.format, args.output, options)
     except TensorRTUnavailable as err:

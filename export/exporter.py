@@ -28,7 +28,14 @@ from langbrt.text import normalize_prompt
 from .graph import DEFAULT_EXTRA_PROMPT_SLOTS
 from .onnx_export import ATTENTION_EXPORTS, DEFAULT_OPSET, check_export_options, export_onnx
 from .tensorrt_export import DEFAULT_BATCH_SIZES, build_engine, rebuild_command, require_tensorrt, sidecar_path
-from .triton_repo import MODEL_NAME, RepoKind, check_model_folder, write_triton_repository
+from .triton_repo import (
+    MODEL_NAME,
+    InstanceKind,
+    RepoKind,
+    check_model_folder,
+    instance_group_kind,
+    write_triton_repository,
+)
 
 LOGGER = logging.getLogger("langbrt.export")
 
@@ -72,6 +79,7 @@ class ExportOptions:
     prompts: tuple[str, ...] = field(default_factory=tuple)
     timing_cache: Path | None = None
     attention: str = "subgraph"  # a key of ATTENTION_EXPORTS: standard ops, or TensorRT plugin nodes
+    instance_kind: str = InstanceKind.AUTO.value  # triton-repo: where Triton runs the model (`InstanceKind`)
 
 
 @dataclass(frozen=True)
@@ -158,7 +166,7 @@ class Exporter:
             max_batch = max(self.options.batch_sizes) if kind is RepoKind.ENGINE else 32
             preferred = tuple(b for b in (4, 8, 16) if b <= max_batch) or (max_batch,)
             return write_triton_repository(artifact, output, kind=kind, max_batch_size=max_batch,
-                                           preferred_batch_sizes=preferred)
+                                           preferred_batch_sizes=preferred, instance_kind=self.options.instance_kind)
         finally:
             shutil.rmtree(artifact_dir, ignore_errors=True)
 
@@ -266,6 +274,16 @@ def _check_name(fmt: ExportFormat, output: Path) -> None:
                             f"name it so{hint}")
 
 
+def _check_instance_kind(options: ExportOptions) -> None:
+    """A known `--instance-kind`, and one the repository's model can run on (an engine: a GPU only)."""
+    try:
+        kind = InstanceKind(options.instance_kind)
+    except ValueError:
+        raise LangBRTInputError(f"--instance-kind {options.instance_kind!r} is not one of: "
+                                f"{', '.join(k.value for k in InstanceKind)}") from None
+    instance_group_kind(RepoKind.ENGINE if options.fp16 else RepoKind.ONNX, kind)
+
+
 def _validate(model_dir: str | Path, options: ExportOptions, fmt: ExportFormat, output: Path) -> None:
     """Reject bad options and outputs that cannot be written or would replace an input, with one line, before
     any work."""
@@ -284,6 +302,7 @@ def _validate(model_dir: str | Path, options: ExportOptions, fmt: ExportFormat, 
         check_output_file(options.timing_cache, inputs, flag="--timing-cache")
         inputs.append(options.timing_cache)
     if not fmt.suffixes:
+        _check_instance_kind(options)
         check_repository_folder(output, inputs)
         return
     for path, flag in planned_files(fmt, output, options).items():

@@ -12,6 +12,12 @@ image's prompts by their row in `langbrt.json`'s table (`prompt_index`, INT32, w
 asked prompt and 0 for padding) and gets one map per column back; Triton batches requests whose prompt
 counts match.
 
+Where the instances run (`instance_group.kind`, `InstanceKind`): an ONNX model defaults to KIND_AUTO, which
+Triton resolves to the GPU on a server that has one and to the CPU otherwise, so one repository loads on both
+(KIND_GPU, the old fixed value, failed to load on a CPU-only server). A TensorRT engine runs only on a GPU
+(Triton's TensorRT backend refuses any other kind), so its instances are KIND_GPU and asking for the CPU is
+refused before anything is written.
+
 The model folder is written in a temporary folder beside it and renamed into place, so a server
 watching the repository never loads a half-written model.
 """
@@ -49,6 +55,16 @@ class RepoKind(str, Enum):
     ENGINE = "engine"
 
 
+class InstanceKind(str, Enum):
+    """`--instance-kind`: where Triton runs the model (auto: its GPU if the server has one, else its CPU)."""
+
+    AUTO = "auto"
+    GPU = "gpu"
+    CPU = "cpu"
+
+
+INSTANCE_GROUP_KINDS = {InstanceKind.AUTO: "KIND_AUTO", InstanceKind.GPU: "KIND_GPU", InstanceKind.CPU: "KIND_CPU"}
+
 PLATFORMS = {RepoKind.ONNX: ("onnxruntime_onnx", "model.onnx"), RepoKind.ENGINE: ("tensorrt_plan", "model.plan")}
 # What a model folder of ours holds; the model file is one of PLATFORMS' names.
 MODEL_FOLDER_FILES = frozenset({"config.pbtxt", METADATA_FILE, MODEL_VERSION})
@@ -67,8 +83,19 @@ def tensor_specs(metadata: ArtifactMetadata) -> tuple[dict[str, list[int]], dict
     return inputs, outputs
 
 
+def instance_group_kind(kind: RepoKind, instance_kind: InstanceKind) -> str:
+    """The `instance_group.kind` of a model of `kind`: an engine's is KIND_GPU, whatever the server has."""
+    if kind is not RepoKind.ENGINE:
+        return INSTANCE_GROUP_KINDS[instance_kind]
+    if instance_kind is InstanceKind.CPU:
+        raise LangBRTInputError("--instance-kind cpu: a TensorRT engine (--fp16) runs only on a GPU; drop --fp16 to "
+                                "serve the ONNX model on a CPU, or use --instance-kind auto or gpu")
+    return INSTANCE_GROUP_KINDS[InstanceKind.GPU]
+
+
 def config_pbtxt(metadata: ArtifactMetadata, *, model_name: str, kind: RepoKind, max_batch_size: int,
-                 preferred_batch_sizes: Sequence[int], max_queue_delay_us: int, instances: int) -> str:
+                 preferred_batch_sizes: Sequence[int], max_queue_delay_us: int, instances: int,
+                 instance_kind: InstanceKind = InstanceKind.AUTO) -> str:
     """The text of config.pbtxt (protobuf text format) for one LangBRT model."""
     inputs, outputs = tensor_specs(metadata)
 
@@ -87,7 +114,8 @@ def config_pbtxt(metadata: ArtifactMetadata, *, model_name: str, kind: RepoKind,
         f"output [\n{specs(outputs)}\n]\n"
         f"dynamic_batching {{\n  preferred_batch_size: [ {preferred} ]\n"
         f"  max_queue_delay_microseconds: {max_queue_delay_us}\n}}\n"
-        f"instance_group [\n  {{\n    count: {instances}\n    kind: KIND_GPU\n  }}\n]\n"
+        f"instance_group [\n  {{\n    count: {instances}\n    kind: {instance_group_kind(kind, instance_kind)}\n"
+        f"  }}\n]\n"
     )
     if kind is RepoKind.ENGINE:
         text += "optimization {\n  cuda {\n    graphs: true\n  }\n}\n"
@@ -120,16 +148,18 @@ def _folder_of(folder: Path, names: frozenset[str]) -> bool:
 def write_triton_repository(artifact_path: str | Path, repo_dir: str | Path, *, model_name: str = MODEL_NAME,
                             max_batch_size: int = 32, preferred_batch_sizes: Sequence[int] = (4, 8, 16),
                             max_queue_delay_us: int = 2000, instances: int = 1,
-                            kind: str | RepoKind = RepoKind.ONNX) -> Path:
+                            kind: str | RepoKind = RepoKind.ONNX,
+                            instance_kind: str | InstanceKind = InstanceKind.AUTO) -> Path:
     """Copy `artifact_path` into `<repo_dir>/<model_name>/1/` with its config; return `repo_dir`."""
-    kind = RepoKind(kind)
+    kind, instance_kind = RepoKind(kind), InstanceKind(instance_kind)
     artifact_path, repo_dir = Path(artifact_path), Path(repo_dir)
+    instance_group_kind(kind, instance_kind)  # an engine on the CPU is refused before reading anything
     metadata = read_onnx_metadata(artifact_path) if kind is RepoKind.ONNX else read_engine_sidecar(artifact_path)
     _check_options(metadata, kind, max_batch_size, preferred_batch_sizes, instances)
     check_model_folder(repo_dir / model_name)
     text = config_pbtxt(metadata, model_name=model_name, kind=kind, max_batch_size=max_batch_size,
                         preferred_batch_sizes=preferred_batch_sizes, max_queue_delay_us=max_queue_delay_us,
-                        instances=instances)
+                        instances=instances, instance_kind=instance_kind)
     created = not repo_dir.exists()
     repo_dir.mkdir(parents=True, exist_ok=True)
     try:

@@ -42,7 +42,7 @@ from langbrt.export.tensorrt_export import (
     rebuild_command,
     sidecar_path,
 )
-from langbrt.export.triton_repo import RepoKind, config_pbtxt, write_triton_repository
+from langbrt.export.triton_repo import InstanceKind, RepoKind, config_pbtxt, write_triton_repository
 from langbrt.orphan_cleanup import ORPHAN_AGE_SECONDS
 from langbrt.text import default_text_encoder
 
@@ -155,7 +155,7 @@ def test_triton_repo_lays_out_config_model_and_metadata(model_dir, tmp_path, cap
     assert fields["name"][0] == "langbrt" and fields["platform"] == ["onnxruntime_onnx"]
     assert fields["max_batch_size"] == ["32"] and fields["max_queue_delay_microseconds"] == ["2000"]
     assert fields["preferred_batch_size"] == ["[ 4, 8, 16 ]"]
-    assert fields["kind"] == ["KIND_GPU"] and fields["count"] == ["1"]
+    assert fields["kind"] == ["KIND_AUTO"] and fields["count"] == ["1"]  # the server's GPU if any, else its CPU
     assert dict(zip(fields["name"][1:], fields["dims"], strict=True)) == {
         "images": "[ 3, 64, 64 ]", "prompt_index": "[ -1 ]", "prompt_weights": "[ -1 ]",
         "image": "[ 3, 64, 64 ]", "mask": "[ 1, 64, 64 ]", "maps": "[ -1, 64, 64 ]"}  # -1: prompts per image
@@ -189,6 +189,55 @@ def test_a_triton_repo_export_never_deletes_a_model_folder_it_did_not_write(mode
     assert main(["--model", str(model_dir), "--format", "triton-repo", "--output", str(repo)]) == 2
     assert str(target) in _one_line_error(capsys)
     assert _tree(repo) == before and sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
+
+
+def test_instance_kind_cpu_lays_out_a_repository_a_cpu_only_server_loads(model_dir, tmp_path):
+    """KIND_GPU was written whatever the user's server had: a CPU-only Triton (onnxruntime backend) refused to
+    load the model."""
+    repo = tmp_path / "repo"
+    assert main(["--model", str(model_dir), "--format", "triton-repo", "--output", str(repo),
+                 "--instance-kind", "cpu"]) == 0
+    assert _pbtxt_fields((repo / "langbrt" / "config.pbtxt").read_text())["kind"] == ["KIND_CPU"]
+
+
+@pytest.mark.parametrize("instance_kind, expected", [("auto", "KIND_AUTO"), ("gpu", "KIND_GPU"), ("cpu", "KIND_CPU")])
+def test_an_onnx_model_runs_where_instance_kind_says(model_dir, tmp_path, instance_kind, expected):
+    assert main(["--model", str(model_dir), "--output", str(tmp_path / "m.onnx"), "--extra-prompt-slots", "0"]) == 0
+    text = config_pbtxt(read_onnx_metadata(tmp_path / "m.onnx"), model_name="langbrt", kind=RepoKind.ONNX,
+                        max_batch_size=8, preferred_batch_sizes=(4, 8), max_queue_delay_us=500, instances=1,
+                        instance_kind=InstanceKind(instance_kind))
+    assert _pbtxt_fields(text)["kind"] == [expected]
+
+
+def test_an_engine_always_runs_on_a_gpu_and_is_refused_a_cpu(model_dir, tmp_path):
+    """Triton's TensorRT backend loads only KIND_GPU instances: KIND_AUTO would fall to the CPU on a server
+    without a GPU and fail there less clearly."""
+    assert main(["--model", str(model_dir), "--output", str(tmp_path / "m.onnx"), "--extra-prompt-slots", "0"]) == 0
+    metadata = read_onnx_metadata(tmp_path / "m.onnx")
+    options = dict(model_name="langbrt", kind=RepoKind.ENGINE, max_batch_size=8, preferred_batch_sizes=(4, 8),
+                   max_queue_delay_us=500, instances=1)
+    for instance_kind in (InstanceKind.AUTO, InstanceKind.GPU):
+        assert _pbtxt_fields(config_pbtxt(metadata, **options, instance_kind=instance_kind))["kind"] == ["KIND_GPU"]
+    with pytest.raises(LangBRTInputError, match="runs only on a GPU"):
+        config_pbtxt(metadata, **options, instance_kind=InstanceKind.CPU)
+
+
+def test_instance_kind_cpu_with_fp16_is_refused_before_anything_is_checked_or_written(model_dir, tmp_path, capsys,
+                                                                                       no_tensorrt):
+    """An engine cannot run on a CPU instance: a bad combination of flags (exit 2), said before TensorRT is even
+    looked for (which would be exit 1 here)."""
+    assert main(["--model", str(model_dir), "--format", "triton-repo", "--output", str(tmp_path / "repo"),
+                 "--fp16", "--instance-kind", "cpu"]) == 2
+    assert "runs only on a GPU" in _one_line_error(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt, output", [("onnx", "m.onnx"), ("engine", "m.plan")])
+def test_instance_kind_outside_a_triton_repo_is_refused_not_ignored(model_dir, tmp_path, capsys, fmt, output):
+    assert main(["--model", str(model_dir), "--format", fmt, "--output", str(tmp_path / output),
+                 "--instance-kind", "cpu"]) == 2
+    assert "--instance-kind applies only to --format triton-repo" in _one_line_error(capsys)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_engine_config_asks_for_cuda_graphs_and_the_plan_platform(model_dir, tmp_path):
