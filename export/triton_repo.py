@@ -18,6 +18,15 @@ Triton resolves to the GPU on a server that has one and to the CPU otherwise, so
 (Triton's TensorRT backend refuses any other kind), so its instances are KIND_GPU and asking for the CPU is
 refused before anything is written.
 
+CUDA graphs (engine only: the one backend that reads `optimization.cuda`) are captured for exact input
+shapes, and a call replays one only when its shapes match exactly. Without `graph_spec` the backend captures
+the engine profile's optimum prompt count for a few batch sizes without saying so; the config names those
+shapes itself (`cuda_graph_batch_sizes`, OPT_ENGINE_PROMPTS prompts per image), and every other batch size or
+prompt count runs the engine without a graph. The ONNX model's config asks for no execution accelerator:
+onnxruntime's TensorRT provider would build its engines on the server at the first call, and again for
+shapes outside those it has seen, with a profile and precision this export does not control (`--fp16`
+builds the engine ahead of time instead, with the profile `tensorrt_export.profile_shapes` sets).
+
 The model folder is written in a temporary folder beside it and renamed into place, so a server
 watching the repository never loads a half-written model.
 """
@@ -34,6 +43,7 @@ from langbrt.artifact import (
     INPUT_IMAGES,
     INPUT_PROMPT_INDEX,
     INPUT_PROMPT_WEIGHTS,
+    OPT_ENGINE_PROMPTS,
     OUTPUT_IMAGE,
     OUTPUT_MAPS,
     OUTPUT_MASK,
@@ -93,6 +103,12 @@ def instance_group_kind(kind: RepoKind, instance_kind: InstanceKind) -> str:
     return INSTANCE_GROUP_KINDS[InstanceKind.GPU]
 
 
+def cuda_graph_batch_sizes(max_batch_size: int, preferred_batch_sizes: Sequence[int]) -> list[int]:
+    """The batch sizes an engine's CUDA graphs are captured for: 1, the preferred ones and the largest, as
+    Triton's TensorRT backend chooses them when the config names none."""
+    return sorted({1, *preferred_batch_sizes, max_batch_size})
+
+
 def config_pbtxt(metadata: ArtifactMetadata, *, model_name: str, kind: RepoKind, max_batch_size: int,
                  preferred_batch_sizes: Sequence[int], max_queue_delay_us: int, instances: int,
                  instance_kind: InstanceKind = InstanceKind.AUTO) -> str:
@@ -118,8 +134,26 @@ def config_pbtxt(metadata: ArtifactMetadata, *, model_name: str, kind: RepoKind,
         f"  }}\n]\n"
     )
     if kind is RepoKind.ENGINE:
-        text += "optimization {\n  cuda {\n    graphs: true\n  }\n}\n"
+        text += _cuda_graphs(metadata, cuda_graph_batch_sizes(max_batch_size, preferred_batch_sizes))
     return text
+
+
+def graph_input_shapes(metadata: ArtifactMetadata) -> dict[str, list[int]]:
+    """Every input's shape (without the batch dim) in an engine's CUDA graphs: the prompts-per-image dim at
+    the engine profile's optimum, OPT_ENGINE_PROMPTS. The backend needs a shape for every input of a spec."""
+    inputs, _ = tensor_specs(metadata)
+    return {name: [OPT_ENGINE_PROMPTS if d < 0 else d for d in dims] for name, dims in inputs.items()}
+
+
+def _cuda_graphs(metadata: ArtifactMetadata, batch_sizes: Sequence[int]) -> str:
+    """`optimization.cuda` naming every graph the backend captures, with a comment saying which calls replay one."""
+    shapes = "".join(f'        input {{ key: "{name}" value {{ dim: [ {", ".join(map(str, dims))} ] }} }}\n'
+                     for name, dims in graph_input_shapes(metadata).items())
+    specs = ",\n".join(f"      {{\n        batch_size: {batch}\n{shapes}      }}" for batch in batch_sizes)
+    return (f"# CUDA graphs replay only these shapes: batches of {', '.join(map(str, batch_sizes))} images with "
+            f"{OPT_ENGINE_PROMPTS} prompts each (the\n# engine's tuned count); other batch sizes and prompt counts "
+            f"run without a graph.\n"
+            f"optimization {{\n  cuda {{\n    graphs: true\n    graph_spec [\n{specs}\n    ]\n  }}\n}}\n")
 
 
 def check_model_folder(model_dir: Path) -> None:
