@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shlex
 import shutil
 import time
 from collections.abc import Callable
@@ -209,24 +210,31 @@ def _remove_orphans(fmt: ExportFormat, output: Path, options: ExportOptions) -> 
 
 
 def _run(exporter: Exporter, fmt: ExportFormat, output: Path) -> ExportResult:
+    """Write the format's artifact(s); the next command quotes its paths so it pastes into a shell as printed
+    (one with a space, or a shell character, split into several arguments)."""
     model_dir, options = exporter.model_dir, exporter.options
     if fmt.name == "onnx":
         path = exporter.export_onnx(output)
-        next_command = f"langbrt-infer photo.jpg --model {path} --backend onnxruntime"
+        next_command = f"langbrt-infer photo.jpg --model {_quoted(path)} --backend onnxruntime"
         if options.attention == "plugin":
-            next_command = (f"langbrt-export --model {model_dir} --format engine --output "
-                            f"{output.with_suffix('.plan')} --attention plugin --fp16   # on a GPU with TensorRT")
+            next_command = (f"langbrt-export --model {_quoted(model_dir)} --format engine --output "
+                            f"{_quoted(output.with_suffix('.plan'))} --attention plugin --fp16"
+                            "   # on a GPU with TensorRT")
         if options.fp16:
             engine = exporter.export_engine(output.with_suffix(".plan"), onnx_path=path)
-            next_command = f"langbrt-infer photo.jpg --model {engine} --backend tensorrt"
+            next_command = f"langbrt-infer photo.jpg --model {_quoted(engine)} --backend tensorrt"
     elif fmt.name == "engine":
         path = exporter.export_engine(output)
-        next_command = f"langbrt-infer photo.jpg --model {path} --backend tensorrt"
+        next_command = f"langbrt-infer photo.jpg --model {_quoted(path)} --backend tensorrt"
     else:
         path = exporter.export_triton_repo(output)
-        next_command = (f"tritonserver --model-repository {path}   "
+        next_command = (f"tritonserver --model-repository {_quoted(path)}   "
                         f"# then: perf_analyzer -m langbrt --concurrency-range 1:8 --percentile=95")
     return ExportResult(path=path, written=list(exporter.written), next_command=next_command)
+
+
+def _quoted(path: Path) -> str:
+    return shlex.quote(str(path))
 
 
 def planned_files(fmt: ExportFormat, output: Path, options: ExportOptions) -> dict[Path, str]:

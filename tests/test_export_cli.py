@@ -84,6 +84,15 @@ def test_json_prints_one_object_a_script_can_parse(model_dir, tmp_path, capsys):
                       "next_command": f"langbrt-infer photo.jpg --model {out} --backend onnxruntime"}
 
 
+def test_the_next_command_pastes_into_a_shell_whatever_the_output_path(model_dir, tmp_path, capsys):
+    """A path with a space or a shell character was printed bare: pasted, it split into several arguments."""
+    out = tmp_path / "my exports" / "retouch (v2).onnx"
+    out.parent.mkdir()
+    assert main(["--model", str(model_dir), "--output", str(out), "--json"]) == 0
+    command = shlex.split(json.loads(capsys.readouterr().out)["next_command"])
+    assert command == ["langbrt-infer", "photo.jpg", "--model", str(out), "--backend", "onnxruntime"]
+
+
 def test_prompt_option_adds_to_the_baked_table(model_dir, tmp_path):
     out = tmp_path / "more.onnx"
     assert main(["--model", str(model_dir), "--output", str(out), "--prompt", "Pimples on my chin",
