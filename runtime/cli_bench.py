@@ -303,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _bench(args)
     except KeyboardInterrupt:  # the report is written atomically at the end: nothing half-written is left
-        print(f"{PROG}: interrupted; " + ("no report written" if args.out is not None else "nothing measured"),
+        # "nothing measured" was said after rows had been measured too; what is true either way: no report
+        print(f"{PROG}: interrupted; " + ("no report written" if args.out is not None else "no report printed"),
               file=sys.stderr)
         return EXIT_INTERRUPTED
 

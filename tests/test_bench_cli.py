@@ -116,6 +116,20 @@ def test_ctrl_c_is_one_line_exit_130_and_writes_no_report(models, tmp_path, caps
     assert list(tmp_path.iterdir()) == []
 
 
+def test_ctrl_c_after_a_measured_row_does_not_say_nothing_was_measured(models, capsys, monkeypatch):
+    real, calls = cli_bench.time_backend, []
+
+    def interrupted_on_the_second_row(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cli_bench, "time_backend", interrupted_on_the_second_row)
+    assert main(["--model", str(models[1]), *FAST, "--batch-sizes", "1", "2"]) == 130
+    assert _one_line_error(capsys) == "langbrt-bench: interrupted; no report printed"
+
+
 def test_a_path_no_backend_recognises_is_refused_up_front(tmp_path, capsys):
     (tmp_path / "small.png").write_bytes(b"\x89PNG")
     assert main(["--model", str(tmp_path / "small.png"), *FAST]) == 2
