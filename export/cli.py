@@ -19,11 +19,10 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from langbrt.artifact import MAX_EXTRA_PROMPT_SLOTS
 from langbrt.bundled import default_model_path
-from langbrt.cli_args import OneLineParser
+from langbrt.cli_args import OneLineParser, non_empty_path
 from langbrt.cli_errors import fail
 from langbrt.cli_pipes import print_out, quiet_on_broken_pipe
 from langbrt.console import run_command
@@ -44,11 +43,12 @@ ENGINE_ONLY_FLAGS = ("--batch-sizes", "--timing-cache")
 def build_parser() -> argparse.ArgumentParser:
     formats = "; ".join(f"{f.name}: {f.description}" for f in FORMATS)
     parser = OneLineParser(prog=PROG, description="Export a trained LangBRT checkpoint for deployment.")
-    parser.add_argument("--model", type=Path,
+    parser.add_argument("--model", type=non_empty_path,
                         help="checkpoint folder (config.json + model.safetensors) or single .safetensors file; "
                              "default: the bundled model")
     parser.add_argument("--format", choices=[f.name for f in FORMATS], default="onnx", help=formats)
-    parser.add_argument("--output", type=Path, required=True, help="file (onnx, engine) or folder (triton-repo)")
+    parser.add_argument("--output", type=non_empty_path, required=True,
+                        help="file (onnx, engine) or folder (triton-repo)")
     parser.add_argument("--fp16", action="store_true",
                         help="build a TensorRT fp16 engine (needs TensorRT and a CUDA GPU)")
     parser.add_argument("--batch-sizes", type=int, nargs="+",
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "none)")
     parser.add_argument("--prompt", action="append", default=[], metavar="TEXT",
                         help="add a prompt to the baked table (repeatable); encoded with the model's text encoder")
-    parser.add_argument("--timing-cache", type=Path,
+    parser.add_argument("--timing-cache", type=non_empty_path,
                         help="TensorRT timing cache file, read and updated (only with --format engine or --fp16)")
     parser.add_argument("--attention", choices=["subgraph", "plugin"], default="subgraph",
                         help="TCA attention as standard ops (subgraph: runs everywhere) or as one TensorRT "

@@ -52,7 +52,7 @@ def non_empty(text: str) -> str:
     current folder, so a script's typo retouched with the wrong model, or wrote elsewhere, and exited 0.
     """
     if not text:
-        raise argparse.ArgumentTypeError("is empty; name a file or folder, or leave the flag out for its default")
+        raise argparse.ArgumentTypeError("is empty (an unset shell variable?); name a file or folder")
     return text
 
 

@@ -38,7 +38,7 @@ from langbrt.artifact import ArtifactMetadata
 from langbrt.atomic import atomic_write_text
 from langbrt.bundled import default_model_path
 from langbrt.checkpoint import weights_sha256
-from langbrt.cli_args import OneLineParser, device_arg, positive_number
+from langbrt.cli_args import OneLineParser, device_arg, non_empty, non_empty_path, positive_number
 from langbrt.cli_errors import fail
 from langbrt.cli_pipes import print_out, quiet_on_broken_pipe
 from langbrt.console import run_command
@@ -88,7 +88,7 @@ def _non_negative_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=PROG, description="Benchmark LangBRT backends: latency percentiles, "
                 "throughput, FLOPs and the device roofline. Prints a table, or JSON with --json.")
-    p.add_argument("--model", action="append", metavar="PATH",
+    p.add_argument("--model", action="append", metavar="PATH", type=non_empty,
                    help="checkpoint folder, .onnx or .engine (repeat to compare, e.g. a folder and its .onnx); "
                    "default: the bundled model")
     p.add_argument("--backend", default="all", choices=["all"] + [b.value for b in BackendName if b.value != "auto"],
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="timed window per row, at least 3 calls (default 10)")
     p.add_argument("--device", type=device_arg, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--out", type=Path, help="also write the JSON report here (atomically)")
+    p.add_argument("--out", type=non_empty_path, help="also write the JSON report here (atomically)")
     return p
 
 

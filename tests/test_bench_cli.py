@@ -235,3 +235,15 @@ def test_a_model_given_twice_is_measured_once(models, capsys, monkeypatch):
             "--seconds", "0.2", "--device", "cpu", "--json"]
     assert main(argv) == 0
     assert [r["model"] for r in json.loads(capsys.readouterr().out)["rows"]] == [str(models[1])]
+
+
+@pytest.mark.parametrize("flag", ["--model", "--out"])
+def test_an_empty_model_or_out_is_a_usage_error(tmp_path, capsys, monkeypatch, flag):
+    """QA: `--out ""` was refused as ". is a folder" and `--model ""` as ".: not a LangBRT checkpoint", both
+    naming a folder the user never typed: an empty name (an unset variable) is reported as empty."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli_bench, "run_bench", lambda args: pytest.fail("benchmarked an empty name"))
+    with pytest.raises(SystemExit) as exited:
+        main([flag, ""])
+    assert exited.value.code == 2
+    assert _one_line_error(capsys).startswith(f"langbrt-bench: error: argument {flag}: is empty")

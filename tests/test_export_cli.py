@@ -647,3 +647,17 @@ def test_export_metadata_with_impossible_values_is_one_line_naming_the_source(ed
         ArtifactMetadata.from_json(json.dumps(data), "model.onnx")
     assert str(err.value) == f"model.onnx: {message}" or str(err.value).startswith(f"model.onnx: {message}")
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("flag", ["--model", "--output", "--timing-cache"])
+def test_an_empty_path_is_a_usage_error(tmp_path, capsys, monkeypatch, flag):
+    """QA: `--output ""` was refused as ". is a folder" and `--model ""` as "--output ... is inside the input .",
+    naming a folder the user never typed: an empty name (an unset variable) is reported as empty."""
+    monkeypatch.chdir(tmp_path)
+    args = {"--model": "ckpt", "--output": "m.onnx", "--timing-cache": "cache.bin"}
+    args[flag] = ""
+    with pytest.raises(SystemExit) as exited:
+        main([word for pair in args.items() for word in pair] + ["--fp16"])
+    assert exited.value.code == 2
+    assert _one_line_error(capsys).startswith(f"langbrt-export: error: argument {flag}: is empty")
+    assert list(tmp_path.iterdir()) == []

@@ -62,7 +62,7 @@ class OnnxRuntimeBackend(ArtifactBackend):
         """Open `path`; device "cuda[:N]" needs onnxruntime-gpu's CUDA provider (a LangBRTError without it)."""
         path = Path(path)
         if path.is_dir():
-            raise CheckpointError(f"{path} is a folder (a checkpoint?); the onnxruntime backend takes a ONNX file, "
+            raise CheckpointError(f"{path} is a folder (a checkpoint?); the onnxruntime backend takes an ONNX file, "
                                   "a checkpoint runs with --backend torch or auto")
         if not path.is_file():
             raise CheckpointError(f"{path}: no such ONNX file")
