@@ -45,6 +45,9 @@ def device_arg(text: str) -> str:
     return text
 
 
+EMPTY_NAME = "is empty (an unset shell variable?); name a file or folder"
+
+
 def non_empty(text: str) -> str:
     """A file or folder name for argparse; an empty one is a usage error.
 
@@ -52,7 +55,7 @@ def non_empty(text: str) -> str:
     current folder, so a script's typo retouched with the wrong model, or wrote elsewhere, and exited 0.
     """
     if not text:
-        raise argparse.ArgumentTypeError("is empty (an unset shell variable?); name a file or folder")
+        raise argparse.ArgumentTypeError(EMPTY_NAME)
     return text
 
 

@@ -19,6 +19,7 @@ from typing import IO, Any, NoReturn
 
 import click
 
+from langbrt.cli_args import EMPTY_NAME
 from langbrt.cli_errors import usage_error_line
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
 
@@ -118,3 +119,13 @@ def one_line_warnings() -> Iterator[None]:
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                       file: object = None, line: str | None = None) -> None:
     click.echo(f"Warning: {' '.join(str(message).split())}", err=True)
+
+
+class NonEmptyPath(click.Path):
+    """A file or folder name that may not be empty (`cli_args.non_empty` says why: `--output "$OUT"` with the
+    variable unset trained into the current folder)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value == "":
+            self.fail(EMPTY_NAME, param, ctx)
+        return super().convert(value, param, ctx)

@@ -292,3 +292,15 @@ def test_python_dash_m_runs_the_command():
     proc = subprocess.run([sys.executable, "-m", "langbrt.training.cli_eval", "--help"], capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0 and "Evaluate a checkpoint" in proc.stdout, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("flag", ["--model", "--out", "--data", "--ffhqr-root", "--clip-text-weights"])
+def test_an_empty_path_is_a_usage_error(tmp_path, monkeypatch, flag):
+    """QA: `--model ""` was refused as ". : not a LangBRT checkpoint", a folder the user never typed: an empty
+    name (an unset variable) is one usage line naming the flag."""
+    monkeypatch.chdir(tmp_path)
+    args = {"--model": "ckpt", flag: ""}
+    result = CliRunner().invoke(main, [word for pair in args.items() for word in pair])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert flag in result.output and "is empty" in result.output, result.output
+    assert list(tmp_path.iterdir()) == []

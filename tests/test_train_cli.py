@@ -59,6 +59,20 @@ def test_trained_tiny_model_beats_identity_on_blemishes(tmp_path):
     assert result["psnr"] >= result["identity_psnr"]
 
 
+@pytest.mark.parametrize("flag", ["--output", "--data", "--val", "--resume", "--init", "--real-face",
+                                  "--vgg-weights", "--alpha-clip-weights", "--clip-text-weights", "--ffhqr-root"])
+def test_an_empty_path_is_a_usage_error(tmp_path, monkeypatch, flag):
+    """QA: `--output "$OUT"` with the variable unset trained into the current folder and exited 0 (as
+    langbrt-infer's -o did); `--data ""` and `--val ""` were refused as "." lacking source/ and target/, a
+    folder the user never typed. An empty name is one usage line naming the flag, and nothing is created."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["--steps", "1", "--perceptual-weight", "0", "--semantic-weight", "0",
+                                       flag, ""])
+    assert result.exit_code == 2 and result.output.startswith(ERROR) and result.output.count("\n") == 1
+    assert flag in result.output and "is empty" in result.output, result.output
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("args, named", [(["--preset", "huge"], "huge"), (["--threads", "-1"], "--threads"),
                                          (["--no-such-flag"], "--no-such-flag")])
 def test_usage_error_is_one_error_line(tmp_path, args, named):

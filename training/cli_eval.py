@@ -20,7 +20,7 @@ import click
 
 from langbrt.atomic import atomic_write_text
 from langbrt.cli_args import DEVICE_HELP, is_device_name
-from langbrt.cli_click import OneLineCommand, one_line_warnings
+from langbrt.cli_click import NonEmptyPath, OneLineCommand, one_line_warnings
 from langbrt.cli_errors import fail
 from langbrt.cli_pipes import print_out
 from langbrt.console import run_command
@@ -49,16 +49,17 @@ def _device_option(ctx: click.Context, param: click.Parameter, value: str | None
 
 @click.command(PROG, cls=OneLineCommand,
                context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
-@click.option("--model", "model_dir", type=click.Path(), help="Checkpoint folder (OUTPUT/final) or .safetensors file.")
+@click.option("--model", "model_dir", type=NonEmptyPath(),
+              help="Checkpoint folder (OUTPUT/final) or .safetensors file.")
 @click.option("--suite", "suite_specs", multiple=True, metavar="NAME=DIR",
               help="Quality benchmark: score these checkpoints (repeatable) and the classical baselines side by "
                    "side on the synthetic set; see training/suite.py. Not with --model.")
-@click.option("--out", "out_path", type=click.Path(), help="Also write the JSON here: the --suite report, or the "
+@click.option("--out", "out_path", type=NonEmptyPath(), help="Also write the JSON here: the --suite report, or the "
               "--model's --json object. Checked before anything runs; never inside an evaluated checkpoint.")
-@click.option("--data", default=SYNTHETIC, show_default=True,
+@click.option("--data", type=NonEmptyPath(), metavar="DIR|synthetic|ffhqr", default=SYNTHETIC, show_default=True,
               help="'synthetic', 'ffhqr' (with --ffhqr-root) or a folder holding source/ and target/.")
-@click.option("--ffhqr-root", type=click.Path(), help="FFHQR folder (see langbrt-train --help).")
-@click.option("--ffhqr-target-root", type=click.Path(), help="FFHQR retouched-images folder.")
+@click.option("--ffhqr-root", type=NonEmptyPath(), help="FFHQR folder (see langbrt-train --help).")
+@click.option("--ffhqr-target-root", type=NonEmptyPath(), help="FFHQR retouched-images folder.")
 @click.option("--prompt", "prompts", multiple=True, metavar="TEXT",
               help="What every pair of a folder or FFHQR answers, repeatable (as langbrt-train's --prompt; a "
               "prompts.json in the data root names a pair's own). Default: the pre-defined prompts.")
@@ -73,7 +74,7 @@ def _device_option(ctx: click.Context, param: click.Parameter, value: str | None
               help="Seed of the synthetic set.")
 @click.option("--strict/--no-strict", default=False, show_default=True,
               help="Stop at a corrupt image instead of skipping it with a warning.")
-@click.option("--clip-text-weights", type=click.Path(), help="For models trained with an open_clip text encoder.")
+@click.option("--clip-text-weights", type=NonEmptyPath(), help="For models trained with an open_clip text encoder.")
 @click.option("--device", callback=_device_option, help="cpu, cuda or cuda:N. Default: cuda if available, else cpu.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def main(model_dir: str | None, suite_specs: tuple[str, ...], out_path: str | None, data: str,

@@ -20,7 +20,7 @@ from click.core import ParameterSource
 
 from langbrt.bundled import DEFAULT_MODEL_DIR, default_model_path
 from langbrt.checkpoint import WEIGHTS_FILE, read_checkpoint_config
-from langbrt.cli_click import OneLineCommand, one_line_warnings, stop
+from langbrt.cli_click import NonEmptyPath, OneLineCommand, one_line_warnings, stop
 from langbrt.cli_errors import error_line
 from langbrt.cli_pipes import StdoutWriteError, print_out
 from langbrt.config import LangBRTConfig
@@ -60,16 +60,16 @@ _WEIGHTS = ("detection", "component", "adversarial", "l1", "perceptual", "semant
 
 @click.command(PROG, cls=OneLineCommand,
                context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 120})
-@click.option("--data", default="synthetic", show_default=True,
+@click.option("--data", type=NonEmptyPath(), metavar="DIR|synthetic|ffhqr", default="synthetic", show_default=True,
               help="'synthetic' (built-in generator, exact masks), 'ffhqr' (with --ffhqr-root), or a folder "
                    "holding source/ and target/ with the same file names.")
-@click.option("--ffhqr-root", type=click.Path(), help="FFHQR: the prepared face_retouching/ folder, or the "
+@click.option("--ffhqr-root", type=NonEmptyPath(), help="FFHQR: the prepared face_retouching/ folder, or the "
               "folder of FFHQ originals (then also --ffhqr-target-root).")
-@click.option("--ffhqr-target-root", type=click.Path(), help="FFHQR: the folder of retouched images.")
+@click.option("--ffhqr-target-root", type=NonEmptyPath(), help="FFHQR: the folder of retouched images.")
 @click.option("--fraction", type=float, default=1.0, show_default=True,
               help="Train on a seeded subset, e.g. 0.01 for the paper's 1% regime.")
 @click.option("--synthetic-length", type=int, default=2048, show_default=True, help="Size of the synthetic set.")
-@click.option("--real-face", "real_faces", multiple=True, type=click.Path(dir_okay=False),
+@click.option("--real-face", "real_faces", multiple=True, type=NonEmptyPath(dir_okay=False),
               help="Regions JSON of a clean real face photo (see examples/) to render synthetic blemishes on; "
               "repeatable.")
 @click.option("--real-fraction", type=float, default=0.3, show_default=True,
@@ -109,9 +109,9 @@ _WEIGHTS = ("detection", "component", "adversarial", "l1", "perceptual", "semant
               "prompt embeddings and no Alpha-CLIP term, whatever --semantic-weight says).")
 @click.option("--text-encoder", default="minilm", show_default=True,
               help="Frozen prompt encoder: 'minilm' (offline) or 'open_clip:ARCH' with --clip-text-weights.")
-@click.option("--clip-text-weights", type=click.Path(), help="CLIP text-tower weights file (open_clip / Alpha-CLIP).")
-@click.option("--vgg-weights", type=click.Path(), help="torchvision's vgg19-dcbb9e9d.pth for the perceptual loss.")
-@click.option("--alpha-clip-weights", type=click.Path(), help="Alpha-CLIP image-tower weights (semantic loss).")
+@click.option("--clip-text-weights", type=NonEmptyPath(), help="CLIP text-tower weights file (open_clip / Alpha-CLIP).")
+@click.option("--vgg-weights", type=NonEmptyPath(), help="torchvision's vgg19-dcbb9e9d.pth for the perceptual loss.")
+@click.option("--alpha-clip-weights", type=NonEmptyPath(), help="Alpha-CLIP image-tower weights (semantic loss).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="bf16 autocasts the forward passes; losses, weights and optimizer stay fp32.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds weights, subset and data order.")
@@ -130,19 +130,19 @@ _WEIGHTS = ("detection", "component", "adversarial", "l1", "perceptual", "semant
 @click.option("--image-every", type=int, default=500, show_default=True, help="Steps between sample grids.")
 @click.option("--checkpoint-every", type=int, default=1000, show_default=True,
               help="Steps between checkpoints in OUTPUT/checkpoints/step_NNNNNN.")
-@click.option("--val", metavar="DIR|synthetic",
+@click.option("--val", type=NonEmptyPath(), metavar="DIR|synthetic",
               help="Held-out validation: score the shipped (EMA) weights with langbrt-eval's metrics on a folder "
               "of pairs laid out as --data's (not the training folder), or 'synthetic' (the synthetic test split); "
               "written to log.jsonl and TensorBoard as val/..., with the identity's scores beside them.")
 @click.option("--val-every", type=int, help="Steps between validations (and at the end)  [default: --checkpoint-every]")
 @click.option("--val-samples", type=int, default=64, show_default=True,
               help="Validate on at most this many held-out pairs (synthetic: this many test samples).")
-@click.option("--output", type=click.Path(), default="runs/langbrt", show_default=True,
+@click.option("--output", type=NonEmptyPath(), default="runs/langbrt", show_default=True,
               help="Run folder; the final checkpoint goes to OUTPUT/final.")
-@click.option("--resume", type=click.Path(), help="Continue exactly from a checkpoint folder; its "
+@click.option("--resume", type=NonEmptyPath(), help="Continue exactly from a checkpoint folder; its "
               "train_config.json is used, with only the flags given here overriding it (--steps above the "
               "checkpoint's step; model flags such as --preset or --image-size must match it).")
-@click.option("--init", type=click.Path(), help="Fine-tune: start a new run from the weights of a checkpoint "
+@click.option("--init", type=NonEmptyPath(), help="Fine-tune: start a new run from the weights of a checkpoint "
               f"folder (a run's OUTPUT/final, or '{BUNDLED_INIT}': the model shipped with LangBRT) with a fresh "
               "optimizer and schedule from step 1; its model settings are kept (model flags must match them). "
               "Not with --resume.")
