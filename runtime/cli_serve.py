@@ -4,9 +4,10 @@
     langbrt-serve --model model.engine --backend tensorrt --max-batch 16 --token "$TOKEN"
 
 Listens on 127.0.0.1 unless told otherwise. SIGINT/SIGTERM shut down gracefully: uvicorn stops accepting,
-finishes in-flight requests, then the batcher drains its queue. Exits 1 with one line if the `serve`
-extra is not installed or the address is taken (both checked before the model loads) or the model fails to
-load, 2 on a bad flag.
+finishes in-flight requests, then the batcher drains its queue, and the exit status is 0; a second SIGINT while
+draining quits without waiting (uvicorn's force quit): the requests cut off get a 503, and the exit is 130.
+Exits 1 with one line if the `serve` extra is not installed or the address is taken (both checked before the
+model loads) or the model fails to load, 2 on a bad flag.
 """
 
 from __future__ import annotations
@@ -245,6 +246,12 @@ def _serve(args: argparse.Namespace, token: str | None, sock: socket.socket) -> 
         pass
     if failed:
         return fail(PROG, f"model failed to load: {failed[0]}", EXIT_NOT_SERVING)
+    if server.force_exit:
+        # Why not 0: a supervisor (systemd, a CI job, load.py) must tell a drain that finished every request from
+        # one that cut requests off. uvicorn forces the quit only on a second SIGINT: 128 + SIGINT.
+        print(f"{PROG}: forced to quit before the drain finished: requests still running were cut off",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 

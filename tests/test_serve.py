@@ -10,6 +10,7 @@ import asyncio
 import base64
 import io
 import os
+import queue
 import shutil
 import signal
 import socket
@@ -20,6 +21,7 @@ import threading
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ import pytest
 import torch
 from bad_inputs import CAMERA_TAGS, TIFF_LAYOUT_TAGS, camera_tiff_bytes, deep_noise, png16_bytes, tiff16_bytes
 from fastapi.testclient import TestClient
+from gated_serve import ENTERED
 from PIL import Image
 from test_io import png_zlib_level_class
 
@@ -715,6 +718,88 @@ def test_sigterm_ends_an_upload_still_arriving_with_503_and_exits_0(tiny_checkpo
             proc.kill()
     assert reply.startswith(b"HTTP/1.1 503") and b'"shutting_down"' in reply, reply
     assert proc.returncode == 0 and "Traceback" not in output, output
+
+
+class _GatedServer:
+    """`tests/gated_serve.py` (the real CLI, a stand-in model holding each request until `release`) and its
+    output lines as they come; every wait is for a line or a reply, none for a length of time."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.gate = tmp_path / "gate"
+        self.port = _free_port()
+        script = Path(__file__).parent / "gated_serve.py"
+        self.proc = subprocess.Popen([sys.executable, str(script), str(self.gate), "--model", str(tmp_path),
+                                      "--port", str(self.port)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        self.reader = threading.Thread(target=lambda: [self.lines.put(line) for line in self.proc.stdout or ()],
+                                       daemon=True)
+        self.reader.start()
+        self.client = ThreadPoolExecutor(1)
+        self.wait_for("model loaded and warmed up; ready")
+
+    def wait_for(self, text: str) -> None:
+        while not any(text in line for line in self.output):
+            self.output.append(self.lines.get(timeout=60))  # a guard against a hang, not a timing
+
+    def post_in_background(self) -> Future[httpx.Response]:
+        """Start one retouch request and wait until its image is in the model; the future holds its reply."""
+        reply = self.client.submit(httpx.post, f"http://127.0.0.1:{self.port}/v1/retouch", content=_encode(),
+                                   headers={"content-type": "image/png"}, timeout=60)
+        self.wait_for(ENTERED)
+        return reply
+
+    def release(self) -> None:
+        self.gate.touch()
+
+    def finish(self) -> str:
+        """Wait for the exit; all its output."""
+        self.release()
+        self.proc.wait(60)
+        self.reader.join(60)  # it ends at the output's end
+        self.output.extend(self.lines.get() for _ in range(self.lines.qsize()))
+        return "".join(self.output)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.client.shutdown()
+
+
+@pytest.mark.slow
+def test_one_sigint_drains_the_request_still_running_and_exits_0(tmp_path: Path) -> None:
+    server = _GatedServer(tmp_path)
+    try:
+        pending = server.post_in_background()
+        server.proc.send_signal(signal.SIGINT)
+        server.wait_for("Shutting down")
+        server.release()
+        reply = pending.result(timeout=60)
+        output = server.finish()
+    finally:
+        server.kill()
+    assert reply.status_code == 200, reply.text
+    assert server.proc.returncode == 0 and "Traceback" not in output, output
+
+
+@pytest.mark.slow
+def test_a_second_sigint_while_draining_forces_the_quit_and_exits_130(tmp_path: Path) -> None:
+    """QA: the forced quit exited 0, so a supervisor could not tell requests cut off from a finished drain."""
+    server = _GatedServer(tmp_path)
+    try:
+        pending = server.post_in_background()
+        server.proc.send_signal(signal.SIGINT)
+        server.wait_for("Shutting down")  # the first signal was handled: the next one is uvicorn's force quit
+        server.proc.send_signal(signal.SIGINT)
+        reply = pending.result(timeout=60)
+        output = server.finish()
+    finally:
+        server.kill()
+    _assert_error(reply, 503, "shutting_down")
+    assert server.proc.returncode == 130, output
+    assert "langbrt-serve: forced to quit before the drain finished: requests still running were cut off" in output
+    assert "Traceback" not in output, output
 
 
 def _ready(base: str) -> bool:
