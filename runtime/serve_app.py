@@ -8,6 +8,7 @@ Every 4xx/5xx body is `{"error": {"code": ..., "message": ...}}`; the status map
     404/405                unknown path / method
     408 body_timeout       the client sent no body bytes for body_timeout_s (the connection is closed)
     413 body_too_large     Content-Length or the streamed byte count exceeds max_body_bytes
+    413 field_too_large    a multipart text field over MAX_TEXT_FIELD_BYTES (1 MiB), named in the message
     413 too_many_pixels    the image header announces more than max_pixels (decompression bomb)
     415 unsupported_media  request (or its `image` part) is neither multipart/form-data, image/* nor octet-stream
     422 invalid_image      empty, corrupt or undecodable image bytes

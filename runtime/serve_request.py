@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect
 
 from langbrt.errors import LangBRTInputError, TooManyPixelsError
 from langbrt.io import LoadedImage, load_image_bytes
-from langbrt.text.prompts import normalize_prompt
+from langbrt.text.prompts import MAX_PROMPT_CHARS, normalize_prompt
 
 from .serve_admission import BudgetExceeded, Reservation
 
@@ -31,6 +31,12 @@ REPEATABLE = ("prompt",)  # the one field or parameter a request may give more t
 MAX_FORM_FIELDS = 1024
 """Most multipart fields parsed; beyond it the body is malformed (400). Prompts over `max_prompts` but within
 this many fields get the precise 422 instead."""
+MAX_TEXT_FIELD_BYTES = 1024 * 1024
+"""Largest multipart text field (`prompt`, `return`, `maps`; the `image` file is bounded by the body limit alone).
+Starlette's own limit, kept: a prompt is at most MAX_PROMPT_CHARS characters, so anything near it is a mistake
+or an attack, and it is held in memory as it arrives. Over it: 413 `field_too_large`, naming the field and limit."""
+
+IMAGE_FIELD_REQUIRED = "multipart field 'image' (a file) is required, e.g. curl -F image=@face.jpg"
 
 T = TypeVar("T")
 
@@ -171,6 +177,19 @@ class InMemoryMultiPartParser(MultiPartParser):
 
     spool_max_size = 2**62
 
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        """A text field over `max_part_size` is a 413 naming the field and the limit. Why: Starlette's
+        "Part exceeded maximum size" became our 400 `bad_request` "malformed multipart body", which tells a
+        client its framing is wrong when the body is well formed and only one field too big."""
+        part = self._current_part
+        if part.file is None and len(part.data) + end - start > self.max_part_size:
+            if part.field_name == "image":  # sent without a filename: the same 422 as a small one gets
+                raise ServeError(422, "invalid_request", IMAGE_FIELD_REQUIRED)
+            raise ServeError(413, "field_too_large", f"multipart field {part.field_name[:40]!r} exceeds the "
+                             f"{self.max_part_size}-byte limit for a text field (a prompt is at most "
+                             f"{MAX_PROMPT_CHARS} characters)")
+        super().on_part_data(data, start, end)
+
     def on_part_end(self) -> None:
         part = self._current_part
         if part.file is not None:
@@ -208,7 +227,8 @@ async def parse_upload(headers: Headers, body: bytes) -> Upload:
         yield body
 
     check_form_charset(headers)
-    parser = InMemoryMultiPartParser(headers, stream(), max_files=1, max_fields=MAX_FORM_FIELDS)
+    parser = InMemoryMultiPartParser(headers, stream(), max_files=1, max_fields=MAX_FORM_FIELDS,
+                                     max_part_size=MAX_TEXT_FIELD_BYTES)
     try:
         form = await parser.parse()
     except MultiPartException as err:
@@ -222,8 +242,7 @@ async def parse_upload(headers: Headers, body: bytes) -> Upload:
     check_once((name for name, _ in form.multi_items()), "multipart field")
     image = form.get("image")
     if not isinstance(image, UploadFile):
-        raise ServeError(422, "invalid_request", "multipart field 'image' (a file) is required, "
-                         "e.g. curl -F image=@face.jpg")
+        raise ServeError(422, "invalid_request", IMAGE_FIELD_REQUIRED)
     part_type = (image.content_type or "").lower()
     if part_type and not part_type.startswith(RAW_TYPES):
         raise ServeError(415, "unsupported_media", f"field 'image' has Content-Type {part_type!r}, not image/*")

@@ -40,6 +40,7 @@ from langbrt.png16 import decode_png16
 from langbrt.runtime import RetouchResult
 from langbrt.runtime.serve_app import create_app
 from langbrt.runtime.serve_config import ServeConfig
+from langbrt.runtime.serve_request import MAX_TEXT_FIELD_BYTES
 from langbrt.runtime.serve_schemas import WARNING_HEADER
 from langbrt.runtime.serve_state import warmup_batch_sizes
 from langbrt.text.prompts import MAX_PROMPT_CHARS
@@ -387,6 +388,25 @@ def _form(fields: list[tuple[bytes, bytes]], image_as_text: bool = False) -> byt
 
 
 FORM = {"content-type": "multipart/form-data; boundary=XYZ"}
+
+
+def test_a_text_field_over_its_limit_is_413_naming_the_field_and_the_limit(client: TestClient) -> None:
+    """QA: Starlette's 1 MiB limit on a text part answered 400 "malformed multipart body" to a well-formed body."""
+    response = client.post("/v1/retouch", content=_form([(b"prompt", b"x" * (MAX_TEXT_FIELD_BYTES + 1))]),
+                           headers=FORM)
+    _assert_error(response, 413, "field_too_large")
+    assert f"field 'prompt' exceeds the {MAX_TEXT_FIELD_BYTES}-byte limit" in response.json()["error"]["message"]
+    at_limit = client.post("/v1/retouch", content=_form([(b"prompt", b"x" * MAX_TEXT_FIELD_BYTES)]), headers=FORM)
+    _assert_error(at_limit, 422, "invalid_prompt")  # parsed whole: the prompt's own limit answers
+
+
+def test_a_large_image_sent_as_a_text_field_is_the_422_of_a_missing_file_not_a_size_error(
+        client: TestClient) -> None:
+    """A client that left out `filename=` must learn that, whatever the image's size."""
+    big = b"--XYZ\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\n" + b"x" * (MAX_TEXT_FIELD_BYTES + 1)
+    response = client.post("/v1/retouch", content=big + b"\r\n--XYZ--\r\n", headers=FORM)
+    _assert_error(response, 422, "invalid_request")
+    assert "image=@" in response.json()["error"]["message"]
 
 
 def test_a_prompt_field_that_is_not_utf8_is_422_like_in_a_query_not_another_prompt(client: TestClient) -> None:
