@@ -115,6 +115,22 @@ def expand_inputs(items: list[str]) -> tuple[list[Path], list[dict[str, str]]]:
     return list(first_spelling.values()), missing
 
 
+def refuse_prompt_files(prompts: list[str]) -> None:
+    """Refuse a --prompt that names a file (`prompts.txt`, `@prompts.txt`, `lists/acne`): one line, exit 2.
+
+    Why: its text was retouched for as a blemish ("prompts.txt") without a word, the photos written and the user
+    never told that no prompt they meant was used (QA). --prompt takes the words; a file of them is read by the
+    shell (`--prompt "$(head -1 prompts.txt)"`). A bare word that happens to name a file in the current folder
+    ("acne") is still a prompt: only a name with a suffix, a folder or a leading @ is taken for a path.
+    """
+    for prompt in prompts:
+        name = prompt.removeprefix("@")
+        looks_like_a_path = prompt.startswith("@") or os.sep in name or Path(name).suffix != ""
+        if looks_like_a_path and os.path.isfile(name):
+            raise LangBRTInputError(f"--prompt {prompt!r} names a file; --prompt takes the words of one blemish, "
+                                    "e.g. --prompt 'acne on the cheeks' (repeat it for several)")
+
+
 def overlay(image: torch.Tensor, heat: torch.Tensor) -> torch.Tensor:
     """Paint a map (1, H, W) in [0, 1] over the photo (3, H, W) so a person can see what a prompt found."""
     a = heat.clamp(0, 1) * OVERLAY_ALPHA  # (1, H, W)
@@ -325,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_pixels < 1:  # as langbrt-serve words it
         parser.error("--max-pixels must be at least 1")
     try:
+        refuse_prompt_files(args.prompts or [])
         prompts = [normalize_prompt(p) for p in args.prompts] if args.prompts else None
         files, missing = expand_inputs(args.images)
         if not files:

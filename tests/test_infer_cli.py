@@ -395,6 +395,26 @@ def test_usage_errors_are_one_line_exit_2_and_write_nothing(model_dir, tmp_path,
     assert not (tmp_path / "retouched").exists()
 
 
+@pytest.mark.parametrize("spelling", ["{name}", "@{name}", "{path}"])
+def test_a_prompt_that_names_a_file_is_one_line_exit_2_not_retouched_for_as_words(model_dir, tmp_path, capsys,
+                                                                                  monkeypatch, spelling):
+    """QA: `--prompt prompts.txt` retouched the photo for the blemish "prompts.txt", exit 0."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prompts.txt").write_text("acne on the cheeks\n")
+    src = _photo(tmp_path / "face.png")
+    prompt = spelling.format(name="prompts.txt", path=tmp_path / "prompts.txt")
+    code = _run(model_dir, src, "--prompt", prompt)
+    err = capsys.readouterr().err
+    assert code == 2 and f"--prompt {prompt!r} names a file" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "retouched").exists()
+
+
+def test_a_prompt_word_that_is_also_a_file_name_here_is_still_a_prompt(model_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "acne").write_text("")
+    assert _run(model_dir, _photo(tmp_path / "face.png"), "--prompt", "acne") == 0
+
+
 class _no_raise:
     def __enter__(self):
         return None
