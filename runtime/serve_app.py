@@ -126,7 +126,8 @@ def create_app(
     add_error_handlers(app)
     auth = [Depends(_bearer_check(config.token))] if config.token else []
 
-    @app.head("/healthz", response_model=StatusBody, tags=["ops"])  # HEAD too: monitors and balancers probe so
+    # Every GET answers HEAD too (RFC 9110 9.3.2; monitors and balancers probe so): FastAPI adds no HEAD by itself
+    @app.head("/healthz", response_model=StatusBody, tags=["ops"])
     @app.get("/healthz", response_model=StatusBody, tags=["ops"])
     async def healthz() -> StatusBody:
         """The process is alive and answering (no model needed)."""
@@ -139,12 +140,15 @@ def create_app(
         state.require_ready()
         return StatusBody(status="ready")
 
-    @app.get("/metrics", dependencies=auth, response_class=Response, tags=["ops"],
-             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **error_responses(401)})
+    metrics_responses = {200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **error_responses(401)}
+
+    @app.head("/metrics", dependencies=auth, response_class=Response, tags=["ops"], responses=metrics_responses)
+    @app.get("/metrics", dependencies=auth, response_class=Response, tags=["ops"], responses=metrics_responses)
     async def metrics_endpoint() -> Response:
         """Prometheus text format: requests by endpoint/status, latency, batch sizes, queue depth, RSS."""
         return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
+    @app.head("/v1/prompts", dependencies=auth, response_model=PromptsBody, responses=error_responses(401, 503))
     @app.get("/v1/prompts", dependencies=auth, response_model=PromptsBody, responses=error_responses(401, 503))
     async def prompts() -> PromptsBody:
         """Prompts the loaded model or engine answers without a text encoder (its pre-defined ones first)."""

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .serve_metrics import ServeMetrics
@@ -39,7 +40,17 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
         code = HTTPStatus(err.status_code).phrase.lower().replace(" ", "_")
-        return error_response(err.status_code, code, str(err.detail), getattr(err, "headers", None))
+        headers = dict(getattr(err, "headers", None) or {})
+        if err.status_code == 405:
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return error_response(err.status_code, code, str(err.detail), headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method some route takes on the request's path. Why: a GET and a HEAD of one path are two routes in
+    FastAPI, and Starlette's 405 named the first one's methods alone (`Allow: GET` on /healthz, which takes HEAD)."""
+    return sorted({method for route in request.app.router.routes if isinstance(route, Route)
+                   and route.matches(request.scope)[0] is not Match.NONE for method in route.methods or ()})
 
 
 

@@ -523,11 +523,23 @@ def test_bad_query_values_unknown_paths_and_methods_get_json_errors(client: Test
     _assert_error(client.get("/v1/retouch"), 405, "method_not_allowed")
 
 
-def test_probes_answer_head_requests(client: TestClient) -> None:
-    """Load balancers and uptime monitors often probe with HEAD."""
-    for path in ("/healthz", "/readyz"):
+def test_every_get_answers_head(client: TestClient) -> None:
+    """Load balancers and uptime monitors often probe with HEAD; RFC 9110 asks it of every GET (QA: /metrics and
+    /v1/prompts answered 405)."""
+    for path in ("/healthz", "/readyz", "/metrics", "/v1/prompts", "/openapi.json", "/docs"):
         response = client.head(path)
         assert response.status_code == 200 and response.content == b"", (path, response.status_code)
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [("DELETE", "/healthz", "GET, HEAD"),
+                                                       ("POST", "/metrics", "GET, HEAD"),
+                                                       ("OPTIONS", "/v1/prompts", "GET, HEAD"),
+                                                       ("GET", "/v1/retouch", "POST")])
+def test_a_405_names_every_method_the_path_takes(client: TestClient, method: str, path: str, allow: str) -> None:
+    """QA: `DELETE /healthz` answered `Allow: GET`, though the path takes HEAD too."""
+    response = client.request(method, path)
+    _assert_error(response, 405, "method_not_allowed")
+    assert response.headers["allow"] == allow
 
 
 def _run_concurrently(fake: FakeRetoucher, config: ServeConfig, n: int, busy_first: bool = False,
