@@ -182,13 +182,12 @@ def main(argv: list[str] | None = None) -> int:
                           "pip install 'langbrt[serve]'", EXIT_NOT_SERVING)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     log = logging.getLogger("langbrt.serve")
-    if not _is_loopback(args.host) and args.token is None:
-        log.warning("listening on %s without --token: anyone who can reach it can use the model", args.host)
-
     try:
         sock = _bind(args.host, args.port)
     except LangBRTError as err:
         return fail(PROG, err, EXIT_NOT_SERVING)
+    if not _is_loopback(args.host) and args.token is None:  # after the bind: a failed one is its one line alone
+        log.warning("listening on %s without --token: anyone who can reach it can use the model", args.host)
     host, port = sock.getsockname()[:2]
     log.info("listening on http://%s:%d (ready once the model has loaded: GET /readyz)",
              f"[{host}]" if ":" in host else host, port)

@@ -861,6 +861,16 @@ def test_the_cli_on_a_taken_port_exits_with_one_line_before_loading_the_model(tm
     assert result.stderr.strip() == f"langbrt-serve: error: cannot listen on 127.0.0.1:{port}: Address already in use"
 
 
+def test_an_address_that_cannot_be_bound_is_one_line_without_the_no_token_warning(tmp_path: Path) -> None:
+    """QA: a public --host that failed to bind printed "listening on ... without --token" before its error line."""
+    env = {k: v for k, v in os.environ.items() if k != "LANGBRT_SERVE_TOKEN"}
+    result = subprocess.run([*_serve_script(), "--model", str(tmp_path), "--host", "192.0.2.1", "--port", "0"],
+                            capture_output=True, text=True, timeout=60, env=env)  # TEST-NET-1: never this machine's
+    assert result.returncode == 1, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("langbrt-serve: error: cannot listen on 192.0.2.1:0: "), line
+
+
 def test_an_empty_model_is_a_flag_error_not_the_bundled_model() -> None:
     """QA: `--model "$MODEL"` with the variable unset served the bundled model as if no --model had been given."""
     result = subprocess.run([*_serve_script(), "--model", ""], capture_output=True, text=True, timeout=60)
