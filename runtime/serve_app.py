@@ -10,7 +10,8 @@ Every 4xx/5xx body is `{"error": {"code": ..., "message": ...}}`; the status map
     413 body_too_large     Content-Length or the streamed byte count exceeds max_body_bytes
     413 field_too_large    a multipart text field over MAX_TEXT_FIELD_BYTES (1 MiB), named in the message
     413 too_many_pixels    the image header announces more than max_pixels (decompression bomb)
-    415 unsupported_media  request (or its `image` part) is neither multipart/form-data, image/* nor octet-stream
+    415 unsupported_media  request (or its `image` part) is neither multipart/form-data, image/* nor octet-stream,
+                           or the body has a Content-Encoding (gzip, ...)
     422 invalid_image      empty, corrupt or undecodable image bytes
     422 invalid_prompt     empty prompt, prompt over MAX_PROMPT_CHARS, a control character (tab and newline
                            too), more than max_prompts, unknown to the model
@@ -62,6 +63,7 @@ from .serve_middleware import InternalErrorMiddleware, MetricsMiddleware, add_er
 from .serve_request import (
     QUERY_PARAMETERS,
     ServeError,
+    check_content_encoding,
     check_known,
     check_not_in_both,
     check_once,
@@ -169,6 +171,7 @@ def create_app(
         check_known(request.query_params.keys(), QUERY_PARAMETERS, "query parameter")
         check_once((name for name, _ in request.query_params.multi_items()), "query parameter")
         batcher = state.require_ready()
+        check_content_encoding(request.headers)
         with bodies.reserve() as body_bytes:  # the body and the upload parsed from it live until the reply
             body = await read_body(request, config.max_body_bytes, body_bytes, config.body_timeout_s,
                                    lambda: state.draining)

@@ -59,6 +59,20 @@ def server_busy(reason: object) -> ServeError:
 UNREAD_BODY = {"Connection": "close"}
 
 
+def check_content_encoding(headers: Headers) -> None:
+    """415 for a body sent with a content coding (`Content-Encoding: gzip`), before it is read.
+
+    Why: the header was ignored, so a gzipped PNG was a 422 "not an image file" that blamed the image, and a
+    body labelled gzip but sent plain was retouched as if the label were not there. Images are compressed
+    already; the server takes them as they are (RFC 9110 15.5.16: the reply's Accept-Encoding says so).
+    """
+    codings = [c.strip().lower() for c in headers.get("content-encoding", "").split(",") if c.strip()]
+    if any(coding != "identity" for coding in codings):
+        raise ServeError(415, "unsupported_media", f"Content-Encoding {headers['content-encoding'][:40]!r} is not "
+                         "supported; send the image's bytes as they are, without a content coding",
+                         {**UNREAD_BODY, "Accept-Encoding": "identity"})
+
+
 def client_gone(where: str) -> ServeError:
     """499 (nginx's "client closed request"): nobody reads it, but metrics and logs tell it from a 5xx."""
     return ServeError(499, "client_closed_request", f"the client disconnected {where}")

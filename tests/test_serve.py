@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import io
 import os
 import queue
@@ -360,6 +361,23 @@ def test_a_non_image_content_type_is_415(client: TestClient) -> None:
                   "unsupported_media")
     _assert_error(client.post("/v1/retouch", files={"image": ("a.txt", b"hello", "text/plain")}), 415,
                   "unsupported_media")
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br, identity"])
+def test_a_body_with_a_content_coding_is_415_not_an_image_error_or_ignored(client: TestClient, coding: str) -> None:
+    """QA: `Content-Encoding: gzip` was ignored: a gzipped PNG was a 422 blaming the image, and a plain body
+    labelled gzip was retouched as if unlabelled."""
+    gzipped = client.post("/v1/retouch", content=gzip.compress(_encode()),
+                          headers={"content-type": "image/png", "content-encoding": coding})
+    mislabelled = client.post("/v1/retouch", files={"image": ("f.png", _encode(), "image/png")},
+                              headers={"content-encoding": coding})
+    for response in (gzipped, mislabelled):
+        _assert_error(response, 415, "unsupported_media")
+        assert "Content-Encoding" in response.json()["error"]["message"]
+        assert response.headers["accept-encoding"] == "identity" and response.headers["connection"] == "close"
+    plain = client.post("/v1/retouch", content=_encode(), headers={"content-type": "image/png",
+                                                                   "content-encoding": "identity"})
+    assert plain.status_code == 200
 
 
 def test_a_multipart_request_without_an_image_field_is_422(client: TestClient) -> None:
