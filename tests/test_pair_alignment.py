@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 from PIL import Image
-from test_distributed import FAST as TORCHRUN_FAST
+from test_distributed import FAST_ON_PAIRS as TORCHRUN_FAST
 from test_distributed import error_lines, torchrun
 from test_train_cli import ERROR, run_cli
 

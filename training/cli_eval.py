@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from langbrt.atomic import atomic_write_text
 from langbrt.cli_args import DEVICE_HELP, is_device_name
@@ -34,6 +35,7 @@ from langbrt.training.data.synthetic import SPLITS as SYNTHETIC_SPLITS
 from langbrt.training.evaluate import EvalResult, evaluate
 from langbrt.training.metrics import LPIPSMetric
 from langbrt.training.train_config import FFHQR, MAX_SEED, SYNTHETIC, TrainConfig
+from langbrt.training.unused_flags import refuse_clip_text_weights, refuse_eval_flags_without_effect
 from langbrt.training.validation import EVAL_BATCH_SIZE, EVAL_SEED, EVAL_SPLIT, eval_dataset
 
 PROG = "langbrt-eval"
@@ -77,7 +79,8 @@ def _device_option(ctx: click.Context, param: click.Parameter, value: str | None
 @click.option("--clip-text-weights", type=NonEmptyPath(), help="For models trained with an open_clip text encoder.")
 @click.option("--device", callback=_device_option, help="cpu, cuda or cuda:N. Default: cuda if available, else cpu.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-def main(model_dir: str | None, suite_specs: tuple[str, ...], out_path: str | None, data: str,
+@click.pass_context
+def main(ctx: click.Context, model_dir: str | None, suite_specs: tuple[str, ...], out_path: str | None, data: str,
          ffhqr_root: str | None, ffhqr_target_root: str | None, prompts: tuple[str, ...], split: str,
          num_samples: int, batch_size: int, seed: int, strict: bool, clip_text_weights: str | None,
          device: str | None, as_json: bool) -> None:
@@ -91,6 +94,9 @@ def main(model_dir: str | None, suite_specs: tuple[str, ...], out_path: str | No
     try:
         with one_line_warnings():
             _check_split(data, split)
+            refuse_eval_flags_without_effect(data, bool(suite_specs), {
+                name: value for name, value in ctx.params.items()
+                if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE})
             if suite_specs:
                 if model_dir is not None:
                     raise LangBRTInputError("give --model DIR or --suite NAME=DIR ..., not both (add the model to "
@@ -170,7 +176,8 @@ def _run(model_dir: str, data: str, ffhqr_root: str | None, ffhqr_target_root: s
                       seed=seed, strict=strict, flip=False)
     cfg.validate()  # --data ffhqr without --ffhqr-root, --prompt on synthetic data: as langbrt-train says them
     model = LangBRT.from_pretrained(model_dir)
-    if model.config.text_encoder.startswith("open_clip:") and clip_text_weights:
+    refuse_clip_text_weights(clip_text_weights, model_dir, model.config.text_encoder)
+    if clip_text_weights:
         model.prompt_bank.set_encoder(text_encoder_from_name(model.config.text_encoder, clip_text_weights))
     dataset, collate = eval_dataset(cfg, model.config.image_size, split, num_samples)
     from tqdm.auto import tqdm

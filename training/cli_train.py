@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import warnings
 from pathlib import Path
 
 import click
@@ -42,6 +41,7 @@ from langbrt.training.train_config import (
     TrainConfig,
 )
 from langbrt.training.train_state import STATE_FILE
+from langbrt.training.unused_flags import refuse_train_flags_without_effect, warn_train_flags_without_effect
 
 PROG = "langbrt-train"
 BUNDLED_INIT = "bundled"  # --init bundled: the model shipped inside the package, wherever pip put it
@@ -164,7 +164,8 @@ def main(ctx: click.Context, threads: int, resume: str | None, init: str | None,
 
         try:
             with one_line_warnings():
-                _warn_if_component_loss_cannot_run(ctx, cfg)
+                if int(os.environ.get("RANK", "0")) == 0:  # said once per run, not once per torchrun rank
+                    warn_train_flags_without_effect(cfg, _typed(ctx))
                 result = train(cfg, resume=resume, progress=not quiet)
         except TrainingDiverged as err:
             stop(error_line(PROG, err), EXIT_DIVERGED)
@@ -205,17 +206,9 @@ def eval_command(final_dir: Path, cfg: TrainConfig) -> str:
     return command + "HELD_OUT_DIR (a folder of source/ + target/ pairs this run did not train on)"
 
 
-def _warn_if_component_loss_cannot_run(ctx: click.Context, cfg: TrainConfig) -> None:
-    """A --component-weight the user typed, on data eq. 6 cannot use, is said once (rank 0), not ignored.
-
-    Why only when typed: eq. 6 needs each pre-defined prompt's face region, which only the synthetic set
-    carries (the paper takes them from a face-parsing model, none is bundled), so the default weight is
-    skipped on every folder / FFHQR run; a warning there would greet every real-data run.
-    """
-    typed = ctx.get_parameter_source("component_weight") == ParameterSource.COMMANDLINE
-    if typed and cfg.data != SYNTHETIC and cfg.loss_weights().component > 0 and int(os.environ.get("RANK", "0")) == 0:
-        warnings.warn(f"--component-weight {cfg.weights.component:g} has no effect on --data {cfg.data}: eq. 6 needs "
-                      "face regions, which only the synthetic set carries (no loss/component in the log)", stacklevel=2)
+def _typed(ctx: click.Context) -> set[str]:
+    """The option names given on the command line (not defaults): what `unused_flags` holds the user to."""
+    return {name for name in ctx.params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
 
 
 def _check_resume_folder(resume: Path) -> None:
@@ -268,7 +261,8 @@ def _config(ctx: click.Context, options: dict[str, object], resume: str | None,
             init: str | None = None) -> TrainConfig:
     """Flags -> TrainConfig; with --resume, the checkpoint's config with only the explicitly given flags; with
     --init, the flags with the model settings (`MODEL_FIELDS`) of the checkpoint whose weights the run starts from."""
-    given = {name for name in options if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+    typed = _typed(ctx)
+    given = typed & set(options)
     if resume is not None and init is not None:
         raise LangBRTInputError("--init starts a new run from a checkpoint's weights and --resume continues a run; "
                                 "give one of them")
@@ -299,6 +293,7 @@ def _config(ctx: click.Context, options: dict[str, object], resume: str | None,
     weights = {w: options[f"{w}_weight"] if f"{w}_weight" in given else getattr(cfg.weights, w) for w in _WEIGHTS}
     cfg.weights = LossWeights(**weights)  # validates: one line naming the flag
     cfg.validate()
+    refuse_train_flags_without_effect(cfg, typed)
     cfg.prompts = canonical_prompts(cfg.prompts)  # recorded as the model is asked them
     return cfg
 

@@ -57,7 +57,7 @@ from langbrt.training.optimizer import build_optimizer, follow_config
 from langbrt.training.run_lock import RunLock
 from langbrt.training.run_log import RunLog
 from langbrt.training.run_paths import resumed_config
-from langbrt.training.train_config import TrainConfig
+from langbrt.training.train_config import FFHQR, TrainConfig
 from langbrt.training.train_errors import (
     TrainingInterrupted,
     diverged,
@@ -215,7 +215,8 @@ def _due(done: int, every: int, steps: int) -> bool:
 
 def _check_output(cfg: TrainConfig, output: Path, resume: Path | None) -> None:
     """OUTPUT can be written and overlaps none of the run's inputs (data, val, resume, init); rank 0 alone."""
-    data_folders = [f for f in (cfg.data, cfg.ffhqr_root, cfg.ffhqr_target_root, cfg.val) if f and Path(f).is_dir()]
+    roots = (cfg.ffhqr_root, cfg.ffhqr_target_root) if cfg.data == FFHQR else ()  # else unread: no input
+    data_folders = [f for f in (cfg.data, *roots, cfg.val) if f and Path(f).is_dir()]
     starts = [Path(p) for p in (resume, cfg.init) if p]
     check_run_folder(output, [*data_folders, *starts], resume=resume)
 
