@@ -23,6 +23,7 @@ from langbrt.model import LangBRT
 from langbrt.training import trainer as trainer_module
 from langbrt.training.cli_train import eval_command, main
 from langbrt.training.data.paired import DEFAULT_REAL_PROMPTS
+from langbrt.training.losses import generator_objective
 from langbrt.training.losses.detection import DEFAULT_DETECTION_LOSS, DETECTION_LOSSES
 from langbrt.training.train_config import TrainConfig
 from langbrt.training.train_state import load_trainer_state
@@ -150,13 +151,13 @@ def test_a_typed_component_weight_on_real_pairs_is_said_to_have_no_effect(tmp_pa
 def record_prompts(monkeypatch) -> list[list[list[str]]]:
     """The prompt lists of every batch a generator step trains on."""
     seen: list[list[list[str]]] = []
-    real = trainer_module.generator_losses
+    real = generator_objective.generator_losses
 
     def recording(cfg, out, batch, *args, **kwargs):
         seen.append(batch["prompts"])
         return real(cfg, out, batch, *args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "generator_losses", recording)
+    monkeypatch.setattr(generator_objective, "generator_losses", recording)
     return seen
 
 
@@ -717,7 +718,7 @@ def test_resume_with_another_training_set_warns_naming_what_changed(run_dir, tmp
 
 def interrupt_at_step_3(monkeypatch) -> None:
     """Ctrl-C (KeyboardInterrupt) in the third step's generator losses: after step 2's checkpoint."""
-    real, calls = trainer_module.generator_losses, {"n": 0}
+    real, calls = generator_objective.generator_losses, {"n": 0}
 
     def interrupted_at_step_3(*args, **kwargs):
         calls["n"] += 1
@@ -725,7 +726,7 @@ def interrupt_at_step_3(monkeypatch) -> None:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "generator_losses", interrupted_at_step_3)
+    monkeypatch.setattr(generator_objective, "generator_losses", interrupted_at_step_3)
 
 
 def test_ctrl_c_names_the_checkpoint_to_resume_from(tmp_path, monkeypatch):

@@ -21,13 +21,14 @@ from langbrt.modules.discriminator import PatchDiscriminator
 from langbrt.text import default_text_encoder
 from langbrt.training import trainer as trainer_module
 from langbrt.training.finite_checks import checkpoint_is_finite
-from langbrt.training.losses import LossResources, VGGPerceptual
+from langbrt.training.losses import LossResources, VGGPerceptual, generator_objective
+from langbrt.training.losses.generator_objective import generator_losses
 from langbrt.training.losses.weights import LossWeights
 from langbrt.training.optimizer import lr_factor
 from langbrt.training.train_config import TrainConfig
 from langbrt.training.train_errors import TrainingDiverged
 from langbrt.training.train_state import EMA, load_trainer_state, save_checkpoint
-from langbrt.training.trainer import generator_losses, train
+from langbrt.training.trainer import train
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -52,13 +53,13 @@ def tiny_config(output: Path, **overrides) -> TrainConfig:
 def count_generator_steps(monkeypatch) -> list[int]:
     """One entry per generator loss computed, i.e. per training step run."""
     calls: list[int] = []
-    real = trainer_module.generator_losses
+    real = generator_objective.generator_losses
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "generator_losses", counting)
+    monkeypatch.setattr(generator_objective, "generator_losses", counting)
     return calls
 
 
@@ -139,7 +140,7 @@ def test_a_trainer_state_that_does_not_fit_on_disk_is_one_line_naming_the_checkp
 
 
 def test_nan_loss_stops_with_step_and_last_checkpoint(tmp_path, monkeypatch):
-    real = trainer_module.consistency_loss
+    real = generator_objective.consistency_loss
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -147,7 +148,7 @@ def test_nan_loss_stops_with_step_and_last_checkpoint(tmp_path, monkeypatch):
         loss, parts = real(*args, **kwargs)
         return (loss * float("nan") if calls["n"] == 5 else loss), parts
 
-    monkeypatch.setattr(trainer_module, "consistency_loss", poisoned)
+    monkeypatch.setattr(generator_objective, "consistency_loss", poisoned)
     with pytest.raises(TrainingDiverged) as info:
         train(tiny_config(tmp_path), progress=False)
     message = str(info.value)
@@ -176,7 +177,7 @@ def test_a_run_that_fails_mid_way_stops_its_data_workers(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise LangBRTInputError("a bad batch")
 
-    monkeypatch.setattr(trainer_module, "generator_losses", fail)
+    monkeypatch.setattr(generator_objective, "generator_losses", fail)
     before = set(multiprocessing.active_children())
     with pytest.raises(LangBRTInputError, match="a bad batch") as raised:
         train(tiny_config(tmp_path, num_workers=1), progress=False)

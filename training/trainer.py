@@ -5,7 +5,8 @@ discriminator step on (target, detached output) -> EMA update. Logging, sample g
 held-out validation (`--val`, `validation.py`) are a few explicit lines at named points of the loop.
 
 Checkpoints (OUTPUT/checkpoints/step_000100/, OUTPUT/final/) and the EMA live in `train_state.py`; the errors
-a stopped run ends with, and the resume advice in them, in `train_errors.py`.
+a stopped run ends with, and the resume advice in them, in `train_errors.py`; eq. 11's generator side, the loss
+terms composed, in `losses/generator_objective.py`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +45,8 @@ from langbrt.training.finite_checks import checkpoint_is_finite, finite_output
 from langbrt.training.losses import (
     LossResources,
     LossWeights,
-    component_loss,
-    consistency_loss,
-    detection_loss,
     discriminator_loss,
-    generator_adversarial_loss,
-    per_prompt_detection_loss,
+    generator_objective,  # called through it: the one place to replace it
     require_loss_weights,
     set_requires_grad,
 )
@@ -323,7 +320,8 @@ def _generator_step(run: _Run, gen: torch.nn.Module, batch: dict[str, Any], auto
     with autocast:
         out = gen(batch["source"], batch["prompts"])
     if finite_output(out):
-        loss, parts = generator_losses(run.cfg, out, batch, run.resources, run.discriminator)  # fp32, no autocast
+        loss, parts = generator_objective.generator_losses(run.cfg, out, batch, run.resources,
+                                                           run.discriminator)  # fp32, no autocast
     else:  # diverged inside the model: the same NaN loss on this rank, so every rank stops below
         loss, parts = torch.full((), float("nan"), device=run.info.device), {}
     loss_mean = all_reduce_mean(loss.detach(), run.info)
@@ -351,48 +349,6 @@ def _discriminator_step(run: _Run, disc: torch.nn.Module, batch: dict[str, Any],
     run.opt_d.step()
     run.sched_d.step()
     return loss
-
-
-def generator_losses(cfg: TrainConfig, out: LangBRTOutput, batch: dict[str, Any], resources: Any,
-                     discriminator: torch.nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Eq. 11's generator side: L_adv^G + L_cons - gamma L_local + eta (L_detc + L_comp), plus the
-    per-prompt map loss where the synthetic set knows each prompt's exact mask. Off terms are skipped.
-
-    Always fp32, outside any autocast of the caller: BCE on probabilities is not autocast-safe (CUDA refuses
-    it) and bf16 losses would round away the small differences the gradients come from.
-    """
-    out = LangBRTOutput(**{f.name: getattr(out, f.name).float() for f in fields(out)})
-    with torch.autocast(out.image.device.type, enabled=False):
-        return _generator_losses(cfg, out, batch, resources, discriminator)
-
-
-def _generator_losses(cfg: TrainConfig, out: LangBRTOutput, batch: dict[str, Any], resources: Any,
-                      discriminator: torch.nn.Module) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    w, source, target = cfg.loss_weights(), batch["source"], batch["target"]
-    exact = batch.get("removed_mask")  # (B, 1, H, W) for the synthetic set, else None
-    loss, parts = consistency_loss(out.image, target, w, resources.perceptual)
-    if w.detection > 0:
-        parts["detection"] = detection_loss(out.soft_mask, source, target, exact_mask=exact,
-                                             kind=cfg.detection_loss)
-        loss = loss + w.detection * parts["detection"]
-        if batch.get("prompt_masks") is not None:
-            parts["prompt_maps"] = per_prompt_detection_loss(out.soft_maps, batch["prompt_masks"],
-                                                             batch["prompt_valid"], kind=cfg.detection_loss)
-            loss = loss + w.detection * parts["prompt_maps"]
-    regions = batch.get("predefined_region_masks")  # (B, P, H, W); real pairs carry no face parsing
-    if w.component > 0 and regions is not None:
-        parts["component"] = component_loss(out.soft_mask, source, target, regions, exact_mask=exact,
-                                            kind=cfg.detection_loss)
-        loss = loss + w.component * parts["component"]
-    if w.adversarial > 0:
-        parts["adversarial_g"] = generator_adversarial_loss(discriminator(out.image))
-        loss = loss + w.adversarial * parts["adversarial_g"]
-    if w.semantic > 0:
-        masks = batch.get("prompt_masks", out.maps.detach())
-        valid = batch.get("prompt_valid", (out.maps.flatten(2).amax(-1) > 0).float())
-        parts["semantic"] = resources.semantic(out.image, masks, batch["prompts"], valid)
-        loss = loss + w.semantic * parts["semantic"]
-    return loss, parts
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The training objective of LangBRT (paper eq. 5-11), one file per term.
+"""The training objective of LangBRT (paper eq. 5-11), one file per term; `generator_objective` composes them
+into eq. 11's generator side (import it from there: it reads a `TrainConfig`, whose module imports this package).
 
 `require_loss_weights` runs before training: a term that needs pretrained weights (VGG-19 for eq. 9,
 Alpha-CLIP + CLIP text for eq. 10) either gets them from a local file or stops the run with one line naming
