@@ -504,7 +504,8 @@ def test_an_empty_model_or_output_is_a_usage_error_not_the_default(tmp_path, cap
         main([str(_photo(tmp_path / "face.png")), flag, ""])
     assert exited.value.code == 2
     line = _one_line(capsys)
-    assert line.startswith("langbrt-infer: error: argument ") and flag in line and ": is empty (an unset shell variable?)" in line
+    assert line.startswith("langbrt-infer: error: argument ") and flag in line
+    assert ": is empty (an unset shell variable?)" in line
     assert sorted(p.name for p in tmp_path.iterdir()) == ["face.png"]
 
 
