@@ -61,6 +61,7 @@ class ResourceRow:
     mma: str  # the MMA path it was built for (tca_choices.MmaChoice)
     arch: int
     dtype: str
+    window: int
     shift: int
     num_warps: int
     head_stages: int  # the folded kernel's head-loop pipelining depth (1 for the direct kernel)
@@ -84,17 +85,21 @@ SIGMOIDS = {"tanh": True, "exact": False}  # --sigmoid name -> TCAKernelSpec.fas
 def paper_specs(kernels: list[str], dtypes: list[str], warps: list[int], sigmoids: list[str],
                 head_stages: list[int], maxnreg: Sequence[int | None] = (None,),
                 programs_per_sm: Sequence[int | None] = (None,), mma: str | None = None,
-                output_after_heads: Sequence[bool] = (False,)) -> list[TCAKernelSpec]:
-    """The paper preset's kernels; `mma` None builds each on its default path (tca_choices.DEFAULT_MMA)."""
+                output_after_heads: Sequence[bool] = (False,),
+                windows: Sequence[int | None] = (None,)) -> list[TCAKernelSpec]:
+    """The paper preset's kernels; `mma` None builds each on its default path (tca_choices.DEFAULT_MMA);
+    `windows` other than None (the preset's 8) build the same attention with wider windows."""
     cfg = LangBRTConfig.paper()
     folded = KernelChoice.FOLDED.value
-    # padded=False: the preset's 64 x 64 latent splits into whole windows, so a launch builds that kernel
-    return [TCAKernelSpec(dtype, cfg.embed_dim, cfg.map_feature_dim, cfg.num_heads, cfg.window_size, shift,
-                          num_warps=nw, fast_sigmoid=SIGMOIDS[sigmoid], kernel=KernelChoice(kernel), padded=False,
-                          head_stages=stages, maxnreg=cap, programs_per_sm=persistent,
+    latent = cfg.latent_size
+    # padded: whether the preset's 64 x 64 latent splits into whole windows (as the launch decides)
+    return [TCAKernelSpec(dtype, cfg.embed_dim, cfg.map_feature_dim, cfg.num_heads, window, shift,
+                          num_warps=nw, fast_sigmoid=SIGMOIDS[sigmoid], kernel=KernelChoice(kernel),
+                          padded=latent % window != 0, head_stages=stages, maxnreg=cap, programs_per_sm=persistent,
                           mma=MmaChoice(mma) if mma else None, output_after_heads=after)
+            for window in (w or cfg.window_size for w in windows)
             for kernel in kernels for sigmoid in sigmoids for dtype in dtypes
-            for shift in (0, cfg.window_size // 2) for nw in warps for cap in maxnreg
+            for shift in (0, window // 2) for nw in warps for cap in maxnreg
             for stages in (head_stages if kernel == folded else [1])
             for persistent in (programs_per_sm if kernel == folded else [None])
             for after in (output_after_heads if kernel == folded else [False])
@@ -113,7 +118,8 @@ def measure(spec: TCAKernelSpec, arch: int) -> ResourceRow:
     except ValueError as err:
         problem = str(err)
     sigmoid = "tanh" if spec.fast_sigmoid else "exact"
-    return ResourceRow(spec.kernel.value, spec.mma_path.value, arch, spec.dtype, spec.shift, spec.num_warps,
+    return ResourceRow(spec.kernel.value, spec.mma_path.value, arch, spec.dtype, spec.window_size, spec.shift,
+                       spec.num_warps,
                        spec.head_stages, spec.maxnreg, spec.programs_per_sm, spec.output_after_heads, sigmoid,
                        res.registers,
                        res.stack_bytes, res.static_shared_bytes + res.dynamic_shared_bytes, by_registers,
@@ -142,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-after-heads", type=int, nargs="+", choices=(0, 1), default=[0],
                         help="the folded kernel's output projection after its last head (1), with each head (0, "
                         "default), or both: 0 1 (tca_launch_configs.LaunchConfig; head stages 1 only)")
+    parser.add_argument("--windows", type=int, nargs="+", default=[0],
+                        help="window sizes; 0: the preset's 8 (default). Wider windows show where the builds stop "
+                        "fitting a GPU's shared memory (dispatch.MAX_KERNEL_WINDOW)")
     parser.add_argument("--out", default=None, help="JSON path, or - for stdout only "
                         "(default benchmarks/results/kernel-resources-<date>.json)")
     args = parser.parse_args(argv)
@@ -149,14 +158,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = [measure(spec, arch) for arch in args.arch
             for spec in paper_specs(args.kernels, args.dtypes, args.warps, args.sigmoid, args.head_stages,
                                     [n or None for n in args.maxnreg], [n or None for n in args.programs_per_sm],
-                                    args.mma, [bool(n) for n in args.output_after_heads])]
-    print(f"{'kernel':>6} {'mma':>5} {'arch':>5} {'dtype':>5} {'sigmoid':>7} {'shift':>5} {'warps':>5} {'stages':>6} "
+                                    args.mma, [bool(n) for n in args.output_after_heads],
+                                    [n or None for n in args.windows])]
+    print(f"{'kernel':>6} {'mma':>5} {'arch':>5} {'dtype':>5} {'sigmoid':>7} {'win':>3} {'shift':>5} {'warps':>5} "
+          f"{'stages':>6} "
           f"{'maxnreg':>7} {'per SM':>6} {'after':>5} {'regs':>5} "
           f"{'stack B':>8} {'smem B':>7} {'blk/SM':>6} {'TRT AOT':>7} {'instr/warp':>10} {'MMA':>5} {'MUFU':>5} "
           f"{'mma warps':>10}")
     for r in rows:
         mix = r.instructions_per_warp
-        print(f"{r.kernel:>6} {r.mma:>5} sm_{r.arch:<2} {r.dtype:>5} {r.sigmoid:>7} {r.shift:>5} {r.num_warps:>5} "
+        print(f"{r.kernel:>6} {r.mma:>5} sm_{r.arch:<2} {r.dtype:>5} {r.sigmoid:>7} {r.window:>3} {r.shift:>5} "
+              f"{r.num_warps:>5} "
               f"{r.head_stages:>6} {r.maxnreg or '-':>7} {r.programs_per_sm or '-':>6} "
               f"{'yes' if r.output_after_heads else '-':>5} {r.registers:>5} "
               f"{r.stack_bytes:>8} {r.shared_bytes:>7} {r.blocks_per_sm_by_registers:>6} "
@@ -166,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "kernel_resources",
         "date": dt.date.today().isoformat(),
         "kernels": {k.value: tca_triton._JIT_KERNELS[k].__name__ for k in map(KernelChoice, args.kernels)},
-        "shape": "paper preset TCA attention: C=96, Cm=9, 3 heads, window 8",
+        "shape": "paper preset TCA attention: C=96, Cm=9, 3 heads, window 8 (or each row's window) on a 64 x 64 latent",
         "instructions_per_warp": "SASS of one program (one window), each head-loop body counted NUM_HEADS times; "
                                  "a persistent build's window loop once (per window, plus its prologue)",
         "triton": triton.__version__,

@@ -23,10 +23,14 @@ from langbrt.errors import LangBRTInputError
 from .reference import TCAParams, windowed_sigmoid_cross_attention_reference
 
 ENV_VAR = "LANGBRT_ATTENTION"
-# The largest window the fused kernels take: they hold a window's (w*w, w*w) scores, padded to a power of two,
-# as one Triton tensor, and Triton refuses any tensor over 2**20 elements (w = 33 -> 2048 x 2048) when it
-# builds the kernel. The model config allows windows up to 64 (config.MAX_SIZES).
-MAX_KERNEL_WINDOW = 32
+# The largest window the fused kernels take. They hold a window's (w*w, w*w) scores, padded to a power of two,
+# on chip, so the shared memory a build needs grows with the window (sm_80 / sm_90 builds, triton 3.8,
+# `benchmarks/kernel_resources.py --windows`): up to w = 16 (256 tokens) both kernels fit 99 KB per block,
+# which every GPU from sm_80 on gives; w = 17-22 (512 tokens) take up to 193 KB, past an A100's 163 KB and
+# sm_86 / sm_89's 99 KB; w = 23-32 (1 024 tokens) take 229 KB, past even an H100's 227 KB, so `auto` picked
+# a kernel that Triton then refused to launch (OutOfResources). Past w = 32 Triton cannot build them at all
+# (a tensor over 2**20 elements). Wider windows run the reference; the config allows up to 64 (MAX_SIZES).
+MAX_KERNEL_WINDOW = 16
 E = TypeVar("E", bound=Enum)
 
 

@@ -170,9 +170,9 @@ def check_arguments(x: torch.Tensor, map_features: torch.Tensor, tensors: tuple[
         raise ValueError(f"{C} channels do not split into {num_heads} heads")
     if window_size < 1 or not 0 <= shift < window_size:
         raise ValueError(f"window {window_size} with shift {shift}: need window >= 1 and 0 <= shift < window")
-    if window_size > MAX_KERNEL_WINDOW:  # Triton's build failed with "numel ... exceeds triton maximum tensor numel"
+    if window_size > MAX_KERNEL_WINDOW:  # wider windows outgrow a GPU's shared memory (dispatch.MAX_KERNEL_WINDOW)
         raise ValueError(f"window {window_size}: the Triton TCA kernel takes windows of at most {MAX_KERNEL_WINDOW} "
-                         "(one window's scores are one Triton tile); set LANGBRT_ATTENTION=reference or auto")
+                         "(one window's scores live on chip); set LANGBRT_ATTENTION=reference or auto")
     names = ("q_weight", "q_bias", "k_weight", "k_bias", "v_weight", "v_bias", "out_weight", "out_bias")
     shapes = ((C, C), (C,), (C, Cm), (C,), (C, Cm), (C,), (C, C), (C,))
     for name, t, shape in zip(names, tensors[:-1], shapes, strict=True):

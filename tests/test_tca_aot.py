@@ -288,3 +288,18 @@ def test_a_build_for_an_old_driver_writes_its_ptx_isa_and_the_trimmed_ptx_assemb
     for kernel in ("direct", "folded"):
         assert builds[kernel]["old"] == 80 < builds[kernel]["newest"], builds
     assert builds["trimmed"]["params"] == 14 and builds["trimmed"]["ptxas"] == 0, builds["trimmed"]
+
+
+def test_the_widest_kernel_window_fits_the_shared_memory_of_every_gpu_from_sm_80():
+    """dispatch.MAX_KERNEL_WINDOW's builds, both kernels, shifted and not, must fit the 99 KB per block that
+    sm_86 / sm_89 give (A100 163 KB, H100 227 KB): `auto` launches them for any window up to it. One window
+    wider pads to 512 tokens and the direct kernel needed 193 KB, past an A100; at 23-32 both needed 229 KB,
+    past an H100 (benchmarks/results/kernel-resources-triton3.8-wide-windows-2026-11-27.json)."""
+    from langbrt.kernels.dispatch import MAX_KERNEL_WINDOW
+
+    rows = compiler_child_json(str(REPO / "benchmarks" / "kernel_resources.py"), "--arch", "90", "--kernels",
+                               "direct", "folded", "--dtypes", "fp16", "--warps", "8", "--windows",
+                               str(MAX_KERNEL_WINDOW), "--out", "-")["rows"]
+    assert {(r["kernel"], r["window"], r["shift"]) for r in rows} == {
+        (kernel, MAX_KERNEL_WINDOW, shift) for kernel in ("direct", "folded") for shift in (0, MAX_KERNEL_WINDOW // 2)}
+    assert all(r["shared_bytes"] <= 99 * 1024 for r in rows), rows
