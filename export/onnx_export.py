@@ -44,6 +44,7 @@ from langbrt.errors import CheckpointError, LangBRTInputError
 from langbrt.kernels import AttentionImpl
 from langbrt.kernels.plugin_node import PLUGIN_DOMAIN_VERSION, PLUGIN_NAMESPACE
 from langbrt.model import LangBRT
+from langbrt.modules.tca import TargetAwareCrossAttention
 
 from .graph import (
     DEFAULT_EXTRA_PROMPT_SLOTS,
@@ -53,6 +54,7 @@ from .graph import (
     model_hash,
     traced_attention,
 )
+from .tensorrt_plugin import PLUGIN_MAX_WINDOW
 
 MIN_OPSET = 17
 DEFAULT_OPSET = 17
@@ -93,6 +95,16 @@ def io_names(extra_prompt_slots: int) -> tuple[list[str], list[str]]:
     return inputs, [OUTPUT_IMAGE, OUTPUT_MASK, OUTPUT_MAPS]
 
 
+def check_plugin_windows(model: LangBRT) -> None:
+    """Refuse plugin nodes for TCA windows wider than the plugin's kernel builds for (`PLUGIN_MAX_WINDOW`): the
+    ONNX file would be written and its engine build fail later, on the GPU, inside TensorRT."""
+    widest = max((m.window_size for m in model.modules() if isinstance(m, TargetAwareCrossAttention)), default=0)
+    if widest > PLUGIN_MAX_WINDOW:
+        raise LangBRTInputError(f"--attention plugin: this model's TCA window is {widest}, and the TensorRT plugin's "
+                                f"kernel takes windows up to {PLUGIN_MAX_WINDOW} (TensorRT's 48 KiB of shared "
+                                "memory per kernel); export with --attention subgraph")
+
+
 def export_onnx(model: LangBRT, path: str | Path, *, opset: int = DEFAULT_OPSET,
                 extra_prompt_slots: int = DEFAULT_EXTRA_PROMPT_SLOTS, prompts: Sequence[str] | None = None,
                 checkpoint_dir: str | Path | None = None, attention: str = "subgraph") -> Path:
@@ -106,6 +118,8 @@ def export_onnx(model: LangBRT, path: str | Path, *, opset: int = DEFAULT_OPSET,
     """
     if attention not in ATTENTION_EXPORTS:
         raise LangBRTInputError(f"attention export {attention!r} is not one of: {', '.join(ATTENTION_EXPORTS)}")
+    if attention == "plugin":
+        check_plugin_windows(model)
     check_export_options(opset, extra_prompt_slots)
     check_exportable(model, extra_prompt_slots)
     path = Path(path)

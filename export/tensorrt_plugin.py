@@ -29,6 +29,11 @@ from langbrt.kernels.plugin_node import NODE_INPUTS, PLUGIN_NAME, PLUGIN_NAMESPA
 
 PLUGIN_ID = f"{PLUGIN_NAMESPACE}::{PLUGIN_NAME}"
 NUM_IO = len(NODE_INPUTS) + 1  # the node's inputs and its one output
+# The widest window the plugin's kernel builds for: up to 8 (64 tokens) the fp16 direct kernel needs 33 KB of
+# shared memory per block; from 9 on (81 tokens, padded to 128) 51 KB, past the 48 KiB TensorRT's AOT launcher
+# gives a kernel (sm_90, triton 3.8, `benchmarks/kernel_resources.py --windows 8 9`), so the engine build would
+# fail on the GPU. `onnx_export` refuses such a model before writing anything.
+PLUGIN_MAX_WINDOW = 8
 
 
 def tactic_warps() -> dict[int, int]:

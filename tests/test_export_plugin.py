@@ -7,6 +7,8 @@ by the kernel (in Triton's interpreter), and compares the result with the PyTorc
 wrong node implementation (ignoring the shift) must fail the same comparison, so the check can fail.
 """
 
+import dataclasses
+
 import numpy as np
 import onnx
 import pytest
@@ -119,3 +121,17 @@ def test_plugin_attention_without_fp16_is_refused_in_one_line_before_anything_is
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--fp16" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_a_window_wider_than_the_plugins_kernel_is_refused_before_anything_is_written(tmp_path, capsys):
+    """The plugin's fp16 direct kernel fits TensorRT's 48 KiB of shared memory per kernel up to window 8; a
+    window-9 model's plugin file was written, and its engine build would have failed later, on the GPU."""
+    config = dataclasses.replace(LangBRTConfig.tiny(), window_size=9)
+    ckpt = LangBRT(config, text_encoder=default_text_encoder()).eval().save_pretrained(tmp_path / "ckpt")
+    out = tmp_path / "m.onnx"
+    assert main(["--model", str(ckpt), "--output", str(out), "--attention", "plugin"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "window is 9" in err and "--attention subgraph" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    assert main(["--model", str(ckpt), "--output", str(out)]) == 0  # the subgraph export of the same model
+

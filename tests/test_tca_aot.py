@@ -303,3 +303,29 @@ def test_the_widest_kernel_window_fits_the_shared_memory_of_every_gpu_from_sm_80
     assert {(r["kernel"], r["window"], r["shift"]) for r in rows} == {
         (kernel, MAX_KERNEL_WINDOW, shift) for kernel in ("direct", "folded") for shift in (0, MAX_KERNEL_WINDOW // 2)}
     assert all(r["shared_bytes"] <= 99 * 1024 for r in rows), rows
+
+
+PLUGIN_FIT_SCRIPT = """
+import json
+from langbrt.export.tensorrt_plugin import PLUGIN_MAX_WINDOW, plugin_kernel_spec, tactic_warps
+from langbrt.kernels.tca_aot import check_tensorrt_contract, compile_tca_kernel
+
+def fits(window, tactic):
+    try:
+        check_tensorrt_contract(compile_tca_kernel(plugin_kernel_spec(3, window, window // 2, 96, 9, tactic), 90))
+    except ValueError as err:
+        return str(err)
+    return "ok"
+
+widest = [fits(PLUGIN_MAX_WINDOW, tactic) for tactic in tactic_warps()]
+print(json.dumps({"widest": widest, "wider": fits(PLUGIN_MAX_WINDOW + 1, 1)}))
+"""
+
+
+def test_the_plugins_widest_window_fits_tensorrts_aot_launch_and_one_wider_does_not():
+    """tensorrt_plugin.PLUGIN_MAX_WINDOW, which langbrt-export holds a plugin export to, from the compiled kernel
+    itself: at that window every tactic's build (each warp count) fits TensorRT's AOT launch, one wider does
+    not (its shared memory), so the engine build would fail on the GPU."""
+    result = compiler_child_json("-c", PLUGIN_FIT_SCRIPT)
+    assert result["widest"] == ["ok"] * len(result["widest"]), result
+    assert "shared memory" in result["wider"], result
