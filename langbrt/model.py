@@ -177,6 +177,8 @@ class LangBRT(nn.Module):
             raise LangBRTInputError(f"images must be a (B, 3, H, W) tensor, got {type(images).__name__}")
         if images.ndim != 4 or images.shape[1] != 3:
             raise LangBRTInputError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+        if images.shape[0] == 0:  # else a GroupNorm's "Non-empty 4D data tensor expected", deep in the encoder
+            raise LangBRTInputError("images is an empty batch (B = 0): give at least one image")
         weights = next(self.parameters())
         # Under autocast (training's --precision bf16, a caller's fp16 region) float images of another dtype
         # are cast per op, as autocast is for: only outside it would the first layer fail on the mismatch.

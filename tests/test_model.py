@@ -185,6 +185,15 @@ def test_one_image_without_its_batch_dimension_is_named_as_such(tiny, images):
         tiny(images[0], [["acne"]])
 
 
+def test_an_empty_batch_is_one_input_error_not_an_error_inside_the_network(tiny, images):
+    """B = 0 reached the GroupNorm: RuntimeError "Non-empty 4D data tensor expected" (QA)."""
+    with pytest.raises(LangBRTInputError, match=r"empty batch \(B = 0\)"):
+        tiny(images[:0], [])
+    table = tiny.prompt_table([["acne"]], 1)
+    with pytest.raises(LangBRTInputError, match=r"empty batch \(B = 0\)"):
+        tiny.forward_table(images[:0], table.embeddings, table.predefined_index, table.weights[:0])
+
+
 def test_a_bare_string_of_prompts_is_named_as_such(tiny, images):
     with pytest.raises(LangBRTInputError, match="one list of strings per image, got a bare string"):
         tiny(images[:1], "acne")
