@@ -194,6 +194,11 @@ def test_an_empty_batch_is_one_input_error_not_an_error_inside_the_network(tiny,
         tiny.forward_table(images[:0], table.embeddings, table.predefined_index, table.weights[:0])
 
 
+def test_prompts_that_are_no_list_are_one_input_error(tiny, images):
+    with pytest.raises(LangBRTInputError, match="one list of strings per image, got int"):
+        tiny(images[:1], 5)
+
+
 def test_a_bare_string_of_prompts_is_named_as_such(tiny, images):
     with pytest.raises(LangBRTInputError, match="one list of strings per image, got a bare string"):
         tiny(images[:1], "acne")

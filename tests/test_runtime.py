@@ -63,6 +63,14 @@ def test_an_empty_batch_is_one_input_error_from_every_backend(backends):
             backend.run(torch.zeros(0, 3, 64, 64), [])
 
 
+@pytest.mark.parametrize("prompts", [None, 5, {"acne"}])
+def test_prompts_that_are_not_one_list_per_image_are_one_input_error_from_every_backend(backends, prompts):
+    """Backend.run takes one list of prompts per image; None or a number was len()'s TypeError (QA)."""
+    for backend in backends:
+        with pytest.raises(LangBRTInputError, match="one list of strings per image"):
+            backend.run(torch.rand(1, 3, 64, 64), prompts)
+
+
 def test_retoucher_results_agree_across_backends_at_full_resolution(artifacts):
     photo = torch.rand(3, 45, 130, generator=torch.Generator().manual_seed(4))
     results = [Retoucher.load(path, device="cpu").retouch([photo], PROMPTS)[0] for path in artifacts]

@@ -6,6 +6,7 @@ whether an exported engine can answer without a text encoder.
 """
 
 import re
+import reprlib
 import unicodedata
 from collections.abc import Sequence
 
@@ -70,6 +71,9 @@ def normalize_prompt_lists(prompts: Sequence[Sequence[str]], batch_size: int) ->
     """Normalise and de-duplicate each image's prompts, keeping the user's order; one clear error if bad."""
     if isinstance(prompts, str):  # its len() is no count of images: "got 4 prompt lists for 1 images"
         raise LangBRTInputError(f"prompts must be one list of strings per image, got a bare string: [[{prompts!r}]]")
+    if not isinstance(prompts, Sequence):  # None, a number, a set: not len()'s TypeError from inside a backend
+        raise LangBRTInputError(f"prompts must be one list of strings per image, got {type(prompts).__name__}: "
+                                f"{reprlib.repr(prompts)}")
     if len(prompts) != batch_size:
         raise LangBRTInputError(f"got {len(prompts)} prompt lists for {batch_size} images")
     out: list[list[str]] = []
