@@ -35,11 +35,8 @@ def unit_float(pixels: torch.Tensor, name: str) -> torch.Tensor:
     if pixels.numel() == 0 or pixels.is_meta:
         raise LangBRTInputError(f"{name}: has no pixels ({tuple(pixels.shape)}, on {pixels.device.type})")
     if pixels.dtype in _INTEGER_SCALES:
-        return pixels.detach().cpu().float().div(_INTEGER_SCALES[pixels.dtype])
-    if pixels.dtype not in _FLOAT_DTYPES:
-        raise LangBRTInputError(f"{name}: {pixels.dtype} tensors are not taken; pass float values in [0, 1], "
-                                "uint8 (0-255) or uint16 (0-65535)")
-    pixels = pixels.detach().float().cpu()
+        return scaled_float(pixels.detach().cpu(), name)
+    pixels = scaled_float(pixels.detach(), name).cpu()
     low, high = (float(v) for v in pixels.aminmax())  # NaN anywhere makes both NaN
     if not (-FLOAT_RANGE_SLACK <= low and high <= 1.0 + FLOAT_RANGE_SLACK):
         if not (math.isfinite(low) and math.isfinite(high)):
@@ -47,6 +44,22 @@ def unit_float(pixels: torch.Tensor, name: str) -> torch.Tensor:
         hint = "divide it by 255" if 1.0 < high <= 255.0 and low >= 0.0 else "clamp it to [0, 1]"
         raise LangBRTInputError(f"{name}: float values must be in [0, 1], found [{low:.4g}, {high:.4g}]; {hint}")
     return pixels
+
+
+def scaled_float(pixels: torch.Tensor, name: str) -> torch.Tensor:
+    """`pixels` as float32 on their own device, uint8 and uint16 scaled to [0, 1]; another dtype (an int32 0-255
+    photo, bool, complex) is one LangBRTInputError starting '<name>: '.
+
+    `unit_float`'s dtype rule without its pass over the values: a backend's batch takes this one, on the device
+    it is on, since its caller (`Retoucher.retouch`) checked the values already and a second pass would cost
+    a server time on every batch.
+    """
+    if pixels.dtype in _INTEGER_SCALES:
+        return pixels.float().div(_INTEGER_SCALES[pixels.dtype])
+    if pixels.dtype not in _FLOAT_DTYPES:
+        raise LangBRTInputError(f"{name}: {pixels.dtype} tensors are not taken; pass float values in [0, 1], "
+                                "uint8 (0-255) or uint16 (0-65535)")
+    return pixels.float()
 
 
 def from_uint8_hwc(arr: np.ndarray) -> torch.Tensor:

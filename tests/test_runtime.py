@@ -3,6 +3,7 @@ imports without export code, onnxruntime, tensorrt or CUDA."""
 
 import contextlib
 import json
+import re
 import subprocess
 import sys
 import types
@@ -61,6 +62,27 @@ def test_an_empty_batch_is_one_input_error_from_every_backend(backends):
     for backend in backends:
         with pytest.raises(LangBRTInputError, match="empty batch"):
             backend.run(torch.zeros(0, 3, 64, 64), [])
+
+
+def test_every_backend_takes_uint8_and_uint16_batches_as_the_retoucher_does(backends):
+    """A uint8 batch was run as floats in 0-255: clamped into a white model input, with no error (QA)."""
+    batch = torch.randint(0, 256, (1, 3, 64, 64), generator=torch.Generator().manual_seed(6), dtype=torch.uint8)
+    for backend in backends:
+        expected = backend.run(batch.float() / 255, [PROMPTS])
+        for images in (batch, (batch.int() * 257).to(torch.uint16), batch.numpy()):
+            torch.testing.assert_close(backend.run(images, [PROMPTS]).image, expected.image, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(("images", "message"), [
+    (torch.ones(1, 3, 64, 64, dtype=torch.int64), "torch.int64 tensors are not taken"),
+    (torch.ones(1, 3, 64, 64, dtype=torch.bool), "torch.bool tensors are not taken"),
+    (np.ones((1, 3, 64, 64), dtype=np.int32), "torch.int32 tensors are not taken"),
+    ([torch.rand(3, 64, 64)], "a (B, 3, S, S) tensor or array, got list"),
+])
+def test_images_of_another_kind_are_one_input_error_from_every_backend(backends, images, message):
+    for backend in backends:
+        with pytest.raises(LangBRTInputError, match=re.escape(message)):
+            backend.run(images, [PROMPTS])
 
 
 @pytest.mark.parametrize("prompts", [None, 5, {"acne"}])

@@ -19,6 +19,7 @@ import torch
 
 from langbrt.checkpoint import SINGLE_FILE_SUFFIX
 from langbrt.errors import CheckpointError, LangBRTInputError
+from langbrt.pixel_values import scaled_float
 
 
 class BackendName(str, Enum):
@@ -106,16 +107,22 @@ def concat_outputs(parts: Sequence[BackendOutput]) -> BackendOutput:
 def as_float_tensor(images: torch.Tensor | np.ndarray) -> torch.Tensor:
     """Accept a tensor or an ndarray batch (B, 3, S, S); return a float32 tensor without copying if possible.
 
+    Pixels follow the Retoucher's dtype rule (`scaled_float`): uint8 and uint16 are scaled to [0, 1], any other
+    non-float dtype is refused, so every backend reads a batch alike (a uint8 batch was run as 0-255 floats,
+    a white input, without a word). Float values are taken as given: `Retoucher.retouch` has checked them.
     An empty batch is refused here: the executors (torch's upsampling, ONNX Runtime, TensorRT profiles) each
     fail on B = 0 in their own words, and there is nothing to retouch (`Retoucher.retouch([])` returns []).
     """
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(np.ascontiguousarray(images))
+    if not isinstance(images, torch.Tensor):
+        raise LangBRTInputError(f"images must be a (B, 3, S, S) tensor or array, got {type(images).__name__}; "
+                                "Retoucher.retouch takes a list of photos")
     if images.ndim != 4 or images.shape[1] != 3:
         raise LangBRTInputError(f"images must be (B, 3, S, S), got {tuple(images.shape)}")
     if images.shape[0] == 0:
         raise LangBRTInputError("images is an empty batch (B = 0): give at least one image")
-    return images.float()
+    return scaled_float(images, "images")
 
 
 def check_square(images: torch.Tensor, size: int) -> None:
