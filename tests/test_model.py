@@ -123,6 +123,13 @@ def test_pixels_outside_the_map_are_bit_identical(encoder, images):
     assert torch.equal(out.image[outside], images[outside])
 
 
+def test_a_predefined_prompt_behind_an_invisible_character_keeps_its_own_mapping_layer(tiny, images):
+    """'\ufeffacne on the cheeks' (a prompt read from a file with a byte-order mark) looks like the pre-defined
+    prompt and embeds like it; it ran as a user prompt, through the shared projection: another map (QA)."""
+    table = tiny.prompt_table([["\ufeffacne on the cheeks", "forehead\u200b wrinkles"]], 1)
+    assert table.predefined_index.tolist() == [2, 1]
+
+
 def test_changing_the_prompt_changes_the_maps(tiny, images):
     a = tiny(images, [["acne on the right cheek"]] * 2)
     b = tiny(images, [["forehead wrinkles"]] * 2)

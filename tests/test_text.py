@@ -44,7 +44,16 @@ def test_normalize_prompt_keeps_non_ascii_text() -> None:
     assert normalize_prompt("Acné sur la JOUE") == "acné sur la joue"
 
 
-@pytest.mark.parametrize("text", ["", "   ", "\t\n \u00a0"])
+@pytest.mark.parametrize("text", ["\ufeffAcne on the cheeks", "acne on the\u200b cheeks\u2060",
+                                  "acne on the che\u00adeks", "\u200eacne on the cheeks\u200f"])
+def test_invisible_format_characters_do_not_make_another_prompt(text: str) -> None:
+    """A byte-order mark, zero-width space, soft hyphen or direction mark (Unicode category Cf) is invisible and
+    dropped by MiniLM's tokenizer, so the embedding was the same, but the key was not: the pre-defined prompt
+    lost its own mapping layer and an export spent an extra slot on it (QA)."""
+    assert normalize_prompt(text) == "acne on the cheeks"
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\t\n \u00a0", "\u200b", "\ufeff \u200d"])
 def test_empty_or_whitespace_prompt_is_rejected(text: str) -> None:
     with pytest.raises(LangBRTInputError, match="prompt is empty"):
         normalize_prompt(text)

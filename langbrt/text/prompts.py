@@ -28,7 +28,10 @@ def normalize_prompt(text: str, *, strict: bool = False) -> str:
     """Canonical form of a prompt: NFKC, stripped, whitespace runs collapsed to one space, casefolded.
 
     NFKC folds compatibility forms (full-width letters, ligatures, non-breaking spaces) so that prompts typed
-    on different keyboards share one key. Raises `LangBRTInputError` for empty or over-long prompts and for
+    on different keyboards share one key. Invisible format characters (Unicode category Cf: a byte-order mark
+    from a file, zero-width spaces and joiners, soft hyphens, direction marks) are dropped, as MiniLM's
+    tokenizer drops them: a prompt that reads and embeds as a pre-defined one must get its key, not run as
+    another prompt; a prompt of nothing else is empty. Raises `LangBRTInputError` for empty or over-long prompts and for
     control characters, U+FFFD (bytes that were not UTF-8 before someone decoded them with replacement) and
     lone surrogates (the same bytes as Python decodes a command line: U+DCFF for 0xFF).
 
@@ -41,7 +44,7 @@ def normalize_prompt(text: str, *, strict: bool = False) -> str:
         raise LangBRTInputError(f"prompt must be a string, got {type(text).__name__}: {text!r}")
     if len(text) > _RAW_PROMPT_CHARS:
         raise _too_long(text)
-    canonical = _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
+    canonical = _WHITESPACE.sub(" ", _visible(unicodedata.normalize("NFKC", text))).strip().casefold()
     checked = text if strict else canonical  # NFKC makes no control character and removes none
     bad = next((c for c in checked if c == "\ufffd" or unicodedata.category(c) in ("Cc", "Cs")), None)
     if bad is not None:
@@ -54,6 +57,13 @@ def normalize_prompt(text: str, *, strict: bool = False) -> str:
     if len(canonical) > MAX_PROMPT_CHARS:
         raise _too_long(canonical)
     return canonical
+
+
+def _visible(text: str) -> str:
+    """`text` without its format characters (category Cf); ASCII has none, so most prompts skip the scan."""
+    if text.isascii():
+        return text
+    return "".join(c for c in text if unicodedata.category(c) != "Cf")
 
 
 def _too_long(text: str) -> LangBRTInputError:
