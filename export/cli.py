@@ -1,8 +1,8 @@
 """`langbrt-export`: checkpoint folder -> ONNX file, TensorRT engine, or Triton model repository.
 
-    langbrt-export --model runs/langbrt --format onnx --output langbrt.onnx
-    langbrt-export --model runs/langbrt --format engine --output langbrt.plan --fp16 --batch-sizes 1 8 32
-    langbrt-export --model runs/langbrt --format engine --output langbrt-plugin.plan --fp16 --attention plugin
+    langbrt-export --model runs/langbrt/final --format onnx --output langbrt.onnx
+    langbrt-export --model runs/langbrt/final --format engine --output langbrt.plan --fp16 --batch-sizes 1 8 32
+    langbrt-export --model runs/langbrt/final --format engine --output langbrt-plugin.plan --fp16 --attention plugin
 
 Exit status: 0 on success; 2 for a bad input (missing or corrupt checkpoint, unwritable output, an output
 that would replace an input, an output named for another format, empty prompt, bad option); 1 when TensorRT

@@ -38,6 +38,8 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 PROMPTS_FILE = "prompt_bank.safetensors"
 SINGLE_FILE_SUFFIX = ".safetensors"
+FINAL_DIR = "final"  # what `langbrt-train --output OUTPUT` writes: OUTPUT/final/ and OUTPUT/checkpoints/step_NNNNNN/
+CHECKPOINTS_DIR = "checkpoints"
 CONFIG_KEY = "langbrt_config"  # single file: metadata entry holding config.json's text
 PROMPTS_KEY = "__langbrt__.prompt_embeddings"  # single file: the prompt bank (no module owns this name)
 
@@ -179,7 +181,8 @@ def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            raise CheckpointError(f"{directory}: not a LangBRT checkpoint (no {CONFIG_FILE})") from None
+            raise CheckpointError(f"{directory}: not a LangBRT checkpoint (no {CONFIG_FILE})"
+                                  f"{_checkpoints_within(directory)}") from None
         except (OSError, UnicodeDecodeError) as err:
             raise CheckpointError(f"{path}: unreadable checkpoint config ({err})") from None
     data = parse_json(text, f"{path}: unreadable checkpoint config", CheckpointError)
@@ -187,6 +190,24 @@ def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a LangBRT checkpoint config")
     check_format_version(data, FORMAT_VERSION, str(path), CheckpointError)
     return data
+
+
+def _checkpoints_within(directory: Path) -> str:
+    """The checkpoint to pass instead, for the error line, when `directory` is a training run's OUTPUT folder or
+    its checkpoints/ folder; '' otherwise.
+
+    Why: `langbrt-train --output runs/mine`, then `--model runs/mine`, is what one types; "no config.json" left
+    the fix unsaid.
+    """
+    steps = [p for p in (*(directory / CHECKPOINTS_DIR).glob("step_*"), *directory.glob("step_*"))
+             if (p / CONFIG_FILE).is_file()]
+    latest = max(steps, key=lambda p: (len(p.name), p.name)) if steps else None  # step_1000000 after step_999999
+    if (directory / FINAL_DIR / CONFIG_FILE).is_file():
+        return f"; it is a training run's folder: pass its final checkpoint, {directory / FINAL_DIR}" + (
+            f" (or a step's, e.g. {latest})" if latest is not None else "")
+    if latest is not None:
+        return f"; it holds training checkpoints: pass one, e.g. the latest, {latest}"
+    return ""
 
 
 def load_checkpoint(directory: str | Path, text_encoder: TextEncoder | None = None,

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -350,3 +351,38 @@ def test_a_weight_holding_nan_is_refused_by_name(saved, tmp_path):
     save_file(weights, str(weights_file))
     with pytest.raises(CheckpointError, match=f"weight {name} holds NaN or infinity"):
         LangBRT.from_pretrained(damaged)
+
+
+def _training_run(saved, root: Path, *, final: bool) -> Path:
+    """The layout `langbrt-train --output root` leaves: checkpoints/step_NNNNNN/ and, once done, final/."""
+    directory = saved[0]
+    for step in ("step_000002", "step_000004"):
+        shutil.copytree(directory, root / "checkpoints" / step)
+    if final:
+        shutil.copytree(directory, root / "final")
+    (root / "log.jsonl").write_text("", encoding="utf-8")
+    return root
+
+
+def test_a_training_runs_folder_names_its_final_checkpoint(saved, tmp_path):
+    """`--output runs/mine` then `--model runs/mine` is what one types; 'no config.json' left the fix unsaid."""
+    run = _training_run(saved, tmp_path / "run", final=True)
+    with pytest.raises(CheckpointError, match=re.escape(f"training run's folder: pass its final checkpoint, "
+                                                        f"{run / 'final'}")):
+        LangBRT.from_pretrained(run)
+    assert isinstance(LangBRT.from_pretrained(run / "final"), LangBRT)
+    assert isinstance(LangBRT.from_pretrained(run / "checkpoints" / "step_000002"), LangBRT)
+
+
+def test_a_run_without_final_or_its_checkpoints_folder_names_the_latest_step(saved, tmp_path):
+    run = _training_run(saved, tmp_path / "run", final=False)
+    latest = run / "checkpoints" / "step_000004"
+    for given in (run, run / "checkpoints"):
+        with pytest.raises(CheckpointError, match=re.escape(f"holds training checkpoints: pass one, e.g. the "
+                                                            f"latest, {latest}")):
+            LangBRT.from_pretrained(given)
+
+
+def test_a_folder_that_holds_no_checkpoint_says_only_that(tmp_path):
+    with pytest.raises(CheckpointError, match=r"not a LangBRT checkpoint \(no config.json\)$"):
+        LangBRT.from_pretrained(tmp_path)

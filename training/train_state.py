@@ -26,7 +26,14 @@ import numpy as np
 import torch
 
 from langbrt.atomic import atomic_folder, atomic_path
-from langbrt.checkpoint import WRITE_ERRORS, weights_mismatch, write_checkpoint_files, write_failure
+from langbrt.checkpoint import (
+    CHECKPOINTS_DIR,
+    FINAL_DIR,
+    WRITE_ERRORS,
+    weights_mismatch,
+    write_checkpoint_files,
+    write_failure,
+)
 from langbrt.errors import CheckpointError, LangBRTInputError, OutputWriteError
 from langbrt.model import LangBRT
 from langbrt.orphan_cleanup import remove_leftovers_of_locked_folder
@@ -38,8 +45,6 @@ from langbrt.training.train_config import TrainConfig
 
 STATE_FILE = "trainer_state.pt"
 CONFIG_FILE = "train_config.json"
-FINAL_DIR = "final"
-CHECKPOINTS_DIR = "checkpoints"
 STEP_NAME = r"step_\d{6,}"  # checkpoints/step_000100, samples/step_000100.png
 
 
