@@ -98,6 +98,9 @@ class Retoucher:
                 raise LangBRTInputError(f"prompts must be a list of strings or one list per image, got "
                                         f"{type(prompts).__name__}: {prompts!r}")
             prompts = list(prompts)
+        if prompts is not None and len(prompts) == 0 and count > 0:  # was "got 0 prompt lists for 1 images"
+            raise LangBRTInputError("prompts is an empty list: give at least one prompt, or None for the model's "
+                                    "pre-defined ones")
         if prompts is None:
             lists: Sequence[Sequence[str]] = [self.predefined_prompts] * count
         elif len(prompts) > 0 and all(isinstance(p, str) for p in prompts):

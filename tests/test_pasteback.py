@@ -161,6 +161,7 @@ def test_prompts_from_any_iterable_are_taken_in_their_order():
     (b"acne", "got a bare bytes; decode it"),
     ([b"acne"], "prompts must be strings, got bytes b'acne'; decode them"),
     ("acne", r"got a bare str; pass \['acne'\]"),
+    ([], r"prompts is an empty list: give at least one prompt, or None for the model's pre-defined ones"),
 ])
 def test_prompts_that_are_not_strings_or_lists_of_them_are_one_input_error(prompts, message):
     with pytest.raises(LangBRTInputError, match=message):
