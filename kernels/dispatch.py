@@ -27,9 +27,10 @@ ENV_VAR = "LANGBRT_ATTENTION"
 # on chip, so the shared memory a build needs grows with the window (sm_80 / sm_90 builds, triton 3.8,
 # `benchmarks/kernel_resources.py --windows`): up to w = 16 (256 tokens) both kernels fit 99 KB per block,
 # which every GPU from sm_80 on gives; w = 17-22 (512 tokens) take up to 193 KB, past an A100's 163 KB and
-# sm_86 / sm_89's 99 KB; w = 23-32 (1 024 tokens) take 229 KB, past even an H100's 227 KB, so `auto` picked
-# a kernel that Triton then refused to launch (OutOfResources). Past w = 32 Triton cannot build them at all
-# (a tensor over 2**20 elements). Wider windows run the reference; the config allows up to 64 (MAX_SIZES).
+# sm_86 / sm_89's 99 KB; w = 23-32 (1 024 tokens) take 229 KB (folded) and 385 KB (direct), past even an
+# H100's 227 KB, so `auto` picked a kernel that Triton then refused to launch (OutOfResources). Past w = 32
+# Triton cannot build them at all (a tensor over 2**20 elements). Wider windows run the reference; the
+# config allows up to 64 (MAX_SIZES).
 MAX_KERNEL_WINDOW = 16
 E = TypeVar("E", bound=Enum)
 

@@ -293,7 +293,7 @@ def test_a_build_for_an_old_driver_writes_its_ptx_isa_and_the_trimmed_ptx_assemb
 def test_the_widest_kernel_window_fits_the_shared_memory_of_every_gpu_from_sm_80():
     """dispatch.MAX_KERNEL_WINDOW's builds, both kernels, shifted and not, must fit the 99 KB per block that
     sm_86 / sm_89 give (A100 163 KB, H100 227 KB): `auto` launches them for any window up to it. One window
-    wider pads to 512 tokens and the direct kernel needed 193 KB, past an A100; at 23-32 both needed 229 KB,
+    wider pads to 512 tokens and the direct kernel needed 193 KB, past an A100; at 23-32 229 KB and more,
     past an H100 (benchmarks/results/kernel-resources-triton3.8-wide-windows-2026-11-27.json)."""
     from langbrt.kernels.dispatch import MAX_KERNEL_WINDOW
 
