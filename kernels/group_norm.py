@@ -9,7 +9,7 @@ write of the map.
 
 Layout (x contiguous (N, C, *spatial): the rows of one (image, group) are one contiguous run of
 C / G * HW elements):
-1. `gn_partial_stats_kernel`, grid (N*G, chunks): each program takes BLOCK consecutive elements of one
+1. `gn_partial_stats_kernel`, grid (chunks, N*G): each program takes BLOCK consecutive elements of one
    row and writes their count-weighted mean and M2 (sum of squared deviations from that mean, computed
    from the loaded tile: two passes over registers, no cancellation), in fp32;
 2. `gn_finalize_kernel`, grid (N*G,): combines a row's chunks (Chan et al.'s parallel variance) into its
@@ -23,9 +23,9 @@ normalisation with its GELU 0.69 (benchmarks/results/profile-paper-fp16-b8-NVIDI
 against its -triton-group-norm- twin). So it is the default for CUDA inference (LANGBRT_GROUP_NORM=auto;
 `langbrt.modules.blocks.GroupNorm`).
 
-A channels_last map (memory (N, H, W, C)) takes its own pair, `gn_nhwc_partial_stats_kernel` (grid (N,
-pixel chunks): one contiguous (pixels, C) tile per program, reduced per group from registers into the
-same (mean, M2) slots) and `gn_nhwc_apply_kernel` (grid (N, pixel tiles): every channel of its pixels,
+A channels_last map (memory (N, H, W, C)) takes its own pair, `gn_nhwc_partial_stats_kernel` (grid (pixel
+chunks, N): one contiguous (pixels, C) tile per program, reduced per group from registers into the
+same (mean, M2) slots) and `gn_nhwc_apply_kernel` (grid (pixel tiles, N): every channel of its pixels,
 each with its group's scale and shift), with the finalize kernel shared. Why: in channels_last the convs
 need no NCHW<->NHWC transposes (18 % of that H100 forward), but PyTorch's GroupNorm on such a map spent
 the saving on strided copies (17.4 ms against NCHW's 17.2); not yet timed with these kernels.
@@ -44,13 +44,17 @@ from .dispatch import cuda_device_guard
 
 STATS_BLOCK = 4096  # elements of a row per statistics program: 32 fp32 registers a thread at 4 warps
 APPLY_BLOCK = 1024  # elements of a channel plane per apply program
+FINALIZE_BLOCK = 1024  # chunk partials the finalize kernel reads per loop step: 37 registers, no spill (sm_80)
+# Grids put the axis that grows with the map (chunks, pixel tiles) first: CUDA allows 2**31 - 1 programs
+# there but 65 535 on the second and third axes, which a channels_last 2048 x 2048 map at 32 channels
+# (2**22 pixels in tiles of 32) passed.
 
 
 @triton.jit
 def gn_partial_stats_kernel(x_ptr, partial_ptr, row_size, BLOCK: tl.constexpr):
-    """Program (row, chunk): (mean, M2) of elements [chunk * BLOCK, (chunk + 1) * BLOCK) of one row."""
-    row = tl.program_id(0)
-    chunk = tl.program_id(1)
+    """Program (chunk, row): (mean, M2) of elements [chunk * BLOCK, (chunk + 1) * BLOCK) of one row."""
+    chunk = tl.program_id(0)
+    row = tl.program_id(1)
     offsets = chunk * BLOCK + tl.arange(0, BLOCK)  # (BLOCK,)
     inside = offsets < row_size
     x = tl.load(x_ptr + row.to(tl.int64) * row_size + offsets, mask=inside, other=0.0).to(tl.float32)
@@ -58,7 +62,7 @@ def gn_partial_stats_kernel(x_ptr, partial_ptr, row_size, BLOCK: tl.constexpr):
     mean = tl.sum(x, axis=0) / count
     deviation = tl.where(inside, x - mean, 0.0)  # (BLOCK,)
     m2 = tl.sum(deviation * deviation, axis=0)
-    slot = partial_ptr + (row * tl.num_programs(1) + chunk) * 2
+    slot = partial_ptr + (row.to(tl.int64) * tl.num_programs(0) + chunk) * 2
     tl.store(slot, mean)
     tl.store(slot + 1, m2)
 
@@ -66,17 +70,28 @@ def gn_partial_stats_kernel(x_ptr, partial_ptr, row_size, BLOCK: tl.constexpr):
 @triton.jit
 def gn_finalize_kernel(partial_ptr, mean_ptr, rstd_ptr, row_size, n_chunks, eps,
                        BLOCK: tl.constexpr, CHUNKS: tl.constexpr):
-    """Program row: its chunks' (mean, M2) combined into the row's mean and 1 / sqrt(var + eps)."""
+    """Program row: its chunks' (mean, M2) combined into the row's mean and 1 / sqrt(var + eps).
+
+    CHUNKS partials at a time, in two passes (the row's mean, then M2 about it): a row of a 4096 x 4096 map
+    has up to 16 384 chunks at 4 channels a group, and one tile of them all spilled registers (sm_80).
+    """
     row = tl.program_id(0)
-    chunk = tl.arange(0, CHUNKS)  # (CHUNKS,) CHUNKS >= n_chunks, a power of two
-    present = chunk < n_chunks
-    slots = partial_ptr + (row * n_chunks + chunk) * 2
-    means = tl.load(slots, mask=present, other=0.0)
-    m2s = tl.load(slots + 1, mask=present, other=0.0)
-    counts = tl.where(present, tl.minimum(row_size - chunk * BLOCK, BLOCK), 0).to(tl.float32)
-    mean = tl.sum(counts * means, axis=0) / row_size
-    spread = means - mean
-    m2 = tl.sum(m2s + counts * spread * spread, axis=0)
+    slots = partial_ptr + row.to(tl.int64) * n_chunks * 2
+    weighted = tl.zeros((CHUNKS,), tl.float32)  # (CHUNKS,) sum of count * mean per lane
+    for start in range(0, n_chunks, CHUNKS):
+        chunk = start + tl.arange(0, CHUNKS)  # (CHUNKS,)
+        present = chunk < n_chunks
+        counts = tl.where(present, tl.minimum(row_size - chunk * BLOCK, BLOCK), 0).to(tl.float32)
+        weighted += counts * tl.load(slots + chunk * 2, mask=present, other=0.0)
+    mean = tl.sum(weighted, axis=0) / row_size
+    spread_sum = tl.zeros((CHUNKS,), tl.float32)  # (CHUNKS,) sum of M2 + count * (mean_chunk - mean)**2
+    for start in range(0, n_chunks, CHUNKS):
+        chunk = start + tl.arange(0, CHUNKS)  # (CHUNKS,)
+        present = chunk < n_chunks
+        counts = tl.where(present, tl.minimum(row_size - chunk * BLOCK, BLOCK), 0).to(tl.float32)
+        spread = tl.where(present, tl.load(slots + chunk * 2, mask=present, other=0.0) - mean, 0.0)
+        spread_sum += tl.load(slots + chunk * 2 + 1, mask=present, other=0.0) + counts * spread * spread
+    m2 = tl.sum(spread_sum, axis=0)
     tl.store(mean_ptr + row, mean)
     tl.store(rstd_ptr + row, 1.0 / tl.sqrt(m2 / row_size + eps))
 
@@ -106,13 +121,13 @@ def gn_apply_kernel(x_ptr, y_ptr, mean_ptr, rstd_ptr, weight_ptr, bias_ptr, C, p
 @triton.jit
 def gn_nhwc_partial_stats_kernel(x_ptr, partial_ptr, hw, C, channels_per_group, GROUPS: tl.constexpr,
                                  BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Program (image, pixel chunk) of a channels_last map: (mean, M2) of BLOCK_P pixels for every group.
+    """Program (pixel chunk, image) of a channels_last map: (mean, M2) of BLOCK_P pixels for every group.
 
     The (BLOCK_P, C) tile is one contiguous run of memory, read once by the whole block; each group's share
     (its channels_per_group columns) is reduced from registers.
     """
-    n = tl.program_id(0)
-    chunk = tl.program_id(1)
+    chunk = tl.program_id(0)
+    n = tl.program_id(1)
     pixels = chunk * BLOCK_P + tl.arange(0, BLOCK_P)  # (BLOCK_P,)
     channels = tl.arange(0, BLOCK_C)  # (BLOCK_C,) BLOCK_C >= C, a power of two
     inside = (pixels < hw)[:, None] & (channels < C)[None, :]  # (BLOCK_P, BLOCK_C)
@@ -125,7 +140,7 @@ def gn_nhwc_partial_stats_kernel(x_ptr, partial_ptr, hw, C, channels_per_group, 
         mean = tl.sum(tl.sum(tl.where(member, x, 0.0), axis=1), axis=0) / count
         deviation = tl.where(member, x - mean, 0.0)
         m2 = tl.sum(tl.sum(deviation * deviation, axis=1), axis=0)
-        slot = partial_ptr + ((n * GROUPS + g) * tl.num_programs(1) + chunk) * 2
+        slot = partial_ptr + ((n * GROUPS + g).to(tl.int64) * tl.num_programs(0) + chunk) * 2
         tl.store(slot, mean)
         tl.store(slot + 1, m2)
 
@@ -134,10 +149,10 @@ def gn_nhwc_partial_stats_kernel(x_ptr, partial_ptr, hw, C, channels_per_group, 
 def gn_nhwc_apply_kernel(x_ptr, y_ptr, mean_ptr, rstd_ptr, weight_ptr, bias_ptr, hw, C, channels_per_group,
                          GROUPS: tl.constexpr, AFFINE: tl.constexpr, GELU: tl.constexpr,
                          BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Program (image, pixel tile) of a channels_last map: every channel of BLOCK_P pixels normalised,
+    """Program (pixel tile, image) of a channels_last map: every channel of BLOCK_P pixels normalised,
     scaled, shifted and GELU'd, with one scale and shift per channel gathered from its group's statistics."""
-    n = tl.program_id(0)
-    pixels = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)  # (BLOCK_P,)
+    n = tl.program_id(1)
+    pixels = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)  # (BLOCK_P,)
     channels = tl.arange(0, BLOCK_C)  # (BLOCK_C,)
     real = channels < C
     rows = n * GROUPS + channels // channels_per_group  # (BLOCK_C,) each channel's (image, group) row
@@ -153,6 +168,23 @@ def gn_nhwc_apply_kernel(x_ptr, y_ptr, mean_ptr, rstd_ptr, weight_ptr, bias_ptr,
     if GELU:
         y = 0.5 * y * (1.0 + tl.math.erf(y * 0.7071067811865476))  # nn.GELU(): the erf form
     tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=inside)
+
+
+def _finalize_chunks(n_chunks: int) -> int:
+    """Partials the finalize kernel reads per step: all of a row's, up to FINALIZE_BLOCK (a power of two)."""
+    return min(triton.next_power_of_2(n_chunks), FINALIZE_BLOCK)
+
+
+def _affine(weight: torch.Tensor | None, bias: torch.Tensor | None,
+            x: torch.Tensor) -> tuple[bool, torch.Tensor, torch.Tensor]:
+    """(AFFINE, weight, bias) for the apply kernels: F.group_norm takes either alone (a missing weight is
+    ones, a missing bias zeros); with neither, x stands in for both pointers, which AFFINE=False never reads."""
+    if weight is None and bias is None:
+        return False, x, x
+    C = x.shape[1]
+    weight = torch.ones(C, dtype=x.dtype, device=x.device) if weight is None else weight  # (C,)
+    bias = torch.zeros(C, dtype=x.dtype, device=x.device) if bias is None else bias  # (C,)
+    return True, weight, bias
 
 
 def is_channels_last(x: torch.Tensor) -> bool:
@@ -180,12 +212,12 @@ def group_norm_triton(x: torch.Tensor, num_groups: int, weight: torch.Tensor | N
     rstd = torch.empty_like(mean)
     y = torch.empty_like(x)
     with cuda_device_guard(x.device):
-        gn_partial_stats_kernel[(rows, n_chunks)](x, partial, row_size, BLOCK=STATS_BLOCK)
+        gn_partial_stats_kernel[(n_chunks, rows)](x, partial, row_size, BLOCK=STATS_BLOCK)
         gn_finalize_kernel[(rows,)](partial, mean, rstd, row_size, n_chunks, eps, BLOCK=STATS_BLOCK,
-                                    CHUNKS=triton.next_power_of_2(n_chunks))
-        affine = weight is not None and bias is not None
+                                    CHUNKS=_finalize_chunks(n_chunks))
+        affine, weight, bias = _affine(weight, bias, x)
         gn_apply_kernel[(N * C, triton.cdiv(plane_size, APPLY_BLOCK))](
-            x, y, mean, rstd, weight if affine else x, bias if affine else x, C, plane_size, C // num_groups,
+            x, y, mean, rstd, weight, bias, C, plane_size, C // num_groups,
             AFFINE=affine, GELU=gelu, BLOCK=APPLY_BLOCK)
     return y
 
@@ -204,14 +236,14 @@ def _group_norm_nhwc(x: torch.Tensor, num_groups: int, weight: torch.Tensor | No
     rstd = torch.empty_like(mean)
     y = torch.empty_like(x)  # channels_last too
     with cuda_device_guard(x.device):
-        gn_nhwc_partial_stats_kernel[(N, n_chunks)](x, partial, hw, C, channels_per_group, GROUPS=num_groups,
+        gn_nhwc_partial_stats_kernel[(n_chunks, N)](x, partial, hw, C, channels_per_group, GROUPS=num_groups,
                                                     BLOCK_P=stats_p, BLOCK_C=block_c)
         # A chunk of the row (image, group) holds stats_p pixels x channels_per_group values.
         gn_finalize_kernel[(N * num_groups,)](partial, mean, rstd, hw * channels_per_group, n_chunks, eps,
                                               BLOCK=stats_p * channels_per_group,
-                                              CHUNKS=triton.next_power_of_2(n_chunks))
-        affine = weight is not None and bias is not None
-        gn_nhwc_apply_kernel[(N, triton.cdiv(hw, apply_p))](
-            x, y, mean, rstd, weight if affine else x, bias if affine else x, hw, C, channels_per_group,
+                                              CHUNKS=_finalize_chunks(n_chunks))
+        affine, weight, bias = _affine(weight, bias, x)
+        gn_nhwc_apply_kernel[(triton.cdiv(hw, apply_p), N)](
+            x, y, mean, rstd, weight, bias, hw, C, channels_per_group,
             GROUPS=num_groups, AFFINE=affine, GELU=gelu, BLOCK_P=apply_p, BLOCK_C=block_c)
     return y

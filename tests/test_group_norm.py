@@ -183,3 +183,52 @@ def test_gpu_default_model_forward_takes_the_kernels(monkeypatch):
         monkeypatch.setenv(blocks.GROUP_NORM_ENV_VAR, "native")
         native = model(images, prompts).image
     torch.testing.assert_close(fused, native, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("weight_given", [True, False], ids=["weight-alone", "bias-alone"])
+def test_weight_or_bias_alone_is_applied_as_f_group_norm_does(weight_given):
+    """The kernels applied the affine only with both tensors: a weight alone (or bias alone) was dropped (QA)."""
+    torch.manual_seed(0)
+    x, param = torch.randn(2, 8, 5, 5), torch.randn(8)
+    weight, bias = (param, None) if weight_given else (None, param)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        got = group_norm_kernels.group_norm_triton(x.to(memory_format=layout), 4, weight, bias, 1e-5)
+        torch.testing.assert_close(got, F.group_norm(x, 4, weight, bias, 1e-5), atol=1e-5, rtol=1e-5)
+
+
+def test_finalize_combines_partials_in_steps(monkeypatch):
+    """The finalize kernel reads FINALIZE_BLOCK partials a step; 18 chunks in steps of 4 give the same row."""
+    monkeypatch.setattr(group_norm_kernels, "FINALIZE_BLOCK", 4)
+    torch.manual_seed(0)
+    x = torch.randn(1, 8, 100, 90) * 3 + 5
+    for layout in (torch.contiguous_format, torch.channels_last):
+        got = group_norm_kernels.group_norm_triton(x.to(memory_format=layout), 1, None, None, 1e-5)
+        torch.testing.assert_close(got, reference(x, 1, None, None, False), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("shape", "memory_format"), [
+    pytest.param((1, 32, 2048, 2048), torch.channels_last, id="nhwc-2048-squared"),  # 2**17 apply tiles
+    pytest.param((1, 8192, 512, 512), torch.contiguous_format, id="nchw-widest"),  # 65 536 chunks a row
+])
+def test_launch_grids_fit_cuda_limits(monkeypatch, shape, memory_format):
+    """CUDA launches at most 65 535 programs on grid axes 1 and 2, and a finalize over every chunk at once
+    spilled; these allowed shapes passed both (a launch error on a GPU; the interpreter checks neither).
+    Meta tensors: the grids are computed, nothing runs."""
+    launches = []
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def __getitem__(self, grid):
+            return lambda *args, **constants: launches.append((self.name, grid, constants))
+
+    for name in ("gn_partial_stats_kernel", "gn_finalize_kernel", "gn_apply_kernel",
+                 "gn_nhwc_partial_stats_kernel", "gn_nhwc_apply_kernel"):
+        monkeypatch.setattr(group_norm_kernels, name, Recorder(name))
+    x = torch.empty(shape, dtype=torch.float16, device="meta").to(memory_format=memory_format)
+    group_norm_kernels.group_norm_triton(x, 8, None, None, 1e-5, gelu=True)
+    assert len(launches) == 3
+    for name, grid, constants in launches:
+        assert all(programs <= 65535 for programs in grid[1:]), (name, grid)
+        assert constants.get("CHUNKS", 1) <= 1024, (name, constants)
