@@ -154,7 +154,9 @@ def test_auto_fuses_cuda_tensors_in_inference_only(monkeypatch):
     """The default picks the kernels by device: a CUDA tensor with autograd off, never a CPU one; the
     environment variable forces either way."""
     norm = blocks.group_norm(8, gelu=True)
-    cuda_like = type("CudaTensor", (), {"device": torch.device("cuda"), "is_contiguous": lambda self: True})()
+    cuda_like = type("CudaTensor", (), {"device": torch.device("cuda"), "is_contiguous": lambda self: True,
+                                        "shape": (1, 8, 2, 2), "numel": lambda self: 32,
+                                        "__getitem__": lambda self, index: torch.zeros(2, 2)})()
     cpu = torch.zeros(1, 8, 2, 2)
     monkeypatch.delenv(blocks.GROUP_NORM_ENV_VAR, raising=False)
     with torch.no_grad():
@@ -232,3 +234,23 @@ def test_launch_grids_fit_cuda_limits(monkeypatch, shape, memory_format):
     for name, grid, constants in launches:
         assert all(programs <= 65535 for programs in grid[1:]), (name, grid)
         assert constants.get("CHUNKS", 1) <= 1024, (name, constants)
+
+
+@pytest.mark.parametrize(("shape", "memory_format", "fused"), [
+    pytest.param((0, 8, 4, 4), torch.contiguous_format, False, id="empty-batch"),  # IndexError in the kernels
+    pytest.param((1, 256, 4096, 2048), torch.channels_last, False, id="image-past-int32"),  # pixel * C wraps
+    pytest.param((1, 8, 8192, 8192), torch.contiguous_format, False, id="plane-past-grid-axis-1"),
+    pytest.param((2, 32, 2048, 2048), torch.channels_last, True, id="largest-stem-of-a-2048-image"),
+], ids=str)
+def test_maps_the_kernels_cannot_take_fall_back_to_pytorch(monkeypatch, shape, memory_format, fused):
+    monkeypatch.setenv(blocks.GROUP_NORM_ENV_VAR, "triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    x = torch.empty(shape, dtype=torch.float16, device="meta").to(memory_format=memory_format)
+    with torch.no_grad():
+        assert blocks.group_norm(shape[1], gelu=True)._fused(x) is fused
+
+
+def test_empty_batch_gives_an_empty_map_with_the_kernels_asked_for(monkeypatch):
+    monkeypatch.setenv(blocks.GROUP_NORM_ENV_VAR, "triton")
+    with torch.no_grad():
+        assert blocks.group_norm(8, gelu=True)(torch.zeros(0, 8, 4, 4)).shape == (0, 8, 4, 4)

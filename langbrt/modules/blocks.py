@@ -12,6 +12,11 @@ from torch import nn
 from ..kernels.dispatch import choice_from_env, triton_available
 
 GROUP_NORM_ENV_VAR = "LANGBRT_GROUP_NORM"
+# The largest maps the kernels index correctly and launch: the NHWC kernels address an image in int32
+# (pixel * C), and the NCHW apply puts a plane's 1024-element tiles on grid axis 1 (at most 65 535 programs).
+# The configs allow more (8192 channels, 4096 x 4096 images; the model takes any multiple of its stride).
+MAX_KERNEL_IMAGE_ELEMENTS = 2**31 - 1
+MAX_KERNEL_PLANE = 65535 * 1024
 
 
 class GroupNormImpl(str, Enum):
@@ -57,12 +62,23 @@ class GroupNorm(nn.GroupNorm):
             return False
         if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
             return False  # the kernels read NCHW or NHWC runs; any other layout would need a copy first
+        if not kernels_take(x):
+            return False
         if impl is GroupNormImpl.AUTO:
             return x.device.type == "cuda" and triton_available()
         return x.device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
 
     def extra_repr(self) -> str:
         return super().extra_repr() + (", gelu=True" if self.gelu else "")
+
+
+def kernels_take(x: torch.Tensor) -> bool:
+    """Whether `kernels/group_norm.py` can run this map (N, C, *): a non-empty one (an empty batch indexed
+    x[0, 0]) within the sizes above; anything else takes PyTorch's GroupNorm."""
+    if x.numel() == 0:
+        return False
+    plane = x[0, 0].numel()
+    return x.numel() // x.shape[0] <= MAX_KERNEL_IMAGE_ELEMENTS and plane <= MAX_KERNEL_PLANE
 
 
 def group_norm(channels: int, gelu: bool = False) -> GroupNorm:
