@@ -10,7 +10,18 @@ alone and the GPU tests exercise the compiled kernel.
 
 import os
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread for the test: CI's two cores are shared with other tests, where one thread is
+    faster (OpenMP threads wait on each other when a core is taken) and its results deterministic."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

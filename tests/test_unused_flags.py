@@ -26,12 +26,7 @@ FAST = ["--perceptual-weight", "0", "--semantic-weight", "0", "--adversarial-wei
         "--batch-size", "2", "--threads", "1", "--quiet"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _pairs(root: Path) -> Path:
