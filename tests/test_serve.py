@@ -816,19 +816,22 @@ class _GatedServer:
             self.proc.kill()
         self.client.shutdown()
 
+    def __enter__(self) -> _GatedServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()  # whatever the test did, no server outlives it
+
 
 @pytest.mark.slow
 def test_one_sigint_drains_the_request_still_running_and_exits_0(tmp_path: Path) -> None:
-    server = _GatedServer(tmp_path)
-    try:
+    with _GatedServer(tmp_path) as server:
         pending = server.post_in_background()
         server.proc.send_signal(signal.SIGINT)
         server.wait_for("Shutting down")
         server.release()
         reply = pending.result(timeout=60)
         output = server.finish()
-    finally:
-        server.kill()
     assert reply.status_code == 200, reply.text
     assert server.proc.returncode == 0 and "Traceback" not in output, output
 
@@ -836,16 +839,13 @@ def test_one_sigint_drains_the_request_still_running_and_exits_0(tmp_path: Path)
 @pytest.mark.slow
 def test_a_second_sigint_while_draining_forces_the_quit_and_exits_130(tmp_path: Path) -> None:
     """QA: the forced quit exited 0, so a supervisor could not tell requests cut off from a finished drain."""
-    server = _GatedServer(tmp_path)
-    try:
+    with _GatedServer(tmp_path) as server:
         pending = server.post_in_background()
         server.proc.send_signal(signal.SIGINT)
         server.wait_for("Shutting down")  # the first signal was handled: the next one is uvicorn's force quit
         server.proc.send_signal(signal.SIGINT)
         reply = pending.result(timeout=60)
         output = server.finish()
-    finally:
-        server.kill()
     _assert_error(reply, 503, "shutting_down")
     assert server.proc.returncode == 130, output
     assert "langbrt-serve: forced to quit before the drain finished: requests still running were cut off" in output
