@@ -182,7 +182,7 @@ def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise CheckpointError(f"{directory}: not a LangBRT checkpoint (no {CONFIG_FILE})"
-                                  f"{_checkpoints_within(directory)}") from None
+                                  f"{checkpoints_within(directory)}") from None
         except (OSError, UnicodeDecodeError) as err:
             raise CheckpointError(f"{path}: unreadable checkpoint config ({err})") from None
     data = parse_json(text, f"{path}: unreadable checkpoint config", CheckpointError)
@@ -192,12 +192,12 @@ def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
     return data
 
 
-def _checkpoints_within(directory: Path) -> str:
+def checkpoints_within(directory: Path) -> str:
     """The checkpoint to pass instead, for the error line, when `directory` is a training run's OUTPUT folder or
     its checkpoints/ folder; '' otherwise.
 
-    Why: `langbrt-train --output runs/mine`, then `--model runs/mine`, is what one types; "no config.json" left
-    the fix unsaid.
+    Why: `langbrt-train --output runs/mine`, then `--model runs/mine` (or `--resume runs/mine`), is what one
+    types; "no config.json" left the fix unsaid.
     """
     steps = [p for p in (*(directory / CHECKPOINTS_DIR).glob("step_*"), *directory.glob("step_*"))
              if (p / CONFIG_FILE).is_file()]

@@ -644,6 +644,23 @@ def test_resume_from_the_bundled_model_says_to_fine_tune_with_init(tmp_path):
     assert "no trainer_state.pt" in result.output and result.output.rstrip().endswith("--init bundled")
 
 
+def test_resume_from_a_run_folder_names_the_checkpoint_to_resume_from(tmp_path):
+    """README walk, 2026-11-27: --resume runs/tiny (the --output folder) said 'no trainer_state.pt ... to fine-tune
+    from its weights: --init runs/tiny', which --init refuses too; --resume runs/tiny/checkpoints said 'unreadable
+    train config'. Each now names the checkpoint in it, as --model and --init do."""
+    run = tmp_path / "run"
+    for checkpoint in (run / "final", run / "checkpoints/step_000001"):
+        checkpoint.mkdir(parents=True)
+        (checkpoint / "config.json").write_text("{}")
+    (run / "train_config.json").write_text("{}")
+    result = run_cli("--resume", str(run), "--steps", "3", "--output", str(tmp_path / "out"))
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert f"pass its final checkpoint, {run / 'final'}" in result.output and "--init" not in result.output
+    result = run_cli("--resume", str(run / "checkpoints"), "--steps", "3", "--output", str(tmp_path / "out"))
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert f"e.g. the latest, {run / 'checkpoints/step_000001'}" in result.output
+    assert not (tmp_path / "out").exists()
+
 def test_resume_from_a_folder_without_trainer_state_creates_no_output(run_dir, tmp_path):
     checkpoint = tmp_path / "ckpt"
     shutil.copytree(run_dir / "final", checkpoint)

@@ -18,7 +18,7 @@ import torch
 from click.core import ParameterSource
 
 from langbrt.bundled import DEFAULT_MODEL_DIR, default_model_path
-from langbrt.checkpoint import WEIGHTS_FILE, read_checkpoint_config
+from langbrt.checkpoint import WEIGHTS_FILE, checkpoints_within, read_checkpoint_config
 from langbrt.cli_click import NonEmptyPath, OneLineCommand, one_line_warnings, stop
 from langbrt.cli_errors import error_line
 from langbrt.cli_pipes import StdoutWriteError, print_out
@@ -218,6 +218,9 @@ def _check_resume_folder(resume: Path) -> None:
         raise LangBRTInputError(f"--resume {resume}: no such checkpoint folder; {hint}")
     if not resume.is_dir():
         raise LangBRTInputError(f"--resume {resume} is a file, which holds weights but no trainer state; {hint}")
+    within = "" if (resume / STATE_FILE).is_file() else checkpoints_within(resume)
+    if within:  # the run's --output or its checkpoints/ folder: its train_config.json is no checkpoint's
+        raise LangBRTInputError(f"--resume {resume}: not a checkpoint folder{within}")
 
 
 def _check_resume_state(resume: Path) -> None:
