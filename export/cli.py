@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="TensorRT timing cache file, read and updated (only with --format engine or --fp16)")
     parser.add_argument("--attention", choices=["subgraph", "plugin"], default="subgraph",
                         help="TCA attention as standard ops (subgraph: runs everywhere) or as one TensorRT "
-                             "plugin node per block running the fused Triton kernel (plugin: TensorRT fp16 only)")
+                             "plugin node per block running the fused Triton kernel (plugin: TensorRT fp16 only, "
+                             "TCA windows up to 8)")
     parser.add_argument("--instance-kind", choices=[k.value for k in InstanceKind],
                         help="triton-repo only: where Triton runs the model; auto (default): the server's GPU if it "
                              "has one, else its CPU; gpu; cpu (a CPU-only server; not with --fp16: an engine needs "
