@@ -80,6 +80,8 @@ from .serve_response import ReturnKind, render_response
 from .serve_schemas import RETOUCH_BODY, RETOUCH_OK, PromptsBody, StatusBody, error_responses
 from .serve_state import RetoucherLike, ServeState, default_loader, predefined_prompts
 
+Endpoint = Callable[..., Any]  # a route's handler, as FastAPI's decorators take and return it
+
 log = logging.getLogger("langbrt.serve")
 
 
@@ -128,15 +130,21 @@ def create_app(
     add_error_handlers(app)
     auth = [Depends(_bearer_check(config.token))] if config.token else []
 
-    # Every GET answers HEAD too (RFC 9110 9.3.2; monitors and balancers probe so): FastAPI adds no HEAD by itself
-    @app.head("/healthz", response_model=StatusBody, tags=["ops"])
-    @app.get("/healthz", response_model=StatusBody, tags=["ops"])
+    def get_and_head(path: str, **route: Any) -> Callable[[Endpoint], Endpoint]:
+        """Register `path` for GET and HEAD: every GET answers HEAD too (RFC 9110 9.3.2; monitors and balancers
+        probe so), which FastAPI does not add by itself. Two routes, not one with both methods, so that each
+        keeps its own OpenAPI operation id."""
+        def register(endpoint: Endpoint) -> Endpoint:
+            app.get(path, **route)(endpoint)
+            return app.head(path, **route)(endpoint)
+        return register
+
+    @get_and_head("/healthz", response_model=StatusBody, tags=["ops"])
     async def healthz() -> StatusBody:
         """The process is alive and answering (no model needed)."""
         return StatusBody(status="ok")
 
-    @app.head("/readyz", response_model=StatusBody, responses=error_responses(503), tags=["ops"])
-    @app.get("/readyz", response_model=StatusBody, responses=error_responses(503), tags=["ops"])
+    @get_and_head("/readyz", response_model=StatusBody, responses=error_responses(503), tags=["ops"])
     async def readyz() -> StatusBody:
         """200 once the model is loaded and warmed up (`warmup_batch_sizes`); 503 before (and while draining)."""
         state.require_ready()
@@ -144,14 +152,12 @@ def create_app(
 
     metrics_responses = {200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **error_responses(401)}
 
-    @app.head("/metrics", dependencies=auth, response_class=Response, tags=["ops"], responses=metrics_responses)
-    @app.get("/metrics", dependencies=auth, response_class=Response, tags=["ops"], responses=metrics_responses)
+    @get_and_head("/metrics", dependencies=auth, response_class=Response, tags=["ops"], responses=metrics_responses)
     async def metrics_endpoint() -> Response:
         """Prometheus text format: requests by endpoint/status, latency, batch sizes, queue depth, RSS."""
         return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
-    @app.head("/v1/prompts", dependencies=auth, response_model=PromptsBody, responses=error_responses(401, 503))
-    @app.get("/v1/prompts", dependencies=auth, response_model=PromptsBody, responses=error_responses(401, 503))
+    @get_and_head("/v1/prompts", dependencies=auth, response_model=PromptsBody, responses=error_responses(401, 503))
     async def prompts() -> PromptsBody:
         """Prompts the loaded model or engine answers without a text encoder (its pre-defined ones first)."""
         state.require_ready()
