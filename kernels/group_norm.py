@@ -68,6 +68,16 @@ def gn_partial_stats_kernel(x_ptr, partial_ptr, row_size, BLOCK: tl.constexpr):
 
 
 @triton.jit
+def _chunk_step(start, row_size, n_chunks, BLOCK: tl.constexpr, CHUNKS: tl.constexpr):
+    """The CHUNKS chunk indices from `start` (CHUNKS,), which of them the row has, and each one's element
+    count (the last chunk of a row may be short; absent ones count 0), for both passes of the finalize."""
+    chunk = start + tl.arange(0, CHUNKS)  # (CHUNKS,)
+    present = chunk < n_chunks
+    counts = tl.where(present, tl.minimum(row_size - chunk * BLOCK, BLOCK), 0).to(tl.float32)  # (CHUNKS,)
+    return chunk, present, counts
+
+
+@triton.jit
 def gn_finalize_kernel(partial_ptr, mean_ptr, rstd_ptr, row_size, n_chunks, eps,
                        BLOCK: tl.constexpr, CHUNKS: tl.constexpr):
     """Program row: its chunks' (mean, M2) combined into the row's mean and 1 / sqrt(var + eps).
@@ -79,16 +89,12 @@ def gn_finalize_kernel(partial_ptr, mean_ptr, rstd_ptr, row_size, n_chunks, eps,
     slots = partial_ptr + row.to(tl.int64) * n_chunks * 2
     weighted = tl.zeros((CHUNKS,), tl.float32)  # (CHUNKS,) sum of count * mean per lane
     for start in range(0, n_chunks, CHUNKS):
-        chunk = start + tl.arange(0, CHUNKS)  # (CHUNKS,)
-        present = chunk < n_chunks
-        counts = tl.where(present, tl.minimum(row_size - chunk * BLOCK, BLOCK), 0).to(tl.float32)
+        chunk, present, counts = _chunk_step(start, row_size, n_chunks, BLOCK, CHUNKS)
         weighted += counts * tl.load(slots + chunk * 2, mask=present, other=0.0)
     mean = tl.sum(weighted, axis=0) / row_size
     spread_sum = tl.zeros((CHUNKS,), tl.float32)  # (CHUNKS,) sum of M2 + count * (mean_chunk - mean)**2
     for start in range(0, n_chunks, CHUNKS):
-        chunk = start + tl.arange(0, CHUNKS)  # (CHUNKS,)
-        present = chunk < n_chunks
-        counts = tl.where(present, tl.minimum(row_size - chunk * BLOCK, BLOCK), 0).to(tl.float32)
+        chunk, present, counts = _chunk_step(start, row_size, n_chunks, BLOCK, CHUNKS)
         spread = tl.where(present, tl.load(slots + chunk * 2, mask=present, other=0.0) - mean, 0.0)
         spread_sum += tl.load(slots + chunk * 2 + 1, mask=present, other=0.0) + counts * spread * spread
     m2 = tl.sum(spread_sum, axis=0)
