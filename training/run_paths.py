@@ -19,8 +19,9 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from langbrt.checkpoint import CHECKPOINTS_DIR, FINAL_DIR
 from langbrt.training.train_config import FFHQR, SYNTHETIC, TrainConfig
-from langbrt.training.train_state import CHECKPOINTS_DIR, CONFIG_FILE, FINAL_DIR
+from langbrt.training.train_state import CONFIG_FILE
 
 PATH_FIELDS = ("data", "output", "ffhqr_root", "ffhqr_target_root", "real_faces", "clip_text_weights",
                "vgg_weights", "alpha_clip_weights", "init", "val")

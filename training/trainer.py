@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import Dataset
 
 from langbrt.atomic import atomic_write_text
+from langbrt.checkpoint import CHECKPOINTS_DIR, FINAL_DIR
 from langbrt.kernels.dispatch import check_impl_runs
 from langbrt.model import LangBRT, LangBRTOutput
 from langbrt.modules.discriminator import PatchDiscriminator
@@ -63,10 +64,8 @@ from langbrt.training.train_errors import (
     stopped_message,
 )
 from langbrt.training.train_state import (
-    CHECKPOINTS_DIR,
     CONFIG_FILE,
     EMA,
-    FINAL_DIR,
     check_resume,
     check_run_folder,
     load_matching,
