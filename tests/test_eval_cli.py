@@ -304,3 +304,17 @@ def test_an_empty_path_is_a_usage_error(tmp_path, monkeypatch, flag):
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     assert flag in result.output and "is empty" in result.output, result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_is_scored_whole_by_default_as_the_paper_scores_the_whole_test_split(checkpoint, tmp_path):
+    """The paper's Table 1 scores all of FFHQR's test split; the default used to stop at a folder's first 64 pairs."""
+    data = pairs_folder(tmp_path / "data", names=tuple(f"{i:03d}" for i in range(65)))
+    result = invoke("--model", str(checkpoint), "--data", str(data), "--batch-size", "16", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["num_samples"] == 65
+
+
+def test_the_synthetic_set_scores_64_samples_by_default(checkpoint):
+    result = invoke("--model", str(checkpoint), "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["num_samples"] == 64
