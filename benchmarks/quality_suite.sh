@@ -27,8 +27,8 @@ train full --ablation none --fraction 1.0  # also the 100 % row of the data-frac
 train no-prior --ablation no-prior
 train no-tbd --ablation no-tbd
 train no-tca --ablation no-tca
-train frac-0.1 --fraction 0.1   # 204 of 2048 samples
-train frac-0.01 --fraction 0.01  # 20 of 2048 samples
+train frac-0.1 --fraction 0.1   # 205 of 2048 samples (ceil, training/data/subset.py)
+train frac-0.01 --fraction 0.01  # 21 of 2048 samples
 train no-prior-0.01 --ablation no-prior --fraction 0.01  # does the language prior reduce the need for data?
 
 SUITE=()

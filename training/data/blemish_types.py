@@ -154,7 +154,7 @@ PREDEFINED_REGIONS: tuple[tuple[FaceRegion, ...], ...] = (
     (_R.FOREHEAD,),
     (_R.LEFT_CHEEK, _R.RIGHT_CHEEK),
 )
-"""The face regions of each pre-defined prompt (the masks of the component-aware loss, paper eq. 7)."""
+"""The face regions of each pre-defined prompt (the masks of the component-aware loss, paper eq. 6)."""
 
 # ---- templates -------------------------------------------------------------------------------------------
 # A template names the type; {on}/{under}/{beside} become a location phrase, {part} the region's noun.
