@@ -16,6 +16,9 @@ PAPER_PREDEFINED_PROMPTS: tuple[str, ...] = (
     "forehead wrinkles",
     "acne on the cheeks",
 )
+"""The P = 3 pre-defined prompts. The paper's examples (sec. 3.2) name the third "acne on the right cheek"; ours
+names both cheeks, the face region its eq. 6 mask covers, so that a horizontally flipped training sample keeps
+the same pre-defined prompt and region (one side would flip into the other prompt)."""
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,13 @@ class LangBRTConfig:
 
     @classmethod
     def paper(cls, **overrides: Any) -> LangBRTConfig:
-        """Paper sizes (sec. 4.1.2): 512x512 input, 7 Swin-like blocks (C=96, 3 heads, 8x8 windows), P=3."""
+        """Paper sizes (sec. 4.1.2): 512x512 input, 7 Swin-like blocks (C=96, 3 heads, 8x8 windows), P=3.
+
+        The paper's blocks are configured "the same as SwinTransformer", whose Swin-T starts at C=96 with 3 heads
+        in 7x7 windows. We keep C and the heads but use 8x8 windows, which tile the 64x64 latent exactly (7x7
+        windows would pad it to 70x70), and one stage at the latent's resolution: T transforms features for the
+        decoder, so it has no patch merging (README, "Where we differ from the paper").
+        """
         return cls(**overrides)
 
     @classmethod

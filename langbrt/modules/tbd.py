@@ -4,7 +4,9 @@ Each prompt embedding e_j is expanded to the feature width (the paper's E(.)); a
 additionally goes through its own mapping layer psi_i. The map of prompt j is the per-pixel dot product
 <F0, e'_j>, squashed by a sigmoid into a probability p_j. The combined probability is the noisy-OR
 1 - prod_j (1 - w_j p_j): the paper sums the maps; the noisy-OR keeps that sum's meaning ("any named
-blemish here") while staying in [0, 1] with a gradient everywhere.
+blemish here") while staying in [0, 1] with a gradient everywhere. Eq. 1 sums the P pre-defined prompts' maps
+into every image's m, beside its U user prompts; here m combines only the prompts an image is asked (w_j = 1;
+the pre-defined ones when none is given), so that a user who names only "acne" gets nothing else retouched.
 
 A sigmoid never reaches 0, so the maps that gate the output blend are thresholded and saturated:
     gated = clamp((p - t) / (s - t), 0, 1),
