@@ -318,3 +318,16 @@ def test_the_synthetic_set_scores_64_samples_by_default(checkpoint):
     result = invoke("--model", str(checkpoint), "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["num_samples"] == 64
+
+
+def test_folder_pairs_without_prompts_are_asked_the_models_own_pre_defined_prompts(tmp_path, monkeypatch):
+    """Eq. 1 sends the pre-defined prompts through their own psi_i: a model saved with other pre-defined prompts
+    than the preset's was asked the preset's three, as user prompts, and scored on them."""
+    own = ("moles on the nose", "redness on the chin")
+    model = LangBRT(LangBRTConfig.tiny(predefined_prompts=own), text_encoder=default_text_encoder())
+    checkpoint = model.save_pretrained(tmp_path / "own")
+    asked = record_model_prompts(monkeypatch)
+    result = invoke("--model", str(checkpoint), "--data", str(pairs_folder(tmp_path / "data")), "--json")
+    assert result.exit_code == 0, result.output
+    assert asked == [list(own)] * 3
+    assert json.loads(result.output)["prompts"] == dict.fromkeys(own, 3)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -185,6 +186,10 @@ def _run(model_dir: str, data: str, ffhqr_root: str | None, ffhqr_target_root: s
     refuse_clip_text_weights(clip_text_weights, model_dir, model.config.text_encoder)
     if clip_text_weights:
         model.prompt_bank.set_encoder(text_encoder_from_name(model.config.text_encoder, clip_text_weights))
+    if data != SYNTHETIC and not prompts and model.config.predefined_prompts:
+        # "Default: the pre-defined prompts" are this model's own, each through its psi_i (eq. 1), not the
+        # preset's three: a model saved with other pre-defined prompts was asked those as user prompts.
+        cfg = replace(cfg, prompts=tuple(model.config.predefined_prompts))
     dataset, collate = eval_dataset(cfg, model.config.image_size, split, num_samples)
     from tqdm.auto import tqdm
 
