@@ -210,3 +210,35 @@ def test_the_benchmark_script_without_langbrt_anywhere_is_one_line(tmp_path):
     proc = subprocess.run(["bash", str(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stdout == "", proc.stdout + proc.stderr
     assert proc.stderr.startswith("no langbrt-train in .venv/bin or on PATH") and proc.stderr.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def no_tbd_checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = LangBRT(LangBRTConfig.tiny(use_detection=False), text_encoder=default_text_encoder())
+    return model.save_pretrained(tmp_path_factory.mktemp("no-tbd") / "final")
+
+
+def test_a_model_without_tbd_has_no_detection_scores(checkpoints, no_tbd_checkpoint):
+    """w/o TBD has no detector; its constant all-ones map used to score IoU = the blemishes' share of the image."""
+    result = CliRunner().invoke(main, ["--suite", f"a={checkpoints['a']}", "--suite", f"no-tbd={no_tbd_checkpoint}",
+                                       "--num-samples", str(NUM_SAMPLES), "--batch-size", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    scores = json.loads(result.output)["methods"]["no-tbd"]
+    assert scores["iou"] is None and scores["iou_per_type"] == {}
+    assert scores["psnr"] is not None and scores["specificity_change"] is not None
+
+
+def test_evaluate_gives_a_model_without_tbd_no_detection_scores(no_tbd_checkpoint):
+    model = LangBRT.from_pretrained(no_tbd_checkpoint)
+    dataset, collate, _ = build_dataset(TrainConfig(data="synthetic", flip=False), 64, split="test", length=2)
+    result = evaluate(model, dataset, collate, batch_size=2)
+    assert result.detection is None and result.detection_per_type == {}
+    assert result.specificity_change is not None and result.prompts is None
+
+
+def test_a_suite_whose_first_model_has_no_tbd_is_one_error_line(checkpoints, no_tbd_checkpoint):
+    result = CliRunner().invoke(main, ["--suite", f"no-tbd={no_tbd_checkpoint}", "--suite", f"a={checkpoints['a']}",
+                                       "--num-samples", str(NUM_SAMPLES)])
+    assert result.exit_code == 2 and result.output.startswith(ERROR) and result.output.count("\n") == 1
+    assert "no-tbd" in result.output and "first" in result.output, result.output

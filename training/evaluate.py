@@ -45,7 +45,7 @@ class EvalResult:
     identity_psnr_blemish: float
     specificity_change: float | None = None  # synthetic: mean |output - input| on unnamed blemishes
     identity_specificity_change: float | None = None  # always 0 for the identity: the ideal
-    detection: DetectionScores | None = None  # synthetic: combined map vs. the union of named blemishes
+    detection: DetectionScores | None = None  # synthetic, a model with TBD: combined map vs. the named blemishes
     detection_per_type: dict[str, DetectionScores] = field(default_factory=dict)  # per prompt's blemish type
     prompts: dict[str, int] | None = None  # real pairs: each prompt asked, with how many scored images asked it
 
@@ -105,10 +105,11 @@ def evaluate(model: LangBRT, dataset: Dataset, collate: Any, batch_size: int = 8
                 sums[prefix + "lpips"].append(lpips(image, target).float().cpu())
         if synthetic:
             sums["specificity_change"].append(specificity_change(out.image, source, batch["kept_mask"].to(device)))
-            sums["iou"].append(mask_iou(out.soft_mask, region))
-            pooled["all"][0].append(_stride(out.soft_mask).flatten().cpu())
-            pooled["all"][1].append(_stride(region).flatten().cpu())
-            _per_prompt(out.soft_maps, batch, sums, pooled)
+            if model.tbd is not None:  # w/o TBD has no detector: its all-ones map is no detection to score
+                sums["iou"].append(mask_iou(out.soft_mask, region))
+                pooled["all"][0].append(_stride(out.soft_mask).flatten().cpu())
+                pooled["all"][1].append(_stride(region).flatten().cpu())
+                _per_prompt(out.soft_maps, batch, sums, pooled)
         else:  # which prompts a real pair answers is the user's choice (--prompt, prompts.json): say it
             for prompt in (p for image_prompts in batch["prompts"] for p in image_prompts):
                 asked[prompt] = asked.get(prompt, 0) + 1
@@ -139,7 +140,8 @@ def _summarise(n: int, sums: dict[str, list[torch.Tensor]],
         scores, labels = pooled[key]
         return average_precision(torch.cat(scores), torch.cat(labels)) if scores else float("nan")
 
-    synthetic = "iou" in sums
+    synthetic = "specificity_change" in sums
+    detected = "iou" in sums
     result = EvalResult(
         num_samples=n,
         psnr=_nanmean(sums["psnr"]),
@@ -154,6 +156,7 @@ def _summarise(n: int, sums: dict[str, list[torch.Tensor]],
     if synthetic:
         result.specificity_change = _nanmean(sums["specificity_change"])
         result.identity_specificity_change = 0.0
+    if detected:
         result.detection = DetectionScores(iou=_nanmean(sums["iou"]), ap=ap("all"))
         kinds = sorted(k.split("/", 1)[1] for k in sums if k.startswith("iou/"))
         result.detection_per_type = {k: DetectionScores(iou=_nanmean(sums[f"iou/{k}"]), ap=ap(k)) for k in kinds}

@@ -144,6 +144,9 @@ def run_suite(models: dict[str, LangBRT], dataset: Dataset, collate: Any, batch_
     if not models:
         raise LangBRTInputError("give at least one checkpoint: --suite NAME=DIR")
     first = next(iter(models))
+    if models[first].tbd is None:
+        raise LangBRTInputError(f"--suite {first}=... is a model without TBD (--ablation no-tbd): the first checkpoint "
+                                "gives the inpainting baseline its maps; list a model with a detector first")
     for model in models.values():
         model.to(device).eval()
     if lpips is not None:
@@ -157,7 +160,9 @@ def run_suite(models: dict[str, LangBRT], dataset: Dataset, collate: Any, batch_
         preds: dict[str, Prediction] = {}
         for name, model in models.items():
             out = model(source, batch["prompts"])
-            preds[name] = Prediction(out.image, out.soft_mask, out.soft_maps)
+            # w/o TBD has no detector: its all-ones "map" is no detection to score (it gave IoU = blemish share)
+            preds[name] = (Prediction(out.image, out.soft_mask, out.soft_maps) if model.tbd is not None
+                           else Prediction(out.image))
         preds[IDENTITY] = Prediction(source)
         preds[BILATERAL] = Prediction(bilateral_retouch(source, skin_mask(batch)))
         hole = (preds[first].soft_mask > MAP_THRESHOLD).float()  # (B, 1, H, W)
