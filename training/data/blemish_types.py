@@ -23,6 +23,7 @@ from enum import Enum
 
 import numpy as np
 
+from langbrt.config import PAPER_PREDEFINED_PROMPTS
 from langbrt.errors import LangBRTInputError
 from langbrt.text.prompts import normalize_prompt
 
@@ -136,11 +137,7 @@ def make_spec(kind: BlemishType, where: Where) -> PromptSpec:
     return spec
 
 
-PREDEFINED_PROMPTS: tuple[str, ...] = (
-    "dark circles under the eyes",
-    "forehead wrinkles",
-    "acne on the cheeks",
-)
+PREDEFINED_PROMPTS: tuple[str, ...] = PAPER_PREDEFINED_PROMPTS
 """The model's P=3 pre-defined prompts (paper Sec. 3.2), each with its own mapping layer."""
 
 PREDEFINED_SPECS: tuple[PromptSpec, ...] = (

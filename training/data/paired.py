@@ -16,13 +16,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from langbrt.config import PAPER_PREDEFINED_PROMPTS
 from langbrt.errors import LangBRTInputError
 from langbrt.training.data.blemish_types import mirror_prompt
 from langbrt.training.data.pair_discovery import ImagePair, format_offenders, plural
 from langbrt.training.data.pair_prompts import canonical_prompts
 from langbrt.training.data.pair_validation import SkippedImage, UnusableImageError, check_pair, read_pair
 
-DEFAULT_REAL_PROMPTS = ("dark circles under the eyes", "forehead wrinkles", "acne on the cheeks")
+DEFAULT_REAL_PROMPTS = PAPER_PREDEFINED_PROMPTS
 """The paper's pre-defined prompts (sec. 3), given for every real pair: real pairs carry no per-blemish
 annotation, so the whole retouch is the answer to all of them together."""
 
