@@ -11,11 +11,24 @@ Layout (x contiguous (N, C, *spatial): the rows of one (image, group) are one co
 C / G * HW elements):
 1. `gn_partial_stats_kernel`, grid (chunks, N*G): each program takes BLOCK consecutive elements of one
    row and writes their count-weighted mean and M2 (sum of squared deviations from that mean, computed
-   from the loaded tile: two passes over registers, no cancellation), in fp32;
+   from the loaded tile: two passes over registers, no cancellation), in fp32, of the shifted data
+   x - p, where the pivot p is the row's first element x[n, g * C / G, 0, 0];
 2. `gn_finalize_kernel`, grid (N*G,): combines a row's chunks (Chan et al.'s parallel variance) into its
-   mean and 1 / sqrt(var + eps);
-3. `gn_apply_kernel`, grid (N*C, HW tiles): y = x * (rstd w_c) + (b_c - mean rstd w_c), then GELU (erf
+   mean about p, d = mean - p, and 1 / sqrt(var + eps);
+3. `gn_apply_kernel`, grid (N*C, HW tiles): y = (x - p) * (rstd w_c) + (b_c - d rstd w_c), then GELU (erf
    form, as nn.GELU), stored in x's dtype.
+Why the pivot: a map whose mean is large against its spread (x = 1e4 + N(0, 1)) lost the spread to fp32
+rounding twice, in chunk sums of x (a mean off by about one ulp of the mean, times rstd in y) and in
+x * scale + shift, whose two terms cancel. x - p is exact for x within a factor 2 of p (Sterbenz) and
+as small as the spread, and so are the sums, d and the products. In the interpreter (fp32, offsets 1e2
+to 1e5 on a spread of 1) the error against a float64 reference had grown with the offset from 1e-5 to
+3e-2, 1 to 5 times PyTorch's GroupNorm's (which also rounds the mean to fp32); it now stays at the
+zero-offset one, about 1e-6 (tests/test_group_norm.py). A pivot far from the mean costs no more than
+the mean itself did: |p - mean| <= std * sqrt(row size). The price is one scalar load (a gather of
+BLOCK_C in the NHWC kernels) and one subtraction an element in the statistics and in the apply: for
+the paper's encoder map on sm_80 and sm_90 (ptxas, fp16 and fp32), 2 to 17 % more instructions a warp
+and registers within one of before but for the NHWC apply's (40 -> 48 in fp16, 32 -> 40 in fp32 on
+sm_90); not yet timed on a GPU.
 The statistics read x once with every SM busy, the apply reads and writes it once: the same traffic as
 PyTorch's GroupNorm alone, with the GELU folded in. On an H100 (paper preset, fp16, batch 8) one forward
 went from 17.2 to 12.1 ms: the statistics from 4.7 ms (PyTorch's RowwiseMoments, 15 calls) to 0.26, the
@@ -26,9 +39,10 @@ against its -triton-group-norm- twin). So it is the default for CUDA inference (
 A channels_last map (memory (N, H, W, C)) takes its own pair, `gn_nhwc_partial_stats_kernel` (grid (pixel
 chunks, N): one contiguous (pixels, C) tile per program, reduced per group from registers into the
 same (mean, M2) slots) and `gn_nhwc_apply_kernel` (grid (pixel tiles, N): every channel of its pixels,
-each with its group's scale and shift), with the finalize kernel shared. Why: in channels_last the convs
-need no NCHW<->NHWC transposes (18 % of that H100 forward), but PyTorch's GroupNorm on such a map spent
-the saving on strided copies (17.4 ms against NCHW's 17.2); not yet timed with these kernels.
+each with its group's pivot, scale and shift), with the finalize kernel shared and the same pivots (the
+group's first channel at the first pixel). Why: in channels_last the convs need no NCHW<->NHWC
+transposes (18 % of that H100 forward), but PyTorch's GroupNorm on such a map spent the saving on
+strided copies (17.4 ms against NCHW's 17.2); not yet timed with these kernels.
 
 Importing this module imports triton; it never probes a device. On CPU the kernels run only in Triton's
 interpreter (`TRITON_INTERPRET=1` before this import).
@@ -52,12 +66,16 @@ FINALIZE_BLOCK = 1024  # chunk partials the finalize kernel reads per loop step:
 
 @triton.jit
 def gn_partial_stats_kernel(x_ptr, partial_ptr, row_size, BLOCK: tl.constexpr):
-    """Program (chunk, row): (mean, M2) of elements [chunk * BLOCK, (chunk + 1) * BLOCK) of one row."""
+    """Program (chunk, row): (mean, M2) of elements [chunk * BLOCK, (chunk + 1) * BLOCK) of one row, less
+    the row's pivot (its first element)."""
     chunk = tl.program_id(0)
     row = tl.program_id(1)
     offsets = chunk * BLOCK + tl.arange(0, BLOCK)  # (BLOCK,)
     inside = offsets < row_size
-    x = tl.load(x_ptr + row.to(tl.int64) * row_size + offsets, mask=inside, other=0.0).to(tl.float32)
+    row_start = x_ptr + row.to(tl.int64) * row_size
+    pivot = tl.load(row_start).to(tl.float32)
+    x = tl.load(row_start + offsets, mask=inside, other=0.0).to(tl.float32)  # (BLOCK,)
+    x = tl.where(inside, x - pivot, 0.0)
     count = tl.minimum(row_size - chunk * BLOCK, BLOCK).to(tl.float32)
     mean = tl.sum(x, axis=0) / count
     deviation = tl.where(inside, x - mean, 0.0)  # (BLOCK,)
@@ -80,7 +98,8 @@ def _chunk_step(start, row_size, n_chunks, BLOCK: tl.constexpr, CHUNKS: tl.const
 @triton.jit
 def gn_finalize_kernel(partial_ptr, mean_ptr, rstd_ptr, row_size, n_chunks, eps,
                        BLOCK: tl.constexpr, CHUNKS: tl.constexpr):
-    """Program row: its chunks' (mean, M2) combined into the row's mean and 1 / sqrt(var + eps).
+    """Program row: its chunks' (mean, M2) combined into the row's mean and 1 / sqrt(var + eps). The means
+    are whatever the statistics kernel measured them from (its pivot): the row's mean comes out about it.
 
     CHUNKS partials at a time, in two passes (the row's mean, then M2 about it): a row of a 4096 x 4096 map
     has up to 16 384 chunks at 4 channels a group, and one tile of them all spilled registers (sm_80).
@@ -105,9 +124,11 @@ def gn_finalize_kernel(partial_ptr, mean_ptr, rstd_ptr, row_size, n_chunks, eps,
 @triton.jit
 def gn_apply_kernel(x_ptr, y_ptr, mean_ptr, rstd_ptr, weight_ptr, bias_ptr, C, plane_size, channels_per_group,
                     AFFINE: tl.constexpr, GELU: tl.constexpr, BLOCK: tl.constexpr):
-    """Program (plane, tile): one tile of channel plane n * C + c, normalised, scaled, shifted, GELU'd."""
+    """Program (plane, tile): one tile of channel plane n * C + c, normalised, scaled, shifted, GELU'd.
+    mean_ptr holds each row's mean about its pivot, the row's first element (gn_partial_stats_kernel)."""
     plane = tl.program_id(0)
     row = plane // channels_per_group  # n * G + c // channels_per_group
+    pivot = tl.load(x_ptr + row.to(tl.int64) * plane_size * channels_per_group).to(tl.float32)
     scale = tl.load(rstd_ptr + row)
     shift = -tl.load(mean_ptr + row) * scale
     if AFFINE:
@@ -118,7 +139,7 @@ def gn_apply_kernel(x_ptr, y_ptr, mean_ptr, rstd_ptr, weight_ptr, bias_ptr, C, p
     offsets = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)  # (BLOCK,)
     inside = offsets < plane_size
     start = plane.to(tl.int64) * plane_size
-    y = tl.load(x_ptr + start + offsets, mask=inside, other=0.0).to(tl.float32) * scale + shift
+    y = (tl.load(x_ptr + start + offsets, mask=inside, other=0.0).to(tl.float32) - pivot) * scale + shift
     if GELU:
         y = 0.5 * y * (1.0 + tl.math.erf(y * 0.7071067811865476))  # nn.GELU(): the erf form
     tl.store(y_ptr + start + offsets, y.to(y_ptr.dtype.element_ty), mask=inside)
@@ -130,7 +151,8 @@ def gn_nhwc_partial_stats_kernel(x_ptr, partial_ptr, hw, C, channels_per_group, 
     """Program (pixel chunk, image) of a channels_last map: (mean, M2) of BLOCK_P pixels for every group.
 
     The (BLOCK_P, C) tile is one contiguous run of memory, read once by the whole block; each group's share
-    (its channels_per_group columns) is reduced from registers.
+    (its channels_per_group columns) is reduced from registers, less the group's pivot: its first channel
+    at pixel 0, the same element as the NCHW kernels' pivot.
     """
     chunk = tl.program_id(0)
     n = tl.program_id(1)
@@ -138,9 +160,11 @@ def gn_nhwc_partial_stats_kernel(x_ptr, partial_ptr, hw, C, channels_per_group, 
     channels = tl.arange(0, BLOCK_C)  # (BLOCK_C,) BLOCK_C >= C, a power of two
     inside = (pixels < hw)[:, None] & (channels < C)[None, :]  # (BLOCK_P, BLOCK_C)
     offsets = n.to(tl.int64) * hw * C + pixels[:, None] * C + channels[None, :]  # (BLOCK_P, BLOCK_C)
-    x = tl.load(x_ptr + offsets, mask=inside, other=0.0).to(tl.float32)  # (BLOCK_P, BLOCK_C)
-    count = (tl.minimum(hw - chunk * BLOCK_P, BLOCK_P) * channels_per_group).to(tl.float32)
     group_of = channels // channels_per_group  # (BLOCK_C,)
+    pivot = tl.load(x_ptr + n.to(tl.int64) * hw * C + group_of * channels_per_group, mask=channels < C,
+                    other=0.0).to(tl.float32)  # (BLOCK_C,) each channel's group pivot
+    x = tl.load(x_ptr + offsets, mask=inside, other=0.0).to(tl.float32) - pivot[None, :]  # (BLOCK_P, BLOCK_C)
+    count = (tl.minimum(hw - chunk * BLOCK_P, BLOCK_P) * channels_per_group).to(tl.float32)
     for g in tl.static_range(GROUPS):
         member = inside & (group_of == g)[None, :]  # (BLOCK_P, BLOCK_C): group g's real values
         mean = tl.sum(tl.sum(tl.where(member, x, 0.0), axis=1), axis=0) / count
@@ -156,12 +180,16 @@ def gn_nhwc_apply_kernel(x_ptr, y_ptr, mean_ptr, rstd_ptr, weight_ptr, bias_ptr,
                          GROUPS: tl.constexpr, AFFINE: tl.constexpr, GELU: tl.constexpr,
                          BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     """Program (pixel tile, image) of a channels_last map: every channel of BLOCK_P pixels normalised,
-    scaled, shifted and GELU'd, with one scale and shift per channel gathered from its group's statistics."""
+    scaled, shifted and GELU'd, with one pivot, scale and shift per channel gathered from its group's
+    statistics (mean_ptr: each row's mean about its pivot, gn_nhwc_partial_stats_kernel)."""
     n = tl.program_id(1)
     pixels = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)  # (BLOCK_P,)
     channels = tl.arange(0, BLOCK_C)  # (BLOCK_C,)
     real = channels < C
-    rows = n * GROUPS + channels // channels_per_group  # (BLOCK_C,) each channel's (image, group) row
+    group_of = channels // channels_per_group  # (BLOCK_C,)
+    rows = n * GROUPS + group_of  # (BLOCK_C,) each channel's (image, group) row
+    pivot = tl.load(x_ptr + n.to(tl.int64) * hw * C + group_of * channels_per_group, mask=real,
+                    other=0.0).to(tl.float32)  # (BLOCK_C,) each channel's group pivot
     scale = tl.load(rstd_ptr + rows, mask=real, other=0.0)
     shift = -tl.load(mean_ptr + rows, mask=real, other=0.0) * scale
     if AFFINE:
@@ -170,7 +198,8 @@ def gn_nhwc_apply_kernel(x_ptr, y_ptr, mean_ptr, rstd_ptr, weight_ptr, bias_ptr,
         shift = shift * w + tl.load(bias_ptr + channels, mask=real, other=0.0).to(tl.float32)
     inside = (pixels < hw)[:, None] & real[None, :]  # (BLOCK_P, BLOCK_C)
     offsets = n.to(tl.int64) * hw * C + pixels[:, None] * C + channels[None, :]  # (BLOCK_P, BLOCK_C)
-    y = tl.load(x_ptr + offsets, mask=inside, other=0.0).to(tl.float32) * scale[None, :] + shift[None, :]
+    x = tl.load(x_ptr + offsets, mask=inside, other=0.0).to(tl.float32)  # (BLOCK_P, BLOCK_C)
+    y = (x - pivot[None, :]) * scale[None, :] + shift[None, :]
     if GELU:
         y = 0.5 * y * (1.0 + tl.math.erf(y * 0.7071067811865476))  # nn.GELU(): the erf form
     tl.store(y_ptr + offsets, y.to(y_ptr.dtype.element_ty), mask=inside)

@@ -254,3 +254,46 @@ def test_empty_batch_gives_an_empty_map_with_the_kernels_asked_for(monkeypatch):
     monkeypatch.setenv(blocks.GROUP_NORM_ENV_VAR, "triton")
     with torch.no_grad():
         assert blocks.group_norm(8, gelu=True)(torch.zeros(0, 8, 4, 4)).shape == (0, 8, 4, 4)
+
+
+def float64_error(got: torch.Tensor, x: torch.Tensor, groups: int, weight: torch.Tensor, bias: torch.Tensor) -> float:
+    """Largest |got - GroupNorm(x)|, the reference computed in float64 from the same fp32 inputs."""
+    expected = F.group_norm(x.double(), groups, weight.double(), bias.double(), 1e-5)
+    return (got.double() - expected).abs().max().item()
+
+
+@pytest.mark.parametrize(("offset", "spread"), [(1e3, 1.0), (1e4, 1.0), (1e5, 1.0), (300.0, 0.01)],
+                         ids=["1e3", "1e4", "1e5", "300-spread-0.01"])
+@pytest.mark.parametrize(("shape", "groups"), [
+    pytest.param((2, 8, 9, 7), 4, id="small"),
+    pytest.param((1, 8, 100, 90), 1, id="one-group-18-chunks"),
+])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=str)
+def test_a_mean_far_from_zero_costs_no_accuracy(offset, spread, shape, groups, memory_format):
+    """GroupNorm does not see a constant added to a group, and neither may the kernels' fp32 error: at
+    x = offset + spread * N(0, 1) it stays within 8 times PyTorch's error on spread * N(0, 1) alone, where
+    fp32 rounding is all there is. Chunk sums of x and y = x * scale + shift had made it 360 to 89 000
+    times that (1e3 to 1e5; PyTorch's GroupNorm, which rounds the mean to fp32, 180 to 40 000 times);
+    measuring from a pivot, about 2."""
+    torch.manual_seed(0)
+    noise = spread * torch.randn(shape)
+    x = offset + noise
+    weight, bias = torch.randn(shape[1]), torch.randn(shape[1])
+    fp32_rounding = float64_error(F.group_norm(noise, groups, weight, bias, 1e-5), noise, groups, weight, bias)
+    got = group_norm_kernels.group_norm_triton(x.to(memory_format=memory_format), groups, weight, bias, 1e-5)
+    assert float64_error(got, x, groups, weight, bias) <= 8 * fp32_rounding
+
+
+@pytest.mark.parametrize("pivot", [-1e4, 1e6], ids=["2e4-below-the-mean", "1e6"])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=str)
+def test_a_group_whose_first_element_is_far_from_the_rest_keeps_pytorchs_accuracy(pivot, memory_format):
+    """The kernels measure a group from its first element (x[n, g * C / G, 0, 0]); far from the rest it
+    makes every x - pivot large, which costs a few fp32 roundings of that size, not more: within 8 times
+    PyTorch's own error on the map (about 2 measured)."""
+    torch.manual_seed(0)
+    x = 1e4 + torch.randn(2, 8, 9, 7)
+    x[:, ::2, 0, 0] = pivot  # each of the 4 groups' first element
+    weight, bias = torch.randn(8), torch.randn(8)
+    pytorch = float64_error(F.group_norm(x, 4, weight, bias, 1e-5), x, 4, weight, bias)
+    got = group_norm_kernels.group_norm_triton(x.to(memory_format=memory_format), 4, weight, bias, 1e-5)
+    assert float64_error(got, x, 4, weight, bias) <= 8 * pytorch
