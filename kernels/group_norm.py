@@ -23,12 +23,13 @@ x * scale + shift, whose two terms cancel. x - p is exact for x within a factor 
 as small as the spread, and so are the sums, d and the products. In the interpreter (fp32, offsets 1e2
 to 1e5 on a spread of 1) the error against a float64 reference had grown with the offset from 1e-5 to
 3e-2, 1 to 5 times PyTorch's GroupNorm's (which also rounds the mean to fp32); it now stays at the
-zero-offset one, about 1e-6 (tests/test_group_norm.py). A pivot far from the mean costs no more than
-the mean itself did: |p - mean| <= std * sqrt(row size). The price is one scalar load (a gather of
-BLOCK_C in the NHWC kernels) and one subtraction an element in the statistics and in the apply: for
-the paper's encoder map on sm_80 and sm_90 (ptxas, fp16 and fp32), 2 to 17 % more instructions a warp
-and registers within one of before but for the NHWC apply's (40 -> 48 in fp16, 32 -> 40 in fp32 on
-sm_90); not yet timed on a GPU.
+zero-offset one, about 1e-6 (tests/test_group_norm.py). A first element far from the rest costs
+roundings at the size of |p - mean|, at most std * sqrt(row size), the size of that element's own y:
+measured up to 7 times PyTorch's error in such a row of 72 000 (up to 3 before). The price is one
+scalar load (a gather of BLOCK_C in the NHWC kernels) and one subtraction an element in the statistics
+and in the apply: for the paper's encoder map on sm_80 and sm_90 (ptxas, fp16 and fp32), 2 to 17 %
+more instructions a warp and registers within one of before but for the NHWC apply's (40 -> 48 in
+fp16, 32 -> 40 in fp32 on sm_90); not yet timed on a GPU.
 The statistics read x once with every SM busy, the apply reads and writes it once: the same traffic as
 PyTorch's GroupNorm alone, with the GELU folded in. On an H100 (paper preset, fp16, batch 8) one forward
 went from 17.2 to 12.1 ms: the statistics from 4.7 ms (PyTorch's RowwiseMoments, 15 calls) to 0.26, the
@@ -243,7 +244,7 @@ def group_norm_triton(x: torch.Tensor, num_groups: int, weight: torch.Tensor | N
     rows, row_size = N * num_groups, C // num_groups * plane_size
     n_chunks = triton.cdiv(row_size, STATS_BLOCK)
     partial = torch.empty((rows, n_chunks, 2), dtype=torch.float32, device=x.device)  # (mean, M2) per chunk
-    mean = torch.empty(rows, dtype=torch.float32, device=x.device)
+    mean = torch.empty(rows, dtype=torch.float32, device=x.device)  # about each row's pivot
     rstd = torch.empty_like(mean)
     y = torch.empty_like(x)
     with cuda_device_guard(x.device):
@@ -267,7 +268,7 @@ def _group_norm_nhwc(x: torch.Tensor, num_groups: int, weight: torch.Tensor | No
     apply_p = max(1, APPLY_BLOCK // block_c)
     n_chunks = triton.cdiv(hw, stats_p)
     partial = torch.empty((N * num_groups, n_chunks, 2), dtype=torch.float32, device=x.device)  # (mean, M2)
-    mean = torch.empty(N * num_groups, dtype=torch.float32, device=x.device)
+    mean = torch.empty(N * num_groups, dtype=torch.float32, device=x.device)  # about each row's pivot
     rstd = torch.empty_like(mean)
     y = torch.empty_like(x)  # channels_last too
     with cuda_device_guard(x.device):
