@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from langbrt.errors import LangBRTError, LangBRTInputError
+from langbrt.training.data.pair_discovery import plural
 from langbrt.training.distributed import DistInfo
 from langbrt.training.train_config import TrainConfig
 
@@ -30,8 +31,13 @@ def batches_per_epoch(dataset: Dataset, cfg: TrainConfig, info: DistInfo) -> int
     raised by `_train` before OUTPUT is created (the `batches` generator only runs at the first step)."""
     per_epoch = len(_sampler(dataset, cfg, info)) // cfg.batch_size
     if per_epoch == 0:
-        raise LangBRTInputError(f"the training set has {len(dataset)} samples, fewer than one batch of "
-                                f"{cfg.batch_size} x {info.world_size} process(es); lower --batch-size")
+        # Under torchrun with --batch-size 1 already, fewer processes are the only cure (QA: it said "lower
+        # --batch-size" to a 1-pair folder on 2 ranks at batch 1).
+        cures = [cure for cure, possible in (("lower --batch-size", cfg.batch_size > 1),
+                                             ("run fewer processes (torchrun --nproc-per-node)", info.world_size > 1))
+                 if possible]
+        raise LangBRTInputError(f"the training set has {plural(len(dataset), 'sample', 'samples')}, fewer than one "
+                                f"batch of {cfg.batch_size} x {info.world_size} process(es); {' or '.join(cures)}")
     return per_epoch
 
 
