@@ -1,7 +1,9 @@
 """What each process trains on under torchrun, checked without starting one: a global batch is the same samples
-at every step however it is spread over processes, and what a run says when that cannot be."""
+at every step however it is spread over processes, and what a run says when that changes or cannot be."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from langbrt.errors import LangBRTInputError
 from langbrt.training.batches import batches, batches_per_epoch
 from langbrt.training.distributed import DistInfo
 from langbrt.training.train_config import TrainConfig
+from langbrt.training.train_state import warn_if_resume_differs
 
 
 class _Indices(Dataset):
@@ -49,3 +52,15 @@ def test_fewer_samples_than_processes_at_batch_1_asks_for_fewer_processes():
         batches_per_epoch(_Indices(1), TrainConfig(batch_size=1), DistInfo(rank=0, world_size=2))
     assert str(caught.value) == ("the training set has 1 sample, fewer than one batch of 1 x 2 process(es); "
                                  "run fewer processes (torchrun --nproc-per-node)")
+
+
+def test_resume_on_another_split_of_the_same_global_batch_says_the_batch_is_kept():
+    """QA: a 2 x 2 run resumed on one process with --batch-size 4 was told its global batch changed."""
+    state = {"data_order": {"world_size": 2, "batch_size": 2, "seed": 0}}
+    with pytest.warns(UserWarning) as said:
+        warn_if_resume_differs(state, TrainConfig(batch_size=4), DistInfo(), Path("ckpt"), None)
+    assert [str(w.message) for w in said] == [
+        "ckpt was trained with 2 process(es) x batch 2, this run uses 1 x 4: the same global batch of 4, the same "
+        "samples at every step, spread otherwise: it continues as before up to float rounding, not bit for bit"]
+    with pytest.warns(UserWarning, match="the data order and the global batch change"):
+        warn_if_resume_differs(state, TrainConfig(batch_size=2), DistInfo(), Path("ckpt"), None)

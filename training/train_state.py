@@ -295,9 +295,14 @@ def warn_if_resume_differs(state: dict[str, Any], cfg: TrainConfig, info: DistIn
     order = state.get("data_order") or {}
     saved = (order.get("world_size", info.world_size), order.get("batch_size", cfg.batch_size))
     if saved != (info.world_size, cfg.batch_size):
+        # The same global batch is the same samples at every step (`batches`), only spread otherwise over the
+        # processes (QA: resuming a 2 x 2 run on one process with --batch-size 4 was told the batch changed).
+        then = (f"the same global batch of {cfg.batch_size * info.world_size}, the same samples at every step, "
+                "spread otherwise: it continues as before up to float rounding, not bit for bit"
+                if saved[0] * saved[1] == info.world_size * cfg.batch_size
+                else "the data order and the global batch change from here on")
         warnings.warn(f"{resume} was trained with {saved[0]} process(es) x batch {saved[1]}, this run uses "
-                      f"{info.world_size} x {cfg.batch_size}: the data order and the global batch change from "
-                      "here on", stacklevel=2)
+                      f"{info.world_size} x {cfg.batch_size}: {then}", stacklevel=2)
     # The seed is recorded beside them and decides the order as much (QA, 2026-11-26: `--resume ... --seed 7`
     # trained on another order, and from a --fraction another subset, without a word).
     saved_seed = order.get("seed", cfg.seed)
