@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from langbrt.errors import LangBRTError
+from langbrt.text.prompt_bank import PromptBank
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,28 @@ def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
 def all_ranks(ok: bool, info: DistInfo) -> bool:
     """`ok` on every rank (True alone when not distributed), so that all ranks stop together."""
     return float(all_reduce_mean(torch.tensor(float(ok), device=info.device), info)) == 1.0
+
+
+def share_prompt_banks(bank: PromptBank, info: DistInfo) -> None:
+    """Give every rank's prompt bank every prompt any rank has met, each with the embedding of the lowest rank
+    that holds it; a collective of every rank, a no-op when not distributed.
+
+    Why, before each checkpoint: each rank encodes the prompts of its own batches only, so rank 0's bank, which
+    the checkpoint saves (and an export bakes in), lacked the prompts only the others had met (a 2-rank run's
+    final/ held 17 prompts where one process on the same global batch held 20), and a resumed rank 1 then
+    encoded its prompts again beside others, a few bits off its old embeddings: a two-rank resume was not
+    bit-exact (1e-8). With every bank equal to the one saved, a resumed job starts where the job stood.
+    """
+    if not info.enabled:
+        return
+    gathered: list[Any] = [None] * info.world_size
+    dist.all_gather_object(gathered, bank.state())
+    merged: dict[str, torch.Tensor] = {}
+    for texts, embeddings in gathered:  # rank order: the lowest rank's row of a prompt wins
+        for text, row in zip(texts, embeddings, strict=True):
+            merged.setdefault(text, row)
+    if merged:
+        bank.set_embeddings(list(merged), torch.stack(list(merged.values())))  # (N, dim)
 
 
 @contextmanager

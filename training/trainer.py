@@ -40,6 +40,7 @@ from langbrt.training.distributed import (
     cleanup,
     fail_together,
     init_distributed,
+    share_prompt_banks,
     wrap_ddp,
 )
 from langbrt.training.finite_checks import checkpoint_is_finite, finite_output
@@ -372,7 +373,8 @@ def _log_losses(run: _Run, parts: dict[str, torch.Tensor], log: RunLog, bar: Any
 
 def _save_checkpoint(run: _Run, target_dir: Path, batch: dict[str, Any]) -> None:
     """Save the run to `target_dir` (rank 0) unless its weights went non-finite, which stops the run instead:
-    a checkpoint is only ever one worth resuming from."""
+    a checkpoint is only ever one worth resuming from. It holds every prompt the job met, on any rank."""
+    share_prompt_banks(run.model.prompt_bank, run.info)
     if not all_ranks(checkpoint_is_finite(run.model, run.ema, run.discriminator, batch), run.info):
         raise diverged(f"the weights after step {run.done} are non-finite or give a non-finite output",
                        run.last_ckpt)

@@ -137,6 +137,20 @@ class PromptBank:
                 (self._cache if self._transient is None else self._transient).update(encoded)
         return torch.stack([rows[k] for k in keys])  # (N, dim)
 
+    def set_embeddings(self, texts: Sequence[str], embeddings: torch.Tensor) -> None:
+        """Hold `embeddings` (N, dim) for `texts`: the prompts missing are added, those held take the new rows.
+
+        Why: under torchrun each rank encodes the prompts of its own batches, and an encoder's output for a
+        prompt differs in its last bits with the prompts it was encoded beside (padding to the longest); the
+        trainer gives every rank the same embeddings with this before a checkpoint (`share_prompt_banks`).
+        """
+        assert embeddings.shape == (len(texts), self._dim), (
+            f"{len(texts)} prompts with embeddings of shape {tuple(embeddings.shape)}, expected dim {self._dim}")
+        rows = embeddings.detach().to("cpu", torch.float32)
+        with _CACHE_LOCK:
+            for text, row in zip(texts, rows, strict=True):
+                self._cache[normalize_prompt(text)] = row.clone()
+
     def _encode_missing(self, missing: list[str]) -> dict[str, torch.Tensor]:
         if self._encoder is None:
             raise LangBRTInputError(
