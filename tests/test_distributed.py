@@ -251,6 +251,50 @@ def test_validation_under_torchrun_is_scored_and_logged_once_by_rank_0(tmp_path)
     assert sum(" val (2 images): " in line for line in proc.stderr.splitlines()) == 2, proc.stderr[-3000:]
 
 
+DIES_SETTING_UP = textwrap.dedent("""
+    import os, time, torch
+    torch.set_num_threads(1)
+    from langbrt.console import run_command
+    from langbrt.training import cli_train, trainer
+
+    real_build_optimizer = trainer.build_optimizer
+    def build_optimizer_or_die_on_rank_1(*args, **kwargs):  # rank 1 is killed (out of memory, say) setting up,
+        if os.environ["RANK"] == "1":  # while rank 0 waits for it at the set-up's end
+            time.sleep(2)
+            os._exit(9)
+        return real_build_optimizer(*args, **kwargs)
+    trainer.build_optimizer = build_optimizer_or_die_on_rank_1
+    run_command(cli_train.main)
+""")
+
+
+@pytest.mark.slow
+def test_set_up_warns_once_and_a_rank_that_dies_in_it_leaves_one_line_not_a_traceback(tmp_path):
+    """QA: the data set's warnings, met alike by every rank, were said once per rank; and a peer lost before
+    step 1 gave rank 0 gloo's traceback (only the loop turned it into the one line)."""
+    from PIL import Image
+
+    for side in ("source", "target"):
+        (tmp_path / "data" / side).mkdir(parents=True)
+        for name in ("p0", "p1", "p2"):
+            Image.effect_noise((64, 64), 60).convert("RGB").save(tmp_path / "data" / side / f"{name}.png")
+    (tmp_path / "data/source/p2.png").write_bytes(b"not a png")  # skipped with a warning before step 1
+    script = tmp_path / "dies.py"
+    script.write_text(DIES_SETTING_UP)
+    # torchrun stops rank 0 with SIGTERM once it sees rank 1 gone; looking every 5 s lets rank 0 meet the lost
+    # peer in its set-up's last collective first, as it does when the peer is on another node
+    proc = torchrun(str(script), "--data", str(tmp_path / "data"), "--batch-size", "1", "--output",
+                    str(tmp_path / "run"), *FAST_ON_PAIRS, monitor_interval=5)
+    assert proc.returncode != 0
+    assert sum(line.startswith("Warning: skipping 1 image pair") for line in proc.stderr.splitlines()) == 1, \
+        proc.stderr
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1 and lines[0].startswith("langbrt-train: error: another process of the job stopped ("), \
+        proc.stderr
+    assert lines[0].endswith("; stopped before the first training step; no checkpoint was written yet")
+    assert "[rank0]: Traceback" not in proc.stderr, proc.stderr
+
+
 def _prompts_and_raw_weights(checkpoint) -> tuple[set[str], dict[str, torch.Tensor]]:
     from langbrt.model import LangBRT
 

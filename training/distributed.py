@@ -9,6 +9,7 @@ helper here is a no-op, so the same training loop runs on one CPU.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -95,6 +96,22 @@ def all_reduce_mean(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
 def all_ranks(ok: bool, info: DistInfo) -> bool:
     """`ok` on every rank (True alone when not distributed), so that all ranks stop together."""
     return float(all_reduce_mean(torch.tensor(float(ok), device=info.device), info)) == 1.0
+
+
+@contextmanager
+def warnings_of_rank_0(info: DistInfo) -> Iterator[None]:
+    """Within the block, Python warnings show on rank 0 only (every rank when not distributed).
+
+    For work every rank does alike (reading the flags, the data set's headers): its warnings said once per rank
+    were the same line twice under 2 ranks ("skipping 1 image pair ..."), where a run says them once. Not for
+    the loop, where a rank warns about the pair only it met.
+    """
+    if info.is_main:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def share_prompt_banks(bank: PromptBank, info: DistInfo) -> None:

@@ -47,16 +47,16 @@ def diverged(what: str, last_ckpt: Path | None) -> TrainingDiverged:
     return TrainingDiverged(f"{what}; stopping ({then})")
 
 
-def stopped_message(done: int, last_ckpt: Path | None) -> str:
-    """What a stopped run (Ctrl-C, a lost rank) says: the steps done and the command part that continues it,
-    shell-quoted so that it can be pasted."""
+def stopped_message(done: int | None, last_ckpt: Path | None) -> str:
+    """What a stopped run (Ctrl-C, a lost rank) says: the steps done (None: it stopped setting up, before its
+    first step) and the command part that continues it, shell-quoted so that it can be pasted."""
+    when = "stopped before the first training step" if done is None else f"stopped after step {done}"
     if last_ckpt is None:
-        return f"stopped after step {done}; no checkpoint was written yet"
-    return (f"stopped after step {done}; continue with --resume {shlex.quote(str(last_ckpt))} (the last complete "
-            "checkpoint)")
+        return f"{when}; no checkpoint was written yet"
+    return f"{when}; continue with --resume {shlex.quote(str(last_ckpt))} (the last complete checkpoint)"
 
 
-def rank_lost(err: RuntimeError, done: int, last_ckpt: Path | None) -> RankLost | None:
+def rank_lost(err: RuntimeError, done: int | None, last_ckpt: Path | None) -> RankLost | None:
     """`RankLost` if `err` is a collective that failed because a peer is gone, else None (`err` is a bug).
 
     QA, 2026-11-26: a rank killed mid-run gave the others gloo's 40-line traceback. A peer is gone when torch

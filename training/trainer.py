@@ -41,6 +41,7 @@ from langbrt.training.distributed import (
     fail_together,
     init_distributed,
     share_prompt_banks,
+    warnings_of_rank_0,
     wrap_ddp,
 )
 from langbrt.training.finite_checks import checkpoint_is_finite, finite_output
@@ -58,6 +59,7 @@ from langbrt.training.run_log import RunLog
 from langbrt.training.run_paths import resumed_config
 from langbrt.training.train_config import FFHQR, TrainConfig
 from langbrt.training.train_errors import (
+    RankLost,
     TrainingInterrupted,
     diverged,
     rank_lost,
@@ -146,11 +148,18 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
     """Set up, then the loop; `train` around it owns the process group and the run lock."""
     # ---- everything the user can get wrong fails here, before OUTPUT is created or written to, and on every
     # rank at once (`fail_together`). OUTPUT first, by rank 0 alone: a typo there costs no pass over the data.
-    with fail_together(info):
-        if info.is_main:
-            _check_output(cfg, output, resume)
-    with fail_together(info):
-        run = _set_up(cfg, output, info, resume, lock)
+    # Every rank reads the same flags and data, so their warnings are rank 0's to say.
+    try:
+        with fail_together(info):
+            if info.is_main:
+                _check_output(cfg, output, resume)
+        with fail_together(info), warnings_of_rank_0(info):
+            run = _set_up(cfg, output, info, resume, lock)
+    except RuntimeError as err:  # a peer that died setting up (out of memory, killed): one line, as in the loop
+        lost = _peer_lost(err, info, None, resume)
+        if lost is None:
+            raise
+        raise lost from None
     gen, disc = wrap_ddp(run.model, info), wrap_ddp(run.discriminator, info)
     data = batches(run.dataset, run.collate, run.base, cfg, info, run.start)
     autocast = (torch.autocast(info.device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
@@ -190,7 +199,7 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
     except KeyboardInterrupt:
         raise TrainingInterrupted(stopped_message(run.done, run.last_ckpt)) from None
     except RuntimeError as err:  # under torchrun, a peer that died mid-run: one line, not gloo's traceback
-        lost = rank_lost(err, run.done, run.last_ckpt) if info.enabled else None
+        lost = _peer_lost(err, info, run.done, run.last_ckpt)
         if lost is None:
             raise
         raise lost from None
@@ -199,6 +208,12 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
         bar.close()
         log.close()
     return TrainResult(output / FINAL_DIR, cfg.steps, run.last_loss, time.perf_counter() - t0)
+
+
+def _peer_lost(err: RuntimeError, info: DistInfo, done: int | None, last_ckpt: Path | None) -> RankLost | None:
+    """The `RankLost` line for `err` when it is a collective that failed because another process of the job is
+    gone, else None (`err` is a bug). `done`: None while setting up."""
+    return rank_lost(err, done, last_ckpt) if info.enabled else None
 
 
 def _due(done: int, every: int, steps: int) -> bool:
