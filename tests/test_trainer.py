@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -147,6 +148,21 @@ def test_nan_loss_stops_with_step_and_last_checkpoint(tmp_path, monkeypatch):
         train(tiny_config(tmp_path), progress=False)
     message = str(info.value)
     assert "at step 5" in message and "step_000003" in message and "\n" not in message
+
+
+def test_a_discriminator_loss_non_finite_on_another_rank_is_named_with_the_mean(tmp_path, monkeypatch):
+    """Under torchrun every rank stops on the mean over ranks; the line gave the speaking rank's own loss, finite
+    ("loss became 0.69 at step 1"), and did not say it was the discriminator's."""
+    real_mean = trainer_module.all_reduce_mean
+
+    def mean_with_a_nan_rank(value, info):  # another rank's discriminator loss is NaN, this one's is not
+        nan = sys._getframe(1).f_code.co_name == "_discriminator_step"
+        return real_mean(value, info) * float("nan") if nan else real_mean(value, info)
+
+    monkeypatch.setattr(trainer_module, "all_reduce_mean", mean_with_a_nan_rank)
+    with pytest.raises(TrainingDiverged) as info:
+        train(tiny_config(tmp_path), progress=False)
+    assert str(info.value).startswith("the discriminator loss became nan at step 1; stopping")
 
 
 def test_lr_schedule_warms_up_then_decays_to_min_lr():

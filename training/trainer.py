@@ -357,8 +357,9 @@ def _discriminator_step(run: _Run, disc: torch.nn.Module, batch: dict[str, Any],
     set_requires_grad(run.discriminator, True)
     with autocast:
         loss = discriminator_loss(disc(batch["target"]), disc(out.image.detach())).float()
-    if not torch.isfinite(all_reduce_mean(loss.detach(), run.info)):
-        raise diverged(f"loss became {float(loss)} at step {step + 1}", run.last_ckpt)
+    loss_mean = all_reduce_mean(loss.detach(), run.info)  # the line names it: this rank's own may be finite
+    if not torch.isfinite(loss_mean):
+        raise diverged(f"the discriminator loss became {float(loss_mean)} at step {step + 1}", run.last_ckpt)
     run.opt_d.zero_grad(set_to_none=True)
     loss.backward()
     run.opt_d.step()
