@@ -123,9 +123,11 @@ _WEIGHTS = ("detection", "component", "adversarial", "l1", "perceptual", "semant
 @click.option("--flip/--no-flip", default=True, show_default=True, help="Random horizontal flips.")
 @click.option("--ema-decay", type=float, default=0.999, show_default=True,
               help="EMA of the generator weights saved in checkpoints (0: save the raw weights).")
-@click.option("--num-workers", type=int, default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--num-workers", type=int, default=0, show_default=True,
+              help="DataLoader worker processes, per training process (each torchrun rank starts its own).")
 @click.option("--threads", type=click.IntRange(min=0), default=0,
-              help="CPU threads for torch (0: torch's default).")
+              help="CPU threads for torch, per training process (0: torch's default; under torchrun, "
+                   "cores / ranks avoids oversubscribing).")
 @click.option("--log-every", type=int, default=10, show_default=True, help="Steps between log lines.")
 @click.option("--image-every", type=int, default=500, show_default=True, help="Steps between sample grids.")
 @click.option("--checkpoint-every", type=int, default=1000, show_default=True,
