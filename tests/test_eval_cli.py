@@ -131,6 +131,31 @@ def test_bad_out_is_one_error_line_before_anything_runs(checkpoint, tmp_path, wh
     assert (checkpoint / "config.json").read_bytes() == config
 
 
+class ClipNamedEncoder:
+    """Stands in for an open_clip text tower (its name and width), so a checkpoint takes --clip-text-weights."""
+
+    name = "open_clip:ViT-B-16"
+    dim = 512
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        return torch.nn.functional.normalize(torch.randn(len(texts), self.dim), dim=-1)  # (N, 512)
+
+
+def test_out_may_not_replace_the_clip_text_weights_the_run_reads(tmp_path):
+    """QA: `--clip-text-weights W --out W` scored the pairs, then wrote the JSON over the weights file."""
+    torch.manual_seed(0)
+    config = LangBRTConfig.tiny(text_encoder=ClipNamedEncoder.name, text_dim=ClipNamedEncoder.dim)
+    model = LangBRT(config, text_encoder=ClipNamedEncoder())
+    model.prompt_bank.add(DEFAULT_REAL_PROMPTS)  # the pairs' prompts need no text encoder at eval time
+    checkpoint = model.save_pretrained(tmp_path / "clip-model")
+    weights = tmp_path / "clip.pt"
+    weights.write_bytes(b"CLIP text tower weights")
+    result = invoke("--model", str(checkpoint), "--data", str(pairs_folder(tmp_path / "data")),
+                    "--clip-text-weights", str(weights), "--out", str(weights))
+    assert one_error_line(result) and f"--out {weights} is the input {weights}" in result.output, result.output
+    assert weights.read_bytes() == b"CLIP text tower weights"
+
+
 def test_neither_model_nor_suite_is_one_error_line(monkeypatch):
     import langbrt.training.cli_eval as cli_eval
 

@@ -95,9 +95,11 @@ def main(ctx: click.Context, model_dir: str | None, suite_specs: tuple[str, ...]
     """
     if num_samples is None:
         num_samples = SYNTHETIC_SAMPLES if data == SYNTHETIC else 0
-    data_inputs = [path for path in (ffhqr_root, ffhqr_target_root) if path]
+    # Files and folders the run reads, which --out must not replace: the CLIP weights too (QA: `--clip-text-weights
+    # W --out W` overwrote an open_clip model's weights file with the JSON).
+    inputs = [path for path in (ffhqr_root, ffhqr_target_root, clip_text_weights) if path]
     if data not in (SYNTHETIC, FFHQR):
-        data_inputs.append(data)
+        inputs.append(data)
     try:
         with one_line_warnings():
             _check_split(data, split)
@@ -116,7 +118,7 @@ def main(ctx: click.Context, model_dir: str | None, suite_specs: tuple[str, ...]
                 return
             if model_dir is None:
                 raise LangBRTInputError("give --model DIR (or --suite NAME=DIR for the benchmark)")
-            out = check_output_file(out_path, [model_dir, *data_inputs], "--out") if out_path is not None else None
+            out = check_output_file(out_path, [model_dir, *inputs], "--out") if out_path is not None else None
             result = _run(model_dir, data, ffhqr_root, ffhqr_target_root, prompts, split, num_samples, batch_size,
                           seed, strict, clip_text_weights, _device(device))
             shown = json.dumps(result.to_dict()) if as_json else format_table(result)
