@@ -125,7 +125,11 @@ def test_an_unused_ffhqr_root_is_no_input_the_output_may_not_overlap(tmp_path):
     (["--data", "DATA", "--split", "train"], "--split train applies only to the synthetic set and FFHQR: a folder of "
                                              "pairs is scored whole; drop it"),
     (["--data", "DATA", "--seed", "3"], "--seed 3 applies only to the synthetic set, which it draws"),
-], ids=["clip-text-weights-on-minilm", "ffhqr-root", "ffhqr-target-root", "split-on-a-folder", "seed-on-a-folder"])
+    (["--strict"], "--strict applies only to a folder of pairs and FFHQR, whose files can be corrupt: the synthetic "
+                   "set is drawn, not read from files; drop it"),
+    (["--no-strict"], "--no-strict applies only to a folder of pairs and FFHQR"),
+], ids=["clip-text-weights-on-minilm", "ffhqr-root", "ffhqr-target-root", "split-on-a-folder", "seed-on-a-folder",
+        "strict-on-synthetic", "no-strict-on-synthetic"])
 def test_an_eval_flag_the_data_or_model_ignores_is_one_error_line_and_writes_no_out(checkpoint, tmp_path, args, line):
     data = str(_pairs(tmp_path / "data"))
     args = [data if arg == "DATA" else arg for arg in args]
@@ -134,6 +138,20 @@ def test_an_eval_flag_the_data_or_model_ignores_is_one_error_line_and_writes_no_
     assert result.exit_code == 2
     _one_error_line(result.output, "langbrt-eval", line.replace("CKPT", str(checkpoint)))
     assert not (tmp_path / "scores.json").exists()
+
+
+def test_strict_with_suite_is_one_error_line(checkpoint, tmp_path):
+    result = CliRunner().invoke(eval_main, ["--suite", f"a={checkpoint}", "--num-samples", "2", "--strict",
+                                            "--out", str(tmp_path / "suite.json")])
+    assert result.exit_code == 2
+    _one_error_line(result.output, "langbrt-eval", "--strict applies only to a folder of pairs and FFHQR")
+    assert not (tmp_path / "suite.json").exists()
+
+
+def test_strict_on_a_folder_of_pairs_is_taken(checkpoint, tmp_path):
+    result = CliRunner().invoke(eval_main, ["--model", str(checkpoint), "--data", str(_pairs(tmp_path / "data")),
+                                            "--strict", "--json"])
+    assert result.exit_code == 0, result.output
 
 
 def test_clip_text_weights_with_suite_is_one_error_line(checkpoint, tmp_path):

@@ -121,6 +121,9 @@ def _eval_inputs_unused(data: str, suite: bool) -> Iterator[Unused]:
     if data != SYNTHETIC:
         yield Unused("seed", f"only to the synthetic set, which it draws: --data {data} is scored in its own order "
                              "(its first --num-samples pairs)")
+    if data == SYNTHETIC:  # --suite too, which scores only the synthetic set
+        yield Unused("strict", "only to a folder of pairs and FFHQR, whose files can be corrupt: the synthetic set is "
+                               "drawn, not read from files")
     if suite:
         yield Unused("clip_text_weights", "only to --model: --suite scores each checkpoint with its own text encoder")
 
@@ -147,4 +150,6 @@ def _typed(name: str, value: object) -> str:
     """'--val-every 5' as the user typed it; a repeatable flag by its name alone."""
     if isinstance(value, (tuple, list)) or value is None:
         return flag(name)
+    if isinstance(value, bool):  # an on/off pair: '--strict' or '--no-strict'
+        return flag(name) if value else "--no-" + flag(name)[2:]
     return f"{flag(name)} {value:g}" if isinstance(value, float) else f"{flag(name)} {value}"
