@@ -41,6 +41,20 @@ def test_masked_psnr_of_an_empty_mask_is_nan():
     assert math.isnan(psnr(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), torch.zeros(1, 1, 8, 8)).item())
 
 
+@pytest.mark.parametrize(("pred", "target", "mask"), [
+    ((1, 3, 8, 8), (1, 1, 8, 8), None),  # an RGB output against a grey target
+    ((2, 3, 8, 8), (1, 3, 8, 8), None),  # every output against one target
+    ((2, 3, 8, 8), (2, 3, 8, 8), (1, 1, 8, 8)),  # one mask for the whole batch
+    ((1, 3, 8, 8), (1, 3, 8, 8), (1, 3, 8, 8)),  # a mask per channel
+], ids=["grey-target", "batch", "mask-batch", "mask-channels"])
+def test_psnr_and_specificity_refuse_shapes_that_would_broadcast(pred, target, mask):
+    """QA: psnr broadcast mismatched shapes into a number; a (B, 3) vs (B, 1) pair scored as if grey were RGB."""
+    with pytest.raises(AssertionError):
+        psnr(torch.rand(pred), torch.rand(target), None if mask is None else torch.ones(mask))
+    with pytest.raises(AssertionError):
+        specificity_change(torch.rand(pred), torch.rand(target), torch.ones(mask or (pred[0], 1, *pred[2:])))
+
+
 def test_ssim_of_identical_images_is_1():
     image = torch.rand(2, 3, 24, 24)
     torch.testing.assert_close(ssim(image, image), torch.ones(2))

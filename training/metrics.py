@@ -23,7 +23,9 @@ _LPIPS_BACKBONES = {"alex": "alexnet-owt-7be5be79.pth", "vgg": "vgg16-397923af.p
 
 def psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """PSNR in dB per image, data range 1. With `mask` (B, 1, H, W), only pixels where mask > 0.5 count
-    ("PSNR in blemish regions"); an image whose mask is empty gets NaN."""
+    ("PSNR in blemish regions"); an image whose mask is empty gets NaN. Shapes must match exactly: broadcasting
+    scored an RGB output against a grey target, or every image against the first one's mask, without a word."""
+    _check_shapes(pred, target, mask)
     squared = (pred - target).double().pow(2)  # (B, C, H, W)
     if mask is None:
         mse = squared.mean(dim=(1, 2, 3))  # (B,)
@@ -33,6 +35,13 @@ def psnr(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = N
         mse = (squared * inside).sum(dim=(1, 2, 3)) / count.clamp_min(1.0)  # (B,)
         mse = torch.where(count > 0, mse, torch.full_like(mse, float("nan")))
     return (-10.0 * torch.log10(mse.clamp_min(_MSE_FLOOR))).float()
+
+
+def _check_shapes(image: torch.Tensor, reference: torch.Tensor, mask: torch.Tensor | None) -> None:
+    """Assert (B, C, H, W) images of one shape and a (B, 1, H, W) mask, the values in the message."""
+    assert image.dim() == 4 and image.shape == reference.shape, (image.shape, reference.shape)
+    if mask is not None:
+        assert mask.shape == (image.shape[0], 1, *image.shape[2:]), (mask.shape, image.shape)
 
 
 def _gaussian_window(channels: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -137,6 +146,7 @@ def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
 def specificity_change(pred: torch.Tensor, source: torch.Tensor, kept_mask: torch.Tensor) -> torch.Tensor:
     """Mean absolute change (data range 1) of the output vs. the input inside blemishes the prompt did NOT name
     (kept_mask (B, 1, H, W) > 0.5): 0 means they were left untouched, as asked. NaN where the mask is empty."""
+    _check_shapes(pred, source, kept_mask)
     change = (pred - source).abs().double().mean(dim=1, keepdim=True)  # (B, 1, H, W)
     inside = (kept_mask > 0.5).double()  # (B, 1, H, W)
     count = inside.sum(dim=(1, 2, 3))  # (B,)
