@@ -156,6 +156,22 @@ def test_out_may_not_replace_the_clip_text_weights_the_run_reads(tmp_path):
     assert weights.read_bytes() == b"CLIP text tower weights"
 
 
+@pytest.mark.parametrize("linked", ["source/b.png", "target/b.png", "prompts.json"])
+def test_out_may_not_replace_a_file_a_link_in_the_data_folder_leads_to(checkpoint, tmp_path, linked):
+    """QA: a pair linked to a photo outside the data folder passed the --out check (made on the folder), and the
+    JSON replaced the photo it had just scored."""
+    data = pairs_folder(tmp_path / "data")
+    (data / "prompts.json").write_text(json.dumps({"a": ["acne on the cheeks"]}))
+    elsewhere = tmp_path / "library" / Path(linked).name
+    elsewhere.parent.mkdir()
+    (data / linked).rename(elsewhere)
+    (data / linked).symlink_to(elsewhere)
+    before = elsewhere.read_bytes()
+    result = invoke("--model", str(checkpoint), "--data", str(data), "--out", str(elsewhere))
+    assert one_error_line(result) and f"--out {elsewhere} is the input {data / linked}" in result.output, result.output
+    assert elsewhere.read_bytes() == before
+
+
 def test_neither_model_nor_suite_is_one_error_line(monkeypatch):
     import langbrt.training.cli_eval as cli_eval
 

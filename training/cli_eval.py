@@ -19,6 +19,7 @@ from pathlib import Path
 
 import click
 from click.core import ParameterSource
+from torch.utils.data import Dataset
 
 from langbrt.atomic import atomic_write_text
 from langbrt.cli_args import DEVICE_HELP, is_device_name
@@ -32,7 +33,9 @@ from langbrt.exit_codes import EXIT_OUTPUT_NOT_WRITTEN, EXIT_USAGE
 from langbrt.model import LangBRT
 from langbrt.output_paths import check_output_file
 from langbrt.text import text_encoder_from_name
+from langbrt.training.data.pair_prompts import find_prompts_file
 from langbrt.training.data.synthetic import SPLITS as SYNTHETIC_SPLITS
+from langbrt.training.datasets import pairs_of
 from langbrt.training.evaluate import EvalResult, evaluate
 from langbrt.training.metrics import LPIPSMetric
 from langbrt.training.train_config import FFHQR, MAX_SEED, SYNTHETIC, TrainConfig
@@ -120,7 +123,7 @@ def main(ctx: click.Context, model_dir: str | None, suite_specs: tuple[str, ...]
                 raise LangBRTInputError("give --model DIR (or --suite NAME=DIR for the benchmark)")
             out = check_output_file(out_path, [model_dir, *inputs], "--out") if out_path is not None else None
             result = _run(model_dir, data, ffhqr_root, ffhqr_target_root, prompts, split, num_samples, batch_size,
-                          seed, strict, clip_text_weights, _device(device))
+                          seed, strict, clip_text_weights, _device(device), out)
             shown = json.dumps(result.to_dict()) if as_json else format_table(result)
             _write_then_print(shown, out, json.dumps(result.to_dict(), indent=2) + "\n")
     except OutputWriteError as err:
@@ -177,7 +180,7 @@ def _suite(specs: tuple[str, ...], out_path: str | None, data: str, split: str, 
 
 def _run(model_dir: str, data: str, ffhqr_root: str | None, ffhqr_target_root: str | None, prompts: tuple[str, ...],
          split: str, num_samples: int, batch_size: int, seed: int, strict: bool, clip_text_weights: str | None,
-         device: str) -> EvalResult:
+         device: str, out: Path | None) -> EvalResult:
     if data == SYNTHETIC and num_samples < 1:
         raise LangBRTInputError(f"--num-samples must be at least 1 for --data synthetic (0, all pairs, is for "
                                 f"folders and FFHQR), got {num_samples}")
@@ -193,6 +196,8 @@ def _run(model_dir: str, data: str, ffhqr_root: str | None, ffhqr_target_root: s
         # preset's three: a model saved with other pre-defined prompts was asked those as user prompts.
         cfg = replace(cfg, prompts=tuple(model.config.predefined_prompts))
     dataset, collate = eval_dataset(cfg, model.config.image_size, split, num_samples)
+    if out is not None:
+        check_output_file(out, _files_read(dataset, ffhqr_root if data == FFHQR else data), "--out")
     from tqdm.auto import tqdm
 
     with tqdm(total=len(dataset), unit="img", disable=not sys.stderr.isatty()) as bar:
@@ -203,6 +208,17 @@ def _run(model_dir: str, data: str, ffhqr_root: str | None, ffhqr_target_root: s
         raise LangBRTInputError(f"{where}: none of the {len(dataset)} pairs to score could be decoded (each is named "
                                 "above); nothing was scored")
     return result
+
+
+def _files_read(dataset: Dataset, root: str) -> list[Path]:
+    """The image files of the pairs scored and the root's prompts.json, as the data folder names them.
+
+    Why: --out is checked against the data folder before anything runs, but a pair (or prompts.json) may be a
+    link to a file elsewhere, which writing --out there would replace (QA: a symlinked source photo became the
+    JSON); where the links lead is known once the pairs are."""
+    files = [path for pair in pairs_of(dataset) for path in (pair.source, pair.target)]
+    prompts_file = find_prompts_file(root) if root != SYNTHETIC else None
+    return files + [prompts_file] if prompts_file else files
 
 
 def format_table(result: EvalResult) -> str:

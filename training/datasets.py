@@ -92,7 +92,7 @@ def check_alignment_of(dataset: Dataset, cfg: TrainConfig) -> None:
     Why a warning by default: the pairs still decode and train, and a set with one odd pair is better trained
     on than refused; the user decides.
     """
-    pairs = _pairs_of(dataset)
+    pairs = pairs_of(dataset)
     if not pairs:
         return
     where = cfg.ffhqr_root if cfg.data == FFHQR else cfg.data
@@ -104,9 +104,9 @@ def check_alignment_of(dataset: Dataset, cfg: TrainConfig) -> None:
     warnings.warn(message, stacklevel=2)
 
 
-def _pairs_of(dataset: Dataset) -> list[ImagePair]:
+def pairs_of(dataset: Dataset) -> list[ImagePair]:
     """The image pairs `dataset` reads, in order, through any `Subset`s; none for the synthetic set."""
     if isinstance(dataset, Subset):
-        pairs = _pairs_of(dataset.dataset)
+        pairs = pairs_of(dataset.dataset)
         return [pairs[i] for i in dataset.indices] if pairs else []  # a subset of the synthetic set: none
     return list(dataset.pairs) if isinstance(dataset, PairedImageDataset) else []
