@@ -109,9 +109,12 @@ def test_ffhqr_without_its_root_is_one_error_line(checkpoint):
     assert one_error_line(result) and "--ffhqr-root" in result.output
 
 
-def test_zero_synthetic_samples_is_an_error_not_the_whole_set(checkpoint):
-    result = invoke("--model", str(checkpoint), "--num-samples", "0")
-    assert one_error_line(result) and "--num-samples" in result.output
+@pytest.mark.parametrize("args", [["--model", "M"], ["--suite", "a=M"]], ids=["model", "suite"])
+def test_zero_synthetic_samples_is_an_error_not_the_whole_set(checkpoint, args):
+    result = invoke(*[str(checkpoint) if a == "M" else a.replace("=M", f"={checkpoint}") for a in args],
+                    "--num-samples", "0")
+    assert one_error_line(result), result.output
+    assert result.output.startswith(f"{ERROR}--num-samples must be at least 1 for --data synthetic"), result.output
 
 
 def test_out_writes_the_json_object_of_the_model(checkpoint, tmp_path):

@@ -106,6 +106,7 @@ def main(ctx: click.Context, model_dir: str | None, suite_specs: tuple[str, ...]
     try:
         with one_line_warnings():
             _check_split(data, split)
+            _check_num_samples(data, num_samples)
             refuse_eval_flags_without_effect(data, bool(suite_specs), {
                 name: value for name, value in ctx.params.items()
                 if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE})
@@ -155,6 +156,14 @@ def _check_split(data: str, split: str) -> None:
                                 f"pass --split {EVAL_SPLIT} (the default) or train")
 
 
+def _check_num_samples(data: str, num_samples: int) -> None:
+    """0 (all pairs) is for folders and FFHQR; the synthetic set, --suite's too, has no end. Why here: --suite
+    said '--suite needs --num-samples >= 1 and --batch-size >= 1', naming a --batch-size that was fine."""
+    if data == SYNTHETIC and num_samples < 1:
+        raise LangBRTInputError(f"--num-samples must be at least 1 for --data synthetic (0, all pairs, is for "
+                                f"folders and FFHQR), got {num_samples}")
+
+
 def _device(name: str | None) -> str:
     """--device, defaulting to cuda where PyTorch sees a GPU; one this machine lacks is an error line."""
     if name is None:
@@ -181,9 +190,6 @@ def _suite(specs: tuple[str, ...], out_path: str | None, data: str, split: str, 
 def _run(model_dir: str, data: str, ffhqr_root: str | None, ffhqr_target_root: str | None, prompts: tuple[str, ...],
          split: str, num_samples: int, batch_size: int, seed: int, strict: bool, clip_text_weights: str | None,
          device: str, out: Path | None) -> EvalResult:
-    if data == SYNTHETIC and num_samples < 1:
-        raise LangBRTInputError(f"--num-samples must be at least 1 for --data synthetic (0, all pairs, is for "
-                                f"folders and FFHQR), got {num_samples}")
     cfg = TrainConfig(data=data, ffhqr_root=ffhqr_root, ffhqr_target_root=ffhqr_target_root, prompts=prompts,
                       seed=seed, strict=strict, flip=False)
     cfg.validate()  # --data ffhqr without --ffhqr-root, --prompt on synthetic data: as langbrt-train says them
