@@ -3,10 +3,10 @@
 TBD's maps live on the latent grid (1/stride of the image), so a map that marks a 3-pixel pimple marks its
 whole cell, and the decoder would have to find the pimple inside the cell by itself. On the synthetic set
 (tiny preset, 800 steps) a model with latent maps alone hedged to the identity, and this refinement is what
-made it retouch: the measured gain is in README "Where we differ from the paper". The refiner reads the full-resolution stem
-features and says, per pixel, how blemish-like it is, whatever the prompt; the prompt-conditioned latent map
-says which blemishes are meant. Their product is the map: zero wherever the latent map is zero, so the
-bit-identity promise of the output blend is kept.
+made it retouch: the measured gain is in README "Where we differ from the paper". The refiner reads the
+full-resolution stem features and says, per pixel, how blemish-like it is, whatever the prompt; the
+prompt-conditioned latent map says which blemishes are meant. Their product is the map: zero wherever the
+latent map is zero, so the bit-identity promise of the output blend is kept.
 """
 
 from __future__ import annotations
