@@ -7,7 +7,8 @@ Listens on 127.0.0.1 unless told otherwise. SIGINT/SIGTERM shut down gracefully:
 finishes in-flight requests, then the batcher drains its queue, and the exit status is 0; a second SIGINT while
 draining quits without waiting (uvicorn's force quit): the requests cut off get a 503, and the exit is 130.
 Exits 1 with one line if the `serve` extra is not installed or the address is taken (both checked before the
-model loads) or the model fails to load, 2 on a bad flag.
+model loads) or the model fails to load; 2 on a bad flag, or flags this machine cannot run (fp16 on a CPU, the
+tensorrt backend without TensorRT or a GPU, a checkpoint given to onnxruntime), checked before the port is bound.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from langbrt.errors import LangBRTError
 from langbrt.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
 from langbrt.io import DEFAULT_MAX_PIXELS
 
+from .backends import check_backend
 from .backends.base import PRECISIONS, BackendName
 from .serve_admission import DEFAULT_MAX_BODY_BYTES, INFLIGHT_PER_MAX_BODY, INFLIGHT_PER_MAX_PIXELS
 
@@ -136,6 +138,11 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.max_inflight_body_mb < args.max_body_mb:
         parser.error(f"--max-inflight-body-mb ({args.max_inflight_body_mb:g}) must be at least --max-body-mb "
                      f"({args.max_body_mb:g}), or the largest allowed body could never be admitted")
+    try:  # last: it imports the backend's library. A flag this machine cannot run (fp16 on a CPU, TensorRT
+        # without a GPU) is exit 2 before the port is bound, as in langbrt-infer, not a model that failed to load.
+        check_backend(args.model, args.backend, args.device, args.precision)
+    except LangBRTError as err:
+        parser.error(str(err))
 
 
 def _is_loopback(host: str) -> bool:

@@ -879,6 +879,29 @@ def test_the_cli_on_a_taken_port_exits_with_one_line_before_loading_the_model(tm
     assert result.stderr.strip() == f"langbrt-serve: error: cannot listen on 127.0.0.1:{port}: Address already in use"
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA machine runs fp16 and may run TensorRT")
+@pytest.mark.parametrize(("model", "flags", "says"), [
+    ("checkpoint", ["--precision", "fp16"], "fp16 with the torch backend needs a CUDA device"),
+    ("model.engine", [], "the tensorrt backend needs"),  # TensorRT, or a CUDA GPU where TensorRT is installed
+    ("checkpoint", ["--backend", "tensorrt"], "the tensorrt backend takes a TensorRT engine"),
+])
+def test_flags_this_machine_cannot_run_are_exit_2_in_one_line_before_the_port_is_bound(
+        tmp_path: Path, model: str, flags: list[str], says: str) -> None:
+    """QA: on a CPU-only machine these exited 1 ("model failed to load") after binding the port and starting
+    uvicorn, where langbrt-infer with the same flags exits 2 in one line. The port is taken: an exit 2 naming the
+    flag, not "cannot listen", shows the check ran before the bind."""
+    path = tmp_path / model
+    path.write_bytes(b"not an engine") if path.suffix else path.mkdir()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = subprocess.run([*_serve_script(), "--model", str(path), "--port", str(taken.getsockname()[1]),
+                                 *flags], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("langbrt-serve: error: ") and says in line, line
+
+
 def test_an_address_that_cannot_be_bound_is_one_line_without_the_no_token_warning(tmp_path: Path) -> None:
     """QA: a public --host that failed to bind printed "listening on ... without --token" before its error line."""
     env = {k: v for k, v in os.environ.items() if k != "LANGBRT_SERVE_TOKEN"}

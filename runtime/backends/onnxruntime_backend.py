@@ -36,6 +36,10 @@ from .artifact_backend import ArtifactBackend
 from .base import BackendName, BackendOutput, as_float_tensor, check_square
 
 
+def _on_cuda(device: str | None) -> bool:
+    return device is not None and device.startswith("cuda")
+
+
 def session_metadata(session: Any, source: str) -> ArtifactMetadata:
     """The LangBRT metadata of a loaded session (ONNX `metadata_props` surface as ORT's custom map)."""
     text = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
@@ -57,9 +61,10 @@ class OnnxRuntimeBackend(ArtifactBackend):
         image_type = next(i.type for i in session.get_inputs() if i.name == INPUT_IMAGES)
         self._np_dtype = np.float16 if "float16" in image_type else np.float32
 
-    @classmethod
-    def load(cls, path: str | Path, device: str | None = None, precision: str | None = None) -> OnnxRuntimeBackend:
-        """Open `path`; device "cuda[:N]" needs onnxruntime-gpu's CUDA provider (a LangBRTError without it)."""
+    @staticmethod
+    def check(path: str | Path, device: str | None = None, precision: str | None = None) -> None:
+        """Raise a LangBRTError if `path` is no ONNX file or this onnxruntime cannot run `device`, without
+        opening a session (`TorchBackend.check` says why apart from `load`)."""
         path = Path(path)
         if path.is_dir():
             raise CheckpointError(f"{path} is a folder (a checkpoint?); the onnxruntime backend takes an ONNX file, "
@@ -68,15 +73,23 @@ class OnnxRuntimeBackend(ArtifactBackend):
             raise CheckpointError(f"{path}: no such ONNX file")
         import onnxruntime as ort
 
-        providers = ["CPUExecutionProvider"]
+        # as the torch backend does: a device asked for by name is not silently replaced by the CPU
+        if _on_cuda(device) and "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise LangBRTError(f"--device {device}: this onnxruntime has no CUDA provider (pip install "
+                               "onnxruntime-gpu); use --device cpu")
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None, precision: str | None = None) -> OnnxRuntimeBackend:
+        """Open `path`; device "cuda[:N]" needs onnxruntime-gpu's CUDA provider (a LangBRTError without it)."""
+        cls.check(path, device, precision)
+        path = Path(path)
+        import onnxruntime as ort
+
+        providers: list[Any] = ["CPUExecutionProvider"]
         actual = "cpu"
-        if device is not None and device.startswith("cuda"):
-            if "CUDAExecutionProvider" in ort.get_available_providers():
-                providers.insert(0, ("CUDAExecutionProvider", {"device_id": torch.device(device).index or 0}))
-                actual = device
-            else:  # as the torch backend does: a device asked for by name is not silently replaced by the CPU
-                raise LangBRTError(f"--device {device}: this onnxruntime has no CUDA provider (pip install "
-                                   "onnxruntime-gpu); use --device cpu")
+        if _on_cuda(device):
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": torch.device(device).index or 0}))
+            actual = device
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
         try:

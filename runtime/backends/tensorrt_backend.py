@@ -79,8 +79,10 @@ class TensorRTBackend(ArtifactBackend):
         smallest, _, largest = engine.get_tensor_profile_shape(INPUT_IMAGES, 0)
         self.batch_range = (int(smallest[0]), int(largest[0]))
 
-    @classmethod
-    def load(cls, path: str | Path, device: str | None = None, precision: str | None = None) -> TensorRTBackend:
+    @staticmethod
+    def check(path: str | Path, device: str | None = None, precision: str | None = None) -> None:
+        """Raise a LangBRTError if `path` is no engine or this machine lacks TensorRT or a GPU, without reading
+        the engine (`TorchBackend.check` says why apart from `load`)."""
         path = Path(path)
         if path.is_dir():
             raise CheckpointError(f"{path} is a folder (a checkpoint?); the tensorrt backend takes a TensorRT engine, "
@@ -93,11 +95,18 @@ class TensorRTBackend(ArtifactBackend):
                                   f"it runs with --backend {other.value}")
         # What the machine lacks first: no rebuild helps there, and the sidecar only matters where it can run.
         try:
-            import tensorrt as trt
+            import tensorrt  # noqa: F401 - installed is all this asks; `load` uses it
         except ImportError:
             raise LangBRTError("the tensorrt backend needs TensorRT: pip install 'langbrt[gpu]'") from None
         if not torch.cuda.is_available():
             raise LangBRTError("the tensorrt backend needs a CUDA GPU; use --backend onnxruntime or torch")
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None, precision: str | None = None) -> TensorRTBackend:
+        cls.check(path, device, precision)
+        path = Path(path)
+        import tensorrt as trt
+
         rebuild = REBUILD.format(engine=path)
         sidecar = sidecar_path(path)
         try:

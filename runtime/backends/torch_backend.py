@@ -62,15 +62,27 @@ class TorchBackend:
         self._cuda_graphs = cuda_graphs and self._on_cuda
         self._graphs: dict[int, _Graph] = {}  # keyed by the prompt-table size T
 
-    @classmethod
-    def load(cls, path: str | Path, device: str | None = None, precision: str = "fp32") -> TorchBackend:
-        """Load a checkpoint folder or .safetensors file; fp16 needs CUDA (CPU half kernels are slower than fp32)."""
-        device = device or default_device()
+    @staticmethod
+    def check(path: str | Path, device: str | None = None, precision: str | None = "fp32") -> None:
+        """Raise LangBRTInputError if this machine cannot run `device` and `precision`, without loading `path`.
+
+        Why apart from `load`: `langbrt-serve` asks before it binds its port (`backends.check_backend`), so a
+        flag this machine cannot honour is exit 2 there as in `langbrt-infer`, not a model that failed to load.
+        """
+        device, precision = device or default_device(), precision or "fp32"
         if precision not in _DTYPES:
             raise LangBRTInputError(f"unknown precision {precision!r}; use fp32 or fp16")
         require_device(device)
         if precision == "fp16" and torch.device(device).type != "cuda":
             raise LangBRTInputError("fp16 with the torch backend needs a CUDA device; use fp32 on CPU")
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None, precision: str | None = "fp32") -> TorchBackend:
+        """Load a checkpoint folder or .safetensors file; fp16 needs CUDA (CPU half kernels are slower than fp32).
+        `precision=None` is fp32."""
+        precision = precision or "fp32"
+        cls.check(path, device, precision)
+        device = device or default_device()
         model = LangBRT.from_pretrained(path, map_location=device).to(_DTYPES[precision]).eval()
         check_impl_runs(model.config.attention, torch.device(device))  # once here, not once per image
         model.prompt_bank.freeze()
