@@ -6,6 +6,7 @@
 Listens on 127.0.0.1 unless told otherwise. SIGINT/SIGTERM shut down gracefully: uvicorn stops accepting,
 finishes in-flight requests, then the batcher drains its queue, and the exit status is 0; a second SIGINT while
 draining quits without waiting (uvicorn's force quit): the requests cut off get a 503, and the exit is 130.
+Requests still running when the drain's time is up (--timeout-s + 5 s) are cut off the same way, exit 5.
 Exits 1 with one line if the `serve` extra is not installed or the address is taken (both checked before the
 model loads) or the model fails to load; 2 on a bad flag, or flags this machine cannot run (fp16 on a CPU, the
 tensorrt backend without TensorRT or a GPU, a checkpoint given to onnxruntime), checked before the port is bound.
@@ -45,6 +46,7 @@ from .serve_admission import DEFAULT_MAX_BODY_BYTES, INFLIGHT_PER_MAX_BODY, INFL
 
 PROG = "langbrt-serve"
 EXIT_NOT_SERVING = 1  # the port is taken or the model failed to load: not the flags' fault
+EXIT_DRAIN_TIMED_OUT = 5  # SIGTERM/SIGINT's graceful shutdown ran out of time and cut requests off
 MB = 1024 * 1024  # --max-body-mb and --max-inflight-body-mb count mebibytes
 TOKEN_ENV = "LANGBRT_SERVE_TOKEN"
 SERVER_PACKAGES = {"fastapi": "fastapi", "uvicorn": "uvicorn", "python-multipart": "python_multipart",
@@ -238,10 +240,10 @@ def _serve(args: argparse.Namespace, token: str | None, sock: socket.socket) -> 
             drain(app)
             super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
+    # in-flight requests mostly end by then: 504 after timeout_s, uploads still arriving at once (503)
+    grace_s = int(args.timeout_s) + 5
     server = DrainingServer(uvicorn.Config(
-        app, host=args.host, port=args.port, log_level=args.log_level,
-        # in-flight requests end by then anyway: 504 after timeout_s, uploads still arriving at once (503)
-        timeout_graceful_shutdown=int(args.timeout_s) + 5,
+        app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=grace_s,
     ))
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal to the handler it found.
     # Found handlers that do nothing make a completed graceful shutdown exit 0 instead of dying by signal.
@@ -258,6 +260,13 @@ def _serve(args: argparse.Namespace, token: str | None, sock: socket.socket) -> 
         print(f"{PROG}: forced to quit before the drain finished: requests still running were cut off",
               file=sys.stderr)
         return EXIT_INTERRUPTED
+    if cut_off := app.state.serve.cut_off:
+        # The same loss with no second signal: uvicorn stopped waiting after timeout_graceful_shutdown and
+        # cancelled what still ran (a reply still encoding or being sent; the batcher's own timeout answers 504
+        # before then). Its own status: a drain too short for the work, not an operator's forced quit.
+        print(f"{PROG}: the graceful shutdown timed out after {grace_s} s: {cut_off} request(s) still running "
+              "were cut off", file=sys.stderr)
+        return EXIT_DRAIN_TIMED_OUT
     return 0
 
 

@@ -125,7 +125,7 @@ def create_app(
     app = FastAPI(title="LangBRT", summary="Language-guided face blemish removal", version="1",
                   lifespan=lifespan)
     app.state.serve = state
-    app.add_middleware(InternalErrorMiddleware)
+    app.add_middleware(InternalErrorMiddleware, on_cut_off=state.count_cut_off)
     app.add_middleware(MetricsMiddleware, metrics=metrics)  # added last: outermost, so it counts the 500s
     add_error_handlers(app)
     auth = [Depends(_bearer_check(config.token))] if config.token else []

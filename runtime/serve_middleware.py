@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 
 from fastapi import FastAPI, Request
@@ -83,14 +84,16 @@ class MetricsMiddleware:
 
 class InternalErrorMiddleware:
     """A bug in a handler: log it once with its traceback and answer the JSON 500 body; a request the server
-    cancels while shutting down: one log line and a JSON 503 (`_cut_off`).
+    cancels while shutting down: one log line and a JSON 503 (`_cut_off`), counted by `on_cut_off` (so that
+    `langbrt-serve` can exit non-zero: answers were lost).
 
     Why not `exception_handler(Exception)`: Starlette runs that handler in its outermost middleware, then
     re-raises so the server logs the same traceback a second time; here the error stops.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, on_cut_off: Callable[[], None]) -> None:
         self.app = app
+        self.on_cut_off = on_cut_off
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -106,6 +109,7 @@ class InternalErrorMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         except asyncio.CancelledError:
+            self.on_cut_off()
             await _cut_off(scope, receive, send, started)
         except Exception:
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))

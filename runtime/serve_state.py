@@ -62,6 +62,7 @@ class ServeState:
         self.ready = False
         self.draining = False  # set by `drain` when the server starts shutting down
         self.load_error: str | None = None
+        self.cut_off = 0  # requests the server cancelled at shutdown, unanswered (`InternalErrorMiddleware`)
 
     async def load(self, loader: Callable[[], RetoucherLike], on_failure: Callable[[str], None] | None) -> None:
         """Load, warm up with dummy batches (`warmup_batch_sizes`), then start batching; /readyz turns 200 only
@@ -88,6 +89,9 @@ class ServeState:
         self.batcher.start()
         self.ready = True
         log.info("model loaded and warmed up; ready")
+
+    def count_cut_off(self) -> None:
+        self.cut_off += 1
 
     def require_ready(self) -> DynamicBatcher[Any]:
         """The batcher to submit to, or a 503 with Retry-After while the model loads, after it failed to load

@@ -32,7 +32,7 @@ import pytest
 import torch
 from bad_inputs import CAMERA_TAGS, TIFF_LAYOUT_TAGS, camera_tiff_bytes, deep_noise, png16_bytes, tiff16_bytes
 from fastapi.testclient import TestClient
-from gated_serve import ENTERED
+from gated_serve import ENTERED, REPLYING
 from PIL import Image
 from test_io import png_zlib_level_class
 
@@ -774,12 +774,14 @@ class _GatedServer:
     """`tests/gated_serve.py` (the real CLI, a stand-in model holding each request until `release`) and its
     output lines as they come; every wait is for a line or a reply, none for a length of time."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, *flags: str, hold_reply: bool = False) -> None:
+        """`flags` go to langbrt-serve; `hold_reply` holds each request in its reply's encoding, not the model."""
         self.gate = tmp_path / "gate"
         self.port = _free_port()
+        self.held_line = REPLYING if hold_reply else ENTERED
         script = Path(__file__).parent / "gated_serve.py"
-        self.proc = subprocess.Popen([sys.executable, str(script), str(self.gate), "--model", str(tmp_path),
-                                      "--port", str(self.port)],
+        self.proc = subprocess.Popen([sys.executable, str(script), str(self.gate), *["--hold-reply"] * hold_reply,
+                                      "--model", str(tmp_path), "--port", str(self.port), *flags],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []
@@ -794,10 +796,11 @@ class _GatedServer:
             self.output.append(self.lines.get(timeout=60))  # a guard against a hang, not a timing
 
     def post_in_background(self) -> Future[httpx.Response]:
-        """Start one retouch request and wait until its image is in the model; the future holds its reply."""
+        """Start one retouch request and wait until it is held (in the model, or encoding its reply); the future
+        holds its reply."""
         reply = self.client.submit(httpx.post, f"http://127.0.0.1:{self.port}/v1/retouch", content=_encode(),
                                    headers={"content-type": "image/png"}, timeout=60)
-        self.wait_for(ENTERED)
+        self.wait_for(self.held_line)
         return reply
 
     def release(self) -> None:
@@ -850,6 +853,36 @@ def test_a_second_sigint_while_draining_forces_the_quit_and_exits_130(tmp_path: 
     assert server.proc.returncode == 130, output
     assert "langbrt-serve: forced to quit before the drain finished: requests still running were cut off" in output
     assert "Traceback" not in output, output
+
+
+@pytest.mark.slow
+def test_requests_the_graceful_shutdown_time_limit_cuts_off_get_a_503_and_the_exit_is_5(tmp_path: Path) -> None:
+    """QA: uvicorn cancels what still runs --timeout-s + 5 s after SIGTERM, and the server exited 0 all the same,
+    so a supervisor could not tell that answers were lost. The reply is held past the batcher's own timeout (a
+    504), where only that time limit ends it."""
+    with _GatedServer(tmp_path, "--timeout-s", "2", hold_reply=True) as server:
+        pending = server.post_in_background()
+        server.proc.send_signal(signal.SIGTERM)
+        reply = pending.result(timeout=60)  # the gate stays shut: the time limit ends the request
+        output = server.finish()
+    _assert_error(reply, 503, "shutting_down")
+    assert server.proc.returncode == 5, output
+    assert ("langbrt-serve: the graceful shutdown timed out after 7 s: 1 request(s) still running were cut off"
+            in output)
+    assert "Traceback" not in output, output
+
+
+@pytest.mark.slow
+def test_sigterm_drains_a_reply_finished_within_the_time_limit_and_exits_0(tmp_path: Path) -> None:
+    with _GatedServer(tmp_path, "--timeout-s", "2", hold_reply=True) as server:
+        pending = server.post_in_background()
+        server.proc.send_signal(signal.SIGTERM)
+        server.wait_for("Shutting down")
+        server.release()
+        reply = pending.result(timeout=60)
+        output = server.finish()
+    assert reply.status_code == 200, reply.text
+    assert server.proc.returncode == 0 and "cut off" not in output and "Traceback" not in output, output
 
 
 def _ready(base: str) -> bool:
