@@ -74,6 +74,21 @@ def non_negative_number(text: str) -> float:
     return _finite(text, minimum=0.0, inclusive=True)
 
 
+def positive_int(text: str) -> int:
+    """A whole number >= 1 (a count of threads)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+    return value
+
+
+THREADS_HELP = ("CPU threads torch splits one operation over (default: torch's, one per core, or OMP_NUM_THREADS); "
+                "1 on a machine whose cores other jobs share (README: CPU threads)")
+
+
 def _finite(text: str, minimum: float, inclusive: bool) -> float:
     try:
         value = float(text)

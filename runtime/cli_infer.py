@@ -27,7 +27,7 @@ import torch
 
 from langbrt.atomic import TargetExistsError, atomic_paths
 from langbrt.bundled import default_model_path
-from langbrt.cli_args import OneLineParser, device_arg, non_empty, non_empty_path
+from langbrt.cli_args import THREADS_HELP, OneLineParser, device_arg, non_empty, non_empty_path, positive_int
 from langbrt.cli_errors import error_line, fail
 from langbrt.cli_pipes import print_out, quiet_on_broken_pipe
 from langbrt.console import run_command
@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=device_arg, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     p.add_argument("--precision", choices=PRECISIONS,
                    help="fp16 needs CUDA (torch) or an fp16 engine; default: fp32 / the artifact's own")
+    p.add_argument("--threads", type=positive_int, metavar="N", help=THREADS_HELP)
     return p
 
 
@@ -340,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.max_pixels < 1:  # as langbrt-serve words it
         parser.error("--max-pixels must be at least 1")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     try:
         refuse_prompt_files(args.prompts or [])
         prompts = [normalize_prompt(p) for p in args.prompts] if args.prompts else None

@@ -24,13 +24,17 @@ import socket
 import sys
 from pathlib import Path
 
+import torch
+
 from langbrt.bundled import default_model_path
 from langbrt.cli_args import (
+    THREADS_HELP,
     DefaultsHelpFormatter,
     OneLineParser,
     device_arg,
     non_empty,
     non_negative_number,
+    positive_int,
     positive_number,
 )
 from langbrt.cli_errors import fail
@@ -90,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"require 'Authorization: Bearer TOKEN' on the API (or set {TOKEN_ENV}); probes stay open")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"),
                    help="the server's log lines on stderr")
+    p.add_argument("--threads", type=positive_int, default=None, metavar="N", help=THREADS_HELP)
     return p
 
 
@@ -189,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         return fail(PROG, f"the server needs the serve extra ({', '.join(missing)} not installed): "
                           "pip install 'langbrt[serve]'", EXIT_NOT_SERVING)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)  # before the model loads: the batcher and request threads start later
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     log = logging.getLogger("langbrt.serve")
     try:

@@ -945,6 +945,24 @@ def test_an_address_that_cannot_be_bound_is_one_line_without_the_no_token_warnin
     assert line.startswith("langbrt-serve: error: cannot listen on 192.0.2.1:0: "), line
 
 
+def test_threads_sets_torchs_cpu_threads_before_the_server_starts(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from langbrt.runtime import cli_serve
+
+    asked: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", asked.append)  # this test's process keeps its own setting
+    monkeypatch.setattr(cli_serve, "_serve", lambda args, token, sock: len(asked))  # what it had set by then
+    assert cli_serve.main(["--model", str(tmp_path), "--port", "0", "--threads", "1"]) == 1
+    assert asked == [1]
+
+
+def test_threads_below_one_is_a_flag_error() -> None:
+    result = subprocess.run([*_serve_script(), "--threads", "0"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("langbrt-serve: error: argument --threads: must be a whole number >= 1, got 0"), line
+
+
 def test_an_empty_model_is_a_flag_error_not_the_bundled_model() -> None:
     """QA: `--model "$MODEL"` with the variable unset served the bundled model as if no --model had been given."""
     result = subprocess.run([*_serve_script(), "--model", ""], capture_output=True, text=True, timeout=60)
