@@ -257,6 +257,14 @@ def test_onnxruntime_without_a_cuda_provider_refuses_a_cuda_device(artifacts, mo
     assert Retoucher.load(artifacts[1]).device == "cpu"  # no device asked for: the CPU, quietly
 
 
+def test_onnxruntime_takes_torchs_cpu_thread_count_that_threads_sets(artifacts, monkeypatch):
+    """`--threads 1` (torch.set_num_threads) left ONNX Runtime's sessions at one thread per core, spinning on a
+    machine whose cores other jobs share: the case the flag exists for."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # as --threads 1 sets it, this process untouched
+    backend = load_backend(str(artifacts[1]), device="cpu")
+    assert backend.session.get_session_options().intra_op_num_threads == 1
+
+
 def test_torch_fp16_on_cpu_is_refused(artifacts):
     with pytest.raises(LangBRTInputError, match="CUDA"):
         Retoucher.load(artifacts[0], device="cpu", precision="fp16")

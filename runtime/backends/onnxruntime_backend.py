@@ -92,6 +92,9 @@ class OnnxRuntimeBackend(ArtifactBackend):
             actual = device
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
+        # The CPU threads follow torch's count, which the CLIs' --threads sets (by default both are one per
+        # core): on a machine whose cores other jobs share, one flag makes either runtime stop spinning.
+        options.intra_op_num_threads = torch.get_num_threads()
         try:
             session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as err:  # ORT raises its own Fail/InvalidGraph types
