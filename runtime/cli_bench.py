@@ -38,7 +38,15 @@ from langbrt.artifact import ArtifactMetadata
 from langbrt.atomic import atomic_write_text
 from langbrt.bundled import default_model_path
 from langbrt.checkpoint import weights_sha256
-from langbrt.cli_args import OneLineParser, device_arg, non_empty, non_empty_path, positive_number
+from langbrt.cli_args import (
+    THREADS_HELP,
+    OneLineParser,
+    device_arg,
+    non_empty,
+    non_empty_path,
+    positive_int,
+    positive_number,
+)
 from langbrt.cli_errors import fail
 from langbrt.cli_pipes import print_out, quiet_on_broken_pipe
 from langbrt.console import run_command
@@ -102,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=positive_number, default=10.0,
                    help="timed window per row, at least 3 calls (default 10)")
     p.add_argument("--device", type=device_arg, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
+    p.add_argument("--threads", type=positive_int, metavar="N",
+                   help=THREADS_HELP + "; the report's environment records the count used")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--out", type=non_empty_path, help="also write the JSON report here (atomically)")
     return p
@@ -323,6 +333,8 @@ def _bench(args: argparse.Namespace) -> int:
             check_output_file(args.out, args.model, flag="--out")
     except LangBRTError as err:
         return fail(PROG, err, EXIT_USAGE)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)  # before the backends load: ONNX Runtime's sessions take it too
     try:
         report = run_bench(args)
     except BackendFailed as err:

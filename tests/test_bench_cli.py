@@ -74,6 +74,22 @@ def test_every_row_has_the_same_fields_whether_costed_or_not(models, capsys):
     assert set(uncosted) == set(costed)
 
 
+@pytest.fixture
+def torch_threads_restored():
+    """`--threads` sets the process's thread count for real; the rest of the suite keeps its own."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_threads_sets_the_count_the_rows_were_measured_with(models, capsys, torch_threads_restored):
+    """On a machine whose cores other jobs share, one thread was 3-10x faster than torch's default (README: CPU
+    threads), and a latency number means nothing without the thread count it was measured with."""
+    assert main(["--model", str(models[0]), *FAST, "--threads", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["environment"]["torch_threads"] == 1 and len(report["rows"]) == 1
+
+
 def test_a_missing_model_is_one_line_exit_2(tmp_path, capsys):
     assert main(["--model", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err.strip()
