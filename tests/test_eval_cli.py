@@ -375,3 +375,13 @@ def test_folder_pairs_without_prompts_are_asked_the_models_own_pre_defined_promp
     assert result.exit_code == 0, result.output
     assert asked == [list(own)] * 3
     assert json.loads(result.output)["prompts"] == dict.fromkeys(own, 3)
+
+
+def test_threads_sets_torchs_cpu_threads_before_the_model_runs(checkpoint, monkeypatch):
+    """As langbrt-train, -infer, -serve and -bench: on shared cores one thread was 3-10x faster than torch's
+    default (README: CPU threads), and eval had only OMP_NUM_THREADS."""
+    asked = []
+    monkeypatch.setattr(torch, "set_num_threads", asked.append)  # this test's process keeps its own setting
+    result = invoke("--model", str(checkpoint), "--num-samples", "2", "--threads", "1", "--json")
+    assert result.exit_code == 0, result.output
+    assert asked == [1]

@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import click
+import torch
 from click.core import ParameterSource
 from torch.utils.data import Dataset
 
@@ -86,16 +87,21 @@ def _device_option(ctx: click.Context, param: click.Parameter, value: str | None
               help="Stop at a corrupt image instead of skipping it with a warning.")
 @click.option("--clip-text-weights", type=NonEmptyPath(), help="For models trained with an open_clip text encoder.")
 @click.option("--device", callback=_device_option, help="cpu, cuda or cuda:N. Default: cuda if available, else cpu.")
+@click.option("--threads", type=click.IntRange(min=0), default=0,
+              help="CPU threads for torch (0: torch's default, one per core); 1 on a machine whose cores other jobs "
+                   "share (README: langbrt-infer's CPU threads).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.pass_context
 def main(ctx: click.Context, model_dir: str | None, suite_specs: tuple[str, ...], out_path: str | None, data: str,
          ffhqr_root: str | None, ffhqr_target_root: str | None, prompts: tuple[str, ...], split: str,
          num_samples: int | None, batch_size: int, seed: int, strict: bool, clip_text_weights: str | None,
-         device: str | None, as_json: bool) -> None:
+         device: str | None, threads: int, as_json: bool) -> None:
     """Evaluate a checkpoint: PSNR, SSIM, LPIPS, PSNR on blemishes, detection IoU/AP and specificity.
 
     Example: langbrt-eval --model runs/tiny/final --data synthetic --num-samples 64 --json
     """
+    if threads > 0:
+        torch.set_num_threads(threads)
     if num_samples is None:
         num_samples = SYNTHETIC_SAMPLES if data == SYNTHETIC else 0
     # Files and folders the run reads, which --out must not replace: the CLIP weights too (QA: `--clip-text-weights
