@@ -537,17 +537,17 @@ def test_ctrl_c_in_the_middle_of_a_folder_leaves_only_complete_outputs(checkpoin
 
 
 @pytest.mark.slow
-def test_langbrt_serve_with_a_text_file_as_model_exits_1_saying_so(tmp_path: Path) -> None:
-    """The model loads after the server starts: uvicorn's own log lines come first, so the check is the last
-    line (the one the CLI prints) and that nothing else says 'langbrt-serve:'."""
+def test_langbrt_serve_with_a_text_file_as_model_exits_2_before_it_listens(tmp_path: Path) -> None:
+    """A path no backend loads is the flags' fault, refused as langbrt-infer refuses it (exit 2, one line),
+    before uvicorn starts: no log line of a server that never served comes first."""
     model = MODEL_CASES["text-file"](tmp_path)
     proc = subprocess.run([_script("langbrt-serve"), "--model", str(model), "--port", "0", "--device", "cpu"],
                           capture_output=True, text=True, env=ENV, timeout=120)
-    assert proc.returncode == 1, proc.stderr
-    _assert_no_traceback(Outcome(1, proc.stderr, proc.stdout))
+    assert proc.returncode == 2, proc.stderr
+    _assert_no_traceback(Outcome(2, proc.stderr, proc.stdout))
     lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith("langbrt-serve: error: model failed to load") and model.name in lines[-1], lines
-    assert sum(line.startswith("langbrt-serve:") for line in lines) == 1, lines
+    assert len(lines) == 1 and lines[0].startswith("langbrt-serve: error: ") and model.name in lines[0], lines
+    assert "cannot tell which backend loads this" in lines[0], lines
 
 
 def test_langbrt_serve_with_a_missing_model_is_one_usage_line(tmp_path: Path, capsys) -> None:
