@@ -17,6 +17,7 @@ sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))
 kernel_sweep = pytest.importorskip("kernel_sweep")
 tca_choices = pytest.importorskip("langbrt.kernels.tca_choices")
 tca_launch_configs = pytest.importorskip("langbrt.kernels.tca_launch_configs")
+KernelChoice = tca_choices.KernelChoice
 
 
 def test_the_sweep_covers_every_autotuned_config_and_marks_the_candidates():
@@ -143,3 +144,40 @@ def test_the_child_computes_the_sigmoid_form_the_sweep_was_asked_for(monkeypatch
     assert commands[0][commands[0].index("--sigmoid") + 1] == "tanh"
     args = commands[0][commands[0].index("--child") + 1:][:len(kernel_sweep.CHILD_FIELDS)]
     assert kernel_sweep.Variant.from_child_args(args) == variant
+
+
+@pytest.mark.parametrize("size", [pytest.param(None, id="paper-whole-windows"), pytest.param(60, id="padded")])
+def test_the_child_counts_mmas_in_the_build_it_launches(monkeypatch, size):
+    """The child's PTX line is read as the launched build's: its AOT spec must give the constexprs `_launch`
+    passes at the same shape (not TCAKernelSpec's default padded build, TensorRT's), but PTX_MATH (a CUDA
+    build's inline PTX sigmoid, off in this interpreter run)."""
+    from langbrt.kernels import tca_triton
+
+    launches = []
+
+    class Recorder:
+        """Stands in for a jit kernel: `kernel[grid](*args, **kwargs)` records the keyword arguments."""
+
+        def __getitem__(self, grid):
+            return lambda *args, **kwargs: launches.append(kwargs)
+
+    monkeypatch.setattr(tca_triton, "_autotuned_kernel", lambda *args: None)  # a config is launched as given
+    for kernel in KernelChoice:
+        monkeypatch.setitem(tca_triton._JIT_KERNELS, kernel, Recorder())
+    shape = kernel_sweep.Shape.paper()
+    if size is not None:
+        shape = kernel_sweep.Shape(size, size, *list(vars(shape).values())[2:])
+    for variant in kernel_sweep.variants(("direct", "folded"), ("fp16",))[::3]:
+        monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, variant.kernel)
+        x, mf, params = kernel_sweep.make_inputs(shape, 1, torch.float16, device="cpu")
+        tca_triton._launch(x, mf, *params.tensors(), shape.heads, shape.window, shape.shift, True,
+                           config=variant.launch_config())
+        spec = kernel_sweep.child_spec(variant, shape, fast_sigmoid=True)
+        built = tca_triton.kernel_constants(spec.channels, spec.map_channels, spec.num_heads, spec.window_size,
+                                            spec.shift, low_precision_dot=True, fast_sigmoid=spec.fast_sigmoid,
+                                            padded=spec.padded, kernel=spec.kernel)
+        built = {k: v for k, v in built.items() if k != "PTX_MATH"} | spec.launch_config().kernel_arguments()
+        launched = launches[-1]
+        assert {k: v for k, v in launched.items() if k in built} == built, variant
+        assert (spec.mma_path.value, spec.num_warps, spec.maxnreg) == (variant.mma, launched["num_warps"],
+                                                                      launched["maxnreg"])
