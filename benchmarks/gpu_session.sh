@@ -59,7 +59,7 @@ done
 # Every step imports the package: a missing dependency is one line here, not a traceback in each step.
 if ! missing=$(python3 -c "import langbrt.checkpoint, langbrt.runtime.cli_bench" 2>&1); then
     echo "gpu_session: cannot import langbrt (${missing##*$'\n'}); benchmarks/stage_device_deps.sh stages" \
-        "cachetools for a device call to carry (.gpu/pylib); anything else must be in the image" | tee "$log" >&2
+        "cachetools, pypng and pyspng for a device call to carry (.gpu/pylib); anything else must be in the image" | tee "$log" >&2
     exit 1
 fi
 {
