@@ -34,7 +34,8 @@
 #            baseline), and the forward in channels_last (no cuDNN transposes; the fused GroupNorm's NHWC
 #            kernels; with PyTorch's GroupNorm it ran 17.4 against NCHW's 17.2 ms);
 # compile:   the same forward through torch.compile.
-# Each step has its own time limit and writes as it goes, so a slow step costs only itself.
+# Each step has its own time limit and writes as it goes, so a slow step costs only itself; SESSION_S (default
+# 570 s) caps them all: a step is skipped when less than a minute of it is left.
 # The device image (Python 3.12, torch, triton) has neither TensorRT nor onnxruntime-gpu and fetches nothing.
 # Nothing is installed: the repository's kernels/, training/, export/ and runtime/ are linked into langbrt/
 # (the package-dir mapping pyproject.toml gives setuptools) and the repository root goes on PYTHONPATH.
@@ -70,20 +71,31 @@ card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr ' ' '-')
 day=$(date +%F)
 step() { echo "== $1 ($(date +%T))" | tee -a "$log"; }
 
-want() { [ "$steps" = all ] || [[ " $steps " == *" $1 "* ]]; }
+# A device call is cut off at its timeout_s, and whatever runs then with it; the steps' own limits add up to
+# more (sweep attention probe ncu: 330 + 150 + 60 + 6 x 60 s). So each limit is cut to what is left of
+# SESSION_S seconds (default 570, for timeout_s=590), and a step with under a minute left is skipped with a
+# line in the log: the log ends cleanly, the package links go, and the next call knows what to rerun.
+session_s=${SESSION_S:-570}
+left() { local rest=$((session_s - SECONDS)); echo $((rest < $1 ? (rest > 1 ? rest : 1) : $1)); }
+want() {
+    [ "$steps" = all ] || [[ " $steps " == *" $1 "* ]] || return 1
+    ((session_s - SECONDS >= 60)) && return 0
+    echo "== $1: skipped, $((session_s - SECONDS)) s of SESSION_S=$session_s left" | tee -a "$log"
+    return 1
+}
 steps=${*:-all}
 
 if want sweep; then
     step "sweep: kernel variants (kernel x MMA path x dtype x warps), one process each, batch 8 and 32"
     # shellcheck disable=SC2086  # SWEEP_ARGS: words for kernel_sweep.py, e.g. "--kernels folded --dtypes fp16"
-    timeout 330 python3 benchmarks/kernel_sweep.py --batch 8 32 --jobs 15 ${SWEEP_ARGS:-} \
+    timeout "$(left 330)" python3 benchmarks/kernel_sweep.py --batch 8 32 --jobs 15 ${SWEEP_ARGS:-} \
         --out "$out/kernel-sweep-$card-$day.json" \
         2>&1 | tee -a "$log"
 fi
 if want tests; then
     # Every MMA path and kernel at once: the runs are mostly Triton builds (CPU), and nothing here is timed.
     step "tests: GPU tests (defaults), and the kernel's GPU tests on the other MMA paths and kernel, concurrently"
-    timeout 200 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_tca_triton.py tests/test_runtime.py \
+    timeout "$(left 200)" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_tca_triton.py tests/test_runtime.py \
         tests/test_tensorrt_engine.py tests/test_group_norm.py tests/test_trainer.py > "$scratch/tests-default.txt" 2>&1 &
     # The per-config test picks its kernel itself (the default run covers both); the other runs skip it, and
     # the mma.sync run of the folded kernel skips the direct kernel's tests (mma.sync is its only path,
@@ -93,7 +105,7 @@ if want tests; then
     for run in "${runs[@]}"; do
         vars=${run%%|*}
         # shellcheck disable=SC2086  # $vars: one or two VAR=value words
-        env $vars timeout 170 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_tca_triton.py \
+        env $vars timeout "$(left 170)" python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_tca_triton.py \
             -k "${run#*|}" > "$scratch/tests-${vars// /+}.txt" 2>&1 &
     done
     wait
@@ -105,13 +117,13 @@ fi
 if want attention; then
     step "attention: both kernels vs eager vs torch.compile"
     # shellcheck disable=SC2086  # ATTENTION_ARGS: more words for bench_attention.py, e.g. "--kernels folded"
-    timeout 150 python3 benchmarks/bench_attention.py --kernels direct folded --batch-sizes 1 8 32 \
+    timeout "$(left 150)" python3 benchmarks/bench_attention.py --kernels direct folded --batch-sizes 1 8 32 \
         --dtypes fp16 bf16 --check --iters 100 --sigmoid-forms exact ${ATTENTION_ARGS:-} \
         --out "$out/attention-${LANGBRT_TCA_MMA:+$LANGBRT_TCA_MMA-}$card-$day.json" 2>&1 | tail -70 | tee -a "$log"
 fi
 if want probe; then
     step "probe: what tanh.approx.f32 returns at the folded kernel's Swin-mask logits (-2^15, -2^64) and near 0"
-    timeout 60 python3 benchmarks/probe_tanh_approx.py 2>&1 | tee -a "$log"
+    timeout "$(left 60)" python3 benchmarks/probe_tanh_approx.py 2>&1 | tee -a "$log"
 fi
 if want ncu; then
     step "ncu: Nsight Compute on one batch-32 fp16 launch of each kernel at 4 warps, the folded one on both MMA paths"
@@ -122,7 +134,7 @@ if want ncu; then
         for variant in "direct mma fp16 4 0 0 0 0" "folded wgmma fp16 4 128 2 0 0" "folded wgmma fp16 4 128 3 0 0" \
             "folded mma fp16 4 128 2 0 0"; do
             # shellcheck disable=SC2086
-            timeout 60 "$ncu" --section SpeedOfLight --section Occupancy --section WarpStateStats \
+            timeout "$(left 60)" "$ncu" --section SpeedOfLight --section Occupancy --section WarpStateStats \
                 --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis -k regex:tca_.*fwd_kernel -c 1 \
                 python3 benchmarks/kernel_sweep.py --child $variant --batch 32 2>&1 | grep -v '^RESULT\|^PTX' \
                 >> "$out/ncu-$card-$day.txt"
@@ -132,12 +144,12 @@ if want ncu; then
         # batch 32 in the default (tanh) form. Two spellings, in case this ncu lacks --print-details.
         default="folded wgmma fp16 4 128 3 0 0"
         # shellcheck disable=SC2086
-        timeout 60 "$ncu" --section WarpStateStats --section ComputeWorkloadAnalysis --section SchedulerStats \
+        timeout "$(left 60)" "$ncu" --section WarpStateStats --section ComputeWorkloadAnalysis --section SchedulerStats \
             --section InstructionStats --print-details all -k regex:tca_.*fwd_kernel -c 1 \
             python3 benchmarks/kernel_sweep.py --child $default --batch 32 2>&1 | grep -v '^RESULT\|^PTX' \
             >> "$out/ncu-$card-$day.txt"
         # shellcheck disable=SC2086
-        timeout 60 "$ncu" --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' \
+        timeout "$(left 60)" "$ncu" --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' \
             --metrics 'regex:sm__(inst_executed_pipe|pipe)_.*\.avg\.pct_of_peak_sustained_active' \
             -k regex:tca_.*fwd_kernel -c 1 python3 benchmarks/kernel_sweep.py --child $default --batch 32 2>&1 \
             | grep -v '^RESULT\|^PTX' >> "$out/ncu-$card-$day.txt"
@@ -150,26 +162,26 @@ if want e2e; then
     step "e2e: langbrt-bench, torch backend, paper preset; where one fp16 batch-8 forward spends its GPU time"
     python3 -c "import sys; sys.path.insert(0, 'benchmarks'); from profile_forward import random_model, PRESETS
 random_model(PRESETS['paper']()).save_pretrained('$scratch/paper-random')" 2>&1 | tee -a "$log"
-    timeout 80 python3 -m langbrt.runtime.cli_bench --model "$scratch/paper-random" --backend torch \
+    timeout "$(left 80)" python3 -m langbrt.runtime.cli_bench --model "$scratch/paper-random" --backend torch \
         --device cuda --precision fp32 fp16 --batch-sizes 1 8 32 --seconds 3 \
         --out "$out/bench-torch-paper-$card-$day.json" 2>&1 | tail -30 | tee -a "$log"
-    timeout 40 python3 benchmarks/profile_forward.py --preset paper --precision fp16 --batch 8 \
+    timeout "$(left 40)" python3 benchmarks/profile_forward.py --preset paper --precision fp16 --batch 8 \
         --out "$out/profile-paper-fp16-b8-$card-$day.txt" 2>&1 | tail -30 | tee -a "$log"
     # Batch 32 runs slower per image than batch 8 (3.7 against 2.3 ms on the H100): where does it go?
-    timeout 60 python3 benchmarks/profile_forward.py --preset paper --precision fp16 --batch 32 \
+    timeout "$(left 60)" python3 benchmarks/profile_forward.py --preset paper --precision fp16 --batch 32 \
         --out "$out/profile-paper-fp16-b32-$card-$day.txt" 2>&1 | tail -30 | tee -a "$log"
-    timeout 40 python3 benchmarks/profile_forward.py --channels-last --preset paper --precision fp16 --batch 8 \
+    timeout "$(left 40)" python3 benchmarks/profile_forward.py --channels-last --preset paper --precision fp16 --batch 8 \
         --out "$out/profile-paper-fp16-b8-channels-last-$card-$day.txt" 2>&1 | tail -30 | tee -a "$log"
     # PyTorch's GroupNorm + GELU against the fused default (kernels/group_norm.py) in the runs above.
-    LANGBRT_GROUP_NORM=native timeout 60 python3 -m langbrt.runtime.cli_bench --model "$scratch/paper-random" \
+    LANGBRT_GROUP_NORM=native timeout "$(left 60)" python3 -m langbrt.runtime.cli_bench --model "$scratch/paper-random" \
         --backend torch --device cuda --precision fp16 --batch-sizes 1 8 32 --seconds 3 \
         --out "$out/bench-torch-paper-native-group-norm-$card-$day.json" 2>&1 | tail -12 | tee -a "$log"
-    LANGBRT_GROUP_NORM=native timeout 40 python3 benchmarks/profile_forward.py --preset paper --precision fp16 \
+    LANGBRT_GROUP_NORM=native timeout "$(left 40)" python3 benchmarks/profile_forward.py --preset paper --precision fp16 \
         --batch 8 --out "$out/profile-paper-fp16-b8-native-group-norm-$card-$day.txt" 2>&1 | tail -30 | tee -a "$log"
 fi
 if want compile; then
     step "compile: the same forward through torch.compile (does inductor's fusion of GroupNorm/elementwise pay?)"
-    timeout 120 python3 benchmarks/profile_forward.py --compile --preset paper --precision fp16 --batch 8 \
+    timeout "$(left 120)" python3 benchmarks/profile_forward.py --compile --preset paper --precision fp16 --batch 8 \
         --out "$out/profile-paper-fp16-b8-compile-$card-$day.txt" 2>&1 | tail -30 | tee -a "$log"
 fi
 step "done: $(ls "$out" | tr '\n' ' ')"
