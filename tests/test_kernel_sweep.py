@@ -3,6 +3,7 @@ which variants it sweeps and that a sweep cut short still leaves its results (GP
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -166,7 +167,7 @@ def test_the_child_counts_mmas_in_the_build_it_launches(monkeypatch, size):
         monkeypatch.setitem(tca_triton._JIT_KERNELS, kernel, Recorder())
     shape = kernel_sweep.Shape.paper()
     if size is not None:
-        shape = kernel_sweep.Shape(size, size, *list(vars(shape).values())[2:])
+        shape = dataclasses.replace(shape, height=size, width=size)
     for variant in kernel_sweep.variants(("direct", "folded"), ("fp16",))[::3]:
         monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, variant.kernel)
         x, mf, params = kernel_sweep.make_inputs(shape, 1, torch.float16, device="cpu")
