@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Everything LangBRT still needs a GPU for, by step name (in the order given); a device call may run 10 minutes:
+# Everything LangBRT still needs a GPU for, by step name (run in the order listed below, whatever order they are
+# named in); a device call may run 10 minutes:
 #
 #   bash benchmarks/stage_device_deps.sh   # here, first: .gpu/pylib, the packages the device image lacks
 #   run(command="bash benchmarks/gpu_session.sh sweep tests attention ncu", carry=[".gpu/pylib"], timeout_s=590)
