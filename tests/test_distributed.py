@@ -335,3 +335,65 @@ def test_two_ranks_checkpoint_every_prompt_they_met_and_resume_bit_for_bit(tmp_p
     rank_0, rank_1 = _prompts_of_each_rank(TrainConfig(batch_size=1, synthetic_length=16), steps=2)
     assert rank_1 - rank_0  # the test's point: rank 1 met prompts rank 0 did not
     assert rank_0 | rank_1 <= prompts == resumed_prompts
+
+
+SCORES = textwrap.dedent("""
+    import json, os, sys, torch
+    torch.set_num_threads(1)
+    from langbrt.training.distributed import cleanup, init_distributed
+    from langbrt.training.train_config import TrainConfig
+    from langbrt.training.trainer import build_model, build_text_encoder
+    from langbrt.training.validation import build_validation, val_result, validate
+
+    info = init_distributed(device="cpu")  # one process when not started by torchrun
+    torch.manual_seed(0)
+    model = build_model(TrainConfig(), build_text_encoder(TrainConfig()))
+    results, scored = {}, {}
+    for val in ("synthetic", sys.argv[2]):
+        held_out = build_validation(TrainConfig(val=val, val_samples=19), model.config.image_size)
+        mine = validate(model, None, held_out, info)
+        scored[val] = sum(batch.n for batch in mine)
+        results[val] = val_result(mine, held_out, info)
+    with open(os.path.join(sys.argv[1], f"scored{info.rank}.json"), "w") as f:
+        json.dump(scored, f)
+    if info.is_main:
+        with open(os.path.join(sys.argv[1], "results.json"), "w") as f:
+            json.dump({val: result.to_dict() for val, result in results.items()}, f)
+    cleanup(info, finished=True)
+""")
+
+
+@pytest.mark.slow
+def test_validation_sharded_over_two_ranks_scores_what_one_process_scores(tmp_path, monkeypatch):
+    """QA: rank 0 scored the whole held-out set while the others waited in a collective, which the process
+    group's time limit ends (nccl: 10 minutes). Each rank now scores its batches; the numbers are one process's,
+    bit for bit: 19 synthetic samples (batches of 8, 8, 3: rank 0 gets two, and a per-type AP that is NaN) and
+    10 pairs (8 + 2) of which two are identical (their blemish PSNR is NaN, left out of the mean)."""
+    import runpy
+
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for i in range(10):
+        source = (torch.rand(64, 64, 3, generator=generator) * 255).byte()
+        target = source.clone()
+        if i not in (3, 9):  # identical pairs: no blemish region
+            target[8:20, 8:20] = 128
+        for side, image in (("source", source), ("target", target)):
+            (tmp_path / "pairs" / side).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image.numpy()).save(tmp_path / "pairs" / side / f"p{i}.png")
+    script = tmp_path / "scores.py"
+    script.write_text(SCORES)
+    pairs, one, two = tmp_path / "pairs", tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    proc = torchrun(str(script), str(two), str(pairs))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    monkeypatch.setattr(sys, "argv", [str(script), str(one), str(pairs)])
+    runpy.run_path(str(script), run_name="__main__")
+    assert [json.loads((two / f"scored{rank}.json").read_text()) for rank in (0, 1)] == \
+        [{"synthetic": 11, str(pairs): 8}, {"synthetic": 8, str(pairs): 2}]
+    expected = json.loads((one / "results.json").read_text())
+    assert expected["synthetic"]["num_samples"] == 19 and expected[str(pairs)]["num_samples"] == 10
+    assert expected["synthetic"]["detection_per_type"]["eye_wrinkles"]["ap"] is None
+    assert json.loads((two / "results.json").read_text()) == expected

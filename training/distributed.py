@@ -98,6 +98,16 @@ def all_ranks(ok: bool, info: DistInfo) -> bool:
     return float(all_reduce_mean(torch.tensor(float(ok), device=info.device), info)) == 1.0
 
 
+def gather_to_rank_0(obj: Any, info: DistInfo) -> list[Any] | None:
+    """Every rank's `obj` (picklable), in rank order, on rank 0; None on the others; `[obj]` when not
+    distributed. A collective of every rank."""
+    if not info.enabled:
+        return [obj]
+    gathered: list[Any] | None = [None] * info.world_size if info.is_main else None
+    dist.gather_object(obj, gathered, dst=0)
+    return gathered
+
+
 @contextmanager
 def warnings_of_rank_0(info: DistInfo) -> Iterator[None]:
     """Within the block, Python warnings show on rank 0 only (every rank when not distributed).

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -75,6 +76,18 @@ def _stride(t: torch.Tensor) -> torch.Tensor:
     return t[..., ::s, ::s]
 
 
+@dataclass
+class BatchScores:
+    """One batch's per-image scores, on the CPU: what `summarise` averages. Kept per batch so that a set scored
+    in shares (a `torchrun` validation, each rank its own batches) is put back in the set's order and averaged
+    exactly as one process averages it: the same tensors, concatenated in the same order."""
+
+    n: int  # images in the batch
+    values: dict[str, list[torch.Tensor]]  # metric -> its (B,) scores; per-prompt IoU: one (1,) per prompt
+    pooled: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]]  # AP's (scores, labels) pixels, by type
+    asked: list[str]  # real pairs: each image's prompts, in order
+
+
 @torch.no_grad()
 def evaluate(model: LangBRT, dataset: Dataset, collate: Any, batch_size: int = 8,
              device: str | torch.device = "cpu", lpips: LPIPSMetric | None = None,
@@ -83,45 +96,56 @@ def evaluate(model: LangBRT, dataset: Dataset, collate: Any, batch_size: int = 8
 
     `progress`, if given, is called with the number of images done after each batch (a progress bar).
     """
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
+    return summarise(score_batches(model, loader, device, lpips, progress), lpips is not None)
+
+
+@torch.no_grad()
+def score_batches(model: LangBRT, batches: Iterable[dict[str, Any] | None], device: str | torch.device = "cpu",
+                  lpips: LPIPSMetric | None = None, progress: Any = None) -> list[BatchScores]:
+    """`model` (put in eval mode) scored on each batch, one entry each; a batch that is None (every pair of it
+    failed to decode, each warned about once) scores no image."""
     model = model.to(device).eval()
     if lpips is not None:
         lpips = lpips.to(device)
-    sums: dict[str, list[torch.Tensor]] = defaultdict(list)
+    scored = []
+    for batch in batches:
+        scored.append(BatchScores(0, {}, {}, []) if batch is None else score_batch(model, batch, device, lpips))
+        if progress is not None and scored[-1].n:
+            progress(scored[-1].n)
+    return scored
+
+
+@torch.no_grad()
+def score_batch(model: LangBRT, batch: dict[str, Any], device: str | torch.device,
+                lpips: LPIPSMetric | None) -> BatchScores:
+    """The per-image scores of `model` (in eval mode, on `device`) and of the identity on one batch."""
+    source, target = batch["source"].to(device), batch["target"].to(device)  # (B, 3, H, W)
+    out = model(source, batch["prompts"])
+    synthetic = "removed_mask" in batch
+    region = batch["removed_mask"].to(device) if synthetic else blemish_target(source, target)  # (B, 1, H, W)
+    values: dict[str, list[torch.Tensor]] = defaultdict(list)
     pooled: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = defaultdict(lambda: ([], []))
-    asked: dict[str, int] = {}  # real pairs: prompt -> images asked it, in the order first met
-    n = 0
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate):
-        if batch is None:  # every pair of it failed to decode (each warned about once)
-            continue
-        source, target = batch["source"].to(device), batch["target"].to(device)  # (B, 3, H, W)
-        out = model(source, batch["prompts"])
-        synthetic = "removed_mask" in batch
-        region = batch["removed_mask"].to(device) if synthetic else blemish_target(source, target)  # (B, 1, H, W)
-        for prefix, image in (("", out.image), ("identity_", source)):
-            sums[prefix + "psnr"].append(psnr(image, target))
-            sums[prefix + "ssim"].append(ssim(image, target))
-            sums[prefix + "psnr_blemish"].append(psnr(image, target, region))
-            if lpips is not None:
-                sums[prefix + "lpips"].append(lpips(image, target).float().cpu())
-        if synthetic:
-            sums["specificity_change"].append(specificity_change(out.image, source, batch["kept_mask"].to(device)))
-            if model.tbd is not None:  # w/o TBD has no detector: its all-ones map is no detection to score
-                sums["iou"].append(mask_iou(out.soft_mask, region))
-                pooled["all"][0].append(_stride(out.soft_mask).flatten().cpu())
-                pooled["all"][1].append(_stride(region).flatten().cpu())
-                _per_prompt(out.soft_maps, batch, sums, pooled)
-        else:  # which prompts a real pair answers is the user's choice (--prompt, prompts.json): say it
-            for prompt in (p for image_prompts in batch["prompts"] for p in image_prompts):
-                asked[prompt] = asked.get(prompt, 0) + 1
-        n += source.shape[0]
-        if progress is not None:
-            progress(source.shape[0])
-    result = _summarise(n, sums, pooled, lpips is not None)
-    result.prompts = asked or None
-    return result
+    asked: list[str] = []
+    for prefix, image in (("", out.image), ("identity_", source)):
+        values[prefix + "psnr"].append(psnr(image, target).cpu())
+        values[prefix + "ssim"].append(ssim(image, target).cpu())
+        values[prefix + "psnr_blemish"].append(psnr(image, target, region).cpu())
+        if lpips is not None:
+            values[prefix + "lpips"].append(lpips(image, target).float().cpu())
+    if synthetic:
+        values["specificity_change"].append(specificity_change(out.image, source, batch["kept_mask"].to(device)).cpu())
+        if model.tbd is not None:  # w/o TBD has no detector: its all-ones map is no detection to score
+            values["iou"].append(mask_iou(out.soft_mask, region).cpu())
+            pooled["all"][0].append(_stride(out.soft_mask).flatten().cpu())
+            pooled["all"][1].append(_stride(region).flatten().cpu())
+            _per_prompt(out.soft_maps, batch, values, pooled)
+    else:  # which prompts a real pair answers is the user's choice (--prompt, prompts.json): say it
+        asked = [p for image_prompts in batch["prompts"] for p in image_prompts]
+    return BatchScores(source.shape[0], dict(values), dict(pooled), asked)  # plain dicts: they pickle
 
 
-def _per_prompt(soft_maps: torch.Tensor, batch: dict[str, Any], sums: dict[str, list[torch.Tensor]],
+def _per_prompt(soft_maps: torch.Tensor, batch: dict[str, Any], values: dict[str, list[torch.Tensor]],
                 pooled: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]]) -> None:
     """Score each prompt's map (B, K, H, W) against its exact mask, grouped by the blemish type it names."""
     masks = batch["prompt_masks"].to(soft_maps.device)  # (B, K, H, W)
@@ -129,9 +153,28 @@ def _per_prompt(soft_maps: torch.Tensor, batch: dict[str, Any], sums: dict[str, 
         for k, spec in enumerate(specs):
             kind = spec.kind.value
             pred, true = soft_maps[b, k][None, None], masks[b, k][None, None]  # (1, 1, H, W)
-            sums[f"iou/{kind}"].append(mask_iou(pred, true))
+            values[f"iou/{kind}"].append(mask_iou(pred, true).cpu())
             pooled[kind][0].append(_stride(pred).flatten().cpu())
             pooled[kind][1].append(_stride(true).flatten().cpu())
+
+
+def summarise(scored: list[BatchScores], has_lpips: bool) -> EvalResult:
+    """The set's means (NaN-aware: an image whose metric is undefined is left out) and pooled APs, from its
+    batches' scores in the set's order."""
+    sums: dict[str, list[torch.Tensor]] = defaultdict(list)
+    pooled: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = defaultdict(lambda: ([], []))
+    asked: dict[str, int] = {}  # real pairs: prompt -> images asked it, in the order first met
+    for batch in scored:
+        for key, tensors in batch.values.items():
+            sums[key].extend(tensors)
+        for key, (scores, labels) in batch.pooled.items():
+            pooled[key][0].extend(scores)
+            pooled[key][1].extend(labels)
+        for prompt in batch.asked:
+            asked[prompt] = asked.get(prompt, 0) + 1
+    result = _summarise(sum(batch.n for batch in scored), sums, pooled, has_lpips)
+    result.prompts = asked or None
+    return result
 
 
 def _summarise(n: int, sums: dict[str, list[torch.Tensor]],

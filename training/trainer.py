@@ -80,7 +80,7 @@ from langbrt.training.train_state import (
     set_rng_state,
     warn_if_resume_differs,
 )
-from langbrt.training.validation import Validation, build_validation, val_line, val_scalars, validate
+from langbrt.training.validation import Validation, build_validation, val_line, val_result, val_scalars, validate
 
 
 @dataclass
@@ -193,7 +193,7 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
                 _save_checkpoint(run, output / (FINAL_DIR if final else f"{CHECKPOINTS_DIR}/step_{run.done:06d}"),
                                  batch)
             # ---- held-out validation: langbrt-eval's scores of the weights a checkpoint of this step ships;
-            # rank 0 scores while the others wait in `fail_together`, the run continues as if it had not
+            # each rank scores its share, rank 0 logs the set's; the run continues as if it had not
             if cfg.val is not None and _due(run.done, cfg.validation_every(), cfg.steps):
                 _validate(run, log, bar)
     except KeyboardInterrupt:
@@ -252,7 +252,7 @@ def _set_up(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None,
         load_matching(model, state["model_raw"], "raw generator weights", resume)
         load_matching(discriminator, state["discriminator"], "discriminator weights", resume)
     dataset, collate, base = _build_data(cfg, model, info)
-    val = build_validation(cfg, model.config.image_size) if info.is_main else None  # rank 0 scores alone
+    val = build_validation(cfg, model.config.image_size)  # every rank scores its share of it
     if info.is_main:
         _claim_output(cfg, output, lock, resume)
     opt_g, sched_g = build_optimizer(model, cfg)
@@ -414,10 +414,12 @@ def _trainer_state(run: _Run) -> dict[str, Any]:
 
 
 def _validate(run: _Run, log: RunLog, bar: Any) -> None:
-    """Score the weights a checkpoint of this step ships on the held-out pairs (rank 0), log and print them."""
+    """Score the weights a checkpoint of this step ships on the held-out pairs (each rank its share), log and
+    print them (rank 0)."""
     info = run.info
     with fail_together(info):
-        scores = validate(run.model, run.ema, run.val, info.device) if info.is_main else None
+        mine = validate(run.model, run.ema, run.val, info)
+    scores = val_result(mine, run.val, info)  # a collective: outside `fail_together`'s block
     with _all_ranks_write(info, run.last_ckpt):
         if info.is_main:
             if scores.num_samples:  # no pair decoded: NaN scores would only corrupt the log

@@ -2,9 +2,11 @@
 
 Why: a user fine-tuning on a few pairs overfits in a few hundred steps, and the training loss cannot show
 it; the held-out scores beside the identity's can. They are `langbrt-eval`'s numbers for the checkpoint of
-that step, not an approximation: the same set (`eval_dataset`), the same `evaluate`, the same batch size and
-synthetic seed, on the weights a checkpoint ships (the EMA's when EMA is on). Scoring leaves the run as it
-was (raw weights, train mode, every RNG), so a run with `--val` trains the same weights as one without.
+that step, not an approximation: the same set (`eval_dataset`), the same per-batch scoring and averaging as
+`evaluate`, the same batch size and synthetic seed, on the weights a checkpoint ships (the EMA's when EMA is
+on). Scoring leaves the run as it was (raw weights, train mode, every RNG), so a run with `--val` trains the
+same weights as one without. Under torchrun each rank scores its share of the batches and rank 0 averages
+them in the set's order: one process's numbers, in 1/world of the time.
 """
 
 from __future__ import annotations
@@ -12,17 +14,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from langbrt.errors import LangBRTInputError
 from langbrt.model import LangBRT
 from langbrt.output_paths import overlap
 from langbrt.training.datasets import build_dataset, check_alignment_of
-from langbrt.training.evaluate import EvalResult, evaluate
+from langbrt.training.distributed import DistInfo, gather_to_rank_0
+from langbrt.training.evaluate import BatchScores, EvalResult, score_batches, summarise
 from langbrt.training.metrics import LPIPSMetric
 from langbrt.training.train_config import FFHQR, SYNTHETIC, TrainConfig
 from langbrt.training.train_state import EMA, rng_state, set_rng_state, shipped_weights
@@ -94,15 +97,39 @@ def same_rng() -> Iterator[None]:
         set_rng_state(state)
 
 
-def validate(model: LangBRT, ema: EMA | None, val: Validation, device: torch.device) -> EvalResult:
-    """Score the weights a checkpoint of this step ships on the held-out set; `model` is back in train mode
-    with its raw weights, and every RNG where it was."""
+def validate(model: LangBRT, ema: EMA | None, val: Validation, info: DistInfo) -> list[BatchScores]:
+    """Score the weights a checkpoint of this step ships on this rank's share of the held-out set
+    (`rank_batches`); `model` is back in train mode with its raw weights, and every RNG where it was.
+    `val_result` puts the ranks' shares together."""
     with same_rng(), shipped_weights(model, ema):
+        loader = DataLoader(val.dataset, batch_sampler=rank_batches(len(val.dataset), info),
+                            collate_fn=val.collate)
         try:
-            return evaluate(model, val.dataset, val.collate, batch_size=EVAL_BATCH_SIZE, device=device,
-                            lpips=val.lpips)
+            return score_batches(model, loader, info.device, val.lpips)
         finally:
             model.train()
+
+
+def rank_batches(size: int, info: DistInfo) -> list[list[int]]:
+    """The indices of this rank's batches of a set of `size`: langbrt-eval's batches (`EVAL_BATCH_SIZE` in
+    order), batch i on rank i mod world size, so that each holds the images it holds in one process (a batch
+    changes the float sums a little) and the last, short one is a batch too. A rank may get none.
+
+    Why shard: rank 0 scoring the whole set alone kept the others waiting in a collective, which the process
+    group's time limit ends (nccl's is 10 minutes), and left their GPUs idle."""
+    starts = range(info.rank * EVAL_BATCH_SIZE, size, info.world_size * EVAL_BATCH_SIZE)
+    return [list(range(start, min(start + EVAL_BATCH_SIZE, size))) for start in starts]
+
+
+def val_result(mine: list[BatchScores], val: Validation, info: DistInfo) -> EvalResult | None:
+    """The set's scores on rank 0 (None on the others) from every rank's `validate`: the batches gathered
+    there and put back in the set's order, so that the means are one process's to the bit (a collective of
+    every rank)."""
+    shares = gather_to_rank_0(mine, info)
+    if shares is None:
+        return None
+    in_order = [batch for turn in zip_longest(*shares) for batch in turn if batch is not None]  # batch i: rank i % W
+    return summarise(in_order, val.lpips is not None)
 
 
 def val_scalars(result: EvalResult) -> dict[str, float]:
