@@ -33,6 +33,7 @@ from langbrt.training.losses.weights import LossWeights
 from langbrt.training.run_paths import resumed_config
 from langbrt.training.train_config import (
     ABLATIONS,
+    DDP_TIMEOUT_S,
     FFHQR,
     MODEL_FIELDS,
     PRECISIONS,
@@ -54,7 +55,7 @@ _FIELDS = ("data", "ffhqr_root", "ffhqr_target_root", "fraction", "synthetic_len
            "min_lr", "warmup_steps", "grad_clip", "preset", "image_size", "map_threshold", "detection_loss",
            "ablation", "text_encoder", "clip_text_weights", "vgg_weights", "alpha_clip_weights", "precision", "seed",
            "strict", "flip", "ema_decay", "num_workers", "log_every", "image_every", "checkpoint_every", "val",
-           "val_every", "val_samples", "output", "strict_pairs")
+           "val_every", "val_samples", "output", "strict_pairs", "ddp_timeout")
 _WEIGHTS = ("detection", "component", "adversarial", "l1", "perceptual", "semantic")
 
 
@@ -139,6 +140,9 @@ _WEIGHTS = ("detection", "component", "adversarial", "l1", "perceptual", "semant
 @click.option("--val-every", type=int, help="Steps between validations (and at the end)  [default: --checkpoint-every]")
 @click.option("--val-samples", type=int, default=64, show_default=True,
               help="Validate on at most this many held-out pairs (synthetic: this many test samples).")
+@click.option("--ddp-timeout", type=int, default=DDP_TIMEOUT_S, show_default=True, metavar="SECONDS",
+              help="Under torchrun: how long a collective waits for every process before the job fails "
+              "(nccl's own default is 600); raise it if one process's checkpoint write can take longer.")
 @click.option("--output", type=NonEmptyPath(), default="runs/langbrt", show_default=True,
               help="Run folder; the final checkpoint goes to OUTPUT/final.")
 @click.option("--resume", type=NonEmptyPath(), help="Continue exactly from a checkpoint folder; its "

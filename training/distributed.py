@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from langbrt.errors import LangBRTError
 from langbrt.text.prompt_bank import PromptBank
+from langbrt.training.train_config import DDP_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -47,11 +49,14 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
 
 
-def init_distributed(device: str | None = None) -> DistInfo:
+def init_distributed(device: str | None = None, timeout_s: float = DDP_TIMEOUT_S) -> DistInfo:
     """Join the torchrun process group if there is one; pick the device (CUDA if present, else CPU).
 
     Each process takes the GPU `LOCAL_RANK`; the backend follows the device because gloo cannot reduce
-    CUDA tensors efficiently and nccl cannot reduce CPU tensors at all.
+    CUDA tensors efficiently and nccl cannot reduce CPU tensors at all. `timeout_s` (`--ddp-timeout`): how long
+    a collective waits for every rank before it fails, the same for both backends, explicit because their
+    defaults differ (gloo 30 minutes, nccl 10 in torch 2.14) and a rank waiting out another's slow step (rank 0
+    writing a checkpoint) must not end the job.
     """
     use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
     if not launched_by_torchrun():
@@ -65,7 +70,8 @@ def init_distributed(device: str | None = None) -> DistInfo:
     else:
         dev = torch.device("cpu")
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world_size)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world_size,
+                                timeout=timedelta(seconds=timeout_s))
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
 
 

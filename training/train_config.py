@@ -44,6 +44,7 @@ MAX_SIZES = {
     "synthetic_length": 100_000_000,  # the run draws a permutation of it (8 bytes each): 800 MB at most
     "batch_size": 4096,  # the paper trains with 1; 4096 images of the smallest size fill a large GPU
     "num_workers": 256,  # DataLoader processes: more than any machine has cores
+    "ddp_timeout": 7 * 24 * 3600,  # seconds: a week; a collective stuck that long is a hang, not a slow step
 }
 """Bounds on sizes a run allocates by (a hand-edited train_config.json is read before anything checks them:
 `"synthetic_length": 1e15` ended in torch.randperm's allocation failure); generous, far beyond any real run."""
@@ -57,6 +58,12 @@ on resume is an error rather than a config that contradicts the weights."""
 
 SYNTHETIC = "synthetic"
 FFHQR = "ffhqr"
+
+DDP_TIMEOUT_S = 1800
+"""`--ddp-timeout`'s default, the time limit of the process group's collectives under torchrun: 30 minutes, as
+gloo's default and Hugging Face Trainer's `ddp_timeout`, set for nccl too, whose default in torch 2.14 is 10 minutes.
+Work that one rank does while the others wait in a collective (a checkpoint written to a slow network disk,
+the alignment check of a training set's pairs) must fit in it, or the waiting ranks end the job."""
 
 
 @dataclass
@@ -105,6 +112,8 @@ class TrainConfig:
     val: str | None = None  # held-out pairs scored during training: a source/ + target/ folder or "synthetic"
     val_every: int | None = None  # steps between validations; None: every checkpoint_every
     val_samples: int = 64  # at most this many held-out pairs (synthetic: exactly this many test samples)
+    # Under torchrun: how long a rank waits in a collective for the others before the job fails (`distributed.py`).
+    ddp_timeout: int = DDP_TIMEOUT_S
     # The current folder of the process that trained: the relative paths above are relative to it (`run_paths`);
     # None in configs written before 2026-11-28. The trainer records it; a user never sets it.
     workdir: str | None = None
@@ -122,7 +131,7 @@ class TrainConfig:
         positive = {"steps": self.steps, "batch_size": self.batch_size, "synthetic_length": self.synthetic_length,
                     "log_every": self.log_every, "image_every": self.image_every,
                     "checkpoint_every": self.checkpoint_every, "val_every": self.validation_every(),
-                    "val_samples": self.val_samples}
+                    "val_samples": self.val_samples, "ddp_timeout": self.ddp_timeout}
         for name, value in positive.items():
             if value < 1:
                 raise ConfigValueError(name, f"must be at least 1, got {value}")

@@ -130,7 +130,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
     cfg.validate()
     cfg = replace(cfg, workdir=os.getcwd())
     output = Path(cfg.output)
-    info = init_distributed()
+    info = init_distributed(timeout_s=cfg.ddp_timeout)
     lock = RunLock(output)
     try:
         result = _train(cfg, output, info, Path(resume) if resume else None, progress, lock)
