@@ -241,14 +241,64 @@ def test_a_rank_that_dies_mid_run_leaves_one_line_naming_the_checkpoint_not_a_tr
     assert "[rank0]: Traceback" not in proc.stderr and "GLHF" not in proc.stderr, proc.stderr
 
 
-def test_validation_under_torchrun_is_scored_and_logged_once_by_rank_0(tmp_path):
-    """Rank 0 scores the held-out set while rank 1 waits; each validation is one log record and one line."""
-    proc = torchrun("-m", "langbrt.training.cli_train", *FAST, "--steps", "2", "--checkpoint-every", "1",
-                    "--batch-size", "2", "--val", "synthetic", "--val-samples", "2", "--output", str(tmp_path / "run"))
+LEAVES = textwrap.dedent("""
+    import os, sys, torch
+    torch.set_num_threads(1)
+    from langbrt.console import run_command
+    from langbrt.training import cli_train, trainer
+
+    where = sys.argv.pop(1)  # where rank 1 ends (killed, say), after final/ is saved: exit 0, so that torchrun's
+    final = os.path.join(sys.argv[sys.argv.index("--output") + 1], "final")  # status is rank 0's own
+    real_validate, real_cleanup = trainer.validate, trainer.cleanup
+    def validate_or_leave(model, ema, val, info):
+        if where == "last validation" and info.rank == 1 and os.path.isdir(final):
+            os._exit(0)
+        return real_validate(model, ema, val, info)
+    def cleanup_or_leave(info, *, finished=False):
+        if where == "closing barrier" and info.rank == 1 and finished:
+            os._exit(0)
+        real_cleanup(info, finished=finished)
+    trainer.validate, trainer.cleanup = validate_or_leave, cleanup_or_leave
+    run_command(cli_train.main)
+""")
+
+
+def torchrun_where_rank_1_leaves(where: str, tmp_path, *flags: str) -> subprocess.CompletedProcess:
+    """A run with --val synthetic into tmp_path/run whose rank 1 ends at `where`, after final/ is saved."""
+    script = tmp_path / "leaves.py"
+    script.write_text(LEAVES)
+    return torchrun(str(script), where, *FAST, *flags, "--val", "synthetic", "--output", str(tmp_path / "run"))
+
+
+def finished_anyway(proc: subprocess.CompletedProcess, run) -> None:
+    """Rank 0 says in one warning that the run is complete, and succeeds: final/ holds every step."""
     assert proc.returncode == 0, proc.stderr[-3000:]
+    warned = [line for line in proc.stderr.splitlines() if line.startswith("Warning: ")]
+    assert len(warned) == 1 and warned[0].startswith("Warning: another process of the job stopped after the run "
+                                                     "finished ("), proc.stderr[-3000:]
+    assert warned[0].endswith(f"; the run is complete: {run / 'final'}")
+    assert "Traceback" not in proc.stderr and not error_lines(proc.stderr), proc.stderr[-3000:]
+    assert proc.stdout.startswith(f"saved {run / 'final'} after ") and (run / "final/model.safetensors").is_file()
+
+
+def test_validation_under_torchrun_is_logged_once_and_a_rank_lost_at_the_closing_barrier_is_one_warning(tmp_path):
+    """Each validation is one log record and one line (the ranks score shares of it). QA: a rank that died after
+    final/ was saved, before the closing barrier, left rank 0 gloo's traceback and exit status 1 for a run that
+    was complete."""
+    proc = torchrun_where_rank_1_leaves("closing barrier", tmp_path, "--steps", "2", "--checkpoint-every", "1",
+                                        "--batch-size", "2", "--val-samples", "2")
+    finished_anyway(proc, tmp_path / "run")
     records = [json.loads(line) for line in (tmp_path / "run/log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "val/psnr" in r] == [1, 2]
     assert sum(" val (2 images): " in line for line in proc.stderr.splitlines()) == 2, proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_a_rank_lost_in_the_validation_after_final_is_saved_is_one_warning(tmp_path):
+    """Its collective failed in the loop, which said 'continue with --resume .../final', a run --resume refuses
+    (no steps left), and exited 1; only the last validation's scores are missing."""
+    proc = torchrun_where_rank_1_leaves("last validation", tmp_path, "--val-samples", "1")
+    finished_anyway(proc, tmp_path / "run")
 
 
 DIES_SETTING_UP = textwrap.dedent("""

@@ -2,9 +2,10 @@
 
 The command only turns flags into a `TrainConfig` and calls `trainer.train`; errors a user can cause come
 back as one `langbrt-train: error: ...` line with exit code 2 (3 when the loss diverged, 4 when a checkpoint or
-log could not be written mid-run, 1 when another torchrun process of the job ended mid-run), never a
-traceback. Ctrl-C ends with one line naming the checkpoint to `--resume` from, exit code 130. Under
-`torchrun` every rank ends the same way and the line is said once per node (`stop`).
+log could not be written mid-run, 1 when another torchrun process of the job ended mid-run; 0 with a warning
+when it ended after the final checkpoint was saved), never a traceback. Ctrl-C ends with one line naming the
+checkpoint to `--resume` from, exit code 130. Under `torchrun` every rank ends the same way and the line is said
+once per node (`stop`).
 """
 
 from __future__ import annotations

@@ -218,8 +218,11 @@ def cleanup(info: DistInfo, *, finished: bool = False) -> None:
     about to): meet in a barrier first, so that no rank tears its connections down while a peer is still
     draining the last collective (a fail_together all-gather). Without it a gloo rank now and then aborted at
     exit ("terminate called without an active exception", pytorch/gloo#155) after a run that had succeeded.
+    The group is torn down even when the barrier fails (a peer gone), whose error is raised after.
     """
     if info.enabled and dist.is_initialized():
-        if finished:
-            dist.barrier()
-        dist.destroy_process_group()
+        try:
+            if finished:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()

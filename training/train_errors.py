@@ -62,9 +62,26 @@ def rank_lost(err: RuntimeError, done: int | None, last_ckpt: Path | None) -> Ra
     QA, 2026-11-26: a rank killed mid-run gave the others gloo's 40-line traceback. A peer is gone when torch
     raises its DistError (nccl's watchdog) or gloo its plain RuntimeError
     ("[.../gloo/transport/tcp/pair.cc:561] Connection closed by peer ...")."""
-    if not (isinstance(err, torch.distributed.DistError) or "/gloo/" in str(err)):
+    if not _peer_gone(err):
         return None
     return RankLost(f"another process of the job stopped ({_first_sentence(err)}); {stopped_message(done, last_ckpt)}")
+
+
+def lost_after_the_end(err: RuntimeError, final_dir: Path) -> str | None:
+    """The warning for a collective that failed because a peer is gone after `final_dir` was saved, else None.
+
+    QA: a rank that died between writing final/ and the closing barrier left rank 0 gloo's traceback and exit
+    status 1 for a run whose weights were complete; what was left undone (the last validation's scores, the
+    barrier) loses nothing a user needs, so the command says so and succeeds."""
+    if not _peer_gone(err):
+        return None
+    return (f"another process of the job stopped after the run finished ({_first_sentence(err)}); the run is "
+            f"complete: {final_dir}")
+
+
+def _peer_gone(err: RuntimeError) -> bool:
+    """A peer is gone when torch raises its DistError (nccl's watchdog) or gloo its plain RuntimeError."""
+    return isinstance(err, torch.distributed.DistError) or "/gloo/" in str(err)
 
 
 def _first_sentence(err: Exception) -> str:

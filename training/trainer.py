@@ -15,6 +15,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, replace
@@ -62,6 +63,7 @@ from langbrt.training.train_errors import (
     RankLost,
     TrainingInterrupted,
     diverged,
+    lost_after_the_end,
     rank_lost,
     run_output_written,
     stopped_message,
@@ -91,6 +93,7 @@ class TrainResult:
     steps: int
     last_loss: float
     seconds: float
+    peer_gone: bool = False  # under torchrun: another process ended after final/ was saved (warned about)
 
 
 @dataclass
@@ -139,8 +142,20 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, progress: bool = T
         raise
     finally:
         lock.release()
-    cleanup(info, finished=True)
+    _close(info, result)
     return result
+
+
+def _close(info: DistInfo, result: TrainResult) -> None:
+    """Leave the process group of a finished run: every rank meets in the closing barrier first, unless a peer
+    is known to be gone; one lost there is a warning, as the run is complete (`lost_after_the_end`)."""
+    try:
+        cleanup(info, finished=not result.peer_gone)
+    except RuntimeError as err:
+        warning = lost_after_the_end(err, result.final_dir) if info.enabled else None
+        if warning is None:
+            raise
+        warnings.warn(warning, stacklevel=2)
 
 
 def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, progress: bool,
@@ -167,6 +182,7 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
     log = RunLog(output, enabled=info.is_main, resume_step=run.start if run.resumed else None)
     bar = _progress_bar(cfg.steps, run.start, enabled=progress and info.is_main)
     t0 = time.perf_counter()
+    peer_gone = False
     try:
         for step in range(run.start, cfg.steps):
             # A data error (a corrupt image with --strict) on one rank stops every rank with it: alone, the others
@@ -202,12 +218,15 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
         lost = _peer_lost(err, info, run.done, run.last_ckpt)
         if lost is None:
             raise
-        raise lost from None
+        if run.last_ckpt != output / FINAL_DIR:
+            raise lost from None
+        warnings.warn(lost_after_the_end(err, run.last_ckpt), stacklevel=1)  # only the last validation was lost
+        peer_gone = True
     finally:  # also on a diverged loss or a data error mid-run: flush the logs, stop the data workers
         data.close()
         bar.close()
         log.close()
-    return TrainResult(output / FINAL_DIR, cfg.steps, run.last_loss, time.perf_counter() - t0)
+    return TrainResult(output / FINAL_DIR, cfg.steps, run.last_loss, time.perf_counter() - t0, peer_gone)
 
 
 def _peer_lost(err: RuntimeError, info: DistInfo, done: int | None, last_ckpt: Path | None) -> RankLost | None:
