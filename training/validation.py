@@ -123,8 +123,8 @@ def rank_batches(size: int, info: DistInfo) -> list[list[int]]:
 
 def val_result(mine: list[BatchScores], val: Validation, info: DistInfo) -> EvalResult | None:
     """The set's scores on rank 0 (None on the others) from every rank's `validate`: the batches gathered
-    there and put back in the set's order, so that the means are one process's to the bit (a collective of
-    every rank)."""
+    there and put back in the set's order, so that the means are taken over the same per-image scores in the
+    same order as in one process (a collective of every rank)."""
     shares = gather_to_rank_0(mine, info)
     if shares is None:
         return None
