@@ -31,12 +31,15 @@ def test_the_process_group_takes_the_time_limit_given_and_30_minutes_by_default(
 
 
 def test_langbrt_train_passes_ddp_timeout_to_the_process_group_and_records_it(tmp_path, monkeypatch):
+    """Typed on a run of one process, where there is no process group, it also says it has no effect there."""
     asked = []
     real_init = trainer.init_distributed
     monkeypatch.setattr(trainer, "init_distributed", lambda **kwargs: asked.append(kwargs) or real_init(**kwargs))
     result = CliRunner().invoke(train_main, [*FAST, "--ddp-timeout", "7200", "--output", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert asked == [{"timeout_s": 7200}]
+    assert result.output.startswith("Warning: --ddp-timeout 7200 has no effect: this run is one process, not started "
+                                    "by torchrun"), result.output
     assert json.loads((tmp_path / "run/train_config.json").read_text())["ddp_timeout"] == 7200
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import warnings
 from pathlib import Path
 
 import click
@@ -166,6 +167,7 @@ def main(ctx: click.Context, threads: int, resume: str | None, init: str | None,
         torch.set_num_threads(threads)
     try:
         cfg = _config(ctx, options, resume, init)
+        from langbrt.training.distributed import launched_by_torchrun
         from langbrt.training.train_errors import RankLost, TrainingDiverged, TrainingInterrupted
         from langbrt.training.trainer import train
 
@@ -173,6 +175,10 @@ def main(ctx: click.Context, threads: int, resume: str | None, init: str | None,
             with one_line_warnings():
                 if int(os.environ.get("RANK", "0")) == 0:  # said once per run, not once per torchrun rank
                     warn_train_flags_without_effect(cfg, _typed(ctx))
+                    if "ddp_timeout" in _typed(ctx) and not launched_by_torchrun():  # kept for a torchrun resume
+                        warnings.warn(f"--ddp-timeout {cfg.ddp_timeout} has no effect: this run is one process, "
+                                      "not started by torchrun; it is recorded for a --resume under torchrun",
+                                      stacklevel=1)
                 result = train(cfg, resume=resume, progress=not quiet)
         except TrainingDiverged as err:
             stop(error_line(PROG, err), EXIT_DIVERGED)
