@@ -220,7 +220,7 @@ def _train(cfg: TrainConfig, output: Path, info: DistInfo, resume: Path | None, 
             raise
         if run.last_ckpt != output / FINAL_DIR:
             raise lost from None
-        warnings.warn(lost_after_the_end(err, run.last_ckpt), stacklevel=1)  # only the last validation was lost
+        warnings.warn(lost_after_the_end(err, run.last_ckpt), stacklevel=1)  # final/ is whole: only what followed it
         peer_gone = True
     finally:  # also on a diverged loss or a data error mid-run: flush the logs, stop the data workers
         data.close()
