@@ -2,11 +2,11 @@
 
     python benchmarks/probe_tanh_approx.py
 
-Why: the folded kernel masks other Swin regions with logits of -2^15 (fp16) or -2^64 (bf16) or less, which
+Why: the folded kernel masks other Swin regions with logits of about -2^30 (fp16) or -2^64 (bf16) or less, which
 give exactly zero weight only if tanh.approx returns exactly -1 there; and its weights' error against
 sigmoid(2z) bounds what the fast form can cost. On an H100 (2026-11-26): -1.0 for every z <= -8 probed
 (down to -4096; +-1 at +-inf), and within 3.9e-6 of sigmoid(2z) on [-12, 12]. -2^15 and below are not yet
-probed on a GPU.
+probed on a GPU (the fp16 mask was -2^15 until 2026-11-27, -2^30 per band since).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import triton.language as tl
 
 from langbrt.kernels.tca_window_jit import sigmoid_of_folded, tanh_approx
 
-POINTS = (-(2.0**65), -(2.0**64), -65536.0, -32768.0, -4096.0, -2048.0, -1024.0, -100.0, -20.0, -10.0, -9.0,
-          -8.0, -6.0, -4.0, -1.0, 0.0, 1.0, 4.0, 8.0, 9.0, 10.0, 1024.0, float("-inf"), float("inf"))
+POINTS = (-(2.0**65), -(2.0**64), -(2.0**31), -(2.0**30), -65536.0, -32768.0, -4096.0, -2048.0, -1024.0, -100.0, -20.0,
+          -10.0, -9.0, -8.0, -6.0, -4.0, -1.0, 0.0, 1.0, 4.0, 8.0, 9.0, 10.0, 1024.0, float("-inf"), float("inf"))
 BLOCK = 1024
 
 

@@ -30,6 +30,12 @@ against 2 951 shifted, in 148 / 144 registers against 168 / 176):
   rounded the real logit by up to ~1e-3 and let a real logit past ~1 420 undo the mask; the bits cost
   5-27 instructions per warp and window (sm_90 fp16, 4 warps: wgmma 1 052 -> 1 069 tanh, 1 151 -> 1 156
   exact; mma.sync 1 156 -> 1 183, 1 249 -> 1 275), in 127 / 141 registers, not yet timed on a GPU.
+  In fp16 the keys' bits became 2^15 (2^30 per band with the query's 2^15) in a tile of their own
+  (2026-11-27, `_region_scales`): with the query's 2^15 alone, a real logit past ~22 700 (x 100 with
+  alpha 1e-3, or map features 100x the model's) undid the mask, error ~0.85 of the output's scale. The
+  second tile costs 8-25 instructions per warp and window and 2 KB of shared memory, no register (sm_90
+  fp16, shifted, 4 warps: wgmma 1 069 -> 1 082 tanh, 1 156 -> 1 169 exact; mma.sync 1 183 -> 1 192,
+  1 275 -> 1 283; bf16 and unshifted builds unchanged), not yet timed on a GPU.
 
 The folded kernel's head loop can be software-pipelined (HEAD_STAGES = 2, `tl.range(num_stages=2)`): Triton
 then loads the next head's folded weights into shared memory while this head computes. On an H100 (fp16,
@@ -113,20 +119,28 @@ def _band_bit(pos, size_padded, SHIFT: tl.constexpr):
 
 
 @triton.jit
-def _region_logit_scale(FAST: tl.constexpr, op_dtype: tl.constexpr):
-    """c, the folded logit a key of another Swin region gets per differing band: towards "no weight" (+z for
-    1 / (1 + 2^z), -z for the tanh form) and as far as the score dot's operands allow, so that no real logit
-    can pull it back: 2^15 in fp16 (its largest power of two; 65504 is its largest value), 2^64 in bf16
-    (fp32's exponent range). A power of two, so every product c * 1 is exact."""
+def _region_scales(FAST: tl.constexpr, op_dtype: tl.constexpr):
+    """(c, k): a query's region channels carry c, a key's k times its bits, so the score dot gives a key of
+    another Swin region c k per differing band, towards "no weight" (+z for 1 / (1 + 2^z), -z for the tanh
+    form) and as far as the operands allow, so that no real logit can pull it back.
+
+    fp16: c = k = 2^15 (its largest power of two; 65504 is its largest value), 2^30 per band: a real
+    logit channel saturates at +-65504 (`to_operand`), so a real logit stays under 65504 sum_k |[m~ | 1]_k|,
+    below 2^30 while the map features stay under ~16 000 / (Cm + 1) (~1 600 for the preset's 9 channels),
+    whatever x and alpha are. With c alone (k = 1) a logit past ~22 700 (exact form) undid the mask: x 100
+    times a trained layer's with alpha 1e-3 got that far. bf16: c = 2^64, k = 1 (fp32's exponent range;
+    c k must stay finite in fp32). Powers of two, so every product is exact."""
     if op_dtype == tl.float16:
         magnitude = 32768.0
+        key = 32768.0
     else:
         magnitude = 18446744073709551616.0
+        key = 1.0
     if FAST:
         c = -magnitude
     else:
         c = magnitude
-    return c
+    return c, key
 
 
 @triton.jit
@@ -165,25 +179,26 @@ def _folded_window(
         acc1 = tl.zeros((x0.shape[0], BLOCK_C1), dtype=tl.float32)
     kk = tl.arange(0, BLOCK_K)
     # [m~ | 1 | 0...], the ones channel 0 for padded keys: their m~ and ones entries are zero, so whatever
-    # their attention weight, A [m~ | 1] gains nothing from them (the reference masks them out); the region
-    # channels below meet zero rows of VO_h.
+    # their attention weight, A [m~ | 1] gains nothing from them (the reference masks them out). `kv` is
+    # the A [m~ | 1] dot's operand (zero on the region channels below), `keys` the score dot's.
     kv = tl.where(kk[None, :] == CM, valid.to(tl.float32)[:, None], mf.to(tl.float32))  # (BN, BK)
+    keys = kv
     region_logit = 0.0  # the Swin mask of a shifted block: score-dot channels (half precision) ...
     region_keep = 0  # ... or a select (fp32); neither is read in an unshifted block
     if SHIFT > 0:
         if LOW_PRECISION_DOT:
             # The Swin mask through the tensor cores: per axis two channels after the ones channel (the fold's
-            # weights are zero there), a key carrying its band bit b and 1 - b, a query c (1 - b) and c b, so
-            # the score dot adds c [b_query != b_key] per axis: exactly 0 within a region, each product
-            # c (1 - b_i) b_j being 0 or c; c or 2c, a sigmoid weight of 0, across regions
-            # (`_region_logit_scale`). Every window of a shifted block runs this one code. Within a region
-            # every region product is an exact zero, so the fp32 accumulation of the real logit is untouched
-            # (an earlier +-1 encoding cancelled +-c terms there and lost ~1e-3 of logit to their rounding).
-            # The mask holds while a real folded logit stays above -c + 25 (fp16: |logit| < 22 700 in the
-            # exact form, 65 500 in the tanh form; the weights' fp16 rounding alone is 0 past z = 25); the
-            # bundled model's largest logit on the example image is 5.1. fp32 selects instead (exact at
-            # any logit), the cost the header measured.
-            c = _region_logit_scale(FAST_SIGMOID, op_dtype)
+            # weights are zero there), a key carrying k b and k (1 - b) for its band bit b, a query c (1 - b)
+            # and c b, so the score dot adds c k [b_query != b_key] per axis: exactly 0 within a region, each
+            # product c (1 - b_i) k b_j being 0 or c k; c k or 2 c k, a sigmoid weight of 0, across regions
+            # (`_region_scales`, which says up to which logit that holds). Every window of a shifted block
+            # runs this one code. Within a region every region product is an exact zero, so the fp32
+            # accumulation of the real logit is untouched (an earlier +-1 encoding cancelled +-c terms there
+            # and lost ~1e-3 of logit to their rounding). In fp16 `kv` keeps zeros there: A times k would
+            # overflow in the A [m~ | 1] dot (N k > 65504), and inf times VO_h's zero rows is NaN; bf16's k = 1
+            # bits meet those zero rows harmlessly, so there one tile serves both dots.
+            # fp32 selects instead (exact at any logit), the cost the header measured.
+            c, k = _region_scales(FAST_SIGMOID, op_dtype)
             row_bit = _band_bit(sr, Hp, SHIFT)[:, None]  # (BN, 1)
             col_bit = _band_bit(sc, Wp, SHIFT)[:, None]  # (BN, 1)
             region = kk - CM  # (BK,): region channels 1..4, a band bit then its complement per axis
@@ -192,12 +207,15 @@ def _folded_window(
             axis_bit = tl.where((region <= 2)[None, :], row_bit, col_bit)  # (BN, BK)
             # b or 1 - b as one FMA per value with per-channel constants (fewer instructions than selects)
             key_bit = axis_bit * tl.where(complement, -1.0, 1.0)[None, :] + tl.where(complement, 1.0, 0.0)[None, :]
-            kv = tl.where(is_region[None, :], key_bit, kv)
+            keys = tl.where(is_region[None, :], k * key_bit, kv)  # (BN, BK)
+            if op_dtype != tl.float16:
+                kv = keys
             region_c = tl.where(is_region, c, 0.0)[None, :]  # (1, BK)
             region_logit = region_c - region_c * key_bit  # (BN, BK): c (1 - key's bit), 0 off the region channels
         else:
             region_keep = same_region(sr, sc, Hp, Wp, WINDOW, SHIFT)  # (BN, BN)
     kv = kv.to(op_dtype)
+    keys = keys.to(op_dtype)
     query_keep = 1.0 - m.to(tl.float32)  # (BN,) 1 - m
 
     if OUTPUT_AFTER_HEADS:
@@ -205,7 +223,7 @@ def _folded_window(
         # accumulators are live for that last step only (this module's header).
         mixes = ()
         for h in tl.static_range(NUM_HEADS):
-            mixes = mixes + (_folded_head_mix(h, x0, x1, kv, query_keep, region_logit, region_keep, qk_ptr,
+            mixes = mixes + (_folded_head_mix(h, x0, x1, kv, keys, query_keep, region_logit, region_keep, qk_ptr,
                                               qk_bias_ptr, C, SHIFT, BLOCK_C0, BLOCK_C1, BLOCK_K, op_dtype,
                                               LOW_PRECISION_DOT, DOT_PRECISION, FAST_SIGMOID, PTX_MATH),)
         acc0 = _project_mixes(mixes, vo_ptr, acc0, c0, C, NUM_HEADS, BLOCK_K, op_dtype, DOT_PRECISION)
@@ -215,7 +233,7 @@ def _folded_window(
             store_channels(out_ptr, acc1, bo_ptr, tok, valid, c1, C)
     else:
         for h in tl.range(NUM_HEADS, num_stages=HEAD_STAGES):
-            t = _folded_head_mix(h, x0, x1, kv, query_keep, region_logit, region_keep, qk_ptr, qk_bias_ptr, C,
+            t = _folded_head_mix(h, x0, x1, kv, keys, query_keep, region_logit, region_keep, qk_ptr, qk_bias_ptr, C,
                                  SHIFT, BLOCK_C0, BLOCK_C1, BLOCK_K, op_dtype, LOW_PRECISION_DOT, DOT_PRECISION,
                                  FAST_SIGMOID, PTX_MATH)
             vo_h = vo_ptr + h * BLOCK_K * C
@@ -242,7 +260,7 @@ def _project_mixes(mixes, vo_ptr, acc, c, C: tl.constexpr, NUM_HEADS: tl.constex
 
 
 @triton.jit
-def _folded_head_mix(h, x0, x1, kv, query_keep, region_logit, region_keep, qk_ptr, qk_bias_ptr,
+def _folded_head_mix(h, x0, x1, kv, keys, query_keep, region_logit, region_keep, qk_ptr, qk_bias_ptr,
                      C: tl.constexpr, SHIFT: tl.constexpr, BLOCK_C0: tl.constexpr, BLOCK_C1: tl.constexpr,
                      BLOCK_K: tl.constexpr, op_dtype: tl.constexpr, LOW_PRECISION_DOT: tl.constexpr,
                      DOT_PRECISION: tl.constexpr, FAST_SIGMOID: tl.constexpr, PTX_MATH: tl.constexpr):
@@ -263,7 +281,7 @@ def _folded_head_mix(h, x0, x1, kv, query_keep, region_logit, region_keep, qk_pt
         p = p * query_keep[:, None] + (qk_bias[None, :] + region_logit)  # and the region channels
     else:
         p = p * query_keep[:, None] + qk_bias[None, :]  # (x * (1 - m)) QK_h + qk_h
-    s = tl.dot(to_operand(p, op_dtype), tl.trans(kv), input_precision=DOT_PRECISION)  # (BN, BN)
+    s = tl.dot(to_operand(p, op_dtype), tl.trans(keys), input_precision=DOT_PRECISION)  # (BN, BN)
     if SHIFT > 0 and not LOW_PRECISION_DOT:
         s = tl.where(region_keep, s, _folded_no_weight(FAST_SIGMOID))
     a = sigmoid_of_folded(s, FAST_SIGMOID, PTX_MATH)  # (BN, BN)

@@ -652,6 +652,29 @@ def test_region_channels_hold_at_logits_in_the_thousands(monkeypatch, dtype, sig
         assert folded <= 2 * direct, (alpha, errors)
 
 
+@pytest.mark.parametrize("sigmoid", ["exact", "tanh"])
+@pytest.mark.parametrize(("x_scale", "map_scale"), [(1.0, 100.0), (10.0, 10.0)], ids=["maps-x100", "x-and-maps-x10"])
+def test_region_channels_hold_past_fp16s_range_of_logits(monkeypatch, sigmoid, x_scale, map_scale):
+    """fp16, alpha 1e-3, map features past channel 0 (the blemish map stays in [0, 1]) and x scaled up:
+    logits reach ~5e5, and a saturated logit channel (+-65504) times a map feature far past 2^15. When only
+    the query's region channels carried the mask (2^15, keys 0 / 1 bits) a key of another Swin region then
+    got a weight near 1 (error 0.85-0.87 of the output's scale, the direct kernel's 4e-4); with 2^15 on both
+    sides (2^30 per band) the folded kernel is held to twice the direct kernel's error, as at lower logits."""
+    monkeypatch.setenv(tca_choices.SIGMOID_ENV_VAR, sigmoid)
+    x, mf = random_inputs(1, 8, 8, 16, 3)
+    x, mf = x * x_scale, torch.cat([mf[..., :1], mf[..., 1:] * map_scale], dim=-1)  # (1, 8, 8, 16), (1, 8, 8, 3)
+    params = random_params(16, 3, 2)
+    with torch.no_grad():
+        params.alpha.fill_(1e-3)
+    expected = windowed_sigmoid_cross_attention_reference(x, mf, params, 2, 4, 2)
+    errors = {}
+    for kernel in tca_choices.KernelChoice:
+        monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, kernel.value)
+        got = kernel_attention(x.half(), mf.half(), cast_params(params, torch.float16), 2, 4, 2).float()
+        errors[kernel] = (got - expected).abs().max().item() / expected.abs().max().item()
+    assert errors[tca_choices.KernelChoice.FOLDED] <= 2 * errors[tca_choices.KernelChoice.DIRECT], errors
+
+
 @pytest.mark.parametrize(("B", "programs_per_sm", "programs_per_image"), [
     pytest.param(1, 3, 3, id="3-programs-of-3-windows"),  # windows 0 3 6 / 1 4 7 / 2 5 8
     pytest.param(1, 2, 2, id="2-programs-of-5-and-4-windows"),  # 0 2 4 6 8 / 1 3 5 7: one ends a window early
