@@ -292,8 +292,12 @@ class _TCAFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         x, map_features, *tensors = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        inputs = (x, map_features, *tensors)
         wanted = (needs[0], needs[1], *needs[6:])  # skip num_heads, window_size, shift, fast_sigmoid
+        if 0 in x.shape[1:3]:  # no window, no dependence on any input (and the reference cannot partition it)
+            saved = (x, map_features, *tensors)
+            result = [torch.zeros_like(t) if w else None for t, w in zip(saved, wanted, strict=True)]
+            return (result[0], result[1], None, None, None, None, *result[2:])
+        inputs = (x, map_features, *tensors)
         wanted_idx = [i for i, w in enumerate(wanted) if w]
 
         def reference_of_wanted(*wanted_inputs: torch.Tensor) -> torch.Tensor:

@@ -165,6 +165,19 @@ def test_under_autocast_the_kernel_runs_in_the_autocast_dtype_and_differentiates
     torch.testing.assert_close(got, expected, atol=1e-2, rtol=1e-2)
 
 
+@pytest.mark.parametrize("shape", [(1, 0, 8), (2, 8, 0)], ids=["no-rows", "no-columns"])
+def test_a_map_with_no_window_has_zero_gradients(shape):
+    """H or W = 0: the kernel returns the empty output, and its backward must not run the reference, whose
+    window_reverse divided by the window count (a ZeroDivisionError out of loss.backward())."""
+    x, mf = random_inputs(*shape, 16, 3)
+    kx, kmf, kparams, leaves = leaf_copies(x, mf, random_params(16, 3, 2))
+    got = kernel_attention(kx, kmf, kparams, 2, 4, 2)
+    assert got.shape == (*shape, 16)
+    got.sum().backward()
+    for leaf in leaves:
+        assert leaf.grad is not None and leaf.grad.shape == leaf.shape and not leaf.grad.any()
+
+
 def test_frozen_parameters_get_no_gradient():
     x, mf = random_inputs(1, 8, 8, 16, 3)
     params = random_params(16, 3, 2)
