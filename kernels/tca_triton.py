@@ -297,7 +297,11 @@ class _TCAFunction(torch.autograd.Function):
             saved = (x, map_features, *tensors)
             result = [torch.zeros_like(t) if w else None for t, w in zip(saved, wanted, strict=True)]
             return (result[0], result[1], None, None, None, None, *result[2:])
-        inputs = (x, map_features, *tensors)
+        alpha = tensors[-1]
+        # The reference's 1 / alpha is differentiated as -(1 / alpha)^2, which overflows fp16 for every
+        # alpha < 2^-8 (an inf alpha gradient whatever the loss, where the forward is fine): in fp32 here.
+        # The recomputed forward is the same: the reference rounds 1 / alpha to the inputs' dtype.
+        inputs = (x, map_features, *tensors[:-1], alpha.float() if alpha.dtype == torch.float16 else alpha)
         wanted_idx = [i for i, w in enumerate(wanted) if w]
 
         def reference_of_wanted(*wanted_inputs: torch.Tensor) -> torch.Tensor:
@@ -312,6 +316,8 @@ class _TCAFunction(torch.autograd.Function):
         _, vjp_fn = torch.func.vjp(reference_of_wanted, *(inputs[i] for i in wanted_idx))
         grads = iter(vjp_fn(grad_out))
         result = [next(grads) if w else None for w in wanted]
+        if result[-1] is not None:
+            result[-1] = result[-1].to(alpha.dtype)
         return (result[0], result[1], None, None, None, None, *result[2:])
 
 

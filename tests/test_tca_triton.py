@@ -178,6 +178,26 @@ def test_a_map_with_no_window_has_zero_gradients(shape):
         assert leaf.grad is not None and leaf.grad.shape == leaf.shape and not leaf.grad.any()
 
 
+@pytest.mark.parametrize("kernel", ["direct", "folded"])
+def test_fp16_alpha_below_2_to_the_minus_8_gets_its_finite_gradient(monkeypatch, kernel):
+    """alpha = 2e-3 in fp16: the backward differentiated the reference's 1 / alpha as -(1 / alpha)^2 in fp16,
+    250 000 > 65504, so alpha's gradient was inf whatever the loss (the forward is fine there). It must be
+    the float64 gradient within what the fp16 recompute's rounded logits cost at 1 / alpha = 500 (7 % here)."""
+    monkeypatch.setenv(tca_choices.KERNEL_ENV_VAR, kernel)
+    x, mf = random_inputs(1, 8, 8, 16, 3, dtype=torch.float64)
+    params = random_params(16, 3, 2, dtype=torch.float64)
+    with torch.no_grad():
+        params.alpha.copy_(torch.tensor([2e-3, 3e-3]))
+    grad_out = torch.randn(1, 8, 8, 16, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    _, _, expected_params, _ = leaf_copies(x, mf, params)
+    windowed_sigmoid_cross_attention_reference(x, mf, expected_params, 2, 4, 2).backward(grad_out)
+    _, _, half_params, _ = leaf_copies(x, mf, cast_params(params, torch.float16))
+    kernel_attention(x.half(), mf.half(), half_params, 2, 4, 2).backward(grad_out.half())
+    got, expected = half_params.alpha.grad, expected_params.alpha.grad
+    assert got.dtype == torch.float16 and got.isfinite().all(), got
+    torch.testing.assert_close(got.double(), expected, rtol=0.1, atol=0)
+
+
 def test_frozen_parameters_get_no_gradient():
     x, mf = random_inputs(1, 8, 8, 16, 3)
     params = random_params(16, 3, 2)
