@@ -337,7 +337,10 @@ def windowed_sigmoid_cross_attention_triton(
     every tensor of `params` (alpha included) through a recompute-based backward. `fast_sigmoid` computes
     the forward's sigmoid as 0.5 tanh(s / 2) + 0.5 with PTX `tanh.approx.f32` (on CUDA; the interpreter
     evaluates the same form exactly); None: LANGBRT_TCA_SIGMOID's choice for these inputs (`SigmoidChoice`:
-    by default the tanh form in half precision on CUDA, the exact one otherwise).
+    by default the tanh form in half precision on CUDA, the exact one otherwise). float64 inputs run the
+    kernels' fp32 maths (outputs ~1e-6 from the reference's), while the backward differentiates the float64
+    reference: finite differences of this function need steps of ~1e-3 (gradcheck's 1e-6 sees fp32 noise);
+    check float64 gradients on the reference.
 
     Under autocast every input is cast to the autocast dtype first, as autocast would cast a matmul's: the
     kernel then runs in half precision (an fp32 LayerNorm output would otherwise pick its fp32 build, 8x
