@@ -44,12 +44,11 @@ def _check_shapes(image: torch.Tensor, reference: torch.Tensor, mask: torch.Tens
         assert mask.shape == (image.shape[0], 1, *image.shape[2:]), (mask.shape, image.shape)
 
 
-def _gaussian_window(channels: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """(C, 1, 11, 11) normalised gaussian (sigma 1.5), one copy per channel for a depthwise conv."""
+def _gaussian_taps(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(11,) normalised gaussian (sigma 1.5): the 11x11 window is its outer product with itself."""
     coords = torch.arange(_SSIM_WINDOW, dtype=dtype, device=device) - (_SSIM_WINDOW - 1) / 2
     g = torch.exp(-(coords**2) / (2 * _SSIM_SIGMA**2))
-    g = g / g.sum()  # (11,)
-    return torch.outer(g, g).expand(channels, 1, _SSIM_WINDOW, _SSIM_WINDOW).contiguous()
+    return g / g.sum()
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -64,16 +63,17 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     scores pixels that are not in the image."""
     assert pred.shape == target.shape and min(pred.shape[-2:]) >= _SSIM_WINDOW, (pred.shape, target.shape)
     x, y = pred.double(), target.double()
-    channels = x.shape[1]
-    window = _gaussian_window(channels, x.dtype, x.device)  # (C, 1, 11, 11)
-
-    def blur(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, window, groups=channels)  # (B, C, H-10, W-10)
-
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x**2
-    var_y = blur(y * y) - mu_y**2
-    cov = blur(x * y) - mu_x * mu_y
+    # The five blurred maps in one depthwise conv, and the gaussian as two 1-D passes (it is separable): the
+    # same sums to float64 rounding, 5x less CPU at 512x512 than one 11x11 pass per map.
+    stacked = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # (B, 5C, H, W)
+    groups = stacked.shape[1]
+    taps = _gaussian_taps(x.dtype, x.device)
+    blurred = F.conv2d(stacked, taps.view(1, 1, -1, 1).expand(groups, 1, -1, 1), groups=groups)  # (B, 5C, H-10, W)
+    blurred = F.conv2d(blurred, taps.view(1, 1, 1, -1).expand(groups, 1, 1, -1), groups=groups)  # (B, 5C, H-10, W-10)
+    mu_x, mu_y, blur_xx, blur_yy, blur_xy = blurred.chunk(5, dim=1)  # each (B, C, H-10, W-10)
+    var_x = blur_xx - mu_x**2
+    var_y = blur_yy - mu_y**2
+    cov = blur_xy - mu_x * mu_y
     numerator = (2 * mu_x * mu_y + _SSIM_C1) * (2 * cov + _SSIM_C2)
     denominator = (mu_x**2 + mu_y**2 + _SSIM_C1) * (var_x + var_y + _SSIM_C2)
     return (numerator / denominator).mean(dim=(1, 2, 3)).float()  # (B,)
