@@ -13,7 +13,16 @@ from hypothesis import strategies as st
 from langbrt.errors import LangBRTInputError
 from langbrt.runtime import Retoucher
 from langbrt.runtime.backends.base import BackendOutput
-from langbrt.runtime.preprocess import letterbox, letterbox_geometry, paste_back, upsample_maps
+from langbrt.runtime.preprocess import (
+    Letterbox,
+    _crop,
+    _resize,
+    letterbox,
+    letterbox_geometry,
+    nonzero_box,
+    paste_back,
+    upsample_maps,
+)
 
 S = 64
 
@@ -73,6 +82,57 @@ def test_pixels_outside_the_upsampled_mask_are_bit_identical(height, width, seed
     assert torch.equal(full_mask == 0, upsample_maps(mask, box) == 0)
     assert _identical_outside(image, full_mask, original)
     assert image.min() >= 0 and image.max() <= 1
+
+
+def _paste_back_whole_frame(original: torch.Tensor, model_input: torch.Tensor, output: torch.Tensor,
+                            mask: torch.Tensor, box: Letterbox) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference: `paste_back` as it was before it worked in the mask's box, blending every pixel."""
+    low_mask = _crop(mask.float(), box).clamp(0.0, 1.0)  # (1, h, w)
+    delta = torch.where(low_mask > 0, _crop(output.float() - model_input.float(), box), 0.0)  # (3, h, w)
+    up = _resize(torch.cat([delta, low_mask]), box.full_height, box.full_width)  # (4, H, W)
+    full_mask = up[3:].clamp(0.0, 1.0)  # (1, H, W)
+    retouched = (up[:3] + original).clamp(0.0, 1.0)  # (3, H, W)
+    return torch.where(full_mask > 0, retouched, original), full_mask
+
+
+@settings(max_examples=40, deadline=None)
+@given(height=st.integers(1, 300), width=st.integers(1, 300), seed=st.integers(0, 2**16),
+       spots=st.integers(0, 3))
+def test_paste_back_is_bit_identical_to_blending_the_whole_frame(height, width, seed, spots):
+    """Working in the box of the non-zero mask changes no value, inside the mask or out."""
+    g = torch.Generator().manual_seed(seed)
+    original = torch.rand(3, height, width, generator=g)
+    x, box = letterbox(original, S)
+    mask = torch.zeros(1, S, S)
+    for _ in range(spots):  # a few soft blobs anywhere, edges included
+        top, left = (int(v) for v in torch.randint(0, S, (2,), generator=g))
+        mask[:, top : top + 9, left : left + 13] = torch.rand(1, 1, 1, generator=g)
+    output = torch.rand(3, S, S, generator=g)
+    image, full_mask = paste_back(original, x, output, mask, box)
+    expected_image, expected_mask = _paste_back_whole_frame(original, x, output, mask, box)
+    assert torch.equal(image, expected_image) and torch.equal(full_mask, expected_mask)
+
+
+def test_paste_back_returns_a_new_tensor_and_leaves_the_original_alone():
+    original = torch.rand(3, 90, 120, generator=torch.Generator().manual_seed(3))
+    before = original.clone()
+    x, box = letterbox(original, S)
+    image, _ = paste_back(original, x, torch.rand(3, S, S), torch.zeros(1, S, S), box)
+    image[:] = 0.5
+    assert torch.equal(original, before)
+
+
+@pytest.mark.parametrize(("points", "expected"), [
+    ([], None),
+    ([(0, 0)], (slice(0, 1), slice(0, 1))),
+    ([(3, 7), (5, 2)], (slice(3, 6), slice(2, 8))),
+    ([(9, 11)], (slice(9, 10), slice(11, 12))),
+])
+def test_nonzero_box_is_the_smallest_box_around_the_non_zero_values(points, expected):
+    plane = torch.zeros(10, 12)
+    for row, col in points:
+        plane[row, col] = 0.25
+    assert nonzero_box(plane) == expected
 
 
 def test_a_zero_mask_returns_the_input_unchanged():
