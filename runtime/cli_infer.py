@@ -58,6 +58,7 @@ from .infer_names import (
     output_stems,
     output_suffix,
 )
+from .preprocess import nonzero_box
 from .retoucher import Retoucher
 
 PROG = "langbrt-infer"
@@ -133,9 +134,19 @@ def refuse_prompt_files(prompts: list[str]) -> None:
 
 
 def overlay(image: torch.Tensor, heat: torch.Tensor) -> torch.Tensor:
-    """Paint a map (1, H, W) in [0, 1] over the photo (3, H, W) so a person can see what a prompt found."""
-    a = heat.clamp(0, 1) * OVERLAY_ALPHA  # (1, H, W)
-    return image * (1 - a) + OVERLAY_COLOR * a  # (3, H, W)
+    """Paint a map (1, H, W) in [0, 1] over the photo (3, H, W) so a person can see what a prompt found.
+
+    Only the box around the map's non-zero pixels is painted: where the map is 0 the paint's weight is 0 and
+    the blend gives the photo's own value, so copying the photo there writes the same file (at 12 MP the
+    blend over the whole frame took 0.3 s of CPU for a map that covers a few percent of it).
+    """
+    painted = image.clone()  # (3, H, W)
+    region = nonzero_box(heat[0])
+    if region is not None:
+        rows, cols = region
+        a = heat[:, rows, cols].clamp(0, 1) * OVERLAY_ALPHA  # (1, h', w')
+        painted[:, rows, cols] = image[:, rows, cols] * (1 - a) + OVERLAY_COLOR * a  # (3, h', w')
+    return painted
 
 
 class Runner:

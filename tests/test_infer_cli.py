@@ -21,7 +21,7 @@ from langbrt.io import load_image
 from langbrt.orphan_cleanup import ORPHAN_AGE_SECONDS
 from langbrt.png16 import decode_png16
 from langbrt.runtime import Retoucher
-from langbrt.runtime.cli_infer import main
+from langbrt.runtime.cli_infer import OVERLAY_ALPHA, OVERLAY_COLOR, main, overlay
 from langbrt.text import default_text_encoder
 
 
@@ -100,6 +100,21 @@ def test_save_maps_writes_one_overlay_per_prompt_and_the_mask(model_dir, tmp_pat
     names = sorted(p.name for p in (tmp_path / "retouched").iterdir())
     assert names == ["face_map_0_acne-on-the-cheeks.png", "face_map_1_forehead-wrinkles.png", "face_mask.png",
                      "face_retouched.png"]
+
+
+@pytest.mark.parametrize("covered", ["none", "spot", "edge", "all"])
+def test_a_map_overlay_equals_painting_the_whole_frame_and_is_the_photo_where_the_map_is_0(covered):
+    """`overlay` paints only the map's box; the photo it gives is the one the whole-frame blend gives."""
+    g = torch.Generator().manual_seed(7)
+    photo = torch.rand(3, 70, 90, generator=g)
+    heat = torch.zeros(1, 70, 90)
+    spot = {"none": (slice(0, 0), slice(0, 0)), "spot": (slice(20, 31), slice(40, 47)),
+            "edge": (slice(60, 70), slice(0, 5)), "all": (slice(None), slice(None))}[covered]
+    heat[:, spot[0], spot[1]] = torch.rand(1, 70, 90, generator=g)[:, spot[0], spot[1]]
+    a = heat.clamp(0, 1) * OVERLAY_ALPHA  # (1, H, W)
+    painted = overlay(photo, heat)
+    assert torch.equal(painted, photo * (1 - a) + OVERLAY_COLOR * a)
+    assert torch.equal(painted[:, heat[0] == 0], photo[:, heat[0] == 0])
 
 
 def test_an_existing_output_is_refused_without_overwrite(model_dir, tmp_path, capsys):
