@@ -14,11 +14,13 @@ import pytest
 import torch
 from bad_inputs import CAMERA_TAGS, TIFF_LAYOUT_TAGS, camera_tiff_bytes, deep_noise, png16_bytes, tiff16_bytes
 from PIL import Image
+from test_io import png_zlib_level_class
 
 from langbrt import LangBRT, LangBRTConfig
 from langbrt.artifact import METADATA_KEY
 from langbrt.io import load_image
 from langbrt.orphan_cleanup import ORPHAN_AGE_SECONDS
+from langbrt.pixel_values import from_uint8_hwc, to_uint8_hwc
 from langbrt.png16 import decode_png16
 from langbrt.runtime import Retoucher
 from langbrt.runtime.cli_infer import OVERLAY_ALPHA, OVERLAY_COLOR, main, overlay
@@ -100,6 +102,19 @@ def test_save_maps_writes_one_overlay_per_prompt_and_the_mask(model_dir, tmp_pat
     names = sorted(p.name for p in (tmp_path / "retouched").iterdir())
     assert names == ["face_map_0_acne-on-the-cheeks.png", "face_map_1_forehead-wrinkles.png", "face_mask.png",
                      "face_retouched.png"]
+
+
+def test_save_maps_writes_overlays_at_fast_zlib_and_the_mask_at_the_default_level(model_dir, tmp_path):
+    """The overlays, full-size previews, cost 6x less CPU at zlib level 1 (12 MP: 5.2 -> 0.9 s); the mask,
+    mostly 0, is 4x smaller at level 6 for little time. The overlay's pixels are the painted photo's."""
+    src = _photo(tmp_path / "face.png", size=(120, 90))
+    assert _run(model_dir, src, "--save-maps", "--prompt", "forehead wrinkles") == 0
+    out = tmp_path / "retouched"
+    map_file, mask_file = out / "face_map_0_forehead-wrinkles.png", out / "face_mask.png"
+    assert png_zlib_level_class(map_file.read_bytes()) == 0 and png_zlib_level_class(mask_file.read_bytes()) == 2
+    photo = load_image(src)
+    [result] = Retoucher.load(model_dir, device="cpu").retouch([photo], ["forehead wrinkles"])
+    assert torch.equal(load_image(map_file).rgb, from_uint8_hwc(to_uint8_hwc(overlay(photo.rgb, result.maps))))
 
 
 @pytest.mark.parametrize("covered", ["none", "spot", "edge", "all"])

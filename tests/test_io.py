@@ -628,6 +628,15 @@ def test_fast_encoding_keeps_png_lossless_at_zlib_level_1_and_webp_close(tmp_pat
     assert (webp - smooth).abs().mean() < 0.02
 
 
+def test_write_image_fast_writes_a_png_at_zlib_level_1_with_the_same_pixels(tmp_path):
+    """What `langbrt-infer --save-maps` writes its overlays with: cheaper compression, the same pixels."""
+    t = from_uint8_hwc(_noise_rgb())
+    fast, default = write_image(tmp_path / "fast.png", t, fast=True), write_image(tmp_path / "default.png", t)
+    assert torch.equal(read_image(fast), t)
+    levels = (png_zlib_level_class(fast.read_bytes()), png_zlib_level_class(default.read_bytes()))
+    assert levels == (0, 2)
+
+
 def test_unsupported_suffix_lists_the_supported_ones(tmp_path):
     message = _one_line_error(LangBRTInputError, write_image, tmp_path / "out.bmp", torch.rand(3, 4, 4))
     assert "out.bmp" in message and ".png" in message and ".jpg" in message and ".webp" in message
