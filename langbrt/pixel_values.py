@@ -104,6 +104,8 @@ def _scaled_hwc(tensor: torch.Tensor, top: float) -> torch.Tensor:
     assert t.ndim == 3 and t.shape[0] in (1, 3, 4), (
         f"expected (C, H, W) with C in 1/3/4, got {tuple(t.shape)}"
     )
+    if t.shape[0] > 1 and t.stride(0) == 0:  # one plane expanded to C (a grey mask written as RGB): scale it once
+        return _scaled_hwc(t[:1], top).expand(-1, -1, t.shape[0])  # (H, W, C), each channel the same values
     # Transpose first, into a fresh float32 copy, then work in place: one pass over a contiguous (H, W, C)
     # buffer (512x512 RGB: ~0.6 against ~2.9 ms for the ops in (C, H, W) followed by a transposing copy).
     hwc = t.permute(1, 2, 0).to(torch.float32, memory_format=torch.contiguous_format, copy=True)  # (H, W, C)

@@ -30,7 +30,7 @@ from langbrt.io import (
     read_image_bytes,
     write_image,
 )
-from langbrt.pixel_values import from_uint8_hwc, to_uint8_hwc
+from langbrt.pixel_values import from_uint8_hwc, to_uint8_hwc, to_uint16_hwc
 from langbrt.png16 import encode_png16
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -609,6 +609,17 @@ def test_uint8_conversion_leaves_its_input_alone(channels):
     out = to_uint8_hwc(x)
     torch.testing.assert_close(x, before, rtol=0, atol=0, equal_nan=True)
     assert out.shape == (5, 6, channels) and out[0, 0, 0] == 0 and out[-1, -1, -1] == 255
+
+
+@pytest.mark.parametrize("convert", [to_uint8_hwc, to_uint16_hwc])
+@pytest.mark.parametrize("channels", [3, 4])
+def test_a_plane_expanded_to_channels_converts_to_the_samples_of_its_full_copy(convert, channels):
+    """`langbrt-infer`'s mask is one plane expanded to RGB, converted once: the same contiguous samples."""
+    plane = torch.linspace(-0.5, 1.5, 7 * 9).reshape(1, 7, 9)  # (1, H, W), some out of range
+    plane[0, 0, 0] = float("nan")
+    out = convert(plane.expand(channels, -1, -1))
+    expected = convert(plane.expand(channels, -1, -1).contiguous())
+    assert out.flags["C_CONTIGUOUS"] and out.dtype == expected.dtype and np.array_equal(out, expected)
 
 
 def png_zlib_level_class(data: bytes) -> int:
