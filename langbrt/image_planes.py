@@ -52,8 +52,10 @@ def to_planes(img: Image.Image, name: str) -> tuple[torch.Tensor, torch.Tensor |
             return rgb, None
         return rgb, torch.from_numpy((samples != key).astype(np.float32)).unsqueeze(0)  # (1, H, W): 0 at the key
     has_alpha = img.mode in _ALPHA_MODES or "transparency" in img.info  # also P, L or RGB with a tRNS colour key
+    mode = "RGBA" if has_alpha else "RGB"
     try:
-        converted = img.convert("RGBA" if has_alpha else "RGB")  # CMYK, YCbCr, P, L, 1 all land here
+        # CMYK, YCbCr, P, L, 1 all land here; an image already in the mode is not copied (0.03 s at 12 MP)
+        converted = img if img.mode == mode else img.convert(mode)
     except ValueError as err:
         raise input_error(name, f"unsupported image mode {img.mode}") from err
     planes = from_uint8_hwc(np.asarray(converted))  # (3 or 4, H, W)

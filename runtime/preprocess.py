@@ -105,5 +105,6 @@ def nonzero_box(plane: torch.Tensor) -> tuple[slice, slice] | None:
     rows = torch.nonzero(nonzero.any(dim=1))[:, 0]  # (n,) indices of rows holding a non-zero value
     if rows.numel() == 0:
         return None
-    cols = torch.nonzero(nonzero.any(dim=0))[:, 0]  # (m,)
-    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+    top, bottom = int(rows[0]), int(rows[-1]) + 1
+    cols = torch.nonzero(nonzero[top:bottom].any(dim=0))[:, 0]  # (m,) of the rows that hold any
+    return slice(top, bottom), slice(int(cols[0]), int(cols[-1]) + 1)
