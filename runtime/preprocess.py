@@ -9,7 +9,9 @@ wherever all contributing low-resolution mask pixels are 0, and there the origin
 A retouch usually changes a few percent of a photo, so the per-pixel blend runs only inside the box that
 holds the upsampled mask's non-zero pixels (`nonzero_box`); outside it the original is copied. The box only
 skips work: each pixel inside it goes through the same operations as before, so the result is the same bit
-for bit (at 12 MP the blend took 0.3 s of CPU over the whole frame).
+for bit (at 12 MP the blend took 0.3 s of CPU over the whole frame). A box over more than half the photo is
+blended over the whole frame as before, where the copy would cost more than the box saves (a model with
+random weights: its mask covers everything).
 """
 
 from __future__ import annotations
@@ -85,13 +87,15 @@ def paste_back(original: torch.Tensor, model_input: torch.Tensor, output: torch.
     up = _resize(torch.cat([delta, low_mask]), box.full_height, box.full_width)  # (4, H, W) in one pass
     # In place from here: at 12 MP every full-resolution float plane is 48 MB, and a server holds many.
     full_mask = up[3:].clamp_(0.0, 1.0).clone()  # (1, H, W), its own storage so `up` can be freed
+    rows, cols = nonzero_box(full_mask[0]) or (slice(0, 0), slice(0, 0))
+    box_pixels = (rows.stop - rows.start) * (cols.stop - cols.start)
+    if 2 * box_pixels > box.full_height * box.full_width:  # a mask over most of the photo: no copy first
+        retouched = up[:3].add_(original).clamp_(0.0, 1.0)  # (3, H, W): original + delta
+        return torch.where(full_mask > 0, retouched, original), full_mask  # (3, H, W)
     image = original.clone()  # (3, H, W): the original wherever full_mask is 0
-    region = nonzero_box(full_mask[0])
-    if region is not None:
-        rows, cols = region
-        kept = original[:, rows, cols]  # (3, h', w'): the box
-        retouched = up[:3, rows, cols].add_(kept).clamp_(0.0, 1.0)  # (3, h', w'): original + delta
-        image[:, rows, cols] = torch.where(full_mask[:, rows, cols] > 0, retouched, kept)
+    kept = image[:, rows, cols]  # (3, h', w'): the box, a view into image
+    retouched = up[:3, rows, cols].add_(kept).clamp_(0.0, 1.0)  # (3, h', w'): original + delta
+    torch.where(full_mask[:, rows, cols] > 0, retouched, kept, out=kept)  # blends into image
     return image, full_mask
 
 

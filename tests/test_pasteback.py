@@ -95,18 +95,19 @@ def _paste_back_whole_frame(original: torch.Tensor, model_input: torch.Tensor, o
     return torch.where(full_mask > 0, retouched, original), full_mask
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(height=st.integers(1, 300), width=st.integers(1, 300), seed=st.integers(0, 2**16),
-       spots=st.integers(0, 3))
-def test_paste_back_is_bit_identical_to_blending_the_whole_frame(height, width, seed, spots):
-    """Working in the box of the non-zero mask changes no value, inside the mask or out."""
+       spots=st.integers(0, 3), spot_size=st.integers(1, S))
+def test_paste_back_is_bit_identical_to_blending_the_whole_frame(height, width, seed, spots, spot_size):
+    """Working in the box of the non-zero mask changes no value, inside the mask or out, whether the box is
+    small (blended in the box) or most of the photo (blended over the whole frame)."""
     g = torch.Generator().manual_seed(seed)
     original = torch.rand(3, height, width, generator=g)
     x, box = letterbox(original, S)
     mask = torch.zeros(1, S, S)
-    for _ in range(spots):  # a few soft blobs anywhere, edges included
+    for _ in range(spots):  # a few soft blobs anywhere, edges included, up to the whole model input
         top, left = (int(v) for v in torch.randint(0, S, (2,), generator=g))
-        mask[:, top : top + 9, left : left + 13] = torch.rand(1, 1, 1, generator=g)
+        mask[:, top : top + spot_size, left : left + spot_size] = torch.rand(1, 1, 1, generator=g)
     output = torch.rand(3, S, S, generator=g)
     image, full_mask = paste_back(original, x, output, mask, box)
     expected_image, expected_mask = _paste_back_whole_frame(original, x, output, mask, box)
