@@ -96,7 +96,8 @@ def check_alignment_of(dataset: Dataset, cfg: TrainConfig) -> None:
     if not pairs:
         return
     where = cfg.ffhqr_root if cfg.data == FFHQR else cfg.data
-    message = misaligned_message(check_alignment(pairs), len(pairs), str(where))
+    message = misaligned_message(check_alignment(pairs, read=_paired_base(dataset).read_full), len(pairs),
+                                 str(where))
     if message is None:
         return
     if cfg.strict_pairs:
@@ -110,3 +111,11 @@ def pairs_of(dataset: Dataset) -> list[ImagePair]:
         pairs = pairs_of(dataset.dataset)
         return [pairs[i] for i in dataset.indices] if pairs else []  # a subset of the synthetic set: none
     return list(dataset.pairs) if isinstance(dataset, PairedImageDataset) else []
+
+
+def _paired_base(dataset: Dataset) -> PairedImageDataset:
+    """The `PairedImageDataset` under `dataset`'s `Subset`s (the caller knows there is one)."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    assert isinstance(dataset, PairedImageDataset), type(dataset)
+    return dataset

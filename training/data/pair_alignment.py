@@ -29,7 +29,7 @@ beside 5 to 110 ms to decode its files (256 px PNG to 1024 px PNG).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -178,15 +178,18 @@ def _luma(image: torch.Tensor) -> torch.Tensor:
     return torch.einsum("c,chw->hw", image.new_tensor(_LUMA), image)
 
 
-def check_alignment(pairs: Sequence[ImagePair], limit: int = MAX_CHECKED) -> list[PairAlignment]:
+def check_alignment(pairs: Sequence[ImagePair], limit: int = MAX_CHECKED,
+                    read: Callable[[ImagePair], tuple[torch.Tensor, torch.Tensor]] = read_pair,
+                    ) -> list[PairAlignment]:
     """Measure `pairs` (at most `limit` of them, spread evenly over the sequence); a pair that fails to decode
-    is left out, since the dataset skips and reports it when it meets it."""
+    is left out, since the dataset skips and reports it when it meets it. `read` decodes a pair at full size as
+    `read_pair` does: the dataset's `read_full` keeps what the run trains on, so no photo is decoded twice."""
     step = max(len(pairs) / limit, 1.0)
     chosen = [pairs[int(i * step)] for i in range(min(len(pairs), limit))]
     results = []
     for pair in chosen:
         try:
-            source, target = read_pair(pair)  # (3, H, W), (3, H', W')
+            source, target = read(pair)  # (3, H, W), (3, H', W')
         except UnusableImageError:
             continue
         results.append(measure_alignment(source, target, pair.name))

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from langbrt.config import PAPER_PREDEFINED_PROMPTS
 from langbrt.errors import LangBRTInputError
 from langbrt.training.data.blemish_types import mirror_prompt
+from langbrt.training.data.pair_cache import DEFAULT_CACHE_BYTES, PairCache, pair_stamp
 from langbrt.training.data.pair_discovery import ImagePair, format_offenders, plural
 from langbrt.training.data.pair_prompts import canonical_prompts
 from langbrt.training.data.pair_validation import SkippedImage, UnusableImageError, check_pair, read_pair
@@ -68,6 +69,10 @@ class PairedImageDataset(torch.utils.data.Dataset):
     ``flip=True`` mirrors source and target together (and swaps "left"/"right" in the prompts) for half the
     samples; the choice depends only on (seed, epoch, index), so it is reproducible with any number of
     workers. Call `set_epoch` each epoch to draw new flips.
+
+    Each pair is decoded once and kept at `image_size` (`pair_cache`: at most `cache_bytes`, re-read when a file
+    changes); `read_full` decodes a pair at full size for a caller that needs it (the alignment check) and
+    caches it on the way.
     """
 
     def __init__(
@@ -80,6 +85,7 @@ class PairedImageDataset(torch.utils.data.Dataset):
         prompts: Sequence[str] = DEFAULT_REAL_PROMPTS,
         substitute: bool = True,
         pair_prompts: Mapping[str, Sequence[str]] | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ) -> None:
         if not isinstance(image_size, int) or image_size < 1:
             raise LangBRTInputError(f"image_size must be a positive integer, got {image_size!r}")
@@ -101,6 +107,7 @@ class PairedImageDataset(torch.utils.data.Dataset):
         # None, which collate_pairs drops (evaluation: every pair scored once or not at all; QA, 2026-11-26:
         # eval scored the neighbour of a corrupt pair twice and counted it in num_samples).
         self.substitute = substitute
+        self.cache = PairCache(cache_bytes)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -164,8 +171,22 @@ class PairedImageDataset(torch.utils.data.Dataset):
         )
 
     def _load(self, pair: ImagePair) -> tuple[torch.Tensor, torch.Tensor]:
+        """(3, S, S) source and target of `pair`, from the cache or decoded (and cached)."""
+        cached = self.cache.get(pair)
+        return cached if cached is not None else self._decode(pair)[1]
+
+    def read_full(self, pair: ImagePair) -> tuple[torch.Tensor, torch.Tensor]:
+        """`read_pair(pair)`: both files at full size, (3, H, W) and (3, H', W'); their model-size copies are
+        cached, so the samples of a pair read here are not decoded again."""
+        return self._decode(pair)[0]
+
+    def _decode(self, pair: ImagePair) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """((full source, full target), (source, target) at `image_size`) of `pair`, decoded; the second cached."""
+        stamp = pair_stamp(pair)  # before decoding: a file rewritten meanwhile is read again next time
         source, target = read_pair(pair)  # (3, H, W), (3, H', W')
-        return fit_square(source, self.image_size), fit_square(target, self.image_size)  # (3, S, S) each
+        fitted = fit_square(source, self.image_size), fit_square(target, self.image_size)  # (3, S, S) each
+        self.cache.put(pair, stamp, *fitted)
+        return (source, target), fitted
 
     def prompts_of(self, name: str) -> tuple[str, ...]:
         """The prompts pair `name` answers, before any flip."""
