@@ -128,14 +128,26 @@ def test_a_file_removed_after_it_was_cached_is_skipped_as_before(root):
         assert dataset[2]["name"] == "p0"
 
 
-def test_the_cache_keeps_what_fits_its_bytes_and_serves_the_rest_decoded(root, decodes):
-    one_pair = 2 * 3 * SIZE * SIZE * 4  # source and target, float32
+def test_a_set_larger_than_the_cache_is_not_cached_at_all_and_served_decoded(root, decodes):
+    """A part of it would be hit rarely (a new random order each epoch) while holding memory in every worker."""
+    three_pairs = 3 * 2 * 3 * SIZE * SIZE * 4  # source and target, float32
     pairs = find_pairs(root)
-    dataset = PairedImageDataset(pairs, image_size=SIZE, cache_bytes=one_pair)
-    samples = epochs(dataset, 3)
-    assert len(dataset.cache) == 1 and dataset.cache.bytes == one_pair
-    assert sorted(decodes) == ["p0", "p1", "p1", "p1", "p2", "p2", "p2"]
-    assert_same_samples(samples, epochs(uncached(pairs), 3))
+    fits = PairedImageDataset(pairs, image_size=SIZE, cache_bytes=three_pairs)
+    epochs(fits, 2)
+    assert len(fits.cache) == 3 and fits.cache.bytes == three_pairs
+    decodes.clear()
+    too_large = PairedImageDataset(pairs, image_size=SIZE, cache_bytes=three_pairs - 1)
+    samples = epochs(too_large, 2)
+    assert len(too_large.cache) == 0 and sorted(decodes) == ["p0", "p0", "p1", "p1", "p2", "p2"]
+    assert_same_samples(samples, epochs(uncached(pairs), 2))
+
+
+def test_a_cache_keeps_no_more_than_its_bytes():
+    cache = PairCache(max_bytes=2 * 3 * 4 * 4 * 4)
+    images = [ImagePair(Path(__file__), Path(__file__), name) for name in ("a", "b")]
+    for pair in images:
+        cache.put(pair, pair_stamp(pair), torch.zeros(3, 4, 4), torch.zeros(3, 4, 4))
+    assert len(cache) == 1 and cache.get(images[0]) is not None and cache.get(images[1]) is None
 
 
 def test_the_alignment_check_fills_the_cache_so_training_decodes_nothing_more(root, decodes):

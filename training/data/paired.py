@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from langbrt.config import PAPER_PREDEFINED_PROMPTS
 from langbrt.errors import LangBRTInputError
 from langbrt.training.data.blemish_types import mirror_prompt
-from langbrt.training.data.pair_cache import DEFAULT_CACHE_BYTES, PairCache, pair_stamp
+from langbrt.training.data.pair_cache import DEFAULT_CACHE_BYTES, pair_cache_for, pair_stamp
 from langbrt.training.data.pair_discovery import ImagePair, format_offenders, plural
 from langbrt.training.data.pair_prompts import canonical_prompts
 from langbrt.training.data.pair_validation import SkippedImage, UnusableImageError, check_pair, read_pair
@@ -70,9 +70,9 @@ class PairedImageDataset(torch.utils.data.Dataset):
     samples; the choice depends only on (seed, epoch, index), so it is reproducible with any number of
     workers. Call `set_epoch` each epoch to draw new flips.
 
-    Each pair is decoded once and kept at `image_size` (`pair_cache`: at most `cache_bytes`, re-read when a file
-    changes); `read_full` decodes a pair at full size for a caller that needs it (the alignment check) and
-    caches it on the way.
+    Each pair is decoded once and kept at `image_size` (`pair_cache`: when all of them fit in `cache_bytes`;
+    a pair whose file changes is read again); `read_full` decodes a pair at full size for a caller that needs
+    it (the alignment check) and caches it on the way.
     """
 
     def __init__(
@@ -107,7 +107,7 @@ class PairedImageDataset(torch.utils.data.Dataset):
         # None, which collate_pairs drops (evaluation: every pair scored once or not at all; QA, 2026-11-26:
         # eval scored the neighbour of a corrupt pair twice and counted it in num_samples).
         self.substitute = substitute
-        self.cache = PairCache(cache_bytes)
+        self.cache = pair_cache_for(len(self.pairs), image_size, cache_bytes)
 
     def __len__(self) -> int:
         return len(self.pairs)
