@@ -1,10 +1,10 @@
 """Decoded pairs at the model's size, kept in memory so a run decodes each photo once, not once per epoch.
 
 Why: fine-tuning on a few pairs goes over them every few steps (30 pairs at batch 4: a new epoch every 8
-steps), and decoding a 12-MP JPEG and resizing it to 256² costs more CPU than the training step that uses it
-(profiled, 2026-11-27: 1.2 s of data against 1.6 s of model per step of the bundled model on 30 photos up to
-3000x4000, one thread). The cache keeps the `fit_square` result, 0.8 MB per image at 256², so the model
-trains on the very tensors a fresh decode gives.
+steps), and decoding a 12-MP JPEG and resizing it to 256² takes about as long as the training step that
+uses it (measured 2026-11-27, the bundled model at batch 4 on 30 photos up to 4000x3000, one thread: 0.75 CPU
+seconds of decoding and resizing a step beside the model's 1.1). The cache keeps the `fit_square` result,
+0.8 MB per image at 256², so the model trains on the very tensors a fresh decode gives.
 
 A file that changes during the run (a user replacing a bad target between epochs) is read again: each entry
 remembers both files' size, modification time and inode, checked by one `os.stat` per file, so the run
