@@ -19,13 +19,14 @@ WORKER = textwrap.dedent("""
     torch.set_num_threads(1)
     from langbrt.training import trainer
     from langbrt.training.losses.weights import LossWeights
+    from langbrt.training.train_state import EMA
     from langbrt.training.train_config import TrainConfig
 
-    real_update = trainer.EMA.update
+    real_update = EMA.update
     def update_and_dump(self, model):  # after every step, each rank records its own raw generator weights
         real_update(self, model)
         torch.save(model.state_dict(), os.path.join(sys.argv[1], f"rank{os.environ['RANK']}.pt"))
-    trainer.EMA.update = update_and_dump
+    EMA.update = update_and_dump
     cfg = TrainConfig(output=sys.argv[1], steps=3, batch_size=2, synthetic_length=16, checkpoint_every=3,
                       image_every=3, weights=LossWeights(perceptual=0, semantic=0, adversarial=1),
                       ablation=sys.argv[2])
@@ -210,14 +211,15 @@ DIES = textwrap.dedent("""
     import os, sys, torch
     torch.set_num_threads(1)
     from langbrt.console import run_command
-    from langbrt.training import cli_train, trainer
+    from langbrt.training import cli_train
+    from langbrt.training.train_state import EMA
 
-    real_update = trainer.EMA.update
+    real_update = EMA.update
     def update_then_die_on_rank_1(self, model):  # rank 1 is killed (out of memory, say) after step 3
         real_update(self, model)
         if os.environ["RANK"] == "1" and self.updates == 3:
             os._exit(9)
-    trainer.EMA.update = update_then_die_on_rank_1
+    EMA.update = update_then_die_on_rank_1
     run_command(cli_train.main)
 """)
 
@@ -305,15 +307,15 @@ DIES_SETTING_UP = textwrap.dedent("""
     import os, time, torch
     torch.set_num_threads(1)
     from langbrt.console import run_command
-    from langbrt.training import cli_train, trainer
+    from langbrt.training import cli_train, run_setup
 
-    real_build_optimizer = trainer.build_optimizer
+    real_build_optimizer = run_setup.build_optimizer
     def build_optimizer_or_die_on_rank_1(*args, **kwargs):  # rank 1 is killed (out of memory, say) setting up,
         if os.environ["RANK"] == "1":  # while rank 0 waits for it at the set-up's end
             time.sleep(2)
             os._exit(9)
         return real_build_optimizer(*args, **kwargs)
-    trainer.build_optimizer = build_optimizer_or_die_on_rank_1
+    run_setup.build_optimizer = build_optimizer_or_die_on_rank_1
     run_command(cli_train.main)
 """)
 
@@ -392,7 +394,7 @@ SCORES = textwrap.dedent("""
     torch.set_num_threads(1)
     from langbrt.training.distributed import cleanup, init_distributed
     from langbrt.training.train_config import TrainConfig
-    from langbrt.training.trainer import build_model, build_text_encoder
+    from langbrt.training.run_setup import build_model, build_text_encoder
     from langbrt.training.validation import build_validation, val_result, validate
 
     info = init_distributed(device="cpu")  # one process when not started by torchrun

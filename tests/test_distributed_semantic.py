@@ -12,7 +12,7 @@ import torch
 from test_distributed import torchrun
 from test_losses import TINY_ARCH, tiny_clip_files  # noqa: F401  (a fixture)
 
-from langbrt.training import trainer
+from langbrt.training import run_setup, trainer
 from langbrt.training.losses.weights import LossWeights
 from langbrt.training.train_config import TrainConfig
 
@@ -22,17 +22,18 @@ WORKER = textwrap.dedent(f"""
     import functools, os, sys, torch
     torch.set_num_threads(1)
     import open_clip
-    from langbrt.training import trainer
+    from langbrt.training import run_setup, trainer
     from langbrt.training.losses.weights import LossWeights
     from langbrt.training.train_config import TrainConfig
+    from langbrt.training.train_state import EMA
 
     open_clip.add_model_config(sys.argv[2])
-    trainer.require_loss_weights = functools.partial(trainer.require_loss_weights, clip_arch={TINY_ARCH!r})
-    real_update = trainer.EMA.update
+    run_setup.require_loss_weights = functools.partial(run_setup.require_loss_weights, clip_arch={TINY_ARCH!r})
+    real_update = EMA.update
     def update_and_dump(self, model):  # after every step, each rank records its own raw generator weights
         real_update(self, model)
         torch.save(model.state_dict(), os.path.join(sys.argv[1], f"rank{{os.environ['RANK']}}.pt"))
-    trainer.EMA.update = update_and_dump
+    EMA.update = update_and_dump
     cfg = TrainConfig(output=sys.argv[1], steps={STEPS}, batch_size=1, synthetic_length=8, log_every=1,
                       checkpoint_every={STEPS}, image_every={STEPS}, flip=False,
                       weights=LossWeights(perceptual=0, adversarial=0, semantic=1),
@@ -61,8 +62,8 @@ def test_two_ranks_with_the_semantic_loss_agree_and_match_one_process_of_their_g
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
 
     torch.set_num_threads(1)
-    monkeypatch.setattr(trainer, "require_loss_weights", functools.partial(trainer.require_loss_weights,
-                                                                           clip_arch=TINY_ARCH))
+    monkeypatch.setattr(run_setup, "require_loss_weights", functools.partial(run_setup.require_loss_weights,
+                                                                             clip_arch=TINY_ARCH))
     one = tmp_path / "one"
     trainer.train(TrainConfig(output=str(one), steps=STEPS, batch_size=2, synthetic_length=8, log_every=1,
                               checkpoint_every=STEPS, image_every=STEPS, flip=False,

@@ -20,6 +20,7 @@ from test_trainer import count_generator_steps
 from langbrt.config import LangBRTConfig
 from langbrt.errors import LangBRTInputError
 from langbrt.model import LangBRT
+from langbrt.training import run_setup
 from langbrt.training import trainer as trainer_module
 from langbrt.training.cli_train import eval_command, main
 from langbrt.training.data.paired import DEFAULT_REAL_PROMPTS
@@ -392,14 +393,14 @@ def test_two_new_runs_started_into_one_empty_folder_at_once_write_one_run(tmp_pa
 
     out = tmp_path / "out"
     other_run = FileLock(out / ".lock", timeout=0)
-    real_build = trainer_module.build_dataset
+    real_build = run_setup.build_dataset
 
     def other_run_starts_meanwhile(*args, **kwargs):
         out.mkdir(parents=True, exist_ok=True)
         other_run.acquire()
         return real_build(*args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "build_dataset", other_run_starts_meanwhile)
+    monkeypatch.setattr(run_setup, "build_dataset", other_run_starts_meanwhile)
     try:
         result = run_cli("--steps", "1", "--batch-size", "2", "--synthetic-length", "8", "--output", str(out))
     finally:

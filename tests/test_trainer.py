@@ -20,6 +20,7 @@ from langbrt.errors import LangBRTInputError, OutputWriteError
 from langbrt.model import LangBRT, LangBRTOutput
 from langbrt.modules.discriminator import PatchDiscriminator
 from langbrt.text import default_text_encoder
+from langbrt.training import run_setup
 from langbrt.training import trainer as trainer_module
 from langbrt.training.finite_checks import checkpoint_is_finite
 from langbrt.training.losses import LossResources, VGGPerceptual, generator_objective
@@ -289,7 +290,7 @@ def test_ablations_drop_the_terms_the_paper_removes():
 def test_checkpoint_check_refuses_a_nan_weight_in_any_of_the_three_weight_sets():
     torch.manual_seed(0)
     cfg = tiny_config(Path("unused"))
-    model = trainer_module.build_model(cfg, trainer_module.build_text_encoder(cfg))
+    model = run_setup.build_model(cfg, run_setup.build_text_encoder(cfg))
     discriminator, ema = PatchDiscriminator(model.config.discriminator_channels), EMA(model, 0.9)
     batch = {"source": torch.rand(1, 3, 64, 64), "prompts": [["acne"]]}
     assert checkpoint_is_finite(model, ema, discriminator, batch)
@@ -324,7 +325,7 @@ def test_gpu_training_with_ema_and_perceptual_loss_runs_and_resumes_on_cuda(tmp_
                                                                             precision):
     """`train` picks CUDA by itself: the EMA shadow and the VGG must live there with the model (both stayed on
     the CPU once, and the first EMA update raised a device mismatch)."""
-    monkeypatch.setattr(trainer_module, "build_text_encoder", lambda cfg: HashedTextEncoder())
+    monkeypatch.setattr(run_setup, "build_text_encoder", lambda cfg: HashedTextEncoder())
     weights = LossWeights(perceptual=1, semantic=0, adversarial=1)
     cfg = tiny_config(tmp_path / "run", steps=3, precision=precision, weights=weights,
                       vgg_weights=str(random_vgg_file))
