@@ -279,12 +279,17 @@ def test_folder_pairs_are_asked_their_prompts_json_or_the_prompt_flags_and_the_j
     assert json.loads(result.output)["prompts"] == {"forehead wrinkles": 2, "acne on the left cheek": 1, "moles": 1}
 
 
-def test_folder_pairs_without_prompts_are_asked_the_default_prompts(checkpoint, tmp_path, monkeypatch):
+def assert_folder_pairs_are_asked(checkpoint: Path, prompts: tuple[str, ...], tmp_path, monkeypatch) -> None:
+    """Each of the folder's 3 pairs was asked `prompts` (no --prompt given), and the JSON counts them."""
     asked = record_model_prompts(monkeypatch)
     result = invoke("--model", str(checkpoint), "--data", str(pairs_folder(tmp_path / "data")), "--json")
     assert result.exit_code == 0, result.output
-    assert asked == [list(DEFAULT_REAL_PROMPTS)] * 3
-    assert json.loads(result.output)["prompts"] == dict.fromkeys(DEFAULT_REAL_PROMPTS, 3)
+    assert asked == [list(prompts)] * 3
+    assert json.loads(result.output)["prompts"] == dict.fromkeys(prompts, 3)
+
+
+def test_folder_pairs_without_prompts_are_asked_the_default_prompts(checkpoint, tmp_path, monkeypatch):
+    assert_folder_pairs_are_asked(checkpoint, DEFAULT_REAL_PROMPTS, tmp_path, monkeypatch)
 
 
 def test_the_table_lists_the_prompts_asked(checkpoint, tmp_path):
@@ -370,11 +375,7 @@ def test_folder_pairs_without_prompts_are_asked_the_models_own_pre_defined_promp
     own = ("moles on the nose", "redness on the chin")
     model = LangBRT(LangBRTConfig.tiny(predefined_prompts=own), text_encoder=default_text_encoder())
     checkpoint = model.save_pretrained(tmp_path / "own")
-    asked = record_model_prompts(monkeypatch)
-    result = invoke("--model", str(checkpoint), "--data", str(pairs_folder(tmp_path / "data")), "--json")
-    assert result.exit_code == 0, result.output
-    assert asked == [list(own)] * 3
-    assert json.loads(result.output)["prompts"] == dict.fromkeys(own, 3)
+    assert_folder_pairs_are_asked(checkpoint, own, tmp_path, monkeypatch)
 
 
 def test_threads_sets_torchs_cpu_threads_before_the_model_runs(checkpoint, monkeypatch):

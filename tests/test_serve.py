@@ -827,16 +827,20 @@ class _GatedServer:
 
 
 @pytest.mark.slow
-def test_one_sigint_drains_the_request_still_running_and_exits_0(tmp_path: Path) -> None:
-    with _GatedServer(tmp_path) as server:
+@pytest.mark.parametrize(("stop", "flags", "hold_reply"), [
+    (signal.SIGINT, (), False),  # a request still in the model
+    (signal.SIGTERM, ("--timeout-s", "2"), True),  # a reply still being encoded, finished within the time limit
+], ids=["sigint-in-the-model", "sigterm-reply-within-the-limit"])
+def test_a_drain_that_answers_the_request_still_running_exits_0(tmp_path: Path, stop, flags, hold_reply) -> None:
+    with _GatedServer(tmp_path, *flags, hold_reply=hold_reply) as server:
         pending = server.post_in_background()
-        server.proc.send_signal(signal.SIGINT)
+        server.proc.send_signal(stop)
         server.wait_for("Shutting down")
         server.release()
         reply = pending.result(timeout=60)
         output = server.finish()
     assert reply.status_code == 200, reply.text
-    assert server.proc.returncode == 0 and "Traceback" not in output, output
+    assert server.proc.returncode == 0 and "cut off" not in output and "Traceback" not in output, output
 
 
 @pytest.mark.slow
@@ -870,19 +874,6 @@ def test_requests_the_graceful_shutdown_time_limit_cuts_off_get_a_503_and_the_ex
     assert ("langbrt-serve: the graceful shutdown timed out after 7 s: 1 request(s) still running were cut off"
             in output)
     assert "Traceback" not in output, output
-
-
-@pytest.mark.slow
-def test_sigterm_drains_a_reply_finished_within_the_time_limit_and_exits_0(tmp_path: Path) -> None:
-    with _GatedServer(tmp_path, "--timeout-s", "2", hold_reply=True) as server:
-        pending = server.post_in_background()
-        server.proc.send_signal(signal.SIGTERM)
-        server.wait_for("Shutting down")
-        server.release()
-        reply = pending.result(timeout=60)
-        output = server.finish()
-    assert reply.status_code == 200, reply.text
-    assert server.proc.returncode == 0 and "cut off" not in output and "Traceback" not in output, output
 
 
 def _ready(base: str) -> bool:
