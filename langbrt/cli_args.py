@@ -75,13 +75,22 @@ def non_negative_number(text: str) -> float:
 
 
 def positive_int(text: str) -> int:
-    """A whole number >= 1 (a count of threads)."""
+    """A whole number >= 1 (a count of threads, a batch size)."""
+    return _whole_number(text, minimum=1)
+
+
+def non_negative_int(text: str) -> int:
+    """A whole number >= 0 (a count that may be zero: untimed warm-up calls)."""
+    return _whole_number(text, minimum=0)
+
+
+def _whole_number(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+        value = minimum - 1
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum}, got {text}")
     return value
 
 

@@ -44,6 +44,7 @@ from langbrt.cli_args import (
     device_arg,
     non_empty,
     non_empty_path,
+    non_negative_int,
     positive_int,
     positive_number,
 )
@@ -75,24 +76,6 @@ class BackendFailed(LangBRTError):
     stops there, since a faulted device would fail every later row too."""
 
 
-def _integer(text: str, minimum: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    return _integer(text, 1)
-
-
-def _non_negative_int(text: str) -> int:
-    return _integer(text, 0)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=PROG, description="Benchmark LangBRT backends: latency percentiles, "
                 "throughput, FLOPs and the device roofline. Prints a table, or JSON with --json.")
@@ -104,9 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", nargs="+", default=["fp32"], choices=PRECISIONS,
                    help="one row set per precision; rows a backend cannot run (fp16 on CPU) are listed as "
                    "skipped (default fp32)")
-    p.add_argument("--batch-sizes", nargs="+", type=_positive_int, default=list(DEFAULT_BATCH_SIZES), metavar="N",
+    p.add_argument("--batch-sizes", nargs="+", type=positive_int, default=list(DEFAULT_BATCH_SIZES), metavar="N",
                    help=f"images per call, one row each (default {' '.join(map(str, DEFAULT_BATCH_SIZES))})")
-    p.add_argument("--warmup", type=_non_negative_int, default=5, help="untimed calls before timing (default 5)")
+    p.add_argument("--warmup", type=non_negative_int, default=5, help="untimed calls before timing (default 5)")
     p.add_argument("--seconds", type=positive_number, default=10.0,
                    help="timed window per row, at least 3 calls (default 10)")
     p.add_argument("--device", type=device_arg, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
