@@ -149,9 +149,11 @@ if want ncu; then
             --section InstructionStats --print-details all -k regex:tca_.*fwd_kernel -c 1 \
             python3 benchmarks/kernel_sweep.py --child $default --batch 32 2>&1 | grep -v '^RESULT\|^PTX' \
             >> "$out/ncu-$card-$day.txt"
+        # One --metrics, its entries comma-separated: ncu refuses the option given twice (fifth H100 session).
+        metrics='regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio'
+        metrics+=',regex:sm__(inst_executed_pipe|pipe)_.*\.avg\.pct_of_peak_sustained_active'
         # shellcheck disable=SC2086
-        timeout "$(left 60)" "$ncu" --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' \
-            --metrics 'regex:sm__(inst_executed_pipe|pipe)_.*\.avg\.pct_of_peak_sustained_active' \
+        timeout "$(left 60)" "$ncu" --metrics "$metrics" \
             -k regex:tca_.*fwd_kernel -c 1 python3 benchmarks/kernel_sweep.py --child $default --batch 32 2>&1 \
             | grep -v '^RESULT\|^PTX' >> "$out/ncu-$card-$day.txt"
         tail -5 "$out/ncu-$card-$day.txt" | tee -a "$log"

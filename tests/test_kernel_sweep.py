@@ -112,6 +112,18 @@ def test_gpu_session_profiles_variants_the_child_accepts():
     assert any(v.kernel == "folded" and v.mma == folded_default for v in profiled)
 
 
+def test_gpu_session_gives_each_ncu_option_once_per_call():
+    """ncu refuses an option given twice ("option '--metrics' cannot be specified more than once"): the fifth
+    H100 session lost the stall-reason profile that way. --section and -k may repeat; the others may not."""
+    script = (Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_session.sh").read_text()
+    calls = [line for line in script.replace("\\\n", " ").splitlines() if '"$ncu"' in line]
+    assert len(calls) >= 3
+    for call in calls:
+        options = [word for word in call.split() if word.startswith("--")]
+        repeated = {o for o in options if options.count(o) > 1} - {"--section"}
+        assert not repeated, call
+
+
 def test_the_fastest_correct_variant_per_dtype_and_batch_against_the_roofline():
     fp16 = [v for v in kernel_sweep.variants() if v.dtype == "fp16"][:3]
     outcomes = [
