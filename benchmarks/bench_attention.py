@@ -11,7 +11,12 @@ as the replay of a CUDA graph of `--calls-per-graph` back-to-back calls (default
 rows: GPU time, which is what the roofline is about; as `triton.testing.do_bench_cudagraph` and the sweep
 time it). A graph of one call (`--calls-per-graph 1`, what the runtime's batch-1 CUDA graphs get, and how
 the H100 table of 2026-11-26 was measured) adds the graph's own launch, ~3 us on the H100 against a 34 us
-kernel.
+kernel. Those calls all read the same inputs, still in L2 from the call before where they fit (H100: 50 MB;
+a call moves 13 MB at batch 8 in fp16, 53 MB at batch 32), so at small batches their GB/s overstate what
+HBM delivers. `--cold-l2` adds a third row per implementation, "+graph-cold": a graph whose calls cycle
+through enough copies of x and the map features (input_sets in the JSON) to touch 4x the card's L2 between
+two reads of one copy (cold_l2.py), at least `--calls-per-graph` calls in whole cycles; the weights and
+alpha are shared by the copies (small, they sit in L2 as in the model).
 `--kernels` picks the fused kernels to time (LANGBRT_TCA_KERNEL values; default the default kernel, row
 "triton"; another kernel's rows are "triton-<kernel>"). Results are printed as a table and written as JSON
 with the card, date and software versions.
@@ -39,6 +44,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from cold_l2 import graph_calls, input_sets, l2_cache_bytes, rotation
 
 from langbrt.atomic import atomic_write_text
 from langbrt.config import LangBRTConfig
@@ -48,6 +54,7 @@ from langbrt.kernels.tca_choices import DEFAULT_KERNEL, KERNEL_ENV_VAR, KernelCh
 from langbrt.kernels.windows import padded_size
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+COLD = "+graph-cold"  # the suffix of a row whose graph cycles through copies of the inputs (--cold-l2)
 CHECK_TOLERANCE = {"fp32": 1e-4, "fp16": 3e-3, "bf16": 2e-2}  # x max |reference|, vs an fp32 reference
 
 # (substring of torch.cuda.get_device_name, HBM bytes/s, dense fp16/bf16 FLOP/s); the first match wins.
@@ -89,6 +96,7 @@ class Row:
     fraction_peak_flops: float | None
     kernel: str | None = None  # the fused kernel (LANGBRT_TCA_KERNEL) of a triton row
     sigmoid: str | None = None  # the sigmoid form a triton row computed: "exact" or "tanh" (SigmoidChoice)
+    input_sets: int | None = None  # the copies of x and the map features a +graph-cold row cycled through
 
 
 def bytes_moved(shape: Shape, batch: int, element_size: int) -> int:
@@ -141,20 +149,20 @@ def cuda_event_times_ms(fn: Callable[..., torch.Tensor], fn_args: tuple, warmup:
     return [start.elapsed_time(end) for start, end in events]
 
 
-def cuda_graph_times_ms(fn: Callable[..., torch.Tensor], fn_args: tuple, warmup: int, iters: int,
+def cuda_graph_times_ms(fn: Callable[..., torch.Tensor], arg_sets: list[tuple], warmup: int, iters: int,
                         calls_per_graph: int = 1) -> list[float] | str:
-    """Per-call times of a CUDA graph of `calls_per_graph` fn(*fn_args) calls (each replay's time divided
-    by the calls), or why it could not be captured."""
+    """Per-call times of a CUDA graph of `calls_per_graph` calls, call i being fn(*arg_sets[i % k]) (each
+    replay's time divided by the calls), or why it could not be captured."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):  # warm-up (autotuning, compilation) off the capture stream
         for _ in range(3):
-            fn(*fn_args)
+            fn(*arg_sets[0])
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     try:
         with torch.cuda.graph(graph):
-            for _ in range(calls_per_graph):
+            for fn_args in rotation(arg_sets, calls_per_graph):
                 fn(*fn_args)
     except RuntimeError as err:
         return f"capture failed: {str(err).splitlines()[0]}"
@@ -206,6 +214,7 @@ def run(args: argparse.Namespace) -> int:
 
     shape = Shape.paper()
     card = torch.cuda.get_device_name()
+    l2_bytes = l2_cache_bytes(torch.cuda.get_device_properties())
     if args.check:
         failures = []
         forms = [None, *args.sigmoid_forms]
@@ -230,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
         "card": card, "date": dt.datetime.now().isoformat(timespec="seconds"), "torch": torch.__version__,
         "triton": triton.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
         "shape": asdict(shape), "warmup": args.warmup, "iters": args.iters, "calls_per_graph": args.calls_per_graph,
+        "l2_cache_bytes": l2_bytes,
         "formulas": {"bytes": "e*(B*H*W*(2C+Cm) + 2C^2 + 2C*Cm + 4C + heads)",
                      "flops": "B*Hp*Wp*(4C^2 + 4C*Cm + 4*w*w*C)"},
         "rows": [], "failures": {},
@@ -245,10 +255,11 @@ def run(args: argparse.Namespace) -> int:
                 n_bytes, n_flops = bytes_moved(shape, batch, x.element_size()), flops(shape, batch)
                 peak_bw, peak_flops = card_peaks(card, dtype_name)
                 call_args = (x, mf, params, shape.heads, shape.window, shape.shift)
+                cold_sets = cold_input_sets(call_args, n_bytes, l2_bytes) if args.cold_l2 else []
                 default_form = "tanh" if fast_sigmoid_for(x) else "exact"
                 for impl_name, (impl, kernel_name, form) in impls.items():
                     with fused_kernel(kernel_name):
-                        timings = time_both_ways(impl_name, impl, call_args, args)
+                        timings = time_all_ways(impl_name, impl, call_args, cold_sets, args)
                     for name, times in timings.items():
                         if isinstance(times, str):
                             report["failures"][f"{name} batch {batch} {dtype_name}"] = times
@@ -258,7 +269,8 @@ def run(args: argparse.Namespace) -> int:
                         bw, fl = n_bytes / (median * 1e-3), n_flops / (median * 1e-3)
                         row = Row(name, batch, dtype_name, median, percentile(times, 0.9), bw / 1e9, fl / 1e12,
                                   bw / peak_bw if peak_bw else None, fl / peak_flops if peak_flops else None,
-                                  kernel_name, (form or default_form) if kernel_name else None)
+                                  kernel_name, (form or default_form) if kernel_name else None,
+                                  len(cold_sets) if name.endswith(COLD) else None)
                         report["rows"].append(asdict(row))
                         print_row(row)
                 # written after every batch size, so a run cut short still leaves what it measured
@@ -268,14 +280,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def time_both_ways(impl_name: str, impl: Callable, call_args: tuple,
-                   args: argparse.Namespace) -> dict[str, list[float] | str]:
-    """Called from Python and replayed from a CUDA graph; a failure becomes its one-line reason."""
+def cold_input_sets(call_args: tuple, bytes_per_call: int, l2_bytes: int) -> list[tuple]:
+    """call_args and copies of it with their own x and map features (the first two arguments; the rest,
+    weights included, shared): as many sets as cold_l2.input_sets asks for an L2 of `l2_bytes`."""
+    x, mf, *shared = call_args
+    copies = input_sets(bytes_per_call, l2_bytes) - 1
+    return [call_args] + [(x.clone(), mf.clone(), *shared) for _ in range(copies)]  # x (B, H, W, C), mf (B, H, W, Cm)
+
+
+def time_all_ways(impl_name: str, impl: Callable, call_args: tuple, cold_sets: list[tuple],
+                  args: argparse.Namespace) -> dict[str, list[float] | str]:
+    """Called from Python, replayed from a CUDA graph and, given `cold_sets`, from a graph cycling through
+    them (whole cycles, at least --calls-per-graph calls); a failure becomes its one-line reason."""
     timings: dict[str, list[float] | str] = {}
     graph_timer = functools.partial(cuda_graph_times_ms, calls_per_graph=args.calls_per_graph)
-    for name, timer in ((impl_name, cuda_event_times_ms), (f"{impl_name}+graph", graph_timer)):
+    ways = [(impl_name, cuda_event_times_ms, call_args), (f"{impl_name}+graph", graph_timer, [call_args])]
+    if cold_sets:
+        cold_timer = functools.partial(cuda_graph_times_ms,
+                                       calls_per_graph=graph_calls(args.calls_per_graph, len(cold_sets)))
+        ways.append((impl_name + COLD, cold_timer, cold_sets))
+    for name, timer, timer_args in ways:
         try:
-            timings[name] = timer(impl, call_args, args.warmup, args.iters)
+            timings[name] = timer(impl, timer_args, args.warmup, args.iters)
         except Exception as err:  # e.g. an inductor failure: keep timing the other rows
             timings[name] = f"failed: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
     return timings
@@ -288,7 +314,7 @@ def print_speedups(rows: list[dict]) -> None:
         if not impl.startswith("triton"):
             continue
         name, _, graph = impl.partition("+")
-        mode = "+graph" if graph else ""
+        mode = f"+{graph}" if graph else ""
         ratios = [f"{base}: {median[(base + mode, batch, dtype)] / ms:.2f}x" for base in ("eager", "compile")
                   if (base + mode, batch, dtype) in median]
         print(f"speed-up of {name}{mode or ' (called)'} at batch {batch} {dtype}: " + ", ".join(ratios))
@@ -321,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, default=200, help="timed iterations per row")
     parser.add_argument("--calls-per-graph", type=int, default=10,
                         help="calls captured in each +graph row's CUDA graph; times are per call (1: one call)")
+    parser.add_argument("--cold-l2", action="store_true",
+                        help="also time each implementation as a graph whose calls cycle through copies of the "
+                        "inputs 4x the L2 size in all (rows <impl>+graph-cold): no call finds its inputs in L2")
     parser.add_argument("--check", action="store_true", help="verify the kernel against the reference first")
     parser.add_argument("--kernels", nargs="+", choices=[k.value for k in KernelChoice], default=[DEFAULT_KERNEL.value],
                         help="fused kernels to time (LANGBRT_TCA_KERNEL values; default: the default kernel)")
