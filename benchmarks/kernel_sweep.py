@@ -8,11 +8,15 @@ which variant it was. Each child launches exactly one variant (kernel and MMA pa
 and LANGBRT_TCA_MMA; warps, register cap, head-loop pipelining and persistence via the launch), checks it
 against the fp32 PyTorch reference with the output memory poisoned with NaN first, then, in a second pass
 run one child at a time, times it at every batch size as a CUDA-graph replay (GPU time, no launch
-overhead). The variants are every autotuned launch config and a few candidates the autotuner does not time
-yet (CANDIDATE_CONFIGS; starred in the table, "autotuned": false in the JSON). The parent prints ok /
-wrong / crashed, the max error and the median times per variant, and rewrites the JSON after every step,
-so a sweep cut short by its time limit keeps what it measured; it ends with the fastest correct variant
-per dtype and batch size and its fraction of the card's memory roofline."""
+overhead); with `--cold-l2` also as the replay of a graph whose calls cycle through copies of the inputs
+touching 4x the card's L2 (cold_l2.py: no call finds its inputs in L2 from the call before, which at batch
+8 flatters the kernel against the HBM roofline), "cold_median_us" next to "median_us" in the JSON and
+"cold @B" columns in the table (about twice the timing pass's time). The variants are every autotuned
+launch config and a few candidates the autotuner does not time yet (CANDIDATE_CONFIGS; starred in the
+table, "autotuned": false in the JSON). The parent prints ok / wrong / crashed, the max error and the
+median times per variant, and rewrites the JSON after every step, so a sweep cut short by its time limit
+keeps what it measured; it ends with the fastest correct variant per dtype and batch size and its fraction
+of the card's memory roofline (and, with `--cold-l2`, that variant's cold time and fraction)."""
 
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from bench_attention import CHECK_TOLERANCE, DTYPES, Shape, bytes_moved, card_peaks, make_inputs
+from bench_attention import CHECK_TOLERANCE, DTYPES, Shape, bytes_moved, card_peaks, cold_input_sets, make_inputs
+from cold_l2 import Rotating, l2_cache_bytes
 
 from langbrt.atomic import atomic_write_text
 from langbrt.kernels import tca_aot
@@ -90,6 +95,8 @@ class Outcome:
     median_us: dict[int, float] | None = None  # batch size -> median CUDA-graph replay time
     detail: str = ""
     mma_instructions: dict[str, int] | None = None  # counted in the PTX of the same build
+    cold_median_us: dict[int, float] | None = None  # batch size -> the same, calls cycling input sets (--cold-l2)
+    input_sets: dict[int, int] | None = None  # batch size -> the input sets those calls cycled through
 
 
 # Launches the autotuner does not time, swept in fp16 on both MMA paths to see whether they should be.
@@ -145,9 +152,10 @@ def child_spec(variant: Variant, shape: Shape, fast_sigmoid: bool) -> tca_aot.TC
                                  programs_per_sm=variant.programs_per_sm, output_after_heads=variant.output_after_heads)
 
 
-def child(variant: Variant, batches: list[int], time_it: bool) -> dict:
+def child(variant: Variant, batches: list[int], time_it: bool, cold_l2: bool = False) -> dict:
     """Run one variant in this process (LANGBRT_TCA_KERNEL, LANGBRT_TCA_MMA and LANGBRT_TCA_SIGMOID already
-    set by `main`): check it at every batch size, and with `time_it` time the correct ones."""
+    set by `main`): check it at every batch size, and with `time_it` time the correct ones, with `cold_l2`
+    also on inputs cycled out of L2 (x and the map features copied; the weights shared)."""
     import triton.testing
 
     from langbrt.kernels import tca_choices, tca_triton, windowed_sigmoid_cross_attention_reference
@@ -161,19 +169,19 @@ def child(variant: Variant, batches: list[int], time_it: bool) -> dict:
         instructions = tca_aot.mma_instructions(tca_aot.compile_tca_kernel(child_spec(variant, shape, fast_sigmoid)))
         print(PTX_PREFIX + json.dumps(instructions), flush=True)
     result: dict = {"max_error": 0.0, "bound": None, "status": "ok", "mma_instructions": instructions}
-    medians = {}
+    medians, cold_medians, sets = {}, {}, {}
     for batch in batches:
         x, mf, params = make_inputs(shape, batch, torch.float32)
         expected = windowed_sigmoid_cross_attention_reference(x, mf, params, *args)  # (B, H, W, C) fp32
         inputs = (x.to(dtype), mf.to(dtype), *(t.to(dtype) for t in params.tensors()))
 
-        def launch(inputs: tuple[torch.Tensor, ...] = inputs) -> torch.Tensor:
-            return tca_triton._launch(*inputs, *args, fast_sigmoid, config=variant.launch_config())
+        def launch(*tensors: torch.Tensor) -> torch.Tensor:  # x, map features, the 9 parameters
+            return tca_triton._launch(*tensors, *args, fast_sigmoid, config=variant.launch_config())
 
         # Poison: free a NaN block of the output's size so the caching allocator hands it to the launch.
         poison = torch.full_like(inputs[0], float("nan"))
         del poison
-        got = launch().float()
+        got = launch(*inputs).float()
         torch.cuda.synchronize()
         err = (got - expected).abs().max().item()  # NaN if any element was left unwritten
         bound = CHECK_TOLERANCE[variant.dtype] * expected.abs().max().item()
@@ -181,14 +189,23 @@ def child(variant: Variant, batches: list[int], time_it: bool) -> dict:
             return result | {"max_error": err, "bound": bound, "status": "wrong", "detail": f"batch {batch}"}
         result["max_error"], result["bound"] = max(result["max_error"], err), bound
         if time_it:
-            medians[batch] = 1e3 * triton.testing.do_bench_cudagraph(launch, rep=200, return_mode="median")
-    return result | ({"median_us": medians} if time_it else {})
+            medians[batch] = 1e3 * triton.testing.do_bench_cudagraph(Rotating(launch, [inputs]), rep=200,
+                                                                     return_mode="median")
+        if time_it and cold_l2:
+            l2_bytes = l2_cache_bytes(torch.cuda.get_device_properties())
+            cold_sets = cold_input_sets(inputs, bytes_moved(shape, batch, dtype.itemsize), l2_bytes)
+            sets[batch] = len(cold_sets)
+            cold_medians[batch] = 1e3 * triton.testing.do_bench_cudagraph(Rotating(launch, cold_sets), rep=200,
+                                                                          return_mode="median")
+    cold = {"cold_median_us": cold_medians, "input_sets": sets} if cold_l2 else {}
+    return result | ({"median_us": medians} | cold if time_it else {})
 
 
-def run_child(variant: Variant, batches: list[int], time_it: bool, sigmoid: str) -> Outcome:
+def run_child(variant: Variant, batches: list[int], time_it: bool, sigmoid: str, cold_l2: bool = False) -> Outcome:
     command = [sys.executable, __file__, "--child", *variant.child_args(), "--batch", *map(str, batches),
                "--sigmoid", sigmoid]
     command += ["--time"] if time_it else []
+    command += ["--cold-l2"] if time_it and cold_l2 else []
     try:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -200,38 +217,45 @@ def run_child(variant: Variant, batches: list[int], time_it: bool, sigmoid: str)
         return Outcome(variant, "crashed", detail=(errors[-1] if errors else proc.stderr.strip()[-300:]),
                        mma_instructions=json.loads(ptx[-1].removeprefix(PTX_PREFIX)) if ptx else None)
     data = json.loads(lines[-1].removeprefix(RESULT_PREFIX))
-    median = {int(b): t for b, t in data["median_us"].items()} if "median_us" in data else None
+    median, cold, sets = ({int(b): t for b, t in data[key].items()} if key in data else None
+                          for key in ("median_us", "cold_median_us", "input_sets"))
     return Outcome(variant, data["status"], data["max_error"], data["bound"], median,
-                   detail=data.get("detail", ""), mma_instructions=data.get("mma_instructions"))
+                   detail=data.get("detail", ""), mma_instructions=data.get("mma_instructions"),
+                   cold_median_us=cold, input_sets=sets)
 
 
 def sweep(todo: list[Variant], batches: list[int], jobs: int, report: Callable[[list[Outcome]], None],
-          sigmoid: str) -> list[Outcome]:
-    """Compile and check every variant in parallel, then time the correct ones one at a time; `report`
-    gets the outcomes so far after the checks and after each timing (a sweep cut short keeps them)."""
+          sigmoid: str, cold_l2: bool = False) -> list[Outcome]:
+    """Compile and check every variant in parallel, then time the correct ones one at a time (with `cold_l2`
+    on cold inputs too); `report` gets the outcomes so far after the checks and after each timing (a sweep
+    cut short keeps them)."""
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         checked = list(pool.map(lambda v: run_child(v, batches, False, sigmoid), todo))
-    print_table(checked, batches)
+    print_table(checked, batches, cold=cold_l2)
     report(checked)
     timed = []
     for i, before in enumerate(checked):
-        after = run_child(before.variant, batches, True, sigmoid) if before.status == "ok" else before
+        after = run_child(before.variant, batches, True, sigmoid, cold_l2) if before.status == "ok" else before
         after.mma_instructions = before.mma_instructions
         timed.append(after)
-        print_table([after], batches, header=False)
+        print_table([after], batches, header=False, cold=cold_l2)
         report(timed + checked[i + 1:])
     return timed
 
 
-def print_table(outcomes: list[Outcome], batches: list[int], header: bool = True) -> None:
+def print_table(outcomes: list[Outcome], batches: list[int], header: bool = True, cold: bool = False) -> None:
+    """A line per outcome; `cold`: a "cold @B" column per batch size after the warm ones (--cold-l2)."""
     if header:
         times = " ".join(f"{f'us @{b}':>9}" for b in batches)
+        times += "".join(f" {f'cold @{b}':>9}" for b in batches) if cold else ""
         print(f"{'kernel':7} {'mma':6} {'dtype':5} {'maxnreg':>7} {'warps':>5} {'stages':>6} {'per SM':>6} "
               f"{'after':>5} {'status':8} {'max err':>10} {'bound':>10} {times}  mma instructions, detail")
     for o in outcomes:
         err = f"{o.max_error:10.3g}" if o.max_error is not None else f"{'-':>10}"
         bound = f"{o.bound:10.3g}" if o.bound is not None else f"{'-':>10}"
         times = " ".join(f"{o.median_us[b]:9.2f}" if o.median_us else f"{'-':>9}" for b in batches)
+        times += "".join(f" {o.cold_median_us[b]:9.2f}" if o.cold_median_us else f" {'-':>9}"
+                         for b in batches) if cold else ""
         v = o.variant
         kernel = v.kernel if autotuned(v) else v.kernel + "*"  # * a candidate, not autotuned
         print(f"{kernel:7} {v.mma:6} {v.dtype:5} {v.maxnreg or '-':>7} {v.num_warps:5d} {v.head_stages or '-':>6} "
@@ -250,11 +274,14 @@ class Best:
     median_us: float
     gb_per_s: float
     fraction_peak_bandwidth: float | None  # None: a card bench_attention.PEAKS does not know
+    cold_median_us: float | None = None  # the same variant on inputs cycled out of L2; None: not timed so
+    cold_fraction_peak_bandwidth: float | None = None
 
 
 def best_variants(outcomes: list[Outcome], batches: list[int], card: str) -> list[Best]:
     """Per dtype and batch size, the fastest variant that was checked right, and its roofline fraction
-    (bytes as bench_attention.bytes_moved counts them): the question each sweep is run to answer."""
+    (bytes as bench_attention.bytes_moved counts them): the question each sweep is run to answer; with its
+    cold-L2 time where it has one (the fastest is picked on the warm times, which every sweep has)."""
     shape, best = Shape.paper(), []
     for dtype in dict.fromkeys(o.variant.dtype for o in outcomes):
         for batch in batches:
@@ -263,11 +290,13 @@ def best_variants(outcomes: list[Outcome], batches: list[int], card: str) -> lis
             if not timed:
                 continue
             fastest = min(timed, key=lambda o: o.median_us[batch])
-            seconds = fastest.median_us[batch] * 1e-6
-            bandwidth = bytes_moved(shape, batch, DTYPES[dtype].itemsize) / seconds
+            n_bytes = bytes_moved(shape, batch, DTYPES[dtype].itemsize)
+            bandwidth = n_bytes / (fastest.median_us[batch] * 1e-6)
             peak, _ = card_peaks(card, dtype)
+            cold_us = (fastest.cold_median_us or {}).get(batch)
+            cold_fraction = n_bytes / (cold_us * 1e-6) / peak if cold_us and peak else None
             best.append(Best(dtype, batch, fastest.variant, autotuned(fastest.variant), fastest.median_us[batch],
-                             bandwidth / 1e9, bandwidth / peak if peak else None))
+                             bandwidth / 1e9, bandwidth / peak if peak else None, cold_us, cold_fraction))
     return best
 
 
@@ -275,6 +304,9 @@ def print_best(best: list[Best]) -> None:
     for b in best:
         v = b.variant
         fraction = f"{100 * b.fraction_peak_bandwidth:.1f} % of peak" if b.fraction_peak_bandwidth else "peak unknown"
+        if b.cold_median_us:
+            cold = f"{100 * b.cold_fraction_peak_bandwidth:.1f} %" if b.cold_fraction_peak_bandwidth else "peak unknown"
+            fraction += f"; cold L2 {b.cold_median_us:.2f} us, {cold}"
         print(f"fastest {b.dtype} @{b.batch}: {b.median_us:.2f} us, {b.gb_per_s:.0f} GB/s ({fraction}): {v.kernel} "
               f"{v.mma} {v.num_warps} warps, maxnreg {v.maxnreg or '-'}, head stages {v.head_stages or '-'}, "
               f"{v.programs_per_sm or '-'} per SM, output {'after' if v.output_after_heads else 'with'} each head"
@@ -293,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sigmoid", choices=("auto", "exact", "tanh"), default="auto",
                         help="the sigmoid form every variant computes: auto (default: the model's, tanh in half "
                         "precision and exact in fp32), exact, or tanh (0.5 tanh.approx(s / 2) + 0.5)")
+    parser.add_argument("--cold-l2", action="store_true",
+                        help="also time each variant on inputs cycled out of L2 (copies touching 4x the card's "
+                        "L2): cold_median_us in the JSON, 'cold @B' columns; about doubles the timing pass")
     parser.add_argument("--child", nargs=len(CHILD_FIELDS), metavar=CHILD_FIELDS,
                         help=argparse.SUPPRESS)
     parser.add_argument("--time", action="store_true", help=argparse.SUPPRESS)
@@ -304,14 +339,16 @@ def main(argv: list[str] | None = None) -> int:
         variant = Variant.from_child_args(args.child)
         os.environ.update(LANGBRT_TCA_KERNEL=variant.kernel, LANGBRT_TCA_MMA=variant.mma,  # read at each launch
                           LANGBRT_TCA_SIGMOID=args.sigmoid)
-        print(RESULT_PREFIX + json.dumps(child(variant, args.batch, args.time)))
+        print(RESULT_PREFIX + json.dumps(child(variant, args.batch, args.time, args.cold_l2)))
         return 0
 
     import triton
 
     header = {"card": torch.cuda.get_device_name(), "date": dt.datetime.now().isoformat(timespec="seconds"),
               "torch": torch.__version__, "triton": triton.__version__, "batches": args.batch,
-              "shape": asdict(Shape.paper()), "sigmoid": args.sigmoid}
+              "shape": asdict(Shape.paper()), "sigmoid": args.sigmoid,
+              "cold_l2": args.cold_l2,
+              "l2_cache_bytes": l2_cache_bytes(torch.cuda.get_device_properties()) if args.cold_l2 else None}
 
     def write(outcomes: list[Outcome]) -> None:
         """The JSON report of `outcomes` (rows not timed yet have no median_us), replacing the last one."""
@@ -323,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-    outcomes = sweep(variants(tuple(args.kernels), tuple(args.dtypes)), args.batch, args.jobs, write, args.sigmoid)
+    outcomes = sweep(variants(tuple(args.kernels), tuple(args.dtypes)), args.batch, args.jobs, write, args.sigmoid,
+                     args.cold_l2)
     print_best(best_variants(outcomes, args.batch, header["card"]))
     if args.out:
         print(f"wrote {args.out}")

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -49,7 +50,7 @@ def test_each_report_holds_every_variant_and_the_timings_so_far(monkeypatch):
     todo = kernel_sweep.variants()[:3]
     sigmoids = set()
 
-    def fake_child(variant, batches, time_it, sigmoid):
+    def fake_child(variant, batches, time_it, sigmoid, cold_l2=False):
         sigmoids.add(sigmoid)
         status = "wrong" if variant is todo[1] else "ok"
         return kernel_sweep.Outcome(variant, status, 0.0, 1.0, {b: 10.0 for b in batches} if time_it else None)
@@ -76,7 +77,7 @@ def test_main_rewrites_the_json_after_each_step(monkeypatch, tmp_path):
     out = tmp_path / "sweep.json"
     seen = []
 
-    def fake_child(variant, batches, time_it, sigmoid):
+    def fake_child(variant, batches, time_it, sigmoid, cold_l2=False):
         if out.exists():
             seen.append(json.loads(out.read_text()))
         return kernel_sweep.Outcome(variant, "ok", 0.0, 1.0, {b: 10.0 for b in batches} if time_it else None)
@@ -194,3 +195,96 @@ def test_the_child_counts_mmas_in_the_build_it_launches(monkeypatch, size):
         assert {k: v for k, v in launched.items() if k in built} == built, variant
         assert (spec.mma_path.value, spec.num_warps, spec.maxnreg) == (variant.mma, launched["num_warps"],
                                                                       launched["maxnreg"])
+
+
+def test_cold_l2_reaches_the_timing_children_only(monkeypatch):
+    """The checks run in parallel and time nothing: only the one-at-a-time timing pass times cold inputs."""
+    todo = kernel_sweep.variants()[:2]
+    calls = []
+
+    def fake_child(variant, batches, time_it, sigmoid, cold_l2=False):
+        calls.append((time_it, cold_l2))
+        timed = {b: 10.0 for b in batches} if time_it else None
+        return kernel_sweep.Outcome(variant, "ok", 0.0, 1.0, timed, cold_median_us=timed and {8: 12.0})
+
+    monkeypatch.setattr(kernel_sweep, "run_child", fake_child)
+    outcomes = kernel_sweep.sweep(todo, [8], jobs=1, report=lambda rows: None, sigmoid="auto", cold_l2=True)
+    assert sorted(calls) == [(False, False)] * 2 + [(True, True)] * 2
+    assert [o.cold_median_us for o in outcomes] == [{8: 12.0}] * 2
+
+
+@pytest.mark.parametrize(("time_it", "cold_l2", "passed"), [(True, True, True), (True, False, False),
+                                                             (False, True, False)])
+def test_the_child_is_asked_for_cold_timings_and_its_answer_read(monkeypatch, time_it, cold_l2, passed):
+    commands = []
+
+    def fake_run(command, **kwargs):
+        commands.append(command)
+        result = {"status": "ok", "max_error": 0.0, "bound": 1.0, "mma_instructions": None,
+                  "median_us": {"8": 9.0}, "cold_median_us": {"8": 11.0}, "input_sets": {"8": 16}}
+        return type("Done", (), {"returncode": 0, "stdout": kernel_sweep.RESULT_PREFIX + json.dumps(result),
+                                 "stderr": ""})()
+
+    monkeypatch.setattr(kernel_sweep.subprocess, "run", fake_run)
+    variant = kernel_sweep.variants(("folded",), ("fp16",))[0]
+    outcome = kernel_sweep.run_child(variant, [8], time_it, "auto", cold_l2)
+    assert ("--cold-l2" in commands[0]) == passed
+    assert (outcome.median_us, outcome.cold_median_us, outcome.input_sets) == ({8: 9.0}, {8: 11.0}, {8: 16})
+
+
+def test_the_child_process_parses_cold_l2_after_its_variant(monkeypatch, capsys):
+    """`--child KERNEL ... OUTPUT_AFTER_HEADS` keeps its positional list; --cold-l2 is one more option."""
+    variant = kernel_sweep.variants(("folded",), ("fp16",))[0]
+    seen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(kernel_sweep, "child", lambda *args: seen.append(args) or {"status": "ok"})
+    argv = ["--child", *variant.child_args(), "--batch", "8", "32", "--time"]
+    assert kernel_sweep.main([*argv, "--cold-l2"]) == 0 and kernel_sweep.main(argv) == 0
+    assert seen == [(variant, [8, 32], True, True), (variant, [8, 32], True, False)]
+    assert capsys.readouterr().out.startswith(kernel_sweep.RESULT_PREFIX)
+
+
+def test_the_table_has_a_cold_column_per_batch(capsys):
+    variant = kernel_sweep.variants(("folded",), ("fp16",))[0]
+    outcome = kernel_sweep.Outcome(variant, "ok", 0.0, 1.0, {8: 9.25, 32: 31.5}, cold_median_us={8: 11.5, 32: 33.75})
+    kernel_sweep.print_table([outcome], [8, 32], cold=True)
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.index("us @32") < header.index("cold @8") < header.index("cold @32") < header.index("mma instr")
+    assert "9.25     31.50     11.50     33.75" in row
+    kernel_sweep.print_table([outcome], [8, 32])
+    assert "cold" not in capsys.readouterr().out
+
+
+def test_the_fastest_variant_carries_its_cold_time_against_the_roofline():
+    fp16 = [v for v in kernel_sweep.variants() if v.dtype == "fp16"][:2]
+    outcomes = [kernel_sweep.Outcome(fp16[0], "ok", 0.0, 1.0, {32: 31.0}, cold_median_us={32: 33.0}),
+                kernel_sweep.Outcome(fp16[1], "ok", 0.0, 1.0, {32: 32.0}, cold_median_us={32: 32.5})]
+    best, = kernel_sweep.best_variants(outcomes, [32], "NVIDIA H100 80GB HBM3")
+    assert (best.variant, best.median_us, best.cold_median_us) == (fp16[0], 31.0, 33.0)  # picked on warm times
+    expected = kernel_sweep.bytes_moved(kernel_sweep.Shape.paper(), 32, 2) / 33e-6 / 3.35e12
+    assert best.cold_fraction_peak_bandwidth == pytest.approx(expected)
+    warm_only, = kernel_sweep.best_variants([kernel_sweep.Outcome(fp16[0], "ok", 0.0, 1.0, {32: 31.0})], [32],
+                                            "NVIDIA H100 80GB HBM3")
+    assert warm_only.cold_median_us is None and warm_only.cold_fraction_peak_bandwidth is None
+
+
+def test_main_writes_cold_timings_and_the_l2_size_with_cold_l2(monkeypatch, tmp_path):
+    todo = kernel_sweep.variants()[:1]
+    monkeypatch.setattr(kernel_sweep, "variants", lambda *narrowed: todo)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda *a: SimpleNamespace(L2_cache_size=50 * 2**20))
+
+    def fake_child(variant, batches, time_it, sigmoid, cold_l2=False):
+        timed = {b: 10.0 for b in batches} if time_it else None
+        return kernel_sweep.Outcome(variant, "ok", 0.0, 1.0, timed, cold_median_us=timed and cold_l2 and {8: 12.0},
+                                    input_sets=timed and cold_l2 and {8: 16})
+
+    monkeypatch.setattr(kernel_sweep, "run_child", fake_child)
+    out = tmp_path / "sweep.json"
+    assert kernel_sweep.main(["--batch", "8", "--jobs", "1", "--out", str(out), "--cold-l2"]) == 0
+    report = json.loads(out.read_text())
+    assert report["cold_l2"] is True and report["l2_cache_bytes"] == 50 * 2**20
+    assert [(r["median_us"], r["cold_median_us"], r["input_sets"]) for r in report["rows"]] == [
+        ({"8": 10.0}, {"8": 12.0}, {"8": 16})]
+    assert report["fastest"][0]["cold_median_us"] == 12.0
