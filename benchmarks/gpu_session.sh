@@ -13,7 +13,9 @@
 # sweep:     benchmarks/kernel_sweep.py: both fused kernels at the paper shape for each autotuned launch
 #            config (tca_launch_configs.LAUNCH_CONFIGS), MMA path (LANGBRT_TCA_MMA) and dtype, each in its own process
 #            (a faulting variant cannot hide the others), checked against the reference and timed at batch 8
-#            and 32 (the direct kernel on mma.sync only: its wgmma build is wrong with triton 3.6);
+#            and 32 (the direct kernel on mma.sync only: its wgmma build is wrong with triton 3.6); not on cold
+#            inputs (SWEEP_ARGS="--cold-l2" adds that: it about doubles the timing pass, and the folded fp16/bf16
+#            sweep took ~3.5 minutes of the step's 330 s);
 # tests:     GPU tests: every autotuned config of both kernels and the autotuned kernel against the
 #            reference (forward + backward at the paper shape in fp32/fp16/bf16, fast sigmoid,
 #            torch.compile(fullgraph)), the torch backend's batch-1 CUDA graphs against eager, and the
@@ -21,8 +23,10 @@
 #            the same time, the kernel's tests with the direct kernel (LANGBRT_TCA_KERNEL=direct; folded is
 #            the default) and the folded kernel on mma.sync (wgmma is its default);
 # attention: benchmarks/bench_attention.py: both fused kernels vs eager reference vs torch.compile, batch
-#            1/8/32, fp16/bf16, called from Python and replayed from CUDA graphs, in the default sigmoid form
-#            (tanh in half precision, tca_choices.SigmoidChoice) and the exact one (rows <kernel>-exact);
+#            1/8/32, fp16/bf16, called from Python and replayed from CUDA graphs, warm (the same inputs every
+#            call) and cold (--cold-l2: calls cycling through input copies 4x the L2, rows <impl>+graph-cold;
+#            ~10-15 s more than the ~70 s the step took without), in the default sigmoid form (tanh in half
+#            precision, tca_choices.SigmoidChoice) and the exact one (rows <kernel>-exact);
 # probe:     benchmarks/probe_tanh_approx.py: tanh.approx.f32 at the folded kernel's Swin-mask logits (exactly -1?)
 #            and its error against the exact sigmoid on [-12, 12];
 # ncu:       Nsight Compute (if the image has it) on one batch-32 launch of each kernel (the folded one on
@@ -119,8 +123,8 @@ if want attention; then
     step "attention: both kernels vs eager vs torch.compile"
     # shellcheck disable=SC2086  # ATTENTION_ARGS: more words for bench_attention.py, e.g. "--kernels folded"
     timeout "$(left 150)" python3 benchmarks/bench_attention.py --kernels direct folded --batch-sizes 1 8 32 \
-        --dtypes fp16 bf16 --check --iters 100 --sigmoid-forms exact ${ATTENTION_ARGS:-} \
-        --out "$out/attention-${LANGBRT_TCA_MMA:+$LANGBRT_TCA_MMA-}$card-$day.json" 2>&1 | tail -70 | tee -a "$log"
+        --dtypes fp16 bf16 --check --iters 100 --sigmoid-forms exact --cold-l2 ${ATTENTION_ARGS:-} \
+        --out "$out/attention-${LANGBRT_TCA_MMA:+$LANGBRT_TCA_MMA-}$card-$day.json" 2>&1 | tail -100 | tee -a "$log"
 fi
 if want probe; then
     step "probe: what tanh.approx.f32 returns at the folded kernel's Swin-mask logits (-2^15, -2^64) and near 0"
