@@ -10,10 +10,12 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 
 from langbrt.devices import default_device, require_device
 from langbrt.errors import LangBRTInputError
@@ -26,6 +28,21 @@ from langbrt.text.prompts import normalize_prompt_lists
 from .base import BackendName, BackendOutput, as_float_tensor, check_square
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+
+
+class RunStage(str, Enum):
+    """The torch.profiler ranges `TorchBackend.run` marks, in call order.
+
+    Why the runtime carries them: on the H100 half or more of a call's time was outside the network, and
+    `benchmarks/profile_forward.py --backend-run` needs the call's own stages to say where (no copy of `run`
+    to drift from it). A range costs a few microseconds when no profiler records.
+    """
+
+    PROMPT_TABLE = "torch_backend.prompt_table"
+    TO_DEVICE = "torch_backend.to_device"
+    FORWARD = "torch_backend.forward"
+    FLOAT_OUTPUTS = "torch_backend.float_outputs"
+    REGROUP_MAPS = "torch_backend.regroup_maps"
 
 
 @dataclass
@@ -104,15 +121,22 @@ class TorchBackend:
     def run(self, images: torch.Tensor | np.ndarray, prompts: Sequence[Sequence[str]]) -> BackendOutput:
         images = as_float_tensor(images)  # (B, 3, S, S)
         check_square(images, self.image_size)
-        table = self.model.prompt_table(normalize_prompt_lists(prompts, images.shape[0]), images.shape[0])
-        x = self._to_device(images)
-        with cuda_device_guard(x.device):  # the model's GPU current while it runs
+        with record_function(RunStage.PROMPT_TABLE.value):
+            table = self.model.prompt_table(normalize_prompt_lists(prompts, images.shape[0]), images.shape[0])
+        with record_function(RunStage.TO_DEVICE.value):
+            x = self._to_device(images)
+        # the model's GPU current while it runs
+        with cuda_device_guard(x.device), record_function(RunStage.FORWARD.value):
             if self._cuda_graphs and x.shape[0] == 1:
                 image, mask, maps = self._run_graph(x, table)
             else:
                 out = self.model.forward_table(x, table.embeddings, table.predefined_index, table.weights)
                 image, mask, maps = out.image, out.mask, out.maps
-        return BackendOutput(image=image.float(), mask=mask.float(), maps=regroup_maps(maps.float(), table.per_image))
+        with record_function(RunStage.FLOAT_OUTPUTS.value):
+            image, mask, maps = image.float(), mask.float(), maps.float()
+        with record_function(RunStage.REGROUP_MAPS.value):
+            maps = regroup_maps(maps, table.per_image)  # (B, K, S, S)
+        return BackendOutput(image=image, mask=mask, maps=maps)
 
     def _to_device(self, images: torch.Tensor) -> torch.Tensor:
         """Host -> device through pinned memory (asynchronous copy); a no-op on CPU."""
