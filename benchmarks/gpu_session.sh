@@ -4,7 +4,8 @@
 #
 #   bash benchmarks/stage_device_deps.sh   # here, first: .gpu/pylib, the packages the device image lacks
 #   run(command="bash benchmarks/gpu_session.sh sweep tests attention ncu", carry=[".gpu/pylib"], timeout_s=590)
-#   run(command="bash benchmarks/gpu_session.sh e2e compile", carry=[".gpu/pylib"], timeout_s=590)  # the rest
+#   run(command="bash benchmarks/gpu_session.sh e2e", carry=[".gpu/pylib"], timeout_s=590)  # its 7 files + the log
+#   run(command="bash benchmarks/gpu_session.sh probe compile", carry=[".gpu/pylib"], timeout_s=590)  # the rest
 #   run(command="bash benchmarks/gpu_session.sh", ...)     # every step: more than one call's 10 minutes
 #   run(command="LANGBRT_TCA_MMA=mma bash benchmarks/gpu_session.sh attention", ...)  # the other MMA path
 #   run(command="SWEEP_ARGS=\"--kernels folded --dtypes fp16\" bash benchmarks/gpu_session.sh sweep", ...)  # a part
@@ -37,7 +38,11 @@
 #            batch 32, slower per image),
 #            and both again with LANGBRT_GROUP_NORM=native (PyTorch's GroupNorm + GELU: the fused default's
 #            baseline), and the forward in channels_last (no cuDNN transposes; the fused GroupNorm's NHWC
-#            kernels; with PyTorch's GroupNorm it ran 17.4 against NCHW's 17.2 ms);
+#            kernels; with PyTorch's GroupNorm it ran 17.4 against NCHW's 17.2 ms), and profile_forward.py
+#            --backend-run at fp16 batch 32 and 8 (one file): what langbrt-bench times, TorchBackend.run on CPU
+#            images and the copy back, split into its stages (the bench's 141 ms at batch 32 against the
+#            forward's 44.7 on the H100: which host copies take the rest?). e2e writes 7 files and the log, the 8
+#            a call brings back: name compile in another call;
 # compile:   the same forward through torch.compile.
 # Each step has its own time limit and writes as it goes, so a slow step costs only itself; SESSION_S (default
 # 570 s) caps them all: a step is skipped when less than a minute of it is left.
@@ -177,6 +182,15 @@ random_model(PRESETS['paper']()).save_pretrained('$scratch/paper-random')" 2>&1 
     # Batch 32 runs slower per image than batch 8 (3.7 against 2.3 ms on the H100): where does it go?
     timeout "$(left 60)" python3 benchmarks/profile_forward.py --preset paper --precision fp16 --batch 32 \
         --out "$out/profile-paper-fp16-b32-$card-$day.txt" 2>&1 | tail -30 | tee -a "$log"
+    # End to end, as langbrt-bench times it (CPU images in, the fp32 image back), by stage: batch 32 first (the
+    # slow one per image), both in one file ($OUT brings back 8 files). The log gets the header and stage table;
+    # sed, unlike head, reads to the end, so the script is not cut off by SIGPIPE before it writes --out.
+    for batch in 32 8; do
+        timeout "$(left 60)" python3 benchmarks/profile_forward.py --backend-run --preset paper --precision fp16 \
+            --batch "$batch" --rows 30 --out "$scratch/backend-run-b$batch.txt" 2>&1 | sed -n 1,14p | tee -a "$log"
+    done
+    cat "$scratch"/backend-run-b32.txt "$scratch"/backend-run-b8.txt \
+        > "$out/profile-paper-fp16-backend-run-$card-$day.txt" 2>> "$log"
     timeout "$(left 40)" python3 benchmarks/profile_forward.py --channels-last --preset paper --precision fp16 --batch 8 \
         --out "$out/profile-paper-fp16-b8-channels-last-$card-$day.txt" 2>&1 | tail -30 | tee -a "$log"
     # PyTorch's GroupNorm + GELU against the fused default (kernels/group_norm.py) in the runs above.
