@@ -37,6 +37,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 from langbrt import LangBRT, LangBRTConfig
 from langbrt.atomic import atomic_write_text
+from langbrt.cli_args import positive_int
 from langbrt.runtime.backends.torch_backend import RunStage, TorchBackend
 from langbrt.text import PromptBank
 
@@ -197,12 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="paper")
     parser.add_argument("--precision", choices=sorted(DTYPES), default="fp16")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--iters", type=int, default=20, help="timed forwards")
+    parser.add_argument("--batch", type=positive_int, default=8)
+    parser.add_argument("--warmup", type=positive_int, default=3, help="untimed forwards, the first included")
+    parser.add_argument("--iters", type=positive_int, default=20, help="timed forwards")
     parser.add_argument("--compile", action="store_true", help="run the forward through torch.compile")
     parser.add_argument("--channels-last", action="store_true", help="model and images in channels_last format")
-    parser.add_argument("--rows", type=int, default=20, help="operators listed")
+    parser.add_argument("--rows", type=positive_int, default=20, help="operators listed")
     parser.add_argument("--out", type=Path, help="also write the table here")
     parser.add_argument("--backend-run", action="store_true",
                         help="time and profile TorchBackend.run(CPU images).image.cpu(), as langbrt-bench does, "

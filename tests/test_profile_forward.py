@@ -67,6 +67,15 @@ def test_backend_run_refuses_the_forward_only_variants(other, capsys):
     assert "--backend-run" in capsys.readouterr().err.splitlines()[-1]
 
 
+@pytest.mark.parametrize("flag", ["--batch", "--warmup", "--iters", "--rows"])
+def test_a_count_under_one_is_a_usage_line_not_a_traceback(flag, capsys):
+    """--iters 0 or --batch 0 ended in an IndexError traceback after the model was built."""
+    with pytest.raises(SystemExit) as exit_info:
+        profile_forward.parse_args([flag, "0"])
+    assert exit_info.value.code == 2
+    assert flag in capsys.readouterr().err.splitlines()[-1]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")
 def test_without_cuda_the_script_exits_2_with_one_line(capsys):
     assert profile_forward.main(["--backend-run", "--preset", "tiny"]) == 2
