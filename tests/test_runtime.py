@@ -17,6 +17,7 @@ from langbrt.artifact import ARTIFACT_VERSION, ENGINE_DIGEST_KEY, ArtifactMetada
 from langbrt.export.onnx_export import export_onnx
 from langbrt.runtime import Retoucher
 from langbrt.runtime.backends import Backend, load_backend
+from langbrt.runtime.backends.memory_format import MEMORY_FORMAT_ENV_VAR, MemoryFormat
 from langbrt.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
 from langbrt.runtime.backends.torch_backend import TorchBackend
 from langbrt.text import PromptBank, default_text_encoder
@@ -247,6 +248,71 @@ def test_a_forced_triton_kernel_that_cannot_run_is_refused_at_load(artifacts, mo
         Retoucher.load(artifacts[0], device="cpu")
 
 
+def _four_d_parameters_are(model: LangBRT, layout: torch.memory_format) -> bool:
+    return all(p.is_contiguous(memory_format=layout) for p in model.parameters() if p.dim() == 4)
+
+
+def test_channels_last_gives_the_contiguous_outputs_in_nchw(artifacts):
+    """The opt-in NHWC layout changes how the network runs, not what callers get: the same numbers, and
+    NCHW-contiguous tensors (the model's own outputs come back channels_last)."""
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    prompts = [PROMPTS, [NEW_PROMPT]]
+    nchw = TorchBackend.load(artifacts[0], device="cpu")
+    nhwc = TorchBackend(TorchBackend.load(artifacts[0], device="cpu").model, "cpu", memory_format="channels_last")
+    assert nchw.memory_format is MemoryFormat.CONTIGUOUS and nhwc.memory_format is MemoryFormat.CHANNELS_LAST
+    assert _four_d_parameters_are(nhwc.model, torch.channels_last)
+    a, b = nchw.run(images, prompts), nhwc.run(images, prompts)
+    for name in ("image", "mask", "maps"):
+        torch.testing.assert_close(getattr(b, name), getattr(a, name), atol=1e-5, rtol=1e-5)
+        assert getattr(b, name).is_contiguous(), name
+
+
+def test_channels_last_hands_the_network_an_nhwc_batch(artifacts, monkeypatch):
+    backend = TorchBackend.load(artifacts[0], device="cpu", memory_format=MemoryFormat.CHANNELS_LAST)
+    forward, seen = backend.model.forward_table, []
+
+    def recording(x, *args):
+        seen.append(x.is_contiguous(memory_format=torch.channels_last))  # x: (B, 3, S, S)
+        return forward(x, *args)
+
+    monkeypatch.setattr(backend.model, "forward_table", recording)
+    backend.run(torch.rand(2, 3, 64, 64), [PROMPTS, PROMPTS])
+    assert seen == [True]
+
+
+@pytest.mark.parametrize("value, expected", [(None, MemoryFormat.CONTIGUOUS), ("contiguous", MemoryFormat.CONTIGUOUS),
+                                             ("channels_last", MemoryFormat.CHANNELS_LAST),
+                                             (" Channels_Last ", MemoryFormat.CHANNELS_LAST)])
+def test_the_memory_format_switch_is_read_when_the_backend_is_built(artifacts, monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv(MEMORY_FORMAT_ENV_VAR, raising=False)
+    else:
+        monkeypatch.setenv(MEMORY_FORMAT_ENV_VAR, value)
+    backend = load_backend(str(artifacts[0]), device="cpu")
+    assert backend.memory_format is expected
+    assert _four_d_parameters_are(backend.model, expected.torch_format)
+
+
+def test_the_constructor_argument_outranks_the_memory_format_switch(artifacts, monkeypatch):
+    monkeypatch.setenv(MEMORY_FORMAT_ENV_VAR, "channels_last")
+    backend = TorchBackend.load(artifacts[0], device="cpu", memory_format="contiguous")
+    assert backend.memory_format is MemoryFormat.CONTIGUOUS
+    assert _four_d_parameters_are(backend.model, torch.contiguous_format)
+
+
+def test_a_bad_memory_format_is_one_input_error_before_the_model_loads(artifacts, monkeypatch):
+    """`check_backend` is what langbrt-serve asks before binding its port and langbrt-infer before any photo."""
+    from langbrt.runtime.backends import check_backend
+
+    monkeypatch.setenv(MEMORY_FORMAT_ENV_VAR, "nhwc")
+    monkeypatch.setattr(LangBRT, "from_pretrained", lambda *a, **k: pytest.fail("loaded the model first"))
+    with pytest.raises(LangBRTInputError) as caught:
+        check_backend(str(artifacts[0]), "torch", "cpu")
+    assert str(caught.value) == "LANGBRT_MEMORY_FORMAT='nhwc' is not one of: contiguous, channels_last"
+    with pytest.raises(LangBRTInputError, match="LANGBRT_MEMORY_FORMAT"):
+        load_backend(str(artifacts[0]), device="cpu")
+
+
 def test_onnxruntime_without_a_cuda_provider_refuses_a_cuda_device(artifacts, monkeypatch):
     """Like the torch backend: a GPU asked for by name is never silently replaced by the CPU."""
     import onnxruntime as ort
@@ -389,16 +455,41 @@ def encoder_free_checkpoint(tmp_path_factory):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("memory_format", list(MemoryFormat), ids=lambda f: f.value)
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_cuda_graph_replay_matches_eager(encoder_free_checkpoint, precision):
+def test_cuda_graph_replay_matches_eager(encoder_free_checkpoint, monkeypatch, precision, memory_format):
+    """channels_last (LANGBRT_MEMORY_FORMAT, opt-in) too: the graph's static input takes the backend's format,
+    and its replays agree with eager calls in that format."""
     path, texts = encoder_free_checkpoint
+    monkeypatch.setenv(MEMORY_FORMAT_ENV_VAR, memory_format.value)
     backend = TorchBackend.load(path, device="cuda", precision=precision)
     eager = TorchBackend(backend.model, "cuda", precision, cuda_graphs=False)
+    assert backend.memory_format is eager.memory_format is memory_format
     tol = 1e-3 if precision == "fp32" else 2e-2
     for prompts in ([texts[:2]], [texts[2:3]], [texts[:2]]):  # two table sizes, then a replay of the first
         x = torch.rand(1, 3, 64, 64)
-        torch.testing.assert_close(backend.run(x, prompts).image, eager.run(x, prompts).image, atol=tol, rtol=tol)
+        got = backend.run(x, prompts).image
+        torch.testing.assert_close(got, eager.run(x, prompts).image, atol=tol, rtol=tol)
+        assert got.is_contiguous()
     assert sorted(backend._graphs) == [1, 2], "each batch-1 table size should be captured once"
+    assert all(g.images.is_contiguous(memory_format=memory_format.torch_format) for g in backend._graphs.values())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_channels_last_on_cuda_matches_nchw(encoder_free_checkpoint, precision):
+    """On CUDA channels_last takes other kernels (cuDNN's NHWC convolutions, the fused GroupNorm's NHWC pair):
+    the same images either way, eager (batch 2) and from the batch-1 graph."""
+    path, texts = encoder_free_checkpoint
+    nchw = TorchBackend.load(path, device="cuda", precision=precision, memory_format="contiguous")
+    nhwc = TorchBackend.load(path, device="cuda", precision=precision, memory_format="channels_last")
+    tol = 1e-3 if precision == "fp32" else 2e-2
+    for batch in (2, 1, 1):  # eager, then the graph's capture and a replay
+        x = torch.rand(batch, 3, 64, 64)
+        prompts = [texts[:2]] * batch
+        torch.testing.assert_close(nhwc.run(x, prompts).image, nchw.run(x, prompts).image, atol=tol, rtol=tol)
+    assert sorted(nhwc._graphs) == [2]
 
 
 def test_onnxruntime_on_a_second_gpu_asks_its_cuda_provider_for_that_gpu(artifacts, monkeypatch):

@@ -3,6 +3,7 @@
 On CUDA the model's attention dispatch (`config.attention="auto"`) already picks the fused kernel; this
 backend adds what eager mode leaves on the table for small batches: batch-1 calls are replayed from a CUDA
 graph (one per prompt-table size), and host images go through pinned memory so the copy is asynchronous.
+LANGBRT_MEMORY_FORMAT=channels_last (or `memory_format=`) runs weights and batches in NHWC (`MemoryFormat`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from langbrt.prompt_maps import regroup_maps
 from langbrt.text.prompts import normalize_prompt_lists
 
 from .base import BackendName, BackendOutput, as_float_tensor, check_square
+from .memory_format import MemoryFormat, memory_format_choice
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
@@ -50,7 +52,7 @@ class _Graph:
     """One captured batch-1 forward: static inputs are overwritten, then the graph is replayed."""
 
     graph: torch.cuda.CUDAGraph
-    images: torch.Tensor  # (1, 3, S, S) static input
+    images: torch.Tensor  # (1, 3, S, S) static input, in the backend's memory format
     embeddings: torch.Tensor  # (T, D)
     predefined_index: torch.Tensor  # (T,)
     weights: torch.Tensor  # (1, T)
@@ -63,14 +65,20 @@ class TorchBackend:
 
     `load` freezes the loaded model's prompt bank: `prompts` stays the checkpoint's own, and prompts callers
     add are cached in a bounded LRU (a server must not list one client's prompts to another, nor grow with
-    them). A model passed in directly (a training run's) is left as it is.
+    them). A model passed in directly (a training run's) is left as it is, but for its memory format.
+
+    `memory_format` (None: LANGBRT_MEMORY_FORMAT, default contiguous) is the layout the network runs in: the
+    model's 4-D parameters are converted in place when the backend is built (backends sharing one model must
+    share its format: a CUDA graph reads the parameters by address), and every batch is converted on the
+    device. Outputs are NCHW-contiguous either way, so callers never see the difference.
     """
 
     name = BackendName.TORCH.value
 
     def __init__(self, model: LangBRT, device: str = "cpu", precision: str = "fp32",
-                 cuda_graphs: bool = True) -> None:
-        self.model = model
+                 cuda_graphs: bool = True, memory_format: MemoryFormat | str | None = None) -> None:
+        self.memory_format = MemoryFormat(memory_format) if memory_format is not None else memory_format_choice()
+        self.model = model.to(memory_format=self.memory_format.torch_format)  # 4-D parameters, in place
         self.device = device
         self.precision = precision
         self.dtype = _DTYPES[precision]
@@ -89,21 +97,23 @@ class TorchBackend:
         device, precision = device or default_device(), precision or "fp32"
         if precision not in _DTYPES:
             raise LangBRTInputError(f"unknown precision {precision!r}; use fp32 or fp16")
+        memory_format_choice()  # LANGBRT_MEMORY_FORMAT: a bad value, now
         require_device(device)
         if precision == "fp16" and torch.device(device).type != "cuda":
             raise LangBRTInputError("fp16 with the torch backend needs a CUDA device; use fp32 on CPU")
 
     @classmethod
-    def load(cls, path: str | Path, device: str | None = None, precision: str | None = "fp32") -> TorchBackend:
+    def load(cls, path: str | Path, device: str | None = None, precision: str | None = "fp32",
+             memory_format: MemoryFormat | str | None = None) -> TorchBackend:
         """Load a checkpoint folder or .safetensors file; fp16 needs CUDA (CPU half kernels are slower than fp32).
-        `precision=None` is fp32."""
+        `precision=None` is fp32; `memory_format=None` is LANGBRT_MEMORY_FORMAT's."""
         precision = precision or "fp32"
         cls.check(path, device, precision)
         device = device or default_device()
         model = LangBRT.from_pretrained(path, map_location=device).to(_DTYPES[precision]).eval()
         check_impl_runs(model.config.attention, torch.device(device))  # once here, not once per image
         model.prompt_bank.freeze()
-        return cls(model, device, precision)
+        return cls(model, device, precision, memory_format=memory_format)
 
     @property
     def prompts(self) -> list[str]:
@@ -133,18 +143,20 @@ class TorchBackend:
                 out = self.model.forward_table(x, table.embeddings, table.predefined_index, table.weights)
                 image, mask, maps = out.image, out.mask, out.maps
         with record_function(RunStage.FLOAT_OUTPUTS.value):
-            image, mask, maps = image.float(), mask.float(), maps.float()
+            image, mask, maps = _nchw_float(image), _nchw_float(mask), _nchw_float(maps)
         with record_function(RunStage.REGROUP_MAPS.value):
             maps = regroup_maps(maps, table.per_image)  # (B, K, S, S)
         return BackendOutput(image=image, mask=mask, maps=maps)
 
     def _to_device(self, images: torch.Tensor) -> torch.Tensor:
-        """Host -> device through pinned memory (asynchronous copy); a no-op on CPU."""
+        """Host -> device through pinned memory (asynchronous copy), then the dtype and memory format on the
+        device in one copy; on CPU only that last step."""
+        layout = self.memory_format.torch_format
         if not self._on_cuda:
-            return images.to(self.dtype)
+            return images.to(self.dtype, memory_format=layout)
         if images.device.type == "cpu":
             images = images.pin_memory()
-        return images.to(self.device, non_blocking=True).to(self.dtype)
+        return images.to(self.device, non_blocking=True).to(self.dtype, memory_format=layout)
 
     def _run_graph(self, x: torch.Tensor, table: PromptTable) -> tuple[torch.Tensor, ...]:
         """Replay (capturing on first use) the batch-1 graph for this table size; eager if capture fails."""
@@ -169,7 +181,7 @@ class TorchBackend:
     def _capture(self, x: torch.Tensor, table: PromptTable) -> _Graph:
         dev = torch.device(self.device)
         static = (
-            x.clone(),
+            x.clone(memory_format=self.memory_format.torch_format),  # (1, 3, S, S)
             table.embeddings.to(dev, self.dtype),
             table.predefined_index.to(dev),
             table.weights.to(dev, self.dtype),
@@ -184,3 +196,9 @@ class TorchBackend:
         with torch.cuda.graph(graph, stream=torch.cuda.Stream(dev)):  # the default capture stream is GPU 0's
             out = self.model.forward_table(*static)
         return _Graph(graph, *static, outputs=(out.image, out.mask, out.maps), kept=live_folds())
+
+
+def _nchw_float(t: torch.Tensor) -> torch.Tensor:
+    """float32 NCHW-contiguous (one copy, none if it already is): channels_last outputs are strided, and
+    callers (the retoucher, the servers, `regroup_maps`) take the layout the backends have always returned."""
+    return t.to(torch.float32, memory_format=torch.contiguous_format)  # (B, C, S, S)
