@@ -2,7 +2,9 @@
 
 For every (model path, backend, precision, batch size) that loads: `--warmup` untimed calls, then calls
 timed one by one for `--seconds`; latency p50/p90/p99 per call (ms), throughput images/s. Rows that cannot
-run (no GPU, no TensorRT, fp16 on CPU) are listed as skipped with the reason, never silently dropped.
+run (no GPU, no TensorRT, fp16 on CPU) are listed as skipped with the reason, never silently dropped. Each
+row records the memory format the torch backend ran in (LANGBRT_MEMORY_FORMAT; null for exported models),
+so NCHW and channels_last reports can be compared.
 
 Cost model (per image, batch B, written down so the roofline can be checked by hand):
   FLOPs        = FlopCounterMode count of one torch `forward_table` at batch 1 (needs a checkpoint folder;
@@ -57,6 +59,7 @@ from langbrt.output_paths import check_output_file
 
 from .backends import load_backend
 from .backends.base import PRECISIONS, BackendName, backend_for_path
+from .backends.memory_format import DEFAULT_MEMORY_FORMAT, memory_format_choice
 
 # Dense peaks per device (name substring -> precision -> FLOP/s), and memory bandwidth in bytes/s.
 PEAK_FLOPS = {
@@ -268,11 +271,17 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
                                         "reason": f"batch {batch} does not fit in this machine's memory"})
                         continue
                     rows.append({"model": path, "backend": name, "precision": precision, "batch_size": batch,
-                                 "device": backend.device, **timing,
+                                 "device": backend.device, "memory_format": _memory_format(backend), **timing,
                                  **roofline(cost, precision, batch, timing["seconds_per_image"], env["gpu"])})
     return {"environment": env, "settings": {"warmup": args.warmup, "seconds": args.seconds,
                                              "batch_sizes": args.batch_sizes, "precisions": args.precision},
             "models": costs, "rows": rows, "skipped": skipped}
+
+
+def _memory_format(backend: Any) -> str | None:
+    """The layout the torch backend ran the network in; None for an exported model (its engine decides)."""
+    memory_format = getattr(backend, "memory_format", None)
+    return memory_format.value if memory_format is not None else None
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -281,8 +290,10 @@ def format_table(report: dict[str, Any]) -> str:
              f"{'of bound':>10}  device"] if report["rows"] else []
     for r in report["rows"]:
         frac = f"{r['achieved_fraction']:.1%}" if r.get("achieved_fraction") is not None else "-"
+        layout = r.get("memory_format")
+        where = r["device"] if layout in (None, DEFAULT_MEMORY_FORMAT.value) else f"{r['device']}, {layout}"
         lines.append(f"{r['backend']:<12}{r['precision']:<6}{r['batch_size']:>6}{r['p50_ms']:>10.2f}"
-                     f"{r['p90_ms']:>10.2f}{r['p99_ms']:>10.2f}{r['images_per_s']:>10.1f}{frac:>10}  {r['device']}")
+                     f"{r['p90_ms']:>10.2f}{r['p99_ms']:>10.2f}{r['images_per_s']:>10.1f}{frac:>10}  {where}")
     lines += [f"skipped {' '.join(filter(None, (s['backend'], s.get('precision'))))} for {s['model']}: "
               f"{s['reason']}" for s in report["skipped"]]
     return "\n".join(lines)
@@ -314,6 +325,7 @@ def _bench(args: argparse.Namespace) -> int:
                 backend_for_path(model)  # a path of no known kind is a slip, refused like a missing one
         if args.out is not None:
             check_output_file(args.out, args.model, flag="--out")
+        memory_format_choice()  # LANGBRT_MEMORY_FORMAT: a bad value, refused before any model is costed
     except LangBRTError as err:
         return fail(PROG, err, EXIT_USAGE)
     if args.threads is not None:

@@ -263,3 +263,27 @@ def test_an_empty_model_or_out_is_a_usage_error(tmp_path, capsys, monkeypatch, f
         main([flag, ""])
     assert exited.value.code == 2
     assert _one_line_error(capsys).startswith(f"langbrt-bench: error: argument {flag}: is empty")
+
+
+@pytest.mark.parametrize("value, recorded", [(None, "contiguous"), ("channels_last", "channels_last")])
+def test_each_row_records_the_memory_format_it_ran_in(models, capsys, monkeypatch, value, recorded):
+    """NCHW and channels_last runs of the torch backend are told apart in the report (null for an export,
+    whose engine chooses its own layout), and a channels_last row says so in the table too."""
+    if value is None:
+        monkeypatch.delenv("LANGBRT_MEMORY_FORMAT", raising=False)
+    else:
+        monkeypatch.setenv("LANGBRT_MEMORY_FORMAT", value)
+    argv = ["--model", str(models[0]), "--model", str(models[1]), *FAST]
+    assert main([*argv, "--json"]) == 0
+    rows = {r["backend"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
+    assert rows["torch"]["memory_format"] == recorded and rows["onnxruntime"]["memory_format"] is None
+    table = format_table({"rows": list(rows.values()), "skipped": []}).splitlines()
+    assert table[1].endswith("  cpu, channels_last" if value else "  cpu") and table[2].endswith("  cpu")
+
+
+def test_a_bad_memory_format_is_one_line_exit_2_before_any_work(models, capsys, monkeypatch):
+    monkeypatch.setenv("LANGBRT_MEMORY_FORMAT", "nhwc")
+    monkeypatch.setattr(cli_bench, "run_bench", lambda args: pytest.fail("benchmarked with a bad memory format"))
+    assert main(["--model", str(models[0]), *FAST]) == 2
+    assert _one_line_error(capsys) == ("langbrt-bench: error: LANGBRT_MEMORY_FORMAT='nhwc' is not one of: "
+                                       "contiguous, channels_last")
