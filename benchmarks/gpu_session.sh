@@ -34,15 +34,17 @@
 #            wgmma and mma.sync): occupancy, warp stall reasons, pipe and shared-memory utilisation, i.e. what limits it;
 # e2e:       langbrt-bench on the torch backend at the paper preset, fp32 and fp16, batch 1/8/32 (random
 #            weights and prompt embeddings: latency does not depend on their values), and
-#            benchmarks/profile_forward.py's CUDA kernel table and latency for one fp16 batch-8 forward (and
-#            batch 32, slower per image),
+#            benchmarks/profile_forward.py's CUDA kernel table and latency for one fp16 batch-8 forward,
 #            and both again with LANGBRT_GROUP_NORM=native (PyTorch's GroupNorm + GELU: the fused default's
-#            baseline), and the forward in channels_last (no cuDNN transposes; the fused GroupNorm's NHWC
-#            kernels; with PyTorch's GroupNorm it ran 17.4 against NCHW's 17.2 ms), and profile_forward.py
-#            --backend-run at fp16 batch 32 and 8 (one file): what langbrt-bench times, TorchBackend.run on CPU
-#            images and the copy back, split into its stages (the bench's 141 ms at batch 32 against the
-#            forward's 44.7 on the H100: which host copies take the rest?). e2e writes 7 files and the log, the 8
-#            a call brings back: name compile in another call;
+#            baseline), and both in channels_last (no cuDNN transposes; the fused GroupNorm's NHWC kernels;
+#            with PyTorch's GroupNorm the forward ran 17.4 against NCHW's 17.2 ms): the forward, and
+#            langbrt-bench fp16 with LANGBRT_MEMORY_FORMAT=channels_last (the backend's opt-in switch, batch-1
+#            CUDA graphs included: its default flips if it wins); and profile_forward.py --backend-run at fp16
+#            batch 32 and 8 (one file): what langbrt-bench times, TorchBackend.run on CPU images and the copy
+#            back, split into its stages (the bench's 141 ms at batch 32 against the forward's 44.7 on the
+#            H100: which host copies take the rest?). The batch-32 forward profile is gone (the fifth H100
+#            session answered it). e2e writes 7 files and the log, the 8 a call brings back: name compile in
+#            another call;
 # compile:   the same forward through torch.compile.
 # Each step has its own time limit and writes as it goes, so a slow step costs only itself; SESSION_S (default
 # 570 s) caps them all: a step is skipped when less than a minute of it is left.
@@ -179,9 +181,6 @@ random_model(PRESETS['paper']()).save_pretrained('$scratch/paper-random')" 2>&1 
         --out "$out/bench-torch-paper-$card-$day.json" 2>&1 | tail -30 | tee -a "$log"
     timeout "$(left 40)" python3 benchmarks/profile_forward.py --preset paper --precision fp16 --batch 8 \
         --out "$out/profile-paper-fp16-b8-$card-$day.txt" 2>&1 | tail -30 | tee -a "$log"
-    # Batch 32 runs slower per image than batch 8 (3.7 against 2.3 ms on the H100): where does it go?
-    timeout "$(left 60)" python3 benchmarks/profile_forward.py --preset paper --precision fp16 --batch 32 \
-        --out "$out/profile-paper-fp16-b32-$card-$day.txt" 2>&1 | tail -30 | tee -a "$log"
     # End to end, as langbrt-bench times it (CPU images in, the fp32 image back), by stage: batch 32 first (the
     # slow one per image), both in one file ($OUT brings back 8 files). The log gets the header and stage table;
     # sed, unlike head, reads to the end, so the script is not cut off by SIGPIPE before it writes --out.
@@ -193,6 +192,10 @@ random_model(PRESETS['paper']()).save_pretrained('$scratch/paper-random')" 2>&1 
         > "$out/profile-paper-fp16-backend-run-$card-$day.txt" 2>> "$log"
     timeout "$(left 40)" python3 benchmarks/profile_forward.py --channels-last --preset paper --precision fp16 --batch 8 \
         --out "$out/profile-paper-fp16-b8-channels-last-$card-$day.txt" 2>&1 | tail -30 | tee -a "$log"
+    # The torch backend in channels_last (LANGBRT_MEMORY_FORMAT, opt-in): against the fp16 rows of the first run.
+    LANGBRT_MEMORY_FORMAT=channels_last timeout "$(left 60)" python3 -m langbrt.runtime.cli_bench \
+        --model "$scratch/paper-random" --backend torch --device cuda --precision fp16 --batch-sizes 1 8 32 \
+        --seconds 3 --out "$out/bench-torch-paper-channels-last-$card-$day.json" 2>&1 | tail -12 | tee -a "$log"
     # PyTorch's GroupNorm + GELU against the fused default (kernels/group_norm.py) in the runs above.
     LANGBRT_GROUP_NORM=native timeout "$(left 60)" python3 -m langbrt.runtime.cli_bench --model "$scratch/paper-random" \
         --backend torch --device cuda --precision fp16 --batch-sizes 1 8 32 --seconds 3 \
