@@ -29,7 +29,8 @@ measured up to 7 times PyTorch's error in such a row of 72 000 (up to 3 before).
 scalar load (a gather of BLOCK_C in the NHWC kernels) and one subtraction an element in the statistics
 and in the apply: for the paper's encoder map on sm_80 and sm_90 (ptxas, fp16 and fp32), 2 to 17 %
 more instructions a warp and registers within one of before but for the NHWC apply's (40 -> 48 in
-fp16, 32 -> 40 in fp32 on sm_90); not yet timed on a GPU.
+fp16, 32 -> 40 in fp32 on sm_90). On an H100 the fp16 batch-8 forward took 12.0 ms with it against 12.1
+before (2026-11-27, benchmarks/results/profile-paper-fp16-b8-NVIDIA-H100-80GB-HBM3-2026-11-27.txt).
 The statistics read x once with every SM busy, the apply reads and writes it once: the same traffic as
 PyTorch's GroupNorm alone, with the GELU folded in. On an H100 (paper preset, fp16, batch 8) one forward
 went from 17.2 to 12.1 ms: the statistics from 4.7 ms (PyTorch's RowwiseMoments, 15 calls) to 0.26, the
@@ -43,7 +44,9 @@ same (mean, M2) slots) and `gn_nhwc_apply_kernel` (grid (pixel tiles, N): every 
 each with its group's pivot, scale and shift), with the finalize kernel shared and the same pivots (the
 group's first channel at the first pixel). Why: in channels_last the convs need no NCHW<->NHWC
 transposes (18 % of that H100 forward), but PyTorch's GroupNorm on such a map spent the saving on
-strided copies (17.4 ms against NCHW's 17.2); not yet timed with these kernels.
+strided copies (17.4 ms against NCHW's 17.2). With these kernels the channels_last forward took 10.4 ms
+against NCHW's 12.0 on an H100 (2026-11-27, `profile-paper-fp16-b8-channels-last-...` there); the torch
+backend takes that layout opt-in (LANGBRT_MEMORY_FORMAT).
 
 Importing this module imports triton; it never probes a device. On CPU the kernels run only in Triton's
 interpreter (`TRITON_INTERPRET=1` before this import).
