@@ -59,7 +59,7 @@ from langbrt.output_paths import check_output_file
 
 from .backends import load_backend
 from .backends.base import PRECISIONS, BackendName, backend_for_path
-from .backends.memory_format import DEFAULT_MEMORY_FORMAT, memory_format_choice
+from .backends.memory_format import MemoryFormat, memory_format_choice
 
 # Dense peaks per device (name substring -> precision -> FLOP/s), and memory bandwidth in bytes/s.
 PEAK_FLOPS = {
@@ -291,7 +291,7 @@ def format_table(report: dict[str, Any]) -> str:
     for r in report["rows"]:
         frac = f"{r['achieved_fraction']:.1%}" if r.get("achieved_fraction") is not None else "-"
         layout = r.get("memory_format")
-        where = r["device"] if layout in (None, DEFAULT_MEMORY_FORMAT.value) else f"{r['device']}, {layout}"
+        where = r["device"] if layout in (None, MemoryFormat.CONTIGUOUS.value) else f"{r['device']}, {layout}"
         lines.append(f"{r['backend']:<12}{r['precision']:<6}{r['batch_size']:>6}{r['p50_ms']:>10.2f}"
                      f"{r['p90_ms']:>10.2f}{r['p99_ms']:>10.2f}{r['images_per_s']:>10.1f}{frac:>10}  {where}")
     lines += [f"skipped {' '.join(filter(None, (s['backend'], s.get('precision'))))} for {s['model']}: "

@@ -265,7 +265,8 @@ def test_an_empty_model_or_out_is_a_usage_error(tmp_path, capsys, monkeypatch, f
     assert _one_line_error(capsys).startswith(f"langbrt-bench: error: argument {flag}: is empty")
 
 
-@pytest.mark.parametrize("value, recorded", [(None, "contiguous"), ("channels_last", "channels_last")])
+@pytest.mark.parametrize("value, recorded", [(None, "channels_last"), ("contiguous", "contiguous"),
+                                             ("channels_last", "channels_last")])
 def test_each_row_records_the_memory_format_it_ran_in(models, capsys, monkeypatch, value, recorded):
     """NCHW and channels_last runs of the torch backend are told apart in the report (null for an export,
     whose engine chooses its own layout), and a channels_last row says so in the table too."""
@@ -278,7 +279,8 @@ def test_each_row_records_the_memory_format_it_ran_in(models, capsys, monkeypatc
     rows = {r["backend"]: r for r in json.loads(capsys.readouterr().out)["rows"]}
     assert rows["torch"]["memory_format"] == recorded and rows["onnxruntime"]["memory_format"] is None
     table = format_table({"rows": list(rows.values()), "skipped": []}).splitlines()
-    assert table[1].endswith("  cpu, channels_last" if value else "  cpu") and table[2].endswith("  cpu")
+    nhwc = recorded == "channels_last"  # the default on CPU (auto)
+    assert table[1].endswith("  cpu, channels_last" if nhwc else "  cpu") and table[2].endswith("  cpu")
 
 
 def test_a_bad_memory_format_is_one_line_exit_2_before_any_work(models, capsys, monkeypatch):
@@ -286,4 +288,4 @@ def test_a_bad_memory_format_is_one_line_exit_2_before_any_work(models, capsys, 
     monkeypatch.setattr(cli_bench, "run_bench", lambda args: pytest.fail("benchmarked with a bad memory format"))
     assert main(["--model", str(models[0]), *FAST]) == 2
     assert _one_line_error(capsys) == ("langbrt-bench: error: LANGBRT_MEMORY_FORMAT='nhwc' is not one of: "
-                                       "contiguous, channels_last")
+                                       "auto, contiguous, channels_last")

@@ -3,7 +3,7 @@
 On CUDA the model's attention dispatch (`config.attention="auto"`) already picks the fused kernel; this
 backend adds what eager mode leaves on the table for small batches: batch-1 calls are replayed from a CUDA
 graph (one per prompt-table size), and host images go through pinned memory so the copy is asynchronous.
-LANGBRT_MEMORY_FORMAT=channels_last (or `memory_format=`) runs weights and batches in NHWC (`MemoryFormat`).
+On CPU weights and batches run in NHWC by default (LANGBRT_MEMORY_FORMAT or `memory_format=`: `MemoryFormat`).
 """
 
 from __future__ import annotations
@@ -67,17 +67,19 @@ class TorchBackend:
     add are cached in a bounded LRU (a server must not list one client's prompts to another, nor grow with
     them). A model passed in directly (a training run's) is left as it is, but for its memory format.
 
-    `memory_format` (None: LANGBRT_MEMORY_FORMAT, default contiguous) is the layout the network runs in: the
-    model's 4-D parameters are converted in place when the backend is built (backends sharing one model must
-    share its format: a CUDA graph reads the parameters by address), and every batch is converted on the
-    device. Outputs are NCHW-contiguous either way, so callers never see the difference.
+    `memory_format` (None: LANGBRT_MEMORY_FORMAT, default auto: NHWC on CPU, NCHW on CUDA) is the layout the
+    network runs in, resolved for `device` (`MemoryFormat.resolve`): the model's 4-D parameters are converted
+    in place when the backend is built (backends sharing one model must share its format: a CUDA graph reads
+    the parameters by address), and every batch is converted on the device. Outputs are NCHW-contiguous
+    either way, so callers never see the difference.
     """
 
     name = BackendName.TORCH.value
 
     def __init__(self, model: LangBRT, device: str = "cpu", precision: str = "fp32",
                  cuda_graphs: bool = True, memory_format: MemoryFormat | str | None = None) -> None:
-        self.memory_format = MemoryFormat(memory_format) if memory_format is not None else memory_format_choice()
+        chosen = MemoryFormat(memory_format) if memory_format is not None else memory_format_choice()
+        self.memory_format = chosen.resolve(torch.device(device))
         self.model = model.to(memory_format=self.memory_format.torch_format)  # 4-D parameters, in place
         self.device = device
         self.precision = precision
