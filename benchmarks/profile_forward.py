@@ -129,6 +129,11 @@ def call_times_ms(call: Callable[[], object], iters: int) -> list[float]:
     return sorted(times)
 
 
+def median_and_p90(sorted_ms: Sequence[float]) -> tuple[float, float]:
+    """The median and 90th percentile (nearest rank) of sorted times, as both modes print them."""
+    return sorted_ms[len(sorted_ms) // 2], sorted_ms[min(len(sorted_ms) - 1, round(0.9 * (len(sorted_ms) - 1)))]
+
+
 @dataclass(frozen=True)
 class StageTime:
     """One row of the --backend-run stage table."""
@@ -182,7 +187,7 @@ def backend_run_report(backend: TorchBackend, preset: str, batch: int, warmup: i
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_cuda else [])
     with profile(activities=activities) as prof:
         call()
-    p50, p90 = times[len(times) // 2], times[min(len(times) - 1, round(0.9 * (len(times) - 1)))]
+    p50, p90 = median_and_p90(times)
     device_name = torch.cuda.get_device_name(backend.device) if on_cuda else "CPU"
     header = (f"# {device_name}, torch {torch.__version__}: {preset} preset, {backend.precision}, batch {batch}, "
               f"TorchBackend.run(CPU float32 images).image.cpu(): first call {first_s:.1f} s, then p50 {p50:.2f} ms, "
@@ -247,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             forward(images)
         times = forward_times_ms(forward, images, args.iters)
         table = profile_table(forward, images, args.rows)
-    median, p90 = times[len(times) // 2], times[min(len(times) - 1, round(0.9 * (len(times) - 1)))]
+    median, p90 = median_and_p90(times)
     header = (f"# {torch.cuda.get_device_name()}, torch {torch.__version__}: {args.preset} preset, {args.precision}, "
               f"batch {args.batch}, {'torch.compile' if args.compile else 'eager'}"
               f"{', channels_last' if args.channels_last else ''}: first forward {first_s:.1f} s, "
